@@ -1,0 +1,34 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "vectorgate", version, about = "Postgres-wire SQL front door for vector search")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the Postgres protocol on the embedded stores.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:5433]
+    #[arg(long, env = "VECTORGATE_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Directory of the embedded row store and vector index [default: ./vectorgate-data]
+    #[arg(long, env = "VECTORGATE_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Largest k a vector_search may ask for [default: 10000]
+    #[arg(long, env = "VECTORGATE_MAX_K")]
+    pub max_k: Option<usize>,
+    /// TOML file with the same settings (listen, data, max_k)
+    #[arg(long, env = "VECTORGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}

@@ -1,0 +1,215 @@
+//! One error type for the whole proxy, and the one table that maps each variant to a
+//! SQLSTATE. Messages are written for clients: they never carry internal addresses,
+//! file paths or debug strings.
+
+use datafusion::error::DataFusionError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("relation \"{0}\" does not exist")]
+    UndefinedTable(String),
+    #[error("relation \"{0}\" already exists")]
+    DuplicateTable(String),
+    #[error("column \"{0}\" does not exist")]
+    UndefinedColumn(String),
+    #[error("{0}")]
+    UndefinedFunction(String),
+    #[error("{0}")]
+    UndefinedObject(String),
+    #[error("{0}")]
+    InvalidText(String),
+    #[error("{0}")]
+    DataException(String),
+    #[error("{0}")]
+    NumericOutOfRange(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("{0}")]
+    InvalidTableDefinition(String),
+    #[error("{0}")]
+    DatatypeMismatch(String),
+    #[error("{0}")]
+    FeatureNotSupported(String),
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{message}")]
+    UniqueViolation { message: String, detail: String },
+    #[error("{0}")]
+    NotNullViolation(String),
+    #[error("{0}")]
+    ProtocolViolation(String),
+    #[error("{0}")]
+    QueryCanceled(String),
+    /// A backend answered with an error. `store` names the backend ("row store",
+    /// "vector index") for the hint; `message` is already client-safe.
+    #[error("{store} error: {message}")]
+    Backend { store: &'static str, message: String },
+    /// A backend could not be reached.
+    #[error("{store} is unavailable: {message}")]
+    Unavailable { store: &'static str, message: String },
+    /// Anything else. The detail is logged, never sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    /// The SQLSTATE sent to the client for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::UndefinedTable(_) => "42P01",
+            Error::DuplicateTable(_) => "42P07",
+            Error::UndefinedColumn(_) => "42703",
+            Error::UndefinedFunction(_) => "42883",
+            Error::UndefinedObject(_) => "42704",
+            Error::InvalidText(_) => "22P02",
+            Error::DataException(_) => "22000",
+            Error::NumericOutOfRange(_) => "22003",
+            Error::InvalidParameter(_) => "22023",
+            Error::InvalidTableDefinition(_) => "42P16",
+            Error::DatatypeMismatch(_) => "42804",
+            Error::FeatureNotSupported(_) => "0A000",
+            Error::Syntax(_) => "42601",
+            Error::UniqueViolation { .. } => "23505",
+            Error::NotNullViolation(_) => "23502",
+            Error::ProtocolViolation(_) => "08P01",
+            Error::QueryCanceled(_) => "57014",
+            Error::Backend { .. } => "58000",
+            Error::Unavailable { .. } => "08006",
+            Error::Internal(_) => "XX000",
+        }
+    }
+
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Error::UniqueViolation { detail, .. } => Some(detail.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Backend { store, .. } | Error::Unavailable { store, .. } => Some(format!(
+                "the {store} behind vectorgate failed; the proxy keeps running, retry the statement"
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Error::Internal(e.to_string())
+    }
+
+    pub fn row_store(e: impl std::fmt::Display) -> Self {
+        Error::Backend { store: "row store", message: e.to_string() }
+    }
+
+    pub fn vector_index(e: impl std::fmt::Display) -> Self {
+        Error::Backend { store: "vector index", message: e.to_string() }
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        from_datafusion(e)
+    }
+}
+
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
+fn strip_prefixes(msg: &str) -> String {
+    let mut m = msg.trim();
+    for p in [
+        "Error during planning: ",
+        "Execution error: ",
+        "Arrow error: ",
+        "Invalid argument error: ",
+        "Cast error: ",
+        "This feature is not implemented: ",
+        "SQL error: ",
+        "Schema error: ",
+        "Optimizer rule",
+    ] {
+        if let Some(rest) = m.strip_prefix(p) {
+            m = rest.trim();
+        }
+    }
+    m.to_string()
+}
+
+fn from_datafusion(e: DataFusionError) -> Error {
+    use datafusion::common::SchemaError;
+    match e {
+        DataFusionError::External(inner) => match inner.downcast::<Error>() {
+            Ok(mine) => *mine,
+            Err(other) => match other.downcast::<DataFusionError>() {
+                Ok(df) => from_datafusion(*df),
+                Err(other) => Error::Internal(other.to_string()),
+            },
+        },
+        DataFusionError::Context(_, inner) => from_datafusion(*inner),
+        DataFusionError::Diagnostic(_, inner) => from_datafusion(*inner),
+        DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
+            Ok(inner) => from_datafusion(inner),
+            Err(arc) => Error::Internal(arc.to_string()),
+        },
+        DataFusionError::Collection(mut errs) if !errs.is_empty() => from_datafusion(errs.remove(0)),
+        DataFusionError::SchemaError(se, _) => match *se {
+            SchemaError::FieldNotFound { field, .. } => Error::UndefinedColumn(field.name().to_string()),
+            other => Error::Syntax(strip_prefixes(&other.to_string())),
+        },
+        DataFusionError::SQL(pe, _) => Error::Syntax(strip_prefixes(&pe.to_string())),
+        DataFusionError::NotImplemented(m) => Error::FeatureNotSupported(strip_prefixes(&m)),
+        DataFusionError::Plan(m) => plan_error(&m),
+        DataFusionError::ArrowError(ae, _) => {
+            let m = strip_prefixes(&ae.to_string());
+            if m.contains("Cannot cast") || m.contains("Can't cast") || m.contains("parse") {
+                Error::InvalidText(m)
+            } else if m.contains("Divide by zero") {
+                Error::DataException("division by zero".into())
+            } else if m.contains("overflow") {
+                Error::NumericOutOfRange(m)
+            } else {
+                Error::DataException(m)
+            }
+        }
+        DataFusionError::Execution(m) => {
+            let m = strip_prefixes(&m);
+            if m.contains("Cannot cast") || m.contains("Can't cast") || m.contains("parse") {
+                Error::InvalidText(m)
+            } else {
+                Error::DataException(m)
+            }
+        }
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+fn plan_error(msg: &str) -> Error {
+    let m = strip_prefixes(msg);
+    // "table 'vectorgate.public.foo' not found"
+    if let Some(rest) = m.strip_prefix("table '")
+        && let Some(name) = rest.strip_suffix("' not found")
+    {
+        let short = name.rsplit('.').next().unwrap_or(name);
+        return Error::UndefinedTable(short.to_string());
+    }
+    if m.contains("Invalid function") || m.contains("No function matches") {
+        return Error::UndefinedFunction(m);
+    }
+    if m.contains("table function") && m.contains("not found") {
+        return Error::UndefinedFunction(m);
+    }
+    if m.contains("Unsupported") || m.contains("not supported") {
+        return Error::FeatureNotSupported(m);
+    }
+    if m.contains("Cannot infer common") || m.contains("Cannot coerce") || m.contains("type mismatch") {
+        return Error::DatatypeMismatch(m);
+    }
+    Error::Syntax(m)
+}

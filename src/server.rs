@@ -1,0 +1,52 @@
+//! The server: opens the stores, accepts connections and hands each to the wire layer.
+//! Tests and `main` both call [`run`] with a bound listener and a shutdown future.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::sql::Engine;
+use crate::store::edge_index::EdgeIndex;
+use crate::store::embedded_rows::EmbeddedRows;
+use crate::wire::Handlers;
+
+/// Open the embedded stores under `config.data` and build the engine.
+pub async fn open_embedded(config: &Config) -> Result<Arc<Engine>> {
+    let rows = Arc::new(EmbeddedRows::open(&config.data.join("rows.redb"))?);
+    let index = EdgeIndex::open(&config.data.join("vectors"))?;
+    index.spawn_maintenance(Duration::from_secs(1));
+    Engine::new(rows, index, config.max_k).await
+}
+
+/// Serve connections until `shutdown` completes, then flush the index.
+pub async fn run(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let handlers = Arc::new(Handlers::new(engine.clone()));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let h = handlers.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down: flushing the vector index");
+    engine.index().flush().await?;
+    Ok(())
+}

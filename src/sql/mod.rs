@@ -1,0 +1,161 @@
+//! The SQL engine. Statements are parsed with a Postgres-compatible parser; DDL and
+//! writes are carried out here against the stores ([`statements`]); queries are planned
+//! and run by Apache DataFusion over the tables of [`tables`] and the
+//! `vector_search` table function of [`vector_search`]. [`params`] types and binds the
+//! `$n` parameters of the extended protocol.
+
+pub mod params;
+pub mod pushdown;
+pub mod statements;
+pub mod tables;
+pub mod vector_search;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::{SQLOptions, SessionState};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::setup_pg_catalog;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::store::{RowStore, VectorIndex};
+use tables::{PublicSchema, Shared};
+use vector_search::{SearchSettings, VectorSearchFunction};
+
+/// The database (DataFusion catalog) name the proxy presents.
+pub const DATABASE: &str = "vectorgate";
+
+/// What a statement produced.
+pub enum Output {
+    Rows { schema: SchemaRef, stream: SendableRecordBatchStream },
+    Command(String),
+    TransactionStart(String),
+    TransactionEnd(String),
+    Empty,
+}
+
+pub struct Engine {
+    pub(crate) shared: Arc<Shared>,
+    base: SessionState,
+    parser: PostgresCompatibilityParser,
+}
+
+impl Engine {
+    pub async fn new(rows: Arc<dyn RowStore>, index: Arc<dyn VectorIndex>, max_k: usize) -> Result<Arc<Engine>> {
+        let defs = rows.list_tables().await?;
+        let shared = Arc::new(Shared {
+            rows,
+            index,
+            tables: RwLock::new(defs.into_iter().map(|d| (d.name.clone(), Arc::new(d))).collect()),
+            max_k,
+        });
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(DATABASE, "public")
+            .with_create_default_catalog_and_schema(true)
+            .with_information_schema(true)
+            .with_target_partitions(2);
+        let ctx = SessionContext::new_with_config(config);
+        ctx.catalog(DATABASE)
+            .ok_or_else(|| Error::internal("default catalog missing"))?
+            .register_schema("public", Arc::new(PublicSchema { shared: Arc::downgrade(&shared) }))?;
+        setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider).map_err(|e| Error::internal(e.to_string()))?;
+        ctx.register_udtf("vector_search", Arc::new(VectorSearchFunction { shared: Arc::downgrade(&shared) }));
+        Ok(Arc::new(Engine { shared, base: ctx.state(), parser: PostgresCompatibilityParser::new() }))
+    }
+
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        self.parser.parse(sql).map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))
+    }
+
+    pub fn rows(&self) -> &Arc<dyn RowStore> {
+        &self.shared.rows
+    }
+
+    pub fn index(&self) -> &Arc<dyn VectorIndex> {
+        &self.shared.index
+    }
+}
+
+/// One client connection's state: its DataFusion context and its settings.
+pub struct Session {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) ctx: SessionContext,
+    settings: Mutex<BTreeMap<String, String>>,
+}
+
+impl Session {
+    pub fn new(engine: Arc<Engine>) -> Session {
+        let ctx = SessionContext::new_with_state(engine.base.clone());
+        Session { engine, ctx, settings: Mutex::new(BTreeMap::new()) }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Run one statement.
+    pub async fn execute(&self, stmt: Statement) -> Result<Output> {
+        if let Some(out) = statements::execute(self, &stmt).await? {
+            return Ok(out);
+        }
+        self.query(stmt).await
+    }
+
+    /// Plan and run a query through DataFusion.
+    async fn query(&self, stmt: Statement) -> Result<Output> {
+        let plan = self.plan(stmt).await?;
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await?;
+        Ok(Output::Rows { schema, stream })
+    }
+
+    pub(crate) async fn plan(&self, stmt: Statement) -> Result<datafusion::logical_expr::LogicalPlan> {
+        self.apply_settings();
+        let state = self.ctx.state();
+        let plan = state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|_| Error::FeatureNotSupported("this statement is not supported by vectorgate".into()))?;
+        Ok(plan)
+    }
+
+    fn apply_settings(&self) {
+        let s = self.settings.lock();
+        let settings = SearchSettings {
+            hnsw_ef: s.get("vectorgate.hnsw_ef").and_then(|v| v.parse().ok()),
+            exact: s.get("vectorgate.exact").is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1")),
+        };
+        self.ctx.state_ref().write().config_mut().set_extension(Arc::new(settings));
+    }
+
+    pub(crate) fn set(&self, name: &str, value: Option<String>) {
+        let mut s = self.settings.lock();
+        match value {
+            Some(v) => {
+                s.insert(name.to_ascii_lowercase(), v);
+            }
+            None => {
+                s.remove(&name.to_ascii_lowercase());
+            }
+        }
+    }
+
+    pub(crate) fn reset_all(&self) {
+        self.settings.lock().clear();
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
+        self.settings.lock().get(&name.to_ascii_lowercase()).cloned()
+    }
+}

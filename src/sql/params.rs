@@ -1,0 +1,307 @@
+//! Parameters of the extended protocol: the type of each `$n` (for Describe), and
+//! binding values into a statement. A bound value becomes a literal in the statement's
+//! syntax tree (never spliced into text), and the statement then runs like a simple
+//! query, so both protocols share one execution path.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, SetExpr, Statement, TableFactor, TableObject, Value as SqlValue,
+    visit_expressions, visit_expressions_mut, visit_relations,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::Session;
+use super::statements::ident_name;
+use crate::error::{Error, Result};
+use crate::types::{Value, format_vector};
+
+/// What Describe reports for a statement.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// The inferred type of `$1..$n`; `None` where nothing constrains it.
+    pub params: Vec<Option<DataType>>,
+    /// Result columns, or `None` for a statement that returns no rows.
+    pub schema: Option<SchemaRef>,
+}
+
+fn placeholder_index(e: &SqlExpr) -> Option<usize> {
+    if let SqlExpr::Value(v) = e
+        && let SqlValue::Placeholder(p) = &v.value
+    {
+        return p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).filter(|n| *n >= 1);
+    }
+    None
+}
+
+fn count_params(stmt: &Statement) -> usize {
+    let mut max = 0;
+    let _ = visit_expressions(stmt, |e| {
+        if let Some(i) = placeholder_index(e) {
+            max = max.max(i);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    max
+}
+
+fn vector_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)))
+}
+
+/// Types of placeholders used directly as `vector_search` arguments.
+fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, DataType>) {
+    let _ = visit_relations(stmt, |_| ControlFlow::<()>::Continue(()));
+    // Table functions appear as table factors with arguments; walk the text-free way.
+    fn walk_factor(f: &TableFactor, types: &mut BTreeMap<usize, DataType>) {
+        match f {
+            TableFactor::Table { name, args: Some(args), .. }
+                if name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case("vector_search")) =>
+            {
+                for (pos, a) in args.args.iter().enumerate() {
+                    if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = a
+                        && let Some(i) = placeholder_index(e)
+                    {
+                        let t = match pos {
+                            0 => DataType::Utf8,
+                            1 => vector_type(),
+                            _ => DataType::Int64,
+                        };
+                        types.insert(i, t);
+                    }
+                }
+            }
+            TableFactor::NestedJoin { table_with_joins, .. } => {
+                walk_factor(&table_with_joins.relation, types);
+                for j in &table_with_joins.joins {
+                    walk_factor(&j.relation, types);
+                }
+            }
+            TableFactor::Derived { subquery, .. } => walk_query(subquery, types),
+            _ => {}
+        }
+    }
+    fn walk_set(s: &SetExpr, types: &mut BTreeMap<usize, DataType>) {
+        match s {
+            SetExpr::Select(sel) => {
+                for t in &sel.from {
+                    walk_factor(&t.relation, types);
+                    for j in &t.joins {
+                        walk_factor(&j.relation, types);
+                    }
+                }
+            }
+            SetExpr::Query(q) => walk_query(q, types),
+            SetExpr::SetOperation { left, right, .. } => {
+                walk_set(left, types);
+                walk_set(right, types);
+            }
+            _ => {}
+        }
+    }
+    fn walk_query(q: &datafusion::sql::sqlparser::ast::Query, types: &mut BTreeMap<usize, DataType>) {
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                walk_query(&cte.query, types);
+            }
+        }
+        walk_set(&q.body, types);
+    }
+    match stmt {
+        Statement::Query(q) => walk_query(q, types),
+        Statement::Explain { statement, .. } => vector_search_params(statement, types),
+        _ => {}
+    }
+}
+
+pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> {
+    let n = count_params(stmt);
+    let mut types: BTreeMap<usize, DataType> = BTreeMap::new();
+    let mut schema = None;
+    match stmt {
+        Statement::Query(_) | Statement::Explain { .. } => {
+            vector_search_params(stmt, &mut types);
+            let plan = session.plan(stmt.clone()).await?;
+            for (name, t) in plan.get_parameter_types()? {
+                if let (Some(i), Some(t)) = (name.strip_prefix('$').and_then(|x| x.parse::<usize>().ok()), t) {
+                    types.entry(i).or_insert(t);
+                }
+            }
+            schema = Some(Arc::new(plan.schema().as_arrow().clone()));
+        }
+        Statement::Insert(ins) => {
+            if let TableObject::TableName(name) = &ins.table
+                && let Some(def) = name.0.last().and_then(|p| p.as_ident()).map(ident_name).and_then(|t| session.engine.shared.table(&t).ok())
+            {
+                let targets: Vec<Option<usize>> = if ins.columns.is_empty() {
+                    (0..def.columns.len()).map(Some).collect()
+                } else {
+                    ins.columns
+                        .iter()
+                        .map(|c| c.0.last().and_then(|p| p.as_ident()).map(ident_name).and_then(|n| def.column_index(&n)))
+                        .collect()
+                };
+                if let Some(src) = &ins.source
+                    && let SetExpr::Values(values) = src.body.as_ref()
+                {
+                    for row in &values.rows {
+                        for (e, t) in row.iter().zip(&targets) {
+                            if let (Some(i), Some(c)) = (placeholder_index(e), t) {
+                                types.entry(i).or_insert(def.columns[*c].ty.arrow_type());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Statement::Update(up) => {
+            if let TableFactor::Table { name, .. } = &up.table.relation
+                && let Some(def) = name.0.last().and_then(|p| p.as_ident()).map(ident_name).and_then(|t| session.engine.shared.table(&t).ok())
+            {
+                for a in &up.assignments {
+                    let target = a.target.to_string().to_ascii_lowercase();
+                    if let (Some(i), Some(c)) = (placeholder_index(&a.value), def.column_index(target.trim_matches('"'))) {
+                        types.entry(i).or_insert(def.columns[c].ty.arrow_type());
+                    }
+                }
+                if let Some(sel) = &up.selection {
+                    infer_where(session, &def.name, sel, &mut types).await;
+                }
+            }
+        }
+        Statement::Delete(del) => {
+            if let datafusion::sql::sqlparser::ast::FromTable::WithFromKeyword(t) | datafusion::sql::sqlparser::ast::FromTable::WithoutKeyword(t) = &del.from
+                && let Some(twj) = t.first()
+                && let TableFactor::Table { name, .. } = &twj.relation
+                && let Some(sel) = &del.selection
+            {
+                let tn = name.0.last().and_then(|p| p.as_ident()).map(ident_name).unwrap_or_default();
+                infer_where(session, &tn, sel, &mut types).await;
+            }
+        }
+        _ => {}
+    }
+    Ok(Described { params: (1..=n).map(|i| types.get(&i).cloned()).collect(), schema })
+}
+
+async fn infer_where(session: &Session, table: &str, sel: &SqlExpr, types: &mut BTreeMap<usize, DataType>) {
+    let sql = format!("SELECT 1 FROM \"{table}\" WHERE {sel}");
+    let Ok(mut stmts) = session.engine.parse(&sql) else { return };
+    let Some(stmt) = stmts.pop() else { return };
+    if let Ok(plan) = session.plan(stmt).await
+        && let Ok(ts) = plan.get_parameter_types()
+    {
+        for (name, t) in ts {
+            if let (Some(i), Some(t)) = (name.strip_prefix('$').and_then(|x| x.parse::<usize>().ok()), t) {
+                types.entry(i).or_insert(t);
+            }
+        }
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The SQL literal for a bound value.
+fn literal(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Bool(b) => if *b { "TRUE".into() } else { "FALSE".into() },
+        Value::Int(i) => {
+            if *i < 0 { format!("({i})") } else { i.to_string() }
+        }
+        Value::Float(f) if f.is_finite() => {
+            let s = format!("{f:?}");
+            if *f < 0.0 { format!("({s})") } else { s }
+        }
+        Value::Float(f) => format!("CAST('{}' AS DOUBLE PRECISION)", if f.is_nan() { "NaN".to_string() } else if *f > 0.0 { "Infinity".into() } else { "-Infinity".into() }),
+        Value::Text(s) => quote(s),
+        Value::Uuid(u) => quote(&u.to_string()),
+        Value::Timestamp(t) => {
+            let dt = chrono::DateTime::from_timestamp_micros(*t).unwrap_or_default();
+            format!("CAST('{}' AS TIMESTAMP)", dt.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f"))
+        }
+        Value::Date(d) => {
+            let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default() + chrono::Duration::days(*d as i64);
+            format!("CAST('{date}' AS DATE)")
+        }
+        Value::TextArray(a) => {
+            let items: Vec<String> = a
+                .iter()
+                .map(|x| match x {
+                    None => "NULL".into(),
+                    Some(s) => quote(s),
+                })
+                .collect();
+            format!("ARRAY[{}]", items.join(", "))
+        }
+        Value::IntArray(a) => {
+            let items: Vec<String> = a.iter().map(|x| x.map(|i| i.to_string()).unwrap_or_else(|| "NULL".into())).collect();
+            format!("ARRAY[{}]", items.join(", "))
+        }
+        Value::Vector(v) => quote(&format_vector(v)),
+    }
+}
+
+/// Replace `$n` with the literal of `values[n-1]`.
+pub fn bind(stmt: &Statement, values: &[Value]) -> Result<Statement> {
+    let needed = count_params(stmt);
+    if values.len() < needed {
+        return Err(Error::ProtocolViolation(format!(
+            "bind message supplies {} parameters, but prepared statement requires {needed}",
+            values.len()
+        )));
+    }
+    let dialect = PostgreSqlDialect {};
+    let mut literals = Vec::with_capacity(values.len());
+    for v in values {
+        let text = literal(v);
+        let expr = Parser::new(&dialect)
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|e| Error::internal(format!("literal {text}: {e}")))?;
+        literals.push(expr);
+    }
+    let mut stmt = stmt.clone();
+    let _ = visit_expressions_mut(&mut stmt, |e| {
+        if let Some(i) = placeholder_index(e) {
+            *e = literals[i - 1].clone();
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok(stmt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(sql: &str) -> Statement {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse").pop().expect("one statement")
+    }
+
+    #[test]
+    fn binds_literals_into_the_tree() {
+        let s = parse("SELECT * FROM vector_search('docs', $1, $2) WHERE category = $3 AND year > $4");
+        assert_eq!(count_params(&s), 4);
+        let b = bind(
+            &s,
+            &[Value::Vector(vec![0.5, -1.0]), Value::Int(10), Value::Text("it's".into()), Value::Int(-3)],
+        )
+        .expect("bind");
+        assert_eq!(
+            b.to_string(),
+            "SELECT * FROM vector_search('docs', '[0.5,-1]', 10) WHERE category = 'it''s' AND year > (-3)"
+        );
+        let mut types = BTreeMap::new();
+        vector_search_params(&s, &mut types);
+        assert_eq!(types.get(&1), Some(&vector_type()));
+        assert_eq!(types.get(&2), Some(&DataType::Int64));
+        assert!(bind(&s, &[Value::Int(1)]).is_err());
+    }
+}

@@ -1,0 +1,662 @@
+//! Statements the proxy carries out itself: CREATE/DROP TABLE, INSERT, UPDATE, DELETE
+//! (rows to the row store first, then the vector index), SET/SHOW/RESET and the
+//! transaction verbs. Everything else is a query for DataFusion.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, CreateTable, CreateTableOptions, Delete, Expr as SqlExpr, FromTable, Ident, Insert,
+    ObjectName, ObjectType, Set, SqlOption, Statement, TableConstraint, TableFactor, TableObject, Update,
+    Value as SqlValue,
+};
+use futures::TryStreamExt;
+
+use super::{Output, Session};
+use crate::error::{Error, Result};
+use crate::store::{ColumnDef, Distance, Row, TableDef, WriteMode, keys, point_for_row};
+use crate::types::{ColumnType, Value, coerce, value_from_array};
+
+pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Output>> {
+    Ok(Some(match stmt {
+        Statement::CreateTable(ct) => create_table(session, ct).await?,
+        Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
+            drop_tables(session, names, *if_exists).await?
+        }
+        Statement::Insert(ins) => insert(session, ins).await?,
+        Statement::Update(up) => update(session, up).await?,
+        Statement::Delete(del) => delete(session, del).await?,
+        Statement::Set(s) => set_variable(session, s)?,
+        Statement::ShowVariable { variable } => show(session, variable)?,
+        Statement::Reset(_) | Statement::Discard { .. } => {
+            let tag = if matches!(stmt, Statement::Discard { .. }) { "DISCARD ALL" } else { "RESET" };
+            if let Statement::Reset(r) = stmt {
+                let text = r.to_string();
+                let name = text.trim_start_matches("RESET").trim();
+                if name.eq_ignore_ascii_case("ALL") {
+                    session.reset_all();
+                } else {
+                    session.set(name, None);
+                }
+            } else {
+                session.reset_all();
+            }
+            Output::Command(tag.into())
+        }
+        Statement::StartTransaction { .. } => Output::TransactionStart("BEGIN".into()),
+        Statement::Commit { .. } => Output::TransactionEnd("COMMIT".into()),
+        Statement::Rollback { .. } => Output::TransactionEnd("ROLLBACK".into()),
+        Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => return Ok(None),
+        Statement::ShowTables { .. } | Statement::ShowColumns { .. } => return Ok(None),
+        other => {
+            let text = other.to_string();
+            let verb: String = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            return Err(Error::FeatureNotSupported(format!("{verb} is not supported by vectorgate")));
+        }
+    }))
+}
+
+/// Postgres folds unquoted identifiers to lower case.
+pub fn ident_name(i: &Ident) -> String {
+    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_ascii_lowercase() }
+}
+
+/// The table a (possibly schema-qualified) name refers to.
+fn table_name(name: &ObjectName) -> Result<String> {
+    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident().map(ident_name)).collect();
+    match parts.as_slice() {
+        [t] => Ok(t.clone()),
+        [s, t] if s == "public" => Ok(t.clone()),
+        [d, s, t] if s == "public" && d == super::DATABASE => Ok(t.clone()),
+        _ => Err(Error::UndefinedTable(name.to_string())),
+    }
+}
+
+fn parse_type(text: &str) -> Result<ColumnType> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.trim_start_matches("public.").trim_start_matches("pg_catalog.");
+    if let Some(rest) = t.strip_prefix("vector") {
+        let n = rest.trim().trim_start_matches('(').trim_end_matches(')').trim();
+        let n: usize = n.parse().map_err(|_| {
+            Error::InvalidTableDefinition("vector columns need a dimension, as in vector(384)".into())
+        })?;
+        if n == 0 || n > 65_535 {
+            return Err(Error::InvalidParameter(format!("vector dimension must be between 1 and 65535, got {n}")));
+        }
+        return Ok(ColumnType::Vector(n));
+    }
+    let base = match t.find('(') {
+        Some(i) if !t.ends_with("[]") => t[..i].trim().to_string(),
+        _ => t.to_string(),
+    };
+    Ok(match base.as_str() {
+        "bigint" | "int8" | "bigserial" => ColumnType::BigInt,
+        "int" | "integer" | "int4" | "serial" => ColumnType::Int,
+        "smallint" | "int2" => ColumnType::SmallInt,
+        "real" | "float4" => ColumnType::Real,
+        "double precision" | "double" | "float8" | "float" => ColumnType::Double,
+        "boolean" | "bool" => ColumnType::Bool,
+        "text" | "varchar" | "character varying" | "char" | "character" | "string" | "bpchar" | "name" => {
+            ColumnType::Text
+        }
+        "uuid" => ColumnType::Uuid,
+        "timestamp" | "timestamp without time zone" => ColumnType::Timestamp,
+        "timestamptz" | "timestamp with time zone" => ColumnType::TimestampTz,
+        "date" => ColumnType::Date,
+        "text[]" | "varchar[]" | "character varying[]" => ColumnType::TextArray,
+        "int[]" | "integer[]" | "int4[]" => ColumnType::IntArray,
+        "bigint[]" | "int8[]" => ColumnType::BigIntArray,
+        _ => return Err(Error::UndefinedObject(format!("type \"{text}\" does not exist"))),
+    })
+}
+
+fn option_text(e: &SqlExpr) -> String {
+    match e {
+        SqlExpr::Value(v) => match &v.value {
+            SqlValue::SingleQuotedString(s) | SqlValue::DoubleQuotedString(s) => s.clone(),
+            SqlValue::Number(n, _) => n.clone(),
+            other => other.to_string(),
+        },
+        SqlExpr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn valid_table_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 48
+}
+
+async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
+    let name = table_name(&ct.name)?;
+    if ct.query.is_some() || ct.like.is_some() {
+        return Err(Error::FeatureNotSupported("CREATE TABLE AS and LIKE are not supported".into()));
+    }
+    if !valid_table_name(&name) {
+        return Err(Error::FeatureNotSupported(format!(
+            "table name \"{name}\" is not supported: use letters, digits and underscores, at most 48"
+        )));
+    }
+    let shared = &session.engine.shared;
+    if shared.tables.read().contains_key(&name) {
+        if ct.if_not_exists {
+            return Ok(Output::Command("CREATE TABLE".into()));
+        }
+        return Err(Error::DuplicateTable(name));
+    }
+    let mut columns = Vec::new();
+    let mut primary_key: Vec<usize> = Vec::new();
+    for (i, c) in ct.columns.iter().enumerate() {
+        let cname = ident_name(&c.name);
+        if columns.iter().any(|x: &ColumnDef| x.name == cname) {
+            return Err(Error::InvalidTableDefinition(format!("column \"{cname}\" specified more than once")));
+        }
+        let ty = parse_type(&c.data_type.to_string())?;
+        let mut nullable = true;
+        for o in &c.options {
+            match &o.option {
+                ColumnOption::NotNull => nullable = false,
+                ColumnOption::PrimaryKey(_) => {
+                    primary_key.push(i);
+                    nullable = false;
+                }
+                ColumnOption::Null | ColumnOption::Unique(_) => {}
+                other => {
+                    return Err(Error::FeatureNotSupported(format!("column option {other} is not supported")));
+                }
+            }
+        }
+        columns.push(ColumnDef { name: cname, ty, nullable });
+    }
+    for tc in &ct.constraints {
+        match tc {
+            TableConstraint::PrimaryKey(pk) => {
+                if !primary_key.is_empty() {
+                    return Err(Error::InvalidTableDefinition(format!(
+                        "multiple primary keys for table \"{name}\" are not allowed"
+                    )));
+                }
+                for ic in &pk.columns {
+                    let cname = match &ic.column.expr {
+                        SqlExpr::Identifier(id) => ident_name(id),
+                        other => other.to_string(),
+                    };
+                    let idx = columns
+                        .iter()
+                        .position(|c| c.name == cname)
+                        .ok_or_else(|| Error::UndefinedColumn(cname.clone()))?;
+                    columns[idx].nullable = false;
+                    primary_key.push(idx);
+                }
+            }
+            _ => return Err(Error::FeatureNotSupported("only PRIMARY KEY table constraints are supported".into())),
+        }
+    }
+    if primary_key.is_empty() {
+        return Err(Error::InvalidTableDefinition(format!(
+            "table \"{name}\" needs a PRIMARY KEY: rows are stored and found by key"
+        )));
+    }
+    for &k in &primary_key {
+        if !columns[k].ty.is_key_type() {
+            return Err(Error::InvalidTableDefinition(format!(
+                "column \"{}\" of type {} cannot be part of a primary key",
+                columns[k].name,
+                columns[k].ty.sql_name()
+            )));
+        }
+    }
+    let vectors: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c.ty, ColumnType::Vector(_)))
+        .map(|(i, _)| i)
+        .collect();
+    let vector_column = match vectors.as_slice() {
+        [v] => *v,
+        [] => {
+            return Err(Error::InvalidTableDefinition(format!(
+                "table \"{name}\" needs exactly one vector(n) column"
+            )));
+        }
+        _ => {
+            return Err(Error::InvalidTableDefinition(format!(
+                "table \"{name}\" has {} vector columns; exactly one is supported",
+                vectors.len()
+            )));
+        }
+    };
+    if columns.iter().any(|c| c.name == super::vector_search::DISTANCE) {
+        return Err(Error::InvalidTableDefinition(
+            "a column may not be named \"distance\": vector_search adds that column".into(),
+        ));
+    }
+    let mut options = BTreeMap::new();
+    if let CreateTableOptions::With(opts) = &ct.table_options {
+        for o in opts {
+            match o {
+                SqlOption::KeyValue { key, value } => {
+                    options.insert(key.value.to_ascii_lowercase(), option_text(value));
+                }
+                other => return Err(Error::FeatureNotSupported(format!("table option {other} is not supported"))),
+            }
+        }
+    } else if !matches!(ct.table_options, CreateTableOptions::None) {
+        return Err(Error::FeatureNotSupported("only WITH (...) table options are supported".into()));
+    }
+    let distance = match options.get("distance") {
+        None => Distance::Cosine,
+        Some(d) => Distance::parse(d).ok_or_else(|| {
+            Error::InvalidParameter(format!("unknown distance \"{d}\": use cosine, l2 or dot"))
+        })?,
+    };
+    let def = TableDef { name: name.clone(), columns, primary_key, vector_column, distance, options };
+    shared.rows.create_table(&def).await?;
+    if let Err(e) = shared.index.create_collection(&def).await {
+        let _ = shared.rows.drop_table(&name).await;
+        return Err(e);
+    }
+    shared.tables.write().insert(name, Arc::new(def));
+    Ok(Output::Command("CREATE TABLE".into()))
+}
+
+async fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<Output> {
+    let shared = &session.engine.shared;
+    let mut targets = Vec::new();
+    for n in names {
+        let name = table_name(n)?;
+        match shared.tables.read().get(&name) {
+            Some(_) => targets.push(name),
+            None if if_exists => {}
+            None => return Err(Error::UndefinedTable(name)),
+        }
+    }
+    for name in targets {
+        shared.tables.write().remove(&name);
+        shared.index.drop_collection(&name).await?;
+        shared.rows.drop_table(&name).await?;
+    }
+    Ok(Output::Command("DROP TABLE".into()))
+}
+
+/// Run a query and collect its rows as values.
+async fn collect_values(session: &Session, sql: &str) -> Result<(Vec<Vec<Value>>, usize)> {
+    let mut stmts = session.engine.parse(sql)?;
+    let stmt = stmts.pop().ok_or_else(|| Error::internal("empty query"))?;
+    let plan = session.plan(stmt).await?;
+    let df = session.ctx.execute_logical_plan(plan).await?;
+    let width = df.schema().fields().len();
+    let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let cols: Vec<&ArrayRef> = b.columns().iter().collect();
+        for r in 0..b.num_rows() {
+            out.push(cols.iter().map(|c| value_from_array(c, r)).collect::<Result<Vec<_>>>()?);
+        }
+    }
+    Ok((out, width))
+}
+
+/// The rows of `VALUES (...), (...)` when every expression is a literal, evaluated
+/// without planning a query (the common shape of an INSERT, and the fast one).
+fn literal_values(q: &datafusion::sql::sqlparser::ast::Query) -> Option<(Vec<Vec<Value>>, usize)> {
+    use datafusion::sql::sqlparser::ast::SetExpr;
+    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() {
+        return None;
+    }
+    let SetExpr::Values(values) = q.body.as_ref() else { return None };
+    let width = values.rows.first().map(|r| r.len())?;
+    let mut out = Vec::with_capacity(values.rows.len());
+    for row in &values.rows {
+        if row.len() != width {
+            return None;
+        }
+        out.push(row.iter().map(literal_value).collect::<Option<Vec<_>>>()?);
+    }
+    Some((out, width))
+}
+
+fn literal_value(e: &SqlExpr) -> Option<Value> {
+    use datafusion::sql::sqlparser::ast::UnaryOperator;
+    match e {
+        SqlExpr::Value(v) => match &v.value {
+            SqlValue::Null => Some(Value::Null),
+            SqlValue::Boolean(b) => Some(Value::Bool(*b)),
+            SqlValue::Number(n, _) => n
+                .parse::<i64>()
+                .map(Value::Int)
+                .ok()
+                .or_else(|| n.parse::<f64>().ok().map(Value::Float)),
+            SqlValue::SingleQuotedString(s) | SqlValue::EscapedStringLiteral(s) => Some(Value::Text(s.clone())),
+            _ => None,
+        },
+        SqlExpr::UnaryOp { op: UnaryOperator::Minus, expr } => match literal_value(expr)? {
+            Value::Int(i) => Some(Value::Int(-i)),
+            Value::Float(f) => Some(Value::Float(-f)),
+            _ => None,
+        },
+        SqlExpr::UnaryOp { op: UnaryOperator::Plus, expr } => literal_value(expr),
+        SqlExpr::Nested(inner) => literal_value(inner),
+        // `'...'::vector`, `CAST('...' AS text[])`: the column type decides.
+        SqlExpr::Cast { expr, .. } => match literal_value(expr)? {
+            v @ (Value::Text(_) | Value::Null | Value::Vector(_) | Value::IntArray(_) | Value::TextArray(_)) => Some(v),
+            _ => None,
+        },
+        SqlExpr::Array(arr) => {
+            let items: Vec<Value> = arr.elem.iter().map(literal_value).collect::<Option<_>>()?;
+            if items.iter().all(|v| matches!(v, Value::Int(_))) && !items.is_empty() {
+                Some(Value::IntArray(items.into_iter().map(|v| if let Value::Int(i) = v { Some(i) } else { None }).collect()))
+            } else if items.iter().all(|v| matches!(v, Value::Int(_) | Value::Float(_))) && !items.is_empty() {
+                Some(Value::Vector(
+                    items
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::Int(i) => i as f32,
+                            Value::Float(f) => f as f32,
+                            _ => 0.0,
+                        })
+                        .collect(),
+                ))
+            } else if items.iter().all(|v| matches!(v, Value::Text(_) | Value::Null)) {
+                Some(Value::TextArray(items.into_iter().map(|v| if let Value::Text(s) = v { Some(s) } else { None }).collect()))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+fn check_not_null(def: &TableDef, row: &Row) -> Result<()> {
+    for (c, v) in def.columns.iter().zip(row) {
+        if !c.nullable && v.is_null() {
+            return Err(Error::NotNullViolation(format!(
+                "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                c.name, def.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn coerce_into(def: &TableDef, col: usize, v: Value) -> Result<Value> {
+    coerce(v, &def.columns[col].ty).map_err(|e| match e {
+        Error::DatatypeMismatch(m) => Error::DatatypeMismatch(format!("{m} (column \"{}\")", def.columns[col].name)),
+        other => other,
+    })
+}
+
+async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
+    let TableObject::TableName(name) = &ins.table else {
+        return Err(Error::FeatureNotSupported("INSERT INTO a table function is not supported".into()));
+    };
+    if ins.on.is_some() || ins.returning.is_some() {
+        return Err(Error::FeatureNotSupported("ON CONFLICT and RETURNING are not supported yet".into()));
+    }
+    let def = session.engine.shared.table(&table_name(name)?)?;
+    let targets: Vec<usize> = if ins.columns.is_empty() {
+        (0..def.columns.len()).collect()
+    } else {
+        ins.columns
+            .iter()
+            .map(|c| {
+                let n = c.0.last().and_then(|p| p.as_ident()).map(ident_name).unwrap_or_default();
+                def.column_index(&n).ok_or_else(|| Error::UndefinedColumn(n))
+            })
+            .collect::<Result<_>>()?
+    };
+    let source = ins
+        .source
+        .as_ref()
+        .ok_or_else(|| Error::FeatureNotSupported("INSERT needs VALUES or a query".into()))?;
+    let (values, width) = match literal_values(source) {
+        Some(v) => v,
+        None => collect_values(session, &source.to_string()).await?,
+    };
+    if width > targets.len() {
+        return Err(Error::Syntax("INSERT has more expressions than target columns".into()));
+    }
+    let mut rows = Vec::with_capacity(values.len());
+    for vals in values {
+        let mut row: Row = vec![Value::Null; def.columns.len()];
+        for (v, &c) in vals.into_iter().zip(&targets) {
+            row[c] = coerce_into(&def, c, v)?;
+        }
+        check_not_null(&def, &row)?;
+        rows.push(row);
+    }
+    let n = rows.len();
+    write_rows(session, &def, rows, WriteMode::InsertNew).await?;
+    Ok(Output::Command(format!("INSERT 0 {n}")))
+}
+
+/// The write path: the row store first (the source of truth), then the index.
+async fn write_rows(session: &Session, def: &TableDef, rows: Vec<Row>, mode: WriteMode) -> Result<()> {
+    let shared = &session.engine.shared;
+    let points: Vec<_> = rows.iter().filter_map(|r| point_for_row(def, r)).collect();
+    let unindexed: Vec<_> = rows
+        .iter()
+        .filter(|r| r[def.vector_column].is_null())
+        .map(|r| keys::point_id(&def.name, &def.key_of(r)))
+        .collect();
+    shared.rows.write(def, rows, mode).await?;
+    shared.index.upsert(def, points).await?;
+    if !unindexed.is_empty() {
+        shared.index.delete(def, unindexed).await?;
+    }
+    Ok(())
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+async fn update(session: &Session, up: &Update) -> Result<Output> {
+    if up.from.is_some() || up.returning.is_some() || !up.table.joins.is_empty() {
+        return Err(Error::FeatureNotSupported("UPDATE ... FROM, joins and RETURNING are not supported".into()));
+    }
+    let TableFactor::Table { name, alias, .. } = &up.table.relation else {
+        return Err(Error::FeatureNotSupported("UPDATE of this target is not supported".into()));
+    };
+    let def = session.engine.shared.table(&table_name(name)?)?;
+    let mut sets = Vec::new();
+    let mut select = String::from("SELECT *");
+    for (i, a) in up.assignments.iter().enumerate() {
+        let target = a.target.to_string();
+        let cname = target.rsplit('.').next().unwrap_or(&target).trim_matches('"').to_string();
+        let cname = if target.contains('"') { cname } else { cname.to_ascii_lowercase() };
+        let col = def.column_index(&cname).ok_or_else(|| Error::UndefinedColumn(cname.clone()))?;
+        sets.push(col);
+        select.push_str(&format!(", ({}) AS \"__vg_set_{i}\"", a.value));
+    }
+    select.push_str(&format!(" FROM {}", quote_ident(&def.name)));
+    if let Some(a) = alias {
+        select.push_str(&format!(" AS {a}"));
+    }
+    if let Some(sel) = &up.selection {
+        select.push_str(&format!(" WHERE {sel}"));
+    }
+    let (values, _) = collect_values(session, &select).await?;
+    let ncols = def.columns.len();
+    let mut new_rows = Vec::with_capacity(values.len());
+    let mut moved_keys = Vec::new();
+    for mut vals in values {
+        let set_vals = vals.split_off(ncols);
+        let old = vals;
+        let mut row = old.clone();
+        for (v, &c) in set_vals.into_iter().zip(&sets) {
+            row[c] = coerce_into(&def, c, v)?;
+        }
+        check_not_null(&def, &row)?;
+        let (ok, nk) = (def.key_of(&old), def.key_of(&row));
+        if ok != nk {
+            moved_keys.push(ok);
+        }
+        new_rows.push(row);
+    }
+    let n = new_rows.len();
+    let shared = &session.engine.shared;
+    if !moved_keys.is_empty() {
+        // A changed key is a delete of the old row and an insert of the new one.
+        let existing = shared.rows.get(&def, &new_rows.iter().map(|r| def.key_of(r)).collect::<Vec<_>>()).await?;
+        for (r, e) in new_rows.iter().zip(existing) {
+            let k = def.key_of(r);
+            if e.is_some() && !moved_keys.contains(&k) && !new_rows.is_empty() {
+                let old_same = moved_keys.iter().any(|m| *m == k);
+                if !old_same {
+                    return Err(Error::UniqueViolation {
+                        message: format!("duplicate key value violates unique constraint \"{}\"", def.pk_name()),
+                        detail: "Key already exists.".into(),
+                    });
+                }
+            }
+        }
+        let ids: Vec<_> = moved_keys.iter().map(|k| keys::point_id(&def.name, k)).collect();
+        shared.rows.delete(&def, moved_keys).await?;
+        shared.index.delete(&def, ids).await?;
+    }
+    write_rows(session, &def, new_rows, WriteMode::Upsert).await?;
+    Ok(Output::Command(format!("UPDATE {n}")))
+}
+
+async fn delete(session: &Session, del: &Delete) -> Result<Output> {
+    if del.using.is_some() || del.returning.is_some() || !del.tables.is_empty() {
+        return Err(Error::FeatureNotSupported("DELETE ... USING and RETURNING are not supported".into()));
+    }
+    let from = match &del.from {
+        FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+    };
+    let [twj] = from.as_slice() else {
+        return Err(Error::FeatureNotSupported("DELETE from several tables is not supported".into()));
+    };
+    let TableFactor::Table { name, alias, .. } = &twj.relation else {
+        return Err(Error::FeatureNotSupported("DELETE of this target is not supported".into()));
+    };
+    let def = session.engine.shared.table(&table_name(name)?)?;
+    let cols: Vec<String> = def.primary_key.iter().map(|&i| quote_ident(&def.columns[i].name)).collect();
+    let mut select = format!("SELECT {} FROM {}", cols.join(", "), quote_ident(&def.name));
+    if let Some(a) = alias {
+        select.push_str(&format!(" AS {a}"));
+    }
+    if let Some(sel) = &del.selection {
+        select.push_str(&format!(" WHERE {sel}"));
+    }
+    let (keys_, _) = collect_values(session, &select).await?;
+    let keys_: Vec<Vec<Value>> = keys_
+        .into_iter()
+        .map(|k| k.into_iter().zip(&def.primary_key).map(|(v, &c)| coerce(v, &def.columns[c].ty)).collect())
+        .collect::<Result<_>>()?;
+    let ids: Vec<_> = keys_.iter().map(|k| keys::point_id(&def.name, k)).collect();
+    let shared = &session.engine.shared;
+    let n = shared.rows.delete(&def, keys_).await?;
+    shared.index.delete(&def, ids).await?;
+    Ok(Output::Command(format!("DELETE {n}")))
+}
+
+/// Settings the proxy itself reads, with their checks.
+fn check_setting(name: &str, value: &str) -> Result<()> {
+    match name {
+        "vectorgate.hnsw_ef" => {
+            let ok = value.parse::<usize>().is_ok_and(|v| (1..=100_000).contains(&v));
+            if !ok {
+                return Err(Error::InvalidParameter(format!(
+                    "invalid value for parameter \"{name}\": \"{value}\" (an integer from 1 to 100000)"
+                )));
+            }
+        }
+        "vectorgate.exact" => {
+            if !matches!(value, "on" | "off" | "true" | "false" | "1" | "0") {
+                return Err(Error::InvalidParameter(format!(
+                    "parameter \"{name}\" requires a Boolean value"
+                )));
+            }
+        }
+        n if n.starts_with("vectorgate.") => {
+            return Err(Error::UndefinedObject(format!("unrecognized configuration parameter \"{n}\"")));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn set_variable(session: &Session, s: &Set) -> Result<Output> {
+    if let Set::SingleAssignment { variable, values, .. } = s {
+        let name = variable.to_string().to_ascii_lowercase();
+        let value = values.iter().map(option_text).collect::<Vec<_>>().join(", ");
+        let value = if ["on", "off", "true", "false"].contains(&value.to_ascii_lowercase().as_str()) {
+            value.to_ascii_lowercase()
+        } else {
+            value
+        };
+        check_setting(&name, &value)?;
+        if value.eq_ignore_ascii_case("default") {
+            session.set(&name, None);
+        } else {
+            session.set(&name, Some(value));
+        }
+    }
+    Ok(Output::Command("SET".into()))
+}
+
+/// Defaults reported by SHOW for settings clients commonly read.
+fn default_setting(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "server_version" => "16.6",
+        "server_version_num" => "160006",
+        "server_encoding" | "client_encoding" => "UTF8",
+        "standard_conforming_strings" => "on",
+        "integer_datetimes" => "on",
+        "datestyle" => "ISO, MDY",
+        "timezone" => "UTC",
+        "search_path" => "\"$user\", public",
+        "transaction_isolation" | "default_transaction_isolation" => "read committed",
+        "transaction_read_only" => "off",
+        "max_identifier_length" => "63",
+        "statement_timeout" => "0",
+        "intervalstyle" => "postgres",
+        "application_name" => "",
+        "extra_float_digits" => "1",
+        "lc_collate" | "lc_ctype" => "C",
+        "vectorgate.exact" => "off",
+        "vectorgate.hnsw_ef" => "default",
+        _ => return None,
+    })
+}
+
+fn show(session: &Session, variable: &[Ident]) -> Result<Output> {
+    let name = variable.iter().map(|i| i.value.as_str()).collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+    let value = match session.get(&name) {
+        Some(v) => v,
+        None => default_setting(&name)
+            .map(str::to_string)
+            .ok_or_else(|| Error::UndefinedObject(format!("unrecognized configuration parameter \"{name}\"")))?,
+    };
+    let schema = Arc::new(Schema::new(vec![Field::new(name.clone(), DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])
+        .map_err(Error::internal)?;
+    let stream = RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(vec![Ok(batch)]));
+    Ok(Output::Rows { schema, stream: Box::pin(stream) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names() {
+        assert_eq!(parse_type("vector(384)").ok(), Some(ColumnType::Vector(384)));
+        assert_eq!(parse_type("VARCHAR(20)").ok(), Some(ColumnType::Text));
+        assert_eq!(parse_type("text[]").ok(), Some(ColumnType::TextArray));
+        assert_eq!(parse_type("double precision").ok(), Some(ColumnType::Double));
+        assert_eq!(parse_type("timestamp with time zone").ok(), Some(ColumnType::TimestampTz));
+        assert!(matches!(parse_type("geometry"), Err(Error::UndefinedObject(_))));
+        assert!(matches!(parse_type("vector"), Err(Error::InvalidTableDefinition(_))));
+        assert!(matches!(parse_type("vector(0)"), Err(Error::InvalidParameter(_))));
+    }
+}

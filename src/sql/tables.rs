@@ -1,0 +1,304 @@
+//! DataFusion's view of the stores: the `public` schema lists the proxy's tables, each
+//! a [`RowTable`] that scans the row store (full scan, or key lookups when the WHERE
+//! clause pins the primary key).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Constraint, Constraints, ScalarValue};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType, expr::InList};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream};
+use futures::StreamExt;
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::store::{Row, RowStore, TableDef, VectorIndex};
+use crate::types::{Value, build_array, coerce, value_from_array};
+
+/// What every session shares: the stores and the catalog of tables.
+pub struct Shared {
+    pub rows: Arc<dyn RowStore>,
+    pub index: Arc<dyn VectorIndex>,
+    pub tables: RwLock<HashMap<String, Arc<TableDef>>>,
+    pub max_k: usize,
+}
+
+impl Shared {
+    pub fn table(&self, name: &str) -> Result<Arc<TableDef>> {
+        self.tables
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UndefinedTable(name.to_string()))
+    }
+}
+
+/// The Arrow schema of a table.
+pub fn table_schema(def: &TableDef) -> SchemaRef {
+    Arc::new(Schema::new(
+        def.columns.iter().map(|c| c.ty.arrow_field(&c.name, c.nullable)).collect::<Vec<_>>(),
+    ))
+}
+
+/// Build a record batch of `schema` from rows; `cols[i]` is the row position of the
+/// schema's i-th field.
+pub fn rows_to_batch(def: &TableDef, schema: &SchemaRef, cols: &[usize], rows: &[&Row]) -> Result<RecordBatch> {
+    let arrays = cols
+        .iter()
+        .map(|&c| build_array(&def.columns[c].ty, rows.iter().map(|r| &r[c])))
+        .collect::<Vec<_>>();
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+    )
+    .map_err(Error::internal)
+}
+
+#[derive(Debug)]
+pub struct PublicSchema {
+    pub shared: std::sync::Weak<Shared>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PublicSchema {
+    fn table_names(&self) -> Vec<String> {
+        let Some(shared) = self.shared.upgrade() else { return vec![] };
+        let mut names: Vec<String> = shared.tables.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(shared) = self.shared.upgrade() else { return Ok(None) };
+        let def = shared.tables.read().get(name).cloned();
+        Ok(def.map(|def| Arc::new(RowTable::new(def, shared.clone())) as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.shared.upgrade().is_some_and(|s| s.tables.read().contains_key(name))
+    }
+}
+
+#[derive(Debug)]
+pub struct RowTable {
+    def: Arc<TableDef>,
+    schema: SchemaRef,
+    constraints: Constraints,
+    shared: Arc<Shared>,
+}
+
+impl RowTable {
+    pub fn new(def: Arc<TableDef>, shared: Arc<Shared>) -> RowTable {
+        let schema = table_schema(&def);
+        let constraints = Constraints::new_unverified(vec![Constraint::PrimaryKey(def.primary_key.clone())]);
+        RowTable { def, schema, constraints, shared }
+    }
+
+    /// Key values pinned by a filter `pk = v` or `pk IN (...)` on a one-column key.
+    fn key_lookup(&self, e: &Expr) -> Option<Vec<Vec<Value>>> {
+        if self.def.primary_key.len() != 1 {
+            return None;
+        }
+        let pk = self.def.primary_key[0];
+        let pk_name = &self.def.columns[pk].name;
+        let ty = &self.def.columns[pk].ty;
+        let is_pk = |e: &Expr| matches!(e, Expr::Column(c) if &c.name == pk_name);
+        let lit = |e: &Expr| -> Option<Value> {
+            match e {
+                Expr::Literal(v, _) => scalar_to_value(v).and_then(|v| coerce(v, ty).ok()),
+                _ => None,
+            }
+        };
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+                if is_pk(left) {
+                    lit(right).map(|v| vec![vec![v]])
+                } else if is_pk(right) {
+                    lit(left).map(|v| vec![vec![v]])
+                } else {
+                    None
+                }
+            }
+            Expr::InList(InList { expr, list, negated: false }) if is_pk(expr) => {
+                list.iter().map(|e| lit(e).map(|v| vec![v])).collect()
+            }
+            _ => None,
+        }
+    }
+}
+
+pub fn scalar_to_value(v: &ScalarValue) -> Option<Value> {
+    let arr = v.to_array().ok()?;
+    value_from_array(&arr, 0).ok()
+}
+
+#[async_trait]
+impl TableProvider for RowTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.key_lookup(f).is_some() {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let cols: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.def.columns.len()).collect());
+        let schema = Arc::new(self.schema.project(&cols)?);
+        // Intersect key sets when several filters pin the key.
+        let mut keys: Option<Vec<Vec<Value>>> = None;
+        for f in filters {
+            if let Some(k) = self.key_lookup(f) {
+                keys = Some(match keys {
+                    None => k,
+                    Some(prev) => prev.into_iter().filter(|x| k.contains(x)).collect(),
+                });
+            }
+        }
+        let mode = match keys {
+            Some(k) => ScanMode::Keys(k),
+            None if filters.is_empty() => ScanMode::Full(limit),
+            None => ScanMode::Full(None),
+        };
+        Ok(Arc::new(RowScanExec::new(self.def.clone(), self.shared.clone(), schema, cols, mode)))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum ScanMode {
+    Full(Option<usize>),
+    Keys(Vec<Vec<Value>>),
+}
+
+#[derive(Debug)]
+pub struct RowScanExec {
+    def: Arc<TableDef>,
+    shared: Arc<Shared>,
+    schema: SchemaRef,
+    cols: Vec<usize>,
+    mode: ScanMode,
+    props: Arc<PlanProperties>,
+}
+
+impl RowScanExec {
+    fn new(def: Arc<TableDef>, shared: Arc<Shared>, schema: SchemaRef, cols: Vec<usize>, mode: ScanMode) -> Self {
+        let props = Arc::new(single_partition_props(&schema));
+        RowScanExec { def, shared, schema, cols, mode, props }
+    }
+}
+
+pub fn single_partition_props(schema: &SchemaRef) -> PlanProperties {
+    PlanProperties::new(
+        EquivalenceProperties::new(schema.clone()),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    )
+}
+
+impl DisplayAs for RowScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        match &self.mode {
+            ScanMode::Full(limit) => {
+                write!(f, "RowStoreScan: table={}, full scan", self.def.name)?;
+                if let Some(l) = limit {
+                    write!(f, ", limit={l}")?;
+                }
+                Ok(())
+            }
+            ScanMode::Keys(k) => write!(f, "RowStoreScan: table={}, key lookups={}", self.def.name, k.len()),
+        }
+    }
+}
+
+impl ExecutionPlan for RowScanExec {
+    fn name(&self) -> &str {
+        "RowScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let def = self.def.clone();
+        let schema = self.schema.clone();
+        let cols = self.cols.clone();
+        match &self.mode {
+            ScanMode::Keys(keys) => {
+                let keys = keys.clone();
+                let shared = self.shared.clone();
+                let fut = async move {
+                    let rows = shared.rows.get(&def, &keys).await?;
+                    let found: Vec<&Row> = rows.iter().flatten().collect();
+                    rows_to_batch(&def, &schema, &cols, &found).map_err(DataFusionError::from)
+                };
+                Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::once(fut))))
+            }
+            ScanMode::Full(limit) => {
+                let stream = self.shared.rows.scan(&def, 2048, *limit).map(move |batch| {
+                    let batch = batch?;
+                    let refs: Vec<&Row> = batch.iter().collect();
+                    rows_to_batch(&def, &schema, &cols, &refs).map_err(DataFusionError::from)
+                });
+                Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! `vector_search(ns, embedding, k)`: a table function whose rows are the k nearest rows
+//! of table `ns` that satisfy the WHERE clause, with every column plus `distance`.
+//!
+//! Pushable predicates (see [`super::pushdown`]) are sent to the vector index as a
+//! filter. Every predicate, pushed or not, is then re-checked against the rows fetched
+//! from the row store; rows missing there are dropped; and the index is asked for
+//! further hits until k rows pass or it is exhausted. Distances are recomputed exactly
+//! from the stored vectors.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, BooleanArray, Float64Array};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream};
+
+use super::pushdown::to_predicate;
+use super::tables::{Shared, single_partition_props, table_schema};
+use crate::error::{Error, Result};
+use crate::store::{Predicate, Row, SearchParams, TableDef};
+use crate::types::{Value, check_vector, parse_vector_text, value_from_array};
+
+/// Name of the extra output column.
+pub const DISTANCE: &str = "distance";
+
+/// Per-session search settings, kept in DataFusion's session config.
+#[derive(Debug, Clone, Default)]
+pub struct SearchSettings {
+    pub hnsw_ef: Option<usize>,
+    pub exact: bool,
+}
+
+#[derive(Debug)]
+pub struct VectorSearchFunction {
+    pub shared: Weak<Shared>,
+}
+
+/// Evaluate a constant expression (a literal, a cast, `ARRAY[...]`).
+fn eval_const(session: &dyn Session, e: &Expr) -> Result<Option<Value>> {
+    if matches!(e, Expr::Placeholder(_)) {
+        return Ok(None);
+    }
+    let phys = session.create_physical_expr(e.clone(), &DFSchema::empty())?;
+    let batch = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )
+    .map_err(Error::internal)?;
+    let arr = phys.evaluate(&batch)?.into_array(1)?;
+    Ok(Some(value_from_array(&arr, 0)?))
+}
+
+/// A query vector from a function argument: `'[..]'` text, or a numeric array.
+pub fn query_vector(v: Value, dim: usize) -> Result<Vec<f32>> {
+    let v = match v {
+        Value::Text(s) => parse_vector_text(&s)?,
+        Value::Vector(v) => v,
+        Value::IntArray(a) => a
+            .into_iter()
+            .map(|x| x.map(|i| i as f32).ok_or_else(|| Error::DataException("array must not contain nulls".into())))
+            .collect::<Result<_>>()?,
+        Value::Null => return Err(Error::DataException("the query vector must not be NULL".into())),
+        other => {
+            return Err(Error::DatatypeMismatch(format!(
+                "vector_search expects a vector, text or real[] argument, got {other:?}"
+            )));
+        }
+    };
+    check_vector(&v, dim)?;
+    Ok(v)
+}
+
+impl TableFunctionImpl for VectorSearchFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let shared = self.shared.upgrade().ok_or_else(|| Error::internal("engine is shutting down"))?;
+        let exprs = args.exprs();
+        if exprs.len() != 3 {
+            return Err(Error::UndefinedFunction(format!(
+                "function vector_search takes 3 arguments (table, vector, k), got {}",
+                exprs.len()
+            ))
+            .into());
+        }
+        let table = match eval_const(args.session(), &exprs[0])? {
+            Some(Value::Text(s)) => s,
+            _ => {
+                return Err(Error::InvalidParameter(
+                    "the first argument of vector_search must be a table name".into(),
+                )
+                .into());
+            }
+        };
+        let def = shared.table(&table)?;
+        let query = match eval_const(args.session(), &exprs[1])? {
+            Some(v) => Some(query_vector(v, def.dimension())?),
+            None => None,
+        };
+        let k = match eval_const(args.session(), &exprs[2])? {
+            None => None,
+            Some(Value::Int(k)) if k >= 1 && (k as u64) <= shared.max_k as u64 => Some(k as usize),
+            Some(Value::Int(k)) => {
+                return Err(Error::InvalidParameter(format!(
+                    "k must be between 1 and {}, got {k}",
+                    shared.max_k
+                ))
+                .into());
+            }
+            Some(_) => return Err(Error::InvalidParameter("k must be an integer".into()).into()),
+        };
+        Ok(Arc::new(VectorSearchTable::new(def, shared, query, k)))
+    }
+}
+
+#[derive(Debug)]
+pub struct VectorSearchTable {
+    def: Arc<TableDef>,
+    shared: Arc<Shared>,
+    query: Option<Vec<f32>>,
+    k: Option<usize>,
+    schema: SchemaRef,
+}
+
+impl VectorSearchTable {
+    fn new(def: Arc<TableDef>, shared: Arc<Shared>, query: Option<Vec<f32>>, k: Option<usize>) -> Self {
+        let mut fields: Vec<Field> = table_schema(&def).fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(DISTANCE, DataType::Float64, false));
+        VectorSearchTable { def, shared, query, k, schema: Arc::new(Schema::new(fields)) }
+    }
+}
+
+fn unqualify(e: &Expr) -> DfResult<Expr> {
+    Ok(e.clone()
+        .transform(|e| {
+            Ok(match e {
+                Expr::Column(c) if c.relation.is_some() => Transformed::yes(Expr::Column(Column::from_name(c.name))),
+                other => Transformed::no(other),
+            })
+        })?
+        .data)
+}
+
+#[async_trait]
+impl TableProvider for VectorSearchTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if to_predicate(f, &self.def).is_some() {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    // Given to the scan too, so that k counts rows that pass it.
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut pushed = Vec::new();
+        let mut residual_text = Vec::new();
+        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        let mut checks = Vec::new();
+        for f in filters {
+            let f = unqualify(f)?;
+            match to_predicate(&f, &self.def) {
+                Some(p) => pushed.push(p),
+                None => residual_text.push(f.to_string()),
+            }
+            // Every filter is re-checked on fetched rows; one that cannot be compiled
+            // here (a subquery) is still applied by the plan above.
+            if let Ok(p) = state.create_physical_expr(f, &df_schema) {
+                checks.push(p);
+            }
+        }
+        let pushed = match pushed.len() {
+            0 => None,
+            1 => pushed.pop(),
+            _ => Some(Predicate::And(pushed)),
+        };
+        let settings = state.config().get_extension::<SearchSettings>().map(|s| s.as_ref().clone()).unwrap_or_default();
+        let cols: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let out_schema = Arc::new(self.schema.project(&cols)?);
+        Ok(Arc::new(VectorSearchExec {
+            def: self.def.clone(),
+            shared: self.shared.clone(),
+            query: self.query.clone(),
+            k: self.k,
+            pushed,
+            residual_text,
+            checks,
+            full_schema: self.schema.clone(),
+            cols,
+            props: Arc::new(single_partition_props(&out_schema)),
+            schema: out_schema,
+            params: SearchParams { hnsw_ef: settings.hnsw_ef, exact: settings.exact },
+        }))
+    }
+}
+
+pub struct VectorSearchExec {
+    def: Arc<TableDef>,
+    shared: Arc<Shared>,
+    query: Option<Vec<f32>>,
+    k: Option<usize>,
+    pushed: Option<Predicate>,
+    residual_text: Vec<String>,
+    checks: Vec<Arc<dyn PhysicalExpr>>,
+    full_schema: SchemaRef,
+    cols: Vec<usize>,
+    schema: SchemaRef,
+    props: Arc<PlanProperties>,
+    params: SearchParams,
+}
+
+impl fmt::Debug for VectorSearchExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        DisplayAs::fmt_as(self, DisplayFormatType::Default, f)
+    }
+}
+
+impl DisplayAs for VectorSearchExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "VectorSearchExec: table={}, k=", self.def.name)?;
+        match self.k {
+            Some(k) => write!(f, "{k}")?,
+            None => write!(f, "$")?,
+        }
+        write!(f, ", distance={}", self.def.distance.name())?;
+        match &self.pushed {
+            Some(p) => write!(f, ", pushed_filter={p}")?,
+            None => write!(f, ", pushed_filter=none")?,
+        }
+        if self.residual_text.is_empty() {
+            write!(f, ", after_join=none")
+        } else {
+            write!(f, ", after_join=[{}]", self.residual_text.join(", "))
+        }
+    }
+}
+
+impl ExecutionPlan for VectorSearchExec {
+    fn name(&self) -> &str {
+        "VectorSearchExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        for c in &self.checks {
+            if f(c)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+        let (Some(query), Some(k)) = (self.query.clone(), self.k) else {
+            return Err(Error::InvalidParameter("vector_search needs a query vector and k".into()).into());
+        };
+        let search = Search {
+            def: self.def.clone(),
+            shared: self.shared.clone(),
+            query,
+            k,
+            pushed: self.pushed.clone(),
+            checks: self.checks.clone(),
+            full_schema: self.full_schema.clone(),
+            params: self.params.clone(),
+        };
+        let cols = self.cols.clone();
+        let fut = async move {
+            let batch = search.run().await?;
+            batch.project(&cols).map_err(DataFusionError::from)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::once(fut))))
+    }
+}
+
+struct Search {
+    def: Arc<TableDef>,
+    shared: Arc<Shared>,
+    query: Vec<f32>,
+    k: usize,
+    pushed: Option<Predicate>,
+    checks: Vec<Arc<dyn PhysicalExpr>>,
+    full_schema: SchemaRef,
+    params: SearchParams,
+}
+
+impl Search {
+    /// Rows (with distance) into a batch of the full schema.
+    fn batch(&self, rows: &[(Row, f64)]) -> Result<RecordBatch> {
+        let def = &self.def;
+        let mut arrays: Vec<Arc<dyn Array>> = (0..def.columns.len())
+            .map(|c| crate::types::build_array(&def.columns[c].ty, rows.iter().map(|(r, _)| &r[c])))
+            .collect();
+        arrays.push(Arc::new(Float64Array::from_iter_values(rows.iter().map(|(_, d)| *d))));
+        RecordBatch::try_new(self.full_schema.clone(), arrays).map_err(Error::internal)
+    }
+
+    fn passing(&self, batch: &RecordBatch) -> Result<Vec<bool>> {
+        let n = batch.num_rows();
+        let mut keep = vec![true; n];
+        for c in &self.checks {
+            let arr = c.evaluate(batch)?.into_array(n)?;
+            let b = arr
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| Error::internal("filter did not evaluate to boolean"))?;
+            for (i, slot) in keep.iter_mut().enumerate() {
+                *slot = *slot && b.is_valid(i) && b.value(i);
+            }
+        }
+        Ok(keep)
+    }
+
+    async fn run(self) -> DfResult<RecordBatch> {
+        let mut passed: Vec<(Row, f64)> = Vec::new();
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut offset = 0usize;
+        let mut fetch = self.k;
+        loop {
+            let hits = self
+                .shared
+                .index
+                .search(&self.def, &self.query, self.pushed.as_ref(), fetch, offset, &self.params)
+                .await?;
+            let exhausted = hits.len() < fetch;
+            let keys: Vec<Vec<Value>> = hits
+                .into_iter()
+                .map(|h| h.key)
+                .filter(|k| seen.insert(crate::store::keys::encode(k)))
+                .collect();
+            let rows = self.shared.rows.get(&self.def, &keys).await?;
+            let mut candidates = Vec::with_capacity(rows.len());
+            for row in rows.into_iter().flatten() {
+                if let Value::Vector(v) = &row[self.def.vector_column] {
+                    let d = self.def.distance.exact(&self.query, v);
+                    candidates.push((row, d));
+                }
+            }
+            if !candidates.is_empty() {
+                let batch = self.batch(&candidates)?;
+                let keep = self.passing(&batch)?;
+                passed.extend(candidates.into_iter().zip(keep).filter(|(_, k)| *k).map(|(c, _)| c));
+            }
+            if passed.len() >= self.k || exhausted {
+                break;
+            }
+            offset += fetch;
+            fetch = (fetch * 2).min(self.shared.max_k.max(self.k) * 4);
+        }
+        passed.sort_by(|a, b| a.1.total_cmp(&b.1));
+        passed.truncate(self.k);
+        let batch = self.batch(&passed)?;
+        // The batch already holds only passing rows; filtering again is a cheap guard
+        // that keeps the output consistent with the checks.
+        let keep = BooleanArray::from(self.passing(&batch)?);
+        Ok(filter_record_batch(&batch, &keep)?)
+    }
+}

@@ -1,0 +1,396 @@
+//! The embedded vector index: one qdrant-edge shard (Qdrant's own engine, in process)
+//! per table under `<data>/vectors/<table>`. Writes, flushes and optimisation of a shard
+//! are serialised by a per-shard lock; searches run concurrently.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use qdrant_edge::external::ordered_float::OrderedFloat;
+use qdrant_edge::{
+    AnyVariants, Condition, CreateIndex, EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition,
+    FieldIndexOperations, Filter, JsonPath, Match, PayloadFieldSchema, PayloadSchemaType,
+    PointId, PointInsertOperations, PointOperations, PointStruct, Range, RangeInterface,
+    SearchRequest, UpdateOperation, ValueVariants, WithPayloadInterface,
+};
+
+use super::filter::{CmpOp, Predicate, Scalar};
+use super::{Distance, Hit, Point, SearchParams, TableDef, VectorIndex, keys};
+use crate::error::{Error, Result};
+use crate::types::ColumnType;
+
+struct Shard {
+    shard: EdgeShard,
+    /// Serialises update, flush and optimize (qdrant-edge's flush expects no
+    /// concurrent writer).
+    write: Mutex<()>,
+    dirty: AtomicBool,
+    unoptimized: AtomicBool,
+}
+
+pub struct EdgeIndex {
+    root: PathBuf,
+    shards: RwLock<HashMap<String, Arc<Shard>>>,
+}
+
+fn err(e: impl std::fmt::Display) -> Error {
+    Error::vector_index(e)
+}
+
+impl EdgeIndex {
+    /// Open the index under `root`, loading every shard already there.
+    pub fn open(root: &Path) -> Result<Arc<EdgeIndex>> {
+        std::fs::create_dir_all(root).map_err(err)?;
+        let mut shards = HashMap::new();
+        for entry in std::fs::read_dir(root).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            if !entry.path().is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().to_string();
+            let shard = EdgeShard::load(&entry.path(), None).map_err(err)?;
+            shards.insert(name, Arc::new(new_shard(shard)));
+        }
+        let index = Arc::new(EdgeIndex { root: root.to_path_buf(), shards: RwLock::new(shards) });
+        Ok(index)
+    }
+
+    /// Flush and optimise dirty shards every `period` until the index is dropped.
+    pub fn spawn_maintenance(self: &Arc<Self>, period: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(index) = weak.upgrade() else { break };
+                let shards: Vec<Arc<Shard>> = index.shards.read().values().cloned().collect();
+                drop(index);
+                for s in shards {
+                    let _ = tokio::task::spawn_blocking(move || maintain(&s)).await;
+                }
+            }
+        });
+    }
+
+    fn shard(&self, table: &str) -> Result<Arc<Shard>> {
+        self.shards
+            .read()
+            .get(table)
+            .cloned()
+            .ok_or_else(|| Error::vector_index(format!("no collection for table \"{table}\"")))
+    }
+
+    fn path_of(&self, table: &str) -> PathBuf {
+        self.root.join(table)
+    }
+}
+
+fn new_shard(shard: EdgeShard) -> Shard {
+    Shard {
+        shard,
+        write: Mutex::new(()),
+        dirty: AtomicBool::new(false),
+        unoptimized: AtomicBool::new(true),
+    }
+}
+
+fn maintain(s: &Shard) {
+    if s.dirty.swap(false, Ordering::AcqRel) {
+        let _g = s.write.lock();
+        s.shard.flush();
+    }
+    if s.unoptimized.swap(false, Ordering::AcqRel) {
+        let _g = s.write.lock();
+        if let Err(e) = s.shard.optimize() {
+            tracing::warn!(error = %e, "vector index optimisation failed");
+        }
+        s.shard.flush();
+    }
+}
+
+fn edge_distance(d: Distance) -> qdrant_edge::Distance {
+    match d {
+        Distance::Cosine => qdrant_edge::Distance::Cosine,
+        Distance::L2 => qdrant_edge::Distance::Euclid,
+        Distance::Dot => qdrant_edge::Distance::Dot,
+    }
+}
+
+fn payload_schema(ty: &ColumnType) -> Option<PayloadSchemaType> {
+    Some(match ty {
+        ColumnType::SmallInt
+        | ColumnType::Int
+        | ColumnType::BigInt
+        | ColumnType::Timestamp
+        | ColumnType::TimestampTz
+        | ColumnType::Date
+        | ColumnType::IntArray
+        | ColumnType::BigIntArray => PayloadSchemaType::Integer,
+        ColumnType::Real | ColumnType::Double => PayloadSchemaType::Float,
+        ColumnType::Text | ColumnType::Uuid | ColumnType::TextArray => PayloadSchemaType::Keyword,
+        ColumnType::Bool => PayloadSchemaType::Bool,
+        ColumnType::Vector(_) => return None,
+    })
+}
+
+fn json_path(name: &str) -> Result<JsonPath> {
+    JsonPath::try_from(name).map_err(|_| Error::vector_index(format!("column name \"{name}\" cannot be a payload key")))
+}
+
+/// Translate a predicate into a qdrant-edge filter condition. The result matches a
+/// superset of the rows for which the SQL predicate is true (NULLs make a negated
+/// condition looser, never stricter); the SQL layer re-checks every row.
+pub fn to_condition(p: &Predicate) -> Result<Condition> {
+    Ok(match p {
+        Predicate::And(ps) => Condition::Filter(Filter {
+            must: Some(ps.iter().map(to_condition).collect::<Result<_>>()?),
+            ..Filter::new()
+        }),
+        Predicate::Or(ps) => Condition::Filter(Filter {
+            should: Some(ps.iter().map(to_condition).collect::<Result<_>>()?),
+            ..Filter::new()
+        }),
+        Predicate::Not(inner) => Condition::Filter(Filter::new_must_not(to_condition(inner)?)),
+        Predicate::IsNull { column } => Condition::IsNull(json_path(column)?.into()),
+        Predicate::Compare { column, op, value } => compare(column, *op, value)?,
+        Predicate::Contains { column, value } => compare(column, CmpOp::Eq, value)?,
+        Predicate::In { column, values } => {
+            let key = json_path(column)?;
+            if values.iter().all(|v| matches!(v, Scalar::Text(_))) {
+                let set = values
+                    .iter()
+                    .filter_map(|v| if let Scalar::Text(s) = v { Some(s.clone()) } else { None })
+                    .collect();
+                Condition::Field(FieldCondition::new_match(key, Match::new_any(AnyVariants::Strings(set))))
+            } else if values.iter().all(|v| matches!(v, Scalar::Int(_))) {
+                let set = values
+                    .iter()
+                    .filter_map(|v| if let Scalar::Int(i) = v { Some(*i) } else { None })
+                    .collect();
+                Condition::Field(FieldCondition::new_match(key, Match::new_any(AnyVariants::Integers(set))))
+            } else {
+                Condition::Filter(Filter {
+                    should: Some(values.iter().map(|v| compare(column, CmpOp::Eq, v)).collect::<Result<_>>()?),
+                    ..Filter::new()
+                })
+            }
+        }
+    })
+}
+
+fn compare(column: &str, op: CmpOp, value: &Scalar) -> Result<Condition> {
+    let key = json_path(column)?;
+    if op == CmpOp::NotEq {
+        // SQL's `<>` is false on NULL: exclude nulls as well as the value.
+        return Ok(Condition::Filter(Filter {
+            must_not: Some(vec![
+                compare(column, CmpOp::Eq, value)?,
+                Condition::IsNull(key.into()),
+            ]),
+            ..Filter::new()
+        }));
+    }
+    let number = match value {
+        Scalar::Int(i) => Some(*i as f64),
+        Scalar::Float(f) => Some(*f),
+        _ => None,
+    };
+    Ok(match (op, value) {
+        (CmpOp::Eq, Scalar::Int(i)) => Condition::Field(FieldCondition::new_match(key, Match::new_value(ValueVariants::Integer(*i)))),
+        (CmpOp::Eq, Scalar::Text(s)) => Condition::Field(FieldCondition::new_match(key, Match::new_value(ValueVariants::String(s.clone())))),
+        (CmpOp::Eq, Scalar::Bool(b)) => Condition::Field(FieldCondition::new_match(key, Match::new_value(ValueVariants::Bool(*b)))),
+        (_, Scalar::Int(_) | Scalar::Float(_)) => {
+            let x = OrderedFloat(number.unwrap_or_default());
+            let mut r = Range { lt: None, gt: None, gte: None, lte: None };
+            match op {
+                CmpOp::Eq => {
+                    r.gte = Some(x);
+                    r.lte = Some(x);
+                }
+                CmpOp::Lt => r.lt = Some(x),
+                CmpOp::LtEq => r.lte = Some(x),
+                CmpOp::Gt => r.gt = Some(x),
+                CmpOp::GtEq => r.gte = Some(x),
+                CmpOp::NotEq => {}
+            }
+            Condition::Field(FieldCondition { range: Some(RangeInterface::Float(r)), ..FieldCondition::new_match(key, Match::new_value(ValueVariants::Bool(true))) }.without_match())
+        }
+        _ => return Err(Error::internal("predicate cannot be translated to an index filter")),
+    })
+}
+
+trait WithoutMatch {
+    fn without_match(self) -> Self;
+}
+
+impl WithoutMatch for FieldCondition {
+    fn without_match(mut self) -> Self {
+        self.r#match = None;
+        self
+    }
+}
+
+#[async_trait]
+impl VectorIndex for EdgeIndex {
+    async fn create_collection(&self, table: &TableDef) -> Result<()> {
+        let path = self.path_of(&table.name);
+        let def = table.clone();
+        let shard = tokio::task::spawn_blocking(move || -> Result<EdgeShard> {
+            if path.exists() {
+                std::fs::remove_dir_all(&path).map_err(err)?;
+            }
+            std::fs::create_dir_all(&path).map_err(err)?;
+            let config = EdgeConfig::builder()
+                .vector("", EdgeVectorParams::builder(def.dimension(), edge_distance(def.distance)).build())
+                .build();
+            let shard = EdgeShard::new(&path, config).map_err(err)?;
+            for (_, col) in def.payload_columns() {
+                if let Some(schema) = payload_schema(&col.ty) {
+                    shard
+                        .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+                            field_name: json_path(&col.name)?,
+                            field_schema: Some(PayloadFieldSchema::FieldType(schema)),
+                        })))
+                        .map_err(err)?;
+                }
+            }
+            shard.flush();
+            Ok(shard)
+        })
+        .await
+        .map_err(err)??;
+        self.shards.write().insert(table.name.clone(), Arc::new(new_shard(shard)));
+        Ok(())
+    }
+
+    async fn drop_collection(&self, table: &str) -> Result<()> {
+        let removed = self.shards.write().remove(table);
+        let path = self.path_of(table);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            if let Some(s) = removed {
+                // Let running maintenance or searches finish before the files go.
+                for _ in 0..600 {
+                    if Arc::strong_count(&s) == 1 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                drop(s);
+            }
+            if path.exists() {
+                std::fs::remove_dir_all(&path).map_err(err)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(err)?
+    }
+
+    async fn upsert(&self, table: &TableDef, points: Vec<Point>) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let shard = self.shard(&table.name)?;
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let list = points
+                .into_iter()
+                .map(|p| PointStruct::new(PointId::Uuid(p.id), p.vector, serde_json::Value::Object(p.payload)).into())
+                .collect();
+            let _g = shard.write.lock();
+            shard
+                .shard
+                .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                    PointInsertOperations::PointsList(list),
+                )))
+                .map_err(err)?;
+            shard.dirty.store(true, Ordering::Release);
+            shard.unoptimized.store(true, Ordering::Release);
+            Ok(())
+        })
+        .await
+        .map_err(err)?
+    }
+
+    async fn delete(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let shard = self.shard(&table.name)?;
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let _g = shard.write.lock();
+            shard
+                .shard
+                .update(UpdateOperation::PointOperation(PointOperations::DeletePoints {
+                    ids: ids.into_iter().map(PointId::Uuid).collect(),
+                }))
+                .map_err(err)?;
+            shard.dirty.store(true, Ordering::Release);
+            shard.unoptimized.store(true, Ordering::Release);
+            Ok(())
+        })
+        .await
+        .map_err(err)?
+    }
+
+    async fn search(
+        &self,
+        table: &TableDef,
+        vector: &[f32],
+        filter: Option<&Predicate>,
+        limit: usize,
+        offset: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Hit>> {
+        let shard = self.shard(&table.name)?;
+        let filter = match filter {
+            Some(p) => Some(Filter::new_must(to_condition(p)?)),
+            None => None,
+        };
+        let request = SearchRequest {
+            query: qdrant_edge::QueryEnum::Nearest(qdrant_edge::NamedQuery::default_dense(vector.to_vec())),
+            filter,
+            params: Some(qdrant_edge::SearchParams {
+                hnsw_ef: params.hnsw_ef,
+                exact: params.exact,
+                ..Default::default()
+            }),
+            limit,
+            offset,
+            with_payload: Some(WithPayloadInterface::Fields(vec![json_path(keys::KEY_FIELD)?])),
+            with_vector: None,
+            score_threshold: None,
+        };
+        let points = tokio::task::spawn_blocking(move || shard.shard.search(request))
+            .await
+            .map_err(err)?
+            .map_err(err)?;
+        let mut hits = Vec::with_capacity(points.len());
+        for p in points {
+            let key = p
+                .payload
+                .as_ref()
+                .and_then(|pl| pl.0.get(keys::KEY_FIELD))
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| Error::vector_index("point without a key in its payload"))?;
+            hits.push(Hit { key: keys::decode_hex(key)?, score: p.score });
+        }
+        Ok(hits)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        let shards: Vec<Arc<Shard>> = self.shards.read().values().cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            for s in shards {
+                let _g = s.write.lock();
+                s.shard.flush();
+                s.dirty.store(false, Ordering::Release);
+            }
+        })
+        .await
+        .map_err(err)
+    }
+}
+

@@ -1,0 +1,229 @@
+//! The embedded row store: one redb database file, `<data>/rows.redb`. The catalog is
+//! the table `vg_catalog` (name → JSON table definition); each SQL table is a redb table
+//! `rows:<name>` from the order-preserving key encoding to the bincode-encoded row.
+//! Every statement's writes commit as one redb transaction.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Row, RowStore, TableDef, WriteMode, keys};
+use crate::error::{Error, Result};
+use crate::types::Value;
+
+const CATALOG: TableDefinition<&str, &str> = TableDefinition::new("vg_catalog");
+
+pub struct EmbeddedRows {
+    db: Arc<Database>,
+}
+
+fn err(e: impl std::fmt::Display) -> Error {
+    Error::row_store(e)
+}
+
+fn rows_table(name: &str) -> String {
+    format!("rows:{name}")
+}
+
+fn encode_row(row: &Row) -> Result<Vec<u8>> {
+    bincode::serialize(row).map_err(Error::internal)
+}
+
+fn decode_row(b: &[u8]) -> Result<Row> {
+    bincode::deserialize(b).map_err(|_| Error::internal("corrupt row encoding"))
+}
+
+impl EmbeddedRows {
+    pub fn open(path: &Path) -> Result<EmbeddedRows> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let db = Database::create(path).map_err(|e| {
+            Error::Unavailable { store: "row store", message: format!("cannot open the embedded database: {e}") }
+        })?;
+        let txn = db.begin_write().map_err(err)?;
+        txn.open_table(CATALOG).map_err(err)?;
+        txn.commit().map_err(err)?;
+        Ok(EmbeddedRows { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(Error::internal)?
+    }
+}
+
+#[async_trait]
+impl RowStore for EmbeddedRows {
+    async fn list_tables(&self) -> Result<Vec<TableDef>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(CATALOG).map_err(err)?;
+            let mut out = Vec::new();
+            for item in t.iter().map_err(err)? {
+                let (_, v) = item.map_err(err)?;
+                out.push(serde_json::from_str(v.value()).map_err(Error::internal)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn create_table(&self, def: &TableDef) -> Result<()> {
+        let def = def.clone();
+        self.blocking(move |db| {
+            let json = serde_json::to_string(&def).map_err(Error::internal)?;
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut cat = txn.open_table(CATALOG).map_err(err)?;
+                if cat.get(def.name.as_str()).map_err(err)?.is_some() {
+                    return Err(Error::DuplicateTable(def.name.clone()));
+                }
+                cat.insert(def.name.as_str(), json.as_str()).map_err(err)?;
+                let name = rows_table(&def.name);
+                txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn drop_table(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut cat = txn.open_table(CATALOG).map_err(err)?;
+                cat.remove(name.as_str()).map_err(err)?;
+                let rt = rows_table(&name);
+                txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&rt)).map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn write(&self, table: &TableDef, rows: Vec<Row>, mode: WriteMode) -> Result<()> {
+        let def = table.clone();
+        self.blocking(move |db| {
+            let name = rows_table(&def.name);
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+                for row in &rows {
+                    let key = def.key_of(row);
+                    let k = keys::encode(&key);
+                    let v = encode_row(row)?;
+                    let old = t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
+                    if mode == WriteMode::InsertNew && old.is_some() {
+                        // Dropping the transaction uncommitted discards every row of it.
+                        let cols: Vec<&str> = def.primary_key.iter().map(|i| def.columns[*i].name.as_str()).collect();
+                        let vals: Vec<String> = key.iter().map(display_key_value).collect();
+                        return Err(Error::UniqueViolation {
+                            message: format!("duplicate key value violates unique constraint \"{}\"", def.pk_name()),
+                            detail: format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")),
+                        });
+                    }
+                }
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn delete(&self, table: &TableDef, keys_: Vec<Vec<Value>>) -> Result<u64> {
+        let name = rows_table(&table.name);
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            let mut n = 0;
+            {
+                let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+                for k in keys_ {
+                    if t.remove(keys::encode(&k).as_slice()).map_err(err)?.is_some() {
+                        n += 1;
+                    }
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn get(&self, table: &TableDef, keys_: &[Vec<Value>]) -> Result<Vec<Option<Row>>> {
+        let name = rows_table(&table.name);
+        let encoded: Vec<Vec<u8>> = keys_.iter().map(|k| keys::encode(k)).collect();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+            let mut out = Vec::with_capacity(encoded.len());
+            for k in &encoded {
+                out.push(match t.get(k.as_slice()).map_err(err)? {
+                    Some(v) => Some(decode_row(v.value())?),
+                    None => None,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    fn scan(&self, table: &TableDef, batch: usize, limit: Option<usize>) -> BoxStream<'static, Result<Vec<Row>>> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Row>>>(2);
+        let db = self.db.clone();
+        let name = rows_table(&table.name);
+        let batch = batch.max(1);
+        tokio::task::spawn_blocking(move || {
+            let run = || -> Result<()> {
+                let txn = db.begin_read().map_err(err)?;
+                let t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+                let mut buf = Vec::with_capacity(batch);
+                let mut seen = 0usize;
+                for item in t.iter().map_err(err)? {
+                    if limit.is_some_and(|l| seen >= l) {
+                        break;
+                    }
+                    let (_, v) = item.map_err(err)?;
+                    buf.push(decode_row(v.value())?);
+                    seen += 1;
+                    if buf.len() >= batch && tx.blocking_send(Ok(std::mem::take(&mut buf))).is_err() {
+                        return Ok(());
+                    }
+                }
+                if !buf.is_empty() {
+                    let _ = tx.blocking_send(Ok(buf));
+                }
+                Ok(())
+            };
+            if let Err(e) = run() {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        tokio_stream_from(rx).boxed()
+    }
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+pub fn display_key_value(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Bool(b) => if *b { "t".into() } else { "f".into() },
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Text(s) => s.clone(),
+        Value::Uuid(u) => u.to_string(),
+        Value::Timestamp(t) => t.to_string(),
+        Value::Date(d) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,225 @@
+//! Storage behind the SQL engine, reached only through two traits:
+//!
+//! - [`RowStore`]: the source of truth for rows and for the table catalog
+//!   (embedded: [`embedded_rows`], an on-disk redb database).
+//! - [`VectorIndex`]: an approximate-nearest-neighbour index over each table's vector
+//!   column with a filter payload per point (embedded: [`edge_index`], Qdrant's engine
+//!   in process).
+//!
+//! [`filter`] holds the backend-neutral predicate that search filters are pushed down
+//! as; each index translates it to its own filter language.
+
+pub mod edge_index;
+pub mod embedded_rows;
+pub mod filter;
+pub mod keys;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::types::{ColumnType, Value};
+
+pub use filter::Predicate;
+
+/// How vectors are compared. Lower distances are closer, as in pgvector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Distance {
+    /// `1 - cos(a, b)`, pgvector's `<=>`.
+    Cosine,
+    /// Euclidean distance, pgvector's `<->`.
+    L2,
+    /// Negative inner product, pgvector's `<#>`.
+    Dot,
+}
+
+impl Distance {
+    pub fn parse(s: &str) -> Option<Distance> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cosine" | "cos" => Some(Distance::Cosine),
+            "l2" | "euclid" | "euclidean" => Some(Distance::L2),
+            "dot" | "ip" | "inner_product" => Some(Distance::Dot),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Distance::Cosine => "cosine",
+            Distance::L2 => "l2",
+            Distance::Dot => "dot",
+        }
+    }
+
+    /// The exact distance between two vectors, computed in f64.
+    pub fn exact(&self, a: &[f32], b: &[f32]) -> f64 {
+        match self {
+            Distance::Cosine => {
+                let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+                for (x, y) in a.iter().zip(b) {
+                    let (x, y) = (*x as f64, *y as f64);
+                    dot += x * y;
+                    na += x * x;
+                    nb += y * y;
+                }
+                if na == 0.0 || nb == 0.0 {
+                    // pgvector answers NaN here; 1.0 (orthogonal) keeps ordering total.
+                    1.0
+                } else {
+                    1.0 - dot / (na.sqrt() * nb.sqrt())
+                }
+            }
+            Distance::L2 => a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| {
+                    let d = *x as f64 - *y as f64;
+                    d * d
+                })
+                .sum::<f64>()
+                .sqrt(),
+            Distance::Dot => -a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    pub ty: ColumnType,
+    pub nullable: bool,
+}
+
+/// A table as the proxy knows it: columns, primary key, the vector column and its
+/// index settings. Stored in the row store's catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Indexes into `columns`, in key order.
+    pub primary_key: Vec<usize>,
+    /// Index into `columns` of the one vector column.
+    pub vector_column: usize,
+    pub distance: Distance,
+    /// Options given at CREATE TABLE, kept for later issues (hnsw m, quantization...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+impl TableDef {
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    pub fn dimension(&self) -> usize {
+        match self.columns[self.vector_column].ty {
+            ColumnType::Vector(n) => n,
+            _ => 0,
+        }
+    }
+
+    pub fn key_of(&self, row: &[Value]) -> Vec<Value> {
+        self.primary_key.iter().map(|i| row[*i].clone()).collect()
+    }
+
+    pub fn pk_name(&self) -> String {
+        format!("{}_pkey", self.name)
+    }
+
+    /// Columns that go into the index payload: every scalar or array column that a
+    /// pushed-down filter may test (everything but the vector).
+    pub fn payload_columns(&self) -> impl Iterator<Item = (usize, &ColumnDef)> {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.vector_column)
+    }
+}
+
+pub type Row = Vec<Value>;
+
+/// Whether an insert may replace an existing row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Fail with a unique violation if any key exists; nothing is written then.
+    InsertNew,
+    /// Replace rows with the same key.
+    Upsert,
+}
+
+/// The row store: the source of truth for rows and for the catalog of tables.
+#[async_trait]
+pub trait RowStore: Send + Sync + 'static {
+    async fn list_tables(&self) -> Result<Vec<TableDef>>;
+    async fn create_table(&self, def: &TableDef) -> Result<()>;
+    async fn drop_table(&self, name: &str) -> Result<()>;
+    /// Write rows atomically: all or none.
+    async fn write(&self, table: &TableDef, rows: Vec<Row>, mode: WriteMode) -> Result<()>;
+    /// Delete rows by key; returns how many existed.
+    async fn delete(&self, table: &TableDef, keys: Vec<Vec<Value>>) -> Result<u64>;
+    /// Fetch rows by key, in the order of `keys`; `None` where a row is missing.
+    async fn get(&self, table: &TableDef, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>>;
+    /// Stream every row in batches of about `batch` rows; `limit` stops early.
+    fn scan(&self, table: &TableDef, batch: usize, limit: Option<usize>) -> BoxStream<'static, Result<Vec<Row>>>;
+}
+
+/// One point of the vector index: derived id, vector and filter payload.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub id: uuid::Uuid,
+    pub vector: Vec<f32>,
+    /// Payload values by column name, plus the encoded key.
+    pub payload: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A search hit: the row key (decoded from the payload) and the index's own score.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub key: Vec<Value>,
+    pub score: f32,
+}
+
+/// Per-query search settings.
+#[derive(Debug, Clone, Default)]
+pub struct SearchParams {
+    pub hnsw_ef: Option<usize>,
+    pub exact: bool,
+}
+
+/// The vector index: one collection per table.
+#[async_trait]
+pub trait VectorIndex: Send + Sync + 'static {
+    async fn create_collection(&self, table: &TableDef) -> Result<()>;
+    async fn drop_collection(&self, table: &str) -> Result<()>;
+    async fn upsert(&self, table: &TableDef, points: Vec<Point>) -> Result<()>;
+    async fn delete(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()>;
+    /// The `limit` nearest points passing `filter`, skipping the first `offset`.
+    async fn search(
+        &self,
+        table: &TableDef,
+        vector: &[f32],
+        filter: Option<&Predicate>,
+        limit: usize,
+        offset: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Hit>>;
+    /// Make everything written so far durable.
+    async fn flush(&self) -> Result<()>;
+}
+
+/// Build the index point for a row.
+pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
+    let Value::Vector(v) = &row[table.vector_column] else {
+        return None;
+    };
+    let key = table.key_of(row);
+    let mut payload = serde_json::Map::new();
+    for (i, col) in table.payload_columns() {
+        payload.insert(col.name.clone(), filter::payload_value(&row[i]));
+    }
+    payload.insert(keys::KEY_FIELD.to_string(), serde_json::Value::String(keys::encode_hex(&key)));
+    Some(Point { id: keys::point_id(&table.name, &key), vector: v.clone(), payload })
+}

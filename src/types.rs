@@ -1,0 +1,712 @@
+//! The proxy's own column types and values: what a table definition declares and what
+//! the stores keep. Conversions to and from Arrow live here too, so that the SQL engine,
+//! the stores and the wire agree on one mapping.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float32Array,
+    Float32Builder, Float64Array, Float64Builder, Int16Array, Int16Builder, Int32Array,
+    Int32Builder, Int64Array, Int64Builder, LargeStringArray, ListArray, ListBuilder,
+    StringArray, StringBuilder, StringViewArray, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder, UInt32Array, UInt64Array, Int8Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Field metadata that marks a pgvector `vector` column for the wire encoder.
+pub const PG_VECTOR_KEY: &str = "pg.vector";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ColumnType {
+    SmallInt,
+    Int,
+    BigInt,
+    Real,
+    Double,
+    Bool,
+    Text,
+    Uuid,
+    Timestamp,
+    TimestampTz,
+    Date,
+    TextArray,
+    IntArray,
+    BigIntArray,
+    Vector(usize),
+}
+
+impl ColumnType {
+    /// Postgres spelling, as `format_type` would print it.
+    pub fn sql_name(&self) -> String {
+        match self {
+            ColumnType::SmallInt => "smallint".into(),
+            ColumnType::Int => "integer".into(),
+            ColumnType::BigInt => "bigint".into(),
+            ColumnType::Real => "real".into(),
+            ColumnType::Double => "double precision".into(),
+            ColumnType::Bool => "boolean".into(),
+            ColumnType::Text => "text".into(),
+            ColumnType::Uuid => "uuid".into(),
+            ColumnType::Timestamp => "timestamp without time zone".into(),
+            ColumnType::TimestampTz => "timestamp with time zone".into(),
+            ColumnType::Date => "date".into(),
+            ColumnType::TextArray => "text[]".into(),
+            ColumnType::IntArray => "integer[]".into(),
+            ColumnType::BigIntArray => "bigint[]".into(),
+            ColumnType::Vector(n) => format!("vector({n})"),
+        }
+    }
+
+    pub fn arrow_type(&self) -> DataType {
+        match self {
+            ColumnType::SmallInt => DataType::Int16,
+            ColumnType::Int => DataType::Int32,
+            ColumnType::BigInt => DataType::Int64,
+            ColumnType::Real => DataType::Float32,
+            ColumnType::Double => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Text | ColumnType::Uuid => DataType::Utf8,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::TimestampTz => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+            }
+            ColumnType::Date => DataType::Date32,
+            ColumnType::TextArray => list_of(DataType::Utf8),
+            ColumnType::IntArray => list_of(DataType::Int32),
+            ColumnType::BigIntArray => list_of(DataType::Int64),
+            ColumnType::Vector(_) => list_of(DataType::Float32),
+        }
+    }
+
+    pub fn arrow_field(&self, name: &str, nullable: bool) -> Field {
+        let f = Field::new(name, self.arrow_type(), nullable);
+        if matches!(self, ColumnType::Vector(_)) {
+            f.with_metadata(HashMap::from([(PG_VECTOR_KEY.to_string(), "vector".to_string())]))
+        } else {
+            f
+        }
+    }
+
+    /// Whether the type can be a primary-key column.
+    pub fn is_key_type(&self) -> bool {
+        matches!(
+            self,
+            ColumnType::SmallInt
+                | ColumnType::Int
+                | ColumnType::BigInt
+                | ColumnType::Text
+                | ColumnType::Uuid
+                | ColumnType::Date
+                | ColumnType::Timestamp
+                | ColumnType::TimestampTz
+                | ColumnType::Bool
+        )
+    }
+}
+
+fn list_of(t: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(t, true)))
+}
+
+/// One stored value. Integers of every width are `Int`, floats `Float`; the column
+/// type says which width the value is shown with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Uuid(uuid::Uuid),
+    /// Microseconds since the Unix epoch (UTC for timestamptz).
+    Timestamp(i64),
+    /// Days since the Unix epoch.
+    Date(i32),
+    TextArray(Vec<Option<String>>),
+    IntArray(Vec<Option<i64>>),
+    Vector(Vec<f32>),
+}
+
+impl Value {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+}
+
+/// Parse a vector written as `[1, 2, 3]` (pgvector) or `{1,2,3}` (Postgres array).
+pub fn parse_vector_text(text: &str) -> Result<Vec<f32>> {
+    let t = text.trim();
+    let inner = t
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .or_else(|| t.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .ok_or_else(|| {
+            Error::InvalidText(format!(
+                "invalid input syntax for type vector: \"{}\"",
+                abbreviate(text)
+            ))
+        })?;
+    if inner.trim().is_empty() {
+        return Err(Error::DataException("vector must have at least 1 dimension".into()));
+    }
+    inner
+        .split(',')
+        .map(|p| {
+            p.trim().parse::<f32>().map_err(|_| {
+                Error::InvalidText(format!(
+                    "invalid input syntax for type vector: \"{}\"",
+                    abbreviate(text)
+                ))
+            })
+        })
+        .collect()
+}
+
+fn abbreviate(s: &str) -> String {
+    if s.chars().count() > 60 {
+        let head: String = s.chars().take(57).collect();
+        format!("{head}...")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Check a vector against a column's declared dimension; NaN and infinity are refused.
+pub fn check_vector(v: &[f32], dim: usize) -> Result<()> {
+    if v.len() != dim {
+        return Err(Error::DataException(format!(
+            "expected {dim} dimensions, not {}",
+            v.len()
+        )));
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(Error::DataException("NaN and infinity are not allowed in vector".into()));
+    }
+    Ok(())
+}
+
+/// Format a vector the way pgvector prints it.
+pub fn format_vector(v: &[f32]) -> String {
+    let mut s = String::with_capacity(v.len() * 10 + 2);
+    s.push('[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&x.to_string());
+    }
+    s.push(']');
+    s
+}
+
+/// Parse a Postgres array literal such as `{a,"b c",NULL}` into its elements.
+pub fn parse_pg_array(text: &str) -> Result<Vec<Option<String>>> {
+    let t = text.trim();
+    let inner = t
+        .strip_prefix('{')
+        .and_then(|s| s.strip_suffix('}'))
+        .ok_or_else(|| Error::InvalidText(format!("malformed array literal: \"{}\"", abbreviate(text))))?;
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    if inner.trim().is_empty() {
+        return Ok(out);
+    }
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let mut quoted = false;
+        if chars.peek() == Some(&'"') {
+            quoted = true;
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => {
+                        if let Some(c) = chars.next() {
+                            item.push(c)
+                        }
+                    }
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => {
+                        return Err(Error::InvalidText(format!(
+                            "malformed array literal: \"{}\"",
+                            abbreviate(text)
+                        )));
+                    }
+                }
+            }
+            while chars.peek().is_some_and(|c| *c != ',') {
+                chars.next();
+            }
+        } else {
+            while let Some(c) = chars.peek() {
+                if *c == ',' {
+                    break;
+                }
+                item.push(*c);
+                chars.next();
+            }
+            item = item.trim().to_string();
+        }
+        if !quoted && item.eq_ignore_ascii_case("NULL") {
+            out.push(None);
+        } else {
+            out.push(Some(item));
+        }
+        match chars.next() {
+            Some(',') => continue,
+            None => break,
+            Some(_) => {
+                return Err(Error::InvalidText(format!(
+                    "malformed array literal: \"{}\"",
+                    abbreviate(text)
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parse a timestamp literal into microseconds since the epoch.
+pub fn parse_timestamp(text: &str) -> Result<i64> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    let t = text.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Ok(dt.timestamp_micros());
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(dt) = DateTime::parse_from_str(t, f) {
+            return Ok(dt.timestamp_micros());
+        }
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(t, f) {
+            return Ok(dt.and_utc().timestamp_micros());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        && let Some(dt) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(dt.and_utc().timestamp_micros());
+    }
+    Err(Error::InvalidText(format!("invalid input syntax for type timestamp: \"{}\"", abbreviate(text))))
+}
+
+pub fn parse_date(text: &str) -> Result<i32> {
+    let d = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map_err(|_| Error::InvalidText(format!("invalid input syntax for type date: \"{}\"", abbreviate(text))))?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    Ok((d - epoch).num_days() as i32)
+}
+
+fn int_in_range(v: i64, ty: &ColumnType) -> Result<Value> {
+    let ok = match ty {
+        ColumnType::SmallInt => i16::try_from(v).is_ok(),
+        ColumnType::Int => i32::try_from(v).is_ok(),
+        _ => true,
+    };
+    if ok {
+        Ok(Value::Int(v))
+    } else {
+        Err(Error::NumericOutOfRange(format!("{} out of range", ty.sql_name())))
+    }
+}
+
+/// Coerce a value to a column's type, the way an INSERT into that column would.
+pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
+    let bad = |v: &Value| {
+        Error::DatatypeMismatch(format!(
+            "column is of type {} but expression is of type {}",
+            ty.sql_name(),
+            value_type_name(v)
+        ))
+    };
+    Ok(match (ty, value) {
+        (_, Value::Null) => Value::Null,
+        (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Int(i)) => int_in_range(i, ty)?,
+        (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Float(f)) => {
+            if f.fract() != 0.0 || !f.is_finite() {
+                return Err(Error::InvalidText(format!(
+                    "invalid input syntax for type {}: \"{f}\"",
+                    ty.sql_name()
+                )));
+            }
+            int_in_range(f as i64, ty)?
+        }
+        (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Text(s)) => {
+            let i = s.trim().parse::<i64>().map_err(|_| {
+                Error::InvalidText(format!("invalid input syntax for type {}: \"{}\"", ty.sql_name(), abbreviate(&s)))
+            })?;
+            int_in_range(i, ty)?
+        }
+        (ColumnType::Real | ColumnType::Double, Value::Int(i)) => Value::Float(i as f64),
+        (ColumnType::Real | ColumnType::Double, Value::Float(f)) => Value::Float(f),
+        (ColumnType::Real | ColumnType::Double, Value::Text(s)) => {
+            Value::Float(s.trim().parse::<f64>().map_err(|_| {
+                Error::InvalidText(format!("invalid input syntax for type {}: \"{}\"", ty.sql_name(), abbreviate(&s)))
+            })?)
+        }
+        (ColumnType::Bool, Value::Bool(b)) => Value::Bool(b),
+        (ColumnType::Bool, Value::Text(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" | "yes" | "on" | "1" => Value::Bool(true),
+            "f" | "false" | "no" | "off" | "0" => Value::Bool(false),
+            _ => return Err(Error::InvalidText(format!("invalid input syntax for type boolean: \"{s}\""))),
+        },
+        (ColumnType::Text, Value::Text(s)) => Value::Text(s),
+        (ColumnType::Text, Value::Int(i)) => Value::Text(i.to_string()),
+        (ColumnType::Text, Value::Float(f)) => Value::Text(f.to_string()),
+        (ColumnType::Text, Value::Bool(b)) => Value::Text(b.to_string()),
+        (ColumnType::Text, Value::Uuid(u)) => Value::Text(u.to_string()),
+        (ColumnType::Uuid, Value::Uuid(u)) => Value::Uuid(u),
+        (ColumnType::Uuid, Value::Text(s)) => Value::Uuid(uuid::Uuid::parse_str(s.trim()).map_err(|_| {
+            Error::InvalidText(format!("invalid input syntax for type uuid: \"{}\"", abbreviate(&s)))
+        })?),
+        (ColumnType::Timestamp | ColumnType::TimestampTz, Value::Timestamp(t)) => Value::Timestamp(t),
+        (ColumnType::Timestamp | ColumnType::TimestampTz, Value::Text(s)) => Value::Timestamp(parse_timestamp(&s)?),
+        (ColumnType::Timestamp | ColumnType::TimestampTz, Value::Date(d)) => {
+            Value::Timestamp(d as i64 * 86_400_000_000)
+        }
+        (ColumnType::Date, Value::Date(d)) => Value::Date(d),
+        (ColumnType::Date, Value::Text(s)) => Value::Date(parse_date(&s)?),
+        (ColumnType::Date, Value::Timestamp(t)) => Value::Date(t.div_euclid(86_400_000_000) as i32),
+        (ColumnType::TextArray, Value::TextArray(a)) => Value::TextArray(a),
+        (ColumnType::TextArray, Value::IntArray(a)) => {
+            Value::TextArray(a.into_iter().map(|x| x.map(|i| i.to_string())).collect())
+        }
+        (ColumnType::TextArray, Value::Text(s)) => Value::TextArray(parse_pg_array(&s)?),
+        (ColumnType::IntArray | ColumnType::BigIntArray, Value::IntArray(a)) => Value::IntArray(a),
+        (ColumnType::IntArray | ColumnType::BigIntArray, Value::Text(s)) => {
+            let items = parse_pg_array(&s)?;
+            let mut out = Vec::with_capacity(items.len());
+            for it in items {
+                out.push(match it {
+                    None => None,
+                    Some(x) => Some(x.parse::<i64>().map_err(|_| {
+                        Error::InvalidText(format!("invalid input syntax for type integer: \"{x}\""))
+                    })?),
+                });
+            }
+            Value::IntArray(out)
+        }
+        (ColumnType::Vector(n), Value::Vector(v)) => {
+            check_vector(&v, *n)?;
+            Value::Vector(v)
+        }
+        (ColumnType::Vector(n), Value::Text(s)) => {
+            let v = parse_vector_text(&s)?;
+            check_vector(&v, *n)?;
+            Value::Vector(v)
+        }
+        (ColumnType::Vector(n), Value::IntArray(a)) => {
+            let v = a
+                .into_iter()
+                .map(|x| x.map(|i| i as f32).ok_or_else(|| Error::DataException("array must not contain nulls".into())))
+                .collect::<Result<Vec<f32>>>()?;
+            check_vector(&v, *n)?;
+            Value::Vector(v)
+        }
+        (_, v) => return Err(bad(&v)),
+    })
+}
+
+fn value_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "unknown",
+        Value::Bool(_) => "boolean",
+        Value::Int(_) => "bigint",
+        Value::Float(_) => "double precision",
+        Value::Text(_) => "text",
+        Value::Uuid(_) => "uuid",
+        Value::Timestamp(_) => "timestamp",
+        Value::Date(_) => "date",
+        Value::TextArray(_) => "text[]",
+        Value::IntArray(_) => "bigint[]",
+        Value::Vector(_) => "vector",
+    }
+}
+
+/// Read one cell of an Arrow array as a `Value` (used for INSERT sources and key
+/// lookups). Floats in lists become vectors; strings stay text until coerced.
+pub fn value_from_array(array: &ArrayRef, row: usize) -> Result<Value> {
+    if array.is_null(row) {
+        return Ok(Value::Null);
+    }
+    let a = array.as_any();
+    macro_rules! get {
+        ($t:ty) => {
+            a.downcast_ref::<$t>().map(|x| x.value(row))
+        };
+    }
+    Ok(match array.data_type() {
+        DataType::Boolean => Value::Bool(get!(BooleanArray).unwrap_or_default()),
+        DataType::Int8 => Value::Int(get!(Int8Array).unwrap_or_default() as i64),
+        DataType::Int16 => Value::Int(get!(Int16Array).unwrap_or_default() as i64),
+        DataType::Int32 => Value::Int(get!(Int32Array).unwrap_or_default() as i64),
+        DataType::Int64 => Value::Int(get!(Int64Array).unwrap_or_default()),
+        DataType::UInt32 => Value::Int(get!(UInt32Array).unwrap_or_default() as i64),
+        DataType::UInt64 => Value::Int(get!(UInt64Array).unwrap_or_default() as i64),
+        DataType::Float32 => Value::Float(get!(Float32Array).unwrap_or_default() as f64),
+        DataType::Float64 => Value::Float(get!(Float64Array).unwrap_or_default()),
+        DataType::Utf8 => Value::Text(get!(StringArray).unwrap_or_default().to_string()),
+        DataType::LargeUtf8 => Value::Text(get!(LargeStringArray).unwrap_or_default().to_string()),
+        DataType::Utf8View => Value::Text(get!(StringViewArray).unwrap_or_default().to_string()),
+        DataType::Date32 => Value::Date(get!(Date32Array).unwrap_or_default()),
+        DataType::Timestamp(_, _) => {
+            let casted = datafusion::arrow::compute::cast(
+                array,
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )
+            .map_err(Error::internal)?;
+            Value::Timestamp(
+                casted
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .map(|x| x.value(row))
+                    .unwrap_or_default(),
+            )
+        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            let list = datafusion::arrow::compute::cast(array, &list_of(DataType::Utf8))
+                .ok()
+                .filter(|_| {
+                    matches!(
+                        list_element_type(array.data_type()),
+                        Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null)
+                    )
+                });
+            if let Some(list) = list {
+                let la = list.as_any().downcast_ref::<ListArray>().ok_or_else(|| Error::internal("list"))?;
+                let inner = la.value(row);
+                let sa = inner.as_any().downcast_ref::<StringArray>().ok_or_else(|| Error::internal("list"))?;
+                Value::TextArray((0..sa.len()).map(|i| (!sa.is_null(i)).then(|| sa.value(i).to_string())).collect())
+            } else if matches!(
+                list_element_type(array.data_type()),
+                Some(DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64)
+            ) {
+                let list = datafusion::arrow::compute::cast(array, &list_of(DataType::Int64)).map_err(Error::internal)?;
+                let la = list.as_any().downcast_ref::<ListArray>().ok_or_else(|| Error::internal("list"))?;
+                let inner = la.value(row);
+                let ia = inner.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("list"))?;
+                Value::IntArray((0..ia.len()).map(|i| (!ia.is_null(i)).then(|| ia.value(i))).collect())
+            } else {
+                let list = datafusion::arrow::compute::cast(array, &list_of(DataType::Float32))
+                    .map_err(|e| Error::DatatypeMismatch(e.to_string()))?;
+                let la = list.as_any().downcast_ref::<ListArray>().ok_or_else(|| Error::internal("list"))?;
+                let inner = la.value(row);
+                let fa = inner.as_any().downcast_ref::<Float32Array>().ok_or_else(|| Error::internal("list"))?;
+                if fa.null_count() > 0 {
+                    return Err(Error::DataException("array must not contain nulls".into()));
+                }
+                Value::Vector(fa.values().to_vec())
+            }
+        }
+        DataType::Null => Value::Null,
+        other => {
+            return Err(Error::FeatureNotSupported(format!("values of type {other} are not supported here")));
+        }
+    })
+}
+
+fn list_element_type(t: &DataType) -> Option<&DataType> {
+    match t {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => Some(f.data_type()),
+        _ => None,
+    }
+}
+
+/// Build one Arrow column of `ty` from values (already coerced to that type).
+pub fn build_array<'a>(ty: &ColumnType, values: impl Iterator<Item = &'a Value>) -> ArrayRef {
+    match ty {
+        ColumnType::SmallInt => {
+            let mut b = Int16Builder::new();
+            for v in values {
+                match v {
+                    Value::Int(i) => b.append_value(*i as i16),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Int => {
+            let mut b = Int32Builder::new();
+            for v in values {
+                match v {
+                    Value::Int(i) => b.append_value(*i as i32),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::BigInt => {
+            let mut b = Int64Builder::new();
+            for v in values {
+                match v {
+                    Value::Int(i) => b.append_value(*i),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Real => {
+            let mut b = Float32Builder::new();
+            for v in values {
+                match v {
+                    Value::Float(f) => b.append_value(*f as f32),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Double => {
+            let mut b = Float64Builder::new();
+            for v in values {
+                match v {
+                    Value::Float(f) => b.append_value(*f),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Bool => {
+            let mut b = BooleanBuilder::new();
+            for v in values {
+                match v {
+                    Value::Bool(x) => b.append_value(*x),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Text | ColumnType::Uuid => {
+            let mut b = StringBuilder::new();
+            for v in values {
+                match v {
+                    Value::Text(s) => b.append_value(s),
+                    Value::Uuid(u) => b.append_value(u.to_string()),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Timestamp | ColumnType::TimestampTz => {
+            let mut b = TimestampMicrosecondBuilder::new();
+            for v in values {
+                match v {
+                    Value::Timestamp(t) => b.append_value(*t),
+                    _ => b.append_null(),
+                }
+            }
+            let a = b.finish();
+            if matches!(ty, ColumnType::TimestampTz) {
+                Arc::new(a.with_timezone("UTC"))
+            } else {
+                Arc::new(a)
+            }
+        }
+        ColumnType::Date => {
+            let mut b = Date32Builder::new();
+            for v in values {
+                match v {
+                    Value::Date(d) => b.append_value(*d),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::TextArray => {
+            let mut b = ListBuilder::new(StringBuilder::new());
+            for v in values {
+                match v {
+                    Value::TextArray(items) => {
+                        for it in items {
+                            b.values().append_option(it.as_deref());
+                        }
+                        b.append(true);
+                    }
+                    _ => b.append(false),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::IntArray => {
+            let mut b = ListBuilder::new(Int32Builder::new());
+            for v in values {
+                match v {
+                    Value::IntArray(items) => {
+                        for it in items {
+                            b.values().append_option(it.map(|i| i as i32));
+                        }
+                        b.append(true);
+                    }
+                    _ => b.append(false),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::BigIntArray => {
+            let mut b = ListBuilder::new(Int64Builder::new());
+            for v in values {
+                match v {
+                    Value::IntArray(items) => {
+                        for it in items {
+                            b.values().append_option(*it);
+                        }
+                        b.append(true);
+                    }
+                    _ => b.append(false),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Vector(_) => {
+            let mut b = ListBuilder::new(Float32Builder::new());
+            for v in values {
+                match v {
+                    Value::Vector(items) => {
+                        b.values().append_slice(items);
+                        b.append(true);
+                    }
+                    _ => b.append(false),
+                }
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_text_forms() {
+        assert_eq!(parse_vector_text("[1, 2.5,-3]").ok(), Some(vec![1.0, 2.5, -3.0]));
+        assert_eq!(parse_vector_text("{1,2}").ok(), Some(vec![1.0, 2.0]));
+        assert!(matches!(parse_vector_text("[1,x]"), Err(Error::InvalidText(_))));
+        assert!(matches!(parse_vector_text("1,2"), Err(Error::InvalidText(_))));
+        assert!(matches!(check_vector(&[f32::NAN], 1), Err(Error::DataException(_))));
+        assert!(matches!(check_vector(&[1.0], 2), Err(Error::DataException(_))));
+    }
+
+    #[test]
+    fn pg_arrays() {
+        assert_eq!(
+            parse_pg_array(r#"{a, "b c",NULL,"NULL"}"#).ok(),
+            Some(vec![Some("a".into()), Some("b c".into()), None, Some("NULL".into())])
+        );
+        assert_eq!(parse_pg_array("{}").ok(), Some(vec![]));
+        assert!(parse_pg_array("a,b").is_err());
+    }
+
+    #[test]
+    fn int_ranges_are_checked() {
+        assert!(matches!(coerce(Value::Int(1 << 40), &ColumnType::Int), Err(Error::NumericOutOfRange(_))));
+        assert_eq!(coerce(Value::Text("42".into()), &ColumnType::BigInt).ok(), Some(Value::Int(42)));
+    }
+}

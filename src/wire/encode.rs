@@ -1,0 +1,69 @@
+//! Results to the wire: Arrow batches become DataRows through arrow-pg's encoder (the
+//! one place that knows type OIDs and binary formats); command tags and errors are
+//! shaped here.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::Schema;
+use futures::StreamExt;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+
+use super::error_info;
+use crate::error::{Error, Result};
+use crate::sql::Output;
+
+pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
+    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)
+}
+
+fn tag(text: &str) -> Tag {
+    let parts: Vec<&str> = text.split(' ').collect();
+    match parts.as_slice() {
+        ["INSERT", oid, n] => match (oid.parse::<u32>(), n.parse::<usize>()) {
+            (Ok(o), Ok(n)) => Tag::new("INSERT").with_oid(o).with_rows(n),
+            _ => Tag::new(text),
+        },
+        [verb @ ("UPDATE" | "DELETE" | "SELECT" | "COPY"), n] => match n.parse::<usize>() {
+            Ok(n) => Tag::new(verb).with_rows(n),
+            Err(_) => Tag::new(text),
+        },
+        _ => Tag::new(text),
+    }
+}
+
+/// Turn an engine output into a pgwire response. The first batch is computed before
+/// the response starts, so that most errors arrive as an ErrorResponse with their own
+/// SQLSTATE rather than in the middle of a row stream.
+pub async fn response(out: Output, format: &Format) -> Result<Response> {
+    Ok(match out {
+        Output::Command(t) => Response::Execution(tag(&t)),
+        Output::TransactionStart(t) => Response::TransactionStart(Tag::new(&t)),
+        Output::TransactionEnd(t) => Response::TransactionEnd(Tag::new(&t)),
+        Output::Empty => Response::EmptyQuery,
+        Output::Rows { schema, mut stream } => {
+            let fields = Arc::new(fields(&schema, format).map_err(|e| Error::internal(e.to_string()))?);
+            let first = match stream.next().await {
+                Some(Ok(b)) => Some(b),
+                Some(Err(e)) => return Err(Error::from(e)),
+                None => None,
+            };
+            let f2 = fields.clone();
+            let head = futures::stream::iter(first.map(Ok));
+            let rows = head
+                .chain(stream)
+                .map(move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
+                    match batch {
+                        Ok(b) => arrow_pg::datatypes::encode_recordbatch(f2.clone(), b),
+                        Err(e) => Box::new(std::iter::once(Err(PgWireError::UserError(Box::new(error_info(
+                            &Error::from(e),
+                        )))))),
+                    }
+                })
+                .flat_map(futures::stream::iter);
+            Response::Query(QueryResponse::new(fields, rows))
+        }
+    })
+}

@@ -1,0 +1,220 @@
+//! The Postgres wire protocol (pgwire): startup, the simple and the extended query
+//! protocol, cancel. Statements go to a per-connection [`Session`]; results come back as
+//! Arrow batches and are encoded by [`encode`]; parameters are decoded by [`params`].
+//! This layer sees neither Scylla nor Qdrant types.
+
+pub mod encode;
+pub mod params;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::Sink;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+
+use crate::error::Error;
+use crate::sql::params::{Described, bind, describe};
+use crate::sql::{Engine, Session};
+use datafusion::sql::sqlparser::ast::Statement;
+
+/// A statement prepared by Parse: the parsed tree and what Describe reports.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub stmt: Statement,
+    pub described: Described,
+    /// Parameter types the client declared at Parse (by OID), if any.
+    pub client_types: Vec<Option<Type>>,
+}
+
+pub struct Handlers {
+    engine: Arc<Engine>,
+    query: Arc<QueryHandler>,
+    startup: Arc<Startup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl Handlers {
+    pub fn new(engine: Arc<Engine>) -> Handlers {
+        let connections = Arc::new(ConnectionManager::new());
+        Handlers {
+            engine: engine.clone(),
+            query: Arc::new(QueryHandler { parser: Arc::new(StatementParser { engine }) }),
+            startup: Arc::new(Startup { connections: connections.clone() }),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.query.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.query.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LogErrors)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+pub struct Startup {
+    connections: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl NoopStartupHandler for Startup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+struct LogErrors;
+
+impl ErrorHandler for LogErrors {
+    fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
+        tracing::debug!(%error, "statement failed");
+    }
+}
+
+/// The client-facing form of an error.
+pub fn error_info(e: &Error) -> pgwire::error::ErrorInfo {
+    if let Error::Internal(detail) = e {
+        tracing::error!(%detail, "internal error");
+    }
+    let mut info = pgwire::error::ErrorInfo::new("ERROR".into(), e.sqlstate().into(), e.to_string());
+    info.detail = e.detail();
+    info.hint = e.hint();
+    info
+}
+
+pub fn to_pgwire(e: Error) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&e)))
+}
+
+fn session_of<C: ClientInfo + ?Sized>(engine: &Arc<Engine>, client: &C) -> Arc<Session> {
+    client.session_extensions().get_or_insert_with(|| Session::new(engine.clone()))
+}
+
+pub struct StatementParser {
+    engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl QueryParser for StatementParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let session = session_of(&self.engine, client);
+        let mut stmts = self.engine.parse(sql).map_err(to_pgwire)?;
+        if stmts.len() > 1 {
+            return Err(to_pgwire(Error::Syntax("cannot insert multiple commands into a prepared statement".into())));
+        }
+        let Some(stmt) = stmts.pop() else { return Ok(None) };
+        let described = describe(&session, &stmt).await.map_err(to_pgwire)?;
+        Ok(Some(Prepared { stmt, described, client_types: types.to_vec() }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.described.params.iter().map(|t| params::pg_param_type(t.as_ref())).collect())
+    }
+
+    fn get_result_schema(&self, stmt: &Prepared, column_format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.described.schema {
+            Some(schema) => encode::fields(schema, column_format.unwrap_or(&Format::UnifiedText)),
+            None => Ok(vec![]),
+        }
+    }
+}
+
+pub struct QueryHandler {
+    parser: Arc<StatementParser>,
+}
+
+#[async_trait]
+impl SimpleQueryHandler for QueryHandler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session_of(&self.parser.engine, client);
+        let stmts = match self.parser.engine.parse(query) {
+            Ok(s) => s,
+            Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
+        };
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in stmts {
+            let resp = match session.execute(stmt).await {
+                Ok(o) => encode::response(o, &Format::UnifiedText).await,
+                Err(e) => Err(e),
+            };
+            match resp {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    // Like Postgres, the first failing statement ends the query string.
+                    out.push(Response::Error(Box::new(error_info(&e))));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for QueryHandler {
+    type Statement = Prepared;
+    type QueryParser = StatementParser;
+
+    fn query_parser(&self) -> Arc<StatementParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session_of(&self.parser.engine, client);
+        let prepared = &portal.statement.statement;
+        let run = async {
+            let values = params::decode(portal)?;
+            let stmt = bind(&prepared.stmt, &values)?;
+            let out = session.execute(stmt).await?;
+            encode::response(out, &portal.result_column_format).await
+        };
+        run.await.map_err(to_pgwire)
+    }
+}
