@@ -23,8 +23,9 @@ use crate::types::{Value, format_vector};
 /// What Describe reports for a statement.
 #[derive(Debug, Clone)]
 pub struct Described {
-    /// The inferred type of `$1..$n`; `None` where nothing constrains it.
-    pub params: Vec<Option<DataType>>,
+    /// The inferred type of `$1..$n` (a field, so that metadata such as "this is an
+    /// oid" survives); `None` where nothing constrains it.
+    pub params: Vec<Option<Field>>,
     /// Result columns, or `None` for a statement that returns no rows.
     pub schema: Option<SchemaRef>,
 }
@@ -54,10 +55,10 @@ fn vector_type() -> DataType {
 }
 
 /// Types of placeholders used directly as `vector_search` arguments.
-fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, DataType>) {
+fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
     let _ = visit_relations(stmt, |_| ControlFlow::<()>::Continue(()));
     // Table functions appear as table factors with arguments; walk the text-free way.
-    fn walk_factor(f: &TableFactor, types: &mut BTreeMap<usize, DataType>) {
+    fn walk_factor(f: &TableFactor, types: &mut BTreeMap<usize, Field>) {
         match f {
             TableFactor::Table { name, args: Some(args), .. }
                 if name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case("vector_search")) =>
@@ -71,7 +72,7 @@ fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, DataType>)
                             1 => vector_type(),
                             _ => DataType::Int64,
                         };
-                        types.insert(i, t);
+                        types.insert(i, Field::new(format!("${i}"), t, true));
                     }
                 }
             }
@@ -85,7 +86,7 @@ fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, DataType>)
             _ => {}
         }
     }
-    fn walk_set(s: &SetExpr, types: &mut BTreeMap<usize, DataType>) {
+    fn walk_set(s: &SetExpr, types: &mut BTreeMap<usize, Field>) {
         match s {
             SetExpr::Select(sel) => {
                 for t in &sel.from {
@@ -103,7 +104,7 @@ fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, DataType>)
             _ => {}
         }
     }
-    fn walk_query(q: &datafusion::sql::sqlparser::ast::Query, types: &mut BTreeMap<usize, DataType>) {
+    fn walk_query(q: &datafusion::sql::sqlparser::ast::Query, types: &mut BTreeMap<usize, Field>) {
         if let Some(with) = &q.with {
             for cte in &with.cte_tables {
                 walk_query(&cte.query, types);
@@ -120,17 +121,13 @@ fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, DataType>)
 
 pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> {
     let n = count_params(stmt);
-    let mut types: BTreeMap<usize, DataType> = BTreeMap::new();
+    let mut types: BTreeMap<usize, Field> = BTreeMap::new();
     let mut schema = None;
     match stmt {
         Statement::Query(_) | Statement::Explain { .. } => {
             vector_search_params(stmt, &mut types);
             let plan = session.plan(stmt.clone()).await?;
-            for (name, t) in plan.get_parameter_types()? {
-                if let (Some(i), Some(t)) = (name.strip_prefix('$').and_then(|x| x.parse::<usize>().ok()), t) {
-                    types.entry(i).or_insert(t);
-                }
-            }
+            merge_plan_params(&plan, &mut types);
             schema = Some(Arc::new(plan.schema().as_arrow().clone()));
         }
         Statement::Insert(ins) => {
@@ -151,7 +148,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                     for row in &values.rows {
                         for (e, t) in row.iter().zip(&targets) {
                             if let (Some(i), Some(c)) = (placeholder_index(e), t) {
-                                types.entry(i).or_insert(def.columns[*c].ty.arrow_type());
+                                types.entry(i).or_insert_with(|| Field::new(format!("${i}"), def.columns[*c].ty.arrow_type(), true));
                             }
                         }
                     }
@@ -165,7 +162,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                 for a in &up.assignments {
                     let target = a.target.to_string().to_ascii_lowercase();
                     if let (Some(i), Some(c)) = (placeholder_index(&a.value), def.column_index(target.trim_matches('"'))) {
-                        types.entry(i).or_insert(def.columns[c].ty.arrow_type());
+                        types.entry(i).or_insert_with(|| Field::new(format!("${i}"), def.columns[c].ty.arrow_type(), true));
                     }
                 }
                 if let Some(sel) = &up.selection {
@@ -188,16 +185,20 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
     Ok(Described { params: (1..=n).map(|i| types.get(&i).cloned()).collect(), schema })
 }
 
-async fn infer_where(session: &Session, table: &str, sel: &SqlExpr, types: &mut BTreeMap<usize, DataType>) {
+async fn infer_where(session: &Session, table: &str, sel: &SqlExpr, types: &mut BTreeMap<usize, Field>) {
     let sql = format!("SELECT 1 FROM \"{table}\" WHERE {sel}");
     let Ok(mut stmts) = session.engine.parse(&sql) else { return };
     let Some(stmt) = stmts.pop() else { return };
-    if let Ok(plan) = session.plan(stmt).await
-        && let Ok(ts) = plan.get_parameter_types()
-    {
-        for (name, t) in ts {
-            if let (Some(i), Some(t)) = (name.strip_prefix('$').and_then(|x| x.parse::<usize>().ok()), t) {
-                types.entry(i).or_insert(t);
+    if let Ok(plan) = session.plan(stmt).await {
+        merge_plan_params(&plan, types);
+    }
+}
+
+fn merge_plan_params(plan: &datafusion::logical_expr::LogicalPlan, types: &mut BTreeMap<usize, Field>) {
+    if let Ok(fields) = plan.get_parameter_fields() {
+        for (name, f) in fields {
+            if let (Some(i), Some(f)) = (name.strip_prefix('$').and_then(|x| x.parse::<usize>().ok()), f) {
+                types.entry(i).or_insert_with(|| f.as_ref().clone());
             }
         }
     }
@@ -300,8 +301,8 @@ mod tests {
         );
         let mut types = BTreeMap::new();
         vector_search_params(&s, &mut types);
-        assert_eq!(types.get(&1), Some(&vector_type()));
-        assert_eq!(types.get(&2), Some(&DataType::Int64));
+        assert_eq!(types.get(&1).map(|f| f.data_type().clone()), Some(vector_type()));
+        assert_eq!(types.get(&2).map(|f| f.data_type().clone()), Some(DataType::Int64));
         assert!(bind(&s, &[Value::Int(1)]).is_err());
     }
 }

@@ -250,6 +250,21 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     } else if !matches!(ct.table_options, CreateTableOptions::None) {
         return Err(Error::FeatureNotSupported("only WITH (...) table options are supported".into()));
     }
+    for (k, v) in &options {
+        match k.as_str() {
+            "distance" => {}
+            "m" | "ef_construct" | "indexing_threshold_kb" => {
+                if v.parse::<usize>().map_or(true, |n| n == 0 || n > 1_000_000) {
+                    return Err(Error::InvalidParameter(format!("table option {k} must be a positive integer, got \"{v}\"")));
+                }
+            }
+            other => {
+                return Err(Error::InvalidParameter(format!(
+                    "unrecognized table option \"{other}\" (known: distance, m, ef_construct, indexing_threshold_kb)"
+                )));
+            }
+        }
+    }
     let distance = match options.get("distance") {
         None => Distance::Cosine,
         Some(d) => Distance::parse(d).ok_or_else(|| {
@@ -485,7 +500,7 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
     let (values, _) = collect_values(session, &select).await?;
     let ncols = def.columns.len();
     let mut new_rows = Vec::with_capacity(values.len());
-    let mut moved_keys = Vec::new();
+    let mut moved: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
     for mut vals in values {
         let set_vals = vals.split_off(ncols);
         let old = vals;
@@ -496,29 +511,32 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
         check_not_null(&def, &row)?;
         let (ok, nk) = (def.key_of(&old), def.key_of(&row));
         if ok != nk {
-            moved_keys.push(ok);
+            moved.push((ok, nk));
         }
         new_rows.push(row);
     }
     let n = new_rows.len();
     let shared = &session.engine.shared;
-    if !moved_keys.is_empty() {
-        // A changed key is a delete of the old row and an insert of the new one.
-        let existing = shared.rows.get(&def, &new_rows.iter().map(|r| def.key_of(r)).collect::<Vec<_>>()).await?;
-        for (r, e) in new_rows.iter().zip(existing) {
-            let k = def.key_of(r);
-            if e.is_some() && !moved_keys.contains(&k) && !new_rows.is_empty() {
-                let old_same = moved_keys.iter().any(|m| *m == k);
-                if !old_same {
-                    return Err(Error::UniqueViolation {
-                        message: format!("duplicate key value violates unique constraint \"{}\"", def.pk_name()),
-                        detail: "Key already exists.".into(),
-                    });
-                }
+    if !moved.is_empty() {
+        // A changed key is a delete of the old row and an insert of the new one; the new
+        // key may only be taken by a row this statement moves away.
+        let new_keys: Vec<Vec<Value>> = moved.iter().map(|(_, nk)| nk.clone()).collect();
+        let existing = shared.rows.get(&def, &new_keys).await?;
+        let mut seen = std::collections::HashSet::new();
+        for (nk, e) in new_keys.iter().zip(existing) {
+            let taken = e.is_some() && !moved.iter().any(|(ok, _)| ok == nk);
+            if taken || !seen.insert(keys::encode(nk)) {
+                let cols: Vec<&str> = def.primary_key.iter().map(|i| def.columns[*i].name.as_str()).collect();
+                let vals: Vec<String> = nk.iter().map(crate::store::embedded_rows::display_key_value).collect();
+                return Err(Error::UniqueViolation {
+                    message: format!("duplicate key value violates unique constraint \"{}\"", def.pk_name()),
+                    detail: format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")),
+                });
             }
         }
-        let ids: Vec<_> = moved_keys.iter().map(|k| keys::point_id(&def.name, k)).collect();
-        shared.rows.delete(&def, moved_keys).await?;
+        let old_keys: Vec<Vec<Value>> = moved.into_iter().map(|(ok, _)| ok).collect();
+        let ids: Vec<_> = old_keys.iter().map(|k| keys::point_id(&def.name, k)).collect();
+        shared.rows.delete(&def, old_keys).await?;
         shared.index.delete(&def, ids).await?;
     }
     write_rows(session, &def, new_rows, WriteMode::Upsert).await?;

@@ -104,8 +104,19 @@ fn maintain(s: &Shard) {
     }
     if s.unoptimized.swap(false, Ordering::AcqRel) {
         let _g = s.write.lock();
-        if let Err(e) = s.shard.optimize() {
-            tracing::warn!(error = %e, "vector index optimisation failed");
+        match s.shard.optimize() {
+            Ok(true) => {
+                let info = s.shard.info();
+                tracing::info!(
+                    path = %s.shard.path().display(),
+                    points = info.points_count,
+                    indexed = info.indexed_vectors_count,
+                    segments = info.segments_count,
+                    "vector index optimised"
+                );
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "vector index optimisation failed"),
         }
         s.shard.flush();
     }
@@ -243,9 +254,26 @@ impl VectorIndex for EdgeIndex {
                 std::fs::remove_dir_all(&path).map_err(err)?;
             }
             std::fs::create_dir_all(&path).map_err(err)?;
-            let config = EdgeConfig::builder()
-                .vector("", EdgeVectorParams::builder(def.dimension(), edge_distance(def.distance)).build())
-                .build();
+            let mut builder = EdgeConfig::builder()
+                .vector("", EdgeVectorParams::builder(def.dimension(), edge_distance(def.distance)).build());
+            let opt = |k: &str| def.options.get(k).and_then(|v| v.parse::<usize>().ok());
+            if let Some(kb) = opt("indexing_threshold_kb") {
+                builder = builder.optimizers(qdrant_edge::EdgeOptimizersConfig {
+                    indexing_threshold: Some(kb),
+                    ..Default::default()
+                });
+            }
+            if opt("m").is_some() || opt("ef_construct").is_some() {
+                let mut hnsw = qdrant_edge::HnswIndexConfig::default();
+                if let Some(m) = opt("m") {
+                    hnsw.m = m;
+                }
+                if let Some(ef) = opt("ef_construct") {
+                    hnsw.ef_construct = ef;
+                }
+                builder = builder.hnsw_config(hnsw);
+            }
+            let config = builder.build();
             let shard = EdgeShard::new(&path, config).map_err(err)?;
             for (_, col) in def.payload_columns() {
                 if let Some(schema) = payload_schema(&col.ty) {
@@ -306,7 +334,9 @@ impl VectorIndex for EdgeIndex {
                     PointInsertOperations::PointsList(list),
                 )))
                 .map_err(err)?;
-            shard.dirty.store(true, Ordering::Release);
+            // qdrant-edge does not replay its WAL on load: make the write durable in the
+            // segments before the statement is acknowledged.
+            shard.shard.flush();
             shard.unoptimized.store(true, Ordering::Release);
             Ok(())
         })
@@ -327,7 +357,9 @@ impl VectorIndex for EdgeIndex {
                     ids: ids.into_iter().map(PointId::Uuid).collect(),
                 }))
                 .map_err(err)?;
-            shard.dirty.store(true, Ordering::Release);
+            // qdrant-edge does not replay its WAL on load: make the write durable in the
+            // segments before the statement is acknowledged.
+            shard.shard.flush();
             shard.unoptimized.store(true, Ordering::Release);
             Ok(())
         })

@@ -1,7 +1,7 @@
 //! Decoding bound parameter values, in text or binary format, into [`Value`]s.
 
 use bytes::Bytes;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::Field;
 use pgwire::api::Type;
 use pgwire::api::portal::Portal;
 use pgwire::api::results::FieldFormat;
@@ -14,11 +14,11 @@ use crate::types::Value;
 /// OID the proxy reports for pgvector's `vector` type.
 pub const VECTOR_OID: u32 = 16385;
 
-/// The type reported in ParameterDescription for an inferred Arrow type.
-pub fn pg_param_type(t: Option<&DataType>) -> Type {
+/// The type reported in ParameterDescription for an inferred parameter.
+pub fn pg_param_type(t: Option<&Field>) -> Type {
     match t {
         None => Type::TEXT,
-        Some(t) => arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::TEXT),
+        Some(f) => arrow_pg::datatypes::field_into_pg_type(&std::sync::Arc::new(f.clone())).unwrap_or(Type::TEXT),
     }
 }
 

@@ -1,0 +1,120 @@
+//! One integration-test binary. Every test starts the real `vectorgate` binary on a
+//! free port with its own data directory and talks to it over the Postgres wire.
+
+mod durability;
+mod errors;
+mod protocol;
+mod search;
+mod slt;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Start a server on a new, empty data directory.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let mut s = Server::start_on(&data, &[]);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Start a server on `data` with extra flags.
+    pub fn start_on(data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vectorgate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start vectorgate");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(i) = line.find("listen=") {
+                    let addr: String = line[i + 7..].split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+                if std::env::var_os("VECTORGATE_TEST_LOG").is_some() {
+                    eprintln!("[server] {line}");
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server did not report its address");
+        Server { child: Some(child), addr, data: data.to_path_buf(), _dir: None }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://tester@{}/vectorgate", self.addr)
+    }
+
+    pub fn config(&self) -> tokio_postgres::Config {
+        self.url().parse().expect("url")
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await {
+                Ok((client, conn)) => {
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    return client;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot connect: {e}"),
+            }
+        }
+    }
+
+    /// Stop with SIGTERM (graceful) or SIGKILL and wait for the process to end.
+    pub fn stop(&mut self, graceful: bool) {
+        if let Some(mut child) = self.child.take() {
+            let sig = if graceful { "-TERM" } else { "-KILL" };
+            let _ = Command::new("kill").arg(sig).arg(child.id().to_string()).status();
+            let status = child.wait().expect("wait");
+            if graceful {
+                assert!(status.success(), "graceful shutdown should exit 0, got {status}");
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Format a vector as pgvector text.
+pub fn vec_text(v: &[f32]) -> String {
+    let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}

@@ -1,0 +1,212 @@
+//! Search quality against an exact brute-force oracle computed here, for each distance,
+//! filters of different selectivity (pushed down, applied after the join, and mixed),
+//! through both the simple and the extended protocol.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Server, vec_text};
+
+const N: usize = 3000;
+const DIM: usize = 32;
+const K: usize = 10;
+
+struct Doc {
+    id: i64,
+    title: String,
+    category: String,
+    bucket: i32,
+    year: i32,
+    tags: Vec<String>,
+    v: Vec<f32>,
+}
+
+fn gaussian(rng: &mut StdRng) -> f32 {
+    // Box-Muller.
+    let u1: f32 = rng.gen_range(1e-7..1.0);
+    let u2: f32 = rng.gen_range(0.0..1.0);
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+fn dataset(rng: &mut StdRng) -> (Vec<Doc>, Vec<Vec<f32>>) {
+    let centers: Vec<Vec<f32>> = (0..20).map(|_| (0..DIM).map(|_| gaussian(rng)).collect()).collect();
+    let docs = (0..N)
+        .map(|i| {
+            let c = &centers[rng.gen_range(0..centers.len())];
+            Doc {
+                id: i as i64,
+                title: format!("doc{i}"),
+                category: format!("c{}", i % 10),
+                bucket: (i % 100) as i32,
+                year: 2000 + (i % 25) as i32,
+                tags: vec![format!("t{}", i % 5), format!("u{}", i % 7)],
+                v: c.iter().map(|x| x + 0.35 * gaussian(rng)).collect(),
+            }
+        })
+        .collect();
+    (docs, centers)
+}
+
+fn exact(distance: &str, a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    match distance {
+        "cosine" => {
+            let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            1.0 - dot / (na * nb)
+        }
+        "l2" => a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt(),
+        _ => -dot,
+    }
+}
+
+type Filter = (&'static str, fn(&Doc) -> bool);
+
+fn filters() -> Vec<Filter> {
+    vec![
+        ("TRUE", |_| true),
+        ("category = 'c3'", |d| d.category == "c3"),
+        ("bucket = 7", |d| d.bucket == 7),
+        ("bucket < 50 AND category <> 'c1'", |d| d.bucket < 50 && d.category != "c1"),
+        ("'t2' = ANY(tags)", |d| d.tags.iter().any(|t| t == "t2")),
+        ("(year BETWEEN 2005 AND 2010 OR category IN ('c1', 'c2')) AND NOT (bucket >= 90)", |d| {
+            ((2005..=2010).contains(&d.year) || d.category == "c1" || d.category == "c2") && d.bucket < 90
+        }),
+        // Not pushable: applied after the join, k still counts passing rows.
+        ("title LIKE '%7'", |d| d.title.ends_with('7')),
+        ("category = 'c3' AND title LIKE '%13'", |d| d.category == "c3" && d.title.ends_with("13")),
+    ]
+}
+
+async fn load(client: &tokio_postgres::Client, table: &str, distance: &str, docs: &[Doc]) {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigint PRIMARY KEY, title text, category text, bucket int, year int, \
+             tags text[], embedding vector({DIM})) WITH (distance = '{distance}', indexing_threshold_kb = 64)"
+        ))
+        .await
+        .expect("create");
+    for chunk in docs.chunks(250) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|d| {
+                format!(
+                    "({}, '{}', '{}', {}, {}, '{{{}}}', '{}')",
+                    d.id,
+                    d.title,
+                    d.category,
+                    d.bucket,
+                    d.year,
+                    d.tags.join(","),
+                    vec_text(&d.v)
+                )
+            })
+            .collect();
+        client.batch_execute(&format!("INSERT INTO {table} VALUES {}", values.join(", "))).await.expect("insert");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_search_matches_the_exact_oracle() {
+    let server = Server::start();
+    let client = server.client().await;
+    let mut rng = StdRng::seed_from_u64(42);
+    let (docs, centers) = dataset(&mut rng);
+    for distance in ["cosine", "l2", "dot"] {
+        let table = format!("docs_{distance}");
+        load(&client, &table, distance, &docs).await;
+    }
+    // Let the background optimiser build the HNSW graphs (any state must answer
+    // correctly; this only makes it likelier that the graph, not a scan, answers).
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+    for distance in ["cosine", "l2", "dot"] {
+        let table = format!("docs_{distance}");
+        for (sql_filter, pred) in filters() {
+            let mut recall_sum = 0.0;
+            let queries = 12;
+            for q in 0..queries {
+                let c = &centers[rng.gen_range(0..centers.len())];
+                let query: Vec<f32> = c.iter().map(|x| x + 0.35 * gaussian(&mut rng)).collect();
+                let mut oracle: Vec<(f64, i64)> =
+                    docs.iter().filter(|d| pred(d)).map(|d| (exact(distance, &query, &d.v), d.id)).collect();
+                oracle.sort_by(|a, b| a.0.total_cmp(&b.0));
+                oracle.truncate(K);
+
+                let sql_text = format!(
+                    "SELECT id, distance FROM vector_search('{table}', '{}', {K}) WHERE {sql_filter} ORDER BY distance",
+                    vec_text(&query)
+                );
+                let got: Vec<(i64, f64)> = if q % 2 == 0 {
+                    // Extended protocol: the vector as a float4[] parameter, binary results.
+                    let sql = format!(
+                        "SELECT id, distance FROM vector_search('{table}', $1, $2) WHERE {sql_filter} ORDER BY distance"
+                    );
+                    client
+                        .query(&sql, &[&query, &(K as i64)])
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                        .iter()
+                        .map(|r| (r.get::<_, i64>(0), r.get::<_, f64>(1)))
+                        .collect()
+                } else {
+                    // Simple protocol: text literal, text results.
+                    client
+                        .simple_query(&sql_text)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql_text}: {e}"))
+                        .iter()
+                        .filter_map(|m| match m {
+                            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+                                r.get(0).and_then(|x| x.parse().ok()).expect("id"),
+                                r.get(1).and_then(|x| x.parse().ok()).expect("distance"),
+                            )),
+                            _ => None,
+                        })
+                        .collect()
+                };
+                assert_eq!(got.len(), oracle.len(), "{table} {sql_filter}: k counts rows that pass the filter");
+                for (id, d) in &got {
+                    let doc = &docs[*id as usize];
+                    assert!(pred(doc), "{table} {sql_filter}: row {id} does not satisfy the filter");
+                    let e = exact(distance, &query, &doc.v);
+                    assert!((e - d).abs() < 1e-4, "{table}: distance {d} of row {id} differs from exact {e}");
+                }
+                assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "ordered by distance");
+                let hits = got.iter().filter(|(id, _)| oracle.iter().any(|(_, o)| o == id)).count();
+                recall_sum += if oracle.is_empty() { 1.0 } else { hits as f64 / oracle.len() as f64 };
+            }
+            let recall = recall_sum / queries as f64;
+            eprintln!("{table:12} recall@{K} {recall:.3}  filter: {sql_filter}");
+            assert!(recall >= 0.95, "{table} {sql_filter}: recall@{K} {recall:.3} < 0.95");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_updated_rows_follow_the_row_store() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, kind text, embedding vector(2)) WITH (distance = 'l2');
+             INSERT INTO t VALUES (1, 'a', '[0,0]'), (2, 'a', '[1,0]'), (3, 'b', '[2,0]'), (4, 'b', '[3,0]');",
+        )
+        .await
+        .expect("setup");
+    let ids = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>();
+    let q = "SELECT id FROM vector_search('t', '[0,0]', 10) ORDER BY distance";
+    assert_eq!(ids(client.query(q, &[]).await.expect("q")), vec![1, 2, 3, 4]);
+    client.execute("DELETE FROM t WHERE kind = 'a'", &[]).await.expect("delete");
+    assert_eq!(ids(client.query(q, &[]).await.expect("q")), vec![3, 4]);
+    client.execute("UPDATE t SET embedding = '[-1,0]', kind = 'c' WHERE id = 4", &[]).await.expect("update");
+    assert_eq!(ids(client.query(q, &[]).await.expect("q")), vec![4, 3]);
+    let q2 = "SELECT id FROM vector_search('t', '[0,0]', 10) WHERE kind = 'b'";
+    assert_eq!(ids(client.query(q2, &[]).await.expect("q")), vec![3], "the index payload follows updates");
+    // A key change moves the row.
+    client.execute("UPDATE t SET id = 40 WHERE id = 4", &[]).await.expect("update key");
+    assert_eq!(ids(client.query(q, &[]).await.expect("q")), vec![40, 3]);
+    client.execute("DROP TABLE t", &[]).await.expect("drop");
+    let e = client.query(q, &[]).await.expect_err("dropped");
+    assert_eq!(super::sqlstate(&e), "42P01");
+}
