@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "vectorgate", version, about = "Postgres-wire SQL front door for vector search")]
+#[command(
+    name = "vectorgate",
+    version,
+    about = "Postgres-wire SQL front door for vector search"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -30,7 +30,8 @@ impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
     }
 }
 
@@ -42,15 +43,23 @@ impl Config {
         max_k: Option<usize>,
         file: FileConfig,
     ) -> anyhow::Result<Config> {
-        let listen = listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen
-            .parse()
-            .map_err(|_| anyhow::anyhow!("invalid listen address \"{listen}\": expected ADDR:PORT"))?;
+        let listen = listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            anyhow::anyhow!("invalid listen address \"{listen}\": expected ADDR:PORT")
+        })?;
         let max_k = max_k.or(file.max_k).unwrap_or(DEFAULT_MAX_K);
         if max_k == 0 {
             anyhow::bail!("max_k must be at least 1");
         }
-        Ok(Config { listen, data: data.or(file.data).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)), max_k })
+        Ok(Config {
+            listen,
+            data: data
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
+            max_k,
+        })
     }
 }
 
@@ -60,12 +69,14 @@ mod tests {
 
     #[test]
     fn flags_win_over_file_and_defaults_fill_in() {
-        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:7000\"\nmax_k = 50\n").expect("toml");
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:7000\"\nmax_k = 50\n").expect("toml");
         let c = Config::resolve(None, Some("/tmp/x".into()), None, file).expect("config");
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.max_k, 50);
         assert_eq!(c.data, PathBuf::from("/tmp/x"));
-        let c = Config::resolve(Some("0.0.0.0:1".into()), None, None, FileConfig::default()).expect("config");
+        let c = Config::resolve(Some("0.0.0.0:1".into()), None, None, FileConfig::default())
+            .expect("config");
         assert_eq!(c.listen.port(), 1);
         assert_eq!(c.data, PathBuf::from(DEFAULT_DATA));
         assert!(Config::resolve(Some("nope".into()), None, None, FileConfig::default()).is_err());

@@ -45,10 +45,16 @@ pub enum Error {
     /// A backend answered with an error. `store` names the backend ("row store",
     /// "vector index") for the hint; `message` is already client-safe.
     #[error("{store} error: {message}")]
-    Backend { store: &'static str, message: String },
+    Backend {
+        store: &'static str,
+        message: String,
+    },
     /// A backend could not be reached.
     #[error("{store} is unavailable: {message}")]
-    Unavailable { store: &'static str, message: String },
+    Unavailable {
+        store: &'static str,
+        message: String,
+    },
     /// Anything else. The detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -102,11 +108,17 @@ impl Error {
     }
 
     pub fn row_store(e: impl std::fmt::Display) -> Self {
-        Error::Backend { store: "row store", message: e.to_string() }
+        Error::Backend {
+            store: "row store",
+            message: e.to_string(),
+        }
     }
 
     pub fn vector_index(e: impl std::fmt::Display) -> Self {
-        Error::Backend { store: "vector index", message: e.to_string() }
+        Error::Backend {
+            store: "vector index",
+            message: e.to_string(),
+        }
     }
 }
 
@@ -158,9 +170,13 @@ fn from_datafusion(e: DataFusionError) -> Error {
             Ok(inner) => from_datafusion(inner),
             Err(arc) => Error::Internal(arc.to_string()),
         },
-        DataFusionError::Collection(mut errs) if !errs.is_empty() => from_datafusion(errs.remove(0)),
+        DataFusionError::Collection(mut errs) if !errs.is_empty() => {
+            from_datafusion(errs.remove(0))
+        }
         DataFusionError::SchemaError(se, _) => match *se {
-            SchemaError::FieldNotFound { field, .. } => Error::UndefinedColumn(field.name().to_string()),
+            SchemaError::FieldNotFound { field, .. } => {
+                Error::UndefinedColumn(field.name().to_string())
+            }
             other => Error::Syntax(strip_prefixes(&other.to_string())),
         },
         DataFusionError::SQL(pe, _) => Error::Syntax(strip_prefixes(&pe.to_string())),
@@ -208,7 +224,10 @@ fn plan_error(msg: &str) -> Error {
     if m.contains("Unsupported") || m.contains("not supported") {
         return Error::FeatureNotSupported(m);
     }
-    if m.contains("Cannot infer common") || m.contains("Cannot coerce") || m.contains("type mismatch") {
+    if m.contains("Cannot infer common")
+        || m.contains("Cannot coerce")
+        || m.contains("type mismatch")
+    {
         return Error::DatatypeMismatch(m);
     }
     Error::Syntax(m)

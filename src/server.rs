@@ -23,7 +23,11 @@ pub async fn open_embedded(config: &Config) -> Result<Arc<Engine>> {
 }
 
 /// Serve connections until `shutdown` completes, then flush the index.
-pub async fn run(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let handlers = Arc::new(Handlers::new(engine.clone()));
     tokio::pin!(shutdown);
     loop {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float32Array,
-    Float32Builder, Float64Array, Float64Builder, Int16Array, Int16Builder, Int32Array,
-    Int32Builder, Int64Array, Int64Builder, LargeStringArray, ListArray, ListBuilder,
-    StringArray, StringBuilder, StringViewArray, TimestampMicrosecondArray,
-    TimestampMicrosecondBuilder, UInt32Array, UInt64Array, Int8Array,
+    Float32Builder, Float64Array, Float64Builder, Int8Array, Int16Array, Int16Builder, Int32Array,
+    Int32Builder, Int64Array, Int64Builder, LargeStringArray, ListArray, ListBuilder, StringArray,
+    StringBuilder, StringViewArray, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    UInt32Array, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 use serde::{Deserialize, Serialize};
@@ -85,7 +85,10 @@ impl ColumnType {
     pub fn arrow_field(&self, name: &str, nullable: bool) -> Field {
         let f = Field::new(name, self.arrow_type(), nullable);
         if matches!(self, ColumnType::Vector(_)) {
-            f.with_metadata(HashMap::from([(PG_VECTOR_KEY.to_string(), "vector".to_string())]))
+            f.with_metadata(HashMap::from([(
+                PG_VECTOR_KEY.to_string(),
+                "vector".to_string(),
+            )]))
         } else {
             f
         }
@@ -151,7 +154,9 @@ pub fn parse_vector_text(text: &str) -> Result<Vec<f32>> {
             ))
         })?;
     if inner.trim().is_empty() {
-        return Err(Error::DataException("vector must have at least 1 dimension".into()));
+        return Err(Error::DataException(
+            "vector must have at least 1 dimension".into(),
+        ));
     }
     inner
         .split(',')
@@ -184,7 +189,9 @@ pub fn check_vector(v: &[f32], dim: usize) -> Result<()> {
         )));
     }
     if v.iter().any(|x| !x.is_finite()) {
-        return Err(Error::DataException("NaN and infinity are not allowed in vector".into()));
+        return Err(Error::DataException(
+            "NaN and infinity are not allowed in vector".into(),
+        ));
     }
     Ok(())
 }
@@ -209,7 +216,9 @@ pub fn parse_pg_array(text: &str) -> Result<Vec<Option<String>>> {
     let inner = t
         .strip_prefix('{')
         .and_then(|s| s.strip_suffix('}'))
-        .ok_or_else(|| Error::InvalidText(format!("malformed array literal: \"{}\"", abbreviate(text))))?;
+        .ok_or_else(|| {
+            Error::InvalidText(format!("malformed array literal: \"{}\"", abbreviate(text)))
+        })?;
     let mut out = Vec::new();
     let mut chars = inner.chars().peekable();
     if inner.trim().is_empty() {
@@ -280,12 +289,20 @@ pub fn parse_timestamp(text: &str) -> Result<i64> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Ok(dt.timestamp_micros());
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%d %H:%M:%S%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ] {
         if let Ok(dt) = DateTime::parse_from_str(t, f) {
             return Ok(dt.timestamp_micros());
         }
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(t, f) {
             return Ok(dt.and_utc().timestamp_micros());
         }
@@ -295,12 +312,19 @@ pub fn parse_timestamp(text: &str) -> Result<i64> {
     {
         return Ok(dt.and_utc().timestamp_micros());
     }
-    Err(Error::InvalidText(format!("invalid input syntax for type timestamp: \"{}\"", abbreviate(text))))
+    Err(Error::InvalidText(format!(
+        "invalid input syntax for type timestamp: \"{}\"",
+        abbreviate(text)
+    )))
 }
 
 pub fn parse_date(text: &str) -> Result<i32> {
-    let d = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-        .map_err(|_| Error::InvalidText(format!("invalid input syntax for type date: \"{}\"", abbreviate(text))))?;
+    let d = chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| {
+        Error::InvalidText(format!(
+            "invalid input syntax for type date: \"{}\"",
+            abbreviate(text)
+        ))
+    })?;
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
     Ok((d - epoch).num_days() as i32)
 }
@@ -314,7 +338,10 @@ fn int_in_range(v: i64, ty: &ColumnType) -> Result<Value> {
     if ok {
         Ok(Value::Int(v))
     } else {
-        Err(Error::NumericOutOfRange(format!("{} out of range", ty.sql_name())))
+        Err(Error::NumericOutOfRange(format!(
+            "{} out of range",
+            ty.sql_name()
+        )))
     }
 }
 
@@ -329,7 +356,9 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
     };
     Ok(match (ty, value) {
         (_, Value::Null) => Value::Null,
-        (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Int(i)) => int_in_range(i, ty)?,
+        (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Int(i)) => {
+            int_in_range(i, ty)?
+        }
         (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Float(f)) => {
             if f.fract() != 0.0 || !f.is_finite() {
                 return Err(Error::InvalidText(format!(
@@ -341,7 +370,11 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
         }
         (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Text(s)) => {
             let i = s.trim().parse::<i64>().map_err(|_| {
-                Error::InvalidText(format!("invalid input syntax for type {}: \"{}\"", ty.sql_name(), abbreviate(&s)))
+                Error::InvalidText(format!(
+                    "invalid input syntax for type {}: \"{}\"",
+                    ty.sql_name(),
+                    abbreviate(&s)
+                ))
             })?;
             int_in_range(i, ty)?
         }
@@ -349,14 +382,22 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
         (ColumnType::Real | ColumnType::Double, Value::Float(f)) => Value::Float(f),
         (ColumnType::Real | ColumnType::Double, Value::Text(s)) => {
             Value::Float(s.trim().parse::<f64>().map_err(|_| {
-                Error::InvalidText(format!("invalid input syntax for type {}: \"{}\"", ty.sql_name(), abbreviate(&s)))
+                Error::InvalidText(format!(
+                    "invalid input syntax for type {}: \"{}\"",
+                    ty.sql_name(),
+                    abbreviate(&s)
+                ))
             })?)
         }
         (ColumnType::Bool, Value::Bool(b)) => Value::Bool(b),
         (ColumnType::Bool, Value::Text(s)) => match s.trim().to_ascii_lowercase().as_str() {
             "t" | "true" | "yes" | "on" | "1" => Value::Bool(true),
             "f" | "false" | "no" | "off" | "0" => Value::Bool(false),
-            _ => return Err(Error::InvalidText(format!("invalid input syntax for type boolean: \"{s}\""))),
+            _ => {
+                return Err(Error::InvalidText(format!(
+                    "invalid input syntax for type boolean: \"{s}\""
+                )));
+            }
         },
         (ColumnType::Text, Value::Text(s)) => Value::Text(s),
         (ColumnType::Text, Value::Int(i)) => Value::Text(i.to_string()),
@@ -364,11 +405,20 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
         (ColumnType::Text, Value::Bool(b)) => Value::Text(b.to_string()),
         (ColumnType::Text, Value::Uuid(u)) => Value::Text(u.to_string()),
         (ColumnType::Uuid, Value::Uuid(u)) => Value::Uuid(u),
-        (ColumnType::Uuid, Value::Text(s)) => Value::Uuid(uuid::Uuid::parse_str(s.trim()).map_err(|_| {
-            Error::InvalidText(format!("invalid input syntax for type uuid: \"{}\"", abbreviate(&s)))
-        })?),
-        (ColumnType::Timestamp | ColumnType::TimestampTz, Value::Timestamp(t)) => Value::Timestamp(t),
-        (ColumnType::Timestamp | ColumnType::TimestampTz, Value::Text(s)) => Value::Timestamp(parse_timestamp(&s)?),
+        (ColumnType::Uuid, Value::Text(s)) => {
+            Value::Uuid(uuid::Uuid::parse_str(s.trim()).map_err(|_| {
+                Error::InvalidText(format!(
+                    "invalid input syntax for type uuid: \"{}\"",
+                    abbreviate(&s)
+                ))
+            })?)
+        }
+        (ColumnType::Timestamp | ColumnType::TimestampTz, Value::Timestamp(t)) => {
+            Value::Timestamp(t)
+        }
+        (ColumnType::Timestamp | ColumnType::TimestampTz, Value::Text(s)) => {
+            Value::Timestamp(parse_timestamp(&s)?)
+        }
         (ColumnType::Timestamp | ColumnType::TimestampTz, Value::Date(d)) => {
             Value::Timestamp(d as i64 * 86_400_000_000)
         }
@@ -388,7 +438,9 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
                 out.push(match it {
                     None => None,
                     Some(x) => Some(x.parse::<i64>().map_err(|_| {
-                        Error::InvalidText(format!("invalid input syntax for type integer: \"{x}\""))
+                        Error::InvalidText(format!(
+                            "invalid input syntax for type integer: \"{x}\""
+                        ))
                     })?),
                 });
             }
@@ -406,7 +458,10 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
         (ColumnType::Vector(n), Value::IntArray(a)) => {
             let v = a
                 .into_iter()
-                .map(|x| x.map(|i| i as f32).ok_or_else(|| Error::DataException("array must not contain nulls".into())))
+                .map(|x| {
+                    x.map(|i| i as f32)
+                        .ok_or_else(|| Error::DataException("array must not contain nulls".into()))
+                })
                 .collect::<Result<Vec<f32>>>()?;
             check_vector(&v, *n)?;
             Value::Vector(v)
@@ -477,29 +532,61 @@ pub fn value_from_array(array: &ArrayRef, row: usize) -> Result<Value> {
                 .filter(|_| {
                     matches!(
                         list_element_type(array.data_type()),
-                        Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null)
+                        Some(
+                            DataType::Utf8
+                                | DataType::LargeUtf8
+                                | DataType::Utf8View
+                                | DataType::Null
+                        )
                     )
                 });
             if let Some(list) = list {
-                let la = list.as_any().downcast_ref::<ListArray>().ok_or_else(|| Error::internal("list"))?;
+                let la = list
+                    .as_any()
+                    .downcast_ref::<ListArray>()
+                    .ok_or_else(|| Error::internal("list"))?;
                 let inner = la.value(row);
-                let sa = inner.as_any().downcast_ref::<StringArray>().ok_or_else(|| Error::internal("list"))?;
-                Value::TextArray((0..sa.len()).map(|i| (!sa.is_null(i)).then(|| sa.value(i).to_string())).collect())
+                let sa = inner
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| Error::internal("list"))?;
+                Value::TextArray(
+                    (0..sa.len())
+                        .map(|i| (!sa.is_null(i)).then(|| sa.value(i).to_string()))
+                        .collect(),
+                )
             } else if matches!(
                 list_element_type(array.data_type()),
                 Some(DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64)
             ) {
-                let list = datafusion::arrow::compute::cast(array, &list_of(DataType::Int64)).map_err(Error::internal)?;
-                let la = list.as_any().downcast_ref::<ListArray>().ok_or_else(|| Error::internal("list"))?;
+                let list = datafusion::arrow::compute::cast(array, &list_of(DataType::Int64))
+                    .map_err(Error::internal)?;
+                let la = list
+                    .as_any()
+                    .downcast_ref::<ListArray>()
+                    .ok_or_else(|| Error::internal("list"))?;
                 let inner = la.value(row);
-                let ia = inner.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("list"))?;
-                Value::IntArray((0..ia.len()).map(|i| (!ia.is_null(i)).then(|| ia.value(i))).collect())
+                let ia = inner
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| Error::internal("list"))?;
+                Value::IntArray(
+                    (0..ia.len())
+                        .map(|i| (!ia.is_null(i)).then(|| ia.value(i)))
+                        .collect(),
+                )
             } else {
                 let list = datafusion::arrow::compute::cast(array, &list_of(DataType::Float32))
                     .map_err(|e| Error::DatatypeMismatch(e.to_string()))?;
-                let la = list.as_any().downcast_ref::<ListArray>().ok_or_else(|| Error::internal("list"))?;
+                let la = list
+                    .as_any()
+                    .downcast_ref::<ListArray>()
+                    .ok_or_else(|| Error::internal("list"))?;
                 let inner = la.value(row);
-                let fa = inner.as_any().downcast_ref::<Float32Array>().ok_or_else(|| Error::internal("list"))?;
+                let fa = inner
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .ok_or_else(|| Error::internal("list"))?;
                 if fa.null_count() > 0 {
                     return Err(Error::DataException("array must not contain nulls".into()));
                 }
@@ -508,14 +595,18 @@ pub fn value_from_array(array: &ArrayRef, row: usize) -> Result<Value> {
         }
         DataType::Null => Value::Null,
         other => {
-            return Err(Error::FeatureNotSupported(format!("values of type {other} are not supported here")));
+            return Err(Error::FeatureNotSupported(format!(
+                "values of type {other} are not supported here"
+            )));
         }
     })
 }
 
 fn list_element_type(t: &DataType) -> Option<&DataType> {
     match t {
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => Some(f.data_type()),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            Some(f.data_type())
+        }
         _ => None,
     }
 }
@@ -686,19 +777,39 @@ mod tests {
 
     #[test]
     fn vector_text_forms() {
-        assert_eq!(parse_vector_text("[1, 2.5,-3]").ok(), Some(vec![1.0, 2.5, -3.0]));
+        assert_eq!(
+            parse_vector_text("[1, 2.5,-3]").ok(),
+            Some(vec![1.0, 2.5, -3.0])
+        );
         assert_eq!(parse_vector_text("{1,2}").ok(), Some(vec![1.0, 2.0]));
-        assert!(matches!(parse_vector_text("[1,x]"), Err(Error::InvalidText(_))));
-        assert!(matches!(parse_vector_text("1,2"), Err(Error::InvalidText(_))));
-        assert!(matches!(check_vector(&[f32::NAN], 1), Err(Error::DataException(_))));
-        assert!(matches!(check_vector(&[1.0], 2), Err(Error::DataException(_))));
+        assert!(matches!(
+            parse_vector_text("[1,x]"),
+            Err(Error::InvalidText(_))
+        ));
+        assert!(matches!(
+            parse_vector_text("1,2"),
+            Err(Error::InvalidText(_))
+        ));
+        assert!(matches!(
+            check_vector(&[f32::NAN], 1),
+            Err(Error::DataException(_))
+        ));
+        assert!(matches!(
+            check_vector(&[1.0], 2),
+            Err(Error::DataException(_))
+        ));
     }
 
     #[test]
     fn pg_arrays() {
         assert_eq!(
             parse_pg_array(r#"{a, "b c",NULL,"NULL"}"#).ok(),
-            Some(vec![Some("a".into()), Some("b c".into()), None, Some("NULL".into())])
+            Some(vec![
+                Some("a".into()),
+                Some("b c".into()),
+                None,
+                Some("NULL".into())
+            ])
         );
         assert_eq!(parse_pg_array("{}").ok(), Some(vec![]));
         assert!(parse_pg_array("a,b").is_err());
@@ -706,7 +817,13 @@ mod tests {
 
     #[test]
     fn int_ranges_are_checked() {
-        assert!(matches!(coerce(Value::Int(1 << 40), &ColumnType::Int), Err(Error::NumericOutOfRange(_))));
-        assert_eq!(coerce(Value::Text("42".into()), &ColumnType::BigInt).ok(), Some(Value::Int(42)));
+        assert!(matches!(
+            coerce(Value::Int(1 << 40), &ColumnType::Int),
+            Err(Error::NumericOutOfRange(_))
+        ));
+        assert_eq!(
+            coerce(Value::Text("42".into()), &ColumnType::BigInt).ok(),
+            Some(Value::Int(42))
+        );
     }
 }

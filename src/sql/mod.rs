@@ -34,7 +34,10 @@ pub const DATABASE: &str = "vectorgate";
 
 /// What a statement produced.
 pub enum Output {
-    Rows { schema: SchemaRef, stream: SendableRecordBatchStream },
+    Rows {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+    },
     Command(String),
     TransactionStart(String),
     TransactionEnd(String),
@@ -48,12 +51,20 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub async fn new(rows: Arc<dyn RowStore>, index: Arc<dyn VectorIndex>, max_k: usize) -> Result<Arc<Engine>> {
+    pub async fn new(
+        rows: Arc<dyn RowStore>,
+        index: Arc<dyn VectorIndex>,
+        max_k: usize,
+    ) -> Result<Arc<Engine>> {
         let defs = rows.list_tables().await?;
         let shared = Arc::new(Shared {
             rows,
             index,
-            tables: RwLock::new(defs.into_iter().map(|d| (d.name.clone(), Arc::new(d))).collect()),
+            tables: RwLock::new(
+                defs.into_iter()
+                    .map(|d| (d.name.clone(), Arc::new(d)))
+                    .collect(),
+            ),
             max_k,
         });
         let config = SessionConfig::new()
@@ -64,14 +75,31 @@ impl Engine {
         let ctx = SessionContext::new_with_config(config);
         ctx.catalog(DATABASE)
             .ok_or_else(|| Error::internal("default catalog missing"))?
-            .register_schema("public", Arc::new(PublicSchema { shared: Arc::downgrade(&shared) }))?;
-        setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider).map_err(|e| Error::internal(e.to_string()))?;
-        ctx.register_udtf("vector_search", Arc::new(VectorSearchFunction { shared: Arc::downgrade(&shared) }));
-        Ok(Arc::new(Engine { shared, base: ctx.state(), parser: PostgresCompatibilityParser::new() }))
+            .register_schema(
+                "public",
+                Arc::new(PublicSchema {
+                    shared: Arc::downgrade(&shared),
+                }),
+            )?;
+        setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        ctx.register_udtf(
+            "vector_search",
+            Arc::new(VectorSearchFunction {
+                shared: Arc::downgrade(&shared),
+            }),
+        );
+        Ok(Arc::new(Engine {
+            shared,
+            base: ctx.state(),
+            parser: PostgresCompatibilityParser::new(),
+        }))
     }
 
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        self.parser.parse(sql).map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))
+        self.parser
+            .parse(sql)
+            .map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))
     }
 
     pub fn rows(&self) -> &Arc<dyn RowStore> {
@@ -93,7 +121,11 @@ pub struct Session {
 impl Session {
     pub fn new(engine: Arc<Engine>) -> Session {
         let ctx = SessionContext::new_with_state(engine.base.clone());
-        Session { engine, ctx, settings: Mutex::new(BTreeMap::new()) }
+        Session {
+            engine,
+            ctx,
+            settings: Mutex::new(BTreeMap::new()),
+        }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -117,16 +149,23 @@ impl Session {
         Ok(Output::Rows { schema, stream })
     }
 
-    pub(crate) async fn plan(&self, stmt: Statement) -> Result<datafusion::logical_expr::LogicalPlan> {
+    pub(crate) async fn plan(
+        &self,
+        stmt: Statement,
+    ) -> Result<datafusion::logical_expr::LogicalPlan> {
         self.apply_settings();
         let state = self.ctx.state();
-        let plan = state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await?;
+        let plan = state
+            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+            .await?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(&plan)
-            .map_err(|_| Error::FeatureNotSupported("this statement is not supported by vectorgate".into()))?;
+            .map_err(|_| {
+                Error::FeatureNotSupported("this statement is not supported by vectorgate".into())
+            })?;
         Ok(plan)
     }
 
@@ -134,9 +173,15 @@ impl Session {
         let s = self.settings.lock();
         let settings = SearchSettings {
             hnsw_ef: s.get("vectorgate.hnsw_ef").and_then(|v| v.parse().ok()),
-            exact: s.get("vectorgate.exact").is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1")),
+            exact: s
+                .get("vectorgate.exact")
+                .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1")),
         };
-        self.ctx.state_ref().write().config_mut().set_extension(Arc::new(settings));
+        self.ctx
+            .state_ref()
+            .write()
+            .config_mut()
+            .set_extension(Arc::new(settings));
     }
 
     pub(crate) fn set(&self, name: &str, value: Option<String>) {
@@ -156,6 +201,9 @@ impl Session {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<String> {
-        self.settings.lock().get(&name.to_ascii_lowercase()).cloned()
+        self.settings
+            .lock()
+            .get(&name.to_ascii_lowercase())
+            .cloned()
     }
 }

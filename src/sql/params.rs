@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, FunctionArg, FunctionArgExpr, SetExpr, Statement, TableFactor, TableObject, Value as SqlValue,
-    visit_expressions, visit_expressions_mut, visit_relations,
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, SetExpr, Statement, TableFactor, TableObject,
+    Value as SqlValue, visit_expressions, visit_expressions_mut, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -34,7 +34,10 @@ fn placeholder_index(e: &SqlExpr) -> Option<usize> {
     if let SqlExpr::Value(v) = e
         && let SqlValue::Placeholder(p) = &v.value
     {
-        return p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).filter(|n| *n >= 1);
+        return p
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1);
     }
     None
 }
@@ -60,8 +63,15 @@ fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
     // Table functions appear as table factors with arguments; walk the text-free way.
     fn walk_factor(f: &TableFactor, types: &mut BTreeMap<usize, Field>) {
         match f {
-            TableFactor::Table { name, args: Some(args), .. }
-                if name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case("vector_search")) =>
+            TableFactor::Table {
+                name,
+                args: Some(args),
+                ..
+            } if name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("vector_search")) =>
             {
                 for (pos, a) in args.args.iter().enumerate() {
                     if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = a
@@ -76,7 +86,9 @@ fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
                     }
                 }
             }
-            TableFactor::NestedJoin { table_with_joins, .. } => {
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => {
                 walk_factor(&table_with_joins.relation, types);
                 for j in &table_with_joins.joins {
                     walk_factor(&j.relation, types);
@@ -132,14 +144,24 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
         }
         Statement::Insert(ins) => {
             if let TableObject::TableName(name) = &ins.table
-                && let Some(def) = name.0.last().and_then(|p| p.as_ident()).map(ident_name).and_then(|t| session.engine.shared.table(&t).ok())
+                && let Some(def) = name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(ident_name)
+                    .and_then(|t| session.engine.shared.table(&t).ok())
             {
                 let targets: Vec<Option<usize>> = if ins.columns.is_empty() {
                     (0..def.columns.len()).map(Some).collect()
                 } else {
                     ins.columns
                         .iter()
-                        .map(|c| c.0.last().and_then(|p| p.as_ident()).map(ident_name).and_then(|n| def.column_index(&n)))
+                        .map(|c| {
+                            c.0.last()
+                                .and_then(|p| p.as_ident())
+                                .map(ident_name)
+                                .and_then(|n| def.column_index(&n))
+                        })
                         .collect()
                 };
                 if let Some(src) = &ins.source
@@ -148,7 +170,13 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                     for row in &values.rows {
                         for (e, t) in row.iter().zip(&targets) {
                             if let (Some(i), Some(c)) = (placeholder_index(e), t) {
-                                types.entry(i).or_insert_with(|| Field::new(format!("${i}"), def.columns[*c].ty.arrow_type(), true));
+                                types.entry(i).or_insert_with(|| {
+                                    Field::new(
+                                        format!("${i}"),
+                                        def.columns[*c].ty.arrow_type(),
+                                        true,
+                                    )
+                                });
                             }
                         }
                     }
@@ -157,12 +185,22 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
         }
         Statement::Update(up) => {
             if let TableFactor::Table { name, .. } = &up.table.relation
-                && let Some(def) = name.0.last().and_then(|p| p.as_ident()).map(ident_name).and_then(|t| session.engine.shared.table(&t).ok())
+                && let Some(def) = name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(ident_name)
+                    .and_then(|t| session.engine.shared.table(&t).ok())
             {
                 for a in &up.assignments {
                     let target = a.target.to_string().to_ascii_lowercase();
-                    if let (Some(i), Some(c)) = (placeholder_index(&a.value), def.column_index(target.trim_matches('"'))) {
-                        types.entry(i).or_insert_with(|| Field::new(format!("${i}"), def.columns[c].ty.arrow_type(), true));
+                    if let (Some(i), Some(c)) = (
+                        placeholder_index(&a.value),
+                        def.column_index(target.trim_matches('"')),
+                    ) {
+                        types.entry(i).or_insert_with(|| {
+                            Field::new(format!("${i}"), def.columns[c].ty.arrow_type(), true)
+                        });
                     }
                 }
                 if let Some(sel) = &up.selection {
@@ -171,33 +209,55 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
             }
         }
         Statement::Delete(del) => {
-            if let datafusion::sql::sqlparser::ast::FromTable::WithFromKeyword(t) | datafusion::sql::sqlparser::ast::FromTable::WithoutKeyword(t) = &del.from
+            if let datafusion::sql::sqlparser::ast::FromTable::WithFromKeyword(t)
+            | datafusion::sql::sqlparser::ast::FromTable::WithoutKeyword(t) = &del.from
                 && let Some(twj) = t.first()
                 && let TableFactor::Table { name, .. } = &twj.relation
                 && let Some(sel) = &del.selection
             {
-                let tn = name.0.last().and_then(|p| p.as_ident()).map(ident_name).unwrap_or_default();
+                let tn = name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .map(ident_name)
+                    .unwrap_or_default();
                 infer_where(session, &tn, sel, &mut types).await;
             }
         }
         _ => {}
     }
-    Ok(Described { params: (1..=n).map(|i| types.get(&i).cloned()).collect(), schema })
+    Ok(Described {
+        params: (1..=n).map(|i| types.get(&i).cloned()).collect(),
+        schema,
+    })
 }
 
-async fn infer_where(session: &Session, table: &str, sel: &SqlExpr, types: &mut BTreeMap<usize, Field>) {
+async fn infer_where(
+    session: &Session,
+    table: &str,
+    sel: &SqlExpr,
+    types: &mut BTreeMap<usize, Field>,
+) {
     let sql = format!("SELECT 1 FROM \"{table}\" WHERE {sel}");
-    let Ok(mut stmts) = session.engine.parse(&sql) else { return };
+    let Ok(mut stmts) = session.engine.parse(&sql) else {
+        return;
+    };
     let Some(stmt) = stmts.pop() else { return };
     if let Ok(plan) = session.plan(stmt).await {
         merge_plan_params(&plan, types);
     }
 }
 
-fn merge_plan_params(plan: &datafusion::logical_expr::LogicalPlan, types: &mut BTreeMap<usize, Field>) {
+fn merge_plan_params(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    types: &mut BTreeMap<usize, Field>,
+) {
     if let Ok(fields) = plan.get_parameter_fields() {
         for (name, f) in fields {
-            if let (Some(i), Some(f)) = (name.strip_prefix('$').and_then(|x| x.parse::<usize>().ok()), f) {
+            if let (Some(i), Some(f)) = (
+                name.strip_prefix('$').and_then(|x| x.parse::<usize>().ok()),
+                f,
+            ) {
                 types.entry(i).or_insert_with(|| f.as_ref().clone());
             }
         }
@@ -212,23 +272,46 @@ fn quote(s: &str) -> String {
 fn literal(v: &Value) -> String {
     match v {
         Value::Null => "NULL".into(),
-        Value::Bool(b) => if *b { "TRUE".into() } else { "FALSE".into() },
+        Value::Bool(b) => {
+            if *b {
+                "TRUE".into()
+            } else {
+                "FALSE".into()
+            }
+        }
         Value::Int(i) => {
-            if *i < 0 { format!("({i})") } else { i.to_string() }
+            if *i < 0 {
+                format!("({i})")
+            } else {
+                i.to_string()
+            }
         }
         Value::Float(f) if f.is_finite() => {
             let s = format!("{f:?}");
             if *f < 0.0 { format!("({s})") } else { s }
         }
-        Value::Float(f) => format!("CAST('{}' AS DOUBLE PRECISION)", if f.is_nan() { "NaN".to_string() } else if *f > 0.0 { "Infinity".into() } else { "-Infinity".into() }),
+        Value::Float(f) => format!(
+            "CAST('{}' AS DOUBLE PRECISION)",
+            if f.is_nan() {
+                "NaN".to_string()
+            } else if *f > 0.0 {
+                "Infinity".into()
+            } else {
+                "-Infinity".into()
+            }
+        ),
         Value::Text(s) => quote(s),
         Value::Uuid(u) => quote(&u.to_string()),
         Value::Timestamp(t) => {
             let dt = chrono::DateTime::from_timestamp_micros(*t).unwrap_or_default();
-            format!("CAST('{}' AS TIMESTAMP)", dt.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f"))
+            format!(
+                "CAST('{}' AS TIMESTAMP)",
+                dt.naive_utc().format("%Y-%m-%dT%H:%M:%S%.6f")
+            )
         }
         Value::Date(d) => {
-            let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default() + chrono::Duration::days(*d as i64);
+            let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
+                + chrono::Duration::days(*d as i64);
             format!("CAST('{date}' AS DATE)")
         }
         Value::TextArray(a) => {
@@ -242,7 +325,10 @@ fn literal(v: &Value) -> String {
             format!("ARRAY[{}]", items.join(", "))
         }
         Value::IntArray(a) => {
-            let items: Vec<String> = a.iter().map(|x| x.map(|i| i.to_string()).unwrap_or_else(|| "NULL".into())).collect();
+            let items: Vec<String> = a
+                .iter()
+                .map(|x| x.map(|i| i.to_string()).unwrap_or_else(|| "NULL".into()))
+                .collect();
             format!("ARRAY[{}]", items.join(", "))
         }
         Value::Vector(v) => quote(&format_vector(v)),
@@ -283,16 +369,25 @@ mod tests {
     use super::*;
 
     fn parse(sql: &str) -> Statement {
-        Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse").pop().expect("one statement")
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parse")
+            .pop()
+            .expect("one statement")
     }
 
     #[test]
     fn binds_literals_into_the_tree() {
-        let s = parse("SELECT * FROM vector_search('docs', $1, $2) WHERE category = $3 AND year > $4");
+        let s =
+            parse("SELECT * FROM vector_search('docs', $1, $2) WHERE category = $3 AND year > $4");
         assert_eq!(count_params(&s), 4);
         let b = bind(
             &s,
-            &[Value::Vector(vec![0.5, -1.0]), Value::Int(10), Value::Text("it's".into()), Value::Int(-3)],
+            &[
+                Value::Vector(vec![0.5, -1.0]),
+                Value::Int(10),
+                Value::Text("it's".into()),
+                Value::Int(-3),
+            ],
         )
         .expect("bind");
         assert_eq!(
@@ -301,8 +396,14 @@ mod tests {
         );
         let mut types = BTreeMap::new();
         vector_search_params(&s, &mut types);
-        assert_eq!(types.get(&1).map(|f| f.data_type().clone()), Some(vector_type()));
-        assert_eq!(types.get(&2).map(|f| f.data_type().clone()), Some(DataType::Int64));
+        assert_eq!(
+            types.get(&1).map(|f| f.data_type().clone()),
+            Some(vector_type())
+        );
+        assert_eq!(
+            types.get(&2).map(|f| f.data_type().clone()),
+            Some(DataType::Int64)
+        );
         assert!(bind(&s, &[Value::Int(1)]).is_err());
     }
 }

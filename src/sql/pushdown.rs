@@ -14,12 +14,22 @@ const EXACT_F64_INT: i64 = 1 << 53;
 
 pub fn to_predicate(expr: &Expr, table: &TableDef) -> Option<Predicate> {
     match expr {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
-            Some(Predicate::And(vec![to_predicate(left, table)?, to_predicate(right, table)?]))
-        }
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
-            Some(Predicate::Or(vec![to_predicate(left, table)?, to_predicate(right, table)?]))
-        }
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => Some(Predicate::And(vec![
+            to_predicate(left, table)?,
+            to_predicate(right, table)?,
+        ])),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => Some(Predicate::Or(vec![
+            to_predicate(left, table)?,
+            to_predicate(right, table)?,
+        ])),
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             let op = cmp_op(*op)?;
             if let (Some(col), Some(v)) = (column_of(left, table), scalar_of(right)) {
@@ -33,13 +43,21 @@ pub fn to_predicate(expr: &Expr, table: &TableDef) -> Option<Predicate> {
         Expr::Not(inner) => Some(Predicate::Not(Box::new(to_predicate(inner, table)?))),
         Expr::IsNull(inner) => {
             let col = column_of(inner, table)?;
-            Some(Predicate::IsNull { column: col.to_string() })
+            Some(Predicate::IsNull {
+                column: col.to_string(),
+            })
         }
         Expr::IsNotNull(inner) => {
             let col = column_of(inner, table)?;
-            Some(Predicate::Not(Box::new(Predicate::IsNull { column: col.to_string() })))
+            Some(Predicate::Not(Box::new(Predicate::IsNull {
+                column: col.to_string(),
+            })))
         }
-        Expr::InList(InList { expr, list, negated }) => {
+        Expr::InList(InList {
+            expr,
+            list,
+            negated,
+        }) => {
             let col = column_of(expr, table)?;
             let ty = column_type(table, col)?;
             let mut values = Vec::with_capacity(list.len());
@@ -50,26 +68,41 @@ pub fn to_predicate(expr: &Expr, table: &TableDef) -> Option<Predicate> {
                 }
                 values.push(v);
             }
-            let p = Predicate::In { column: col.to_string(), values };
+            let p = Predicate::In {
+                column: col.to_string(),
+                values,
+            };
             if *negated {
                 // NOT IN is false on NULL, like `<>`.
                 Some(Predicate::And(vec![
                     Predicate::Not(Box::new(p)),
-                    Predicate::Not(Box::new(Predicate::IsNull { column: col.to_string() })),
+                    Predicate::Not(Box::new(Predicate::IsNull {
+                        column: col.to_string(),
+                    })),
                 ]))
             } else {
                 Some(p)
             }
         }
-        Expr::Between(Between { expr, negated, low, high }) => {
+        Expr::Between(Between {
+            expr,
+            negated,
+            low,
+            high,
+        }) => {
             let col = column_of(expr, table)?;
             let lo = compare(table, col, CmpOp::GtEq, scalar_of(low)?)?;
             let hi = compare(table, col, CmpOp::LtEq, scalar_of(high)?)?;
             let p = Predicate::And(vec![lo, hi]);
-            Some(if *negated { Predicate::Not(Box::new(p)) } else { p })
+            Some(if *negated {
+                Predicate::Not(Box::new(p))
+            } else {
+                p
+            })
         }
         Expr::ScalarFunction(f)
-            if matches!(f.name(), "array_has" | "array_contains" | "list_has") && f.args.len() == 2 =>
+            if matches!(f.name(), "array_has" | "array_contains" | "list_has")
+                && f.args.len() == 2 =>
         {
             let col = column_of(&f.args[0], table)?;
             let ty = column_type(table, col)?;
@@ -79,7 +112,10 @@ pub fn to_predicate(expr: &Expr, table: &TableDef) -> Option<Predicate> {
                 ColumnType::IntArray | ColumnType::BigIntArray => matches!(v, Scalar::Int(_)),
                 _ => false,
             };
-            ok.then(|| Predicate::Contains { column: col.to_string(), value: v })
+            ok.then(|| Predicate::Contains {
+                column: col.to_string(),
+                value: v,
+            })
         }
         _ => None,
     }
@@ -139,9 +175,9 @@ fn scalar_value(v: &ScalarValue) -> Option<Scalar> {
         ScalarValue::UInt64(Some(i)) => Scalar::Int(i64::try_from(*i).ok()?),
         ScalarValue::Float32(Some(f)) => Scalar::Float(*f as f64),
         ScalarValue::Float64(Some(f)) => Scalar::Float(*f),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            Scalar::Text(s.clone())
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Scalar::Text(s.clone()),
         ScalarValue::Date32(Some(d)) => Scalar::Int(*d as i64),
         ScalarValue::TimestampMicrosecond(Some(t), _) => Scalar::Int(*t),
         ScalarValue::TimestampMillisecond(Some(t), _) => Scalar::Int(t.checked_mul(1000)?),
@@ -158,20 +194,20 @@ fn scalar_value(v: &ScalarValue) -> Option<Scalar> {
 
 /// Whether `column = value` can be tested by an exact payload match.
 fn matchable(ty: &ColumnType, v: &Scalar) -> bool {
-    match (ty, v) {
-        (ColumnType::Text | ColumnType::Uuid, Scalar::Text(_)) => true,
-        (ColumnType::Bool, Scalar::Bool(_)) => true,
-        (
-            ColumnType::SmallInt
-            | ColumnType::Int
-            | ColumnType::BigInt
-            | ColumnType::Date
-            | ColumnType::Timestamp
-            | ColumnType::TimestampTz,
-            Scalar::Int(_),
-        ) => true,
-        _ => false,
-    }
+    matches!(
+        (ty, v),
+        (ColumnType::Text | ColumnType::Uuid, Scalar::Text(_))
+            | (ColumnType::Bool, Scalar::Bool(_))
+            | (
+                ColumnType::SmallInt
+                    | ColumnType::Int
+                    | ColumnType::BigInt
+                    | ColumnType::Date
+                    | ColumnType::Timestamp
+                    | ColumnType::TimestampTz,
+                Scalar::Int(_),
+            )
+    )
 }
 
 fn compare(table: &TableDef, column: &str, op: CmpOp, value: Scalar) -> Option<Predicate> {
@@ -179,9 +215,16 @@ fn compare(table: &TableDef, column: &str, op: CmpOp, value: Scalar) -> Option<P
     let ok = match op {
         CmpOp::Eq | CmpOp::NotEq => {
             matchable(ty, &value)
-                || (matches!(ty, ColumnType::Real | ColumnType::Double | ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt)
-                    && matches!(value, Scalar::Float(_)))
-                || (matches!(ty, ColumnType::Real | ColumnType::Double) && matches!(value, Scalar::Int(_)))
+                || (matches!(
+                    ty,
+                    ColumnType::Real
+                        | ColumnType::Double
+                        | ColumnType::SmallInt
+                        | ColumnType::Int
+                        | ColumnType::BigInt
+                ) && matches!(value, Scalar::Float(_)))
+                || (matches!(ty, ColumnType::Real | ColumnType::Double)
+                    && matches!(value, Scalar::Int(_)))
         }
         _ => match (ty, &value) {
             (
@@ -195,14 +238,25 @@ fn compare(table: &TableDef, column: &str, op: CmpOp, value: Scalar) -> Option<P
                 | ColumnType::TimestampTz,
                 Scalar::Int(i),
             ) => i.abs() < EXACT_F64_INT,
-            (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt | ColumnType::Real | ColumnType::Double, Scalar::Float(_)) => true,
+            (
+                ColumnType::SmallInt
+                | ColumnType::Int
+                | ColumnType::BigInt
+                | ColumnType::Real
+                | ColumnType::Double,
+                Scalar::Float(_),
+            ) => true,
             _ => false,
         },
     };
     // A float column stores f32 values widened to f64 in the payload; equality on
     // `real` would compare different roundings, so leave it to the SQL layer.
     let ok = ok && !(matches!(ty, ColumnType::Real) && matches!(op, CmpOp::Eq | CmpOp::NotEq));
-    ok.then(|| Predicate::Compare { column: column.to_string(), op, value })
+    ok.then(|| Predicate::Compare {
+        column: column.to_string(),
+        op,
+        value,
+    })
 }
 
 #[cfg(test)]
@@ -212,7 +266,11 @@ mod tests {
     use datafusion::prelude::{col, lit};
 
     fn table() -> TableDef {
-        let c = |n: &str, ty| ColumnDef { name: n.into(), ty, nullable: true };
+        let c = |n: &str, ty| ColumnDef {
+            name: n.into(),
+            ty,
+            nullable: true,
+        };
         TableDef {
             name: "docs".into(),
             columns: vec![
@@ -234,8 +292,14 @@ mod tests {
     fn verdicts_per_predicate() {
         let t = table();
         let p = |e: Expr| to_predicate(&e, &t).map(|p| p.to_string());
-        assert_eq!(p(col("category").eq(lit("ml"))).as_deref(), Some("category = 'ml'"));
-        assert_eq!(p(lit(2020).lt_eq(col("year"))).as_deref(), Some("year >= 2020"));
+        assert_eq!(
+            p(col("category").eq(lit("ml"))).as_deref(),
+            Some("category = 'ml'")
+        );
+        assert_eq!(
+            p(lit(2020).lt_eq(col("year"))).as_deref(),
+            Some("year >= 2020")
+        );
         assert_eq!(
             p(col("year").between(lit(1), lit(3))).as_deref(),
             Some("(year >= 1 AND year <= 3)")
@@ -256,6 +320,11 @@ mod tests {
         assert_eq!(p(col("score").eq(lit(0.5f32))), None);
         assert!(p(col("score").gt(lit(0.5f32))).is_some());
         // One unpushable side makes an OR unpushable.
-        assert_eq!(p(col("category").eq(lit("a")).or(col("category").like(lit("b%")))), None);
+        assert_eq!(
+            p(col("category")
+                .eq(lit("a"))
+                .or(col("category").like(lit("b%")))),
+            None
+        );
     }
 }

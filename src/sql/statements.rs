@@ -10,9 +10,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTable, CreateTableOptions, Delete, Expr as SqlExpr, FromTable, Ident, Insert,
-    ObjectName, ObjectType, Set, SqlOption, Statement, TableConstraint, TableFactor, TableObject, Update,
-    Value as SqlValue,
+    ColumnOption, CreateTable, CreateTableOptions, Delete, Expr as SqlExpr, FromTable, Ident,
+    Insert, ObjectName, ObjectType, Set, SqlOption, Statement, TableConstraint, TableFactor,
+    TableObject, Update, Value as SqlValue,
 };
 use futures::TryStreamExt;
 
@@ -24,16 +24,23 @@ use crate::types::{ColumnType, Value, coerce, value_from_array};
 pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Output>> {
     Ok(Some(match stmt {
         Statement::CreateTable(ct) => create_table(session, ct).await?,
-        Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
-            drop_tables(session, names, *if_exists).await?
-        }
+        Statement::Drop {
+            object_type: ObjectType::Table,
+            if_exists,
+            names,
+            ..
+        } => drop_tables(session, names, *if_exists).await?,
         Statement::Insert(ins) => insert(session, ins).await?,
         Statement::Update(up) => update(session, up).await?,
         Statement::Delete(del) => delete(session, del).await?,
         Statement::Set(s) => set_variable(session, s)?,
         Statement::ShowVariable { variable } => show(session, variable)?,
         Statement::Reset(_) | Statement::Discard { .. } => {
-            let tag = if matches!(stmt, Statement::Discard { .. }) { "DISCARD ALL" } else { "RESET" };
+            let tag = if matches!(stmt, Statement::Discard { .. }) {
+                "DISCARD ALL"
+            } else {
+                "RESET"
+            };
             if let Statement::Reset(r) = stmt {
                 let text = r.to_string();
                 let name = text.trim_start_matches("RESET").trim();
@@ -50,24 +57,40 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
         Statement::StartTransaction { .. } => Output::TransactionStart("BEGIN".into()),
         Statement::Commit { .. } => Output::TransactionEnd("COMMIT".into()),
         Statement::Rollback { .. } => Output::TransactionEnd("ROLLBACK".into()),
-        Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => return Ok(None),
+        Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => {
+            return Ok(None);
+        }
         Statement::ShowTables { .. } | Statement::ShowColumns { .. } => return Ok(None),
         other => {
             let text = other.to_string();
-            let verb: String = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-            return Err(Error::FeatureNotSupported(format!("{verb} is not supported by vectorgate")));
+            let verb: String = text
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(Error::FeatureNotSupported(format!(
+                "{verb} is not supported by vectorgate"
+            )));
         }
     }))
 }
 
 /// Postgres folds unquoted identifiers to lower case.
 pub fn ident_name(i: &Ident) -> String {
-    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_ascii_lowercase() }
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
 }
 
 /// The table a (possibly schema-qualified) name refers to.
 fn table_name(name: &ObjectName) -> Result<String> {
-    let parts: Vec<String> = name.0.iter().filter_map(|p| p.as_ident().map(ident_name)).collect();
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(ident_name))
+        .collect();
     match parts.as_slice() {
         [t] => Ok(t.clone()),
         [s, t] if s == "public" => Ok(t.clone()),
@@ -78,14 +101,24 @@ fn table_name(name: &ObjectName) -> Result<String> {
 
 fn parse_type(text: &str) -> Result<ColumnType> {
     let t = text.trim().to_ascii_lowercase();
-    let t = t.trim_start_matches("public.").trim_start_matches("pg_catalog.");
+    let t = t
+        .trim_start_matches("public.")
+        .trim_start_matches("pg_catalog.");
     if let Some(rest) = t.strip_prefix("vector") {
-        let n = rest.trim().trim_start_matches('(').trim_end_matches(')').trim();
+        let n = rest
+            .trim()
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .trim();
         let n: usize = n.parse().map_err(|_| {
-            Error::InvalidTableDefinition("vector columns need a dimension, as in vector(384)".into())
+            Error::InvalidTableDefinition(
+                "vector columns need a dimension, as in vector(384)".into(),
+            )
         })?;
         if n == 0 || n > 65_535 {
-            return Err(Error::InvalidParameter(format!("vector dimension must be between 1 and 65535, got {n}")));
+            return Err(Error::InvalidParameter(format!(
+                "vector dimension must be between 1 and 65535, got {n}"
+            )));
         }
         return Ok(ColumnType::Vector(n));
     }
@@ -100,9 +133,8 @@ fn parse_type(text: &str) -> Result<ColumnType> {
         "real" | "float4" => ColumnType::Real,
         "double precision" | "double" | "float8" | "float" => ColumnType::Double,
         "boolean" | "bool" => ColumnType::Bool,
-        "text" | "varchar" | "character varying" | "char" | "character" | "string" | "bpchar" | "name" => {
-            ColumnType::Text
-        }
+        "text" | "varchar" | "character varying" | "char" | "character" | "string" | "bpchar"
+        | "name" => ColumnType::Text,
         "uuid" => ColumnType::Uuid,
         "timestamp" | "timestamp without time zone" => ColumnType::Timestamp,
         "timestamptz" | "timestamp with time zone" => ColumnType::TimestampTz,
@@ -110,7 +142,11 @@ fn parse_type(text: &str) -> Result<ColumnType> {
         "text[]" | "varchar[]" | "character varying[]" => ColumnType::TextArray,
         "int[]" | "integer[]" | "int4[]" => ColumnType::IntArray,
         "bigint[]" | "int8[]" => ColumnType::BigIntArray,
-        _ => return Err(Error::UndefinedObject(format!("type \"{text}\" does not exist"))),
+        _ => {
+            return Err(Error::UndefinedObject(format!(
+                "type \"{text}\" does not exist"
+            )));
+        }
     })
 }
 
@@ -128,7 +164,9 @@ fn option_text(e: &SqlExpr) -> String {
 
 fn valid_table_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && name.len() <= 48
 }
@@ -136,7 +174,9 @@ fn valid_table_name(name: &str) -> bool {
 async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     let name = table_name(&ct.name)?;
     if ct.query.is_some() || ct.like.is_some() {
-        return Err(Error::FeatureNotSupported("CREATE TABLE AS and LIKE are not supported".into()));
+        return Err(Error::FeatureNotSupported(
+            "CREATE TABLE AS and LIKE are not supported".into(),
+        ));
     }
     if !valid_table_name(&name) {
         return Err(Error::FeatureNotSupported(format!(
@@ -155,7 +195,9 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     for (i, c) in ct.columns.iter().enumerate() {
         let cname = ident_name(&c.name);
         if columns.iter().any(|x: &ColumnDef| x.name == cname) {
-            return Err(Error::InvalidTableDefinition(format!("column \"{cname}\" specified more than once")));
+            return Err(Error::InvalidTableDefinition(format!(
+                "column \"{cname}\" specified more than once"
+            )));
         }
         let ty = parse_type(&c.data_type.to_string())?;
         let mut nullable = true;
@@ -168,11 +210,17 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
                 }
                 ColumnOption::Null | ColumnOption::Unique(_) => {}
                 other => {
-                    return Err(Error::FeatureNotSupported(format!("column option {other} is not supported")));
+                    return Err(Error::FeatureNotSupported(format!(
+                        "column option {other} is not supported"
+                    )));
                 }
             }
         }
-        columns.push(ColumnDef { name: cname, ty, nullable });
+        columns.push(ColumnDef {
+            name: cname,
+            ty,
+            nullable,
+        });
     }
     for tc in &ct.constraints {
         match tc {
@@ -195,7 +243,11 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
                     primary_key.push(idx);
                 }
             }
-            _ => return Err(Error::FeatureNotSupported("only PRIMARY KEY table constraints are supported".into())),
+            _ => {
+                return Err(Error::FeatureNotSupported(
+                    "only PRIMARY KEY table constraints are supported".into(),
+                ));
+            }
         }
     }
     if primary_key.is_empty() {
@@ -232,7 +284,10 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             )));
         }
     };
-    if columns.iter().any(|c| c.name == super::vector_search::DISTANCE) {
+    if columns
+        .iter()
+        .any(|c| c.name == super::vector_search::DISTANCE)
+    {
         return Err(Error::InvalidTableDefinition(
             "a column may not be named \"distance\": vector_search adds that column".into(),
         ));
@@ -244,18 +299,26 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
                 SqlOption::KeyValue { key, value } => {
                     options.insert(key.value.to_ascii_lowercase(), option_text(value));
                 }
-                other => return Err(Error::FeatureNotSupported(format!("table option {other} is not supported"))),
+                other => {
+                    return Err(Error::FeatureNotSupported(format!(
+                        "table option {other} is not supported"
+                    )));
+                }
             }
         }
     } else if !matches!(ct.table_options, CreateTableOptions::None) {
-        return Err(Error::FeatureNotSupported("only WITH (...) table options are supported".into()));
+        return Err(Error::FeatureNotSupported(
+            "only WITH (...) table options are supported".into(),
+        ));
     }
     for (k, v) in &options {
         match k.as_str() {
             "distance" => {}
             "m" | "ef_construct" | "indexing_threshold_kb" => {
                 if v.parse::<usize>().map_or(true, |n| n == 0 || n > 1_000_000) {
-                    return Err(Error::InvalidParameter(format!("table option {k} must be a positive integer, got \"{v}\"")));
+                    return Err(Error::InvalidParameter(format!(
+                        "table option {k} must be a positive integer, got \"{v}\""
+                    )));
                 }
             }
             other => {
@@ -271,7 +334,14 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             Error::InvalidParameter(format!("unknown distance \"{d}\": use cosine, l2 or dot"))
         })?,
     };
-    let def = TableDef { name: name.clone(), columns, primary_key, vector_column, distance, options };
+    let def = TableDef {
+        name: name.clone(),
+        columns,
+        primary_key,
+        vector_column,
+        distance,
+        options,
+    };
     shared.rows.create_table(&def).await?;
     if let Err(e) = shared.index.create_collection(&def).await {
         let _ = shared.rows.drop_table(&name).await;
@@ -312,7 +382,11 @@ async fn collect_values(session: &Session, sql: &str) -> Result<(Vec<Vec<Value>>
     for b in &batches {
         let cols: Vec<&ArrayRef> = b.columns().iter().collect();
         for r in 0..b.num_rows() {
-            out.push(cols.iter().map(|c| value_from_array(c, r)).collect::<Result<Vec<_>>>()?);
+            out.push(
+                cols.iter()
+                    .map(|c| value_from_array(c, r))
+                    .collect::<Result<Vec<_>>>()?,
+            );
         }
     }
     Ok((out, width))
@@ -325,7 +399,9 @@ fn literal_values(q: &datafusion::sql::sqlparser::ast::Query) -> Option<(Vec<Vec
     if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() {
         return None;
     }
-    let SetExpr::Values(values) = q.body.as_ref() else { return None };
+    let SetExpr::Values(values) = q.body.as_ref() else {
+        return None;
+    };
     let width = values.rows.first().map(|r| r.len())?;
     let mut out = Vec::with_capacity(values.rows.len());
     for row in &values.rows {
@@ -348,26 +424,47 @@ fn literal_value(e: &SqlExpr) -> Option<Value> {
                 .map(Value::Int)
                 .ok()
                 .or_else(|| n.parse::<f64>().ok().map(Value::Float)),
-            SqlValue::SingleQuotedString(s) | SqlValue::EscapedStringLiteral(s) => Some(Value::Text(s.clone())),
+            SqlValue::SingleQuotedString(s) | SqlValue::EscapedStringLiteral(s) => {
+                Some(Value::Text(s.clone()))
+            }
             _ => None,
         },
-        SqlExpr::UnaryOp { op: UnaryOperator::Minus, expr } => match literal_value(expr)? {
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match literal_value(expr)? {
             Value::Int(i) => Some(Value::Int(-i)),
             Value::Float(f) => Some(Value::Float(-f)),
             _ => None,
         },
-        SqlExpr::UnaryOp { op: UnaryOperator::Plus, expr } => literal_value(expr),
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Plus,
+            expr,
+        } => literal_value(expr),
         SqlExpr::Nested(inner) => literal_value(inner),
         // `'...'::vector`, `CAST('...' AS text[])`: the column type decides.
         SqlExpr::Cast { expr, .. } => match literal_value(expr)? {
-            v @ (Value::Text(_) | Value::Null | Value::Vector(_) | Value::IntArray(_) | Value::TextArray(_)) => Some(v),
+            v @ (Value::Text(_)
+            | Value::Null
+            | Value::Vector(_)
+            | Value::IntArray(_)
+            | Value::TextArray(_)) => Some(v),
             _ => None,
         },
         SqlExpr::Array(arr) => {
             let items: Vec<Value> = arr.elem.iter().map(literal_value).collect::<Option<_>>()?;
             if items.iter().all(|v| matches!(v, Value::Int(_))) && !items.is_empty() {
-                Some(Value::IntArray(items.into_iter().map(|v| if let Value::Int(i) = v { Some(i) } else { None }).collect()))
-            } else if items.iter().all(|v| matches!(v, Value::Int(_) | Value::Float(_))) && !items.is_empty() {
+                Some(Value::IntArray(
+                    items
+                        .into_iter()
+                        .map(|v| if let Value::Int(i) = v { Some(i) } else { None })
+                        .collect(),
+                ))
+            } else if items
+                .iter()
+                .all(|v| matches!(v, Value::Int(_) | Value::Float(_)))
+                && !items.is_empty()
+            {
                 Some(Value::Vector(
                     items
                         .into_iter()
@@ -378,8 +475,22 @@ fn literal_value(e: &SqlExpr) -> Option<Value> {
                         })
                         .collect(),
                 ))
-            } else if items.iter().all(|v| matches!(v, Value::Text(_) | Value::Null)) {
-                Some(Value::TextArray(items.into_iter().map(|v| if let Value::Text(s) = v { Some(s) } else { None }).collect()))
+            } else if items
+                .iter()
+                .all(|v| matches!(v, Value::Text(_) | Value::Null))
+            {
+                Some(Value::TextArray(
+                    items
+                        .into_iter()
+                        .map(|v| {
+                            if let Value::Text(s) = v {
+                                Some(s)
+                            } else {
+                                None
+                            }
+                        })
+                        .collect(),
+                ))
             } else {
                 None
             }
@@ -402,17 +513,23 @@ fn check_not_null(def: &TableDef, row: &Row) -> Result<()> {
 
 fn coerce_into(def: &TableDef, col: usize, v: Value) -> Result<Value> {
     coerce(v, &def.columns[col].ty).map_err(|e| match e {
-        Error::DatatypeMismatch(m) => Error::DatatypeMismatch(format!("{m} (column \"{}\")", def.columns[col].name)),
+        Error::DatatypeMismatch(m) => {
+            Error::DatatypeMismatch(format!("{m} (column \"{}\")", def.columns[col].name))
+        }
         other => other,
     })
 }
 
 async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
     let TableObject::TableName(name) = &ins.table else {
-        return Err(Error::FeatureNotSupported("INSERT INTO a table function is not supported".into()));
+        return Err(Error::FeatureNotSupported(
+            "INSERT INTO a table function is not supported".into(),
+        ));
     };
     if ins.on.is_some() || ins.returning.is_some() {
-        return Err(Error::FeatureNotSupported("ON CONFLICT and RETURNING are not supported yet".into()));
+        return Err(Error::FeatureNotSupported(
+            "ON CONFLICT and RETURNING are not supported yet".into(),
+        ));
     }
     let def = session.engine.shared.table(&table_name(name)?)?;
     let targets: Vec<usize> = if ins.columns.is_empty() {
@@ -421,8 +538,12 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
         ins.columns
             .iter()
             .map(|c| {
-                let n = c.0.last().and_then(|p| p.as_ident()).map(ident_name).unwrap_or_default();
-                def.column_index(&n).ok_or_else(|| Error::UndefinedColumn(n))
+                let n =
+                    c.0.last()
+                        .and_then(|p| p.as_ident())
+                        .map(ident_name)
+                        .unwrap_or_default();
+                def.column_index(&n).ok_or(Error::UndefinedColumn(n))
             })
             .collect::<Result<_>>()?
     };
@@ -435,7 +556,9 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
         None => collect_values(session, &source.to_string()).await?,
     };
     if width > targets.len() {
-        return Err(Error::Syntax("INSERT has more expressions than target columns".into()));
+        return Err(Error::Syntax(
+            "INSERT has more expressions than target columns".into(),
+        ));
     }
     let mut rows = Vec::with_capacity(values.len());
     for vals in values {
@@ -452,7 +575,12 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
 }
 
 /// The write path: the row store first (the source of truth), then the index.
-async fn write_rows(session: &Session, def: &TableDef, rows: Vec<Row>, mode: WriteMode) -> Result<()> {
+async fn write_rows(
+    session: &Session,
+    def: &TableDef,
+    rows: Vec<Row>,
+    mode: WriteMode,
+) -> Result<()> {
     let shared = &session.engine.shared;
     let points: Vec<_> = rows.iter().filter_map(|r| point_for_row(def, r)).collect();
     let unindexed: Vec<_> = rows
@@ -474,19 +602,34 @@ fn quote_ident(s: &str) -> String {
 
 async fn update(session: &Session, up: &Update) -> Result<Output> {
     if up.from.is_some() || up.returning.is_some() || !up.table.joins.is_empty() {
-        return Err(Error::FeatureNotSupported("UPDATE ... FROM, joins and RETURNING are not supported".into()));
+        return Err(Error::FeatureNotSupported(
+            "UPDATE ... FROM, joins and RETURNING are not supported".into(),
+        ));
     }
     let TableFactor::Table { name, alias, .. } = &up.table.relation else {
-        return Err(Error::FeatureNotSupported("UPDATE of this target is not supported".into()));
+        return Err(Error::FeatureNotSupported(
+            "UPDATE of this target is not supported".into(),
+        ));
     };
     let def = session.engine.shared.table(&table_name(name)?)?;
     let mut sets = Vec::new();
     let mut select = String::from("SELECT *");
     for (i, a) in up.assignments.iter().enumerate() {
         let target = a.target.to_string();
-        let cname = target.rsplit('.').next().unwrap_or(&target).trim_matches('"').to_string();
-        let cname = if target.contains('"') { cname } else { cname.to_ascii_lowercase() };
-        let col = def.column_index(&cname).ok_or_else(|| Error::UndefinedColumn(cname.clone()))?;
+        let cname = target
+            .rsplit('.')
+            .next()
+            .unwrap_or(&target)
+            .trim_matches('"')
+            .to_string();
+        let cname = if target.contains('"') {
+            cname
+        } else {
+            cname.to_ascii_lowercase()
+        };
+        let col = def
+            .column_index(&cname)
+            .ok_or_else(|| Error::UndefinedColumn(cname.clone()))?;
         sets.push(col);
         select.push_str(&format!(", ({}) AS \"__vg_set_{i}\"", a.value));
     }
@@ -526,16 +669,33 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
         for (nk, e) in new_keys.iter().zip(existing) {
             let taken = e.is_some() && !moved.iter().any(|(ok, _)| ok == nk);
             if taken || !seen.insert(keys::encode(nk)) {
-                let cols: Vec<&str> = def.primary_key.iter().map(|i| def.columns[*i].name.as_str()).collect();
-                let vals: Vec<String> = nk.iter().map(crate::store::embedded_rows::display_key_value).collect();
+                let cols: Vec<&str> = def
+                    .primary_key
+                    .iter()
+                    .map(|i| def.columns[*i].name.as_str())
+                    .collect();
+                let vals: Vec<String> = nk
+                    .iter()
+                    .map(crate::store::embedded_rows::display_key_value)
+                    .collect();
                 return Err(Error::UniqueViolation {
-                    message: format!("duplicate key value violates unique constraint \"{}\"", def.pk_name()),
-                    detail: format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")),
+                    message: format!(
+                        "duplicate key value violates unique constraint \"{}\"",
+                        def.pk_name()
+                    ),
+                    detail: format!(
+                        "Key ({})=({}) already exists.",
+                        cols.join(", "),
+                        vals.join(", ")
+                    ),
                 });
             }
         }
         let old_keys: Vec<Vec<Value>> = moved.into_iter().map(|(ok, _)| ok).collect();
-        let ids: Vec<_> = old_keys.iter().map(|k| keys::point_id(&def.name, k)).collect();
+        let ids: Vec<_> = old_keys
+            .iter()
+            .map(|k| keys::point_id(&def.name, k))
+            .collect();
         shared.rows.delete(&def, old_keys).await?;
         shared.index.delete(&def, ids).await?;
     }
@@ -545,19 +705,29 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
 
 async fn delete(session: &Session, del: &Delete) -> Result<Output> {
     if del.using.is_some() || del.returning.is_some() || !del.tables.is_empty() {
-        return Err(Error::FeatureNotSupported("DELETE ... USING and RETURNING are not supported".into()));
+        return Err(Error::FeatureNotSupported(
+            "DELETE ... USING and RETURNING are not supported".into(),
+        ));
     }
     let from = match &del.from {
         FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
     };
     let [twj] = from.as_slice() else {
-        return Err(Error::FeatureNotSupported("DELETE from several tables is not supported".into()));
+        return Err(Error::FeatureNotSupported(
+            "DELETE from several tables is not supported".into(),
+        ));
     };
     let TableFactor::Table { name, alias, .. } = &twj.relation else {
-        return Err(Error::FeatureNotSupported("DELETE of this target is not supported".into()));
+        return Err(Error::FeatureNotSupported(
+            "DELETE of this target is not supported".into(),
+        ));
     };
     let def = session.engine.shared.table(&table_name(name)?)?;
-    let cols: Vec<String> = def.primary_key.iter().map(|&i| quote_ident(&def.columns[i].name)).collect();
+    let cols: Vec<String> = def
+        .primary_key
+        .iter()
+        .map(|&i| quote_ident(&def.columns[i].name))
+        .collect();
     let mut select = format!("SELECT {} FROM {}", cols.join(", "), quote_ident(&def.name));
     if let Some(a) = alias {
         select.push_str(&format!(" AS {a}"));
@@ -568,7 +738,12 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
     let (keys_, _) = collect_values(session, &select).await?;
     let keys_: Vec<Vec<Value>> = keys_
         .into_iter()
-        .map(|k| k.into_iter().zip(&def.primary_key).map(|(v, &c)| coerce(v, &def.columns[c].ty)).collect())
+        .map(|k| {
+            k.into_iter()
+                .zip(&def.primary_key)
+                .map(|(v, &c)| coerce(v, &def.columns[c].ty))
+                .collect()
+        })
         .collect::<Result<_>>()?;
     let ids: Vec<_> = keys_.iter().map(|k| keys::point_id(&def.name, k)).collect();
     let shared = &session.engine.shared;
@@ -581,22 +756,24 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
 fn check_setting(name: &str, value: &str) -> Result<()> {
     match name {
         "vectorgate.hnsw_ef" => {
-            let ok = value.parse::<usize>().is_ok_and(|v| (1..=100_000).contains(&v));
+            let ok = value
+                .parse::<usize>()
+                .is_ok_and(|v| (1..=100_000).contains(&v));
             if !ok {
                 return Err(Error::InvalidParameter(format!(
                     "invalid value for parameter \"{name}\": \"{value}\" (an integer from 1 to 100000)"
                 )));
             }
         }
-        "vectorgate.exact" => {
-            if !matches!(value, "on" | "off" | "true" | "false" | "1" | "0") {
-                return Err(Error::InvalidParameter(format!(
-                    "parameter \"{name}\" requires a Boolean value"
-                )));
-            }
+        "vectorgate.exact" if !matches!(value, "on" | "off" | "true" | "false" | "1" | "0") => {
+            return Err(Error::InvalidParameter(format!(
+                "parameter \"{name}\" requires a Boolean value"
+            )));
         }
         n if n.starts_with("vectorgate.") => {
-            return Err(Error::UndefinedObject(format!("unrecognized configuration parameter \"{n}\"")));
+            return Err(Error::UndefinedObject(format!(
+                "unrecognized configuration parameter \"{n}\""
+            )));
         }
         _ => {}
     }
@@ -604,10 +781,18 @@ fn check_setting(name: &str, value: &str) -> Result<()> {
 }
 
 fn set_variable(session: &Session, s: &Set) -> Result<Output> {
-    if let Set::SingleAssignment { variable, values, .. } = s {
+    if let Set::SingleAssignment {
+        variable, values, ..
+    } = s
+    {
         let name = variable.to_string().to_ascii_lowercase();
-        let value = values.iter().map(option_text).collect::<Vec<_>>().join(", ");
-        let value = if ["on", "off", "true", "false"].contains(&value.to_ascii_lowercase().as_str()) {
+        let value = values
+            .iter()
+            .map(option_text)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let value = if ["on", "off", "true", "false"].contains(&value.to_ascii_lowercase().as_str())
+        {
             value.to_ascii_lowercase()
         } else {
             value
@@ -648,18 +833,34 @@ fn default_setting(name: &str) -> Option<&'static str> {
 }
 
 fn show(session: &Session, variable: &[Ident]) -> Result<Output> {
-    let name = variable.iter().map(|i| i.value.as_str()).collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+    let name = variable
+        .iter()
+        .map(|i| i.value.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_lowercase();
     let value = match session.get(&name) {
         Some(v) => v,
-        None => default_setting(&name)
-            .map(str::to_string)
-            .ok_or_else(|| Error::UndefinedObject(format!("unrecognized configuration parameter \"{name}\"")))?,
+        None => default_setting(&name).map(str::to_string).ok_or_else(|| {
+            Error::UndefinedObject(format!("unrecognized configuration parameter \"{name}\""))
+        })?,
     };
-    let schema = Arc::new(Schema::new(vec![Field::new(name.clone(), DataType::Utf8, false)]));
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])
-        .map_err(Error::internal)?;
-    let stream = RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(vec![Ok(batch)]));
-    Ok(Output::Rows { schema, stream: Box::pin(stream) })
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        name.clone(),
+        DataType::Utf8,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(vec![value]))],
+    )
+    .map_err(Error::internal)?;
+    let stream =
+        RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(vec![Ok(batch)]));
+    Ok(Output::Rows {
+        schema,
+        stream: Box::pin(stream),
+    })
 }
 
 #[cfg(test)]
@@ -668,13 +869,31 @@ mod tests {
 
     #[test]
     fn type_names() {
-        assert_eq!(parse_type("vector(384)").ok(), Some(ColumnType::Vector(384)));
+        assert_eq!(
+            parse_type("vector(384)").ok(),
+            Some(ColumnType::Vector(384))
+        );
         assert_eq!(parse_type("VARCHAR(20)").ok(), Some(ColumnType::Text));
         assert_eq!(parse_type("text[]").ok(), Some(ColumnType::TextArray));
-        assert_eq!(parse_type("double precision").ok(), Some(ColumnType::Double));
-        assert_eq!(parse_type("timestamp with time zone").ok(), Some(ColumnType::TimestampTz));
-        assert!(matches!(parse_type("geometry"), Err(Error::UndefinedObject(_))));
-        assert!(matches!(parse_type("vector"), Err(Error::InvalidTableDefinition(_))));
-        assert!(matches!(parse_type("vector(0)"), Err(Error::InvalidParameter(_))));
+        assert_eq!(
+            parse_type("double precision").ok(),
+            Some(ColumnType::Double)
+        );
+        assert_eq!(
+            parse_type("timestamp with time zone").ok(),
+            Some(ColumnType::TimestampTz)
+        );
+        assert!(matches!(
+            parse_type("geometry"),
+            Err(Error::UndefinedObject(_))
+        ));
+        assert!(matches!(
+            parse_type("vector"),
+            Err(Error::InvalidTableDefinition(_))
+        ));
+        assert!(matches!(
+            parse_type("vector(0)"),
+            Err(Error::InvalidParameter(_))
+        ));
     }
 }

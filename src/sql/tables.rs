@@ -14,11 +14,16 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Constraint, Constraints, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType, expr::InList};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType, expr::InList,
+};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
 use futures::StreamExt;
 use parking_lot::RwLock;
 
@@ -47,13 +52,21 @@ impl Shared {
 /// The Arrow schema of a table.
 pub fn table_schema(def: &TableDef) -> SchemaRef {
     Arc::new(Schema::new(
-        def.columns.iter().map(|c| c.ty.arrow_field(&c.name, c.nullable)).collect::<Vec<_>>(),
+        def.columns
+            .iter()
+            .map(|c| c.ty.arrow_field(&c.name, c.nullable))
+            .collect::<Vec<_>>(),
     ))
 }
 
 /// Build a record batch of `schema` from rows; `cols[i]` is the row position of the
 /// schema's i-th field.
-pub fn rows_to_batch(def: &TableDef, schema: &SchemaRef, cols: &[usize], rows: &[&Row]) -> Result<RecordBatch> {
+pub fn rows_to_batch(
+    def: &TableDef,
+    schema: &SchemaRef,
+    cols: &[usize],
+    rows: &[&Row],
+) -> Result<RecordBatch> {
     let arrays = cols
         .iter()
         .map(|&c| build_array(&def.columns[c].ty, rows.iter().map(|r| &r[c])))
@@ -61,7 +74,8 @@ pub fn rows_to_batch(def: &TableDef, schema: &SchemaRef, cols: &[usize], rows: &
     RecordBatch::try_new_with_options(
         schema.clone(),
         arrays,
-        &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+        &datafusion::arrow::record_batch::RecordBatchOptions::new()
+            .with_row_count(Some(rows.len())),
     )
     .map_err(Error::internal)
 }
@@ -80,20 +94,26 @@ impl fmt::Debug for Shared {
 #[async_trait]
 impl SchemaProvider for PublicSchema {
     fn table_names(&self) -> Vec<String> {
-        let Some(shared) = self.shared.upgrade() else { return vec![] };
+        let Some(shared) = self.shared.upgrade() else {
+            return vec![];
+        };
         let mut names: Vec<String> = shared.tables.read().keys().cloned().collect();
         names.sort();
         names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let Some(shared) = self.shared.upgrade() else { return Ok(None) };
+        let Some(shared) = self.shared.upgrade() else {
+            return Ok(None);
+        };
         let def = shared.tables.read().get(name).cloned();
         Ok(def.map(|def| Arc::new(RowTable::new(def, shared.clone())) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.shared.upgrade().is_some_and(|s| s.tables.read().contains_key(name))
+        self.shared
+            .upgrade()
+            .is_some_and(|s| s.tables.read().contains_key(name))
     }
 }
 
@@ -108,8 +128,14 @@ pub struct RowTable {
 impl RowTable {
     pub fn new(def: Arc<TableDef>, shared: Arc<Shared>) -> RowTable {
         let schema = table_schema(&def);
-        let constraints = Constraints::new_unverified(vec![Constraint::PrimaryKey(def.primary_key.clone())]);
-        RowTable { def, schema, constraints, shared }
+        let constraints =
+            Constraints::new_unverified(vec![Constraint::PrimaryKey(def.primary_key.clone())]);
+        RowTable {
+            def,
+            schema,
+            constraints,
+            shared,
+        }
     }
 
     /// Key values pinned by a filter `pk = v` or `pk IN (...)` on a one-column key.
@@ -128,7 +154,11 @@ impl RowTable {
             }
         };
         match e {
-            Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) => {
                 if is_pk(left) {
                     lit(right).map(|v| vec![vec![v]])
                 } else if is_pk(right) {
@@ -137,9 +167,11 @@ impl RowTable {
                     None
                 }
             }
-            Expr::InList(InList { expr, list, negated: false }) if is_pk(expr) => {
-                list.iter().map(|e| lit(e).map(|v| vec![v])).collect()
-            }
+            Expr::InList(InList {
+                expr,
+                list,
+                negated: false,
+            }) if is_pk(expr) => list.iter().map(|e| lit(e).map(|v| vec![v])).collect(),
             _ => None,
         }
     }
@@ -164,7 +196,10 @@ impl TableProvider for RowTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
             .map(|f| {
@@ -184,7 +219,9 @@ impl TableProvider for RowTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let cols: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.def.columns.len()).collect());
+        let cols: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.def.columns.len()).collect());
         let schema = Arc::new(self.schema.project(&cols)?);
         // Intersect key sets when several filters pin the key.
         let mut keys: Option<Vec<Vec<Value>>> = None;
@@ -201,7 +238,13 @@ impl TableProvider for RowTable {
             None if filters.is_empty() => ScanMode::Full(limit),
             None => ScanMode::Full(None),
         };
-        Ok(Arc::new(RowScanExec::new(self.def.clone(), self.shared.clone(), schema, cols, mode)))
+        Ok(Arc::new(RowScanExec::new(
+            self.def.clone(),
+            self.shared.clone(),
+            schema,
+            cols,
+            mode,
+        )))
     }
 }
 
@@ -222,9 +265,22 @@ pub struct RowScanExec {
 }
 
 impl RowScanExec {
-    fn new(def: Arc<TableDef>, shared: Arc<Shared>, schema: SchemaRef, cols: Vec<usize>, mode: ScanMode) -> Self {
+    fn new(
+        def: Arc<TableDef>,
+        shared: Arc<Shared>,
+        schema: SchemaRef,
+        cols: Vec<usize>,
+        mode: ScanMode,
+    ) -> Self {
         let props = Arc::new(single_partition_props(&schema));
-        RowScanExec { def, shared, schema, cols, mode, props }
+        RowScanExec {
+            def,
+            shared,
+            schema,
+            cols,
+            mode,
+            props,
+        }
     }
 }
 
@@ -247,7 +303,12 @@ impl DisplayAs for RowScanExec {
                 }
                 Ok(())
             }
-            ScanMode::Keys(k) => write!(f, "RowStoreScan: table={}, key lookups={}", self.def.name, k.len()),
+            ScanMode::Keys(k) => write!(
+                f,
+                "RowStoreScan: table={}, key lookups={}",
+                self.def.name,
+                k.len()
+            ),
         }
     }
 }
@@ -272,11 +333,18 @@ impl ExecutionPlan for RowScanExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
         let def = self.def.clone();
         let schema = self.schema.clone();
         let cols = self.cols.clone();
@@ -289,7 +357,10 @@ impl ExecutionPlan for RowScanExec {
                     let found: Vec<&Row> = rows.iter().flatten().collect();
                     rows_to_batch(&def, &schema, &cols, &found).map_err(DataFusionError::from)
                 };
-                Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::once(fut))))
+                Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    self.schema.clone(),
+                    futures::stream::once(fut),
+                )))
             }
             ScanMode::Full(limit) => {
                 let stream = self.shared.rows.scan(&def, 2048, *limit).map(move |batch| {
@@ -297,7 +368,10 @@ impl ExecutionPlan for RowScanExec {
                     let refs: Vec<&Row> = batch.iter().collect();
                     rows_to_batch(&def, &schema, &cols, &refs).map_err(DataFusionError::from)
                 });
-                Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream)))
+                Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    self.schema.clone(),
+                    stream,
+                )))
             }
         }
     }

@@ -24,7 +24,9 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+};
 
 use super::pushdown::to_predicate;
 use super::tables::{Shared, single_partition_props, table_schema};
@@ -70,9 +72,16 @@ pub fn query_vector(v: Value, dim: usize) -> Result<Vec<f32>> {
         Value::Vector(v) => v,
         Value::IntArray(a) => a
             .into_iter()
-            .map(|x| x.map(|i| i as f32).ok_or_else(|| Error::DataException("array must not contain nulls".into())))
+            .map(|x| {
+                x.map(|i| i as f32)
+                    .ok_or_else(|| Error::DataException("array must not contain nulls".into()))
+            })
             .collect::<Result<_>>()?,
-        Value::Null => return Err(Error::DataException("the query vector must not be NULL".into())),
+        Value::Null => {
+            return Err(Error::DataException(
+                "the query vector must not be NULL".into(),
+            ));
+        }
         other => {
             return Err(Error::DatatypeMismatch(format!(
                 "vector_search expects a vector, text or real[] argument, got {other:?}"
@@ -85,7 +94,10 @@ pub fn query_vector(v: Value, dim: usize) -> Result<Vec<f32>> {
 
 impl TableFunctionImpl for VectorSearchFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
-        let shared = self.shared.upgrade().ok_or_else(|| Error::internal("engine is shutting down"))?;
+        let shared = self
+            .shared
+            .upgrade()
+            .ok_or_else(|| Error::internal("engine is shutting down"))?;
         let exprs = args.exprs();
         if exprs.len() != 3 {
             return Err(Error::UndefinedFunction(format!(
@@ -134,10 +146,25 @@ pub struct VectorSearchTable {
 }
 
 impl VectorSearchTable {
-    fn new(def: Arc<TableDef>, shared: Arc<Shared>, query: Option<Vec<f32>>, k: Option<usize>) -> Self {
-        let mut fields: Vec<Field> = table_schema(&def).fields().iter().map(|f| f.as_ref().clone()).collect();
+    fn new(
+        def: Arc<TableDef>,
+        shared: Arc<Shared>,
+        query: Option<Vec<f32>>,
+        k: Option<usize>,
+    ) -> Self {
+        let mut fields: Vec<Field> = table_schema(&def)
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         fields.push(Field::new(DISTANCE, DataType::Float64, false));
-        VectorSearchTable { def, shared, query, k, schema: Arc::new(Schema::new(fields)) }
+        VectorSearchTable {
+            def,
+            shared,
+            query,
+            k,
+            schema: Arc::new(Schema::new(fields)),
+        }
     }
 }
 
@@ -145,7 +172,9 @@ fn unqualify(e: &Expr) -> DfResult<Expr> {
     Ok(e.clone()
         .transform(|e| {
             Ok(match e {
-                Expr::Column(c) if c.relation.is_some() => Transformed::yes(Expr::Column(Column::from_name(c.name))),
+                Expr::Column(c) if c.relation.is_some() => {
+                    Transformed::yes(Expr::Column(Column::from_name(c.name)))
+                }
                 other => Transformed::no(other),
             })
         })?
@@ -162,7 +191,10 @@ impl TableProvider for VectorSearchTable {
         TableType::Temporary
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
             .map(|f| {
@@ -204,8 +236,14 @@ impl TableProvider for VectorSearchTable {
             1 => pushed.pop(),
             _ => Some(Predicate::And(pushed)),
         };
-        let settings = state.config().get_extension::<SearchSettings>().map(|s| s.as_ref().clone()).unwrap_or_default();
-        let cols: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let settings = state
+            .config()
+            .get_extension::<SearchSettings>()
+            .map(|s| s.as_ref().clone())
+            .unwrap_or_default();
+        let cols: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let out_schema = Arc::new(self.schema.project(&cols)?);
         Ok(Arc::new(VectorSearchExec {
             def: self.def.clone(),
@@ -219,7 +257,10 @@ impl TableProvider for VectorSearchTable {
             cols,
             props: Arc::new(single_partition_props(&out_schema)),
             schema: out_schema,
-            params: SearchParams { hnsw_ef: settings.hnsw_ef, exact: settings.exact },
+            params: SearchParams {
+                hnsw_ef: settings.hnsw_ef,
+                exact: settings.exact,
+            },
         }))
     }
 }
@@ -290,13 +331,22 @@ impl ExecutionPlan for VectorSearchExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
         let (Some(query), Some(k)) = (self.query.clone(), self.k) else {
-            return Err(Error::InvalidParameter("vector_search needs a query vector and k".into()).into());
+            return Err(
+                Error::InvalidParameter("vector_search needs a query vector and k".into()).into(),
+            );
         };
         let search = Search {
             def: self.def.clone(),
@@ -313,7 +363,10 @@ impl ExecutionPlan for VectorSearchExec {
             let batch = search.run().await?;
             batch.project(&cols).map_err(DataFusionError::from)
         };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), futures::stream::once(fut))))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::once(fut),
+        )))
     }
 }
 
@@ -335,7 +388,9 @@ impl Search {
         let mut arrays: Vec<Arc<dyn Array>> = (0..def.columns.len())
             .map(|c| crate::types::build_array(&def.columns[c].ty, rows.iter().map(|(r, _)| &r[c])))
             .collect();
-        arrays.push(Arc::new(Float64Array::from_iter_values(rows.iter().map(|(_, d)| *d))));
+        arrays.push(Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|(_, d)| *d),
+        )));
         RecordBatch::try_new(self.full_schema.clone(), arrays).map_err(Error::internal)
     }
 
@@ -364,7 +419,14 @@ impl Search {
             let hits = self
                 .shared
                 .index
-                .search(&self.def, &self.query, self.pushed.as_ref(), fetch, offset, &self.params)
+                .search(
+                    &self.def,
+                    &self.query,
+                    self.pushed.as_ref(),
+                    fetch,
+                    offset,
+                    &self.params,
+                )
                 .await?;
             let exhausted = hits.len() < fetch;
             let keys: Vec<Vec<Value>> = hits
@@ -383,7 +445,13 @@ impl Search {
             if !candidates.is_empty() {
                 let batch = self.batch(&candidates)?;
                 let keep = self.passing(&batch)?;
-                passed.extend(candidates.into_iter().zip(keep).filter(|(_, k)| *k).map(|(c, _)| c));
+                passed.extend(
+                    candidates
+                        .into_iter()
+                        .zip(keep)
+                        .filter(|(_, k)| *k)
+                        .map(|(c, _)| c),
+                );
             }
             if passed.len() >= self.k || exhausted {
                 break;

@@ -13,9 +13,9 @@ use parking_lot::{Mutex, RwLock};
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     AnyVariants, Condition, CreateIndex, EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition,
-    FieldIndexOperations, Filter, JsonPath, Match, PayloadFieldSchema, PayloadSchemaType,
-    PointId, PointInsertOperations, PointOperations, PointStruct, Range, RangeInterface,
-    SearchRequest, UpdateOperation, ValueVariants, WithPayloadInterface,
+    FieldIndexOperations, Filter, JsonPath, Match, PayloadFieldSchema, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, PointStruct, Range, RangeInterface, SearchRequest,
+    UpdateOperation, ValueVariants, WithPayloadInterface,
 };
 
 use super::filter::{CmpOp, Predicate, Scalar};
@@ -55,7 +55,10 @@ impl EdgeIndex {
             let shard = EdgeShard::load(&entry.path(), None).map_err(err)?;
             shards.insert(name, Arc::new(new_shard(shard)));
         }
-        let index = Arc::new(EdgeIndex { root: root.to_path_buf(), shards: RwLock::new(shards) });
+        let index = Arc::new(EdgeIndex {
+            root: root.to_path_buf(),
+            shards: RwLock::new(shards),
+        });
         Ok(index)
     }
 
@@ -148,7 +151,8 @@ fn payload_schema(ty: &ColumnType) -> Option<PayloadSchemaType> {
 }
 
 fn json_path(name: &str) -> Result<JsonPath> {
-    JsonPath::try_from(name).map_err(|_| Error::vector_index(format!("column name \"{name}\" cannot be a payload key")))
+    JsonPath::try_from(name)
+        .map_err(|_| Error::vector_index(format!("column name \"{name}\" cannot be a payload key")))
 }
 
 /// Translate a predicate into a qdrant-edge filter condition. The result matches a
@@ -173,18 +177,41 @@ pub fn to_condition(p: &Predicate) -> Result<Condition> {
             if values.iter().all(|v| matches!(v, Scalar::Text(_))) {
                 let set = values
                     .iter()
-                    .filter_map(|v| if let Scalar::Text(s) = v { Some(s.clone()) } else { None })
+                    .filter_map(|v| {
+                        if let Scalar::Text(s) = v {
+                            Some(s.clone())
+                        } else {
+                            None
+                        }
+                    })
                     .collect();
-                Condition::Field(FieldCondition::new_match(key, Match::new_any(AnyVariants::Strings(set))))
+                Condition::Field(FieldCondition::new_match(
+                    key,
+                    Match::new_any(AnyVariants::Strings(set)),
+                ))
             } else if values.iter().all(|v| matches!(v, Scalar::Int(_))) {
                 let set = values
                     .iter()
-                    .filter_map(|v| if let Scalar::Int(i) = v { Some(*i) } else { None })
+                    .filter_map(|v| {
+                        if let Scalar::Int(i) = v {
+                            Some(*i)
+                        } else {
+                            None
+                        }
+                    })
                     .collect();
-                Condition::Field(FieldCondition::new_match(key, Match::new_any(AnyVariants::Integers(set))))
+                Condition::Field(FieldCondition::new_match(
+                    key,
+                    Match::new_any(AnyVariants::Integers(set)),
+                ))
             } else {
                 Condition::Filter(Filter {
-                    should: Some(values.iter().map(|v| compare(column, CmpOp::Eq, v)).collect::<Result<_>>()?),
+                    should: Some(
+                        values
+                            .iter()
+                            .map(|v| compare(column, CmpOp::Eq, v))
+                            .collect::<Result<_>>()?,
+                    ),
                     ..Filter::new()
                 })
             }
@@ -210,12 +237,26 @@ fn compare(column: &str, op: CmpOp, value: &Scalar) -> Result<Condition> {
         _ => None,
     };
     Ok(match (op, value) {
-        (CmpOp::Eq, Scalar::Int(i)) => Condition::Field(FieldCondition::new_match(key, Match::new_value(ValueVariants::Integer(*i)))),
-        (CmpOp::Eq, Scalar::Text(s)) => Condition::Field(FieldCondition::new_match(key, Match::new_value(ValueVariants::String(s.clone())))),
-        (CmpOp::Eq, Scalar::Bool(b)) => Condition::Field(FieldCondition::new_match(key, Match::new_value(ValueVariants::Bool(*b)))),
+        (CmpOp::Eq, Scalar::Int(i)) => Condition::Field(FieldCondition::new_match(
+            key,
+            Match::new_value(ValueVariants::Integer(*i)),
+        )),
+        (CmpOp::Eq, Scalar::Text(s)) => Condition::Field(FieldCondition::new_match(
+            key,
+            Match::new_value(ValueVariants::String(s.clone())),
+        )),
+        (CmpOp::Eq, Scalar::Bool(b)) => Condition::Field(FieldCondition::new_match(
+            key,
+            Match::new_value(ValueVariants::Bool(*b)),
+        )),
         (_, Scalar::Int(_) | Scalar::Float(_)) => {
             let x = OrderedFloat(number.unwrap_or_default());
-            let mut r = Range { lt: None, gt: None, gte: None, lte: None };
+            let mut r = Range {
+                lt: None,
+                gt: None,
+                gte: None,
+                lte: None,
+            };
             match op {
                 CmpOp::Eq => {
                     r.gte = Some(x);
@@ -227,9 +268,19 @@ fn compare(column: &str, op: CmpOp, value: &Scalar) -> Result<Condition> {
                 CmpOp::GtEq => r.gte = Some(x),
                 CmpOp::NotEq => {}
             }
-            Condition::Field(FieldCondition { range: Some(RangeInterface::Float(r)), ..FieldCondition::new_match(key, Match::new_value(ValueVariants::Bool(true))) }.without_match())
+            Condition::Field(
+                FieldCondition {
+                    range: Some(RangeInterface::Float(r)),
+                    ..FieldCondition::new_match(key, Match::new_value(ValueVariants::Bool(true)))
+                }
+                .without_match(),
+            )
         }
-        _ => return Err(Error::internal("predicate cannot be translated to an index filter")),
+        _ => {
+            return Err(Error::internal(
+                "predicate cannot be translated to an index filter",
+            ));
+        }
     })
 }
 
@@ -254,8 +305,10 @@ impl VectorIndex for EdgeIndex {
                 std::fs::remove_dir_all(&path).map_err(err)?;
             }
             std::fs::create_dir_all(&path).map_err(err)?;
-            let mut builder = EdgeConfig::builder()
-                .vector("", EdgeVectorParams::builder(def.dimension(), edge_distance(def.distance)).build());
+            let mut builder = EdgeConfig::builder().vector(
+                "",
+                EdgeVectorParams::builder(def.dimension(), edge_distance(def.distance)).build(),
+            );
             let opt = |k: &str| def.options.get(k).and_then(|v| v.parse::<usize>().ok());
             if let Some(kb) = opt("indexing_threshold_kb") {
                 builder = builder.optimizers(qdrant_edge::EdgeOptimizersConfig {
@@ -278,10 +331,12 @@ impl VectorIndex for EdgeIndex {
             for (_, col) in def.payload_columns() {
                 if let Some(schema) = payload_schema(&col.ty) {
                     shard
-                        .update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
-                            field_name: json_path(&col.name)?,
-                            field_schema: Some(PayloadFieldSchema::FieldType(schema)),
-                        })))
+                        .update(UpdateOperation::FieldIndexOperation(
+                            FieldIndexOperations::CreateIndex(CreateIndex {
+                                field_name: json_path(&col.name)?,
+                                field_schema: Some(PayloadFieldSchema::FieldType(schema)),
+                            }),
+                        ))
                         .map_err(err)?;
                 }
             }
@@ -290,7 +345,9 @@ impl VectorIndex for EdgeIndex {
         })
         .await
         .map_err(err)??;
-        self.shards.write().insert(table.name.clone(), Arc::new(new_shard(shard)));
+        self.shards
+            .write()
+            .insert(table.name.clone(), Arc::new(new_shard(shard)));
         Ok(())
     }
 
@@ -325,14 +382,21 @@ impl VectorIndex for EdgeIndex {
         tokio::task::spawn_blocking(move || -> Result<()> {
             let list = points
                 .into_iter()
-                .map(|p| PointStruct::new(PointId::Uuid(p.id), p.vector, serde_json::Value::Object(p.payload)).into())
+                .map(|p| {
+                    PointStruct::new(
+                        PointId::Uuid(p.id),
+                        p.vector,
+                        serde_json::Value::Object(p.payload),
+                    )
+                    .into()
+                })
                 .collect();
             let _g = shard.write.lock();
             shard
                 .shard
-                .update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                    PointInsertOperations::PointsList(list),
-                )))
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
+                ))
                 .map_err(err)?;
             // qdrant-edge does not replay its WAL on load: make the write durable in the
             // segments before the statement is acknowledged.
@@ -353,9 +417,11 @@ impl VectorIndex for EdgeIndex {
             let _g = shard.write.lock();
             shard
                 .shard
-                .update(UpdateOperation::PointOperation(PointOperations::DeletePoints {
-                    ids: ids.into_iter().map(PointId::Uuid).collect(),
-                }))
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePoints {
+                        ids: ids.into_iter().map(PointId::Uuid).collect(),
+                    },
+                ))
                 .map_err(err)?;
             // qdrant-edge does not replay its WAL on load: make the write durable in the
             // segments before the statement is acknowledged.
@@ -382,7 +448,9 @@ impl VectorIndex for EdgeIndex {
             None => None,
         };
         let request = SearchRequest {
-            query: qdrant_edge::QueryEnum::Nearest(qdrant_edge::NamedQuery::default_dense(vector.to_vec())),
+            query: qdrant_edge::QueryEnum::Nearest(qdrant_edge::NamedQuery::default_dense(
+                vector.to_vec(),
+            )),
             filter,
             params: Some(qdrant_edge::SearchParams {
                 hnsw_ef: params.hnsw_ef,
@@ -391,7 +459,9 @@ impl VectorIndex for EdgeIndex {
             }),
             limit,
             offset,
-            with_payload: Some(WithPayloadInterface::Fields(vec![json_path(keys::KEY_FIELD)?])),
+            with_payload: Some(WithPayloadInterface::Fields(vec![json_path(
+                keys::KEY_FIELD,
+            )?])),
             with_vector: None,
             score_threshold: None,
         };
@@ -407,7 +477,10 @@ impl VectorIndex for EdgeIndex {
                 .and_then(|pl| pl.0.get(keys::KEY_FIELD))
                 .and_then(|v| v.as_str())
                 .ok_or_else(|| Error::vector_index("point without a key in its payload"))?;
-            hits.push(Hit { key: keys::decode_hex(key)?, score: p.score });
+            hits.push(Hit {
+                key: keys::decode_hex(key)?,
+                score: p.score,
+            });
         }
         Ok(hits)
     }
@@ -425,4 +498,3 @@ impl VectorIndex for EdgeIndex {
         .map_err(err)
     }
 }
-

@@ -42,8 +42,9 @@ impl EmbeddedRows {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let db = Database::create(path).map_err(|e| {
-            Error::Unavailable { store: "row store", message: format!("cannot open the embedded database: {e}") }
+        let db = Database::create(path).map_err(|e| Error::Unavailable {
+            store: "row store",
+            message: format!("cannot open the embedded database: {e}"),
         })?;
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(CATALOG).map_err(err)?;
@@ -56,7 +57,9 @@ impl EmbeddedRows {
         f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db)).await.map_err(Error::internal)?
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(Error::internal)?
     }
 }
 
@@ -88,7 +91,8 @@ impl RowStore for EmbeddedRows {
                 }
                 cat.insert(def.name.as_str(), json.as_str()).map_err(err)?;
                 let name = rows_table(&def.name);
-                txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+                txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(err)?;
             }
             txn.commit().map_err(err)
         })
@@ -103,7 +107,8 @@ impl RowStore for EmbeddedRows {
                 let mut cat = txn.open_table(CATALOG).map_err(err)?;
                 cat.remove(name.as_str()).map_err(err)?;
                 let rt = rows_table(&name);
-                txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&rt)).map_err(err)?;
+                txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&rt))
+                    .map_err(err)?;
             }
             txn.commit().map_err(err)
         })
@@ -116,7 +121,9 @@ impl RowStore for EmbeddedRows {
             let name = rows_table(&def.name);
             let txn = db.begin_write().map_err(err)?;
             {
-                let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+                let mut t = txn
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(err)?;
                 for row in &rows {
                     let key = def.key_of(row);
                     let k = keys::encode(&key);
@@ -124,11 +131,22 @@ impl RowStore for EmbeddedRows {
                     let old = t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
                     if mode == WriteMode::InsertNew && old.is_some() {
                         // Dropping the transaction uncommitted discards every row of it.
-                        let cols: Vec<&str> = def.primary_key.iter().map(|i| def.columns[*i].name.as_str()).collect();
+                        let cols: Vec<&str> = def
+                            .primary_key
+                            .iter()
+                            .map(|i| def.columns[*i].name.as_str())
+                            .collect();
                         let vals: Vec<String> = key.iter().map(display_key_value).collect();
                         return Err(Error::UniqueViolation {
-                            message: format!("duplicate key value violates unique constraint \"{}\"", def.pk_name()),
-                            detail: format!("Key ({})=({}) already exists.", cols.join(", "), vals.join(", ")),
+                            message: format!(
+                                "duplicate key value violates unique constraint \"{}\"",
+                                def.pk_name()
+                            ),
+                            detail: format!(
+                                "Key ({})=({}) already exists.",
+                                cols.join(", "),
+                                vals.join(", ")
+                            ),
                         });
                     }
                 }
@@ -144,9 +162,14 @@ impl RowStore for EmbeddedRows {
             let txn = db.begin_write().map_err(err)?;
             let mut n = 0;
             {
-                let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+                let mut t = txn
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(err)?;
                 for k in keys_ {
-                    if t.remove(keys::encode(&k).as_slice()).map_err(err)?.is_some() {
+                    if t.remove(keys::encode(&k).as_slice())
+                        .map_err(err)?
+                        .is_some()
+                    {
                         n += 1;
                     }
                 }
@@ -162,7 +185,9 @@ impl RowStore for EmbeddedRows {
         let encoded: Vec<Vec<u8>> = keys_.iter().map(|k| keys::encode(k)).collect();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(err)?;
-            let t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+            let t = txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                .map_err(err)?;
             let mut out = Vec::with_capacity(encoded.len());
             for k in &encoded {
                 out.push(match t.get(k.as_slice()).map_err(err)? {
@@ -175,7 +200,12 @@ impl RowStore for EmbeddedRows {
         .await
     }
 
-    fn scan(&self, table: &TableDef, batch: usize, limit: Option<usize>) -> BoxStream<'static, Result<Vec<Row>>> {
+    fn scan(
+        &self,
+        table: &TableDef,
+        batch: usize,
+        limit: Option<usize>,
+    ) -> BoxStream<'static, Result<Vec<Row>>> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Row>>>(2);
         let db = self.db.clone();
         let name = rows_table(&table.name);
@@ -183,17 +213,18 @@ impl RowStore for EmbeddedRows {
         tokio::task::spawn_blocking(move || {
             let run = || -> Result<()> {
                 let txn = db.begin_read().map_err(err)?;
-                let t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(err)?;
+                let t = txn
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(err)?;
                 let mut buf = Vec::with_capacity(batch);
-                let mut seen = 0usize;
-                for item in t.iter().map_err(err)? {
+                for (seen, item) in t.iter().map_err(err)?.enumerate() {
                     if limit.is_some_and(|l| seen >= l) {
                         break;
                     }
                     let (_, v) = item.map_err(err)?;
                     buf.push(decode_row(v.value())?);
-                    seen += 1;
-                    if buf.len() >= batch && tx.blocking_send(Ok(std::mem::take(&mut buf))).is_err() {
+                    if buf.len() >= batch && tx.blocking_send(Ok(std::mem::take(&mut buf))).is_err()
+                    {
                         return Ok(());
                     }
                 }
@@ -210,14 +241,22 @@ impl RowStore for EmbeddedRows {
     }
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 pub fn display_key_value(v: &Value) -> String {
     match v {
         Value::Null => "NULL".into(),
-        Value::Bool(b) => if *b { "t".into() } else { "f".into() },
+        Value::Bool(b) => {
+            if *b {
+                "t".into()
+            } else {
+                "f".into()
+            }
+        }
         Value::Int(i) => i.to_string(),
         Value::Float(f) => f.to_string(),
         Value::Text(s) => s.clone(),

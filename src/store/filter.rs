@@ -65,11 +65,23 @@ pub enum Predicate {
     And(Vec<Predicate>),
     Or(Vec<Predicate>),
     Not(Box<Predicate>),
-    Compare { column: String, op: CmpOp, value: Scalar },
-    In { column: String, values: Vec<Scalar> },
-    IsNull { column: String },
+    Compare {
+        column: String,
+        op: CmpOp,
+        value: Scalar,
+    },
+    In {
+        column: String,
+        values: Vec<Scalar>,
+    },
+    IsNull {
+        column: String,
+    },
     /// `value = ANY(column)` for an array column.
-    Contains { column: String, value: Scalar },
+    Contains {
+        column: String,
+        value: Scalar,
+    },
 }
 
 impl fmt::Display for Predicate {
@@ -88,7 +100,9 @@ impl fmt::Display for Predicate {
             Predicate::And(ps) => join(f, ps, "AND"),
             Predicate::Or(ps) => join(f, ps, "OR"),
             Predicate::Not(p) => write!(f, "NOT {p}"),
-            Predicate::Compare { column, op, value } => write!(f, "{column} {} {value}", op.symbol()),
+            Predicate::Compare { column, op, value } => {
+                write!(f, "{column} {} {value}", op.symbol())
+            }
             Predicate::In { column, values } => {
                 write!(f, "{column} IN (")?;
                 for (i, v) in values.iter().enumerate() {
@@ -114,7 +128,9 @@ pub fn payload_value(v: &Value) -> serde_json::Value {
         Value::Bool(b) => J::Bool(*b),
         Value::Int(i) | Value::Timestamp(i) => J::from(*i),
         Value::Date(d) => J::from(*d),
-        Value::Float(x) => serde_json::Number::from_f64(*x).map(J::Number).unwrap_or(J::Null),
+        Value::Float(x) => serde_json::Number::from_f64(*x)
+            .map(J::Number)
+            .unwrap_or(J::Null),
         Value::Text(s) => J::String(s.clone()),
         Value::Uuid(u) => J::String(u.to_string()),
         Value::TextArray(a) => J::Array(a.iter().flatten().map(|s| J::String(s.clone())).collect()),

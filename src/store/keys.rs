@@ -35,7 +35,11 @@ pub fn encode(key: &[Value]) -> Vec<u8> {
             Value::Float(f) => {
                 out.push(0x03);
                 let bits = f.to_bits();
-                let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+                let ordered = if bits >> 63 == 1 {
+                    !bits
+                } else {
+                    bits | (1 << 63)
+                };
                 out.extend(ordered.to_be_bytes());
             }
             Value::Text(s) => {
@@ -85,13 +89,31 @@ pub fn decode(mut b: &[u8]) -> Result<Vec<Value>> {
             0x00 => Value::Null,
             0x01 => Value::Bool(take(&mut b, 1).ok_or_else(bad)?[0] != 0),
             0x02 | 0x06 => {
-                let raw = u64::from_be_bytes(take(&mut b, 8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+                let raw = u64::from_be_bytes(
+                    take(&mut b, 8)
+                        .ok_or_else(bad)?
+                        .try_into()
+                        .map_err(|_| bad())?,
+                );
                 let i = (raw ^ (1 << 63)) as i64;
-                if tag == 0x02 { Value::Int(i) } else { Value::Timestamp(i) }
+                if tag == 0x02 {
+                    Value::Int(i)
+                } else {
+                    Value::Timestamp(i)
+                }
             }
             0x03 => {
-                let raw = u64::from_be_bytes(take(&mut b, 8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-                let bits = if raw >> 63 == 1 { raw & !(1 << 63) } else { !raw };
+                let raw = u64::from_be_bytes(
+                    take(&mut b, 8)
+                        .ok_or_else(bad)?
+                        .try_into()
+                        .map_err(|_| bad())?,
+                );
+                let bits = if raw >> 63 == 1 {
+                    raw & !(1 << 63)
+                } else {
+                    !raw
+                };
                 Value::Float(f64::from_bits(bits))
             }
             0x04 => {
@@ -110,9 +132,16 @@ pub fn decode(mut b: &[u8]) -> Result<Vec<Value>> {
                 }
                 Value::Text(String::from_utf8(s).map_err(|_| bad())?)
             }
-            0x05 => Value::Uuid(uuid::Uuid::from_slice(take(&mut b, 16).ok_or_else(bad)?).map_err(|_| bad())?),
+            0x05 => Value::Uuid(
+                uuid::Uuid::from_slice(take(&mut b, 16).ok_or_else(bad)?).map_err(|_| bad())?,
+            ),
             0x07 => {
-                let raw = u32::from_be_bytes(take(&mut b, 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+                let raw = u32::from_be_bytes(
+                    take(&mut b, 4)
+                        .ok_or_else(bad)?
+                        .try_into()
+                        .map_err(|_| bad())?,
+                );
                 Value::Date((raw ^ (1 << 31)) as i32)
             }
             _ => return Err(bad()),
@@ -126,7 +155,7 @@ pub fn encode_hex(key: &[Value]) -> String {
 }
 
 pub fn decode_hex(s: &str) -> Result<Vec<Value>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(Error::internal("corrupt key encoding"));
     }
     let bytes = (0..s.len())
@@ -147,7 +176,10 @@ mod tests {
             vec![Value::Int(-5)],
             vec![Value::Int(0)],
             vec![Value::Int(7), Value::Text("a\0b".into())],
-            vec![Value::Text("zz".into()), Value::Uuid(uuid::Uuid::from_u128(9))],
+            vec![
+                Value::Text("zz".into()),
+                Value::Uuid(uuid::Uuid::from_u128(9)),
+            ],
             vec![Value::Date(-3), Value::Timestamp(12345)],
         ];
         for k in &keys {

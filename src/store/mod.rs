@@ -81,7 +81,11 @@ impl Distance {
                 })
                 .sum::<f64>()
                 .sqrt(),
-            Distance::Dot => -a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>(),
+            Distance::Dot => -a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| *x as f64 * *y as f64)
+                .sum::<f64>(),
         }
     }
 }
@@ -163,7 +167,12 @@ pub trait RowStore: Send + Sync + 'static {
     /// Fetch rows by key, in the order of `keys`; `None` where a row is missing.
     async fn get(&self, table: &TableDef, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>>;
     /// Stream every row in batches of about `batch` rows; `limit` stops early.
-    fn scan(&self, table: &TableDef, batch: usize, limit: Option<usize>) -> BoxStream<'static, Result<Vec<Row>>>;
+    fn scan(
+        &self,
+        table: &TableDef,
+        batch: usize,
+        limit: Option<usize>,
+    ) -> BoxStream<'static, Result<Vec<Row>>>;
 }
 
 /// One point of the vector index: derived id, vector and filter payload.
@@ -220,6 +229,13 @@ pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
     for (i, col) in table.payload_columns() {
         payload.insert(col.name.clone(), filter::payload_value(&row[i]));
     }
-    payload.insert(keys::KEY_FIELD.to_string(), serde_json::Value::String(keys::encode_hex(&key)));
-    Some(Point { id: keys::point_id(&table.name, &key), vector: v.clone(), payload })
+    payload.insert(
+        keys::KEY_FIELD.to_string(),
+        serde_json::Value::String(keys::encode_hex(&key)),
+    );
+    Some(Point {
+        id: keys::point_id(&table.name, &key),
+        vector: v.clone(),
+        payload,
+    })
 }

@@ -44,7 +44,8 @@ pub async fn response(out: Output, format: &Format) -> Result<Response> {
         Output::TransactionEnd(t) => Response::TransactionEnd(Tag::new(&t)),
         Output::Empty => Response::EmptyQuery,
         Output::Rows { schema, mut stream } => {
-            let fields = Arc::new(fields(&schema, format).map_err(|e| Error::internal(e.to_string()))?);
+            let fields =
+                Arc::new(fields(&schema, format).map_err(|e| Error::internal(e.to_string()))?);
             let first = match stream.next().await {
                 Some(Ok(b)) => Some(b),
                 Some(Err(e)) => return Err(Error::from(e)),
@@ -54,14 +55,16 @@ pub async fn response(out: Output, format: &Format) -> Result<Response> {
             let head = futures::stream::iter(first.map(Ok));
             let rows = head
                 .chain(stream)
-                .map(move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
-                    match batch {
-                        Ok(b) => arrow_pg::datatypes::encode_recordbatch(f2.clone(), b),
-                        Err(e) => Box::new(std::iter::once(Err(PgWireError::UserError(Box::new(error_info(
-                            &Error::from(e),
-                        )))))),
-                    }
-                })
+                .map(
+                    move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
+                        match batch {
+                            Ok(b) => arrow_pg::datatypes::encode_recordbatch(f2.clone(), b),
+                            Err(e) => Box::new(std::iter::once(Err(PgWireError::UserError(
+                                Box::new(error_info(&Error::from(e))),
+                            )))),
+                        }
+                    },
+                )
                 .flat_map(futures::stream::iter);
             Response::Query(QueryResponse::new(fields, rows))
         }

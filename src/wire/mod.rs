@@ -19,7 +19,9 @@ use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
+};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
@@ -49,8 +51,12 @@ impl Handlers {
         let connections = Arc::new(ConnectionManager::new());
         Handlers {
             engine: engine.clone(),
-            query: Arc::new(QueryHandler { parser: Arc::new(StatementParser { engine }) }),
-            startup: Arc::new(Startup { connections: connections.clone() }),
+            query: Arc::new(QueryHandler {
+                parser: Arc::new(StatementParser { engine }),
+            }),
+            startup: Arc::new(Startup {
+                connections: connections.clone(),
+            }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         }
     }
@@ -106,7 +112,8 @@ pub fn error_info(e: &Error) -> pgwire::error::ErrorInfo {
     if let Error::Internal(detail) = e {
         tracing::error!(%detail, "internal error");
     }
-    let mut info = pgwire::error::ErrorInfo::new("ERROR".into(), e.sqlstate().into(), e.to_string());
+    let mut info =
+        pgwire::error::ErrorInfo::new("ERROR".into(), e.sqlstate().into(), e.to_string());
     info.detail = e.detail();
     info.hint = e.hint();
     info
@@ -117,7 +124,9 @@ pub fn to_pgwire(e: Error) -> PgWireError {
 }
 
 fn session_of<C: ClientInfo + ?Sized>(engine: &Arc<Engine>, client: &C) -> Arc<Session> {
-    client.session_extensions().get_or_insert_with(|| Session::new(engine.clone()))
+    client
+        .session_extensions()
+        .get_or_insert_with(|| Session::new(engine.clone()))
 }
 
 pub struct StatementParser {
@@ -128,25 +137,47 @@ pub struct StatementParser {
 impl QueryParser for StatementParser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         let session = session_of(&self.engine, client);
         let mut stmts = self.engine.parse(sql).map_err(to_pgwire)?;
         if stmts.len() > 1 {
-            return Err(to_pgwire(Error::Syntax("cannot insert multiple commands into a prepared statement".into())));
+            return Err(to_pgwire(Error::Syntax(
+                "cannot insert multiple commands into a prepared statement".into(),
+            )));
         }
-        let Some(stmt) = stmts.pop() else { return Ok(None) };
+        let Some(stmt) = stmts.pop() else {
+            return Ok(None);
+        };
         let described = describe(&session, &stmt).await.map_err(to_pgwire)?;
-        Ok(Some(Prepared { stmt, described, client_types: types.to_vec() }))
+        Ok(Some(Prepared {
+            stmt,
+            described,
+            client_types: types.to_vec(),
+        }))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
-        Ok(stmt.described.params.iter().map(|t| params::pg_param_type(t.as_ref())).collect())
+        Ok(stmt
+            .described
+            .params
+            .iter()
+            .map(|t| params::pg_param_type(t.as_ref()))
+            .collect())
     }
 
-    fn get_result_schema(&self, stmt: &Prepared, column_format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         match &stmt.described.schema {
             Some(schema) => encode::fields(schema, column_format.unwrap_or(&Format::UnifiedText)),
             None => Ok(vec![]),
@@ -200,7 +231,12 @@ impl ExtendedQueryHandler for QueryHandler {
         self.parser.clone()
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Prepared>,

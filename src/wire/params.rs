@@ -18,22 +18,30 @@ pub const VECTOR_OID: u32 = 16385;
 pub fn pg_param_type(t: Option<&Field>) -> Type {
     match t {
         None => Type::TEXT,
-        Some(f) => arrow_pg::datatypes::field_into_pg_type(&std::sync::Arc::new(f.clone())).unwrap_or(Type::TEXT),
+        Some(f) => arrow_pg::datatypes::field_into_pg_type(&std::sync::Arc::new(f.clone()))
+            .unwrap_or(Type::TEXT),
     }
 }
 
 fn bad(ty: &Type, what: &str) -> Error {
-    Error::InvalidText(format!("invalid input syntax for type {}: \"{what}\"", ty.name()))
+    Error::InvalidText(format!(
+        "invalid input syntax for type {}: \"{what}\"",
+        ty.name()
+    ))
 }
 
 fn from_binary<'a, T: FromSql<'a>>(ty: &Type, raw: &'a [u8]) -> Result<T> {
     T::from_sql(ty, raw).map_err(|_| {
-        Error::ProtocolViolation(format!("incorrect binary data format in bind parameter of type {}", ty.name()))
+        Error::ProtocolViolation(format!(
+            "incorrect binary data format in bind parameter of type {}",
+            ty.name()
+        ))
     })
 }
 
 fn decode_text(ty: &Type, raw: &[u8]) -> Result<Value> {
-    let s = std::str::from_utf8(raw).map_err(|_| Error::InvalidText("invalid UTF-8 in parameter".into()))?;
+    let s = std::str::from_utf8(raw)
+        .map_err(|_| Error::InvalidText("invalid UTF-8 in parameter".into()))?;
     Ok(match *ty {
         Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => {
             Value::Int(s.trim().parse().map_err(|_| bad(ty, s))?)
@@ -67,7 +75,10 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
             return Err(Error::ProtocolViolation("malformed binary vector".into()));
         }
         return Ok(Value::Vector(
-            raw[4..].chunks_exact(4).map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            raw[4..]
+                .chunks_exact(4)
+                .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
         ));
     }
     Ok(match *ty {
@@ -78,14 +89,22 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
         Type::FLOAT4 => Value::Float(from_binary::<f32>(ty, raw)? as f64),
         Type::FLOAT8 => Value::Float(from_binary::<f64>(ty, raw)?),
         Type::BOOL => Value::Bool(from_binary::<bool>(ty, raw)?),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::JSON | Type::JSONB => {
-            Value::Text(from_binary::<String>(ty, raw)?)
-        }
+        Type::TEXT
+        | Type::VARCHAR
+        | Type::BPCHAR
+        | Type::NAME
+        | Type::UNKNOWN
+        | Type::JSON
+        | Type::JSONB => Value::Text(from_binary::<String>(ty, raw)?),
         Type::UUID => Value::Uuid(from_binary::<uuid::Uuid>(ty, raw)?),
-        Type::TIMESTAMP => Value::Timestamp(from_binary::<chrono::NaiveDateTime>(ty, raw)?.and_utc().timestamp_micros()),
-        Type::TIMESTAMPTZ => {
-            Value::Timestamp(from_binary::<chrono::DateTime<chrono::Utc>>(ty, raw)?.timestamp_micros())
-        }
+        Type::TIMESTAMP => Value::Timestamp(
+            from_binary::<chrono::NaiveDateTime>(ty, raw)?
+                .and_utc()
+                .timestamp_micros(),
+        ),
+        Type::TIMESTAMPTZ => Value::Timestamp(
+            from_binary::<chrono::DateTime<chrono::Utc>>(ty, raw)?.timestamp_micros(),
+        ),
         Type::DATE => {
             let d = from_binary::<chrono::NaiveDate>(ty, raw)?;
             let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
@@ -94,18 +113,30 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
         Type::FLOAT4_ARRAY => Value::Vector(
             from_binary::<Vec<Option<f32>>>(ty, raw)?
                 .into_iter()
-                .map(|x| x.ok_or_else(|| Error::DataException("array must not contain nulls".into())))
+                .map(|x| {
+                    x.ok_or_else(|| Error::DataException("array must not contain nulls".into()))
+                })
                 .collect::<Result<_>>()?,
         ),
         Type::FLOAT8_ARRAY | Type::NUMERIC_ARRAY => Value::Vector(
             from_binary::<Vec<Option<f64>>>(ty, raw)?
                 .into_iter()
-                .map(|x| x.map(|f| f as f32).ok_or_else(|| Error::DataException("array must not contain nulls".into())))
+                .map(|x| {
+                    x.map(|f| f as f32)
+                        .ok_or_else(|| Error::DataException("array must not contain nulls".into()))
+                })
                 .collect::<Result<_>>()?,
         ),
-        Type::INT4_ARRAY => Value::IntArray(from_binary::<Vec<Option<i32>>>(ty, raw)?.into_iter().map(|x| x.map(i64::from)).collect()),
+        Type::INT4_ARRAY => Value::IntArray(
+            from_binary::<Vec<Option<i32>>>(ty, raw)?
+                .into_iter()
+                .map(|x| x.map(i64::from))
+                .collect(),
+        ),
         Type::INT8_ARRAY => Value::IntArray(from_binary::<Vec<Option<i64>>>(ty, raw)?),
-        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => Value::TextArray(from_binary::<Vec<Option<String>>>(ty, raw)?),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => {
+            Value::TextArray(from_binary::<Vec<Option<String>>>(ty, raw)?)
+        }
         _ => {
             return Err(Error::FeatureNotSupported(format!(
                 "binary parameters of type {} are not supported; send them as text",
@@ -125,13 +156,20 @@ pub fn decode(portal: &Portal<Prepared>) -> Result<Vec<Value>> {
         .iter()
         .enumerate()
         .map(|(i, raw): (usize, &Option<Bytes>)| {
-            let Some(raw) = raw else { return Ok(Value::Null) };
+            let Some(raw) = raw else {
+                return Ok(Value::Null);
+            };
             let ty = declared
                 .get(i)
                 .cloned()
                 .flatten()
-                .filter(|t| *t != Type::UNKNOWN || portal.parameter_format.format_for(i) == FieldFormat::Text)
-                .unwrap_or_else(|| pg_param_type(prepared.described.params.get(i).and_then(|t| t.as_ref())));
+                .filter(|t| {
+                    *t != Type::UNKNOWN
+                        || portal.parameter_format.format_for(i) == FieldFormat::Text
+                })
+                .unwrap_or_else(|| {
+                    pg_param_type(prepared.described.params.get(i).and_then(|t| t.as_ref()))
+                });
             match portal.parameter_format.format_for(i) {
                 FieldFormat::Text => decode_text(&ty, raw),
                 FieldFormat::Binary => decode_binary(&ty, raw),

@@ -10,24 +10,43 @@ async fn fill(client: &tokio_postgres::Client, n: usize) -> Vec<Vec<f32>> {
         )
         .await
         .expect("create");
-    let vecs: Vec<Vec<f32>> = (0..n).map(|i| vec![i as f32, (i % 7) as f32, 1.0, -(i as f32) / 3.0]).collect();
-    let values: Vec<String> =
-        vecs.iter().enumerate().map(|(i, v)| format!("('k{i}', {i}, '{}')", vec_text(v))).collect();
-    client.batch_execute(&format!("INSERT INTO items VALUES {}", values.join(","))).await.expect("insert");
+    let vecs: Vec<Vec<f32>> = (0..n)
+        .map(|i| vec![i as f32, (i % 7) as f32, 1.0, -(i as f32) / 3.0])
+        .collect();
+    let values: Vec<String> = vecs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("('k{i}', {i}, '{}')", vec_text(v)))
+        .collect();
+    client
+        .batch_execute(&format!("INSERT INTO items VALUES {}", values.join(",")))
+        .await
+        .expect("insert");
     vecs
 }
 
 async fn check(server: &Server, vecs: &[Vec<f32>]) {
     let client = server.client().await;
-    let count: i64 = client.query_one("SELECT count(*) FROM items", &[]).await.expect("count").get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(count as usize, vecs.len(), "every row is back");
     for probe in [0usize, 17, vecs.len() - 1] {
         let rows = client
-            .query("SELECT id, distance FROM vector_search('items', $1, 1)", &[&vecs[probe]])
+            .query(
+                "SELECT id, distance FROM vector_search('items', $1, 1)",
+                &[&vecs[probe]],
+            )
             .await
             .expect("search");
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].get::<_, String>(0), format!("k{probe}"), "vector {probe} is found again");
+        assert_eq!(
+            rows[0].get::<_, String>(0),
+            format!("k{probe}"),
+            "vector {probe} is found again"
+        );
         assert!(rows[0].get::<_, f64>(1).abs() < 1e-6);
     }
 }

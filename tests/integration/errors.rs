@@ -11,7 +11,11 @@ async fn expect_code(client: &tokio_postgres::Client, sql: &str, code: &str) {
     let e = client.query(sql, &[]).await.expect_err(sql);
     assert_eq!(sqlstate(&e), code, "extended: {sql}: {e}");
     // The connection still answers.
-    let one: i64 = client.query_one("SELECT 1::bigint", &[]).await.expect("still usable").get(0);
+    let one: i64 = client
+        .query_one("SELECT 1::bigint", &[])
+        .await
+        .expect("still usable")
+        .get(0);
     assert_eq!(one, 1);
 }
 
@@ -39,20 +43,41 @@ async fn errors_carry_sqlstates_and_keep_the_connection() {
         ("INSERT INTO t VALUES (5, 'x', '[1,x,2]')", "22P02"),
         ("INSERT INTO t VALUES (5, 'x', 'not a vector')", "22P02"),
         ("SELECT * FROM vector_search('t', '[1,0]', 3)", "22000"),
-        ("SELECT * FROM vector_search('t', '[1,Infinity,0]', 3)", "22000"),
+        (
+            "SELECT * FROM vector_search('t', '[1,Infinity,0]', 3)",
+            "22000",
+        ),
         ("SELECT * FROM vector_search('t', '[1,0,0]', 0)", "22023"),
-        ("SELECT * FROM vector_search('t', '[1,0,0]', 10001)", "22023"),
+        (
+            "SELECT * FROM vector_search('t', '[1,0,0]', 10001)",
+            "22023",
+        ),
         ("CREATE TABLE nv (id int PRIMARY KEY, name text)", "42P16"),
-        ("CREATE TABLE two (id int PRIMARY KEY, a vector(2), b vector(2))", "42P16"),
+        (
+            "CREATE TABLE two (id int PRIMARY KEY, a vector(2), b vector(2))",
+            "42P16",
+        ),
         ("CREATE TABLE nopk (id int, a vector(2))", "42P16"),
-        ("CREATE TABLE badtype (id int PRIMARY KEY, a vector(2), g geometry)", "42704"),
-        ("CREATE TABLE baddist (id int PRIMARY KEY, a vector(2)) WITH (distance = 'manhattan')", "22023"),
+        (
+            "CREATE TABLE badtype (id int PRIMARY KEY, a vector(2), g geometry)",
+            "42704",
+        ),
+        (
+            "CREATE TABLE baddist (id int PRIMARY KEY, a vector(2)) WITH (distance = 'manhattan')",
+            "22023",
+        ),
         ("CREATE TABLE t (id int PRIMARY KEY, a vector(2))", "42P07"),
         ("SELEC 1", "42601"),
         ("SELECT * FROM", "42601"),
         ("INSERT INTO t VALUES (1, 'dup', '[0,0,1]')", "23505"),
-        ("INSERT INTO t VALUES (3, 'x', '[0,0,1]'), (4, 'y', '[0,0,1]'), (2, 'dup', '[0,0,1]')", "23505"),
-        ("INSERT INTO t (name, embedding) VALUES ('nokey', '[0,0,1]')", "23502"),
+        (
+            "INSERT INTO t VALUES (3, 'x', '[0,0,1]'), (4, 'y', '[0,0,1]'), (2, 'dup', '[0,0,1]')",
+            "23505",
+        ),
+        (
+            "INSERT INTO t (name, embedding) VALUES ('nokey', '[0,0,1]')",
+            "23502",
+        ),
         ("UPDATE t SET id = 2 WHERE id = 1", "23505"),
         ("CREATE VIEW v AS SELECT 1", "0A000"),
     ];
@@ -61,14 +86,21 @@ async fn errors_carry_sqlstates_and_keep_the_connection() {
     }
 
     // Nothing stored was damaged: the failed multi-row insert left no row behind.
-    let rows = client.query("SELECT id, name FROM t ORDER BY id", &[]).await.expect("select");
+    let rows = client
+        .query("SELECT id, name FROM t ORDER BY id", &[])
+        .await
+        .expect("select");
     let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, vec![(1, "one".to_string()), (2, "two".to_string())]);
     let hits = client
         .query("SELECT id FROM vector_search('t', '[0,0,1]', 10)", &[])
         .await
         .expect("search");
-    assert_eq!(hits.len(), 2, "the index holds no point of a failed statement");
+    assert_eq!(
+        hits.len(),
+        2,
+        "the index holds no point of a failed statement"
+    );
 
     // A failing statement in a multi-statement simple query stops the rest.
     let e = client
@@ -76,8 +108,15 @@ async fn errors_carry_sqlstates_and_keep_the_connection() {
         .await
         .expect_err("second statement fails");
     assert_eq!(sqlstate(&e), "42P01");
-    let n: i64 = client.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0);
-    assert_eq!(n, 3, "the statement before the error ran, the one after did not");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        n, 3,
+        "the statement before the error ran, the one after did not"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +124,18 @@ async fn max_k_is_configurable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start_on(&dir.path().join("d"), &["--max-k", "5"]);
     let client = server.client().await;
-    client.batch_execute("CREATE TABLE t (id int PRIMARY KEY, e vector(2))").await.expect("create");
-    client.query("SELECT * FROM vector_search('t', '[1,1]', 5)", &[]).await.expect("k = max is fine");
-    expect_code(&client, "SELECT * FROM vector_search('t', '[1,1]', 6)", "22023").await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, e vector(2))")
+        .await
+        .expect("create");
+    client
+        .query("SELECT * FROM vector_search('t', '[1,1]', 5)", &[])
+        .await
+        .expect("k = max is fine");
+    expect_code(
+        &client,
+        "SELECT * FROM vector_search('t', '[1,1]', 6)",
+        "22023",
+    )
+    .await;
 }

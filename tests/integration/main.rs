@@ -46,7 +46,11 @@ impl Server {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent && let Some(i) = line.find("listen=") {
-                    let addr: String = line[i + 7..].split_whitespace().next().unwrap_or("").to_string();
+                    let addr: String = line[i + 7..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
                     let _ = tx.send(addr);
                     sent = true;
                 }
@@ -55,8 +59,15 @@ impl Server {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server did not report its address");
-        Server { child: Some(child), addr, data: data.to_path_buf(), _dir: None }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server did not report its address");
+        Server {
+            child: Some(child),
+            addr,
+            data: data.to_path_buf(),
+            _dir: None,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -90,10 +101,16 @@ impl Server {
     pub fn stop(&mut self, graceful: bool) {
         if let Some(mut child) = self.child.take() {
             let sig = if graceful { "-TERM" } else { "-KILL" };
-            let _ = Command::new("kill").arg(sig).arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg(sig)
+                .arg(child.id().to_string())
+                .status();
             let status = child.wait().expect("wait");
             if graceful {
-                assert!(status.success(), "graceful shutdown should exit 0, got {status}");
+                assert!(
+                    status.success(),
+                    "graceful shutdown should exit 0, got {status}"
+                );
             }
         }
     }
@@ -116,5 +133,7 @@ pub fn vec_text(v: &[f32]) -> String {
 
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }

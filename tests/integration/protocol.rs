@@ -24,13 +24,32 @@ async fn prepared_statements_with_binary_and_text_parameters() {
         .expect("prepare insert");
     assert_eq!(
         ins.params(),
-        &[Type::INT8, Type::TEXT, Type::INT4, Type::FLOAT8, Type::BOOL, Type::TEXT_ARRAY, Type::FLOAT4_ARRAY]
+        &[
+            Type::INT8,
+            Type::TEXT,
+            Type::INT4,
+            Type::FLOAT8,
+            Type::BOOL,
+            Type::TEXT_ARRAY,
+            Type::FLOAT4_ARRAY
+        ]
     );
     for i in 0..20i64 {
         let tags = vec![format!("t{}", i % 3), "all".to_string()];
         let v: Vec<f32> = vec![1.0, i as f32 / 10.0, 0.5];
         let n = client
-            .execute(&ins, &[&i, &format!("title {i}"), &(2000 + i as i32), &(i as f64 * 1.5), &(i % 2 == 0), &tags, &v])
+            .execute(
+                &ins,
+                &[
+                    &i,
+                    &format!("title {i}"),
+                    &(2000 + i as i32),
+                    &(i as f64 * 1.5),
+                    &(i % 2 == 0),
+                    &tags,
+                    &v,
+                ],
+            )
             .await
             .expect("insert");
         assert_eq!(n, 1);
@@ -53,7 +72,10 @@ async fn prepared_statements_with_binary_and_text_parameters() {
 
     // Binary results of every column type.
     let row = client
-        .query_one("SELECT id, title, year, score, ok, tags FROM docs WHERE id = $1", &[&4i64])
+        .query_one(
+            "SELECT id, title, year, score, ok, tags FROM docs WHERE id = $1",
+            &[&4i64],
+        )
         .await
         .expect("select");
     assert_eq!(row.get::<_, i64>(0), 4);
@@ -61,7 +83,10 @@ async fn prepared_statements_with_binary_and_text_parameters() {
     assert_eq!(row.get::<_, i32>(2), 2004);
     assert_eq!(row.get::<_, f64>(3), 6.0);
     assert!(row.get::<_, bool>(4));
-    assert_eq!(row.get::<_, Vec<String>>(5), vec!["t1".to_string(), "all".to_string()]);
+    assert_eq!(
+        row.get::<_, Vec<String>>(5),
+        vec!["t1".to_string(), "all".to_string()]
+    );
     let row = client
         .query_one("SELECT title, made, day FROM docs WHERE id = 100", &[])
         .await
@@ -77,25 +102,44 @@ async fn prepared_statements_with_binary_and_text_parameters() {
         .prepare("SELECT id, distance FROM vector_search('docs', $1, $2) WHERE ok = $3 AND year >= $4 ORDER BY distance")
         .await
         .expect("prepare search");
-    assert_eq!(search.params(), &[Type::FLOAT4_ARRAY, Type::INT8, Type::BOOL, Type::INT4]);
+    assert_eq!(
+        search.params(),
+        &[Type::FLOAT4_ARRAY, Type::INT8, Type::BOOL, Type::INT4]
+    );
     assert_eq!(search.columns()[1].type_(), &Type::FLOAT8);
     let q: Vec<f32> = vec![1.0, 0.0, 0.5];
-    let rows = client.query(&search, &[&q, &3i64, &true, &2004i32]).await.expect("search");
+    let rows = client
+        .query(&search, &[&q, &3i64, &true, &2004i32])
+        .await
+        .expect("search");
     let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(ids, vec![4, 6, 8]);
-    let rows = client.query(&search, &[&q, &2i64, &false, &2000i32]).await.expect("search");
+    let rows = client
+        .query(&search, &[&q, &2i64, &false, &2000i32])
+        .await
+        .expect("search");
     let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(ids, vec![1, 3]);
 
     // UPDATE and DELETE with parameters.
     let n = client
-        .execute("UPDATE docs SET title = $1 WHERE id = $2", &[&"renamed", &3i64])
+        .execute(
+            "UPDATE docs SET title = $1 WHERE id = $2",
+            &[&"renamed", &3i64],
+        )
         .await
         .expect("update");
     assert_eq!(n, 1);
-    let n = client.execute("DELETE FROM docs WHERE year < $1", &[&2005i32]).await.expect("delete");
+    let n = client
+        .execute("DELETE FROM docs WHERE year < $1", &[&2005i32])
+        .await
+        .expect("delete");
     assert_eq!(n, 5);
-    let count: i64 = client.query_one("SELECT count(*) FROM docs", &[]).await.expect("count").get(0);
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM docs", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(count, 16);
 
     // Ordinary SQL over the table: aggregates, joins, CTEs, ORDER BY, LIMIT/OFFSET.
@@ -110,7 +154,10 @@ async fn prepared_statements_with_binary_and_text_parameters() {
     let got: Vec<(i64, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, vec![(18, 2018), (17, 2017), (16, 2016)]);
     let row = client
-        .query_one("SELECT ok, count(*), sum(year) FROM docs WHERE ok GROUP BY ok", &[])
+        .query_one(
+            "SELECT ok, count(*), sum(year) FROM docs WHERE ok GROUP BY ok",
+            &[],
+        )
         .await
         .expect("aggregate");
     assert_eq!(row.get::<_, i64>(1), 7);
@@ -136,23 +183,46 @@ async fn text_uuid_int_and_composite_keys() {
     let one = |sql: &'static str| {
         let c = &client;
         async move {
-            let rows = c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let rows = c
+                .simple_query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
             rows.iter()
                 .filter_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_string()),
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some(r.get(0).unwrap_or("NULL").to_string())
+                    }
                     _ => None,
                 })
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(one("SELECT k FROM vector_search('by_text', '[0,1]', 1)").await, vec!["b"]);
-    assert_eq!(one("SELECT k FROM vector_search('by_uuid', '[1,0.1]', 1)").await, vec!["6f1c3e52-3f4b-4c1e-9a34-6f0c2b1d2e3f"]);
-    assert_eq!(one("SELECT k FROM vector_search('by_int', '[1,0.1]', 1)").await, vec!["-5"]);
+    assert_eq!(
+        one("SELECT k FROM vector_search('by_text', '[0,1]', 1)").await,
+        vec!["b"]
+    );
+    assert_eq!(
+        one("SELECT k FROM vector_search('by_uuid', '[1,0.1]', 1)").await,
+        vec!["6f1c3e52-3f4b-4c1e-9a34-6f0c2b1d2e3f"]
+    );
+    assert_eq!(
+        one("SELECT k FROM vector_search('by_int', '[1,0.1]', 1)").await,
+        vec!["-5"]
+    );
     assert_eq!(one("SELECT k FROM by_int WHERE k = -5").await, vec!["-5"]);
     assert_eq!(one("SELECT n FROM vector_search('by_pair', '[1,1]', 3) WHERE tenant = 'x' ORDER BY distance").await, vec!["2", "1"]);
-    assert_eq!(one("SELECT tenant FROM by_pair WHERE n = 1 ORDER BY tenant").await, vec!["x", "y"]);
-    client.batch_execute("DELETE FROM by_pair WHERE tenant = 'x' AND n = 2").await.expect("delete");
-    assert_eq!(one("SELECT n FROM vector_search('by_pair', '[1,1]', 3) WHERE tenant = 'x'").await, vec!["1"]);
+    assert_eq!(
+        one("SELECT tenant FROM by_pair WHERE n = 1 ORDER BY tenant").await,
+        vec!["x", "y"]
+    );
+    client
+        .batch_execute("DELETE FROM by_pair WHERE tenant = 'x' AND n = 2")
+        .await
+        .expect("delete");
+    assert_eq!(
+        one("SELECT n FROM vector_search('by_pair', '[1,1]', 3) WHERE tenant = 'x'").await,
+        vec!["1"]
+    );
     let e = client
         .simple_query("INSERT INTO by_pair VALUES ('y', 1, '[0,0]')")
         .await
@@ -178,7 +248,9 @@ async fn explain_shows_pushed_and_residual_predicates() {
                 .expect("explain")
                 .iter()
                 .filter_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(1).unwrap_or("").to_string()),
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some(r.get(1).unwrap_or("").to_string())
+                    }
                     _ => None,
                 })
                 .collect::<Vec<_>>()
@@ -193,9 +265,21 @@ async fn explain_shows_pushed_and_residual_predicates() {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        assert!(text.contains("VectorSearchExec: table=docs, k=5"), "{protocol}: {text}");
-        assert!(text.contains("pushed_filter=(category = 'ml' AND year >= 2020)"), "{protocol}: {text}");
-        assert!(text.contains("after_join=[title LIKE"), "{protocol}: {text}");
-        assert!(text.contains("FilterExec: title"), "{protocol}: the residual is applied above the search: {text}");
+        assert!(
+            text.contains("VectorSearchExec: table=docs, k=5"),
+            "{protocol}: {text}"
+        );
+        assert!(
+            text.contains("pushed_filter=(category = 'ml' AND year >= 2020)"),
+            "{protocol}: {text}"
+        );
+        assert!(
+            text.contains("after_join=[title LIKE"),
+            "{protocol}: {text}"
+        );
+        assert!(
+            text.contains("FilterExec: title"),
+            "{protocol}: the residual is applied above the search: {text}"
+        );
     }
 }

@@ -29,7 +29,9 @@ fn gaussian(rng: &mut StdRng) -> f32 {
 }
 
 fn dataset(rng: &mut StdRng) -> (Vec<Doc>, Vec<Vec<f32>>) {
-    let centers: Vec<Vec<f32>> = (0..20).map(|_| (0..DIM).map(|_| gaussian(rng)).collect()).collect();
+    let centers: Vec<Vec<f32>> = (0..20)
+        .map(|_| (0..DIM).map(|_| gaussian(rng)).collect())
+        .collect();
     let docs = (0..N)
         .map(|i| {
             let c = &centers[rng.gen_range(0..centers.len())];
@@ -55,7 +57,12 @@ fn exact(distance: &str, a: &[f32], b: &[f32]) -> f64 {
             let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
             1.0 - dot / (na * nb)
         }
-        "l2" => a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt(),
+        "l2" => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum::<f64>()
+            .sqrt(),
         _ => -dot,
     }
 }
@@ -67,14 +74,22 @@ fn filters() -> Vec<Filter> {
         ("TRUE", |_| true),
         ("category = 'c3'", |d| d.category == "c3"),
         ("bucket = 7", |d| d.bucket == 7),
-        ("bucket < 50 AND category <> 'c1'", |d| d.bucket < 50 && d.category != "c1"),
-        ("'t2' = ANY(tags)", |d| d.tags.iter().any(|t| t == "t2")),
-        ("(year BETWEEN 2005 AND 2010 OR category IN ('c1', 'c2')) AND NOT (bucket >= 90)", |d| {
-            ((2005..=2010).contains(&d.year) || d.category == "c1" || d.category == "c2") && d.bucket < 90
+        ("bucket < 50 AND category <> 'c1'", |d| {
+            d.bucket < 50 && d.category != "c1"
         }),
+        ("'t2' = ANY(tags)", |d| d.tags.iter().any(|t| t == "t2")),
+        (
+            "(year BETWEEN 2005 AND 2010 OR category IN ('c1', 'c2')) AND NOT (bucket >= 90)",
+            |d| {
+                ((2005..=2010).contains(&d.year) || d.category == "c1" || d.category == "c2")
+                    && d.bucket < 90
+            },
+        ),
         // Not pushable: applied after the join, k still counts passing rows.
         ("title LIKE '%7'", |d| d.title.ends_with('7')),
-        ("category = 'c3' AND title LIKE '%13'", |d| d.category == "c3" && d.title.ends_with("13")),
+        ("category = 'c3' AND title LIKE '%13'", |d| {
+            d.category == "c3" && d.title.ends_with("13")
+        }),
     ]
 }
 
@@ -102,7 +117,10 @@ async fn load(client: &tokio_postgres::Client, table: &str, distance: &str, docs
                 )
             })
             .collect();
-        client.batch_execute(&format!("INSERT INTO {table} VALUES {}", values.join(", "))).await.expect("insert");
+        client
+            .batch_execute(&format!("INSERT INTO {table} VALUES {}", values.join(", ")))
+            .await
+            .expect("insert");
     }
 }
 
@@ -128,8 +146,11 @@ async fn filtered_search_matches_the_exact_oracle() {
             for q in 0..queries {
                 let c = &centers[rng.gen_range(0..centers.len())];
                 let query: Vec<f32> = c.iter().map(|x| x + 0.35 * gaussian(&mut rng)).collect();
-                let mut oracle: Vec<(f64, i64)> =
-                    docs.iter().filter(|d| pred(d)).map(|d| (exact(distance, &query, &d.v), d.id)).collect();
+                let mut oracle: Vec<(f64, i64)> = docs
+                    .iter()
+                    .filter(|d| pred(d))
+                    .map(|d| (exact(distance, &query, &d.v), d.id))
+                    .collect();
                 oracle.sort_by(|a, b| a.0.total_cmp(&b.0));
                 oracle.truncate(K);
 
@@ -165,20 +186,43 @@ async fn filtered_search_matches_the_exact_oracle() {
                         })
                         .collect()
                 };
-                assert_eq!(got.len(), oracle.len(), "{table} {sql_filter}: k counts rows that pass the filter");
+                assert_eq!(
+                    got.len(),
+                    oracle.len(),
+                    "{table} {sql_filter}: k counts rows that pass the filter"
+                );
                 for (id, d) in &got {
                     let doc = &docs[*id as usize];
-                    assert!(pred(doc), "{table} {sql_filter}: row {id} does not satisfy the filter");
+                    assert!(
+                        pred(doc),
+                        "{table} {sql_filter}: row {id} does not satisfy the filter"
+                    );
                     let e = exact(distance, &query, &doc.v);
-                    assert!((e - d).abs() < 1e-4, "{table}: distance {d} of row {id} differs from exact {e}");
+                    assert!(
+                        (e - d).abs() < 1e-4,
+                        "{table}: distance {d} of row {id} differs from exact {e}"
+                    );
                 }
-                assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "ordered by distance");
-                let hits = got.iter().filter(|(id, _)| oracle.iter().any(|(_, o)| o == id)).count();
-                recall_sum += if oracle.is_empty() { 1.0 } else { hits as f64 / oracle.len() as f64 };
+                assert!(
+                    got.windows(2).all(|w| w[0].1 <= w[1].1),
+                    "ordered by distance"
+                );
+                let hits = got
+                    .iter()
+                    .filter(|(id, _)| oracle.iter().any(|(_, o)| o == id))
+                    .count();
+                recall_sum += if oracle.is_empty() {
+                    1.0
+                } else {
+                    hits as f64 / oracle.len() as f64
+                };
             }
             let recall = recall_sum / queries as f64;
             eprintln!("{table:12} recall@{K} {recall:.3}  filter: {sql_filter}");
-            assert!(recall >= 0.95, "{table} {sql_filter}: recall@{K} {recall:.3} < 0.95");
+            assert!(
+                recall >= 0.95,
+                "{table} {sql_filter}: recall@{K} {recall:.3} < 0.95"
+            );
         }
     }
 }
@@ -194,17 +238,38 @@ async fn deleted_and_updated_rows_follow_the_row_store() {
         )
         .await
         .expect("setup");
-    let ids = |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>();
+    let ids = |rows: Vec<tokio_postgres::Row>| {
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>()
+    };
     let q = "SELECT id FROM vector_search('t', '[0,0]', 10) ORDER BY distance";
-    assert_eq!(ids(client.query(q, &[]).await.expect("q")), vec![1, 2, 3, 4]);
-    client.execute("DELETE FROM t WHERE kind = 'a'", &[]).await.expect("delete");
+    assert_eq!(
+        ids(client.query(q, &[]).await.expect("q")),
+        vec![1, 2, 3, 4]
+    );
+    client
+        .execute("DELETE FROM t WHERE kind = 'a'", &[])
+        .await
+        .expect("delete");
     assert_eq!(ids(client.query(q, &[]).await.expect("q")), vec![3, 4]);
-    client.execute("UPDATE t SET embedding = '[-1,0]', kind = 'c' WHERE id = 4", &[]).await.expect("update");
+    client
+        .execute(
+            "UPDATE t SET embedding = '[-1,0]', kind = 'c' WHERE id = 4",
+            &[],
+        )
+        .await
+        .expect("update");
     assert_eq!(ids(client.query(q, &[]).await.expect("q")), vec![4, 3]);
     let q2 = "SELECT id FROM vector_search('t', '[0,0]', 10) WHERE kind = 'b'";
-    assert_eq!(ids(client.query(q2, &[]).await.expect("q")), vec![3], "the index payload follows updates");
+    assert_eq!(
+        ids(client.query(q2, &[]).await.expect("q")),
+        vec![3],
+        "the index payload follows updates"
+    );
     // A key change moves the row.
-    client.execute("UPDATE t SET id = 40 WHERE id = 4", &[]).await.expect("update key");
+    client
+        .execute("UPDATE t SET id = 40 WHERE id = 4", &[])
+        .await
+        .expect("update key");
     assert_eq!(ids(client.query(q, &[]).await.expect("q")), vec![40, 3]);
     client.execute("DROP TABLE t", &[]).await.expect("drop");
     let e = client.query(q, &[]).await.expect_err("dropped");

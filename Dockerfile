@@ -1,0 +1,11 @@
+# Build and run vectorgate on its embedded stores.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --bin vectorgate
+
+FROM debian:bookworm-slim
+COPY --from=build /src/target/release/vectorgate /usr/local/bin/vectorgate
+VOLUME /data
+EXPOSE 5433
+ENTRYPOINT ["vectorgate", "serve", "--listen", "0.0.0.0:5433", "--data", "/data"]

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Run sql/psql_session.sql through psql against a fresh server and check what psql
+# printed, the way a person at the prompt would see it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="${1:?usage: psql_session.sh PATH-TO-vectorgate}"
+data="$(mktemp -d)"
+log="$data/server.log"
+"$bin" serve --listen 127.0.0.1:0 --data "$data/d" 2>"$log" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$data"' EXIT
+addr=""
+for _ in $(seq 1 200); do
+    addr=$(grep -o 'listen=[0-9.:]*' "$log" | head -1 | cut -d= -f2 || true)
+    [ -n "$addr" ] && break
+    sleep 0.1
+done
+[ -n "$addr" ] || { echo "server did not start"; cat "$log"; exit 1; }
+host=${addr%:*}
+port=${addr##*:}
+out="$data/out.txt"
+PGCONNECT_TIMEOUT=10 psql -X -h "$host" -p "$port" -U tester -d vectorgate -v ON_ERROR_STOP=0 \
+    -f sql/psql_session.sql >"$out" 2>&1 || true
+cat "$out"
+
+fail=0
+expect() {
+    if ! grep -qF -- "$1" "$out"; then
+        echo "psql session: expected to see: $1"
+        fail=1
+    fi
+}
+reject() {
+    if grep -qF -- "$1" "$out"; then
+        echo "psql session: did not expect: $1"
+        fail=1
+    fi
+}
+expect "CREATE TABLE"
+expect "INSERT 0 3"
+# the nearest 'ml' rows from 2020 on, nearest first
+expect "  1 | intro |                  0"
+expect "  3 | nets  | 0.0369131753138463"
+expect "(2 rows)"
+# \dt lists the table, \d describes its columns
+expect " public | docs | table"
+expect 'Table "public.docs"'
+expect " id        | bigint"
+expect " year      | integer"
+expect " tags      | text[]"
+# errors keep the session going, with the right SQLSTATE (VERBOSITY verbose)
+expect "ERROR:  42P01: relation \"missing\" does not exist"
+expect "ERROR:  22000: expected 3 dimensions, not 2"
+expect "(1 row)"
+reject "server closed the connection"
+reject "FATAL"
+if [ "$fail" -ne 0 ]; then
+    echo "psql session: FAILED"
+    exit 1
+fi
+echo "psql session: ok"

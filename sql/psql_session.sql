@@ -1,0 +1,13 @@
+\set VERBOSITY verbose
+CREATE TABLE docs (id bigint PRIMARY KEY, title text, category text, year int, tags text[], embedding vector(3)) WITH (distance = 'cosine');
+INSERT INTO docs VALUES
+  (1, 'intro', 'ml', 2024, '{ml,intro}', '[1, 0, 0]'),
+  (2, 'dbs',   'db', 2023, '{db}',       '[0.9, 0.1, 0]'),
+  (3, 'nets',  'ml', 2021, '{ml}',       '[0.8, 0.2, 0.1]');
+SELECT id, title, distance FROM vector_search('docs', '[1, 0, 0]', 10)
+WHERE category = 'ml' AND year >= 2020 ORDER BY distance;
+\dt
+\d docs
+SELECT * FROM missing;
+SELECT * FROM vector_search('docs', '[1, 0]', 5);
+SELECT count(*) FROM docs;
