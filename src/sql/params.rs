@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::Session;
-use super::statements::ident_name;
+use super::statements::{ident_name, show_name};
 use crate::error::{Error, Result};
 use crate::types::{Value, format_vector};
 
@@ -141,6 +141,12 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
             let plan = session.plan(stmt.clone()).await?;
             merge_plan_params(&plan, &mut types);
             schema = Some(Arc::new(plan.schema().as_arrow().clone()));
+        }
+        Statement::ShowVariable { variable } => {
+            let name = show_name(variable);
+            schema = Some(Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+                Field::new(name, DataType::Utf8, false),
+            ])));
         }
         Statement::Insert(ins) => {
             if let TableObject::TableName(name) = &ins.table

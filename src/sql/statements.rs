@@ -669,26 +669,7 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
         for (nk, e) in new_keys.iter().zip(existing) {
             let taken = e.is_some() && !moved.iter().any(|(ok, _)| ok == nk);
             if taken || !seen.insert(keys::encode(nk)) {
-                let cols: Vec<&str> = def
-                    .primary_key
-                    .iter()
-                    .map(|i| def.columns[*i].name.as_str())
-                    .collect();
-                let vals: Vec<String> = nk
-                    .iter()
-                    .map(crate::store::embedded_rows::display_key_value)
-                    .collect();
-                return Err(Error::UniqueViolation {
-                    message: format!(
-                        "duplicate key value violates unique constraint \"{}\"",
-                        def.pk_name()
-                    ),
-                    detail: format!(
-                        "Key ({})=({}) already exists.",
-                        cols.join(", "),
-                        vals.join(", ")
-                    ),
-                });
+                return Err(def.duplicate_key(nk));
             }
         }
         let old_keys: Vec<Vec<Value>> = moved.into_iter().map(|(ok, _)| ok).collect();
@@ -770,6 +751,7 @@ fn check_setting(name: &str, value: &str) -> Result<()> {
                 "parameter \"{name}\" requires a Boolean value"
             )));
         }
+        "vectorgate.exact" => {}
         n if n.starts_with("vectorgate.") => {
             return Err(Error::UndefinedObject(format!(
                 "unrecognized configuration parameter \"{n}\""
@@ -832,13 +814,19 @@ fn default_setting(name: &str) -> Option<&'static str> {
     })
 }
 
+/// The setting a `SHOW` names: `SHOW a.b` arrives as the words `a`, `.`-joined.
+pub fn show_name(variable: &[Ident]) -> String {
+    let words: Vec<&str> = variable.iter().map(|i| i.value.as_str()).collect();
+    let joined = if words.len() == 2 && words[0].eq_ignore_ascii_case("vectorgate") {
+        words.join(".")
+    } else {
+        words.join(" ")
+    };
+    joined.to_ascii_lowercase()
+}
+
 fn show(session: &Session, variable: &[Ident]) -> Result<Output> {
-    let name = variable
-        .iter()
-        .map(|i| i.value.as_str())
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_ascii_lowercase();
+    let name = show_name(variable);
     let value = match session.get(&name) {
         Some(v) => v,
         None => default_setting(&name).map(str::to_string).ok_or_else(|| {
@@ -866,6 +854,25 @@ fn show(session: &Session, variable: &[Ident]) -> Result<Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(check_setting("vectorgate.exact", "on").is_ok());
+        assert!(matches!(
+            check_setting("vectorgate.exact", "maybe"),
+            Err(Error::InvalidParameter(_))
+        ));
+        assert!(check_setting("vectorgate.hnsw_ef", "128").is_ok());
+        assert!(matches!(
+            check_setting("vectorgate.hnsw_ef", "0"),
+            Err(Error::InvalidParameter(_))
+        ));
+        assert!(matches!(
+            check_setting("vectorgate.nope", "1"),
+            Err(Error::UndefinedObject(_))
+        ));
+        assert!(check_setting("application_name", "anything").is_ok());
+    }
 
     #[test]
     fn type_names() {

@@ -131,23 +131,7 @@ impl RowStore for EmbeddedRows {
                     let old = t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
                     if mode == WriteMode::InsertNew && old.is_some() {
                         // Dropping the transaction uncommitted discards every row of it.
-                        let cols: Vec<&str> = def
-                            .primary_key
-                            .iter()
-                            .map(|i| def.columns[*i].name.as_str())
-                            .collect();
-                        let vals: Vec<String> = key.iter().map(display_key_value).collect();
-                        return Err(Error::UniqueViolation {
-                            message: format!(
-                                "duplicate key value violates unique constraint \"{}\"",
-                                def.pk_name()
-                            ),
-                            detail: format!(
-                                "Key ({})=({}) already exists.",
-                                cols.join(", "),
-                                vals.join(", ")
-                            ),
-                        });
+                        return Err(def.duplicate_key(&key));
                     }
                 }
             }
@@ -245,24 +229,4 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-pub fn display_key_value(v: &Value) -> String {
-    match v {
-        Value::Null => "NULL".into(),
-        Value::Bool(b) => {
-            if *b {
-                "t".into()
-            } else {
-                "f".into()
-            }
-        }
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Text(s) => s.clone(),
-        Value::Uuid(u) => u.to_string(),
-        Value::Timestamp(t) => t.to_string(),
-        Value::Date(d) => d.to_string(),
-        other => format!("{other:?}"),
-    }
 }

@@ -133,6 +133,27 @@ impl TableDef {
         format!("{}_pkey", self.name)
     }
 
+    /// The unique violation for a key that is already taken, worded as Postgres does.
+    pub fn duplicate_key(&self, key: &[Value]) -> crate::error::Error {
+        let cols: Vec<&str> = self
+            .primary_key
+            .iter()
+            .map(|i| self.columns[*i].name.as_str())
+            .collect();
+        let vals: Vec<String> = key.iter().map(display_key_value).collect();
+        crate::error::Error::UniqueViolation {
+            message: format!(
+                "duplicate key value violates unique constraint \"{}\"",
+                self.pk_name()
+            ),
+            detail: format!(
+                "Key ({})=({}) already exists.",
+                cols.join(", "),
+                vals.join(", ")
+            ),
+        }
+    }
+
     /// Columns that go into the index payload: every scalar or array column that a
     /// pushed-down filter may test (everything but the vector).
     pub fn payload_columns(&self) -> impl Iterator<Item = (usize, &ColumnDef)> {
@@ -238,4 +259,23 @@ pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
         vector: v.clone(),
         payload,
     })
+}
+
+/// A key value as Postgres prints it in a DETAIL line.
+pub fn display_key_value(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Bool(b) => if *b { "t" } else { "f" }.into(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Text(s) => s.clone(),
+        Value::Uuid(u) => u.to_string(),
+        Value::Timestamp(t) => chrono::DateTime::from_timestamp_micros(*t)
+            .map(|d| d.naive_utc().to_string())
+            .unwrap_or_default(),
+        Value::Date(d) => (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
+            + chrono::Duration::days(*d as i64))
+        .to_string(),
+        other => format!("{other:?}"),
+    }
 }

@@ -139,3 +139,47 @@ async fn max_k_is_configurable() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_come_from_environment_and_config_file() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("vectorgate.toml");
+    std::fs::write(&config, "max_k = 3\n").expect("write config");
+    // The file sets max_k; the environment sets the data directory.
+    let data = dir.path().join("from-env");
+    let child = Command::new(env!("CARGO_BIN_EXE_vectorgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("VECTORGATE_DATA", &data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut server = super::Server::adopt(child, &data);
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, e vector(2))")
+        .await
+        .expect("create");
+    expect_code(
+        &client,
+        "SELECT * FROM vector_search('t', '[1,1]', 4)",
+        "22023",
+    )
+    .await;
+    assert!(
+        data.join("rows.redb").exists(),
+        "VECTORGATE_DATA chose the data directory"
+    );
+    server.stop(true);
+    // A flag wins over the file.
+    let server = super::Server::start_on(
+        &data,
+        &["--config", config.to_str().expect("utf8"), "--max-k", "4"],
+    );
+    let client = server.client().await;
+    client
+        .query("SELECT * FROM vector_search('t', '[1,1]', 4)", &[])
+        .await
+        .expect("flag wins");
+}

@@ -31,7 +31,7 @@ impl Server {
 
     /// Start a server on `data` with extra flags.
     pub fn start_on(data: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vectorgate"))
+        let child = Command::new(env!("CARGO_BIN_EXE_vectorgate"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
@@ -40,6 +40,11 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start vectorgate");
+        Server::adopt(child, data)
+    }
+
+    /// Watch a started server (stderr piped) until it reports its address.
+    pub fn adopt(mut child: Child, data: &Path) -> Server {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {

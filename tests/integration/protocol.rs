@@ -283,3 +283,32 @@ async fn explain_shows_pushed_and_residual_predicates() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_columns_are_described_as_pgvector_vectors() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE TABLE v (id int PRIMARY KEY, e vector(3)); INSERT INTO v VALUES (1, '[1,2.5,-3]')")
+        .await
+        .expect("setup");
+    // tokio-postgres resolves the unknown type through the pg_type catalog.
+    let stmt = client
+        .prepare("SELECT id, e FROM v")
+        .await
+        .expect("prepare");
+    assert_eq!(stmt.columns()[1].type_().name(), "vector");
+    // In text format the vector reads as pgvector writes it.
+    let rows = client
+        .simple_query("SELECT e FROM v")
+        .await
+        .expect("select");
+    let text = rows
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("row");
+    assert_eq!(text, "[1,2.5,-3]");
+}
