@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on a fresh machine:
-#   lints (rustfmt, clippy), the psql session, then every unit and integration test.
+#   lints (rustfmt, clippy), the psql session, every unit and integration test with rows
+#   in the embedded store, then the integration tests again with rows in a real
+#   Cassandra 5 that scripts/dev-cassandra fetches (Maven) and starts.
 # Build products go outside the clone so that later runs on the same machine reuse them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,16 +14,19 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "tools"
-if ! command -v psql >/dev/null 2>&1; then
-    echo "installing the psql client (postgresql-client)"
-    if [ "$(id -u)" -eq 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
-    else
-        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
-    fi
-fi
+apt_install() {
+    echo "installing $*"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+command -v mvn >/dev/null 2>&1 || apt_install maven
 cargo --version
 psql --version
+java -version 2>&1 | head -1
 
 step "cargo fmt --check"
 cargo fmt --check
@@ -35,11 +40,32 @@ cargo build --quiet --bin vectorgate
 step "psql session"
 scripts/psql_session.sh "$CARGO_TARGET_DIR/debug/vectorgate"
 
-step "cargo test"
-cargo test --no-fail-fast 2>&1 | tee "${TMPDIR:-/tmp}/vectorgate-test.log"
+log="${TMPDIR:-/tmp}/vectorgate-test.$$.log"
+: >"$log"
+
+step "cargo test (rows in the embedded store)"
+set +e
+cargo test --no-fail-fast 2>&1 | tee -a "$log"
 status=${PIPESTATUS[0]}
-passed=$(grep -Eo '[0-9]+ passed' "${TMPDIR:-/tmp}/vectorgate-test.log" | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' "${TMPDIR:-/tmp}/vectorgate-test.log" | awk '{s+=$1} END {print s+0}')
+set -e
+
+step "Cassandra 5 (scripts/dev-cassandra)"
+export CASSANDRA_PORT="${VECTORGATE_TEST_CASSANDRA_PORT:-19042}"
+stop_cassandra() { scripts/dev-cassandra stop || true; }
+trap stop_cassandra EXIT
+scripts/dev-cassandra wipe >/dev/null 2>&1 || true
+scripts/dev-cassandra start
+
+step "cargo test (rows in Cassandra)"
+set +e
+VECTORGATE_TEST_CASSANDRA="127.0.0.1:$CASSANDRA_PORT" cargo test --no-fail-fast --test integration 2>&1 | tee -a "$log"
+cstatus=${PIPESTATUS[0]}
+set -e
+[ "$status" -eq 0 ] && status=$cstatus
+
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+rm -f "$log"
 echo
 echo "${passed} passed, ${failed} failed"
 exit "$status"

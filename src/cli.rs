@@ -32,7 +32,23 @@ pub struct ServeArgs {
     /// Largest k a vector_search may ask for [default: 10000]
     #[arg(long, env = "VECTORGATE_MAX_K")]
     pub max_k: Option<usize>,
-    /// TOML file with the same settings (listen, data, max_k)
+    /// Keep rows in ScyllaDB / Cassandra: comma-separated host:port contact points
+    #[arg(long, env = "VECTORGATE_SCYLLA", value_name = "HOST:PORT[,...]")]
+    pub scylla: Option<String>,
+    /// Keyspace for rows and the table catalog [default: vectorgate]
+    #[arg(long, env = "VECTORGATE_KEYSPACE")]
+    pub keyspace: Option<String>,
+    #[arg(long, env = "VECTORGATE_SCYLLA_USER")]
+    pub scylla_user: Option<String>,
+    #[arg(long, env = "VECTORGATE_SCYLLA_PASSWORD", hide_env_values = true)]
+    pub scylla_password: Option<String>,
+    /// Keyspace replication when it is created: a factor (SimpleStrategy) or dc1:3,dc2:3
+    #[arg(long, env = "VECTORGATE_SCYLLA_REPLICATION")]
+    pub scylla_replication: Option<String>,
+    /// Client-side timeout of each CQL request, in milliseconds [default: 10000]
+    #[arg(long, env = "VECTORGATE_SCYLLA_TIMEOUT_MS")]
+    pub scylla_timeout_ms: Option<u64>,
+    /// TOML file with the same settings (listen, data, max_k, scylla, keyspace, ...)
     #[arg(long, env = "VECTORGATE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

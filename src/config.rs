@@ -4,7 +4,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use serde::Deserialize;
+
+use crate::store::scylla_rows::{Replication, ScyllaConfig};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 pub const DEFAULT_DATA: &str = "./vectorgate-data";
@@ -17,6 +21,19 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub data: Option<PathBuf>,
     pub max_k: Option<usize>,
+    pub scylla: Option<String>,
+    pub keyspace: Option<String>,
+    pub scylla_user: Option<String>,
+    pub scylla_password: Option<String>,
+    pub scylla_replication: Option<String>,
+    pub scylla_timeout_ms: Option<u64>,
+}
+
+/// Where rows live.
+#[derive(Debug, Clone)]
+pub enum RowBackend {
+    Embedded,
+    Scylla(ScyllaConfig),
 }
 
 #[derive(Debug, Clone)]
@@ -24,6 +41,18 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data: PathBuf,
     pub max_k: usize,
+    pub rows: RowBackend,
+}
+
+/// Row-store settings as given (flag or environment), before the file fills in.
+#[derive(Debug, Default, Clone)]
+pub struct RowArgs {
+    pub scylla: Option<String>,
+    pub keyspace: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub replication: Option<String>,
+    pub timeout_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -41,8 +70,40 @@ impl Config {
         listen: Option<String>,
         data: Option<PathBuf>,
         max_k: Option<usize>,
+        rows: RowArgs,
         file: FileConfig,
     ) -> anyhow::Result<Config> {
+        let rows_backend = match rows.scylla.or(file.scylla) {
+            None => RowBackend::Embedded,
+            Some(hosts) => {
+                let hosts: Vec<String> = hosts
+                    .split(',')
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .collect();
+                if hosts.is_empty() {
+                    anyhow::bail!("--scylla needs at least one host:port");
+                }
+                let replication = rows
+                    .replication
+                    .or(file.scylla_replication)
+                    .unwrap_or_else(|| "1".into());
+                RowBackend::Scylla(ScyllaConfig {
+                    hosts,
+                    keyspace: rows
+                        .keyspace
+                        .or(file.keyspace)
+                        .unwrap_or_else(|| "vectorgate".into()),
+                    user: rows.user.or(file.scylla_user),
+                    password: rows.password.or(file.scylla_password),
+                    replication: Replication::parse(&replication)
+                        .map_err(|e| anyhow::anyhow!("--scylla-replication: {e}"))?,
+                    timeout: Duration::from_millis(
+                        rows.timeout_ms.or(file.scylla_timeout_ms).unwrap_or(10_000),
+                    ),
+                })
+            }
+        };
         let listen = listen
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
@@ -59,6 +120,7 @@ impl Config {
                 .or(file.data)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
             max_k,
+            rows: rows_backend,
         })
     }
 }
@@ -71,15 +133,53 @@ mod tests {
     fn flags_win_over_file_and_defaults_fill_in() {
         let file: FileConfig =
             toml::from_str("listen = \"127.0.0.1:7000\"\nmax_k = 50\n").expect("toml");
-        let c = Config::resolve(None, Some("/tmp/x".into()), None, file).expect("config");
+        let c = Config::resolve(None, Some("/tmp/x".into()), None, RowArgs::default(), file)
+            .expect("config");
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.max_k, 50);
         assert_eq!(c.data, PathBuf::from("/tmp/x"));
-        let c = Config::resolve(Some("0.0.0.0:1".into()), None, None, FileConfig::default())
-            .expect("config");
+        let c = Config::resolve(
+            Some("0.0.0.0:1".into()),
+            None,
+            None,
+            RowArgs::default(),
+            FileConfig::default(),
+        )
+        .expect("config");
         assert_eq!(c.listen.port(), 1);
         assert_eq!(c.data, PathBuf::from(DEFAULT_DATA));
-        assert!(Config::resolve(Some("nope".into()), None, None, FileConfig::default()).is_err());
+        assert!(
+            Config::resolve(
+                Some("nope".into()),
+                None,
+                None,
+                RowArgs::default(),
+                FileConfig::default()
+            )
+            .is_err()
+        );
         assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+        let file: FileConfig =
+            toml::from_str("scylla = \"a:9042, b:9042\"\nscylla_replication = \"dc1:3,dc2:2\"\n")
+                .expect("toml");
+        let c = Config::resolve(
+            None,
+            None,
+            None,
+            RowArgs {
+                keyspace: Some("ks".into()),
+                ..Default::default()
+            },
+            file,
+        )
+        .expect("config");
+        match c.rows {
+            RowBackend::Scylla(s) => {
+                assert_eq!(s.hosts, vec!["a:9042".to_string(), "b:9042".to_string()]);
+                assert_eq!(s.keyspace, "ks");
+                assert!(matches!(s.replication, Replication::Network(ref d) if d.len() == 2));
+            }
+            RowBackend::Embedded => panic!("expected the CQL row store"),
+        }
     }
 }

@@ -49,6 +49,12 @@ pub enum Error {
         store: &'static str,
         message: String,
     },
+    /// A backend did not answer in time.
+    #[error("{store} timed out: {message}")]
+    Timeout {
+        store: &'static str,
+        message: String,
+    },
     /// A backend could not be reached.
     #[error("{store} is unavailable: {message}")]
     Unavailable {
@@ -83,6 +89,7 @@ impl Error {
             Error::QueryCanceled(_) => "57014",
             Error::Backend { .. } => "58000",
             Error::Unavailable { .. } => "08006",
+            Error::Timeout { .. } => "57014",
             Error::Internal(_) => "XX000",
         }
     }
@@ -96,7 +103,9 @@ impl Error {
 
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::Backend { store, .. } | Error::Unavailable { store, .. } => Some(format!(
+            Error::Backend { store, .. }
+            | Error::Unavailable { store, .. }
+            | Error::Timeout { store, .. } => Some(format!(
                 "the {store} behind vectorgate failed; the proxy keeps running, retry the statement"
             )),
             _ => None,

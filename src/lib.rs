@@ -10,6 +10,7 @@
 //!   predicates into the vector index.
 //! - [`store`]: the [`store::RowStore`] and [`store::VectorIndex`] traits and their
 //!   embedded implementations (redb rows, qdrant-edge vectors).
+//! - [`sync`]: keeping the vector index in step with the rows (backfill from a scan).
 //! - [`types`]: column types and values shared by the engine and the stores.
 //! - [`error`]: the one error type and its SQLSTATE table.
 //! - [`config`], [`cli`]: settings from flags, `VECTORGATE_*` variables and a TOML file.
@@ -20,5 +21,6 @@ pub mod error;
 pub mod server;
 pub mod sql;
 pub mod store;
+pub mod sync;
 pub mod types;
 pub mod wire;

@@ -1,6 +1,6 @@
 use clap::Parser;
 use vectorgate::cli::{Cli, Command};
-use vectorgate::config::{Config, FileConfig};
+use vectorgate::config::{Config, FileConfig, RowArgs};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -16,12 +16,20 @@ fn main() -> anyhow::Result<()> {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    let config = Config::resolve(args.listen, args.data, args.max_k, file)?;
+    let rows = RowArgs {
+        scylla: args.scylla,
+        keyspace: args.keyspace,
+        user: args.scylla_user,
+        password: args.scylla_password,
+        replication: args.scylla_replication,
+        timeout_ms: args.scylla_timeout_ms,
+    };
+    let config = Config::resolve(args.listen, args.data, args.max_k, rows, file)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let engine = vectorgate::server::open_embedded(&config).await?;
+        let engine = vectorgate::server::open(&config).await?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         tracing::info!(listen = %listener.local_addr()?, data = %config.data.display(), "vectorgate is serving");
         vectorgate::server::run(listener, engine, shutdown_signal()).await?;

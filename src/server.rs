@@ -7,16 +7,25 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, RowBackend};
 use crate::error::Result;
 use crate::sql::Engine;
+use crate::store::RowStore;
 use crate::store::edge_index::EdgeIndex;
 use crate::store::embedded_rows::EmbeddedRows;
+use crate::store::scylla_rows::ScyllaRows;
 use crate::wire::Handlers;
 
-/// Open the embedded stores under `config.data` and build the engine.
-pub async fn open_embedded(config: &Config) -> Result<Arc<Engine>> {
-    let rows = Arc::new(EmbeddedRows::open(&config.data.join("rows.redb"))?);
+/// Open the stores the configuration names and build the engine.
+pub async fn open(config: &Config) -> Result<Arc<Engine>> {
+    let rows: Arc<dyn RowStore> = match &config.rows {
+        RowBackend::Embedded => Arc::new(EmbeddedRows::open(&config.data.join("rows.redb"))?),
+        RowBackend::Scylla(cfg) => {
+            let rows = ScyllaRows::connect(cfg).await?;
+            tracing::info!(hosts = %cfg.hosts.join(","), keyspace = %cfg.keyspace, "rows are kept in the CQL cluster");
+            Arc::new(rows)
+        }
+    };
     let index = EdgeIndex::open(&config.data.join("vectors"))?;
     index.spawn_maintenance(Duration::from_secs(1));
     Engine::new(rows, index, config.max_k).await

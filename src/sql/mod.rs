@@ -57,6 +57,13 @@ impl Engine {
         max_k: usize,
     ) -> Result<Arc<Engine>> {
         let defs = rows.list_tables().await?;
+        for def in &defs {
+            // A table another proxy created, or whose index was lost: build it from the rows.
+            if !index.has_collection(&def.name) {
+                index.create_collection(def).await?;
+                crate::sync::backfill(rows.as_ref(), index.as_ref(), def).await?;
+            }
+        }
         let shared = Arc::new(Shared {
             rows,
             index,

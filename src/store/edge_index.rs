@@ -351,6 +351,10 @@ impl VectorIndex for EdgeIndex {
         Ok(())
     }
 
+    fn has_collection(&self, table: &str) -> bool {
+        self.shards.read().contains_key(table)
+    }
+
     async fn drop_collection(&self, table: &str) -> Result<()> {
         let removed = self.shards.write().remove(table);
         let path = self.path_of(table);

@@ -13,6 +13,7 @@ pub mod edge_index;
 pub mod embedded_rows;
 pub mod filter;
 pub mod keys;
+pub mod scylla_rows;
 
 use std::collections::BTreeMap;
 
@@ -223,6 +224,8 @@ pub struct SearchParams {
 #[async_trait]
 pub trait VectorIndex: Send + Sync + 'static {
     async fn create_collection(&self, table: &TableDef) -> Result<()>;
+    /// Whether the index has a collection for this table.
+    fn has_collection(&self, table: &str) -> bool;
     async fn drop_collection(&self, table: &str) -> Result<()>;
     async fn upsert(&self, table: &TableDef, points: Vec<Point>) -> Result<()>;
     async fn delete(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()>;

@@ -151,6 +151,7 @@ async fn settings_come_from_environment_and_config_file() {
     let child = Command::new(env!("CARGO_BIN_EXE_vectorgate"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
+        .args(super::backend_args(&data, &[]))
         .env("VECTORGATE_DATA", &data)
         .stderr(std::process::Stdio::piped())
         .spawn()

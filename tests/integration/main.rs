@@ -1,6 +1,7 @@
 //! One integration-test binary. Every test starts the real `vectorgate` binary on a
 //! free port with its own data directory and talks to it over the Postgres wire.
 
+mod cassandra;
 mod durability;
 mod errors;
 mod protocol;
@@ -11,6 +12,37 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The CQL contact point the tests should keep rows in, if any.
+pub fn cassandra() -> Option<String> {
+    std::env::var("VECTORGATE_TEST_CASSANDRA")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// `extra`, plus the row-store flags: with VECTORGATE_TEST_CASSANDRA set, rows live in
+/// that cluster, in a keyspace of the data directory's own (so a restart finds them).
+pub fn backend_args(data: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    if let Some(cassandra) = cassandra() {
+        args.push("--scylla".into());
+        args.push(cassandra);
+        if !extra.contains(&"--keyspace") {
+            args.push("--keyspace".into());
+            args.push(keyspace_for(data));
+        }
+    }
+    args
+}
+
+/// A keyspace name derived from a data directory.
+pub fn keyspace_for(data: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    std::process::id().hash(&mut h);
+    format!("vgtest_{:016x}", h.finish())
+}
 
 pub struct Server {
     child: Option<Child>,
@@ -31,10 +63,11 @@ impl Server {
 
     /// Start a server on `data` with extra flags.
     pub fn start_on(data: &Path, extra: &[&str]) -> Server {
+        let args = backend_args(data, extra);
         let child = Command::new(env!("CARGO_BIN_EXE_vectorgate"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
-            .args(extra)
+            .args(&args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,700 @@
+//! The CQL row store: ScyllaDB (or Apache Cassandra 4/5) through the `scylla` driver.
+//!
+//! Each SQL table is a CQL table in the proxy's keyspace; the first key column is the
+//! partition key and the rest are clustering columns. The catalog of tables lives in the
+//! keyspace too (`vectorgate_catalog`), so every proxy on the cluster sees the same
+//! tables. Rows behind a search are fetched with concurrent prepared single-partition
+//! queries (token-aware routing); full scans split the token ring and page. The CQL is
+//! portable: no `USING TIMEOUT`, no `BYPASS CACHE`; timeouts are client-side.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use parking_lot::Mutex;
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::response::query_result::QueryResult;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlDate, CqlTimestamp, CqlValue, Row as CqlRow};
+
+use super::{Row, RowStore, TableDef, WriteMode};
+use crate::error::{Error, Result};
+use crate::types::{ColumnType, Value};
+
+pub const CATALOG_TABLE: &str = "vectorgate_catalog";
+const STORE: &str = "row store";
+/// How many single-partition requests run at once for one statement.
+const CONCURRENCY: usize = 64;
+/// How many token-range scans run at once for one full scan.
+const SCAN_SPLITS: i64 = 8;
+
+#[derive(Debug, Clone)]
+pub enum Replication {
+    /// SimpleStrategy with this replication factor.
+    Simple(u32),
+    /// NetworkTopologyStrategy: replicas per datacenter.
+    Network(Vec<(String, u32)>),
+}
+
+impl Replication {
+    /// `simple:1` (or a bare number), or `dc1:3,dc2:2`.
+    pub fn parse(s: &str) -> std::result::Result<Replication, String> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<u32>() {
+            return Ok(Replication::Simple(n));
+        }
+        if let Some(n) = s
+            .strip_prefix("simple:")
+            .or_else(|| s.strip_prefix("SimpleStrategy:"))
+        {
+            return n
+                .parse()
+                .map(Replication::Simple)
+                .map_err(|_| format!("bad replication factor in \"{s}\""));
+        }
+        let mut dcs = Vec::new();
+        for part in s.split(',') {
+            let (dc, n) = part
+                .split_once(':')
+                .ok_or_else(|| format!("expected dc:factor in \"{part}\""))?;
+            let n: u32 = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad replication factor in \"{part}\""))?;
+            dcs.push((dc.trim().to_string(), n));
+        }
+        if dcs.is_empty() {
+            return Err("empty replication setting".into());
+        }
+        Ok(Replication::Network(dcs))
+    }
+
+    fn cql(&self) -> String {
+        match self {
+            Replication::Simple(n) => {
+                format!("{{'class': 'SimpleStrategy', 'replication_factor': {n}}}")
+            }
+            Replication::Network(dcs) => {
+                let parts: Vec<String> = dcs
+                    .iter()
+                    .map(|(dc, n)| format!("'{}': {n}", dc.replace('\'', "''")))
+                    .collect();
+                format!(
+                    "{{'class': 'NetworkTopologyStrategy', {}}}",
+                    parts.join(", ")
+                )
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScyllaConfig {
+    pub hosts: Vec<String>,
+    pub keyspace: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub replication: Replication,
+    pub timeout: Duration,
+}
+
+pub struct ScyllaRows {
+    session: Arc<Session>,
+    ks: String,
+    prepared: Mutex<HashMap<String, PreparedStatement>>,
+}
+
+/// Map a driver error to the proxy's error, naming the row store.
+fn cql_err(e: impl std::fmt::Debug + std::fmt::Display) -> Error {
+    let dbg = format!("{e:?}");
+    let msg = e.to_string();
+    if dbg.contains("RequestTimeout") || dbg.contains("ReadTimeout") || dbg.contains("WriteTimeout")
+    {
+        Error::Timeout {
+            store: STORE,
+            message: "the request timed out".into(),
+        }
+    } else if dbg.contains("ConnectionPool")
+        || dbg.contains("BrokenConnection")
+        || dbg.contains("EmptyPlan")
+        || dbg.contains("Unavailable")
+        || dbg.contains("ConnectionRefused")
+        || dbg.contains("IoError")
+    {
+        Error::Unavailable {
+            store: STORE,
+            message: "cannot reach the CQL cluster".into(),
+        }
+    } else {
+        tracing::warn!(error = %msg, "row store error");
+        Error::Backend {
+            store: STORE,
+            message: first_line(&msg),
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").chars().take(300).collect()
+}
+
+fn q(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
+    match ty {
+        ColumnType::SmallInt => "smallint".into(),
+        ColumnType::Int => "int".into(),
+        ColumnType::BigInt => "bigint".into(),
+        ColumnType::Real => "float".into(),
+        ColumnType::Double => "double".into(),
+        ColumnType::Bool => "boolean".into(),
+        ColumnType::Text => "text".into(),
+        ColumnType::Uuid => "uuid".into(),
+        ColumnType::Timestamp | ColumnType::TimestampTz => "timestamp".into(),
+        ColumnType::Date => "date".into(),
+        ColumnType::TextArray => "list<text>".into(),
+        ColumnType::IntArray => "list<int>".into(),
+        ColumnType::BigIntArray => "list<bigint>".into(),
+        ColumnType::Vector(n) if list_vectors => {
+            let _ = n;
+            "list<float>".into()
+        }
+        ColumnType::Vector(n) => format!("vector<float, {n}>"),
+    }
+}
+
+const EPOCH_DAY: i64 = 1 << 31;
+
+/// A value in its CQL form; `None` is NULL.
+pub fn to_cql(v: &Value, ty: &ColumnType, list_vectors: bool) -> Result<Option<CqlValue>> {
+    Ok(Some(match (v, ty) {
+        (Value::Null, _) => return Ok(None),
+        (Value::Int(i), ColumnType::SmallInt) => CqlValue::SmallInt(*i as i16),
+        (Value::Int(i), ColumnType::Int) => CqlValue::Int(*i as i32),
+        (Value::Int(i), _) => CqlValue::BigInt(*i),
+        (Value::Float(f), ColumnType::Real) => CqlValue::Float(*f as f32),
+        (Value::Float(f), _) => CqlValue::Double(*f),
+        (Value::Bool(b), _) => CqlValue::Boolean(*b),
+        (Value::Text(s), _) => CqlValue::Text(s.clone()),
+        (Value::Uuid(u), _) => CqlValue::Uuid(*u),
+        (Value::Timestamp(t), _) => CqlValue::Timestamp(CqlTimestamp(t.div_euclid(1000))),
+        (Value::Date(d), _) => CqlValue::Date(CqlDate((*d as i64 + EPOCH_DAY) as u32)),
+        (Value::TextArray(a), _) => CqlValue::List(
+            a.iter()
+                .map(|x| {
+                    x.clone().map(CqlValue::Text).ok_or_else(|| {
+                        Error::NotNullViolation("a CQL list cannot hold NULL elements".into())
+                    })
+                })
+                .collect::<Result<_>>()?,
+        ),
+        (Value::IntArray(a), ty) => CqlValue::List(
+            a.iter()
+                .map(|x| {
+                    x.map(|i| {
+                        if matches!(ty, ColumnType::IntArray) {
+                            CqlValue::Int(i as i32)
+                        } else {
+                            CqlValue::BigInt(i)
+                        }
+                    })
+                    .ok_or_else(|| {
+                        Error::NotNullViolation("a CQL list cannot hold NULL elements".into())
+                    })
+                })
+                .collect::<Result<_>>()?,
+        ),
+        (Value::Vector(v), _) => {
+            let items = v.iter().map(|x| CqlValue::Float(*x)).collect();
+            if list_vectors {
+                CqlValue::List(items)
+            } else {
+                CqlValue::Vector(items)
+            }
+        }
+    }))
+}
+
+/// A CQL value read back as the column's type.
+pub fn from_cql(v: Option<CqlValue>, ty: &ColumnType) -> Result<Value> {
+    let Some(v) = v else { return Ok(Value::Null) };
+    let bad = |v: &CqlValue| {
+        Error::row_store(format!(
+            "unexpected CQL value {v:?} for a {} column",
+            ty.sql_name()
+        ))
+    };
+    Ok(match v {
+        CqlValue::SmallInt(i) => Value::Int(i as i64),
+        CqlValue::TinyInt(i) => Value::Int(i as i64),
+        CqlValue::Int(i) => Value::Int(i as i64),
+        CqlValue::BigInt(i) => Value::Int(i),
+        CqlValue::Float(f) => Value::Float(f as f64),
+        CqlValue::Double(f) => Value::Float(f),
+        CqlValue::Boolean(b) => Value::Bool(b),
+        CqlValue::Text(s) | CqlValue::Ascii(s) => Value::Text(s),
+        CqlValue::Uuid(u) => Value::Uuid(u),
+        CqlValue::Timeuuid(u) => Value::Uuid(u.into()),
+        CqlValue::Timestamp(t) => Value::Timestamp(t.0.saturating_mul(1000)),
+        CqlValue::Date(d) => Value::Date((d.0 as i64 - EPOCH_DAY) as i32),
+        CqlValue::List(items) | CqlValue::Vector(items) | CqlValue::Set(items) => match ty {
+            ColumnType::Vector(_) => Value::Vector(
+                items
+                    .into_iter()
+                    .map(|x| match x {
+                        CqlValue::Float(f) => Ok(f),
+                        CqlValue::Double(f) => Ok(f as f32),
+                        other => Err(bad(&other)),
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            ColumnType::TextArray => Value::TextArray(
+                items
+                    .into_iter()
+                    .map(|x| match x {
+                        CqlValue::Text(s) | CqlValue::Ascii(s) => Ok(Some(s)),
+                        other => Err(bad(&other)),
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            _ => Value::IntArray(
+                items
+                    .into_iter()
+                    .map(|x| match x {
+                        CqlValue::Int(i) => Ok(Some(i as i64)),
+                        CqlValue::BigInt(i) => Ok(Some(i)),
+                        CqlValue::SmallInt(i) => Ok(Some(i as i64)),
+                        other => Err(bad(&other)),
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        },
+        other => return Err(bad(&other)),
+    })
+}
+
+impl ScyllaRows {
+    pub async fn connect(cfg: &ScyllaConfig) -> Result<ScyllaRows> {
+        let profile = ExecutionProfile::builder()
+            .request_timeout(Some(cfg.timeout))
+            .build();
+        let mut builder = SessionBuilder::new()
+            .known_nodes(&cfg.hosts)
+            .connection_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .default_execution_profile_handle(profile.into_handle());
+        if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
+            builder = builder.user(u, p);
+        }
+        let session = builder.build().await.map_err(|e| Error::Unavailable {
+            store: STORE,
+            message: format!(
+                "cannot connect to the CQL cluster at {}: {}",
+                cfg.hosts.join(","),
+                first_line(&e.to_string())
+            ),
+        })?;
+        let ks = cfg.keyspace.clone();
+        let rows = ScyllaRows {
+            session: Arc::new(session),
+            ks: ks.clone(),
+            prepared: Mutex::new(HashMap::new()),
+        };
+        rows.ddl(&format!(
+            "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {}",
+            q(&ks),
+            cfg.replication.cql()
+        ))
+        .await?;
+        rows.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (name text PRIMARY KEY, def text)",
+            q(&ks),
+            q(CATALOG_TABLE)
+        ))
+        .await?;
+        Ok(rows)
+    }
+
+    async fn ddl(&self, cql: &str) -> Result<()> {
+        self.session.query_unpaged(cql, ()).await.map_err(cql_err)?;
+        self.session
+            .await_schema_agreement()
+            .await
+            .map_err(cql_err)?;
+        Ok(())
+    }
+
+    async fn prepare(&self, cql: String) -> Result<PreparedStatement> {
+        if let Some(p) = self.prepared.lock().get(&cql) {
+            return Ok(p.clone());
+        }
+        let p = self.session.prepare(cql.as_str()).await.map_err(cql_err)?;
+        self.prepared.lock().insert(cql, p.clone());
+        Ok(p)
+    }
+
+    fn table(&self, def: &TableDef) -> String {
+        format!("{}.{}", q(&self.ks), q(&def.name))
+    }
+
+    fn columns(def: &TableDef) -> String {
+        def.columns
+            .iter()
+            .map(|c| q(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn key_where(def: &TableDef) -> String {
+        def.primary_key
+            .iter()
+            .map(|&i| format!("{} = ?", q(&def.columns[i].name)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    fn list_vectors(def: &TableDef) -> bool {
+        def.options.get("cql_vector").is_some_and(|v| v == "list")
+    }
+
+    fn key_values(def: &TableDef, key: &[Value]) -> Result<Vec<Option<CqlValue>>> {
+        let lv = Self::list_vectors(def);
+        key.iter()
+            .zip(&def.primary_key)
+            .map(|(v, &i)| to_cql(v, &def.columns[i].ty, lv))
+            .collect()
+    }
+
+    fn decode_row(def: &TableDef, row: CqlRow) -> Result<Row> {
+        row.columns
+            .into_iter()
+            .zip(&def.columns)
+            .map(|(v, c)| from_cql(v, &c.ty))
+            .collect()
+    }
+
+    /// Run one prepared statement once per set of values, concurrently, in order.
+    async fn execute_many(
+        &self,
+        stmt: PreparedStatement,
+        values: Vec<Vec<Option<CqlValue>>>,
+    ) -> Result<Vec<QueryResult>> {
+        let session = self.session.clone();
+        futures::stream::iter(values.into_iter().map(move |v| {
+            let session = session.clone();
+            let stmt = stmt.clone();
+            async move { session.execute_unpaged(&stmt, v).await.map_err(cql_err) }
+        }))
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await
+    }
+
+    /// The rows stored under each key (`None` where there is none).
+    async fn fetch(
+        &self,
+        def: &TableDef,
+        keys: &[Vec<Value>],
+        cols: &str,
+    ) -> Result<Vec<Option<CqlRow>>> {
+        let stmt = self
+            .prepare(format!(
+                "SELECT {cols} FROM {} WHERE {}",
+                self.table(def),
+                Self::key_where(def)
+            ))
+            .await?;
+        let values = keys
+            .iter()
+            .map(|k| Self::key_values(def, k))
+            .collect::<Result<Vec<_>>>()?;
+        let mut out = Vec::with_capacity(keys.len());
+        for res in self.execute_many(stmt, values).await? {
+            let rows = res.into_rows_result().map_err(cql_err)?;
+            let mut it = rows.rows::<CqlRow>().map_err(cql_err)?;
+            out.push(match it.next() {
+                Some(r) => Some(r.map_err(cql_err)?),
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether each key exists.
+    async fn exists(&self, def: &TableDef, keys: &[Vec<Value>]) -> Result<Vec<bool>> {
+        let first_key = q(&def.columns[def.primary_key[0]].name);
+        Ok(self
+            .fetch(def, keys, &first_key)
+            .await?
+            .into_iter()
+            .map(|r| r.is_some())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl RowStore for ScyllaRows {
+    async fn list_tables(&self) -> Result<Vec<TableDef>> {
+        let res = self
+            .session
+            .query_unpaged(
+                format!("SELECT name, def FROM {}.{}", q(&self.ks), q(CATALOG_TABLE)),
+                (),
+            )
+            .await
+            .map_err(cql_err)?;
+        let rows = res.into_rows_result().map_err(cql_err)?;
+        let mut out = Vec::new();
+        for r in rows.rows::<(String, String)>().map_err(cql_err)? {
+            let (_, def) = r.map_err(cql_err)?;
+            out.push(serde_json::from_str(&def).map_err(Error::internal)?);
+        }
+        Ok(out)
+    }
+
+    async fn create_table(&self, def: &TableDef) -> Result<()> {
+        if def.name == CATALOG_TABLE {
+            return Err(Error::InvalidTableDefinition(format!(
+                "\"{CATALOG_TABLE}\" is reserved by vectorgate"
+            )));
+        }
+        let mut def = def.clone();
+        let keys: Vec<String> = def
+            .primary_key
+            .iter()
+            .map(|&i| q(&def.columns[i].name))
+            .collect();
+        let pk = match keys.as_slice() {
+            [one] => format!("({one})"),
+            [first, rest @ ..] => format!("({first}), {}", rest.join(", ")),
+            [] => return Err(Error::internal("table without key")),
+        };
+        let make = |lv: bool| {
+            let cols: Vec<String> = def
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", q(&c.name), cql_type(&c.ty, lv)))
+                .collect();
+            format!(
+                "CREATE TABLE {} ({}, PRIMARY KEY ({pk}))",
+                format_args!("{}.{}", q(&self.ks), q(&def.name)),
+                cols.join(", ")
+            )
+        };
+        // Register the table first, so that two proxies cannot both create it.
+        let json = serde_json::to_string(&def).map_err(Error::internal)?;
+        let res = self
+            .session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {}.{} (name, def) VALUES (?, ?) IF NOT EXISTS",
+                    q(&self.ks),
+                    q(CATALOG_TABLE)
+                ),
+                (def.name.as_str(), json.as_str()),
+            )
+            .await
+            .map_err(cql_err)?;
+        let applied = res
+            .into_rows_result()
+            .ok()
+            .and_then(|r| r.first_row::<(bool,)>().ok())
+            .map(|(a,)| a)
+            .unwrap_or(true);
+        if !applied {
+            return Err(Error::DuplicateTable(def.name.clone()));
+        }
+        let created = match self.ddl(&make(false)).await {
+            Ok(()) => Ok(()),
+            // A server without the vector type keeps vectors as list<float>.
+            Err(Error::Backend { .. }) => {
+                def.options.insert("cql_vector".into(), "list".into());
+                self.ddl(&make(true)).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = created {
+            let _ = self
+                .session
+                .query_unpaged(
+                    format!(
+                        "DELETE FROM {}.{} WHERE name = ?",
+                        q(&self.ks),
+                        q(CATALOG_TABLE)
+                    ),
+                    (def.name.as_str(),),
+                )
+                .await;
+            return Err(e);
+        }
+        if Self::list_vectors(&def) {
+            let json = serde_json::to_string(&def).map_err(Error::internal)?;
+            self.session
+                .query_unpaged(
+                    format!(
+                        "UPDATE {}.{} SET def = ? WHERE name = ?",
+                        q(&self.ks),
+                        q(CATALOG_TABLE)
+                    ),
+                    (json.as_str(), def.name.as_str()),
+                )
+                .await
+                .map_err(cql_err)?;
+        }
+        Ok(())
+    }
+
+    async fn drop_table(&self, name: &str) -> Result<()> {
+        self.ddl(&format!("DROP TABLE IF EXISTS {}.{}", q(&self.ks), q(name)))
+            .await?;
+        self.session
+            .query_unpaged(
+                format!(
+                    "DELETE FROM {}.{} WHERE name = ?",
+                    q(&self.ks),
+                    q(CATALOG_TABLE)
+                ),
+                (name,),
+            )
+            .await
+            .map_err(cql_err)?;
+        self.prepared
+            .lock()
+            .retain(|k, _| !k.contains(&format!(".{}", q(name))));
+        Ok(())
+    }
+
+    async fn write(&self, table: &TableDef, rows: Vec<Row>, mode: WriteMode) -> Result<()> {
+        if mode == WriteMode::InsertNew {
+            let keys: Vec<Vec<Value>> = rows.iter().map(|r| table.key_of(r)).collect();
+            let mut seen = std::collections::HashSet::new();
+            for k in &keys {
+                if !seen.insert(super::keys::encode(k)) {
+                    return Err(table.duplicate_key(k));
+                }
+            }
+            for (k, e) in keys.iter().zip(self.exists(table, &keys).await?) {
+                if e {
+                    return Err(table.duplicate_key(k));
+                }
+            }
+        }
+        let marks = vec!["?"; table.columns.len()].join(", ");
+        let stmt = self
+            .prepare(format!(
+                "INSERT INTO {} ({}) VALUES ({marks})",
+                self.table(table),
+                Self::columns(table)
+            ))
+            .await?;
+        let lv = Self::list_vectors(table);
+        let values = rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .zip(&table.columns)
+                    .map(|(v, c)| to_cql(v, &c.ty, lv))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.execute_many(stmt, values).await?;
+        Ok(())
+    }
+
+    async fn delete(&self, table: &TableDef, keys: Vec<Vec<Value>>) -> Result<u64> {
+        let existing = self.exists(table, &keys).await?;
+        let stmt = self
+            .prepare(format!(
+                "DELETE FROM {} WHERE {}",
+                self.table(table),
+                Self::key_where(table)
+            ))
+            .await?;
+        let n = existing.iter().filter(|e| **e).count() as u64;
+        let values = keys
+            .iter()
+            .zip(existing)
+            .filter(|(_, e)| *e)
+            .map(|(k, _)| Self::key_values(table, k))
+            .collect::<Result<Vec<_>>>()?;
+        self.execute_many(stmt, values).await?;
+        Ok(n)
+    }
+
+    async fn get(&self, table: &TableDef, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>> {
+        self.fetch(table, keys, &Self::columns(table))
+            .await?
+            .into_iter()
+            .map(|r| r.map(|r| Self::decode_row(table, r)).transpose())
+            .collect()
+    }
+
+    fn scan(
+        &self,
+        table: &TableDef,
+        batch: usize,
+        limit: Option<usize>,
+    ) -> BoxStream<'static, Result<Vec<Row>>> {
+        let def = table.clone();
+        let base = format!(
+            "SELECT {} FROM {} WHERE token({pk}) >= ? AND token({pk}) <= ?",
+            Self::columns(&def),
+            self.table(&def),
+            pk = q(&def.columns[def.primary_key[0]].name)
+        );
+        let step = (u64::MAX / SCAN_SPLITS as u64) as i64;
+        let ranges: Vec<(i64, i64)> = (0..SCAN_SPLITS)
+            .map(|i| {
+                let lo = i64::MIN.wrapping_add(step.wrapping_mul(i));
+                let hi = if i == SCAN_SPLITS - 1 {
+                    i64::MAX
+                } else {
+                    lo.wrapping_add(step - 1)
+                };
+                (lo, hi)
+            })
+            .collect();
+        let this = ScanSource {
+            session: self.session.clone(),
+            base,
+        };
+        let def2 = def.clone();
+        let streams = ranges.into_iter().map(move |(lo, hi)| {
+            let this = this.clone();
+            let def = def2.clone();
+            futures::stream::once(async move {
+                let mut stmt = scylla::statement::unprepared::Statement::new(this.base.clone());
+                stmt.set_page_size(1000);
+                let pager = this
+                    .session
+                    .query_iter(stmt, (lo, hi))
+                    .await
+                    .map_err(cql_err)?;
+                let rows = pager.rows_stream::<CqlRow>().map_err(cql_err)?;
+                Ok::<_, Error>(rows.map(move |r| Self::decode_row(&def, r.map_err(cql_err)?)))
+            })
+            .try_flatten()
+            .boxed()
+        });
+        let merged = futures::stream::select_all(streams);
+        let limited: BoxStream<'static, Result<Row>> = match limit {
+            Some(l) => merged.take(l).boxed(),
+            None => merged.boxed(),
+        };
+        limited
+            .chunks(batch.max(1))
+            .map(|chunk| chunk.into_iter().collect::<Result<Vec<Row>>>())
+            .boxed()
+    }
+}
+
+#[derive(Clone)]
+struct ScanSource {
+    session: Arc<Session>,
+    base: String,
+}

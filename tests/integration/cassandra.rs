@@ -1,0 +1,154 @@
+//! The CQL row store against a real Cassandra (VECTORGATE_TEST_CASSANDRA=host:port; the
+//! test script starts one with scripts/dev-cassandra). Without it these tests say so and
+//! return: the rest of the suite runs against both row stores.
+
+use scylla::client::session_builder::SessionBuilder;
+
+use super::{Server, cassandra, keyspace_for, sqlstate};
+
+fn skip(name: &str) -> bool {
+    if cassandra().is_none() {
+        eprintln!("{name}: VECTORGATE_TEST_CASSANDRA is not set; skipped");
+        return true;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips_through_cql() {
+    if skip("every_type_round_trips_through_cql") {
+        return;
+    }
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE alltypes (k bigint, c int, s smallint, r real, d double precision, b boolean, \
+             t text, u uuid, ts timestamp, dt date, ta text[], ia int[], ba bigint[], e vector(3), \
+             PRIMARY KEY (k, c));
+             INSERT INTO alltypes VALUES (1, 2, 3, 1.5, 2.25, true, 'hé', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', \
+             '2024-01-02 03:04:05.678', '2024-01-02', '{x,y}', '{1,2}', '{3000000000}', '[1,2,3]'),
+             (1, 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '[0,0,1]');",
+        )
+        .await
+        .expect("create and insert");
+    let rows = client
+        .simple_query(
+            "SELECT k, c, s, r, d, b, t, u, ts, dt, ta, ia, ba, e FROM alltypes ORDER BY c",
+        )
+        .await
+        .expect("select");
+    let got: Vec<Vec<Option<String>>> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    let first: Vec<Option<&str>> = got[0].iter().map(|x| x.as_deref()).collect();
+    assert_eq!(
+        first,
+        vec![
+            Some("1"),
+            Some("2"),
+            Some("3"),
+            Some("1.5"),
+            Some("2.25"),
+            Some("t"),
+            Some("hé"),
+            Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            // CQL keeps milliseconds.
+            Some("2024-01-02 03:04:05.678000"),
+            Some("2024-01-02"),
+            Some("{x,y}"),
+            Some("{1,2}"),
+            Some("{3000000000}"),
+            Some("[1,2,3]"),
+        ]
+    );
+    assert!(
+        got[1][2..13].iter().all(|v| v.is_none()),
+        "NULLs come back as NULL: {:?}",
+        got[1]
+    );
+
+    // The CQL table has the faithful types, and the catalog lives in the keyspace.
+    let session = SessionBuilder::new()
+        .known_node(cassandra().expect("addr"))
+        .build()
+        .await
+        .expect("cql");
+    let ks = keyspace_for(&server.data);
+    let res = session
+        .query_unpaged(
+            "SELECT column_name, type, kind FROM system_schema.columns WHERE keyspace_name = ? AND table_name = 'alltypes'",
+            (ks.as_str(),),
+        )
+        .await
+        .expect("schema");
+    let mut cols: Vec<(String, String, String)> = res
+        .into_rows_result()
+        .expect("rows")
+        .rows::<(String, String, String)>()
+        .expect("typed")
+        .map(|r| r.expect("row"))
+        .collect();
+    cols.sort();
+    let find = |n: &str| {
+        cols.iter()
+            .find(|c| c.0 == n)
+            .map(|c| (c.1.as_str(), c.2.as_str()))
+    };
+    assert_eq!(find("k"), Some(("bigint", "partition_key")));
+    assert_eq!(find("c"), Some(("int", "clustering")));
+    assert_eq!(find("r"), Some(("float", "regular")));
+    assert_eq!(find("ts"), Some(("timestamp", "regular")));
+    assert_eq!(find("ta"), Some(("list<text>", "regular")));
+    assert_eq!(find("e"), Some(("vector<float, 3>", "regular")));
+    let res = session
+        .query_unpaged(format!("SELECT name FROM \"{ks}\".vectorgate_catalog"), ())
+        .await
+        .expect("catalog");
+    let names: Vec<String> = res
+        .into_rows_result()
+        .expect("rows")
+        .rows::<(String,)>()
+        .expect("typed")
+        .map(|r| r.expect("row").0)
+        .collect();
+    assert_eq!(names, vec!["alltypes".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_proxy_sees_the_tables_of_the_first() {
+    if skip("a_second_proxy_sees_the_tables_of_the_first") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ks = keyspace_for(&dir.path().join("shared"));
+    let first = Server::start_on(&dir.path().join("a"), &["--keyspace", &ks]);
+    let client = first.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE shared (id int PRIMARY KEY, kind text, e vector(2)) WITH (distance = 'l2');
+             INSERT INTO shared VALUES (1, 'x', '[0,0]'), (2, 'y', '[1,0]'), (3, 'x', '[2,0]');",
+        )
+        .await
+        .expect("setup");
+    // The second proxy has its own (empty) embedded index: it builds it from the rows.
+    let second = Server::start_on(&dir.path().join("b"), &["--keyspace", &ks]);
+    let other = second.client().await;
+    let rows = other
+        .query("SELECT id FROM vector_search('shared', '[1.9,0]', 2) WHERE kind = 'x' ORDER BY distance", &[])
+        .await
+        .expect("search through the second proxy");
+    let ids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![3, 1]);
+    let e = other
+        .simple_query("CREATE TABLE shared (id int PRIMARY KEY, e vector(2))")
+        .await
+        .expect_err("the name is taken cluster-wide");
+    assert_eq!(sqlstate(&e), "42P07");
+}
