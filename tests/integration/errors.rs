@@ -169,7 +169,7 @@ async fn settings_come_from_environment_and_config_file() {
     )
     .await;
     assert!(
-        data.join("rows.redb").exists(),
+        data.join("vectors").exists(),
         "VECTORGATE_DATA chose the data directory"
     );
     server.stop(true);
