@@ -2,11 +2,12 @@
 //! SQLSTATE. Messages are written for clients: they never carry internal addresses,
 //! file paths or debug strings.
 
+use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("relation \"{0}\" does not exist")]
     UndefinedTable(String),
@@ -166,18 +167,12 @@ fn strip_prefixes(msg: &str) -> String {
 fn from_datafusion(e: DataFusionError) -> Error {
     use datafusion::common::SchemaError;
     match e {
-        DataFusionError::External(inner) => match inner.downcast::<Error>() {
-            Ok(mine) => *mine,
-            Err(other) => match other.downcast::<DataFusionError>() {
-                Ok(df) => from_datafusion(*df),
-                Err(other) => Error::Internal(other.to_string()),
-            },
-        },
+        DataFusionError::External(inner) => from_boxed(inner),
         DataFusionError::Context(_, inner) => from_datafusion(*inner),
         DataFusionError::Diagnostic(_, inner) => from_datafusion(*inner),
         DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
             Ok(inner) => from_datafusion(inner),
-            Err(arc) => Error::Internal(arc.to_string()),
+            Err(arc) => find_mine(&arc).unwrap_or_else(|| Error::Internal(arc.to_string())),
         },
         DataFusionError::Collection(mut errs) if !errs.is_empty() => {
             from_datafusion(errs.remove(0))
@@ -191,6 +186,12 @@ fn from_datafusion(e: DataFusionError) -> Error {
         DataFusionError::SQL(pe, _) => Error::Syntax(strip_prefixes(&pe.to_string())),
         DataFusionError::NotImplemented(m) => Error::FeatureNotSupported(strip_prefixes(&m)),
         DataFusionError::Plan(m) => plan_error(&m),
+        DataFusionError::ArrowError(ae, _) if matches!(*ae, ArrowError::ExternalError(_)) => {
+            match *ae {
+                ArrowError::ExternalError(inner) => from_boxed(inner),
+                other => Error::Internal(other.to_string()),
+            }
+        }
         DataFusionError::ArrowError(ae, _) => {
             let m = strip_prefixes(&ae.to_string());
             if m.contains("Cannot cast") || m.contains("Can't cast") || m.contains("parse") {
@@ -212,6 +213,53 @@ fn from_datafusion(e: DataFusionError) -> Error {
             }
         }
         other => Error::Internal(other.to_string()),
+    }
+}
+
+/// One of our errors inside a shared (not owned) DataFusion error.
+fn find_mine(e: &DataFusionError) -> Option<Error> {
+    fn boxed(b: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<Error> {
+        if let Some(mine) = b.downcast_ref::<Error>() {
+            return Some(mine.clone());
+        }
+        if let Some(df) = b.downcast_ref::<DataFusionError>() {
+            return find_mine(df);
+        }
+        if let Some(ArrowError::ExternalError(inner)) = b.downcast_ref::<ArrowError>() {
+            return boxed(inner.as_ref());
+        }
+        None
+    }
+    match e {
+        DataFusionError::External(b) => boxed(b.as_ref()),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            find_mine(inner)
+        }
+        DataFusionError::Shared(inner) => find_mine(inner),
+        DataFusionError::ArrowError(ae, _) => match ae.as_ref() {
+            ArrowError::ExternalError(inner) => boxed(inner.as_ref()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// An error that crossed a `Box<dyn Error>` (DataFusion's or Arrow's "external" error).
+fn from_boxed(inner: Box<dyn std::error::Error + Send + Sync>) -> Error {
+    let inner = match inner.downcast::<Error>() {
+        Ok(mine) => return *mine,
+        Err(other) => other,
+    };
+    let inner = match inner.downcast::<DataFusionError>() {
+        Ok(df) => return from_datafusion(*df),
+        Err(other) => other,
+    };
+    match inner.downcast::<ArrowError>() {
+        Ok(ae) => match *ae {
+            ArrowError::ExternalError(inner) => from_boxed(inner),
+            other => from_datafusion(DataFusionError::ArrowError(Box::new(other), None)),
+        },
+        Err(other) => Error::Internal(other.to_string()),
     }
 }
 
@@ -240,4 +288,42 @@ fn plan_error(msg: &str) -> Error {
         return Error::DatatypeMismatch(m);
     }
     Error::Syntax(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_errors_keep_their_sqlstate() {
+        let mine = || Error::Unavailable {
+            store: "row store",
+            message: "down".into(),
+        };
+        let wrapped =
+            DataFusionError::External(Box::new(ArrowError::ExternalError(Box::new(mine()))));
+        assert_eq!(Error::from(wrapped).sqlstate(), "08006");
+        let wrapped = DataFusionError::ArrowError(
+            Box::new(ArrowError::ExternalError(Box::new(DataFusionError::from(
+                mine(),
+            )))),
+            None,
+        );
+        assert_eq!(Error::from(wrapped).sqlstate(), "08006");
+        let shared = std::sync::Arc::new(DataFusionError::from(mine()));
+        let _keep = shared.clone();
+        assert_eq!(
+            Error::from(DataFusionError::Shared(shared)).sqlstate(),
+            "08006"
+        );
+        let ctx = DataFusionError::Context("scan".into(), Box::new(DataFusionError::from(mine())));
+        assert_eq!(Error::from(ctx).sqlstate(), "08006");
+        assert_eq!(
+            Error::from(DataFusionError::Plan(
+                "table 'vectorgate.public.x' not found".into()
+            ))
+            .sqlstate(),
+            "42P01"
+        );
+    }
 }

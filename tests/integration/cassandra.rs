@@ -152,3 +152,102 @@ async fn a_second_proxy_sees_the_tables_of_the_first() {
         .expect_err("the name is taken cluster-wide");
     assert_eq!(sqlstate(&e), "42P07");
 }
+
+fn dev_cassandra(port: u16, verb: &str) {
+    let status = std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/dev-cassandra"
+    ))
+    .arg(verb)
+    .env("CASSANDRA_PORT", port.to_string())
+    .status()
+    .expect("run scripts/dev-cassandra");
+    assert!(status.success(), "dev-cassandra {verb} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cassandra_outage_is_reported_and_survived() {
+    if skip("a_cassandra_outage_is_reported_and_survived") {
+        return;
+    }
+    // A Cassandra of this test's own, so that stopping it disturbs no other test.
+    let port = 19143;
+    dev_cassandra(port, "wipe");
+    dev_cassandra(port, "start");
+    struct StopOnDrop(u16);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            dev_cassandra(self.0, "stop");
+        }
+    }
+    let _guard = StopOnDrop(port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = format!("127.0.0.1:{port}");
+    let server = Server::start_on(
+        &dir.path().join("d"),
+        &[
+            "--scylla",
+            &addr,
+            "--keyspace",
+            "outage",
+            "--scylla-timeout-ms",
+            "3000",
+        ],
+    );
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE o (id int PRIMARY KEY, e vector(2));
+             INSERT INTO o VALUES (1, '[1,0]'), (2, '[0,1]');",
+        )
+        .await
+        .expect("setup");
+
+    dev_cassandra(port, "stop");
+    for sql in [
+        "SELECT count(*) FROM o",
+        "SELECT id FROM vector_search('o', '[1,0]', 1)",
+        "INSERT INTO o VALUES (3, '[1,1]')",
+    ] {
+        let e = client
+            .query(sql, &[])
+            .await
+            .expect_err("the row store is down");
+        let code = sqlstate(&e);
+        assert!(
+            code == "08006" || code == "57014",
+            "{sql}: got {code}: {e:?}"
+        );
+        let db = e.as_db_error().expect("a database error");
+        assert!(
+            db.hint().is_some_and(|h| h.contains("row store")),
+            "the hint names the row store: {db:?}"
+        );
+    }
+    let one: i64 = client
+        .query_one("SELECT 1::bigint", &[])
+        .await
+        .expect("the connection survives")
+        .get(0);
+    assert_eq!(one, 1);
+
+    dev_cassandra(port, "start");
+    // The driver reconnects by itself; no restart of the proxy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let count: i64 = loop {
+        match client.query_one("SELECT count(*) FROM o", &[]).await {
+            Ok(r) => break r.get(0),
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("the proxy did not recover: {e}"),
+        }
+    };
+    assert_eq!(count, 2);
+    let rows = client
+        .query("SELECT id FROM vector_search('o', '[1,0]', 1)", &[])
+        .await
+        .expect("search again");
+    assert_eq!(rows[0].get::<_, i32>(0), 1);
+}

@@ -24,7 +24,7 @@ pub fn cassandra() -> Option<String> {
 /// that cluster, in a keyspace of the data directory's own (so a restart finds them).
 pub fn backend_args(data: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    if let Some(cassandra) = cassandra() {
+    if let Some(cassandra) = cassandra().filter(|_| !extra.contains(&"--scylla")) {
         args.push("--scylla".into());
         args.push(cassandra);
         if !extra.contains(&"--keyspace") {
