@@ -17,21 +17,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the Postgres protocol on the embedded stores.
+    /// Serve the Postgres protocol.
     Serve(ServeArgs),
+    /// Register an existing CQL table and build its vector index from its rows.
+    Attach(AttachArgs),
 }
 
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:5433]
-    #[arg(long, env = "VECTORGATE_LISTEN", value_name = "ADDR:PORT")]
-    pub listen: Option<String>,
-    /// Directory of the embedded row store and vector index [default: ./vectorgate-data]
-    #[arg(long, env = "VECTORGATE_DATA", value_name = "DIR")]
-    pub data: Option<PathBuf>,
-    /// Largest k a vector_search may ask for [default: 10000]
-    #[arg(long, env = "VECTORGATE_MAX_K")]
-    pub max_k: Option<usize>,
+/// Where rows live when they live in a CQL cluster.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CqlArgs {
     /// Keep rows in ScyllaDB / Cassandra: comma-separated host:port contact points
     #[arg(long, env = "VECTORGATE_SCYLLA", value_name = "HOST:PORT[,...]")]
     pub scylla: Option<String>,
@@ -48,6 +42,51 @@ pub struct ServeArgs {
     /// Client-side timeout of each CQL request, in milliseconds [default: 10000]
     #[arg(long, env = "VECTORGATE_SCYLLA_TIMEOUT_MS")]
     pub scylla_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub cql: CqlArgs,
+    /// The CQL table to attach, as keyspace.table
+    #[arg(long, value_name = "KEYSPACE.TABLE")]
+    pub table: String,
+    /// Its primary key columns, comma-separated (checked against the CQL key) [default: the CQL primary key]
+    #[arg(long)]
+    pub key: Option<String>,
+    /// The vector column (vector<float, n> or list<float>)
+    #[arg(long)]
+    pub vector: String,
+    /// cosine, l2 or dot
+    #[arg(long, default_value = "cosine")]
+    pub distance: String,
+    /// The SQL name of the table [default: the CQL table name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The dimension, needed when the vectors are stored as list<float>
+    #[arg(long)]
+    pub dimension: Option<usize>,
+    /// Data directory of the proxy that will serve the table (its vector index lives there)
+    #[arg(long, env = "VECTORGATE_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// TOML file with the proxy's settings
+    #[arg(long, env = "VECTORGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:5433]
+    #[arg(long, env = "VECTORGATE_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Directory of the embedded row store and vector index [default: ./vectorgate-data]
+    #[arg(long, env = "VECTORGATE_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Largest k a vector_search may ask for [default: 10000]
+    #[arg(long, env = "VECTORGATE_MAX_K")]
+    pub max_k: Option<usize>,
+    #[command(flatten)]
+    pub cql: CqlArgs,
     /// TOML file with the same settings (listen, data, max_k, scylla, keyspace, ...)
     #[arg(long, env = "VECTORGATE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -338,8 +338,154 @@ impl ScyllaRows {
         Ok(p)
     }
 
+    /// The CQL table behind a SQL table: its own, or the attached `ks.table`.
     fn table(&self, def: &TableDef) -> String {
-        format!("{}.{}", q(&self.ks), q(&def.name))
+        match def.options.get("cql_table").and_then(|t| t.split_once('.')) {
+            Some((ks, t)) => format!("{}.{}", q(ks), q(t)),
+            None => format!("{}.{}", q(&self.ks), q(&def.name)),
+        }
+    }
+
+    /// Describe an existing CQL table (`ks.table`) as a SQL table, for `attach`.
+    /// `vector` names the vector column; `dimension` is needed only for `list<float>`.
+    pub async fn describe_cql_table(
+        &self,
+        cql_table: &str,
+        name: &str,
+        vector: &str,
+        dimension: Option<usize>,
+    ) -> Result<TableDef> {
+        let (ks, table) = cql_table.split_once('.').ok_or_else(|| {
+            Error::InvalidParameter(format!("expected keyspace.table, got \"{cql_table}\""))
+        })?;
+        let res = self
+            .session
+            .query_unpaged(
+                "SELECT column_name, type, kind, position FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?",
+                (ks, table),
+            )
+            .await
+            .map_err(cql_err)?;
+        let mut cols: Vec<(String, String, String, i32)> = res
+            .into_rows_result()
+            .map_err(cql_err)?
+            .rows::<(String, String, String, i32)>()
+            .map_err(cql_err)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(cql_err)?;
+        if cols.is_empty() {
+            return Err(Error::UndefinedTable(cql_table.to_string()));
+        }
+        let rank = |kind: &str| match kind {
+            "partition_key" => 0,
+            "clustering" => 1,
+            _ => 2,
+        };
+        cols.sort_by(|a, b| (rank(&a.2), a.3, &a.0).cmp(&(rank(&b.2), b.3, &b.0)));
+        let mut columns = Vec::new();
+        let mut primary_key = Vec::new();
+        let mut vector_column = None;
+        let mut list_vectors = false;
+        for (cname, ty, kind, _) in cols {
+            let ct = match ty.as_str() {
+                "bigint" | "counter" => Some(ColumnType::BigInt),
+                "int" => Some(ColumnType::Int),
+                "smallint" | "tinyint" => Some(ColumnType::SmallInt),
+                "float" => Some(ColumnType::Real),
+                "double" => Some(ColumnType::Double),
+                "boolean" => Some(ColumnType::Bool),
+                "text" | "varchar" | "ascii" => Some(ColumnType::Text),
+                "uuid" | "timeuuid" => Some(ColumnType::Uuid),
+                "timestamp" => Some(ColumnType::Timestamp),
+                "date" => Some(ColumnType::Date),
+                "list<text>" | "list<varchar>" => Some(ColumnType::TextArray),
+                "list<int>" => Some(ColumnType::IntArray),
+                "list<bigint>" => Some(ColumnType::BigIntArray),
+                t if cname == vector => {
+                    if let Some(n) = t
+                        .strip_prefix("vector<float, ")
+                        .and_then(|r| r.strip_suffix('>'))
+                    {
+                        n.trim().parse().ok().map(ColumnType::Vector)
+                    } else if t == "list<float>" {
+                        list_vectors = true;
+                        Some(ColumnType::Vector(dimension.ok_or_else(|| {
+                            Error::InvalidParameter(format!(
+                                "column \"{cname}\" is a list<float>: give its dimension (--dimension)"
+                            ))
+                        })?))
+                    } else {
+                        return Err(Error::DatatypeMismatch(format!(
+                            "column \"{cname}\" is {t}, not vector<float, n> or list<float>"
+                        )));
+                    }
+                }
+                _ => None,
+            };
+            let Some(ct) = ct else {
+                if kind != "regular" {
+                    return Err(Error::FeatureNotSupported(format!(
+                        "key column \"{cname}\" has unsupported type {ty}"
+                    )));
+                }
+                tracing::warn!(column = %cname, cql_type = %ty, "column type not supported; the column is not exposed");
+                continue;
+            };
+            if cname == vector {
+                vector_column = Some(columns.len());
+            }
+            if kind != "regular" && kind != "static" {
+                primary_key.push(columns.len());
+            }
+            columns.push(super::ColumnDef {
+                name: cname,
+                ty: ct,
+                nullable: kind == "regular" || kind == "static",
+            });
+        }
+        let vector_column =
+            vector_column.ok_or_else(|| Error::UndefinedColumn(vector.to_string()))?;
+        let mut options = std::collections::BTreeMap::new();
+        options.insert("cql_table".to_string(), format!("{ks}.{table}"));
+        if list_vectors {
+            options.insert("cql_vector".to_string(), "list".to_string());
+        }
+        Ok(TableDef {
+            name: name.to_string(),
+            columns,
+            primary_key,
+            vector_column,
+            distance: super::Distance::Cosine,
+            options,
+        })
+    }
+
+    /// Register an existing CQL table in the catalog without creating anything.
+    pub async fn attach_table(&self, def: &TableDef) -> Result<()> {
+        let json = serde_json::to_string(def).map_err(Error::internal)?;
+        let res = self
+            .session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {}.{} (name, def) VALUES (?, ?) IF NOT EXISTS",
+                    q(&self.ks),
+                    q(CATALOG_TABLE)
+                ),
+                (def.name.as_str(), json.as_str()),
+            )
+            .await
+            .map_err(cql_err)?;
+        let applied = res
+            .into_rows_result()
+            .ok()
+            .and_then(|r| r.first_row::<(bool,)>().ok())
+            .map(|(a,)| a)
+            .unwrap_or(true);
+        if applied {
+            Ok(())
+        } else {
+            Err(Error::DuplicateTable(def.name.clone()))
+        }
     }
 
     fn columns(def: &TableDef) -> String {

@@ -251,3 +251,156 @@ async fn a_cassandra_outage_is_reported_and_survived() {
         .expect("search again");
     assert_eq!(rows[0].get::<_, i32>(0), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_written_over_cql_can_be_attached_and_searched() {
+    if skip("tables_written_over_cql_can_be_attached_and_searched") {
+        return;
+    }
+    let addr = cassandra().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ext = keyspace_for(&dir.path().join("external"));
+    let ks = keyspace_for(&dir.path().join("proxy"));
+    let session = SessionBuilder::new()
+        .known_node(&addr)
+        .build()
+        .await
+        .expect("cql");
+    for cql in [
+        format!(
+            "CREATE KEYSPACE {ext} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
+        ),
+        format!(
+            "CREATE TABLE {ext}.items_v (id int PRIMARY KEY, cat text, e vector<float, 3>, extra map<text, text>)"
+        ),
+        format!(
+            "CREATE TABLE {ext}.items_l (id bigint, n int, e list<float>, PRIMARY KEY (id, n))"
+        ),
+    ] {
+        session.query_unpaged(cql, ()).await.expect("schema");
+    }
+    session.await_schema_agreement().await.expect("agreement");
+    let ins_v = session
+        .prepare(format!(
+            "INSERT INTO {ext}.items_v (id, cat, e) VALUES (?, ?, ?)"
+        ))
+        .await
+        .expect("prepare");
+    let ins_l = session
+        .prepare(format!(
+            "INSERT INTO {ext}.items_l (id, n, e) VALUES (?, ?, ?)"
+        ))
+        .await
+        .expect("prepare");
+    let vec_of = |i: i32| vec![(i % 17) as f32, (i % 5) as f32 - 2.0, (i as f32).sin()];
+    for i in 0..200i32 {
+        let v = vec_of(i);
+        let cat = if i % 4 == 0 { "a" } else { "b" };
+        session
+            .execute_unpaged(
+                &ins_v,
+                (
+                    i,
+                    cat,
+                    scylla::value::CqlValue::Vector(
+                        v.iter()
+                            .map(|x| scylla::value::CqlValue::Float(*x))
+                            .collect(),
+                    ),
+                ),
+            )
+            .await
+            .expect("insert v");
+        session
+            .execute_unpaged(&ins_l, (i as i64, i % 3, v.clone()))
+            .await
+            .expect("insert l");
+    }
+
+    let data = dir.path().join("data");
+    let attach = |table: &str, extra: &[&str]| {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_vectorgate"))
+            .args([
+                "attach",
+                "--scylla",
+                &addr,
+                "--keyspace",
+                &ks,
+                "--table",
+                table,
+                "--vector",
+                "e",
+                "--distance",
+                "l2",
+                "--data",
+            ])
+            .arg(&data)
+            .args(extra)
+            .status()
+            .expect("run attach");
+        assert!(status.success(), "attach {table}");
+    };
+    attach(&format!("{ext}.items_v"), &["--key", "id"]);
+    attach(
+        &format!("{ext}.items_l"),
+        &["--dimension", "3", "--name", "listed"],
+    );
+
+    let server = Server::start_on(&data, &["--keyspace", &ks]);
+    let client = server.client().await;
+    let q = vec![3.0f32, -1.0, 0.5];
+    let l2 = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| ((*x - *y) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let mut oracle: Vec<(f64, i32)> = (0..200)
+        .filter(|i| i % 4 == 0)
+        .map(|i| (l2(&q, &vec_of(i)), i))
+        .collect();
+    oracle.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let rows = client
+        .query("SELECT id, distance FROM vector_search('items_v', $1, 5) WHERE cat = 'a' ORDER BY distance", &[&q])
+        .await
+        .expect("search the attached table");
+    let got: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    let want: Vec<i32> = oracle.iter().take(5).map(|(_, i)| *i).collect();
+    let got_d: Vec<f64> = rows.iter().map(|r| r.get(1)).collect();
+    let want_d: Vec<f64> = oracle.iter().take(5).map(|(d, _)| *d).collect();
+    for (g, w) in got_d.iter().zip(&want_d) {
+        assert!((g - w).abs() < 1e-4, "distances {got_d:?} vs {want_d:?}");
+    }
+    assert_eq!(got.len(), 5, "{got:?} vs {want:?}");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM listed WHERE n = 1", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, (0..200).filter(|i| i % 3 == 1).count() as i64);
+    let rows = client
+        .query(
+            "SELECT id FROM vector_search('listed', $1, 1)",
+            &[&vec_of(42)],
+        )
+        .await
+        .expect("search list<float> vectors");
+    assert_eq!(rows[0].get::<_, i64>(0), 42);
+
+    // DROP TABLE detaches; the owner's CQL table and rows stay.
+    client
+        .batch_execute("DROP TABLE items_v")
+        .await
+        .expect("detach");
+    let res = session
+        .query_unpaged(format!("SELECT count(*) FROM {ext}.items_v"), ())
+        .await
+        .expect("count");
+    let (count,): (i64,) = res
+        .into_rows_result()
+        .expect("rows")
+        .first_row()
+        .expect("row");
+    assert_eq!(count, 200);
+}
