@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float32Array,
-    Float32Builder, Float64Array, Float64Builder, Int8Array, Int16Array, Int16Builder, Int32Array,
-    Int32Builder, Int64Array, Int64Builder, LargeStringArray, ListArray, ListBuilder, StringArray,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
+    Date32Builder, Decimal128Array, Decimal128Builder, Float32Array, Float32Builder, Float64Array,
+    Float64Builder, Int8Array, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array,
+    Int64Builder, LargeBinaryArray, LargeStringArray, ListArray, ListBuilder, StringArray,
     StringBuilder, StringViewArray, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
     UInt32Array, UInt64Array,
 };
@@ -37,6 +38,11 @@ pub enum ColumnType {
     IntArray,
     BigIntArray,
     Vector(usize),
+    Bytea,
+    /// `numeric(precision, scale)`, kept as a 128-bit decimal.
+    Numeric(u8, i8),
+    /// JSON text, checked on the way in.
+    Jsonb,
 }
 
 impl ColumnType {
@@ -58,6 +64,9 @@ impl ColumnType {
             ColumnType::IntArray => "integer[]".into(),
             ColumnType::BigIntArray => "bigint[]".into(),
             ColumnType::Vector(n) => format!("vector({n})"),
+            ColumnType::Bytea => "bytea".into(),
+            ColumnType::Numeric(p, s) => format!("numeric({p},{s})"),
+            ColumnType::Jsonb => "jsonb".into(),
         }
     }
 
@@ -79,6 +88,9 @@ impl ColumnType {
             ColumnType::IntArray => list_of(DataType::Int32),
             ColumnType::BigIntArray => list_of(DataType::Int64),
             ColumnType::Vector(_) => list_of(DataType::Float32),
+            ColumnType::Bytea => DataType::Binary,
+            ColumnType::Numeric(p, s) => DataType::Decimal128(*p, *s),
+            ColumnType::Jsonb => DataType::Utf8,
         }
     }
 
@@ -132,6 +144,9 @@ pub enum Value {
     TextArray(Vec<Option<String>>),
     IntArray(Vec<Option<i64>>),
     Vector(Vec<f32>),
+    Bytes(Vec<u8>),
+    /// An unscaled integer and its scale: `Decimal(12345, 2)` is 123.45.
+    Decimal(i128, i8),
 }
 
 impl Value {
@@ -280,6 +295,109 @@ pub fn parse_pg_array(text: &str) -> Result<Vec<Option<String>>> {
         }
     }
     Ok(out)
+}
+
+/// Parse `-12.345` into an unscaled integer at `scale`, rounding half away from zero.
+pub fn parse_decimal(text: &str, scale: i8) -> Result<i128> {
+    let t = text.trim();
+    let bad = || {
+        Error::InvalidText(format!(
+            "invalid input syntax for type numeric: \"{}\"",
+            abbreviate(text)
+        ))
+    };
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let scale = scale.max(0) as usize;
+    let mut unscaled: i128 = 0;
+    let over = || Error::NumericOutOfRange("numeric field overflow".into());
+    for c in int
+        .chars()
+        .chain(frac.chars().chain(std::iter::repeat('0')).take(scale))
+    {
+        unscaled = unscaled
+            .checked_mul(10)
+            .and_then(|v| v.checked_add((c as u8 - b'0') as i128))
+            .ok_or_else(over)?;
+    }
+    if frac.len() > scale && frac.as_bytes()[scale] >= b'5' {
+        unscaled = unscaled.checked_add(1).ok_or_else(over)?;
+    }
+    Ok(if neg { -unscaled } else { unscaled })
+}
+
+pub fn format_decimal(unscaled: i128, scale: i8) -> String {
+    if scale <= 0 {
+        return (unscaled * 10i128.pow((-scale) as u32)).to_string();
+    }
+    let s = unscaled.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let padded = if s.len() <= scale {
+        format!("{}{s}", "0".repeat(scale + 1 - s.len()))
+    } else {
+        s
+    };
+    let (i, f) = padded.split_at(padded.len() - scale);
+    format!("{}{i}.{f}", if unscaled < 0 { "-" } else { "" })
+}
+
+fn rescale(unscaled: i128, from: i8, to: i8) -> Result<i128> {
+    let over = || Error::NumericOutOfRange("numeric field overflow".into());
+    if to >= from {
+        unscaled
+            .checked_mul(10i128.checked_pow((to - from) as u32).ok_or_else(over)?)
+            .ok_or_else(over)
+    } else {
+        let div = 10i128.checked_pow((from - to) as u32).ok_or_else(over)?;
+        let (q, r) = (unscaled / div, unscaled % div);
+        Ok(if r.abs() * 2 >= div {
+            q + unscaled.signum()
+        } else {
+            q
+        })
+    }
+}
+
+/// Parse Postgres' bytea text forms: `\x0a1b` hex, or plain text taken as bytes.
+pub fn parse_bytea(text: &str) -> Result<Vec<u8>> {
+    match text.strip_prefix("\\x") {
+        Some(hex) => {
+            if hex.len() % 2 != 0 {
+                return Err(Error::InvalidText(
+                    "invalid hexadecimal data: odd number of digits".into(),
+                ));
+            }
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| {
+                    u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| {
+                        Error::InvalidText(format!(
+                            "invalid hexadecimal digit in \"{}\"",
+                            abbreviate(text)
+                        ))
+                    })
+                })
+                .collect()
+        }
+        None => Ok(text.as_bytes().to_vec()),
+    }
+}
+
+pub fn format_bytea(b: &[u8]) -> String {
+    let mut s = String::with_capacity(2 + 2 * b.len());
+    s.push_str("\\x");
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
 }
 
 /// Parse a timestamp literal into microseconds since the epoch.
@@ -466,6 +584,42 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
             check_vector(&v, *n)?;
             Value::Vector(v)
         }
+        (ColumnType::Bytea, Value::Bytes(b)) => Value::Bytes(b),
+        (ColumnType::Bytea, Value::Text(s)) => Value::Bytes(parse_bytea(&s)?),
+        (
+            ColumnType::Numeric(p, sc),
+            v @ (Value::Int(_) | Value::Float(_) | Value::Text(_) | Value::Decimal(..)),
+        ) => {
+            let unscaled = match v {
+                Value::Int(i) => rescale(i as i128, 0, *sc)?,
+                Value::Float(f) if f.is_finite() => parse_decimal(&format!("{f}"), *sc)?,
+                Value::Float(_) => {
+                    return Err(Error::FeatureNotSupported(
+                        "NaN and infinity are not supported for numeric".into(),
+                    ));
+                }
+                Value::Text(s) => parse_decimal(&s, *sc)?,
+                Value::Decimal(u, from) => rescale(u, from, *sc)?,
+                _ => 0,
+            };
+            if unscaled.unsigned_abs() >= 10u128.pow(*p as u32) {
+                return Err(Error::NumericOutOfRange(format!(
+                    "numeric field overflow: a field with precision {p}, scale {sc} must round to an absolute value less than 10^{}",
+                    *p as i32 - *sc as i32
+                )));
+            }
+            Value::Decimal(unscaled, *sc)
+        }
+        (ColumnType::Real | ColumnType::Double, Value::Decimal(u, sc)) => {
+            Value::Float(format_decimal(u, sc).parse().unwrap_or(f64::NAN))
+        }
+        (ColumnType::Text, Value::Decimal(u, sc)) => Value::Text(format_decimal(u, sc)),
+        (ColumnType::Jsonb, Value::Text(s)) => {
+            let v: serde_json::Value = serde_json::from_str(&s).map_err(|e| {
+                Error::InvalidText(format!("invalid input syntax for type json: {e}"))
+            })?;
+            Value::Text(v.to_string())
+        }
         (_, v) => return Err(bad(&v)),
     })
 }
@@ -483,6 +637,8 @@ fn value_type_name(v: &Value) -> &'static str {
         Value::TextArray(_) => "text[]",
         Value::IntArray(_) => "bigint[]",
         Value::Vector(_) => "vector",
+        Value::Bytes(_) => "bytea",
+        Value::Decimal(..) => "numeric",
     }
 }
 
@@ -512,6 +668,13 @@ pub fn value_from_array(array: &ArrayRef, row: usize) -> Result<Value> {
         DataType::LargeUtf8 => Value::Text(get!(LargeStringArray).unwrap_or_default().to_string()),
         DataType::Utf8View => Value::Text(get!(StringViewArray).unwrap_or_default().to_string()),
         DataType::Date32 => Value::Date(get!(Date32Array).unwrap_or_default()),
+        DataType::Binary => Value::Bytes(get!(BinaryArray).map(|b| b.to_vec()).unwrap_or_default()),
+        DataType::LargeBinary => Value::Bytes(
+            get!(LargeBinaryArray)
+                .map(|b| b.to_vec())
+                .unwrap_or_default(),
+        ),
+        DataType::Decimal128(_, s) => Value::Decimal(get!(Decimal128Array).unwrap_or_default(), *s),
         DataType::Timestamp(_, _) => {
             let casted = datafusion::arrow::compute::cast(
                 array,
@@ -755,6 +918,31 @@ pub fn build_array<'a>(ty: &ColumnType, values: impl Iterator<Item = &'a Value>)
             }
             Arc::new(b.finish())
         }
+        ColumnType::Bytea => {
+            let mut b = BinaryBuilder::new();
+            for v in values {
+                match v {
+                    Value::Bytes(x) => b.append_value(x),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ColumnType::Numeric(p, s) => {
+            let mut b = Decimal128Builder::new();
+            for v in values {
+                match v {
+                    Value::Decimal(u, _) => b.append_value(*u),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(
+                b.finish()
+                    .with_precision_and_scale(*p, *s)
+                    .unwrap_or_else(|_| Decimal128Array::from(Vec::<i128>::new())),
+            )
+        }
+        ColumnType::Jsonb => build_array(&ColumnType::Text, values),
         ColumnType::Vector(_) => {
             let mut b = ListBuilder::new(Float32Builder::new());
             for v in values {
@@ -813,6 +1001,29 @@ mod tests {
         );
         assert_eq!(parse_pg_array("{}").ok(), Some(vec![]));
         assert!(parse_pg_array("a,b").is_err());
+    }
+
+    #[test]
+    fn decimals_and_bytes() {
+        assert_eq!(parse_decimal("-12.345", 2).ok(), Some(-1235));
+        assert_eq!(parse_decimal("7", 3).ok(), Some(7000));
+        assert_eq!(format_decimal(-1235, 2), "-12.35");
+        assert_eq!(format_decimal(5, 3), "0.005");
+        assert!(parse_decimal("1e5", 2).is_err());
+        assert!(matches!(
+            coerce(Value::Text("123.4".into()), &ColumnType::Numeric(4, 2)),
+            Err(Error::NumericOutOfRange(_))
+        ));
+        assert_eq!(
+            coerce(Value::Int(3), &ColumnType::Numeric(10, 2)).ok(),
+            Some(Value::Decimal(300, 2))
+        );
+        assert_eq!(parse_bytea("\\x00ff").ok(), Some(vec![0, 255]));
+        assert_eq!(format_bytea(&[0, 255]), "\\x00ff");
+        assert!(matches!(
+            coerce(Value::Text("{bad".into()), &ColumnType::Jsonb),
+            Err(Error::InvalidText(_))
+        ));
     }
 
     #[test]

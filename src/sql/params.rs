@@ -338,6 +338,8 @@ fn literal(v: &Value) -> String {
             format!("ARRAY[{}]", items.join(", "))
         }
         Value::Vector(v) => quote(&format_vector(v)),
+        Value::Bytes(b) => quote(&crate::types::format_bytea(b)),
+        Value::Decimal(u, s) => crate::types::format_decimal(*u, *s),
     }
 }
 

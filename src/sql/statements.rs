@@ -136,6 +136,32 @@ fn parse_type(text: &str) -> Result<ColumnType> {
         "text" | "varchar" | "character varying" | "char" | "character" | "string" | "bpchar"
         | "name" => ColumnType::Text,
         "uuid" => ColumnType::Uuid,
+        "bytea" => ColumnType::Bytea,
+        "json" | "jsonb" => ColumnType::Jsonb,
+        "numeric" | "decimal" => {
+            let (p, s) = match t.find('(') {
+                Some(i) => {
+                    let inner = t[i + 1..].trim_end_matches(')');
+                    let mut it = inner.split(',').map(|x| x.trim().parse::<u8>());
+                    match (it.next(), it.next()) {
+                        (Some(Ok(p)), Some(Ok(s))) => (p, s),
+                        (Some(Ok(p)), None) => (p, 0),
+                        _ => {
+                            return Err(Error::Syntax(format!(
+                                "invalid numeric type modifier in \"{text}\""
+                            )));
+                        }
+                    }
+                }
+                None => (38, 10),
+            };
+            if p == 0 || p > 38 || s > p {
+                return Err(Error::InvalidParameter(format!(
+                    "NUMERIC precision must be between 1 and 38 and scale between 0 and the precision, got ({p},{s})"
+                )));
+            }
+            ColumnType::Numeric(p, s as i8)
+        }
         "timestamp" | "timestamp without time zone" => ColumnType::Timestamp,
         "timestamptz" | "timestamp with time zone" => ColumnType::TimestampTz,
         "date" => ColumnType::Date,
@@ -314,6 +340,8 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     for (k, v) in &options {
         match k.as_str() {
             "distance" => {}
+            // Read by the CQL row store: which key columns form the partition key.
+            "partition_key" => {}
             "m" | "ef_construct" | "indexing_threshold_kb" => {
                 if v.parse::<usize>().map_or(true, |n| n == 0 || n > 1_000_000) {
                     return Err(Error::InvalidParameter(format!(
@@ -323,7 +351,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             }
             other => {
                 return Err(Error::InvalidParameter(format!(
-                    "unrecognized table option \"{other}\" (known: distance, m, ef_construct, indexing_threshold_kb)"
+                    "unrecognized table option \"{other}\" (known: distance, partition_key, m, ef_construct, indexing_threshold_kb)"
                 )));
             }
         }

@@ -143,7 +143,8 @@ fn payload_schema(ty: &ColumnType) -> Option<PayloadSchemaType> {
         | ColumnType::Date
         | ColumnType::IntArray
         | ColumnType::BigIntArray => PayloadSchemaType::Integer,
-        ColumnType::Real | ColumnType::Double => PayloadSchemaType::Float,
+        ColumnType::Real | ColumnType::Double | ColumnType::Numeric(..) => PayloadSchemaType::Float,
+        ColumnType::Bytea | ColumnType::Jsonb => return None,
         ColumnType::Text | ColumnType::Uuid | ColumnType::TextArray => PayloadSchemaType::Keyword,
         ColumnType::Bool => PayloadSchemaType::Bool,
         ColumnType::Vector(_) => return None,

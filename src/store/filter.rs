@@ -135,6 +135,12 @@ pub fn payload_value(v: &Value) -> serde_json::Value {
         Value::Uuid(u) => J::String(u.to_string()),
         Value::TextArray(a) => J::Array(a.iter().flatten().map(|s| J::String(s.clone())).collect()),
         Value::IntArray(a) => J::Array(a.iter().flatten().map(|i| J::from(*i)).collect()),
-        Value::Vector(_) => J::Null,
+        Value::Vector(_) | Value::Bytes(_) => J::Null,
+        Value::Decimal(u, sc) => crate::types::format_decimal(*u, *sc)
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(J::Number)
+            .unwrap_or(J::Null),
     }
 }

@@ -66,7 +66,11 @@ pub fn encode(key: &[Value]) -> Vec<u8> {
                 out.extend(((*d as u32) ^ (1 << 31)).to_be_bytes());
             }
             // Arrays and vectors are never key columns.
-            Value::TextArray(_) | Value::IntArray(_) | Value::Vector(_) => out.push(0xfe),
+            Value::TextArray(_)
+            | Value::IntArray(_)
+            | Value::Vector(_)
+            | Value::Bytes(_)
+            | Value::Decimal(..) => out.push(0xfe),
         }
     }
     out

@@ -161,6 +161,9 @@ fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
         ColumnType::TextArray => "list<text>".into(),
         ColumnType::IntArray => "list<int>".into(),
         ColumnType::BigIntArray => "list<bigint>".into(),
+        ColumnType::Bytea => "blob".into(),
+        ColumnType::Numeric(..) => "decimal".into(),
+        ColumnType::Jsonb => "text".into(),
         ColumnType::Vector(n) if list_vectors => {
             let _ = n;
             "list<float>".into()
@@ -210,6 +213,13 @@ pub fn to_cql(v: &Value, ty: &ColumnType, list_vectors: bool) -> Result<Option<C
                 })
                 .collect::<Result<_>>()?,
         ),
+        (Value::Bytes(b), _) => CqlValue::Blob(b.clone()),
+        (Value::Decimal(u, sc), _) => CqlValue::Decimal(
+            scylla::value::CqlDecimal::from_signed_be_bytes_and_exponent(
+                u.to_be_bytes().to_vec(),
+                *sc as i32,
+            ),
+        ),
         (Value::Vector(v), _) => {
             let items = v.iter().map(|x| CqlValue::Float(*x)).collect();
             if list_vectors {
@@ -243,6 +253,30 @@ pub fn from_cql(v: Option<CqlValue>, ty: &ColumnType) -> Result<Value> {
         CqlValue::Timeuuid(u) => Value::Uuid(u.into()),
         CqlValue::Timestamp(t) => Value::Timestamp(t.0.saturating_mul(1000)),
         CqlValue::Date(d) => Value::Date((d.0 as i64 - EPOCH_DAY) as i32),
+        CqlValue::Blob(b) => Value::Bytes(b),
+        CqlValue::Decimal(d) => {
+            let (bytes, scale) = d.as_signed_be_bytes_slice_and_exponent();
+            let mut buf = [if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+                0xff
+            } else {
+                0
+            }; 16];
+            if bytes.len() > 16 {
+                return Err(Error::NumericOutOfRange(
+                    "numeric value out of range".into(),
+                ));
+            }
+            buf[16 - bytes.len()..].copy_from_slice(bytes);
+            let unscaled = i128::from_be_bytes(buf);
+            let target = match ty {
+                ColumnType::Numeric(_, s) => *s,
+                _ => scale as i8,
+            };
+            crate::types::coerce(
+                Value::Decimal(unscaled, scale as i8),
+                &ColumnType::Numeric(38, target),
+            )?
+        }
         CqlValue::List(items) | CqlValue::Vector(items) | CqlValue::Set(items) => match ty {
             ColumnType::Vector(_) => Value::Vector(
                 items
@@ -386,6 +420,7 @@ impl ScyllaRows {
         let mut primary_key = Vec::new();
         let mut vector_column = None;
         let mut list_vectors = false;
+        let mut partition: Vec<String> = Vec::new();
         for (cname, ty, kind, _) in cols {
             let ct = match ty.as_str() {
                 "bigint" | "counter" => Some(ColumnType::BigInt),
@@ -401,6 +436,7 @@ impl ScyllaRows {
                 "list<text>" | "list<varchar>" => Some(ColumnType::TextArray),
                 "list<int>" => Some(ColumnType::IntArray),
                 "list<bigint>" => Some(ColumnType::BigIntArray),
+                "blob" => Some(ColumnType::Bytea),
                 t if cname == vector => {
                     if let Some(n) = t
                         .strip_prefix("vector<float, ")
@@ -436,6 +472,9 @@ impl ScyllaRows {
             }
             if kind != "regular" && kind != "static" {
                 primary_key.push(columns.len());
+            }
+            if kind == "partition_key" {
+                partition.push(cname.clone());
             }
             columns.push(super::ColumnDef {
                 name: cname,
@@ -502,6 +541,18 @@ impl ScyllaRows {
             .map(|&i| format!("{} = ?", q(&def.columns[i].name)))
             .collect::<Vec<_>>()
             .join(" AND ")
+    }
+
+    /// The partition key columns: the `partition_key` option, else the first key column.
+    fn partition_columns(def: &TableDef) -> Vec<String> {
+        match def.options.get("partition_key") {
+            Some(cols) => cols
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect(),
+            None => vec![def.columns[def.primary_key[0]].name.clone()],
+        }
     }
 
     fn list_vectors(def: &TableDef) -> bool {
@@ -610,15 +661,27 @@ impl RowStore for ScyllaRows {
             )));
         }
         let mut def = def.clone();
-        let keys: Vec<String> = def
+        let key_names: Vec<String> = def
             .primary_key
             .iter()
-            .map(|&i| q(&def.columns[i].name))
+            .map(|&i| def.columns[i].name.clone())
             .collect();
-        let pk = match keys.as_slice() {
-            [one] => format!("({one})"),
-            [first, rest @ ..] => format!("({first}), {}", rest.join(", ")),
-            [] => return Err(Error::internal("table without key")),
+        let partition = Self::partition_columns(&def);
+        if let Some(bad) = partition.iter().find(|c| !key_names.contains(c)) {
+            return Err(Error::InvalidTableDefinition(format!(
+                "partition_key column \"{bad}\" is not part of the primary key"
+            )));
+        }
+        let clustering: Vec<String> = key_names
+            .iter()
+            .filter(|k| !partition.contains(k))
+            .map(|k| q(k))
+            .collect();
+        let parts: Vec<String> = partition.iter().map(|p| q(p)).collect();
+        let pk = if clustering.is_empty() {
+            format!("({})", parts.join(", "))
+        } else {
+            format!("({}), {}", parts.join(", "), clustering.join(", "))
         };
         let make = |lv: bool| {
             let cols: Vec<String> = def
@@ -791,7 +854,11 @@ impl RowStore for ScyllaRows {
             "SELECT {} FROM {} WHERE token({pk}) >= ? AND token({pk}) <= ?",
             Self::columns(&def),
             self.table(&def),
-            pk = q(&def.columns[def.primary_key[0]].name)
+            pk = Self::partition_columns(&def)
+                .iter()
+                .map(|c| q(c))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let step = (u64::MAX / SCAN_SPLITS as u64) as i64;
         let ranges: Vec<(i64, i64)> = (0..SCAN_SPLITS)

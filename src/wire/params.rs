@@ -46,7 +46,7 @@ fn decode_text(ty: &Type, raw: &[u8]) -> Result<Value> {
         Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => {
             Value::Int(s.trim().parse().map_err(|_| bad(ty, s))?)
         }
-        Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => {
+        Type::FLOAT4 | Type::FLOAT8 => {
             let t = s.trim();
             Value::Float(match t.to_ascii_lowercase().as_str() {
                 "nan" => f64::NAN,
@@ -89,13 +89,22 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
         Type::FLOAT4 => Value::Float(from_binary::<f32>(ty, raw)? as f64),
         Type::FLOAT8 => Value::Float(from_binary::<f64>(ty, raw)?),
         Type::BOOL => Value::Bool(from_binary::<bool>(ty, raw)?),
-        Type::TEXT
-        | Type::VARCHAR
-        | Type::BPCHAR
-        | Type::NAME
-        | Type::UNKNOWN
-        | Type::JSON
-        | Type::JSONB => Value::Text(from_binary::<String>(ty, raw)?),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::JSON => {
+            Value::Text(from_binary::<String>(ty, raw)?)
+        }
+        // jsonb's binary form is a version byte (1) and the JSON text.
+        Type::JSONB => match raw.split_first() {
+            Some((1, rest)) => Value::Text(
+                String::from_utf8(rest.to_vec())
+                    .map_err(|_| Error::InvalidText("invalid UTF-8 in jsonb".into()))?,
+            ),
+            _ => {
+                return Err(Error::ProtocolViolation(
+                    "unsupported jsonb binary version".into(),
+                ));
+            }
+        },
+        Type::BYTEA => Value::Bytes(raw.to_vec()),
         Type::UUID => Value::Uuid(from_binary::<uuid::Uuid>(ty, raw)?),
         Type::TIMESTAMP => Value::Timestamp(
             from_binary::<chrono::NaiveDateTime>(ty, raw)?

@@ -25,16 +25,16 @@ async fn every_type_round_trips_through_cql() {
         .batch_execute(
             "CREATE TABLE alltypes (k bigint, c int, s smallint, r real, d double precision, b boolean, \
              t text, u uuid, ts timestamp, dt date, ta text[], ia int[], ba bigint[], e vector(3), \
-             PRIMARY KEY (k, c));
+             raw bytea, n numeric(12,3), j jsonb, PRIMARY KEY (k, c));
              INSERT INTO alltypes VALUES (1, 2, 3, 1.5, 2.25, true, 'hé', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', \
-             '2024-01-02 03:04:05.678', '2024-01-02', '{x,y}', '{1,2}', '{3000000000}', '[1,2,3]'),
-             (1, 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '[0,0,1]');",
+             '2024-01-02 03:04:05.678', '2024-01-02', '{x,y}', '{1,2}', '{3000000000}', '[1,2,3]', '\\x0aff', -12.5, '{\"k\": 1}'),
+             (1, 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '[0,0,1]', NULL, NULL, NULL);",
         )
         .await
         .expect("create and insert");
     let rows = client
         .simple_query(
-            "SELECT k, c, s, r, d, b, t, u, ts, dt, ta, ia, ba, e FROM alltypes ORDER BY c",
+            "SELECT k, c, s, r, d, b, t, u, ts, dt, ta, ia, ba, e, raw, n, j FROM alltypes ORDER BY c",
         )
         .await
         .expect("select");
@@ -66,6 +66,9 @@ async fn every_type_round_trips_through_cql() {
             Some("{1,2}"),
             Some("{3000000000}"),
             Some("[1,2,3]"),
+            Some("\\x0aff"),
+            Some("-12.500"),
+            Some("{\"k\":1}"),
         ]
     );
     assert!(
@@ -107,6 +110,9 @@ async fn every_type_round_trips_through_cql() {
     assert_eq!(find("ts"), Some(("timestamp", "regular")));
     assert_eq!(find("ta"), Some(("list<text>", "regular")));
     assert_eq!(find("e"), Some(("vector<float, 3>", "regular")));
+    assert_eq!(find("raw"), Some(("blob", "regular")));
+    assert_eq!(find("n"), Some(("decimal", "regular")));
+    assert_eq!(find("j"), Some(("text", "regular")));
     let res = session
         .query_unpaged(format!("SELECT name FROM \"{ks}\".vectorgate_catalog"), ())
         .await
@@ -403,4 +409,68 @@ async fn tables_written_over_cql_can_be_attached_and_searched() {
         .first_row()
         .expect("row");
     assert_eq!(count, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_composite_partition_key_from_the_table_option() {
+    if skip("a_composite_partition_key_from_the_table_option") {
+        return;
+    }
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE events (tenant text, day date, seq int, e vector(2), PRIMARY KEY (tenant, day, seq)) \
+             WITH (partition_key = 'tenant,day', distance = 'l2');
+             INSERT INTO events VALUES ('a', '2024-01-01', 1, '[0,0]'), ('a', '2024-01-01', 2, '[1,0]'), \
+             ('a', '2024-01-02', 1, '[2,0]'), ('b', '2024-01-01', 1, '[3,0]');",
+        )
+        .await
+        .expect("setup");
+    let session = SessionBuilder::new()
+        .known_node(cassandra().expect("addr"))
+        .build()
+        .await
+        .expect("cql");
+    let res = session
+        .query_unpaged(
+            "SELECT column_name, kind FROM system_schema.columns WHERE keyspace_name = ? AND table_name = 'events'",
+            (keyspace_for(&server.data),),
+        )
+        .await
+        .expect("schema");
+    let mut kinds: Vec<(String, String)> = res
+        .into_rows_result()
+        .expect("rows")
+        .rows::<(String, String)>()
+        .expect("typed")
+        .map(|r| r.expect("row"))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("day".into(), "partition_key".into()),
+            ("e".into(), "regular".into()),
+            ("seq".into(), "clustering".into()),
+            ("tenant".into(), "partition_key".into()),
+        ]
+    );
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .expect("scan")
+        .get(0);
+    assert_eq!(n, 4, "the token-range scan covers composite partition keys");
+    let rows = client
+        .query("SELECT seq FROM vector_search('events', '[1.9,0]', 2) WHERE tenant = 'a' ORDER BY distance", &[])
+        .await
+        .expect("search");
+    let seqs: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(seqs, vec![1, 2]);
+    let e = client
+        .simple_query("CREATE TABLE bad (a int, b int, e vector(2), PRIMARY KEY (a)) WITH (partition_key = 'b')")
+        .await
+        .expect_err("partition key outside the primary key");
+    assert_eq!(sqlstate(&e), "42P16");
 }

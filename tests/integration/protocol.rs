@@ -312,3 +312,36 @@ async fn vector_columns_are_described_as_pgvector_vectors() {
         .expect("row");
     assert_eq!(text, "[1,2.5,-3]");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytea_values_round_trip_in_both_formats() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE TABLE blobs (id int PRIMARY KEY, raw bytea, e vector(2)); INSERT INTO blobs VALUES (1, '\\x00ff10', '[1,0]')")
+        .await
+        .expect("setup");
+    let payload: Vec<u8> = vec![0, 1, 2, 254, 255];
+    client
+        .execute(
+            "INSERT INTO blobs (id, raw, e) VALUES ($1, $2, $3)",
+            &[&2i32, &payload, &vec![0f32, 1.0]],
+        )
+        .await
+        .expect("binary bytea parameter");
+    let rows = client
+        .query("SELECT raw FROM blobs ORDER BY id", &[])
+        .await
+        .expect("select");
+    assert_eq!(rows[0].get::<_, Vec<u8>>(0), vec![0, 255, 16]);
+    assert_eq!(rows[1].get::<_, Vec<u8>>(0), payload);
+    let text = client
+        .simple_query("SELECT raw FROM blobs WHERE id = 1")
+        .await
+        .expect("text");
+    let got = text.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(got.as_deref(), Some("\\x00ff10"));
+}
