@@ -850,6 +850,28 @@ impl RowStore for ScyllaRows {
         limit: Option<usize>,
     ) -> BoxStream<'static, Result<Vec<Row>>> {
         let def = table.clone();
+        if let Some(l) = limit {
+            // A LIMIT goes into the CQL itself: one paged query, no ring split.
+            let session = self.session.clone();
+            let cql = format!(
+                "SELECT {} FROM {} LIMIT {}",
+                Self::columns(&def),
+                self.table(&def),
+                l.min(i32::MAX as usize)
+            );
+            return futures::stream::once(async move {
+                let mut stmt = scylla::statement::unprepared::Statement::new(cql);
+                stmt.set_page_size(l.clamp(1, 1000) as i32);
+                let pager = session.query_iter(stmt, ()).await.map_err(cql_err)?;
+                let rows = pager.rows_stream::<CqlRow>().map_err(cql_err)?;
+                Ok::<_, Error>(rows.map(move |r| Self::decode_row(&def, r.map_err(cql_err)?)))
+            })
+            .try_flatten()
+            .take(l)
+            .chunks(batch.max(1))
+            .map(|chunk| chunk.into_iter().collect::<Result<Vec<Row>>>())
+            .boxed();
+        }
         let base = format!(
             "SELECT {} FROM {} WHERE token({pk}) >= ? AND token({pk}) <= ?",
             Self::columns(&def),
