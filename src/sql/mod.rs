@@ -5,6 +5,7 @@
 //! `$n` parameters of the extended protocol.
 
 pub mod params;
+pub mod pgvector;
 pub mod pushdown;
 pub mod statements;
 pub mod tables;
@@ -96,6 +97,9 @@ impl Engine {
                 shared: Arc::downgrade(&shared),
             }),
         );
+        for f in pgvector::DistanceFunction::all() {
+            ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));
+        }
         Ok(Arc::new(Engine {
             shared,
             base: ctx.state(),
@@ -104,9 +108,14 @@ impl Engine {
     }
 
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
-        self.parser
+        let mut stmts = self
+            .parser
             .parse(sql)
-            .map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))
+            .map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))?;
+        for s in &mut stmts {
+            pgvector::rewrite(s, &self.shared);
+        }
+        Ok(stmts)
     }
 
     pub fn rows(&self) -> &Arc<dyn RowStore> {

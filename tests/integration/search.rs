@@ -275,3 +275,50 @@ async fn deleted_and_updated_rows_follow_the_row_store() {
     let e = client.query(q, &[]).await.expect_err("dropped");
     assert_eq!(super::sqlstate(&e), "42P01");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgvector_order_by_is_the_same_index_search() {
+    let server = Server::start();
+    let client = server.client().await;
+    let mut rng = StdRng::seed_from_u64(7);
+    let (docs, centers) = dataset(&mut rng);
+    load(&client, "pg", "cosine", &docs[..1000]).await;
+    let plan: Vec<String> = client
+        .query(
+            "EXPLAIN SELECT id FROM pg WHERE category = 'c3' ORDER BY embedding <=> $1 LIMIT 10",
+            &[&centers[0]],
+        )
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("VectorSearchExec: table=pg, k=10"), "{plan}");
+    assert!(plan.contains("pushed_filter=category = 'c3'"), "{plan}");
+    for center in centers.iter().take(6) {
+        let query: Vec<f32> = center
+            .iter()
+            .map(|x| x + 0.3 * gaussian(&mut rng))
+            .collect();
+        let mut oracle: Vec<(f64, i64)> = docs[..1000]
+            .iter()
+            .filter(|d| d.category == "c3")
+            .map(|d| (exact("cosine", &query, &d.v), d.id))
+            .collect();
+        oracle.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let rows = client
+            .query(
+                "SELECT id, embedding <=> $1 AS d FROM pg WHERE category = 'c3' ORDER BY embedding <=> $1 LIMIT 10",
+                &[&query],
+            )
+            .await
+            .expect("pgvector search");
+        let got: Vec<(i64, f64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(got.len(), 10);
+        for ((id, d), (od, oid)) in got.iter().zip(&oracle) {
+            assert_eq!(id, oid, "same rows as the exact oracle, in order");
+            assert!((d - od).abs() < 1e-4);
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! pgvector syntax. The distance operators `<->` (l2), `<=>` (cosine) and `<#>` (negative
+//! inner product) become the functions `l2_distance`, `cosine_distance` and
+//! `negative_inner_product`, computed exactly wherever they appear. And the pgvector
+//! search shape
+//!
+//! ```sql
+//! SELECT ... FROM docs [WHERE ...] ORDER BY embedding <=> $1 LIMIT 10
+//! ```
+//!
+//! on a table whose index uses that distance is rewritten into the same index search as
+//! `vector_search('docs', $1, 10)`, never a brute-force scan.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Float64Builder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr as SqlExpr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
+    FunctionArguments, Ident, ObjectName, ObjectNamePart, OrderByKind, SelectItem, SetExpr,
+    Statement, TableFactor, visit_expressions_mut,
+};
+
+use super::statements::ident_name;
+use super::tables::Shared;
+use crate::error::Error;
+use crate::store::Distance;
+use crate::types::{Value, parse_vector_text, value_from_array};
+
+/// Function names for the operators.
+fn function_for(op: &BinaryOperator) -> Option<(&'static str, Distance)> {
+    match op {
+        BinaryOperator::LtDashGt => Some(("l2_distance", Distance::L2)),
+        BinaryOperator::Spaceship => Some(("cosine_distance", Distance::Cosine)),
+        BinaryOperator::Custom(s) if s == "<#>" => Some(("negative_inner_product", Distance::Dot)),
+        _ => None,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DistanceFunction {
+    name: &'static str,
+    distance: DistanceKind,
+    signature: Signature,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash, Clone, Copy)]
+enum DistanceKind {
+    L2,
+    Cosine,
+    Dot,
+}
+
+impl DistanceFunction {
+    pub fn all() -> Vec<DistanceFunction> {
+        [
+            ("l2_distance", DistanceKind::L2),
+            ("cosine_distance", DistanceKind::Cosine),
+            ("negative_inner_product", DistanceKind::Dot),
+        ]
+        .into_iter()
+        .map(|(name, distance)| DistanceFunction {
+            name,
+            distance,
+            signature: Signature::any(2, Volatility::Immutable),
+        })
+        .collect()
+    }
+}
+
+fn vector_at(arr: &ArrayRef, row: usize) -> Result<Option<Vec<f32>>, Error> {
+    Ok(match value_from_array(arr, row)? {
+        Value::Null => None,
+        Value::Vector(v) => Some(v),
+        Value::Text(s) => Some(parse_vector_text(&s)?),
+        Value::IntArray(a) => Some(
+            a.into_iter()
+                .map(|x| x.unwrap_or_default() as f32)
+                .collect(),
+        ),
+        other => {
+            return Err(Error::DatatypeMismatch(format!(
+                "a distance needs two vectors, got {other:?}"
+            )));
+        }
+    })
+}
+
+impl ScalarUDFImpl for DistanceFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let distance = match self.distance {
+            DistanceKind::L2 => Distance::L2,
+            DistanceKind::Cosine => Distance::Cosine,
+            DistanceKind::Dot => Distance::Dot,
+        };
+        let mut out = Float64Builder::with_capacity(n);
+        for row in 0..n {
+            match (vector_at(&arrays[0], row)?, vector_at(&arrays[1], row)?) {
+                (Some(a), Some(b)) => {
+                    if a.len() != b.len() {
+                        return Err(Error::DataException(format!(
+                            "different vector dimensions {} and {}",
+                            a.len(),
+                            b.len()
+                        ))
+                        .into());
+                    }
+                    out.append_value(distance.exact(&a, &b));
+                }
+                _ => out.append_null(),
+            }
+        }
+        let arr: ArrayRef = Arc::new(out.finish());
+        Ok(
+            if arr.len() == 1
+                && args
+                    .args
+                    .iter()
+                    .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+            {
+                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&arr, 0)?)
+            } else {
+                ColumnarValue::Array(arr)
+            },
+        )
+    }
+}
+
+fn call(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
+    SqlExpr::Function(Function {
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+/// Rewrite a statement: first the index-search shape, then every remaining operator.
+pub fn rewrite(stmt: &mut Statement, shared: &Shared) {
+    match stmt {
+        Statement::Query(q) => rewrite_search(q, shared),
+        Statement::Explain { statement, .. } => {
+            if let Statement::Query(q) = statement.as_mut() {
+                rewrite_search(q, shared);
+            }
+        }
+        _ => {}
+    }
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::BinaryOp { left, op, right } = e
+            && let Some((name, _)) = function_for(op)
+        {
+            *e = call(name, vec![(**left).clone(), (**right).clone()]);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn column_name(e: &SqlExpr) -> Option<String> {
+    match e {
+        SqlExpr::Identifier(i) => Some(ident_name(i)),
+        SqlExpr::CompoundIdentifier(parts) => parts.last().map(ident_name),
+        _ => None,
+    }
+}
+
+/// `SELECT .. FROM t [WHERE ..] ORDER BY vec <op> q [, ..] LIMIT k` on one table whose
+/// index distance matches `<op>` becomes a search of `vector_search('t', q, k)`.
+fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Shared) {
+    use datafusion::sql::sqlparser::ast::LimitClause;
+    let Some(LimitClause::LimitOffset {
+        limit: Some(limit),
+        offset: None,
+        ..
+    }) = &q.limit_clause
+    else {
+        return;
+    };
+    let SqlExpr::Value(lv) = limit else { return };
+    let datafusion::sql::sqlparser::ast::Value::Number(k, _) = &lv.value else {
+        return;
+    };
+    let k = k.clone();
+    let Some(order) = &mut q.order_by else { return };
+    let OrderByKind::Expressions(items) = &mut order.kind else {
+        return;
+    };
+    let Some(first) = items.first_mut() else {
+        return;
+    };
+    if first.options.asc == Some(false) {
+        return;
+    }
+    let SqlExpr::BinaryOp { left, op, right } = &first.expr else {
+        return;
+    };
+    let Some((_, op_distance)) = function_for(op) else {
+        return;
+    };
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return;
+    };
+    if select.from.len() != 1 || !select.from[0].joins.is_empty() || select.distinct.is_some() {
+        return;
+    }
+    if !matches!(&select.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(g, _) if g.is_empty())
+    {
+        return;
+    }
+    let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = &select.from[0].relation
+    else {
+        return;
+    };
+    let Some(table) = name.0.last().and_then(|p| p.as_ident()).map(ident_name) else {
+        return;
+    };
+    let Ok(def) = shared.table(&table) else {
+        return;
+    };
+    if def.distance != op_distance {
+        return;
+    }
+    let vector_col = &def.columns[def.vector_column].name;
+    let query_expr = if column_name(left).as_deref() == Some(vector_col.as_str()) {
+        (**right).clone()
+    } else if column_name(right).as_deref() == Some(vector_col.as_str()) {
+        (**left).clone()
+    } else {
+        return;
+    };
+    // The search replaces the table; `distance` replaces the operator expression.
+    let alias = alias
+        .clone()
+        .unwrap_or_else(|| datafusion::sql::sqlparser::ast::TableAlias {
+            explicit: true,
+            name: Ident::new(&table),
+            columns: vec![],
+            at: None,
+        });
+    let search = format!(
+        "vector_search('{}', {}, {k})",
+        table.replace('\'', "''"),
+        query_expr
+    );
+    let Ok(mut parsed) = datafusion::sql::sqlparser::parser::Parser::new(
+        &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+    )
+    .try_with_sql(&format!("SELECT 1 FROM {search}"))
+    .and_then(|mut p| p.parse_query()) else {
+        return;
+    };
+    let SetExpr::Select(ps) = parsed.body.as_mut() else {
+        return;
+    };
+    let mut relation = ps.from.remove(0).relation;
+    if let TableFactor::Table { alias: a, .. } = &mut relation {
+        *a = Some(alias.clone());
+    }
+    let op_expr = first.expr.clone();
+    first.expr = SqlExpr::CompoundIdentifier(vec![
+        alias.name.clone(),
+        Ident::new(super::vector_search::DISTANCE),
+    ]);
+    select.from[0].relation = relation;
+    // `SELECT *` must not grow a distance column; other uses of the operator read it.
+    let cols: Vec<SelectItem> = def
+        .columns
+        .iter()
+        .map(|c| {
+            SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(vec![
+                alias.name.clone(),
+                Ident::with_quote('"', &c.name),
+            ]))
+        })
+        .collect();
+    let mut projection = Vec::with_capacity(select.projection.len());
+    for item in select.projection.drain(..) {
+        match item {
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                projection.extend(cols.iter().cloned())
+            }
+            SelectItem::UnnamedExpr(e) if e == op_expr => {
+                projection.push(SelectItem::ExprWithAlias {
+                    expr: SqlExpr::CompoundIdentifier(vec![
+                        alias.name.clone(),
+                        Ident::new(super::vector_search::DISTANCE),
+                    ]),
+                    alias: Ident::new("?column?"),
+                })
+            }
+            SelectItem::ExprWithAlias { expr, alias: a } if expr == op_expr => {
+                projection.push(SelectItem::ExprWithAlias {
+                    expr: SqlExpr::CompoundIdentifier(vec![
+                        alias.name.clone(),
+                        Ident::new(super::vector_search::DISTANCE),
+                    ]),
+                    alias: a,
+                })
+            }
+            other => projection.push(other),
+        }
+    }
+    select.projection = projection;
+}
