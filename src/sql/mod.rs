@@ -4,6 +4,7 @@
 //! `vector_search` table function of [`vector_search`]. [`params`] types and binds the
 //! `$n` parameters of the extended protocol.
 
+pub mod catalog;
 pub mod params;
 pub mod pgvector;
 pub mod pushdown;
@@ -97,6 +98,24 @@ impl Engine {
                 shared: Arc::downgrade(&shared),
             }),
         );
+        // Correct pg_attribute and format_type for the declared column types.
+        let catalog = ctx
+            .catalog(DATABASE)
+            .ok_or_else(|| Error::internal("default catalog missing"))?;
+        if let Some(inner) = catalog.schema("pg_catalog") {
+            catalog.register_schema(
+                "pg_catalog",
+                Arc::new(catalog::PgCatalogOverlay {
+                    inner,
+                    shared: Arc::downgrade(&shared),
+                }),
+            )?;
+        }
+        if let Some(inner) = ctx.state().scalar_functions().get("format_type").cloned() {
+            ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+                catalog::FormatType::new(inner),
+            ));
+        }
         for f in pgvector::DistanceFunction::all() {
             ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));
         }

@@ -1,0 +1,277 @@
+//! Corrections to the emulated `pg_catalog` for the proxy's own tables: the generic
+//! emulation derives a column's type from its Arrow type alone, so `vector(n)`, `uuid`,
+//! `numeric(p,s)`, `jsonb` and `bigint[]` would all read as other types in psql's `\d`.
+//! `pg_attribute` is patched with the declared types, and `format_type` learns pgvector's
+//! `vector(n)`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TableType,
+};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+
+use super::tables::Shared;
+use crate::types::ColumnType;
+
+/// OID the proxy gives pgvector's `vector` type (as arrow-pg and the catalog do).
+pub const VECTOR_OID: i32 = 16385;
+
+/// The Postgres type OID and type modifier of a declared column type.
+pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
+    match ty {
+        ColumnType::SmallInt => (21, -1),
+        ColumnType::Int => (23, -1),
+        ColumnType::BigInt => (20, -1),
+        ColumnType::Real => (700, -1),
+        ColumnType::Double => (701, -1),
+        ColumnType::Bool => (16, -1),
+        ColumnType::Text => (25, -1),
+        ColumnType::Uuid => (2950, -1),
+        ColumnType::Timestamp => (1114, -1),
+        ColumnType::TimestampTz => (1184, -1),
+        ColumnType::Date => (1082, -1),
+        ColumnType::TextArray => (1009, -1),
+        ColumnType::IntArray => (1007, -1),
+        ColumnType::BigIntArray => (1016, -1),
+        ColumnType::Vector(n) => (VECTOR_OID, *n as i32),
+        ColumnType::Bytea => (17, -1),
+        // Postgres' numeric typmod: ((precision << 16) | scale) + 4.
+        ColumnType::Numeric(p, s) => (1700, ((*p as i32) << 16 | (*s as i32 & 0xffff)) + 4),
+        ColumnType::Jsonb => (3802, -1),
+    }
+}
+
+/// `pg_catalog` with `pg_attribute` corrected; every other table as the emulation has it.
+#[derive(Debug)]
+pub struct PgCatalogOverlay {
+    pub inner: Arc<dyn SchemaProvider>,
+    pub shared: Weak<Shared>,
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalogOverlay {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let table = self.inner.table(name).await?;
+        if name != "pg_attribute" {
+            return Ok(table);
+        }
+        let (Some(attributes), Some(classes)) = (table, self.inner.table("pg_class").await?) else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(PgAttribute {
+            attributes,
+            classes,
+            shared: self.shared.clone(),
+        })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+#[derive(Debug)]
+struct PgAttribute {
+    attributes: Arc<dyn TableProvider>,
+    classes: Arc<dyn TableProvider>,
+    shared: Weak<Shared>,
+}
+
+async fn read_all(t: &Arc<dyn TableProvider>, state: &dyn Session) -> DfResult<Vec<RecordBatch>> {
+    let plan = t.scan(state, None, &[], None).await?;
+    collect(plan, state.task_ctx()).await
+}
+
+fn column<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a ArrayRef> {
+    b.schema().index_of(name).ok().map(|i| b.column(i))
+}
+
+#[async_trait]
+impl TableProvider for PgAttribute {
+    fn schema(&self) -> SchemaRef {
+        self.attributes.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut batches = read_all(&self.attributes, state).await?;
+        if let Some(shared) = self.shared.upgrade() {
+            // Table OID -> declared column types, for the proxy's tables.
+            let tables = shared.tables.read().clone();
+            let mut declared: HashMap<i32, HashMap<String, (i32, i32)>> = HashMap::new();
+            for b in read_all(&self.classes, state).await? {
+                let (Some(oid), Some(name)) = (column(&b, "oid"), column(&b, "relname")) else {
+                    continue;
+                };
+                let (Some(oid), Some(name)) = (
+                    oid.as_primitive_opt::<Int32Type>(),
+                    name.as_string_opt::<i32>(),
+                ) else {
+                    continue;
+                };
+                for i in 0..b.num_rows() {
+                    if let Some(def) = tables.get(name.value(i)) {
+                        declared.insert(
+                            oid.value(i),
+                            def.columns
+                                .iter()
+                                .map(|c| (c.name.clone(), pg_type_of(&c.ty)))
+                                .collect(),
+                        );
+                    }
+                }
+            }
+            for b in &mut batches {
+                *b = patch(b, &declared)?;
+            }
+        }
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+fn patch(
+    b: &RecordBatch,
+    declared: &HashMap<i32, HashMap<String, (i32, i32)>>,
+) -> DfResult<RecordBatch> {
+    let (Some(rel), Some(name), Some(typ), Some(typmod)) = (
+        column(b, "attrelid"),
+        column(b, "attname"),
+        column(b, "atttypid"),
+        column(b, "atttypmod"),
+    ) else {
+        return Ok(b.clone());
+    };
+    let (Some(rel), Some(name), Some(typ), Some(typmod)) = (
+        rel.as_primitive_opt::<Int32Type>(),
+        name.as_string_opt::<i32>(),
+        typ.as_primitive_opt::<Int32Type>(),
+        typmod.as_primitive_opt::<Int32Type>(),
+    ) else {
+        return Ok(b.clone());
+    };
+    let mut types: Vec<Option<i32>> = typ.iter().collect();
+    let mut mods: Vec<Option<i32>> = typmod.iter().collect();
+    for i in 0..b.num_rows() {
+        if let Some((t, m)) = declared
+            .get(&rel.value(i))
+            .and_then(|cols| cols.get(name.value(i)))
+        {
+            types[i] = Some(*t);
+            mods[i] = Some(*m);
+        }
+    }
+    let mut columns = b.columns().to_vec();
+    let schema = b.schema();
+    columns[schema.index_of("atttypid")?] = Arc::new(Int32Array::from(types));
+    columns[schema.index_of("atttypmod")?] = Arc::new(Int32Array::from(mods));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// `format_type(oid, typmod)` that knows `vector(n)` and the typmods above, and leaves
+/// every other type to the emulation's own function.
+#[derive(Debug)]
+pub struct FormatType {
+    inner: Arc<ScalarUDF>,
+}
+
+impl PartialEq for FormatType {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+impl Eq for FormatType {}
+impl std::hash::Hash for FormatType {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "vectorgate.format_type".hash(state);
+    }
+}
+
+impl FormatType {
+    pub fn new(inner: Arc<ScalarUDF>) -> FormatType {
+        FormatType { inner }
+    }
+}
+
+impl ScalarUDFImpl for FormatType {
+    fn name(&self) -> &str {
+        "format_type"
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let base = self.inner.invoke_with_args(args)?.into_array(n)?;
+        let base = base.as_string::<i32>();
+        let int_at = |a: &ArrayRef, i: usize| -> Option<i64> {
+            if a.is_null(i) {
+                return None;
+            }
+            match a.data_type() {
+                DataType::Int32 => Some(a.as_primitive::<Int32Type>().value(i) as i64),
+                DataType::Int64 => Some(
+                    a.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                        .value(i),
+                ),
+                _ => None,
+            }
+        };
+        let mut out = StringBuilder::with_capacity(n, n * 8);
+        for i in 0..n {
+            let oid = int_at(&arrays[0], i);
+            let typmod = arrays.get(1).and_then(|a| int_at(a, i)).unwrap_or(-1);
+            match oid {
+                Some(o) if o == VECTOR_OID as i64 => {
+                    if typmod > 0 {
+                        out.append_value(format!("vector({typmod})"))
+                    } else {
+                        out.append_value("vector")
+                    }
+                }
+                Some(1700) if typmod >= 4 => {
+                    let t = typmod - 4;
+                    out.append_value(format!("numeric({},{})", t >> 16, t & 0xffff));
+                }
+                Some(2950) => out.append_value("uuid"),
+                Some(3802) => out.append_value("jsonb"),
+                Some(1016) => out.append_value("bigint[]"),
+                _ if base.is_null(i) => out.append_null(),
+                _ => out.append_value(base.value(i)),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
