@@ -211,6 +211,9 @@ impl Session {
             exact: s
                 .get("vectorgate.exact")
                 .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1")),
+            row_scan: s
+                .get("vectorgate.row_scan")
+                .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1")),
         };
         self.ctx
             .state_ref()

@@ -774,12 +774,14 @@ fn check_setting(name: &str, value: &str) -> Result<()> {
                 )));
             }
         }
-        "vectorgate.exact" if !matches!(value, "on" | "off" | "true" | "false" | "1" | "0") => {
+        "vectorgate.exact" | "vectorgate.row_scan"
+            if !matches!(value, "on" | "off" | "true" | "false" | "1" | "0") =>
+        {
             return Err(Error::InvalidParameter(format!(
                 "parameter \"{name}\" requires a Boolean value"
             )));
         }
-        "vectorgate.exact" => {}
+        "vectorgate.exact" | "vectorgate.row_scan" => {}
         n if n.starts_with("vectorgate.") => {
             return Err(Error::UndefinedObject(format!(
                 "unrecognized configuration parameter \"{n}\""
@@ -836,7 +838,7 @@ fn default_setting(name: &str) -> Option<&'static str> {
         "application_name" => "",
         "extra_float_digits" => "1",
         "lc_collate" | "lc_ctype" => "C",
-        "vectorgate.exact" => "off",
+        "vectorgate.exact" | "vectorgate.row_scan" => "off",
         "vectorgate.hnsw_ef" => "default",
         _ => return None,
     })

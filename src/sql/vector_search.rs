@@ -42,6 +42,8 @@ pub const DISTANCE: &str = "distance";
 pub struct SearchSettings {
     pub hnsw_ef: Option<usize>,
     pub exact: bool,
+    /// Answer from an exact scan of the row store instead of the index.
+    pub row_scan: bool,
 }
 
 #[derive(Debug)]
@@ -219,6 +221,7 @@ impl TableProvider for VectorSearchTable {
         let mut residual_text = Vec::new();
         let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
         let mut checks = Vec::new();
+        let mut pre_checks = Vec::new();
         for f in filters {
             let f = unqualify(f)?;
             match to_predicate(&f, &self.def) {
@@ -227,7 +230,11 @@ impl TableProvider for VectorSearchTable {
             }
             // Every filter is re-checked on fetched rows; one that cannot be compiled
             // here (a subquery) is still applied by the plan above.
+            let reads_distance = f.column_refs().iter().any(|c| c.name == DISTANCE);
             if let Ok(p) = state.create_physical_expr(f, &df_schema) {
+                if !reads_distance {
+                    pre_checks.push(p.clone());
+                }
                 checks.push(p);
             }
         }
@@ -253,6 +260,8 @@ impl TableProvider for VectorSearchTable {
             pushed,
             residual_text,
             checks,
+            pre_checks,
+            row_scan: settings.row_scan,
             full_schema: self.schema.clone(),
             cols,
             props: Arc::new(single_partition_props(&out_schema)),
@@ -273,6 +282,8 @@ pub struct VectorSearchExec {
     pushed: Option<Predicate>,
     residual_text: Vec<String>,
     checks: Vec<Arc<dyn PhysicalExpr>>,
+    pre_checks: Vec<Arc<dyn PhysicalExpr>>,
+    row_scan: bool,
     full_schema: SchemaRef,
     cols: Vec<usize>,
     schema: SchemaRef,
@@ -294,6 +305,9 @@ impl DisplayAs for VectorSearchExec {
             None => write!(f, "$")?,
         }
         write!(f, ", distance={}", self.def.distance.name())?;
+        if self.row_scan {
+            write!(f, ", mode=exact row scan")?;
+        }
         match &self.pushed {
             Some(p) => write!(f, ", pushed_filter={p}")?,
             None => write!(f, ", pushed_filter=none")?,
@@ -355,12 +369,14 @@ impl ExecutionPlan for VectorSearchExec {
             k,
             pushed: self.pushed.clone(),
             checks: self.checks.clone(),
+            pre_checks: self.pre_checks.clone(),
+            row_scan: self.row_scan,
             full_schema: self.full_schema.clone(),
             params: self.params.clone(),
         };
         let cols = self.cols.clone();
         let fut = async move {
-            let batch = search.run().await?;
+            let batch = search.run().await.map_err(DataFusionError::from)?;
             batch.project(&cols).map_err(DataFusionError::from)
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -377,6 +393,9 @@ struct Search {
     k: usize,
     pushed: Option<Predicate>,
     checks: Vec<Arc<dyn PhysicalExpr>>,
+    /// The checks that do not read `distance`: applied before distances are computed.
+    pre_checks: Vec<Arc<dyn PhysicalExpr>>,
+    row_scan: bool,
     full_schema: SchemaRef,
     params: SearchParams,
 }
@@ -395,9 +414,17 @@ impl Search {
     }
 
     fn passing(&self, batch: &RecordBatch) -> Result<Vec<bool>> {
+        self.passing_with(&self.checks, batch)
+    }
+
+    fn passing_with(
+        &self,
+        checks: &[Arc<dyn PhysicalExpr>],
+        batch: &RecordBatch,
+    ) -> Result<Vec<bool>> {
         let n = batch.num_rows();
         let mut keep = vec![true; n];
-        for c in &self.checks {
+        for c in checks {
             let arr = c.evaluate(batch)?.into_array(n)?;
             let b = arr
                 .as_any()
@@ -410,7 +437,70 @@ impl Search {
         Ok(keep)
     }
 
-    async fn run(self) -> DfResult<RecordBatch> {
+    async fn run(self) -> Result<RecordBatch> {
+        if self.row_scan {
+            return self.scan_rows().await;
+        }
+        match self.index_search().await {
+            // The index failed: answer from the rows, which are the source of truth.
+            Err(Error::Unavailable {
+                store: "vector index",
+                ..
+            })
+            | Err(Error::Backend {
+                store: "vector index",
+                ..
+            })
+            | Err(Error::Timeout {
+                store: "vector index",
+                ..
+            }) => {
+                tracing::warn!(table = %self.def.name, "vector index failed; answering from an exact scan of the rows");
+                self.scan_rows().await
+            }
+            other => other,
+        }
+    }
+
+    /// The exact answer: every row is read, filtered first, and only then measured.
+    async fn scan_rows(&self) -> Result<RecordBatch> {
+        use futures::StreamExt;
+        let mut best: Vec<(Row, f64)> = Vec::new();
+        let mut stream = self.shared.rows.scan(&self.def, 2048, None);
+        while let Some(rows) = stream.next().await {
+            let rows = rows?;
+            // Filters run on the rows before any distance is computed (distance = 0 here
+            // only keeps the batch shape; a filter on distance is re-checked below).
+            let batch = self.batch(&rows.iter().map(|r| (r.clone(), 0.0)).collect::<Vec<_>>())?;
+            let keep = self.passing_with(&self.pre_checks, &batch)?;
+            for (row, k) in rows.into_iter().zip(keep) {
+                if !k {
+                    continue;
+                }
+                if let Value::Vector(v) = &row[self.def.vector_column] {
+                    let d = self.def.distance.exact(&self.query, v);
+                    best.push((row, d));
+                }
+            }
+            if best.len() > 4 * self.k + 1024 {
+                best.sort_by(|a, b| a.1.total_cmp(&b.1));
+                best.truncate(2 * self.k + 512);
+            }
+        }
+        best.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let batch = self.batch(&best)?;
+        let keep = self.passing(&batch)?;
+        let mut out: Vec<(Row, f64)> = best
+            .into_iter()
+            .zip(keep)
+            .filter(|(_, k)| *k)
+            .map(|(r, _)| r)
+            .collect();
+        out.truncate(self.k);
+        self.batch(&out)
+    }
+
+    async fn index_search(&self) -> Result<RecordBatch> {
         let mut passed: Vec<(Row, f64)> = Vec::new();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut offset = 0usize;
@@ -465,6 +555,6 @@ impl Search {
         // The batch already holds only passing rows; filtering again is a cheap guard
         // that keeps the output consistent with the checks.
         let keep = BooleanArray::from(self.passing(&batch)?);
-        Ok(filter_record_batch(&batch, &keep)?)
+        filter_record_batch(&batch, &keep).map_err(Error::internal)
     }
 }

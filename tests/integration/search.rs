@@ -322,3 +322,66 @@ async fn pgvector_order_by_is_the_same_index_search() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exact_row_scan_equals_the_oracle() {
+    let server = Server::start();
+    let client = server.client().await;
+    let mut rng = StdRng::seed_from_u64(11);
+    let (docs, centers) = dataset(&mut rng);
+    let docs = &docs[..1500];
+    load(&client, "scan", "l2", docs).await;
+    client
+        .batch_execute("SET vectorgate.row_scan = on")
+        .await
+        .expect("set");
+    let plan = client
+        .query(
+            "EXPLAIN SELECT id FROM vector_search('scan', $1, 5)",
+            &[&centers[0]],
+        )
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("mode=exact row scan"), "{plan}");
+    for (sql_filter, pred) in filters() {
+        for center in centers.iter().take(3) {
+            let query: Vec<f32> = center
+                .iter()
+                .map(|x| x + 0.35 * gaussian(&mut rng))
+                .collect();
+            let mut oracle: Vec<(f64, i64)> = docs
+                .iter()
+                .filter(|d| pred(d))
+                .map(|d| (exact("l2", &query, &d.v), d.id))
+                .collect();
+            oracle.sort_by(|a, b| a.0.total_cmp(&b.0));
+            oracle.truncate(K);
+            let sql = format!(
+                "SELECT id, distance FROM vector_search('scan', $1, {K}) WHERE {sql_filter} ORDER BY distance"
+            );
+            let got: Vec<(i64, f64)> = client
+                .query(&sql, &[&query])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let ids: Vec<i64> = got.iter().map(|g| g.0).collect();
+            let want: Vec<i64> = oracle.iter().map(|o| o.1).collect();
+            assert_eq!(ids, want, "{sql_filter}: the scan is exact");
+        }
+    }
+    // A filter on distance is applied after distances are known.
+    let rows = client
+        .query(
+            "SELECT id FROM vector_search('scan', $1, 3) WHERE distance > 0.5",
+            &[&centers[1]],
+        )
+        .await
+        .expect("distance filter");
+    assert_eq!(rows.len(), 3);
+}
