@@ -5,6 +5,7 @@
 //! `$n` parameters of the extended protocol.
 
 pub mod catalog;
+pub mod copy;
 pub mod params;
 pub mod pgvector;
 pub mod pushdown;
@@ -43,6 +44,10 @@ pub enum Output {
     Command(String),
     TransactionStart(String),
     TransactionEnd(String),
+    /// The client is to send COPY data for this many columns.
+    CopyIn {
+        columns: usize,
+    },
     Empty,
 }
 
@@ -151,6 +156,8 @@ pub struct Session {
     pub(crate) engine: Arc<Engine>,
     pub(crate) ctx: SessionContext,
     settings: Mutex<BTreeMap<String, String>>,
+    /// A COPY FROM STDIN in progress.
+    pub(crate) copy: Mutex<Option<copy::CopyIn>>,
 }
 
 impl Session {
@@ -160,6 +167,7 @@ impl Session {
             engine,
             ctx,
             settings: Mutex::new(BTreeMap::new()),
+            copy: Mutex::new(None),
         }
     }
 

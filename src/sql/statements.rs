@@ -54,6 +54,19 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             }
             Output::Command(tag.into())
         }
+        Statement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        } => {
+            let copy = super::copy::start(session, source, *to, target, options, legacy_options)?;
+            let columns = copy.columns();
+            *session.copy.lock() = Some(copy);
+            Output::CopyIn { columns }
+        }
         Statement::StartTransaction { .. } => Output::TransactionStart("BEGIN".into()),
         Statement::Commit { .. } => Output::TransactionEnd("COMMIT".into()),
         Statement::Rollback { .. } => Output::TransactionEnd("ROLLBACK".into()),
@@ -85,7 +98,7 @@ pub fn ident_name(i: &Ident) -> String {
 }
 
 /// The table a (possibly schema-qualified) name refers to.
-fn table_name(name: &ObjectName) -> Result<String> {
+pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
     let parts: Vec<String> = name
         .0
         .iter()
@@ -527,6 +540,16 @@ fn literal_value(e: &SqlExpr) -> Option<Value> {
     }
 }
 
+/// A full row from values for `targets`, coerced to the column types and checked.
+pub(crate) fn check_row(def: &TableDef, targets: &[usize], values: Vec<Value>) -> Result<Row> {
+    let mut row: Row = vec![Value::Null; def.columns.len()];
+    for (v, &c) in values.into_iter().zip(targets) {
+        row[c] = coerce_into(def, c, v)?;
+    }
+    check_not_null(def, &row)?;
+    Ok(row)
+}
+
 fn check_not_null(def: &TableDef, row: &Row) -> Result<()> {
     for (c, v) in def.columns.iter().zip(row) {
         if !c.nullable && v.is_null() {
@@ -588,22 +611,17 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
             "INSERT has more expressions than target columns".into(),
         ));
     }
-    let mut rows = Vec::with_capacity(values.len());
-    for vals in values {
-        let mut row: Row = vec![Value::Null; def.columns.len()];
-        for (v, &c) in vals.into_iter().zip(&targets) {
-            row[c] = coerce_into(&def, c, v)?;
-        }
-        check_not_null(&def, &row)?;
-        rows.push(row);
-    }
+    let rows = values
+        .into_iter()
+        .map(|vals| check_row(&def, &targets, vals))
+        .collect::<Result<Vec<Row>>>()?;
     let n = rows.len();
     write_rows(session, &def, rows, WriteMode::InsertNew).await?;
     Ok(Output::Command(format!("INSERT 0 {n}")))
 }
 
 /// The write path: the row store first (the source of truth), then the index.
-async fn write_rows(
+pub(crate) async fn write_rows(
     session: &Session,
     def: &TableDef,
     rows: Vec<Row>,

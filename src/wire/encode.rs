@@ -43,6 +43,11 @@ pub async fn response(out: Output, format: &Format) -> Result<Response> {
         Output::TransactionStart(t) => Response::TransactionStart(Tag::new(&t)),
         Output::TransactionEnd(t) => Response::TransactionEnd(Tag::new(&t)),
         Output::Empty => Response::EmptyQuery,
+        Output::CopyIn { columns } => Response::CopyIn(pgwire::api::results::CopyResponse::new(
+            0,
+            columns,
+            futures::stream::empty(),
+        )),
         Output::Rows { schema, mut stream } => {
             let fields =
                 Arc::new(fields(&schema, format).map_err(|e| Error::internal(e.to_string()))?);

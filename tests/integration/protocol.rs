@@ -345,3 +345,83 @@ async fn bytea_values_round_trip_in_both_formats() {
     });
     assert_eq!(got.as_deref(), Some("\\x00ff10"));
 }
+
+async fn copy_in(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    data: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    use futures::SinkExt;
+    let sink = client.copy_in::<_, bytes::Bytes>(sql).await?;
+    futures::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(data.to_string())).await?;
+    sink.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_stdin_in_text_and_csv() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE c (id int PRIMARY KEY, title text, tags text[], embedding vector(2))",
+        )
+        .await
+        .expect("create");
+    let n = copy_in(
+        &client,
+        "COPY c FROM STDIN",
+        "1\tone\t{a,b}\t[1,0]\n2\t\\N\t{}\t[0,1]\n",
+    )
+    .await
+    .expect("text copy");
+    assert_eq!(n, 2);
+    let n = copy_in(
+        &client,
+        "COPY c (id, embedding, title) FROM STDIN WITH (FORMAT csv, HEADER true)",
+        "id,embedding,title\n3,\"[0.5,0.5]\",\"with, comma\"\n4,\"[1,1]\",\n",
+    )
+    .await
+    .expect("csv copy");
+    assert_eq!(n, 2);
+    // A malformed line fails the COPY with its line number, and none of its rows are stored.
+    let e = copy_in(
+        &client,
+        "COPY c FROM STDIN",
+        "5\tfive\t{}\t[1,0]\n6\tsix\t{}\t[1,0,0]\n",
+    )
+    .await
+    .expect_err("bad line");
+    assert_eq!(super::sqlstate(&e), "22000");
+    assert!(
+        e.as_db_error()
+            .is_some_and(|d| d.message().contains("line 2")),
+        "{e:?}"
+    );
+    let rows = client
+        .query("SELECT id, title FROM c ORDER BY id", &[])
+        .await
+        .expect("select");
+    let got: Vec<(i32, Option<String>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, Some("one".into())),
+            (2, None),
+            (3, Some("with, comma".into())),
+            (4, None)
+        ]
+    );
+    let hits = client
+        .query("SELECT id FROM vector_search('c', '[1,1]', 1)", &[])
+        .await
+        .expect("search");
+    assert_eq!(hits[0].get::<_, i32>(0), 4, "copied rows are indexed");
+    // The connection is still usable after the failed COPY.
+    let one: i64 = client
+        .query_one("SELECT 1::bigint", &[])
+        .await
+        .expect("usable")
+        .get(0);
+    assert_eq!(one, 1);
+}
