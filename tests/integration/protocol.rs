@@ -364,7 +364,7 @@ async fn copy_from_stdin_in_text_and_csv() {
     let client = server.client().await;
     client
         .batch_execute(
-            "CREATE TABLE c (id int PRIMARY KEY, title text, tags text[], embedding vector(2))",
+            "CREATE TABLE c (id int PRIMARY KEY, title text, tags text[], embedding vector(2)) WITH (distance = 'l2')",
         )
         .await
         .expect("create");
