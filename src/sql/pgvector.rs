@@ -53,6 +53,8 @@ enum DistanceKind {
     L2,
     Cosine,
     Dot,
+    /// pgvector's `inner_product`: the plain (positive) dot product.
+    InnerProduct,
 }
 
 impl DistanceFunction {
@@ -61,6 +63,7 @@ impl DistanceFunction {
             ("l2_distance", DistanceKind::L2),
             ("cosine_distance", DistanceKind::Cosine),
             ("negative_inner_product", DistanceKind::Dot),
+            ("inner_product", DistanceKind::InnerProduct),
         ]
         .into_iter()
         .map(|(name, distance)| DistanceFunction {
@@ -106,10 +109,11 @@ impl ScalarUDFImpl for DistanceFunction {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let distance = match self.distance {
-            DistanceKind::L2 => Distance::L2,
-            DistanceKind::Cosine => Distance::Cosine,
-            DistanceKind::Dot => Distance::Dot,
+        let (distance, sign) = match self.distance {
+            DistanceKind::L2 => (Distance::L2, 1.0),
+            DistanceKind::Cosine => (Distance::Cosine, 1.0),
+            DistanceKind::Dot => (Distance::Dot, 1.0),
+            DistanceKind::InnerProduct => (Distance::Dot, -1.0),
         };
         let mut out = Float64Builder::with_capacity(n);
         for row in 0..n {
@@ -123,7 +127,7 @@ impl ScalarUDFImpl for DistanceFunction {
                         ))
                         .into());
                     }
-                    out.append_value(distance.exact(&a, &b));
+                    out.append_value(sign * distance.exact(&a, &b));
                 }
                 _ => out.append_null(),
             }
