@@ -42,6 +42,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// A filter: its label, its SQL, and which row ids pass it.
+type Filter = (&'static str, &'static str, fn(usize) -> bool);
+
 struct Row {
     label: String,
     p50: f64,
@@ -150,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     // Let the background optimiser build the graph before measuring searches.
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    let filters: [(&str, &str, fn(usize) -> bool); 3] = [
+    let filters: [Filter; 3] = [
         ("no filter", "TRUE", |_| true),
         ("10% pass", "cat < 10", |id| id % 100 < 10),
         ("1% pass", "cat = 7", |id| id % 100 == 7),
@@ -313,7 +316,7 @@ async fn main() -> anyhow::Result<()> {
             r.label, r.p50, r.p99, r.recall
         ));
     }
-    print!("{out}");
+    std::io::stdout().write_all(out.as_bytes())?;
     let mut f = std::fs::File::create("BENCHMARKS.md")?;
     f.write_all(out.as_bytes())?;
     Ok(())
