@@ -67,11 +67,15 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let queries: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200);
-    let bin = std::env::current_exe()?
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("vectorgate"))
-        .ok_or_else(|| anyhow::anyhow!("cannot find the vectorgate binary"))?;
+    // The server under test: VECTORGATE_BIN, else the binary built beside this example.
+    let bin = match std::env::var_os("VECTORGATE_BIN") {
+        Some(b) => std::path::PathBuf::from(b),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.join("vectorgate"))
+            .ok_or_else(|| anyhow::anyhow!("cannot find the vectorgate binary"))?,
+    };
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
 
@@ -308,6 +312,12 @@ async fn main() -> anyhow::Result<()> {
     out.push_str(&format!(
         "Command: `cargo run --release --example bench -- {n} {queries}`. Machine: {cores} cores, {mem}. Date: {date}.\n\n"
     ));
+    if cfg!(debug_assertions) {
+        out.push_str(&format!(
+            "This run's client (and so the direct rows) was a debug build; the server was `{}`. Only the proxy rows are figures of an optimised server.\n\n",
+            bin.display()
+        ));
+    }
     out.push_str(&format!("Ingest through COPY: {ingest:.0} rows/s.\n\n"));
     out.push_str("| path | p50 ms | p99 ms | recall@10 |\n|---|---|---|---|\n");
     for r in &rows {
