@@ -499,7 +499,8 @@ impl ScyllaRows {
         })
     }
 
-    /// Register an existing CQL table in the catalog without creating anything.
+    /// Register a table in the catalog (a lightweight transaction: the first proxy to
+    /// claim a name wins), without creating any CQL table.
     pub async fn attach_table(&self, def: &TableDef) -> Result<()> {
         let json = serde_json::to_string(def).map_err(Error::internal)?;
         let res = self
@@ -696,28 +697,7 @@ impl RowStore for ScyllaRows {
             )
         };
         // Register the table first, so that two proxies cannot both create it.
-        let json = serde_json::to_string(&def).map_err(Error::internal)?;
-        let res = self
-            .session
-            .query_unpaged(
-                format!(
-                    "INSERT INTO {}.{} (name, def) VALUES (?, ?) IF NOT EXISTS",
-                    q(&self.ks),
-                    q(CATALOG_TABLE)
-                ),
-                (def.name.as_str(), json.as_str()),
-            )
-            .await
-            .map_err(cql_err)?;
-        let applied = res
-            .into_rows_result()
-            .ok()
-            .and_then(|r| r.first_row::<(bool,)>().ok())
-            .map(|(a,)| a)
-            .unwrap_or(true);
-        if !applied {
-            return Err(Error::DuplicateTable(def.name.clone()));
-        }
+        self.attach_table(&def).await?;
         let created = match self.ddl(&make(false)).await {
             Ok(()) => Ok(()),
             // A server without the vector type keeps vectors as list<float>.
