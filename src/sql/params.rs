@@ -10,7 +10,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, FunctionArg, FunctionArgExpr, SetExpr, Statement, TableFactor, TableObject,
-    Value as SqlValue, visit_expressions, visit_expressions_mut, visit_relations,
+    Value as SqlValue, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -59,7 +59,6 @@ fn vector_type() -> DataType {
 
 /// Types of placeholders used directly as `vector_search` arguments.
 fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
-    let _ = visit_relations(stmt, |_| ControlFlow::<()>::Continue(()));
     // Table functions appear as table factors with arguments; walk the text-free way.
     fn walk_factor(f: &TableFactor, types: &mut BTreeMap<usize, Field>) {
         match f {

@@ -14,8 +14,8 @@ use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     AnyVariants, Condition, CreateIndex, EdgeConfig, EdgeShard, EdgeVectorParams, FieldCondition,
     FieldIndexOperations, Filter, JsonPath, Match, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStruct, Range, RangeInterface, SearchRequest,
-    UpdateOperation, ValueVariants, WithPayloadInterface,
+    PointInsertOperations, PointOperations, PointStruct, Range, SearchRequest, UpdateOperation,
+    ValueVariants, WithPayloadInterface,
 };
 
 use super::filter::{CmpOp, Predicate, Scalar};
@@ -269,13 +269,7 @@ fn compare(column: &str, op: CmpOp, value: &Scalar) -> Result<Condition> {
                 CmpOp::GtEq => r.gte = Some(x),
                 CmpOp::NotEq => {}
             }
-            Condition::Field(
-                FieldCondition {
-                    range: Some(RangeInterface::Float(r)),
-                    ..FieldCondition::new_match(key, Match::new_value(ValueVariants::Bool(true)))
-                }
-                .without_match(),
-            )
+            Condition::Field(FieldCondition::new_range(key, r))
         }
         _ => {
             return Err(Error::internal(
@@ -283,17 +277,6 @@ fn compare(column: &str, op: CmpOp, value: &Scalar) -> Result<Condition> {
             ));
         }
     })
-}
-
-trait WithoutMatch {
-    fn without_match(self) -> Self;
-}
-
-impl WithoutMatch for FieldCondition {
-    fn without_match(mut self) -> Self {
-        self.r#match = None;
-        self
-    }
 }
 
 #[async_trait]

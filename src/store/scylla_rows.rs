@@ -164,10 +164,7 @@ fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
         ColumnType::Bytea => "blob".into(),
         ColumnType::Numeric(..) => "decimal".into(),
         ColumnType::Jsonb => "text".into(),
-        ColumnType::Vector(n) if list_vectors => {
-            let _ = n;
-            "list<float>".into()
-        }
+        ColumnType::Vector(_) if list_vectors => "list<float>".into(),
         ColumnType::Vector(n) => format!("vector<float, {n}>"),
     }
 }
@@ -830,86 +827,73 @@ impl RowStore for ScyllaRows {
         limit: Option<usize>,
     ) -> BoxStream<'static, Result<Vec<Row>>> {
         let def = table.clone();
-        if let Some(l) = limit {
+        let columns = Self::columns(&def);
+        let rows: BoxStream<'static, Result<Row>> = match limit {
             // A LIMIT goes into the CQL itself: one paged query, no ring split.
-            let session = self.session.clone();
-            let cql = format!(
-                "SELECT {} FROM {} LIMIT {}",
-                Self::columns(&def),
-                self.table(&def),
-                l.min(i32::MAX as usize)
-            );
-            return futures::stream::once(async move {
-                let mut stmt = scylla::statement::unprepared::Statement::new(cql);
-                stmt.set_page_size(l.clamp(1, 1000) as i32);
-                let pager = session.query_iter(stmt, ()).await.map_err(cql_err)?;
-                let rows = pager.rows_stream::<CqlRow>().map_err(cql_err)?;
-                Ok::<_, Error>(rows.map(move |r| Self::decode_row(&def, r.map_err(cql_err)?)))
-            })
-            .try_flatten()
-            .take(l)
-            .chunks(batch.max(1))
-            .map(|chunk| chunk.into_iter().collect::<Result<Vec<Row>>>())
-            .boxed();
-        }
-        let base = format!(
-            "SELECT {} FROM {} WHERE token({pk}) >= ? AND token({pk}) <= ?",
-            Self::columns(&def),
-            self.table(&def),
-            pk = Self::partition_columns(&def)
-                .iter()
-                .map(|c| q(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let step = (u64::MAX / SCAN_SPLITS as u64) as i64;
-        let ranges: Vec<(i64, i64)> = (0..SCAN_SPLITS)
-            .map(|i| {
-                let lo = i64::MIN.wrapping_add(step.wrapping_mul(i));
-                let hi = if i == SCAN_SPLITS - 1 {
-                    i64::MAX
-                } else {
-                    lo.wrapping_add(step - 1)
-                };
-                (lo, hi)
-            })
-            .collect();
-        let this = ScanSource {
-            session: self.session.clone(),
-            base,
+            Some(l) => {
+                let cql = format!(
+                    "SELECT {columns} FROM {} LIMIT {}",
+                    self.table(&def),
+                    l.min(i32::MAX as usize)
+                );
+                paged(self.session.clone(), cql, (), l.clamp(1, 1000) as i32, def)
+                    .take(l)
+                    .boxed()
+            }
+            // A full scan reads token ranges in parallel, each paged.
+            None => {
+                let pk = Self::partition_columns(&def)
+                    .iter()
+                    .map(|c| q(c))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let cql = format!(
+                    "SELECT {columns} FROM {} WHERE token({pk}) >= ? AND token({pk}) <= ?",
+                    self.table(&def)
+                );
+                let step = (u64::MAX / SCAN_SPLITS as u64) as i64;
+                let streams = (0..SCAN_SPLITS).map(|i| {
+                    let lo = i64::MIN.wrapping_add(step.wrapping_mul(i));
+                    let hi = if i == SCAN_SPLITS - 1 {
+                        i64::MAX
+                    } else {
+                        lo.wrapping_add(step - 1)
+                    };
+                    paged(
+                        self.session.clone(),
+                        cql.clone(),
+                        (lo, hi),
+                        1000,
+                        def.clone(),
+                    )
+                });
+                futures::stream::select_all(streams).boxed()
+            }
         };
-        let def2 = def.clone();
-        let streams = ranges.into_iter().map(move |(lo, hi)| {
-            let this = this.clone();
-            let def = def2.clone();
-            futures::stream::once(async move {
-                let mut stmt = scylla::statement::unprepared::Statement::new(this.base.clone());
-                stmt.set_page_size(1000);
-                let pager = this
-                    .session
-                    .query_iter(stmt, (lo, hi))
-                    .await
-                    .map_err(cql_err)?;
-                let rows = pager.rows_stream::<CqlRow>().map_err(cql_err)?;
-                Ok::<_, Error>(rows.map(move |r| Self::decode_row(&def, r.map_err(cql_err)?)))
-            })
-            .try_flatten()
-            .boxed()
-        });
-        let merged = futures::stream::select_all(streams);
-        let limited: BoxStream<'static, Result<Row>> = match limit {
-            Some(l) => merged.take(l).boxed(),
-            None => merged.boxed(),
-        };
-        limited
-            .chunks(batch.max(1))
+        rows.chunks(batch.max(1))
             .map(|chunk| chunk.into_iter().collect::<Result<Vec<Row>>>())
             .boxed()
     }
 }
 
-#[derive(Clone)]
-struct ScanSource {
+/// The decoded rows of one paged CQL query.
+fn paged<V>(
     session: Arc<Session>,
-    base: String,
+    cql: String,
+    values: V,
+    page: i32,
+    def: TableDef,
+) -> BoxStream<'static, Result<Row>>
+where
+    V: scylla::serialize::row::SerializeRow + Send + Sync + 'static,
+{
+    futures::stream::once(async move {
+        let mut stmt = scylla::statement::unprepared::Statement::new(cql);
+        stmt.set_page_size(page);
+        let pager = session.query_iter(stmt, values).await.map_err(cql_err)?;
+        let rows = pager.rows_stream::<CqlRow>().map_err(cql_err)?;
+        Ok::<_, Error>(rows.map(move |r| ScyllaRows::decode_row(&def, r.map_err(cql_err)?)))
+    })
+    .try_flatten()
+    .boxed()
 }
