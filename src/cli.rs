@@ -87,7 +87,21 @@ pub struct ServeArgs {
     pub max_k: Option<usize>,
     #[command(flatten)]
     pub cql: CqlArgs,
-    /// TOML file with the same settings (listen, data, max_k, scylla, keyspace, ...)
+    /// Keep vectors in a Qdrant server: its gRPC URL, e.g. http://127.0.0.1:6334 [default: qdrant-edge in process]
+    #[arg(long, env = "VECTORGATE_QDRANT", value_name = "URL")]
+    pub qdrant: Option<String>,
+    #[arg(long, env = "VECTORGATE_QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
+    /// Collections are named <prefix><table> [default: <keyspace>_]
+    #[arg(long, env = "VECTORGATE_QDRANT_COLLECTION_PREFIX")]
+    pub qdrant_collection_prefix: Option<String>,
+    /// Deadline of each Qdrant request, in milliseconds [default: 5000]
+    #[arg(long, env = "VECTORGATE_QDRANT_TIMEOUT_MS")]
+    pub qdrant_timeout_ms: Option<u64>,
+    /// While the vector index is away, exact scans reading more rows are refused (53000) [default: 1000000]
+    #[arg(long, env = "VECTORGATE_FALLBACK_MAX_ROWS")]
+    pub fallback_max_rows: Option<usize>,
+    /// TOML file with the same settings (listen, data, max_k, scylla, keyspace, qdrant, ...)
     #[arg(long, env = "VECTORGATE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::qdrant_index::QdrantSettings;
 use crate::store::scylla_rows::{Replication, ScyllaConfig};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
@@ -27,7 +28,32 @@ pub struct FileConfig {
     pub scylla_password: Option<String>,
     pub scylla_replication: Option<String>,
     pub scylla_timeout_ms: Option<u64>,
+    pub qdrant: Option<String>,
+    pub qdrant_api_key: Option<String>,
+    pub qdrant_collection_prefix: Option<String>,
+    pub qdrant_timeout_ms: Option<u64>,
+    pub fallback_max_rows: Option<usize>,
 }
+
+/// Where vectors live.
+#[derive(Debug, Clone)]
+pub enum VectorBackend {
+    /// qdrant-edge in process, under `<data>/vectors`.
+    Embedded,
+    Qdrant(QdrantSettings),
+}
+
+/// Vector-index settings as given (flag or environment), before the file fills in.
+#[derive(Debug, Default, Clone)]
+pub struct VectorArgs {
+    pub qdrant: Option<String>,
+    pub api_key: Option<String>,
+    pub collection_prefix: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub fallback_max_rows: Option<usize>,
+}
+
+pub const DEFAULT_FALLBACK_MAX_ROWS: usize = 1_000_000;
 
 /// Where rows live.
 #[derive(Debug, Clone)]
@@ -42,6 +68,9 @@ pub struct Config {
     pub data: PathBuf,
     pub max_k: usize,
     pub rows: RowBackend,
+    pub vectors: VectorBackend,
+    /// Most rows an exact fallback scan reads before refusing (53000).
+    pub fallback_max_rows: usize,
 }
 
 /// Row-store settings as given (flag or environment), before the file fills in.
@@ -71,6 +100,7 @@ impl Config {
         data: Option<PathBuf>,
         max_k: Option<usize>,
         rows: RowArgs,
+        vectors: VectorArgs,
         file: FileConfig,
     ) -> anyhow::Result<Config> {
         let rows_backend = match rows.scylla.or(file.scylla) {
@@ -114,6 +144,27 @@ impl Config {
         if max_k == 0 {
             anyhow::bail!("max_k must be at least 1");
         }
+        let keyspace = match &rows_backend {
+            RowBackend::Scylla(c) => c.keyspace.clone(),
+            RowBackend::Embedded => "vectorgate".into(),
+        };
+        let vectors_backend = match vectors.qdrant.or(file.qdrant) {
+            None => VectorBackend::Embedded,
+            Some(url) => VectorBackend::Qdrant(QdrantSettings {
+                url,
+                api_key: vectors.api_key.or(file.qdrant_api_key),
+                collection_prefix: vectors
+                    .collection_prefix
+                    .or(file.qdrant_collection_prefix)
+                    .unwrap_or_else(|| format!("{keyspace}_")),
+                timeout: Duration::from_millis(
+                    vectors
+                        .timeout_ms
+                        .or(file.qdrant_timeout_ms)
+                        .unwrap_or(5_000),
+                ),
+            }),
+        };
         Ok(Config {
             listen,
             data: data
@@ -121,6 +172,11 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA)),
             max_k,
             rows: rows_backend,
+            vectors: vectors_backend,
+            fallback_max_rows: vectors
+                .fallback_max_rows
+                .or(file.fallback_max_rows)
+                .unwrap_or(DEFAULT_FALLBACK_MAX_ROWS),
         })
     }
 }
@@ -133,8 +189,15 @@ mod tests {
     fn flags_win_over_file_and_defaults_fill_in() {
         let file: FileConfig =
             toml::from_str("listen = \"127.0.0.1:7000\"\nmax_k = 50\n").expect("toml");
-        let c = Config::resolve(None, Some("/tmp/x".into()), None, RowArgs::default(), file)
-            .expect("config");
+        let c = Config::resolve(
+            None,
+            Some("/tmp/x".into()),
+            None,
+            RowArgs::default(),
+            VectorArgs::default(),
+            file,
+        )
+        .expect("config");
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.max_k, 50);
         assert_eq!(c.data, PathBuf::from("/tmp/x"));
@@ -143,6 +206,7 @@ mod tests {
             None,
             None,
             RowArgs::default(),
+            VectorArgs::default(),
             FileConfig::default(),
         )
         .expect("config");
@@ -154,6 +218,7 @@ mod tests {
                 None,
                 None,
                 RowArgs::default(),
+                VectorArgs::default(),
                 FileConfig::default()
             )
             .is_err()
@@ -170,9 +235,21 @@ mod tests {
                 keyspace: Some("ks".into()),
                 ..Default::default()
             },
+            VectorArgs {
+                qdrant: Some("http://q:6334".into()),
+                ..Default::default()
+            },
             file,
         )
         .expect("config");
+        match &c.vectors {
+            VectorBackend::Qdrant(q) => {
+                assert_eq!(q.url, "http://q:6334");
+                // Collections are named after the keyspace unless told otherwise.
+                assert_eq!(q.collection_prefix, "ks_");
+            }
+            other => panic!("expected Qdrant, got {other:?}"),
+        }
         match c.rows {
             RowBackend::Scylla(s) => {
                 assert_eq!(s.hosts, vec!["a:9042".to_string(), "b:9042".to_string()]);

@@ -62,6 +62,9 @@ pub enum Error {
         store: &'static str,
         message: String,
     },
+    /// Not enough resources to answer (SQLSTATE 53000), with what to do about it.
+    #[error("{message}")]
+    InsufficientResources { message: String, hint: String },
     /// Anything else. The detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -91,6 +94,7 @@ impl Error {
             Error::Backend { .. } => "58000",
             Error::Unavailable { .. } => "08006",
             Error::Timeout { .. } => "57014",
+            Error::InsufficientResources { .. } => "53000",
             Error::Internal(_) => "XX000",
         }
     }
@@ -109,6 +113,7 @@ impl Error {
             | Error::Timeout { store, .. } => Some(format!(
                 "the {store} behind vectorgate failed; the proxy keeps running, retry the statement"
             )),
+            Error::InsufficientResources { hint, .. } => Some(hint.clone()),
             _ => None,
         }
     }

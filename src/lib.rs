@@ -9,8 +9,11 @@
 //!   DataFusion, the `vector_search` table function and the pushdown of WHERE
 //!   predicates into the vector index.
 //! - [`store`]: the [`store::RowStore`] and [`store::VectorIndex`] traits and their
-//!   embedded implementations (redb rows, qdrant-edge vectors).
+//!   implementations (rows: redb or a CQL cluster; vectors: qdrant-edge in process or a
+//!   Qdrant server).
 //! - [`sync`]: keeping the vector index in step with the rows (backfill from a scan).
+//! - [`health`]: the index's circuit breaker: exact answers from the rows while the
+//!   index is away, and its recovery.
 //! - [`types`]: column types and values shared by the engine and the stores.
 //! - [`error`]: the one error type and its SQLSTATE table.
 //! - [`config`], [`cli`]: settings from flags, `VECTORGATE_*` variables and a TOML file.
@@ -18,6 +21,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod server;
 pub mod sql;
 pub mod store;

@@ -1,6 +1,6 @@
 use clap::Parser;
 use vectorgate::cli::{AttachArgs, Cli, Command, CqlArgs};
-use vectorgate::config::{Config, FileConfig, RowArgs};
+use vectorgate::config::{Config, FileConfig, RowArgs, VectorArgs};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -23,13 +23,28 @@ fn main() -> anyhow::Result<()> {
                 args.data.clone(),
                 None,
                 row_args(args.cql.clone()),
+                VectorArgs::default(),
                 file,
             )?;
             return rt.block_on(attach(config, args));
         }
     };
     let file = load(&args.config)?;
-    let config = Config::resolve(args.listen, args.data, args.max_k, row_args(args.cql), file)?;
+    let vectors = VectorArgs {
+        qdrant: args.qdrant,
+        api_key: args.qdrant_api_key,
+        collection_prefix: args.qdrant_collection_prefix,
+        timeout_ms: args.qdrant_timeout_ms,
+        fallback_max_rows: args.fallback_max_rows,
+    };
+    let config = Config::resolve(
+        args.listen,
+        args.data,
+        args.max_k,
+        row_args(args.cql),
+        vectors,
+        file,
+    )?;
     rt.block_on(async move {
         let engine = vectorgate::server::open(&config).await?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::{Config, RowBackend};
+use crate::config::{Config, RowBackend, VectorBackend};
 use crate::error::Result;
-use crate::sql::Engine;
-use crate::store::RowStore;
+use crate::sql::{Engine, Limits};
 use crate::store::edge_index::EdgeIndex;
 use crate::store::embedded_rows::EmbeddedRows;
+use crate::store::qdrant_index::QdrantIndex;
 use crate::store::scylla_rows::ScyllaRows;
+use crate::store::{RowStore, VectorIndex};
 use crate::wire::Handlers;
 
 /// Open the stores the configuration names and build the engine.
@@ -26,9 +27,23 @@ pub async fn open(config: &Config) -> Result<Arc<Engine>> {
             Arc::new(rows)
         }
     };
-    let index = EdgeIndex::open(&config.data.join("vectors"))?;
-    index.spawn_maintenance(Duration::from_secs(1));
-    Engine::new(rows, index, config.max_k).await
+    let index: Arc<dyn VectorIndex> = match &config.vectors {
+        VectorBackend::Embedded => {
+            let index = EdgeIndex::open(&config.data.join("vectors"))?;
+            index.spawn_maintenance(Duration::from_secs(1));
+            index
+        }
+        VectorBackend::Qdrant(settings) => {
+            tracing::info!(url = %settings.url, prefix = %settings.collection_prefix, "vectors are kept in Qdrant");
+            Arc::new(QdrantIndex::connect(settings.clone())?)
+        }
+    };
+    let limits = Limits {
+        max_k: config.max_k,
+        fallback_max_rows: config.fallback_max_rows,
+        probe_interval: Duration::from_millis(500),
+    };
+    Engine::new(rows, index, limits).await
 }
 
 /// Serve connections until `shutdown` completes, then flush the index.

@@ -19,7 +19,7 @@ pub async fn backfill_with_progress(
     rows: &dyn RowStore,
     index: &dyn VectorIndex,
     def: &TableDef,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<(u64, u64)> {
     let mut stream = rows.scan(def, 1024, None);
     let (mut seen, mut indexed) = (0u64, 0u64);

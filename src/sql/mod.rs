@@ -51,6 +51,15 @@ pub enum Output {
     Empty,
 }
 
+/// Limits and timings of an engine.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_k: usize,
+    pub fallback_max_rows: usize,
+    /// How often the index is probed while its circuit breaker is open.
+    pub probe_interval: std::time::Duration,
+}
+
 pub struct Engine {
     pub(crate) shared: Arc<Shared>,
     base: SessionState,
@@ -61,16 +70,9 @@ impl Engine {
     pub async fn new(
         rows: Arc<dyn RowStore>,
         index: Arc<dyn VectorIndex>,
-        max_k: usize,
+        limits: Limits,
     ) -> Result<Arc<Engine>> {
         let defs = rows.list_tables().await?;
-        for def in &defs {
-            // A table another proxy created, or whose index was lost: build it from the rows.
-            if !index.has_collection(&def.name) {
-                index.create_collection(def).await?;
-                crate::sync::backfill(rows.as_ref(), index.as_ref(), def).await?;
-            }
-        }
         let shared = Arc::new(Shared {
             rows,
             index,
@@ -79,8 +81,20 @@ impl Engine {
                     .map(|d| (d.name.clone(), Arc::new(d)))
                     .collect(),
             ),
-            max_k,
+            max_k: limits.max_k,
+            health: Default::default(),
+            fallback_max_rows: limits.fallback_max_rows,
         });
+        // Tables another proxy created, whose index was lost, or that missed writes while
+        // the index was away: bring their collections up to date from the rows now, or,
+        // if the index cannot be reached, answer from the rows until it can.
+        if let Err(e) = crate::health::recover(&shared).await {
+            if !crate::health::is_index_failure(&e) {
+                return Err(e);
+            }
+            shared.health.trip(&e);
+        }
+        crate::health::spawn_probe(Arc::downgrade(&shared), limits.probe_interval);
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
             .with_create_default_catalog_and_schema(true)
@@ -158,17 +172,23 @@ pub struct Session {
     settings: Mutex<BTreeMap<String, String>>,
     /// A COPY FROM STDIN in progress.
     pub(crate) copy: Mutex<Option<copy::CopyIn>>,
+    /// NOTICEs for the client, sent after the statement that left them.
+    pub notices: vector_search::Notices,
 }
 
 impl Session {
     pub fn new(engine: Arc<Engine>) -> Session {
         let ctx = SessionContext::new_with_state(engine.base.clone());
-        Session {
+        let session = Session {
             engine,
             ctx,
             settings: Mutex::new(BTreeMap::new()),
             copy: Mutex::new(None),
-        }
+            notices: Default::default(),
+        };
+        // The search settings carry the session's notice list, even before any SET.
+        session.apply_settings();
+        session
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -222,6 +242,13 @@ impl Session {
             row_scan: s
                 .get("vectorgate.row_scan")
                 .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1")),
+            oversampling: s
+                .get("vectorgate.oversampling")
+                .and_then(|v| v.parse().ok()),
+            rescore: s
+                .get("vectorgate.rescore")
+                .map(|v| matches!(v.as_str(), "on" | "true" | "1")),
+            notices: self.notices.clone(),
         };
         self.ctx
             .state_ref()

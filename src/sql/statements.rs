@@ -10,20 +10,22 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTable, CreateTableOptions, Delete, Expr as SqlExpr, FromTable, Ident,
-    Insert, ObjectName, ObjectType, Set, SqlOption, Statement, TableConstraint, TableFactor,
-    TableObject, Update, Value as SqlValue,
+    AlterTable, AlterTableOperation, ColumnOption, CreateTable, CreateTableOptions, Delete,
+    Expr as SqlExpr, FromTable, Ident, Insert, ObjectName, ObjectType, Set, SqlOption, Statement,
+    TableConstraint, TableFactor, TableObject, Update, Value as SqlValue,
 };
 use futures::TryStreamExt;
 
 use super::{Output, Session};
 use crate::error::{Error, Result};
+use crate::store::options::{ALTERABLE_OPTIONS, IndexOptions};
 use crate::store::{ColumnDef, Distance, Row, TableDef, WriteMode, keys, point_for_row};
 use crate::types::{ColumnType, Value, coerce, value_from_array};
 
 pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Output>> {
     Ok(Some(match stmt {
         Statement::CreateTable(ct) => create_table(session, ct).await?,
+        Statement::AlterTable(at) => alter_table(session, at).await?,
         Statement::Drop {
             object_type: ObjectType::Table,
             if_exists,
@@ -350,23 +352,15 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             "only WITH (...) table options are supported".into(),
         ));
     }
-    for (k, v) in &options {
-        match k.as_str() {
-            "distance" => {}
-            // Read by the CQL row store: which key columns form the partition key.
-            "partition_key" => {}
-            "m" | "ef_construct" | "indexing_threshold_kb" => {
-                if v.parse::<usize>().map_or(true, |n| n == 0 || n > 1_000_000) {
-                    return Err(Error::InvalidParameter(format!(
-                        "table option {k} must be a positive integer, got \"{v}\""
-                    )));
-                }
-            }
-            other => {
-                return Err(Error::InvalidParameter(format!(
-                    "unrecognized table option \"{other}\" (known: distance, partition_key, m, ef_construct, indexing_threshold_kb)"
-                )));
-            }
+    let index_options = IndexOptions::parse(&options)?;
+    if let Some(t) = &index_options.tenant_key {
+        let Some(col) = columns.iter().find(|c| &c.name == t) else {
+            return Err(Error::UndefinedColumn(t.clone()));
+        };
+        if !matches!(col.ty, ColumnType::Text | ColumnType::Uuid) {
+            return Err(Error::InvalidTableDefinition(format!(
+                "tenant_key column \"{t}\" must be text or uuid"
+            )));
         }
     }
     let distance = match options.get("distance") {
@@ -384,12 +378,92 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         options,
     };
     shared.rows.create_table(&def).await?;
-    if let Err(e) = shared.index.create_collection(&def).await {
-        let _ = shared.rows.drop_table(&name).await;
-        return Err(e);
+    let created = if shared.health.writable() {
+        shared.index.create_collection(&def).await
+    } else {
+        Err(Error::Unavailable {
+            store: "vector index",
+            message: "its circuit breaker is open".into(),
+        })
+    };
+    match created {
+        Ok(()) => {}
+        // The index is away: the table is usable now; its collection is created when
+        // the index is back (the breaker's recovery creates missing collections).
+        Err(e) if crate::health::is_index_failure(&e) => {
+            shared.health.trip(&e);
+            session.notices.push(format!(
+                "the vector index is unavailable: the index of \"{name}\" is created when it is back; searches scan the rows until then"
+            ));
+        }
+        Err(e) => {
+            let _ = shared.rows.drop_table(&name).await;
+            return Err(e);
+        }
     }
     shared.tables.write().insert(name, Arc::new(def));
     Ok(Output::Command("CREATE TABLE".into()))
+}
+
+/// `ALTER TABLE t SET (option = value, ...)`: change a table's index options. The
+/// index is changed first (so a failure leaves everything as it was), then the catalog.
+async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
+    let shared = &session.engine.shared;
+    let name = table_name(&at.name)?;
+    let def = match shared.table(&name) {
+        Ok(d) => d,
+        Err(_) if at.if_exists => return Ok(Output::Command("ALTER TABLE".into())),
+        Err(e) => return Err(e),
+    };
+    let mut new = (*def).clone();
+    for op in &at.operations {
+        let AlterTableOperation::SetOptionsParens { options } = op else {
+            return Err(Error::FeatureNotSupported(format!(
+                "ALTER TABLE ... {op} is not supported: only SET (index options) is"
+            )));
+        };
+        for o in options {
+            let SqlOption::KeyValue { key, value } = o else {
+                return Err(Error::FeatureNotSupported(format!(
+                    "table option {o} is not supported"
+                )));
+            };
+            let key = key.value.to_ascii_lowercase();
+            if !ALTERABLE_OPTIONS.contains(&key.as_str()) {
+                return Err(Error::FeatureNotSupported(format!(
+                    "option {key} cannot be changed by ALTER TABLE (changeable: {})",
+                    ALTERABLE_OPTIONS.join(", ")
+                )));
+            }
+            new.options.insert(key, option_text(value));
+        }
+    }
+    if new
+        .options
+        .get("quantization")
+        .is_some_and(|q| q != "product")
+    {
+        new.options.remove("compression");
+    }
+    IndexOptions::parse(&new.options)?;
+    if !shared.health.writable() {
+        return Err(Error::Unavailable {
+            store: "vector index",
+            message: "index options cannot be changed while it is away".into(),
+        });
+    }
+    shared
+        .index
+        .update_collection(&new)
+        .await
+        .inspect_err(|e| {
+            if crate::health::is_index_failure(e) {
+                shared.health.trip(e);
+            }
+        })?;
+    shared.rows.update_table(&new).await?;
+    shared.replace_table(new);
+    Ok(Output::Command("ALTER TABLE".into()))
 }
 
 async fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<Output> {
@@ -404,8 +478,13 @@ async fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -
         }
     }
     for name in targets {
-        shared.tables.write().remove(&name);
-        shared.index.drop_collection(&name).await?;
+        let Some(def) = shared.tables.write().remove(&name) else {
+            continue;
+        };
+        if let Err(e) = shared.index.drop_collection(&def).await {
+            // Dropped anyway: a collection left behind is replaced if the name is reused.
+            tracing::warn!(table = %name, error = %e, "the table's vector collection could not be dropped");
+        }
         shared.rows.drop_table(&name).await?;
     }
     Ok(Output::Command("DROP TABLE".into()))
@@ -635,10 +714,41 @@ pub(crate) async fn write_rows(
         .map(|r| keys::point_id(&def.name, &def.key_of(r)))
         .collect();
     shared.rows.write(def, rows, mode).await?;
-    shared.index.upsert(def, points).await?;
-    if !unindexed.is_empty() {
-        shared.index.delete(def, unindexed).await?;
+    apply_to_index(session, def, points, unindexed).await
+}
+
+/// Send a statement's changes to the index once the rows have them. If the index
+/// fails or its breaker is open, the statement still succeeds (the rows are the source
+/// of truth): the table is marked stale and re-sent when the index is back.
+pub(crate) async fn apply_to_index(
+    session: &Session,
+    def: &TableDef,
+    upserts: Vec<crate::store::Point>,
+    deletes: Vec<uuid::Uuid>,
+) -> Result<()> {
+    let shared = &session.engine.shared;
+    if shared.health.writable() {
+        let sent = async {
+            if !upserts.is_empty() {
+                shared.index.upsert(def, upserts).await?;
+            }
+            if !deletes.is_empty() {
+                shared.index.delete(def, deletes).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match sent {
+            Ok(()) => return Ok(()),
+            Err(e) if crate::health::is_index_failure(&e) => shared.health.trip(&e),
+            Err(e) => return Err(e),
+        }
     }
+    crate::health::mark_stale(shared, def).await?;
+    session.notices.push(format!(
+        "the vector index is unavailable: the change to \"{}\" is stored and will be indexed when the index is back",
+        def.name
+    ));
     Ok(())
 }
 
@@ -724,7 +834,7 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
             .map(|k| keys::point_id(&def.name, k))
             .collect();
         shared.rows.delete(&def, old_keys).await?;
-        shared.index.delete(&def, ids).await?;
+        apply_to_index(session, &def, vec![], ids).await?;
     }
     write_rows(session, &def, new_rows, WriteMode::Upsert).await?;
     Ok(Output::Command(format!("UPDATE {n}")))
@@ -775,7 +885,7 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
     let ids: Vec<_> = keys_.iter().map(|k| keys::point_id(&def.name, k)).collect();
     let shared = &session.engine.shared;
     let n = shared.rows.delete(&def, keys_).await?;
-    shared.index.delete(&def, ids).await?;
+    apply_to_index(session, &def, vec![], ids).await?;
     Ok(Output::Command(format!("DELETE {n}")))
 }
 
@@ -792,14 +902,24 @@ fn check_setting(name: &str, value: &str) -> Result<()> {
                 )));
             }
         }
-        "vectorgate.exact" | "vectorgate.row_scan"
+        "vectorgate.oversampling" => {
+            let ok = value
+                .parse::<f64>()
+                .is_ok_and(|v| (1.0..=100.0).contains(&v));
+            if !ok {
+                return Err(Error::InvalidParameter(format!(
+                    "invalid value for parameter \"{name}\": \"{value}\" (a number from 1 to 100)"
+                )));
+            }
+        }
+        "vectorgate.exact" | "vectorgate.row_scan" | "vectorgate.rescore"
             if !matches!(value, "on" | "off" | "true" | "false" | "1" | "0") =>
         {
             return Err(Error::InvalidParameter(format!(
                 "parameter \"{name}\" requires a Boolean value"
             )));
         }
-        "vectorgate.exact" | "vectorgate.row_scan" => {}
+        "vectorgate.exact" | "vectorgate.row_scan" | "vectorgate.rescore" => {}
         n if n.starts_with("vectorgate.") => {
             return Err(Error::UndefinedObject(format!(
                 "unrecognized configuration parameter \"{n}\""
@@ -857,7 +977,7 @@ fn default_setting(name: &str) -> Option<&'static str> {
         "extra_float_digits" => "1",
         "lc_collate" | "lc_ctype" => "C",
         "vectorgate.exact" | "vectorgate.row_scan" => "off",
-        "vectorgate.hnsw_ef" => "default",
+        "vectorgate.hnsw_ef" | "vectorgate.oversampling" | "vectorgate.rescore" => "default",
         _ => return None,
     })
 }

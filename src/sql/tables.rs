@@ -37,6 +37,10 @@ pub struct Shared {
     pub index: Arc<dyn VectorIndex>,
     pub tables: RwLock<HashMap<String, Arc<TableDef>>>,
     pub max_k: usize,
+    /// The vector index's circuit breaker.
+    pub health: crate::health::IndexHealth,
+    /// Most rows an exact fallback scan may read before it refuses with 53000.
+    pub fallback_max_rows: usize,
 }
 
 impl Shared {
@@ -46,6 +50,10 @@ impl Shared {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::UndefinedTable(name.to_string()))
+    }
+
+    pub fn replace_table(&self, def: TableDef) {
+        self.tables.write().insert(def.name.clone(), Arc::new(def));
     }
 }
 

@@ -44,6 +44,28 @@ pub struct SearchSettings {
     pub exact: bool,
     /// Answer from an exact scan of the row store instead of the index.
     pub row_scan: bool,
+    pub oversampling: Option<f64>,
+    pub rescore: Option<bool>,
+    /// NOTICE messages for the client of this session (sent with the next response).
+    pub notices: Notices,
+}
+
+/// Messages a statement leaves for the client as NOTICEs.
+#[derive(Debug, Clone, Default)]
+pub struct Notices(Arc<parking_lot::Mutex<Vec<String>>>);
+
+impl Notices {
+    pub fn push(&self, message: impl Into<String>) {
+        let mut v = self.0.lock();
+        let m = message.into();
+        if !v.contains(&m) {
+            v.push(m);
+        }
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock())
+    }
 }
 
 #[derive(Debug)]
@@ -252,7 +274,12 @@ impl TableProvider for VectorSearchTable {
             .cloned()
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let out_schema = Arc::new(self.schema.project(&cols)?);
+        let index_filter = match &pushed {
+            Some(p) => Some(self.shared.index.explain_filter(&self.def, p)?),
+            None => None,
+        };
         Ok(Arc::new(VectorSearchExec {
+            index_filter,
             def: self.def.clone(),
             shared: self.shared.clone(),
             query: self.query.clone(),
@@ -266,9 +293,12 @@ impl TableProvider for VectorSearchTable {
             cols,
             props: Arc::new(single_partition_props(&out_schema)),
             schema: out_schema,
+            notices: settings.notices.clone(),
             params: SearchParams {
                 hnsw_ef: settings.hnsw_ef,
                 exact: settings.exact,
+                oversampling: settings.oversampling,
+                rescore: settings.rescore,
             },
         }))
     }
@@ -289,6 +319,9 @@ pub struct VectorSearchExec {
     schema: SchemaRef,
     props: Arc<PlanProperties>,
     params: SearchParams,
+    notices: Notices,
+    /// The pushed filter in the index's own notation, as sent.
+    index_filter: Option<String>,
 }
 
 impl fmt::Debug for VectorSearchExec {
@@ -313,10 +346,14 @@ impl DisplayAs for VectorSearchExec {
             None => write!(f, ", pushed_filter=none")?,
         }
         if self.residual_text.is_empty() {
-            write!(f, ", after_join=none")
+            write!(f, ", after_join=none")?;
         } else {
-            write!(f, ", after_join=[{}]", self.residual_text.join(", "))
+            write!(f, ", after_join=[{}]", self.residual_text.join(", "))?;
         }
+        if let Some(q) = &self.index_filter {
+            write!(f, ", index_filter={q}")?;
+        }
+        Ok(())
     }
 }
 
@@ -373,6 +410,7 @@ impl ExecutionPlan for VectorSearchExec {
             row_scan: self.row_scan,
             full_schema: self.full_schema.clone(),
             params: self.params.clone(),
+            notices: self.notices.clone(),
         };
         let cols = self.cols.clone();
         let fut = async move {
@@ -398,6 +436,7 @@ struct Search {
     row_scan: bool,
     full_schema: SchemaRef,
     params: SearchParams,
+    notices: Notices,
 }
 
 impl Search {
@@ -439,36 +478,43 @@ impl Search {
 
     async fn run(self) -> Result<RecordBatch> {
         if self.row_scan {
-            return self.scan_rows().await;
+            return self.scan_rows(None).await;
         }
-        match self.index_search().await {
-            // The index failed: answer from the rows, which are the source of truth.
-            Err(Error::Unavailable {
-                store: "vector index",
-                ..
-            })
-            | Err(Error::Backend {
-                store: "vector index",
-                ..
-            })
-            | Err(Error::Timeout {
-                store: "vector index",
-                ..
-            }) => {
-                tracing::warn!(table = %self.def.name, "vector index failed; answering from an exact scan of the rows");
-                self.scan_rows().await
+        if self.shared.health.searchable() {
+            match self.index_search().await {
+                Err(e) if crate::health::is_index_failure(&e) => self.shared.health.trip(&e),
+                other => return other,
             }
-            other => other,
         }
+        // The index is away: answer from the rows, which are the source of truth.
+        self.notices.push(format!(
+            "the vector index is unavailable: vector_search on \"{}\" was answered by an exact scan of the rows",
+            self.def.name
+        ));
+        self.scan_rows(Some(self.shared.fallback_max_rows)).await
     }
 
     /// The exact answer: every row is read, filtered first, and only then measured.
-    async fn scan_rows(&self) -> Result<RecordBatch> {
+    /// With `max_rows`, a scan that would read more rows is refused (53000).
+    async fn scan_rows(&self, max_rows: Option<usize>) -> Result<RecordBatch> {
         use futures::StreamExt;
         let mut best: Vec<(Row, f64)> = Vec::new();
+        let mut read = 0usize;
         let mut stream = self.shared.rows.scan(&self.def, 2048, None);
         while let Some(rows) = stream.next().await {
             let rows = rows?;
+            read += rows.len();
+            if let Some(max) = max_rows
+                && read > max
+            {
+                return Err(Error::InsufficientResources {
+                    message: format!(
+                        "the vector index is unavailable and an exact scan of \"{}\" would read more than {max} rows",
+                        self.def.name
+                    ),
+                    hint: "retry when the index is back, or raise the proxy's fallback_max_rows setting".into(),
+                });
+            }
             // Filters run on the rows before any distance is computed (distance = 0 here
             // only keeps the batch shape; a filter on distance is re-checked below).
             let batch = self.batch(&rows.iter().map(|r| (r.clone(), 0.0)).collect::<Vec<_>>())?;

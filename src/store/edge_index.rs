@@ -19,6 +19,7 @@ use qdrant_edge::{
 };
 
 use super::filter::{CmpOp, Predicate, Scalar};
+use super::options::{IndexOptions, Quantization};
 use super::{Distance, Hit, Point, SearchParams, TableDef, VectorIndex, keys};
 use crate::error::{Error, Result};
 use crate::types::ColumnType;
@@ -30,11 +31,13 @@ struct Shard {
     write: Mutex<()>,
     dirty: AtomicBool,
     unoptimized: AtomicBool,
+    /// Replaced by a rebuilt generation: writers must look the shard up again.
+    retired: AtomicBool,
 }
 
 pub struct EdgeIndex {
     root: PathBuf,
-    shards: RwLock<HashMap<String, Arc<Shard>>>,
+    shards: Arc<RwLock<HashMap<String, Arc<Shard>>>>,
 }
 
 fn err(e: impl std::fmt::Display) -> Error {
@@ -46,18 +49,29 @@ impl EdgeIndex {
     pub fn open(root: &Path) -> Result<Arc<EdgeIndex>> {
         std::fs::create_dir_all(root).map_err(err)?;
         let mut shards = HashMap::new();
+        let mut tables = std::collections::BTreeSet::new();
         for entry in std::fs::read_dir(root).map_err(err)? {
             let entry = entry.map_err(err)?;
-            if !entry.path().is_dir() {
-                continue;
+            if entry.path().is_dir() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                tables.insert(name.split('@').next().unwrap_or_default().to_string());
             }
-            let name = entry.file_name().to_string_lossy().to_string();
-            let shard = EdgeShard::load(&entry.path(), None).map_err(err)?;
-            shards.insert(name, Arc::new(new_shard(shard)));
+        }
+        for table in tables {
+            let mut dirs = shard_dirs(root, &table);
+            let Some((_, newest)) = dirs.pop() else {
+                continue;
+            };
+            // Older generations were replaced by an ALTER TABLE rebuild.
+            for (_, old) in dirs {
+                let _ = std::fs::remove_dir_all(old);
+            }
+            let shard = EdgeShard::load(&newest, None).map_err(err)?;
+            shards.insert(table, Arc::new(new_shard(shard)));
         }
         let index = Arc::new(EdgeIndex {
             root: root.to_path_buf(),
-            shards: RwLock::new(shards),
+            shards: Arc::new(RwLock::new(shards)),
         });
         Ok(index)
     }
@@ -97,6 +111,7 @@ fn new_shard(shard: EdgeShard) -> Shard {
         write: Mutex::new(()),
         dirty: AtomicBool::new(false),
         unoptimized: AtomicBool::new(true),
+        retired: AtomicBool::new(false),
     }
 }
 
@@ -122,6 +137,182 @@ fn maintain(s: &Shard) {
             Err(e) => tracing::warn!(error = %e, "vector index optimisation failed"),
         }
         s.shard.flush();
+    }
+}
+
+/// The shard configuration a table's options ask for.
+fn edge_config(def: &TableDef) -> Result<EdgeConfig> {
+    let o = IndexOptions::parse(&def.options)?;
+    let mut builder = EdgeConfig::builder().vector(
+        "",
+        EdgeVectorParams::builder(def.dimension(), edge_distance(def.distance)).build(),
+    );
+    if let Some(kb) = o.indexing_threshold_kb {
+        builder = builder.optimizers(qdrant_edge::EdgeOptimizersConfig {
+            indexing_threshold: Some(kb),
+            ..Default::default()
+        });
+    }
+    if o.m.is_some() || o.ef_construct.is_some() {
+        let mut hnsw = qdrant_edge::HnswIndexConfig::default();
+        if let Some(m) = o.m {
+            hnsw.m = m;
+        }
+        if let Some(ef) = o.ef_construct {
+            hnsw.ef_construct = ef;
+        }
+        builder = builder.hnsw_config(hnsw);
+    }
+    // The engine's own JSON notation: its typed wrappers are not all public.
+    let quantization = match o.quantization {
+        Quantization::None => None,
+        Quantization::Int8 => Some(
+            serde_json::json!({"scalar": {"type": "int8", "quantile": 0.99, "always_ram": o.always_ram}}),
+        ),
+        Quantization::Binary => Some(serde_json::json!({"binary": {"always_ram": o.always_ram}})),
+        Quantization::Product(r) => Some(
+            serde_json::json!({"product": {"compression": format!("x{r}"), "always_ram": o.always_ram}}),
+        ),
+    };
+    if let Some(q) = quantization {
+        builder = builder.quantization_config(serde_json::from_value(q).map_err(err)?);
+    }
+    Ok(builder.build())
+}
+
+fn create_payload_indexes(shard: &EdgeShard, def: &TableDef) -> Result<()> {
+    let tenant = IndexOptions::parse(&def.options)?.tenant_key;
+    for (_, col) in def.payload_columns() {
+        let Some(schema) = payload_schema(&col.ty) else {
+            continue;
+        };
+        let field_schema = if tenant.as_deref() == Some(col.name.as_str()) {
+            let kind = match col.ty {
+                ColumnType::Uuid => "uuid",
+                _ => "keyword",
+            };
+            serde_json::from_value(serde_json::json!({"type": kind, "is_tenant": true}))
+                .map_err(err)?
+        } else {
+            PayloadFieldSchema::FieldType(schema)
+        };
+        shard
+            .update(UpdateOperation::FieldIndexOperation(
+                FieldIndexOperations::CreateIndex(CreateIndex {
+                    field_name: json_path(&col.name)?,
+                    field_schema: Some(field_schema),
+                }),
+            ))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The directories of a table's shard: `<table>` and rebuilt generations `<table>@<n>`.
+fn shard_dirs(root: &Path, table: &str) -> Vec<(u64, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let (base, generation) = match name.split_once('@') {
+            Some((b, g)) => match g.parse::<u64>() {
+                Ok(g) => (b.to_string(), g),
+                Err(_) => continue,
+            },
+            None => (name.clone(), 0),
+        };
+        if base == table && e.path().is_dir() {
+            out.push((generation, e.path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Apply changed options by rebuilding the shard from its own points into a new
+/// generation. Writers wait on the old shard's lock meanwhile and then find it retired;
+/// searches keep using the old shard until the new one is swapped in.
+fn reconfigure(s: &Shard, def: &TableDef, root: &Path) -> Result<Option<Shard>> {
+    let config = edge_config(def)?;
+    let _g = s.write.lock();
+    let generation = shard_dirs(root, &def.name)
+        .last()
+        .map(|(g, _)| g + 1)
+        .unwrap_or(1);
+    let path = root.join(format!("{}@{generation}", def.name));
+    std::fs::create_dir_all(&path).map_err(err)?;
+    let new = EdgeShard::new(&path, config).map_err(err)?;
+    create_payload_indexes(&new, def)?;
+    let mut offset = None;
+    loop {
+        let (records, next) = s
+            .shard
+            .scroll(qdrant_edge::ScrollRequest {
+                offset,
+                limit: Some(1024),
+                filter: None,
+                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_vector: qdrant_edge::WithVector::Bool(true),
+                order_by: None,
+            })
+            .map_err(err)?;
+        let mut list = Vec::with_capacity(records.len());
+        for r in records {
+            let vector = match r.vector {
+                Some(qdrant_edge::VectorStructInternal::Single(v)) => v,
+                Some(qdrant_edge::VectorStructInternal::Named(mut m)) => match m.remove("") {
+                    Some(qdrant_edge::VectorInternal::Dense(v)) => v,
+                    _ => return Err(err("a point without its vector")),
+                },
+                _ => return Err(err("a point without its vector")),
+            };
+            let payload = r
+                .payload
+                .map(|p| serde_json::Value::Object(p.0.into_iter().collect()))
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+            list.push(PointStruct::new(r.id, vector, payload).into());
+        }
+        if !list.is_empty() {
+            new.update(UpdateOperation::PointOperation(
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
+            ))
+            .map_err(err)?;
+        }
+        match next {
+            Some(n) => offset = Some(n),
+            None => break,
+        }
+    }
+    new.flush();
+    s.retired.store(true, Ordering::Release);
+    // The old generation's files go when the old shard is dropped (at the next start,
+    // [`EdgeIndex::open`] keeps only the newest generation).
+    Ok(Some(new_shard(new)))
+}
+
+/// Apply one update to a table's current shard and make it durable before the write is
+/// acknowledged (qdrant-edge does not replay its WAL on load). A shard retired by a
+/// rebuild while this writer waited for its lock is looked up again.
+fn write_shard(
+    shards: &RwLock<HashMap<String, Arc<Shard>>>,
+    table: &str,
+    op: impl Fn() -> UpdateOperation,
+) -> Result<()> {
+    loop {
+        let s =
+            shards.read().get(table).cloned().ok_or_else(|| {
+                Error::vector_index(format!("no collection for table \"{table}\""))
+            })?;
+        let _g = s.write.lock();
+        if s.retired.load(Ordering::Acquire) {
+            continue;
+        }
+        s.shard.update(op()).map_err(err)?;
+        s.shard.flush();
+        s.unoptimized.store(true, Ordering::Release);
+        return Ok(());
     }
 }
 
@@ -285,45 +476,13 @@ impl VectorIndex for EdgeIndex {
         let path = self.path_of(&table.name);
         let def = table.clone();
         let shard = tokio::task::spawn_blocking(move || -> Result<EdgeShard> {
-            if path.exists() {
-                std::fs::remove_dir_all(&path).map_err(err)?;
+            for (_, old) in shard_dirs(path.parent().unwrap_or(&path), &def.name) {
+                std::fs::remove_dir_all(&old).map_err(err)?;
             }
             std::fs::create_dir_all(&path).map_err(err)?;
-            let mut builder = EdgeConfig::builder().vector(
-                "",
-                EdgeVectorParams::builder(def.dimension(), edge_distance(def.distance)).build(),
-            );
-            let opt = |k: &str| def.options.get(k).and_then(|v| v.parse::<usize>().ok());
-            if let Some(kb) = opt("indexing_threshold_kb") {
-                builder = builder.optimizers(qdrant_edge::EdgeOptimizersConfig {
-                    indexing_threshold: Some(kb),
-                    ..Default::default()
-                });
-            }
-            if opt("m").is_some() || opt("ef_construct").is_some() {
-                let mut hnsw = qdrant_edge::HnswIndexConfig::default();
-                if let Some(m) = opt("m") {
-                    hnsw.m = m;
-                }
-                if let Some(ef) = opt("ef_construct") {
-                    hnsw.ef_construct = ef;
-                }
-                builder = builder.hnsw_config(hnsw);
-            }
-            let config = builder.build();
+            let config = edge_config(&def)?;
             let shard = EdgeShard::new(&path, config).map_err(err)?;
-            for (_, col) in def.payload_columns() {
-                if let Some(schema) = payload_schema(&col.ty) {
-                    shard
-                        .update(UpdateOperation::FieldIndexOperation(
-                            FieldIndexOperations::CreateIndex(CreateIndex {
-                                field_name: json_path(&col.name)?,
-                                field_schema: Some(PayloadFieldSchema::FieldType(schema)),
-                            }),
-                        ))
-                        .map_err(err)?;
-                }
-            }
+            create_payload_indexes(&shard, &def)?;
             shard.flush();
             Ok(shard)
         })
@@ -335,13 +494,30 @@ impl VectorIndex for EdgeIndex {
         Ok(())
     }
 
-    fn has_collection(&self, table: &str) -> bool {
-        self.shards.read().contains_key(table)
+    async fn has_collection(&self, table: &TableDef) -> Result<bool> {
+        Ok(self.shards.read().contains_key(&table.name))
     }
 
-    async fn drop_collection(&self, table: &str) -> Result<()> {
+    async fn update_collection(&self, table: &TableDef) -> Result<()> {
+        let shard = self.shard(&table.name)?;
+        let def = table.clone();
+        let root = self.root.clone();
+        let rebuilt = tokio::task::spawn_blocking(move || reconfigure(&shard, &def, &root))
+            .await
+            .map_err(err)??;
+        if let Some(new) = rebuilt {
+            self.shards
+                .write()
+                .insert(table.name.clone(), Arc::new(new));
+        }
+        Ok(())
+    }
+
+    async fn drop_collection(&self, table: &TableDef) -> Result<()> {
+        let table = table.name.as_str();
         let removed = self.shards.write().remove(table);
-        let path = self.path_of(table);
+        let root = self.root.clone();
+        let table = table.to_string();
         tokio::task::spawn_blocking(move || -> Result<()> {
             if let Some(s) = removed {
                 // Let running maintenance or searches finish before the files go.
@@ -353,8 +529,8 @@ impl VectorIndex for EdgeIndex {
                 }
                 drop(s);
             }
-            if path.exists() {
-                std::fs::remove_dir_all(&path).map_err(err)?;
+            for (_, dir) in shard_dirs(&root, &table) {
+                std::fs::remove_dir_all(&dir).map_err(err)?;
             }
             Ok(())
         })
@@ -366,9 +542,10 @@ impl VectorIndex for EdgeIndex {
         if points.is_empty() {
             return Ok(());
         }
-        let shard = self.shard(&table.name)?;
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let list = points
+        let shards = self.shards.clone();
+        let table = table.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let list: Vec<_> = points
                 .into_iter()
                 .map(|p| {
                     PointStruct::new(
@@ -379,18 +556,11 @@ impl VectorIndex for EdgeIndex {
                     .into()
                 })
                 .collect();
-            let _g = shard.write.lock();
-            shard
-                .shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
+            write_shard(&shards, &table, || {
+                UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                    PointInsertOperations::PointsList(list.clone()),
                 ))
-                .map_err(err)?;
-            // qdrant-edge does not replay its WAL on load: make the write durable in the
-            // segments before the statement is acknowledged.
-            shard.shard.flush();
-            shard.unoptimized.store(true, Ordering::Release);
-            Ok(())
+            })
         })
         .await
         .map_err(err)?
@@ -400,22 +570,14 @@ impl VectorIndex for EdgeIndex {
         if ids.is_empty() {
             return Ok(());
         }
-        let shard = self.shard(&table.name)?;
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let _g = shard.write.lock();
-            shard
-                .shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePoints {
-                        ids: ids.into_iter().map(PointId::Uuid).collect(),
-                    },
-                ))
-                .map_err(err)?;
-            // qdrant-edge does not replay its WAL on load: make the write durable in the
-            // segments before the statement is acknowledged.
-            shard.shard.flush();
-            shard.unoptimized.store(true, Ordering::Release);
-            Ok(())
+        let shards = self.shards.clone();
+        let table = table.name.clone();
+        tokio::task::spawn_blocking(move || {
+            write_shard(&shards, &table, || {
+                UpdateOperation::PointOperation(PointOperations::DeletePoints {
+                    ids: ids.iter().copied().map(PointId::Uuid).collect(),
+                })
+            })
         })
         .await
         .map_err(err)?
@@ -443,6 +605,13 @@ impl VectorIndex for EdgeIndex {
             params: Some(qdrant_edge::SearchParams {
                 hnsw_ef: params.hnsw_ef,
                 exact: params.exact,
+                quantization: (params.rescore.is_some() || params.oversampling.is_some()).then(
+                    || qdrant_edge::QuantizationSearchParams {
+                        ignore: false,
+                        rescore: params.rescore,
+                        oversampling: params.oversampling,
+                    },
+                ),
                 ..Default::default()
             }),
             limit,
@@ -471,6 +640,14 @@ impl VectorIndex for EdgeIndex {
             });
         }
         Ok(hits)
+    }
+
+    fn explain_filter(&self, _table: &TableDef, filter: &Predicate) -> Result<String> {
+        serde_json::to_string(&Filter::new_must(to_condition(filter)?)).map_err(Error::internal)
+    }
+
+    async fn health(&self) -> Result<()> {
+        Ok(())
     }
 
     async fn flush(&self) -> Result<()> {

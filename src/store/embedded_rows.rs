@@ -99,6 +99,23 @@ impl RowStore for EmbeddedRows {
         .await
     }
 
+    async fn update_table(&self, def: &TableDef) -> Result<()> {
+        let def = def.clone();
+        self.blocking(move |db| {
+            let json = serde_json::to_string(&def).map_err(Error::internal)?;
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut cat = txn.open_table(CATALOG).map_err(err)?;
+                if cat.get(def.name.as_str()).map_err(err)?.is_none() {
+                    return Err(Error::UndefinedTable(def.name.clone()));
+                }
+                cat.insert(def.name.as_str(), json.as_str()).map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
     async fn drop_table(&self, name: &str) -> Result<()> {
         let name = name.to_string();
         self.blocking(move |db| {

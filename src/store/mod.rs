@@ -13,6 +13,8 @@ pub mod edge_index;
 pub mod embedded_rows;
 pub mod filter;
 pub mod keys;
+pub mod options;
+pub mod qdrant_index;
 pub mod scylla_rows;
 
 use std::collections::BTreeMap;
@@ -114,7 +116,15 @@ pub struct TableDef {
     pub options: BTreeMap<String, String>,
 }
 
+/// Catalog option set while the index misses writes made when it was unavailable.
+pub const STALE_OPTION: &str = "_vg_index_stale";
+
 impl TableDef {
+    /// Whether writes were acknowledged while the index could not take them.
+    pub fn index_stale(&self) -> bool {
+        self.options.contains_key(STALE_OPTION)
+    }
+
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }
@@ -182,6 +192,8 @@ pub trait RowStore: Send + Sync + 'static {
     async fn list_tables(&self) -> Result<Vec<TableDef>>;
     async fn create_table(&self, def: &TableDef) -> Result<()>;
     async fn drop_table(&self, name: &str) -> Result<()>;
+    /// Replace a table's catalog entry (its options changed).
+    async fn update_table(&self, def: &TableDef) -> Result<()>;
     /// Write rows atomically: all or none.
     async fn write(&self, table: &TableDef, rows: Vec<Row>, mode: WriteMode) -> Result<()>;
     /// Delete rows by key; returns how many existed.
@@ -218,15 +230,22 @@ pub struct Hit {
 pub struct SearchParams {
     pub hnsw_ef: Option<usize>,
     pub exact: bool,
+    /// With quantization: fetch this many times more candidates before rescoring.
+    pub oversampling: Option<f64>,
+    /// With quantization: rescore candidates with the original vectors.
+    pub rescore: Option<bool>,
 }
 
 /// The vector index: one collection per table.
 #[async_trait]
 pub trait VectorIndex: Send + Sync + 'static {
+    /// Create the table's collection, replacing one of the same name.
     async fn create_collection(&self, table: &TableDef) -> Result<()>;
     /// Whether the index has a collection for this table.
-    fn has_collection(&self, table: &str) -> bool;
-    async fn drop_collection(&self, table: &str) -> Result<()>;
+    async fn has_collection(&self, table: &TableDef) -> Result<bool>;
+    /// Apply changed index options (`ALTER TABLE ... SET`) to the table's collection.
+    async fn update_collection(&self, table: &TableDef) -> Result<()>;
+    async fn drop_collection(&self, table: &TableDef) -> Result<()>;
     async fn upsert(&self, table: &TableDef, points: Vec<Point>) -> Result<()>;
     async fn delete(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()>;
     /// The `limit` nearest points passing `filter`, skipping the first `offset`.
@@ -239,6 +258,10 @@ pub trait VectorIndex: Send + Sync + 'static {
         offset: usize,
         params: &SearchParams,
     ) -> Result<Vec<Hit>>;
+    /// The filter sent for a predicate, in the index's own notation (for EXPLAIN).
+    fn explain_filter(&self, table: &TableDef, filter: &Predicate) -> Result<String>;
+    /// Whether the index answers at all (the circuit breaker's probe).
+    async fn health(&self) -> Result<()>;
     /// Make everything written so far durable.
     async fn flush(&self) -> Result<()>;
 }

@@ -735,6 +735,22 @@ impl RowStore for ScyllaRows {
         Ok(())
     }
 
+    async fn update_table(&self, def: &TableDef) -> Result<()> {
+        let json = serde_json::to_string(def).map_err(Error::internal)?;
+        self.session
+            .query_unpaged(
+                format!(
+                    "UPDATE {}.{} SET def = ? WHERE name = ?",
+                    q(&self.ks),
+                    q(CATALOG_TABLE)
+                ),
+                (json.as_str(), def.name.as_str()),
+            )
+            .await
+            .map_err(cql_err)?;
+        Ok(())
+    }
+
     async fn drop_table(&self, name: &str) -> Result<()> {
         self.ddl(&format!("DROP TABLE IF EXISTS {}.{}", q(&self.ks), q(name)))
             .await?;

@@ -190,6 +190,22 @@ fn session_of<C: ClientInfo + ?Sized>(engine: &Arc<Engine>, client: &C) -> Arc<S
         .get_or_insert_with(|| Session::new(engine.clone()))
 }
 
+/// Send the NOTICEs a statement left (for example: answered by the exact fallback).
+async fn send_notices<C>(client: &mut C, session: &Session) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    use futures::SinkExt;
+    for message in session.notices.take() {
+        let info = pgwire::error::ErrorInfo::new("NOTICE".into(), "01000".into(), message);
+        client
+            .feed(PgWireBackendMessage::NoticeResponse(info.into()))
+            .await?;
+    }
+    Ok(())
+}
+
 pub struct StatementParser {
     engine: Arc<Engine>,
 }
@@ -270,6 +286,7 @@ impl SimpleQueryHandler for QueryHandler {
                 Ok(o) => encode::response(o, &Format::UnifiedText).await,
                 Err(e) => Err(e),
             };
+            send_notices(client, &session).await?;
             match resp {
                 Ok(r) => out.push(r),
                 Err(e) => {
@@ -312,6 +329,8 @@ impl ExtendedQueryHandler for QueryHandler {
             let out = session.execute(stmt).await?;
             encode::response(out, &portal.result_column_format).await
         };
-        run.await.map_err(to_pgwire)
+        let response = run.await;
+        send_notices(client, &session).await?;
+        response.map_err(to_pgwire)
     }
 }

@@ -1,0 +1,144 @@
+//! The vector index's circuit breaker. Rows are the source of truth, so the proxy keeps
+//! answering when the index is unreachable, slow or failing:
+//!
+//! - **closed**: searches use the index; writes go to the rows, then to the index.
+//! - **open** (after an index failure): searches are answered by an exact scan of the
+//!   rows (with a NOTICE); writes are acknowledged once the rows have them, and the table
+//!   is marked stale in the catalog so the missed index writes are not forgotten, even
+//!   across a restart.
+//! - **recovering**: the probe found the index healthy again; missing collections are
+//!   created and stale tables re-sent from their rows while writes already go to the
+//!   index and searches still scan; then the breaker closes.
+//!
+//! A background probe checks the index while the breaker is not closed.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::sql::tables::Shared;
+use crate::store::{STALE_OPTION, TableDef};
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const RECOVERING: u8 = 2;
+
+#[derive(Debug, Default)]
+pub struct IndexHealth {
+    state: AtomicU8,
+}
+
+/// Whether an error means the index failed (as opposed to the statement being wrong).
+pub fn is_index_failure(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Unavailable {
+            store: "vector index",
+            ..
+        } | Error::Timeout {
+            store: "vector index",
+            ..
+        } | Error::Backend {
+            store: "vector index",
+            ..
+        }
+    )
+}
+
+impl IndexHealth {
+    /// Searches may use the index.
+    pub fn searchable(&self) -> bool {
+        self.state.load(Ordering::Acquire) == CLOSED
+    }
+
+    /// Writes should be sent to the index.
+    pub fn writable(&self) -> bool {
+        self.state.load(Ordering::Acquire) != OPEN
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => "closed",
+            OPEN => "open",
+            _ => "recovering",
+        }
+    }
+
+    /// Open the breaker after an index failure.
+    pub fn trip(&self, e: &Error) {
+        if self.state.swap(OPEN, Ordering::AcqRel) != OPEN {
+            tracing::warn!(error = %e, "vector index failed: answering searches from exact scans of the rows until it is back");
+        }
+    }
+
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+    }
+}
+
+/// Probe the index every `period` while the breaker is not closed, and bring it back.
+pub fn spawn_probe(shared: Weak<Shared>, period: Duration) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let Some(shared) = shared.upgrade() else {
+                break;
+            };
+            if shared.health.searchable() {
+                continue;
+            }
+            if shared.index.health().await.is_err() {
+                continue;
+            }
+            shared.health.set(RECOVERING);
+            match recover(&shared).await {
+                Ok(n) => {
+                    shared.health.set(CLOSED);
+                    tracing::info!(
+                        tables_resent = n,
+                        "vector index is back: searches use it again"
+                    );
+                }
+                Err(e) => shared.health.trip(&e),
+            }
+        }
+    });
+}
+
+/// Create missing collections and re-send stale tables from their rows; returns how
+/// many tables were re-sent.
+pub(crate) async fn recover(shared: &Shared) -> Result<usize> {
+    let defs: Vec<Arc<TableDef>> = shared.tables.read().values().cloned().collect();
+    let mut resent = 0;
+    for def in defs {
+        let missing = !shared.index.has_collection(&def).await?;
+        if missing {
+            shared.index.create_collection(&def).await?;
+        }
+        if missing || def.index_stale() {
+            crate::sync::backfill(shared.rows.as_ref(), shared.index.as_ref(), &def).await?;
+            resent += 1;
+        }
+        if def.index_stale() {
+            let mut fresh = (*def).clone();
+            fresh.options.remove(STALE_OPTION);
+            shared.rows.update_table(&fresh).await?;
+            shared.replace_table(fresh);
+        }
+    }
+    Ok(resent)
+}
+
+/// Record in the catalog that `def` missed index writes (once per table).
+pub async fn mark_stale(shared: &Shared, def: &TableDef) -> Result<()> {
+    let current = shared.table(&def.name)?;
+    if current.index_stale() {
+        return Ok(());
+    }
+    let mut stale = (*current).clone();
+    stale.options.insert(STALE_OPTION.into(), "true".into());
+    shared.rows.update_table(&stale).await?;
+    shared.replace_table(stale);
+    Ok(())
+}
