@@ -4,6 +4,7 @@
 mod cassandra;
 mod durability;
 mod errors;
+mod fallback;
 mod protocol;
 mod search;
 mod slt;
@@ -20,10 +21,23 @@ pub fn cassandra() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// The Qdrant server (gRPC URL) the tests should keep vectors in, if any.
+pub fn qdrant() -> Option<String> {
+    std::env::var("VECTORGATE_TEST_QDRANT_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 /// `extra`, plus the row-store flags: with VECTORGATE_TEST_CASSANDRA set, rows live in
 /// that cluster, in a keyspace of the data directory's own (so a restart finds them).
 pub fn backend_args(data: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    if let Some(url) = qdrant().filter(|_| !extra.contains(&"--qdrant")) {
+        args.push("--qdrant".into());
+        args.push(url);
+        args.push("--qdrant-collection-prefix".into());
+        args.push(format!("{}_", keyspace_for(data)));
+    }
     if let Some(cassandra) = cassandra().filter(|_| !extra.contains(&"--scylla")) {
         args.push("--scylla".into());
         args.push(cassandra);
@@ -114,6 +128,32 @@ impl Server {
 
     pub fn config(&self) -> tokio_postgres::Config {
         self.url().parse().expect("url")
+    }
+
+    /// A client whose NOTICE messages are collected.
+    pub async fn client_with_notices(
+        &self,
+    ) -> (
+        tokio_postgres::Client,
+        std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        use futures::StreamExt;
+        let (client, mut conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = notices.clone();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(Ok(m)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notice(n) = m
+                    && let Ok(mut v) = sink.lock()
+                {
+                    v.push(n.message().to_string());
+                }
+            }
+        });
+        (client, notices)
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {

@@ -7,28 +7,28 @@ use rand::{Rng, SeedableRng};
 
 use super::{Server, vec_text};
 
-const N: usize = 3000;
-const DIM: usize = 32;
-const K: usize = 10;
+pub const N: usize = 3000;
+pub const DIM: usize = 32;
+pub const K: usize = 10;
 
-struct Doc {
-    id: i64,
-    title: String,
-    category: String,
-    bucket: i32,
-    year: i32,
-    tags: Vec<String>,
-    v: Vec<f32>,
+pub struct Doc {
+    pub id: i64,
+    pub title: String,
+    pub category: String,
+    pub bucket: i32,
+    pub year: i32,
+    pub tags: Vec<String>,
+    pub v: Vec<f32>,
 }
 
-fn gaussian(rng: &mut StdRng) -> f32 {
+pub fn gaussian(rng: &mut StdRng) -> f32 {
     // Box-Muller.
     let u1: f32 = rng.gen_range(1e-7..1.0);
     let u2: f32 = rng.gen_range(0.0..1.0);
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
 }
 
-fn dataset(rng: &mut StdRng) -> (Vec<Doc>, Vec<Vec<f32>>) {
+pub fn dataset(rng: &mut StdRng) -> (Vec<Doc>, Vec<Vec<f32>>) {
     let centers: Vec<Vec<f32>> = (0..20)
         .map(|_| (0..DIM).map(|_| gaussian(rng)).collect())
         .collect();
@@ -49,7 +49,7 @@ fn dataset(rng: &mut StdRng) -> (Vec<Doc>, Vec<Vec<f32>>) {
     (docs, centers)
 }
 
-fn exact(distance: &str, a: &[f32], b: &[f32]) -> f64 {
+pub fn exact(distance: &str, a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     match distance {
         "cosine" => {
@@ -67,9 +67,9 @@ fn exact(distance: &str, a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
-type Filter = (&'static str, fn(&Doc) -> bool);
+pub type Filter = (&'static str, fn(&Doc) -> bool);
 
-fn filters() -> Vec<Filter> {
+pub fn filters() -> Vec<Filter> {
     vec![
         ("TRUE", |_| true),
         ("category = 'c3'", |d| d.category == "c3"),
@@ -93,7 +93,7 @@ fn filters() -> Vec<Filter> {
     ]
 }
 
-async fn load(client: &tokio_postgres::Client, table: &str, distance: &str, docs: &[Doc]) {
+pub async fn load(client: &tokio_postgres::Client, table: &str, distance: &str, docs: &[Doc]) {
     client
         .batch_execute(&format!(
             "CREATE TABLE {table} (id bigint PRIMARY KEY, title text, category text, bucket int, year int, \
