@@ -63,6 +63,19 @@ cstatus=${PIPESTATUS[0]}
 set -e
 [ "$status" -eq 0 ] && status=$cstatus
 
+if [ -n "${VECTORGATE_TEST_QDRANT_URL:-}" ]; then
+  step "cargo test (vectors in the Qdrant server at $VECTORGATE_TEST_QDRANT_URL, rows in Cassandra)"
+  set +e
+  VECTORGATE_TEST_CASSANDRA="127.0.0.1:$CASSANDRA_PORT" cargo test --no-fail-fast --test integration 2>&1 | tee -a "$log"
+  qstatus=${PIPESTATUS[0]}
+  set -e
+  [ "$status" -eq 0 ] && status=$qstatus
+else
+  echo
+  echo "skipped: the suite against a Qdrant server (set VECTORGATE_TEST_QDRANT_URL=http://host:6334 to run it);"
+  echo "         Qdrant-unreachable fallback and the Qdrant request translation were tested above."
+fi
+
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 rm -f "$log"

@@ -605,13 +605,12 @@ impl VectorIndex for EdgeIndex {
             params: Some(qdrant_edge::SearchParams {
                 hnsw_ef: params.hnsw_ef,
                 exact: params.exact,
-                quantization: (params.rescore.is_some() || params.oversampling.is_some()).then(
-                    || qdrant_edge::QuantizationSearchParams {
+                quantization: (params.rescore.is_some() || params.oversampling.is_some())
+                    .then_some(qdrant_edge::QuantizationSearchParams {
                         ignore: false,
                         rescore: params.rescore,
                         oversampling: params.oversampling,
-                    },
-                ),
+                    }),
                 ..Default::default()
             }),
             limit,

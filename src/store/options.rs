@@ -194,7 +194,7 @@ mod tests {
             ("always_ram", "on"),
             ("tenant_key", "org_id"),
         ]))
-        .unwrap();
+        .expect("valid");
         assert_eq!(o.m, Some(32));
         assert_eq!(o.ef_construct, Some(200));
         assert_eq!(o.quantization, Quantization::Product(32));
@@ -214,7 +214,7 @@ mod tests {
             opts(&[("colour", "blue")]),
             opts(&[("collection", "a b")]),
         ] {
-            let e = IndexOptions::parse(&bad).unwrap_err();
+            let e = IndexOptions::parse(&bad).expect_err("refused");
             assert_eq!(e.sqlstate(), "22023", "{bad:?}: {e}");
         }
     }

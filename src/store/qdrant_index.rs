@@ -460,6 +460,7 @@ fn compare(def: &TableDef, column: &str, op: CmpOp, value: &Scalar) -> Result<Co
 }
 
 /// The search request for one page of hits.
+#[allow(clippy::too_many_arguments)]
 pub fn search_request(
     def: &TableDef,
     name: &str,
@@ -803,7 +804,7 @@ mod tests {
             json(&cmp("at", CmpOp::Gt, Scalar::Int(t))),
             serde_json::json!({"must": [{"key": "at", "range": {"gt": "2024-01-02T03:04:05.500000Z"}}]})
         );
-        let f = to_filter(&table(&[]), &cmp("at", CmpOp::Eq, Scalar::Int(t))).unwrap();
+        let f = to_filter(&table(&[]), &cmp("at", CmpOp::Eq, Scalar::Int(t))).expect("valid");
         let Some(qdrant::condition::ConditionOneOf::Field(fc)) = &f.must[0].condition_one_of else {
             panic!("field condition expected");
         };
@@ -875,7 +876,7 @@ mod tests {
             column: "id".into(),
             values: vec![Scalar::Int(1), Scalar::Int(2)],
         };
-        let f = filter_json(&to_filter(&def, &p).unwrap());
+        let f = filter_json(&to_filter(&def, &p).expect("valid"));
         assert_eq!(f["must"][0]["has_id"].as_array().map(|a| a.len()), Some(2));
         // A range on the key is a payload range, not ids.
         assert_eq!(
@@ -895,7 +896,7 @@ mod tests {
         ]);
         let name = collection_name("shop_", &def);
         assert_eq!(name, "shop_docs");
-        let c = create_request(&def, &name).unwrap();
+        let c = create_request(&def, &name).expect("valid");
         let Some(vectors_config::Config::Params(v)) = c.vectors_config.and_then(|v| v.config)
         else {
             panic!("vector params expected");
@@ -911,7 +912,7 @@ mod tests {
             }
             other => panic!("int8 expected, got {other:?}"),
         }
-        let indexes = field_index_requests(&def, &name).unwrap();
+        let indexes = field_index_requests(&def, &name).expect("valid");
         let by_name: BTreeMap<_, _> = indexes.iter().map(|i| (i.field_name.as_str(), i)).collect();
         // Every filterable column, nothing else (no bytea, no vector).
         assert_eq!(
@@ -937,13 +938,13 @@ mod tests {
     #[test]
     fn alter_requests_switch_quantization() {
         let def = table(&[("quantization", "binary")]);
-        let u = update_request(&def, "c").unwrap();
+        let u = update_request(&def, "c").expect("valid");
         assert!(matches!(
             u.quantization_config.and_then(|q| q.quantization),
             Some(QDiff::Binary(_))
         ));
         let def = table(&[("quantization", "none"), ("m", "8")]);
-        let u = update_request(&def, "c").unwrap();
+        let u = update_request(&def, "c").expect("valid");
         assert!(matches!(
             u.quantization_config.and_then(|q| q.quantization),
             Some(QDiff::Disabled(_))
@@ -951,7 +952,7 @@ mod tests {
         assert_eq!(u.hnsw_config.and_then(|h| h.m), Some(8));
         let def = table(&[("quantization", "product"), ("compression", "32")]);
         match update_request(&def, "c")
-            .unwrap()
+            .expect("valid")
             .quantization_config
             .and_then(|q| q.quantization)
         {
@@ -982,7 +983,7 @@ mod tests {
             &params,
             Duration::from_secs(3),
         )
-        .unwrap();
+        .expect("valid");
         assert_eq!((r.limit, r.offset, r.timeout), (10, Some(20), Some(3)));
         let p = r.params.expect("params");
         assert_eq!(p.hnsw_ef, Some(128));

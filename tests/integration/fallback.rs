@@ -135,7 +135,7 @@ async fn searches_stay_exact_while_the_index_is_away(port: u16) {
             );
         }
     }
-    println!("index away on port {port}: {searches} searches, {exact_answers} exact, 0 failed");
+    eprintln!("index away on port {port}: {searches} searches, {exact_answers} exact, 0 failed");
     // A scan larger than the limit is refused with 53000 and a hint; the session lives.
     client
         .batch_execute(&format!(
@@ -230,7 +230,7 @@ async fn writes_made_while_the_index_was_away_are_indexed_when_it_is_back() {
         "the index answers again: {:?}",
         notices.lock().expect("notices")
     );
-    println!(
+    eprintln!(
         "after recovery: {checked} exact index searches equal the oracle over {} live rows",
         live.len()
     );
@@ -308,7 +308,7 @@ async fn alter_table_changes_index_options_and_results_stay_right() {
         client.batch_execute(settings).await.expect("settings");
         let r_all = recall(&client, "opts", docs, &queries, all).await;
         let r_c3 = recall(&client, "opts", docs, &queries, c3).await;
-        println!("{alter}: recall@{K} {r_all:.3} unfiltered, {r_c3:.3} at 10%");
+        eprintln!("{alter}: recall@{K} {r_all:.3} unfiltered, {r_c3:.3} at 10%");
         assert!(
             r_all >= 0.95 && r_c3 >= 0.95,
             "{alter}: recall {r_all} / {r_c3}"

@@ -6,6 +6,7 @@ mod durability;
 mod errors;
 mod fallback;
 mod protocol;
+mod qdrant_server;
 mod search;
 mod slt;
 
