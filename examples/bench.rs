@@ -327,6 +327,16 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     std::io::stdout().write_all(out.as_bytes())?;
+    // Sections other commands keep in the file (between <!-- name --> markers) stay.
+    let previous = std::fs::read_to_string("BENCHMARKS.md").unwrap_or_default();
+    if let (Some(a), Some(b)) = (
+        previous.find("<!-- quantization -->"),
+        previous.find("<!-- /quantization -->"),
+    ) {
+        out.push('\n');
+        out.push_str(&previous[a..b + "<!-- /quantization -->".len()]);
+        out.push('\n');
+    }
     let mut f = std::fs::File::create("BENCHMARKS.md")?;
     f.write_all(out.as_bytes())?;
     Ok(())
