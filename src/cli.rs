@@ -21,6 +21,44 @@ pub enum Command {
     Serve(ServeArgs),
     /// Register an existing CQL table and build its vector index from its rows.
     Attach(AttachArgs),
+    /// Compare a table's vector index with its rows and repair it (or only report).
+    Reindex(ReindexArgs),
+}
+
+/// Where vectors live when they live in a Qdrant server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QdrantArgs {
+    /// Keep vectors in a Qdrant server: its gRPC URL, e.g. http://127.0.0.1:6334 [default: qdrant-edge in process]
+    #[arg(long, env = "VECTORGATE_QDRANT", value_name = "URL")]
+    pub qdrant: Option<String>,
+    #[arg(long, env = "VECTORGATE_QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
+    /// Collections are named <prefix><table> [default: <keyspace>_]
+    #[arg(long, env = "VECTORGATE_QDRANT_COLLECTION_PREFIX")]
+    pub qdrant_collection_prefix: Option<String>,
+    /// Deadline of each Qdrant request, in milliseconds [default: 5000]
+    #[arg(long, env = "VECTORGATE_QDRANT_TIMEOUT_MS")]
+    pub qdrant_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReindexArgs {
+    /// The table to check
+    pub table: String,
+    /// Only report what differs; change nothing
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub cql: CqlArgs,
+    #[command(flatten)]
+    pub index: QdrantArgs,
+    /// Data directory (the embedded stores; stop the server first, or use
+    /// `SELECT * FROM vectorgate_reindex('table')` while it runs)
+    #[arg(long, env = "VECTORGATE_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// TOML file with the proxy's settings
+    #[arg(long, env = "VECTORGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Where rows live when they live in a CQL cluster.
@@ -48,6 +86,8 @@ pub struct CqlArgs {
 pub struct AttachArgs {
     #[command(flatten)]
     pub cql: CqlArgs,
+    #[command(flatten)]
+    pub index: QdrantArgs,
     /// The CQL table to attach, as keyspace.table
     #[arg(long, value_name = "KEYSPACE.TABLE")]
     pub table: String,
@@ -87,17 +127,8 @@ pub struct ServeArgs {
     pub max_k: Option<usize>,
     #[command(flatten)]
     pub cql: CqlArgs,
-    /// Keep vectors in a Qdrant server: its gRPC URL, e.g. http://127.0.0.1:6334 [default: qdrant-edge in process]
-    #[arg(long, env = "VECTORGATE_QDRANT", value_name = "URL")]
-    pub qdrant: Option<String>,
-    #[arg(long, env = "VECTORGATE_QDRANT_API_KEY", hide_env_values = true)]
-    pub qdrant_api_key: Option<String>,
-    /// Collections are named <prefix><table> [default: <keyspace>_]
-    #[arg(long, env = "VECTORGATE_QDRANT_COLLECTION_PREFIX")]
-    pub qdrant_collection_prefix: Option<String>,
-    /// Deadline of each Qdrant request, in milliseconds [default: 5000]
-    #[arg(long, env = "VECTORGATE_QDRANT_TIMEOUT_MS")]
-    pub qdrant_timeout_ms: Option<u64>,
+    #[command(flatten)]
+    pub index: QdrantArgs,
     /// While the vector index is away, exact scans reading more rows are refused (53000) [default: 1000000]
     #[arg(long, env = "VECTORGATE_FALLBACK_MAX_ROWS")]
     pub fallback_max_rows: Option<usize>,

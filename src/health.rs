@@ -3,12 +3,11 @@
 //!
 //! - **closed**: searches use the index; writes go to the rows, then to the index.
 //! - **open** (after an index failure): searches are answered by an exact scan of the
-//!   rows (with a NOTICE); writes are acknowledged once the rows have them, and the table
-//!   is marked stale in the catalog so the missed index writes are not forgotten, even
-//!   across a restart.
+//!   rows (with a NOTICE); writes are acknowledged once the rows have them, and their
+//!   outbox entries (in the row store, so they survive a restart) stay pending.
 //! - **recovering**: the probe found the index healthy again; missing collections are
-//!   created and stale tables re-sent from their rows while writes already go to the
-//!   index and searches still scan; then the breaker closes.
+//!   created and filled from the rows, and every pending outbox entry is replayed, while
+//!   writes already go to the index and searches still scan; then the breaker closes.
 //!
 //! A background probe checks the index while the breaker is not closed.
 
@@ -18,7 +17,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::sql::tables::Shared;
-use crate::store::{STALE_OPTION, TableDef};
+use crate::store::TableDef;
 
 const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
@@ -106,8 +105,8 @@ pub fn spawn_probe(shared: Weak<Shared>, period: Duration) {
     });
 }
 
-/// Create missing collections and re-send stale tables from their rows; returns how
-/// many tables were re-sent.
+/// Create missing collections (filled from the rows) and replay every outbox entry;
+/// returns how many tables were filled from their rows.
 pub(crate) async fn recover(shared: &Shared) -> Result<usize> {
     let defs: Vec<Arc<TableDef>> = shared.tables.read().values().cloned().collect();
     let mut resent = 0;
@@ -116,29 +115,19 @@ pub(crate) async fn recover(shared: &Shared) -> Result<usize> {
         if missing {
             shared.index.create_collection(&def).await?;
         }
-        if missing || def.index_stale() {
+        if missing {
             crate::sync::backfill(shared.rows.as_ref(), shared.index.as_ref(), &def).await?;
             resent += 1;
-        }
-        if def.index_stale() {
-            let mut fresh = (*def).clone();
-            fresh.options.remove(STALE_OPTION);
-            shared.rows.update_table(&fresh).await?;
-            shared.replace_table(fresh);
+        } else {
+            // Writes the index missed: replay the outbox now, before searches use it.
+            crate::sync::reconcile(
+                shared.rows.as_ref(),
+                shared.index.as_ref(),
+                &def,
+                std::time::Duration::ZERO,
+            )
+            .await?;
         }
     }
     Ok(resent)
-}
-
-/// Record in the catalog that `def` missed index writes (once per table).
-pub async fn mark_stale(shared: &Shared, def: &TableDef) -> Result<()> {
-    let current = shared.table(&def.name)?;
-    if current.index_stale() {
-        return Ok(());
-    }
-    let mut stale = (*current).clone();
-    stale.options.insert(STALE_OPTION.into(), "true".into());
-    shared.rows.update_table(&stale).await?;
-    shared.replace_table(stale);
-    Ok(())
 }

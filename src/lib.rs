@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod health;
 pub mod server;
 pub mod sql;

@@ -1,5 +1,5 @@
 use clap::Parser;
-use vectorgate::cli::{AttachArgs, Cli, Command, CqlArgs};
+use vectorgate::cli::{AttachArgs, Cli, Command, CqlArgs, QdrantArgs, ReindexArgs};
 use vectorgate::config::{Config, FileConfig, RowArgs, VectorArgs};
 
 fn main() -> anyhow::Result<()> {
@@ -23,19 +23,28 @@ fn main() -> anyhow::Result<()> {
                 args.data.clone(),
                 None,
                 row_args(args.cql.clone()),
-                VectorArgs::default(),
+                vector_args(args.index.clone()),
                 file,
             )?;
             return rt.block_on(attach(config, args));
         }
+        Command::Reindex(args) => {
+            let file = load(&args.config)?;
+            let config = Config::resolve(
+                None,
+                args.data.clone(),
+                None,
+                row_args(args.cql.clone()),
+                vector_args(args.index.clone()),
+                file,
+            )?;
+            return rt.block_on(reindex(config, args));
+        }
     };
     let file = load(&args.config)?;
     let vectors = VectorArgs {
-        qdrant: args.qdrant,
-        api_key: args.qdrant_api_key,
-        collection_prefix: args.qdrant_collection_prefix,
-        timeout_ms: args.qdrant_timeout_ms,
         fallback_max_rows: args.fallback_max_rows,
+        ..vector_args(args.index)
     };
     let config = Config::resolve(
         args.listen,
@@ -61,6 +70,73 @@ fn load(path: &Option<std::path::PathBuf>) -> anyhow::Result<FileConfig> {
         Some(p) => FileConfig::load(p),
         None => Ok(FileConfig::default()),
     }
+}
+
+fn vector_args(a: QdrantArgs) -> VectorArgs {
+    VectorArgs {
+        qdrant: a.qdrant,
+        api_key: a.qdrant_api_key,
+        collection_prefix: a.qdrant_collection_prefix,
+        timeout_ms: a.qdrant_timeout_ms,
+        fallback_max_rows: None,
+    }
+}
+
+async fn reindex(config: Config, args: ReindexArgs) -> anyhow::Result<()> {
+    let (rows, index) = vectorgate::server::open_stores(&config)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (while a server runs on these stores, use SELECT * FROM vectorgate_reindex('{}') instead)", args.table))?;
+    let def = rows
+        .list_tables()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .into_iter()
+        .find(|d| d.name == args.table)
+        .ok_or_else(|| anyhow::anyhow!("relation \"{}\" does not exist", args.table))?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last = std::time::Instant::now();
+    let report = vectorgate::sync::reindex(
+        rows.as_ref(),
+        index.as_ref(),
+        &def,
+        !args.verify,
+        &mut |r| {
+            if tty {
+                eprint!(
+                    "\r  {}: {} rows, {} points, {} missing, {} stale, {} orphaned   ",
+                    def.name, r.rows, r.points, r.missing, r.stale, r.orphaned
+                );
+            } else if last.elapsed() >= std::time::Duration::from_secs(2) {
+                last = std::time::Instant::now();
+                eprintln!(
+                    "{}: {} rows, {} points, {} missing, {} stale, {} orphaned",
+                    def.name, r.rows, r.points, r.missing, r.stale, r.orphaned
+                );
+            }
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    index.flush().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if tty {
+        eprintln!();
+    }
+    eprintln!(
+        "{}: {} rows, {} points; {} missing, {} stale, {} orphaned, {} duplicates; {}",
+        def.name,
+        report.rows,
+        report.points,
+        report.missing,
+        report.stale,
+        report.orphaned,
+        report.duplicates,
+        if report.repaired {
+            "repaired"
+        } else {
+            "verified only"
+        }
+    );
+    Ok(())
 }
 
 fn row_args(a: CqlArgs) -> RowArgs {
@@ -91,9 +167,10 @@ async fn attach(config: Config, args: AttachArgs) -> anyhow::Result<()> {
             .unwrap_or(&args.table)
             .to_string()
     });
+    let index = vectorgate::server::open_index(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let attached = vectorgate::sync::attach(
         cql,
-        &config.data,
+        index.as_ref(),
         &vectorgate::sync::AttachRequest {
             cql_table: args.table.clone(),
             name,

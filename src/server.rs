@@ -17,8 +17,8 @@ use crate::store::scylla_rows::ScyllaRows;
 use crate::store::{RowStore, VectorIndex};
 use crate::wire::Handlers;
 
-/// Open the stores the configuration names and build the engine.
-pub async fn open(config: &Config) -> Result<Arc<Engine>> {
+/// Open the stores the configuration names.
+pub async fn open_stores(config: &Config) -> Result<(Arc<dyn RowStore>, Arc<dyn VectorIndex>)> {
     let rows: Arc<dyn RowStore> = match &config.rows {
         RowBackend::Embedded => Arc::new(EmbeddedRows::open(&config.data.join("rows.redb"))?),
         RowBackend::Scylla(cfg) => {
@@ -27,6 +27,11 @@ pub async fn open(config: &Config) -> Result<Arc<Engine>> {
             Arc::new(rows)
         }
     };
+    Ok((rows, open_index(config)?))
+}
+
+/// Open the vector index the configuration names.
+pub fn open_index(config: &Config) -> Result<Arc<dyn VectorIndex>> {
     let index: Arc<dyn VectorIndex> = match &config.vectors {
         VectorBackend::Embedded => {
             let index = EdgeIndex::open(&config.data.join("vectors"))?;
@@ -38,10 +43,24 @@ pub async fn open(config: &Config) -> Result<Arc<Engine>> {
             Arc::new(QdrantIndex::connect(settings.clone())?)
         }
     };
+    let index: Arc<dyn VectorIndex> = if crate::faults::enabled() {
+        tracing::warn!("fault injection is on (VECTORGATE_FAULT_INJECTION=1): for tests only");
+        Arc::new(crate::faults::FaultyIndex { inner: index })
+    } else {
+        index
+    };
+    Ok(index)
+}
+
+/// Open the stores the configuration names and build the engine.
+pub async fn open(config: &Config) -> Result<Arc<Engine>> {
+    let (rows, index) = open_stores(config).await?;
     let limits = Limits {
         max_k: config.max_k,
         fallback_max_rows: config.fallback_max_rows,
         probe_interval: Duration::from_millis(500),
+        reconcile_interval: Duration::from_secs(1),
+        reconcile_grace: Duration::from_secs(2),
     };
     Engine::new(rows, index, limits).await
 }

@@ -79,7 +79,7 @@ pub struct Attached {
 /// (under `data`) from the rows already there.
 pub async fn attach(
     cql: &crate::store::scylla_rows::ScyllaConfig,
-    data: &std::path::Path,
+    index: &dyn VectorIndex,
     req: &AttachRequest,
 ) -> Result<Attached> {
     use crate::error::Error;
@@ -104,14 +104,243 @@ pub async fn attach(
         }
     }
     rows.attach_table(&def).await?;
-    let index = crate::store::edge_index::EdgeIndex::open(&data.join("vectors"))?;
     index.create_collection(&def).await?;
-    let (seen, indexed) =
-        backfill_with_progress(&rows, index.as_ref(), &def, &mut |_, _| {}).await?;
+    let (seen, indexed) = backfill_with_progress(&rows, index, &def, &mut |_, _| {}).await?;
     index.flush().await?;
     Ok(Attached {
         name: def.name,
         rows: seen,
         indexed,
     })
+}
+
+/// What the reconciler last did for a table (for `SHOW vectorgate.sync_status`).
+#[derive(Debug, Default, Clone)]
+pub struct TableSync {
+    /// When the table's outbox was last replayed, in microseconds since the epoch.
+    pub last_reconcile: Option<i64>,
+    /// Entries replayed since the proxy started.
+    pub replayed: u64,
+}
+
+/// Make the index reflect the current rows of `keys`: upsert the point of each row that
+/// has a vector, delete the point of each key without one. Idempotent. A row that
+/// changed while this ran (another writer) is applied again, so the newest row wins.
+pub async fn apply_keys(
+    rows: &dyn RowStore,
+    index: &dyn VectorIndex,
+    def: &TableDef,
+    keys: &[Vec<crate::types::Value>],
+) -> Result<()> {
+    let mut keys = keys.to_vec();
+    for _ in 0..3 {
+        if keys.is_empty() {
+            break;
+        }
+        let before = rows.get(def, &keys).await?;
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        for (k, r) in keys.iter().zip(&before) {
+            match r.as_ref().and_then(|r| point_for_row(def, r)) {
+                Some(p) => upserts.push(p),
+                None => deletes.push(crate::store::keys::point_id(&def.name, k)),
+            }
+        }
+        if !upserts.is_empty() {
+            index.upsert(def, upserts).await?;
+        }
+        if !deletes.is_empty() {
+            index.delete(def, deletes).await?;
+        }
+        let after = rows.get(def, &keys).await?;
+        keys = keys
+            .into_iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(_, (b, a))| b != a)
+            .map(|(k, _)| k)
+            .collect();
+    }
+    Ok(())
+}
+
+/// Replay a table's outbox entries older than `grace` (younger ones belong to writes
+/// still in flight); returns how many were replayed.
+pub async fn reconcile(
+    rows: &dyn RowStore,
+    index: &dyn VectorIndex,
+    def: &TableDef,
+    grace: std::time::Duration,
+) -> Result<u64> {
+    const PAGE: usize = 512;
+    let cutoff = crate::store::now_micros() - grace.as_micros() as i64;
+    let mut total = 0u64;
+    loop {
+        let pending = rows.outbox_pending(def, PAGE).await?;
+        let full = pending.len() == PAGE;
+        let due: Vec<_> = pending.into_iter().filter(|e| e.ts <= cutoff).collect();
+        if due.is_empty() {
+            break;
+        }
+        let keys: Vec<_> = due.iter().map(|e| e.key.clone()).collect();
+        apply_keys(rows, index, def, &keys).await?;
+        rows.outbox_clear(def, &due).await?;
+        total += due.len() as u64;
+        if !full {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Replay every table's outbox every `period` while the index takes writes.
+pub fn spawn_reconciler(
+    shared: std::sync::Weak<crate::sql::tables::Shared>,
+    period: std::time::Duration,
+    grace: std::time::Duration,
+) {
+    tokio::spawn(async move {
+        let mut backoff = period;
+        loop {
+            tokio::time::sleep(backoff).await;
+            let Some(shared) = shared.upgrade() else {
+                break;
+            };
+            if !shared.health.writable() {
+                continue;
+            }
+            let defs: Vec<_> = shared.tables.read().values().cloned().collect();
+            backoff = period;
+            for def in defs {
+                match reconcile(shared.rows.as_ref(), shared.index.as_ref(), &def, grace).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(table = %def.name, replayed = n, "outbox replayed into the vector index");
+                        }
+                        let mut sync = shared.sync.lock();
+                        let s = sync.entry(def.name.clone()).or_default();
+                        s.last_reconcile = Some(crate::store::now_micros());
+                        s.replayed += n;
+                    }
+                    Err(e) if crate::health::is_index_failure(&e) => {
+                        shared.health.trip(&e);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(table = %def.name, error = %e, "outbox replay failed; retrying later");
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// What `reindex` found (and, unless verifying only, repaired).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ReindexReport {
+    /// Rows read from the row store.
+    pub rows: u64,
+    /// Points found in the index.
+    pub points: u64,
+    /// Rows with a vector but no point.
+    pub missing: u64,
+    /// Points whose vector or filter payload differs from their row.
+    pub stale: u64,
+    /// Points without a live row.
+    pub orphaned: u64,
+    /// Points beyond the first for one row key.
+    pub duplicates: u64,
+    pub repaired: bool,
+}
+
+/// Compare a table's index with its rows: every row with a vector must have exactly one
+/// point with its current vector and payload, and no point may lack a row. With `repair`
+/// the differences are fixed. Runs alongside traffic: a point that looks orphaned is
+/// checked against the row store again before it counts (a row written since the scan
+/// passed it), and repairs go through [`apply_keys`], which re-reads the rows.
+pub async fn reindex(
+    rows: &dyn RowStore,
+    index: &dyn VectorIndex,
+    def: &TableDef,
+    repair: bool,
+    progress: &mut (dyn FnMut(&ReindexReport) + Send),
+) -> Result<ReindexReport> {
+    use crate::store::HASH_FIELD;
+    let mut report = ReindexReport {
+        repaired: repair,
+        ..Default::default()
+    };
+    let mut expected = std::collections::HashSet::new();
+    let mut stream = rows.scan(def, 1024, None);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        report.rows += batch.len() as u64;
+        let points: Vec<_> = batch.iter().filter_map(|r| point_for_row(def, r)).collect();
+        let ids: Vec<_> = points.iter().map(|p| p.id).collect();
+        expected.extend(ids.iter().copied());
+        let have = index.point_hashes(def, &ids).await?;
+        let mut fix = Vec::new();
+        for (p, row_key) in points
+            .iter()
+            .zip(batch.iter().filter(|r| point_for_row(def, r).is_some()))
+        {
+            let want = p.payload.get(HASH_FIELD).and_then(|h| h.as_str());
+            match have.get(&p.id) {
+                None => report.missing += 1,
+                Some(h) if Some(h.as_str()) != want => report.stale += 1,
+                Some(_) => continue,
+            }
+            fix.push(def.key_of(row_key));
+        }
+        if repair && !fix.is_empty() {
+            apply_keys(rows, index, def, &fix).await?;
+        }
+        progress(&report);
+    }
+    let mut offset = None;
+    let mut seen_keys = std::collections::HashSet::new();
+    loop {
+        let (page, next) = index.scroll_keys(def, offset, 1024).await?;
+        report.points += page.len() as u64;
+        let mut suspects = Vec::new();
+        for (id, key) in page {
+            if let Some(k) = &key
+                && !seen_keys.insert(k.clone())
+            {
+                // Only one of them has the key's own id; the others are orphans below.
+                report.duplicates += 1;
+            }
+            if !expected.contains(&id) {
+                suspects.push((
+                    id,
+                    key.and_then(|k| crate::store::keys::decode_hex(&k).ok()),
+                ));
+            }
+        }
+        // A suspect is an orphan unless its row exists now with this very point id.
+        let keyed: Vec<Vec<crate::types::Value>> =
+            suspects.iter().filter_map(|(_, k)| k.clone()).collect();
+        let now = rows.get(def, &keyed).await?;
+        let mut live = std::collections::HashSet::new();
+        for (k, r) in keyed.iter().zip(now) {
+            if r.as_ref().and_then(|r| point_for_row(def, r)).is_some() {
+                live.insert(crate::store::keys::point_id(&def.name, k));
+            }
+        }
+        let orphans: Vec<uuid::Uuid> = suspects
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !live.contains(id))
+            .collect();
+        report.orphaned += orphans.len() as u64;
+        if repair && !orphans.is_empty() {
+            index.delete(def, orphans).await?;
+        }
+        progress(&report);
+        match next {
+            Some(n) => offset = Some(n),
+            None => break,
+        }
+    }
+    Ok(report)
 }

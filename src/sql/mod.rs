@@ -9,6 +9,7 @@ pub mod copy;
 pub mod params;
 pub mod pgvector;
 pub mod pushdown;
+pub mod reindex;
 pub mod statements;
 pub mod tables;
 pub mod vector_search;
@@ -58,6 +59,9 @@ pub struct Limits {
     pub fallback_max_rows: usize,
     /// How often the index is probed while its circuit breaker is open.
     pub probe_interval: std::time::Duration,
+    /// How often the outbox is replayed, and how old an entry must be to be replayed.
+    pub reconcile_interval: std::time::Duration,
+    pub reconcile_grace: std::time::Duration,
 }
 
 pub struct Engine {
@@ -84,6 +88,7 @@ impl Engine {
             max_k: limits.max_k,
             health: Default::default(),
             fallback_max_rows: limits.fallback_max_rows,
+            sync: Default::default(),
         });
         // Tables another proxy created, whose index was lost, or that missed writes while
         // the index was away: bring their collections up to date from the rows now, or,
@@ -95,6 +100,11 @@ impl Engine {
             shared.health.trip(&e);
         }
         crate::health::spawn_probe(Arc::downgrade(&shared), limits.probe_interval);
+        crate::sync::spawn_reconciler(
+            Arc::downgrade(&shared),
+            limits.reconcile_interval,
+            limits.reconcile_grace,
+        );
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
             .with_create_default_catalog_and_schema(true)
@@ -111,6 +121,12 @@ impl Engine {
             )?;
         setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
             .map_err(|e| Error::internal(e.to_string()))?;
+        ctx.register_udtf(
+            "vectorgate_reindex",
+            Arc::new(reindex::ReindexFunction {
+                shared: Arc::downgrade(&shared),
+            }),
+        );
         ctx.register_udtf(
             "vector_search",
             Arc::new(VectorSearchFunction {

@@ -141,6 +141,9 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
             merge_plan_params(&plan, &mut types);
             schema = Some(Arc::new(plan.schema().as_arrow().clone()));
         }
+        Statement::ShowVariable { variable } if show_name(variable) == "vectorgate.sync_status" => {
+            schema = Some(super::statements::sync_status_schema());
+        }
         Statement::ShowVariable { variable } => {
             let name = show_name(variable);
             schema = Some(Arc::new(datafusion::arrow::datatypes::Schema::new(vec![

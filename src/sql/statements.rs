@@ -19,7 +19,9 @@ use futures::TryStreamExt;
 use super::{Output, Session};
 use crate::error::{Error, Result};
 use crate::store::options::{ALTERABLE_OPTIONS, IndexOptions};
-use crate::store::{ColumnDef, Distance, Row, TableDef, WriteMode, keys, point_for_row};
+use crate::store::{
+    ColumnDef, Distance, OutboxEntry, Row, TableDef, WriteMode, keys, now_micros, point_for_row,
+};
 use crate::types::{ColumnType, Value, coerce, value_from_array};
 
 pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Output>> {
@@ -36,6 +38,9 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
         Statement::Update(up) => update(session, up).await?,
         Statement::Delete(del) => delete(session, del).await?,
         Statement::Set(s) => set_variable(session, s)?,
+        Statement::ShowVariable { variable } if show_name(variable) == "vectorgate.sync_status" => {
+            sync_status(session).await?
+        }
         Statement::ShowVariable { variable } => show(session, variable)?,
         Statement::Reset(_) | Statement::Discard { .. } => {
             let tag = if matches!(stmt, Statement::Discard { .. }) {
@@ -713,18 +718,44 @@ pub(crate) async fn write_rows(
         .filter(|r| r[def.vector_column].is_null())
         .map(|r| keys::point_id(&def.name, &def.key_of(r)))
         .collect();
-    shared.rows.write(def, rows, mode).await?;
-    apply_to_index(session, def, points, unindexed).await
+    let ts = now_micros();
+    let entries: Vec<OutboxEntry> = rows
+        .iter()
+        .map(|r| OutboxEntry {
+            key: def.key_of(r),
+            ts,
+        })
+        .collect();
+    shared.rows.write(def, rows, mode, ts).await?;
+    crate::faults::after_row_write();
+    apply_to_index(session, def, points, unindexed, entries).await
 }
 
-/// Send a statement's changes to the index once the rows have them. If the index
-/// fails or its breaker is open, the statement still succeeds (the rows are the source
-/// of truth): the table is marked stale and re-sent when the index is back.
+/// Delete rows by key from the row store (with their outbox entries), then the index.
+async fn delete_rows(session: &Session, def: &TableDef, keys_: Vec<Vec<Value>>) -> Result<u64> {
+    let shared = &session.engine.shared;
+    let ts = now_micros();
+    let ids: Vec<_> = keys_.iter().map(|k| keys::point_id(&def.name, k)).collect();
+    let entries: Vec<OutboxEntry> = keys_
+        .iter()
+        .map(|k| OutboxEntry { key: k.clone(), ts })
+        .collect();
+    let n = shared.rows.delete(def, keys_, ts).await?;
+    crate::faults::after_row_write();
+    apply_to_index(session, def, vec![], ids, entries).await?;
+    Ok(n)
+}
+
+/// Send a statement's changes to the index once the rows (and their outbox entries)
+/// have them, then clear the entries. If the index fails or its breaker is open, the
+/// statement still succeeds (the rows are the source of truth): the entries stay, and
+/// the reconciler applies them when the index is back.
 pub(crate) async fn apply_to_index(
     session: &Session,
     def: &TableDef,
     upserts: Vec<crate::store::Point>,
     deletes: Vec<uuid::Uuid>,
+    entries: Vec<OutboxEntry>,
 ) -> Result<()> {
     let shared = &session.engine.shared;
     if shared.health.writable() {
@@ -739,12 +770,17 @@ pub(crate) async fn apply_to_index(
         }
         .await;
         match sent {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if let Err(e) = shared.rows.outbox_clear(def, &entries).await {
+                    // The entries are replayed later: harmless, the change is applied.
+                    tracing::warn!(table = %def.name, error = %e, "outbox entries not cleared");
+                }
+                return Ok(());
+            }
             Err(e) if crate::health::is_index_failure(&e) => shared.health.trip(&e),
             Err(e) => return Err(e),
         }
     }
-    crate::health::mark_stale(shared, def).await?;
     session.notices.push(format!(
         "the vector index is unavailable: the change to \"{}\" is stored and will be indexed when the index is back",
         def.name
@@ -829,12 +865,7 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
             }
         }
         let old_keys: Vec<Vec<Value>> = moved.into_iter().map(|(ok, _)| ok).collect();
-        let ids: Vec<_> = old_keys
-            .iter()
-            .map(|k| keys::point_id(&def.name, k))
-            .collect();
-        shared.rows.delete(&def, old_keys).await?;
-        apply_to_index(session, &def, vec![], ids).await?;
+        delete_rows(session, &def, old_keys).await?;
     }
     write_rows(session, &def, new_rows, WriteMode::Upsert).await?;
     Ok(Output::Command(format!("UPDATE {n}")))
@@ -882,10 +913,7 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
                 .collect()
         })
         .collect::<Result<_>>()?;
-    let ids: Vec<_> = keys_.iter().map(|k| keys::point_id(&def.name, k)).collect();
-    let shared = &session.engine.shared;
-    let n = shared.rows.delete(&def, keys_).await?;
-    apply_to_index(session, &def, vec![], ids).await?;
+    let n = delete_rows(session, &def, keys_).await?;
     Ok(Output::Command(format!("DELETE {n}")))
 }
 
@@ -920,6 +948,11 @@ fn check_setting(name: &str, value: &str) -> Result<()> {
             )));
         }
         "vectorgate.exact" | "vectorgate.row_scan" | "vectorgate.rescore" => {}
+        "vectorgate.fault_index" | "vectorgate.fault_crash_after_row_write"
+            if crate::faults::enabled() =>
+        {
+            crate::faults::set(name, matches!(value, "on" | "true" | "1"));
+        }
         n if n.starts_with("vectorgate.") => {
             return Err(Error::UndefinedObject(format!(
                 "unrecognized configuration parameter \"{n}\""
@@ -1009,6 +1042,76 @@ fn show(session: &Session, variable: &[Ident]) -> Result<Output> {
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![Arc::new(StringArray::from(vec![value]))],
+    )
+    .map_err(Error::internal)?;
+    let stream =
+        RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(vec![Ok(batch)]));
+    Ok(Output::Rows {
+        schema,
+        stream: Box::pin(stream),
+    })
+}
+
+/// The columns of `SHOW vectorgate.sync_status`.
+pub(crate) fn sync_status_schema() -> Arc<Schema> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("pending", DataType::Int64, false),
+        Field::new("oldest_pending_seconds", DataType::Float64, true),
+        Field::new(
+            "last_reconcile",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("replayed", DataType::Int64, false),
+        Field::new("index_breaker", DataType::Utf8, false),
+    ]))
+}
+
+/// `SHOW vectorgate.sync_status`: one row per table: outbox entries pending, the age of
+/// the oldest, when the reconciler last replayed the table, and the index's breaker.
+async fn sync_status(session: &Session) -> Result<Output> {
+    use datafusion::arrow::array::{Float64Array, Int64Array, TimestampMicrosecondArray};
+    let shared = &session.engine.shared;
+    let mut defs: Vec<Arc<TableDef>> = shared.tables.read().values().cloned().collect();
+    defs.sort_by(|a, b| a.name.cmp(&b.name));
+    let now = now_micros();
+    let (mut names, mut pending, mut oldest, mut last, mut replayed) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for def in &defs {
+        let entries = shared.rows.outbox_pending(def, 1_000_000).await?;
+        names.push(def.name.clone());
+        pending.push(entries.len() as i64);
+        oldest.push(
+            entries
+                .iter()
+                .map(|e| e.ts)
+                .min()
+                .map(|ts| (now - ts).max(0) as f64 / 1e6),
+        );
+        let sync = shared
+            .sync
+            .lock()
+            .get(&def.name)
+            .cloned()
+            .unwrap_or_default();
+        last.push(sync.last_reconcile);
+        replayed.push(sync.replayed as i64);
+    }
+    let state = shared.health.state_name();
+    let schema = sync_status_schema();
+    let n = names.len();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(names)),
+            Arc::new(Int64Array::from(pending)),
+            Arc::new(Float64Array::from(oldest)),
+            Arc::new(TimestampMicrosecondArray::from(last).with_timezone("UTC")),
+            Arc::new(Int64Array::from(replayed)),
+            Arc::new(StringArray::from(vec![state; n])),
+        ],
     )
     .map_err(Error::internal)?;
     let stream =

@@ -41,6 +41,8 @@ pub struct Shared {
     pub health: crate::health::IndexHealth,
     /// Most rows an exact fallback scan may read before it refuses with 53000.
     pub fallback_max_rows: usize,
+    /// The reconciler's record per table.
+    pub sync: parking_lot::Mutex<HashMap<String, crate::sync::TableSync>>,
 }
 
 impl Shared {

@@ -74,7 +74,7 @@ pub struct VectorSearchFunction {
 }
 
 /// Evaluate a constant expression (a literal, a cast, `ARRAY[...]`).
-fn eval_const(session: &dyn Session, e: &Expr) -> Result<Option<Value>> {
+pub(crate) fn eval_const(session: &dyn Session, e: &Expr) -> Result<Option<Value>> {
     if matches!(e, Expr::Placeholder(_)) {
         return Ok(None);
     }

@@ -20,7 +20,9 @@ use qdrant_edge::{
 
 use super::filter::{CmpOp, Predicate, Scalar};
 use super::options::{IndexOptions, Quantization};
-use super::{Distance, Hit, Point, SearchParams, TableDef, VectorIndex, keys};
+use super::{
+    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, Point, SearchParams, TableDef, VectorIndex, keys,
+};
 use crate::error::{Error, Result};
 use crate::types::ColumnType;
 
@@ -639,6 +641,100 @@ impl VectorIndex for EdgeIndex {
             });
         }
         Ok(hits)
+    }
+
+    async fn point_hashes(
+        &self,
+        table: &TableDef,
+        ids: &[uuid::Uuid],
+    ) -> Result<HashMap<uuid::Uuid, String>> {
+        let shard = self.shard(&table.name)?;
+        let ids: Vec<PointId> = ids.iter().copied().map(PointId::Uuid).collect();
+        let records = tokio::task::spawn_blocking(move || {
+            shard
+                .shard
+                .retrieve(
+                    &ids,
+                    Some(WithPayloadInterface::Fields(vec![json_path(HASH_FIELD)?])),
+                    None,
+                )
+                .map_err(err)
+        })
+        .await
+        .map_err(err)??;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| {
+                let PointId::Uuid(id) = r.id else { return None };
+                let hash = r.payload?.0.get(HASH_FIELD)?.as_str()?.to_string();
+                Some((id, hash))
+            })
+            .collect())
+    }
+
+    async fn scroll_keys(
+        &self,
+        table: &TableDef,
+        offset: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<(uuid::Uuid, Option<String>)>, Option<uuid::Uuid>)> {
+        let shard = self.shard(&table.name)?;
+        let (records, next) = tokio::task::spawn_blocking(move || {
+            shard
+                .shard
+                .scroll(qdrant_edge::ScrollRequest {
+                    offset: offset.map(PointId::Uuid),
+                    limit: Some(limit.max(1)),
+                    filter: None,
+                    with_payload: Some(WithPayloadInterface::Fields(vec![json_path(
+                        keys::KEY_FIELD,
+                    )?])),
+                    with_vector: qdrant_edge::WithVector::Bool(false),
+                    order_by: None,
+                })
+                .map_err(err)
+        })
+        .await
+        .map_err(err)??;
+        let page = records
+            .into_iter()
+            .filter_map(|r| {
+                let PointId::Uuid(id) = r.id else { return None };
+                let key = r.payload.and_then(|p| {
+                    p.0.get(keys::KEY_FIELD)
+                        .and_then(|k| k.as_str().map(str::to_string))
+                });
+                Some((id, key))
+            })
+            .collect();
+        let next = match next {
+            Some(PointId::Uuid(u)) => Some(u),
+            _ => None,
+        };
+        Ok((page, next))
+    }
+
+    async fn delete_expired(&self, table: &TableDef, now: i64) -> Result<()> {
+        let shards = self.shards.clone();
+        let table = table.name.clone();
+        let path = json_path(EXPIRES_FIELD)?;
+        tokio::task::spawn_blocking(move || {
+            write_shard(&shards, &table, || {
+                UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(
+                    Filter::new_must(Condition::Field(FieldCondition::new_range(
+                        path.clone(),
+                        Range {
+                            lt: Some(OrderedFloat(now as f64)),
+                            gt: None,
+                            gte: None,
+                            lte: None,
+                        },
+                    ))),
+                ))
+            })
+        })
+        .await
+        .map_err(err)?
     }
 
     fn explain_filter(&self, _table: &TableDef, filter: &Predicate) -> Result<String> {

@@ -11,11 +11,13 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Row, RowStore, TableDef, WriteMode, keys};
+use super::{OutboxEntry, Row, RowStore, TableDef, WriteMode, keys};
 use crate::error::{Error, Result};
 use crate::types::Value;
 
 const CATALOG: TableDefinition<&str, &str> = TableDefinition::new("vg_catalog");
+/// Pending index changes: (table name, encoded key) → stamp.
+const OUTBOX: TableDefinition<(&str, &[u8]), i64> = TableDefinition::new("vg_outbox");
 
 pub struct EmbeddedRows {
     db: Arc<Database>,
@@ -48,6 +50,7 @@ impl EmbeddedRows {
         })?;
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(CATALOG).map_err(err)?;
+        txn.open_table(OUTBOX).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(EmbeddedRows { db: Arc::new(db) })
     }
@@ -123,6 +126,20 @@ impl RowStore for EmbeddedRows {
             {
                 let mut cat = txn.open_table(CATALOG).map_err(err)?;
                 cat.remove(name.as_str()).map_err(err)?;
+                let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
+                let lo: (&str, &[u8]) = (name.as_str(), &[]);
+                let pending: Vec<Vec<u8>> = outbox
+                    .range(lo..)
+                    .map_err(err)?
+                    .map_while(|item| {
+                        let (k, _) = item.ok()?;
+                        let (tbl, key) = k.value();
+                        (tbl == name).then(|| key.to_vec())
+                    })
+                    .collect();
+                for k in pending {
+                    outbox.remove((name.as_str(), k.as_slice())).map_err(err)?;
+                }
                 let rt = rows_table(&name);
                 txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&rt))
                     .map_err(err)?;
@@ -132,7 +149,13 @@ impl RowStore for EmbeddedRows {
         .await
     }
 
-    async fn write(&self, table: &TableDef, rows: Vec<Row>, mode: WriteMode) -> Result<()> {
+    async fn write(
+        &self,
+        table: &TableDef,
+        rows: Vec<Row>,
+        mode: WriteMode,
+        ts: i64,
+    ) -> Result<()> {
         let def = table.clone();
         self.blocking(move |db| {
             let name = rows_table(&def.name);
@@ -141,9 +164,13 @@ impl RowStore for EmbeddedRows {
                 let mut t = txn
                     .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                     .map_err(err)?;
+                let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
                 for row in &rows {
                     let key = def.key_of(row);
                     let k = keys::encode(&key);
+                    outbox
+                        .insert((def.name.as_str(), k.as_slice()), ts)
+                        .map_err(err)?;
                     let v = encode_row(row)?;
                     let old = t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
                     if mode == WriteMode::InsertNew && old.is_some() {
@@ -157,8 +184,9 @@ impl RowStore for EmbeddedRows {
         .await
     }
 
-    async fn delete(&self, table: &TableDef, keys_: Vec<Vec<Value>>) -> Result<u64> {
+    async fn delete(&self, table: &TableDef, keys_: Vec<Vec<Value>>, ts: i64) -> Result<u64> {
         let name = rows_table(&table.name);
+        let table = table.name.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
             let mut n = 0;
@@ -166,17 +194,72 @@ impl RowStore for EmbeddedRows {
                 let mut t = txn
                     .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                     .map_err(err)?;
+                let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
                 for k in keys_ {
-                    if t.remove(keys::encode(&k).as_slice())
-                        .map_err(err)?
-                        .is_some()
-                    {
+                    let k = keys::encode(&k);
+                    outbox
+                        .insert((table.as_str(), k.as_slice()), ts)
+                        .map_err(err)?;
+                    if t.remove(k.as_slice()).map_err(err)?.is_some() {
                         n += 1;
                     }
                 }
             }
             txn.commit().map_err(err)?;
             Ok(n)
+        })
+        .await
+    }
+
+    async fn outbox_pending(&self, table: &TableDef, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let name = table.name.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = txn.open_table(OUTBOX).map_err(err)?;
+            let mut out = Vec::new();
+            let lo: (&str, &[u8]) = (name.as_str(), &[]);
+            for item in t.range(lo..).map_err(err)? {
+                let (k, v) = item.map_err(err)?;
+                let (tbl, key) = k.value();
+                if tbl != name || out.len() >= limit {
+                    break;
+                }
+                out.push(OutboxEntry {
+                    key: keys::decode(key)?,
+                    ts: v.value(),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn outbox_clear(&self, table: &TableDef, entries: &[OutboxEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let name = table.name.clone();
+        let entries: Vec<(Vec<u8>, i64)> = entries
+            .iter()
+            .map(|e| (keys::encode(&e.key), e.ts))
+            .collect();
+        self.blocking(move |db| {
+            let mut txn = db.begin_write().map_err(err)?;
+            // Losing a clear in a crash only replays an entry already applied.
+            txn.set_durability(redb::Durability::None).map_err(err)?;
+            {
+                let mut t = txn.open_table(OUTBOX).map_err(err)?;
+                for (k, ts) in &entries {
+                    let current = t
+                        .get((name.as_str(), k.as_slice()))
+                        .map_err(err)?
+                        .map(|v| v.value());
+                    if current.is_some_and(|c| c <= *ts) {
+                        t.remove((name.as_str(), k.as_slice())).map_err(err)?;
+                    }
+                }
+            }
+            txn.commit().map_err(err)
         })
         .await
     }

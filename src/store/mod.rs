@@ -116,15 +116,7 @@ pub struct TableDef {
     pub options: BTreeMap<String, String>,
 }
 
-/// Catalog option set while the index misses writes made when it was unavailable.
-pub const STALE_OPTION: &str = "_vg_index_stale";
-
 impl TableDef {
-    /// Whether writes were acknowledged while the index could not take them.
-    pub fn index_stale(&self) -> bool {
-        self.options.contains_key(STALE_OPTION)
-    }
-
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }
@@ -194,10 +186,17 @@ pub trait RowStore: Send + Sync + 'static {
     async fn drop_table(&self, name: &str) -> Result<()>;
     /// Replace a table's catalog entry (its options changed).
     async fn update_table(&self, def: &TableDef) -> Result<()>;
-    /// Write rows atomically: all or none.
-    async fn write(&self, table: &TableDef, rows: Vec<Row>, mode: WriteMode) -> Result<()>;
-    /// Delete rows by key; returns how many existed.
-    async fn delete(&self, table: &TableDef, keys: Vec<Vec<Value>>) -> Result<u64>;
+    /// Write rows atomically: all or none. Every written key gets an outbox entry
+    /// stamped `ts` (see [`OutboxEntry`]) no later than the row itself.
+    async fn write(&self, table: &TableDef, rows: Vec<Row>, mode: WriteMode, ts: i64)
+    -> Result<()>;
+    /// Delete rows by key, with outbox entries as for `write`; returns how many existed.
+    async fn delete(&self, table: &TableDef, keys: Vec<Vec<Value>>, ts: i64) -> Result<u64>;
+    /// Up to `limit` pending outbox entries of a table.
+    async fn outbox_pending(&self, table: &TableDef, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// Clear entries whose change reached the index; an entry re-stamped by a later
+    /// write (a larger `ts`) stays.
+    async fn outbox_clear(&self, table: &TableDef, entries: &[OutboxEntry]) -> Result<()>;
     /// Fetch rows by key, in the order of `keys`; `None` where a row is missing.
     async fn get(&self, table: &TableDef, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>>;
     /// Stream every row in batches of about `batch` rows; `limit` stops early.
@@ -207,6 +206,25 @@ pub trait RowStore: Send + Sync + 'static {
         batch: usize,
         limit: Option<usize>,
     ) -> BoxStream<'static, Result<Vec<Row>>>;
+}
+
+/// A row whose index point may not reflect it yet: written by the row store together
+/// with (or before) the row change, cleared once the index has the change. The
+/// reconciler replays entries by reading the row's current state, so replays are
+/// idempotent and the newest row wins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub key: Vec<Value>,
+    /// When the change was made, in microseconds since the epoch.
+    pub ts: i64,
+}
+
+/// Now, in microseconds since the epoch: the stamp of outbox entries.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
 }
 
 /// One point of the vector index: derived id, vector and filter payload.
@@ -258,12 +276,44 @@ pub trait VectorIndex: Send + Sync + 'static {
         offset: usize,
         params: &SearchParams,
     ) -> Result<Vec<Hit>>;
+    /// The content hash (see [`HASH_FIELD`]) of each of these points the index has.
+    async fn point_hashes(
+        &self,
+        table: &TableDef,
+        ids: &[uuid::Uuid],
+    ) -> Result<std::collections::HashMap<uuid::Uuid, String>>;
+    /// A page of every point: its id and encoded row key, from `offset`; the next
+    /// offset, or `None` at the end.
+    async fn scroll_keys(
+        &self,
+        table: &TableDef,
+        offset: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<(uuid::Uuid, Option<String>)>, Option<uuid::Uuid>)>;
+    /// Delete the points whose rows have expired (`EXPIRES_FIELD` before `now`).
+    async fn delete_expired(&self, table: &TableDef, now: i64) -> Result<()>;
     /// The filter sent for a predicate, in the index's own notation (for EXPLAIN).
     fn explain_filter(&self, table: &TableDef, filter: &Predicate) -> Result<String>;
     /// Whether the index answers at all (the circuit breaker's probe).
     async fn health(&self) -> Result<()>;
     /// Make everything written so far durable.
     async fn flush(&self) -> Result<()>;
+}
+
+/// Payload field holding a hash of the point's vector and payload: a point whose hash
+/// differs from its row's is stale.
+pub const HASH_FIELD: &str = "_vg_hash";
+/// Payload field holding when the row expires (microseconds), for tables with a TTL.
+pub const EXPIRES_FIELD: &str = "_vg_expires";
+
+/// FNV-1a, 64 bits: stable across builds and platforms.
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// Build the index point for a row.
@@ -279,6 +329,13 @@ pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
     payload.insert(
         keys::KEY_FIELD.to_string(),
         serde_json::Value::String(keys::encode_hex(&key)),
+    );
+    // The payload map is ordered by key, so its JSON text is canonical.
+    let text = serde_json::Value::Object(payload.clone()).to_string();
+    let hash = fnv1a(v.iter().flat_map(|x| x.to_le_bytes()).chain(text.bytes()));
+    payload.insert(
+        HASH_FIELD.to_string(),
+        serde_json::Value::String(format!("{hash:016x}")),
     );
     Some(Point {
         id: keys::point_id(&table.name, &key),

@@ -26,7 +26,9 @@ use qdrant_client::{Qdrant, QdrantError};
 
 use super::filter::{CmpOp, Predicate, Scalar};
 use super::options::{IndexOptions, Quantization};
-use super::{Distance, Hit, Point, SearchParams, TableDef, VectorIndex, keys};
+use super::{
+    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, Point, SearchParams, TableDef, VectorIndex, keys,
+};
 use crate::error::{Error, Result};
 use crate::types::{ColumnType, Value};
 
@@ -486,11 +488,7 @@ pub fn search_request(
         filter: filter.map(|p| to_filter(def, p)).transpose()?,
         limit: limit as u64,
         offset: (offset > 0).then_some(offset as u64),
-        with_payload: Some(WithPayloadSelector {
-            selector_options: Some(SelectorOptions::Include(PayloadIncludeSelector {
-                fields: vec![keys::KEY_FIELD.to_string()],
-            })),
-        }),
+        with_payload: Some(include(keys::KEY_FIELD)),
         params: Some(qdrant::SearchParams {
             hnsw_ef: params.hnsw_ef.map(|e| e as u64),
             exact: params.exact.then_some(true),
@@ -567,6 +565,31 @@ pub fn filter_json(f: &Filter) -> serde_json::Value {
         }
     }
     serde_json::Value::Object(o)
+}
+
+fn include(field: &str) -> WithPayloadSelector {
+    WithPayloadSelector {
+        selector_options: Some(SelectorOptions::Include(PayloadIncludeSelector {
+            fields: vec![field.to_string()],
+        })),
+    }
+}
+
+fn point_uuid(id: &PointId) -> Option<uuid::Uuid> {
+    match &id.point_id_options {
+        Some(qdrant::point_id::PointIdOptions::Uuid(u)) => uuid::Uuid::parse_str(u).ok(),
+        _ => None,
+    }
+}
+
+fn payload_text(
+    payload: &std::collections::HashMap<String, qdrant::Value>,
+    field: &str,
+) -> Option<String> {
+    match payload.get(field).and_then(|v| v.kind.as_ref()) {
+        Some(qdrant::value::Kind::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    }
 }
 
 fn hit_key(p: &qdrant::ScoredPoint) -> Result<Vec<Value>> {
@@ -715,6 +738,85 @@ impl VectorIndex for QdrantIndex {
                 })
             })
             .collect()
+    }
+
+    async fn point_hashes(
+        &self,
+        table: &TableDef,
+        ids: &[uuid::Uuid],
+    ) -> Result<std::collections::HashMap<uuid::Uuid, String>> {
+        let response = self
+            .client
+            .get_points(qdrant::GetPoints {
+                collection_name: self.collection_name(table),
+                ids: ids.iter().copied().map(PointId::from).collect(),
+                with_payload: Some(include(HASH_FIELD)),
+                ..Default::default()
+            })
+            .await
+            .map_err(map_error)?;
+        Ok(response
+            .result
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    point_uuid(p.id.as_ref()?)?,
+                    payload_text(&p.payload, HASH_FIELD)?,
+                ))
+            })
+            .collect())
+    }
+
+    async fn scroll_keys(
+        &self,
+        table: &TableDef,
+        offset: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<(Vec<(uuid::Uuid, Option<String>)>, Option<uuid::Uuid>)> {
+        let response = self
+            .client
+            .scroll(qdrant::ScrollPoints {
+                collection_name: self.collection_name(table),
+                offset: offset.map(PointId::from),
+                limit: Some(limit.clamp(1, u32::MAX as usize) as u32),
+                with_payload: Some(include(keys::KEY_FIELD)),
+                ..Default::default()
+            })
+            .await
+            .map_err(map_error)?;
+        let page = response
+            .result
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    point_uuid(p.id.as_ref()?)?,
+                    payload_text(&p.payload, keys::KEY_FIELD),
+                ))
+            })
+            .collect();
+        Ok((
+            page,
+            response.next_page_offset.as_ref().and_then(point_uuid),
+        ))
+    }
+
+    async fn delete_expired(&self, table: &TableDef, now: i64) -> Result<()> {
+        self.client
+            .delete_points(DeletePoints {
+                collection_name: self.collection_name(table),
+                wait: Some(true),
+                points: Some(PointsSelector::from(Filter::must([Condition::range(
+                    EXPIRES_FIELD,
+                    Range {
+                        lt: Some(now as f64),
+                        ..Default::default()
+                    },
+                )]))),
+                ..Default::default()
+            })
+            .await
+            .map_err(map_error)?;
+        Ok(())
     }
 
     fn explain_filter(&self, table: &TableDef, filter: &Predicate) -> Result<String> {

@@ -21,11 +21,15 @@ use scylla::response::query_result::QueryResult;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlDate, CqlTimestamp, CqlValue, Row as CqlRow};
 
-use super::{Row, RowStore, TableDef, WriteMode};
+use super::{OutboxEntry, Row, RowStore, TableDef, WriteMode};
 use crate::error::{Error, Result};
 use crate::types::{ColumnType, Value};
 
 pub const CATALOG_TABLE: &str = "vectorgate_catalog";
+/// Pending index changes, one partition per table; cells are written with the entry's
+/// stamp as their CQL write time, so a clear (`USING TIMESTAMP stamp`) never removes an
+/// entry a later write re-stamped.
+pub const OUTBOX_TABLE: &str = "vectorgate_outbox";
 const STORE: &str = "row store";
 /// How many single-partition requests run at once for one statement.
 const CONCURRENCY: usize = 64;
@@ -348,7 +352,37 @@ impl ScyllaRows {
             q(CATALOG_TABLE)
         ))
         .await?;
+        rows.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (tbl text, key blob, ts bigint, PRIMARY KEY (tbl, key))",
+            q(&ks),
+            q(OUTBOX_TABLE)
+        ))
+        .await?;
         Ok(rows)
+    }
+
+    /// Stamp outbox entries for `keys` (before the rows change).
+    async fn outbox_add(&self, table: &TableDef, keys: &[Vec<Value>], ts: i64) -> Result<()> {
+        let stmt = self
+            .prepare(format!(
+                "INSERT INTO {}.{} (tbl, key, ts) VALUES (?, ?, ?) USING TIMESTAMP ?",
+                q(&self.ks),
+                q(OUTBOX_TABLE)
+            ))
+            .await?;
+        let values = keys
+            .iter()
+            .map(|k| {
+                vec![
+                    Some(CqlValue::Text(table.name.clone())),
+                    Some(CqlValue::Blob(super::keys::encode(k))),
+                    Some(CqlValue::BigInt(ts)),
+                    Some(CqlValue::BigInt(ts)),
+                ]
+            })
+            .collect();
+        self.execute_many(stmt, values).await?;
+        Ok(())
     }
 
     async fn ddl(&self, cql: &str) -> Result<()> {
@@ -765,13 +799,30 @@ impl RowStore for ScyllaRows {
             )
             .await
             .map_err(cql_err)?;
+        self.session
+            .query_unpaged(
+                format!(
+                    "DELETE FROM {}.{} WHERE tbl = ?",
+                    q(&self.ks),
+                    q(OUTBOX_TABLE)
+                ),
+                (name,),
+            )
+            .await
+            .map_err(cql_err)?;
         self.prepared
             .lock()
             .retain(|k, _| !k.contains(&format!(".{}", q(name))));
         Ok(())
     }
 
-    async fn write(&self, table: &TableDef, rows: Vec<Row>, mode: WriteMode) -> Result<()> {
+    async fn write(
+        &self,
+        table: &TableDef,
+        rows: Vec<Row>,
+        mode: WriteMode,
+        ts: i64,
+    ) -> Result<()> {
         if mode == WriteMode::InsertNew {
             let keys: Vec<Vec<Value>> = rows.iter().map(|r| table.key_of(r)).collect();
             let mut seen = std::collections::HashSet::new();
@@ -786,6 +837,9 @@ impl RowStore for ScyllaRows {
                 }
             }
         }
+        // The entries go first: no row changes without one.
+        let keys: Vec<Vec<Value>> = rows.iter().map(|r| table.key_of(r)).collect();
+        self.outbox_add(table, &keys, ts).await?;
         let marks = vec!["?"; table.columns.len()].join(", ");
         let stmt = self
             .prepare(format!(
@@ -808,8 +862,9 @@ impl RowStore for ScyllaRows {
         Ok(())
     }
 
-    async fn delete(&self, table: &TableDef, keys: Vec<Vec<Value>>) -> Result<u64> {
+    async fn delete(&self, table: &TableDef, keys: Vec<Vec<Value>>, ts: i64) -> Result<u64> {
         let existing = self.exists(table, &keys).await?;
+        self.outbox_add(table, &keys, ts).await?;
         let stmt = self
             .prepare(format!(
                 "DELETE FROM {} WHERE {}",
@@ -826,6 +881,59 @@ impl RowStore for ScyllaRows {
             .collect::<Result<Vec<_>>>()?;
         self.execute_many(stmt, values).await?;
         Ok(n)
+    }
+
+    async fn outbox_pending(&self, table: &TableDef, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let stmt = self
+            .prepare(format!(
+                "SELECT key, ts FROM {}.{} WHERE tbl = ? LIMIT ?",
+                q(&self.ks),
+                q(OUTBOX_TABLE)
+            ))
+            .await?;
+        let res = self
+            .session
+            .execute_unpaged(
+                &stmt,
+                (table.name.as_str(), limit.min(i32::MAX as usize) as i32),
+            )
+            .await
+            .map_err(cql_err)?;
+        let rows = res.into_rows_result().map_err(cql_err)?;
+        let mut out = Vec::new();
+        for r in rows.rows::<(Vec<u8>, i64)>().map_err(cql_err)? {
+            let (key, ts) = r.map_err(cql_err)?;
+            out.push(OutboxEntry {
+                key: super::keys::decode(&key)?,
+                ts,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn outbox_clear(&self, table: &TableDef, entries: &[OutboxEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let stmt = self
+            .prepare(format!(
+                "DELETE FROM {}.{} USING TIMESTAMP ? WHERE tbl = ? AND key = ?",
+                q(&self.ks),
+                q(OUTBOX_TABLE)
+            ))
+            .await?;
+        let values = entries
+            .iter()
+            .map(|e| {
+                vec![
+                    Some(CqlValue::BigInt(e.ts)),
+                    Some(CqlValue::Text(table.name.clone())),
+                    Some(CqlValue::Blob(super::keys::encode(&e.key))),
+                ]
+            })
+            .collect();
+        self.execute_many(stmt, values).await?;
+        Ok(())
     }
 
     async fn get(&self, table: &TableDef, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>> {
