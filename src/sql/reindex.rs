@@ -50,9 +50,11 @@ impl TableFunctionImpl for ReindexFunction {
             .upgrade()
             .ok_or_else(|| Error::internal("engine is shutting down"))?;
         let exprs = args.exprs();
+        // A parameter ($1) is known only once bound: Describe plans with the schema alone.
         let text = |i: usize| -> Result<Option<String>> {
             match exprs.get(i) {
                 None => Ok(None),
+                Some(Expr::Placeholder(_)) => Ok(Some(String::new())),
                 Some(e) => match eval_const(args.session(), e)? {
                     Some(Value::Text(s)) => Ok(Some(s)),
                     _ => Err(Error::InvalidParameter(
@@ -70,7 +72,7 @@ impl TableFunctionImpl for ReindexFunction {
         }
         let table = text(0)?.unwrap_or_default();
         let repair = match text(1)?.as_deref() {
-            None | Some("repair") => true,
+            None | Some("repair") | Some("") => true,
             Some("verify") => false,
             Some(other) => {
                 return Err(Error::InvalidParameter(format!(
@@ -79,7 +81,10 @@ impl TableFunctionImpl for ReindexFunction {
                 .into());
             }
         };
-        let def = shared.table(&table)?;
+        let def = match table.as_str() {
+            "" => None,
+            name => Some(shared.table(name)?),
+        };
         Ok(Arc::new(ReindexTable {
             shared,
             def,
@@ -91,7 +96,8 @@ impl TableFunctionImpl for ReindexFunction {
 #[derive(Debug)]
 struct ReindexTable {
     shared: Arc<Shared>,
-    def: Arc<TableDef>,
+    /// `None` while a parameter names the table (Describe only).
+    def: Option<Arc<TableDef>>,
     repair: bool,
 }
 
@@ -112,6 +118,9 @@ impl TableProvider for ReindexTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let def = self.def.clone().ok_or_else(|| {
+            Error::InvalidParameter("vectorgate_reindex needs the table name".into())
+        })?;
         let full = schema();
         let cols: Vec<usize> = projection
             .cloned()
@@ -119,7 +128,7 @@ impl TableProvider for ReindexTable {
         let out = Arc::new(full.project(&cols)?);
         Ok(Arc::new(ReindexExec {
             shared: self.shared.clone(),
-            def: self.def.clone(),
+            def,
             repair: self.repair,
             cols,
             props: Arc::new(single_partition_props(&out)),

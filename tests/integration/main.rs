@@ -5,6 +5,7 @@ mod cassandra;
 mod durability;
 mod errors;
 mod fallback;
+mod faults;
 mod protocol;
 mod qdrant_server;
 mod search;
@@ -78,11 +79,17 @@ impl Server {
 
     /// Start a server on `data` with extra flags.
     pub fn start_on(data: &Path, extra: &[&str]) -> Server {
+        Server::start_with(data, extra, &[])
+    }
+
+    /// Start a server on `data` with extra flags and environment variables.
+    pub fn start_with(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let args = backend_args(data, extra);
         let child = Command::new(env!("CARGO_BIN_EXE_vectorgate"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(&args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,341 @@
+//! Writes are never lost: a stream of inserts, updates and deletes while the vector
+//! index fails (an injected failure at the index trait boundary) and while the proxy is
+//! killed between the row write and the index write; then, row by row, every
+//! acknowledged write is searchable, nothing deleted comes back, and the index and the
+//! rows agree exactly (`vectorgate_reindex(..., 'verify')`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Server, vec_text};
+
+const DIM: usize = 8;
+
+fn faulty(data: &Path) -> Server {
+    Server::start_with(data, &[], &[("VECTORGATE_FAULT_INJECTION", "1")])
+}
+
+fn random_vec(rng: &mut StdRng) -> Vec<f32> {
+    (0..DIM).map(|_| rng.gen_range(-1.0..1.0)).collect()
+}
+
+/// Wait until the outbox of `table` is empty and the breaker closed.
+async fn settled(client: &tokio_postgres::Client, table: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = client
+            .simple_query("SHOW vectorgate.sync_status")
+            .await
+            .expect("sync_status");
+        let mine = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some(table) => Some((
+                r.get(1).unwrap_or("?").to_string(),
+                r.get(5).unwrap_or("?").to_string(),
+            )),
+            _ => None,
+        });
+        if let Some((pending, breaker)) = &mine
+            && pending == "0"
+            && breaker == "closed"
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the index never caught up: {mine:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The index against the rows: (points, missing, stale, orphaned, duplicates).
+async fn verify(client: &tokio_postgres::Client, table: &str) -> (i64, i64, i64, i64, i64) {
+    let r = client
+        .query_one(
+            "SELECT points, missing, stale, orphaned, duplicates FROM vectorgate_reindex($1, 'verify')",
+            &[&table],
+        )
+        .await
+        .expect("verify");
+    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+}
+
+/// Every acknowledged live row is found by an exact search inside the index with its
+/// own vector; returns how many were found.
+async fn found(
+    client: &tokio_postgres::Client,
+    table: &str,
+    truth: &BTreeMap<i64, Vec<f32>>,
+) -> usize {
+    client
+        .batch_execute("SET vectorgate.exact = on")
+        .await
+        .expect("set");
+    let mut n = 0;
+    for (id, v) in truth {
+        let got: Vec<(i64, f64)> = client
+            .query(
+                &format!("SELECT id, distance FROM vector_search('{table}', $1, 1)"),
+                &[v],
+            )
+            .await
+            .expect("search")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if got.first().is_some_and(|(g, d)| g == id && *d < 1e-5) {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_failing_in_a_stream_of_writes_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = faulty(&data);
+    let client = server.client().await;
+    let control = server.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE stream (id bigint PRIMARY KEY, grp int, embedding vector({DIM})) WITH (distance = 'l2')"
+        ))
+        .await
+        .expect("create");
+    let mut rng = StdRng::seed_from_u64(1);
+    // What the client was told: acknowledged rows, by key.
+    let mut truth: BTreeMap<i64, Vec<f32>> = BTreeMap::new();
+    let (mut acked, mut deleted) = (0usize, 0usize);
+    for i in 0..600i64 {
+        if i == 150 || i == 420 {
+            control
+                .batch_execute("SET vectorgate.fault_index = on")
+                .await
+                .expect("fault on");
+        }
+        if i == 300 || i == 500 {
+            control
+                .batch_execute("SET vectorgate.fault_index = off")
+                .await
+                .expect("fault off");
+        }
+        let op = rng.gen_range(0..10);
+        let result = if op < 6 || truth.is_empty() {
+            let v = random_vec(&mut rng);
+            let r = client
+                .execute(
+                    "INSERT INTO stream VALUES ($1, $2, $3)",
+                    &[&(1000 + i), &((i % 7) as i32), &v],
+                )
+                .await;
+            if r.is_ok() {
+                truth.insert(1000 + i, v);
+            }
+            r
+        } else if op < 8 {
+            let id = *truth
+                .keys()
+                .nth(rng.gen_range(0..truth.len()))
+                .expect("key");
+            let v = random_vec(&mut rng);
+            let r = client
+                .execute("UPDATE stream SET embedding = $1 WHERE id = $2", &[&v, &id])
+                .await;
+            if r.is_ok() {
+                truth.insert(id, v);
+            }
+            r
+        } else {
+            let id = *truth
+                .keys()
+                .nth(rng.gen_range(0..truth.len()))
+                .expect("key");
+            let r = client
+                .execute("DELETE FROM stream WHERE id = $1", &[&id])
+                .await;
+            if r.is_ok() {
+                truth.remove(&id);
+                deleted += 1;
+            }
+            r
+        };
+        result.unwrap_or_else(|e| panic!("write {i} failed: {e}"));
+        acked += 1;
+    }
+    settled(&client, "stream").await;
+    let live = found(&client, "stream", &truth).await;
+    let (points, missing, stale, orphaned, duplicates) = verify(&client, "stream").await;
+    eprintln!(
+        "index failing mid-stream: writes acknowledged {acked}, live rows {}, found {live}, deleted {deleted}, \
+         points {points}, missing {missing}, stale {stale}, orphans {orphaned}, duplicates {duplicates}",
+        truth.len()
+    );
+    assert_eq!(
+        live,
+        truth.len(),
+        "every acknowledged live row is searchable"
+    );
+    assert_eq!(
+        (points, missing, stale, orphaned, duplicates),
+        (truth.len() as i64, 0, 0, 0, 0)
+    );
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM stream", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        count,
+        truth.len() as i64,
+        "the rows are exactly the acknowledged ones"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_killed_between_row_and_index_write_catches_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut truth: BTreeMap<i64, Vec<f32>> = BTreeMap::new();
+    let mut crashes = 0;
+    {
+        let mut server = faulty(&data);
+        let client = server.client().await;
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE crashy (id bigint PRIMARY KEY, embedding vector({DIM}))"
+            ))
+            .await
+            .expect("create");
+        for i in 0..50i64 {
+            let v = random_vec(&mut rng);
+            client
+                .execute("INSERT INTO crashy VALUES ($1, $2)", &[&i, &v])
+                .await
+                .expect("insert");
+            truth.insert(i, v);
+        }
+        server.stop(true);
+    }
+    // Three rounds: a few writes, then one that kills the proxy after the row store has
+    // it and before the index does (never acknowledged), then a restart.
+    for round in 0..3i64 {
+        let mut server = faulty(&data);
+        let client = server.client().await;
+        for j in 0..10i64 {
+            let id = 100 + round * 100 + j;
+            let v = random_vec(&mut rng);
+            client
+                .execute("INSERT INTO crashy VALUES ($1, $2)", &[&id, &v])
+                .await
+                .expect("insert");
+            truth.insert(id, v);
+        }
+        let victim = (round * 7) % 50;
+        client
+            .batch_execute("SET vectorgate.fault_crash_after_row_write = on")
+            .await
+            .expect("arm");
+        let v = random_vec(&mut rng);
+        let r = client
+            .execute(
+                &format!(
+                    "UPDATE crashy SET embedding = '{}' WHERE id = {victim}",
+                    vec_text(&v)
+                ),
+                &[],
+            )
+            .await;
+        assert!(r.is_err(), "the proxy dies before acknowledging");
+        crashes += 1;
+        // Not acknowledged, but the row store has it: it is the truth now.
+        truth.insert(victim, v);
+        server.stop(false);
+    }
+    let server = Server::start_on(&data, &[]);
+    let client = server.client().await;
+    settled(&client, "crashy").await;
+    let live = found(&client, "crashy", &truth).await;
+    let (points, missing, stale, orphaned, duplicates) = verify(&client, "crashy").await;
+    eprintln!(
+        "killed between row and index write {crashes} times: rows {}, found {live}, points {points}, \
+         missing {missing}, stale {stale}, orphans {orphaned}, duplicates {duplicates}",
+        truth.len()
+    );
+    assert_eq!(live, truth.len());
+    assert_eq!(
+        (points, missing, stale, orphaned, duplicates),
+        (truth.len() as i64, 0, 0, 0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reindex_reports_and_repairs_a_damaged_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = faulty(&data);
+    let client = server.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE damaged (id bigint PRIMARY KEY, embedding vector({DIM}))"
+        ))
+        .await
+        .expect("create");
+    let mut rng = StdRng::seed_from_u64(3);
+    for i in 0..200i64 {
+        let v = random_vec(&mut rng);
+        client
+            .execute("INSERT INTO damaged VALUES ($1, $2)", &[&i, &v])
+            .await
+            .expect("insert");
+    }
+    assert_eq!(verify(&client, "damaged").await, (200, 0, 0, 0, 0));
+    // The index misses these writes (and the reconciler is kept away by the fault).
+    client
+        .batch_execute("SET vectorgate.fault_index = on")
+        .await
+        .expect("fault");
+    client
+        .batch_execute("DELETE FROM damaged WHERE id < 10; UPDATE damaged SET embedding = '[1,1,1,1,1,1,1,1]' WHERE id BETWEEN 10 AND 14")
+        .await
+        .expect("writes while the index is down");
+    let e = client
+        .query_one("SELECT * FROM vectorgate_reindex('damaged', 'verify')", &[])
+        .await
+        .expect_err("the index is down");
+    assert_eq!(super::sqlstate(&e), "08006");
+    client
+        .batch_execute("SET vectorgate.fault_index = off")
+        .await
+        .expect("fault off");
+    // Before the reconciler gets there (it waits for the breaker's probe), reindex sees
+    // the differences; repairing fixes them, and verifying again finds none.
+    let (points, missing, stale, orphaned, duplicates) = verify(&client, "damaged").await;
+    assert_eq!(missing + duplicates, 0);
+    assert!(points == 200 || points == 190, "{points}");
+    assert!(stale + orphaned <= 15, "{stale} {orphaned}");
+    let r = client
+        .query_one(
+            "SELECT missing, stale, orphaned, repaired FROM vectorgate_reindex('damaged')",
+            &[],
+        )
+        .await
+        .expect("repair");
+    assert!(r.get::<_, bool>(3));
+    assert_eq!(verify(&client, "damaged").await, (190, 0, 0, 0, 0));
+    let e = client
+        .query_one("SELECT * FROM vectorgate_reindex('nope')", &[])
+        .await
+        .expect_err("unknown table");
+    assert_eq!(super::sqlstate(&e), "42P01");
+    let e = client
+        .query_one("SELECT * FROM vectorgate_reindex('damaged', 'fix')", &[])
+        .await
+        .expect_err("unknown mode");
+    assert_eq!(super::sqlstate(&e), "22023");
+}
