@@ -192,7 +192,21 @@ pub async fn reconcile(
     Ok(total)
 }
 
-/// Replay every table's outbox every `period` while the index takes writes.
+/// Remove expired rows (where the row store keeps them) and the points of expired rows.
+async fn expire_rows(shared: &crate::sql::tables::Shared, def: &TableDef) -> Result<()> {
+    let purged = shared.rows.purge_expired(def).await?;
+    shared
+        .index
+        .delete_expired(def, crate::store::now_micros())
+        .await?;
+    if purged > 0 {
+        tracing::info!(table = %def.name, rows = purged, "expired rows removed");
+    }
+    Ok(())
+}
+
+/// Replay every table's outbox every `period` while the index takes writes; every fifth
+/// round, remove what has expired.
 pub fn spawn_reconciler(
     shared: std::sync::Weak<crate::sql::tables::Shared>,
     period: std::time::Duration,
@@ -200,6 +214,7 @@ pub fn spawn_reconciler(
 ) {
     tokio::spawn(async move {
         let mut backoff = period;
+        let mut tick = 0u64;
         loop {
             tokio::time::sleep(backoff).await;
             let Some(shared) = shared.upgrade() else {
@@ -210,7 +225,19 @@ pub fn spawn_reconciler(
             }
             let defs: Vec<_> = shared.tables.read().values().cloned().collect();
             backoff = period;
+            let expire = tick.is_multiple_of(5);
+            tick += 1;
             for def in defs {
+                if expire
+                    && def.ttl_seconds().is_some()
+                    && let Err(e) = expire_rows(&shared, &def).await
+                {
+                    if crate::health::is_index_failure(&e) {
+                        shared.health.trip(&e);
+                        break;
+                    }
+                    tracing::warn!(table = %def.name, error = %e, "expiring rows failed; retrying later");
+                }
                 match reconcile(shared.rows.as_ref(), shared.index.as_ref(), &def, grace).await {
                     Ok(n) => {
                         if n > 0 {

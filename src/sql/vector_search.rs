@@ -547,6 +547,21 @@ impl Search {
     }
 
     async fn index_search(&self) -> Result<RecordBatch> {
+        // Points of expired rows are skipped in the index (the rows are gone anyway).
+        let pushed = match (self.def.ttl_seconds(), &self.pushed) {
+            (None, p) => p.clone(),
+            (Some(_), p) => {
+                let alive = Predicate::Compare {
+                    column: crate::store::EXPIRES_FIELD.into(),
+                    op: crate::store::filter::CmpOp::Gt,
+                    value: crate::store::filter::Scalar::Int(crate::store::now_micros()),
+                };
+                Some(match p {
+                    None => alive,
+                    Some(p) => Predicate::And(vec![p.clone(), alive]),
+                })
+            }
+        };
         let mut passed: Vec<(Row, f64)> = Vec::new();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut offset = 0usize;
@@ -558,7 +573,7 @@ impl Search {
                 .search(
                     &self.def,
                     &self.query,
-                    self.pushed.as_ref(),
+                    pushed.as_ref(),
                     fetch,
                     offset,
                     &self.params,

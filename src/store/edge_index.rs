@@ -184,6 +184,16 @@ fn edge_config(def: &TableDef) -> Result<EdgeConfig> {
 
 fn create_payload_indexes(shard: &EdgeShard, def: &TableDef) -> Result<()> {
     let tenant = IndexOptions::parse(&def.options)?.tenant_key;
+    if def.ttl_seconds().is_some() {
+        shard
+            .update(UpdateOperation::FieldIndexOperation(
+                FieldIndexOperations::CreateIndex(CreateIndex {
+                    field_name: json_path(EXPIRES_FIELD)?,
+                    field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Integer)),
+                }),
+            ))
+            .map_err(err)?;
+    }
     for (_, col) in def.payload_columns() {
         let Some(schema) = payload_schema(&col.ty) else {
             continue;

@@ -31,12 +31,32 @@ fn rows_table(name: &str) -> String {
     format!("rows:{name}")
 }
 
-fn encode_row(row: &Row) -> Result<Vec<u8>> {
-    bincode::serialize(row).map_err(Error::internal)
+/// A stored row: the bincode row, after its expiry time (8 bytes, big-endian
+/// microseconds) in tables with a TTL.
+fn encode_row(row: &Row, expires: Option<i64>) -> Result<Vec<u8>> {
+    let body = bincode::serialize(row).map_err(Error::internal)?;
+    Ok(match expires {
+        Some(t) => t.to_be_bytes().into_iter().chain(body).collect(),
+        None => body,
+    })
 }
 
-fn decode_row(b: &[u8]) -> Result<Row> {
-    bincode::deserialize(b).map_err(|_| Error::internal("corrupt row encoding"))
+/// The row, or `None` if it has expired.
+fn decode_row(b: &[u8], ttl: bool, now: i64) -> Result<Option<Row>> {
+    let body = if ttl {
+        let (t, rest) = b
+            .split_first_chunk::<8>()
+            .ok_or_else(|| Error::internal("corrupt row encoding"))?;
+        if i64::from_be_bytes(*t) <= now {
+            return Ok(None);
+        }
+        rest
+    } else {
+        b
+    };
+    bincode::deserialize(body)
+        .map(Some)
+        .map_err(|_| Error::internal("corrupt row encoding"))
 }
 
 impl EmbeddedRows {
@@ -165,15 +185,25 @@ impl RowStore for EmbeddedRows {
                     .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                     .map_err(err)?;
                 let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
+                let expires = def
+                    .ttl_seconds()
+                    .map(|t| super::now_micros() + t as i64 * 1_000_000);
                 for row in &rows {
                     let key = def.key_of(row);
                     let k = keys::encode(&key);
                     outbox
                         .insert((def.name.as_str(), k.as_slice()), ts)
                         .map_err(err)?;
-                    let v = encode_row(row)?;
+                    let v = encode_row(row, expires)?;
                     let old = t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
-                    if mode == WriteMode::InsertNew && old.is_some() {
+                    // An expired row does not hold its key.
+                    let taken = match old {
+                        Some(o) => {
+                            decode_row(o.value(), expires.is_some(), super::now_micros())?.is_some()
+                        }
+                        None => false,
+                    };
+                    if mode == WriteMode::InsertNew && taken {
                         // Dropping the transaction uncommitted discards every row of it.
                         return Err(def.duplicate_key(&key));
                     }
@@ -203,6 +233,42 @@ impl RowStore for EmbeddedRows {
                     if t.remove(k.as_slice()).map_err(err)?.is_some() {
                         n += 1;
                     }
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, table: &TableDef) -> Result<u64> {
+        if table.ttl_seconds().is_none() {
+            return Ok(0);
+        }
+        let name = rows_table(&table.name);
+        self.blocking(move |db| {
+            let now = super::now_micros();
+            let txn = db.begin_write().map_err(err)?;
+            let mut n = 0;
+            {
+                let mut t = txn
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(err)?;
+                let dead: Vec<Vec<u8>> = t
+                    .iter()
+                    .map_err(err)?
+                    .filter_map(|item| {
+                        let (k, v) = item.ok()?;
+                        let exp = v
+                            .value()
+                            .first_chunk::<8>()
+                            .map(|b| i64::from_be_bytes(*b))?;
+                        (exp <= now).then(|| k.value().to_vec())
+                    })
+                    .collect();
+                for k in dead {
+                    t.remove(k.as_slice()).map_err(err)?;
+                    n += 1;
                 }
             }
             txn.commit().map_err(err)?;
@@ -266,6 +332,7 @@ impl RowStore for EmbeddedRows {
 
     async fn get(&self, table: &TableDef, keys_: &[Vec<Value>]) -> Result<Vec<Option<Row>>> {
         let name = rows_table(&table.name);
+        let ttl = table.ttl_seconds().is_some();
         let encoded: Vec<Vec<u8>> = keys_.iter().map(|k| keys::encode(k)).collect();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(err)?;
@@ -273,9 +340,10 @@ impl RowStore for EmbeddedRows {
                 .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                 .map_err(err)?;
             let mut out = Vec::with_capacity(encoded.len());
+            let now = super::now_micros();
             for k in &encoded {
                 out.push(match t.get(k.as_slice()).map_err(err)? {
-                    Some(v) => Some(decode_row(v.value())?),
+                    Some(v) => decode_row(v.value(), ttl, now)?,
                     None => None,
                 });
             }
@@ -293,6 +361,7 @@ impl RowStore for EmbeddedRows {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Row>>>(2);
         let db = self.db.clone();
         let name = rows_table(&table.name);
+        let ttl = table.ttl_seconds().is_some();
         let batch = batch.max(1);
         tokio::task::spawn_blocking(move || {
             let run = || -> Result<()> {
@@ -301,12 +370,18 @@ impl RowStore for EmbeddedRows {
                     .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                     .map_err(err)?;
                 let mut buf = Vec::with_capacity(batch);
-                for (seen, item) in t.iter().map_err(err)?.enumerate() {
+                let now = super::now_micros();
+                let mut seen = 0usize;
+                for item in t.iter().map_err(err)? {
                     if limit.is_some_and(|l| seen >= l) {
                         break;
                     }
                     let (_, v) = item.map_err(err)?;
-                    buf.push(decode_row(v.value())?);
+                    let Some(row) = decode_row(v.value(), ttl, now)? else {
+                        continue;
+                    };
+                    seen += 1;
+                    buf.push(row);
                     if buf.len() >= batch && tx.blocking_send(Ok(std::mem::take(&mut buf))).is_err()
                     {
                         return Ok(());

@@ -117,6 +117,13 @@ pub struct TableDef {
 }
 
 impl TableDef {
+    /// The table's TTL in seconds, if rows expire.
+    pub fn ttl_seconds(&self) -> Option<u64> {
+        self.options
+            .get("ttl")
+            .and_then(|t| options::parse_ttl(t).ok())
+    }
+
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
     }
@@ -192,6 +199,11 @@ pub trait RowStore: Send + Sync + 'static {
     -> Result<()>;
     /// Delete rows by key, with outbox entries as for `write`; returns how many existed.
     async fn delete(&self, table: &TableDef, keys: Vec<Vec<Value>>, ts: i64) -> Result<u64>;
+    /// Remove rows whose TTL has passed, where the store does not do it by itself;
+    /// returns how many.
+    async fn purge_expired(&self, _table: &TableDef) -> Result<u64> {
+        Ok(0)
+    }
     /// Up to `limit` pending outbox entries of a table.
     async fn outbox_pending(&self, table: &TableDef, limit: usize) -> Result<Vec<OutboxEntry>>;
     /// Clear entries whose change reached the index; an entry re-stamped by a later
@@ -337,6 +349,14 @@ pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
         HASH_FIELD.to_string(),
         serde_json::Value::String(format!("{hash:016x}")),
     );
+    // Not hashed: a point written later for the same row expires later, which is safe
+    // (the row itself is gone from the row store at its own expiry).
+    if let Some(ttl) = table.ttl_seconds() {
+        payload.insert(
+            EXPIRES_FIELD.to_string(),
+            serde_json::Value::from(now_micros() + ttl as i64 * 1_000_000),
+        );
+    }
     Some(Point {
         id: keys::point_id(&table.name, &key),
         vector: v.clone(),

@@ -58,6 +58,36 @@ pub struct IndexOptions {
     pub indexing_threshold_kb: Option<usize>,
     /// The Qdrant collection name, when not derived from the table name.
     pub collection: Option<String>,
+    /// Rows expire this many seconds after they are written.
+    pub ttl: Option<u64>,
+}
+
+/// A TTL: whole seconds (`86400`), or a number and a unit (`'7 days'`, `'12h'`,
+/// `'30 minutes'`).
+pub fn parse_ttl(s: &str) -> Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad_ttl(s))?;
+    let factor = match unit.trim() {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
+        "w" | "week" | "weeks" => 604_800,
+        _ => return Err(bad_ttl(s)),
+    };
+    // CQL's limit for a TTL is 20 years.
+    match n.checked_mul(factor) {
+        Some(secs) if (1..=630_720_000).contains(&secs) => Ok(secs),
+        _ => Err(bad_ttl(s)),
+    }
+}
+
+fn bad_ttl(s: &str) -> Error {
+    Error::InvalidParameter(format!(
+        "invalid ttl \"{s}\": use seconds or a number with a unit (seconds, minutes, hours, days, weeks), at most 20 years"
+    ))
 }
 
 /// Every option name a table accepts; anything else is refused with 22023.
@@ -71,6 +101,7 @@ pub const TABLE_OPTIONS: &[&str] = &[
     "tenant_key",
     "indexing_threshold_kb",
     "collection",
+    "ttl",
     "partition_key",
     "cql_table",
     "cql_vector",
@@ -169,6 +200,7 @@ impl IndexOptions {
             tenant_key: options.get("tenant_key").cloned(),
             indexing_threshold_kb: positive(options, "indexing_threshold_kb", 1 << 30)?,
             collection,
+            ttl: options.get("ttl").map(|t| parse_ttl(t)).transpose()?,
         })
     }
 }
@@ -200,6 +232,10 @@ mod tests {
         assert_eq!(o.quantization, Quantization::Product(32));
         assert_eq!(o.always_ram, Some(true));
         assert_eq!(o.tenant_key.as_deref(), Some("org_id"));
+        assert_eq!(parse_ttl("7 days").expect("ttl"), 604_800);
+        assert_eq!(parse_ttl("90").expect("ttl"), 90);
+        assert_eq!(parse_ttl("12h").expect("ttl"), 43_200);
+        assert_eq!(parse_ttl(" 2 Seconds ").expect("ttl"), 2);
     }
 
     #[test]
@@ -213,6 +249,9 @@ mod tests {
             opts(&[("always_ram", "maybe")]),
             opts(&[("colour", "blue")]),
             opts(&[("collection", "a b")]),
+            opts(&[("ttl", "0")]),
+            opts(&[("ttl", "7 fortnights")]),
+            opts(&[("ttl", "99999 weeks")]),
         ] {
             let e = IndexOptions::parse(&bad).expect_err("refused");
             assert_eq!(e.sqlstate(), "22023", "{bad:?}: {e}");

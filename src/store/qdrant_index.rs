@@ -209,6 +209,15 @@ pub fn field_type(ty: &ColumnType) -> Option<FieldType> {
 pub fn field_index_requests(def: &TableDef, name: &str) -> Result<Vec<CreateFieldIndexCollection>> {
     let o = IndexOptions::parse(&def.options)?;
     let mut out = Vec::new();
+    if def.ttl_seconds().is_some() {
+        out.push(CreateFieldIndexCollection {
+            collection_name: name.to_string(),
+            wait: Some(true),
+            field_name: EXPIRES_FIELD.to_string(),
+            field_type: Some(FieldType::Integer as i32),
+            ..Default::default()
+        });
+    }
     for (_, col) in def.payload_columns() {
         let Some(ft) = field_type(&col.ty) else {
             continue;

@@ -715,6 +715,10 @@ impl RowStore for ScyllaRows {
         } else {
             format!("({}), {}", parts.join(", "), clustering.join(", "))
         };
+        let ttl = match def.ttl_seconds() {
+            Some(t) => format!(" WITH default_time_to_live = {t}"),
+            None => String::new(),
+        };
         let make = |lv: bool| {
             let cols: Vec<String> = def
                 .columns
@@ -722,7 +726,7 @@ impl RowStore for ScyllaRows {
                 .map(|c| format!("{} {}", q(&c.name), cql_type(&c.ty, lv)))
                 .collect();
             format!(
-                "CREATE TABLE {} ({}, PRIMARY KEY ({pk}))",
+                "CREATE TABLE {} ({}, PRIMARY KEY ({pk})){ttl}",
                 format_args!("{}.{}", q(&self.ks), q(&def.name)),
                 cols.join(", ")
             )

@@ -339,3 +339,93 @@ async fn reindex_reports_and_repairs_a_damaged_index() {
         .expect_err("unknown mode");
     assert_eq!(super::sqlstate(&e), "22023");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_expire_and_never_come_back_from_a_search() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE shortlived (id bigint PRIMARY KEY, embedding vector({DIM})) WITH (ttl = '3 seconds', distance = 'l2'); \
+             CREATE TABLE longlived (id bigint PRIMARY KEY, embedding vector({DIM})) WITH (ttl = '1 hour', distance = 'l2')"
+        ))
+        .await
+        .expect("create");
+    let mut rng = StdRng::seed_from_u64(4);
+    let vecs: Vec<Vec<f32>> = (0..60).map(|_| random_vec(&mut rng)).collect();
+    for (i, v) in vecs.iter().enumerate() {
+        for t in ["shortlived", "longlived"] {
+            client
+                .execute(
+                    &format!("INSERT INTO {t} VALUES ($1, $2)"),
+                    &[&(i as i64), v],
+                )
+                .await
+                .expect("insert");
+        }
+    }
+    let search = |t: &'static str| {
+        let client = &client;
+        let q = vecs[0].clone();
+        async move {
+            client
+                .query(
+                    &format!("SELECT id FROM vector_search('{t}', $1, 10)"),
+                    &[&q],
+                )
+                .await
+                .expect("search")
+                .len()
+        }
+    };
+    let count = |t: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+                .await
+                .expect("count")
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(search("shortlived").await, 10);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(
+        count("shortlived").await,
+        0,
+        "expired rows are gone from the rows"
+    );
+    assert_eq!(
+        search("shortlived").await,
+        0,
+        "and never come back from a search"
+    );
+    client
+        .batch_execute("SET vectorgate.exact = on")
+        .await
+        .expect("set");
+    assert_eq!(search("shortlived").await, 0);
+    assert_eq!(
+        (count("longlived").await, search("longlived").await),
+        (60, 10)
+    );
+    // The reconciler deletes the points of expired rows.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (points, ..) = verify(&client, "shortlived").await;
+        if points == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{points} expired points left in the index"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(verify(&client, "longlived").await, (60, 0, 0, 0, 0));
+    let e = client
+        .batch_execute("CREATE TABLE bad (id int PRIMARY KEY, e vector(2)) WITH (ttl = 'forever')")
+        .await
+        .expect_err("bad ttl");
+    assert_eq!(super::sqlstate(&e), "22023");
+}
