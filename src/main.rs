@@ -17,27 +17,11 @@ fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Command::Serve(args) => args,
         Command::Attach(args) => {
-            let file = load(&args.config)?;
-            let config = Config::resolve(
-                None,
-                args.data.clone(),
-                None,
-                row_args(args.cql.clone()),
-                vector_args(args.index.clone()),
-                file,
-            )?;
+            let config = tool_config(&args.config, &args.data, &args.cql, &args.index)?;
             return rt.block_on(attach(config, args));
         }
         Command::Reindex(args) => {
-            let file = load(&args.config)?;
-            let config = Config::resolve(
-                None,
-                args.data.clone(),
-                None,
-                row_args(args.cql.clone()),
-                vector_args(args.index.clone()),
-                file,
-            )?;
+            let config = tool_config(&args.config, &args.data, &args.cql, &args.index)?;
             return rt.block_on(reindex(config, args));
         }
     };
@@ -70,6 +54,23 @@ fn load(path: &Option<std::path::PathBuf>) -> anyhow::Result<FileConfig> {
         Some(p) => FileConfig::load(p),
         None => Ok(FileConfig::default()),
     }
+}
+
+/// The settings of a one-off command (attach, reindex): its stores, no listener.
+fn tool_config(
+    file: &Option<std::path::PathBuf>,
+    data: &Option<std::path::PathBuf>,
+    cql: &CqlArgs,
+    index: &QdrantArgs,
+) -> anyhow::Result<Config> {
+    Config::resolve(
+        None,
+        data.clone(),
+        None,
+        row_args(cql.clone()),
+        vector_args(index.clone()),
+        load(file)?,
+    )
 }
 
 fn vector_args(a: QdrantArgs) -> VectorArgs {

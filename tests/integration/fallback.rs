@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio_postgres::SimpleQueryMessage;
 
-use super::search::{DIM, Doc, K, dataset, exact, filters, gaussian, load};
+use super::search::{DIM, Doc, K, dataset, filters, gaussian, load, oracle};
 use super::{Server, sqlstate, vec_text};
 
 /// A port nothing listens on.
@@ -46,16 +46,6 @@ fn start_with_dead_qdrant(data: &Path, port: u16, max_rows: &str) -> Server {
             max_rows,
         ],
     )
-}
-
-fn oracle(docs: &[Doc], query: &[f32], pred: fn(&Doc) -> bool, distance: &str) -> Vec<i64> {
-    let mut all: Vec<(f64, i64)> = docs
-        .iter()
-        .filter(|d| pred(d))
-        .map(|d| (exact(distance, query, &d.v), d.id))
-        .collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
-    all.into_iter().take(K).map(|x| x.1).collect()
 }
 
 fn simple_ids(messages: &[SimpleQueryMessage]) -> Vec<i64> {
@@ -381,17 +371,12 @@ async fn a_tenant_key_filter_searches_that_tenant_only() {
             .await
             .expect("insert");
     }
-    let plan: String = client
-        .query(
-            "EXPLAIN SELECT id FROM vector_search('tenants', $1, 10) WHERE org = 'org3'",
-            &[&centers[0]],
-        )
-        .await
-        .expect("explain")
-        .iter()
-        .map(|r| r.get::<_, String>(1))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let plan = super::explain(
+        &client,
+        "SELECT id FROM vector_search('tenants', $1, 10) WHERE org = 'org3'",
+        &[&centers[0]],
+    )
+    .await;
     assert!(plan.contains("index_filter="), "{plan}");
     assert!(plan.contains("org3"), "{plan}");
     for center in centers.iter().take(4) {

@@ -272,6 +272,22 @@ async fn a_proxy_killed_between_row_and_index_write_catches_up() {
         (points, missing, stale, orphaned, duplicates),
         (truth.len() as i64, 0, 0, 0, 0)
     );
+    // The same check from a shell, with the server stopped.
+    let mut server = server;
+    server.stop(true);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vectorgate"))
+        .args(["reindex", "crashy", "--verify", "--data"])
+        .arg(&data)
+        .args(super::backend_args(&data, &[]))
+        .output()
+        .expect("vectorgate reindex");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let want = format!(
+        "crashy: {n} rows, {n} points; 0 missing, 0 stale, 0 orphaned, 0 duplicates; verified only",
+        n = truth.len()
+    );
+    assert!(text.contains(&want), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

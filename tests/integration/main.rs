@@ -217,6 +217,22 @@ pub fn vec_text(v: &[f32]) -> String {
     format!("[{}]", items.join(","))
 }
 
+/// The plan of a statement, as EXPLAIN prints it.
+pub async fn explain(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> String {
+    client
+        .query(&format!("EXPLAIN {sql}"), params)
+        .await
+        .unwrap_or_else(|e| panic!("EXPLAIN {sql}: {e}"))
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code()

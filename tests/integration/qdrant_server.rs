@@ -11,8 +11,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::search::{K, dataset, exact, gaussian, load};
-use super::{Server, qdrant, vec_text};
+use super::search::{K, dataset, gaussian, insert, load, oracle};
+use super::{Server, qdrant};
 
 /// A TCP forwarder to `upstream`; while `up` is false it refuses (closes) connections
 /// and cuts the ones it carries.
@@ -89,37 +89,12 @@ async fn searches_return_to_qdrant_when_it_is_back() {
     assert!(notices.lock().expect("n").is_empty(), "Qdrant is up");
     // Qdrant goes away: searches answer exactly with a NOTICE, writes are acknowledged.
     up.store(false, Ordering::SeqCst);
-    let rows: Vec<String> = docs[800..]
-        .iter()
-        .map(|d| {
-            format!(
-                "({}, '{}', '{}', {}, {}, '{{{}}}', '{}')",
-                d.id,
-                d.title,
-                d.category,
-                d.bucket,
-                d.year,
-                d.tags.join(","),
-                vec_text(&d.v)
-            )
-        })
-        .collect();
-    client
-        .batch_execute(&format!("INSERT INTO flaky VALUES {}", rows.join(",")))
-        .await
-        .expect("insert while away");
+    insert(&client, "flaky", &docs[800..]).await;
     let q: Vec<f32> = centers[0]
         .iter()
         .map(|x| x + 0.3 * gaussian(&mut rng))
         .collect();
-    let oracle = |docs: &[super::search::Doc], q: &[f32]| {
-        let mut all: Vec<(f64, i64)> = docs
-            .iter()
-            .map(|d| (exact("cosine", q, &d.v), d.id))
-            .collect();
-        all.sort_by(|a, b| a.0.total_cmp(&b.0));
-        all.into_iter().take(K).map(|x| x.1).collect::<Vec<_>>()
-    };
+    let oracle = |docs: &[super::search::Doc], q: &[f32]| oracle(docs, q, |_| true, "cosine");
     let sql = format!("SELECT id FROM vector_search('flaky', $1, {K}) ORDER BY distance");
     let got: Vec<i64> = client
         .query(&sql, &[&q])

@@ -49,6 +49,22 @@ pub fn dataset(rng: &mut StdRng) -> (Vec<Doc>, Vec<Vec<f32>>) {
     (docs, centers)
 }
 
+/// The ids of the k nearest documents passing `pred`, by exact distance.
+pub fn oracle(
+    docs: &[Doc],
+    query: &[f32],
+    pred: impl Fn(&Doc) -> bool,
+    distance: &str,
+) -> Vec<i64> {
+    let mut all: Vec<(f64, i64)> = docs
+        .iter()
+        .filter(|d| pred(d))
+        .map(|d| (exact(distance, query, &d.v), d.id))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    all.into_iter().take(K).map(|x| x.1).collect()
+}
+
 pub fn exact(distance: &str, a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     match distance {
@@ -101,6 +117,11 @@ pub async fn load(client: &tokio_postgres::Client, table: &str, distance: &str, 
         ))
         .await
         .expect("create");
+    insert(client, table, docs).await;
+}
+
+/// Insert documents into a table made by [`load`], 250 rows per statement.
+pub async fn insert(client: &tokio_postgres::Client, table: &str, docs: &[Doc]) {
     for chunk in docs.chunks(250) {
         let values: Vec<String> = chunk
             .iter()
