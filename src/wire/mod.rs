@@ -153,10 +153,37 @@ pub struct Startup {
     connections: Arc<ConnectionManager>,
 }
 
+/// The Postgres version clients are told, for their feature checks.
+pub const SERVER_VERSION: &str = "16.6";
+
 #[async_trait]
 impl NoopStartupHandler for Startup {
     fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
         Some(self.connections.clone())
+    }
+
+    /// pgwire announces its own version string; drivers parse `server_version` as a
+    /// Postgres version, so announce a plain one (a later ParameterStatus wins).
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        client
+            .feed(PgWireBackendMessage::ParameterStatus(
+                pgwire::messages::startup::ParameterStatus::new(
+                    "server_version".into(),
+                    SERVER_VERSION.into(),
+                ),
+            ))
+            .await?;
+        Ok(())
     }
 }
 
