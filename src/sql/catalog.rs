@@ -275,3 +275,81 @@ impl ScalarUDFImpl for FormatType {
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
 }
+
+/// The OID of a type by name, as Postgres' `to_regtype` (NULL when unknown): the
+/// built-in types the proxy speaks, their arrays, and pgvector's `vector`.
+pub fn type_oid(name: &str) -> Option<i32> {
+    let n = name.trim().trim_start_matches("pg_catalog.").to_ascii_lowercase();
+    let (base, array) = match n.strip_suffix("[]") {
+        Some(b) => (b.trim().to_string(), true),
+        None => (n, false),
+    };
+    let (oid, array_oid) = match base.as_str() {
+        "bool" | "boolean" => (16, 1000),
+        "bytea" => (17, 1001),
+        "char" | "\"char\"" => (18, 1002),
+        "name" => (19, 1003),
+        "int8" | "bigint" => (20, 1016),
+        "int2" | "smallint" => (21, 1005),
+        "int4" | "integer" | "int" => (23, 1007),
+        "text" => (25, 1009),
+        "oid" => (26, 1028),
+        "json" => (114, 199),
+        "float4" | "real" => (700, 1021),
+        "float8" | "double precision" => (701, 1022),
+        "varchar" | "character varying" => (1043, 1015),
+        "date" => (1082, 1182),
+        "time" | "time without time zone" => (1083, 1183),
+        "timestamp" | "timestamp without time zone" => (1114, 1115),
+        "timestamptz" | "timestamp with time zone" => (1184, 1185),
+        "interval" => (1186, 1187),
+        "numeric" | "decimal" => (1700, 1231),
+        "uuid" => (2950, 2951),
+        "bit" => (1560, 1561),
+        "varbit" | "bit varying" => (1562, 1563),
+        "jsonb" => (3802, 3807),
+        "vector" | "public.vector" => (VECTOR_OID, VECTOR_OID + 1),
+        _ => return None,
+    };
+    Some(if array { array_oid } else { oid })
+}
+
+/// Catalog functions drivers and psql call that DataFusion's catalog lacks.
+pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
+    use datafusion::arrow::array::{BooleanArray, Int32Array, StringArray};
+    use datafusion::logical_expr::{Volatility, create_udf};
+    let to_regtype = create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0]
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| datafusion::error::DataFusionError::Internal("to_regtype expects text".into()))?;
+            let out: Int32Array = names.iter().map(|n| n.and_then(type_oid)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    );
+    let always_visible = |name: &str| {
+        create_udf(
+            name,
+            vec![DataType::Int64],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(|args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let a = &arrays[0];
+                let out: BooleanArray = (0..a.len()).map(|i| (!a.is_null(i)).then_some(true)).collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }),
+        )
+    };
+    vec![
+        to_regtype,
+        always_visible("pg_function_is_visible"),
+        always_visible("pg_type_is_visible"),
+    ]
+}

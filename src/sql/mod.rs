@@ -151,6 +151,9 @@ impl Engine {
                 catalog::FormatType::new(inner),
             ));
         }
+        for f in catalog::extra_functions() {
+            ctx.register_udf(f);
+        }
         for f in pgvector::DistanceFunction::all() {
             ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));
         }

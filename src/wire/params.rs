@@ -64,22 +64,22 @@ fn decode_text(ty: &Type, raw: &[u8]) -> Result<Value> {
     })
 }
 
+/// pgvector's binary form: u16 dimension, u16 unused, then big-endian f32s.
+fn decode_vector(raw: &[u8]) -> Result<Value> {
+    if raw.len() < 4 || raw.len() != 4 + 4 * u16::from_be_bytes([raw[0], raw[1]]) as usize {
+        return Err(Error::ProtocolViolation("malformed binary vector".into()));
+    }
+    Ok(Value::Vector(
+        raw[4..]
+            .chunks_exact(4)
+            .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    ))
+}
+
 fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
     if ty.oid() == VECTOR_OID {
-        // pgvector binary: u16 dimension, u16 unused, then big-endian f32s.
-        if raw.len() < 4 {
-            return Err(Error::ProtocolViolation("malformed binary vector".into()));
-        }
-        let dim = u16::from_be_bytes([raw[0], raw[1]]) as usize;
-        if raw.len() != 4 + 4 * dim {
-            return Err(Error::ProtocolViolation("malformed binary vector".into()));
-        }
-        return Ok(Value::Vector(
-            raw[4..]
-                .chunks_exact(4)
-                .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ));
+        return decode_vector(raw);
     }
     Ok(match *ty {
         Type::INT2 => Value::Int(from_binary::<i16>(ty, raw)? as i64),
@@ -155,6 +155,15 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
     })
 }
 
+/// pgvector's binary layout: a u16 dimension, a zero u16, then that many f32s. (An
+/// array's binary form starts with its dimension count, 1, so it never matches.)
+fn looks_like_pgvector(raw: &[u8]) -> bool {
+    raw.len() >= 4
+        && raw[2] == 0
+        && raw[3] == 0
+        && raw.len() == 4 + 4 * u16::from_be_bytes([raw[0], raw[1]]) as usize
+}
+
 /// Decode every parameter of a portal. The type is the one the client declared at
 /// Parse, else the one the server inferred.
 pub fn decode(portal: &Portal<Prepared>) -> Result<Vec<Value>> {
@@ -179,8 +188,12 @@ pub fn decode(portal: &Portal<Prepared>) -> Result<Vec<Value>> {
                 .unwrap_or_else(|| {
                     pg_param_type(prepared.described.params.get(i).and_then(|t| t.as_ref()))
                 });
+            let undeclared = declared.get(i).cloned().flatten().is_none();
             match portal.parameter_format.format_for(i) {
                 FieldFormat::Text => decode_text(&ty, raw),
+                // A type pgwire does not know by OID (pgvector's `vector`, whose OID a
+                // driver learnt from pg_type) arrives undeclared: recognise its layout.
+                FieldFormat::Binary if undeclared && looks_like_pgvector(raw) => decode_vector(raw),
                 FieldFormat::Binary => decode_binary(&ty, raw),
             }
         })
