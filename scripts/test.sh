@@ -24,6 +24,7 @@ apt_install() {
 command -v psql >/dev/null 2>&1 || apt_install postgresql-client
 command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || apt_install maven
+command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 cargo --version
 psql --version
 java -version 2>&1 | head -1
@@ -45,6 +46,12 @@ scripts/psql_session.sh "$CARGO_TARGET_DIR/debug/vectorgate"
 log="${TMPDIR:-/tmp}/vectorgate-test.$$.log"
 : >"$log"
 
+step "client libraries (scripts/client-tests.sh)"
+set +e
+scripts/client-tests.sh "$CARGO_TARGET_DIR/debug/vectorgate"
+client_status=$?
+set -e
+
 step "cargo test (rows in the embedded store)"
 set +e
 cargo test --no-fail-fast 2>&1 | tee -a "$log"
@@ -64,6 +71,7 @@ VECTORGATE_TEST_CASSANDRA="127.0.0.1:$CASSANDRA_PORT" cargo test --no-fail-fast 
 cstatus=${PIPESTATUS[0]}
 set -e
 [ "$status" -eq 0 ] && status=$cstatus
+[ "$status" -eq 0 ] && status=$client_status
 
 if [ -n "${VECTORGATE_TEST_QDRANT_URL:-}" ]; then
   step "cargo test (vectors in the Qdrant server at $VECTORGATE_TEST_QDRANT_URL, rows in Cassandra)"

@@ -65,6 +65,13 @@ impl SchemaProvider for PgCatalogOverlay {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let table = self.inner.table(name).await?;
+        if name == "pg_type" {
+            let (Some(types), Some(namespaces)) = (table, self.inner.table("pg_namespace").await?)
+            else {
+                return Ok(None);
+            };
+            return Ok(Some(Arc::new(PgType { types, namespaces })));
+        }
         if name != "pg_attribute" {
             return Ok(table);
         }
@@ -81,6 +88,138 @@ impl SchemaProvider for PgCatalogOverlay {
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
     }
+}
+
+/// `pg_type` with pgvector's `vector` in the `public` schema, where pgvector installs it
+/// and where drivers (asyncpg, pgvector-python) look for it.
+#[derive(Debug)]
+struct PgType {
+    types: Arc<dyn TableProvider>,
+    namespaces: Arc<dyn TableProvider>,
+}
+
+#[async_trait]
+impl TableProvider for PgType {
+    fn schema(&self) -> SchemaRef {
+        self.types.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut public = None;
+        for b in read_all(&self.namespaces, state).await? {
+            if let (Some(oid), Some(name)) = (column(&b, "oid"), column(&b, "nspname"))
+                && let (Some(oid), Some(name)) = (
+                    oid.as_primitive_opt::<Int32Type>(),
+                    name.as_string_opt::<i32>(),
+                )
+            {
+                for i in 0..b.num_rows() {
+                    if name.value(i) == "public" {
+                        public = Some(oid.value(i));
+                    }
+                }
+            }
+        }
+        let mut batches = read_all(&self.types, state).await?;
+        // pgvector's array type `_vector`, which pg_type lacks, made from the vector row.
+        let mut extra = Vec::new();
+        for b in &batches {
+            if let Some(arr) = vector_array_row(b)? {
+                extra.push(arr);
+            }
+        }
+        batches.extend(extra);
+        if let Some(public) = public {
+            for b in &mut batches {
+                let (Some(name), Some(ns)) = (column(b, "typname"), column(b, "typnamespace"))
+                else {
+                    continue;
+                };
+                let (Some(name), Some(ns)) = (
+                    name.as_string_opt::<i32>(),
+                    ns.as_primitive_opt::<Int32Type>(),
+                ) else {
+                    continue;
+                };
+                let patched: Vec<Option<i32>> = (0..b.num_rows())
+                    .map(|i| {
+                        if matches!(name.value(i), "vector" | "_vector") {
+                            Some(public)
+                        } else {
+                            ns.is_valid(i).then(|| ns.value(i))
+                        }
+                    })
+                    .collect();
+                let mut columns = b.columns().to_vec();
+                let schema = b.schema();
+                columns[schema.index_of("typnamespace")?] = Arc::new(Int32Array::from(patched));
+                if let Ok(k) = schema.index_of("typarray")
+                    && let Some(arr) = columns[k].as_primitive_opt::<Int32Type>()
+                {
+                    let fixed: Vec<Option<i32>> = (0..b.num_rows())
+                        .map(|i| {
+                            if name.value(i) == "vector" {
+                                Some(VECTOR_OID + 1)
+                            } else {
+                                arr.is_valid(i).then(|| arr.value(i))
+                            }
+                        })
+                        .collect();
+                    columns[k] = Arc::new(Int32Array::from(fixed));
+                }
+                *b = RecordBatch::try_new(schema, columns)?;
+            }
+        }
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// The `_vector` row: the `vector` row with its own oid, name and element type; the
+/// `vector` row itself gets `typarray` pointing at it (patched in place).
+fn vector_array_row(b: &RecordBatch) -> DfResult<Option<RecordBatch>> {
+    let Some(name) = column(b, "typname").and_then(|c| c.as_string_opt::<i32>()) else {
+        return Ok(None);
+    };
+    let Some(i) = (0..b.num_rows()).find(|&i| name.value(i) == "vector") else {
+        return Ok(None);
+    };
+    let row = b.slice(i, 1);
+    let schema = row.schema();
+    let mut columns = row.columns().to_vec();
+    let set_int = |columns: &mut Vec<ArrayRef>, col: &str, v: i32| {
+        if let Ok(k) = schema.index_of(col)
+            && columns[k].data_type() == &DataType::Int32
+        {
+            columns[k] = Arc::new(Int32Array::from(vec![v]));
+        }
+    };
+    set_int(&mut columns, "oid", VECTOR_OID + 1);
+    set_int(&mut columns, "typelem", VECTOR_OID);
+    set_int(&mut columns, "typarray", 0);
+    set_int(&mut columns, "typlen", -1);
+    if let Ok(k) = schema.index_of("typname") {
+        columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(vec!["_vector"]));
+    }
+    if let Ok(k) = schema.index_of("typcategory")
+        && columns[k].data_type() == &DataType::Utf8
+    {
+        columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(vec!["A"]));
+    }
+    Ok(Some(RecordBatch::try_new(schema, columns)?))
 }
 
 #[derive(Debug)]
@@ -279,10 +418,13 @@ impl ScalarUDFImpl for FormatType {
 /// The OID of a type by name, as Postgres' `to_regtype` (NULL when unknown): the
 /// built-in types the proxy speaks, their arrays, and pgvector's `vector`.
 pub fn type_oid(name: &str) -> Option<i32> {
-    let n = name.trim().trim_start_matches("pg_catalog.").to_ascii_lowercase();
-    let (base, array) = match n.strip_suffix("[]") {
-        Some(b) => (b.trim().to_string(), true),
-        None => (n, false),
+    let n = name
+        .trim()
+        .trim_start_matches("pg_catalog.")
+        .to_ascii_lowercase();
+    let (base, array) = match (n.strip_suffix("[]"), n.strip_prefix('_')) {
+        (Some(b), _) | (None, Some(b)) => (b.trim().to_string(), true),
+        (None, None) => (n, false),
     };
     let (oid, array_oid) = match base.as_str() {
         "bool" | "boolean" => (16, 1000),
@@ -328,7 +470,9 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
             let names = arrays[0]
                 .as_any()
                 .downcast_ref::<StringArray>()
-                .ok_or_else(|| datafusion::error::DataFusionError::Internal("to_regtype expects text".into()))?;
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal("to_regtype expects text".into())
+                })?;
             let out: Int32Array = names.iter().map(|n| n.and_then(type_oid)).collect();
             Ok(ColumnarValue::Array(Arc::new(out)))
         }),
@@ -342,14 +486,171 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
             Arc::new(|args: &[ColumnarValue]| {
                 let arrays = ColumnarValue::values_to_arrays(args)?;
                 let a = &arrays[0];
-                let out: BooleanArray = (0..a.len()).map(|i| (!a.is_null(i)).then_some(true)).collect();
+                let out: BooleanArray = (0..a.len())
+                    .map(|i| (!a.is_null(i)).then_some(true))
+                    .collect();
                 Ok(ColumnarValue::Array(Arc::new(out)))
             }),
         )
     };
+    // The session's own SETs are not visible here: the defaults drivers ask about.
+    let current_setting = create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0]
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(
+                        "current_setting expects text".into(),
+                    )
+                })?;
+            let mut out = Vec::with_capacity(names.len());
+            for n in names.iter() {
+                out.push(match n {
+                    None => None,
+                    Some(n) => Some(
+                        super::statements::default_setting(&n.to_ascii_lowercase()).ok_or_else(
+                            || {
+                                datafusion::error::DataFusionError::from(
+                                    crate::error::Error::UndefinedObject(format!(
+                                        "unrecognized configuration parameter \"{n}\""
+                                    )),
+                                )
+                            },
+                        )?,
+                    ),
+                });
+            }
+            Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+        }),
+    );
+    let set_config = create_udf(
+        "set_config",
+        vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
+        DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(|args: &[ColumnarValue]| Ok(args[1].clone())),
+    );
+    // What drivers parse (SQLAlchemy, DBeaver, ...): a Postgres version first.
+    let version = create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(format!(
+                    "PostgreSQL {} (vectorgate {}) on x86_64-pc-linux-gnu, compiled by rustc, 64-bit",
+                    crate::wire::SERVER_VERSION,
+                    env!("CARGO_PKG_VERSION")
+                ))),
+            ))
+        }),
+    );
+    let serial_sequence = create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        // No column of the proxy's tables is backed by a sequence.
+        Arc::new(|_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(None),
+            ))
+        }),
+    );
     vec![
+        datafusion::logical_expr::ScalarUDF::new_from_impl(JsonBuildObject::default()),
+        version,
+        serial_sequence,
+        always_visible("pg_collation_is_visible"),
         to_regtype,
+        current_setting,
+        set_config,
         always_visible("pg_function_is_visible"),
         always_visible("pg_type_is_visible"),
     ]
+}
+
+/// `json_build_object(key, value, ...)`, as ORMs use it in catalog queries.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl Default for JsonBuildObject {
+    fn default() -> Self {
+        JsonBuildObject {
+            signature: Signature::variadic_any(datafusion::logical_expr::Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        if arrays.len() % 2 != 0 {
+            return Err(crate::error::Error::InvalidParameter(
+                "json_build_object needs an even number of arguments".into(),
+            )
+            .into());
+        }
+        let mut out = StringBuilder::with_capacity(n, n * 32);
+        for row in 0..n {
+            let mut obj = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = datafusion::common::ScalarValue::try_from_array(&pair[0], row)?;
+                let value = datafusion::common::ScalarValue::try_from_array(&pair[1], row)?;
+                let key = if key.is_null() {
+                    String::new()
+                } else {
+                    key.to_string()
+                };
+                obj.insert(key, scalar_json(&value));
+            }
+            out.append_value(serde_json::Value::Object(obj).to_string());
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+fn scalar_json(v: &datafusion::common::ScalarValue) -> serde_json::Value {
+    use datafusion::common::ScalarValue as S;
+    match v {
+        v if v.is_null() => serde_json::Value::Null,
+        S::Boolean(Some(b)) => serde_json::Value::Bool(*b),
+        S::Int8(Some(_))
+        | S::Int16(Some(_))
+        | S::Int32(Some(_))
+        | S::Int64(Some(_))
+        | S::UInt8(Some(_))
+        | S::UInt16(Some(_))
+        | S::UInt32(Some(_))
+        | S::UInt64(Some(_))
+        | S::Float32(Some(_))
+        | S::Float64(Some(_)) => v
+            .to_string()
+            .parse::<serde_json::Number>()
+            .map(serde_json::Value::Number)
+            .unwrap_or_else(|_| serde_json::Value::String(v.to_string())),
+        other => serde_json::Value::String(other.to_string()),
+    }
 }

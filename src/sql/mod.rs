@@ -165,6 +165,7 @@ impl Engine {
     }
 
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        self.refuse_dropped_subqueries(sql)?;
         let mut stmts = self
             .parser
             .parse(sql)
@@ -173,6 +174,35 @@ impl Engine {
             pgvector::rewrite(s, &self.shared);
         }
         Ok(stmts)
+    }
+
+    /// The compatibility parser replaces correlated subqueries in a select list with
+    /// NULL, which catalog queries of psql and drivers rely on. On the user's own tables
+    /// that would be a wrong answer, so such a statement is refused (0A000) instead.
+    fn refuse_dropped_subqueries(&self, sql: &str) -> Result<()> {
+        if sql.to_ascii_lowercase().matches("select").count() < 2 {
+            return Ok(());
+        }
+        let Ok(stmts) = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            sql,
+        ) else {
+            return Ok(());
+        };
+        let tables = self.shared.tables.read();
+        for stmt in &stmts {
+            if pgvector::projects_correlated_subquery(stmt)
+                && pgvector::relations(stmt)
+                    .iter()
+                    .any(|r| tables.contains_key(r))
+            {
+                return Err(Error::FeatureNotSupported(
+                    "a correlated subquery in the select list is not supported; write it as a JOIN"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn rows(&self) -> &Arc<dyn RowStore> {

@@ -340,3 +340,77 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Share
     }
     select.projection = projection;
 }
+
+/// The unqualified names of the tables a statement reads.
+pub fn relations(stmt: &Statement) -> Vec<String> {
+    let mut out = Vec::new();
+    let _ = datafusion::sql::sqlparser::ast::visit_relations(stmt, |r| {
+        if let Some(last) = r.0.last().and_then(|p| p.as_ident()) {
+            out.push(ident_name(last));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    out
+}
+
+/// Whether a select list holds a scalar subquery that refers to the outer query (a
+/// qualified column whose qualifier is not a table of the subquery itself).
+pub fn projects_correlated_subquery(stmt: &Statement) -> bool {
+    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, TableFactor, Visit, Visitor};
+    struct Outer<'a>(&'a std::collections::HashSet<String>, bool);
+    impl Visitor for Outer<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &SqlExpr) -> ControlFlow<()> {
+            if let SqlExpr::CompoundIdentifier(parts) = e
+                && parts.len() >= 2
+                && !self.0.contains(&ident_name(&parts[0]))
+            {
+                self.1 = true;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let correlated = |q: &datafusion::sql::sqlparser::ast::Query| {
+        let SetExpr::Select(sel) = q.body.as_ref() else {
+            return false;
+        };
+        let mut own = std::collections::HashSet::new();
+        for twj in &sel.from {
+            for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+                if let TableFactor::Table { name, alias, .. } = f {
+                    if let Some(a) = alias {
+                        own.insert(ident_name(&a.name));
+                    }
+                    if let Some(n) = name.0.last().and_then(|p| p.as_ident()) {
+                        own.insert(ident_name(n));
+                    }
+                }
+            }
+        }
+        let mut v = Outer(&own, false);
+        let _ = q.visit(&mut v);
+        v.1
+    };
+    let mut found = false;
+    let _ = datafusion::sql::sqlparser::ast::visit_statements(stmt, |s| {
+        if let Statement::Query(q) = s
+            && let SetExpr::Select(sel) = q.body.as_ref()
+        {
+            for item in &sel.projection {
+                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
+                {
+                    let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x| {
+                        if let SqlExpr::Subquery(q) = x
+                            && correlated(q)
+                        {
+                            found = true;
+                        }
+                        ControlFlow::<()>::Continue(())
+                    });
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}

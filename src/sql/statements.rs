@@ -76,7 +76,14 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
         }
         Statement::StartTransaction { .. } => Output::TransactionStart("BEGIN".into()),
         Statement::Commit { .. } => Output::TransactionEnd("COMMIT".into()),
+        // Savepoints are accepted like transactions (every statement commits on its own):
+        // drivers and ORMs open them inside BEGIN.
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => Output::Command("ROLLBACK".into()),
         Statement::Rollback { .. } => Output::TransactionEnd("ROLLBACK".into()),
+        Statement::Savepoint { .. } => Output::Command("SAVEPOINT".into()),
+        Statement::ReleaseSavepoint { .. } => Output::Command("RELEASE".into()),
         Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => {
             return Ok(None);
         }
@@ -991,7 +998,7 @@ fn set_variable(session: &Session, s: &Set) -> Result<Output> {
 }
 
 /// Defaults reported by SHOW for settings clients commonly read.
-fn default_setting(name: &str) -> Option<&'static str> {
+pub(crate) fn default_setting(name: &str) -> Option<&'static str> {
     Some(match name {
         "server_version" => "16.6",
         "server_version_num" => "160006",
@@ -1023,7 +1030,11 @@ pub fn show_name(variable: &[Ident]) -> String {
     } else {
         words.join(" ")
     };
-    joined.to_ascii_lowercase()
+    // `SHOW TRANSACTION ISOLATION LEVEL` is Postgres' spelling of this setting.
+    match joined.to_ascii_lowercase().as_str() {
+        "transaction isolation level" => "transaction_isolation".into(),
+        other => other.to_string(),
+    }
 }
 
 fn show(session: &Session, variable: &[Ident]) -> Result<Output> {

@@ -158,7 +158,7 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
 /// pgvector's binary layout: a u16 dimension, a zero u16, then that many f32s. (An
 /// array's binary form starts with its dimension count, 1, so it never matches.)
 fn looks_like_pgvector(raw: &[u8]) -> bool {
-    raw.len() >= 4
+    raw.len() >= 8
         && raw[2] == 0
         && raw[3] == 0
         && raw.len() == 4 + 4 * u16::from_be_bytes([raw[0], raw[1]]) as usize
@@ -193,7 +193,11 @@ pub fn decode(portal: &Portal<Prepared>) -> Result<Vec<Value>> {
                 FieldFormat::Text => decode_text(&ty, raw),
                 // A type pgwire does not know by OID (pgvector's `vector`, whose OID a
                 // driver learnt from pg_type) arrives undeclared: recognise its layout.
-                FieldFormat::Binary if undeclared && looks_like_pgvector(raw) => decode_vector(raw),
+                FieldFormat::Binary
+                    if undeclared && ty == Type::FLOAT4_ARRAY && looks_like_pgvector(raw) =>
+                {
+                    decode_vector(raw)
+                }
                 FieldFormat::Binary => decode_binary(&ty, raw),
             }
         })

@@ -164,7 +164,7 @@ async fn an_index_failing_in_a_stream_of_writes_loses_nothing() {
             }
             r
         };
-        result.unwrap_or_else(|e| panic!("write {i} failed: {e}"));
+        result.unwrap_or_else(|e| panic!("write {i} failed: {e:?}"));
         acked += 1;
     }
     settled(&client, "stream").await;

@@ -1,0 +1,106 @@
+"""Python clients against a running vectorgate (VECTORGATE_URL): psycopg 3 (text and
+binary, server-side prepared statements, executemany, COPY), psycopg2, pgvector-python on
+both, and SQLAlchemy 2 (engine connect, table names, transactions with savepoints).
+Each check compares what comes back with what was written or with an exact ranking
+computed here. Exits non-zero on the first failure."""
+
+import os
+import sys
+
+import numpy as np
+import psycopg
+import psycopg2
+from pgvector.psycopg import register_vector
+from pgvector.psycopg2 import register_vector as register_vector2
+from sqlalchemy import create_engine, inspect, text
+
+URL = os.environ["VECTORGATE_URL"]
+rng = np.random.default_rng(7)
+VECS = {i: rng.standard_normal(4).astype(np.float32) for i in range(40)}
+
+
+def nearest(q, k, ids=None):
+    ids = list(VECS) if ids is None else ids
+    return sorted(ids, key=lambda i: float(np.linalg.norm(VECS[i] - q)))[:k]
+
+
+def check(name, got, want):
+    if got != want:
+        print(f"FAIL {name}: got {got!r}, want {want!r}")
+        sys.exit(1)
+    print(f"ok   {name}")
+
+
+def psycopg3():
+    conn = psycopg.connect(URL, autocommit=True)
+    check("psycopg: server_version is a Postgres version", conn.info.server_version >= 160000, True)
+    conn.execute("DROP TABLE IF EXISTS py_items")
+    conn.execute("CREATE TABLE py_items (id bigint PRIMARY KEY, name text, embedding vector(4)) WITH (distance = 'l2')")
+    register_vector(conn)
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO py_items VALUES (%s, %s, %s)",
+            [(i, f"n{i}", v) for i, v in VECS.items() if i < 30],
+        )
+        with cur.copy("COPY py_items (id, name, embedding) FROM STDIN") as copy:
+            for i in range(30, 40):
+                copy.write_row((i, f"n{i}", "[" + ",".join(str(float(x)) for x in VECS[i]) + "]"))
+    check("psycopg: executemany + COPY", conn.execute("SELECT count(*) FROM py_items").fetchone()[0], 40)
+    q = rng.standard_normal(4).astype(np.float32)
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            for sql in (
+                "SELECT id, embedding FROM py_items ORDER BY embedding <-> %s LIMIT 5",
+                "SELECT id, embedding FROM vector_search('py_items', %s, 5) ORDER BY distance",
+            ):
+                cur.execute(sql, (q,), prepare=True)
+                rows = cur.fetchall()
+                check(f"psycopg binary={binary}: {sql[:40]}", [r[0] for r in rows], nearest(q, 5))
+                check(
+                    f"psycopg binary={binary}: vectors come back as written",
+                    all(np.allclose(np.asarray(r[1].to_numpy()), VECS[r[0]]) for r in rows),
+                    True,
+                )
+    with conn.cursor() as cur:
+        cur.execute("SELECT id FROM py_items WHERE name = %s", ("n7",), prepare=True)
+        check("psycopg: text parameter", cur.fetchall(), [(7,)])
+    conn.autocommit = False
+    with conn.transaction():
+        with conn.transaction():  # a savepoint
+            conn.execute("UPDATE py_items SET name = 'renamed' WHERE id = 3")
+    check("psycopg: nested transactions", conn.execute("SELECT name FROM py_items WHERE id = 3").fetchone()[0], "renamed")
+    conn.close()
+
+
+def psycopg_2():
+    conn = psycopg2.connect(URL)
+    conn.autocommit = True
+    register_vector2(conn)
+    cur = conn.cursor()
+    q = rng.standard_normal(4).astype(np.float32)
+    cur.execute("SELECT id, embedding FROM py_items ORDER BY embedding <-> %s LIMIT 3", (q,))
+    rows = cur.fetchall()
+    check("psycopg2: pgvector search", [r[0] for r in rows], nearest(q, 3))
+    check("psycopg2: vector type", all(np.allclose(r[1].to_numpy(), VECS[r[0]]) for r in rows), True)
+    cur.execute("SELECT id FROM vector_search('py_items', %s, 3) WHERE id < %s ORDER BY distance", (q, 20))
+    check("psycopg2: filtered search", [r[0] for r in cur.fetchall()], nearest(q, 3, [i for i in VECS if i < 20]))
+    conn.close()
+
+
+def sqlalchemy():
+    engine = create_engine(URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.connect() as c:
+        check("sqlalchemy: version()", c.execute(text("select version()")).scalar().startswith("PostgreSQL 16"), True)
+    with engine.begin() as c:
+        c.execute(text("UPDATE py_items SET name = :name WHERE id = :id"), {"name": "sa", "id": 5})
+        n = c.execute(text("SELECT count(*) FROM py_items WHERE id < :n"), {"n": 10}).scalar()
+    check("sqlalchemy: bound parameters in a transaction", n, 10)
+    with engine.connect() as c:
+        check("sqlalchemy: committed", c.execute(text("SELECT name FROM py_items WHERE id = 5")).scalar(), "sa")
+    check("sqlalchemy: inspect().get_table_names()", "py_items" in inspect(engine).get_table_names(), True)
+
+
+psycopg3()
+psycopg_2()
+sqlalchemy()
+print("python clients: all checks passed")

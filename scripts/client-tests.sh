@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Real Postgres client libraries against a fresh vectorgate: installs them (pinned) under
+# ~/.cache/vectorgate/clients, starts the server on a free port, runs each client's test
+# program. Usage: scripts/client-tests.sh path/to/vectorgate
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="${1:?usage: scripts/client-tests.sh path/to/vectorgate}"
+cache="${VECTORGATE_CLIENTS_CACHE:-$HOME/.cache/vectorgate/clients}"
+mkdir -p "$cache"
+
+# Python: psycopg 3, psycopg2, SQLAlchemy 2, pgvector-python (numpy for its vectors).
+python_deps="psycopg[binary]==3.3.9 psycopg2-binary==2.9.13 SQLAlchemy==2.1.9 pgvector==0.5.1 numpy==2.4.6"
+if [ ! -x "$cache/venv/bin/python" ]; then
+  python3 -m venv "$cache/venv"
+fi
+if [ "$(cat "$cache/venv/.deps" 2>/dev/null)" != "$python_deps" ]; then
+  # shellcheck disable=SC2086
+  "$cache/venv/bin/pip" install --quiet --disable-pip-version-check $python_deps
+  echo "$python_deps" >"$cache/venv/.deps"
+fi
+
+dir="$(mktemp -d)"
+port=$((30000 + RANDOM % 20000))
+"$bin" serve --listen "127.0.0.1:$port" --data "$dir/data" >"$dir/log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
+url="postgresql://tester@127.0.0.1:$port/vectorgate"
+for _ in $(seq 100); do
+  "$cache/venv/bin/python" -c "import psycopg; psycopg.connect('$url').close()" 2>/dev/null && break
+  sleep 0.2
+done
+
+status=0
+echo "-- python clients"
+VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_clients.py || status=1
+if [ "$status" -ne 0 ]; then
+  echo "server log:"; tail -20 "$dir/log"
+fi
+exit "$status"
