@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Real Postgres client libraries against a fresh vectorgate: installs them (pinned) under
+# Real Postgres client libraries against a fresh vectorgate (Python, JavaScript, Java, Go):
+# installs them (pinned) under
 # ~/.cache/vectorgate/clients, starts the server on a free port, runs each client's test
 # program. Usage: scripts/client-tests.sh path/to/vectorgate
 set -euo pipefail
@@ -19,6 +20,28 @@ if [ "$(cat "$cache/venv/.deps" 2>/dev/null)" != "$python_deps" ]; then
   echo "$python_deps" >"$cache/venv/.deps"
 fi
 
+# JavaScript: node-postgres and pgvector for Node.
+node_deps="pg@8.23.1 pgvector@0.2.1"
+mkdir -p "$cache/node"
+if [ "$(cat "$cache/node/.deps" 2>/dev/null)" != "$node_deps" ]; then
+  (cd "$cache/node" && { [ -f package.json ] || npm init -y >/dev/null; } &&
+    # shellcheck disable=SC2086
+    npm install --silent --no-audit --no-fund $node_deps >/dev/null 2>&1)
+  echo "$node_deps" >"$cache/node/.deps"
+fi
+
+# Java: pgjdbc from Maven Central.
+pgjdbc="org.postgresql:postgresql:42.7.14"
+mkdir -p "$cache/java"
+if [ ! -f "$cache/java/postgresql-42.7.14.jar" ]; then
+  mvn -q dependency:copy -Dartifact="$pgjdbc" -DoutputDirectory="$cache/java" </dev/null
+fi
+rm -rf "$cache/java/classes"
+javac -d "$cache/java/classes" clients/java/ClientTest.java
+
+# Go: pgx v5 (go.mod pins it), built outside the source tree.
+(cd clients/go && GOPATH="$cache/gopath" GOFLAGS=-mod=mod go build -o "$cache/go-client" .)
+
 dir="$(mktemp -d)"
 port=$((30000 + RANDOM % 20000))
 "$bin" serve --listen "127.0.0.1:$port" --data "$dir/data" >"$dir/log" 2>&1 &
@@ -33,6 +56,13 @@ done
 status=0
 echo "-- python clients"
 VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_clients.py || status=1
+echo "-- node clients"
+VECTORGATE_URL="$url" NODE_PATH="$cache/node/node_modules" node clients/node/test_clients.js || status=1
+echo "-- java clients"
+VECTORGATE_JDBC_URL="jdbc:postgresql://127.0.0.1:$port/vectorgate" \
+  java -cp "$cache/java/classes:$cache/java/postgresql-42.7.14.jar" ClientTest || status=1
+echo "-- go clients"
+VECTORGATE_URL="$url" "$cache/go-client" || status=1
 if [ "$status" -ne 0 ]; then
   echo "server log:"; tail -20 "$dir/log"
 fi

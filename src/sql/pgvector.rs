@@ -180,6 +180,22 @@ pub fn rewrite(stmt: &mut Statement, shared: &Shared) {
         _ => {}
     }
     let _ = visit_expressions_mut(stmt, |e| {
+        // `'[1,2,3]'::vector` (or `CAST(... AS vector(3))`, as JDBC users write it): the
+        // text itself is what every vector argument and column accepts, so the cast goes
+        // (Arrow cannot cast text to a float list).
+        if let SqlExpr::Cast {
+            expr,
+            data_type: datafusion::sql::sqlparser::ast::DataType::Custom(name, _),
+            ..
+        } = e
+            && name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("vector"))
+        {
+            *e = (**expr).clone();
+        }
         if let SqlExpr::BinaryOp { left, op, right } = e
             && let Some((name, _)) = function_for(op)
         {

@@ -75,8 +75,19 @@ pub struct VectorSearchFunction {
 
 /// Evaluate a constant expression (a literal, a cast, `ARRAY[...]`).
 pub(crate) fn eval_const(session: &dyn Session, e: &Expr) -> Result<Option<Value>> {
-    if matches!(e, Expr::Placeholder(_)) {
+    // A parameter (also under a cast, `$1::vector`) is known only once bound.
+    if e.exists(|x| Ok(matches!(x, Expr::Placeholder(_))))? {
         return Ok(None);
+    }
+    // `'[1,2,3]'::vector`: the text is parsed as a vector here (Arrow cannot cast it).
+    if let Expr::Cast(datafusion::logical_expr::Cast { expr, field })
+    | Expr::TryCast(datafusion::logical_expr::TryCast { expr, field }) = e
+        && matches!(
+            field.data_type(),
+            DataType::List(_) | DataType::FixedSizeList(..)
+        )
+    {
+        return eval_const(session, expr);
     }
     let phys = session.create_physical_expr(e.clone(), &DFSchema::empty())?;
     let batch = RecordBatch::try_new_with_options(
