@@ -11,3 +11,11 @@ WHERE category = 'ml' AND year >= 2020 ORDER BY distance;
 SELECT * FROM missing;
 SELECT * FROM vector_search('docs', '[1, 0]', 5);
 SELECT count(*) FROM docs;
+-- psql's other catalog commands answer (empty lists where the proxy has no such objects)
+\l
+\dn
+\df
+\do
+\du
+\db
+\dx

@@ -564,7 +564,36 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
             ))
         }),
     );
-    vec![
+    // Descriptions, function signatures and tablespaces the proxy does not keep.
+    let none = |name: &str, _inputs: Vec<DataType>| {
+        datafusion::logical_expr::ScalarUDF::new_from_impl(NullText {
+            name: name.to_string(),
+            signature: Signature::variadic_any(Volatility::Stable),
+        })
+    };
+    let mut out = vec![
+        none("obj_description", vec![DataType::Int64, DataType::Utf8]),
+        none("col_description", vec![DataType::Int64, DataType::Int64]),
+        none("shobj_description", vec![DataType::Int64, DataType::Utf8]),
+        none("pg_get_function_result", vec![DataType::Int64]),
+        none("pg_get_function_arguments", vec![DataType::Int64]),
+        none("pg_get_function_identity_arguments", vec![DataType::Int64]),
+        none("pg_tablespace_location", vec![DataType::Int64]),
+    ];
+    for f in [
+        "pg_conversion_is_visible",
+        "pg_operator_is_visible",
+        "pg_opclass_is_visible",
+        "pg_opfamily_is_visible",
+        "pg_ts_config_is_visible",
+        "pg_ts_dict_is_visible",
+        "pg_ts_parser_is_visible",
+        "pg_ts_template_is_visible",
+        "pg_statistics_obj_is_visible",
+    ] {
+        out.push(always_visible(f));
+    }
+    out.extend(vec![
         datafusion::logical_expr::ScalarUDF::new_from_impl(JsonBuildObject::default()),
         version,
         serial_sequence,
@@ -574,7 +603,8 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
         set_config,
         always_visible("pg_function_is_visible"),
         always_visible("pg_type_is_visible"),
-    ]
+    ]);
+    out
 }
 
 /// `json_build_object(key, value, ...)`, as ORMs use it in catalog queries.
@@ -652,5 +682,32 @@ fn scalar_json(v: &datafusion::common::ScalarValue) -> serde_json::Value {
             .map(serde_json::Value::Number)
             .unwrap_or_else(|_| serde_json::Value::String(v.to_string())),
         other => serde_json::Value::String(other.to_string()),
+    }
+}
+
+/// A catalog function the proxy has nothing to answer with: NULL text, any arguments.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NullText {
+    name: String,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for NullText {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::Utf8(None),
+        ))
     }
 }

@@ -172,6 +172,7 @@ impl Engine {
             .map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))?;
         for s in &mut stmts {
             pgvector::rewrite(s, &self.shared);
+            pgvector::array_subqueries(s);
         }
         Ok(stmts)
     }

@@ -430,3 +430,42 @@ pub fn projects_correlated_subquery(stmt: &Statement) -> bool {
     });
     found
 }
+
+/// `ARRAY(SELECT x FROM ... [ORDER BY ...])`, as psql's `\d+` and `\du` write it,
+/// becomes `(SELECT array_agg(x [ORDER BY ...]) FROM ...)`: the same array, as a scalar
+/// subquery DataFusion can plan. (An empty result gives NULL instead of `{}`.)
+pub fn array_subqueries(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        FunctionArgumentClause, OrderByKind, SelectItem, SetExpr,
+    };
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::Function(f) = e
+            && f.name.0.len() == 1
+            && f.name.0[0]
+                .as_ident()
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("array"))
+            && let FunctionArguments::Subquery(q) = &f.args
+        {
+            let mut q = (**q).clone();
+            let order = match q.order_by.take().map(|o| o.kind) {
+                Some(OrderByKind::Expressions(exprs)) => exprs,
+                _ => vec![],
+            };
+            if let SetExpr::Select(sel) = q.body.as_mut()
+                && let [item] = sel.projection.as_mut_slice()
+                && let SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. } = item
+            {
+                let mut agg = call("array_agg", vec![x.clone()]);
+                if let SqlExpr::Function(af) = &mut agg
+                    && let FunctionArguments::List(list) = &mut af.args
+                    && !order.is_empty()
+                {
+                    list.clauses.push(FunctionArgumentClause::OrderBy(order));
+                }
+                *x = agg;
+                *e = SqlExpr::Subquery(Box::new(q));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
