@@ -28,6 +28,17 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
     Ok(Some(match stmt {
         Statement::CreateTable(ct) => create_table(session, ct).await?,
         Statement::AlterTable(at) => alter_table(session, at).await?,
+        // pgvector applications start with this; the vector type is built in.
+        Statement::CreateExtension(ext) if ext.name.value.eq_ignore_ascii_case("vector") => {
+            Output::Command("CREATE EXTENSION".into())
+        }
+        Statement::CreateExtension(ext) => {
+            return Err(Error::FeatureNotSupported(format!(
+                "extension \"{}\" is not available in vectorgate (only \"vector\" is, built in)",
+                ext.name.value
+            )));
+        }
+        Statement::CreateIndex(ci) => create_index(session, ci).await?,
         Statement::Drop {
             object_type: ObjectType::Table,
             if_exists,
@@ -415,6 +426,65 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     }
     shared.tables.write().insert(name, Arc::new(def));
     Ok(Output::Command("CREATE TABLE".into()))
+}
+
+/// `CREATE INDEX`, as pgvector applications and ORMs issue it. Every table already has
+/// its vector index and a payload index per filterable column. An index on the vector
+/// column with a pgvector operator class sets the table's distance (the index is rebuilt
+/// from the rows if it changes: one distance per table, the last CREATE INDEX wins); any
+/// other index is accepted without doing anything. Either way a NOTICE says what happened.
+async fn create_index(
+    session: &Session,
+    ci: &datafusion::sql::sqlparser::ast::CreateIndex,
+) -> Result<Output> {
+    let shared = &session.engine.shared;
+    let def = shared.table(&table_name(&ci.table_name)?)?;
+    let vector = def.columns[def.vector_column].name.clone();
+    let mut wanted = None;
+    for col in &ci.columns {
+        let Some(opclass) = &col.operator_class else {
+            continue;
+        };
+        let op = opclass.to_string().to_ascii_lowercase();
+        wanted = Some(match op.rsplit('.').next().unwrap_or_default() {
+            "vector_l2_ops" => Distance::L2,
+            "vector_cosine_ops" => Distance::Cosine,
+            "vector_ip_ops" => Distance::Dot,
+            other => {
+                return Err(Error::FeatureNotSupported(format!(
+                    "operator class {other} is not supported (vector_l2_ops, vector_cosine_ops, vector_ip_ops are)"
+                )));
+            }
+        });
+    }
+    match wanted {
+        Some(d) if d != def.distance => {
+            if !shared.health.writable() {
+                return Err(Error::Unavailable {
+                    store: "vector index",
+                    message: "the index cannot be rebuilt while it is away".into(),
+                });
+            }
+            let mut new = (*def).clone();
+            new.distance = d;
+            shared.index.drop_collection(&def).await?;
+            shared.index.create_collection(&new).await?;
+            crate::sync::backfill(shared.rows.as_ref(), shared.index.as_ref(), &new).await?;
+            shared.rows.update_table(&new).await?;
+            shared.replace_table(new);
+            session.notices.push(format!(
+                "\"{}\" is now searched by {} distance: its vector index on \"{vector}\" was rebuilt",
+                def.name,
+                d.name()
+            ));
+        }
+        _ => session.notices.push(format!(
+            "\"{}\" already has its vector index on \"{vector}\" ({} distance) and an index for every filterable column; CREATE INDEX changes nothing",
+            def.name,
+            def.distance.name()
+        )),
+    }
+    Ok(Output::Command("CREATE INDEX".into()))
 }
 
 /// `ALTER TABLE t SET (option = value, ...)`: change a table's index options. The
