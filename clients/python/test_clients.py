@@ -100,7 +100,30 @@ def sqlalchemy():
     check("sqlalchemy: inspect().get_table_names()", "py_items" in inspect(engine).get_table_names(), True)
 
 
+def pgvector_app():
+    """pgvector-python's README example, unchanged but for the connection string."""
+    conn = psycopg.connect(URL, autocommit=True)
+    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    register_vector(conn)
+    conn.execute("DROP TABLE IF EXISTS items")
+    conn.execute("CREATE TABLE items (id bigserial PRIMARY KEY, embedding vector(3))")
+    embedding = np.array([1, 2, 3])
+    conn.execute("INSERT INTO items (embedding) VALUES (%s)", (embedding,))
+    others = [np.array([3, 1, 2]), np.array([9, 9, 9]), np.array([1, 2, 4])]
+    conn.execute("INSERT INTO items (embedding) VALUES (%s), (%s), (%s)", tuple(others))
+    conn.execute("CREATE INDEX ON items USING hnsw (embedding vector_l2_ops)")
+    rows = conn.execute("SELECT id, embedding FROM items ORDER BY embedding <-> %s LIMIT 5", (embedding,)).fetchall()
+    want = sorted([embedding] + others, key=lambda v: float(np.linalg.norm(v - embedding)))
+    check("pgvector app: nearest neighbours", [r[1].to_list() for r in rows], [v.astype(float).tolist() for v in want])
+    check("pgvector app: bigserial keys are unique", len({r[0] for r in rows}), 4)
+    dists = [r[0] for r in conn.execute("SELECT embedding <-> %s AS d FROM items ORDER BY d", (embedding,)).fetchall()]
+    check("pgvector app: distances", [round(d, 6) for d in dists],
+          [round(float(np.linalg.norm(v - embedding)), 6) for v in want])
+    conn.close()
+
+
 psycopg3()
 psycopg_2()
+pgvector_app()
 sqlalchemy()
 print("python clients: all checks passed")

@@ -256,6 +256,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     }
     let mut columns = Vec::new();
     let mut primary_key: Vec<usize> = Vec::new();
+    let mut serial_column: Option<String> = None;
     for (i, c) in ct.columns.iter().enumerate() {
         let cname = ident_name(&c.name);
         if columns.iter().any(|x: &ColumnDef| x.name == cname) {
@@ -263,8 +264,27 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
                 "column \"{cname}\" specified more than once"
             )));
         }
-        let ty = parse_type(&c.data_type.to_string())?;
-        let mut nullable = true;
+        let type_name = c.data_type.to_string().to_ascii_lowercase();
+        let serial = matches!(type_name.as_str(), "bigserial" | "serial8");
+        if matches!(
+            type_name.as_str(),
+            "serial" | "serial4" | "smallserial" | "serial2"
+        ) {
+            return Err(Error::FeatureNotSupported(format!(
+                "{type_name} is not supported: use bigserial (generated keys are 64-bit)"
+            )));
+        }
+        let ty = if serial {
+            if serial_column.replace(cname.clone()).is_some() {
+                return Err(Error::FeatureNotSupported(
+                    "only one bigserial column per table is supported".into(),
+                ));
+            }
+            ColumnType::BigInt
+        } else {
+            parse_type(&c.data_type.to_string())?
+        };
+        let mut nullable = !serial;
         for o in &c.options {
             match &o.option {
                 ColumnOption::NotNull => nullable = false,
@@ -374,6 +394,9 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         return Err(Error::FeatureNotSupported(
             "only WITH (...) table options are supported".into(),
         ));
+    }
+    if let Some(c) = serial_column {
+        options.insert(SERIAL_OPTION.into(), c);
     }
     let index_options = IndexOptions::parse(&options)?;
     if let Some(t) = &index_options.tenant_key {
@@ -707,6 +730,15 @@ pub(crate) fn check_row(def: &TableDef, targets: &[usize], values: Vec<Value>) -
     for (v, &c) in values.into_iter().zip(targets) {
         row[c] = coerce_into(def, c, v)?;
     }
+    // A bigserial column left out of the statement gets a generated key.
+    if let Some(c) = def
+        .options
+        .get(SERIAL_OPTION)
+        .and_then(|name| def.column_index(name))
+        && !targets.contains(&c)
+    {
+        row[c] = Value::Int(next_serial());
+    }
     check_not_null(def, &row)?;
     Ok(row)
 }
@@ -806,6 +838,32 @@ pub(crate) async fn write_rows(
     shared.rows.write(def, rows, mode, ts).await?;
     crate::faults::after_row_write();
     apply_to_index(session, def, points, unindexed, entries).await
+}
+
+/// The catalog option naming a table's bigserial column.
+const SERIAL_OPTION: &str = "_vg_serial";
+
+/// A generated 64-bit key, unique across proxies with high probability and increasing
+/// within one: milliseconds since 2020 (41 bits), a random proxy id (10 bits), and a
+/// sequence within the millisecond (12 bits).
+fn next_serial() -> i64 {
+    use std::sync::OnceLock;
+    static NODE: OnceLock<i64> = OnceLock::new();
+    static STATE: parking_lot::Mutex<(i64, i64)> = parking_lot::Mutex::new((0, 0));
+    let node = *NODE.get_or_init(|| (uuid::Uuid::new_v4().as_u128() & 0x3ff) as i64);
+    let mut st = STATE.lock();
+    loop {
+        let ms = now_micros() / 1000 - 1_577_836_800_000;
+        if ms > st.0 {
+            *st = (ms, 0);
+        } else if st.1 < 0xfff {
+            st.1 += 1;
+        } else {
+            std::thread::yield_now();
+            continue;
+        }
+        return (st.0.max(ms) << 22) | (node << 12) | st.1;
+    }
 }
 
 /// Delete rows by key from the row store (with their outbox entries), then the index.

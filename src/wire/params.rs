@@ -156,7 +156,8 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
 }
 
 /// pgvector's binary layout: a u16 dimension, a zero u16, then that many f32s. (An
-/// array's binary form starts with its dimension count, 1, so it never matches.)
+/// array's binary form starts with its dimension count, 1, and text holds no zero
+/// bytes, so neither matches.)
 fn looks_like_pgvector(raw: &[u8]) -> bool {
     raw.len() >= 8
         && raw[2] == 0
@@ -194,7 +195,9 @@ pub fn decode(portal: &Portal<Prepared>) -> Result<Vec<Value>> {
                 // A type pgwire does not know by OID (pgvector's `vector`, whose OID a
                 // driver learnt from pg_type) arrives undeclared: recognise its layout.
                 FieldFormat::Binary
-                    if undeclared && ty == Type::FLOAT4_ARRAY && looks_like_pgvector(raw) =>
+                    if undeclared
+                        && (ty == Type::FLOAT4_ARRAY || ty == Type::TEXT)
+                        && looks_like_pgvector(raw) =>
                 {
                     decode_vector(raw)
                 }
