@@ -1,6 +1,7 @@
 """Python clients against a running vectorgate (VECTORGATE_URL): psycopg 3 (text and
 binary, server-side prepared statements, executemany, COPY), psycopg2, pgvector-python on
-both, and SQLAlchemy 2 (engine connect, table names, transactions with savepoints).
+both, SQLAlchemy 2 (engine connect, table names, transactions, the ORM with pgvector's
+Vector type), and pgvector-python's README example.
 Each check compares what comes back with what was written or with an exact ranking
 computed here. Exits non-zero on the first failure."""
 
@@ -12,7 +13,9 @@ import psycopg
 import psycopg2
 from pgvector.psycopg import register_vector
 from pgvector.psycopg2 import register_vector as register_vector2
-from sqlalchemy import create_engine, inspect, text
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import BigInteger, String, create_engine, inspect, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 URL = os.environ["VECTORGATE_URL"]
 rng = np.random.default_rng(7)
@@ -98,6 +101,27 @@ def sqlalchemy():
     with engine.connect() as c:
         check("sqlalchemy: committed", c.execute(text("SELECT name FROM py_items WHERE id = 5")).scalar(), "sa")
     check("sqlalchemy: inspect().get_table_names()", "py_items" in inspect(engine).get_table_names(), True)
+
+    # The ORM with pgvector's Vector type: create_all, insert, ordered and filtered selects.
+    class Base(DeclarativeBase):
+        pass
+
+    class Item(Base):
+        __tablename__ = "orm_items"
+        id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+        name: Mapped[str] = mapped_column(String)
+        embedding = mapped_column(Vector(4))
+
+    with engine.begin() as c:
+        c.execute(text("DROP TABLE IF EXISTS orm_items"))
+    Base.metadata.create_all(engine)
+    q = rng.standard_normal(4).astype(np.float32)
+    with Session(engine) as s:
+        s.add_all([Item(id=i, name=f"o{i}", embedding=v) for i, v in VECS.items()])
+        s.commit()
+        got = s.scalars(select(Item).order_by(Item.embedding.l2_distance(q)).limit(4)).all()
+        check("sqlalchemy ORM: Vector l2_distance ordering", [g.id for g in got], nearest(q, 4))
+        check("sqlalchemy ORM: filter", s.scalars(select(Item).filter(Item.name == "o9")).one().id, 9)
 
 
 def pgvector_app():

@@ -94,6 +94,16 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
         } => Output::Command("ROLLBACK".into()),
         Statement::Rollback { .. } => Output::TransactionEnd("ROLLBACK".into()),
         Statement::Savepoint { .. } => Output::Command("SAVEPOINT".into()),
+        // Drivers (psycopg after DDL) drop their prepared statements this way; the
+        // protocol-level statements they name are replaced when prepared again.
+        Statement::Deallocate { name, .. } => Output::Command(
+            if name.value.eq_ignore_ascii_case("all") {
+                "DEALLOCATE ALL"
+            } else {
+                "DEALLOCATE"
+            }
+            .into(),
+        ),
         Statement::ReleaseSavepoint { .. } => Output::Command("RELEASE".into()),
         Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => {
             return Ok(None);
