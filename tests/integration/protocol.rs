@@ -425,3 +425,43 @@ async fn copy_from_stdin_in_text_and_csv() {
         .get(0);
     assert_eq!(one, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_stops_a_running_statement() {
+    let server = Server::start();
+    let client = server.client().await;
+    let other = server.client().await;
+    let token = client.cancel_token();
+    let started = std::time::Instant::now();
+    let slow = tokio::spawn(async move {
+        let r = client
+            .query_one("SELECT count(*) FROM range(3000000000)", &[])
+            .await;
+        (r.map(|row| row.get::<_, i64>(0)), client)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Another session is not disturbed while the first one runs.
+    let one: i64 = other
+        .query_one("SELECT 1::bigint", &[])
+        .await
+        .expect("other session")
+        .get(0);
+    assert_eq!(one, 1);
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("send CancelRequest");
+    let (result, client) = slow.await.expect("join");
+    let e = result.expect_err("the statement was cancelled");
+    assert_eq!(super::sqlstate(&e), "57014", "{e:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "cancelled promptly"
+    );
+    let two: i64 = client
+        .query_one("SELECT 2::bigint", &[])
+        .await
+        .expect("the cancelled session goes on")
+        .get(0);
+    assert_eq!(two, 2);
+}
