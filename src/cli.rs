@@ -129,6 +129,9 @@ pub struct ServeArgs {
     pub cql: CqlArgs,
     #[command(flatten)]
     pub index: QdrantArgs,
+    /// Most client connections at once; more are refused with SQLSTATE 53300 [default: 1000]
+    #[arg(long, env = "VECTORGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// While the vector index is away, exact scans reading more rows are refused (53000) [default: 1000000]
     #[arg(long, env = "VECTORGATE_FALLBACK_MAX_ROWS")]
     pub fallback_max_rows: Option<usize>,

@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub qdrant_collection_prefix: Option<String>,
     pub qdrant_timeout_ms: Option<u64>,
     pub fallback_max_rows: Option<usize>,
+    pub max_connections: Option<usize>,
 }
 
 /// Where vectors live.
@@ -71,7 +72,11 @@ pub struct Config {
     pub vectors: VectorBackend,
     /// Most rows an exact fallback scan reads before refusing (53000).
     pub fallback_max_rows: usize,
+    /// Most client connections at once; more are refused with 53300.
+    pub max_connections: usize,
 }
+
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
 
 /// Row-store settings as given (flag or environment), before the file fills in.
 #[derive(Debug, Default, Clone)]
@@ -177,6 +182,7 @@ impl Config {
                 .fallback_max_rows
                 .or(file.fallback_max_rows)
                 .unwrap_or(DEFAULT_FALLBACK_MAX_ROWS),
+            max_connections: file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         })
     }
 }

@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
         fallback_max_rows: args.fallback_max_rows,
         ..vector_args(args.index)
     };
-    let config = Config::resolve(
+    let mut config = Config::resolve(
         args.listen,
         args.data,
         args.max_k,
@@ -38,11 +38,17 @@ fn main() -> anyhow::Result<()> {
         vectors,
         file,
     )?;
+    if let Some(n) = args.max_connections {
+        config.max_connections = n;
+    }
+    if config.max_connections == 0 {
+        anyhow::bail!("max_connections must be at least 1");
+    }
     rt.block_on(async move {
         let engine = vectorgate::server::open(&config).await?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         tracing::info!(listen = %listener.local_addr()?, data = %config.data.display(), "vectorgate is serving");
-        vectorgate::server::run(listener, engine, shutdown_signal()).await?;
+        vectorgate::server::run(listener, engine, config.max_connections, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     rt.shutdown_timeout(std::time::Duration::from_secs(5));

@@ -17,6 +17,45 @@ use crate::store::scylla_rows::ScyllaRows;
 use crate::store::{RowStore, VectorIndex};
 use crate::wire::Handlers;
 
+/// Tell a client over the connection limit so, as Postgres does: read its startup
+/// packet (answering an SSLRequest with 'N' first), send a FATAL 53300, close.
+async fn refuse(mut socket: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let read_packet = async |s: &mut tokio::net::TcpStream| -> std::io::Result<Vec<u8>> {
+        let len = s.read_u32().await? as usize;
+        let mut body = vec![0u8; len.saturating_sub(4).min(10_000)];
+        s.read_exact(&mut body).await?;
+        Ok(body)
+    };
+    let exchange = async {
+        let mut first = read_packet(&mut socket).await?;
+        // SSLRequest / GSSENCRequest: no encryption here; the startup packet follows.
+        if matches!(first.get(..4), Some([4, 210, 22, 47] | [4, 210, 22, 48])) {
+            socket.write_all(b"N").await?;
+            first = read_packet(&mut socket).await?;
+        }
+        let _ = first;
+        let mut fields = Vec::new();
+        for (code, text) in [
+            (b'S', "FATAL"),
+            (b'V', "FATAL"),
+            (b'C', "53300"),
+            (b'M', "sorry, too many clients already"),
+        ] {
+            fields.push(code);
+            fields.extend_from_slice(text.as_bytes());
+            fields.push(0);
+        }
+        fields.push(0);
+        let mut msg = vec![b'E'];
+        msg.extend_from_slice(&((fields.len() + 4) as u32).to_be_bytes());
+        msg.extend_from_slice(&fields);
+        socket.write_all(&msg).await?;
+        socket.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), exchange).await;
+}
+
 /// Open the stores the configuration names.
 pub async fn open_stores(config: &Config) -> Result<(Arc<dyn RowStore>, Arc<dyn VectorIndex>)> {
     let rows: Arc<dyn RowStore> = match &config.rows {
@@ -65,13 +104,16 @@ pub async fn open(config: &Config) -> Result<Arc<Engine>> {
     Engine::new(rows, index, limits).await
 }
 
-/// Serve connections until `shutdown` completes, then flush the index.
+/// Serve connections until `shutdown` completes, then flush the index. At most
+/// `max_connections` clients at once: the next one is told 53300 and closed.
 pub async fn run(
     listener: TcpListener,
     engine: Arc<Engine>,
+    max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let handlers = Arc::new(Handlers::new(engine.clone()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -79,11 +121,17 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, max_connections, "connection refused: too many clients");
+                        tokio::spawn(refuse(socket));
+                        continue;
+                    };
                     let h = handlers.clone();
                     tokio::spawn(async move {
                         if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {

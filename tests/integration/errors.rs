@@ -184,3 +184,52 @@ async fn settings_come_from_environment_and_config_file() {
         .await
         .expect("flag wins");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused_with_53300() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_on(&dir.path().join("data"), &["--max-connections", "2"]);
+    let a = server.client().await;
+    let b = server.client().await;
+    let e = match tokio_postgres::connect(&server.url(), tokio_postgres::NoTls).await {
+        Ok(_) => panic!("a third connection should be refused"),
+        Err(e) => e,
+    };
+    assert_eq!(super::sqlstate(&e), "53300", "{e:?}");
+    // psql (which asks for SSL first) gets the same answer.
+    let out = std::process::Command::new("psql")
+        .arg(server.url())
+        .args(["-X", "-c", "SELECT 1"])
+        .output()
+        .expect("psql");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("too many clients"), "{text}");
+    // The two sessions work, and a slot frees when one ends.
+    let one: i64 = a
+        .query_one("SELECT 1::bigint", &[])
+        .await
+        .expect("a")
+        .get(0);
+    assert_eq!(one, 1);
+    drop(b);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match tokio_postgres::connect(&server.url(), tokio_postgres::NoTls).await {
+            Ok((c, conn)) => {
+                tokio::spawn(conn);
+                let two: i64 = c
+                    .query_one("SELECT 2::bigint", &[])
+                    .await
+                    .expect("c")
+                    .get(0);
+                assert_eq!(two, 2);
+                break;
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the freed slot was not reused: {e}"),
+        }
+    }
+}
