@@ -323,6 +323,13 @@ impl Session {
         self.settings.lock().clear();
     }
 
+    /// The session's `statement_timeout`, if one is set (0 means none).
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        let v = self.get("statement_timeout")?;
+        let ms = statements::parse_duration_ms(&v).ok()?;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<String> {
         self.settings
             .lock()

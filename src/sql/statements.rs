@@ -1062,6 +1062,29 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
     Ok(Output::Command(format!("DELETE {n}")))
 }
 
+/// A duration setting as Postgres reads it: milliseconds, or a number with a unit
+/// (`ms`, `s`, `min`, `h`).
+pub(crate) fn parse_duration_ms(value: &str) -> Result<u64> {
+    let t = value.trim().trim_matches('\'').to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        Error::InvalidParameter(format!("invalid value for a duration: \"{value}\""))
+    })?;
+    let factor = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        _ => {
+            return Err(Error::InvalidParameter(format!(
+                "invalid value for a duration: \"{value}\" (units: ms, s, min, h)"
+            )));
+        }
+    };
+    Ok(n.saturating_mul(factor))
+}
+
 /// Settings the proxy itself reads, with their checks.
 fn check_setting(name: &str, value: &str) -> Result<()> {
     match name {
@@ -1074,6 +1097,9 @@ fn check_setting(name: &str, value: &str) -> Result<()> {
                     "invalid value for parameter \"{name}\": \"{value}\" (an integer from 1 to 100000)"
                 )));
             }
+        }
+        "statement_timeout" => {
+            parse_duration_ms(value)?;
         }
         "vectorgate.oversampling" => {
             let ok = value

@@ -217,6 +217,22 @@ fn session_of<C: ClientInfo + ?Sized>(engine: &Arc<Engine>, client: &C) -> Arc<S
         .get_or_insert_with(|| Session::new(engine.clone()))
 }
 
+/// Run a statement under the session's `statement_timeout` (57014 when it passes).
+async fn with_timeout<T>(
+    session: &Session,
+    work: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match session.statement_timeout() {
+        None => work.await,
+        Some(limit) => match tokio::time::timeout(limit, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::QueryCanceled(
+                "canceling statement due to statement timeout".into(),
+            )),
+        },
+    }
+}
+
 /// Send the NOTICEs a statement left (for example: answered by the exact fallback).
 async fn send_notices<C>(client: &mut C, session: &Session) -> PgWireResult<()>
 where
@@ -309,10 +325,13 @@ impl SimpleQueryHandler for QueryHandler {
         };
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in stmts {
-            let resp = match session.execute(stmt).await {
-                Ok(o) => encode::response(o, &Format::UnifiedText).await,
-                Err(e) => Err(e),
-            };
+            let resp = with_timeout(&session, async {
+                match session.execute(stmt).await {
+                    Ok(o) => encode::response(o, &Format::UnifiedText).await,
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
             send_notices(client, &session).await?;
             match resp {
                 Ok(r) => out.push(r),
@@ -356,7 +375,7 @@ impl ExtendedQueryHandler for QueryHandler {
             let out = session.execute(stmt).await?;
             encode::response(out, &portal.result_column_format).await
         };
-        let response = run.await;
+        let response = with_timeout(&session, run).await;
         send_notices(client, &session).await?;
         response.map_err(to_pgwire)
     }

@@ -233,3 +233,62 @@ async fn connections_over_the_limit_are_refused_with_53300() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_cancels_slow_statements_with_57014() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("SET statement_timeout = 300")
+        .await
+        .expect("set");
+    for (name, simple) in [("extended", false), ("simple", true)] {
+        let started = std::time::Instant::now();
+        let sql = "SELECT count(*) FROM range(3000000000)";
+        let e = if simple {
+            client.simple_query(sql).await.map(|_| ()).expect_err(name)
+        } else {
+            client
+                .query_one(sql, &[])
+                .await
+                .map(|_| ())
+                .expect_err(name)
+        };
+        assert_eq!(super::sqlstate(&e), "57014", "{name}: {e:?}");
+        assert!(
+            e.to_string().contains("statement timeout")
+                || format!("{e:?}").contains("statement timeout"),
+            "{e:?}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{name}"
+        );
+    }
+    let v = client
+        .simple_query("SHOW statement_timeout")
+        .await
+        .expect("show");
+    assert!(v.iter().any(
+        |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("300"))
+    ));
+    let e = client
+        .batch_execute("SET statement_timeout = 'soon'")
+        .await
+        .expect_err("bad value");
+    assert_eq!(super::sqlstate(&e), "22023");
+    client
+        .batch_execute("SET statement_timeout = '1min'")
+        .await
+        .expect("units");
+    client
+        .batch_execute("RESET statement_timeout")
+        .await
+        .expect("reset");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM range(1000)", &[])
+        .await
+        .expect("no timeout")
+        .get(0);
+    assert_eq!(n, 1000);
+}
