@@ -757,18 +757,7 @@ impl RowStore for ScyllaRows {
             return Err(e);
         }
         if Self::list_vectors(&def) {
-            let json = serde_json::to_string(&def).map_err(Error::internal)?;
-            self.session
-                .query_unpaged(
-                    format!(
-                        "UPDATE {}.{} SET def = ? WHERE name = ?",
-                        q(&self.ks),
-                        q(CATALOG_TABLE)
-                    ),
-                    (json.as_str(), def.name.as_str()),
-                )
-                .await
-                .map_err(cql_err)?;
+            self.update_table(&def).await?;
         }
         Ok(())
     }
