@@ -455,24 +455,8 @@ fn compare(column: &str, op: CmpOp, value: &Scalar) -> Result<Condition> {
         )),
         (_, Scalar::Int(_) | Scalar::Float(_)) => {
             let x = OrderedFloat(number.unwrap_or_default());
-            let mut r = Range {
-                lt: None,
-                gt: None,
-                gte: None,
-                lte: None,
-            };
-            match op {
-                CmpOp::Eq => {
-                    r.gte = Some(x);
-                    r.lte = Some(x);
-                }
-                CmpOp::Lt => r.lt = Some(x),
-                CmpOp::LtEq => r.lte = Some(x),
-                CmpOp::Gt => r.gt = Some(x),
-                CmpOp::GtEq => r.gte = Some(x),
-                CmpOp::NotEq => {}
-            }
-            Condition::Field(FieldCondition::new_range(key, r))
+            let [lt, gt, gte, lte] = op.bounds(x);
+            Condition::Field(FieldCondition::new_range(key, Range { lt, gt, gte, lte }))
         }
         _ => {
             return Err(Error::internal(

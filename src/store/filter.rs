@@ -48,6 +48,19 @@ impl CmpOp {
         }
     }
 
+    /// The range a comparison with `x` allows, as (lt, gt, gte, lte) bounds; `<>` has none
+    /// (it is not a range).
+    pub fn bounds<T: Copy>(&self, x: T) -> [Option<T>; 4] {
+        match self {
+            CmpOp::Eq => [None, None, Some(x), Some(x)],
+            CmpOp::Lt => [Some(x), None, None, None],
+            CmpOp::LtEq => [None, None, None, Some(x)],
+            CmpOp::Gt => [None, Some(x), None, None],
+            CmpOp::GtEq => [None, None, Some(x), None],
+            CmpOp::NotEq => [None; 4],
+        }
+    }
+
     /// The operator with its operands swapped (`5 < x` is `x > 5`).
     pub fn flip(&self) -> CmpOp {
         match self {

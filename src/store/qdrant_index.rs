@@ -424,20 +424,9 @@ fn compare(def: &TableDef, column: &str, op: CmpOp, value: &Scalar) -> Result<Co
     );
     Ok(match (op, value) {
         (_, Scalar::Int(t)) if timestamps => {
-            let ts = Some(timestamp(*t));
-            let mut r = DatetimeRange::default();
-            match op {
-                CmpOp::Eq => {
-                    r.gte = ts;
-                    r.lte = ts;
-                }
-                CmpOp::Lt => r.lt = ts,
-                CmpOp::LtEq => r.lte = ts,
-                CmpOp::Gt => r.gt = ts,
-                CmpOp::GtEq => r.gte = ts,
-                CmpOp::NotEq => {}
-            }
-            Condition::datetime_range(column.to_string(), r)
+            let ts = timestamp(*t);
+            let [lt, gt, gte, lte] = op.bounds(ts);
+            Condition::datetime_range(column.to_string(), DatetimeRange { lt, gt, gte, lte })
         }
         (CmpOp::Eq, Scalar::Int(i)) => Condition::matches(column.to_string(), *i),
         (CmpOp::Eq, Scalar::Text(s)) => Condition::matches(column.to_string(), s.clone()),
@@ -448,19 +437,8 @@ fn compare(def: &TableDef, column: &str, op: CmpOp, value: &Scalar) -> Result<Co
                 Scalar::Float(f) => *f,
                 _ => 0.0,
             };
-            let mut r = Range::default();
-            match op {
-                CmpOp::Eq => {
-                    r.gte = Some(x);
-                    r.lte = Some(x);
-                }
-                CmpOp::Lt => r.lt = Some(x),
-                CmpOp::LtEq => r.lte = Some(x),
-                CmpOp::Gt => r.gt = Some(x),
-                CmpOp::GtEq => r.gte = Some(x),
-                CmpOp::NotEq => {}
-            }
-            Condition::range(column.to_string(), r)
+            let [lt, gt, gte, lte] = op.bounds(x);
+            Condition::range(column.to_string(), Range { lt, gt, gte, lte })
         }
         _ => {
             return Err(Error::internal(
