@@ -23,6 +23,9 @@ pub enum Command {
     Attach(AttachArgs),
     /// Compare a table's vector index with its rows and repair it (or only report).
     Reindex(ReindexArgs),
+    /// Print the SCRAM-SHA-256 verifier of a password read from standard input, for the
+    /// `password` of a `[[users]]` entry in the config file.
+    Password,
 }
 
 /// Where vectors live when they live in a Qdrant server.
@@ -135,6 +138,8 @@ pub struct ServeArgs {
     /// While the vector index is away, exact scans reading more rows are refused (53000) [default: 1000000]
     #[arg(long, env = "VECTORGATE_FALLBACK_MAX_ROWS")]
     pub fallback_max_rows: Option<usize>,
+    #[command(flatten)]
+    pub front: crate::config::FrontArgs,
     /// TOML file with the same settings (listen, data, max_k, scylla, keyspace, qdrant, ...)
     #[arg(long, env = "VECTORGATE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -17,7 +17,6 @@ pub const DEFAULT_MAX_K: usize = 10_000;
 
 /// The settings file, every field optional.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
     pub data: Option<PathBuf>,
@@ -34,6 +33,230 @@ pub struct FileConfig {
     pub qdrant_timeout_ms: Option<u64>,
     pub fallback_max_rows: Option<usize>,
     pub max_connections: Option<usize>,
+    /// Who may connect: `[[users]]` tables (name, SCRAM verifier, read_only).
+    #[serde(default)]
+    pub users: Vec<UserEntry>,
+    /// TLS, authentication, limits and operations (the same names as the flags).
+    #[serde(flatten)]
+    pub front: FrontArgs,
+    /// Anything else is a mistake worth reporting (serde's deny_unknown_fields does not
+    /// combine with flatten).
+    #[serde(flatten)]
+    unknown: std::collections::BTreeMap<String, toml::Value>,
+}
+
+/// One user of the proxy, from the settings file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    /// A SCRAM-SHA-256 verifier (`vectorgate password` prints one); never the password.
+    pub password: String,
+    /// Refuse every write (SQLSTATE 25006).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// The front door's settings as flags, environment variables or file keys.
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(default)]
+pub struct FrontArgs {
+    /// PEM certificate chain for TLS (reloaded on SIGHUP)
+    #[arg(long, env = "VECTORGATE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (reloaded on SIGHUP)
+    #[arg(long, env = "VECTORGATE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse connections that do not use TLS (SQLSTATE 28000)
+    #[arg(long, env = "VECTORGATE_TLS_REQUIRED", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_required: Option<bool>,
+    /// trust, scram-sha-256 or password (cleartext, only over TLS) [default: scram-sha-256 when users are configured, else trust on loopback]
+    #[arg(long, env = "VECTORGATE_AUTH")]
+    pub auth: Option<String>,
+    /// Serve Prometheus metrics, /healthz and /readyz over HTTP on this address
+    #[arg(long, env = "VECTORGATE_METRICS", value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
+    /// Log format on stderr: text or json [default: text]
+    #[arg(long, env = "VECTORGATE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Log statements slower than this, in milliseconds (0: off) [default: 1000]
+    #[arg(long, env = "VECTORGATE_SLOW_QUERY_MS")]
+    pub slow_query_ms: Option<u64>,
+    /// Close sessions idle for longer, in milliseconds (0: never) [default: 0]
+    #[arg(long, env = "VECTORGATE_IDLE_SESSION_TIMEOUT_MS")]
+    pub idle_session_timeout_ms: Option<u64>,
+    /// Cancel statements running for longer, in milliseconds (0: never; SET statement_timeout overrides) [default: 0]
+    #[arg(long, env = "VECTORGATE_STATEMENT_TIMEOUT_MS")]
+    pub statement_timeout_ms: Option<u64>,
+    /// Longest SQL text accepted, in bytes (SQLSTATE 54000) [default: 1048576]
+    #[arg(long, env = "VECTORGATE_MAX_QUERY_LENGTH")]
+    pub max_query_length: Option<usize>,
+    /// Largest protocol message accepted, in bytes (08P01, then the connection closes) [default: 67108864]
+    #[arg(long, env = "VECTORGATE_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
+    /// Most rows one result may carry (54000) [default: 10000000]
+    #[arg(long, env = "VECTORGATE_MAX_RESULT_ROWS")]
+    pub max_result_rows: Option<u64>,
+    /// Most bytes one result may carry (54000) [default: 1073741824]
+    #[arg(long, env = "VECTORGATE_MAX_RESULT_BYTES")]
+    pub max_result_bytes: Option<u64>,
+    /// On SIGTERM/SIGINT, how long running statements may take to finish, in milliseconds [default: 30000]
+    #[arg(long, env = "VECTORGATE_SHUTDOWN_TIMEOUT_MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+}
+
+impl FrontArgs {
+    /// Each value given here wins over `file`'s.
+    pub fn or(self, file: FrontArgs) -> FrontArgs {
+        FrontArgs {
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_required: self.tls_required.or(file.tls_required),
+            auth: self.auth.or(file.auth),
+            metrics: self.metrics.or(file.metrics),
+            log_format: self.log_format.or(file.log_format),
+            slow_query_ms: self.slow_query_ms.or(file.slow_query_ms),
+            idle_session_timeout_ms: self
+                .idle_session_timeout_ms
+                .or(file.idle_session_timeout_ms),
+            statement_timeout_ms: self.statement_timeout_ms.or(file.statement_timeout_ms),
+            max_query_length: self.max_query_length.or(file.max_query_length),
+            max_message_size: self.max_message_size.or(file.max_message_size),
+            max_result_rows: self.max_result_rows.or(file.max_result_rows),
+            max_result_bytes: self.max_result_bytes.or(file.max_result_bytes),
+            shutdown_timeout_ms: self.shutdown_timeout_ms.or(file.shutdown_timeout_ms),
+        }
+    }
+}
+
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Anyone who can connect is let in (the default on loopback without users).
+    Trust,
+    /// SCRAM-SHA-256 against the users' verifiers.
+    Scram,
+    /// Cleartext password (checked against the same verifiers), only over TLS.
+    Password,
+}
+
+/// The front door, resolved: TLS, who may connect, limits, operations.
+#[derive(Debug, Clone)]
+pub struct Front {
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_required: bool,
+    pub auth: AuthMethod,
+    pub users: Vec<UserEntry>,
+    pub metrics: Option<SocketAddr>,
+    pub log_json: bool,
+    pub slow_query: Option<Duration>,
+    pub idle_session_timeout: Option<Duration>,
+    pub statement_timeout: Option<Duration>,
+    pub max_query_length: usize,
+    pub max_message_size: usize,
+    pub max_result_rows: u64,
+    pub max_result_bytes: u64,
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Front {
+    fn default() -> Front {
+        Front::resolve(
+            FrontArgs::default(),
+            Vec::new(),
+            DEFAULT_LISTEN.parse().ok(),
+        )
+        .expect("the defaults are valid")
+    }
+}
+
+fn millis(ms: Option<u64>) -> Option<Duration> {
+    ms.filter(|&m| m > 0).map(Duration::from_millis)
+}
+
+impl Front {
+    /// Check and settle the front-door settings for a server listening on `listen`.
+    pub fn resolve(
+        a: FrontArgs,
+        users: Vec<UserEntry>,
+        listen: Option<SocketAddr>,
+    ) -> anyhow::Result<Front> {
+        for u in &users {
+            crate::wire::auth::Verifier::parse(&u.password).map_err(|e| {
+                anyhow::anyhow!(
+                    "user \"{}\": {e} (the password must be a SCRAM-SHA-256 verifier; `vectorgate password` prints one)",
+                    u.name
+                )
+            })?;
+        }
+        let auth = match a.auth.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None if users.is_empty() => AuthMethod::Trust,
+            None | Some("scram-sha-256" | "scram") => AuthMethod::Scram,
+            Some("trust") => AuthMethod::Trust,
+            Some("password") => AuthMethod::Password,
+            Some(other) => anyhow::bail!(
+                "unknown auth method \"{other}\": use trust, scram-sha-256 or password"
+            ),
+        };
+        if auth != AuthMethod::Trust && users.is_empty() {
+            anyhow::bail!(
+                "auth is {auth:?} but no users are configured: add [[users]] entries to the config file"
+            );
+        }
+        if auth == AuthMethod::Trust
+            && a.auth.is_none()
+            && let Some(addr) = listen
+            && !addr.ip().is_loopback()
+        {
+            anyhow::bail!(
+                "refusing to listen on {addr} without authentication: add [[users]] to the config file \
+                 (`vectorgate password` prints a verifier), listen on 127.0.0.1, \
+                 or say --auth trust to accept anyone who can reach the port"
+            );
+        }
+        let (tls_cert, tls_key) = (a.tls_cert, a.tls_key);
+        if tls_cert.is_some() != tls_key.is_some() {
+            anyhow::bail!("TLS needs both --tls-cert and --tls-key");
+        }
+        let tls_required = a.tls_required.unwrap_or(false);
+        if tls_required && tls_cert.is_none() {
+            anyhow::bail!("--tls-required needs --tls-cert and --tls-key");
+        }
+        let metrics = match a.metrics {
+            None => None,
+            Some(m) => Some(m.parse().map_err(|_| {
+                anyhow::anyhow!("invalid metrics address \"{m}\": expected ADDR:PORT")
+            })?),
+        };
+        let log_json = match a.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => anyhow::bail!("unknown log format \"{other}\": use text or json"),
+        };
+        let max_query_length = a.max_query_length.unwrap_or(1 << 20);
+        let max_message_size = a.max_message_size.unwrap_or(64 << 20);
+        if max_query_length == 0 || max_message_size < 1024 {
+            anyhow::bail!("max_query_length must be positive and max_message_size at least 1024");
+        }
+        Ok(Front {
+            tls_cert,
+            tls_key,
+            tls_required,
+            auth,
+            users,
+            metrics,
+            log_json,
+            slow_query: millis(Some(a.slow_query_ms.unwrap_or(1000))),
+            idle_session_timeout: millis(a.idle_session_timeout_ms),
+            statement_timeout: millis(a.statement_timeout_ms),
+            max_query_length,
+            max_message_size,
+            max_result_rows: a.max_result_rows.unwrap_or(10_000_000).max(1),
+            max_result_bytes: a.max_result_bytes.unwrap_or(1 << 30).max(1),
+            shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms.unwrap_or(30_000)),
+        })
+    }
 }
 
 /// Where vectors live.
@@ -74,6 +297,8 @@ pub struct Config {
     pub fallback_max_rows: usize,
     /// Most client connections at once; more are refused with 53300.
     pub max_connections: usize,
+    /// TLS, authentication, limits, operations.
+    pub front: Front,
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
@@ -93,8 +318,19 @@ impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+        let file: FileConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?;
+        file.check()
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))?;
+        Ok(file)
+    }
+
+    /// Report keys the file has that no setting takes.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self.unknown.keys().next() {
+            Some(k) => anyhow::bail!("unknown setting \"{k}\""),
+            None => Ok(()),
+        }
     }
 }
 
@@ -183,6 +419,7 @@ impl Config {
                 .or(file.fallback_max_rows)
                 .unwrap_or(DEFAULT_FALLBACK_MAX_ROWS),
             max_connections: file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            front: Front::resolve(file.front, file.users, Some(listen))?,
         })
     }
 }
@@ -207,16 +444,30 @@ mod tests {
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.max_k, 50);
         assert_eq!(c.data, PathBuf::from("/tmp/x"));
-        let c = Config::resolve(
-            Some("0.0.0.0:1".into()),
-            None,
-            None,
-            RowArgs::default(),
-            VectorArgs::default(),
-            FileConfig::default(),
-        )
-        .expect("config");
+        // Not on loopback: only with authentication, or trust said out loud.
+        let open = |file: FileConfig| {
+            Config::resolve(
+                Some("0.0.0.0:1".into()),
+                None,
+                None,
+                RowArgs::default(),
+                VectorArgs::default(),
+                file,
+            )
+        };
+        let refused = open(FileConfig::default()).expect_err("no auth on 0.0.0.0");
+        assert!(refused.to_string().contains("without authentication"));
+        let c = open(toml::from_str("auth = \"trust\"").expect("toml")).expect("config");
+        assert_eq!(c.front.auth, AuthMethod::Trust);
         assert_eq!(c.listen.port(), 1);
+        let verifier = crate::wire::auth::Verifier::new("pw", b"saltsaltsaltsalt", 4096);
+        let with_users =
+            format!("[[users]]\nname = \"app\"\npassword = \"{verifier}\"\nread_only = true\n");
+        let c = open(toml::from_str(&with_users).expect("toml")).expect("config");
+        assert_eq!(c.front.auth, AuthMethod::Scram);
+        let plaintext = "[[users]]\nname = \"app\"\npassword = \"hunter2\"\n";
+        let e = open(toml::from_str(plaintext).expect("toml")).expect_err("plaintext password");
+        assert!(e.to_string().contains("SCRAM-SHA-256 verifier"));
         assert_eq!(c.data, PathBuf::from(DEFAULT_DATA));
         assert!(
             Config::resolve(
@@ -229,7 +480,12 @@ mod tests {
             )
             .is_err()
         );
-        assert!(toml::from_str::<FileConfig>("bogus = 1").is_err());
+        let bogus: FileConfig = toml::from_str("bogus = 1").expect("toml");
+        assert!(bogus.check().is_err());
+        let front: FileConfig =
+            toml::from_str("max_query_length = 10\nslow_query_ms = 5\n").expect("toml");
+        assert!(front.check().is_ok());
+        assert_eq!(front.front.max_query_length, Some(10));
         let file: FileConfig =
             toml::from_str("scylla = \"a:9042, b:9042\"\nscylla_replication = \"dc1:3,dc2:2\"\n")
                 .expect("toml");

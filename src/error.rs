@@ -43,6 +43,12 @@ pub enum Error {
     ProtocolViolation(String),
     #[error("{0}")]
     QueryCanceled(String),
+    /// A write from a read-only user or session (SQLSTATE 25006).
+    #[error("{0}")]
+    ReadOnly(String),
+    /// A statement or result over a configured limit (SQLSTATE 54000).
+    #[error("{0}")]
+    ProgramLimit(String),
     /// A backend answered with an error. `store` names the backend ("row store",
     /// "vector index") for the hint; `message` is already client-safe.
     #[error("{store} error: {message}")]
@@ -91,6 +97,8 @@ impl Error {
             Error::NotNullViolation(_) => "23502",
             Error::ProtocolViolation(_) => "08P01",
             Error::QueryCanceled(_) => "57014",
+            Error::ReadOnly(_) => "25006",
+            Error::ProgramLimit(_) => "54000",
             Error::Backend { .. } => "58000",
             Error::Unavailable { .. } => "08006",
             Error::Timeout { .. } => "57014",

@@ -14,6 +14,7 @@
 //! - [`sync`]: keeping the vector index in step with the rows (backfill from a scan).
 //! - [`health`]: the index's circuit breaker: exact answers from the rows while the
 //!   index is away, and its recovery.
+//! - [`metrics`]: Prometheus metrics, health endpoints, the slow-query log.
 //! - [`types`]: column types and values shared by the engine and the stores.
 //! - [`error`]: the one error type and its SQLSTATE table.
 //! - [`config`], [`cli`]: settings from flags, `VECTORGATE_*` variables and a TOML file.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod faults;
 pub mod health;
+pub mod metrics;
 pub mod server;
 pub mod sql;
 pub mod store;

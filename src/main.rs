@@ -2,30 +2,56 @@ use clap::Parser;
 use vectorgate::cli::{AttachArgs, Cli, Command, CqlArgs, QdrantArgs, ReindexArgs};
 use vectorgate::config::{Config, FileConfig, RowArgs, VectorArgs};
 
+/// Logs go to stderr, as text or (for log collectors) one JSON object per line.
+fn init_logging(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let args = match cli.command {
         Command::Serve(args) => args,
+        Command::Password => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                anyhow::bail!("give the password on standard input");
+            }
+            let verifier = vectorgate::wire::auth::Verifier::generate(password);
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{verifier}");
+            }
+            return Ok(());
+        }
         Command::Attach(args) => {
+            init_logging(false);
             let config = tool_config(&args.config, &args.data, &args.cql, &args.index)?;
             return rt.block_on(attach(config, args));
         }
         Command::Reindex(args) => {
+            init_logging(false);
             let config = tool_config(&args.config, &args.data, &args.cql, &args.index)?;
             return rt.block_on(reindex(config, args));
         }
     };
-    let file = load(&args.config)?;
+    let mut file = load(&args.config)?;
+    file.front = args.front.or(std::mem::take(&mut file.front));
     let vectors = VectorArgs {
         fallback_max_rows: args.fallback_max_rows,
         ..vector_args(args.index)
@@ -44,11 +70,16 @@ fn main() -> anyhow::Result<()> {
     if config.max_connections == 0 {
         anyhow::bail!("max_connections must be at least 1");
     }
+    init_logging(config.front.log_json);
     rt.block_on(async move {
         let engine = vectorgate::server::open(&config).await?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         tracing::info!(listen = %listener.local_addr()?, data = %config.data.display(), "vectorgate is serving");
-        vectorgate::server::run(listener, engine, config.max_connections, shutdown_signal()).await?;
+        if let Some(addr) = config.front.metrics {
+            let bound = vectorgate::metrics::spawn(addr, engine.clone()).await?;
+            tracing::info!(metrics = %bound, "serving /metrics, /healthz and /readyz");
+        }
+        vectorgate::server::run(listener, engine, &config, shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     rt.shutdown_timeout(std::time::Duration::from_secs(5));

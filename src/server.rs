@@ -16,6 +16,7 @@ use crate::store::qdrant_index::QdrantIndex;
 use crate::store::scylla_rows::ScyllaRows;
 use crate::store::{RowStore, VectorIndex};
 use crate::wire::Handlers;
+use crate::wire::conn::ConnLimits;
 
 /// Tell a client over the connection limit so, as Postgres does: read its startup
 /// packet (answering an SSLRequest with 'N' first), send a FATAL 53300, close.
@@ -104,33 +105,63 @@ pub async fn open(config: &Config) -> Result<Arc<Engine>> {
     Engine::new(rows, index, limits).await
 }
 
-/// Serve connections until `shutdown` completes, then flush the index. At most
-/// `max_connections` clients at once: the next one is told 53300 and closed.
+/// Serve connections until `shutdown` completes. At most `max_connections` clients at
+/// once: the next one is told 53300 and closed. On shutdown: stop accepting, close idle
+/// sessions (57P01), let running statements finish for up to `shutdown_timeout`, then
+/// flush the index.
 pub async fn run(
     listener: TcpListener,
     engine: Arc<Engine>,
-    max_connections: usize,
+    config: &Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let handlers = Arc::new(Handlers::new(engine.clone()));
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let front = &config.front;
+    let handlers = Arc::new(Handlers::new(engine.clone(), front));
+    let tls = match (&front.tls_cert, &front.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::wire::tls::Tls::open(cert, key)
+                .map_err(|e| crate::error::Error::InvalidParameter(e.to_string()))?;
+            #[cfg(unix)]
+            if let Err(e) = tls.reload_on_sighup() {
+                tracing::warn!(error = %e, "cannot watch SIGHUP: the TLS certificate will not be reloaded");
+            }
+            Some(tls)
+        }
+        _ => None,
+    };
+    let limits = ConnLimits {
+        idle_session_timeout: front.idle_session_timeout,
+        max_message_size: front.max_message_size,
+    };
+    let metrics = crate::metrics::global();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            // Reap finished connections as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, max_connections, "connection refused: too many clients");
+                        metrics.connections_refused.inc();
+                        tracing::warn!(%peer, max_connections = config.max_connections, "connection refused: too many clients");
                         tokio::spawn(refuse(socket));
                         continue;
                     };
+                    metrics.connections_total.inc();
+                    metrics.connections_active.inc();
                     let h = handlers.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, h).await {
+                    let acceptor = tls.as_ref().map(|t| t.acceptor());
+                    let stop = stop_rx.clone();
+                    connections.spawn(async move {
+                        if let Err(e) = crate::wire::conn::serve(socket, acceptor, h, limits, stop).await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
+                        metrics.connections_active.dec();
                         drop(slot);
                     });
                 }
@@ -141,7 +172,30 @@ pub async fn run(
             }
         }
     }
-    tracing::info!("shutting down: flushing the vector index");
+    metrics
+        .shutting_down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let open = connections.len();
+    tracing::info!(
+        connections = open,
+        deadline_ms = front.shutdown_timeout.as_millis() as u64,
+        "shutting down: no new connections; waiting for running statements"
+    );
+    let drained = tokio::time::timeout(front.shutdown_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "shutdown deadline passed: closing the remaining connections"
+        );
+        connections.shutdown().await;
+    }
+    tracing::info!("flushing the vector index");
     engine.index().flush().await?;
+    tracing::info!("shut down cleanly");
     Ok(())
 }

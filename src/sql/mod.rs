@@ -206,6 +206,10 @@ impl Engine {
         Ok(())
     }
 
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     pub fn rows(&self) -> &Arc<dyn RowStore> {
         &self.shared.rows
     }
@@ -224,10 +228,24 @@ pub struct Session {
     pub(crate) copy: Mutex<Option<copy::CopyIn>>,
     /// NOTICEs for the client, sent after the statement that left them.
     pub notices: vector_search::Notices,
+    options: SessionOptions,
+}
+
+/// What a session starts with, from the server's settings and the user.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// The user may not write (SQLSTATE 25006).
+    pub read_only: bool,
+    /// `statement_timeout` until the session sets its own.
+    pub statement_timeout: Option<std::time::Duration>,
 }
 
 impl Session {
     pub fn new(engine: Arc<Engine>) -> Session {
+        Session::with_options(engine, SessionOptions::default())
+    }
+
+    pub fn with_options(engine: Arc<Engine>, options: SessionOptions) -> Session {
         let ctx = SessionContext::new_with_state(engine.base.clone());
         let session = Session {
             engine,
@@ -235,6 +253,7 @@ impl Session {
             settings: Mutex::new(BTreeMap::new()),
             copy: Mutex::new(None),
             notices: Default::default(),
+            options,
         };
         // The search settings carry the session's notice list, even before any SET.
         session.apply_settings();
@@ -245,8 +264,26 @@ impl Session {
         &self.engine
     }
 
+    /// The session may not write: a read-only user, or `SET default_transaction_read_only`.
+    pub fn read_only(&self) -> bool {
+        let on = |name: &str| {
+            self.settings
+                .lock()
+                .get(name)
+                .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1"))
+        };
+        self.options.read_only || on("default_transaction_read_only") || on("transaction_read_only")
+    }
+
     /// Run one statement.
     pub async fn execute(&self, stmt: Statement) -> Result<Output> {
+        if let Some(verb) = statements::write_verb(&stmt)
+            && self.read_only()
+        {
+            return Err(Error::ReadOnly(format!(
+                "cannot execute {verb} in a read-only transaction"
+            )));
+        }
         if let Some(out) = statements::execute(self, &stmt).await? {
             return Ok(out);
         }
@@ -283,6 +320,7 @@ impl Session {
     }
 
     fn apply_settings(&self) {
+        let read_only = self.read_only();
         let s = self.settings.lock();
         let settings = SearchSettings {
             hnsw_ef: s.get("vectorgate.hnsw_ef").and_then(|v| v.parse().ok()),
@@ -299,6 +337,7 @@ impl Session {
                 .get("vectorgate.rescore")
                 .map(|v| matches!(v.as_str(), "on" | "true" | "1")),
             notices: self.notices.clone(),
+            read_only,
         };
         self.ctx
             .state_ref()
@@ -325,12 +364,29 @@ impl Session {
 
     /// The session's `statement_timeout`, if one is set (0 means none).
     pub fn statement_timeout(&self) -> Option<std::time::Duration> {
-        let v = self.get("statement_timeout")?;
+        let Some(v) = self.get("statement_timeout") else {
+            return self.options.statement_timeout;
+        };
         let ms = statements::parse_duration_ms(&v).ok()?;
         (ms > 0).then(|| std::time::Duration::from_millis(ms))
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<String> {
+        let name = name.to_ascii_lowercase();
+        if self.options.read_only
+            && matches!(
+                name.as_str(),
+                "transaction_read_only" | "default_transaction_read_only"
+            )
+        {
+            return Some("on".into());
+        }
+        if name == "statement_timeout"
+            && let Some(d) = self.options.statement_timeout
+            && !self.settings.lock().contains_key(&name)
+        {
+            return Some(d.as_millis().to_string());
+        }
         self.settings
             .lock()
             .get(&name.to_ascii_lowercase())

@@ -53,6 +53,47 @@ fn count_params(stmt: &Statement) -> usize {
     max
 }
 
+/// The Arrow type of a SQL type name a parameter is cast to, for the common scalars and
+/// their arrays (what drivers write: `$1::int`, `$1::text[]`, `$1::oid[]`).
+fn cast_type(t: &datafusion::sql::sqlparser::ast::DataType) -> Option<DataType> {
+    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, DataType as T};
+    Some(match t {
+        T::SmallInt(_) | T::Int2(_) => DataType::Int16,
+        T::Int(_) | T::Integer(_) | T::Int4(_) => DataType::Int32,
+        T::BigInt(_) | T::Int8(_) => DataType::Int64,
+        T::Real | T::Float4 => DataType::Float32,
+        T::Double(_) | T::DoublePrecision | T::Float8 => DataType::Float64,
+        T::Boolean | T::Bool => DataType::Boolean,
+        T::Text | T::Varchar(_) | T::CharacterVarying(_) | T::String(_) => DataType::Utf8,
+        T::Bytea => DataType::Binary,
+        T::Date => DataType::Date32,
+        T::Custom(name, _) if name.to_string().eq_ignore_ascii_case("oid") => DataType::UInt32,
+        T::Array(ArrayElemTypeDef::SquareBracket(inner, _))
+        | T::Array(ArrayElemTypeDef::AngleBracket(inner)) => {
+            DataType::List(Arc::new(Field::new_list_field(cast_type(inner)?, true)))
+        }
+        _ => return None,
+    })
+}
+
+/// Types of placeholders cast explicitly (`$1::int`): the cast says what the client
+/// should send, as in Postgres.
+fn cast_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
+    let _ = visit_expressions(stmt, |e| {
+        if let SqlExpr::Cast {
+            expr, data_type, ..
+        } = e
+            && let Some(i) = placeholder_index(expr)
+            && let Some(t) = cast_type(data_type)
+        {
+            types
+                .entry(i)
+                .or_insert_with(|| Field::new(format!("${i}"), t, true));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 fn vector_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)))
 }
@@ -137,6 +178,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
     match stmt {
         Statement::Query(_) | Statement::Explain { .. } => {
             vector_search_params(stmt, &mut types);
+            cast_params(stmt, &mut types);
             let plan = session.plan(stmt.clone()).await?;
             merge_plan_params(&plan, &mut types);
             schema = Some(Arc::new(plan.schema().as_arrow().clone()));

@@ -81,6 +81,17 @@ impl TableFunctionImpl for ReindexFunction {
                 .into());
             }
         };
+        let read_only = args
+            .session()
+            .config()
+            .get_extension::<super::vector_search::SearchSettings>()
+            .is_some_and(|s| s.read_only);
+        if repair && read_only {
+            return Err(Error::ReadOnly(
+                "cannot repair an index in a read-only transaction (use 'verify')".into(),
+            )
+            .into());
+        }
         let def = match table.as_str() {
             "" => None,
             name => Some(shared.table(name)?),

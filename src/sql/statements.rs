@@ -24,6 +24,23 @@ use crate::store::{
 };
 use crate::types::{ColumnType, Value, coerce, value_from_array};
 
+/// The command a statement that changes data or the catalog runs, for the read-only
+/// check; `None` for statements that only read (or only touch the session).
+pub fn write_verb(stmt: &Statement) -> Option<&'static str> {
+    Some(match stmt {
+        Statement::CreateTable(_) => "CREATE TABLE",
+        Statement::AlterTable(_) => "ALTER TABLE",
+        Statement::CreateIndex(_) => "CREATE INDEX",
+        Statement::Drop { .. } => "DROP",
+        Statement::Insert(_) => "INSERT",
+        Statement::Update(_) => "UPDATE",
+        Statement::Delete(_) => "DELETE",
+        Statement::Truncate(_) => "TRUNCATE",
+        Statement::Copy { to: false, .. } => "COPY FROM",
+        _ => return None,
+    })
+}
+
 pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Output>> {
     Ok(Some(match stmt {
         Statement::CreateTable(ct) => create_table(session, ct).await?,

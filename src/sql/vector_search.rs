@@ -48,6 +48,8 @@ pub struct SearchSettings {
     pub rescore: Option<bool>,
     /// NOTICE messages for the client of this session (sent with the next response).
     pub notices: Notices,
+    /// The session may not write (a read-only user or `default_transaction_read_only`).
+    pub read_only: bool,
 }
 
 /// Messages a statement leaves for the client as NOTICEs.
@@ -577,7 +579,9 @@ impl Search {
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut offset = 0usize;
         let mut fetch = self.k;
+        let metrics = crate::metrics::global();
         loop {
+            let started = std::time::Instant::now();
             let hits = self
                 .shared
                 .index
@@ -590,13 +594,16 @@ impl Search {
                     &self.params,
                 )
                 .await?;
+            metrics.backend("vector index", "search", started.elapsed());
             let exhausted = hits.len() < fetch;
             let keys: Vec<Vec<Value>> = hits
                 .into_iter()
                 .map(|h| h.key)
                 .filter(|k| seen.insert(crate::store::keys::encode(k)))
                 .collect();
+            let started = std::time::Instant::now();
             let rows = self.shared.rows.get(&self.def, &keys).await?;
+            metrics.backend("row store", "get", started.elapsed());
             let mut candidates = Vec::with_capacity(rows.len());
             for row in rows.into_iter().flatten() {
                 if let Value::Vector(v) = &row[self.def.vector_column] {

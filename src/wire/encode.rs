@@ -37,7 +37,11 @@ fn tag(text: &str) -> Tag {
 /// Turn an engine output into a pgwire response. The first batch is computed before
 /// the response starts, so that most errors arrive as an ErrorResponse with their own
 /// SQLSTATE rather than in the middle of a row stream.
-pub async fn response(out: Output, format: &Format) -> Result<Response> {
+pub async fn response(
+    out: Output,
+    format: &Format,
+    limits: &super::StatementLimits,
+) -> Result<Response> {
     Ok(match out {
         Output::Command(t) => Response::Execution(tag(&t)),
         Output::TransactionStart(t) => Response::TransactionStart(Tag::new(&t)),
@@ -58,6 +62,8 @@ pub async fn response(out: Output, format: &Format) -> Result<Response> {
             };
             let f2 = fields.clone();
             let head = futures::stream::iter(first.map(Ok));
+            let (max_rows, max_bytes) = (limits.max_result_rows, limits.max_result_bytes);
+            let (mut rows_sent, mut bytes_sent) = (0u64, 0u64);
             let rows = head
                 .chain(stream)
                 .map(
@@ -70,7 +76,19 @@ pub async fn response(out: Output, format: &Format) -> Result<Response> {
                         }
                     },
                 )
-                .flat_map(futures::stream::iter);
+                .flat_map(futures::stream::iter)
+                .map(move |row| {
+                    let row = row?;
+                    rows_sent += 1;
+                    bytes_sent += row.data.len() as u64;
+                    if rows_sent > max_rows || bytes_sent > max_bytes {
+                        let e = Error::ProgramLimit(format!(
+                            "result is larger than the limit of {max_rows} rows or {max_bytes} bytes (max_result_rows, max_result_bytes)"
+                        ));
+                        return Err(PgWireError::UserError(Box::new(error_info(&e))));
+                    }
+                    Ok(row)
+                });
             Response::Query(QueryResponse::new(fields, rows))
         }
     })

@@ -3,8 +3,11 @@
 //! Arrow batches and are encoded by [`encode`]; parameters are decoded by [`params`].
 //! This layer sees neither Scylla nor Qdrant types.
 
+pub mod auth;
+pub mod conn;
 pub mod encode;
 pub mod params;
+pub mod tls;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -12,7 +15,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::Sink;
 use pgwire::api::auth::StartupHandler;
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -27,9 +29,11 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 
+use crate::config::Front;
 use crate::error::Error;
 use crate::sql::params::{Described, bind, describe};
-use crate::sql::{Engine, Session};
+use crate::sql::{Engine, Session, SessionOptions};
+use auth::Startup;
 use datafusion::sql::sqlparser::ast::Statement;
 
 /// A statement prepared by Parse: the parsed tree and what Describe reports.
@@ -39,6 +43,9 @@ pub struct Prepared {
     pub described: Described,
     /// Parameter types the client declared at Parse (by OID), if any.
     pub client_types: Vec<Option<Type>>,
+    /// The SQL text (for the slow-query log) and the statement's kind (for metrics).
+    pub sql: Arc<str>,
+    pub kind: &'static str,
 }
 
 pub struct Handlers {
@@ -48,17 +55,51 @@ pub struct Handlers {
     cancel: Arc<DefaultCancelHandler>,
 }
 
+/// The statement-level limits and logging settings of the front door.
+#[derive(Debug, Clone)]
+pub struct StatementLimits {
+    pub max_query_length: usize,
+    pub max_result_rows: u64,
+    pub max_result_bytes: u64,
+    pub statement_timeout: Option<std::time::Duration>,
+    pub slow_query: Option<std::time::Duration>,
+}
+
+impl StatementLimits {
+    pub fn from_front(front: &Front) -> StatementLimits {
+        StatementLimits {
+            max_query_length: front.max_query_length,
+            max_result_rows: front.max_result_rows,
+            max_result_bytes: front.max_result_bytes,
+            statement_timeout: front.statement_timeout,
+            slow_query: front.slow_query,
+        }
+    }
+
+    fn check_length(&self, sql: &str) -> Result<(), Error> {
+        if sql.len() > self.max_query_length {
+            return Err(Error::ProgramLimit(format!(
+                "statement of {} bytes is longer than the limit of {} bytes (max_query_length)",
+                sql.len(),
+                self.max_query_length
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Handlers {
-    pub fn new(engine: Arc<Engine>) -> Handlers {
+    pub fn new(engine: Arc<Engine>, front: &Front) -> Handlers {
         let connections = Arc::new(ConnectionManager::new());
         Handlers {
             engine: engine.clone(),
             query: Arc::new(QueryHandler {
-                parser: Arc::new(StatementParser { engine }),
+                parser: Arc::new(StatementParser {
+                    engine,
+                    limits: StatementLimits::from_front(front),
+                }),
             }),
-            startup: Arc::new(Startup {
-                connections: connections.clone(),
-            }),
+            startup: Arc::new(Startup::new(front, connections.clone())),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         }
     }
@@ -102,7 +143,7 @@ impl CopyHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let session = session_of(&self.parser.engine, client);
+        let session = self.parser.session(client);
         if let Some(copy) = session.copy.lock().as_mut() {
             copy.push(&copy_data.data);
         }
@@ -116,7 +157,7 @@ impl CopyHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         use futures::SinkExt;
-        let session = session_of(&self.parser.engine, client);
+        let session = self.parser.session(client);
         let copy = session.copy.lock().take();
         let Some(copy) = copy else {
             return Err(to_pgwire(Error::ProtocolViolation(
@@ -140,7 +181,7 @@ impl CopyHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let session = session_of(&self.parser.engine, client);
+        let session = self.parser.session(client);
         session.copy.lock().take();
         to_pgwire(Error::QueryCanceled(format!(
             "COPY from stdin failed: {}",
@@ -149,43 +190,8 @@ impl CopyHandler for QueryHandler {
     }
 }
 
-pub struct Startup {
-    connections: Arc<ConnectionManager>,
-}
-
 /// The Postgres version clients are told, for their feature checks.
 pub const SERVER_VERSION: &str = "16.6";
-
-#[async_trait]
-impl NoopStartupHandler for Startup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.connections.clone())
-    }
-
-    /// pgwire announces its own version string; drivers parse `server_version` as a
-    /// Postgres version, so announce a plain one (a later ParameterStatus wins).
-    async fn post_startup<C>(
-        &self,
-        client: &mut C,
-        _message: pgwire::messages::PgWireFrontendMessage,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        use futures::SinkExt;
-        client
-            .feed(PgWireBackendMessage::ParameterStatus(
-                pgwire::messages::startup::ParameterStatus::new(
-                    "server_version".into(),
-                    SERVER_VERSION.into(),
-                ),
-            ))
-            .await?;
-        Ok(())
-    }
-}
 
 struct LogErrors;
 
@@ -211,10 +217,104 @@ pub fn to_pgwire(e: Error) -> PgWireError {
     PgWireError::UserError(Box::new(error_info(&e)))
 }
 
-fn session_of<C: ClientInfo + ?Sized>(engine: &Arc<Engine>, client: &C) -> Arc<Session> {
-    client
-        .session_extensions()
-        .get_or_insert_with(|| Session::new(engine.clone()))
+impl StatementParser {
+    /// The connection's session, made on first use with the user's rights.
+    fn session<C: ClientInfo + ?Sized>(&self, client: &C) -> Arc<Session> {
+        client.session_extensions().get_or_insert_with(|| {
+            Session::with_options(
+                self.engine.clone(),
+                SessionOptions {
+                    read_only: client
+                        .metadata()
+                        .get(auth::METADATA_READ_ONLY)
+                        .is_some_and(|v| v == "on"),
+                    statement_timeout: self.limits.statement_timeout,
+                },
+            )
+        })
+    }
+
+    /// Count a finished statement and log it when slow.
+    fn observe<T>(
+        &self,
+        kind: &'static str,
+        sql: &str,
+        started: std::time::Instant,
+        result: &Result<T, Error>,
+    ) {
+        let elapsed = started.elapsed();
+        let metrics = crate::metrics::global();
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(Error::QueryCanceled(_)) => "canceled",
+            Err(e) => {
+                if let Error::Backend { store, .. }
+                | Error::Unavailable { store, .. }
+                | Error::Timeout { store, .. } = e
+                {
+                    metrics.backend_error(store, e.sqlstate());
+                }
+                "error"
+            }
+        };
+        metrics.query(kind, outcome, elapsed);
+        if let Some(limit) = self.limits.slow_query
+            && elapsed >= limit
+        {
+            metrics.slow_queries.inc();
+            let mut text: String = sql.chars().take(2000).collect();
+            if text.len() < sql.len() {
+                text.push_str("...");
+            }
+            tracing::warn!(
+                target: "vectorgate::slow_query",
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                kind,
+                outcome,
+                sql = %text,
+                "slow statement"
+            );
+        }
+    }
+}
+
+/// What a statement is, for the metrics.
+fn kind_of(stmt: &Statement, sql: &str) -> &'static str {
+    match stmt {
+        Statement::Query(_) => {
+            let lower = sql.to_ascii_lowercase();
+            if lower.contains("vector_search")
+                || lower.contains("<->")
+                || lower.contains("<=>")
+                || lower.contains("<#>")
+            {
+                "search"
+            } else {
+                "select"
+            }
+        }
+        Statement::Insert(_) => "insert",
+        Statement::Update(_) => "update",
+        Statement::Delete(_) => "delete",
+        Statement::Copy { .. } => "copy",
+        Statement::Explain { .. } => "explain",
+        Statement::CreateTable(_)
+        | Statement::AlterTable(_)
+        | Statement::CreateIndex(_)
+        | Statement::CreateExtension(_)
+        | Statement::Drop { .. }
+        | Statement::Truncate(_) => "ddl",
+        Statement::Set(_)
+        | Statement::ShowVariable { .. }
+        | Statement::Reset(_)
+        | Statement::Discard { .. }
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::Deallocate { .. } => "session",
+        _ => "other",
+    }
 }
 
 /// Run a statement under the session's `statement_timeout` (57014 when it passes).
@@ -251,6 +351,7 @@ where
 
 pub struct StatementParser {
     engine: Arc<Engine>,
+    limits: StatementLimits,
 }
 
 #[async_trait]
@@ -266,7 +367,8 @@ impl QueryParser for StatementParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let session = session_of(&self.engine, client);
+        let session = self.session(client);
+        self.limits.check_length(sql).map_err(to_pgwire)?;
         let mut stmts = self.engine.parse(sql).map_err(to_pgwire)?;
         if stmts.len() > 1 {
             return Err(to_pgwire(Error::Syntax(
@@ -277,10 +379,13 @@ impl QueryParser for StatementParser {
             return Ok(None);
         };
         let described = describe(&session, &stmt).await.map_err(to_pgwire)?;
+        let kind = kind_of(&stmt, sql);
         Ok(Some(Prepared {
             stmt,
             described,
             client_types: types.to_vec(),
+            sql: sql.into(),
+            kind,
         }))
     }
 
@@ -318,20 +423,28 @@ impl SimpleQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let session = session_of(&self.parser.engine, client);
-        let stmts = match self.parser.engine.parse(query) {
+        let parser = &self.parser;
+        let session = parser.session(client);
+        let stmts = match parser
+            .limits
+            .check_length(query)
+            .and_then(|()| parser.engine.parse(query))
+        {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
         };
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in stmts {
+            let kind = kind_of(&stmt, query);
+            let started = std::time::Instant::now();
             let resp = with_timeout(&session, async {
                 match session.execute(stmt).await {
-                    Ok(o) => encode::response(o, &Format::UnifiedText).await,
+                    Ok(o) => encode::response(o, &Format::UnifiedText, &parser.limits).await,
                     Err(e) => Err(e),
                 }
             })
             .await;
+            parser.observe(kind, query, started, &resp);
             send_notices(client, &session).await?;
             match resp {
                 Ok(r) => out.push(r),
@@ -367,15 +480,18 @@ impl ExtendedQueryHandler for QueryHandler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let session = session_of(&self.parser.engine, client);
+        let parser = &self.parser;
+        let session = parser.session(client);
         let prepared = &portal.statement.statement;
+        let started = std::time::Instant::now();
         let run = async {
             let values = params::decode(portal)?;
             let stmt = bind(&prepared.stmt, &values)?;
             let out = session.execute(stmt).await?;
-            encode::response(out, &portal.result_column_format).await
+            encode::response(out, &portal.result_column_format, &parser.limits).await
         };
         let response = with_timeout(&session, run).await;
+        parser.observe(prepared.kind, &prepared.sql, started, &response);
         send_notices(client, &session).await?;
         response.map_err(to_pgwire)
     }

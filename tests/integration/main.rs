@@ -6,9 +6,12 @@ mod durability;
 mod errors;
 mod fallback;
 mod faults;
+mod ops;
 mod protocol;
 mod qdrant_server;
+mod rawsocket;
 mod search;
+mod security;
 mod slt;
 
 use std::io::{BufRead, BufReader};
@@ -64,6 +67,8 @@ pub struct Server {
     child: Option<Child>,
     pub addr: String,
     pub data: PathBuf,
+    /// Every line the server wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -102,20 +107,20 @@ impl Server {
     pub fn adopt(mut child: Child, data: &Path) -> Server {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(i) = line.find("listen=") {
-                    let addr: String = line[i + 7..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
+                if !sent && let Some(addr) = log_field(&line, "listen") {
                     let _ = tx.send(addr);
                     sent = true;
                 }
                 if std::env::var_os("VECTORGATE_TEST_LOG").is_some() {
                     eprintln!("[server] {line}");
+                }
+                if let Ok(mut v) = lines.lock() {
+                    v.push(line);
                 }
             }
         });
@@ -126,7 +131,49 @@ impl Server {
             child: Some(child),
             addr,
             data: data.to_path_buf(),
+            log,
             _dir: None,
+        }
+    }
+
+    /// The first value of `field` the server logged (text `field=v` or JSON).
+    pub fn logged(&self, field: &str) -> Option<String> {
+        self.log
+            .lock()
+            .ok()?
+            .iter()
+            .find_map(|l| log_field(l, field))
+    }
+
+    /// The operating-system process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Send a signal (e.g. "-HUP") to the server.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// Wait for the server to exit on its own and return its status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the server did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -209,6 +256,24 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// A field of a log line: `name=value` in text logs, `"name":"value"` in JSON logs.
+pub fn log_field(line: &str, name: &str) -> Option<String> {
+    let text = format!("{name}=");
+    let json = format!("\"{name}\":\"");
+    if let Some(i) = line.find(&json) {
+        let rest = &line[i + json.len()..];
+        return rest.split('"').next().map(str::to_string);
+    }
+    let i = line.find(&text)?;
+    if i > 0 && !line[..i].ends_with(' ') {
+        return None;
+    }
+    line[i + text.len()..]
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
 }
 
 /// Format a vector as pgvector text.

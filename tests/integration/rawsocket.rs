@@ -1,0 +1,234 @@
+//! Malformed, truncated, oversized and out-of-order protocol messages on raw sockets:
+//! each such connection gets an error or is closed, and everyone else is served.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Server;
+
+fn startup_packet() -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608u32.to_be_bytes());
+    for (k, v) in [("user", "raw"), ("database", "vectorgate")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
+
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    message(b'Q', &body)
+}
+
+/// The backend messages as (tag, body), read until `until` is seen, the connection
+/// closes, or nothing arrives for a while.
+async fn read_until(s: &mut TcpStream, until: u8) -> (Vec<(u8, Vec<u8>)>, bool) {
+    let mut out = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        match tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return (out, true),
+            Err(_) => return (out, false),
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        if s.read_exact(&mut body).await.is_err() {
+            return (out, true);
+        }
+        let tag = head[0];
+        out.push((tag, body));
+        if tag == until {
+            return (out, false);
+        }
+    }
+}
+
+/// Did the server close the connection (EOF or reset) within a few seconds?
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn sqlstate_of(body: &[u8]) -> Option<String> {
+    body.split(|&b| b == 0)
+        .find(|f| f.first() == Some(&b'C'))
+        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+}
+
+async fn ready(server: &Server) -> TcpStream {
+    let mut s = TcpStream::connect(&server.addr).await.expect("connect");
+    s.write_all(&startup_packet()).await.expect("startup");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    assert_eq!(msgs.last().map(|m| m.0), Some(b'Z'), "startup completes");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_protocol_messages_end_only_their_own_connection() {
+    let server = Server::start();
+    let bystander = server.client().await;
+    bystander
+        .batch_execute(
+            "CREATE TABLE t (id bigint PRIMARY KEY, embedding vector(2)); \
+             INSERT INTO t VALUES (1, '[1,0]'), (2, '[0,1]')",
+        )
+        .await
+        .expect("setup");
+
+    // An unknown message type after startup: FATAL 08P01, closed.
+    let mut s = ready(&server).await;
+    s.write_all(&message(b'@', b"hello")).await.expect("write");
+    let (msgs, _) = read_until(&mut s, b'E').await;
+    let err = msgs.iter().find(|m| m.0 == b'E').expect("an error");
+    assert_eq!(sqlstate_of(&err.1).as_deref(), Some("08P01"));
+    assert!(closed(&mut s).await, "closed after an invalid message");
+
+    // A message larger than the limit is refused from its header, before its body.
+    let mut s = ready(&server).await;
+    let mut head = vec![b'Q'];
+    head.extend_from_slice(&(0x7fff_fff0u32).to_be_bytes());
+    s.write_all(&head).await.expect("write");
+    let (msgs, _) = read_until(&mut s, b'E').await;
+    let err = msgs.iter().find(|m| m.0 == b'E').expect("an error");
+    assert_eq!(sqlstate_of(&err.1).as_deref(), Some("08P01"));
+    assert!(String::from_utf8_lossy(&err.1).contains("larger than the limit"));
+    assert!(closed(&mut s).await);
+
+    // A truncated message, then the client goes away: nothing to answer.
+    let mut s = ready(&server).await;
+    let mut q = query("SELECT 1");
+    q.truncate(7);
+    s.write_all(&q).await.expect("write");
+    s.shutdown().await.expect("shutdown");
+    assert!(closed(&mut s).await);
+
+    // A Query without its terminating NUL: 08P01, closed.
+    let mut s = ready(&server).await;
+    s.write_all(&message(b'Q', b"SELECT 1"))
+        .await
+        .expect("write");
+    let (msgs, _) = read_until(&mut s, b'E').await;
+    let err = msgs.iter().find(|m| m.0 == b'E').expect("an error");
+    assert_eq!(sqlstate_of(&err.1).as_deref(), Some("08P01"));
+    assert!(closed(&mut s).await);
+
+    // A length field shorter than the header itself.
+    let mut s = ready(&server).await;
+    s.write_all(&[b'Q', 0, 0, 0, 2]).await.expect("write");
+    assert!(closed(&mut s).await);
+
+    // Garbage instead of a startup packet, and an absurd startup length.
+    for junk in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0, 0, 0, 3],
+        vec![0xff; 64],
+    ] {
+        let mut s = TcpStream::connect(&server.addr).await.expect("connect");
+        s.write_all(&junk).await.expect("write");
+        assert!(closed(&mut s).await, "junk {junk:?}");
+    }
+
+    // Out of order: Bind and Execute of things never parsed, Describe of a missing
+    // portal: errors, then Sync recovers the session.
+    let mut s = ready(&server).await;
+    let mut bind = b"p1\0nosuch\0".to_vec();
+    bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut batch = message(b'B', &bind);
+    batch.extend(message(b'E', b"p1\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    s.write_all(&batch).await.expect("write");
+    let (msgs, closed_now) = read_until(&mut s, b'Z').await;
+    assert!(!closed_now);
+    assert!(
+        msgs.iter().any(|m| m.0 == b'E'),
+        "an error for the unknown statement"
+    );
+    assert_eq!(msgs.last().map(|m| m.0), Some(b'Z'));
+    // The session still answers a well-formed query after all that.
+    s.write_all(&query("SELECT 40 + 2")).await.expect("write");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    let row = msgs.iter().find(|m| m.0 == b'D').expect("a row");
+    assert!(String::from_utf8_lossy(&row.1).contains("42"));
+
+    // Many broken connections at once.
+    let mut tasks = Vec::new();
+    for i in 0..40u8 {
+        let addr = server.addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(&addr).await.expect("connect");
+            let mut junk = startup_packet();
+            junk.truncate(usize::from(i % 9));
+            junk.extend(std::iter::repeat_n(i, usize::from(i)));
+            let _ = s.write_all(&junk).await;
+            let _ = s.shutdown().await;
+            closed(&mut s).await
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.expect("task"));
+    }
+
+    // Everyone else was served throughout.
+    let rows = bystander
+        .query("SELECT id FROM vector_search('t', '[1,0]', 1)", &[])
+        .await
+        .expect("bystander");
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+    let fresh = server.client().await;
+    let n: i64 = fresh
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("fresh")
+        .get(0);
+    assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_max_message_size_closes_only_that_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_on(
+        &dir.path().join("data"),
+        &["--max-message-size", "4096", "--max-query-length", "100000"],
+    );
+    let bystander = server.client().await;
+    let mut s = ready(&server).await;
+    let long = format!("SELECT '{}'", "x".repeat(10_000));
+    s.write_all(&query(&long)).await.expect("write");
+    let (msgs, _) = read_until(&mut s, b'E').await;
+    let err = msgs.iter().find(|m| m.0 == b'E').expect("an error");
+    assert_eq!(sqlstate_of(&err.1).as_deref(), Some("08P01"));
+    assert!(String::from_utf8_lossy(&err.1).contains("limit of 4096 bytes"));
+    assert!(closed(&mut s).await);
+    // Under the limit is fine, in the same server.
+    let short = format!("SELECT length('{}')", "x".repeat(3000));
+    let n: i32 = bystander
+        .query_one(&short, &[])
+        .await
+        .expect("short")
+        .get(0);
+    assert_eq!(n, 3000);
+}
