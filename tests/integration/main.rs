@@ -6,6 +6,7 @@ mod durability;
 mod errors;
 mod fallback;
 mod faults;
+mod fuzz;
 mod ops;
 mod protocol;
 mod qdrant_server;
