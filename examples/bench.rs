@@ -329,13 +329,13 @@ async fn main() -> anyhow::Result<()> {
     std::io::stdout().write_all(out.as_bytes())?;
     // Sections other commands keep in the file (between <!-- name --> markers) stay.
     let previous = std::fs::read_to_string("BENCHMARKS.md").unwrap_or_default();
-    if let (Some(a), Some(b)) = (
-        previous.find("<!-- quantization -->"),
-        previous.find("<!-- /quantization -->"),
-    ) {
-        out.push('\n');
-        out.push_str(&previous[a..b + "<!-- /quantization -->".len()]);
-        out.push('\n');
+    for name in ["quantization", "load"] {
+        let (open, close) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->"));
+        if let (Some(a), Some(b)) = (previous.find(&open), previous.find(&close)) {
+            out.push('\n');
+            out.push_str(&previous[a..b + close.len()]);
+            out.push('\n');
+        }
     }
     let mut f = std::fs::File::create("BENCHMARKS.md")?;
     f.write_all(out.as_bytes())?;

@@ -100,6 +100,9 @@ pub struct FrontArgs {
     /// Most bytes one result may carry (54000) [default: 1073741824]
     #[arg(long, env = "VECTORGATE_MAX_RESULT_BYTES")]
     pub max_result_bytes: Option<u64>,
+    /// Most bytes one COPY FROM STDIN may send (54000; the data is held until the COPY ends) [default: 1073741824]
+    #[arg(long, env = "VECTORGATE_MAX_COPY_BYTES")]
+    pub max_copy_bytes: Option<usize>,
     /// On SIGTERM/SIGINT, how long running statements may take to finish, in milliseconds [default: 30000]
     #[arg(long, env = "VECTORGATE_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
@@ -124,6 +127,7 @@ impl FrontArgs {
             max_message_size: self.max_message_size.or(file.max_message_size),
             max_result_rows: self.max_result_rows.or(file.max_result_rows),
             max_result_bytes: self.max_result_bytes.or(file.max_result_bytes),
+            max_copy_bytes: self.max_copy_bytes.or(file.max_copy_bytes),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(file.shutdown_timeout_ms),
         }
     }
@@ -157,6 +161,7 @@ pub struct Front {
     pub max_message_size: usize,
     pub max_result_rows: u64,
     pub max_result_bytes: u64,
+    pub max_copy_bytes: usize,
     pub shutdown_timeout: Duration,
 }
 
@@ -254,6 +259,7 @@ impl Front {
             max_message_size,
             max_result_rows: a.max_result_rows.unwrap_or(10_000_000).max(1),
             max_result_bytes: a.max_result_bytes.unwrap_or(1 << 30).max(1),
+            max_copy_bytes: a.max_copy_bytes.unwrap_or(1 << 30).max(1),
             shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms.unwrap_or(30_000)),
         })
     }

@@ -33,6 +33,8 @@ pub struct CopyIn {
     header: bool,
     quote: char,
     data: Vec<u8>,
+    /// More data came than the limit allows: what came is dropped, the COPY fails at its end.
+    overflowed: Option<usize>,
 }
 
 impl CopyIn {
@@ -40,7 +42,17 @@ impl CopyIn {
         self.targets.len()
     }
 
-    pub fn push(&mut self, bytes: &[u8]) {
+    /// Buffer the next CopyData; past `limit` bytes in all, the COPY is doomed and its
+    /// data is released at once (a client cannot make the proxy hold more).
+    pub fn push(&mut self, bytes: &[u8], limit: usize) {
+        if self.overflowed.is_some() {
+            return;
+        }
+        if self.data.len() + bytes.len() > limit {
+            self.overflowed = Some(limit);
+            self.data = Vec::new();
+            return;
+        }
         self.data.extend_from_slice(bytes);
     }
 }
@@ -92,6 +104,7 @@ pub fn start(
         header: false,
         quote: '"',
         data: Vec::new(),
+        overflowed: None,
     };
     let mut delimiter = None;
     let mut null = None;
@@ -250,6 +263,11 @@ fn csv_record<'a>(
 
 /// Parse everything received and store it; returns the row count.
 pub async fn finish(session: &Session, copy: CopyIn) -> Result<usize> {
+    if let Some(limit) = copy.overflowed {
+        return Err(Error::ProgramLimit(format!(
+            "COPY data is larger than the limit of {limit} bytes (max_copy_bytes); nothing was written, send it in parts"
+        )));
+    }
     let text = String::from_utf8(copy.data)
         .map_err(|_| Error::InvalidText("invalid byte sequence for encoding \"UTF8\"".into()))?;
     let def = copy.def.clone();

@@ -61,6 +61,7 @@ pub struct StatementLimits {
     pub max_query_length: usize,
     pub max_result_rows: u64,
     pub max_result_bytes: u64,
+    pub max_copy_bytes: usize,
     pub statement_timeout: Option<std::time::Duration>,
     pub slow_query: Option<std::time::Duration>,
 }
@@ -71,6 +72,7 @@ impl StatementLimits {
             max_query_length: front.max_query_length,
             max_result_rows: front.max_result_rows,
             max_result_bytes: front.max_result_bytes,
+            max_copy_bytes: front.max_copy_bytes,
             statement_timeout: front.statement_timeout,
             slow_query: front.slow_query,
         }
@@ -145,7 +147,7 @@ impl CopyHandler for QueryHandler {
     {
         let session = self.parser.session(client);
         if let Some(copy) = session.copy.lock().as_mut() {
-            copy.push(&copy_data.data);
+            copy.push(&copy_data.data, self.parser.limits.max_copy_bytes);
         }
         Ok(())
     }

@@ -178,6 +178,8 @@ async fn statement_and_result_limits_have_their_own_sqlstates() {
             "300",
             "--max-k",
             "50",
+            "--max-copy-bytes",
+            "1000",
         ],
     );
     let client = server.client().await;
@@ -233,6 +235,27 @@ async fn statement_and_result_limits_have_their_own_sqlstates() {
         .await
         .expect_err("k over max_k");
     assert_eq!(sqlstate(&e), "22023", "{e:?}");
+    // A COPY over max_copy_bytes writes nothing; a smaller one goes through.
+    async fn copy(
+        client: &tokio_postgres::Client,
+        rows: i64,
+    ) -> Result<u64, tokio_postgres::Error> {
+        use futures::SinkExt;
+        let text: String = (0..rows).map(|i| format!("{i}\t[{i},1]\n")).collect();
+        let sink = client.copy_in("COPY t FROM STDIN").await?;
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(text)).await?;
+        sink.finish().await
+    }
+    let e = copy(&client, 200).await.expect_err("over max_copy_bytes");
+    assert_eq!(sqlstate(&e), "54000", "{e:?}");
+    assert_eq!(copy(&client, 20).await.expect("small COPY"), 20);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 20);
     let one: i64 = client
         .query_one("SELECT 1", &[])
         .await
