@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the Postgres protocol.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Register an existing CQL table and build its vector index from its rows.
     Attach(AttachArgs),
     /// Compare a table's vector index with its rows and repair it (or only report).

@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let args = match cli.command {
-        Command::Serve(args) => args,
+        Command::Serve(args) => *args,
         Command::Password => {
             let mut password = String::new();
             std::io::stdin().read_line(&mut password)?;
