@@ -323,7 +323,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             percentile(&l, 0.99)
         ));
     }
-    print!("{out}");
+    std::io::stdout().write_all(out.as_bytes())?;
     for e in all.errors.iter().take(10) {
         eprintln!("error: {e}");
     }
