@@ -56,7 +56,7 @@ fn count_params(stmt: &Statement) -> usize {
 /// The Arrow type of a SQL type name a parameter is cast to, for the common scalars and
 /// their arrays (what drivers write: `$1::int`, `$1::text[]`, `$1::oid[]`).
 fn cast_type(t: &datafusion::sql::sqlparser::ast::DataType) -> Option<DataType> {
-    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, DataType as T};
+    use datafusion::sql::sqlparser::ast::DataType as T;
     Some(match t {
         T::SmallInt(_) | T::Int2(_) => DataType::Int16,
         T::Int(_) | T::Integer(_) | T::Int4(_) => DataType::Int32,
@@ -67,13 +67,31 @@ fn cast_type(t: &datafusion::sql::sqlparser::ast::DataType) -> Option<DataType> 
         T::Text | T::Varchar(_) | T::CharacterVarying(_) | T::String(_) => DataType::Utf8,
         T::Bytea => DataType::Binary,
         T::Date => DataType::Date32,
-        T::Custom(name, _) if name.to_string().eq_ignore_ascii_case("oid") => DataType::UInt32,
-        T::Array(ArrayElemTypeDef::SquareBracket(inner, _))
-        | T::Array(ArrayElemTypeDef::AngleBracket(inner)) => {
-            DataType::List(Arc::new(Field::new_list_field(cast_type(inner)?, true)))
-        }
         _ => return None,
     })
+}
+
+/// The field a parameter cast to `t` is described as: `cast_type`, plus `oid` (an Int32
+/// marked the way arrow-pg reports oids) and arrays of either.
+fn cast_field(t: &datafusion::sql::sqlparser::ast::DataType, name: String) -> Option<Field> {
+    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, DataType as T};
+    match t {
+        T::Custom(n, _) if n.to_string().eq_ignore_ascii_case("oid") => Some(
+            Field::new(name, DataType::Int32, true).with_metadata(
+                [(
+                    arrow_pg::datatypes::PG_OID_ALIAS_KEY.to_string(),
+                    "oid".to_string(),
+                )]
+                .into(),
+            ),
+        ),
+        T::Array(ArrayElemTypeDef::SquareBracket(inner, _))
+        | T::Array(ArrayElemTypeDef::AngleBracket(inner)) => {
+            let element = cast_field(inner, "item".into())?;
+            Some(Field::new(name, DataType::List(Arc::new(element)), true))
+        }
+        other => Some(Field::new(name, cast_type(other)?, true)),
+    }
 }
 
 /// Types of placeholders cast explicitly (`$1::int`): the cast says what the client
@@ -84,11 +102,9 @@ fn cast_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
             expr, data_type, ..
         } = e
             && let Some(i) = placeholder_index(expr)
-            && let Some(t) = cast_type(data_type)
+            && let Some(f) = cast_field(data_type, format!("${i}"))
         {
-            types
-                .entry(i)
-                .or_insert_with(|| Field::new(format!("${i}"), t, true));
+            types.entry(i).or_insert(f);
         }
         ControlFlow::<()>::Continue(())
     });

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,6 +35,33 @@ struct Shard {
     unoptimized: AtomicBool,
     /// Replaced by a rebuilt generation: writers must look the shard up again.
     retired: AtomicBool,
+    /// Group commit: updates applied so far, and how many of them a flush has made
+    /// durable. A writer waits until a flush covers its update; one flush serves every
+    /// writer that queued behind it.
+    applied: AtomicU64,
+    flushed: AtomicU64,
+    flushing: Mutex<()>,
+}
+
+impl Shard {
+    /// Return once update number `n` is on disk, flushing if no one else is.
+    fn durable(&self, n: u64) {
+        if self.flushed.load(Ordering::Acquire) >= n {
+            return;
+        }
+        let _f = self.flushing.lock();
+        if self.flushed.load(Ordering::Acquire) >= n {
+            return;
+        }
+        let _g = self.write.lock();
+        let covered = self.applied.load(Ordering::Acquire);
+        // A retired shard's points were copied (under the write lock) into its
+        // successor, which was flushed when it was built.
+        if !self.retired.load(Ordering::Acquire) {
+            self.shard.flush();
+        }
+        self.flushed.fetch_max(covered, Ordering::AcqRel);
+    }
 }
 
 pub struct EdgeIndex {
@@ -114,6 +141,9 @@ fn new_shard(shard: EdgeShard) -> Shard {
         dirty: AtomicBool::new(false),
         unoptimized: AtomicBool::new(true),
         retired: AtomicBool::new(false),
+        applied: AtomicU64::new(0),
+        flushed: AtomicU64::new(0),
+        flushing: Mutex::new(()),
     }
 }
 
@@ -317,13 +347,18 @@ fn write_shard(
             shards.read().get(table).cloned().ok_or_else(|| {
                 Error::vector_index(format!("no collection for table \"{table}\""))
             })?;
-        let _g = s.write.lock();
-        if s.retired.load(Ordering::Acquire) {
-            continue;
-        }
-        s.shard.update(op()).map_err(err)?;
-        s.shard.flush();
-        s.unoptimized.store(true, Ordering::Release);
+        let n = {
+            let _g = s.write.lock();
+            if s.retired.load(Ordering::Acquire) {
+                continue;
+            }
+            s.shard.update(op()).map_err(err)?;
+            s.unoptimized.store(true, Ordering::Release);
+            s.applied.fetch_add(1, Ordering::AcqRel) + 1
+        };
+        // qdrant-edge does not replay its WAL on load: the update is acknowledged (and
+        // its outbox entry cleared) only once a flush covers it.
+        s.durable(n);
         return Ok(());
     }
 }

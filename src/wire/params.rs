@@ -18,6 +18,13 @@ pub const VECTOR_OID: u32 = 16385;
 pub fn pg_param_type(t: Option<&Field>) -> Type {
     match t {
         None => Type::TEXT,
+        // arrow-pg reports lists by element type only; an array of oids is oid[].
+        Some(f)
+            if matches!(f.data_type(), datafusion::arrow::datatypes::DataType::List(e)
+                if e.metadata().get(arrow_pg::datatypes::PG_OID_ALIAS_KEY).map(String::as_str) == Some("oid")) =>
+        {
+            Type::OID_ARRAY
+        }
         Some(f) => arrow_pg::datatypes::field_into_pg_type(&std::sync::Arc::new(f.clone()))
             .unwrap_or(Type::TEXT),
     }
@@ -143,6 +150,12 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
                 .collect(),
         ),
         Type::INT8_ARRAY => Value::IntArray(from_binary::<Vec<Option<i64>>>(ty, raw)?),
+        Type::OID_ARRAY => Value::IntArray(
+            from_binary::<Vec<Option<u32>>>(ty, raw)?
+                .into_iter()
+                .map(|x| x.map(i64::from))
+                .collect(),
+        ),
         Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => {
             Value::TextArray(from_binary::<Vec<Option<String>>>(ty, raw)?)
         }
