@@ -328,7 +328,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("error: {e}");
     }
     let section = format!(
-        "<!-- load -->\n## Load: {} connections mixing searches and writes\n\nCommand: `cargo run --release --example load -- --clients {} --seconds {} --rows {} --dim {}` (server: `{}`). Machine: {} cores. Date: {}. 50% unfiltered and 30% filtered (10% pass) k = 10 searches, 10% inserts, 5% updates, 5% deletes, prepared statements, each client as fast as it can.\n\n{out}<!-- /load -->",
+        "<!-- load -->\n## Load: {} connections mixing searches and writes\n\nCommand: `cargo run --release --example load -- --clients {} --seconds {} --rows {} --dim {}` (server: `{}`; this client: a {} build). Machine: {} cores. Date: {}. 50% unfiltered and 30% filtered (10% pass) k = 10 searches, 10% inserts, 5% updates, 5% deletes, prepared statements, each client as fast as it can.\n\n{out}<!-- /load -->",
         a.clients,
         a.clients,
         a.seconds,
@@ -337,6 +337,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bin.display()
             .to_string()
             .replace(&std::env::var("HOME").unwrap_or_default(), "~"),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
