@@ -10,7 +10,7 @@ cache="${VECTORGATE_CLIENTS_CACHE:-$HOME/.cache/vectorgate/clients}"
 mkdir -p "$cache"
 
 # Python: psycopg 3, psycopg2, SQLAlchemy 2, pgvector-python (numpy for its vectors).
-python_deps="psycopg[binary]==3.3.9 psycopg2-binary==2.9.13 SQLAlchemy==2.1.9 pgvector==0.5.1 numpy==2.4.6"
+python_deps="psycopg[binary]==3.3.9 psycopg2-binary==2.9.13 asyncpg==0.32.0 SQLAlchemy==2.1.9 pgvector==0.5.1 numpy==2.4.6"
 if [ ! -x "$cache/venv/bin/python" ]; then
   python3 -m venv "$cache/venv"
 fi

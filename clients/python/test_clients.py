@@ -1,16 +1,19 @@
 """Python clients against a running vectorgate (VECTORGATE_URL): psycopg 3 (text and
-binary, server-side prepared statements, executemany, COPY), psycopg2, pgvector-python on
-both, SQLAlchemy 2 (engine connect, table names, transactions, the ORM with pgvector's
+binary, server-side prepared statements, executemany, COPY), psycopg2, asyncpg (its type
+introspection, prepared statements, arrays), pgvector-python on all three, SQLAlchemy 2 (engine connect, table names, transactions, the ORM with pgvector's
 Vector type), and pgvector-python's README example.
 Each check compares what comes back with what was written or with an exact ranking
 computed here. Exits non-zero on the first failure."""
 
+import asyncio
 import os
 import sys
 
+import asyncpg
 import numpy as np
 import psycopg
 import psycopg2
+from pgvector.asyncpg import register_vector as register_vector_asyncpg
 from pgvector.psycopg import register_vector
 from pgvector.psycopg2 import register_vector as register_vector2
 from pgvector.sqlalchemy import Vector
@@ -146,8 +149,42 @@ def pgvector_app():
     conn.close()
 
 
+async def asyncpg_checks():
+    conn = await asyncpg.connect(URL)
+    check("asyncpg: a query", await conn.fetchval("SELECT 40 + 2"), 42)
+    # Arrays and casts make asyncpg introspect types with its own catalog query.
+    check("asyncpg: int4[] parameter", await conn.fetchval("SELECT $1::int4[]", [1, 2, 3]), [1, 2, 3])
+    check("asyncpg: text[] parameter", await conn.fetchval("SELECT $1::text[]", ["a", "b"]), ["a", "b"])
+    await conn.execute("DROP TABLE IF EXISTS apg_items")
+    await conn.execute(
+        "CREATE TABLE apg_items (id bigint PRIMARY KEY, tags text[], embedding vector(4)) WITH (distance = 'l2')"
+    )
+    await conn.executemany(
+        "INSERT INTO apg_items VALUES ($1, $2, $3)",
+        [(i, [f"t{i % 3}"], [float(x) for x in VECS[i]]) for i in range(20)],
+    )
+    check("asyncpg: executemany", await conn.fetchval("SELECT count(*) FROM apg_items"), 20)
+    check("asyncpg: arrays come back", await conn.fetchval("SELECT tags FROM apg_items WHERE id = $1", 4), ["t1"])
+    await register_vector_asyncpg(conn)
+    q = rng.standard_normal(4).astype(np.float32)
+    rows = await conn.fetch("SELECT id, embedding FROM apg_items ORDER BY embedding <-> $1 LIMIT 3", q)
+    check("asyncpg: pgvector search", [r["id"] for r in rows], nearest(q, 3, list(range(20))))
+    check("asyncpg: vector type", all(np.allclose(r["embedding"].to_numpy(), VECS[r["id"]]) for r in rows), True)
+    stmt = await conn.prepare("SELECT id FROM vector_search('apg_items', $1, $2) WHERE id < $3 ORDER BY distance")
+    got = [r["id"] for r in await stmt.fetch(q, 3, 10)]
+    check("asyncpg: prepared filtered search", got, nearest(q, 3, list(range(10))))
+    try:
+        await conn.execute("SELECT * FROM nosuch")
+        check("asyncpg: an error", "no error", "UndefinedTableError")
+    except asyncpg.exceptions.UndefinedTableError:
+        check("asyncpg: an error", True, True)
+    check("asyncpg: the connection survives", await conn.fetchval("SELECT 1::int4"), 1)
+    await conn.close()
+
+
 psycopg3()
 psycopg_2()
+asyncio.run(asyncpg_checks())
 pgvector_app()
 sqlalchemy()
 print("python clients: all checks passed")

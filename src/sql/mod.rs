@@ -173,6 +173,7 @@ impl Engine {
         for s in &mut stmts {
             pgvector::rewrite(s, &self.shared);
             pgvector::array_subqueries(s);
+            pgvector::recursive_case_subqueries(s);
         }
         Ok(stmts)
     }

@@ -30,7 +30,7 @@ pub struct Described {
     pub schema: Option<SchemaRef>,
 }
 
-fn placeholder_index(e: &SqlExpr) -> Option<usize> {
+pub(crate) fn placeholder_index(e: &SqlExpr) -> Option<usize> {
     if let SqlExpr::Value(v) = e
         && let SqlValue::Placeholder(p) = &v.value
     {
@@ -108,6 +108,87 @@ fn cast_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// The field of a parameter that pgvector would type `vector`: an operand of `<->`,
+/// `<=>`, `<#>` or of a distance function. Clients that registered pgvector's type
+/// (pgvector-python on asyncpg or psycopg, pgvector-node, pgvector-java) then send it in
+/// pgvector's own binary or text form.
+pub fn pgvector_param(i: usize) -> Field {
+    Field::new(format!("${i}"), vector_type(), true).with_metadata(
+        [(
+            arrow_pg::datatypes::PG_VECTOR_KEY.to_string(),
+            "vector".to_string(),
+        )]
+        .into(),
+    )
+}
+
+/// Placeholders written as operands of pgvector's operators or distance functions in
+/// `sql` (read before the operators become `vector_search` or function calls).
+pub fn pgvector_operands(sql: &str) -> Vec<usize> {
+    let lower = sql.to_ascii_lowercase();
+    if !["<->", "<=>", "<#>", "distance", "inner_product"]
+        .iter()
+        .any(|m| lower.contains(m))
+    {
+        return Vec::new();
+    }
+    let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return Vec::new();
+    };
+    // `$1::vector` is a vector too; another cast (`$1::real[]`) says what the client sends.
+    fn operand(e: &SqlExpr) -> Option<usize> {
+        match e {
+            SqlExpr::Nested(expr) => operand(expr),
+            SqlExpr::Cast {
+                expr,
+                data_type: datafusion::sql::sqlparser::ast::DataType::Custom(name, _),
+                ..
+            } if name.to_string().eq_ignore_ascii_case("vector") => operand(expr),
+            other => placeholder_index(other),
+        }
+    }
+    let mut found = Vec::new();
+    for stmt in &stmts {
+        let _ = visit_expressions(stmt, |e| {
+            match e {
+                SqlExpr::BinaryOp { left, op, right }
+                    if matches!(
+                        op,
+                        datafusion::sql::sqlparser::ast::BinaryOperator::LtDashGt
+                            | datafusion::sql::sqlparser::ast::BinaryOperator::Spaceship
+                    ) || matches!(op, datafusion::sql::sqlparser::ast::BinaryOperator::Custom(s) if s == "<#>") =>
+                {
+                    found.extend(operand(left));
+                    found.extend(operand(right));
+                }
+                SqlExpr::Function(f)
+                    if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                        matches!(
+                            i.value.to_ascii_lowercase().as_str(),
+                            "l2_distance"
+                                | "cosine_distance"
+                                | "inner_product"
+                                | "negative_inner_product"
+                        )
+                    }) =>
+                {
+                    if let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) = &f.args
+                    {
+                        for a in &list.args {
+                            if let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a {
+                                found.extend(operand(x));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    found
 }
 
 fn vector_type() -> DataType {

@@ -431,6 +431,40 @@ pub fn projects_correlated_subquery(stmt: &Statement) -> bool {
     found
 }
 
+/// A scalar subquery with a recursive CTE, correlated to the outer row, as the result of
+/// a CASE branch: asyncpg's type query finds a domain's base type this way. DataFusion
+/// cannot run a recursive CTE per outer row; the branch answers NULL instead, as the
+/// compatibility parser already does for correlated subqueries in a select list
+/// (vectorgate has no domains of its own; the catalog's few are over built-in types).
+pub fn recursive_case_subqueries(stmt: &mut Statement) {
+    fn recursive(e: &SqlExpr) -> bool {
+        match e {
+            SqlExpr::Subquery(q) => q.with.as_ref().is_some_and(|w| w.recursive),
+            SqlExpr::Nested(inner) => recursive(inner),
+            _ => false,
+        }
+    }
+    let null = || SqlExpr::Value(datafusion::sql::sqlparser::ast::Value::Null.into());
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::Case {
+            conditions,
+            else_result,
+            ..
+        } = e
+        {
+            for when in conditions.iter_mut() {
+                if recursive(&when.result) {
+                    when.result = null();
+                }
+            }
+            if else_result.as_deref().is_some_and(recursive) {
+                *else_result = Some(Box::new(null()));
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// `ARRAY(SELECT x FROM ... [ORDER BY ...])`, as psql's `\d+` and `\du` write it,
 /// becomes `(SELECT array_agg(x [ORDER BY ...]) FROM ...)`: the same array, as a scalar
 /// subquery DataFusion can plan. (An empty result gives NULL instead of `{}`.)

@@ -15,8 +15,44 @@ use super::error_info;
 use crate::error::{Error, Result};
 use crate::sql::Output;
 
+/// Result columns that are arrays of oids in Postgres' catalog but come out of
+/// DataFusion as `int4[]` (its `array_agg` drops the marker that makes an Int32 an
+/// oid). Drivers decode them by name-agnostic type: asyncpg, for one, ships only the
+/// `oid[]` and `text[]` array codecs before it has introspected anything, so its own
+/// type query must answer `oid[]` here.
+const OID_ARRAY_COLUMNS: [&str; 4] = ["attrtypoids", "proargtypes", "proallargtypes", "indclass"];
+
 pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
-    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)
+    use datafusion::arrow::datatypes::DataType;
+    let mut out = arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)?;
+    for (info, field) in out.iter_mut().zip(schema.fields()) {
+        let retype = if OID_ARRAY_COLUMNS.contains(&field.name().as_str())
+            && matches!(field.data_type(), DataType::List(e) if e.data_type() == &DataType::Int32)
+        {
+            Some(pgwire::api::Type::OID_ARRAY)
+        } else if field
+            .metadata()
+            .contains_key(arrow_pg::datatypes::PG_OID_ALIAS_KEY)
+            && !field.data_type().is_integer()
+        {
+            // The oid marker survives casts (`typelem::regtype::text`): a text column
+            // is text, whatever column it came from.
+            Some(arrow_pg::datatypes::into_pg_type(field.data_type())?)
+        } else {
+            None
+        };
+        if let Some(ty) = retype {
+            *info = FieldInfo::new(
+                info.name().to_string(),
+                info.table_id(),
+                info.column_id(),
+                ty,
+                info.format(),
+            )
+            .with_format_options(info.format_options().clone());
+        }
+    }
+    Ok(out)
 }
 
 fn tag(text: &str) -> Tag {

@@ -380,7 +380,12 @@ impl QueryParser for StatementParser {
         let Some(stmt) = stmts.pop() else {
             return Ok(None);
         };
-        let described = describe(&session, &stmt).await.map_err(to_pgwire)?;
+        let mut described = describe(&session, &stmt).await.map_err(to_pgwire)?;
+        for i in crate::sql::params::pgvector_operands(sql) {
+            if let Some(slot) = described.params.get_mut(i - 1) {
+                *slot = Some(crate::sql::params::pgvector_param(i));
+            }
+        }
         let kind = kind_of(&stmt, sql);
         Ok(Some(Prepared {
             stmt,

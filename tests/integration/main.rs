@@ -277,6 +277,34 @@ pub fn log_field(line: &str, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A vector as pgvector's binary format, for parameters the server types `vector`
+/// (operands of `<->`, `<=>`, `<#>`), as the pgvector crate sends it: u16 dimension,
+/// u16 unused, then big-endian f32s.
+#[derive(Debug)]
+pub struct PgVector(pub Vec<f32>);
+
+impl tokio_postgres::types::ToSql for PgVector {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        out.put_u16(u16::try_from(self.0.len())?);
+        out.put_u16(0);
+        for x in &self.0 {
+            out.put_f32(*x);
+        }
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        ty.name() == "vector"
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
 /// Format a vector as pgvector text.
 pub fn vec_text(v: &[f32]) -> String {
     let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();

@@ -307,7 +307,7 @@ async fn pgvector_order_by_is_the_same_index_search() {
     let plan: Vec<String> = client
         .query(
             "EXPLAIN SELECT id FROM pg WHERE category = 'c3' ORDER BY embedding <=> $1 LIMIT 10",
-            &[&centers[0]],
+            &[&super::PgVector(centers[0].clone())],
         )
         .await
         .expect("explain")
@@ -331,7 +331,7 @@ async fn pgvector_order_by_is_the_same_index_search() {
         let rows = client
             .query(
                 "SELECT id, embedding <=> $1 AS d FROM pg WHERE category = 'c3' ORDER BY embedding <=> $1 LIMIT 10",
-                &[&query],
+                &[&super::PgVector(query.clone())],
             )
             .await
             .expect("pgvector search");
