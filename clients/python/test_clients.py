@@ -104,6 +104,10 @@ def sqlalchemy():
     with engine.connect() as c:
         check("sqlalchemy: committed", c.execute(text("SELECT name FROM py_items WHERE id = 5")).scalar(), "sa")
     check("sqlalchemy: inspect().get_table_names()", "py_items" in inspect(engine).get_table_names(), True)
+    columns = {c["name"]: c for c in inspect(engine).get_columns("py_items")}
+    check("sqlalchemy: inspect().get_columns() names", list(columns), ["id", "name", "embedding"])
+    check("sqlalchemy: column types", [type(columns[n]["type"]).__name__ for n in columns], ["BIGINT", "TEXT", "VECTOR"])
+    check("sqlalchemy: nullability", [columns[n]["nullable"] for n in columns], [False, True, True])
 
     # The ORM with pgvector's Vector type: create_all, insert, ordered and filtered selects.
     class Base(DeclarativeBase):

@@ -170,7 +170,9 @@ impl Engine {
             .parser
             .parse(sql)
             .map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))?;
+        let user_tables: Vec<String> = self.shared.tables.read().keys().cloned().collect();
         for s in &mut stmts {
+            pgvector::aggregate_catalog_subqueries(s, &user_tables);
             pgvector::rewrite(s, &self.shared);
             pgvector::array_subqueries(s);
             pgvector::recursive_case_subqueries(s);
@@ -293,6 +295,27 @@ impl Session {
 
     /// Plan and run a query through DataFusion.
     async fn query(&self, stmt: Statement) -> Result<Output> {
+        match self.run_query(stmt.clone()).await {
+            // A correlated subquery DataFusion could not decorrelate, in a catalog query
+            // (SQLAlchemy's identity lookup through pg_sequence): answer it as NULL.
+            Err(e)
+                if e.to_string()
+                    .contains("does not support logical expression ScalarSubquery") =>
+            {
+                let user_tables: Vec<String> =
+                    self.engine.shared.tables.read().keys().cloned().collect();
+                let mut stmt = stmt;
+                if pgvector::null_catalog_subqueries(&mut stmt, &user_tables) {
+                    self.run_query(stmt).await
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn run_query(&self, stmt: Statement) -> Result<Output> {
         let plan = self.plan(stmt).await?;
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());

@@ -369,44 +369,201 @@ pub fn relations(stmt: &Statement) -> Vec<String> {
     out
 }
 
-/// Whether a select list holds a scalar subquery that refers to the outer query (a
-/// qualified column whose qualifier is not a table of the subquery itself).
-pub fn projects_correlated_subquery(stmt: &Statement) -> bool {
-    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, TableFactor, Visit, Visitor};
+/// Whether a subquery refers to the outer query: a qualified column whose qualifier is
+/// not a table of the subquery itself.
+fn correlated(q: &datafusion::sql::sqlparser::ast::Query) -> bool {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
     struct Outer<'a>(&'a std::collections::HashSet<String>, bool);
     impl Visitor for Outer<'_> {
         type Break = ();
         fn pre_visit_expr(&mut self, e: &SqlExpr) -> ControlFlow<()> {
             if let SqlExpr::CompoundIdentifier(parts) = e
                 && parts.len() >= 2
-                && !self.0.contains(&ident_name(&parts[0]))
+                && !self.0.contains(&ident_name(&parts[parts.len() - 2]))
             {
                 self.1 = true;
             }
             ControlFlow::Continue(())
         }
     }
-    let correlated = |q: &datafusion::sql::sqlparser::ast::Query| {
-        let SetExpr::Select(sel) = q.body.as_ref() else {
-            return false;
-        };
-        let mut own = std::collections::HashSet::new();
-        for twj in &sel.from {
-            for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
-                if let TableFactor::Table { name, alias, .. } = f {
-                    if let Some(a) = alias {
-                        own.insert(ident_name(&a.name));
-                    }
-                    if let Some(n) = name.0.last().and_then(|p| p.as_ident()) {
-                        own.insert(ident_name(n));
-                    }
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return false;
+    };
+    let own = own_relations(sel);
+    let mut v = Outer(&own, false);
+    let _ = q.visit(&mut v);
+    v.1
+}
+
+/// The names and aliases of the tables a SELECT reads.
+fn own_relations(
+    sel: &datafusion::sql::sqlparser::ast::Select,
+) -> std::collections::HashSet<String> {
+    use datafusion::sql::sqlparser::ast::TableFactor;
+    let mut own = std::collections::HashSet::new();
+    for twj in &sel.from {
+        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            if let TableFactor::Table { name, alias, .. } = f {
+                if let Some(a) = alias {
+                    own.insert(ident_name(&a.name));
+                }
+                if let Some(n) = name.0.last().and_then(|p| p.as_ident()) {
+                    own.insert(ident_name(n));
                 }
             }
         }
-        let mut v = Outer(&own, false);
-        let _ = q.visit(&mut v);
-        v.1
+    }
+    own
+}
+
+/// Does `e` read only columns of the outer query (qualified by a name not in `own`)?
+fn outer_only(e: &SqlExpr, own: &std::collections::HashSet<String>) -> bool {
+    let (mut outer, mut inner) = (false, false);
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x| {
+        match x {
+            SqlExpr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                if own.contains(&ident_name(&parts[parts.len() - 2])) {
+                    inner = true;
+                } else {
+                    outer = true;
+                }
+            }
+            SqlExpr::Identifier(_) | SqlExpr::Subquery(_) => inner = true,
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    outer && !inner
+}
+
+fn conjuncts(e: SqlExpr, out: &mut Vec<SqlExpr>) {
+    match e {
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(*left, out);
+            conjuncts(*right, out);
+        }
+        SqlExpr::Nested(inner)
+            if matches!(
+                *inner,
+                SqlExpr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            conjuncts(*inner, out)
+        }
+        other => out.push(other),
+    }
+}
+
+fn and_all(mut parts: Vec<SqlExpr>) -> Option<SqlExpr> {
+    let first = if parts.is_empty() {
+        return None;
+    } else {
+        parts.remove(0)
     };
+    Some(parts.into_iter().fold(first, |acc, p| SqlExpr::BinaryOp {
+        left: Box::new(acc),
+        op: BinaryOperator::And,
+        right: Box::new(p),
+    }))
+}
+
+/// In a statement over the catalog only, a correlated scalar subquery that is not an
+/// aggregate (SQLAlchemy's column reflection: `(SELECT pg_get_expr(..) FROM pg_attrdef
+/// WHERE adrelid = pg_attribute.attrelid ...)`) is planned as `max(...)` of its one
+/// value: DataFusion decorrelates only aggregated scalar subqueries. For the catalog's
+/// one-row lookups the answer is the same. Conditions of its WHERE that read only the
+/// outer row move out as `CASE WHEN cond THEN (subquery) END` (the same value: an
+/// aggregate over no rows is NULL), which DataFusion can decorrelate.
+pub fn aggregate_catalog_subqueries(stmt: &mut Statement, user_tables: &[String]) {
+    use datafusion::sql::sqlparser::ast::SelectItem;
+    if relations(stmt).iter().any(|r| user_tables.contains(r)) {
+        return;
+    }
+    const AGGREGATES: [&str; 10] = [
+        "array_agg",
+        "count",
+        "max",
+        "min",
+        "sum",
+        "avg",
+        "string_agg",
+        "bool_and",
+        "bool_or",
+        "json_agg",
+    ];
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::Subquery(q) = e
+            && correlated(q)
+            && let SetExpr::Select(sel) = q.body.as_mut()
+            && matches!(&sel.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(g, _) if g.is_empty())
+            && let [SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. }] =
+                sel.projection.as_mut_slice()
+            && !matches!(x, SqlExpr::Function(f) if f.name.0.last().and_then(|p| p.as_ident())
+                .is_some_and(|i| AGGREGATES.contains(&i.value.to_ascii_lowercase().as_str())))
+        {
+            *x = call("max", vec![x.clone()]);
+        }
+        if let SqlExpr::Subquery(q) = e
+            && let SetExpr::Select(sel) = q.body.as_mut()
+            && let Some(selection) = sel.selection.take()
+        {
+            let own = own_relations(sel);
+            let mut parts = Vec::new();
+            conjuncts(selection, &mut parts);
+            let (outer, rest): (Vec<_>, Vec<_>) =
+                parts.into_iter().partition(|p| outer_only(p, &own));
+            sel.selection = and_all(rest);
+            if let Some(cond) = and_all(outer) {
+                let sub = std::mem::replace(
+                    e,
+                    SqlExpr::Value(datafusion::sql::sqlparser::ast::Value::Null.into()),
+                );
+                *e = SqlExpr::Case {
+                    case_token: datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+                    end_token: datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+                    operand: None,
+                    conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
+                        condition: cond,
+                        result: sub,
+                    }],
+                    else_result: None,
+                };
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// The last resort for a catalog statement DataFusion cannot run: every correlated
+/// scalar subquery left answers NULL (what the compatibility parser does for those in a
+/// select list). Returns whether anything changed.
+pub fn null_catalog_subqueries(stmt: &mut Statement, user_tables: &[String]) -> bool {
+    if relations(stmt).iter().any(|r| user_tables.contains(r)) {
+        return false;
+    }
+    let mut changed = false;
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::Subquery(q) = e
+            && correlated(q)
+        {
+            *e = SqlExpr::Value(datafusion::sql::sqlparser::ast::Value::Null.into());
+            changed = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    changed
+}
+
+/// Whether a select list holds a scalar subquery that refers to the outer query.
+pub fn projects_correlated_subquery(stmt: &Statement) -> bool {
+    use datafusion::sql::sqlparser::ast::SelectItem;
     let mut found = false;
     let _ = datafusion::sql::sqlparser::ast::visit_statements(stmt, |s| {
         if let Statement::Query(q) = s
