@@ -108,6 +108,8 @@ def sqlalchemy():
     check("sqlalchemy: inspect().get_columns() names", list(columns), ["id", "name", "embedding"])
     check("sqlalchemy: column types", [type(columns[n]["type"]).__name__ for n in columns], ["BIGINT", "TEXT", "VECTOR"])
     check("sqlalchemy: nullability", [columns[n]["nullable"] for n in columns], [False, True, True])
+    pk = inspect(engine).get_pk_constraint("py_items")
+    check("sqlalchemy: inspect().get_pk_constraint()", (pk["name"], pk["constrained_columns"]), ("py_items_pkey", ["id"]))
 
     # The ORM with pgvector's Vector type: create_all, insert, ordered and filtered selects.
     class Base(DeclarativeBase):

@@ -72,6 +72,23 @@ impl SchemaProvider for PgCatalogOverlay {
             };
             return Ok(Some(Arc::new(PgType { types, namespaces })));
         }
+        let keys = match name {
+            "pg_class" => Some(KeyTable::Class),
+            "pg_index" => Some(KeyTable::Index),
+            "pg_constraint" => Some(KeyTable::Constraint),
+            _ => None,
+        };
+        if let Some(kind) = keys {
+            let (Some(table), Some(classes)) = (table, self.inner.table("pg_class").await?) else {
+                return Ok(None);
+            };
+            return Ok(Some(Arc::new(PrimaryKeys {
+                kind,
+                table,
+                classes,
+                shared: self.shared.clone(),
+            })));
+        }
         if name != "pg_attribute" {
             return Ok(table);
         }
@@ -571,7 +588,8 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
             signature: Signature::variadic_any(Volatility::Stable),
         })
     };
-    let mut out = vec![
+    let mut out = key_functions();
+    out.extend(vec![
         none("obj_description", vec![DataType::Int64, DataType::Utf8]),
         none("col_description", vec![DataType::Int64, DataType::Int64]),
         none("shobj_description", vec![DataType::Int64, DataType::Utf8]),
@@ -579,7 +597,7 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
         none("pg_get_function_arguments", vec![DataType::Int64]),
         none("pg_get_function_identity_arguments", vec![DataType::Int64]),
         none("pg_tablespace_location", vec![DataType::Int64]),
-    ];
+    ]);
     for f in [
         "pg_conversion_is_visible",
         "pg_operator_is_visible",
@@ -710,4 +728,345 @@ impl ScalarUDFImpl for NullText {
             datafusion::common::ScalarValue::Utf8(None),
         ))
     }
+}
+
+/// OIDs of the primary-key index and constraint of the table with OID `table`: the
+/// catalog has no such rows, so they are derived from the table's own OID.
+pub const INDEX_OID_BASE: i32 = 1_000_000;
+pub const CONSTRAINT_OID_BASE: i32 = 2_000_000;
+
+/// Table OID -> (table name, key column names), as last seen in `pg_class`, for
+/// `pg_get_indexdef` and `pg_get_constraintdef`.
+type KeyRegistry = parking_lot::RwLock<HashMap<i32, (String, Vec<String>)>>;
+
+fn key_registry() -> &'static KeyRegistry {
+    static KEYS: std::sync::OnceLock<KeyRegistry> = std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
+/// Which catalog table a [`PrimaryKeys`] overlay adds rows to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyTable {
+    Class,
+    Index,
+    Constraint,
+}
+
+/// `pg_class`, `pg_index` and `pg_constraint` with the primary key of each of the
+/// proxy's tables: an index `<table>_pkey` (relkind `i`, btree, unique, primary) and a
+/// constraint of type `p`, so `\d`, ORMs and JDBC metadata see the key.
+#[derive(Debug)]
+struct PrimaryKeys {
+    kind: KeyTable,
+    table: Arc<dyn TableProvider>,
+    classes: Arc<dyn TableProvider>,
+    shared: Weak<Shared>,
+}
+
+/// A value for a catalog column, cast to the column's type when the batch is built.
+enum Cell {
+    Int(i64),
+    Text(String),
+    Bool(bool),
+}
+
+impl Cell {
+    fn scalar(&self, ty: &DataType) -> DfResult<datafusion::common::ScalarValue> {
+        use datafusion::common::ScalarValue;
+        let v = match self {
+            Cell::Int(i) => ScalarValue::Int64(Some(*i)),
+            Cell::Text(s) => ScalarValue::Utf8(Some(s.clone())),
+            Cell::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        };
+        v.cast_to(ty)
+    }
+}
+
+/// Rows for `schema`: each column from `cell(column, row)`, else from row `base[row]` of
+/// `from` (when given), else NULL.
+fn build_rows(
+    schema: &SchemaRef,
+    n: usize,
+    cell: impl Fn(&str, usize) -> Option<Cell>,
+    from: Option<(&RecordBatch, &[usize])>,
+) -> DfResult<RecordBatch> {
+    use datafusion::common::ScalarValue;
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (ci, field) in schema.fields().iter().enumerate() {
+        let mut values = Vec::with_capacity(n);
+        for row in 0..n {
+            let v = match cell(field.name(), row) {
+                Some(c) => c.scalar(field.data_type())?,
+                None => match from {
+                    Some((b, rows)) => ScalarValue::try_from_array(b.column(ci), rows[row])?,
+                    None => ScalarValue::try_from(field.data_type())?,
+                },
+            };
+            values.push(v);
+        }
+        columns.push(if n == 0 {
+            datafusion::arrow::array::new_empty_array(field.data_type())
+        } else {
+            ScalarValue::iter_to_array(values)?
+        });
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[async_trait]
+impl TableProvider for PrimaryKeys {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let mut batches = read_all(&self.table, state).await?;
+        let tables = self
+            .shared
+            .upgrade()
+            .map(|s| s.tables.read().clone())
+            .unwrap_or_default();
+        // (table oid, namespace oid, def, the batch and row of its pg_class entry)
+        let mut found = Vec::new();
+        let classes = if self.kind == KeyTable::Class {
+            batches.clone()
+        } else {
+            read_all(&self.classes, state).await?
+        };
+        for (bi, b) in classes.iter().enumerate() {
+            let (Some(oid), Some(name), Some(ns)) = (
+                column(b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+                column(b, "relname").and_then(|c| c.as_string_opt::<i32>()),
+                column(b, "relnamespace").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            ) else {
+                continue;
+            };
+            let kind = column(b, "relkind").and_then(|c| c.as_string_opt::<i32>());
+            for i in 0..b.num_rows() {
+                if kind.is_some_and(|k| k.value(i) != "r") {
+                    continue;
+                }
+                if let Some(def) = tables.get(name.value(i)) {
+                    found.push((oid.value(i), ns.value(i), def.clone(), bi, i));
+                }
+            }
+        }
+        {
+            let mut registry = key_registry().write();
+            for (oid, _, def, _, _) in &found {
+                registry.insert(
+                    *oid,
+                    (
+                        def.name.clone(),
+                        def.primary_key
+                            .iter()
+                            .map(|&k| def.columns[k].name.clone())
+                            .collect(),
+                    ),
+                );
+            }
+        }
+        let attnums = |def: &crate::store::TableDef| -> Vec<i64> {
+            def.primary_key.iter().map(|&k| k as i64 + 1).collect()
+        };
+        let joined = |nums: &[i64]| {
+            nums.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let extra = match self.kind {
+            KeyTable::Class => {
+                // The tables now have an index; the index is a relation of its own.
+                for (bi, b) in batches.iter_mut().enumerate() {
+                    let rows: Vec<usize> =
+                        found.iter().filter(|f| f.3 == bi).map(|f| f.4).collect();
+                    if rows.is_empty() || column(b, "relhasindex").is_none() {
+                        continue;
+                    }
+                    let all: Vec<usize> = (0..b.num_rows()).collect();
+                    *b = build_rows(
+                        &schema,
+                        b.num_rows(),
+                        |c, r| {
+                            (c == "relhasindex" && rows.contains(&r)).then_some(Cell::Bool(true))
+                        },
+                        Some((&*b, &all)),
+                    )?;
+                }
+                let mut out = Vec::new();
+                for (oid, _, def, bi, row) in &found {
+                    let keys = def.primary_key.len() as i64;
+                    let name = format!("{}_pkey", def.name);
+                    out.push(build_rows(
+                        &schema,
+                        1,
+                        |c, _| match c {
+                            "oid" => Some(Cell::Int(i64::from(INDEX_OID_BASE + oid))),
+                            "relname" => Some(Cell::Text(name.clone())),
+                            "relkind" => Some(Cell::Text("i".into())),
+                            "reltype" | "reloftype" | "reltoastrelid" => Some(Cell::Int(0)),
+                            "relam" => Some(Cell::Int(403)),
+                            "relnatts" => Some(Cell::Int(keys)),
+                            "relhasindex" | "relhasrules" | "relhastriggers" | "relhassubclass" => {
+                                Some(Cell::Bool(false))
+                            }
+                            _ => None,
+                        },
+                        Some((&batches[*bi], &[*row])),
+                    )?);
+                }
+                out
+            }
+            KeyTable::Index => {
+                let n = found.len();
+                vec![build_rows(
+                    &schema,
+                    n,
+                    |c, r| {
+                        let (oid, _, def, _, _) = &found[r];
+                        let keys = attnums(def);
+                        let zeros = vec!["0"; keys.len()].join(" ");
+                        Some(match c {
+                            "indexrelid" => Cell::Int(i64::from(INDEX_OID_BASE + oid)),
+                            "indrelid" => Cell::Int(i64::from(*oid)),
+                            "indnatts" | "indnkeyatts" => Cell::Int(keys.len() as i64),
+                            "indisunique" | "indisprimary" | "indimmediate" | "indisvalid"
+                            | "indisready" | "indislive" => Cell::Bool(true),
+                            "indnullsnotdistinct"
+                            | "indisexclusion"
+                            | "indisclustered"
+                            | "indcheckxmin"
+                            | "indisreplident" => Cell::Bool(false),
+                            "indkey" => Cell::Text(joined(&keys)),
+                            "indcollation" | "indclass" | "indoption" => Cell::Text(zeros),
+                            _ => return None,
+                        })
+                    },
+                    None,
+                )?]
+            }
+            KeyTable::Constraint => {
+                let n = found.len();
+                vec![build_rows(
+                    &schema,
+                    n,
+                    |c, r| {
+                        let (oid, ns, def, _, _) = &found[r];
+                        let keys = attnums(def);
+                        Some(match c {
+                            "oid" => Cell::Int(i64::from(CONSTRAINT_OID_BASE + oid)),
+                            "conname" => Cell::Text(format!("{}_pkey", def.name)),
+                            "connamespace" => Cell::Int(i64::from(*ns)),
+                            "contype" => Cell::Text("p".into()),
+                            "condeferrable" | "condeferred" => Cell::Bool(false),
+                            "convalidated" | "conislocal" | "connoinherit" => Cell::Bool(true),
+                            "conrelid" => Cell::Int(i64::from(*oid)),
+                            "conindid" => Cell::Int(i64::from(INDEX_OID_BASE + oid)),
+                            "contypid" | "conparentid" | "confrelid" | "coninhcount" => {
+                                Cell::Int(0)
+                            }
+                            "confupdtype" | "confdeltype" | "confmatchtype" => {
+                                Cell::Text(" ".into())
+                            }
+                            "conkey" => Cell::Text(format!(
+                                "{{{}}}",
+                                keys.iter()
+                                    .map(|k| k.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            )),
+                            _ => return None,
+                        })
+                    },
+                    None,
+                )?]
+            }
+        };
+        batches.extend(extra.into_iter().filter(|b| b.num_rows() > 0));
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// `pg_get_indexdef(oid [, column, pretty])` and `pg_get_constraintdef(oid [, pretty])`
+/// for the primary keys of the proxy's tables; NULL for anything else.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct KeyDefinition {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for KeyDefinition {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        use datafusion::arrow::array::StringArray;
+        let n = args.number_rows;
+        let oids = args.args[0].clone().into_array(n)?;
+        let oids = datafusion::arrow::compute::cast(&oids, &DataType::Int64)?;
+        let oids = oids.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let registry = key_registry().read();
+        let index = self.name == "pg_get_indexdef";
+        let base = i64::from(if index {
+            INDEX_OID_BASE
+        } else {
+            CONSTRAINT_OID_BASE
+        });
+        let out: StringArray = (0..n)
+            .map(|i| {
+                if oids.is_null(i) {
+                    return None;
+                }
+                let table = i32::try_from(oids.value(i) - base).ok()?;
+                let (name, keys) = registry.get(&table)?;
+                Some(if index {
+                    format!(
+                        "CREATE UNIQUE INDEX {name}_pkey ON public.{name} USING btree ({})",
+                        keys.join(", ")
+                    )
+                } else {
+                    format!("PRIMARY KEY ({})", keys.join(", "))
+                })
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// The two key-definition functions, replacing the catalog emulation's.
+pub fn key_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
+    ["pg_get_indexdef", "pg_get_constraintdef"]
+        .into_iter()
+        .map(|name| {
+            datafusion::logical_expr::ScalarUDF::new_from_impl(KeyDefinition {
+                name,
+                signature: Signature::variadic_any(datafusion::logical_expr::Volatility::Stable),
+            })
+        })
+        .collect()
 }

@@ -173,6 +173,7 @@ impl Engine {
         let user_tables: Vec<String> = self.shared.tables.read().keys().cloned().collect();
         for s in &mut stmts {
             pgvector::aggregate_catalog_subqueries(s, &user_tables);
+            pgvector::int2vector_functions(s);
             pgvector::rewrite(s, &self.shared);
             pgvector::array_subqueries(s);
             pgvector::recursive_case_subqueries(s);

@@ -541,6 +541,68 @@ pub fn aggregate_catalog_subqueries(stmt: &mut Statement, user_tables: &[String]
     });
 }
 
+/// `pg_index.indkey` and its kin are `int2vector` in Postgres (an array that prints as
+/// `1 2`); the catalog emulation keeps the printed text. `unnest(indkey)` and
+/// `generate_subscripts(indkey, 1)`, as SQLAlchemy's key and index reflection writes
+/// them, become the same over `string_to_array(indkey, ' ')`.
+pub fn int2vector_functions(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, CastKind, DataType as T, Value};
+    const INT2VECTORS: [&str; 4] = ["indkey", "indclass", "indoption", "indcollation"];
+    let int2vector = |e: &SqlExpr| match e {
+        SqlExpr::Identifier(i) => INT2VECTORS.contains(&ident_name(i).as_str()),
+        SqlExpr::CompoundIdentifier(p) => p
+            .last()
+            .is_some_and(|i| INT2VECTORS.contains(&ident_name(i).as_str())),
+        _ => false,
+    };
+    let split = |e: SqlExpr| {
+        call(
+            "string_to_array",
+            vec![
+                e,
+                SqlExpr::Value(Value::SingleQuotedString(" ".into()).into()),
+            ],
+        )
+    };
+    let number = |n: i64| SqlExpr::Value(Value::Number(n.to_string(), false).into());
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::Function(f) = e
+            && let Some(name) = f.name.0.last().and_then(|p| p.as_ident()).map(ident_name)
+            && let FunctionArguments::List(list) = &f.args
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))) = list.args.first()
+            && int2vector(arg)
+        {
+            let arg = arg.clone();
+            match name.as_str() {
+                "unnest" if list.args.len() == 1 => {
+                    *e = call(
+                        "unnest",
+                        vec![SqlExpr::Cast {
+                            kind: CastKind::Cast,
+                            expr: Box::new(split(arg)),
+                            data_type: T::Array(ArrayElemTypeDef::SquareBracket(
+                                Box::new(T::SmallInt(None)),
+                                None,
+                            )),
+                            array: false,
+                            format: None,
+                        }],
+                    );
+                }
+                "generate_subscripts" => {
+                    let length = call("array_length", vec![split(arg), number(1)]);
+                    *e = call(
+                        "unnest",
+                        vec![call("generate_series", vec![number(1), length])],
+                    );
+                }
+                _ => {}
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// The last resort for a catalog statement DataFusion cannot run: every correlated
 /// scalar subquery left answers NULL (what the compatibility parser does for those in a
 /// select list). Returns whether anything changed.
