@@ -231,11 +231,19 @@ fn vector_array_row(b: &RecordBatch) -> DfResult<Option<RecordBatch>> {
     if let Ok(k) = schema.index_of("typname") {
         columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(vec!["_vector"]));
     }
-    if let Ok(k) = schema.index_of("typcategory")
-        && columns[k].data_type() == &DataType::Utf8
-    {
-        columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(vec!["A"]));
-    }
+    let set_text = |columns: &mut Vec<ArrayRef>, col: &str, v: &str| {
+        if let Ok(k) = schema.index_of(col)
+            && columns[k].data_type() == &DataType::Utf8
+        {
+            columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(vec![v]));
+        }
+    };
+    set_text(&mut columns, "typcategory", "A");
+    // pgjdbc tells arrays by their input function.
+    set_text(&mut columns, "typinput", "array_in");
+    set_text(&mut columns, "typoutput", "array_out");
+    set_text(&mut columns, "typreceive", "array_recv");
+    set_text(&mut columns, "typsend", "array_send");
     Ok(Some(RecordBatch::try_new(schema, columns)?))
 }
 

@@ -166,9 +166,10 @@ impl Engine {
 
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
         self.refuse_dropped_subqueries(sql)?;
+        let sql = pgvector::regproc_literals(sql);
         let mut stmts = self
             .parser
-            .parse(sql)
+            .parse(&sql)
             .map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))?;
         let user_tables: Vec<String> = self.shared.tables.read().keys().cloned().collect();
         for s in &mut stmts {

@@ -603,6 +603,34 @@ pub fn int2vector_functions(stmt: &mut Statement) {
     });
 }
 
+/// `'pg_catalog.array_in'::regproc`, as pgjdbc compares `pg_type.typinput` with it: the
+/// catalog keeps function names as text, so the literal becomes the bare name, as text.
+/// Done on the SQL text, before the compatibility parser turns the cast into an oid
+/// lookup.
+pub fn regproc_literals(sql: &str) -> std::borrow::Cow<'_, str> {
+    const CAST: &str = "'::regproc";
+    if !sql.to_ascii_lowercase().contains(CAST) {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(end) = rest.to_ascii_lowercase().find(CAST) {
+        // The literal's opening quote: the nearest quote before the closing one.
+        let Some(start) = rest[..end].rfind('\'') else {
+            break;
+        };
+        let name = &rest[start + 1..end];
+        let bare = name.rsplit('.').next().unwrap_or(name);
+        out.push_str(&rest[..start]);
+        out.push('\'');
+        out.push_str(bare);
+        out.push('\'');
+        rest = &rest[end + CAST.len()..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// The last resort for a catalog statement DataFusion cannot run: every correlated
 /// scalar subquery left answers NULL (what the compatibility parser does for those in a
 /// select list). Returns whether anything changed.
@@ -721,4 +749,19 @@ pub fn array_subqueries(stmt: &mut Statement) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+#[cfg(test)]
+mod regproc_tests {
+    use super::regproc_literals;
+
+    #[test]
+    fn regproc_literals_become_bare_names() {
+        assert_eq!(
+            regproc_literals("SELECT typinput='pg_catalog.array_in'::regproc AS a, 'x'::REGPROC"),
+            "SELECT typinput='array_in' AS a, 'x'"
+        );
+        let untouched = "SELECT 'a::regproc' || '1'::int";
+        assert_eq!(regproc_literals(untouched), untouched);
+    }
 }
