@@ -1078,3 +1078,157 @@ pub fn key_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
         })
         .collect()
 }
+
+/// `information_schema` as DataFusion serves it, with `columns.data_type` in Postgres'
+/// words (`bigint`, `double precision`, `USER-DEFINED` for `vector`...) and the
+/// `udt_name` column BI tools filter on (Grafana, Metabase). DataFusion's own prints
+/// Arrow types (`Int64`, `List(Float32)`).
+#[derive(Debug)]
+pub struct InformationSchema {
+    pub inner: Arc<dyn SchemaProvider>,
+    pub shared: Weak<Shared>,
+}
+
+#[async_trait]
+impl SchemaProvider for InformationSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let table = self.inner.table(name).await?;
+        match (name, table) {
+            ("columns", Some(inner)) => Ok(Some(Arc::new(Columns {
+                inner,
+                shared: self.shared.clone(),
+            }))),
+            (_, t) => Ok(t),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+#[derive(Debug)]
+struct Columns {
+    inner: Arc<dyn TableProvider>,
+    shared: Weak<Shared>,
+}
+
+/// (data_type, udt_name) of a declared column type, as Postgres' information_schema says.
+fn declared_type_names(ty: &crate::types::ColumnType) -> (&'static str, &'static str) {
+    use crate::types::ColumnType as C;
+    match ty {
+        C::SmallInt => ("smallint", "int2"),
+        C::Int => ("integer", "int4"),
+        C::BigInt => ("bigint", "int8"),
+        C::Real => ("real", "float4"),
+        C::Double => ("double precision", "float8"),
+        C::Bool => ("boolean", "bool"),
+        C::Text => ("text", "text"),
+        C::Uuid => ("uuid", "uuid"),
+        C::Timestamp => ("timestamp without time zone", "timestamp"),
+        C::TimestampTz => ("timestamp with time zone", "timestamptz"),
+        C::Date => ("date", "date"),
+        C::TextArray => ("ARRAY", "_text"),
+        C::IntArray => ("ARRAY", "_int4"),
+        C::BigIntArray => ("ARRAY", "_int8"),
+        C::Vector(_) => ("USER-DEFINED", "vector"),
+        C::Bytea => ("bytea", "bytea"),
+        C::Numeric(..) => ("numeric", "numeric"),
+        C::Jsonb => ("jsonb", "jsonb"),
+    }
+}
+
+/// (data_type, udt_name) for an Arrow type as DataFusion prints it.
+fn arrow_type_names(arrow: &str) -> (String, String) {
+    let (d, u) = match arrow {
+        "Int8" | "Int16" | "UInt8" => ("smallint", "int2"),
+        "Int32" | "UInt16" => ("integer", "int4"),
+        "Int64" | "UInt32" | "UInt64" => ("bigint", "int8"),
+        "Float16" | "Float32" => ("real", "float4"),
+        "Float64" => ("double precision", "float8"),
+        "Boolean" => ("boolean", "bool"),
+        "Utf8" | "LargeUtf8" | "Utf8View" => ("text", "text"),
+        "Date32" | "Date64" => ("date", "date"),
+        "Binary" | "LargeBinary" | "BinaryView" => ("bytea", "bytea"),
+        a if a.starts_with("Timestamp(") && a.contains("Some(") => {
+            ("timestamp with time zone", "timestamptz")
+        }
+        a if a.starts_with("Timestamp(") => ("timestamp without time zone", "timestamp"),
+        a if a.starts_with("Decimal") => ("numeric", "numeric"),
+        a if a.starts_with("List(") || a.starts_with("LargeList(") => ("ARRAY", "_text"),
+        _ => ("USER-DEFINED", "unknown"),
+    };
+    (d.to_string(), u.to_string())
+}
+
+#[async_trait]
+impl TableProvider for Columns {
+    fn schema(&self) -> SchemaRef {
+        let mut fields: Vec<_> = self.inner.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+            "udt_name",
+            DataType::Utf8,
+            true,
+        )));
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        use datafusion::arrow::array::StringArray;
+        let schema = self.schema();
+        let tables = self
+            .shared
+            .upgrade()
+            .map(|s| s.tables.read().clone())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for b in read_all(&self.inner, state).await? {
+            let (Some(ts), Some(tn), Some(cn), Some(dt)) = (
+                column(&b, "table_schema").and_then(|c| c.as_string_opt::<i32>()),
+                column(&b, "table_name").and_then(|c| c.as_string_opt::<i32>()),
+                column(&b, "column_name").and_then(|c| c.as_string_opt::<i32>()),
+                column(&b, "data_type").and_then(|c| c.as_string_opt::<i32>()),
+            ) else {
+                continue;
+            };
+            let mut data_types = Vec::with_capacity(b.num_rows());
+            let mut udt_names = Vec::with_capacity(b.num_rows());
+            for i in 0..b.num_rows() {
+                let declared = (ts.value(i) == "public")
+                    .then(|| tables.get(tn.value(i)))
+                    .flatten()
+                    .and_then(|def| def.columns.iter().find(|c| c.name == cn.value(i)))
+                    .map(|c| declared_type_names(&c.ty));
+                let (d, u) = match declared {
+                    Some((d, u)) => (d.to_string(), u.to_string()),
+                    None => arrow_type_names(dt.value(i)),
+                };
+                data_types.push(d);
+                udt_names.push(u);
+            }
+            let mut columns = b.columns().to_vec();
+            columns[b.schema().index_of("data_type")?] = Arc::new(StringArray::from(data_types));
+            columns.push(Arc::new(StringArray::from(udt_names)));
+            out.push(RecordBatch::try_new(schema.clone(), columns)?);
+        }
+        Ok(MemorySourceConfig::try_new_exec(
+            &[out],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}

@@ -108,7 +108,8 @@ impl Engine {
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
             .with_create_default_catalog_and_schema(true)
-            .with_information_schema(true)
+            // information_schema is registered below, in Postgres' words.
+            .with_information_schema(false)
             .with_target_partitions(2);
         let ctx = SessionContext::new_with_config(config);
         ctx.catalog(DATABASE)
@@ -146,6 +147,17 @@ impl Engine {
                 }),
             )?;
         }
+        catalog.register_schema(
+            "information_schema",
+            Arc::new(catalog::InformationSchema {
+                inner: Arc::new(
+                    datafusion::catalog::information_schema::InformationSchemaProvider::new(
+                        ctx.state().catalog_list().clone(),
+                    ),
+                ),
+                shared: Arc::downgrade(&shared),
+            }),
+        )?;
         if let Some(inner) = ctx.state().scalar_functions().get("format_type").cloned() {
             ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
                 catalog::FormatType::new(inner),
