@@ -631,6 +631,65 @@ pub fn regproc_literals(sql: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Result column names as Postgres gives them to unnamed select-list items of the outer
+/// query: a function call is named after the function (`count`, not `count(*)`), a cast
+/// after what it casts, `CASE` is `case`, `EXISTS` is `exists`, any other expression
+/// `?column?`. Drivers read columns by these names. A name already taken by an earlier
+/// column is left to DataFusion (which needs them unique).
+pub fn postgres_column_names(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{Query, SelectItem};
+    fn figure(e: &SqlExpr) -> Option<String> {
+        match e {
+            SqlExpr::Identifier(i) => Some(ident_name(i)),
+            SqlExpr::CompoundIdentifier(p) => p.last().map(ident_name),
+            SqlExpr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(ident_name),
+            SqlExpr::Cast { expr, .. } => figure(expr),
+            SqlExpr::Nested(inner) => figure(inner),
+            SqlExpr::Case { .. } => Some("case".into()),
+            SqlExpr::Exists { .. } => Some("exists".into()),
+            SqlExpr::Subquery(_) => None,
+            _ => Some("?column?".into()),
+        }
+    }
+    fn name_query(q: &mut Query) {
+        let SetExpr::Select(sel) = q.body.as_mut() else {
+            return;
+        };
+        let mut taken: Vec<String> = sel
+            .projection
+            .iter()
+            .filter_map(|item| match item {
+                SelectItem::ExprWithAlias { alias, .. } => Some(ident_name(alias)),
+                SelectItem::UnnamedExpr(SqlExpr::Identifier(i)) => Some(ident_name(i)),
+                SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(p)) => p.last().map(ident_name),
+                _ => None,
+            })
+            .collect();
+        for item in sel.projection.iter_mut() {
+            let SelectItem::UnnamedExpr(e) = item else {
+                continue;
+            };
+            if matches!(e, SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_)) {
+                continue;
+            }
+            let Some(name) = figure(e) else { continue };
+            if taken.contains(&name) {
+                continue;
+            }
+            taken.push(name.clone());
+            *item = SelectItem::ExprWithAlias {
+                expr: e.clone(),
+                alias: Ident::with_quote('"', name),
+            };
+        }
+    }
+    match stmt {
+        Statement::Query(q) => name_query(q),
+        Statement::Explain { .. } => {}
+        _ => {}
+    }
+}
+
 /// The last resort for a catalog statement DataFusion cannot run: every correlated
 /// scalar subquery left answers NULL (what the compatibility parser does for those in a
 /// select list). Returns whether anything changed.

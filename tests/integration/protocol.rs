@@ -465,3 +465,48 @@ async fn a_cancel_request_stops_a_running_statement() {
         .get(0);
     assert_eq!(two, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_columns_are_named_as_postgres_names_them() {
+    let server = super::Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE named (id bigint PRIMARY KEY, name text, embedding vector(2)); \
+             INSERT INTO named VALUES (1, 'a', '[1,0]')",
+        )
+        .await
+        .expect("setup");
+    let sql = "SELECT count(*), max(id), 1, id + 1, name::text, CASE WHEN true THEN 1 END, upper(name), n.id, min(id) AS lowest FROM named n GROUP BY n.id, name";
+    let want = [
+        "count",
+        "max",
+        "?column?",
+        "n.id + Int64(1)",
+        "name",
+        "case",
+        "upper",
+        "id",
+        "lowest",
+    ];
+    let stmt = client.prepare(sql).await.expect("prepare");
+    let names: Vec<&str> = stmt.columns().iter().map(|c| c.name()).collect();
+    // A name taken by an earlier column keeps DataFusion's (which must be unique).
+    assert_eq!(names, want, "extended protocol");
+    let rows = client.simple_query(sql).await.expect("simple");
+    let Some(row) = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+        _ => None,
+    }) else {
+        panic!("no row: {rows:?}");
+    };
+    let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, want, "simple protocol");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM named", &[])
+        .await
+        .expect("count")
+        .try_get("count")
+        .expect("a column named count");
+    assert_eq!(n, 1);
+}
