@@ -55,6 +55,100 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
     Ok(out)
 }
 
+/// A float as Postgres prints it (`float8out`/`float4out` with the default
+/// `extra_float_digits = 1`): the shortest exact digits, fixed-point when the decimal
+/// exponent is in [-4, 15) (float4: [-4, 6)), else `d.ddde+XX`; `Infinity`, `NaN`.
+/// pgwire prints `1.0`, `1e20` and `inf`.
+pub fn pg_float_text(text: &str, single: bool) -> Option<String> {
+    match text {
+        "NaN" => return Some("NaN".into()),
+        "inf" | "Infinity" => return Some("Infinity".into()),
+        "-inf" | "-Infinity" => return Some("-Infinity".into()),
+        _ => {}
+    }
+    let sci = if single {
+        format!("{:e}", text.parse::<f32>().ok()?)
+    } else {
+        format!("{:e}", text.parse::<f64>().ok()?)
+    };
+    let (mantissa, exp) = sci.split_once('e')?;
+    let exp: i32 = exp.parse().ok()?;
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if digits == "0" {
+        return Some(if negative { "-0" } else { "0" }.into());
+    }
+    let sign = if negative { "-" } else { "" };
+    let limit = if single { 6 } else { 15 };
+    if (-4..limit).contains(&exp) {
+        let point = exp + 1;
+        let body = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}", "0".repeat(point as usize - digits.len()))
+        } else {
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
+        };
+        Some(format!("{sign}{body}"))
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let frac = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        Some(format!("{sign}{first}{frac}e{esign}{:02}", exp.abs()))
+    }
+}
+
+/// Rewrite the text-format float columns of a row the way Postgres prints them.
+fn fix_floats(row: DataRow, floats: &[(usize, bool)]) -> DataRow {
+    use bytes::{Buf, BufMut, BytesMut};
+    let mut cells: Vec<Option<Vec<u8>>> = Vec::with_capacity(row.field_count as usize);
+    let mut data = &row.data[..];
+    for _ in 0..row.field_count {
+        if data.remaining() < 4 {
+            return row;
+        }
+        let len = data.get_i32();
+        if len < 0 {
+            cells.push(None);
+        } else if data.remaining() < len as usize {
+            return row;
+        } else {
+            cells.push(Some(data[..len as usize].to_vec()));
+            data.advance(len as usize);
+        }
+    }
+    for &(i, single) in floats {
+        if let Some(Some(cell)) = cells.get_mut(i)
+            && let Ok(text) = std::str::from_utf8(cell)
+            && let Some(fixed) = pg_float_text(text, single)
+        {
+            *cell = fixed.into_bytes();
+        }
+    }
+    let mut out = BytesMut::with_capacity(row.data.len() + 8);
+    for cell in &cells {
+        match cell {
+            None => out.put_i32(-1),
+            Some(c) => {
+                out.put_i32(c.len() as i32);
+                out.put_slice(c);
+            }
+        }
+    }
+    DataRow::new(out, row.field_count)
+}
+
 fn tag(text: &str) -> Tag {
     let parts: Vec<&str> = text.split(' ').collect();
     match parts.as_slice() {
@@ -97,6 +191,16 @@ pub async fn response(
                 None => None,
             };
             let f2 = fields.clone();
+            let floats: Vec<(usize, bool)> = fields
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.format() == pgwire::api::results::FieldFormat::Text)
+                .filter_map(|(i, f)| match *f.datatype() {
+                    pgwire::api::Type::FLOAT8 => Some((i, false)),
+                    pgwire::api::Type::FLOAT4 => Some((i, true)),
+                    _ => None,
+                })
+                .collect();
             let head = futures::stream::iter(first.map(Ok));
             let (max_rows, max_bytes) = (limits.max_result_rows, limits.max_result_bytes);
             let (mut rows_sent, mut bytes_sent) = (0u64, 0u64);
@@ -114,7 +218,11 @@ pub async fn response(
                 )
                 .flat_map(futures::stream::iter)
                 .map(move |row| {
-                    let row = row?;
+                    let row = if floats.is_empty() {
+                        row?
+                    } else {
+                        fix_floats(row?, &floats)
+                    };
                     rows_sent += 1;
                     bytes_sent += row.data.len() as u64;
                     if rows_sent > max_rows || bytes_sent > max_bytes {
@@ -128,4 +236,40 @@ pub async fn response(
             Response::Query(QueryResponse::new(fields, rows))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pg_float_text;
+
+    #[test]
+    fn floats_print_as_postgres_prints_them() {
+        for (pgwire, single, postgres) in [
+            ("1.0", false, "1"),
+            ("2.5", false, "2.5"),
+            ("1e20", false, "1e+20"),
+            ("1e15", false, "1e+15"),
+            ("100000000000000.0", false, "100000000000000"),
+            ("0.0001", false, "0.0001"),
+            ("1e-5", false, "1e-05"),
+            ("-1.5e-7", false, "-1.5e-07"),
+            ("0.1", false, "0.1"),
+            ("0.30000000000000004", false, "0.30000000000000004"),
+            ("123456.789", false, "123456.789"),
+            ("inf", false, "Infinity"),
+            ("-inf", false, "-Infinity"),
+            ("NaN", false, "NaN"),
+            ("0", false, "0"),
+            ("1000000.0", true, "1e+06"),
+            ("100000.0", true, "100000"),
+            ("0.1", true, "0.1"),
+            ("3.4028235e38", true, "3.4028235e+38"),
+        ] {
+            assert_eq!(
+                pg_float_text(pgwire, single).as_deref(),
+                Some(postgres),
+                "{pgwire}"
+            );
+        }
+    }
 }
