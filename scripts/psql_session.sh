@@ -50,6 +50,7 @@ expect " year      | integer"
 expect " tags      | text[]"
 expect " embedding | vector(3)"
 expect '"docs_pkey" PRIMARY KEY, btree (id)'
+expect "| Storage  | Compression |"
 # errors keep the session going, with the right SQLSTATE (VERBOSITY verbose)
 expect "ERROR:  42P01: relation \"missing\" does not exist"
 expect "ERROR:  22000: expected 3 dimensions, not 2"

@@ -8,6 +8,7 @@ SELECT id, title, distance FROM vector_search('docs', '[1, 0, 0]', 10)
 WHERE category = 'ml' AND year >= 2020 ORDER BY distance;
 \dt
 \d docs
+\d+ docs
 SELECT * FROM missing;
 SELECT * FROM vector_search('docs', '[1, 0]', 5);
 SELECT count(*) FROM docs;

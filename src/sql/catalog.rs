@@ -752,6 +752,9 @@ fn key_registry() -> &'static KeyRegistry {
     KEYS.get_or_init(Default::default)
 }
 
+/// `pg_class` columns the emulation lacks, added as NULL text arrays.
+const PG_CLASS_EXTRA: [&str; 2] = ["reloptions", "relacl"];
+
 /// Which catalog table a [`PrimaryKeys`] overlay adds rows to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeyTable {
@@ -824,7 +827,24 @@ fn build_rows(
 #[async_trait]
 impl TableProvider for PrimaryKeys {
     fn schema(&self) -> SchemaRef {
-        self.table.schema()
+        let inner = self.table.schema();
+        if self.kind != KeyTable::Class {
+            return inner;
+        }
+        // Array columns psql's `\d+` and `\dp` read and the emulation lacks: all NULL.
+        let mut fields: Vec<_> = inner.fields().iter().cloned().collect();
+        for name in PG_CLASS_EXTRA {
+            if inner.index_of(name).is_err() {
+                fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+                    name,
+                    DataType::List(Arc::new(
+                        datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true),
+                    )),
+                    true,
+                )));
+            }
+        }
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
     }
 
     fn table_type(&self) -> TableType {
@@ -838,7 +858,7 @@ impl TableProvider for PrimaryKeys {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let schema = self.schema();
+        let schema = self.table.schema();
         let mut batches = read_all(&self.table, state).await?;
         let tables = self
             .shared
@@ -1003,6 +1023,20 @@ impl TableProvider for PrimaryKeys {
             }
         };
         batches.extend(extra.into_iter().filter(|b| b.num_rows() > 0));
+        let full = self.schema();
+        if full.fields().len() > schema.fields().len() {
+            for b in &mut batches {
+                let mut columns = b.columns().to_vec();
+                for f in &full.fields()[schema.fields().len()..] {
+                    columns.push(datafusion::arrow::array::new_null_array(
+                        f.data_type(),
+                        b.num_rows(),
+                    ));
+                }
+                *b = RecordBatch::try_new(full.clone(), columns)?;
+            }
+        }
+        let schema = full;
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
             schema,

@@ -311,11 +311,16 @@ impl Session {
     /// Plan and run a query through DataFusion.
     async fn query(&self, stmt: Statement) -> Result<Output> {
         match self.run_query(stmt.clone()).await {
-            // A correlated subquery DataFusion could not decorrelate, in a catalog query
-            // (SQLAlchemy's identity lookup through pg_sequence): answer it as NULL.
+            // A correlated subquery DataFusion could not decorrelate (SQLAlchemy's identity
+            // lookup through pg_sequence) or plan (psql's `\d+`, which unnests an outer
+            // row's reloptions), in a catalog query: answer it as NULL.
             Err(e)
-                if e.to_string()
-                    .contains("does not support logical expression ScalarSubquery") =>
+                if [
+                    "does not support logical expression ScalarSubquery",
+                    "table function 'unnest' not found",
+                ]
+                .iter()
+                .any(|m| e.to_string().contains(m)) =>
             {
                 let user_tables: Vec<String> =
                     self.engine.shared.tables.read().keys().cloned().collect();

@@ -697,10 +697,21 @@ pub fn null_catalog_subqueries(stmt: &mut Statement, user_tables: &[String]) -> 
     if relations(stmt).iter().any(|r| user_tables.contains(r)) {
         return false;
     }
+    // `FROM unnest(outer.column)`: DataFusion has no `unnest` table function.
+    fn unnests(q: &datafusion::sql::sqlparser::ast::Query) -> bool {
+        use datafusion::sql::sqlparser::ast::TableFactor;
+        let SetExpr::Select(sel) = q.body.as_ref() else {
+            return false;
+        };
+        sel.from.iter().any(|t| {
+            matches!(&t.relation, TableFactor::Table { name, args: Some(_), .. }
+                if name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case("unnest")))
+        })
+    }
     let mut changed = false;
     let _ = visit_expressions_mut(stmt, |e| {
         if let SqlExpr::Subquery(q) = e
-            && correlated(q)
+            && (correlated(q) || unnests(q))
         {
             *e = SqlExpr::Value(datafusion::sql::sqlparser::ast::Value::Null.into());
             changed = true;
@@ -822,5 +833,30 @@ mod regproc_tests {
         );
         let untouched = "SELECT 'a::regproc' || '1'::int";
         assert_eq!(regproc_literals(untouched), untouched);
+    }
+}
+
+#[cfg(test)]
+mod catalog_rewrite_tests {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    #[test]
+    fn unnest_subqueries_of_catalog_queries_can_be_nulled() {
+        let sql = "SELECT pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ') FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_class tc ON (c.reltoastrelid = tc.oid)";
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parse")
+            .remove(0);
+        super::array_subqueries(&mut stmt);
+        assert!(super::null_catalog_subqueries(&mut stmt, &[]), "{stmt}");
+        assert!(!stmt.to_string().contains("unnest"), "{stmt}");
+        let mut user = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parse")
+            .remove(0);
+        super::array_subqueries(&mut user);
+        assert!(!super::null_catalog_subqueries(
+            &mut user,
+            &["pg_class".to_string()]
+        ));
     }
 }
