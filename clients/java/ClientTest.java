@@ -1,6 +1,6 @@
 // pgjdbc against a running vectorgate (VECTORGATE_JDBC_URL): connect, PreparedStatement
 // with parameters of several types, a batch, a search checked against an exact ranking
-// computed here, and DatabaseMetaData.getTables and getColumns.
+// computed here, and DatabaseMetaData.getTables, getColumns and getPrimaryKeys.
 import java.sql.*;
 import java.util.*;
 
@@ -75,8 +75,11 @@ public class ClientTest {
                 while (rs.next()) columns.add(rs.getString("COLUMN_NAME") + ":" + rs.getString("TYPE_NAME") + ":" + rs.getInt("NULLABLE"));
             }
             check("jdbc: getColumns", columns, List.of("id:int8:0", "name:text:1", "price:float8:1", "ok:bool:1", "at:timestamp:1", "embedding:vector:1"));
-            // Not checked yet, because it fails: getPrimaryKeys (its query expands the key
-            // with information_schema._pg_expandarray, a set-returning function of records).
+            List<String> keys = new ArrayList<>();
+            try (ResultSet rs = md.getPrimaryKeys(null, "public", "j_items")) {
+                while (rs.next()) keys.add(rs.getString("COLUMN_NAME") + ":" + rs.getInt("KEY_SEQ") + ":" + rs.getString("PK_NAME"));
+            }
+            check("jdbc: getPrimaryKeys", keys, List.of("id:1:j_items_pkey"));
         }
         System.out.println("java clients: all checks passed");
     }

@@ -187,6 +187,7 @@ impl Engine {
         for s in &mut stmts {
             pgvector::aggregate_catalog_subqueries(s, &user_tables);
             pgvector::int2vector_functions(s);
+            pgvector::pg_expandarray(s);
             pgvector::postgres_column_names(s);
             pgvector::rewrite(s, &self.shared);
             pgvector::array_subqueries(s);

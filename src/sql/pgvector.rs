@@ -541,13 +541,30 @@ pub fn aggregate_catalog_subqueries(stmt: &mut Statement, user_tables: &[String]
     });
 }
 
+/// The elements of a catalog key column kept as text, `1 2` (`int2vector`) or `{1,2}`
+/// (an `int2[]` such as `pg_constraint.conkey`): `string_to_array` of it, normalised.
+fn int2_elements(e: SqlExpr) -> SqlExpr {
+    use datafusion::sql::sqlparser::ast::Value;
+    let text = |s: &str| SqlExpr::Value(Value::SingleQuotedString(s.into()).into());
+    let spaced = call("replace", vec![e, text(","), text(" ")]);
+    let bare = call("btrim", vec![spaced, text("{}")]);
+    call("string_to_array", vec![bare, text(" ")])
+}
+
 /// `pg_index.indkey` and its kin are `int2vector` in Postgres (an array that prints as
 /// `1 2`); the catalog emulation keeps the printed text. `unnest(indkey)` and
 /// `generate_subscripts(indkey, 1)`, as SQLAlchemy's key and index reflection writes
 /// them, become the same over `string_to_array(indkey, ' ')`.
 pub fn int2vector_functions(stmt: &mut Statement) {
     use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, CastKind, DataType as T, Value};
-    const INT2VECTORS: [&str; 4] = ["indkey", "indclass", "indoption", "indcollation"];
+    const INT2VECTORS: [&str; 6] = [
+        "indkey",
+        "indclass",
+        "indoption",
+        "indcollation",
+        "conkey",
+        "confkey",
+    ];
     let int2vector = |e: &SqlExpr| match e {
         SqlExpr::Identifier(i) => INT2VECTORS.contains(&ident_name(i).as_str()),
         SqlExpr::CompoundIdentifier(p) => p
@@ -555,15 +572,7 @@ pub fn int2vector_functions(stmt: &mut Statement) {
             .is_some_and(|i| INT2VECTORS.contains(&ident_name(i).as_str())),
         _ => false,
     };
-    let split = |e: SqlExpr| {
-        call(
-            "string_to_array",
-            vec![
-                e,
-                SqlExpr::Value(Value::SingleQuotedString(" ".into()).into()),
-            ],
-        )
-    };
+    let split = int2_elements;
     let number = |n: i64| SqlExpr::Value(Value::Number(n.to_string(), false).into());
     let _ = visit_expressions_mut(stmt, |e| {
         if let SqlExpr::Function(f) = e
@@ -688,6 +697,89 @@ pub fn postgres_column_names(stmt: &mut Statement) {
         Statement::Explain { .. } => {}
         _ => {}
     }
+}
+
+/// `information_schema._pg_expandarray(indkey)`, as pgjdbc's `getPrimaryKeys` writes it:
+/// a set-returning function of `(x, n)` records, read as `(...).n` and `(keys).x`. Over an
+/// `int2vector` column it becomes two zipped `unnest`s: of the elements (`x`) and of their
+/// positions (`n`); `(column).x` of its result is the column itself.
+pub fn pg_expandarray(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        AccessExpr, ArrayElemTypeDef, CastKind, DataType as T, Value,
+    };
+    fn expand_arg(e: &SqlExpr) -> Option<SqlExpr> {
+        let SqlExpr::Function(f) = e else { return None };
+        if !f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("_pg_expandarray"))
+        {
+            return None;
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            return None;
+        };
+        match list.args.as_slice() {
+            [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] => Some(arg.clone()),
+            _ => None,
+        }
+    }
+    let split = int2_elements;
+    let elements = |e: SqlExpr| {
+        call(
+            "unnest",
+            vec![SqlExpr::Cast {
+                kind: CastKind::Cast,
+                expr: Box::new(split(e)),
+                data_type: T::Array(ArrayElemTypeDef::SquareBracket(
+                    Box::new(T::SmallInt(None)),
+                    None,
+                )),
+                array: false,
+                format: None,
+            }],
+        )
+    };
+    let positions = |e: SqlExpr| {
+        let one = SqlExpr::Value(Value::Number("1".into(), false).into());
+        let length = call("array_length", vec![split(e), one.clone()]);
+        call("unnest", vec![call("generate_series", vec![one, length])])
+    };
+    // Field access first (the visit is bottom-up, so the function inside is still whole).
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::CompoundFieldAccess { root, access_chain } = e
+            && let [AccessExpr::Dot(SqlExpr::Identifier(field))] = access_chain.as_slice()
+        {
+            let field = field.value.to_ascii_lowercase();
+            let inner = match root.as_ref() {
+                SqlExpr::Nested(x) => x.as_ref(),
+                other => other,
+            };
+            if let Some(arg) = expand_arg(inner) {
+                *e = if field == "n" {
+                    positions(arg)
+                } else {
+                    elements(arg)
+                };
+            } else if field == "x"
+                && matches!(
+                    inner,
+                    SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_)
+                )
+            {
+                *e = inner.clone();
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let Some(arg) = expand_arg(e) {
+            *e = elements(arg);
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// The last resort for a catalog statement DataFusion cannot run: every correlated
