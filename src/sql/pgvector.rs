@@ -551,12 +551,30 @@ fn int2_elements(e: SqlExpr) -> SqlExpr {
     call("string_to_array", vec![bare, text(" ")])
 }
 
+/// `unnest` of a catalog key column's elements as `smallint`s.
+fn unnest_int2(e: SqlExpr) -> SqlExpr {
+    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, CastKind, DataType as T};
+    call(
+        "unnest",
+        vec![SqlExpr::Cast {
+            kind: CastKind::Cast,
+            expr: Box::new(int2_elements(e)),
+            data_type: T::Array(ArrayElemTypeDef::SquareBracket(
+                Box::new(T::SmallInt(None)),
+                None,
+            )),
+            array: false,
+            format: None,
+        }],
+    )
+}
+
 /// `pg_index.indkey` and its kin are `int2vector` in Postgres (an array that prints as
 /// `1 2`); the catalog emulation keeps the printed text. `unnest(indkey)` and
 /// `generate_subscripts(indkey, 1)`, as SQLAlchemy's key and index reflection writes
 /// them, become the same over `string_to_array(indkey, ' ')`.
 pub fn int2vector_functions(stmt: &mut Statement) {
-    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, CastKind, DataType as T, Value};
+    use datafusion::sql::sqlparser::ast::Value;
     const INT2VECTORS: [&str; 6] = [
         "indkey",
         "indclass",
@@ -584,19 +602,7 @@ pub fn int2vector_functions(stmt: &mut Statement) {
             let arg = arg.clone();
             match name.as_str() {
                 "unnest" if list.args.len() == 1 => {
-                    *e = call(
-                        "unnest",
-                        vec![SqlExpr::Cast {
-                            kind: CastKind::Cast,
-                            expr: Box::new(split(arg)),
-                            data_type: T::Array(ArrayElemTypeDef::SquareBracket(
-                                Box::new(T::SmallInt(None)),
-                                None,
-                            )),
-                            array: false,
-                            format: None,
-                        }],
-                    );
+                    *e = unnest_int2(arg);
                 }
                 "generate_subscripts" => {
                     let length = call("array_length", vec![split(arg), number(1)]);
@@ -704,9 +710,7 @@ pub fn postgres_column_names(stmt: &mut Statement) {
 /// `int2vector` column it becomes two zipped `unnest`s: of the elements (`x`) and of their
 /// positions (`n`); `(column).x` of its result is the column itself.
 pub fn pg_expandarray(stmt: &mut Statement) {
-    use datafusion::sql::sqlparser::ast::{
-        AccessExpr, ArrayElemTypeDef, CastKind, DataType as T, Value,
-    };
+    use datafusion::sql::sqlparser::ast::{AccessExpr, Value};
     fn expand_arg(e: &SqlExpr) -> Option<SqlExpr> {
         let SqlExpr::Function(f) = e else { return None };
         if !f
@@ -727,21 +731,7 @@ pub fn pg_expandarray(stmt: &mut Statement) {
         }
     }
     let split = int2_elements;
-    let elements = |e: SqlExpr| {
-        call(
-            "unnest",
-            vec![SqlExpr::Cast {
-                kind: CastKind::Cast,
-                expr: Box::new(split(e)),
-                data_type: T::Array(ArrayElemTypeDef::SquareBracket(
-                    Box::new(T::SmallInt(None)),
-                    None,
-                )),
-                array: false,
-                format: None,
-            }],
-        )
-    };
+    let elements = unnest_int2;
     let positions = |e: SqlExpr| {
         let one = SqlExpr::Value(Value::Number("1".into(), false).into());
         let length = call("array_length", vec![split(e), one.clone()]);
