@@ -188,6 +188,7 @@ impl Engine {
             pgvector::aggregate_catalog_subqueries(s, &user_tables);
             pgvector::int2vector_functions(s);
             pgvector::pg_expandarray(s);
+            pgvector::regproc_joins(s);
             pgvector::postgres_column_names(s);
             pgvector::rewrite(s, &self.shared);
             pgvector::array_subqueries(s);

@@ -772,6 +772,44 @@ pub fn pg_expandarray(stmt: &mut Statement) {
     });
 }
 
+/// `proc.oid = typ.typreceive`, as Npgsql's type loading joins pg_proc: the catalog keeps
+/// `typreceive` (and `typsend`, `typinput`, `typoutput`) as the function's name, so the
+/// join is on `proc.proname`.
+pub fn regproc_joins(stmt: &mut Statement) {
+    const REGPROC: [&str; 4] = ["typreceive", "typsend", "typinput", "typoutput"];
+    let is_regproc = |e: &SqlExpr| match e {
+        SqlExpr::CompoundIdentifier(p) => p
+            .last()
+            .is_some_and(|i| REGPROC.contains(&ident_name(i).as_str())),
+        SqlExpr::Identifier(i) => REGPROC.contains(&ident_name(i).as_str()),
+        _ => false,
+    };
+    let to_name = |e: &mut SqlExpr| {
+        if let SqlExpr::CompoundIdentifier(p) = e
+            && p.len() >= 2
+            && p.last().is_some_and(|i| ident_name(i) == "oid")
+            && let Some(last) = p.last_mut()
+        {
+            *last = Ident::new("proname");
+        }
+    };
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = e
+        {
+            if is_regproc(right) {
+                to_name(left);
+            } else if is_regproc(left) {
+                to_name(right);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// The last resort for a catalog statement DataFusion cannot run: every correlated
 /// scalar subquery left answers NULL (what the compatibility parser does for those in a
 /// select list). Returns whether anything changed.

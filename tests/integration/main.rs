@@ -11,6 +11,7 @@ mod ops;
 mod protocol;
 mod qdrant_server;
 mod rawsocket;
+mod replay;
 mod search;
 mod security;
 mod slt;
