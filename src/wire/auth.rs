@@ -346,6 +346,9 @@ impl Startup {
     pub fn new(front: &Front, connections: Arc<ConnectionManager>) -> Startup {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = super::SERVER_VERSION.to_string();
+        // What `SHOW` answers, and Postgres' defaults.
+        parameters.date_style = "ISO, MDY".to_string();
+        parameters.time_zone = "UTC".to_string();
         Startup {
             connections,
             auth: front.auth,

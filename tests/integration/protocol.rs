@@ -510,3 +510,47 @@ async fn result_columns_are_named_as_postgres_names_them() {
         .expect("a column named count");
     assert_eq!(n, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_are_postgres_defaults_and_agree_with_show() {
+    let server = super::Server::start();
+    let (client, conn) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let reported: Vec<(&str, Option<String>)> = [
+        "server_version",
+        "standard_conforming_strings",
+        "integer_datetimes",
+        "client_encoding",
+        "DateStyle",
+        "TimeZone",
+    ]
+    .into_iter()
+    .map(|p| (p, conn.parameter(p).map(str::to_string)))
+    .collect();
+    tokio::spawn(conn);
+    for (name, value) in reported {
+        let value = value.unwrap_or_else(|| panic!("{name} not reported at startup"));
+        let shown = client
+            .simple_query(&format!("SHOW {name}"))
+            .await
+            .expect("show");
+        let shown = shown
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .expect("a value");
+        assert_eq!(value, shown, "{name}: ParameterStatus and SHOW disagree");
+    }
+    let empty = client
+        .simple_query("")
+        .await
+        .expect("an empty query is fine");
+    assert!(
+        !empty
+            .iter()
+            .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+    );
+}
