@@ -20,3 +20,4 @@ SELECT count(*) FROM docs;
 \du
 \db
 \dx
+\dT
