@@ -752,6 +752,21 @@ fn key_registry() -> &'static KeyRegistry {
     KEYS.get_or_init(Default::default)
 }
 
+/// `schema` with nullable columns `extra` appended (those it does not have yet).
+fn with_columns(schema: &SchemaRef, extra: &[(&str, DataType)]) -> SchemaRef {
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    for (name, ty) in extra {
+        if schema.index_of(name).is_err() {
+            fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+                *name,
+                ty.clone(),
+                true,
+            )));
+        }
+    }
+    Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+}
+
 /// `pg_class` columns the emulation lacks, added as NULL text arrays.
 const PG_CLASS_EXTRA: [&str; 2] = ["reloptions", "relacl"];
 
@@ -832,19 +847,14 @@ impl TableProvider for PrimaryKeys {
             return inner;
         }
         // Array columns psql's `\d+` and `\dp` read and the emulation lacks: all NULL.
-        let mut fields: Vec<_> = inner.fields().iter().cloned().collect();
-        for name in PG_CLASS_EXTRA {
-            if inner.index_of(name).is_err() {
-                fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
-                    name,
-                    DataType::List(Arc::new(
-                        datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true),
-                    )),
-                    true,
-                )));
-            }
-        }
-        Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+        let text_array = DataType::List(Arc::new(
+            datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true),
+        ));
+        let extra: Vec<_> = PG_CLASS_EXTRA
+            .iter()
+            .map(|name| (*name, text_array.clone()))
+            .collect();
+        with_columns(&inner, &extra)
     }
 
     fn table_type(&self) -> TableType {
@@ -1202,13 +1212,7 @@ fn arrow_type_names(arrow: &str) -> (String, String) {
 #[async_trait]
 impl TableProvider for Columns {
     fn schema(&self) -> SchemaRef {
-        let mut fields: Vec<_> = self.inner.schema().fields().iter().cloned().collect();
-        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
-            "udt_name",
-            DataType::Utf8,
-            true,
-        )));
-        Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+        with_columns(&self.inner.schema(), &[("udt_name", DataType::Utf8)])
     }
 
     fn table_type(&self) -> TableType {

@@ -183,12 +183,22 @@ impl Engine {
             .parser
             .parse(&sql)
             .map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))?;
-        let user_tables: Vec<String> = self.shared.tables.read().keys().cloned().collect();
+        // The catalog rewrites only concern statements that name the catalog; searches
+        // and writes skip them.
+        let catalog =
+            pgvector::mentions(&sql, "pg_") || pgvector::mentions(&sql, "information_schema");
+        let user_tables: Vec<String> = if catalog {
+            self.shared.tables.read().keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
         for s in &mut stmts {
-            pgvector::aggregate_catalog_subqueries(s, &user_tables);
-            pgvector::int2vector_functions(s);
-            pgvector::pg_expandarray(s);
-            pgvector::regproc_joins(s);
+            if catalog {
+                pgvector::aggregate_catalog_subqueries(s, &user_tables);
+                pgvector::int2vector_functions(s);
+                pgvector::pg_expandarray(s);
+                pgvector::regproc_joins(s);
+            }
             pgvector::postgres_column_names(s);
             pgvector::rewrite(s, &self.shared);
             pgvector::array_subqueries(s);

@@ -618,13 +618,20 @@ pub fn int2vector_functions(stmt: &mut Statement) {
     });
 }
 
+/// Does `sql` contain `needle` (ASCII, any case)? Without allocating.
+pub fn mentions(sql: &str, needle: &str) -> bool {
+    sql.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 /// `'pg_catalog.array_in'::regproc`, as pgjdbc compares `pg_type.typinput` with it: the
 /// catalog keeps function names as text, so the literal becomes the bare name, as text.
 /// Done on the SQL text, before the compatibility parser turns the cast into an oid
 /// lookup.
 pub fn regproc_literals(sql: &str) -> std::borrow::Cow<'_, str> {
     const CAST: &str = "'::regproc";
-    if !sql.to_ascii_lowercase().contains(CAST) {
+    if !mentions(sql, CAST) {
         return std::borrow::Cow::Borrowed(sql);
     }
     let mut out = String::with_capacity(sql.len());
