@@ -84,6 +84,14 @@ impl Server {
         s
     }
 
+    /// Start a server on a new, empty data directory with extra flags.
+    pub fn start_args(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::start_on(&dir.path().join("data"), extra);
+        s._dir = Some(dir);
+        s
+    }
+
     /// Start a server on `data` with extra flags.
     pub fn start_on(data: &Path, extra: &[&str]) -> Server {
         Server::start_with(data, extra, &[])

@@ -40,11 +40,7 @@ async fn rows_taking(client: &tokio_postgres::Client, target: Duration) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_running_statements_finish_and_exits_zero() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = Server::start_on(
-        &dir.path().join("data"),
-        &["--shutdown-timeout-ms", "30000"],
-    );
+    let mut server = Server::start_args(&["--shutdown-timeout-ms", "30000"]);
     let (idle, idle_conn) = client_and_connection(&server).await;
     let (busy, _busy_conn) = client_and_connection(&server).await;
     idle.batch_execute(
@@ -109,8 +105,7 @@ async fn sigterm_lets_running_statements_finish_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shutdown_deadline_bounds_the_wait() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = Server::start_on(&dir.path().join("data"), &["--shutdown-timeout-ms", "500"]);
+    let mut server = Server::start_args(&["--shutdown-timeout-ms", "500"]);
     let (busy, _conn) = client_and_connection(&server).await;
     let running = tokio::spawn(async move {
         busy.query_one("SELECT count(*) FROM range(300000000000)", &[])
@@ -136,11 +131,7 @@ async fn the_shutdown_deadline_bounds_the_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_are_closed_with_57p05_and_busy_ones_are_not() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_on(
-        &dir.path().join("data"),
-        &["--idle-session-timeout-ms", "600"],
-    );
+    let server = Server::start_args(&["--idle-session-timeout-ms", "600"]);
     let (idle, idle_conn) = client_and_connection(&server).await;
     let (busy, _busy_conn) = client_and_connection(&server).await;
     idle.query_one("SELECT 1", &[]).await.expect("first");
@@ -164,24 +155,20 @@ async fn idle_sessions_are_closed_with_57p05_and_busy_ones_are_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_and_result_limits_have_their_own_sqlstates() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_on(
-        &dir.path().join("data"),
-        &[
-            "--max-query-length",
-            "200",
-            "--max-result-rows",
-            "5",
-            "--max-result-bytes",
-            "2000",
-            "--statement-timeout-ms",
-            "300",
-            "--max-k",
-            "50",
-            "--max-copy-bytes",
-            "1000",
-        ],
-    );
+    let server = Server::start_args(&[
+        "--max-query-length",
+        "200",
+        "--max-result-rows",
+        "5",
+        "--max-result-bytes",
+        "2000",
+        "--statement-timeout-ms",
+        "300",
+        "--max-k",
+        "50",
+        "--max-copy-bytes",
+        "1000",
+    ]);
     let client = server.client().await;
     let long = format!("SELECT '{}'", "y".repeat(300));
     let e = client.simple_query(&long).await.expect_err("too long");
@@ -293,18 +280,14 @@ fn metric(text: &str, prefix: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_json_logs_and_the_slow_query_log() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_on(
-        &dir.path().join("data"),
-        &[
-            "--metrics",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--slow-query-ms",
-            "1",
-        ],
-    );
+    let server = Server::start_args(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--slow-query-ms",
+        "1",
+    ]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let addr = loop {
         if let Some(a) = server.logged("metrics") {

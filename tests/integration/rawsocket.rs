@@ -209,11 +209,8 @@ async fn bad_protocol_messages_end_only_their_own_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_over_max_message_size_closes_only_that_connection() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_on(
-        &dir.path().join("data"),
-        &["--max-message-size", "4096", "--max-query-length", "100000"],
-    );
+    let server =
+        Server::start_args(&["--max-message-size", "4096", "--max-query-length", "100000"]);
     let bystander = server.client().await;
     let mut s = ready(&server).await;
     let long = format!("SELECT '{}'", "x".repeat(10_000));

@@ -43,6 +43,14 @@ fn users_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     path
 }
 
+/// A server whose config file has the users of [`users_config`] (and `extra` settings).
+fn with_users(dir: &Path, extra: &str, flags: &[&str]) -> Server {
+    let config = users_config(dir, extra);
+    let mut args = vec!["--config", config.to_str().expect("path")];
+    args.extend_from_slice(flags);
+    Server::start_on(&dir.join("data"), &args)
+}
+
 async fn connect(
     server: &Server,
     user: &str,
@@ -83,11 +91,7 @@ fn port(server: &Server) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_users_log_in_and_bad_credentials_get_28p01() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = users_config(dir.path(), "");
-    let server = Server::start_on(
-        &dir.path().join("data"),
-        &["--config", config.to_str().expect("path")],
-    );
+    let server = with_users(dir.path(), "", &[]);
     let alice = connect(&server, "alice", "wonderland")
         .await
         .expect("alice logs in with SCRAM");
@@ -130,11 +134,7 @@ async fn scram_users_log_in_and_bad_credentials_get_28p01() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_users_and_sessions_cannot_write() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = users_config(dir.path(), "");
-    let server = Server::start_on(
-        &dir.path().join("data"),
-        &["--config", config.to_str().expect("path")],
-    );
+    let server = with_users(dir.path(), "", &[]);
     let alice = connect(&server, "alice", "wonderland")
         .await
         .expect("alice");
@@ -319,12 +319,10 @@ async fn tls_is_required_verified_and_reloaded_on_sighup() {
 async fn cleartext_passwords_only_over_tls() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ca, cert, key) = make_certificates(dir.path(), "one");
-    let config = users_config(dir.path(), "auth = \"password\"");
-    let server = Server::start_on(
-        &dir.path().join("data"),
+    let server = with_users(
+        dir.path(),
+        "auth = \"password\"",
         &[
-            "--config",
-            config.to_str().expect("path"),
             "--tls-cert",
             cert.to_str().expect("path"),
             "--tls-key",
