@@ -1,0 +1,511 @@
+//! vectorgate-bench: vectorgate measured side by side with what users would use instead,
+//! in one run. See `scripts/bench.sh`, which builds it in release mode, fetches the
+//! digits data set and draws the plots.
+//!
+//! For each data size up to `--scale` it generates clustered 384-d unit vectors, computes
+//! (or reads from its cache) the exact nearest neighbours of every query under every
+//! filter, loads the rows through the proxy with COPY, and measures over the wire with
+//! prepared statements: k = 10 and 100 with no filter and filters passing 50%, 10% and 1%
+//! of rows, at 1, 4 and 16 clients; the `hnsw_ef` sweep; the exact row scan (the path
+//! searches take when the index is down); then the same searches made directly on the
+//! stores in process. With `--cassandra` it also runs the proxy with its rows in
+//! Cassandra and Cassandra 5's own SAI vector search on the same data. Figures go to
+//! stdout, `--out` (BENCHMARKS.md) and `--json` (for the plots). No pass/fail.
+
+mod cassandra;
+mod data;
+mod direct;
+mod proxy;
+mod report;
+mod stats;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::data::{Dataset, FILTERS};
+use crate::proxy::{Server, Workload};
+use crate::report::{Ingest, Record, Report};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vectorgate-bench",
+    about = "Side-by-side benchmarks of vectorgate"
+)]
+struct Args {
+    /// Largest data size (10k, 100k, 1m or a number); every standard size up to it runs.
+    #[arg(long, default_value = "10k")]
+    scale: String,
+    /// Queries per workload.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    #[arg(long, default_value_t = 384)]
+    dim: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Cassandra 5 (HOST:PORT) for the rows-in-Cassandra runs and the SAI comparison.
+    #[arg(long)]
+    cassandra: Option<String>,
+    /// Largest size loaded into Cassandra.
+    #[arg(long, default_value = "100k")]
+    cassandra_max: String,
+    /// The digits data set as `label<TAB>v1,...` lines (bench/plot.py digits FILE).
+    #[arg(long)]
+    digits: Option<PathBuf>,
+    /// Markdown report; sections of BENCHMARKS.md written by other commands are kept.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// Machine-readable results, for bench/plot.py.
+    #[arg(long, default_value = "bench/results/results.json")]
+    json: PathBuf,
+    /// The command to print in the report (scripts/bench.sh passes its own).
+    #[arg(long)]
+    command: Option<String>,
+    /// Fewer settings per sweep: a check that the harness works, not a measurement.
+    #[arg(long)]
+    smoke: bool,
+}
+
+fn parse_size(s: &str) -> anyhow::Result<usize> {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mult) = if let Some(x) = s.strip_suffix('m') {
+        (x, 1_000_000)
+    } else if let Some(x) = s.strip_suffix('k') {
+        (x, 1000)
+    } else {
+        (s.as_str(), 1)
+    };
+    Ok(num.parse::<usize>()? * mult)
+}
+
+struct Plan {
+    ks: Vec<usize>,
+    clients: Vec<usize>,
+    efs: Vec<usize>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let scale = parse_size(&args.scale)?;
+    let cassandra_max = parse_size(&args.cassandra_max)?;
+    let mut sizes: Vec<usize> = [10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|s| *s <= scale)
+        .collect();
+    if !sizes.contains(&scale) {
+        sizes.push(scale);
+    }
+    let plan = if args.smoke {
+        Plan {
+            ks: vec![10],
+            clients: vec![1, 4],
+            efs: vec![16, 128],
+        }
+    } else {
+        Plan {
+            ks: vec![10, 100],
+            clients: vec![1, 4, 16],
+            efs: vec![8, 16, 32, 64, 128, 256, 512],
+        }
+    };
+    let bin = proxy::server_binary()?;
+    let cache = data::cache_dir();
+    let work = std::env::temp_dir().join(format!("vectorgate-bench-{}", std::process::id()));
+    let command = args
+        .command
+        .clone()
+        .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
+    let mut report = Report::new(command, &bin, args.queries);
+
+    let session = match &args.cassandra {
+        Some(hosts) => Some(cassandra::connect(hosts).await?),
+        None => None,
+    };
+    for (i, &n) in sizes.iter().enumerate() {
+        eprintln!("== {n} rows");
+        let d = Arc::new(data::synthetic(
+            n,
+            args.dim,
+            args.queries,
+            args.seed,
+            &cache,
+        ));
+        let dir = work.join(d.name.clone());
+        embedded(&mut report, &bin, &dir, &d, &plan, i == 0, args.queries).await?;
+        if let (Some(hosts), Some(s)) = (&args.cassandra, &session)
+            && n <= cassandra_max
+        {
+            with_cassandra(&mut report, &bin, &dir, hosts, s, &d, i == 0, args.queries).await?;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        report.write(&args.out, &args.json)?;
+    }
+    if let Some(file) = &args.digits {
+        let d = Arc::new(data::digits(file, &cache)?);
+        let dir = work.join("digits");
+        digits(&mut report, &bin, &dir, &d, args.queries).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    report.write(&args.out, &args.json)?;
+    eprintln!("wrote {} and {}", args.out.display(), args.json.display());
+    Ok(())
+}
+
+const TABLE: &str = "items";
+
+/// Everything on the embedded stores: load, searches, concurrency, ef sweep, exact scan,
+/// memory, then the direct calls after the server stopped.
+async fn embedded(
+    report: &mut Report,
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    d: &Arc<Dataset>,
+    plan: &Plan,
+    first: bool,
+    queries: usize,
+) -> anyhow::Result<()> {
+    let n = d.vectors.len();
+    let data_dir = dir.join("embedded");
+    let server = Server::start(bin, &data_dir, None)?;
+    let c = server.connect().await?;
+    c.batch_execute(&proxy::create_table_sql(TABLE, d, ""))
+        .await?;
+    let rate = proxy::copy_rows(&c, TABLE, d, 0..n, 5000).await?;
+    eprintln!("loaded {n} rows with COPY: {rate:.0} rows/s; waiting for the index");
+    report
+        .ingest
+        .push(Ingest::new("embedded", "COPY (load)", n, rate));
+    let waited = std::time::Instant::now();
+    server
+        .wait_for_index(Duration::from_secs(5), Duration::from_secs(3600))
+        .await;
+    report.index_wait.push((n, waited.elapsed().as_secs_f64()));
+    if first {
+        ingest_pair(report, &server, d, "embedded").await?;
+    }
+    let rec = |section: &'static str, k, clients, filter, ef, run| Record {
+        data: d.name.clone(),
+        n,
+        section,
+        k,
+        clients,
+        filter,
+        ef,
+        run,
+    };
+    // Latency at one client, every k and filter.
+    for &k in &plan.ks {
+        for f in 0..FILTERS.len() {
+            let w = Workload {
+                table: TABLE,
+                filter: f,
+                k,
+                clients: 1,
+                setup: String::new(),
+                queries,
+            };
+            let run = proxy::search(
+                &server,
+                d,
+                &w,
+                format!("proxy, k={k}, {}", FILTERS[f].label),
+            )
+            .await?;
+            eprintln!("{}", report::line(&run));
+            report.records.push(rec("latency", k, 1, f, None, run));
+        }
+    }
+    // Throughput with more clients.
+    for &clients in plan.clients.iter().filter(|c| **c > 1) {
+        for f in [0, 3] {
+            let w = Workload {
+                table: TABLE,
+                filter: f,
+                k: 10,
+                clients,
+                setup: String::new(),
+                queries: queries * 2,
+            };
+            let run = proxy::search(
+                &server,
+                d,
+                &w,
+                format!("proxy, {clients} clients, {}", FILTERS[f].label),
+            )
+            .await?;
+            eprintln!("{}", report::line(&run));
+            report
+                .records
+                .push(rec("concurrency", 10, clients, f, None, run));
+        }
+    }
+    let (peak, rss) = server.memory();
+    report.memory.push((d.name.clone(), n, peak, rss));
+    // Recall against QPS: the hnsw_ef sweep.
+    for &ef in &plan.efs {
+        for f in [0, 3] {
+            let w = Workload {
+                table: TABLE,
+                filter: f,
+                k: 10,
+                clients: 1,
+                setup: format!("SET vectorgate.hnsw_ef = {ef}"),
+                queries,
+            };
+            let run = proxy::search(
+                &server,
+                d,
+                &w,
+                format!("proxy, ef={ef}, {}", FILTERS[f].label),
+            )
+            .await?;
+            eprintln!("{}", report::line(&run));
+            report.records.push(rec("ef", 10, 1, f, Some(ef), run));
+        }
+    }
+    // The exact row scan (the fallback path), on fewer queries as rows grow.
+    let reps = queries.min((2_000_000 / n).max(5));
+    for f in [0, 2, 3] {
+        let w = Workload {
+            table: TABLE,
+            filter: f,
+            k: 10,
+            clients: 1,
+            setup: "SET vectorgate.row_scan = on".into(),
+            queries: reps,
+        };
+        let run = proxy::search(
+            &server,
+            d,
+            &w,
+            format!("proxy, exact row scan, {}", FILTERS[f].label),
+        )
+        .await?;
+        eprintln!("{}", report::line(&run));
+        report.records.push(rec("exact", 10, 1, f, None, run));
+    }
+    drop(c);
+    server.stop()?;
+    for run in direct::search(&data_dir, None, TABLE, d, &[0, 1, 2, 3], 10, queries).await? {
+        eprintln!("{}", report::line(&run));
+        let f = FILTERS
+            .iter()
+            .position(|x| run.label.ends_with(x.label))
+            .unwrap_or(0);
+        report.records.push(rec("direct", 10, 1, f, None, run));
+    }
+    Ok(())
+}
+
+/// COPY against multi-row INSERT of the same rows (at most 10,000) into fresh tables.
+async fn ingest_pair(
+    report: &mut Report,
+    server: &Server,
+    d: &Arc<Dataset>,
+    backend: &str,
+) -> anyhow::Result<()> {
+    let m = d.vectors.len().min(10_000);
+    let c = server.connect().await?;
+    c.batch_execute(&proxy::create_table_sql("ingest_copy", d, ""))
+        .await?;
+    c.batch_execute(&proxy::create_table_sql("ingest_insert", d, ""))
+        .await?;
+    let copy = proxy::copy_rows(&c, "ingest_copy", d, 0..m, 1000).await?;
+    let insert = proxy::insert_rows(&c, "ingest_insert", d, 0..m, 100).await?;
+    eprintln!("{backend}: COPY {copy:.0} rows/s, INSERT (100 rows each) {insert:.0} rows/s");
+    report
+        .ingest
+        .push(Ingest::new(backend, "COPY, 1,000 rows each", m, copy));
+    report
+        .ingest
+        .push(Ingest::new(backend, "INSERT, 100 rows each", m, insert));
+    c.batch_execute("DROP TABLE ingest_copy; DROP TABLE ingest_insert")
+        .await?;
+    Ok(())
+}
+
+/// The proxy with its rows in Cassandra, then Cassandra's own SAI vector search.
+#[allow(clippy::too_many_arguments)]
+async fn with_cassandra(
+    report: &mut Report,
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    hosts: &str,
+    session: &Arc<scylla::client::session::Session>,
+    d: &Arc<Dataset>,
+    first: bool,
+    queries: usize,
+) -> anyhow::Result<()> {
+    let n = d.vectors.len();
+    let ks = format!("vectorgate_bench_{}", d.name);
+    let _ = session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
+        .await;
+    let data_dir = dir.join("cassandra");
+    let server = Server::start(bin, &data_dir, Some((hosts, &ks)))?;
+    let c = server.connect().await?;
+    c.batch_execute(&proxy::create_table_sql(TABLE, d, ""))
+        .await?;
+    let rate = proxy::copy_rows(&c, TABLE, d, 0..n, 5000).await?;
+    eprintln!("loaded {n} rows into Cassandra through the proxy: {rate:.0} rows/s");
+    report.ingest.push(Ingest::new(
+        "Cassandra (through the proxy)",
+        "COPY (load)",
+        n,
+        rate,
+    ));
+    server
+        .wait_for_index(Duration::from_secs(5), Duration::from_secs(3600))
+        .await;
+    if first {
+        ingest_pair(report, &server, d, "Cassandra (through the proxy)").await?;
+    }
+    let rec = |section: &'static str, clients, filter, run| Record {
+        data: d.name.clone(),
+        n,
+        section,
+        k: 10,
+        clients,
+        filter,
+        ef: None,
+        run,
+    };
+    for f in 0..FILTERS.len() {
+        let w = Workload {
+            table: TABLE,
+            filter: f,
+            k: 10,
+            clients: 1,
+            setup: String::new(),
+            queries,
+        };
+        let run = proxy::search(
+            &server,
+            d,
+            &w,
+            format!("proxy, rows in Cassandra, {}", FILTERS[f].label),
+        )
+        .await?;
+        eprintln!("{}", report::line(&run));
+        report.records.push(rec("cassandra-proxy", 1, f, run));
+    }
+    let w = Workload {
+        table: TABLE,
+        filter: 0,
+        k: 10,
+        clients: 4,
+        setup: String::new(),
+        queries: queries * 2,
+    };
+    let run = proxy::search(
+        &server,
+        d,
+        &w,
+        "proxy, rows in Cassandra, 4 clients, no filter".into(),
+    )
+    .await?;
+    eprintln!("{}", report::line(&run));
+    report.records.push(rec("cassandra-proxy", 4, 0, run));
+    drop(c);
+    server.stop()?;
+    let _ = session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
+        .await;
+
+    let table = format!("items_{}", d.name);
+    let rate = cassandra::load(session, &table, d, 64).await?;
+    eprintln!("loaded {n} rows into Cassandra with SAI indexes: {rate:.0} rows/s");
+    report.ingest.push(Ingest::new(
+        "Cassandra SAI (direct, prepared INSERT x64 in flight)",
+        "INSERT, 1 row each",
+        n,
+        rate,
+    ));
+    for f in 0..FILTERS.len() {
+        match cassandra::search(session, &table, d, f, 10, 1, queries).await {
+            Ok(run) => {
+                eprintln!("{}", report::line(&run));
+                report.records.push(rec("sai", 1, f, run));
+            }
+            Err(e) => {
+                eprintln!("Cassandra SAI, {}: {e}", FILTERS[f].label);
+                report.notes.push(format!(
+                    "Cassandra SAI at {n} rows, {}: `{e}`",
+                    FILTERS[f].label
+                ));
+            }
+        }
+    }
+    let run = cassandra::search(session, &table, d, 0, 10, 4, queries * 2).await?;
+    eprintln!("{}", report::line(&run));
+    report.records.push(rec("sai", 4, 0, run));
+    cassandra::drop_table(session, &table).await;
+    Ok(())
+}
+
+/// The small real data set: index, exact scan and direct calls, no filter and ~10%.
+async fn digits(
+    report: &mut Report,
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    d: &Arc<Dataset>,
+    queries: usize,
+) -> anyhow::Result<()> {
+    let n = d.vectors.len();
+    let data_dir = dir.join("embedded");
+    let server = Server::start(bin, &data_dir, None)?;
+    let c = server.connect().await?;
+    c.batch_execute(&proxy::create_table_sql(TABLE, d, ""))
+        .await?;
+    proxy::copy_rows(&c, TABLE, d, 0..n, 5000).await?;
+    server
+        .wait_for_index(Duration::from_secs(5), Duration::from_secs(600))
+        .await;
+    let rec = |section: &'static str, filter, run| Record {
+        data: d.name.clone(),
+        n,
+        section,
+        k: 10,
+        clients: 1,
+        filter,
+        ef: None,
+        run,
+    };
+    for (section, setup) in [("latency", ""), ("exact", "SET vectorgate.row_scan = on")] {
+        for f in [0, 2] {
+            let w = Workload {
+                table: TABLE,
+                filter: f,
+                k: 10,
+                clients: 1,
+                setup: setup.into(),
+                queries,
+            };
+            let run = proxy::search(
+                &server,
+                d,
+                &w,
+                format!("digits, {section}, {}", FILTERS[f].label),
+            )
+            .await?;
+            eprintln!("{}", report::line(&run));
+            report.records.push(rec(section, f, run));
+        }
+    }
+    drop(c);
+    server.stop()?;
+    for run in direct::search(&data_dir, None, TABLE, d, &[0, 2], 10, queries).await? {
+        eprintln!("{}", report::line(&run));
+        let f = FILTERS
+            .iter()
+            .position(|x| run.label.ends_with(x.label))
+            .unwrap_or(0);
+        report.records.push(rec("direct", f, run));
+    }
+    report.digits_title = Some(d.title.clone());
+    Ok(())
+}
