@@ -29,16 +29,17 @@ cargo --version
 psql --version
 java -version 2>&1 | head -1
 
-step "cargo fmt --check"
+step "cargo fmt --all --check"
 cargo fmt --check
 
-step "cargo clippy -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
+step "cargo clippy -D warnings (the server and vectorgate-bench)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "build"
 # The same build the tests use: a plain `cargo build` resolves dependency features
 # without the dev-dependencies and would rebuild half the stack once more.
 cargo test --no-run --quiet
+cargo build --workspace --all-targets --quiet
 
 step "psql session"
 scripts/psql_session.sh "$CARGO_TARGET_DIR/debug/vectorgate"
@@ -72,6 +73,23 @@ cstatus=${PIPESTATUS[0]}
 set -e
 [ "$status" -eq 0 ] && status=$cstatus
 [ "$status" -eq 0 ] && status=$client_status
+
+step "benchmark smoke run (scripts/bench.sh --smoke: every path it measures, at 2,000 rows)"
+set +e
+bench_out="${TMPDIR:-/tmp}/vectorgate-bench-smoke.$$"
+mkdir -p "$bench_out"
+scripts/bench.sh --smoke --debug --no-plots --scale 2k --queries 20 \
+  --cassandra "127.0.0.1:$CASSANDRA_PORT" --out "$bench_out/BENCHMARKS.md" --json "$bench_out/results.json" \
+  >"$bench_out/log" 2>&1
+bstatus=$?
+set -e
+if [ "$bstatus" -eq 0 ]; then
+  echo "benchmark smoke run: ok ($(grep -c '^| ' "$bench_out/BENCHMARKS.md") table rows written)"
+else
+  echo "benchmark smoke run: FAILED"; tail -30 "$bench_out/log"
+  [ "$status" -eq 0 ] && status=$bstatus
+fi
+rm -rf "$bench_out"
 
 if [ -n "${VECTORGATE_TEST_QDRANT_URL:-}" ]; then
   step "cargo test (vectors in the Qdrant server at $VECTORGATE_TEST_QDRANT_URL, rows in Cassandra)"

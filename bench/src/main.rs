@@ -63,7 +63,12 @@ struct Args {
     /// The command to print in the report (scripts/bench.sh passes its own).
     #[arg(long)]
     command: Option<String>,
-    /// Fewer settings per sweep: a check that the harness works, not a measurement.
+    /// Where bench/plot.py draws the PNGs, to link from the report.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Fewer settings per sweep, and a failure when a search answers wrongly (the exact
+    /// scan below recall 1, the index below 0.9): a check that the harness and the paths
+    /// it measures still work, not a measurement.
     #[arg(long)]
     smoke: bool,
 }
@@ -119,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
     let mut report = Report::new(command, &bin, args.queries);
+    report.plots = args.plots.clone();
 
     let session = match &args.cassandra {
         Some(hosts) => Some(cassandra::connect(hosts).await?),
@@ -152,6 +158,15 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     report.write(&args.out, &args.json)?;
     eprintln!("wrote {} and {}", args.out.display(), args.json.display());
+    let wrong = report.wrong_answers();
+    for w in &wrong {
+        eprintln!("wrong answers: {w}");
+    }
+    anyhow::ensure!(
+        !args.smoke || wrong.is_empty(),
+        "{} workloads answered wrongly",
+        wrong.len()
+    );
     Ok(())
 }
 
@@ -199,7 +214,7 @@ async fn embedded(
     };
     // Latency at one client, every k and filter.
     for &k in &plan.ks {
-        for f in 0..FILTERS.len() {
+        for (f, filter) in FILTERS.iter().enumerate() {
             let w = Workload {
                 table: TABLE,
                 filter: f,
@@ -208,13 +223,8 @@ async fn embedded(
                 setup: String::new(),
                 queries,
             };
-            let run = proxy::search(
-                &server,
-                d,
-                &w,
-                format!("proxy, k={k}, {}", FILTERS[f].label),
-            )
-            .await?;
+            let run =
+                proxy::search(&server, d, &w, format!("proxy, k={k}, {}", filter.label)).await?;
             eprintln!("{}", report::line(&run));
             report.records.push(rec("latency", k, 1, f, None, run));
         }
@@ -374,7 +384,7 @@ async fn with_cassandra(
         ef: None,
         run,
     };
-    for f in 0..FILTERS.len() {
+    for (f, filter) in FILTERS.iter().enumerate() {
         let w = Workload {
             table: TABLE,
             filter: f,
@@ -387,7 +397,7 @@ async fn with_cassandra(
             &server,
             d,
             &w,
-            format!("proxy, rows in Cassandra, {}", FILTERS[f].label),
+            format!("proxy, rows in Cassandra, {}", filter.label),
         )
         .await?;
         eprintln!("{}", report::line(&run));
@@ -425,17 +435,17 @@ async fn with_cassandra(
         n,
         rate,
     ));
-    for f in 0..FILTERS.len() {
+    for (f, filter) in FILTERS.iter().enumerate() {
         match cassandra::search(session, &table, d, f, 10, 1, queries).await {
             Ok(run) => {
                 eprintln!("{}", report::line(&run));
                 report.records.push(rec("sai", 1, f, run));
             }
             Err(e) => {
-                eprintln!("Cassandra SAI, {}: {e}", FILTERS[f].label);
+                eprintln!("Cassandra SAI, {}: {e}", filter.label);
                 report.notes.push(format!(
                     "Cassandra SAI at {n} rows, {}: `{e}`",
-                    FILTERS[f].label
+                    filter.label
                 ));
             }
         }

@@ -48,6 +48,8 @@ pub struct Report {
     pub index_wait: Vec<(usize, f64)>,
     pub notes: Vec<String>,
     pub digits_title: Option<String>,
+    /// Where the plots are drawn (relative to the report).
+    pub plots: Option<std::path::PathBuf>,
 }
 
 pub fn line(r: &Run) -> String {
@@ -109,6 +111,7 @@ impl Report {
             index_wait: Vec::new(),
             notes: Vec::new(),
             digits_title: None,
+            plots: None,
         }
     }
 
@@ -407,7 +410,7 @@ impl Report {
             };
             for (data, n) in &sizes {
                 for clients in [1, 4] {
-                    for f in 0..FILTERS.len() {
+                    for (f, filter) in FILTERS.iter().enumerate() {
                         let sai = self.find(data, "sai", 10, clients, f);
                         let cp = self.find(data, "cassandra-proxy", 10, clients, f);
                         if sai.is_none() && cp.is_none() {
@@ -422,7 +425,7 @@ impl Report {
                             o,
                             "| {} | {} | {clients} | {} | {} | {} |",
                             short(*n),
-                            FILTERS[f].label,
+                            filter.label,
                             cell(emb),
                             cell(cp),
                             cell(sai)
@@ -481,6 +484,14 @@ impl Report {
             }
             o.push('\n');
         }
+        if let Some(dir) = &self.plots {
+            let _ = writeln!(o, "## Plots\n");
+            let _ = writeln!(
+                o,
+                "![Recall against QPS]({0}/recall_qps.png)\n\n![Latency against data size]({0}/latency_size.png)\n",
+                dir.display()
+            );
+        }
         if !self.notes.is_empty() {
             let _ = writeln!(o, "## Notes from this run\n");
             for n in &self.notes {
@@ -489,6 +500,20 @@ impl Report {
             o.push('\n');
         }
         o
+    }
+
+    /// Workloads whose answers are wrong rather than slow: the exact scan must find every
+    /// true neighbour, and the index (at its default ef) and the direct calls nearly all.
+    pub fn wrong_answers(&self) -> Vec<String> {
+        self.records
+            .iter()
+            .filter(|r| match r.section {
+                "exact" => r.run.recall < 0.999,
+                "latency" | "direct" | "concurrency" | "cassandra-proxy" => r.run.recall < 0.9,
+                _ => false,
+            })
+            .map(|r| format!("{} rows, {}: recall {:.3}", r.n, r.run.label, r.run.recall))
+            .collect()
     }
 
     pub fn json(&self) -> serde_json::Value {
