@@ -70,6 +70,8 @@ pub struct Metrics {
     pub connections_refused: Counter,
     pub auth_failures: Counter,
     pub slow_queries: Counter,
+    /// Prepared searches served from their cached plan.
+    pub plan_cache_hits: Counter,
     /// (kind, outcome) -> count
     queries: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// kind -> latency
@@ -160,6 +162,13 @@ impl Metrics {
             "Statements over the slow-query threshold.",
             "counter",
             self.slow_queries.get(),
+        );
+        gauge(
+            &mut out,
+            "vectorgate_plan_cache_hits_total",
+            "Prepared searches run on the plan of their previous execution.",
+            "counter",
+            self.plan_cache_hits.get(),
         );
         let _ = writeln!(
             out,

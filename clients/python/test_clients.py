@@ -70,6 +70,14 @@ def psycopg3():
     with conn.cursor() as cur:
         cur.execute("SELECT id FROM py_items WHERE name = %s", ("n7",), prepare=True)
         check("psycopg: text parameter", cur.fetchall(), [(7,)])
+        # A plain list of floats goes out as a text float8[]; run several times so the
+        # server reuses the statement's plan.
+        sql = "SELECT id FROM vector_search('py_items', %s::real[], 5) WHERE id <> 0"
+        for _ in range(3):
+            cur.execute(sql, ([float(x) for x in q],), prepare=True)
+            check("psycopg: list of floats as %s::real[]", [r[0] for r in cur.fetchall()], [i for i in nearest(q, 6) if i != 0][:5])
+        cur.execute("SELECT %s::real[] AS a", ([1.5, 0.25],), prepare=True)
+        check("psycopg: real[] parameter round trip", cur.fetchall(), [([1.5, 0.25],)])
     conn.autocommit = False
     with conn.transaction():
         with conn.transaction():  # a savepoint

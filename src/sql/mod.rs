@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod copy;
 pub mod params;
 pub mod pgvector;
+pub mod plan_cache;
 pub mod pushdown;
 pub mod reindex;
 pub mod statements;
@@ -345,6 +346,47 @@ impl Session {
             }
             other => other,
         }
+    }
+
+    /// Run a prepared statement with its parameter values. A search of the shape
+    /// [`plan_cache::SearchShape`] reuses the plan of its previous execution when only the
+    /// query vector changed; everything else binds the values and plans in full.
+    pub async fn execute_prepared(
+        &self,
+        stmt: &Statement,
+        values: &[crate::types::Value],
+        shape: Option<&plan_cache::SearchShape>,
+        cache: &plan_cache::PlanCache,
+    ) -> Result<Output> {
+        let vector = shape.and_then(|s| values.get(s.vector_param - 1));
+        let (Some(shape), Some(vector)) = (shape, vector) else {
+            return self.execute(params::bind(stmt, values)?).await;
+        };
+        if matches!(vector, crate::types::Value::Null) {
+            return self.execute(params::bind(stmt, values)?).await;
+        }
+        // Planned for: the session's settings and every value but the vector's.
+        let read_only = self.read_only();
+        let mut key = format!("{:?}|{read_only}|", self.settings.lock());
+        for (i, v) in values.iter().enumerate() {
+            if i + 1 != shape.vector_param {
+                key.push_str(&format!("{v:?}|"));
+            }
+        }
+        let shared = &self.engine.shared;
+        if let Some((def, plan, schema)) = cache.get(&key, |t| shared.table(t).ok()) {
+            let query = vector_search::query_vector(vector.clone(), def.dimension())?;
+            let plan = plan_cache::with_query(plan, query)?;
+            crate::metrics::global().plan_cache_hits.inc();
+            let stream = datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx())?;
+            return Ok(Output::Rows { schema, stream });
+        }
+        let plan = self.plan(params::bind(stmt, values)?).await?;
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let physical = self.ctx.state().create_physical_plan(&plan).await?;
+        cache.put(key, &physical, schema.clone());
+        let stream = datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
+        Ok(Output::Rows { schema, stream })
     }
 
     async fn run_query(&self, stmt: Statement) -> Result<Output> {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, FunctionArg, FunctionArgExpr, SetExpr, Statement, TableFactor, TableObject,
-    Value as SqlValue, visit_expressions, visit_expressions_mut,
+    DataType as SqlDataType, Expr as SqlExpr, FunctionArg, FunctionArgExpr, SetExpr, Statement,
+    TableFactor, TableObject, Value as SqlValue, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -504,6 +504,28 @@ pub fn bind(stmt: &Statement, values: &[Value]) -> Result<Statement> {
         literals.push(expr);
     }
     let mut stmt = stmt.clone();
+    // `$1::real[]` bound to an array of floats: `ARRAY[...]`, which casts to any numeric
+    // array type (the '[...]' text literal does not).
+    let _ = visit_expressions_mut(&mut stmt, |e| {
+        if let SqlExpr::Cast {
+            expr,
+            data_type: SqlDataType::Array(_),
+            ..
+        } = e
+            && let Some(i) = placeholder_index(expr)
+            && let Some(Value::Vector(v)) = values.get(i - 1)
+        {
+            let items: Vec<SqlExpr> = v
+                .iter()
+                .map(|x| SqlExpr::value(SqlValue::Number(x.to_string(), false)))
+                .collect();
+            **expr = SqlExpr::Array(datafusion::sql::sqlparser::ast::Array {
+                elem: items,
+                named: true,
+            });
+        }
+        ControlFlow::<()>::Continue(())
+    });
     let _ = visit_expressions_mut(&mut stmt, |e| {
         if let Some(i) = placeholder_index(e) {
             *e = literals[i - 1].clone();

@@ -337,6 +337,34 @@ pub struct VectorSearchExec {
     index_filter: Option<String>,
 }
 
+impl VectorSearchExec {
+    pub(crate) fn def(&self) -> &Arc<TableDef> {
+        &self.def
+    }
+
+    /// The same search for another query vector (the plan cache's substitution).
+    pub(crate) fn with_query(&self, query: Vec<f32>) -> VectorSearchExec {
+        VectorSearchExec {
+            def: self.def.clone(),
+            shared: self.shared.clone(),
+            query: Some(query),
+            k: self.k,
+            pushed: self.pushed.clone(),
+            residual_text: self.residual_text.clone(),
+            checks: self.checks.clone(),
+            pre_checks: self.pre_checks.clone(),
+            row_scan: self.row_scan,
+            full_schema: self.full_schema.clone(),
+            cols: self.cols.clone(),
+            schema: self.schema.clone(),
+            props: self.props.clone(),
+            params: self.params.clone(),
+            notices: self.notices.clone(),
+            index_filter: self.index_filter.clone(),
+        }
+    }
+}
+
 impl fmt::Debug for VectorSearchExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         DisplayAs::fmt_as(self, DisplayFormatType::Default, f)

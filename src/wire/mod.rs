@@ -31,7 +31,7 @@ use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 
 use crate::config::Front;
 use crate::error::Error;
-use crate::sql::params::{Described, bind, describe};
+use crate::sql::params::{Described, describe};
 use crate::sql::{Engine, Session, SessionOptions};
 use auth::Startup;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -46,6 +46,9 @@ pub struct Prepared {
     /// The SQL text (for the slow-query log) and the statement's kind (for metrics).
     pub sql: Arc<str>,
     pub kind: &'static str,
+    /// A search whose plan is reused between executions, and that plan.
+    pub shape: Option<crate::sql::plan_cache::SearchShape>,
+    pub plan: Arc<crate::sql::plan_cache::PlanCache>,
 }
 
 pub struct Handlers {
@@ -388,6 +391,8 @@ impl QueryParser for StatementParser {
         }
         let kind = kind_of(&stmt, sql);
         Ok(Some(Prepared {
+            shape: crate::sql::plan_cache::search_shape(&stmt),
+            plan: Default::default(),
             stmt,
             described,
             client_types: types.to_vec(),
@@ -493,8 +498,14 @@ impl ExtendedQueryHandler for QueryHandler {
         let started = std::time::Instant::now();
         let run = async {
             let values = params::decode(portal)?;
-            let stmt = bind(&prepared.stmt, &values)?;
-            let out = session.execute(stmt).await?;
+            let out = session
+                .execute_prepared(
+                    &prepared.stmt,
+                    &values,
+                    prepared.shape.as_ref(),
+                    &prepared.plan,
+                )
+                .await?;
             encode::response(out, &portal.result_column_format, &parser.limits).await
         };
         let response = with_timeout(&session, run).await;

@@ -67,6 +67,11 @@ fn decode_text(ty: &Type, raw: &[u8]) -> Result<Value> {
             "f" | "false" | "off" | "no" | "0" => Value::Bool(false),
             _ => return Err(bad(ty, s)),
         },
+        // `{1,2,3}` (psycopg sends a list of floats this way): the same value as the
+        // array's binary form.
+        Type::FLOAT4_ARRAY | Type::FLOAT8_ARRAY | Type::NUMERIC_ARRAY => {
+            Value::Vector(crate::types::parse_vector_text(s)?)
+        }
         _ => Value::Text(s.to_string()),
     })
 }

@@ -8,6 +8,7 @@ mod fallback;
 mod faults;
 mod fuzz;
 mod ops;
+mod plan_cache;
 mod protocol;
 mod qdrant_server;
 mod rawsocket;

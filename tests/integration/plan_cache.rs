@@ -1,0 +1,195 @@
+//! Prepared searches reuse the plan of their previous execution (`sql::plan_cache`):
+//! each answer must be exactly the general path's, which binds the vector as a literal
+//! and plans in full (the simple protocol, here), under every filter, after settings
+//! change, and after the table is dropped and made again.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::search::{K, dataset, filters, gaussian, load, oracle};
+use super::{Server, sqlstate, vec_text};
+
+async fn metrics_addr(server: &Server) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(a) = server.logged("metrics") {
+            return a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics address not logged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn plan_cache_hits(addr: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("read");
+    text.lines()
+        .find_map(|l| l.strip_prefix("vectorgate_plan_cache_hits_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("plan cache counter")
+}
+
+/// (id, distance, title) rows of the general path: the simple protocol, vector inlined.
+async fn general(client: &tokio_postgres::Client, sql: &str) -> Vec<(i64, f64, String)> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+                r.get("id").and_then(|x| x.parse().ok()).expect("id"),
+                r.get("distance")
+                    .and_then(|x| x.parse().ok())
+                    .expect("distance"),
+                r.get("title").unwrap_or_default().to_string(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rows(got: &[tokio_postgres::Row]) -> Vec<(i64, f64, String)> {
+    got.iter()
+        .map(|r| (r.get("id"), r.get("distance"), r.get("title")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_searches_on_a_reused_plan_answer_as_the_general_path_does() {
+    let server = Server::start_args(&["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&server).await;
+    let client = server.client().await;
+    let mut rng = StdRng::seed_from_u64(7);
+    let (docs, centers) = dataset(&mut rng);
+    load(&client, "docs", "l2", &docs).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut query = |rng: &mut StdRng| -> Vec<f32> {
+        let c = &centers[rng.gen_range(0..centers.len())];
+        c.iter().map(|x| x + 0.35 * gaussian(rng)).collect()
+    };
+
+    // Every filter of the search tests, pushed down or not; one statement prepared once.
+    for (filter, _) in filters() {
+        let before = plan_cache_hits(&addr).await;
+        let select = "SELECT id, title, category, distance FROM vector_search";
+        let stmt = client
+            .prepare(&format!(
+                "{select}('docs', $1, {K}) WHERE {filter} ORDER BY distance"
+            ))
+            .await
+            .expect("prepare");
+        for _ in 0..6 {
+            let q = query(&mut rng);
+            let got = rows(&client.query(&stmt, &[&q]).await.expect("prepared search"));
+            let want = general(
+                &client,
+                &format!(
+                    "{select}('docs', '{}', {K}) WHERE {filter} ORDER BY distance",
+                    vec_text(&q)
+                ),
+            )
+            .await;
+            assert_eq!(got, want, "{filter}");
+            assert!(!got.is_empty(), "{filter}: no rows");
+        }
+        let hits = plan_cache_hits(&addr).await - before;
+        assert_eq!(
+            hits, 5,
+            "{filter}: every execution after the first reuses the plan"
+        );
+    }
+
+    // Settings change the plan: the same prepared statement with the exact row scan on
+    // must give the oracle's answer exactly, and the index's again once it is off.
+    let stmt = client
+        .prepare("SELECT id, title, distance FROM vector_search('docs', $1, $2) WHERE bucket < 30")
+        .await
+        .expect("prepare");
+    let q = query(&mut rng);
+    let indexed = rows(
+        &client
+            .query(&stmt, &[&q, &(K as i64)])
+            .await
+            .expect("search"),
+    );
+    client
+        .batch_execute("SET vectorgate.row_scan = on")
+        .await
+        .expect("set");
+    let scanned: Vec<i64> = rows(&client.query(&stmt, &[&q, &(K as i64)]).await.expect("scan"))
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(scanned, oracle(&docs, &q, |d| d.bucket < 30, "l2"));
+    client
+        .batch_execute("RESET vectorgate.row_scan")
+        .await
+        .expect("reset");
+    assert_eq!(
+        rows(
+            &client
+                .query(&stmt, &[&q, &(K as i64)])
+                .await
+                .expect("search")
+        ),
+        indexed
+    );
+    // Another k is another plan.
+    assert_eq!(
+        client.query(&stmt, &[&q, &3i64]).await.expect("k=3").len(),
+        3
+    );
+
+    // A vector of the wrong dimension fails as on the general path; the session goes on.
+    let short = vec![0.5f32; 3];
+    let fast = client
+        .query(&stmt, &[&short, &(K as i64)])
+        .await
+        .expect_err("dimension");
+    let slow = client
+        .simple_query(&format!(
+            "SELECT id FROM vector_search('docs', '{}', 10) WHERE bucket < 30",
+            vec_text(&short)
+        ))
+        .await
+        .expect_err("dimension");
+    assert_eq!(sqlstate(&fast), sqlstate(&slow), "{fast} / {slow}");
+    assert_eq!(
+        client
+            .query(&stmt, &[&q, &(K as i64)])
+            .await
+            .expect("after error")
+            .len(),
+        K
+    );
+
+    // The table dropped and made again with 4 dimensions: the old plan is not used.
+    client
+        .batch_execute(
+            "DROP TABLE docs; \
+             CREATE TABLE docs (id bigint PRIMARY KEY, title text, category text, bucket int, year int, \
+             tags text[], embedding vector(4)) WITH (distance = 'l2'); \
+             INSERT INTO docs (id, title, bucket, embedding) VALUES \
+             (1, 'a', 1, '[1,0,0,0]'), (2, 'b', 2, '[0,1,0,0]'), (3, 'c', 50, '[0,0,1,0]')",
+        )
+        .await
+        .expect("recreate");
+    let got = rows(
+        &client
+            .query(&stmt, &[&vec![0.9f32, 0.1, 0.0, 0.0], &(K as i64)])
+            .await
+            .expect("new table"),
+    );
+    let ids: Vec<i64> = got.iter().map(|r| r.0).collect();
+    assert_eq!(ids, vec![1, 2]);
+    assert_eq!(got[0].2, "a");
+}
