@@ -72,7 +72,7 @@ async fn prepared_searches_on_a_reused_plan_answer_as_the_general_path_does() {
     let (docs, centers) = dataset(&mut rng);
     load(&client, "docs", "l2", &docs).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let mut query = |rng: &mut StdRng| -> Vec<f32> {
+    let query = |rng: &mut StdRng| -> Vec<f32> {
         let c = &centers[rng.gen_range(0..centers.len())];
         c.iter().map(|x| x + 0.35 * gaussian(rng)).collect()
     };
