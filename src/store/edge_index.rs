@@ -652,9 +652,8 @@ impl VectorIndex for EdgeIndex {
             with_vector: None,
             score_threshold: None,
         };
-        let points = tokio::task::spawn_blocking(move || shard.shard.search(request))
-            .await
-            .map_err(err)?
+        let points = super::run_short(move || shard.shard.search(request))
+            .await?
             .map_err(err)?;
         let mut hits = Vec::with_capacity(points.len());
         for p in points {

@@ -334,7 +334,8 @@ impl RowStore for EmbeddedRows {
         let name = rows_table(&table.name);
         let ttl = table.ttl_seconds().is_some();
         let encoded: Vec<Vec<u8>> = keys_.iter().map(|k| keys::encode(k)).collect();
-        self.blocking(move |db| {
+        let db = self.db.clone();
+        super::run_short(move || {
             let txn = db.begin_read().map_err(err)?;
             let t = txn
                 .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
@@ -349,7 +350,7 @@ impl RowStore for EmbeddedRows {
             }
             Ok(out)
         })
-        .await
+        .await?
     }
 
     fn scan(
