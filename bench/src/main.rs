@@ -28,6 +28,7 @@ use clap::Parser;
 use crate::data::{Dataset, FILTERS};
 use crate::proxy::{Server, Workload};
 use crate::report::{Ingest, Record, Report};
+use crate::stats::Run;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -172,6 +173,77 @@ async fn main() -> anyhow::Result<()> {
 
 const TABLE: &str = "items";
 
+/// What one run of workloads is measured on: the report, the data, and the server.
+struct Runner<'a> {
+    report: &'a mut Report,
+    d: &'a Arc<Dataset>,
+}
+
+impl Runner<'_> {
+    /// Keep a measured run in the report, and print it.
+    fn keep(
+        &mut self,
+        section: &'static str,
+        k: usize,
+        clients: usize,
+        filter: usize,
+        ef: Option<usize>,
+        run: Run,
+    ) {
+        eprintln!("{}", report::line(&run));
+        self.report.records.push(Record {
+            data: self.d.name.clone(),
+            n: self.d.vectors.len(),
+            section,
+            k,
+            clients,
+            filter,
+            ef,
+            run,
+        });
+    }
+
+    /// Run `w` over the wire on `server` and keep it; labels read "`what`, filter".
+    async fn wire(
+        &mut self,
+        server: &Server,
+        section: &'static str,
+        what: &str,
+        w: Workload<'_>,
+        ef: Option<usize>,
+    ) -> anyhow::Result<()> {
+        let label = format!("{what}, {}", FILTERS[w.filter].label);
+        let run = proxy::search(server, self.d, &w, label).await?;
+        self.keep(section, w.k, w.clients, w.filter, ef, run);
+        Ok(())
+    }
+
+    /// The same searches made directly on the stores the stopped server left in `data`.
+    async fn direct(
+        &mut self,
+        data: &std::path::Path,
+        filters: &[usize],
+        queries: usize,
+    ) -> anyhow::Result<()> {
+        for (run, &f) in direct::search(data, None, TABLE, self.d, filters, 10, queries)
+            .await?
+            .into_iter()
+            .zip(filters)
+        {
+            self.keep("direct", 10, 1, f, None, run);
+        }
+        Ok(())
+    }
+}
+
+/// Load `d` into a new table through `server` with COPY; rows/s.
+async fn load(server: &Server, d: &Arc<Dataset>) -> anyhow::Result<f64> {
+    let c = server.connect().await?;
+    c.batch_execute(&proxy::create_table_sql(TABLE, d, ""))
+        .await?;
+    proxy::copy_rows(&c, TABLE, d, 0..d.vectors.len(), 5000).await
+}
+
 /// Everything on the embedded stores: load, searches, concurrency, ef sweep, exact scan,
 /// memory, then the direct calls after the server stopped.
 async fn embedded(
@@ -186,10 +258,7 @@ async fn embedded(
     let n = d.vectors.len();
     let data_dir = dir.join("embedded");
     let server = Server::start(bin, &data_dir, None)?;
-    let c = server.connect().await?;
-    c.batch_execute(&proxy::create_table_sql(TABLE, d, ""))
-        .await?;
-    let rate = proxy::copy_rows(&c, TABLE, d, 0..n, 5000).await?;
+    let rate = load(&server, d).await?;
     eprintln!("loaded {n} rows with COPY: {rate:.0} rows/s; waiting for the index");
     report
         .ingest
@@ -202,113 +271,54 @@ async fn embedded(
     if first {
         ingest_pair(report, &server, d, "embedded").await?;
     }
-    let rec = |section: &'static str, k, clients, filter, ef, run| Record {
-        data: d.name.clone(),
-        n,
-        section,
-        k,
-        clients,
-        filter,
-        ef,
-        run,
-    };
+    let mut r = Runner { report, d };
     // Latency at one client, every k and filter.
     for &k in &plan.ks {
-        for (f, filter) in FILTERS.iter().enumerate() {
-            let w = Workload {
-                table: TABLE,
-                filter: f,
-                k,
-                clients: 1,
-                setup: String::new(),
-                queries,
-            };
-            let run =
-                proxy::search(&server, d, &w, format!("proxy, k={k}, {}", filter.label)).await?;
-            eprintln!("{}", report::line(&run));
-            report.records.push(rec("latency", k, 1, f, None, run));
+        for f in 0..FILTERS.len() {
+            r.wire(
+                &server,
+                "latency",
+                &format!("proxy, k={k}"),
+                Workload::new(TABLE, f, k, 1, queries),
+                None,
+            )
+            .await?;
         }
     }
     // Throughput with more clients.
     for &clients in plan.clients.iter().filter(|c| **c > 1) {
         for f in [0, 3] {
-            let w = Workload {
-                table: TABLE,
-                filter: f,
-                k: 10,
-                clients,
-                setup: String::new(),
-                queries: queries * 2,
-            };
-            let run = proxy::search(
+            let w = Workload::new(TABLE, f, 10, clients, queries * 2);
+            r.wire(
                 &server,
-                d,
-                &w,
-                format!("proxy, {clients} clients, {}", FILTERS[f].label),
+                "concurrency",
+                &format!("proxy, {clients} clients"),
+                w,
+                None,
             )
             .await?;
-            eprintln!("{}", report::line(&run));
-            report
-                .records
-                .push(rec("concurrency", 10, clients, f, None, run));
         }
     }
     let (peak, rss) = server.memory();
-    report.memory.push((d.name.clone(), n, peak, rss));
+    r.report.memory.push((d.name.clone(), n, peak, rss));
     // Recall against QPS: the hnsw_ef sweep.
     for &ef in &plan.efs {
         for f in [0, 3] {
-            let w = Workload {
-                table: TABLE,
-                filter: f,
-                k: 10,
-                clients: 1,
-                setup: format!("SET vectorgate.hnsw_ef = {ef}"),
-                queries,
-            };
-            let run = proxy::search(
-                &server,
-                d,
-                &w,
-                format!("proxy, ef={ef}, {}", FILTERS[f].label),
-            )
-            .await?;
-            eprintln!("{}", report::line(&run));
-            report.records.push(rec("ef", 10, 1, f, Some(ef), run));
+            let w = Workload::new(TABLE, f, 10, 1, queries)
+                .setup(&format!("SET vectorgate.hnsw_ef = {ef}"));
+            r.wire(&server, "ef", &format!("proxy, ef={ef}"), w, Some(ef))
+                .await?;
         }
     }
     // The exact row scan (the fallback path), on fewer queries as rows grow.
     let reps = queries.min((2_000_000 / n).max(5));
     for f in [0, 2, 3] {
-        let w = Workload {
-            table: TABLE,
-            filter: f,
-            k: 10,
-            clients: 1,
-            setup: "SET vectorgate.row_scan = on".into(),
-            queries: reps,
-        };
-        let run = proxy::search(
-            &server,
-            d,
-            &w,
-            format!("proxy, exact row scan, {}", FILTERS[f].label),
-        )
-        .await?;
-        eprintln!("{}", report::line(&run));
-        report.records.push(rec("exact", 10, 1, f, None, run));
+        let w = Workload::new(TABLE, f, 10, 1, reps).setup("SET vectorgate.row_scan = on");
+        r.wire(&server, "exact", "proxy, exact row scan", w, None)
+            .await?;
     }
-    drop(c);
     server.stop()?;
-    for run in direct::search(&data_dir, None, TABLE, d, &[0, 1, 2, 3], 10, queries).await? {
-        eprintln!("{}", report::line(&run));
-        let f = FILTERS
-            .iter()
-            .position(|x| run.label.ends_with(x.label))
-            .unwrap_or(0);
-        report.records.push(rec("direct", 10, 1, f, None, run));
-    }
-    Ok(())
+    r.direct(&data_dir, &[0, 1, 2, 3], queries).await
 }
 
 /// COPY against multi-row INSERT of the same rows (at most 10,000) into fresh tables.
@@ -355,72 +365,40 @@ async fn with_cassandra(
     let _ = session
         .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
         .await;
-    let data_dir = dir.join("cassandra");
-    let server = Server::start(bin, &data_dir, Some((hosts, &ks)))?;
-    let c = server.connect().await?;
-    c.batch_execute(&proxy::create_table_sql(TABLE, d, ""))
-        .await?;
-    let rate = proxy::copy_rows(&c, TABLE, d, 0..n, 5000).await?;
+    let server = Server::start(bin, &dir.join("cassandra"), Some((hosts, &ks)))?;
+    let rate = load(&server, d).await?;
     eprintln!("loaded {n} rows into Cassandra through the proxy: {rate:.0} rows/s");
-    report.ingest.push(Ingest::new(
-        "Cassandra (through the proxy)",
-        "COPY (load)",
-        n,
-        rate,
-    ));
+    let backend = "Cassandra (through the proxy)";
+    report
+        .ingest
+        .push(Ingest::new(backend, "COPY (load)", n, rate));
     server
         .wait_for_index(Duration::from_secs(5), Duration::from_secs(3600))
         .await;
     if first {
-        ingest_pair(report, &server, d, "Cassandra (through the proxy)").await?;
+        ingest_pair(report, &server, d, backend).await?;
     }
-    let rec = |section: &'static str, clients, filter, run| Record {
-        data: d.name.clone(),
-        n,
-        section,
-        k: 10,
-        clients,
-        filter,
-        ef: None,
-        run,
-    };
-    for (f, filter) in FILTERS.iter().enumerate() {
-        let w = Workload {
-            table: TABLE,
-            filter: f,
-            k: 10,
-            clients: 1,
-            setup: String::new(),
-            queries,
-        };
-        let run = proxy::search(
+    let mut r = Runner { report, d };
+    for f in 0..FILTERS.len() {
+        let w = Workload::new(TABLE, f, 10, 1, queries);
+        r.wire(
             &server,
-            d,
-            &w,
-            format!("proxy, rows in Cassandra, {}", filter.label),
+            "cassandra-proxy",
+            "proxy, rows in Cassandra",
+            w,
+            None,
         )
         .await?;
-        eprintln!("{}", report::line(&run));
-        report.records.push(rec("cassandra-proxy", 1, f, run));
     }
-    let w = Workload {
-        table: TABLE,
-        filter: 0,
-        k: 10,
-        clients: 4,
-        setup: String::new(),
-        queries: queries * 2,
-    };
-    let run = proxy::search(
+    let w = Workload::new(TABLE, 0, 10, 4, queries * 2);
+    r.wire(
         &server,
-        d,
-        &w,
-        "proxy, rows in Cassandra, 4 clients, no filter".into(),
+        "cassandra-proxy",
+        "proxy, rows in Cassandra, 4 clients",
+        w,
+        None,
     )
     .await?;
-    eprintln!("{}", report::line(&run));
-    report.records.push(rec("cassandra-proxy", 4, 0, run));
-    drop(c);
     server.stop()?;
     let _ = session
         .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
@@ -429,30 +407,30 @@ async fn with_cassandra(
     let table = format!("items_{}", d.name);
     let rate = cassandra::load(session, &table, d, 64).await?;
     eprintln!("loaded {n} rows into Cassandra with SAI indexes: {rate:.0} rows/s");
-    report.ingest.push(Ingest::new(
+    r.report.ingest.push(Ingest::new(
         "Cassandra SAI (direct, prepared INSERT x64 in flight)",
         "INSERT, 1 row each",
         n,
         rate,
     ));
-    for (f, filter) in FILTERS.iter().enumerate() {
-        match cassandra::search(session, &table, d, f, 10, 1, queries).await {
-            Ok(run) => {
-                eprintln!("{}", report::line(&run));
-                report.records.push(rec("sai", 1, f, run));
-            }
+    for (f, clients, reps) in [
+        (0, 1, queries),
+        (1, 1, queries),
+        (2, 1, queries),
+        (3, 1, queries),
+        (0, 4, queries * 2),
+    ] {
+        match cassandra::search(session, &table, d, f, 10, clients, reps).await {
+            Ok(run) => r.keep("sai", 10, clients, f, None, run),
             Err(e) => {
-                eprintln!("Cassandra SAI, {}: {e}", filter.label);
-                report.notes.push(format!(
-                    "Cassandra SAI at {n} rows, {}: `{e}`",
-                    filter.label
-                ));
+                let label = FILTERS[f].label;
+                eprintln!("Cassandra SAI, {label}: {e}");
+                r.report
+                    .notes
+                    .push(format!("Cassandra SAI at {n} rows, {label}: `{e}`"));
             }
         }
     }
-    let run = cassandra::search(session, &table, d, 0, 10, 4, queries * 2).await?;
-    eprintln!("{}", report::line(&run));
-    report.records.push(rec("sai", 4, 0, run));
     cassandra::drop_table(session, &table).await;
     Ok(())
 }
@@ -465,57 +443,21 @@ async fn digits(
     d: &Arc<Dataset>,
     queries: usize,
 ) -> anyhow::Result<()> {
-    let n = d.vectors.len();
     let data_dir = dir.join("embedded");
     let server = Server::start(bin, &data_dir, None)?;
-    let c = server.connect().await?;
-    c.batch_execute(&proxy::create_table_sql(TABLE, d, ""))
-        .await?;
-    proxy::copy_rows(&c, TABLE, d, 0..n, 5000).await?;
+    load(&server, d).await?;
     server
         .wait_for_index(Duration::from_secs(5), Duration::from_secs(600))
         .await;
-    let rec = |section: &'static str, filter, run| Record {
-        data: d.name.clone(),
-        n,
-        section,
-        k: 10,
-        clients: 1,
-        filter,
-        ef: None,
-        run,
-    };
+    report.digits_title = Some(d.title.clone());
+    let mut r = Runner { report, d };
     for (section, setup) in [("latency", ""), ("exact", "SET vectorgate.row_scan = on")] {
         for f in [0, 2] {
-            let w = Workload {
-                table: TABLE,
-                filter: f,
-                k: 10,
-                clients: 1,
-                setup: setup.into(),
-                queries,
-            };
-            let run = proxy::search(
-                &server,
-                d,
-                &w,
-                format!("digits, {section}, {}", FILTERS[f].label),
-            )
-            .await?;
-            eprintln!("{}", report::line(&run));
-            report.records.push(rec(section, f, run));
+            let w = Workload::new(TABLE, f, 10, 1, queries).setup(setup);
+            r.wire(&server, section, &format!("digits, {section}"), w, None)
+                .await?;
         }
     }
-    drop(c);
     server.stop()?;
-    for run in direct::search(&data_dir, None, TABLE, d, &[0, 2], 10, queries).await? {
-        eprintln!("{}", report::line(&run));
-        let f = FILTERS
-            .iter()
-            .position(|x| run.label.ends_with(x.label))
-            .unwrap_or(0);
-        report.records.push(rec("direct", f, run));
-    }
-    report.digits_title = Some(d.title.clone());
-    Ok(())
+    r.direct(&data_dir, &[0, 2], queries).await
 }

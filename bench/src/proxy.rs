@@ -16,8 +16,6 @@ use crate::stats::{Run, summarize};
 pub struct Server {
     child: Child,
     pub addr: String,
-    /// Lines of the optimiser's log, as they arrive.
-    optimised: Arc<Mutex<(usize, Instant)>>,
 }
 
 impl Server {
@@ -45,8 +43,6 @@ impl Server {
             .stderr
             .take()
             .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
-        let optimised = Arc::new(Mutex::new((0usize, Instant::now())));
-        let seen = optimised.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
@@ -56,11 +52,7 @@ impl Server {
                     let _ = tx.send(addr.to_string());
                     sent = true;
                 }
-                if line.contains("vector index optimised") {
-                    if let Ok(mut s) = seen.lock() {
-                        *s = (s.0 + 1, Instant::now());
-                    }
-                } else if line.contains("ERROR")
+                if line.contains("ERROR")
                     || (line.contains("WARN")
                         && !line.contains("qdrant_edge")
                         && !line.contains("tombstone"))
@@ -70,11 +62,7 @@ impl Server {
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(120))?;
-        Ok(Server {
-            child,
-            addr,
-            optimised,
-        })
+        Ok(Server { child, addr })
     }
 
     pub fn pid(&self) -> u32 {
@@ -85,20 +73,22 @@ impl Server {
         connect(&self.addr).await
     }
 
-    /// Wait until the index optimiser has been quiet for `quiet` (at most `limit`).
+    /// Wait until the index optimiser is done: the server idle (under 5% of a core)
+    /// for `quiet` in a row, at most `limit`. Its log cannot say so: it writes a line
+    /// when an optimisation ends, and is silent through a build of several minutes.
     pub async fn wait_for_index(&self, quiet: Duration, limit: Duration) {
         let started = Instant::now();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        while started.elapsed() < limit {
-            let last = self
-                .optimised
-                .lock()
-                .map(|s| s.1)
-                .unwrap_or_else(|_| Instant::now());
-            if last.elapsed() >= quiet {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut idle = Duration::ZERO;
+        let mut last = self.cpu();
+        while started.elapsed() < limit && idle < quiet {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = self.cpu();
+            idle = if now.saturating_sub(last) < Duration::from_millis(50) {
+                idle + Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            };
+            last = now;
         }
     }
 
@@ -236,6 +226,24 @@ pub struct Workload<'a> {
     pub setup: String,
     /// How many of the data set's queries to time (all at concurrency > 1 repeat them).
     pub queries: usize,
+}
+
+impl<'a> Workload<'a> {
+    pub fn new(table: &'a str, filter: usize, k: usize, clients: usize, queries: usize) -> Self {
+        Workload {
+            table,
+            filter,
+            k,
+            clients,
+            setup: String::new(),
+            queries,
+        }
+    }
+
+    pub fn setup(mut self, sql: &str) -> Self {
+        self.setup = sql.to_string();
+        self
+    }
 }
 
 /// Run `w` against the server at `addr` and return its latencies, QPS and recall. The

@@ -458,7 +458,7 @@ impl Report {
         for (n, s) in &self.index_wait {
             let _ = writeln!(
                 o,
-                "\nAfter loading {} rows the index optimiser needed {s:.0} s more (until 5 s without a new segment).",
+                "\nAfter loading {} rows the index optimiser needed {s:.0} s more (until the server was idle for 5 s).",
                 short(*n)
             );
         }

@@ -58,7 +58,7 @@ impl Shard {
         // A retired shard's points were copied (under the write lock) into its
         // successor, which was flushed when it was built.
         if !self.retired.load(Ordering::Acquire) {
-            self.shard.flush();
+            flush(&self.shard);
         }
         self.flushed.fetch_max(covered, Ordering::AcqRel);
     }
@@ -147,13 +147,60 @@ fn new_shard(shard: EdgeShard) -> Shard {
     }
 }
 
+/// `EdgeShard::flush`, waiting out an optimizer's segment swap. qdrant-edge's flush takes
+/// the segment holder's lock with `try_read().expect(..)`, which panics in the moment an
+/// optimizer holds it to swap a rebuilt segment in; the optimizer itself runs beside
+/// writers and searches (see [`maintain`]). Such a flush wrote nothing yet but the WAL
+/// (the write lock keeps updates out), so it is simply tried again.
+fn flush(shard: &EdgeShard) {
+    quiet_swap_panics();
+    let mut tries = 0;
+    loop {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush())) {
+            Ok(()) => return,
+            Err(p) if tries >= 60_000 || !is_swap_panic(p.as_ref()) => std::panic::resume_unwind(p),
+            Err(_) => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+const SWAP_PANIC: &str = "segment holder lock acquired";
+
+fn is_swap_panic(payload: &(dyn std::any::Any + Send)) -> bool {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .is_some_and(|m| m.contains(SWAP_PANIC))
+}
+
+/// The retried flush panics are expected: keep them out of the log.
+fn quiet_swap_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !is_swap_panic(info.payload()) {
+                previous(info)
+            }
+        }));
+    });
+}
+
+/// Flush a dirty shard; optimise one that took writes. The optimiser (building HNSW
+/// graphs, merging segments: seconds to minutes on a large table) runs without the write
+/// lock: qdrant's optimizers wrap the segments they rebuild in proxies that take writes
+/// meanwhile, so inserts, their flushes and searches go on during a build instead of
+/// waiting for it.
 fn maintain(s: &Shard) {
     if s.dirty.swap(false, Ordering::AcqRel) {
         let _g = s.write.lock();
-        s.shard.flush();
+        flush(&s.shard);
     }
     if s.unoptimized.swap(false, Ordering::AcqRel) {
-        let _g = s.write.lock();
         match s.shard.optimize() {
             Ok(true) => {
                 let info = s.shard.info();
@@ -168,7 +215,8 @@ fn maintain(s: &Shard) {
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "vector index optimisation failed"),
         }
-        s.shard.flush();
+        let _g = s.write.lock();
+        flush(&s.shard);
     }
 }
 
@@ -778,7 +826,7 @@ impl VectorIndex for EdgeIndex {
         tokio::task::spawn_blocking(move || {
             for s in shards {
                 let _g = s.write.lock();
-                s.shard.flush();
+                flush(&s.shard);
                 s.dirty.store(false, Ordering::Release);
             }
         })
