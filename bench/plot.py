@@ -41,7 +41,7 @@ def plots(results, out):
             )
             if pts:
                 ax.plot([p[1] for p in pts], [p[2] for p in pts], style, label=f"vectorgate {n:,} rows, {filt}")
-                for ef, rec, qps in pts:
+                for ef, rec, qps in pts if filt == "no filter" else []:
                     ax.annotate(f"ef {ef}", (rec, qps), fontsize=6, xytext=(3, 3), textcoords="offset points")
     for r in recs:
         if r["section"] == "sai" and r["clients"] == 1 and r["filter"] in ("no filter", "1% pass"):

@@ -445,3 +445,104 @@ async fn rows_expire_and_never_come_back_from_a_search() {
         .expect_err("bad ttl");
     assert_eq!(super::sqlstate(&e), "22023");
 }
+
+/// The embedded index optimises (builds HNSW segments, merges) beside writers: writes that
+/// land while a segment is being rebuilt, from two clients at once, are all there after
+/// the process is killed and started again, and the index agrees with the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_index_builds_survive_a_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = Server::start_on(&data, &[]);
+    server
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE builds (id bigint PRIMARY KEY, grp int, embedding vector(8)) \
+             WITH (indexing_threshold_kb = 64, distance = 'l2')",
+        )
+        .await
+        .expect("create");
+    // The writers go on until an index build has finished while they wrote.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for c in 0..2i64 {
+        let client = server.client().await;
+        let done = done.clone();
+        writers.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(c as u64);
+            let mut truth: BTreeMap<i64, Vec<f32>> = BTreeMap::new();
+            let mut next = c * 1_000_000;
+            let mut i = 0;
+            while i < 300 || !done.load(std::sync::atomic::Ordering::Acquire) {
+                i += 1;
+                if i % 3 != 2 || truth.len() < 10 {
+                    // 20 new rows in one statement.
+                    let mut values = Vec::new();
+                    for _ in 0..20 {
+                        let v = random_vec(&mut rng);
+                        values.push(format!("({next}, {}, '{}')", next % 7, vec_text(&v)));
+                        truth.insert(next, v);
+                        next += 1;
+                    }
+                    client
+                        .batch_execute(&format!("INSERT INTO builds VALUES {}", values.join(", ")))
+                        .await
+                        .unwrap_or_else(|e| panic!("insert {i}: {e}"));
+                } else if i % 2 == 0 {
+                    let id = *truth
+                        .keys()
+                        .nth(rng.gen_range(0..truth.len()))
+                        .expect("key");
+                    let v = random_vec(&mut rng);
+                    client
+                        .execute("UPDATE builds SET embedding = $1 WHERE id = $2", &[&v, &id])
+                        .await
+                        .unwrap_or_else(|e| panic!("update {i}: {e}"));
+                    truth.insert(id, v);
+                } else {
+                    let id = *truth
+                        .keys()
+                        .nth(rng.gen_range(0..truth.len()))
+                        .expect("key");
+                    client
+                        .execute("DELETE FROM builds WHERE id = $1", &[&id])
+                        .await
+                        .unwrap_or_else(|e| panic!("delete {i}: {e}"));
+                    truth.remove(&id);
+                }
+            }
+            truth
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !server
+        .log
+        .lock()
+        .is_ok_and(|l| l.iter().any(|l| l.contains("vector index optimised")))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no index build finished while the writers wrote"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let mut truth = BTreeMap::new();
+    for w in writers {
+        truth.extend(w.await.expect("writer"));
+    }
+    server.stop(false);
+    let server = Server::start_on(&data, &[]);
+    let client = server.client().await;
+    settled(&client, "builds").await;
+    assert_eq!(
+        found(&client, "builds", &truth).await,
+        truth.len(),
+        "every live row is found"
+    );
+    assert_eq!(
+        verify(&client, "builds").await,
+        (truth.len() as i64, 0, 0, 0, 0)
+    );
+}
