@@ -146,7 +146,9 @@ impl Report {
         v
     }
 
-    pub fn markdown(&self) -> String {
+    /// The report; `analysis` (a hand-written reading of the figures, kept between runs)
+    /// goes right after the summary against the targets.
+    pub fn markdown(&self, analysis: Option<&str>) -> String {
         let mut o = String::new();
         let date = chrono::Utc::now().format("%Y-%m-%d");
         let sizes = self.sizes();
@@ -219,6 +221,10 @@ impl Report {
         }
         o.push('\n');
 
+        if let Some(a) = analysis {
+            o.push_str(a);
+            o.push_str("\n\n");
+        }
         // One client, every k and filter.
         let _ = writeln!(o, "## Latency and recall, one client\n");
         let _ = writeln!(
@@ -537,12 +543,17 @@ impl Report {
     /// Write the report into `out`, keeping the sections other commands own (between
     /// `<!-- name -->` markers) and a hand-written `<!-- analysis -->` section; and the JSON.
     pub fn write(&self, out: &Path, json: &Path) -> anyhow::Result<()> {
-        let mut text = self.markdown();
         let previous = std::fs::read_to_string(out).unwrap_or_default();
-        for name in ["plots", "analysis", "quantization", "load"] {
+        let kept = |name: &str| {
             let (open, close) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->"));
-            if let (Some(a), Some(b)) = (previous.find(&open), previous.find(&close)) {
-                text.push_str(&previous[a..b + close.len()]);
+            let a = previous.find(&open)?;
+            let b = previous[a..].find(&close)? + a;
+            Some(&previous[a..b + close.len()])
+        };
+        let mut text = self.markdown(kept("analysis"));
+        for name in ["quantization", "load"] {
+            if let Some(section) = kept(name) {
+                text.push_str(section);
                 text.push_str("\n\n");
             }
         }
