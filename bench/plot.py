@@ -20,6 +20,17 @@ def caption(res):
     return f"{res['command']}\n{res['machine']}, {res['date']}"
 
 
+def finish(fig, ax, res, title, path):
+    """Grid, legend, title, the command/machine/date caption; saved to `path`."""
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=11)
+    fig.text(0.01, 0.005, caption(res), fontsize=6, va="bottom")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def plots(results, out):
     import matplotlib
 
@@ -50,13 +61,7 @@ def plots(results, out):
     ax.set_xlabel("recall@10")
     ax.set_ylabel("queries per second (one client)")
     ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("Recall against QPS, k = 10", fontsize=11)
-    fig.text(0.01, 0.005, caption(res), fontsize=6, va="bottom")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(f"{out}/recall_qps.png", dpi=110)
-    written.append("recall_qps.png")
+    written.append(finish(fig, ax, res, "Recall against QPS, k = 10", f"{out}/recall_qps.png"))
 
     # Latency (p50, one client, k = 10) against data size: index, exact scan, direct.
     fig, ax = plt.subplots(figsize=(8, 5.5))
@@ -81,14 +86,8 @@ def plots(results, out):
     ax.set_yscale("log")
     ax.set_xlabel("rows")
     ax.set_ylabel("p50 latency, ms (one client, k = 10)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("Latency against data size", fontsize=11)
-    fig.text(0.01, 0.005, caption(res), fontsize=6, va="bottom")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(f"{out}/latency_size.png", dpi=110)
-    written.append("latency_size.png")
-    print("\n".join(f"{out}/{w}" for w in written))
+    written.append(finish(fig, ax, res, "Latency against data size", f"{out}/latency_size.png"))
+    print("\n".join(written))
 
 
 if __name__ == "__main__":

@@ -89,6 +89,15 @@ fn machine() -> String {
     format!("{cores} cores{cpu}{mem}")
 }
 
+/// "10k", or "digits 1600".
+fn rows_label(r: &Record) -> String {
+    if r.data == "digits" {
+        format!("digits {}", r.n)
+    } else {
+        short(r.n)
+    }
+}
+
 fn ms(x: f64) -> String {
     if x.is_nan() {
         "-".into()
@@ -134,6 +143,18 @@ impl Report {
                     && r.ef.is_none()
             })
             .map(|r| &r.run)
+    }
+
+    /// The records of `section`, each with the one-client k = 10 index search over the
+    /// wire of the same data and filter.
+    fn beside_index<'a>(&'a self, section: &'a str) -> impl Iterator<Item = (&'a Record, &'a Run)> {
+        self.records
+            .iter()
+            .filter(move |r| r.section == section)
+            .filter_map(|r| {
+                self.find(&r.data, "latency", 10, 1, r.filter)
+                    .map(|p| (r, p))
+            })
     }
 
     fn sizes(&self) -> Vec<(String, usize)> {
@@ -312,22 +333,19 @@ impl Report {
             o,
             "| rows | filter | proxy p50 ms | direct p50 ms | ratio p50 | proxy p99 ms | direct p99 ms | proxy CPU ms/query |\n|---|---|---|---|---|---|---|---|"
         );
-        for r in self.records.iter().filter(|r| r.section == "direct") {
-            if let Some(p) = self.find(&r.data, "latency", 10, 1, r.filter) {
-                let _ = writeln!(
-                    o,
-                    "| {}{} | {} | {} | {} | {:.2} | {} | {} | {} |",
-                    if r.data == "digits" { "digits " } else { "" },
-                    short(r.n),
-                    FILTERS[r.filter].label,
-                    ms(p.p50),
-                    ms(r.run.p50),
-                    p.p50 / r.run.p50,
-                    ms(p.p99),
-                    ms(r.run.p99),
-                    p.cpu_ms.map_or("-".into(), ms)
-                );
-            }
+        for (r, p) in self.beside_index("direct") {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {:.2} | {} | {} | {} |",
+                rows_label(r),
+                FILTERS[r.filter].label,
+                ms(p.p50),
+                ms(r.run.p50),
+                p.p50 / r.run.p50,
+                ms(p.p99),
+                ms(r.run.p99),
+                p.cpu_ms.map_or("-".into(), ms)
+            );
         }
         o.push('\n');
 
@@ -340,21 +358,18 @@ impl Report {
             o,
             "| rows | filter | index p50 ms | exact p50 ms | speedup | exact queries timed | index recall@10 |\n|---|---|---|---|---|---|---|"
         );
-        for r in self.records.iter().filter(|r| r.section == "exact") {
-            if let Some(p) = self.find(&r.data, "latency", 10, 1, r.filter) {
-                let _ = writeln!(
-                    o,
-                    "| {}{} | {} | {} | {} | {:.0}x | {} | {:.3} |",
-                    if r.data == "digits" { "digits " } else { "" },
-                    short(r.n),
-                    FILTERS[r.filter].label,
-                    ms(p.p50),
-                    ms(r.run.p50),
-                    r.run.p50 / p.p50,
-                    r.run.n,
-                    p.recall
-                );
-            }
+        for (r, p) in self.beside_index("exact") {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {:.0}x | {} | {:.3} |",
+                rows_label(r),
+                FILTERS[r.filter].label,
+                ms(p.p50),
+                ms(r.run.p50),
+                r.run.p50 / p.p50,
+                r.run.n,
+                p.recall
+            );
         }
         o.push('\n');
 
