@@ -41,6 +41,9 @@ struct Shard {
     applied: AtomicU64,
     flushed: AtomicU64,
     flushing: Mutex<()>,
+    /// Held (exclusively) by the optimiser while it rebuilds segments and flushes the
+    /// result; deletes wait for it (see [`write_shard`]).
+    building: RwLock<()>,
 }
 
 impl Shard {
@@ -144,6 +147,7 @@ fn new_shard(shard: EdgeShard) -> Shard {
         applied: AtomicU64::new(0),
         flushed: AtomicU64::new(0),
         flushing: Mutex::new(()),
+        building: RwLock::new(()),
     }
 }
 
@@ -193,14 +197,15 @@ fn quiet_swap_panics() {
 /// Flush a dirty shard; optimise one that took writes. The optimiser (building HNSW
 /// graphs, merging segments: seconds to minutes on a large table) runs without the write
 /// lock: qdrant's optimizers wrap the segments they rebuild in proxies that take writes
-/// meanwhile, so inserts, their flushes and searches go on during a build instead of
-/// waiting for it.
+/// meanwhile, so inserts, updates, their flushes and searches go on during a build
+/// instead of waiting for it (deletes wait: see [`write_shard`]).
 fn maintain(s: &Shard) {
     if s.dirty.swap(false, Ordering::AcqRel) {
         let _g = s.write.lock();
         flush(&s.shard);
     }
     if s.unoptimized.swap(false, Ordering::AcqRel) {
+        let _building = s.building.write();
         match s.shard.optimize() {
             Ok(true) => {
                 let info = s.shard.info();
@@ -385,9 +390,16 @@ fn reconfigure(s: &Shard, def: &TableDef, root: &Path) -> Result<Option<Shard>> 
 /// Apply one update to a table's current shard and make it durable before the write is
 /// acknowledged (qdrant-edge does not replay its WAL on load). A shard retired by a
 /// rebuild while this writer waited for its lock is looked up again.
+///
+/// A delete also waits for an index build in progress: a point deleted while the
+/// optimiser rebuilds its segment is deleted only in the optimiser's in-memory proxy until
+/// the rebuilt segment is swapped in and flushed, and a crash before that would bring the
+/// point back (qdrant-edge does not replay its WAL). Inserts and updates need no wait: the
+/// new version is in the flushed write segment and wins over the old one on load.
 fn write_shard(
     shards: &RwLock<HashMap<String, Arc<Shard>>>,
     table: &str,
+    deletes: bool,
     op: impl Fn() -> UpdateOperation,
 ) -> Result<()> {
     loop {
@@ -407,6 +419,9 @@ fn write_shard(
         // qdrant-edge does not replay its WAL on load: the update is acknowledged (and
         // its outbox entry cleared) only once a flush covers it.
         s.durable(n);
+        if deletes {
+            drop(s.building.read());
+        }
         return Ok(());
     }
 }
@@ -635,7 +650,7 @@ impl VectorIndex for EdgeIndex {
                     .into()
                 })
                 .collect();
-            write_shard(&shards, &table, || {
+            write_shard(&shards, &table, false, || {
                 UpdateOperation::PointOperation(PointOperations::UpsertPoints(
                     PointInsertOperations::PointsList(list.clone()),
                 ))
@@ -652,7 +667,7 @@ impl VectorIndex for EdgeIndex {
         let shards = self.shards.clone();
         let table = table.name.clone();
         tokio::task::spawn_blocking(move || {
-            write_shard(&shards, &table, || {
+            write_shard(&shards, &table, true, || {
                 UpdateOperation::PointOperation(PointOperations::DeletePoints {
                     ids: ids.iter().copied().map(PointId::Uuid).collect(),
                 })
@@ -795,7 +810,7 @@ impl VectorIndex for EdgeIndex {
         let table = table.name.clone();
         let path = json_path(EXPIRES_FIELD)?;
         tokio::task::spawn_blocking(move || {
-            write_shard(&shards, &table, || {
+            write_shard(&shards, &table, true, || {
                 UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(
                     Filter::new_must(Condition::Field(FieldCondition::new_range(
                         path.clone(),
