@@ -23,6 +23,14 @@ fn random_vec(rng: &mut StdRng) -> Vec<f32> {
     (0..DIM).map(|_| rng.gen_range(-1.0..1.0)).collect()
 }
 
+/// A key of `truth` chosen at random.
+fn any_key(truth: &BTreeMap<i64, Vec<f32>>, rng: &mut StdRng) -> i64 {
+    *truth
+        .keys()
+        .nth(rng.gen_range(0..truth.len()))
+        .expect("key")
+}
+
 /// Wait until the outbox of `table` is empty and the breaker closed.
 async fn settled(client: &tokio_postgres::Client, table: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -138,10 +146,7 @@ async fn an_index_failing_in_a_stream_of_writes_loses_nothing() {
             }
             r
         } else if op < 8 {
-            let id = *truth
-                .keys()
-                .nth(rng.gen_range(0..truth.len()))
-                .expect("key");
+            let id = any_key(&truth, &mut rng);
             let v = random_vec(&mut rng);
             let r = client
                 .execute("UPDATE stream SET embedding = $1 WHERE id = $2", &[&v, &id])
@@ -151,10 +156,7 @@ async fn an_index_failing_in_a_stream_of_writes_loses_nothing() {
             }
             r
         } else {
-            let id = *truth
-                .keys()
-                .nth(rng.gen_range(0..truth.len()))
-                .expect("key");
+            let id = any_key(&truth, &mut rng);
             let r = client
                 .execute("DELETE FROM stream WHERE id = $1", &[&id])
                 .await;
@@ -490,10 +492,7 @@ async fn writes_during_index_builds_survive_a_kill() {
                         .await
                         .unwrap_or_else(|e| panic!("insert {i}: {e}"));
                 } else if i % 2 == 0 {
-                    let id = *truth
-                        .keys()
-                        .nth(rng.gen_range(0..truth.len()))
-                        .expect("key");
+                    let id = any_key(&truth, &mut rng);
                     let v = random_vec(&mut rng);
                     client
                         .execute("UPDATE builds SET embedding = $1 WHERE id = $2", &[&v, &id])
@@ -501,10 +500,7 @@ async fn writes_during_index_builds_survive_a_kill() {
                         .unwrap_or_else(|e| panic!("update {i}: {e}"));
                     truth.insert(id, v);
                 } else {
-                    let id = *truth
-                        .keys()
-                        .nth(rng.gen_range(0..truth.len()))
-                        .expect("key");
+                    let id = any_key(&truth, &mut rng);
                     client
                         .execute("DELETE FROM builds WHERE id = $1", &[&id])
                         .await
