@@ -82,10 +82,14 @@ impl SchemaProvider for PgCatalogOverlay {
             let (Some(table), Some(classes)) = (table, self.inner.table("pg_class").await?) else {
                 return Ok(None);
             };
+            let Some(namespaces) = self.inner.table("pg_namespace").await? else {
+                return Ok(None);
+            };
             return Ok(Some(Arc::new(PrimaryKeys {
                 kind,
                 table,
                 classes,
+                namespaces,
                 shared: self.shared.clone(),
             })));
         }
@@ -440,6 +444,132 @@ impl ScalarUDFImpl for FormatType {
     }
 }
 
+/// An array function that also takes the text the catalog emulation keeps some array
+/// columns in (`relacl`, `attacl`, `polroles`, ...; Postgres' `{a,b}` form): psql's `\dp`
+/// joins ACLs with `array_to_string` and tests `oid = ANY (polroles)`. Arrays go to
+/// DataFusion's own function.
+#[derive(Debug)]
+pub struct TextArrays {
+    inner: Arc<ScalarUDF>,
+    signature: Signature,
+}
+
+impl PartialEq for TextArrays {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.name() == other.inner.name()
+    }
+}
+impl Eq for TextArrays {}
+impl std::hash::Hash for TextArrays {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.inner.name().hash(state);
+    }
+}
+
+/// The functions [`TextArrays`] wraps.
+pub const TEXT_ARRAY_FUNCTIONS: [&str; 2] = ["array_to_string", "array_has"];
+
+impl TextArrays {
+    pub fn new(inner: Arc<ScalarUDF>) -> TextArrays {
+        TextArrays {
+            inner,
+            signature: Signature::user_defined(datafusion::logical_expr::Volatility::Immutable),
+        }
+    }
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// The elements of an array in Postgres' text form (`{a,"b c"}`).
+fn text_array_elements(text: &str) -> Vec<&str> {
+    let inner = text.trim().trim_start_matches('{').trim_end_matches('}');
+    if inner.is_empty() {
+        return Vec::new();
+    }
+    inner.split(',').map(|e| e.trim().trim_matches('"')).collect()
+}
+
+impl ScalarUDFImpl for TextArrays {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        // A NULL array (what the catalog emulation makes of some subqueries) is NULL.
+        if arg_types
+            .first()
+            .is_some_and(|t| is_text(t) || t.is_null())
+        {
+            return Ok(vec![DataType::Utf8; arg_types.len()]);
+        }
+        let fields: Vec<_> = arg_types
+            .iter()
+            .map(|t| Arc::new(datafusion::arrow::datatypes::Field::new("a", t.clone(), true)))
+            .collect();
+        Ok(
+            datafusion::logical_expr::type_coercion::functions::fields_with_udf(
+                &fields,
+                self.inner.as_ref(),
+            )?
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect(),
+        )
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        if arg_types.first().is_some_and(is_text) {
+            return Ok(match self.inner.name() {
+                "array_has" => DataType::Boolean,
+                _ => DataType::Utf8,
+            });
+        }
+        self.inner.return_type(arg_types)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        if !args.args.first().is_some_and(|a| is_text(&a.data_type())) {
+            return self.inner.invoke_with_args(args);
+        }
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let text = arrays[0].as_string::<i32>();
+        match self.inner.name() {
+            "array_has" => {
+                let needle = arrays[1].as_string::<i32>();
+                let out: datafusion::arrow::array::BooleanArray = (0..n)
+                    .map(|i| {
+                        (!text.is_null(i) && !needle.is_null(i)).then(|| {
+                            text_array_elements(text.value(i)).contains(&needle.value(i))
+                        })
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+            _ => {
+                let sep = arrays[1].as_string::<i32>();
+                let out: datafusion::arrow::array::StringArray = (0..n)
+                    .map(|i| {
+                        (!text.is_null(i) && !sep.is_null(i))
+                            .then(|| text_array_elements(text.value(i)).join(sep.value(i)))
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+        }
+    }
+}
+
 /// The OID of a type by name, as Postgres' `to_regtype` (NULL when unknown): the
 /// built-in types the proxy speaks, their arrays, and pgvector's `vector`.
 pub fn type_oid(name: &str) -> Option<i32> {
@@ -596,7 +726,24 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
             signature: Signature::variadic_any(Volatility::Stable),
         })
     };
+    let table_is_visible = create_udf(
+        "pg_table_is_visible",
+        vec![DataType::Int64],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let oids = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let hidden = hidden_relations().read();
+            let out: BooleanArray = oids
+                .iter()
+                .map(|o| o.map(|o| !i32::try_from(o).is_ok_and(|o| hidden.contains(&o))))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    );
     let mut out = key_functions();
+    out.push(table_is_visible);
     out.extend(vec![
         none("obj_description", vec![DataType::Int64, DataType::Utf8]),
         none("col_description", vec![DataType::Int64, DataType::Int64]),
@@ -621,6 +768,9 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
     }
     out.extend(vec![
         datafusion::logical_expr::ScalarUDF::new_from_impl(JsonBuildObject::default()),
+        datafusion::logical_expr::ScalarUDF::new_from_impl(PgTypeof {
+            signature: Signature::any(1, Volatility::Immutable),
+        }),
         version,
         serial_sequence,
         always_visible("pg_collation_is_visible"),
@@ -738,6 +888,67 @@ impl ScalarUDFImpl for NullText {
     }
 }
 
+/// `pg_typeof(x)`: the Postgres type of its argument, by the name `regtype` prints.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTypeof {
+    signature: Signature,
+}
+
+/// The name `regtype` prints for the Postgres type a result column of `field` has.
+fn regtype_name(field: &datafusion::arrow::datatypes::Field) -> String {
+    if field
+        .metadata()
+        .contains_key(crate::types::PG_VECTOR_KEY)
+    {
+        return "vector".into();
+    }
+    let Ok(ty) = arrow_pg::datatypes::into_pg_type(field.data_type()) else {
+        return "unknown".into();
+    };
+    let base = |name: &str| -> String {
+        match name {
+            "int2" => "smallint",
+            "int4" => "integer",
+            "int8" => "bigint",
+            "float4" => "real",
+            "float8" => "double precision",
+            "bool" => "boolean",
+            "varchar" => "character varying",
+            "bpchar" => "character",
+            "timestamp" => "timestamp without time zone",
+            "timestamptz" => "timestamp with time zone",
+            "time" => "time without time zone",
+            other => other,
+        }
+        .to_string()
+    };
+    match ty.name().strip_prefix('_') {
+        Some(elem) => format!("{}[]", base(elem)),
+        None => base(ty.name()),
+    }
+}
+
+impl ScalarUDFImpl for PgTypeof {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let name = args.arg_fields.first().map(|f| regtype_name(f));
+        Ok(ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::Utf8(name),
+        ))
+    }
+}
+
 /// OIDs of the primary-key index and constraint of the table with OID `table`: the
 /// catalog has no such rows, so they are derived from the table's own OID.
 pub const INDEX_OID_BASE: i32 = 1_000_000;
@@ -750,6 +961,48 @@ type KeyRegistry = parking_lot::RwLock<HashMap<i32, (String, Vec<String>)>>;
 fn key_registry() -> &'static KeyRegistry {
     static KEYS: std::sync::OnceLock<KeyRegistry> = std::sync::OnceLock::new();
     KEYS.get_or_init(Default::default)
+}
+
+/// OIDs of relations outside the search path (`information_schema`), as last seen in
+/// `pg_class`: `pg_table_is_visible` is false for them, as in Postgres, so psql's `\dp`
+/// and tools that list "visible" tables leave them out.
+fn hidden_relations() -> &'static parking_lot::RwLock<std::collections::HashSet<i32>> {
+    static HIDDEN: std::sync::OnceLock<parking_lot::RwLock<std::collections::HashSet<i32>>> =
+        std::sync::OnceLock::new();
+    HIDDEN.get_or_init(Default::default)
+}
+
+fn note_hidden_relations(classes: &[RecordBatch], namespaces: &[RecordBatch]) {
+    let mut visible_ns = std::collections::HashSet::new();
+    for b in namespaces {
+        let (Some(oid), Some(name)) = (
+            column(b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            column(b, "nspname").and_then(|c| c.as_string_opt::<i32>()),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            if matches!(name.value(i), "public" | "pg_catalog") {
+                visible_ns.insert(oid.value(i));
+            }
+        }
+    }
+    let mut hidden = hidden_relations().write();
+    for b in classes {
+        let (Some(oid), Some(ns)) = (
+            column(b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            column(b, "relnamespace").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            if visible_ns.contains(&ns.value(i)) {
+                hidden.remove(&oid.value(i));
+            } else {
+                hidden.insert(oid.value(i));
+            }
+        }
+    }
 }
 
 /// `schema` with nullable columns `extra` appended (those it does not have yet).
@@ -786,6 +1039,7 @@ struct PrimaryKeys {
     kind: KeyTable,
     table: Arc<dyn TableProvider>,
     classes: Arc<dyn TableProvider>,
+    namespaces: Arc<dyn TableProvider>,
     shared: Weak<Shared>,
 }
 
@@ -899,6 +1153,9 @@ impl TableProvider for PrimaryKeys {
                     found.push((oid.value(i), ns.value(i), def.clone(), bi, i));
                 }
             }
+        }
+        if self.kind == KeyTable::Class {
+            note_hidden_relations(&classes, &read_all(&self.namespaces, state).await?);
         }
         {
             let mut registry = key_registry().write();

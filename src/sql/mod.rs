@@ -5,6 +5,7 @@
 //! `$n` parameters of the extended protocol.
 
 pub mod catalog;
+pub mod colnames;
 pub mod copy;
 pub mod params;
 pub mod pgvector;
@@ -164,6 +165,13 @@ impl Engine {
                 catalog::FormatType::new(inner),
             ));
         }
+        for name in catalog::TEXT_ARRAY_FUNCTIONS {
+            if let Some(inner) = ctx.state().scalar_functions().get(name).cloned() {
+                ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+                    catalog::TextArrays::new(inner),
+                ));
+            }
+        }
         for f in catalog::extra_functions() {
             ctx.register_udf(f);
         }
@@ -199,8 +207,9 @@ impl Engine {
                 pgvector::int2vector_functions(s);
                 pgvector::pg_expandarray(s);
                 pgvector::regproc_joins(s);
+                pgvector::catalog_tableoids(s);
             }
-            pgvector::postgres_column_names(s);
+            colnames::postgres_column_names(s);
             pgvector::rewrite(s, &self.shared);
             pgvector::array_subqueries(s);
             pgvector::recursive_case_subqueries(s);

@@ -653,65 +653,6 @@ pub fn regproc_literals(sql: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Result column names as Postgres gives them to unnamed select-list items of the outer
-/// query: a function call is named after the function (`count`, not `count(*)`), a cast
-/// after what it casts, `CASE` is `case`, `EXISTS` is `exists`, any other expression
-/// `?column?`. Drivers read columns by these names. A name already taken by an earlier
-/// column is left to DataFusion (which needs them unique).
-pub fn postgres_column_names(stmt: &mut Statement) {
-    use datafusion::sql::sqlparser::ast::{Query, SelectItem};
-    fn figure(e: &SqlExpr) -> Option<String> {
-        match e {
-            SqlExpr::Identifier(i) => Some(ident_name(i)),
-            SqlExpr::CompoundIdentifier(p) => p.last().map(ident_name),
-            SqlExpr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(ident_name),
-            SqlExpr::Cast { expr, .. } => figure(expr),
-            SqlExpr::Nested(inner) => figure(inner),
-            SqlExpr::Case { .. } => Some("case".into()),
-            SqlExpr::Exists { .. } => Some("exists".into()),
-            SqlExpr::Subquery(_) => None,
-            _ => Some("?column?".into()),
-        }
-    }
-    fn name_query(q: &mut Query) {
-        let SetExpr::Select(sel) = q.body.as_mut() else {
-            return;
-        };
-        let mut taken: Vec<String> = sel
-            .projection
-            .iter()
-            .filter_map(|item| match item {
-                SelectItem::ExprWithAlias { alias, .. } => Some(ident_name(alias)),
-                SelectItem::UnnamedExpr(SqlExpr::Identifier(i)) => Some(ident_name(i)),
-                SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(p)) => p.last().map(ident_name),
-                _ => None,
-            })
-            .collect();
-        for item in sel.projection.iter_mut() {
-            let SelectItem::UnnamedExpr(e) = item else {
-                continue;
-            };
-            if matches!(e, SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_)) {
-                continue;
-            }
-            let Some(name) = figure(e) else { continue };
-            if taken.contains(&name) {
-                continue;
-            }
-            taken.push(name.clone());
-            *item = SelectItem::ExprWithAlias {
-                expr: e.clone(),
-                alias: Ident::with_quote('"', name),
-            };
-        }
-    }
-    match stmt {
-        Statement::Query(q) => name_query(q),
-        Statement::Explain { .. } => {}
-        _ => {}
-    }
-}
-
 /// `information_schema._pg_expandarray(indkey)`, as pgjdbc's `getPrimaryKeys` writes it:
 /// a set-returning function of `(x, n)` records, read as `(...).n` and `(keys).x`. Over an
 /// `int2vector` column it becomes two zipped `unnest`s: of the elements (`x`) and of their
@@ -815,6 +756,88 @@ pub fn regproc_joins(stmt: &mut Statement) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// The OIDs of the system catalogs (fixed in every Postgres), what their `tableoid`
+/// system column holds.
+const CATALOG_OIDS: [(&str, i64); 25] = [
+    ("pg_aggregate", 2600),
+    ("pg_am", 2601),
+    ("pg_attrdef", 2604),
+    ("pg_attribute", 1249),
+    ("pg_authid", 1260),
+    ("pg_cast", 2605),
+    ("pg_class", 1259),
+    ("pg_collation", 3456),
+    ("pg_constraint", 2606),
+    ("pg_conversion", 2607),
+    ("pg_database", 1262),
+    ("pg_description", 2609),
+    ("pg_event_trigger", 3466),
+    ("pg_extension", 3079),
+    ("pg_index", 2610),
+    ("pg_language", 2612),
+    ("pg_namespace", 2615),
+    ("pg_opclass", 2616),
+    ("pg_operator", 2617),
+    ("pg_opfamily", 2753),
+    ("pg_policy", 3256),
+    ("pg_proc", 1255),
+    ("pg_rewrite", 2618),
+    ("pg_trigger", 2620),
+    ("pg_type", 1247),
+];
+
+/// `alias.tableoid` of a system catalog (psql's `\dd` and `\dL` join `pg_description`
+/// on it): the emulation has no system columns, so it becomes the catalog's OID. Each
+/// SELECT resolves the aliases of its own FROM, innermost first.
+pub fn catalog_tableoids(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{Select, VisitMut, VisitorMut};
+    struct Scopes;
+    impl VisitorMut for Scopes {
+        type Break = ();
+        fn post_visit_select(&mut self, sel: &mut Select) -> ControlFlow<()> {
+            let mut oids: Vec<(String, i64)> = Vec::new();
+            for t in &sel.from {
+                for factor in std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)) {
+                    let TableFactor::Table { name, alias, .. } = factor else {
+                        continue;
+                    };
+                    let parts: Vec<String> = name
+                        .0
+                        .iter()
+                        .filter_map(|p| p.as_ident().map(ident_name))
+                        .collect();
+                    if parts.len() > 1 && parts[0] != "pg_catalog" {
+                        continue;
+                    }
+                    let Some(table) = parts.last() else { continue };
+                    if let Some(&(_, oid)) = CATALOG_OIDS.iter().find(|(n, _)| n == table) {
+                        let key = alias.as_ref().map(|a| ident_name(&a.name));
+                        oids.push((key.unwrap_or_else(|| table.clone()), oid));
+                    }
+                }
+            }
+            if oids.is_empty() {
+                return ControlFlow::Continue(());
+            }
+            let _ = visit_expressions_mut(sel, |e| {
+                if let SqlExpr::CompoundIdentifier(p) = e
+                    && p.len() == 2
+                    && ident_name(&p[1]) == "tableoid"
+                    && let Some((_, oid)) = oids.iter().find(|(a, _)| *a == ident_name(&p[0]))
+                {
+                    *e = SqlExpr::Value(
+                        datafusion::sql::sqlparser::ast::Value::Number(oid.to_string(), false)
+                            .into(),
+                    );
+                }
+                ControlFlow::<()>::Continue(())
+            });
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Scopes);
 }
 
 /// The last resort for a catalog statement DataFusion cannot run: every correlated

@@ -26,6 +26,17 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
     use datafusion::arrow::datatypes::DataType;
     let mut out = arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)?;
     for (info, field) in out.iter_mut().zip(schema.fields()) {
+        let name = crate::sql::colnames::wire_name(info.name());
+        if name.len() != info.name().len() {
+            *info = FieldInfo::new(
+                name.to_string(),
+                info.table_id(),
+                info.column_id(),
+                info.datatype().clone(),
+                info.format(),
+            )
+            .with_format_options(info.format_options().clone());
+        }
         let retype = if OID_ARRAY_COLUMNS.contains(&field.name().as_str())
             && matches!(field.data_type(), DataType::List(e) if e.data_type() == &DataType::Int32)
         {

@@ -95,7 +95,7 @@ async fn scram_users_log_in_and_bad_credentials_get_28p01() {
     let alice = connect(&server, "alice", "wonderland")
         .await
         .expect("alice logs in with SCRAM");
-    let one: i64 = alice.query_one("SELECT 1", &[]).await.expect("q").get(0);
+    let one: i32 = alice.query_one("SELECT 1", &[]).await.expect("q").get(0);
     assert_eq!(one, 1);
     for (user, password) in [("alice", "Wonderland"), ("mallory", "wonderland")] {
         let e = match connect(&server, user, password).await {
@@ -127,7 +127,7 @@ async fn scram_users_log_in_and_bad_credentials_get_28p01() {
     assert!(!ok);
     assert!(err.contains("password authentication failed"), "{err}");
     // The server survived all of it.
-    let one: i64 = alice.query_one("SELECT 1", &[]).await.expect("q").get(0);
+    let one: i32 = alice.query_one("SELECT 1", &[]).await.expect("q").get(0);
     assert_eq!(one, 1);
 }
 
