@@ -783,6 +783,22 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
     out
 }
 
+/// A function of no arguments that answers `value` (the session's user).
+pub fn constant_text(name: &str, value: &str) -> datafusion::logical_expr::ScalarUDF {
+    let value = value.to_string();
+    datafusion::logical_expr::create_udf(
+        name,
+        vec![],
+        DataType::Utf8,
+        datafusion::logical_expr::Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(value.clone())),
+            ))
+        }),
+    )
+}
+
 /// `json_build_object(key, value, ...)`, as ORMs use it in catalog queries.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct JsonBuildObject {

@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod colnames;
+pub mod compat;
 pub mod copy;
 pub mod params;
 pub mod pgvector;
@@ -188,10 +189,25 @@ impl Engine {
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
         self.refuse_dropped_subqueries(sql)?;
         let sql = pgvector::regproc_literals(sql);
-        let mut stmts = self
-            .parser
-            .parse(&sql)
-            .map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))?;
+        let syntax = |e: datafusion::sql::sqlparser::parser::ParserError| {
+            Error::Syntax(e.to_string().replace("sql parser error: ", ""))
+        };
+        // The compatibility parser swaps some catalog queries it cannot run for stand-ins
+        // before parsing; one of them is Grafana's search_path lookup, which runs here
+        // (`current_setting`, functions in FROM) and must not become `''`. Such a
+        // statement gets only its rewrite rules.
+        let mut stmts = if pgvector::mentions(&sql, "current_setting('search_path')") {
+            datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                &sql,
+            )
+            .map_err(syntax)?
+            .into_iter()
+            .map(|s| self.parser.rewrite(s))
+            .collect()
+        } else {
+            self.parser.parse(&sql).map_err(syntax)?
+        };
         // The catalog rewrites only concern statements that name the catalog; searches
         // and writes skip them.
         let catalog =
@@ -208,8 +224,14 @@ impl Engine {
                 pgvector::pg_expandarray(s);
                 pgvector::regproc_joins(s);
                 pgvector::catalog_tableoids(s);
+                pgvector::projected_in_subqueries(s);
             }
             colnames::postgres_column_names(s);
+            compat::user_registers(s);
+            compat::from_functions(s, &|f| {
+                self.base.scalar_functions().contains_key(f)
+                    && !self.base.table_functions().contains_key(f)
+            });
             pgvector::rewrite(s, &self.shared);
             pgvector::array_subqueries(s);
             pgvector::recursive_case_subqueries(s);
@@ -278,6 +300,8 @@ pub struct SessionOptions {
     pub read_only: bool,
     /// `statement_timeout` until the session sets its own.
     pub statement_timeout: Option<std::time::Duration>,
+    /// The user the client logged in as (`current_user`, `session_user`, `user`).
+    pub user: Option<String>,
 }
 
 impl Session {
@@ -287,6 +311,11 @@ impl Session {
 
     pub fn with_options(engine: Arc<Engine>, options: SessionOptions) -> Session {
         let ctx = SessionContext::new_with_state(engine.base.clone());
+        if let Some(user) = &options.user {
+            for name in ["session_user", "current_user"] {
+                ctx.register_udf(catalog::constant_text(name, user));
+            }
+        }
         let session = Session {
             engine,
             ctx,

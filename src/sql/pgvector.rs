@@ -932,6 +932,60 @@ pub fn recursive_case_subqueries(stmt: &mut Statement) {
     });
 }
 
+/// `x [NOT] IN (SELECT ...)` in a select list (Grafana's table picker names a table by
+/// whether its schema is on the search path): DataFusion runs IN subqueries only in
+/// filters, so an uncorrelated one becomes `array_has(ARRAY(SELECT ...), x)`, which
+/// [`array_subqueries`] then aggregates. Catalog statements only: `array_has` is false
+/// where IN over a NULL would be NULL.
+pub fn projected_in_subqueries(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{Select, VisitMut, VisitorMut};
+    struct Selects;
+    impl VisitorMut for Selects {
+        type Break = ();
+        fn pre_visit_select(&mut self, sel: &mut Select) -> ControlFlow<()> {
+            for item in sel.projection.iter_mut() {
+                let (SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. }) =
+                    item
+                else {
+                    continue;
+                };
+                let _ = visit_expressions_mut(x, |e| {
+                    if let SqlExpr::InSubquery {
+                        expr,
+                        subquery,
+                        negated,
+                    } = e
+                        && !correlated(subquery)
+                    {
+                        let array = SqlExpr::Function(Function {
+                            name: ObjectName::from(vec![Ident::new("array")]),
+                            uses_odbc_syntax: false,
+                            parameters: FunctionArguments::None,
+                            args: FunctionArguments::Subquery(subquery.clone()),
+                            filter: None,
+                            null_treatment: None,
+                            over: None,
+                            within_group: vec![],
+                        });
+                        let has = call("array_has", vec![array, (**expr).clone()]);
+                        *e = if *negated {
+                            SqlExpr::UnaryOp {
+                                op: datafusion::sql::sqlparser::ast::UnaryOperator::Not,
+                                expr: Box::new(SqlExpr::Nested(Box::new(has))),
+                            }
+                        } else {
+                            has
+                        };
+                    }
+                    ControlFlow::<()>::Continue(())
+                });
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Selects);
+}
+
 /// `ARRAY(SELECT x FROM ... [ORDER BY ...])`, as psql's `\d+` and `\du` write it,
 /// becomes `(SELECT array_agg(x [ORDER BY ...]) FROM ...)`: the same array, as a scalar
 /// subquery DataFusion can plan. (An empty result gives NULL instead of `{}`.)

@@ -234,6 +234,7 @@ impl StatementParser {
                         .get(auth::METADATA_READ_ONLY)
                         .is_some_and(|v| v == "on"),
                     statement_timeout: self.limits.statement_timeout,
+                    user: client.metadata().get(pgwire::api::METADATA_USER).cloned(),
                 },
             )
         })
