@@ -979,6 +979,40 @@ fn key_registry() -> &'static KeyRegistry {
     KEYS.get_or_init(Default::default)
 }
 
+/// The `int2[]` columns of `pg_constraint`, kept as text: the emulation's own rows hold
+/// `[1, 2]`, Postgres prints `{1,2}` (and the wire announces them as `int2[]`, so pgjdbc's
+/// `getArray` reads them, as DBeaver does).
+pub const INT2_ARRAY_TEXT_COLUMNS: [&str; 2] = ["conkey", "confkey"];
+
+fn int2_arrays_as_postgres_prints_them(b: &RecordBatch) -> DfResult<RecordBatch> {
+    let mut columns = b.columns().to_vec();
+    for name in INT2_ARRAY_TEXT_COLUMNS {
+        let Ok(i) = b.schema().index_of(name) else {
+            continue;
+        };
+        let Some(text) = b.column(i).as_string_opt::<i32>() else {
+            continue;
+        };
+        let fixed: datafusion::arrow::array::StringArray = text
+            .iter()
+            .map(|v| {
+                let v: String = v?
+                    .chars()
+                    .filter(|c| !c.is_whitespace() && *c != '"')
+                    .map(|c| match c {
+                        '[' => '{',
+                        ']' => '}',
+                        c => c,
+                    })
+                    .collect();
+                (!v.is_empty()).then_some(v)
+            })
+            .collect();
+        columns[i] = Arc::new(fixed);
+    }
+    Ok(RecordBatch::try_new(b.schema(), columns)?)
+}
+
 /// OIDs of relations outside the search path (`information_schema`), as last seen in
 /// `pg_class`: `pg_table_is_visible` is false for them, as in Postgres, so psql's `\dp`
 /// and tools that list "visible" tables leave them out.
@@ -1305,6 +1339,11 @@ impl TableProvider for PrimaryKeys {
                 )?]
             }
         };
+        if self.kind == KeyTable::Constraint {
+            for b in &mut batches {
+                *b = int2_arrays_as_postgres_prints_them(b)?;
+            }
+        }
         batches.extend(extra.into_iter().filter(|b| b.num_rows() > 0));
         let full = self.schema();
         if full.fields().len() > schema.fields().len() {

@@ -18,6 +18,9 @@ use super::statements::ident_name;
 /// Starts the suffix that keeps a repeated name unique inside DataFusion.
 const REPEAT: char = '\u{1}';
 
+/// How the compatibility parser renames a column a later wildcard repeats.
+const COMPAT_ALIAS: &str = "__alias_";
+
 /// A result column's name as the client sees it.
 pub fn wire_name(name: &str) -> &str {
     name.split(REPEAT).next().unwrap_or(name)
@@ -37,6 +40,14 @@ fn name_query(q: &mut Query) {
     let mut seen: Vec<String> = Vec::new();
     for item in sel.projection.iter_mut() {
         let (expr, name, aliased) = match item {
+            // The compatibility parser renames a column a wildcard after it repeats
+            // (`c.oid, c.*`, as DBeaver lists tables) `__alias_oid`; to the client it is
+            // `oid`, as in Postgres.
+            SelectItem::ExprWithAlias { alias, .. } if alias.value.starts_with(COMPAT_ALIAS) => {
+                let name = alias.value[COMPAT_ALIAS.len()..].to_string();
+                *alias = Ident::with_quote('"', format!("{name}{REPEAT}0"));
+                continue;
+            }
             SelectItem::ExprWithAlias { expr, alias } => (expr, Some(ident_name(alias)), true),
             SelectItem::UnnamedExpr(e) => {
                 let name = figure(e).map(|(name, _)| name);

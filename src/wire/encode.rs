@@ -41,6 +41,13 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             && matches!(field.data_type(), DataType::List(e) if e.data_type() == &DataType::Int32)
         {
             Some(pgwire::api::Type::OID_ARRAY)
+        } else if crate::sql::catalog::INT2_ARRAY_TEXT_COLUMNS.contains(&field.name().as_str())
+            && matches!(field.data_type(), DataType::Utf8)
+            && info.format() == pgwire::api::results::FieldFormat::Text
+        {
+            // `{1,2}` text: announced as the `int2[]` it is in Postgres (text format only;
+            // its binary form would be the text's bytes).
+            Some(pgwire::api::Type::INT2_ARRAY)
         } else if field
             .metadata()
             .contains_key(arrow_pg::datatypes::PG_OID_ALIAS_KEY)
@@ -201,7 +208,28 @@ pub async fn response(
                 Some(Err(e)) => return Err(Error::from(e)),
                 None => None,
             };
-            let f2 = fields.clone();
+            // Text announced as an array (`conkey`) is encoded as the text it is.
+            let f2 = Arc::new(
+                fields
+                    .iter()
+                    .map(|f| {
+                        if *f.datatype() == pgwire::api::Type::INT2_ARRAY
+                            && crate::sql::catalog::INT2_ARRAY_TEXT_COLUMNS.contains(&f.name())
+                        {
+                            FieldInfo::new(
+                                f.name().to_string(),
+                                f.table_id(),
+                                f.column_id(),
+                                pgwire::api::Type::TEXT,
+                                f.format(),
+                            )
+                            .with_format_options(f.format_options().clone())
+                        } else {
+                            f.clone()
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            );
             let floats: Vec<(usize, bool)> = fields
                 .iter()
                 .enumerate()
