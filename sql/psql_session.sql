@@ -21,3 +21,15 @@ SELECT count(*) FROM docs;
 \db
 \dx
 \dT
+\dp
+\z docs
+\dd
+\dL
+-- expanded display and timing
+\x on
+SELECT id, title FROM docs WHERE id = 1;
+\x off
+\timing on
+SELECT 1, 2;
+\timing off
+SELECT current_user = user AS same_user, pg_typeof(id) FROM docs WHERE id = 1;

@@ -742,8 +742,36 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
             Ok(ColumnarValue::Array(Arc::new(out)))
         }),
     );
+    // `to_regclass(name)`: `schema.name` or a name on the search path; NULL if unknown.
+    let to_regclass = create_udf(
+        "to_regclass",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0].as_string::<i32>();
+            let oids = relation_oids().read();
+            let out: Int32Array = names
+                .iter()
+                .map(|n| {
+                    let n = n?.replace('"', "");
+                    if n.contains('.') {
+                        oids.get(&n).copied()
+                    } else {
+                        ["public", "pg_catalog"]
+                            .iter()
+                            .find_map(|s| oids.get(&format!("{s}.{n}")).copied())
+                    }
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    );
     let mut out = key_functions();
     out.push(table_is_visible);
+    out.push(to_regclass);
+    out.push(PgGetExpr::udf());
     out.extend(vec![
         none("obj_description", vec![DataType::Int64, DataType::Utf8]),
         none("col_description", vec![DataType::Int64, DataType::Int64]),
@@ -904,6 +932,49 @@ impl ScalarUDFImpl for NullText {
     }
 }
 
+/// `pg_get_expr(expr, relation [, pretty])`: the expression text the catalog keeps, NULL
+/// for NULL (a plain index has no `indpred`; Metabase's index query tests `IS NULL`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgGetExpr {
+    signature: Signature,
+}
+
+impl PgGetExpr {
+    fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(PgGetExpr {
+            signature: Signature::variadic_any(datafusion::logical_expr::Volatility::Stable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for PgGetExpr {
+    fn name(&self) -> &str {
+        "pg_get_expr"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let expr = args
+            .args
+            .first()
+            .ok_or_else(|| datafusion::error::DataFusionError::Plan("pg_get_expr(expr, relation)".into()))?
+            .clone()
+            .into_array(n)?;
+        Ok(ColumnarValue::Array(datafusion::arrow::compute::cast(
+            &expr,
+            &DataType::Utf8,
+        )?))
+    }
+}
+
 /// `pg_typeof(x)`: the Postgres type of its argument, by the name `regtype` prints.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct PgTypeof {
@@ -1022,8 +1093,17 @@ fn hidden_relations() -> &'static parking_lot::RwLock<std::collections::HashSet<
     HIDDEN.get_or_init(Default::default)
 }
 
+/// `schema.relation` -> OID, as last seen in `pg_class`, for `to_regclass` of a computed
+/// name (Metabase: `format('%I.%I', schema, table)::regclass`).
+fn relation_oids() -> &'static parking_lot::RwLock<HashMap<String, i32>> {
+    static OIDS: std::sync::OnceLock<parking_lot::RwLock<HashMap<String, i32>>> =
+        std::sync::OnceLock::new();
+    OIDS.get_or_init(Default::default)
+}
+
 fn note_hidden_relations(classes: &[RecordBatch], namespaces: &[RecordBatch]) {
     let mut visible_ns = std::collections::HashSet::new();
+    let mut ns_names = HashMap::new();
     for b in namespaces {
         let (Some(oid), Some(name)) = (
             column(b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
@@ -1032,20 +1112,26 @@ fn note_hidden_relations(classes: &[RecordBatch], namespaces: &[RecordBatch]) {
             continue;
         };
         for i in 0..b.num_rows() {
+            ns_names.insert(oid.value(i), name.value(i).to_string());
             if matches!(name.value(i), "public" | "pg_catalog") {
                 visible_ns.insert(oid.value(i));
             }
         }
     }
     let mut hidden = hidden_relations().write();
+    let mut oids = relation_oids().write();
     for b in classes {
-        let (Some(oid), Some(ns)) = (
+        let (Some(oid), Some(ns), Some(rel)) = (
             column(b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
             column(b, "relnamespace").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            column(b, "relname").and_then(|c| c.as_string_opt::<i32>()),
         ) else {
             continue;
         };
         for i in 0..b.num_rows() {
+            if let Some(schema) = ns_names.get(&ns.value(i)) {
+                oids.insert(format!("{schema}.{}", rel.value(i)), oid.value(i));
+            }
             if visible_ns.contains(&ns.value(i)) {
                 hidden.remove(&oid.value(i));
             } else {
@@ -1394,6 +1480,14 @@ impl ScalarUDFImpl for KeyDefinition {
         let oids = args.args[0].clone().into_array(n)?;
         let oids = datafusion::arrow::compute::cast(&oids, &DataType::Int64)?;
         let oids = oids.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        // `pg_get_indexdef(index, column, pretty)`: column k > 0 is that key column's name.
+        let column = match args.args.get(1) {
+            Some(c) if self.name == "pg_get_indexdef" => {
+                let c = datafusion::arrow::compute::cast(&c.clone().into_array(n)?, &DataType::Int64)?;
+                Some(c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone())
+            }
+            _ => None,
+        };
         let registry = key_registry().read();
         let index = self.name == "pg_get_indexdef";
         let base = i64::from(if index {
@@ -1408,6 +1502,13 @@ impl ScalarUDFImpl for KeyDefinition {
                 }
                 let table = i32::try_from(oids.value(i) - base).ok()?;
                 let (name, keys) = registry.get(&table)?;
+                if let Some(k) = column
+                    .as_ref()
+                    .and_then(|c| (!c.is_null(i)).then(|| c.value(i)))
+                    .filter(|k| *k > 0)
+                {
+                    return keys.get(k as usize - 1).cloned();
+                }
                 Some(if index {
                     format!(
                         "CREATE UNIQUE INDEX {name}_pkey ON public.{name} USING btree ({})",
@@ -1448,7 +1549,17 @@ pub struct InformationSchema {
 #[async_trait]
 impl SchemaProvider for InformationSchema {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        names.extend(
+            [
+                "table_constraints",
+                "key_column_usage",
+                "constraint_column_usage",
+                "referential_constraints",
+            ]
+            .map(String::from),
+        );
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -1458,14 +1569,183 @@ impl SchemaProvider for InformationSchema {
                 inner,
                 shared: self.shared.clone(),
             }))),
+            (_, None) => Ok(KeyView::named(name).map(|kind| {
+                Arc::new(KeyViews {
+                    kind,
+                    shared: self.shared.clone(),
+                }) as Arc<dyn TableProvider>
+            })),
             (_, t) => Ok(t),
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        self.inner.table_exist(name) || KeyView::named(name).is_some()
     }
 }
+
+/// The information_schema views of keys the emulation lacks: each table's primary key
+/// (vectorgate has no other constraints), as ORMs and BI tools (Metabase) read it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KeyView {
+    TableConstraints,
+    KeyColumnUsage,
+    ConstraintColumnUsage,
+    ReferentialConstraints,
+}
+
+impl KeyView {
+    fn named(name: &str) -> Option<KeyView> {
+        Some(match name {
+            "table_constraints" => KeyView::TableConstraints,
+            "key_column_usage" => KeyView::KeyColumnUsage,
+            "constraint_column_usage" => KeyView::ConstraintColumnUsage,
+            "referential_constraints" => KeyView::ReferentialConstraints,
+            _ => return None,
+        })
+    }
+
+    fn columns(self) -> &'static [&'static str] {
+        match self {
+            KeyView::TableConstraints => &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "constraint_type",
+                "is_deferrable",
+                "initially_deferred",
+                "enforced",
+                "nulls_distinct",
+            ],
+            KeyView::KeyColumnUsage => &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "column_name",
+                "ordinal_position",
+                "position_in_unique_constraint",
+            ],
+            KeyView::ConstraintColumnUsage => &[
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "column_name",
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+            ],
+            KeyView::ReferentialConstraints => &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "unique_constraint_catalog",
+                "unique_constraint_schema",
+                "unique_constraint_name",
+                "match_option",
+                "update_rule",
+                "delete_rule",
+            ],
+        }
+    }
+}
+
+#[derive(Debug)]
+struct KeyViews {
+    kind: KeyView,
+    shared: Weak<Shared>,
+}
+
+#[async_trait]
+impl TableProvider for KeyViews {
+    fn schema(&self) -> SchemaRef {
+        let fields: Vec<_> = self
+            .kind
+            .columns()
+            .iter()
+            .map(|c| {
+                let ty = match *c {
+                    "ordinal_position" | "position_in_unique_constraint" => DataType::Int32,
+                    _ => DataType::Utf8,
+                };
+                datafusion::arrow::datatypes::Field::new(*c, ty, true)
+            })
+            .collect();
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let database = state.config().options().catalog.default_catalog.clone();
+        let mut tables: Vec<Arc<crate::store::TableDef>> = self
+            .shared
+            .upgrade()
+            .map(|s| s.tables.read().values().cloned().collect())
+            .unwrap_or_default();
+        tables.sort_by(|a, b| a.name.cmp(&b.name));
+        // One row per table, or per key column.
+        let mut rows: Vec<(&Arc<crate::store::TableDef>, Option<usize>)> = Vec::new();
+        for def in &tables {
+            match self.kind {
+                KeyView::TableConstraints => rows.push((def, None)),
+                KeyView::KeyColumnUsage | KeyView::ConstraintColumnUsage => {
+                    rows.extend((0..def.primary_key.len()).map(|i| (def, Some(i))))
+                }
+                KeyView::ReferentialConstraints => {}
+            }
+        }
+        let batch = build_rows(
+            &schema,
+            rows.len(),
+            |c, r| {
+                let (def, key) = rows[r];
+                Some(match c {
+                    "constraint_catalog" | "table_catalog" => Cell::Text(database.clone()),
+                    "constraint_schema" | "table_schema" => Cell::Text("public".into()),
+                    "constraint_name" => Cell::Text(format!("{}_pkey", def.name)),
+                    "table_name" => Cell::Text(def.name.clone()),
+                    "constraint_type" => Cell::Text("PRIMARY KEY".into()),
+                    "is_deferrable" | "initially_deferred" => Cell::Text("NO".into()),
+                    "enforced" | "nulls_distinct" => Cell::Text("YES".into()),
+                    "column_name" => Cell::Text(def.columns[def.primary_key[key?]].name.clone()),
+                    "ordinal_position" => Cell::Int(key? as i64 + 1),
+                    _ => return None,
+                })
+            },
+            None,
+        )?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// Columns of `information_schema.columns` the emulation lacks, in this order: the type's
+/// name and schema, and (no identity or generated columns here) `NO`, `NEVER`, NULL.
+const COLUMNS_EXTRA: [&str; 5] = [
+    "udt_name",
+    "udt_schema",
+    "is_identity",
+    "is_generated",
+    "identity_generation",
+];
 
 #[derive(Debug)]
 struct Columns {
@@ -1524,7 +1804,17 @@ fn arrow_type_names(arrow: &str) -> (String, String) {
 #[async_trait]
 impl TableProvider for Columns {
     fn schema(&self) -> SchemaRef {
-        with_columns(&self.inner.schema(), &[("udt_name", DataType::Utf8)])
+        let inner = self.inner.schema();
+        let fields: Vec<_> = inner
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "ordinal_position" => Arc::new(f.as_ref().clone().with_data_type(DataType::Int32)),
+                _ => f.clone(),
+            })
+            .collect();
+        let inner = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+        with_columns(&inner, &COLUMNS_EXTRA.map(|c| (c, DataType::Utf8)))
     }
 
     fn table_type(&self) -> TableType {
@@ -1570,9 +1860,26 @@ impl TableProvider for Columns {
                 data_types.push(d);
                 udt_names.push(u);
             }
+            let n = b.num_rows();
+            let udt_schemas: StringArray = udt_names
+                .iter()
+                .map(|u| Some(if u == "vector" { "public" } else { "pg_catalog" }))
+                .collect();
             let mut columns = b.columns().to_vec();
             columns[b.schema().index_of("data_type")?] = Arc::new(StringArray::from(data_types));
+            // DataFusion counts columns from 0; Postgres from 1, as an integer.
+            if let Ok(k) = b.schema().index_of("ordinal_position") {
+                let zero_based = datafusion::arrow::compute::cast(&columns[k], &DataType::Int32)?;
+                columns[k] = datafusion::arrow::compute::kernels::numeric::add(
+                    &zero_based,
+                    &Int32Array::new_scalar(1),
+                )?;
+            }
             columns.push(Arc::new(StringArray::from(udt_names)));
+            columns.push(Arc::new(udt_schemas));
+            columns.push(Arc::new(StringArray::from(vec!["NO"; n])));
+            columns.push(Arc::new(StringArray::from(vec!["NEVER"; n])));
+            columns.push(Arc::new(StringArray::from(vec![None::<&str>; n])));
             out.push(RecordBatch::try_new(schema.clone(), columns)?);
         }
         Ok(MemorySourceConfig::try_new_exec(

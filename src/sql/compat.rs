@@ -119,6 +119,74 @@ pub fn from_functions(stmt: &mut Statement, is_scalar: &dyn Fn(&str) -> bool) {
     let _ = stmt.visit(&mut Factors(is_scalar));
 }
 
+/// `text::regclass` of a computed name (`format('%I.%I', s, t)::regclass`, as Metabase
+/// writes it) is `to_regclass(text)`. A literal or `$n` name is the compatibility
+/// parser's (a catalog subquery); an oid column cast for display is left alone.
+pub fn computed_regclass(stmt: &mut Statement) {
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::Cast {
+            expr, data_type, ..
+        } = e
+            && data_type
+                .to_string()
+                .to_ascii_lowercase()
+                .trim_start_matches("pg_catalog.")
+                == "regclass"
+            && text_valued(expr)
+        {
+            let arg = (**expr).clone();
+            *e = SqlExpr::Function(datafusion::sql::sqlparser::ast::Function {
+                name: ObjectName::from(vec![Ident::new("to_regclass")]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(
+                    datafusion::sql::sqlparser::ast::FunctionArgumentList {
+                        duplicate_treatment: None,
+                        args: vec![datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
+                            datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(arg),
+                        )],
+                        clauses: vec![],
+                    },
+                ),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// An expression that is text whatever its inputs: a string function's result, a
+/// concatenation, or a cast to text.
+fn text_valued(e: &SqlExpr) -> bool {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, DataType};
+    match e {
+        SqlExpr::Nested(inner) => text_valued(inner),
+        SqlExpr::Cast { data_type, .. } => matches!(
+            data_type,
+            DataType::Text | DataType::Varchar(_) | DataType::CharacterVarying(_)
+        ),
+        SqlExpr::BinaryOp {
+            op: BinaryOperator::StringConcat,
+            ..
+        } => true,
+        SqlExpr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| {
+                matches!(
+                    ident_name(i).as_str(),
+                    "format" | "concat" | "concat_ws" | "quote_ident" | "lower" | "upper"
+                )
+            }),
+        _ => false,
+    }
+}
+
 /// `user`, `current_role` (and `current_user`, which the compatibility parser already
 /// made `session_user()`): the session's own user, from the per-session `session_user`.
 pub fn user_registers(stmt: &mut Statement) {
@@ -154,4 +222,161 @@ fn session_user_call() -> SqlExpr {
         over: None,
         within_group: vec![],
     })
+}
+
+/// Postgres' `format(formatstr, args...)`: `%s` (the value as text, NULL as nothing), `%I`
+/// (an identifier, quoted when it must be), `%L` (a literal, `NULL` for NULL), `%%`, and
+/// `%n$s` for the n-th argument. Metabase names tables to `regclass` with it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Format {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl Format {
+    pub fn udf() -> datafusion::logical_expr::ScalarUDF {
+        datafusion::logical_expr::ScalarUDF::new_from_impl(Format {
+            signature: datafusion::logical_expr::Signature::variadic_any(
+                datafusion::logical_expr::Volatility::Stable,
+            ),
+        })
+    }
+}
+
+/// An identifier as Postgres' `quote_ident` writes it.
+pub fn quote_ident(s: &str) -> String {
+    let plain = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    }
+}
+
+/// One row of `format`.
+fn format_row(fmt: &str, args: &[Option<String>]) -> Result<String, String> {
+    let mut out = String::with_capacity(fmt.len());
+    let mut chars = fmt.chars().peekable();
+    let mut next = 0usize;
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut spec = String::new();
+        let kind = loop {
+            match chars.next() {
+                Some(k @ ('s' | 'I' | 'L' | '%')) => break k,
+                Some(d) if d.is_ascii_digit() || d == '$' => spec.push(d),
+                _ => return Err("unrecognized format() type specifier".into()),
+            }
+        };
+        if kind == '%' {
+            out.push('%');
+            continue;
+        }
+        let index = match spec.strip_suffix('$') {
+            Some(n) => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or("invalid argument position in format()")?
+                - 1,
+            None => next,
+        };
+        next = index + 1;
+        let arg = args
+            .get(index)
+            .ok_or("too few arguments for format()")?
+            .as_deref();
+        match (kind, arg) {
+            ('s', Some(v)) => out.push_str(v),
+            ('s', None) => {}
+            ('I', Some(v)) => out.push_str(&quote_ident(v)),
+            ('I', None) => return Err("null values cannot be formatted as an SQL identifier".into()),
+            ('L', Some(v)) => out.push_str(&format!("'{}'", v.replace('\'', "''"))),
+            _ => out.push_str("NULL"),
+        }
+    }
+    Ok(out)
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for Format {
+    fn name(&self) -> &str {
+        "format"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _arg_types: &[datafusion::arrow::datatypes::DataType],
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::DataType> {
+        Ok(datafusion::arrow::datatypes::DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        use datafusion::arrow::array::{Array, AsArray, StringArray};
+        use datafusion::arrow::datatypes::DataType;
+        let n = args.number_rows;
+        let mut texts = Vec::with_capacity(args.args.len());
+        for a in &args.args {
+            texts.push(datafusion::arrow::compute::cast(
+                &a.clone().into_array(n)?,
+                &DataType::Utf8,
+            )?);
+        }
+        let texts: Vec<_> = texts.iter().map(|t| t.as_string::<i32>()).collect();
+        let Some((fmt, rest)) = texts.split_first() else {
+            return Err(datafusion::error::DataFusionError::Plan(
+                "format() needs a format string".into(),
+            ));
+        };
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            if fmt.is_null(i) {
+                out.push(None);
+                continue;
+            }
+            let row: Vec<Option<String>> = rest
+                .iter()
+                .map(|a| (!a.is_null(i)).then(|| a.value(i).to_string()))
+                .collect();
+            out.push(Some(format_row(fmt.value(i), &row).map_err(|e| {
+                datafusion::error::DataFusionError::Execution(e)
+            })?));
+        }
+        Ok(datafusion::logical_expr::ColumnarValue::Array(
+            std::sync::Arc::new(StringArray::from(out)),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_row;
+
+    #[test]
+    fn format_writes_text_identifiers_and_literals() {
+        let args = [Some("public".to_string()), Some("My Table".to_string()), None];
+        assert_eq!(
+            format_row("%I.%I", &args).as_deref(),
+            Ok("public.\"My Table\"")
+        );
+        assert_eq!(
+            format_row("%s|%L|%L|%%|%2$s|%s", &args).as_deref(),
+            Ok("public|'My Table'|NULL|%|My Table|")
+        );
+        assert!(format_row("%I", &[None]).is_err());
+        assert!(format_row("%s %s", &args[..1]).is_err());
+    }
 }

@@ -173,6 +173,7 @@ impl Engine {
                 ));
             }
         }
+        ctx.register_udf(compat::Format::udf());
         for f in catalog::extra_functions() {
             ctx.register_udf(f);
         }
@@ -225,6 +226,7 @@ impl Engine {
                 pgvector::regproc_joins(s);
                 pgvector::catalog_tableoids(s);
                 pgvector::projected_in_subqueries(s);
+                compat::computed_regclass(s);
             }
             colnames::postgres_column_names(s);
             compat::user_registers(s);

@@ -43,11 +43,19 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             Some(pgwire::api::Type::OID_ARRAY)
         } else if crate::sql::catalog::INT2_ARRAY_TEXT_COLUMNS.contains(&field.name().as_str())
             && matches!(field.data_type(), DataType::Utf8)
-            && info.format() == pgwire::api::results::FieldFormat::Text
         {
-            // `{1,2}` text: announced as the `int2[]` it is in Postgres (text format only;
-            // its binary form would be the text's bytes).
+            // `{1,2}` text: announced as the `int2[]` it is in Postgres (its binary form
+            // is made from the text by `fix_cells`).
             Some(pgwire::api::Type::INT2_ARRAY)
+        } else if field
+            .metadata()
+            .contains_key(arrow_pg::datatypes::PG_OID_ALIAS_KEY)
+            && field.data_type().is_integer()
+        {
+            // The catalog emulation marks its oid columns `regtype`, `regclass`, ... for
+            // its own comparisons; their values are numbers, the `oid` Postgres has
+            // (`pg_attribute.atttypid` is an `oid` there), and clients decode them so.
+            Some(pgwire::api::Type::OID)
         } else if field
             .metadata()
             .contains_key(arrow_pg::datatypes::PG_OID_ALIAS_KEY)
@@ -127,8 +135,44 @@ pub fn pg_float_text(text: &str, single: bool) -> Option<String> {
     }
 }
 
-/// Rewrite the text-format float columns of a row the way Postgres prints them.
-fn fix_floats(row: DataRow, floats: &[(usize, bool)]) -> DataRow {
+/// A result cell the encoder does not write as Postgres would.
+#[derive(Clone, Copy)]
+enum Fix {
+    /// A text-format float (`single`: float4), printed as Postgres prints it.
+    Float(bool),
+    /// Catalog `int2[]` text (`{1,2}`) wanted in binary.
+    Int2ArrayBinary,
+}
+
+/// Postgres' binary `int2[]` of the text form `{1,2}` (None if it is not one).
+fn int2_array_binary(text: &str) -> Option<Vec<u8>> {
+    use bytes::BufMut;
+    let inner = text.strip_prefix('{')?.strip_suffix('}')?;
+    let elements: Vec<i16> = if inner.is_empty() {
+        Vec::new()
+    } else {
+        inner
+            .split(',')
+            .map(|e| e.trim().parse().ok())
+            .collect::<Option<_>>()?
+    };
+    let mut out = Vec::with_capacity(20 + 6 * elements.len());
+    out.put_i32(i32::from(!elements.is_empty())); // dimensions
+    out.put_i32(0); // no NULLs
+    out.put_u32(pgwire::api::Type::INT2.oid());
+    if !elements.is_empty() {
+        out.put_i32(elements.len() as i32);
+        out.put_i32(1); // lower bound
+    }
+    for e in elements {
+        out.put_i32(2);
+        out.put_i16(e);
+    }
+    Some(out)
+}
+
+/// Rewrite the cells of a row the encoder does not write as Postgres would.
+fn fix_cells(row: DataRow, fixes: &[(usize, Fix)]) -> DataRow {
     use bytes::{Buf, BufMut, BytesMut};
     let mut cells: Vec<Option<Vec<u8>>> = Vec::with_capacity(row.field_count as usize);
     let mut data = &row.data[..];
@@ -146,12 +190,15 @@ fn fix_floats(row: DataRow, floats: &[(usize, bool)]) -> DataRow {
             data.advance(len as usize);
         }
     }
-    for &(i, single) in floats {
+    for &(i, fix) in fixes {
         if let Some(Some(cell)) = cells.get_mut(i)
             && let Ok(text) = std::str::from_utf8(cell)
-            && let Some(fixed) = pg_float_text(text, single)
+            && let Some(fixed) = match fix {
+                Fix::Float(single) => pg_float_text(text, single).map(String::into_bytes),
+                Fix::Int2ArrayBinary => int2_array_binary(text),
+            }
         {
-            *cell = fixed.into_bytes();
+            *cell = fixed;
         }
     }
     let mut out = BytesMut::with_capacity(row.data.len() + 8);
@@ -230,14 +277,20 @@ pub async fn response(
                     })
                     .collect::<Vec<_>>(),
             );
-            let floats: Vec<(usize, bool)> = fields
+            let fixes: Vec<(usize, Fix)> = fields
                 .iter()
+                .zip(f2.iter())
                 .enumerate()
-                .filter(|(_, f)| f.format() == pgwire::api::results::FieldFormat::Text)
-                .filter_map(|(i, f)| match *f.datatype() {
-                    pgwire::api::Type::FLOAT8 => Some((i, false)),
-                    pgwire::api::Type::FLOAT4 => Some((i, true)),
-                    _ => None,
+                .filter_map(|(i, (f, encoded))| {
+                    let text = f.format() == pgwire::api::results::FieldFormat::Text;
+                    match (f.datatype(), encoded.datatype(), text) {
+                        (&pgwire::api::Type::FLOAT8, _, true) => Some((i, Fix::Float(false))),
+                        (&pgwire::api::Type::FLOAT4, _, true) => Some((i, Fix::Float(true))),
+                        (&pgwire::api::Type::INT2_ARRAY, &pgwire::api::Type::TEXT, false) => {
+                            Some((i, Fix::Int2ArrayBinary))
+                        }
+                        _ => None,
+                    }
                 })
                 .collect();
             let head = futures::stream::iter(first.map(Ok));
@@ -257,10 +310,10 @@ pub async fn response(
                 )
                 .flat_map(futures::stream::iter)
                 .map(move |row| {
-                    let row = if floats.is_empty() {
+                    let row = if fixes.is_empty() {
                         row?
                     } else {
-                        fix_floats(row?, &floats)
+                        fix_cells(row?, &fixes)
                     };
                     rows_sent += 1;
                     bytes_sent += row.data.len() as u64;

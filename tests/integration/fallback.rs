@@ -151,7 +151,7 @@ async fn searches_stay_exact_while_the_index_is_away(port: u16) {
         .unwrap_or_default()
         .to_string();
     assert!(hint.contains("fallback_max_rows"), "hint: {hint}");
-    let one: i64 = client
+    let one: i32 = client
         .query_one("SELECT 1", &[])
         .await
         .expect("session survives")

@@ -243,7 +243,7 @@ async fn statement_and_result_limits_have_their_own_sqlstates() {
         .expect("count")
         .get(0);
     assert_eq!(n, 20);
-    let one: i64 = client
+    let one: i32 = client
         .query_one("SELECT 1", &[])
         .await
         .expect("alive")
