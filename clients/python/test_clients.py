@@ -119,6 +119,19 @@ def sqlalchemy():
     pk = inspect(engine).get_pk_constraint("py_items")
     check("sqlalchemy: inspect().get_pk_constraint()", (pk["name"], pk["constrained_columns"]), ("py_items_pkey", ["id"]))
 
+    # What Superset's database browser asks SQLAlchemy's inspector for.
+    insp = inspect(engine)
+    check("superset: get_schema_names()", insp.get_schema_names(), ["information_schema", "public"])
+    check("superset: default schema", insp.default_schema_name, "public")
+    check("superset: get_view_names()", insp.get_view_names("public"), [])
+    check("superset: get_materialized_view_names()", insp.get_materialized_view_names("public"), [])
+    check("superset: get_table_comment()", insp.get_table_comment("py_items", "public"), {"text": None})
+    check("superset: get_foreign_keys()", insp.get_foreign_keys("py_items", "public"), [])
+    check("superset: get_indexes()", insp.get_indexes("py_items", "public"), [])
+    check("superset: has_table()", (insp.has_table("py_items", "public"), insp.has_table("nope", "public")), (True, False))
+    multi = insp.get_multi_columns("public")
+    check("superset: get_multi_columns()", [c["name"] for c in multi[("public", "py_items")]], ["id", "name", "embedding"])
+
     # The ORM with pgvector's Vector type: create_all, insert, ordered and filtered selects.
     class Base(DeclarativeBase):
         pass

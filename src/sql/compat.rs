@@ -134,25 +134,7 @@ pub fn computed_regclass(stmt: &mut Statement) {
                 == "regclass"
             && text_valued(expr)
         {
-            let arg = (**expr).clone();
-            *e = SqlExpr::Function(datafusion::sql::sqlparser::ast::Function {
-                name: ObjectName::from(vec![Ident::new("to_regclass")]),
-                uses_odbc_syntax: false,
-                parameters: FunctionArguments::None,
-                args: FunctionArguments::List(
-                    datafusion::sql::sqlparser::ast::FunctionArgumentList {
-                        duplicate_treatment: None,
-                        args: vec![datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
-                            datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(arg),
-                        )],
-                        clauses: vec![],
-                    },
-                ),
-                filter: None,
-                null_treatment: None,
-                over: None,
-                within_group: vec![],
-            });
+            *e = call("to_regclass", vec![(**expr).clone()]);
         }
         ControlFlow::<()>::Continue(())
     });
@@ -378,5 +360,104 @@ mod tests {
         );
         assert!(format_row("%I", &[None]).is_err());
         assert!(format_row("%s %s", &args[..1]).is_err());
+    }
+}
+
+/// `LIKE pattern ESCAPE 'c'` with an escape character other than backslash (SQLAlchemy
+/// escapes `_` with `/` when it lists schemas): DataFusion knows only backslash, so the
+/// pattern is rewritten to backslash escapes (in place for a literal, by
+/// `regexp_replace` for a computed one) and the ESCAPE clause dropped.
+pub fn like_escapes(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::Value;
+    let text = |s: &str| SqlExpr::Value(Value::SingleQuotedString(s.to_string()).into());
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::Like {
+            pattern,
+            escape_char,
+            ..
+        }
+        | SqlExpr::ILike {
+            pattern,
+            escape_char,
+            ..
+        } = e
+            && let Some(Value::SingleQuotedString(c)) = escape_char.as_ref().map(|v| &v.value)
+            && let Some(esc) = c.chars().next()
+            && c.chars().count() == 1
+            && esc != '\\'
+        {
+            if let SqlExpr::Value(v) = pattern.as_ref()
+                && let Value::SingleQuotedString(p) = &v.value
+            {
+                **pattern = text(&backslash_escapes(p, esc));
+            } else {
+                let doubled = call("replace", vec![(**pattern).clone(), text("\\"), text("\\\\")]);
+                let class = regex_syntax_escape(esc);
+                **pattern = call(
+                    "regexp_replace",
+                    vec![doubled, text(&format!("{class}(.)")), text("\\\\\\1"), text("g")],
+                );
+            }
+            *escape_char = None;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// A LIKE pattern with escape character `esc` written with backslash escapes.
+fn backslash_escapes(pattern: &str, esc: char) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == esc {
+            out.push('\\');
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `c` as a regular expression matching itself.
+fn regex_syntax_escape(c: char) -> String {
+    if c.is_ascii_alphanumeric() {
+        c.to_string()
+    } else {
+        format!("\\{c}")
+    }
+}
+
+fn call(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArgumentList};
+    SqlExpr::Function(datafusion::sql::sqlparser::ast::Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+#[cfg(test)]
+mod like_tests {
+    #[test]
+    fn other_escape_characters_become_backslashes() {
+        assert_eq!(super::backslash_escapes("pg/_%", '/'), "pg\\_%");
+        assert_eq!(super::backslash_escapes("a//b\\c", '/'), "a\\/b\\\\c");
     }
 }

@@ -230,6 +230,7 @@ impl Engine {
             }
             colnames::postgres_column_names(s);
             compat::user_registers(s);
+            compat::like_escapes(s);
             compat::from_functions(s, &|f| {
                 self.base.scalar_functions().contains_key(f)
                     && !self.base.table_functions().contains_key(f)
