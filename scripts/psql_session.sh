@@ -78,6 +78,8 @@ reject "information_schema | columns"
 reject "Invalid function"
 reject "server closed the connection"
 reject "FATAL"
+# Tab completion: psql's own catalog queries, through readline on a pseudo-terminal.
+python3 scripts/psql_completion.py "$host" "$port" || fail=1
 if [ "$fail" -ne 0 ]; then
     echo "psql session: FAILED"
     exit 1

@@ -488,7 +488,10 @@ fn text_array_elements(text: &str) -> Vec<&str> {
     if inner.is_empty() {
         return Vec::new();
     }
-    inner.split(',').map(|e| e.trim().trim_matches('"')).collect()
+    inner
+        .split(',')
+        .map(|e| e.trim().trim_matches('"'))
+        .collect()
 }
 
 impl ScalarUDFImpl for TextArrays {
@@ -506,15 +509,18 @@ impl ScalarUDFImpl for TextArrays {
 
     fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
         // A NULL array (what the catalog emulation makes of some subqueries) is NULL.
-        if arg_types
-            .first()
-            .is_some_and(|t| is_text(t) || t.is_null())
-        {
+        if arg_types.first().is_some_and(|t| is_text(t) || t.is_null()) {
             return Ok(vec![DataType::Utf8; arg_types.len()]);
         }
         let fields: Vec<_> = arg_types
             .iter()
-            .map(|t| Arc::new(datafusion::arrow::datatypes::Field::new("a", t.clone(), true)))
+            .map(|t| {
+                Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "a",
+                    t.clone(),
+                    true,
+                ))
+            })
             .collect();
         Ok(
             datafusion::logical_expr::type_coercion::functions::fields_with_udf(
@@ -549,9 +555,8 @@ impl ScalarUDFImpl for TextArrays {
                 let needle = arrays[1].as_string::<i32>();
                 let out: datafusion::arrow::array::BooleanArray = (0..n)
                     .map(|i| {
-                        (!text.is_null(i) && !needle.is_null(i)).then(|| {
-                            text_array_elements(text.value(i)).contains(&needle.value(i))
-                        })
+                        (!text.is_null(i) && !needle.is_null(i))
+                            .then(|| text_array_elements(text.value(i)).contains(&needle.value(i)))
                     })
                     .collect();
                 Ok(ColumnarValue::Array(Arc::new(out)))
@@ -965,7 +970,9 @@ impl ScalarUDFImpl for PgGetExpr {
         let expr = args
             .args
             .first()
-            .ok_or_else(|| datafusion::error::DataFusionError::Plan("pg_get_expr(expr, relation)".into()))?
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Plan("pg_get_expr(expr, relation)".into())
+            })?
             .clone()
             .into_array(n)?;
         Ok(ColumnarValue::Array(datafusion::arrow::compute::cast(
@@ -983,10 +990,7 @@ struct PgTypeof {
 
 /// The name `regtype` prints for the Postgres type a result column of `field` has.
 fn regtype_name(field: &datafusion::arrow::datatypes::Field) -> String {
-    if field
-        .metadata()
-        .contains_key(crate::types::PG_VECTOR_KEY)
-    {
+    if field.metadata().contains_key(crate::types::PG_VECTOR_KEY) {
         return "vector".into();
     }
     let Ok(ty) = arrow_pg::datatypes::into_pg_type(field.data_type()) else {
@@ -1483,8 +1487,12 @@ impl ScalarUDFImpl for KeyDefinition {
         // `pg_get_indexdef(index, column, pretty)`: column k > 0 is that key column's name.
         let column = match args.args.get(1) {
             Some(c) if self.name == "pg_get_indexdef" => {
-                let c = datafusion::arrow::compute::cast(&c.clone().into_array(n)?, &DataType::Int64)?;
-                Some(c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone())
+                let c =
+                    datafusion::arrow::compute::cast(&c.clone().into_array(n)?, &DataType::Int64)?;
+                Some(
+                    c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                        .clone(),
+                )
             }
             _ => None,
         };
@@ -1863,7 +1871,13 @@ impl TableProvider for Columns {
             let n = b.num_rows();
             let udt_schemas: StringArray = udt_names
                 .iter()
-                .map(|u| Some(if u == "vector" { "public" } else { "pg_catalog" }))
+                .map(|u| {
+                    Some(if u == "vector" {
+                        "public"
+                    } else {
+                        "pg_catalog"
+                    })
+                })
                 .collect();
             let mut columns = b.columns().to_vec();
             columns[b.schema().index_of("data_type")?] = Arc::new(StringArray::from(data_types));

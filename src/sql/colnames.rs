@@ -193,7 +193,9 @@ mod tests {
     #[test]
     fn unnamed_items_are_named_as_postgres_names_them() {
         assert_eq!(
-            names("SELECT 1, count(*), x::text, 1::int, '{1}'::real[], CASE WHEN a THEN 1 END FROM t"),
+            names(
+                "SELECT 1, count(*), x::text, 1::int, '{1}'::real[], CASE WHEN a THEN 1 END FROM t"
+            ),
             "SELECT 1::INT4 AS \"?column?\", count(*) AS \"count\", x::TEXT AS \"x\", 1::INT AS \"int4\", \
              '{1}'::REAL[] AS \"float4\", CASE WHEN a THEN 1 END AS \"case\" FROM t"
         );

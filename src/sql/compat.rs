@@ -15,8 +15,7 @@ use super::statements::ident_name;
 /// as Grafana reads the search path). `is_scalar` tells a scalar function's name.
 pub fn from_functions(stmt: &mut Statement, is_scalar: &dyn Fn(&str) -> bool) {
     use datafusion::sql::sqlparser::ast::{
-        FunctionArgumentList, TableAlias, TableAliasColumnDef, TableFactor,
-        VisitMut, VisitorMut,
+        FunctionArgumentList, TableAlias, TableAliasColumnDef, TableFactor, VisitMut, VisitorMut,
     };
     struct Factors<'a>(&'a dyn Fn(&str) -> bool);
     impl VisitorMut for Factors<'_> {
@@ -154,17 +153,12 @@ fn text_valued(e: &SqlExpr) -> bool {
             op: BinaryOperator::StringConcat,
             ..
         } => true,
-        SqlExpr::Function(f) => f
-            .name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .is_some_and(|i| {
-                matches!(
-                    ident_name(i).as_str(),
-                    "format" | "concat" | "concat_ws" | "quote_ident" | "lower" | "upper"
-                )
-            }),
+        SqlExpr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+            matches!(
+                ident_name(i).as_str(),
+                "format" | "concat" | "concat_ws" | "quote_ident" | "lower" | "upper"
+            )
+        }),
         _ => false,
     }
 }
@@ -262,12 +256,13 @@ fn format_row(fmt: &str, args: &[Option<String>]) -> Result<String, String> {
             continue;
         }
         let index = match spec.strip_suffix('$') {
-            Some(n) => n
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or("invalid argument position in format()")?
-                - 1,
+            Some(n) => {
+                n.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or("invalid argument position in format()")?
+                    - 1
+            }
             None => next,
         };
         next = index + 1;
@@ -279,7 +274,9 @@ fn format_row(fmt: &str, args: &[Option<String>]) -> Result<String, String> {
             ('s', Some(v)) => out.push_str(v),
             ('s', None) => {}
             ('I', Some(v)) => out.push_str(&quote_ident(v)),
-            ('I', None) => return Err("null values cannot be formatted as an SQL identifier".into()),
+            ('I', None) => {
+                return Err("null values cannot be formatted as an SQL identifier".into());
+            }
             ('L', Some(v)) => out.push_str(&format!("'{}'", v.replace('\'', "''"))),
             _ => out.push_str("NULL"),
         }
@@ -333,9 +330,10 @@ impl datafusion::logical_expr::ScalarUDFImpl for Format {
                 .iter()
                 .map(|a| (!a.is_null(i)).then(|| a.value(i).to_string()))
                 .collect();
-            out.push(Some(format_row(fmt.value(i), &row).map_err(|e| {
-                datafusion::error::DataFusionError::Execution(e)
-            })?));
+            out.push(Some(
+                format_row(fmt.value(i), &row)
+                    .map_err(datafusion::error::DataFusionError::Execution)?,
+            ));
         }
         Ok(datafusion::logical_expr::ColumnarValue::Array(
             std::sync::Arc::new(StringArray::from(out)),
@@ -349,7 +347,11 @@ mod tests {
 
     #[test]
     fn format_writes_text_identifiers_and_literals() {
-        let args = [Some("public".to_string()), Some("My Table".to_string()), None];
+        let args = [
+            Some("public".to_string()),
+            Some("My Table".to_string()),
+            None,
+        ];
         assert_eq!(
             format_row("%I.%I", &args).as_deref(),
             Ok("public.\"My Table\"")
@@ -391,11 +393,19 @@ pub fn like_escapes(stmt: &mut Statement) {
             {
                 **pattern = text(&backslash_escapes(p, esc));
             } else {
-                let doubled = call("replace", vec![(**pattern).clone(), text("\\"), text("\\\\")]);
+                let doubled = call(
+                    "replace",
+                    vec![(**pattern).clone(), text("\\"), text("\\\\")],
+                );
                 let class = regex_syntax_escape(esc);
                 **pattern = call(
                     "regexp_replace",
-                    vec![doubled, text(&format!("{class}(.)")), text("\\\\\\1"), text("g")],
+                    vec![
+                        doubled,
+                        text(&format!("{class}(.)")),
+                        text("\\\\\\1"),
+                        text("g"),
+                    ],
                 );
             }
             *escape_char = None;

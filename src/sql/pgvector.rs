@@ -799,7 +799,9 @@ pub fn catalog_tableoids(stmt: &mut Statement) {
         fn post_visit_select(&mut self, sel: &mut Select) -> ControlFlow<()> {
             let mut oids: Vec<(String, i64)> = Vec::new();
             for t in &sel.from {
-                for factor in std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)) {
+                for factor in
+                    std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation))
+                {
                     let TableFactor::Table { name, alias, .. } = factor else {
                         continue;
                     };
@@ -944,8 +946,7 @@ pub fn projected_in_subqueries(stmt: &mut Statement) {
         type Break = ();
         fn pre_visit_select(&mut self, sel: &mut Select) -> ControlFlow<()> {
             for item in sel.projection.iter_mut() {
-                let (SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. }) =
-                    item
+                let (SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. }) = item
                 else {
                     continue;
                 };

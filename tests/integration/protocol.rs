@@ -479,15 +479,7 @@ async fn result_columns_are_named_as_postgres_names_them() {
         .expect("setup");
     let sql = "SELECT count(*), max(id), 1, id + 1, name::text, CASE WHEN true THEN 1 END, upper(name), n.id, min(id) AS lowest FROM named n GROUP BY n.id, name";
     let want = [
-        "count",
-        "max",
-        "?column?",
-        "?column?",
-        "name",
-        "case",
-        "upper",
-        "id",
-        "lowest",
+        "count", "max", "?column?", "?column?", "name", "case", "upper", "id", "lowest",
     ];
     let stmt = client.prepare(sql).await.expect("prepare");
     let names: Vec<&str> = stmt.columns().iter().map(|c| c.name()).collect();

@@ -311,10 +311,7 @@ async fn metabase_sync_queries() {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    assert_eq!(
-        got,
-        [("public".into(), "bi_metrics".into(), "id".into())]
-    );
+    assert_eq!(got, [("public".into(), "bi_metrics".into(), "id".into())]);
 
     let enums = client
         .query(
