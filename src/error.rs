@@ -49,6 +49,9 @@ pub enum Error {
     /// A statement or result over a configured limit (SQLSTATE 54000).
     #[error("{0}")]
     ProgramLimit(String),
+    /// A scalar subquery returned more than one row.
+    #[error("{0}")]
+    CardinalityViolation(String),
     /// A backend answered with an error. `store` names the backend ("row store",
     /// "vector index") for the hint; `message` is already client-safe.
     #[error("{store} error: {message}")]
@@ -99,6 +102,7 @@ impl Error {
             Error::QueryCanceled(_) => "57014",
             Error::ReadOnly(_) => "25006",
             Error::ProgramLimit(_) => "54000",
+            Error::CardinalityViolation(_) => "21000",
             Error::Backend { .. } => "58000",
             Error::Unavailable { .. } => "08006",
             Error::Timeout { .. } => "57014",

@@ -195,6 +195,46 @@ fn vector_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Float32, true)))
 }
 
+/// The scalar subqueries among `vector_search` arguments (`(SELECT embedding FROM t
+/// WHERE id = $1)`, also under a cast).
+fn vector_search_subqueries(stmt: &Statement) -> Vec<datafusion::sql::sqlparser::ast::Query> {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    struct Found(Vec<datafusion::sql::sqlparser::ast::Query>);
+    impl Visitor for Found {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, f: &TableFactor) -> std::ops::ControlFlow<()> {
+            if let TableFactor::Table {
+                name,
+                args: Some(args),
+                ..
+            } = f
+                && name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("vector_search"))
+            {
+                for a in &args.args {
+                    let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = a else {
+                        continue;
+                    };
+                    let mut e: &SqlExpr = e;
+                    while let SqlExpr::Cast { expr, .. } | SqlExpr::Nested(expr) = e {
+                        e = expr;
+                    }
+                    if let SqlExpr::Subquery(q) = e {
+                        self.0.push(q.as_ref().clone());
+                    }
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut found = Found(Vec::new());
+    let _ = stmt.visit(&mut found);
+    found.0
+}
+
 /// Types of placeholders used directly as `vector_search` arguments.
 fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
     // Table functions appear as table factors with arguments; walk the text-free way.
@@ -278,6 +318,13 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
             cast_params(stmt, &mut types);
             let plan = session.plan(stmt.clone()).await?;
             merge_plan_params(&plan, &mut types);
+            // A subquery giving `vector_search` its vector runs while the search is
+            // planned, so its parameters are not in the plan: plan it on its own.
+            for q in vector_search_subqueries(stmt) {
+                if let Ok(sub) = session.plan(Statement::Query(Box::new(q))).await {
+                    merge_plan_params(&sub, &mut types);
+                }
+            }
             schema = Some(Arc::new(plan.schema().as_arrow().clone()));
         }
         Statement::ShowVariable { variable } if show_name(variable) == "vectorgate.sync_status" => {

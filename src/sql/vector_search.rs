@@ -81,6 +81,10 @@ pub(crate) fn eval_const(session: &dyn Session, e: &Expr) -> Result<Option<Value
     if e.exists(|x| Ok(matches!(x, Expr::Placeholder(_))))? {
         return Ok(None);
     }
+    // `(SELECT embedding FROM t WHERE id = 1)`: the subquery runs now, once.
+    if let Expr::ScalarSubquery(sq) = e {
+        return scalar_subquery(session, &sq.subquery);
+    }
     // `'[1,2,3]'::vector`: the text is parsed as a vector here (Arrow cannot cast it).
     if let Expr::Cast(datafusion::logical_expr::Cast { expr, field })
     | Expr::TryCast(datafusion::logical_expr::TryCast { expr, field }) = e
@@ -100,6 +104,35 @@ pub(crate) fn eval_const(session: &dyn Session, e: &Expr) -> Result<Option<Value
     .map_err(Error::internal)?;
     let arr = phys.evaluate(&batch)?.into_array(1)?;
     Ok(Some(value_from_array(&arr, 0)?))
+}
+
+/// The value of an uncorrelated scalar subquery (NULL for no row), run while the search
+/// is planned; `None` while it waits for a parameter (at Describe).
+fn scalar_subquery(
+    session: &dyn Session,
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> Result<Option<Value>> {
+    if plan.get_parameter_types().is_ok_and(|p| !p.is_empty()) {
+        return Ok(None);
+    }
+    let run = async {
+        let physical = session.create_physical_plan(plan).await?;
+        datafusion::physical_plan::collect(physical, session.task_ctx()).await
+    };
+    let handle = tokio::runtime::Handle::current();
+    let batches = tokio::task::block_in_place(|| handle.block_on(run))?;
+    let mut found = None;
+    for b in &batches {
+        for row in 0..b.num_rows() {
+            if found.is_some() {
+                return Err(Error::CardinalityViolation(
+                    "more than one row returned by a subquery used as an expression".into(),
+                ));
+            }
+            found = Some(value_from_array(b.column(0), row)?);
+        }
+    }
+    Ok(Some(found.unwrap_or(Value::Null)))
 }
 
 /// A query vector from a function argument: `'[..]'` text, or a numeric array.

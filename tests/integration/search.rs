@@ -406,3 +406,94 @@ async fn the_exact_row_scan_equals_the_oracle() {
         .expect("distance filter");
     assert_eq!(rows.len(), 3);
 }
+
+/// "More like this one": the query vector is a stored row's, read by a scalar subquery,
+/// in `vector_search` and in the pgvector form, with the key as a literal and as a
+/// parameter. With exact search the answer is the oracle's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_rows_vector_is_a_query_vector() {
+    let server = Server::start();
+    let client = server.client().await;
+    let mut rng = StdRng::seed_from_u64(23);
+    let (docs, _) = dataset(&mut rng);
+    let docs = &docs[..800];
+    load(&client, "like_this", "l2", docs).await;
+    client
+        .batch_execute("SET vectorgate.exact = on")
+        .await
+        .expect("set");
+    for id in [3i64, 141, 599] {
+        let v = &docs[id as usize].v;
+        let want = oracle(docs, v, |d| d.category != "c1", "l2");
+        let searches = [
+            format!(
+                "SELECT id FROM vector_search('like_this', (SELECT embedding FROM like_this WHERE id = {id}), {K}) \
+                 WHERE category <> 'c1' ORDER BY distance"
+            ),
+            format!(
+                "SELECT id FROM like_this WHERE category <> 'c1' \
+                 ORDER BY embedding <-> (SELECT embedding FROM like_this WHERE id = {id}) LIMIT {K}"
+            ),
+        ];
+        for sql in &searches {
+            let simple: Vec<i64> = client
+                .simple_query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(simple, want, "simple protocol: {sql}");
+            let extended: Vec<i64> = client
+                .query(sql.as_str(), &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(extended, want, "extended protocol: {sql}");
+        }
+        // The key bound as a parameter inside the subquery.
+        let bound: Vec<i64> = client
+            .query(
+                &format!(
+                    "SELECT id FROM vector_search('like_this', (SELECT embedding FROM like_this WHERE id = $1), {K}) \
+                     WHERE category <> 'c1' ORDER BY distance"
+                ),
+                &[&id],
+            )
+            .await
+            .expect("bound key")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(bound, want, "key as a parameter");
+    }
+    // More than one row: 21000; no row: a NULL vector, 22000. The session goes on.
+    for (sql, state) in [
+        (
+            "SELECT id FROM vector_search('like_this', (SELECT embedding FROM like_this WHERE id < 5), 3)",
+            "21000",
+        ),
+        (
+            "SELECT id FROM vector_search('like_this', (SELECT embedding FROM like_this WHERE id = -1), 3)",
+            "22000",
+        ),
+    ] {
+        let err = client.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(
+            err.as_db_error().map(|d| d.code().code()),
+            Some(state),
+            "{sql}: {err}"
+        );
+    }
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM like_this", &[])
+        .await
+        .expect("session goes on")
+        .get(0);
+    assert_eq!(n, docs.len() as i64);
+}
