@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 /// Field metadata that marks a pgvector `vector` column for the wire encoder.
 pub const PG_VECTOR_KEY: &str = "pg.vector";
 
+/// Field metadata that marks a `uuid` column (kept as text) for the wire encoder.
+pub const PG_UUID_KEY: &str = "vectorgate.uuid";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ColumnType {
     SmallInt,
@@ -96,13 +99,16 @@ impl ColumnType {
 
     pub fn arrow_field(&self, name: &str, nullable: bool) -> Field {
         let f = Field::new(name, self.arrow_type(), nullable);
-        if matches!(self, ColumnType::Vector(_)) {
-            f.with_metadata(HashMap::from([(
+        match self {
+            ColumnType::Vector(_) => f.with_metadata(HashMap::from([(
                 PG_VECTOR_KEY.to_string(),
                 "vector".to_string(),
-            )]))
-        } else {
-            f
+            )])),
+            ColumnType::Uuid => f.with_metadata(HashMap::from([(
+                PG_UUID_KEY.to_string(),
+                "uuid".to_string(),
+            )])),
+            _ => f,
         }
     }
 

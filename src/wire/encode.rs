@@ -41,6 +41,12 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             && matches!(field.data_type(), DataType::List(e) if e.data_type() == &DataType::Int32)
         {
             Some(pgwire::api::Type::OID_ARRAY)
+        } else if field.metadata().contains_key(crate::types::PG_UUID_KEY)
+            && matches!(field.data_type(), DataType::Utf8)
+        {
+            // A uuid column, kept as text: announced as `uuid` (its binary form is made
+            // from the text by `fix_cells`).
+            Some(pgwire::api::Type::UUID)
         } else if crate::sql::catalog::INT2_ARRAY_TEXT_COLUMNS.contains(&field.name().as_str())
             && matches!(field.data_type(), DataType::Utf8)
         {
@@ -142,6 +148,8 @@ enum Fix {
     Float(bool),
     /// Catalog `int2[]` text (`{1,2}`) wanted in binary.
     Int2ArrayBinary,
+    /// A uuid's text wanted in binary (16 bytes).
+    UuidBinary,
 }
 
 /// Postgres' binary `int2[]` of the text form `{1,2}` (None if it is not one).
@@ -196,6 +204,9 @@ fn fix_cells(row: DataRow, fixes: &[(usize, Fix)]) -> DataRow {
             && let Some(fixed) = match fix {
                 Fix::Float(single) => pg_float_text(text, single).map(String::into_bytes),
                 Fix::Int2ArrayBinary => int2_array_binary(text),
+                Fix::UuidBinary => uuid::Uuid::parse_str(text)
+                    .ok()
+                    .map(|u| u.as_bytes().to_vec()),
             }
         {
             *cell = fixed;
@@ -260,8 +271,9 @@ pub async fn response(
                 fields
                     .iter()
                     .map(|f| {
-                        if *f.datatype() == pgwire::api::Type::INT2_ARRAY
-                            && crate::sql::catalog::INT2_ARRAY_TEXT_COLUMNS.contains(&f.name())
+                        if (*f.datatype() == pgwire::api::Type::INT2_ARRAY
+                            && crate::sql::catalog::INT2_ARRAY_TEXT_COLUMNS.contains(&f.name()))
+                            || *f.datatype() == pgwire::api::Type::UUID
                         {
                             FieldInfo::new(
                                 f.name().to_string(),
@@ -288,6 +300,9 @@ pub async fn response(
                         (&pgwire::api::Type::FLOAT4, _, true) => Some((i, Fix::Float(true))),
                         (&pgwire::api::Type::INT2_ARRAY, &pgwire::api::Type::TEXT, false) => {
                             Some((i, Fix::Int2ArrayBinary))
+                        }
+                        (&pgwire::api::Type::UUID, &pgwire::api::Type::TEXT, false) => {
+                            Some((i, Fix::UuidBinary))
                         }
                         _ => None,
                     }

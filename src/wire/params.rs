@@ -89,6 +89,71 @@ fn decode_vector(raw: &[u8]) -> Result<Value> {
     ))
 }
 
+/// Postgres' binary numeric as decimal text: i16 digit count, i16 weight (of the first
+/// base-10000 digit), u16 sign (0x4000 negative, 0xC000 NaN), u16 display scale, then
+/// the base-10000 digits.
+fn numeric_text(raw: &[u8]) -> Result<String> {
+    let bad = || Error::ProtocolViolation("malformed binary numeric".into());
+    let word = |i: usize| -> Result<u16> {
+        raw.get(i * 2..i * 2 + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(bad)
+    };
+    let ndigits = word(0)? as usize;
+    let weight = word(1)? as i16 as i64;
+    let sign = word(2)?;
+    let dscale = word(3)? as usize;
+    if raw.len() != 8 + 2 * ndigits {
+        return Err(bad());
+    }
+    if sign == 0xC000 {
+        return Ok("NaN".into());
+    }
+    let digits: Vec<u16> = (0..ndigits).map(|i| word(4 + i)).collect::<Result<_>>()?;
+    if digits.iter().any(|d| *d > 9999) {
+        return Err(bad());
+    }
+    // The base-10000 digit at power `p` (digit i has power weight - i).
+    let at = |p: i64| -> u16 {
+        let i = weight - p;
+        if i >= 0 && (i as usize) < ndigits {
+            digits[i as usize]
+        } else {
+            0
+        }
+    };
+    let mut int = String::new();
+    for p in (0..=weight.max(0)).rev() {
+        if int.is_empty() {
+            if at(p) != 0 {
+                int.push_str(&at(p).to_string());
+            }
+        } else {
+            int.push_str(&format!("{:04}", at(p)));
+        }
+    }
+    if int.is_empty() {
+        int.push('0');
+    }
+    let mut frac = String::new();
+    let mut p = -1;
+    while frac.len() < dscale {
+        frac.push_str(&format!("{:04}", at(p)));
+        p -= 1;
+    }
+    frac.truncate(dscale);
+    let mut out = String::new();
+    if sign == 0x4000 {
+        out.push('-');
+    }
+    out.push_str(&int);
+    if dscale > 0 {
+        out.push('.');
+        out.push_str(&frac);
+    }
+    Ok(out)
+}
+
 fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
     if ty.oid() == VECTOR_OID {
         return decode_vector(raw);
@@ -117,6 +182,9 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
             }
         },
         Type::BYTEA => Value::Bytes(raw.to_vec()),
+        // As its text: the column's type decides what it becomes (pgjdbc binds
+        // BigDecimal this way).
+        Type::NUMERIC => Value::Text(numeric_text(raw)?),
         Type::UUID => Value::Uuid(from_binary::<uuid::Uuid>(ty, raw)?),
         Type::TIMESTAMP => Value::Timestamp(
             from_binary::<chrono::NaiveDateTime>(ty, raw)?
@@ -223,4 +291,26 @@ pub fn decode(portal: &Portal<Prepared>) -> Result<Vec<Value>> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn binary_numerics_read_as_their_text() {
+        // 1234.50: digits 1234, 5000; weight 0; scale 2.
+        let raw = [0, 2, 0, 0, 0, 0, 0, 2, 4, 210, 19, 136];
+        assert_eq!(super::numeric_text(&raw).expect("numeric"), "1234.50");
+        // -0.0012: one digit 12 at weight -1, scale 4.
+        let raw = [0, 1, 255, 255, 64, 0, 0, 4, 0, 12];
+        assert_eq!(super::numeric_text(&raw).expect("numeric"), "-0.0012");
+        // 10000000: digit 1000 at weight 1, scale 0.
+        let raw = [0, 1, 0, 1, 0, 0, 0, 0, 3, 232];
+        assert_eq!(super::numeric_text(&raw).expect("numeric"), "10000000");
+        // zero
+        assert_eq!(
+            super::numeric_text(&[0, 0, 0, 0, 0, 0, 0, 0]).expect("numeric"),
+            "0"
+        );
+        assert!(super::numeric_text(&[0, 1, 0, 0]).is_err());
+    }
 }
