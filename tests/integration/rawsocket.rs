@@ -229,3 +229,62 @@ async fn a_message_over_max_message_size_closes_only_that_connection() {
         .get(0);
     assert_eq!(n, 3000);
 }
+
+/// What drivers do before and around their statements: a GSSENCRequest and an
+/// SSLRequest are refused with `N` on the same connection, which then starts up; an error
+/// in the extended protocol skips the messages up to Sync (one ErrorResponse, then
+/// ReadyForQuery); a parameter sent with type 0 is typed by the statement (Describe says
+/// int4) and bound from text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryption_requests_error_recovery_and_untyped_parameters() {
+    let server = Server::start();
+    let mut s = TcpStream::connect(&server.addr).await.expect("connect");
+    for code in [80877104u32, 80877103] {
+        let mut request = 8u32.to_be_bytes().to_vec();
+        request.extend_from_slice(&code.to_be_bytes());
+        s.write_all(&request).await.expect("request");
+        let mut answer = [0u8; 1];
+        s.read_exact(&mut answer).await.expect("answer");
+        assert_eq!(&answer, b"N", "request {code} refused, connection open");
+    }
+    s.write_all(&startup_packet()).await.expect("startup");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    assert_eq!(msgs.last().map(|m| m.0), Some(b'Z'), "startup after refusals");
+
+    // Parse fails: Bind and Execute are skipped until Sync.
+    let mut batch = message(b'P', b"\0SELECT nope FROM missing\0\0\0");
+    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    s.write_all(&batch).await.expect("batch");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    let tags: Vec<u8> = msgs.iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"EZ", "one error, then ready");
+    assert_eq!(sqlstate_of(&msgs[0].1).as_deref(), Some("42P01"));
+    assert_eq!(msgs[1].1, b"I", "idle");
+
+    // `$1` with type 0: Describe gives the statement's type, int4 (OID 23).
+    let mut parse = b"s1\0SELECT $1::int + 1\0".to_vec();
+    parse.extend_from_slice(&1u16.to_be_bytes());
+    parse.extend_from_slice(&0u32.to_be_bytes());
+    let mut batch = message(b'P', &parse);
+    batch.extend(message(b'D', b"Ss1\0"));
+    batch.extend(message(b'S', b""));
+    s.write_all(&batch).await.expect("describe");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    let params = msgs.iter().find(|m| m.0 == b't').expect("ParameterDescription");
+    assert_eq!(params.1, [0, 1, 0, 0, 0, 23]);
+    let mut bind = b"\0s1\0".to_vec();
+    bind.extend_from_slice(&0u16.to_be_bytes()); // parameters in text
+    bind.extend_from_slice(&1u16.to_be_bytes());
+    bind.extend_from_slice(&2u32.to_be_bytes());
+    bind.extend_from_slice(b"41");
+    bind.extend_from_slice(&0u16.to_be_bytes()); // results in text
+    let mut batch = message(b'B', &bind);
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    s.write_all(&batch).await.expect("execute");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    let row = msgs.iter().find(|m| m.0 == b'D').expect("DataRow");
+    assert_eq!(row.1, [0, 1, 0, 0, 0, 2, b'4', b'2']);
+}
