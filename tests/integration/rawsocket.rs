@@ -249,7 +249,11 @@ async fn encryption_requests_error_recovery_and_untyped_parameters() {
     }
     s.write_all(&startup_packet()).await.expect("startup");
     let (msgs, _) = read_until(&mut s, b'Z').await;
-    assert_eq!(msgs.last().map(|m| m.0), Some(b'Z'), "startup after refusals");
+    assert_eq!(
+        msgs.last().map(|m| m.0),
+        Some(b'Z'),
+        "startup after refusals"
+    );
 
     // Parse fails: Bind and Execute are skipped until Sync.
     let mut batch = message(b'P', b"\0SELECT nope FROM missing\0\0\0");
@@ -272,7 +276,10 @@ async fn encryption_requests_error_recovery_and_untyped_parameters() {
     batch.extend(message(b'S', b""));
     s.write_all(&batch).await.expect("describe");
     let (msgs, _) = read_until(&mut s, b'Z').await;
-    let params = msgs.iter().find(|m| m.0 == b't').expect("ParameterDescription");
+    let params = msgs
+        .iter()
+        .find(|m| m.0 == b't')
+        .expect("ParameterDescription");
     assert_eq!(params.1, [0, 1, 0, 0, 0, 23]);
     let mut bind = b"\0s1\0".to_vec();
     bind.extend_from_slice(&0u16.to_be_bytes()); // parameters in text
