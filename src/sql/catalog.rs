@@ -65,6 +65,15 @@ impl SchemaProvider for PgCatalogOverlay {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let table = self.inner.table(name).await?;
+        if name == "pg_roles"
+            && let (Some(roles), Some(authid)) = (&table, self.inner.table("pg_authid").await?)
+        {
+            // Postgres' pg_roles is a view of pg_authid; the emulation's is empty.
+            return Ok(Some(Arc::new(ViewOf {
+                schema: roles.schema(),
+                source: authid,
+            })));
+        }
         if name == "pg_type" {
             let (Some(types), Some(namespaces)) = (table, self.inner.table("pg_namespace").await?)
             else {
@@ -108,6 +117,50 @@ impl SchemaProvider for PgCatalogOverlay {
 
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
+    }
+}
+
+/// A catalog table made of another's rows: each column of `schema` from the source's
+/// column of that name (cast to its type), NULL where the source has none.
+#[derive(Debug)]
+struct ViewOf {
+    schema: SchemaRef,
+    source: Arc<dyn TableProvider>,
+}
+
+#[async_trait]
+impl TableProvider for ViewOf {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut out = Vec::new();
+        for b in read_all(&self.source, state).await? {
+            let mut columns = Vec::with_capacity(self.schema.fields().len());
+            for f in self.schema.fields() {
+                columns.push(match column(&b, f.name()) {
+                    Some(c) => datafusion::arrow::compute::cast(c, f.data_type())?,
+                    None => datafusion::arrow::array::new_null_array(f.data_type(), b.num_rows()),
+                });
+            }
+            out.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+        }
+        Ok(MemorySourceConfig::try_new_exec(
+            &[out],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
     }
 }
 
