@@ -620,9 +620,16 @@ pub fn int2vector_functions(stmt: &mut Statement) {
 
 /// Does `sql` contain `needle` (ASCII, any case)? Without allocating.
 pub fn mentions(sql: &str, needle: &str) -> bool {
-    sql.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    let (hay, needle) = (sql.as_bytes(), needle.as_bytes());
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    // Only where the first byte matches (found by memchr, fast over the long vector
+    // literals of a bulk INSERT) is the rest compared.
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), hay).any(|i| {
+        hay.get(i..i + needle.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(needle))
+    })
 }
 
 /// `'pg_catalog.array_in'::regproc`, as pgjdbc compares `pg_type.typinput` with it: the
