@@ -180,6 +180,9 @@ impl Engine {
         for f in pgvector::DistanceFunction::all() {
             ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));
         }
+        for f in pgvector::VectorFunction::all() {
+            ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));
+        }
         Ok(Arc::new(Engine {
             shared,
             base: ctx.state(),

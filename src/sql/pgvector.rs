@@ -55,6 +55,8 @@ enum DistanceKind {
     Dot,
     /// pgvector's `inner_product`: the plain (positive) dot product.
     InnerProduct,
+    /// pgvector's `l1_distance`: the sum of absolute differences.
+    L1,
 }
 
 impl DistanceFunction {
@@ -64,6 +66,7 @@ impl DistanceFunction {
             ("cosine_distance", DistanceKind::Cosine),
             ("negative_inner_product", DistanceKind::Dot),
             ("inner_product", DistanceKind::InnerProduct),
+            ("l1_distance", DistanceKind::L1),
         ]
         .into_iter()
         .map(|(name, distance)| DistanceFunction {
@@ -72,6 +75,70 @@ impl DistanceFunction {
             signature: Signature::any(2, Volatility::Immutable),
         })
         .collect()
+    }
+}
+
+/// pgvector's functions of one vector: `vector_dims` and `vector_norm`/`l2_norm`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct VectorFunction {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl VectorFunction {
+    pub fn all() -> Vec<VectorFunction> {
+        ["vector_dims", "vector_norm", "l2_norm"]
+            .into_iter()
+            .map(|name| VectorFunction {
+                name,
+                signature: Signature::any(1, Volatility::Immutable),
+            })
+            .collect()
+    }
+}
+
+impl ScalarUDFImpl for VectorFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(if self.name == "vector_dims" {
+            DataType::Int32
+        } else {
+            DataType::Float64
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let mut values = Vec::with_capacity(n);
+        for row in 0..n {
+            values.push(vector_at(&arrays[0], row)?);
+        }
+        Ok(ColumnarValue::Array(if self.name == "vector_dims" {
+            Arc::new(
+                values
+                    .iter()
+                    .map(|v| v.as_ref().map(|v| v.len() as i32))
+                    .collect::<datafusion::arrow::array::Int32Array>(),
+            )
+        } else {
+            Arc::new(
+                values
+                    .iter()
+                    .map(|v| {
+                        v.as_ref()
+                            .map(|v| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt())
+                    })
+                    .collect::<datafusion::arrow::array::Float64Array>(),
+            )
+        }))
     }
 }
 
@@ -110,7 +177,7 @@ impl ScalarUDFImpl for DistanceFunction {
         let n = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let (distance, sign) = match self.distance {
-            DistanceKind::L2 => (Distance::L2, 1.0),
+            DistanceKind::L2 | DistanceKind::L1 => (Distance::L2, 1.0),
             DistanceKind::Cosine => (Distance::Cosine, 1.0),
             DistanceKind::Dot => (Distance::Dot, 1.0),
             DistanceKind::InnerProduct => (Distance::Dot, -1.0),
@@ -127,7 +194,11 @@ impl ScalarUDFImpl for DistanceFunction {
                         ))
                         .into());
                     }
-                    out.append_value(sign * distance.exact(&a, &b));
+                    out.append_value(if self.distance == DistanceKind::L1 {
+                        a.iter().zip(&b).map(|(x, y)| (x - y).abs() as f64).sum()
+                    } else {
+                        sign * distance.exact(&a, &b)
+                    });
                 }
                 _ => out.append_null(),
             }
