@@ -1,0 +1,771 @@
+//! Functions drivers, psql and BI tools call that DataFusion's catalog emulation lacks or
+//! answers differently: `format_type` with `vector(n)`, array functions over the catalog's
+//! text arrays, `pg_typeof`, `pg_get_expr`, `pg_get_indexdef`/`pg_get_constraintdef`,
+//! `to_regclass`, `version()`, `current_setting` and the visibility checks.
+
+use super::*;
+
+/// `format_type(oid, typmod)` that knows `vector(n)` and the typmods above, and leaves
+/// every other type to the emulation's own function.
+#[derive(Debug)]
+pub struct FormatType {
+    inner: Arc<ScalarUDF>,
+}
+
+impl PartialEq for FormatType {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+impl Eq for FormatType {}
+impl std::hash::Hash for FormatType {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "vectorgate.format_type".hash(state);
+    }
+}
+
+impl FormatType {
+    pub fn new(inner: Arc<ScalarUDF>) -> FormatType {
+        FormatType { inner }
+    }
+}
+
+impl ScalarUDFImpl for FormatType {
+    fn name(&self) -> &str {
+        "format_type"
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let base = self.inner.invoke_with_args(args)?.into_array(n)?;
+        let base = base.as_string::<i32>();
+        let int_at = |a: &ArrayRef, i: usize| -> Option<i64> {
+            if a.is_null(i) {
+                return None;
+            }
+            match a.data_type() {
+                DataType::Int32 => Some(a.as_primitive::<Int32Type>().value(i) as i64),
+                DataType::Int64 => Some(
+                    a.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                        .value(i),
+                ),
+                _ => None,
+            }
+        };
+        let mut out = StringBuilder::with_capacity(n, n * 8);
+        for i in 0..n {
+            let oid = int_at(&arrays[0], i);
+            let typmod = arrays.get(1).and_then(|a| int_at(a, i)).unwrap_or(-1);
+            match oid {
+                Some(o) if o == VECTOR_OID as i64 => {
+                    if typmod > 0 {
+                        out.append_value(format!("vector({typmod})"))
+                    } else {
+                        out.append_value("vector")
+                    }
+                }
+                Some(1700) if typmod >= 4 => {
+                    let t = typmod - 4;
+                    out.append_value(format!("numeric({},{})", t >> 16, t & 0xffff));
+                }
+                Some(2950) => out.append_value("uuid"),
+                Some(3802) => out.append_value("jsonb"),
+                Some(1016) => out.append_value("bigint[]"),
+                _ if base.is_null(i) => out.append_null(),
+                _ => out.append_value(base.value(i)),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// An array function that also takes the text the catalog emulation keeps some array
+/// columns in (`relacl`, `attacl`, `polroles`, ...; Postgres' `{a,b}` form): psql's `\dp`
+/// joins ACLs with `array_to_string` and tests `oid = ANY (polroles)`. Arrays go to
+/// DataFusion's own function.
+#[derive(Debug)]
+pub struct TextArrays {
+    inner: Arc<ScalarUDF>,
+    signature: Signature,
+}
+
+impl PartialEq for TextArrays {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.name() == other.inner.name()
+    }
+}
+impl Eq for TextArrays {}
+impl std::hash::Hash for TextArrays {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.inner.name().hash(state);
+    }
+}
+
+/// The functions [`TextArrays`] wraps.
+pub const TEXT_ARRAY_FUNCTIONS: [&str; 2] = ["array_to_string", "array_has"];
+
+impl TextArrays {
+    pub fn new(inner: Arc<ScalarUDF>) -> TextArrays {
+        TextArrays {
+            inner,
+            signature: Signature::user_defined(datafusion::logical_expr::Volatility::Immutable),
+        }
+    }
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// The elements of an array in Postgres' text form (`{a,"b c"}`).
+fn text_array_elements(text: &str) -> Vec<&str> {
+    let inner = text.trim().trim_start_matches('{').trim_end_matches('}');
+    if inner.is_empty() {
+        return Vec::new();
+    }
+    inner
+        .split(',')
+        .map(|e| e.trim().trim_matches('"'))
+        .collect()
+}
+
+impl ScalarUDFImpl for TextArrays {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
+        // A NULL array (what the catalog emulation makes of some subqueries) is NULL.
+        if arg_types.first().is_some_and(|t| is_text(t) || t.is_null()) {
+            return Ok(vec![DataType::Utf8; arg_types.len()]);
+        }
+        let fields: Vec<_> = arg_types
+            .iter()
+            .map(|t| {
+                Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "a",
+                    t.clone(),
+                    true,
+                ))
+            })
+            .collect();
+        Ok(
+            datafusion::logical_expr::type_coercion::functions::fields_with_udf(
+                &fields,
+                self.inner.as_ref(),
+            )?
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect(),
+        )
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        if arg_types.first().is_some_and(is_text) {
+            return Ok(match self.inner.name() {
+                "array_has" => DataType::Boolean,
+                _ => DataType::Utf8,
+            });
+        }
+        self.inner.return_type(arg_types)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        if !args.args.first().is_some_and(|a| is_text(&a.data_type())) {
+            return self.inner.invoke_with_args(args);
+        }
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let text = arrays[0].as_string::<i32>();
+        match self.inner.name() {
+            "array_has" => {
+                let needle = arrays[1].as_string::<i32>();
+                let out: datafusion::arrow::array::BooleanArray = (0..n)
+                    .map(|i| {
+                        (!text.is_null(i) && !needle.is_null(i))
+                            .then(|| text_array_elements(text.value(i)).contains(&needle.value(i)))
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+            _ => {
+                let sep = arrays[1].as_string::<i32>();
+                let out: datafusion::arrow::array::StringArray = (0..n)
+                    .map(|i| {
+                        (!text.is_null(i) && !sep.is_null(i))
+                            .then(|| text_array_elements(text.value(i)).join(sep.value(i)))
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+        }
+    }
+}
+
+/// The OID of a type by name, as Postgres' `to_regtype` (NULL when unknown): the
+/// built-in types the proxy speaks, their arrays, and pgvector's `vector`.
+pub fn type_oid(name: &str) -> Option<i32> {
+    let n = name
+        .trim()
+        .trim_start_matches("pg_catalog.")
+        .to_ascii_lowercase();
+    let (base, array) = match (n.strip_suffix("[]"), n.strip_prefix('_')) {
+        (Some(b), _) | (None, Some(b)) => (b.trim().to_string(), true),
+        (None, None) => (n, false),
+    };
+    let (oid, array_oid) = match base.as_str() {
+        "bool" | "boolean" => (16, 1000),
+        "bytea" => (17, 1001),
+        "char" | "\"char\"" => (18, 1002),
+        "name" => (19, 1003),
+        "int8" | "bigint" => (20, 1016),
+        "int2" | "smallint" => (21, 1005),
+        "int4" | "integer" | "int" => (23, 1007),
+        "text" => (25, 1009),
+        "oid" => (26, 1028),
+        "json" => (114, 199),
+        "float4" | "real" => (700, 1021),
+        "float8" | "double precision" => (701, 1022),
+        "varchar" | "character varying" => (1043, 1015),
+        "date" => (1082, 1182),
+        "time" | "time without time zone" => (1083, 1183),
+        "timestamp" | "timestamp without time zone" => (1114, 1115),
+        "timestamptz" | "timestamp with time zone" => (1184, 1185),
+        "interval" => (1186, 1187),
+        "numeric" | "decimal" => (1700, 1231),
+        "uuid" => (2950, 2951),
+        "bit" => (1560, 1561),
+        "varbit" | "bit varying" => (1562, 1563),
+        "jsonb" => (3802, 3807),
+        "vector" | "public.vector" => (VECTOR_OID, VECTOR_OID + 1),
+        _ => return None,
+    };
+    Some(if array { array_oid } else { oid })
+}
+
+/// Catalog functions drivers and psql call that DataFusion's catalog lacks.
+pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
+    use datafusion::arrow::array::{BooleanArray, Int32Array, StringArray};
+    use datafusion::logical_expr::{Volatility, create_udf};
+    let to_regtype = create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0]
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal("to_regtype expects text".into())
+                })?;
+            let out: Int32Array = names.iter().map(|n| n.and_then(type_oid)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    );
+    let always_visible = |name: &str| {
+        create_udf(
+            name,
+            vec![DataType::Int64],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(|args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let a = &arrays[0];
+                let out: BooleanArray = (0..a.len())
+                    .map(|i| (!a.is_null(i)).then_some(true))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }),
+        )
+    };
+    // The session's own SETs are not visible here: the defaults drivers ask about.
+    let current_setting = create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0]
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(
+                        "current_setting expects text".into(),
+                    )
+                })?;
+            let mut out = Vec::with_capacity(names.len());
+            for n in names.iter() {
+                out.push(match n {
+                    None => None,
+                    Some(n) => Some(
+                        crate::sql::statements::default_setting(&n.to_ascii_lowercase())
+                            .ok_or_else(|| {
+                                datafusion::error::DataFusionError::from(
+                                    crate::error::Error::UndefinedObject(format!(
+                                        "unrecognized configuration parameter \"{n}\""
+                                    )),
+                                )
+                            })?,
+                    ),
+                });
+            }
+            Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
+        }),
+    );
+    let set_config = create_udf(
+        "set_config",
+        vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
+        DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(|args: &[ColumnarValue]| Ok(args[1].clone())),
+    );
+    // What drivers parse (SQLAlchemy, DBeaver, ...): a Postgres version first.
+    let version = create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(format!(
+                    "PostgreSQL {} (vectorgate {}) on x86_64-pc-linux-gnu, compiled by rustc, 64-bit",
+                    crate::wire::SERVER_VERSION,
+                    env!("CARGO_PKG_VERSION")
+                ))),
+            ))
+        }),
+    );
+    let serial_sequence = create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        // No column of the proxy's tables is backed by a sequence.
+        Arc::new(|_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(None),
+            ))
+        }),
+    );
+    // Descriptions, function signatures and tablespaces the proxy does not keep.
+    let none = |name: &str, _inputs: Vec<DataType>| {
+        datafusion::logical_expr::ScalarUDF::new_from_impl(NullText {
+            name: name.to_string(),
+            signature: Signature::variadic_any(Volatility::Stable),
+        })
+    };
+    let table_is_visible = create_udf(
+        "pg_table_is_visible",
+        vec![DataType::Int64],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let oids = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let hidden = hidden_relations().read();
+            let out: BooleanArray = oids
+                .iter()
+                .map(|o| o.map(|o| !i32::try_from(o).is_ok_and(|o| hidden.contains(&o))))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    );
+    // `to_regclass(name)`: `schema.name` or a name on the search path; NULL if unknown.
+    let to_regclass = create_udf(
+        "to_regclass",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0].as_string::<i32>();
+            let oids = relation_oids().read();
+            let out: Int32Array = names
+                .iter()
+                .map(|n| {
+                    let n = n?.replace('"', "");
+                    if n.contains('.') {
+                        oids.get(&n).copied()
+                    } else {
+                        ["public", "pg_catalog"]
+                            .iter()
+                            .find_map(|s| oids.get(&format!("{s}.{n}")).copied())
+                    }
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    );
+    let mut out = key_functions();
+    out.push(table_is_visible);
+    out.push(to_regclass);
+    out.push(PgGetExpr::udf());
+    out.extend(vec![
+        none("obj_description", vec![DataType::Int64, DataType::Utf8]),
+        none("col_description", vec![DataType::Int64, DataType::Int64]),
+        none("shobj_description", vec![DataType::Int64, DataType::Utf8]),
+        none("pg_get_function_result", vec![DataType::Int64]),
+        none("pg_get_function_arguments", vec![DataType::Int64]),
+        none("pg_get_function_identity_arguments", vec![DataType::Int64]),
+        none("pg_tablespace_location", vec![DataType::Int64]),
+    ]);
+    for f in [
+        "pg_conversion_is_visible",
+        "pg_operator_is_visible",
+        "pg_opclass_is_visible",
+        "pg_opfamily_is_visible",
+        "pg_ts_config_is_visible",
+        "pg_ts_dict_is_visible",
+        "pg_ts_parser_is_visible",
+        "pg_ts_template_is_visible",
+        "pg_statistics_obj_is_visible",
+    ] {
+        out.push(always_visible(f));
+    }
+    out.extend(vec![
+        datafusion::logical_expr::ScalarUDF::new_from_impl(JsonBuildObject::default()),
+        datafusion::logical_expr::ScalarUDF::new_from_impl(PgTypeof {
+            signature: Signature::any(1, Volatility::Immutable),
+        }),
+        version,
+        serial_sequence,
+        always_visible("pg_collation_is_visible"),
+        to_regtype,
+        current_setting,
+        set_config,
+        always_visible("pg_function_is_visible"),
+        always_visible("pg_type_is_visible"),
+    ]);
+    out
+}
+
+/// A function of no arguments that answers `value` (the session's user).
+pub fn constant_text(name: &str, value: &str) -> datafusion::logical_expr::ScalarUDF {
+    let value = value.to_string();
+    datafusion::logical_expr::create_udf(
+        name,
+        vec![],
+        DataType::Utf8,
+        datafusion::logical_expr::Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(value.clone())),
+            ))
+        }),
+    )
+}
+
+/// `json_build_object(key, value, ...)`, as ORMs use it in catalog queries.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl Default for JsonBuildObject {
+    fn default() -> Self {
+        JsonBuildObject {
+            signature: Signature::variadic_any(datafusion::logical_expr::Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        if arrays.len() % 2 != 0 {
+            return Err(crate::error::Error::InvalidParameter(
+                "json_build_object needs an even number of arguments".into(),
+            )
+            .into());
+        }
+        let mut out = StringBuilder::with_capacity(n, n * 32);
+        for row in 0..n {
+            let mut obj = serde_json::Map::new();
+            for pair in arrays.chunks(2) {
+                let key = datafusion::common::ScalarValue::try_from_array(&pair[0], row)?;
+                let value = datafusion::common::ScalarValue::try_from_array(&pair[1], row)?;
+                let key = if key.is_null() {
+                    String::new()
+                } else {
+                    key.to_string()
+                };
+                obj.insert(key, scalar_json(&value));
+            }
+            out.append_value(serde_json::Value::Object(obj).to_string());
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+fn scalar_json(v: &datafusion::common::ScalarValue) -> serde_json::Value {
+    use datafusion::common::ScalarValue as S;
+    match v {
+        v if v.is_null() => serde_json::Value::Null,
+        S::Boolean(Some(b)) => serde_json::Value::Bool(*b),
+        S::Int8(Some(_))
+        | S::Int16(Some(_))
+        | S::Int32(Some(_))
+        | S::Int64(Some(_))
+        | S::UInt8(Some(_))
+        | S::UInt16(Some(_))
+        | S::UInt32(Some(_))
+        | S::UInt64(Some(_))
+        | S::Float32(Some(_))
+        | S::Float64(Some(_)) => v
+            .to_string()
+            .parse::<serde_json::Number>()
+            .map(serde_json::Value::Number)
+            .unwrap_or_else(|_| serde_json::Value::String(v.to_string())),
+        other => serde_json::Value::String(other.to_string()),
+    }
+}
+
+/// A catalog function the proxy has nothing to answer with: NULL text, any arguments.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NullText {
+    name: String,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for NullText {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::Utf8(None),
+        ))
+    }
+}
+
+/// `pg_get_expr(expr, relation [, pretty])`: the expression text the catalog keeps, NULL
+/// for NULL (a plain index has no `indpred`; Metabase's index query tests `IS NULL`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgGetExpr {
+    signature: Signature,
+}
+
+impl PgGetExpr {
+    fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(PgGetExpr {
+            signature: Signature::variadic_any(datafusion::logical_expr::Volatility::Stable),
+        })
+    }
+}
+
+impl ScalarUDFImpl for PgGetExpr {
+    fn name(&self) -> &str {
+        "pg_get_expr"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let expr = args
+            .args
+            .first()
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Plan("pg_get_expr(expr, relation)".into())
+            })?
+            .clone()
+            .into_array(n)?;
+        Ok(ColumnarValue::Array(datafusion::arrow::compute::cast(
+            &expr,
+            &DataType::Utf8,
+        )?))
+    }
+}
+
+/// `pg_typeof(x)`: the Postgres type of its argument, by the name `regtype` prints.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTypeof {
+    signature: Signature,
+}
+
+/// The name `regtype` prints for the Postgres type a result column of `field` has.
+fn regtype_name(field: &datafusion::arrow::datatypes::Field) -> String {
+    if field.metadata().contains_key(crate::types::PG_VECTOR_KEY) {
+        return "vector".into();
+    }
+    let Ok(ty) = arrow_pg::datatypes::into_pg_type(field.data_type()) else {
+        return "unknown".into();
+    };
+    let base = |name: &str| -> String {
+        match name {
+            "int2" => "smallint",
+            "int4" => "integer",
+            "int8" => "bigint",
+            "float4" => "real",
+            "float8" => "double precision",
+            "bool" => "boolean",
+            "varchar" => "character varying",
+            "bpchar" => "character",
+            "timestamp" => "timestamp without time zone",
+            "timestamptz" => "timestamp with time zone",
+            "time" => "time without time zone",
+            other => other,
+        }
+        .to_string()
+    };
+    match ty.name().strip_prefix('_') {
+        Some(elem) => format!("{}[]", base(elem)),
+        None => base(ty.name()),
+    }
+}
+
+impl ScalarUDFImpl for PgTypeof {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let name = args.arg_fields.first().map(|f| regtype_name(f));
+        Ok(ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::Utf8(name),
+        ))
+    }
+}
+
+/// `pg_get_indexdef(oid [, column, pretty])` and `pg_get_constraintdef(oid [, pretty])`
+/// for the primary keys of the proxy's tables; NULL for anything else.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct KeyDefinition {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for KeyDefinition {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        use datafusion::arrow::array::StringArray;
+        let n = args.number_rows;
+        let oids = args.args[0].clone().into_array(n)?;
+        let oids = datafusion::arrow::compute::cast(&oids, &DataType::Int64)?;
+        let oids = oids.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        // `pg_get_indexdef(index, column, pretty)`: column k > 0 is that key column's name.
+        let column = match args.args.get(1) {
+            Some(c) if self.name == "pg_get_indexdef" => {
+                let c =
+                    datafusion::arrow::compute::cast(&c.clone().into_array(n)?, &DataType::Int64)?;
+                Some(
+                    c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                        .clone(),
+                )
+            }
+            _ => None,
+        };
+        let registry = key_registry().read();
+        let index = self.name == "pg_get_indexdef";
+        let base = i64::from(if index {
+            INDEX_OID_BASE
+        } else {
+            CONSTRAINT_OID_BASE
+        });
+        let out: StringArray = (0..n)
+            .map(|i| {
+                if oids.is_null(i) {
+                    return None;
+                }
+                let table = i32::try_from(oids.value(i) - base).ok()?;
+                let (name, keys) = registry.get(&table)?;
+                if let Some(k) = column
+                    .as_ref()
+                    .and_then(|c| (!c.is_null(i)).then(|| c.value(i)))
+                    .filter(|k| *k > 0)
+                {
+                    return keys.get(k as usize - 1).cloned();
+                }
+                Some(if index {
+                    format!(
+                        "CREATE UNIQUE INDEX {name}_pkey ON public.{name} USING btree ({})",
+                        keys.join(", ")
+                    )
+                } else {
+                    format!("PRIMARY KEY ({})", keys.join(", "))
+                })
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// The two key-definition functions, replacing the catalog emulation's.
+pub fn key_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
+    ["pg_get_indexdef", "pg_get_constraintdef"]
+        .into_iter()
+        .map(|name| {
+            datafusion::logical_expr::ScalarUDF::new_from_impl(KeyDefinition {
+                name,
+                signature: Signature::variadic_any(datafusion::logical_expr::Volatility::Stable),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,363 @@
+//! `information_schema` in Postgres' words, and the key views the emulation lacks.
+
+use super::*;
+
+/// `information_schema` as DataFusion serves it, with `columns.data_type` in Postgres'
+/// words (`bigint`, `double precision`, `USER-DEFINED` for `vector`...) and the
+/// `udt_name` column BI tools filter on (Grafana, Metabase). DataFusion's own prints
+/// Arrow types (`Int64`, `List(Float32)`).
+#[derive(Debug)]
+pub struct InformationSchema {
+    pub inner: Arc<dyn SchemaProvider>,
+    pub shared: Weak<Shared>,
+}
+
+#[async_trait]
+impl SchemaProvider for InformationSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.inner.table_names();
+        names.extend(
+            [
+                "table_constraints",
+                "key_column_usage",
+                "constraint_column_usage",
+                "referential_constraints",
+            ]
+            .map(String::from),
+        );
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let table = self.inner.table(name).await?;
+        match (name, table) {
+            ("columns", Some(inner)) => Ok(Some(Arc::new(Columns {
+                inner,
+                shared: self.shared.clone(),
+            }))),
+            (_, None) => Ok(KeyView::named(name).map(|kind| {
+                Arc::new(KeyViews {
+                    kind,
+                    shared: self.shared.clone(),
+                }) as Arc<dyn TableProvider>
+            })),
+            (_, t) => Ok(t),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name) || KeyView::named(name).is_some()
+    }
+}
+
+/// The information_schema views of keys the emulation lacks: each table's primary key
+/// (vectorgate has no other constraints), as ORMs and BI tools (Metabase) read it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KeyView {
+    TableConstraints,
+    KeyColumnUsage,
+    ConstraintColumnUsage,
+    ReferentialConstraints,
+}
+
+impl KeyView {
+    fn named(name: &str) -> Option<KeyView> {
+        Some(match name {
+            "table_constraints" => KeyView::TableConstraints,
+            "key_column_usage" => KeyView::KeyColumnUsage,
+            "constraint_column_usage" => KeyView::ConstraintColumnUsage,
+            "referential_constraints" => KeyView::ReferentialConstraints,
+            _ => return None,
+        })
+    }
+
+    fn columns(self) -> &'static [&'static str] {
+        match self {
+            KeyView::TableConstraints => &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "constraint_type",
+                "is_deferrable",
+                "initially_deferred",
+                "enforced",
+                "nulls_distinct",
+            ],
+            KeyView::KeyColumnUsage => &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "column_name",
+                "ordinal_position",
+                "position_in_unique_constraint",
+            ],
+            KeyView::ConstraintColumnUsage => &[
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "column_name",
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+            ],
+            KeyView::ReferentialConstraints => &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "unique_constraint_catalog",
+                "unique_constraint_schema",
+                "unique_constraint_name",
+                "match_option",
+                "update_rule",
+                "delete_rule",
+            ],
+        }
+    }
+}
+
+#[derive(Debug)]
+struct KeyViews {
+    kind: KeyView,
+    shared: Weak<Shared>,
+}
+
+#[async_trait]
+impl TableProvider for KeyViews {
+    fn schema(&self) -> SchemaRef {
+        let fields: Vec<_> = self
+            .kind
+            .columns()
+            .iter()
+            .map(|c| {
+                let ty = match *c {
+                    "ordinal_position" | "position_in_unique_constraint" => DataType::Int32,
+                    _ => DataType::Utf8,
+                };
+                datafusion::arrow::datatypes::Field::new(*c, ty, true)
+            })
+            .collect();
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let database = state.config().options().catalog.default_catalog.clone();
+        let mut tables: Vec<Arc<crate::store::TableDef>> = self
+            .shared
+            .upgrade()
+            .map(|s| s.tables.read().values().cloned().collect())
+            .unwrap_or_default();
+        tables.sort_by(|a, b| a.name.cmp(&b.name));
+        // One row per table, or per key column.
+        let mut rows: Vec<(&Arc<crate::store::TableDef>, Option<usize>)> = Vec::new();
+        for def in &tables {
+            match self.kind {
+                KeyView::TableConstraints => rows.push((def, None)),
+                KeyView::KeyColumnUsage | KeyView::ConstraintColumnUsage => {
+                    rows.extend((0..def.primary_key.len()).map(|i| (def, Some(i))))
+                }
+                KeyView::ReferentialConstraints => {}
+            }
+        }
+        let batch = build_rows(
+            &schema,
+            rows.len(),
+            |c, r| {
+                let (def, key) = rows[r];
+                Some(match c {
+                    "constraint_catalog" | "table_catalog" => Cell::Text(database.clone()),
+                    "constraint_schema" | "table_schema" => Cell::Text("public".into()),
+                    "constraint_name" => Cell::Text(format!("{}_pkey", def.name)),
+                    "table_name" => Cell::Text(def.name.clone()),
+                    "constraint_type" => Cell::Text("PRIMARY KEY".into()),
+                    "is_deferrable" | "initially_deferred" => Cell::Text("NO".into()),
+                    "enforced" | "nulls_distinct" => Cell::Text("YES".into()),
+                    "column_name" => Cell::Text(def.columns[def.primary_key[key?]].name.clone()),
+                    "ordinal_position" => Cell::Int(key? as i64 + 1),
+                    _ => return None,
+                })
+            },
+            None,
+        )?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// Columns of `information_schema.columns` the emulation lacks, in this order: the type's
+/// name and schema, and (no identity or generated columns here) `NO`, `NEVER`, NULL.
+const COLUMNS_EXTRA: [&str; 5] = [
+    "udt_name",
+    "udt_schema",
+    "is_identity",
+    "is_generated",
+    "identity_generation",
+];
+
+#[derive(Debug)]
+struct Columns {
+    inner: Arc<dyn TableProvider>,
+    shared: Weak<Shared>,
+}
+
+/// (data_type, udt_name) of a declared column type, as Postgres' information_schema says.
+fn declared_type_names(ty: &crate::types::ColumnType) -> (&'static str, &'static str) {
+    use crate::types::ColumnType as C;
+    match ty {
+        C::SmallInt => ("smallint", "int2"),
+        C::Int => ("integer", "int4"),
+        C::BigInt => ("bigint", "int8"),
+        C::Real => ("real", "float4"),
+        C::Double => ("double precision", "float8"),
+        C::Bool => ("boolean", "bool"),
+        C::Text => ("text", "text"),
+        C::Uuid => ("uuid", "uuid"),
+        C::Timestamp => ("timestamp without time zone", "timestamp"),
+        C::TimestampTz => ("timestamp with time zone", "timestamptz"),
+        C::Date => ("date", "date"),
+        C::TextArray => ("ARRAY", "_text"),
+        C::IntArray => ("ARRAY", "_int4"),
+        C::BigIntArray => ("ARRAY", "_int8"),
+        C::Vector(_) => ("USER-DEFINED", "vector"),
+        C::Bytea => ("bytea", "bytea"),
+        C::Numeric(..) => ("numeric", "numeric"),
+        C::Jsonb => ("jsonb", "jsonb"),
+    }
+}
+
+/// (data_type, udt_name) for an Arrow type as DataFusion prints it.
+fn arrow_type_names(arrow: &str) -> (String, String) {
+    let (d, u) = match arrow {
+        "Int8" | "Int16" | "UInt8" => ("smallint", "int2"),
+        "Int32" | "UInt16" => ("integer", "int4"),
+        "Int64" | "UInt32" | "UInt64" => ("bigint", "int8"),
+        "Float16" | "Float32" => ("real", "float4"),
+        "Float64" => ("double precision", "float8"),
+        "Boolean" => ("boolean", "bool"),
+        "Utf8" | "LargeUtf8" | "Utf8View" => ("text", "text"),
+        "Date32" | "Date64" => ("date", "date"),
+        "Binary" | "LargeBinary" | "BinaryView" => ("bytea", "bytea"),
+        a if a.starts_with("Timestamp(") && a.contains("Some(") => {
+            ("timestamp with time zone", "timestamptz")
+        }
+        a if a.starts_with("Timestamp(") => ("timestamp without time zone", "timestamp"),
+        a if a.starts_with("Decimal") => ("numeric", "numeric"),
+        a if a.starts_with("List(") || a.starts_with("LargeList(") => ("ARRAY", "_text"),
+        _ => ("USER-DEFINED", "unknown"),
+    };
+    (d.to_string(), u.to_string())
+}
+
+#[async_trait]
+impl TableProvider for Columns {
+    fn schema(&self) -> SchemaRef {
+        let inner = self.inner.schema();
+        let fields: Vec<_> = inner
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "ordinal_position" => Arc::new(f.as_ref().clone().with_data_type(DataType::Int32)),
+                _ => f.clone(),
+            })
+            .collect();
+        let inner = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+        with_columns(&inner, &COLUMNS_EXTRA.map(|c| (c, DataType::Utf8)))
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        use datafusion::arrow::array::StringArray;
+        let schema = self.schema();
+        let tables = self
+            .shared
+            .upgrade()
+            .map(|s| s.tables.read().clone())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for b in read_all(&self.inner, state).await? {
+            let (Some(ts), Some(tn), Some(cn), Some(dt)) = (
+                column(&b, "table_schema").and_then(|c| c.as_string_opt::<i32>()),
+                column(&b, "table_name").and_then(|c| c.as_string_opt::<i32>()),
+                column(&b, "column_name").and_then(|c| c.as_string_opt::<i32>()),
+                column(&b, "data_type").and_then(|c| c.as_string_opt::<i32>()),
+            ) else {
+                continue;
+            };
+            let mut data_types = Vec::with_capacity(b.num_rows());
+            let mut udt_names = Vec::with_capacity(b.num_rows());
+            for i in 0..b.num_rows() {
+                let declared = (ts.value(i) == "public")
+                    .then(|| tables.get(tn.value(i)))
+                    .flatten()
+                    .and_then(|def| def.columns.iter().find(|c| c.name == cn.value(i)))
+                    .map(|c| declared_type_names(&c.ty));
+                let (d, u) = match declared {
+                    Some((d, u)) => (d.to_string(), u.to_string()),
+                    None => arrow_type_names(dt.value(i)),
+                };
+                data_types.push(d);
+                udt_names.push(u);
+            }
+            let n = b.num_rows();
+            let udt_schemas: StringArray = udt_names
+                .iter()
+                .map(|u| {
+                    Some(if u == "vector" {
+                        "public"
+                    } else {
+                        "pg_catalog"
+                    })
+                })
+                .collect();
+            let mut columns = b.columns().to_vec();
+            columns[b.schema().index_of("data_type")?] = Arc::new(StringArray::from(data_types));
+            // DataFusion counts columns from 0; Postgres from 1, as an integer.
+            if let Ok(k) = b.schema().index_of("ordinal_position") {
+                let zero_based = datafusion::arrow::compute::cast(&columns[k], &DataType::Int32)?;
+                columns[k] = datafusion::arrow::compute::kernels::numeric::add(
+                    &zero_based,
+                    &Int32Array::new_scalar(1),
+                )?;
+            }
+            columns.push(Arc::new(StringArray::from(udt_names)));
+            columns.push(Arc::new(udt_schemas));
+            columns.push(Arc::new(StringArray::from(vec!["NO"; n])));
+            columns.push(Arc::new(StringArray::from(vec!["NEVER"; n])));
+            columns.push(Arc::new(StringArray::from(vec![None::<&str>; n])));
+            out.push(RecordBatch::try_new(schema.clone(), columns)?);
+        }
+        Ok(MemorySourceConfig::try_new_exec(
+            &[out],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}

@@ -1,0 +1,842 @@
+//! Corrections to the emulated `pg_catalog` for the proxy's own tables: the generic
+//! emulation derives a column's type from its Arrow type alone, so `vector(n)`, `uuid`,
+//! `numeric(p,s)`, `jsonb` and `bigint[]` would all read as other types in psql's `\d`.
+//! `pg_attribute` is patched with the declared types; `pg_class`, `pg_index` and
+//! `pg_constraint` gain each table's primary key; `pg_roles` is `pg_authid`'s rows. The
+//! functions are in [`functions`], `information_schema` in [`information_schema`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Int32Type, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TableType,
+};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+
+use super::tables::Shared;
+use crate::types::ColumnType;
+
+mod functions;
+mod information_schema;
+
+pub use functions::{
+    FormatType, JsonBuildObject, TEXT_ARRAY_FUNCTIONS, TextArrays, constant_text, extra_functions,
+    key_functions, type_oid,
+};
+pub use information_schema::InformationSchema;
+
+/// OID the proxy gives pgvector's `vector` type (as arrow-pg and the catalog do).
+pub const VECTOR_OID: i32 = 16385;
+
+/// The Postgres type OID and type modifier of a declared column type.
+pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
+    match ty {
+        ColumnType::SmallInt => (21, -1),
+        ColumnType::Int => (23, -1),
+        ColumnType::BigInt => (20, -1),
+        ColumnType::Real => (700, -1),
+        ColumnType::Double => (701, -1),
+        ColumnType::Bool => (16, -1),
+        ColumnType::Text => (25, -1),
+        ColumnType::Uuid => (2950, -1),
+        ColumnType::Timestamp => (1114, -1),
+        ColumnType::TimestampTz => (1184, -1),
+        ColumnType::Date => (1082, -1),
+        ColumnType::TextArray => (1009, -1),
+        ColumnType::IntArray => (1007, -1),
+        ColumnType::BigIntArray => (1016, -1),
+        ColumnType::Vector(n) => (VECTOR_OID, *n as i32),
+        ColumnType::Bytea => (17, -1),
+        // Postgres' numeric typmod: ((precision << 16) | scale) + 4.
+        ColumnType::Numeric(p, s) => (1700, ((*p as i32) << 16 | (*s as i32 & 0xffff)) + 4),
+        ColumnType::Jsonb => (3802, -1),
+    }
+}
+
+/// `pg_catalog` with `pg_attribute` corrected; every other table as the emulation has it.
+#[derive(Debug)]
+pub struct PgCatalogOverlay {
+    pub inner: Arc<dyn SchemaProvider>,
+    pub shared: Weak<Shared>,
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalogOverlay {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let table = self.inner.table(name).await?;
+        if name == "pg_roles"
+            && let (Some(roles), Some(authid)) = (&table, self.inner.table("pg_authid").await?)
+        {
+            // Postgres' pg_roles is a view of pg_authid; the emulation's is empty.
+            return Ok(Some(Arc::new(ViewOf {
+                schema: roles.schema(),
+                source: authid,
+            })));
+        }
+        if name == "pg_type" {
+            let (Some(types), Some(namespaces)) = (table, self.inner.table("pg_namespace").await?)
+            else {
+                return Ok(None);
+            };
+            return Ok(Some(Arc::new(PgType { types, namespaces })));
+        }
+        let keys = match name {
+            "pg_class" => Some(KeyTable::Class),
+            "pg_index" => Some(KeyTable::Index),
+            "pg_constraint" => Some(KeyTable::Constraint),
+            _ => None,
+        };
+        if let Some(kind) = keys {
+            let (Some(table), Some(classes)) = (table, self.inner.table("pg_class").await?) else {
+                return Ok(None);
+            };
+            let Some(namespaces) = self.inner.table("pg_namespace").await? else {
+                return Ok(None);
+            };
+            return Ok(Some(Arc::new(PrimaryKeys {
+                kind,
+                table,
+                classes,
+                namespaces,
+                shared: self.shared.clone(),
+            })));
+        }
+        if name != "pg_attribute" {
+            return Ok(table);
+        }
+        let (Some(attributes), Some(classes)) = (table, self.inner.table("pg_class").await?) else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(PgAttribute {
+            attributes,
+            classes,
+            shared: self.shared.clone(),
+        })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// A catalog table made of another's rows: each column of `schema` from the source's
+/// column of that name (cast to its type), NULL where the source has none.
+#[derive(Debug)]
+struct ViewOf {
+    schema: SchemaRef,
+    source: Arc<dyn TableProvider>,
+}
+
+#[async_trait]
+impl TableProvider for ViewOf {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut out = Vec::new();
+        for b in read_all(&self.source, state).await? {
+            let mut columns = Vec::with_capacity(self.schema.fields().len());
+            for f in self.schema.fields() {
+                columns.push(match column(&b, f.name()) {
+                    Some(c) => datafusion::arrow::compute::cast(c, f.data_type())?,
+                    None => datafusion::arrow::array::new_null_array(f.data_type(), b.num_rows()),
+                });
+            }
+            out.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+        }
+        Ok(MemorySourceConfig::try_new_exec(
+            &[out],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// `pg_type` with pgvector's `vector` in the `public` schema, where pgvector installs it
+/// and where drivers (asyncpg, pgvector-python) look for it.
+#[derive(Debug)]
+struct PgType {
+    types: Arc<dyn TableProvider>,
+    namespaces: Arc<dyn TableProvider>,
+}
+
+#[async_trait]
+impl TableProvider for PgType {
+    fn schema(&self) -> SchemaRef {
+        self.types.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut public = None;
+        for b in read_all(&self.namespaces, state).await? {
+            if let (Some(oid), Some(name)) = (column(&b, "oid"), column(&b, "nspname"))
+                && let (Some(oid), Some(name)) = (
+                    oid.as_primitive_opt::<Int32Type>(),
+                    name.as_string_opt::<i32>(),
+                )
+            {
+                for i in 0..b.num_rows() {
+                    if name.value(i) == "public" {
+                        public = Some(oid.value(i));
+                    }
+                }
+            }
+        }
+        let mut batches = read_all(&self.types, state).await?;
+        // pgvector's array type `_vector`, which pg_type lacks, made from the vector row.
+        let mut extra = Vec::new();
+        for b in &batches {
+            if let Some(arr) = vector_array_row(b)? {
+                extra.push(arr);
+            }
+        }
+        batches.extend(extra);
+        if let Some(public) = public {
+            for b in &mut batches {
+                let (Some(name), Some(ns)) = (column(b, "typname"), column(b, "typnamespace"))
+                else {
+                    continue;
+                };
+                let (Some(name), Some(ns)) = (
+                    name.as_string_opt::<i32>(),
+                    ns.as_primitive_opt::<Int32Type>(),
+                ) else {
+                    continue;
+                };
+                let patched: Vec<Option<i32>> = (0..b.num_rows())
+                    .map(|i| {
+                        if matches!(name.value(i), "vector" | "_vector") {
+                            Some(public)
+                        } else {
+                            ns.is_valid(i).then(|| ns.value(i))
+                        }
+                    })
+                    .collect();
+                let mut columns = b.columns().to_vec();
+                let schema = b.schema();
+                columns[schema.index_of("typnamespace")?] = Arc::new(Int32Array::from(patched));
+                if let Ok(k) = schema.index_of("typarray")
+                    && let Some(arr) = columns[k].as_primitive_opt::<Int32Type>()
+                {
+                    let fixed: Vec<Option<i32>> = (0..b.num_rows())
+                        .map(|i| {
+                            if name.value(i) == "vector" {
+                                Some(VECTOR_OID + 1)
+                            } else {
+                                arr.is_valid(i).then(|| arr.value(i))
+                            }
+                        })
+                        .collect();
+                    columns[k] = Arc::new(Int32Array::from(fixed));
+                }
+                *b = RecordBatch::try_new(schema, columns)?;
+            }
+        }
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// The `_vector` row: the `vector` row with its own oid, name and element type; the
+/// `vector` row itself gets `typarray` pointing at it (patched in place).
+fn vector_array_row(b: &RecordBatch) -> DfResult<Option<RecordBatch>> {
+    let Some(name) = column(b, "typname").and_then(|c| c.as_string_opt::<i32>()) else {
+        return Ok(None);
+    };
+    let Some(i) = (0..b.num_rows()).find(|&i| name.value(i) == "vector") else {
+        return Ok(None);
+    };
+    let row = b.slice(i, 1);
+    let schema = row.schema();
+    let mut columns = row.columns().to_vec();
+    let set_int = |columns: &mut Vec<ArrayRef>, col: &str, v: i32| {
+        if let Ok(k) = schema.index_of(col)
+            && columns[k].data_type() == &DataType::Int32
+        {
+            columns[k] = Arc::new(Int32Array::from(vec![v]));
+        }
+    };
+    set_int(&mut columns, "oid", VECTOR_OID + 1);
+    set_int(&mut columns, "typelem", VECTOR_OID);
+    set_int(&mut columns, "typarray", 0);
+    set_int(&mut columns, "typlen", -1);
+    if let Ok(k) = schema.index_of("typname") {
+        columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(vec!["_vector"]));
+    }
+    let set_text = |columns: &mut Vec<ArrayRef>, col: &str, v: &str| {
+        if let Ok(k) = schema.index_of(col)
+            && columns[k].data_type() == &DataType::Utf8
+        {
+            columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(vec![v]));
+        }
+    };
+    set_text(&mut columns, "typcategory", "A");
+    // pgjdbc tells arrays by their input function.
+    set_text(&mut columns, "typinput", "array_in");
+    set_text(&mut columns, "typoutput", "array_out");
+    set_text(&mut columns, "typreceive", "array_recv");
+    set_text(&mut columns, "typsend", "array_send");
+    Ok(Some(RecordBatch::try_new(schema, columns)?))
+}
+
+#[derive(Debug)]
+struct PgAttribute {
+    attributes: Arc<dyn TableProvider>,
+    classes: Arc<dyn TableProvider>,
+    shared: Weak<Shared>,
+}
+
+async fn read_all(t: &Arc<dyn TableProvider>, state: &dyn Session) -> DfResult<Vec<RecordBatch>> {
+    let plan = t.scan(state, None, &[], None).await?;
+    collect(plan, state.task_ctx()).await
+}
+
+fn column<'a>(b: &'a RecordBatch, name: &str) -> Option<&'a ArrayRef> {
+    b.schema().index_of(name).ok().map(|i| b.column(i))
+}
+
+#[async_trait]
+impl TableProvider for PgAttribute {
+    fn schema(&self) -> SchemaRef {
+        self.attributes.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut batches = read_all(&self.attributes, state).await?;
+        if let Some(shared) = self.shared.upgrade() {
+            // Table OID -> declared column types, for the proxy's tables.
+            let tables = shared.tables.read().clone();
+            let mut declared: HashMap<i32, HashMap<String, (i32, i32)>> = HashMap::new();
+            for b in read_all(&self.classes, state).await? {
+                let (Some(oid), Some(name)) = (column(&b, "oid"), column(&b, "relname")) else {
+                    continue;
+                };
+                let (Some(oid), Some(name)) = (
+                    oid.as_primitive_opt::<Int32Type>(),
+                    name.as_string_opt::<i32>(),
+                ) else {
+                    continue;
+                };
+                for i in 0..b.num_rows() {
+                    if let Some(def) = tables.get(name.value(i)) {
+                        declared.insert(
+                            oid.value(i),
+                            def.columns
+                                .iter()
+                                .map(|c| (c.name.clone(), pg_type_of(&c.ty)))
+                                .collect(),
+                        );
+                    }
+                }
+            }
+            for b in &mut batches {
+                *b = patch(b, &declared)?;
+            }
+        }
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+fn patch(
+    b: &RecordBatch,
+    declared: &HashMap<i32, HashMap<String, (i32, i32)>>,
+) -> DfResult<RecordBatch> {
+    let (Some(rel), Some(name), Some(typ), Some(typmod)) = (
+        column(b, "attrelid"),
+        column(b, "attname"),
+        column(b, "atttypid"),
+        column(b, "atttypmod"),
+    ) else {
+        return Ok(b.clone());
+    };
+    let (Some(rel), Some(name), Some(typ), Some(typmod)) = (
+        rel.as_primitive_opt::<Int32Type>(),
+        name.as_string_opt::<i32>(),
+        typ.as_primitive_opt::<Int32Type>(),
+        typmod.as_primitive_opt::<Int32Type>(),
+    ) else {
+        return Ok(b.clone());
+    };
+    let mut types: Vec<Option<i32>> = typ.iter().collect();
+    let mut mods: Vec<Option<i32>> = typmod.iter().collect();
+    for i in 0..b.num_rows() {
+        if let Some((t, m)) = declared
+            .get(&rel.value(i))
+            .and_then(|cols| cols.get(name.value(i)))
+        {
+            types[i] = Some(*t);
+            mods[i] = Some(*m);
+        }
+    }
+    let mut columns = b.columns().to_vec();
+    let schema = b.schema();
+    columns[schema.index_of("atttypid")?] = Arc::new(Int32Array::from(types));
+    columns[schema.index_of("atttypmod")?] = Arc::new(Int32Array::from(mods));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// OIDs of the primary-key index and constraint of the table with OID `table`: the
+/// catalog has no such rows, so they are derived from the table's own OID.
+pub const INDEX_OID_BASE: i32 = 1_000_000;
+pub const CONSTRAINT_OID_BASE: i32 = 2_000_000;
+
+/// Table OID -> (table name, key column names), as last seen in `pg_class`, for
+/// `pg_get_indexdef` and `pg_get_constraintdef`.
+type KeyRegistry = parking_lot::RwLock<HashMap<i32, (String, Vec<String>)>>;
+
+fn key_registry() -> &'static KeyRegistry {
+    static KEYS: std::sync::OnceLock<KeyRegistry> = std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
+/// The `int2[]` columns of `pg_constraint`, kept as text: the emulation's own rows hold
+/// `[1, 2]`, Postgres prints `{1,2}` (and the wire announces them as `int2[]`, so pgjdbc's
+/// `getArray` reads them, as DBeaver does).
+pub const INT2_ARRAY_TEXT_COLUMNS: [&str; 2] = ["conkey", "confkey"];
+
+fn int2_arrays_as_postgres_prints_them(b: &RecordBatch) -> DfResult<RecordBatch> {
+    let mut columns = b.columns().to_vec();
+    for name in INT2_ARRAY_TEXT_COLUMNS {
+        let Ok(i) = b.schema().index_of(name) else {
+            continue;
+        };
+        let Some(text) = b.column(i).as_string_opt::<i32>() else {
+            continue;
+        };
+        let fixed: datafusion::arrow::array::StringArray = text
+            .iter()
+            .map(|v| {
+                let v: String = v?
+                    .chars()
+                    .filter(|c| !c.is_whitespace() && *c != '"')
+                    .map(|c| match c {
+                        '[' => '{',
+                        ']' => '}',
+                        c => c,
+                    })
+                    .collect();
+                (!v.is_empty()).then_some(v)
+            })
+            .collect();
+        columns[i] = Arc::new(fixed);
+    }
+    Ok(RecordBatch::try_new(b.schema(), columns)?)
+}
+
+/// OIDs of relations outside the search path (`information_schema`), as last seen in
+/// `pg_class`: `pg_table_is_visible` is false for them, as in Postgres, so psql's `\dp`
+/// and tools that list "visible" tables leave them out.
+fn hidden_relations() -> &'static parking_lot::RwLock<std::collections::HashSet<i32>> {
+    static HIDDEN: std::sync::OnceLock<parking_lot::RwLock<std::collections::HashSet<i32>>> =
+        std::sync::OnceLock::new();
+    HIDDEN.get_or_init(Default::default)
+}
+
+/// `schema.relation` -> OID, as last seen in `pg_class`, for `to_regclass` of a computed
+/// name (Metabase: `format('%I.%I', schema, table)::regclass`).
+fn relation_oids() -> &'static parking_lot::RwLock<HashMap<String, i32>> {
+    static OIDS: std::sync::OnceLock<parking_lot::RwLock<HashMap<String, i32>>> =
+        std::sync::OnceLock::new();
+    OIDS.get_or_init(Default::default)
+}
+
+fn note_hidden_relations(classes: &[RecordBatch], namespaces: &[RecordBatch]) {
+    let mut visible_ns = std::collections::HashSet::new();
+    let mut ns_names = HashMap::new();
+    for b in namespaces {
+        let (Some(oid), Some(name)) = (
+            column(b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            column(b, "nspname").and_then(|c| c.as_string_opt::<i32>()),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            ns_names.insert(oid.value(i), name.value(i).to_string());
+            if matches!(name.value(i), "public" | "pg_catalog") {
+                visible_ns.insert(oid.value(i));
+            }
+        }
+    }
+    let mut hidden = hidden_relations().write();
+    let mut oids = relation_oids().write();
+    for b in classes {
+        let (Some(oid), Some(ns), Some(rel)) = (
+            column(b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            column(b, "relnamespace").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            column(b, "relname").and_then(|c| c.as_string_opt::<i32>()),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            if let Some(schema) = ns_names.get(&ns.value(i)) {
+                oids.insert(format!("{schema}.{}", rel.value(i)), oid.value(i));
+            }
+            if visible_ns.contains(&ns.value(i)) {
+                hidden.remove(&oid.value(i));
+            } else {
+                hidden.insert(oid.value(i));
+            }
+        }
+    }
+}
+
+/// `schema` with nullable columns `extra` appended (those it does not have yet).
+fn with_columns(schema: &SchemaRef, extra: &[(&str, DataType)]) -> SchemaRef {
+    let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+    for (name, ty) in extra {
+        if schema.index_of(name).is_err() {
+            fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(
+                *name,
+                ty.clone(),
+                true,
+            )));
+        }
+    }
+    Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+}
+
+/// `pg_class` columns the emulation lacks, added as NULL text arrays.
+const PG_CLASS_EXTRA: [&str; 2] = ["reloptions", "relacl"];
+
+/// Which catalog table a [`PrimaryKeys`] overlay adds rows to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyTable {
+    Class,
+    Index,
+    Constraint,
+}
+
+/// `pg_class`, `pg_index` and `pg_constraint` with the primary key of each of the
+/// proxy's tables: an index `<table>_pkey` (relkind `i`, btree, unique, primary) and a
+/// constraint of type `p`, so `\d`, ORMs and JDBC metadata see the key.
+#[derive(Debug)]
+struct PrimaryKeys {
+    kind: KeyTable,
+    table: Arc<dyn TableProvider>,
+    classes: Arc<dyn TableProvider>,
+    namespaces: Arc<dyn TableProvider>,
+    shared: Weak<Shared>,
+}
+
+/// A value for a catalog column, cast to the column's type when the batch is built.
+enum Cell {
+    Int(i64),
+    Text(String),
+    Bool(bool),
+}
+
+impl Cell {
+    fn scalar(&self, ty: &DataType) -> DfResult<datafusion::common::ScalarValue> {
+        use datafusion::common::ScalarValue;
+        let v = match self {
+            Cell::Int(i) => ScalarValue::Int64(Some(*i)),
+            Cell::Text(s) => ScalarValue::Utf8(Some(s.clone())),
+            Cell::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        };
+        v.cast_to(ty)
+    }
+}
+
+/// Rows for `schema`: each column from `cell(column, row)`, else from row `base[row]` of
+/// `from` (when given), else NULL.
+fn build_rows(
+    schema: &SchemaRef,
+    n: usize,
+    cell: impl Fn(&str, usize) -> Option<Cell>,
+    from: Option<(&RecordBatch, &[usize])>,
+) -> DfResult<RecordBatch> {
+    use datafusion::common::ScalarValue;
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (ci, field) in schema.fields().iter().enumerate() {
+        let mut values = Vec::with_capacity(n);
+        for row in 0..n {
+            let v = match cell(field.name(), row) {
+                Some(c) => c.scalar(field.data_type())?,
+                None => match from {
+                    Some((b, rows)) => ScalarValue::try_from_array(b.column(ci), rows[row])?,
+                    None => ScalarValue::try_from(field.data_type())?,
+                },
+            };
+            values.push(v);
+        }
+        columns.push(if n == 0 {
+            datafusion::arrow::array::new_empty_array(field.data_type())
+        } else {
+            ScalarValue::iter_to_array(values)?
+        });
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+#[async_trait]
+impl TableProvider for PrimaryKeys {
+    fn schema(&self) -> SchemaRef {
+        let inner = self.table.schema();
+        if self.kind != KeyTable::Class {
+            return inner;
+        }
+        // Array columns psql's `\d+` and `\dp` read and the emulation lacks: all NULL.
+        let text_array = DataType::List(Arc::new(
+            datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true),
+        ));
+        let extra: Vec<_> = PG_CLASS_EXTRA
+            .iter()
+            .map(|name| (*name, text_array.clone()))
+            .collect();
+        with_columns(&inner, &extra)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = self.table.schema();
+        let mut batches = read_all(&self.table, state).await?;
+        let tables = self
+            .shared
+            .upgrade()
+            .map(|s| s.tables.read().clone())
+            .unwrap_or_default();
+        // (table oid, namespace oid, def, the batch and row of its pg_class entry)
+        let mut found = Vec::new();
+        let classes = if self.kind == KeyTable::Class {
+            batches.clone()
+        } else {
+            read_all(&self.classes, state).await?
+        };
+        for (bi, b) in classes.iter().enumerate() {
+            let (Some(oid), Some(name), Some(ns)) = (
+                column(b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+                column(b, "relname").and_then(|c| c.as_string_opt::<i32>()),
+                column(b, "relnamespace").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            ) else {
+                continue;
+            };
+            let kind = column(b, "relkind").and_then(|c| c.as_string_opt::<i32>());
+            for i in 0..b.num_rows() {
+                if kind.is_some_and(|k| k.value(i) != "r") {
+                    continue;
+                }
+                if let Some(def) = tables.get(name.value(i)) {
+                    found.push((oid.value(i), ns.value(i), def.clone(), bi, i));
+                }
+            }
+        }
+        if self.kind == KeyTable::Class {
+            note_hidden_relations(&classes, &read_all(&self.namespaces, state).await?);
+        }
+        {
+            let mut registry = key_registry().write();
+            for (oid, _, def, _, _) in &found {
+                registry.insert(
+                    *oid,
+                    (
+                        def.name.clone(),
+                        def.primary_key
+                            .iter()
+                            .map(|&k| def.columns[k].name.clone())
+                            .collect(),
+                    ),
+                );
+            }
+        }
+        let attnums = |def: &crate::store::TableDef| -> Vec<i64> {
+            def.primary_key.iter().map(|&k| k as i64 + 1).collect()
+        };
+        let joined = |nums: &[i64]| {
+            nums.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let extra = match self.kind {
+            KeyTable::Class => {
+                // The tables now have an index; the index is a relation of its own.
+                for (bi, b) in batches.iter_mut().enumerate() {
+                    let rows: Vec<usize> =
+                        found.iter().filter(|f| f.3 == bi).map(|f| f.4).collect();
+                    if rows.is_empty() || column(b, "relhasindex").is_none() {
+                        continue;
+                    }
+                    let all: Vec<usize> = (0..b.num_rows()).collect();
+                    *b = build_rows(
+                        &schema,
+                        b.num_rows(),
+                        |c, r| {
+                            (c == "relhasindex" && rows.contains(&r)).then_some(Cell::Bool(true))
+                        },
+                        Some((&*b, &all)),
+                    )?;
+                }
+                let mut out = Vec::new();
+                for (oid, _, def, bi, row) in &found {
+                    let keys = def.primary_key.len() as i64;
+                    let name = format!("{}_pkey", def.name);
+                    out.push(build_rows(
+                        &schema,
+                        1,
+                        |c, _| match c {
+                            "oid" => Some(Cell::Int(i64::from(INDEX_OID_BASE + oid))),
+                            "relname" => Some(Cell::Text(name.clone())),
+                            "relkind" => Some(Cell::Text("i".into())),
+                            "reltype" | "reloftype" | "reltoastrelid" => Some(Cell::Int(0)),
+                            "relam" => Some(Cell::Int(403)),
+                            "relnatts" => Some(Cell::Int(keys)),
+                            "relhasindex" | "relhasrules" | "relhastriggers" | "relhassubclass" => {
+                                Some(Cell::Bool(false))
+                            }
+                            _ => None,
+                        },
+                        Some((&batches[*bi], &[*row])),
+                    )?);
+                }
+                out
+            }
+            KeyTable::Index => {
+                let n = found.len();
+                vec![build_rows(
+                    &schema,
+                    n,
+                    |c, r| {
+                        let (oid, _, def, _, _) = &found[r];
+                        let keys = attnums(def);
+                        let zeros = vec!["0"; keys.len()].join(" ");
+                        Some(match c {
+                            "indexrelid" => Cell::Int(i64::from(INDEX_OID_BASE + oid)),
+                            "indrelid" => Cell::Int(i64::from(*oid)),
+                            "indnatts" | "indnkeyatts" => Cell::Int(keys.len() as i64),
+                            "indisunique" | "indisprimary" | "indimmediate" | "indisvalid"
+                            | "indisready" | "indislive" => Cell::Bool(true),
+                            "indnullsnotdistinct"
+                            | "indisexclusion"
+                            | "indisclustered"
+                            | "indcheckxmin"
+                            | "indisreplident" => Cell::Bool(false),
+                            "indkey" => Cell::Text(joined(&keys)),
+                            "indcollation" | "indclass" | "indoption" => Cell::Text(zeros),
+                            _ => return None,
+                        })
+                    },
+                    None,
+                )?]
+            }
+            KeyTable::Constraint => {
+                let n = found.len();
+                vec![build_rows(
+                    &schema,
+                    n,
+                    |c, r| {
+                        let (oid, ns, def, _, _) = &found[r];
+                        let keys = attnums(def);
+                        Some(match c {
+                            "oid" => Cell::Int(i64::from(CONSTRAINT_OID_BASE + oid)),
+                            "conname" => Cell::Text(format!("{}_pkey", def.name)),
+                            "connamespace" => Cell::Int(i64::from(*ns)),
+                            "contype" => Cell::Text("p".into()),
+                            "condeferrable" | "condeferred" => Cell::Bool(false),
+                            "convalidated" | "conislocal" | "connoinherit" => Cell::Bool(true),
+                            "conrelid" => Cell::Int(i64::from(*oid)),
+                            "conindid" => Cell::Int(i64::from(INDEX_OID_BASE + oid)),
+                            "contypid" | "conparentid" | "confrelid" | "coninhcount" => {
+                                Cell::Int(0)
+                            }
+                            "confupdtype" | "confdeltype" | "confmatchtype" => {
+                                Cell::Text(" ".into())
+                            }
+                            "conkey" => Cell::Text(format!(
+                                "{{{}}}",
+                                keys.iter()
+                                    .map(|k| k.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            )),
+                            _ => return None,
+                        })
+                    },
+                    None,
+                )?]
+            }
+        };
+        if self.kind == KeyTable::Constraint {
+            for b in &mut batches {
+                *b = int2_arrays_as_postgres_prints_them(b)?;
+            }
+        }
+        batches.extend(extra.into_iter().filter(|b| b.num_rows() > 0));
+        let full = self.schema();
+        if full.fields().len() > schema.fields().len() {
+            for b in &mut batches {
+                let mut columns = b.columns().to_vec();
+                for f in &full.fields()[schema.fields().len()..] {
+                    columns.push(datafusion::arrow::array::new_null_array(
+                        f.data_type(),
+                        b.num_rows(),
+                    ));
+                }
+                *b = RecordBatch::try_new(full.clone(), columns)?;
+            }
+        }
+        let schema = full;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}
