@@ -7,6 +7,7 @@ use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, FunctionArguments, Ident, ObjectName, Statement, visit_expressions_mut,
 };
 
+use super::pgvector::call;
 use super::statements::ident_name;
 
 /// Functions in FROM as Postgres sees them: a single-column set-returning function
@@ -440,27 +441,6 @@ fn regex_syntax_escape(c: char) -> String {
     } else {
         format!("\\{c}")
     }
-}
-
-fn call(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
-    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArgumentList};
-    SqlExpr::Function(datafusion::sql::sqlparser::ast::Function {
-        name: ObjectName::from(vec![Ident::new(name)]),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: args
-                .into_iter()
-                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
-                .collect(),
-            clauses: vec![],
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: vec![],
-    })
 }
 
 #[cfg(test)]

@@ -219,7 +219,7 @@ impl ScalarUDFImpl for DistanceFunction {
     }
 }
 
-fn call(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
+pub(crate) fn call(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
     SqlExpr::Function(Function {
         name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
         uses_odbc_syntax: false,
