@@ -291,7 +291,7 @@ impl Engine {
 pub struct Session {
     pub(crate) engine: Arc<Engine>,
     pub(crate) ctx: SessionContext,
-    settings: Mutex<BTreeMap<String, String>>,
+    settings: Arc<Mutex<BTreeMap<String, String>>>,
     /// A COPY FROM STDIN in progress.
     pub(crate) copy: Mutex<Option<copy::CopyIn>>,
     /// NOTICEs for the client, sent after the statement that left them.
@@ -322,10 +322,17 @@ impl Session {
                 ctx.register_udf(catalog::constant_text(name, user));
             }
         }
+        // `current_setting` sees the session's own SETs, as SHOW does.
+        let settings: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+        let (seen, opts) = (settings.clone(), options.clone());
+        ctx.register_udf(catalog::current_setting_udf(Arc::new(move |name: &str| {
+            setting(&seen.lock(), &opts, name)
+                .or_else(|| statements::default_setting(name).map(str::to_string))
+        })));
         let session = Session {
             engine,
             ctx,
-            settings: Mutex::new(BTreeMap::new()),
+            settings: settings.clone(),
             copy: Mutex::new(None),
             notices: Default::default(),
             options,
@@ -514,24 +521,33 @@ impl Session {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<String> {
-        let name = name.to_ascii_lowercase();
-        if self.options.read_only
-            && matches!(
-                name.as_str(),
-                "transaction_read_only" | "default_transaction_read_only"
-            )
-        {
-            return Some("on".into());
-        }
-        if name == "statement_timeout"
-            && let Some(d) = self.options.statement_timeout
-            && !self.settings.lock().contains_key(&name)
-        {
-            return Some(d.as_millis().to_string());
-        }
-        self.settings
-            .lock()
-            .get(&name.to_ascii_lowercase())
-            .cloned()
+        setting(
+            &self.settings.lock(),
+            &self.options,
+            &name.to_ascii_lowercase(),
+        )
     }
+}
+
+/// A setting the session has (its SET, or what its options imply), by lower-cased name.
+fn setting(
+    settings: &BTreeMap<String, String>,
+    options: &SessionOptions,
+    name: &str,
+) -> Option<String> {
+    if options.read_only
+        && matches!(
+            name,
+            "transaction_read_only" | "default_transaction_read_only"
+        )
+    {
+        return Some("on".into());
+    }
+    if name == "statement_timeout"
+        && let Some(d) = options.statement_timeout
+        && !settings.contains_key(name)
+    {
+        return Some(d.as_millis().to_string());
+    }
+    settings.get(name).cloned()
 }

@@ -297,41 +297,10 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
             }),
         )
     };
-    // The session's own SETs are not visible here: the defaults drivers ask about.
-    let current_setting = create_udf(
-        "current_setting",
-        vec![DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let names = arrays[0]
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| {
-                    datafusion::error::DataFusionError::Internal(
-                        "current_setting expects text".into(),
-                    )
-                })?;
-            let mut out = Vec::with_capacity(names.len());
-            for n in names.iter() {
-                out.push(match n {
-                    None => None,
-                    Some(n) => Some(
-                        crate::sql::statements::default_setting(&n.to_ascii_lowercase())
-                            .ok_or_else(|| {
-                                datafusion::error::DataFusionError::from(
-                                    crate::error::Error::UndefinedObject(format!(
-                                        "unrecognized configuration parameter \"{n}\""
-                                    )),
-                                )
-                            })?,
-                    ),
-                });
-            }
-            Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
-        }),
-    );
+    // Without a session (the engine's own context): the defaults drivers ask about.
+    let current_setting = current_setting_udf(Arc::new(|name: &str| {
+        crate::sql::statements::default_setting(name).map(str::to_string)
+    }));
     let set_config = create_udf(
         "set_config",
         vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
@@ -471,6 +440,39 @@ pub fn constant_text(name: &str, value: &str) -> datafusion::logical_expr::Scala
             Ok(ColumnarValue::Scalar(
                 datafusion::common::ScalarValue::Utf8(Some(value.clone())),
             ))
+        }),
+    )
+}
+
+/// A setting's value by its lower-cased name.
+pub type SettingLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// `current_setting(name)` answered by `lookup` (given the lower-cased name); an unknown
+/// name is 42704, as in Postgres.
+pub fn current_setting_udf(lookup: SettingLookup) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::StringArray;
+    datafusion::logical_expr::create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        datafusion::logical_expr::Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0].as_string::<i32>();
+            let mut out = Vec::with_capacity(names.len());
+            for n in names.iter() {
+                out.push(match n {
+                    None => None,
+                    Some(n) => Some(lookup(&n.to_ascii_lowercase()).ok_or_else(|| {
+                        datafusion::error::DataFusionError::from(
+                            crate::error::Error::UndefinedObject(format!(
+                                "unrecognized configuration parameter \"{n}\""
+                            )),
+                        )
+                    })?),
+                });
+            }
+            Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
         }),
     )
 }

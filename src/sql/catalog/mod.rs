@@ -27,8 +27,8 @@ mod functions;
 mod information_schema;
 
 pub use functions::{
-    FormatType, JsonBuildObject, TEXT_ARRAY_FUNCTIONS, TextArrays, constant_text, extra_functions,
-    key_functions, type_oid,
+    FormatType, JsonBuildObject, TEXT_ARRAY_FUNCTIONS, TextArrays, constant_text,
+    current_setting_udf, extra_functions, key_functions, type_oid,
 };
 pub use information_schema::InformationSchema;
 
