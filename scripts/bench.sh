@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # The benchmarks, side by side in one run (see BENCHMARKS.md and bench/):
 #   scripts/bench.sh [--scale 10k|100k|1m] [--queries N] [--no-cassandra] [--no-plots]
-#                    [--debug] [any other vectorgate-bench flag]
+#                    [--debug] [--statements] [any other vectorgate-bench flag]
 # Builds the server and vectorgate-bench in release mode (--debug: the test build, for
 # the CI smoke run), starts a Cassandra 5 for the SAI comparison (scripts/dev-cassandra,
 # CQL port BENCH_CASSANDRA_PORT, default 19342, heap CASSANDRA_HEAP, default 3G) unless
 # --no-cassandra or --cassandra HOST:PORT is given, fetches scikit-learn's digits and
 # matplotlib into a venv for the real data set and the plots unless --no-plots, runs
 # the benchmark and writes BENCHMARKS.md, bench/results/results.json and the PNG plots.
+# --statements measures only the per-statement section, next to a PostgreSQL 15 that it
+# starts on loopback (port BENCH_POSTGRES_PORT, default 15432) from Debian's
+# postgresql-15 package, installed if missing.
+# Builds go to target/ in the clone, as `cargo build` does, unless CARGO_TARGET_DIR is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vectorgate/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/vectorgate"
 command="scripts/bench.sh $*"
 
-profile=release cassandra=start plots=yes
+profile=release cassandra=start plots=yes postgres=no
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --debug) profile=debug ;;
+    --statements) postgres=start plots=no; args+=("$1") ;;
     --no-cassandra) cassandra=none ;;
     --no-plots) plots=no ;;
     --cassandra) cassandra=given; args+=("$1" "$2"); shift ;;
@@ -46,9 +51,33 @@ if [ "$plots" = yes ]; then
   args+=(--digits "$cache/bench/digits.tsv" --plots bench/results)
 fi
 
+cleanup=()
+on_exit() { for c in "${cleanup[@]}"; do eval "$c" || true; done; }
+trap on_exit EXIT
+
+if [ "$postgres" = start ]; then
+  pgbin=/usr/lib/postgresql/15/bin
+  if [ ! -x "$pgbin/postgres" ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql-15 >/dev/null
+  fi
+  pgdir="$(mktemp -d "${TMPDIR:-/tmp}/vectorgate-bench-pg.XXXXXX")"
+  pgport="${BENCH_POSTGRES_PORT:-15432}"
+  as=()
+  # PostgreSQL refuses to run as root.
+  if [ "$(id -u)" -eq 0 ]; then chown postgres "$pgdir"; as=(runuser -u postgres --); fi
+  "${as[@]}" "$pgbin/initdb" -D "$pgdir/data" -A trust -U bench >/dev/null
+  "${as[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
+    -o "-p $pgport -k $pgdir -c listen_addresses=127.0.0.1" start >/dev/null
+  cleanup+=("${as[*]} $pgbin/pg_ctl -D $pgdir/data -m fast stop >/dev/null; rm -rf $pgdir")
+  args+=(--postgres "postgres://bench@127.0.0.1:$pgport/postgres")
+fi
+
 if [ "$cassandra" = start ]; then
   export CASSANDRA_PORT="${BENCH_CASSANDRA_PORT:-19342}" CASSANDRA_HEAP="${CASSANDRA_HEAP:-3G}"
-  trap 'scripts/dev-cassandra stop || true' EXIT
+  cleanup+=("scripts/dev-cassandra stop")
   scripts/dev-cassandra wipe >/dev/null 2>&1 || true
   scripts/dev-cassandra start
   args+=(--cassandra "127.0.0.1:$CASSANDRA_PORT")

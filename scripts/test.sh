@@ -3,11 +3,12 @@
 #   lints (rustfmt, clippy), the psql session, every unit and integration test with rows
 #   in the embedded store, then the integration tests again with rows in a real
 #   Cassandra 5 that scripts/dev-cassandra fetches (Maven) and starts.
-# Build products go outside the clone so that later runs on the same machine reuse them.
+# Builds go to target/ in the clone, as `cargo build` does, unless CARGO_TARGET_DIR is
+# set (.ci/run sets it outside the clone so that later runs on the machine reuse them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/vectorgate/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TERM_COLOR=never
 export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
 

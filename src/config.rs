@@ -188,7 +188,7 @@ impl Front {
         listen: Option<SocketAddr>,
     ) -> anyhow::Result<Front> {
         for u in &users {
-            crate::wire::auth::Verifier::parse(&u.password).map_err(|e| {
+            crate::scram::Verifier::parse(&u.password).map_err(|e| {
                 anyhow::anyhow!(
                     "user \"{}\": {e} (the password must be a SCRAM-SHA-256 verifier; `vectorgate password` prints one)",
                     u.name
@@ -466,7 +466,7 @@ mod tests {
         let c = open(toml::from_str("auth = \"trust\"").expect("toml")).expect("config");
         assert_eq!(c.front.auth, AuthMethod::Trust);
         assert_eq!(c.listen.port(), 1);
-        let verifier = crate::wire::auth::Verifier::new("pw", b"saltsaltsaltsalt", 4096);
+        let verifier = crate::scram::Verifier::new("pw", b"saltsaltsaltsalt", 4096);
         let with_users =
             format!("[[users]]\nname = \"app\"\npassword = \"{verifier}\"\nread_only = true\n");
         let c = open(toml::from_str(&with_users).expect("toml")).expect("config");

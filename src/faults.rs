@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::store::{Hit, Point, Predicate, SearchParams, TableDef, VectorIndex};
+use crate::store::{Hit, Point, Predicate, SearchQuery, TableDef, VectorIndex};
 
 static INDEX_DOWN: AtomicBool = AtomicBool::new(false);
 static CRASH_AFTER_ROW_WRITE: AtomicBool = AtomicBool::new(false);
@@ -85,19 +85,9 @@ impl VectorIndex for FaultyIndex {
         down()?;
         self.inner.delete(table, ids).await
     }
-    async fn search(
-        &self,
-        table: &TableDef,
-        vector: &[f32],
-        filter: Option<&Predicate>,
-        limit: usize,
-        offset: usize,
-        params: &SearchParams,
-    ) -> Result<Vec<Hit>> {
+    async fn search(&self, table: &TableDef, query: &SearchQuery<'_>) -> Result<Vec<Hit>> {
         down()?;
-        self.inner
-            .search(table, vector, filter, limit, offset, params)
-            .await
+        self.inner.search(table, query).await
     }
     async fn point_hashes(
         &self,

@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
             if password.is_empty() {
                 anyhow::bail!("give the password on standard input");
             }
-            let verifier = vectorgate::wire::auth::Verifier::generate(password);
+            let verifier = vectorgate::scram::Verifier::generate(password);
             #[allow(clippy::print_stdout)]
             {
                 println!("{verifier}");
@@ -76,7 +76,7 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         tracing::info!(listen = %listener.local_addr()?, data = %config.data.display(), "vectorgate is serving");
         if let Some(addr) = config.front.metrics {
-            let bound = vectorgate::metrics::spawn(addr, engine.clone()).await?;
+            let bound = vectorgate::endpoint::spawn(addr, engine.core().clone()).await?;
             tracing::info!(metrics = %bound, "serving /metrics, /healthz and /readyz");
         }
         vectorgate::server::run(listener, engine, &config, shutdown_signal()).await?;
@@ -133,7 +133,7 @@ async fn reindex(config: Config, args: ReindexArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("relation \"{}\" does not exist", args.table))?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last = std::time::Instant::now();
-    let report = vectorgate::sync::reindex(
+    let report = vectorgate::engine::sync::reindex(
         rows.as_ref(),
         index.as_ref(),
         &def,
@@ -206,10 +206,10 @@ async fn attach(config: Config, args: AttachArgs) -> anyhow::Result<()> {
             .to_string()
     });
     let index = vectorgate::server::open_index(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let attached = vectorgate::sync::attach(
+    let attached = vectorgate::engine::sync::attach(
         cql,
         index.as_ref(),
-        &vectorgate::sync::AttachRequest {
+        &vectorgate::engine::sync::AttachRequest {
             cql_table: args.table.clone(),
             name,
             key: args

@@ -1,18 +1,13 @@
-//! Operations: Prometheus metrics, `/healthz` and `/readyz` over a small HTTP/1.1
-//! endpoint (`--metrics ADDR`), and the slow-query log. The counters are process-wide.
+//! Operations: the process-wide Prometheus counters and histograms, and the slow-query
+//! log. [`crate::endpoint`] serves them over HTTP.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-use crate::sql::Engine;
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -118,9 +113,9 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// The Prometheus text exposition; `engine` adds the index breaker and the
-    /// pending index writes.
-    pub async fn render(&self, engine: Option<&Arc<Engine>>) -> String {
+    /// The Prometheus text exposition of the process-wide counters (the endpoint adds
+    /// the engine's gauges).
+    pub fn render(&self) -> String {
         let mut out = String::new();
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
             let _ = writeln!(
@@ -213,120 +208,8 @@ impl Metrics {
                 store.replace(' ', "_")
             );
         }
-        if let Some(engine) = engine {
-            let shared = engine.shared();
-            let state = shared.health.state_name();
-            let _ = writeln!(
-                out,
-                "# HELP vectorgate_index_breaker Vector-index circuit breaker (1 for the current state).\n# TYPE vectorgate_index_breaker gauge"
-            );
-            for s in ["closed", "open", "recovering"] {
-                let _ = writeln!(
-                    out,
-                    "vectorgate_index_breaker{{state=\"{s}\"}} {}",
-                    u8::from(s == state)
-                );
-            }
-            let defs: Vec<_> = shared.tables.read().values().cloned().collect();
-            let _ = writeln!(
-                out,
-                "# HELP vectorgate_index_pending_writes Row changes not yet applied to the vector index.\n# TYPE vectorgate_index_pending_writes gauge"
-            );
-            for def in defs {
-                let pending = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    shared.rows.outbox_pending(&def, 100_000),
-                )
-                .await;
-                if let Ok(Ok(p)) = pending {
-                    let _ = writeln!(
-                        out,
-                        "vectorgate_index_pending_writes{{table=\"{}\"}} {}",
-                        def.name.replace('"', "'"),
-                        p.len()
-                    );
-                }
-            }
-        }
         out
     }
-}
-
-/// Serve `/metrics`, `/healthz` and `/readyz` until the process ends.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            let mut head = Vec::with_capacity(1024);
-            let mut buf = [0u8; 1024];
-            let read = async {
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                    let n = socket.read(&mut buf).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                }
-                std::io::Result::Ok(())
-            };
-            if !matches!(
-                tokio::time::timeout(Duration::from_secs(5), read).await,
-                Ok(Ok(()))
-            ) {
-                return;
-            }
-            let line = String::from_utf8_lossy(&head);
-            let path = line.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = answer(path, &engine).await;
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
-            let _ = socket.shutdown().await;
-        });
-    }
-}
-
-async fn answer(path: &str, engine: &Arc<Engine>) -> (&'static str, String) {
-    match path {
-        "/metrics" => ("200 OK", global().render(Some(engine)).await),
-        "/healthz" => ("200 OK", "ok\n".into()),
-        "/readyz" => {
-            if global().shutting_down.load(Ordering::Relaxed) {
-                return ("503 Service Unavailable", "shutting down\n".into());
-            }
-            let rows =
-                tokio::time::timeout(Duration::from_secs(2), engine.shared().rows.list_tables())
-                    .await;
-            match rows {
-                Ok(Ok(_)) => (
-                    "200 OK",
-                    format!(
-                        "ready; vector index breaker {}\n",
-                        engine.shared().health.state_name()
-                    ),
-                ),
-                _ => (
-                    "503 Service Unavailable",
-                    "the row store does not answer\n".into(),
-                ),
-            }
-        }
-        _ => ("404 Not Found", "not found\n".into()),
-    }
-}
-
-/// Bind the metrics endpoint and serve it in the background.
-pub async fn spawn(addr: SocketAddr, engine: Arc<Engine>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(serve(listener, engine));
-    Ok(local)
 }
 
 #[cfg(test)]
@@ -339,7 +222,7 @@ mod tests {
         m.query("search", "ok", Duration::from_micros(300));
         m.query("search", "ok", Duration::from_millis(3));
         m.query("search", "error", Duration::from_secs(20));
-        let text = futures::executor::block_on(m.render(None));
+        let text = m.render();
         assert!(text.contains("vectorgate_queries_total{kind=\"search\",outcome=\"ok\"} 2"));
         assert!(text.contains("vectorgate_queries_total{kind=\"search\",outcome=\"error\"} 1"));
         assert!(

@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, RowBackend, VectorBackend};
+use crate::engine::Limits;
 use crate::error::Result;
-use crate::sql::{Engine, Limits};
+use crate::sql::Engine;
 use crate::store::edge_index::EdgeIndex;
 use crate::store::embedded_rows::EmbeddedRows;
 use crate::store::qdrant_index::QdrantIndex;
@@ -194,6 +195,7 @@ pub async fn run(
         );
         connections.shutdown().await;
     }
+    engine.core().shutdown();
     tracing::info!("flushing the vector index");
     engine.index().flush().await?;
     tracing::info!("shut down cleanly");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vectorgate::store::filter::{CmpOp, Scalar};
-use vectorgate::store::{Predicate, RowStore, SearchParams, VectorIndex};
+use vectorgate::store::{Predicate, RowStore, SearchParams, SearchQuery, VectorIndex};
 use vectorgate::types::Value;
 
 use crate::data::{self, Dataset};
@@ -59,7 +59,18 @@ pub async fn search(
         // A first, untimed pass over every query: the index was just opened from disk,
         // and the server it is compared with had its pages in memory.
         for q in &d.queries {
-            let hits = index.search(&def, q, pred.as_ref(), k, 0, &params).await?;
+            let hits = index
+                .search(
+                    &def,
+                    &SearchQuery {
+                        vector: q,
+                        filter: pred.as_ref(),
+                        limit: k,
+                        offset: 0,
+                        params: &params,
+                    },
+                )
+                .await?;
             let keys: Vec<_> = hits.into_iter().map(|h| h.key).collect();
             rows.get(&def, &keys).await?;
         }
@@ -67,7 +78,16 @@ pub async fn search(
             let qi = i % d.queries.len();
             let t = Instant::now();
             let hits = index
-                .search(&def, &d.queries[qi], pred.as_ref(), k, 0, &params)
+                .search(
+                    &def,
+                    &SearchQuery {
+                        vector: &d.queries[qi],
+                        filter: pred.as_ref(),
+                        limit: k,
+                        offset: 0,
+                        params: &params,
+                    },
+                )
                 .await?;
             let keys: Vec<_> = hits.into_iter().map(|h| h.key).collect();
             let fetched = rows.get(&def, &keys).await?;

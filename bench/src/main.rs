@@ -17,6 +17,7 @@ mod data;
 mod direct;
 mod proxy;
 mod report;
+mod statements;
 mod stats;
 
 use std::path::PathBuf;
@@ -72,6 +73,19 @@ struct Args {
     /// it measures still work, not a measurement.
     #[arg(long)]
     smoke: bool,
+    /// Only the per-statement section (the wire floor, a key lookup, single-row UPDATE
+    /// and INSERT, next to `--postgres`), written between `<!-- statements -->` markers.
+    #[arg(long)]
+    statements: bool,
+    /// A PostgreSQL server for the per-statement comparison (a connection string).
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Rows of the per-statement table.
+    #[arg(long, default_value_t = 10_000)]
+    statement_rows: usize,
+    /// Turns each server takes per statement (of `--queries` statements each).
+    #[arg(long, default_value_t = 5)]
+    statement_rounds: usize,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<usize> {
@@ -124,13 +138,21 @@ async fn main() -> anyhow::Result<()> {
         .command
         .clone()
         .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
-    let mut report = Report::new(command, &bin, args.queries);
+    let mut report = Report::new(command.clone(), &bin, args.queries);
     report.plots = args.plots.clone();
 
     let session = match &args.cassandra {
         Some(hosts) => Some(cassandra::connect(hosts).await?),
         None => None,
     };
+    if args.statements {
+        let section = statements_section(&args, &bin, &work, session.as_deref(), &command).await;
+        let _ = std::fs::remove_dir_all(&work);
+        let section = section?;
+        report::replace_section(&args.out, "statements", &section)?;
+        eprintln!("wrote the statements section of {}", args.out.display());
+        return Ok(());
+    }
     for (i, &n) in sizes.iter().enumerate() {
         eprintln!("== {n} rows");
         let d = Arc::new(data::synthetic(
@@ -172,6 +194,120 @@ async fn main() -> anyhow::Result<()> {
 }
 
 const TABLE: &str = "items";
+
+/// The per-statement comparison (see [`statements`]): vectorgate on the embedded stores,
+/// with rows in Cassandra when given, and PostgreSQL when given; then a prepared
+/// `vector_search` against direct calls on the same embedded stores.
+async fn statements_section(
+    args: &Args,
+    bin: &std::path::Path,
+    work: &std::path::Path,
+    cql: Option<&scylla::client::session::Session>,
+    command: &str,
+) -> anyhow::Result<String> {
+    let rows = args.statement_rows;
+    let embedded = Server::start(bin, &work.join("statements-embedded"), None)?;
+    let mut targets = vec![statements::Target::new(
+        "vectorgate (embedded)",
+        embedded.connect().await?,
+        &format!("vector({})", args.dim),
+    )];
+    let ks = "vectorgate_bench_statements";
+    let mut in_cassandra = None;
+    if let (Some(hosts), Some(s)) = (&args.cassandra, cql) {
+        s.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
+            .await?;
+        let server = Server::start(bin, &work.join("statements-cassandra"), Some((hosts, ks)))?;
+        targets.push(statements::Target::new(
+            "vectorgate (rows in Cassandra)",
+            server.connect().await?,
+            &format!("vector({})", args.dim),
+        ));
+        in_cassandra = Some(server);
+    }
+    if let Some(url) = &args.postgres {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let version: String = client.query_one("SHOW server_version", &[]).await?.get(0);
+        targets.push(statements::Target::new(
+            &format!(
+                "PostgreSQL {}",
+                version.split_whitespace().next().unwrap_or("")
+            ),
+            client,
+            "real[]",
+        ));
+    } else {
+        eprintln!("statements: no --postgres given; vectorgate only");
+    }
+    let (per_round, rounds) = (
+        args.queries,
+        if args.smoke { 1 } else { args.statement_rounds },
+    );
+    let results =
+        statements::run(&mut targets, rows, args.dim, rounds, per_round, args.seed).await?;
+    drop(targets);
+    if let Some(server) = in_cassandra {
+        server.stop()?;
+        if let Some(s) = cql {
+            s.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
+                .await?;
+        }
+    }
+    // A prepared search over the wire, then the same calls in process.
+    let d = Arc::new(data::synthetic(
+        rows,
+        args.dim,
+        args.queries,
+        args.seed,
+        &data::cache_dir(),
+    ));
+    let rate = load(&embedded, &d).await?;
+    eprintln!(
+        "statements: loaded {rows} rows for the search at {rate:.0} rows/s; waiting for the index"
+    );
+    embedded
+        .wait_for_index(Duration::from_secs(5), Duration::from_secs(1800))
+        .await;
+    let wire = proxy::search(
+        &embedded,
+        &d,
+        &Workload::new(TABLE, 0, 10, 1, args.queries * rounds),
+        "proxy, k=10".into(),
+    )
+    .await?;
+    embedded.stop()?;
+    let direct = direct::search(
+        &work.join("statements-embedded"),
+        None,
+        TABLE,
+        &d,
+        &[0],
+        10,
+        args.queries * rounds,
+    )
+    .await?;
+    let direct = direct
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no direct run"))?;
+    eprintln!(
+        "statements: search p50 {:.3} ms over the wire, {:.3} ms direct",
+        wire.p50, direct.p50
+    );
+    if args.smoke {
+        anyhow::ensure!(
+            wire.recall >= 0.9,
+            "the prepared search's recall is {}",
+            wire.recall
+        );
+    }
+    Ok(statements::markdown(
+        &results,
+        Some((&wire, direct)),
+        command,
+        rows,
+    ))
+}
 
 /// What one run of workloads is measured on: the report, the data, and the server.
 struct Runner<'a> {

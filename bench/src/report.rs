@@ -566,7 +566,7 @@ impl Report {
             Some(&previous[a..b + close.len()])
         };
         let mut text = self.markdown(kept("analysis"));
-        for name in ["quantization", "load"] {
+        for name in ["statements", "quantization", "load"] {
             if let Some(section) = kept(name) {
                 text.push_str(section);
                 text.push_str("\n\n");
@@ -579,4 +579,22 @@ impl Report {
         std::fs::write(json, serde_json::to_string_pretty(&self.json())?)?;
         Ok(())
     }
+}
+
+/// Put `section` (which carries its own `<!-- name -->` markers) into the file `out`,
+/// in place of the previous one, or at the end.
+pub fn replace_section(out: &Path, name: &str, section: &str) -> anyhow::Result<()> {
+    let previous = std::fs::read_to_string(out).unwrap_or_default();
+    let (open, close) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->"));
+    let text = match (previous.find(&open), previous.find(&close)) {
+        (Some(a), Some(b)) if b > a => format!(
+            "{}{}{}",
+            &previous[..a],
+            section.trim_end(),
+            &previous[b + close.len()..]
+        ),
+        _ => format!("{}\n\n{}\n", previous.trim_end(), section.trim_end()),
+    };
+    std::fs::write(out, text)?;
+    Ok(())
 }

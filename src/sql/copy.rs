@@ -82,7 +82,7 @@ pub fn start(
     };
     let def = session
         .engine
-        .shared
+        .core
         .table(&table_name(name as &ObjectName)?)?;
     let targets: Vec<usize> = if columns.is_empty() {
         (0..def.columns.len()).collect()

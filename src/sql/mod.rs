@@ -29,11 +29,12 @@ use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
+use crate::engine::{Core, Limits, Notices};
 use crate::error::{Error, Result};
 use crate::store::{RowStore, VectorIndex};
-use tables::{PublicSchema, Shared};
+use tables::PublicSchema;
 use vector_search::{SearchSettings, VectorSearchFunction};
 
 /// The database (DataFusion catalog) name the proxy presents.
@@ -55,20 +56,8 @@ pub enum Output {
     Empty,
 }
 
-/// Limits and timings of an engine.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_k: usize,
-    pub fallback_max_rows: usize,
-    /// How often the index is probed while its circuit breaker is open.
-    pub probe_interval: std::time::Duration,
-    /// How often the outbox is replayed, and how old an entry must be to be replayed.
-    pub reconcile_interval: std::time::Duration,
-    pub reconcile_grace: std::time::Duration,
-}
-
 pub struct Engine {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) core: Arc<Core>,
     base: SessionState,
     parser: PostgresCompatibilityParser,
 }
@@ -79,35 +68,7 @@ impl Engine {
         index: Arc<dyn VectorIndex>,
         limits: Limits,
     ) -> Result<Arc<Engine>> {
-        let defs = rows.list_tables().await?;
-        let shared = Arc::new(Shared {
-            rows,
-            index,
-            tables: RwLock::new(
-                defs.into_iter()
-                    .map(|d| (d.name.clone(), Arc::new(d)))
-                    .collect(),
-            ),
-            max_k: limits.max_k,
-            health: Default::default(),
-            fallback_max_rows: limits.fallback_max_rows,
-            sync: Default::default(),
-        });
-        // Tables another proxy created, whose index was lost, or that missed writes while
-        // the index was away: bring their collections up to date from the rows now, or,
-        // if the index cannot be reached, answer from the rows until it can.
-        if let Err(e) = crate::health::recover(&shared).await {
-            if !crate::health::is_index_failure(&e) {
-                return Err(e);
-            }
-            shared.health.trip(&e);
-        }
-        crate::health::spawn_probe(Arc::downgrade(&shared), limits.probe_interval);
-        crate::sync::spawn_reconciler(
-            Arc::downgrade(&shared),
-            limits.reconcile_interval,
-            limits.reconcile_grace,
-        );
+        let shared = Core::open(rows, index, &limits).await?;
         let config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
             .with_create_default_catalog_and_schema(true)
@@ -184,7 +145,7 @@ impl Engine {
             ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));
         }
         Ok(Arc::new(Engine {
-            shared,
+            core: shared,
             base: ctx.state(),
             parser: PostgresCompatibilityParser::new(),
         }))
@@ -217,7 +178,7 @@ impl Engine {
         let catalog =
             pgvector::mentions(&sql, "pg_") || pgvector::mentions(&sql, "information_schema");
         let user_tables: Vec<String> = if catalog {
-            self.shared.tables.read().keys().cloned().collect()
+            self.core.table_names()
         } else {
             Vec::new()
         };
@@ -238,7 +199,7 @@ impl Engine {
                 self.base.scalar_functions().contains_key(f)
                     && !self.base.table_functions().contains_key(f)
             });
-            pgvector::rewrite(s, &self.shared);
+            pgvector::rewrite(s, &self.core);
             pgvector::array_subqueries(s);
             pgvector::recursive_case_subqueries(s);
         }
@@ -258,12 +219,11 @@ impl Engine {
         ) else {
             return Ok(());
         };
-        let tables = self.shared.tables.read();
         for stmt in &stmts {
             if pgvector::projects_correlated_subquery(stmt)
                 && pgvector::relations(stmt)
                     .iter()
-                    .any(|r| tables.contains_key(r))
+                    .any(|r| self.core.has_table(r))
             {
                 return Err(Error::FeatureNotSupported(
                     "a correlated subquery in the select list is not supported; write it as a JOIN"
@@ -274,16 +234,17 @@ impl Engine {
         Ok(())
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// The engine core below this SQL layer.
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
     }
 
     pub fn rows(&self) -> &Arc<dyn RowStore> {
-        &self.shared.rows
+        &self.core.rows
     }
 
     pub fn index(&self) -> &Arc<dyn VectorIndex> {
-        &self.shared.index
+        &self.core.index
     }
 }
 
@@ -295,7 +256,7 @@ pub struct Session {
     /// A COPY FROM STDIN in progress.
     pub(crate) copy: Mutex<Option<copy::CopyIn>>,
     /// NOTICEs for the client, sent after the statement that left them.
-    pub notices: vector_search::Notices,
+    pub notices: Notices,
     options: SessionOptions,
 }
 
@@ -386,8 +347,7 @@ impl Session {
                 .iter()
                 .any(|m| e.to_string().contains(m)) =>
             {
-                let user_tables: Vec<String> =
-                    self.engine.shared.tables.read().keys().cloned().collect();
+                let user_tables: Vec<String> = self.engine.core.table_names();
                 let mut stmt = stmt;
                 if pgvector::null_catalog_subqueries(&mut stmt, &user_tables) {
                     self.run_query(stmt).await
@@ -424,7 +384,7 @@ impl Session {
                 key.push_str(&format!("{v:?}|"));
             }
         }
-        let shared = &self.engine.shared;
+        let shared = &self.engine.core;
         if let Some((def, plan, schema)) = cache.get(&key, |t| shared.table(t).ok()) {
             let query = vector_search::query_vector(vector.clone(), def.dimension())?;
             let plan = plan_cache::with_query(plan, query)?;

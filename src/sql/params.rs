@@ -343,7 +343,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                     .last()
                     .and_then(|p| p.as_ident())
                     .map(ident_name)
-                    .and_then(|t| session.engine.shared.table(&t).ok())
+                    .and_then(|t| session.engine.core.table(&t).ok())
             {
                 let targets: Vec<Option<usize>> = if ins.columns.is_empty() {
                     (0..def.columns.len()).map(Some).collect()
@@ -384,7 +384,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                     .last()
                     .and_then(|p| p.as_ident())
                     .map(ident_name)
-                    .and_then(|t| session.engine.shared.table(&t).ok())
+                    .and_then(|t| session.engine.core.table(&t).ok())
             {
                 for a in &up.assignments {
                     let target = a.target.to_string().to_ascii_lowercase();

@@ -26,7 +26,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::statements::ident_name;
-use super::tables::Shared;
+use crate::engine::Core;
 use crate::error::Error;
 use crate::store::Distance;
 use crate::types::{Value, parse_vector_text, value_from_array};
@@ -240,7 +240,7 @@ pub(crate) fn call(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
 }
 
 /// Rewrite a statement: first the index-search shape, then every remaining operator.
-pub fn rewrite(stmt: &mut Statement, shared: &Shared) {
+pub fn rewrite(stmt: &mut Statement, shared: &Core) {
     match stmt {
         Statement::Query(q) => rewrite_search(q, shared),
         Statement::Explain { statement, .. } => {
@@ -286,7 +286,7 @@ fn column_name(e: &SqlExpr) -> Option<String> {
 
 /// `SELECT .. FROM t [WHERE ..] ORDER BY vec <op> q [, ..] LIMIT k` on one table whose
 /// index distance matches `<op>` becomes a search of `vector_search('t', q, k)`.
-fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Shared) {
+fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core) {
     use datafusion::sql::sqlparser::ast::LimitClause;
     let Some(LimitClause::LimitOffset {
         limit: Some(limit),

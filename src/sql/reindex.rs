@@ -1,6 +1,6 @@
 //! `SELECT * FROM vectorgate_reindex('table' [, 'verify'])`: compare a table's vector
 //! index with its rows and repair it (or, with `'verify'`, only report), while traffic
-//! continues. One result row: what was found; see [`crate::sync::reindex`].
+//! continues. One result row: what was found; see [`crate::engine::sync::reindex`].
 
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -18,8 +18,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 
-use super::tables::{Shared, single_partition_props};
+use super::tables::single_partition_props;
 use super::vector_search::eval_const;
+use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::store::TableDef;
 use crate::types::Value;
@@ -40,7 +41,7 @@ fn schema() -> SchemaRef {
 
 #[derive(Debug)]
 pub struct ReindexFunction {
-    pub shared: Weak<Shared>,
+    pub shared: Weak<Core>,
 }
 
 impl TableFunctionImpl for ReindexFunction {
@@ -106,7 +107,7 @@ impl TableFunctionImpl for ReindexFunction {
 
 #[derive(Debug)]
 struct ReindexTable {
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
     /// `None` while a parameter names the table (Describe only).
     def: Option<Arc<TableDef>>,
     repair: bool,
@@ -149,7 +150,7 @@ impl TableProvider for ReindexTable {
 }
 
 struct ReindexExec {
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
     def: Arc<TableDef>,
     repair: bool,
     cols: Vec<usize>,
@@ -213,7 +214,7 @@ impl ExecutionPlan for ReindexExec {
         let fut = async move {
             let started = std::time::Instant::now();
             let mut last_log = started;
-            let r = crate::sync::reindex(
+            let r = crate::engine::sync::reindex(
                 shared.rows.as_ref(),
                 shared.index.as_ref(),
                 &def,

@@ -19,9 +19,7 @@ use futures::TryStreamExt;
 use super::{Output, Session};
 use crate::error::{Error, Result};
 use crate::store::options::{ALTERABLE_OPTIONS, IndexOptions};
-use crate::store::{
-    ColumnDef, Distance, OutboxEntry, Row, TableDef, WriteMode, keys, now_micros, point_for_row,
-};
+use crate::store::{ColumnDef, Distance, Row, TableDef, WriteMode, keys, now_micros};
 use crate::types::{ColumnType, Value, coerce, value_from_array};
 
 /// The command a statement that changes data or the catalog runs, for the read-only
@@ -274,8 +272,8 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             "table name \"{name}\" is not supported: use letters, digits and underscores, at most 48"
         )));
     }
-    let shared = &session.engine.shared;
-    if shared.tables.read().contains_key(&name) {
+    let shared = &session.engine.core;
+    if shared.has_table(&name) {
         if ct.if_not_exists {
             return Ok(Output::Command("CREATE TABLE".into()));
         }
@@ -450,31 +448,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         distance,
         options,
     };
-    shared.rows.create_table(&def).await?;
-    let created = if shared.health.writable() {
-        shared.index.create_collection(&def).await
-    } else {
-        Err(Error::Unavailable {
-            store: "vector index",
-            message: "its circuit breaker is open".into(),
-        })
-    };
-    match created {
-        Ok(()) => {}
-        // The index is away: the table is usable now; its collection is created when
-        // the index is back (the breaker's recovery creates missing collections).
-        Err(e) if crate::health::is_index_failure(&e) => {
-            shared.health.trip(&e);
-            session.notices.push(format!(
-                "the vector index is unavailable: the index of \"{name}\" is created when it is back; searches scan the rows until then"
-            ));
-        }
-        Err(e) => {
-            let _ = shared.rows.drop_table(&name).await;
-            return Err(e);
-        }
-    }
-    shared.tables.write().insert(name, Arc::new(def));
+    crate::engine::ddl::create_table(shared, def, &session.notices).await?;
     Ok(Output::Command("CREATE TABLE".into()))
 }
 
@@ -487,7 +461,7 @@ async fn create_index(
     session: &Session,
     ci: &datafusion::sql::sqlparser::ast::CreateIndex,
 ) -> Result<Output> {
-    let shared = &session.engine.shared;
+    let shared = &session.engine.core;
     let def = shared.table(&table_name(&ci.table_name)?)?;
     let vector = def.columns[def.vector_column].name.clone();
     let mut wanted = None;
@@ -509,19 +483,7 @@ async fn create_index(
     }
     match wanted {
         Some(d) if d != def.distance => {
-            if !shared.health.writable() {
-                return Err(Error::Unavailable {
-                    store: "vector index",
-                    message: "the index cannot be rebuilt while it is away".into(),
-                });
-            }
-            let mut new = (*def).clone();
-            new.distance = d;
-            shared.index.drop_collection(&def).await?;
-            shared.index.create_collection(&new).await?;
-            crate::sync::backfill(shared.rows.as_ref(), shared.index.as_ref(), &new).await?;
-            shared.rows.update_table(&new).await?;
-            shared.replace_table(new);
+            crate::engine::ddl::set_distance(shared, &def, d).await?;
             session.notices.push(format!(
                 "\"{}\" is now searched by {} distance: its vector index on \"{vector}\" was rebuilt",
                 def.name,
@@ -540,7 +502,7 @@ async fn create_index(
 /// `ALTER TABLE t SET (option = value, ...)`: change a table's index options. The
 /// index is changed first (so a failure leaves everything as it was), then the catalog.
 async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
-    let shared = &session.engine.shared;
+    let shared = &session.engine.core;
     let name = table_name(&at.name)?;
     let def = match shared.table(&name) {
         Ok(d) => d,
@@ -578,46 +540,23 @@ async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
         new.options.remove("compression");
     }
     IndexOptions::parse(&new.options)?;
-    if !shared.health.writable() {
-        return Err(Error::Unavailable {
-            store: "vector index",
-            message: "index options cannot be changed while it is away".into(),
-        });
-    }
-    shared
-        .index
-        .update_collection(&new)
-        .await
-        .inspect_err(|e| {
-            if crate::health::is_index_failure(e) {
-                shared.health.trip(e);
-            }
-        })?;
-    shared.rows.update_table(&new).await?;
-    shared.replace_table(new);
+    crate::engine::ddl::set_options(shared, new).await?;
     Ok(Output::Command("ALTER TABLE".into()))
 }
 
 async fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<Output> {
-    let shared = &session.engine.shared;
+    let core = &session.engine.core;
     let mut targets = Vec::new();
     for n in names {
         let name = table_name(n)?;
-        match shared.tables.read().get(&name) {
-            Some(_) => targets.push(name),
-            None if if_exists => {}
-            None => return Err(Error::UndefinedTable(name)),
+        match core.has_table(&name) {
+            true => targets.push(name),
+            false if if_exists => {}
+            false => return Err(Error::UndefinedTable(name)),
         }
     }
     for name in targets {
-        let Some(def) = shared.tables.write().remove(&name) else {
-            continue;
-        };
-        if let Err(e) = shared.index.drop_collection(&def).await {
-            // Dropped anyway: a collection left behind is replaced if the name is reused.
-            tracing::warn!(table = %name, error = %e, "the table's vector collection could not be dropped");
-        }
-        shared.rows.drop_table(&name).await?;
+        crate::engine::ddl::drop_table(core, &name).await?;
     }
     Ok(Output::Command("DROP TABLE".into()))
 }
@@ -802,7 +741,7 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
             "ON CONFLICT and RETURNING are not supported yet".into(),
         ));
     }
-    let def = session.engine.shared.table(&table_name(name)?)?;
+    let def = session.engine.core.table(&table_name(name)?)?;
     let targets: Vec<usize> = if ins.columns.is_empty() {
         (0..def.columns.len()).collect()
     } else {
@@ -840,31 +779,14 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
     Ok(Output::Command(format!("INSERT 0 {n}")))
 }
 
-/// The write path: the row store first (the source of truth), then the index.
+/// The write path of a statement: the engine's write protocol, its notices to the session.
 pub(crate) async fn write_rows(
     session: &Session,
     def: &TableDef,
     rows: Vec<Row>,
     mode: WriteMode,
 ) -> Result<()> {
-    let shared = &session.engine.shared;
-    let points: Vec<_> = rows.iter().filter_map(|r| point_for_row(def, r)).collect();
-    let unindexed: Vec<_> = rows
-        .iter()
-        .filter(|r| r[def.vector_column].is_null())
-        .map(|r| keys::point_id(&def.name, &def.key_of(r)))
-        .collect();
-    let ts = now_micros();
-    let entries: Vec<OutboxEntry> = rows
-        .iter()
-        .map(|r| OutboxEntry {
-            key: def.key_of(r),
-            ts,
-        })
-        .collect();
-    shared.rows.write(def, rows, mode, ts).await?;
-    crate::faults::after_row_write();
-    apply_to_index(session, def, points, unindexed, entries).await
+    crate::engine::write::write_rows(&session.engine.core, def, rows, mode, &session.notices).await
 }
 
 /// The catalog option naming a table's bigserial column.
@@ -893,61 +815,8 @@ fn next_serial() -> i64 {
     }
 }
 
-/// Delete rows by key from the row store (with their outbox entries), then the index.
 async fn delete_rows(session: &Session, def: &TableDef, keys_: Vec<Vec<Value>>) -> Result<u64> {
-    let shared = &session.engine.shared;
-    let ts = now_micros();
-    let ids: Vec<_> = keys_.iter().map(|k| keys::point_id(&def.name, k)).collect();
-    let entries: Vec<OutboxEntry> = keys_
-        .iter()
-        .map(|k| OutboxEntry { key: k.clone(), ts })
-        .collect();
-    let n = shared.rows.delete(def, keys_, ts).await?;
-    crate::faults::after_row_write();
-    apply_to_index(session, def, vec![], ids, entries).await?;
-    Ok(n)
-}
-
-/// Send a statement's changes to the index once the rows (and their outbox entries)
-/// have them, then clear the entries. If the index fails or its breaker is open, the
-/// statement still succeeds (the rows are the source of truth): the entries stay, and
-/// the reconciler applies them when the index is back.
-pub(crate) async fn apply_to_index(
-    session: &Session,
-    def: &TableDef,
-    upserts: Vec<crate::store::Point>,
-    deletes: Vec<uuid::Uuid>,
-    entries: Vec<OutboxEntry>,
-) -> Result<()> {
-    let shared = &session.engine.shared;
-    if shared.health.writable() {
-        let sent = async {
-            if !upserts.is_empty() {
-                shared.index.upsert(def, upserts).await?;
-            }
-            if !deletes.is_empty() {
-                shared.index.delete(def, deletes).await?;
-            }
-            Ok(())
-        }
-        .await;
-        match sent {
-            Ok(()) => {
-                if let Err(e) = shared.rows.outbox_clear(def, &entries).await {
-                    // The entries are replayed later: harmless, the change is applied.
-                    tracing::warn!(table = %def.name, error = %e, "outbox entries not cleared");
-                }
-                return Ok(());
-            }
-            Err(e) if crate::health::is_index_failure(&e) => shared.health.trip(&e),
-            Err(e) => return Err(e),
-        }
-    }
-    session.notices.push(format!(
-        "the vector index is unavailable: the change to \"{}\" is stored and will be indexed when the index is back",
-        def.name
-    ));
-    Ok(())
+    crate::engine::write::delete_rows(&session.engine.core, def, keys_, &session.notices).await
 }
 
 fn quote_ident(s: &str) -> String {
@@ -965,7 +834,7 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
             "UPDATE of this target is not supported".into(),
         ));
     };
-    let def = session.engine.shared.table(&table_name(name)?)?;
+    let def = session.engine.core.table(&table_name(name)?)?;
     let mut sets = Vec::new();
     let mut select = String::from("SELECT *");
     for (i, a) in up.assignments.iter().enumerate() {
@@ -1013,7 +882,7 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
         new_rows.push(row);
     }
     let n = new_rows.len();
-    let shared = &session.engine.shared;
+    let shared = &session.engine.core;
     if !moved.is_empty() {
         // A changed key is a delete of the old row and an insert of the new one; the new
         // key may only be taken by a row this statement moves away.
@@ -1052,7 +921,7 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
             "DELETE of this target is not supported".into(),
         ));
     };
-    let def = session.engine.shared.table(&table_name(name)?)?;
+    let def = session.engine.core.table(&table_name(name)?)?;
     let cols: Vec<String> = def
         .primary_key
         .iter()
@@ -1181,8 +1050,8 @@ fn set_variable(session: &Session, s: &Set) -> Result<Output> {
 /// Defaults reported by SHOW for settings clients commonly read.
 pub(crate) fn default_setting(name: &str) -> Option<&'static str> {
     Some(match name {
-        "server_version" => "16.6",
-        "server_version_num" => "160006",
+        "server_version" => crate::SERVER_VERSION,
+        "server_version_num" => crate::SERVER_VERSION_NUM,
         "server_encoding" | "client_encoding" => "UTF8",
         "standard_conforming_strings" => "on",
         "integer_datetimes" => "on",
@@ -1268,8 +1137,8 @@ pub(crate) fn sync_status_schema() -> Arc<Schema> {
 /// the oldest, when the reconciler last replayed the table, and the index's breaker.
 async fn sync_status(session: &Session) -> Result<Output> {
     use datafusion::arrow::array::{Float64Array, Int64Array, TimestampMicrosecondArray};
-    let shared = &session.engine.shared;
-    let mut defs: Vec<Arc<TableDef>> = shared.tables.read().values().cloned().collect();
+    let shared = &session.engine.core;
+    let mut defs: Vec<Arc<TableDef>> = shared.tables();
     defs.sort_by(|a, b| a.name.cmp(&b.name));
     let now = now_micros();
     let (mut names, mut pending, mut oldest, mut last, mut replayed) =

@@ -1,8 +1,7 @@
-//! DataFusion's view of the stores: the `public` schema lists the proxy's tables, each
+//! DataFusion's view of the engine's tables: the `public` schema lists the proxy's tables, each
 //! a [`RowTable`] that scans the row store (full scan, or key lookups when the WHERE
 //! clause pins the primary key).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -25,39 +24,11 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use futures::StreamExt;
-use parking_lot::RwLock;
 
+use crate::engine::Core;
 use crate::error::{Error, Result};
-use crate::store::{Row, RowStore, TableDef, VectorIndex};
+use crate::store::{Row, TableDef};
 use crate::types::{Value, build_array, coerce, value_from_array};
-
-/// What every session shares: the stores and the catalog of tables.
-pub struct Shared {
-    pub rows: Arc<dyn RowStore>,
-    pub index: Arc<dyn VectorIndex>,
-    pub tables: RwLock<HashMap<String, Arc<TableDef>>>,
-    pub max_k: usize,
-    /// The vector index's circuit breaker.
-    pub health: crate::health::IndexHealth,
-    /// Most rows an exact fallback scan may read before it refuses with 53000.
-    pub fallback_max_rows: usize,
-    /// The reconciler's record per table.
-    pub sync: parking_lot::Mutex<HashMap<String, crate::sync::TableSync>>,
-}
-
-impl Shared {
-    pub fn table(&self, name: &str) -> Result<Arc<TableDef>> {
-        self.tables
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::UndefinedTable(name.to_string()))
-    }
-
-    pub fn replace_table(&self, def: TableDef) {
-        self.tables.write().insert(def.name.clone(), Arc::new(def));
-    }
-}
 
 /// The Arrow schema of a table.
 pub fn table_schema(def: &TableDef) -> SchemaRef {
@@ -92,13 +63,7 @@ pub fn rows_to_batch(
 
 #[derive(Debug)]
 pub struct PublicSchema {
-    pub shared: std::sync::Weak<Shared>,
-}
-
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
-    }
+    pub shared: std::sync::Weak<Core>,
 }
 
 #[async_trait]
@@ -107,23 +72,21 @@ impl SchemaProvider for PublicSchema {
         let Some(shared) = self.shared.upgrade() else {
             return vec![];
         };
-        let mut names: Vec<String> = shared.tables.read().keys().cloned().collect();
-        names.sort();
-        names
+        shared.table_names()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let Some(shared) = self.shared.upgrade() else {
             return Ok(None);
         };
-        let def = shared.tables.read().get(name).cloned();
-        Ok(def.map(|def| Arc::new(RowTable::new(def, shared.clone())) as Arc<dyn TableProvider>))
+        Ok(shared
+            .table(name)
+            .ok()
+            .map(|def| Arc::new(RowTable::new(def, shared.clone())) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.shared
-            .upgrade()
-            .is_some_and(|s| s.tables.read().contains_key(name))
+        self.shared.upgrade().is_some_and(|s| s.has_table(name))
     }
 }
 
@@ -132,11 +95,11 @@ pub struct RowTable {
     def: Arc<TableDef>,
     schema: SchemaRef,
     constraints: Constraints,
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
 }
 
 impl RowTable {
-    pub fn new(def: Arc<TableDef>, shared: Arc<Shared>) -> RowTable {
+    pub fn new(def: Arc<TableDef>, shared: Arc<Core>) -> RowTable {
         let schema = table_schema(&def);
         let constraints =
             Constraints::new_unverified(vec![Constraint::PrimaryKey(def.primary_key.clone())]);
@@ -267,7 +230,7 @@ enum ScanMode {
 #[derive(Debug)]
 pub struct RowScanExec {
     def: Arc<TableDef>,
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
     schema: SchemaRef,
     cols: Vec<usize>,
     mode: ScanMode,
@@ -277,7 +240,7 @@ pub struct RowScanExec {
 impl RowScanExec {
     fn new(
         def: Arc<TableDef>,
-        shared: Arc<Shared>,
+        shared: Arc<Core>,
         schema: SchemaRef,
         cols: Vec<usize>,
         mode: ScanMode,

@@ -29,9 +29,10 @@ use datafusion::physical_plan::{
 };
 
 use super::pushdown::to_predicate;
-use super::tables::{Shared, single_partition_props, table_schema};
+use super::tables::{single_partition_props, table_schema};
+use crate::engine::{Core, Notices};
 use crate::error::{Error, Result};
-use crate::store::{Predicate, Row, SearchParams, TableDef};
+use crate::store::{Predicate, Row, SearchParams, SearchQuery, TableDef};
 use crate::types::{Value, check_vector, parse_vector_text, value_from_array};
 
 /// Name of the extra output column.
@@ -53,26 +54,9 @@ pub struct SearchSettings {
 }
 
 /// Messages a statement leaves for the client as NOTICEs.
-#[derive(Debug, Clone, Default)]
-pub struct Notices(Arc<parking_lot::Mutex<Vec<String>>>);
-
-impl Notices {
-    pub fn push(&self, message: impl Into<String>) {
-        let mut v = self.0.lock();
-        let m = message.into();
-        if !v.contains(&m) {
-            v.push(m);
-        }
-    }
-
-    pub fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock())
-    }
-}
-
 #[derive(Debug)]
 pub struct VectorSearchFunction {
-    pub shared: Weak<Shared>,
+    pub shared: Weak<Core>,
 }
 
 /// Evaluate a constant expression (a literal, a cast, `ARRAY[...]`).
@@ -209,7 +193,7 @@ impl TableFunctionImpl for VectorSearchFunction {
 #[derive(Debug)]
 pub struct VectorSearchTable {
     def: Arc<TableDef>,
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
     query: Option<Vec<f32>>,
     k: Option<usize>,
     schema: SchemaRef,
@@ -218,7 +202,7 @@ pub struct VectorSearchTable {
 impl VectorSearchTable {
     fn new(
         def: Arc<TableDef>,
-        shared: Arc<Shared>,
+        shared: Arc<Core>,
         query: Option<Vec<f32>>,
         k: Option<usize>,
     ) -> Self {
@@ -352,7 +336,7 @@ impl TableProvider for VectorSearchTable {
 
 pub struct VectorSearchExec {
     def: Arc<TableDef>,
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
     query: Option<Vec<f32>>,
     k: Option<usize>,
     pushed: Option<Predicate>,
@@ -500,7 +484,7 @@ impl ExecutionPlan for VectorSearchExec {
 
 struct Search {
     def: Arc<TableDef>,
-    shared: Arc<Shared>,
+    shared: Arc<Core>,
     query: Vec<f32>,
     k: usize,
     pushed: Option<Predicate>,
@@ -556,7 +540,9 @@ impl Search {
         }
         if self.shared.health.searchable() {
             match self.index_search().await {
-                Err(e) if crate::health::is_index_failure(&e) => self.shared.health.trip(&e),
+                Err(e) if crate::engine::health::is_index_failure(&e) => {
+                    self.shared.health.trip(&e)
+                }
                 other => return other,
             }
         }
@@ -648,11 +634,13 @@ impl Search {
                 .index
                 .search(
                     &self.def,
-                    &self.query,
-                    pushed.as_ref(),
-                    fetch,
-                    offset,
-                    &self.params,
+                    &SearchQuery {
+                        vector: &self.query,
+                        filter: pushed.as_ref(),
+                        limit: fetch,
+                        offset,
+                        params: &self.params,
+                    },
                 )
                 .await?;
             metrics.backend("vector index", "search", started.elapsed());

@@ -21,7 +21,7 @@ use qdrant_edge::{
 use super::filter::{CmpOp, Predicate, Scalar};
 use super::options::{IndexOptions, Quantization};
 use super::{
-    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, Point, SearchParams, TableDef, VectorIndex, keys,
+    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, Point, SearchQuery, TableDef, VectorIndex, keys,
 };
 use crate::error::{Error, Result};
 use crate::types::ColumnType;
@@ -677,15 +677,14 @@ impl VectorIndex for EdgeIndex {
         .map_err(err)?
     }
 
-    async fn search(
-        &self,
-        table: &TableDef,
-        vector: &[f32],
-        filter: Option<&Predicate>,
-        limit: usize,
-        offset: usize,
-        params: &SearchParams,
-    ) -> Result<Vec<Hit>> {
+    async fn search(&self, table: &TableDef, query: &SearchQuery<'_>) -> Result<Vec<Hit>> {
+        let SearchQuery {
+            vector,
+            filter,
+            limit,
+            offset,
+            params,
+        } = *query;
         let shard = self.shard(&table.name)?;
         let filter = match filter {
             Some(p) => Some(Filter::new_must(to_condition(p)?)),

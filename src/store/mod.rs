@@ -282,6 +282,17 @@ pub struct SearchParams {
     pub rescore: Option<bool>,
 }
 
+/// One page of a nearest-neighbour search: the `limit` points nearest to `vector` that
+/// pass `filter`, skipping the first `offset`.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchQuery<'a> {
+    pub vector: &'a [f32],
+    pub filter: Option<&'a Predicate>,
+    pub limit: usize,
+    pub offset: usize,
+    pub params: &'a SearchParams,
+}
+
 /// The vector index: one collection per table.
 #[async_trait]
 pub trait VectorIndex: Send + Sync + 'static {
@@ -294,16 +305,8 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn drop_collection(&self, table: &TableDef) -> Result<()>;
     async fn upsert(&self, table: &TableDef, points: Vec<Point>) -> Result<()>;
     async fn delete(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()>;
-    /// The `limit` nearest points passing `filter`, skipping the first `offset`.
-    async fn search(
-        &self,
-        table: &TableDef,
-        vector: &[f32],
-        filter: Option<&Predicate>,
-        limit: usize,
-        offset: usize,
-        params: &SearchParams,
-    ) -> Result<Vec<Hit>>;
+    /// One page of nearest points (see [`SearchQuery`]).
+    async fn search(&self, table: &TableDef, query: &SearchQuery<'_>) -> Result<Vec<Hit>>;
     /// The content hash (see [`HASH_FIELD`]) of each of these points the index has.
     async fn point_hashes(
         &self,

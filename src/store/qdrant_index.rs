@@ -27,7 +27,7 @@ use qdrant_client::{Qdrant, QdrantError};
 use super::filter::{CmpOp, Predicate, Scalar};
 use super::options::{IndexOptions, Quantization};
 use super::{
-    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, Point, SearchParams, TableDef, VectorIndex, keys,
+    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, Point, SearchQuery, TableDef, VectorIndex, keys,
 };
 use crate::error::{Error, Result};
 use crate::types::{ColumnType, Value};
@@ -449,17 +449,19 @@ fn compare(def: &TableDef, column: &str, op: CmpOp, value: &Scalar) -> Result<Co
 }
 
 /// The search request for one page of hits.
-#[allow(clippy::too_many_arguments)]
 pub fn search_request(
     def: &TableDef,
     name: &str,
-    vector: &[f32],
-    filter: Option<&Predicate>,
-    limit: usize,
-    offset: usize,
-    params: &SearchParams,
+    query: &SearchQuery<'_>,
     timeout: Duration,
 ) -> Result<SearchPoints> {
+    let SearchQuery {
+        vector,
+        filter,
+        limit,
+        offset,
+        params,
+    } = *query;
     let quantization = if params.rescore.is_some() || params.oversampling.is_some() {
         Some(QuantizationSearchParams {
             rescore: params.rescore,
@@ -691,23 +693,11 @@ impl VectorIndex for QdrantIndex {
         Ok(())
     }
 
-    async fn search(
-        &self,
-        table: &TableDef,
-        vector: &[f32],
-        filter: Option<&Predicate>,
-        limit: usize,
-        offset: usize,
-        params: &SearchParams,
-    ) -> Result<Vec<Hit>> {
+    async fn search(&self, table: &TableDef, query: &SearchQuery<'_>) -> Result<Vec<Hit>> {
         let request = search_request(
             table,
             &self.collection_name(table),
-            vector,
-            filter,
-            limit,
-            offset,
-            params,
+            query,
             self.settings.timeout,
         )?;
         let response = self
@@ -1055,24 +1045,21 @@ mod tests {
     #[test]
     fn search_requests_carry_the_session_settings() {
         let def = table(&[]);
-        let params = SearchParams {
+        let params = crate::store::SearchParams {
             hnsw_ef: Some(128),
             exact: false,
             oversampling: Some(2.0),
             rescore: Some(true),
         };
         let filter = cmp("org", CmpOp::Eq, Scalar::Text("a".into()));
-        let r = search_request(
-            &def,
-            "c",
-            &[1.0, 2.0, 3.0],
-            Some(&filter),
-            10,
-            20,
-            &params,
-            Duration::from_secs(3),
-        )
-        .expect("valid");
+        let query = SearchQuery {
+            vector: &[1.0, 2.0, 3.0],
+            filter: Some(&filter),
+            limit: 10,
+            offset: 20,
+            params: &params,
+        };
+        let r = search_request(&def, "c", &query, Duration::from_secs(3)).expect("valid");
         assert_eq!((r.limit, r.offset, r.timeout), (10, Some(20), Some(3)));
         let p = r.params.expect("params");
         assert_eq!(p.hnsw_ef, Some(128));

@@ -195,8 +195,7 @@ impl CopyHandler for QueryHandler {
     }
 }
 
-/// The Postgres version clients are told, for their feature checks.
-pub const SERVER_VERSION: &str = "16.6";
+pub use crate::SERVER_VERSION;
 
 struct LogErrors;
 

@@ -318,7 +318,7 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
             Ok(ColumnarValue::Scalar(
                 datafusion::common::ScalarValue::Utf8(Some(format!(
                     "PostgreSQL {} (vectorgate {}) on x86_64-pc-linux-gnu, compiled by rustc, 64-bit",
-                    crate::wire::SERVER_VERSION,
+                    crate::SERVER_VERSION,
                     env!("CARGO_PKG_VERSION")
                 ))),
             ))

@@ -9,7 +9,7 @@ use super::*;
 #[derive(Debug)]
 pub struct InformationSchema {
     pub inner: Arc<dyn SchemaProvider>,
-    pub shared: Weak<Shared>,
+    pub shared: Weak<Core>,
 }
 
 #[async_trait]
@@ -124,7 +124,7 @@ impl KeyView {
 #[derive(Debug)]
 struct KeyViews {
     kind: KeyView,
-    shared: Weak<Shared>,
+    shared: Weak<Core>,
 }
 
 #[async_trait]
@@ -161,7 +161,7 @@ impl TableProvider for KeyViews {
         let mut tables: Vec<Arc<crate::store::TableDef>> = self
             .shared
             .upgrade()
-            .map(|s| s.tables.read().values().cloned().collect())
+            .map(|s| s.tables())
             .unwrap_or_default();
         tables.sort_by(|a, b| a.name.cmp(&b.name));
         // One row per table, or per key column.
@@ -216,7 +216,7 @@ const COLUMNS_EXTRA: [&str; 5] = [
 #[derive(Debug)]
 struct Columns {
     inner: Arc<dyn TableProvider>,
-    shared: Weak<Shared>,
+    shared: Weak<Core>,
 }
 
 /// (data_type, udt_name) of a declared column type, as Postgres' information_schema says.
@@ -299,7 +299,7 @@ impl TableProvider for Columns {
         let tables = self
             .shared
             .upgrade()
-            .map(|s| s.tables.read().clone())
+            .map(|s| s.catalog())
             .unwrap_or_default();
         let mut out = Vec::new();
         for b in read_all(&self.inner, state).await? {

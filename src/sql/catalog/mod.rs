@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use super::tables::Shared;
+use crate::engine::Core;
 use crate::types::ColumnType;
 
 mod functions;
@@ -64,7 +64,7 @@ pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
 #[derive(Debug)]
 pub struct PgCatalogOverlay {
     pub inner: Arc<dyn SchemaProvider>,
-    pub shared: Weak<Shared>,
+    pub shared: Weak<Core>,
 }
 
 #[async_trait]
@@ -318,7 +318,7 @@ fn vector_array_row(b: &RecordBatch) -> DfResult<Option<RecordBatch>> {
 struct PgAttribute {
     attributes: Arc<dyn TableProvider>,
     classes: Arc<dyn TableProvider>,
-    shared: Weak<Shared>,
+    shared: Weak<Core>,
 }
 
 async fn read_all(t: &Arc<dyn TableProvider>, state: &dyn Session) -> DfResult<Vec<RecordBatch>> {
@@ -350,7 +350,7 @@ impl TableProvider for PgAttribute {
         let mut batches = read_all(&self.attributes, state).await?;
         if let Some(shared) = self.shared.upgrade() {
             // Table OID -> declared column types, for the proxy's tables.
-            let tables = shared.tables.read().clone();
+            let tables = shared.catalog();
             let mut declared: HashMap<i32, HashMap<String, (i32, i32)>> = HashMap::new();
             for b in read_all(&self.classes, state).await? {
                 let (Some(oid), Some(name)) = (column(&b, "oid"), column(&b, "relname")) else {
@@ -564,7 +564,7 @@ struct PrimaryKeys {
     table: Arc<dyn TableProvider>,
     classes: Arc<dyn TableProvider>,
     namespaces: Arc<dyn TableProvider>,
-    shared: Weak<Shared>,
+    shared: Weak<Core>,
 }
 
 /// A value for a catalog column, cast to the column's type when the batch is built.
@@ -651,7 +651,7 @@ impl TableProvider for PrimaryKeys {
         let tables = self
             .shared
             .upgrade()
-            .map(|s| s.tables.read().clone())
+            .map(|s| s.catalog())
             .unwrap_or_default();
         // (table oid, namespace oid, def, the batch and row of its pg_class entry)
         let mut found = Vec::new();

@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
+use super::Core;
 use crate::error::{Error, Result};
-use crate::sql::tables::Shared;
 use crate::store::TableDef;
 
 const CLOSED: u8 = 0;
@@ -77,10 +79,13 @@ impl IndexHealth {
 }
 
 /// Probe the index every `period` while the breaker is not closed, and bring it back.
-pub fn spawn_probe(shared: Weak<Shared>, period: Duration) {
+pub fn spawn_probe(shared: Weak<Core>, period: Duration, stop: CancellationToken) {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(period).await;
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(period) => {}
+            }
             let Some(shared) = shared.upgrade() else {
                 break;
             };
@@ -107,8 +112,8 @@ pub fn spawn_probe(shared: Weak<Shared>, period: Duration) {
 
 /// Create missing collections (filled from the rows) and replay every outbox entry;
 /// returns how many tables were filled from their rows.
-pub(crate) async fn recover(shared: &Shared) -> Result<usize> {
-    let defs: Vec<Arc<TableDef>> = shared.tables.read().values().cloned().collect();
+pub(crate) async fn recover(shared: &Core) -> Result<usize> {
+    let defs: Vec<Arc<TableDef>> = shared.tables();
     let mut resent = 0;
     for def in defs {
         let missing = !shared.index.has_collection(&def).await?;
@@ -116,11 +121,11 @@ pub(crate) async fn recover(shared: &Shared) -> Result<usize> {
             shared.index.create_collection(&def).await?;
         }
         if missing {
-            crate::sync::backfill(shared.rows.as_ref(), shared.index.as_ref(), &def).await?;
+            super::sync::backfill(shared.rows.as_ref(), shared.index.as_ref(), &def).await?;
             resent += 1;
         } else {
             // Writes the index missed: replay the outbox now, before searches use it.
-            crate::sync::reconcile(
+            super::sync::reconcile(
                 shared.rows.as_ref(),
                 shared.index.as_ref(),
                 &def,

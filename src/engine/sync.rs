@@ -1,5 +1,6 @@
-//! Keeping the vector index in step with the rows. Today: building a table's index from
-//! a scan of its rows (a table another proxy created, an attached table, a lost index).
+//! Keeping the vector index in step with the rows: the outbox replay (the reconciler,
+//! and expiry of rows with a TTL), building a table's index from a scan of its rows (a
+//! table another proxy created, an attached table, a lost index), and `reindex`.
 
 use futures::StreamExt;
 
@@ -193,7 +194,7 @@ pub async fn reconcile(
 }
 
 /// Remove expired rows (where the row store keeps them) and the points of expired rows.
-async fn expire_rows(shared: &crate::sql::tables::Shared, def: &TableDef) -> Result<()> {
+async fn expire_rows(shared: &super::Core, def: &TableDef) -> Result<()> {
     let purged = shared.rows.purge_expired(def).await?;
     shared
         .index
@@ -208,22 +209,26 @@ async fn expire_rows(shared: &crate::sql::tables::Shared, def: &TableDef) -> Res
 /// Replay every table's outbox every `period` while the index takes writes; every fifth
 /// round, remove what has expired.
 pub fn spawn_reconciler(
-    shared: std::sync::Weak<crate::sql::tables::Shared>,
+    shared: std::sync::Weak<super::Core>,
     period: std::time::Duration,
     grace: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     tokio::spawn(async move {
         let mut backoff = period;
         let mut tick = 0u64;
         loop {
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
             let Some(shared) = shared.upgrade() else {
                 break;
             };
             if !shared.health.writable() {
                 continue;
             }
-            let defs: Vec<_> = shared.tables.read().values().cloned().collect();
+            let defs: Vec<_> = shared.tables();
             backoff = period;
             let expire = tick.is_multiple_of(5);
             tick += 1;
@@ -232,7 +237,7 @@ pub fn spawn_reconciler(
                     && def.ttl_seconds().is_some()
                     && let Err(e) = expire_rows(&shared, &def).await
                 {
-                    if crate::health::is_index_failure(&e) {
+                    if super::health::is_index_failure(&e) {
                         shared.health.trip(&e);
                         break;
                     }
@@ -248,7 +253,7 @@ pub fn spawn_reconciler(
                         s.last_reconcile = Some(crate::store::now_micros());
                         s.replayed += n;
                     }
-                    Err(e) if crate::health::is_index_failure(&e) => {
+                    Err(e) if super::health::is_index_failure(&e) => {
                         shared.health.trip(&e);
                         break;
                     }

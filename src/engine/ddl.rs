@@ -1,0 +1,93 @@
+//! Changes to the catalog that touch both stores: creating, dropping and re-optioning a
+//! table. The SQL layer checks a statement and builds the [`TableDef`]; these carry it
+//! out, so that a failure leaves both stores and the catalog as they were.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::store::{Distance, TableDef};
+
+use super::{Core, Notices, health};
+
+/// Create a table: rows first, then its collection. With the index away the table is
+/// usable at once (searches scan the rows) and its collection is made on recovery.
+pub async fn create_table(core: &Core, def: TableDef, notices: &Notices) -> Result<()> {
+    if core.has_table(&def.name) {
+        return Err(Error::DuplicateTable(def.name));
+    }
+    core.rows.create_table(&def).await?;
+    let created = if core.health.writable() {
+        core.index.create_collection(&def).await
+    } else {
+        Err(Error::Unavailable {
+            store: "vector index",
+            message: "its circuit breaker is open".into(),
+        })
+    };
+    match created {
+        Ok(()) => {}
+        Err(e) if health::is_index_failure(&e) => {
+            core.health.trip(&e);
+            notices.push(format!(
+                "the vector index is unavailable: the index of \"{}\" is created when it is back; searches scan the rows until then",
+                def.name
+            ));
+        }
+        Err(e) => {
+            let _ = core.rows.drop_table(&def.name).await;
+            return Err(e);
+        }
+    }
+    core.tables.write().insert(def.name.clone(), Arc::new(def));
+    Ok(())
+}
+
+/// Drop a table and its collection; false if there was no such table.
+pub async fn drop_table(core: &Core, name: &str) -> Result<bool> {
+    let Some(def) = core.remove_table(name) else {
+        return Ok(false);
+    };
+    if let Err(e) = core.index.drop_collection(&def).await {
+        // Dropped anyway: a collection left behind is replaced if the name is reused.
+        tracing::warn!(table = %name, error = %e, "the table's vector collection could not be dropped");
+    }
+    core.rows.drop_table(name).await?;
+    Ok(true)
+}
+
+/// Apply changed index options: the index first (a failure leaves everything as it
+/// was), then the row store's catalog, then the engine's.
+pub async fn set_options(core: &Core, new: TableDef) -> Result<()> {
+    if !core.health.writable() {
+        return Err(Error::Unavailable {
+            store: "vector index",
+            message: "index options cannot be changed while it is away".into(),
+        });
+    }
+    core.index.update_collection(&new).await.inspect_err(|e| {
+        if health::is_index_failure(e) {
+            core.health.trip(e);
+        }
+    })?;
+    core.rows.update_table(&new).await?;
+    core.replace_table(new);
+    Ok(())
+}
+
+/// Search a table by another distance: its collection is rebuilt from the rows.
+pub async fn set_distance(core: &Core, def: &TableDef, distance: Distance) -> Result<()> {
+    if !core.health.writable() {
+        return Err(Error::Unavailable {
+            store: "vector index",
+            message: "the index cannot be rebuilt while it is away".into(),
+        });
+    }
+    let mut new = def.clone();
+    new.distance = distance;
+    core.index.drop_collection(def).await?;
+    core.index.create_collection(&new).await?;
+    super::sync::backfill(core.rows.as_ref(), core.index.as_ref(), &new).await?;
+    core.rows.update_table(&new).await?;
+    core.replace_table(new);
+    Ok(())
+}

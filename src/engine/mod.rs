@@ -1,0 +1,171 @@
+//! The engine core, below the SQL layer: the catalog of tables, the write protocol
+//! (row store + outbox + vector index), the index's circuit breaker and the reconciler.
+//! The SQL layer plans statements and calls in here; nothing here knows SQL or the wire.
+//!
+//! - [`Core`]: what every session shares: the two stores, the catalog, the breaker,
+//!   the reconciler's record; its background tasks stop with [`Core::shutdown`].
+//! - [`write`]: one function per verb of the write protocol (insert or upsert rows,
+//!   delete keys), and the DDL that touches both stores ([`ddl`]).
+//! - [`health`]: the breaker (exact answers from the rows while the index is away).
+//! - [`sync`]: the outbox replay, backfill, `reindex` and `attach`.
+
+pub mod ddl;
+pub mod health;
+pub mod sync;
+pub mod write;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::store::{RowStore, TableDef, VectorIndex};
+
+/// Limits and timings of an engine.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_k: usize,
+    pub fallback_max_rows: usize,
+    /// How often the index is probed while its circuit breaker is open.
+    pub probe_interval: Duration,
+    /// How often the outbox is replayed, and how old an entry must be to be replayed.
+    pub reconcile_interval: Duration,
+    pub reconcile_grace: Duration,
+}
+
+/// What every session shares: the stores and the catalog of tables.
+pub struct Core {
+    pub rows: Arc<dyn RowStore>,
+    pub index: Arc<dyn VectorIndex>,
+    tables: RwLock<HashMap<String, Arc<TableDef>>>,
+    pub max_k: usize,
+    /// The vector index's circuit breaker.
+    pub health: health::IndexHealth,
+    /// Most rows an exact fallback scan may read before it refuses with 53000.
+    pub fallback_max_rows: usize,
+    /// The reconciler's record per table.
+    pub sync: Mutex<HashMap<String, sync::TableSync>>,
+    /// Cancelled on shutdown: the probe and the reconciler stop.
+    stop: CancellationToken,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core").finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    /// Load the catalog from the row store, bring the index up to date with the rows
+    /// (or open the breaker if it cannot be reached), and start the probe and the
+    /// reconciler.
+    pub async fn open(
+        rows: Arc<dyn RowStore>,
+        index: Arc<dyn VectorIndex>,
+        limits: &Limits,
+    ) -> Result<Arc<Core>> {
+        let defs = rows.list_tables().await?;
+        let core = Arc::new(Core {
+            rows,
+            index,
+            tables: RwLock::new(
+                defs.into_iter()
+                    .map(|d| (d.name.clone(), Arc::new(d)))
+                    .collect(),
+            ),
+            max_k: limits.max_k,
+            health: Default::default(),
+            fallback_max_rows: limits.fallback_max_rows,
+            sync: Default::default(),
+            stop: CancellationToken::new(),
+        });
+        // Tables another proxy created, whose index was lost, or that missed writes while
+        // the index was away: bring their collections up to date from the rows now, or,
+        // if the index cannot be reached, answer from the rows until it can.
+        if let Err(e) = health::recover(&core).await {
+            if !health::is_index_failure(&e) {
+                return Err(e);
+            }
+            core.health.trip(&e);
+        }
+        health::spawn_probe(
+            Arc::downgrade(&core),
+            limits.probe_interval,
+            core.stop.clone(),
+        );
+        sync::spawn_reconciler(
+            Arc::downgrade(&core),
+            limits.reconcile_interval,
+            limits.reconcile_grace,
+            core.stop.clone(),
+        );
+        Ok(core)
+    }
+
+    /// Stop the background tasks (the probe, the reconciler).
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// The table of that name (42P01 if there is none).
+    pub fn table(&self, name: &str) -> Result<Arc<TableDef>> {
+        self.tables
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UndefinedTable(name.to_string()))
+    }
+
+    pub fn has_table(&self, name: &str) -> bool {
+        self.tables.read().contains_key(name)
+    }
+
+    /// Every table, in no particular order.
+    pub fn tables(&self) -> Vec<Arc<TableDef>> {
+        self.tables.read().values().cloned().collect()
+    }
+
+    /// The names of every table, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tables.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// A snapshot of the catalog, by table name.
+    pub fn catalog(&self) -> HashMap<String, Arc<TableDef>> {
+        self.tables.read().clone()
+    }
+
+    /// Put a table's new definition in the catalog (the stores already have it).
+    pub(crate) fn replace_table(&self, def: TableDef) {
+        self.tables.write().insert(def.name.clone(), Arc::new(def));
+    }
+
+    fn remove_table(&self, name: &str) -> Option<Arc<TableDef>> {
+        self.tables.write().remove(name)
+    }
+}
+
+/// Messages for the client that a statement leaves behind (sent as NOTICEs after it):
+/// a search answered by the exact scan, a write the index will get later.
+#[derive(Debug, Clone, Default)]
+pub struct Notices(Arc<Mutex<Vec<String>>>);
+
+impl Notices {
+    pub fn push(&self, message: impl Into<String>) {
+        let mut v = self.0.lock();
+        let m = message.into();
+        if !v.contains(&m) {
+            v.push(m);
+        }
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock())
+    }
+}
