@@ -67,6 +67,8 @@ pub struct Metrics {
     pub slow_queries: Counter,
     /// Prepared searches served from their cached plan.
     pub plan_cache_hits: Counter,
+    /// Prepared statements answered by a direct path (no planner).
+    pub direct_statements: Counter,
     /// (kind, outcome) -> count
     queries: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// kind -> latency
@@ -164,6 +166,13 @@ impl Metrics {
             "Prepared searches run on the plan of their previous execution.",
             "counter",
             self.plan_cache_hits.get(),
+        );
+        gauge(
+            &mut out,
+            "vectorgate_direct_statements_total",
+            "Prepared statements answered by a direct path, without the SQL planner.",
+            "counter",
+            self.direct_statements.get(),
         );
         let _ = writeln!(
             out,

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod colnames;
 pub mod compat;
 pub mod copy;
+pub mod direct;
 pub mod params;
 pub mod pgvector;
 pub mod plan_cache;
@@ -318,6 +319,15 @@ impl Session {
         self.options.read_only || on("default_transaction_read_only") || on("transaction_read_only")
     }
 
+    /// Prepared statements may take their direct path (`SET vectorgate.direct = off`
+    /// sends every one through the planner, as the tests compare).
+    fn direct_paths(&self) -> bool {
+        self.settings
+            .lock()
+            .get("vectorgate.direct")
+            .is_none_or(|v| matches!(v.as_str(), "on" | "true" | "1"))
+    }
+
     /// Run one statement.
     pub async fn execute(&self, stmt: Statement) -> Result<Output> {
         if let Some(verb) = statements::write_verb(&stmt)
@@ -359,16 +369,25 @@ impl Session {
         }
     }
 
-    /// Run a prepared statement with its parameter values. A search of the shape
+    /// Run a prepared statement with its parameter values. A statement with a
+    /// [`direct::Direct`] path runs on it; a search of the shape
     /// [`plan_cache::SearchShape`] reuses the plan of its previous execution when only the
     /// query vector changed; everything else binds the values and plans in full.
     pub async fn execute_prepared(
         &self,
         stmt: &Statement,
         values: &[crate::types::Value],
+        direct: Option<&direct::Direct>,
         shape: Option<&plan_cache::SearchShape>,
         cache: &plan_cache::PlanCache,
     ) -> Result<Output> {
+        if let Some(d) = direct
+            && self.direct_paths()
+            && let Some(out) = d.run(self, values).await?
+        {
+            crate::metrics::global().direct_statements.inc();
+            return Ok(out);
+        }
         let vector = shape.and_then(|s| values.get(s.vector_param - 1));
         let (Some(shape), Some(vector)) = (shape, vector) else {
             return self.execute(params::bind(stmt, values)?).await;

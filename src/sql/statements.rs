@@ -604,7 +604,7 @@ fn literal_values(q: &datafusion::sql::sqlparser::ast::Query) -> Option<(Vec<Vec
     Some((out, width))
 }
 
-fn literal_value(e: &SqlExpr) -> Option<Value> {
+pub(crate) fn literal_value(e: &SqlExpr) -> Option<Value> {
     use datafusion::sql::sqlparser::ast::UnaryOperator;
     match e {
         SqlExpr::Value(v) => match &v.value {
@@ -709,7 +709,7 @@ pub(crate) fn check_row(def: &TableDef, targets: &[usize], values: Vec<Value>) -
     Ok(row)
 }
 
-fn check_not_null(def: &TableDef, row: &Row) -> Result<()> {
+pub(crate) fn check_not_null(def: &TableDef, row: &Row) -> Result<()> {
     for (c, v) in def.columns.iter().zip(row) {
         if !c.nullable && v.is_null() {
             return Err(Error::NotNullViolation(format!(
@@ -721,7 +721,7 @@ fn check_not_null(def: &TableDef, row: &Row) -> Result<()> {
     Ok(())
 }
 
-fn coerce_into(def: &TableDef, col: usize, v: Value) -> Result<Value> {
+pub(crate) fn coerce_into(def: &TableDef, col: usize, v: Value) -> Result<Value> {
     coerce(v, &def.columns[col].ty).map_err(|e| match e {
         Error::DatatypeMismatch(m) => {
             Error::DatatypeMismatch(format!("{m} (column \"{}\")", def.columns[col].name))
@@ -858,7 +858,8 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
     }
     select.push_str(&format!(" FROM {}", quote_ident(&def.name)));
     if let Some(a) = alias {
-        select.push_str(&format!(" AS {a}"));
+        // The alias's name only: its Display repeats the `AS` an `UPDATE t AS x` had.
+        select.push_str(&format!(" AS {}", a.name));
     }
     if let Some(sel) = &up.selection {
         select.push_str(&format!(" WHERE {sel}"));
@@ -929,7 +930,8 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
         .collect();
     let mut select = format!("SELECT {} FROM {}", cols.join(", "), quote_ident(&def.name));
     if let Some(a) = alias {
-        select.push_str(&format!(" AS {a}"));
+        // The alias's name only: its Display repeats the `AS` an `UPDATE t AS x` had.
+        select.push_str(&format!(" AS {}", a.name));
     }
     if let Some(sel) = &del.selection {
         select.push_str(&format!(" WHERE {sel}"));
@@ -997,14 +999,15 @@ fn check_setting(name: &str, value: &str) -> Result<()> {
                 )));
             }
         }
-        "vectorgate.exact" | "vectorgate.row_scan" | "vectorgate.rescore"
+        "vectorgate.exact" | "vectorgate.row_scan" | "vectorgate.rescore" | "vectorgate.direct"
             if !matches!(value, "on" | "off" | "true" | "false" | "1" | "0") =>
         {
             return Err(Error::InvalidParameter(format!(
                 "parameter \"{name}\" requires a Boolean value"
             )));
         }
-        "vectorgate.exact" | "vectorgate.row_scan" | "vectorgate.rescore" => {}
+        "vectorgate.exact" | "vectorgate.row_scan" | "vectorgate.rescore" | "vectorgate.direct" => {
+        }
         "vectorgate.fault_index" | "vectorgate.fault_crash_after_row_write"
             if crate::faults::enabled() =>
         {
@@ -1070,6 +1073,7 @@ pub(crate) fn default_setting(name: &str) -> Option<&'static str> {
         "max_index_keys" => "32",
         "default_transaction_read_only" => "off",
         "vectorgate.exact" | "vectorgate.row_scan" => "off",
+        "vectorgate.direct" => "on",
         "vectorgate.hnsw_ef" | "vectorgate.oversampling" | "vectorgate.rescore" => "default",
         _ => return None,
     })

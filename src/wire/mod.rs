@@ -46,6 +46,8 @@ pub struct Prepared {
     /// The SQL text (for the slow-query log) and the statement's kind (for metrics).
     pub sql: Arc<str>,
     pub kind: &'static str,
+    /// The statement's direct path, if it has one.
+    pub direct: Option<Arc<crate::sql::direct::Direct>>,
     /// A search whose plan is reused between executions, and that plan.
     pub shape: Option<crate::sql::plan_cache::SearchShape>,
     pub plan: Arc<crate::sql::plan_cache::PlanCache>,
@@ -390,7 +392,11 @@ impl QueryParser for StatementParser {
             }
         }
         let kind = kind_of(&stmt, sql);
+        let direct =
+            crate::sql::direct::recognize(&stmt, self.engine.core(), described.schema.as_ref())
+                .map(Arc::new);
         Ok(Some(Prepared {
+            direct,
             shape: crate::sql::plan_cache::search_shape(&stmt),
             plan: Default::default(),
             stmt,
@@ -502,6 +508,7 @@ impl ExtendedQueryHandler for QueryHandler {
                 .execute_prepared(
                     &prepared.stmt,
                     &values,
+                    prepared.direct.as_deref(),
                     prepared.shape.as_ref(),
                     &prepared.plan,
                 )

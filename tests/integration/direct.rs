@@ -1,0 +1,276 @@
+//! The direct paths of prepared statements (`sql::direct`: `SELECT $1::int`, key
+//! lookups, single-statement INSERT ... VALUES and UPDATE ... WHERE pk = $n) answer
+//! exactly as the general path does. Two connections run the same random stream of
+//! statements, one on table `a` with the direct paths, one on table `b` with
+//! `SET vectorgate.direct = off` (every statement through the planner); every answer,
+//! command tag and SQLSTATE must match, byte for byte in binary, and so must the two
+//! tables at the end. The metrics counter shows that the first connection did take its
+//! direct paths and the second did not.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_postgres::types::{FromSql, ToSql, Type};
+
+use super::{Server, sqlstate};
+
+/// Any column, as the bytes the server sent.
+#[derive(Debug, PartialEq)]
+struct Raw(Vec<u8>);
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Raw, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw.to_vec()))
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// What a statement answered: its rows (column types and bytes), its count, or its
+/// SQLSTATE.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Rows(Vec<String>, Vec<Vec<Option<Raw>>>),
+    Count(u64),
+    Error(String),
+}
+
+async fn run(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    types: &[Type],
+    params: &[&(dyn ToSql + Sync)],
+) -> Answer {
+    let stmt = match client.prepare_typed(sql, types).await {
+        Ok(s) => s,
+        Err(e) => return Answer::Error(sqlstate(&e)),
+    };
+    if stmt.columns().is_empty() {
+        return match client.execute(&stmt, params).await {
+            Ok(n) => Answer::Count(n),
+            Err(e) => Answer::Error(sqlstate(&e)),
+        };
+    }
+    match client.query(&stmt, params).await {
+        Ok(rows) => Answer::Rows(
+            stmt.columns()
+                .iter()
+                .map(|c| format!("{} {}", c.name(), c.type_().name()))
+                .collect(),
+            rows.iter()
+                .map(|r| (0..r.len()).map(|i| r.get::<_, Option<Raw>>(i)).collect())
+                .collect(),
+        ),
+        Err(e) => Answer::Error(sqlstate(&e)),
+    }
+}
+
+async fn direct_count(addr: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("read");
+    text.lines()
+        .find_map(|l| l.strip_prefix("vectorgate_direct_statements_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("direct statement counter")
+}
+
+/// One statement of the stream: SQL with `{t}` for the table, parameter types, values.
+struct Op {
+    sql: String,
+    types: Vec<Type>,
+    values: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+fn vector(rng: &mut StdRng, dim: usize) -> Vec<f32> {
+    (0..dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+/// `Some(value)`, or `None` with probability `p_null`.
+macro_rules! maybe {
+    ($rng:expr, $p_null:expr, $v:expr $(,)?) => {{
+        let v = $v;
+        (!$rng.gen_bool($p_null)).then_some(v)
+    }};
+}
+
+/// A random statement of a shape with a direct path (and the cases it hands back: a
+/// missing key, a NULL where none may be, a duplicate key, a wrong dimension, a value
+/// that does not convert).
+fn op(rng: &mut StdRng) -> Op {
+    let id = rng.gen_range(0..40i64);
+    let b = |v: Box<dyn ToSql + Sync + Send>| v;
+    match rng.gen_range(0..9) {
+        0 | 1 => {
+            let dim = if rng.gen_bool(0.05) { 2 } else { 3 };
+            Op {
+                sql: "INSERT INTO {t} (id, title, n, score, tags, embedding) VALUES ($1, $2, $3, $4, $5, $6)".into(),
+                types: vec![
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::INT4,
+                    Type::FLOAT8,
+                    Type::TEXT_ARRAY,
+                    Type::FLOAT4_ARRAY,
+                ],
+                values: vec![
+                    b(Box::new(id)),
+                    b(Box::new(maybe!(rng, 0.1, format!("title {}", rng.gen_range(0..1000))))),
+                    b(Box::new(maybe!(rng, 0.2, rng.gen_range(-5..5i32)))),
+                    b(Box::new(maybe!(rng, 0.2, rng.gen_range(-1.0..1.0f64)))),
+                    b(Box::new(maybe!(
+                        rng,
+                        0.2,
+                        vec![Some("x".to_string()), None, Some("it's".to_string())],
+                    ))),
+                    b(Box::new(maybe!(rng, 0.2, vector(rng, dim)))),
+                ],
+            }
+        }
+        2 => Op {
+            // No column list; literals beside parameters; the vector as text.
+            sql: "INSERT INTO {t} VALUES ($1, 'literal', $2, NULL, '{a,b}', $3), ($4, 'two', -1, 2.5, NULL, NULL)".into(),
+            types: vec![Type::INT8, Type::INT4, Type::TEXT, Type::INT8],
+            values: vec![
+                b(Box::new(id)),
+                b(Box::new(rng.gen_range(0..9i32))),
+                b(Box::new(format!("[{}, 0.5, -1]", rng.gen_range(0..3)))),
+                b(Box::new(id + 100)),
+            ],
+        },
+        3 | 4 => Op {
+            sql: "UPDATE {t} SET n = $2, title = $3 WHERE id = $1".into(),
+            types: vec![Type::INT8, Type::INT4, Type::TEXT],
+            values: vec![
+                b(Box::new(id)),
+                b(Box::new(maybe!(rng, 0.2, rng.gen_range(0..100i32)))),
+                b(Box::new(maybe!(rng, 0.1, format!("updated {}", rng.gen_range(0..9))))),
+            ],
+        },
+        5 => Op {
+            // An alias, a text parameter for an int column (converted, or 22P02), the
+            // key on the right, a vector.
+            sql: "UPDATE {t} AS x SET n = $2, embedding = $3 WHERE $1 = x.id".into(),
+            types: vec![Type::INT8, Type::TEXT, Type::FLOAT4_ARRAY],
+            values: vec![
+                b(Box::new(id)),
+                b(Box::new(if rng.gen_bool(0.2) {
+                    "not a number".to_string()
+                } else {
+                    rng.gen_range(0..9).to_string()
+                })),
+                b(Box::new(vector(rng, 3))),
+            ],
+        },
+        6 => Op {
+            sql: "SELECT id, title, n, score, tags FROM {t} WHERE id = $1".into(),
+            types: vec![Type::INT8],
+            values: vec![b(Box::new(maybe!(rng, 0.1, id)))],
+        },
+        7 => Op {
+            // Every column, the key as text (converted, or the general path's error).
+            sql: "SELECT * FROM {t} WHERE id = $1".into(),
+            types: vec![Type::TEXT],
+            values: vec![b(Box::new(if rng.gen_bool(0.2) {
+                "x1".to_string()
+            } else {
+                id.to_string()
+            }))],
+        },
+        _ => Op {
+            sql: "SELECT $1::int, $2::text, $3::float8, $4::bool, $5::bigint".into(),
+            types: vec![],
+            values: vec![
+                b(Box::new(maybe!(rng, 0.2, rng.gen_range(-9..9i32)))),
+                b(Box::new(maybe!(rng, 0.2, "it's".to_string()))),
+                b(Box::new(rng.gen_range(-1.0..1.0f64))),
+                b(Box::new(rng.gen_bool(0.5))),
+                b(Box::new(i64::MAX - rng.gen_range(0..3i64))),
+            ],
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_paths_answer_as_the_general_path_does() {
+    let server = Server::start_args(&["--metrics", "127.0.0.1:0"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let metrics = loop {
+        if let Some(a) = server.logged("metrics") {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "no metrics address");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let direct = server.client().await;
+    let general = server.client().await;
+    general
+        .batch_execute("SET vectorgate.direct = off")
+        .await
+        .expect("set");
+    for t in ["a", "b"] {
+        direct
+            .batch_execute(&format!(
+                "CREATE TABLE {t} (id bigint PRIMARY KEY, title text NOT NULL, n int, \
+                 score double precision, tags text[], embedding vector(3))"
+            ))
+            .await
+            .expect("create");
+    }
+    let mut rng = StdRng::seed_from_u64(11);
+    let ops: Vec<Op> = (0..240).map(|_| op(&mut rng)).collect();
+    let mut answers = [Vec::new(), Vec::new()];
+    let mut counts = Vec::new();
+    for (i, (client, table)) in [(&direct, "a"), (&general, "b")].into_iter().enumerate() {
+        let before = direct_count(&metrics).await;
+        for o in &ops {
+            let params: Vec<&(dyn ToSql + Sync)> = o
+                .values
+                .iter()
+                .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            let sql = o.sql.replace("{t}", table);
+            answers[i].push((sql.clone(), run(client, &sql, &o.types, &params).await));
+        }
+        counts.push(direct_count(&metrics).await - before);
+    }
+    let mut kinds = std::collections::BTreeMap::new();
+    for ((sql_a, a), (_, b)) in answers[0].iter().zip(&answers[1]) {
+        assert_eq!(a, b, "{sql_a}: the direct path and the general path differ");
+        let kind = match a {
+            Answer::Rows(_, r) if r.is_empty() => "no rows",
+            Answer::Rows(..) => "rows",
+            Answer::Count(0) => "count 0",
+            Answer::Count(_) => "count",
+            Answer::Error(code) => code.as_str(),
+        };
+        *kinds.entry(kind.to_string()).or_insert(0) += 1;
+    }
+    // The stream covered what it is meant to: found and missing rows, writes, and the
+    // errors the direct paths must report as the general path does.
+    for k in [
+        "rows", "no rows", "count", "count 0", "23505", "23502", "22P02",
+    ] {
+        assert!(kinds.contains_key(k), "no {k} in the stream: {kinds:?}");
+    }
+    let all = |t: &str| format!("SELECT * FROM {t} ORDER BY id");
+    assert_eq!(
+        run(&direct, &all("a"), &[], &[]).await,
+        run(&direct, &all("b"), &[], &[]).await,
+        "the tables differ after the same writes"
+    );
+    assert!(
+        counts[0] > 150,
+        "the direct connection took its direct path {} times of {}",
+        counts[0],
+        ops.len()
+    );
+    assert_eq!(
+        counts[1], 0,
+        "vectorgate.direct = off still took direct paths"
+    );
+}
