@@ -85,6 +85,18 @@ impl VectorIndex for FaultyIndex {
         down()?;
         self.inner.delete(table, ids).await
     }
+    async fn upsert_unflushed(&self, table: &TableDef, points: Vec<Point>) -> Result<()> {
+        down()?;
+        self.inner.upsert_unflushed(table, points).await
+    }
+    async fn delete_unflushed(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()> {
+        down()?;
+        self.inner.delete_unflushed(table, ids).await
+    }
+    async fn make_durable(&self, table: &TableDef) -> Result<()> {
+        down()?;
+        self.inner.make_durable(table).await
+    }
     async fn search(&self, table: &TableDef, query: &SearchQuery<'_>) -> Result<Vec<Hit>> {
         down()?;
         self.inner.search(table, query).await

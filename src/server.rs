@@ -195,7 +195,7 @@ pub async fn run(
         );
         connections.shutdown().await;
     }
-    engine.core().shutdown();
+    engine.core().shutdown().await;
     tracing::info!("flushing the vector index");
     engine.index().flush().await?;
     tracing::info!("shut down cleanly");

@@ -49,7 +49,10 @@ pub struct Core {
     pub fallback_max_rows: usize,
     /// The reconciler's record per table.
     pub sync: Mutex<HashMap<String, sync::TableSync>>,
-    /// Cancelled on shutdown: the probe and the reconciler stop.
+    /// Outbox entries of changes the index has applied but not yet made durable (see
+    /// [`write::spawn_clearer`]).
+    pub(crate) unflushed: Arc<write::Unflushed>,
+    /// Cancelled on shutdown: the probe, the reconciler and the clearer stop.
     stop: CancellationToken,
 }
 
@@ -81,6 +84,7 @@ impl Core {
             health: Default::default(),
             fallback_max_rows: limits.fallback_max_rows,
             sync: Default::default(),
+            unflushed: Default::default(),
             stop: CancellationToken::new(),
         });
         // Tables another proxy created, whose index was lost, or that missed writes while
@@ -103,12 +107,19 @@ impl Core {
             limits.reconcile_grace,
             core.stop.clone(),
         );
+        write::spawn_clearer(
+            Arc::downgrade(&core),
+            core.unflushed.clone(),
+            core.stop.clone(),
+        );
         Ok(core)
     }
 
-    /// Stop the background tasks (the probe, the reconciler).
-    pub fn shutdown(&self) {
+    /// Stop the background tasks (the probe, the reconciler, the clearer), then make
+    /// the index durable and clear the outbox entries of what it has.
+    pub async fn shutdown(&self) {
         self.stop.cancel();
+        write::clear_unflushed(self).await;
     }
 
     /// The table of that name (42P01 if there is none).

@@ -1,8 +1,17 @@
 //! The write protocol, one function per verb. A change goes to the row store first
-//! (the source of truth), together with an outbox entry per key; then to the vector
-//! index; then the entries are cleared. If the index fails or its breaker is open, the
-//! write still succeeds once the rows have it: the entries stay, and the reconciler
-//! ([`super::sync`]) applies them when the index is back.
+//! (the source of truth), durably, together with an outbox entry per key; then to the
+//! vector index, where searches see it at once; the statement is acknowledged. The
+//! entries are cleared once the index has made the change durable: a background task
+//! ([`spawn_clearer`]) does that for every writer at once, so a writer never waits for
+//! the index's disk. A crash in between leaves the entries, which are replayed at start.
+//! If the index fails or its breaker is open, the write still succeeds once the rows
+//! have it: the entries stay, and the reconciler ([`super::sync`]) applies them when the
+//! index is back.
+
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::store::{OutboxEntry, Point, Row, TableDef, WriteMode, keys, now_micros, point_for_row};
@@ -70,20 +79,17 @@ async fn apply_to_index(
     if core.health.writable() {
         let sent = async {
             if !upserts.is_empty() {
-                core.index.upsert(def, upserts).await?;
+                core.index.upsert_unflushed(def, upserts).await?;
             }
             if !deletes.is_empty() {
-                core.index.delete(def, deletes).await?;
+                core.index.delete_unflushed(def, deletes).await?;
             }
             Ok(())
         }
         .await;
         match sent {
             Ok(()) => {
-                if let Err(e) = core.rows.outbox_clear(def, &entries).await {
-                    // The entries are replayed later: harmless, the change is applied.
-                    tracing::warn!(table = %def.name, error = %e, "outbox entries not cleared");
-                }
+                core.unflushed.push(&def.name, entries);
                 return Ok(());
             }
             Err(e) if super::health::is_index_failure(&e) => core.health.trip(&e),
@@ -95,4 +101,80 @@ async fn apply_to_index(
         def.name
     ));
     Ok(())
+}
+
+/// Outbox entries whose change the index has applied, by table, waiting for the index
+/// to make it durable.
+#[derive(Debug, Default)]
+pub(crate) struct Unflushed {
+    entries: Mutex<Vec<(String, Vec<OutboxEntry>)>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Unflushed {
+    fn push(&self, table: &str, entries: Vec<OutboxEntry>) {
+        if entries.is_empty() {
+            return;
+        }
+        self.entries.lock().push((table.to_string(), entries));
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<(String, Vec<OutboxEntry>)> {
+        std::mem::take(&mut *self.entries.lock())
+    }
+}
+
+/// Make the index durable for every table with unflushed changes, one flush per table
+/// for all the writers since the last round, and clear their outbox entries. An entry
+/// that is not cleared is replayed later: harmless, the change is applied.
+pub(crate) async fn clear_unflushed(core: &Core) {
+    let mut by_table: std::collections::BTreeMap<String, Vec<OutboxEntry>> = Default::default();
+    for (table, entries) in core.unflushed.take() {
+        by_table.entry(table).or_default().extend(entries);
+    }
+    for (table, entries) in by_table {
+        // A table dropped since: its entries went with it.
+        let Ok(def) = core.table(&table) else {
+            continue;
+        };
+        match core.index.make_durable(&def).await {
+            Ok(()) => {
+                if let Err(e) = core.rows.outbox_clear(&def, &entries).await {
+                    tracing::warn!(table = %def.name, error = %e, "outbox entries not cleared");
+                }
+            }
+            Err(e) => {
+                if super::health::is_index_failure(&e) {
+                    core.health.trip(&e);
+                }
+                tracing::warn!(table = %def.name, error = %e, "the index did not make writes durable; the outbox replays them");
+            }
+        }
+    }
+}
+
+/// How long the clearer gathers writes before it asks the index for one flush: a flush
+/// holds the index's write lock, so flushing after every write would make writers wait
+/// for it after all.
+const CLEAR_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Clear outbox entries as the index makes their changes durable, until `stop`.
+pub(crate) fn spawn_clearer(core: Weak<Core>, unflushed: Arc<Unflushed>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = unflushed.wake.notified() => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(CLEAR_EVERY) => {}
+            }
+            let Some(core) = core.upgrade() else {
+                break;
+            };
+            clear_unflushed(&core).await;
+        }
+    });
 }

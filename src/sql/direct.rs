@@ -203,7 +203,12 @@ fn select(stmt: &Statement, core: &crate::engine::Core, described: &SchemaRef) -
                 .projection
                 .iter()
                 .map(|item| match item {
-                    SelectItem::UnnamedExpr(SqlExpr::Cast { expr, .. }) => placeholder_index(expr),
+                    // Named or not: the names are Describe's (`int4` for `$1::int`).
+                    SelectItem::UnnamedExpr(SqlExpr::Cast { expr, .. })
+                    | SelectItem::ExprWithAlias {
+                        expr: SqlExpr::Cast { expr, .. },
+                        ..
+                    } => placeholder_index(expr),
                     _ => None,
                 })
                 .collect::<Option<Vec<usize>>>()?;
@@ -216,6 +221,8 @@ fn select(stmt: &Statement, core: &crate::engine::Core, described: &SchemaRef) -
                         | DataType::Float32
                         | DataType::Float64
                         | DataType::Utf8
+                        | DataType::Utf8View
+                        | DataType::LargeUtf8
                         | DataType::Boolean
                 )
             });
@@ -488,7 +495,12 @@ fn param_array(v: &Value, ty: &DataType) -> Option<datafusion::arrow::array::Arr
         Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
         Value::Int(i) => ScalarValue::Int64(Some(*i)),
         Value::Float(f) => ScalarValue::Float64(Some(*f)),
-        Value::Text(s) if ty == &DataType::Utf8 => ScalarValue::Utf8(Some(s.clone())),
+        Value::Text(s) => match ty {
+            DataType::Utf8 => ScalarValue::Utf8(Some(s.clone())),
+            DataType::Utf8View => ScalarValue::Utf8View(Some(s.clone())),
+            DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(s.clone())),
+            _ => return None,
+        },
         _ => return None,
     };
     let cast = match (&scalar, ty) {
@@ -502,7 +514,9 @@ fn param_array(v: &Value, ty: &DataType) -> Option<datafusion::arrow::array::Arr
         (ScalarValue::Int64(_), DataType::Int64)
         | (ScalarValue::Float64(_), DataType::Float64)
         | (ScalarValue::Boolean(_), DataType::Boolean)
-        | (ScalarValue::Utf8(_), DataType::Utf8) => scalar,
+        | (ScalarValue::Utf8(_), DataType::Utf8)
+        | (ScalarValue::Utf8View(_), DataType::Utf8View)
+        | (ScalarValue::LargeUtf8(_), DataType::LargeUtf8) => scalar,
         (ScalarValue::Float64(Some(f)), DataType::Float32) => ScalarValue::Float32(Some(*f as f32)),
         _ => return None,
     };

@@ -400,6 +400,7 @@ fn write_shard(
     shards: &RwLock<HashMap<String, Arc<Shard>>>,
     table: &str,
     deletes: bool,
+    durable: bool,
     op: impl Fn() -> UpdateOperation,
 ) -> Result<()> {
     loop {
@@ -416,13 +417,75 @@ fn write_shard(
             s.unoptimized.store(true, Ordering::Release);
             s.applied.fetch_add(1, Ordering::AcqRel) + 1
         };
-        // qdrant-edge does not replay its WAL on load: the update is acknowledged (and
-        // its outbox entry cleared) only once a flush covers it.
-        s.durable(n);
+        // qdrant-edge does not replay its WAL on load: a durable update is acknowledged
+        // (and its outbox entry cleared) only once a flush covers it; other writers
+        // call `make_durable` before they clear their outbox entries.
+        if durable {
+            s.durable(n);
+        }
         if deletes {
             drop(s.building.read());
         }
         return Ok(());
+    }
+}
+
+impl EdgeIndex {
+    /// Upsert points; with `durable`, return once a flush covers them.
+    async fn upsert_points(
+        &self,
+        table: &TableDef,
+        points: Vec<Point>,
+        durable: bool,
+    ) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let shards = self.shards.clone();
+        let table = table.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let list: Vec<_> = points
+                .into_iter()
+                .map(|p| {
+                    PointStruct::new(
+                        PointId::Uuid(p.id),
+                        p.vector,
+                        serde_json::Value::Object(p.payload),
+                    )
+                    .into()
+                })
+                .collect();
+            write_shard(&shards, &table, false, durable, || {
+                UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                    PointInsertOperations::PointsList(list.clone()),
+                ))
+            })
+        })
+        .await
+        .map_err(err)?
+    }
+
+    /// Delete points; with `durable`, return once a flush covers the deletion.
+    async fn delete_points(
+        &self,
+        table: &TableDef,
+        ids: Vec<uuid::Uuid>,
+        durable: bool,
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let shards = self.shards.clone();
+        let table = table.name.clone();
+        tokio::task::spawn_blocking(move || {
+            write_shard(&shards, &table, true, durable, || {
+                UpdateOperation::PointOperation(PointOperations::DeletePoints {
+                    ids: ids.iter().copied().map(PointId::Uuid).collect(),
+                })
+            })
+        })
+        .await
+        .map_err(err)?
     }
 }
 
@@ -633,48 +696,28 @@ impl VectorIndex for EdgeIndex {
     }
 
     async fn upsert(&self, table: &TableDef, points: Vec<Point>) -> Result<()> {
-        if points.is_empty() {
-            return Ok(());
-        }
-        let shards = self.shards.clone();
-        let table = table.name.clone();
-        tokio::task::spawn_blocking(move || {
-            let list: Vec<_> = points
-                .into_iter()
-                .map(|p| {
-                    PointStruct::new(
-                        PointId::Uuid(p.id),
-                        p.vector,
-                        serde_json::Value::Object(p.payload),
-                    )
-                    .into()
-                })
-                .collect();
-            write_shard(&shards, &table, false, || {
-                UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                    PointInsertOperations::PointsList(list.clone()),
-                ))
-            })
-        })
-        .await
-        .map_err(err)?
+        self.upsert_points(table, points, true).await
     }
 
     async fn delete(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()> {
-        if ids.is_empty() {
+        self.delete_points(table, ids, true).await
+    }
+
+    async fn upsert_unflushed(&self, table: &TableDef, points: Vec<Point>) -> Result<()> {
+        self.upsert_points(table, points, false).await
+    }
+
+    async fn delete_unflushed(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()> {
+        self.delete_points(table, ids, false).await
+    }
+
+    async fn make_durable(&self, table: &TableDef) -> Result<()> {
+        let Some(s) = self.shards.read().get(&table.name).cloned() else {
             return Ok(());
-        }
-        let shards = self.shards.clone();
-        let table = table.name.clone();
-        tokio::task::spawn_blocking(move || {
-            write_shard(&shards, &table, true, || {
-                UpdateOperation::PointOperation(PointOperations::DeletePoints {
-                    ids: ids.iter().copied().map(PointId::Uuid).collect(),
-                })
-            })
-        })
-        .await
-        .map_err(err)?
+        };
+        tokio::task::spawn_blocking(move || s.durable(s.applied.load(Ordering::Acquire)))
+            .await
+            .map_err(err)
     }
 
     async fn search(&self, table: &TableDef, query: &SearchQuery<'_>) -> Result<Vec<Hit>> {
@@ -809,7 +852,7 @@ impl VectorIndex for EdgeIndex {
         let table = table.name.clone();
         let path = json_path(EXPIRES_FIELD)?;
         tokio::task::spawn_blocking(move || {
-            write_shard(&shards, &table, true, || {
+            write_shard(&shards, &table, true, true, || {
                 UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(
                     Filter::new_must(Condition::Field(FieldCondition::new_range(
                         path.clone(),

@@ -303,8 +303,25 @@ pub trait VectorIndex: Send + Sync + 'static {
     /// Apply changed index options (`ALTER TABLE ... SET`) to the table's collection.
     async fn update_collection(&self, table: &TableDef) -> Result<()>;
     async fn drop_collection(&self, table: &TableDef) -> Result<()>;
+    /// Apply points; durable when this returns.
     async fn upsert(&self, table: &TableDef, points: Vec<Point>) -> Result<()>;
+    /// Delete points; durable when this returns.
     async fn delete(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()>;
+    /// [`VectorIndex::upsert`], visible to searches when this returns but durable only
+    /// after [`VectorIndex::make_durable`]: writers whose outbox entry keeps the change
+    /// until then need not wait for the index to reach the disk. By default, durable at
+    /// once.
+    async fn upsert_unflushed(&self, table: &TableDef, points: Vec<Point>) -> Result<()> {
+        self.upsert(table, points).await
+    }
+    /// [`VectorIndex::delete`], durable only after [`VectorIndex::make_durable`].
+    async fn delete_unflushed(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()> {
+        self.delete(table, ids).await
+    }
+    /// Make every change applied to the table's collection so far durable.
+    async fn make_durable(&self, _table: &TableDef) -> Result<()> {
+        Ok(())
+    }
     /// One page of nearest points (see [`SearchQuery`]).
     async fn search(&self, table: &TableDef, query: &SearchQuery<'_>) -> Result<Vec<Hit>>;
     /// The content hash (see [`HASH_FIELD`]) of each of these points the index has.

@@ -263,11 +263,17 @@ async fn direct_paths_answer_as_the_general_path_does() {
         run(&direct, &all("b"), &[], &[]).await,
         "the tables differ after the same writes"
     );
+    // Every statement that did not fail could take its direct path (the failures go
+    // back to the planner, or fail inside the path, and are not counted).
+    let succeeded = answers[0]
+        .iter()
+        .filter(|(_, a)| !matches!(a, Answer::Error(_)))
+        .count() as u64;
+    eprintln!("direct paths taken: {} for {succeeded} answers", counts[0]);
     assert!(
-        counts[0] > 150,
-        "the direct connection took its direct path {} times of {}",
-        counts[0],
-        ops.len()
+        counts[0] * 10 >= succeeded * 9 && succeeded > 100,
+        "the direct connection took its direct path {} times for {succeeded} answers",
+        counts[0]
     );
     assert_eq!(
         counts[1], 0,
