@@ -23,6 +23,10 @@ pub const PG_VECTOR_KEY: &str = "pg.vector";
 
 /// Field metadata that marks a `uuid` column (kept as text) for the wire encoder.
 pub const PG_UUID_KEY: &str = "vectorgate.uuid";
+/// Field metadata naming the Postgres type a result column has where its Arrow type
+/// says less: `oid[]` (an `int4` list), `int2[]` (kept as `{1,2}` text). Set by the SQL
+/// layer on the catalog's columns; the wire announces the column as that type.
+pub const PG_TYPE_KEY: &str = "vectorgate.pg_type";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ColumnType {

@@ -99,6 +99,8 @@ impl Engine {
                 shared: Arc::downgrade(&shared),
             }),
         );
+        // What this engine's catalog queries see of pg_class, for functions by OID.
+        let seen = catalog::Seen::default();
         // Correct pg_attribute and format_type for the declared column types.
         let catalog = ctx
             .catalog(DATABASE)
@@ -109,6 +111,7 @@ impl Engine {
                 Arc::new(catalog::PgCatalogOverlay {
                     inner,
                     shared: Arc::downgrade(&shared),
+                    seen: seen.clone(),
                 }),
             )?;
         }
@@ -136,7 +139,7 @@ impl Engine {
             }
         }
         ctx.register_udf(compat::Format::udf());
-        for f in catalog::extra_functions() {
+        for f in catalog::extra_functions(&seen) {
             ctx.register_udf(f);
         }
         for f in pgvector::DistanceFunction::all() {
@@ -421,8 +424,8 @@ impl Session {
 
     async fn run_query(&self, stmt: Statement) -> Result<Output> {
         let plan = self.plan(stmt).await?;
+        let schema = catalog::result_schema(&plan);
         let df = self.ctx.execute_logical_plan(plan).await?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let stream = df.execute_stream().await?;
         Ok(Output::Rows { schema, stream })
     }

@@ -325,7 +325,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                     merge_plan_params(&sub, &mut types);
                 }
             }
-            schema = Some(Arc::new(plan.schema().as_arrow().clone()));
+            schema = Some(super::catalog::result_schema(&plan));
         }
         Statement::ShowVariable { variable } if show_name(variable) == "vectorgate.sync_status" => {
             schema = Some(super::statements::sync_status_schema());

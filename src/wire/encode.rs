@@ -15,13 +15,6 @@ use super::error_info;
 use crate::error::{Error, Result};
 use crate::sql::Output;
 
-/// Result columns that are arrays of oids in Postgres' catalog but come out of
-/// DataFusion as `int4[]` (its `array_agg` drops the marker that makes an Int32 an
-/// oid). Drivers decode them by name-agnostic type: asyncpg, for one, ships only the
-/// `oid[]` and `text[]` array codecs before it has introspected anything, so its own
-/// type query must answer `oid[]` here.
-const OID_ARRAY_COLUMNS: [&str; 4] = ["attrtypoids", "proargtypes", "proallargtypes", "indclass"];
-
 pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
     use datafusion::arrow::datatypes::DataType;
     let mut out = arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)?;
@@ -37,7 +30,11 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             )
             .with_format_options(info.format_options().clone());
         }
-        let retype = if OID_ARRAY_COLUMNS.contains(&field.name().as_str())
+        let pg_type = field
+            .metadata()
+            .get(crate::types::PG_TYPE_KEY)
+            .map(String::as_str);
+        let retype = if pg_type == Some("oid[]")
             && matches!(field.data_type(), DataType::List(e) if e.data_type() == &DataType::Int32)
         {
             Some(pgwire::api::Type::OID_ARRAY)
@@ -47,9 +44,7 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             // A uuid column, kept as text: announced as `uuid` (its binary form is made
             // from the text by `fix_cells`).
             Some(pgwire::api::Type::UUID)
-        } else if crate::sql::catalog::INT2_ARRAY_TEXT_COLUMNS.contains(&field.name().as_str())
-            && matches!(field.data_type(), DataType::Utf8)
-        {
+        } else if pg_type == Some("int2[]") && matches!(field.data_type(), DataType::Utf8) {
             // `{1,2}` text: announced as the `int2[]` it is in Postgres (its binary form
             // is made from the text by `fix_cells`).
             Some(pgwire::api::Type::INT2_ARRAY)
@@ -270,11 +265,11 @@ pub async fn response(
             let f2 = Arc::new(
                 fields
                     .iter()
-                    .map(|f| {
-                        if (*f.datatype() == pgwire::api::Type::INT2_ARRAY
-                            && crate::sql::catalog::INT2_ARRAY_TEXT_COLUMNS.contains(&f.name()))
-                            || *f.datatype() == pgwire::api::Type::UUID
-                        {
+                    .zip(schema.fields())
+                    .map(|(f, field)| {
+                        let text_as_int2_array = *f.datatype() == pgwire::api::Type::INT2_ARRAY
+                            && field.data_type() == &datafusion::arrow::datatypes::DataType::Utf8;
+                        if text_as_int2_array || *f.datatype() == pgwire::api::Type::UUID {
                             FieldInfo::new(
                                 f.name().to_string(),
                                 f.table_id(),

@@ -323,3 +323,52 @@ async fn metabase_sync_queries() {
         .expect("enum types");
     assert!(enums.is_empty());
 }
+
+/// Catalog columns are announced with their Postgres types (`pg_constraint.conkey` is
+/// `int2[]`, asyncpg's `attrtypoids` is `oid[]`) because they come from the catalog, not
+/// because of their names: a user's own columns of those names are what they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_column_types_follow_the_catalog_not_the_name() {
+    use tokio_postgres::types::Type;
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE named (id bigint PRIMARY KEY, conkey text, embedding vector(2));
+             INSERT INTO named VALUES (1, '{1,2}', '[1,0]');",
+        )
+        .await
+        .expect("create");
+    let types = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let stmt = client.prepare(sql).await.expect("prepare");
+            let rows = client.query(&stmt, &[]).await.expect("query");
+            (
+                stmt.columns()
+                    .iter()
+                    .map(|c| c.type_().clone())
+                    .collect::<Vec<Type>>(),
+                rows.len(),
+            )
+        }
+    };
+    let (user, n) = types("SELECT conkey, conkey AS confkey FROM named").await;
+    assert_eq!((user, n), (vec![Type::TEXT, Type::TEXT], 1));
+    let (agg, _) = types("SELECT array_agg(id::int) AS attrtypoids FROM named").await;
+    assert_eq!(agg, vec![Type::INT4_ARRAY]);
+    let (cat, n) =
+        types("SELECT conkey FROM pg_catalog.pg_constraint WHERE conrelid = 'named'::regclass")
+            .await;
+    assert_eq!((cat, n), (vec![Type::INT2_ARRAY], 1));
+    // Read as pgjdbc and DBeaver read it: an int2[] of the key's column numbers.
+    let keys: Vec<i16> = client
+        .query_one(
+            "SELECT conkey FROM pg_catalog.pg_constraint WHERE conrelid = 'named'::regclass",
+            &[],
+        )
+        .await
+        .expect("conkey")
+        .get(0);
+    assert_eq!(keys, vec![1]);
+}

@@ -261,7 +261,7 @@ pub fn type_oid(name: &str) -> Option<i32> {
 }
 
 /// Catalog functions drivers and psql call that DataFusion's catalog lacks.
-pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
+pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> {
     use datafusion::arrow::array::{BooleanArray, Int32Array, StringArray};
     use datafusion::logical_expr::{Volatility, create_udf};
     let to_regtype = create_udf(
@@ -348,15 +348,18 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
         vec![DataType::Int64],
         DataType::Boolean,
         Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let oids = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-            let hidden = hidden_relations().read();
-            let out: BooleanArray = oids
-                .iter()
-                .map(|o| o.map(|o| !i32::try_from(o).is_ok_and(|o| hidden.contains(&o))))
-                .collect();
-            Ok(ColumnarValue::Array(Arc::new(out)))
+        Arc::new({
+            let seen = seen.clone();
+            move |args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let oids = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                let hidden = seen.0.hidden.read();
+                let out: BooleanArray = oids
+                    .iter()
+                    .map(|o| o.map(|o| !i32::try_from(o).is_ok_and(|o| hidden.contains(&o))))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
         }),
     );
     // `to_regclass(name)`: `schema.name` or a name on the search path; NULL if unknown.
@@ -365,27 +368,30 @@ pub fn extra_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
         vec![DataType::Utf8],
         DataType::Int32,
         Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let names = arrays[0].as_string::<i32>();
-            let oids = relation_oids().read();
-            let out: Int32Array = names
-                .iter()
-                .map(|n| {
-                    let n = n?.replace('"', "");
-                    if n.contains('.') {
-                        oids.get(&n).copied()
-                    } else {
-                        ["public", "pg_catalog"]
-                            .iter()
-                            .find_map(|s| oids.get(&format!("{s}.{n}")).copied())
-                    }
-                })
-                .collect();
-            Ok(ColumnarValue::Array(Arc::new(out)))
+        Arc::new({
+            let seen = seen.clone();
+            move |args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let names = arrays[0].as_string::<i32>();
+                let oids = seen.0.oids.read();
+                let out: Int32Array = names
+                    .iter()
+                    .map(|n| {
+                        let n = n?.replace('"', "");
+                        if n.contains('.') {
+                            oids.get(&n).copied()
+                        } else {
+                            ["public", "pg_catalog"]
+                                .iter()
+                                .find_map(|s| oids.get(&format!("{s}.{n}")).copied())
+                        }
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
         }),
     );
-    let mut out = key_functions();
+    let mut out = key_functions(seen);
     out.push(table_is_visible);
     out.push(to_regclass);
     out.push(PgGetExpr::udf());
@@ -691,6 +697,7 @@ impl ScalarUDFImpl for PgTypeof {
 struct KeyDefinition {
     name: &'static str,
     signature: Signature,
+    seen: Seen,
 }
 
 impl ScalarUDFImpl for KeyDefinition {
@@ -724,7 +731,7 @@ impl ScalarUDFImpl for KeyDefinition {
             }
             _ => None,
         };
-        let registry = key_registry().read();
+        let registry = self.seen.0.keys.read();
         let index = self.name == "pg_get_indexdef";
         let base = i64::from(if index {
             INDEX_OID_BASE
@@ -760,13 +767,14 @@ impl ScalarUDFImpl for KeyDefinition {
 }
 
 /// The two key-definition functions, replacing the catalog emulation's.
-pub fn key_functions() -> Vec<datafusion::logical_expr::ScalarUDF> {
+pub fn key_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> {
     ["pg_get_indexdef", "pg_get_constraintdef"]
         .into_iter()
         .map(|name| {
             datafusion::logical_expr::ScalarUDF::new_from_impl(KeyDefinition {
                 name,
                 signature: Signature::variadic_any(datafusion::logical_expr::Volatility::Stable),
+                seen: seen.clone(),
             })
         })
         .collect()

@@ -65,6 +65,7 @@ pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
 pub struct PgCatalogOverlay {
     pub inner: Arc<dyn SchemaProvider>,
     pub shared: Weak<Core>,
+    pub seen: Seen,
 }
 
 #[async_trait]
@@ -110,6 +111,7 @@ impl SchemaProvider for PgCatalogOverlay {
                 classes,
                 namespaces,
                 shared: self.shared.clone(),
+                seen: self.seen.clone(),
             })));
         }
         if name != "pg_attribute" {
@@ -429,13 +431,103 @@ fn patch(
 pub const INDEX_OID_BASE: i32 = 1_000_000;
 pub const CONSTRAINT_OID_BASE: i32 = 2_000_000;
 
-/// Table OID -> (table name, key column names), as last seen in `pg_class`, for
-/// `pg_get_indexdef` and `pg_get_constraintdef`.
-type KeyRegistry = parking_lot::RwLock<HashMap<i32, (String, Vec<String>)>>;
+/// What an engine's catalog queries last saw in `pg_class`, for the functions that
+/// answer about a relation by its OID or name: each engine keeps its own.
+#[derive(Debug, Default)]
+pub struct SeenCatalog {
+    /// Table OID -> (table name, key column names), for `pg_get_indexdef` and
+    /// `pg_get_constraintdef`.
+    pub(crate) keys: parking_lot::RwLock<HashMap<i32, (String, Vec<String>)>>,
+    /// OIDs of relations outside the search path (`information_schema`):
+    /// `pg_table_is_visible` is false for them, as in Postgres, so psql's `\dp` and tools
+    /// that list "visible" tables leave them out.
+    pub(crate) hidden: parking_lot::RwLock<std::collections::HashSet<i32>>,
+    /// `schema.relation` -> OID, for `to_regclass` of a computed name (Metabase:
+    /// `format('%I.%I', schema, table)::regclass`).
+    pub(crate) oids: parking_lot::RwLock<HashMap<String, i32>>,
+}
 
-fn key_registry() -> &'static KeyRegistry {
-    static KEYS: std::sync::OnceLock<KeyRegistry> = std::sync::OnceLock::new();
-    KEYS.get_or_init(Default::default)
+/// A shared [`SeenCatalog`], compared by identity (UDFs must be comparable).
+#[derive(Debug, Clone, Default)]
+pub struct Seen(pub Arc<SeenCatalog>);
+
+impl PartialEq for Seen {
+    fn eq(&self, other: &Seen) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Seen {}
+
+impl std::hash::Hash for Seen {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state)
+    }
+}
+
+/// Result columns that are arrays of oids in Postgres' catalog but come out of
+/// DataFusion as `int4[]` (its `array_agg` drops the marker that makes an Int32 an
+/// oid). Drivers decode them by name-agnostic type: asyncpg, for one, ships only the
+/// `oid[]` and `text[]` array codecs before it has introspected anything, so its own
+/// type query must answer `oid[]` here.
+const OID_ARRAY_COLUMNS: [&str; 4] = ["attrtypoids", "proargtypes", "proallargtypes", "indclass"];
+
+/// Whether a plan reads the catalog (`pg_catalog` or `information_schema`).
+pub fn reads_catalog(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|p| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(t) = p
+            && matches!(
+                t.table_name.schema(),
+                Some("pg_catalog" | "information_schema")
+            )
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// The result schema of a plan, its catalog columns marked with the Postgres type they
+/// have ([`crate::types::PG_TYPE_KEY`]): an `oid[]` that DataFusion's `array_agg` made an
+/// `int4[]`, the `{1,2}` text of `pg_constraint.conkey`. Only a plan that reads the
+/// catalog has such columns: a user's own column named `conkey` is what it is.
+pub fn result_schema(plan: &datafusion::logical_expr::LogicalPlan) -> SchemaRef {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let schema = plan.schema().as_arrow().clone();
+    if !reads_catalog(plan) {
+        return Arc::new(schema);
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let ty = match f.data_type() {
+                DataType::List(e)
+                    if e.data_type() == &DataType::Int32
+                        && OID_ARRAY_COLUMNS.contains(&f.name().as_str()) =>
+                {
+                    Some("oid[]")
+                }
+                DataType::Utf8 if INT2_ARRAY_TEXT_COLUMNS.contains(&f.name().as_str()) => {
+                    Some("int2[]")
+                }
+                _ => None,
+            };
+            match ty {
+                None => f.as_ref().clone(),
+                Some(t) => {
+                    let mut m = f.metadata().clone();
+                    m.insert(crate::types::PG_TYPE_KEY.to_string(), t.to_string());
+                    f.as_ref().clone().with_metadata(m)
+                }
+            }
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// The `int2[]` columns of `pg_constraint`, kept as text: the emulation's own rows hold
@@ -472,24 +564,7 @@ fn int2_arrays_as_postgres_prints_them(b: &RecordBatch) -> DfResult<RecordBatch>
     Ok(RecordBatch::try_new(b.schema(), columns)?)
 }
 
-/// OIDs of relations outside the search path (`information_schema`), as last seen in
-/// `pg_class`: `pg_table_is_visible` is false for them, as in Postgres, so psql's `\dp`
-/// and tools that list "visible" tables leave them out.
-fn hidden_relations() -> &'static parking_lot::RwLock<std::collections::HashSet<i32>> {
-    static HIDDEN: std::sync::OnceLock<parking_lot::RwLock<std::collections::HashSet<i32>>> =
-        std::sync::OnceLock::new();
-    HIDDEN.get_or_init(Default::default)
-}
-
-/// `schema.relation` -> OID, as last seen in `pg_class`, for `to_regclass` of a computed
-/// name (Metabase: `format('%I.%I', schema, table)::regclass`).
-fn relation_oids() -> &'static parking_lot::RwLock<HashMap<String, i32>> {
-    static OIDS: std::sync::OnceLock<parking_lot::RwLock<HashMap<String, i32>>> =
-        std::sync::OnceLock::new();
-    OIDS.get_or_init(Default::default)
-}
-
-fn note_hidden_relations(classes: &[RecordBatch], namespaces: &[RecordBatch]) {
+fn note_hidden_relations(seen: &SeenCatalog, classes: &[RecordBatch], namespaces: &[RecordBatch]) {
     let mut visible_ns = std::collections::HashSet::new();
     let mut ns_names = HashMap::new();
     for b in namespaces {
@@ -506,8 +581,8 @@ fn note_hidden_relations(classes: &[RecordBatch], namespaces: &[RecordBatch]) {
             }
         }
     }
-    let mut hidden = hidden_relations().write();
-    let mut oids = relation_oids().write();
+    let mut hidden = seen.hidden.write();
+    let mut oids = seen.oids.write();
     for b in classes {
         let (Some(oid), Some(ns), Some(rel)) = (
             column(b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
@@ -565,6 +640,7 @@ struct PrimaryKeys {
     classes: Arc<dyn TableProvider>,
     namespaces: Arc<dyn TableProvider>,
     shared: Weak<Core>,
+    seen: Seen,
 }
 
 /// A value for a catalog column, cast to the column's type when the batch is built.
@@ -679,10 +755,14 @@ impl TableProvider for PrimaryKeys {
             }
         }
         if self.kind == KeyTable::Class {
-            note_hidden_relations(&classes, &read_all(&self.namespaces, state).await?);
+            note_hidden_relations(
+                &self.seen.0,
+                &classes,
+                &read_all(&self.namespaces, state).await?,
+            );
         }
         {
-            let mut registry = key_registry().write();
+            let mut registry = self.seen.0.keys.write();
             for (oid, _, def, _, _) in &found {
                 registry.insert(
                     *oid,
