@@ -69,6 +69,8 @@ pub struct Metrics {
     pub plan_cache_hits: Counter,
     /// Prepared statements answered by a direct path (no planner).
     pub direct_statements: Counter,
+    /// Prepared queries run on the plan made when they were prepared.
+    pub prepared_plans: Counter,
     /// (kind, outcome) -> count
     queries: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// kind -> latency
@@ -173,6 +175,13 @@ impl Metrics {
             "Prepared statements answered by a direct path, without the SQL planner.",
             "counter",
             self.direct_statements.get(),
+        );
+        gauge(
+            &mut out,
+            "vectorgate_prepared_plans_total",
+            "Prepared queries run on the plan made when they were prepared, their parameters bound as typed values.",
+            "counter",
+            self.prepared_plans.get(),
         );
         let _ = writeln!(
             out,

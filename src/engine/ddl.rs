@@ -2,8 +2,6 @@
 //! table. The SQL layer checks a statement and builds the [`TableDef`]; these carry it
 //! out, so that a failure leaves both stores and the catalog as they were.
 
-use std::sync::Arc;
-
 use crate::error::{Error, Result};
 use crate::store::{Distance, TableDef};
 
@@ -38,7 +36,7 @@ pub async fn create_table(core: &Core, def: TableDef, notices: &Notices) -> Resu
             return Err(e);
         }
     }
-    core.tables.write().insert(def.name.clone(), Arc::new(def));
+    core.replace_table(def);
     Ok(())
 }
 

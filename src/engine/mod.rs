@@ -54,6 +54,8 @@ pub struct Core {
     pub(crate) unflushed: Arc<write::Unflushed>,
     /// Cancelled on shutdown: the probe, the reconciler and the clearer stop.
     stop: CancellationToken,
+    /// Bumped by every change to the catalog: a plan made before is stale.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Core {
@@ -86,6 +88,7 @@ impl Core {
             sync: Default::default(),
             unflushed: Default::default(),
             stop: CancellationToken::new(),
+            generation: Default::default(),
         });
         // Tables another proxy created, whose index was lost, or that missed writes while
         // the index was away: bring their collections up to date from the rows now, or,
@@ -155,10 +158,24 @@ impl Core {
     /// Put a table's new definition in the catalog (the stores already have it).
     pub(crate) fn replace_table(&self, def: TableDef) {
         self.tables.write().insert(def.name.clone(), Arc::new(def));
+        self.bump();
     }
 
     fn remove_table(&self, name: &str) -> Option<Arc<TableDef>> {
-        self.tables.write().remove(name)
+        let removed = self.tables.write().remove(name);
+        self.bump();
+        removed
+    }
+
+    /// A number that changes whenever the catalog does: a plan made under another
+    /// generation may name tables or columns that are no longer what they were.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

@@ -322,8 +322,9 @@ impl Session {
         self.options.read_only || on("default_transaction_read_only") || on("transaction_read_only")
     }
 
-    /// Prepared statements may take their direct path (`SET vectorgate.direct = off`
-    /// sends every one through the planner, as the tests compare).
+    /// Prepared statements may take their direct path or reuse the plan made at Parse
+    /// (`SET vectorgate.direct = off` plans every execution from its text, as the tests
+    /// compare).
     fn direct_paths(&self) -> bool {
         self.settings
             .lock()
@@ -381,15 +382,29 @@ impl Session {
         stmt: &Statement,
         values: &[crate::types::Value],
         direct: Option<&direct::Direct>,
+        planned: Option<&params::PreparedPlan>,
         shape: Option<&plan_cache::SearchShape>,
         cache: &plan_cache::PlanCache,
     ) -> Result<Output> {
+        let fast = self.direct_paths();
         if let Some(d) = direct
-            && self.direct_paths()
+            && fast
             && let Some(out) = d.run(self, values).await?
         {
             crate::metrics::global().direct_statements.inc();
             return Ok(out);
+        }
+        if let Some(p) = planned
+            && fast
+            && p.generation == self.engine.core.generation()
+            && let Some(plan) = p.bind(values)
+        {
+            crate::metrics::global().prepared_plans.inc();
+            self.apply_settings();
+            let schema = catalog::result_schema(&plan);
+            let df = self.ctx.execute_logical_plan(plan).await?;
+            let stream = df.execute_stream().await?;
+            return Ok(Output::Rows { schema, stream });
         }
         let vector = shape.and_then(|s| values.get(s.vector_param - 1));
         let (Some(shape), Some(vector)) = (shape, vector) else {

@@ -28,6 +28,101 @@ pub struct Described {
     pub params: Vec<Option<Field>>,
     /// Result columns, or `None` for a statement that returns no rows.
     pub schema: Option<SchemaRef>,
+    /// The query's plan, made once here, when its executions can reuse it (see
+    /// [`PreparedPlan`]).
+    pub plan: Option<Arc<PreparedPlan>>,
+}
+
+/// A query planned once at Parse, with `$n` placeholders: each execution substitutes
+/// the bound values as typed literals (`LogicalPlan::with_param_values`) instead of
+/// writing them into the SQL and planning it again. Only for plans that read no
+/// catalog table and call no table function (`vector_search` evaluates its arguments
+/// while it is planned), whose parameter types are all known, and only while the
+/// catalog is the one it was planned against.
+#[derive(Debug)]
+pub struct PreparedPlan {
+    pub plan: datafusion::logical_expr::LogicalPlan,
+    /// The type of each `$n`, in order.
+    pub types: Vec<DataType>,
+    /// The catalog generation ([`crate::engine::Core::generation`]) it was made under.
+    pub generation: u64,
+}
+
+impl PreparedPlan {
+    fn new(
+        stmt: &Statement,
+        plan: &datafusion::logical_expr::LogicalPlan,
+        generation: u64,
+        n: usize,
+    ) -> Option<PreparedPlan> {
+        use datafusion::sql::sqlparser::ast::{TableFactor, Visit, Visitor};
+        struct TableFunctions(bool);
+        impl Visitor for TableFunctions {
+            type Break = ();
+            fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+                if matches!(
+                    t,
+                    TableFactor::Table { args: Some(_), .. }
+                        | TableFactor::Function { .. }
+                        | TableFactor::TableFunction { .. }
+                        | TableFactor::UNNEST { .. }
+                ) {
+                    self.0 = true;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        if !matches!(stmt, Statement::Query(_)) || n == 0 {
+            return None;
+        }
+        let mut v = TableFunctions(false);
+        let _ = stmt.visit(&mut v);
+        if v.0 || super::catalog::reads_catalog(plan) {
+            return None;
+        }
+        let found = plan.get_parameter_types().ok()?;
+        let types = (1..=n)
+            .map(|i| found.get(&format!("${i}")).cloned().flatten())
+            .collect::<Option<Vec<DataType>>>()?;
+        Some(PreparedPlan {
+            plan: plan.clone(),
+            types,
+            generation,
+        })
+    }
+
+    /// The plan with `values` in place of its placeholders, or `None` when a value does
+    /// not convert exactly to its placeholder's type (the general path decides then).
+    pub fn bind(&self, values: &[Value]) -> Option<datafusion::logical_expr::LogicalPlan> {
+        if values.len() < self.types.len() {
+            return None;
+        }
+        let scalars = self
+            .types
+            .iter()
+            .zip(values)
+            .map(|(t, v)| scalar(v, t))
+            .collect::<Option<Vec<_>>>()?;
+        self.plan.clone().with_param_values(scalars).ok()
+    }
+}
+
+/// A bound value as a literal of type `ty`, when it converts exactly.
+fn scalar(v: &Value, ty: &DataType) -> Option<datafusion::common::ScalarValue> {
+    use datafusion::common::ScalarValue as S;
+    Some(match (v, ty) {
+        (Value::Null, t) => S::try_from(t).ok()?,
+        (Value::Bool(b), DataType::Boolean) => S::Boolean(Some(*b)),
+        (Value::Int(i), DataType::Int16) => S::Int16(Some(i16::try_from(*i).ok()?)),
+        (Value::Int(i), DataType::Int32) => S::Int32(Some(i32::try_from(*i).ok()?)),
+        (Value::Int(i), DataType::Int64) => S::Int64(Some(*i)),
+        (Value::Float(f), DataType::Float64) => S::Float64(Some(*f)),
+        (Value::Text(s), DataType::Utf8) => S::Utf8(Some(s.clone())),
+        (Value::Text(s), DataType::Utf8View) => S::Utf8View(Some(s.clone())),
+        (Value::Text(s), DataType::LargeUtf8) => S::LargeUtf8(Some(s.clone())),
+        _ => return None,
+    })
 }
 
 pub(crate) fn placeholder_index(e: &SqlExpr) -> Option<usize> {
@@ -312,6 +407,9 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
     let n = count_params(stmt);
     let mut types: BTreeMap<usize, Field> = BTreeMap::new();
     let mut schema = None;
+    let mut prepared = None;
+    // Read before planning: a change to the catalog meanwhile makes the plan stale.
+    let generation = session.engine.core.generation();
     match stmt {
         Statement::Query(_) | Statement::Explain { .. } => {
             vector_search_params(stmt, &mut types);
@@ -326,6 +424,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                 }
             }
             schema = Some(super::catalog::result_schema(&plan));
+            prepared = PreparedPlan::new(stmt, &plan, generation, n).map(Arc::new);
         }
         Statement::ShowVariable { variable } if show_name(variable) == "vectorgate.sync_status" => {
             schema = Some(super::statements::sync_status_schema());
@@ -423,6 +522,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
     Ok(Described {
         params: (1..=n).map(|i| types.get(&i).cloned()).collect(),
         schema,
+        plan: prepared,
     })
 }
 

@@ -509,6 +509,7 @@ impl ExtendedQueryHandler for QueryHandler {
                     &prepared.stmt,
                     &values,
                     prepared.direct.as_deref(),
+                    prepared.described.plan.as_deref(),
                     prepared.shape.as_ref(),
                     &prepared.plan,
                 )

@@ -1,6 +1,8 @@
 //! The direct paths of prepared statements (`sql::direct`: `SELECT $1::int`, key
-//! lookups, single-statement INSERT ... VALUES and UPDATE ... WHERE pk = $n) answer
-//! exactly as the general path does. Two connections run the same random stream of
+//! lookups, single-statement INSERT ... VALUES and UPDATE ... WHERE pk = $n) and the
+//! plans made once at Parse (`sql::params::PreparedPlan`, for other queries) answer
+//! exactly as the general path does, which writes the values into the statement's text
+//! and plans it again. Two connections run the same random stream of
 //! statements, one on table `a` with the direct paths, one on table `b` with
 //! `SET vectorgate.direct = off` (every statement through the planner); every answer,
 //! command tag and SQLSTATE must match, byte for byte in binary, and so must the two
@@ -65,7 +67,8 @@ async fn run(
     }
 }
 
-async fn direct_count(addr: &str) -> u64 {
+/// (direct paths, prepared plans) taken so far, from `/metrics`.
+async fn fast_counts(addr: &str) -> (u64, u64) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
@@ -73,10 +76,16 @@ async fn direct_count(addr: &str) -> u64 {
         .expect("write");
     let mut text = String::new();
     s.read_to_string(&mut text).await.expect("read");
-    text.lines()
-        .find_map(|l| l.strip_prefix("vectorgate_direct_statements_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("direct statement counter")
+    let counter = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}in /metrics"))
+    };
+    (
+        counter("vectorgate_direct_statements_total "),
+        counter("vectorgate_prepared_plans_total "),
+    )
 }
 
 /// One statement of the stream: SQL with `{t}` for the table, parameter types, values.
@@ -104,7 +113,7 @@ macro_rules! maybe {
 fn op(rng: &mut StdRng) -> Op {
     let id = rng.gen_range(0..40i64);
     let b = |v: Box<dyn ToSql + Sync + Send>| v;
-    match rng.gen_range(0..9) {
+    match rng.gen_range(0..12) {
         0 | 1 => {
             let dim = if rng.gen_bool(0.05) { 2 } else { 3 };
             Op {
@@ -181,6 +190,29 @@ fn op(rng: &mut StdRng) -> Op {
                 id.to_string()
             }))],
         },
+        // Queries without a direct path: planned once at Parse, their values bound into
+        // the plan (on the first connection) or into the text (on the second).
+        9 => Op {
+            sql: "SELECT id, n, title FROM {t} WHERE n > $1 ORDER BY id".into(),
+            types: vec![Type::INT4],
+            values: vec![b(Box::new(maybe!(rng, 0.1, rng.gen_range(-3..9i32))))],
+        },
+        10 => Op {
+            sql: "SELECT count(*), sum(score), max(title), min(n) FROM {t} WHERE title <> $1 AND id < $2".into(),
+            types: vec![Type::TEXT, Type::INT8],
+            values: vec![
+                b(Box::new(format!("title {}", rng.gen_range(0..1000)))),
+                b(Box::new(rng.gen_range(0..200i64))),
+            ],
+        },
+        11 => Op {
+            sql: "SELECT x.id, y.n FROM {t} x JOIN {t} y ON x.id = y.id WHERE x.n = $1 OR y.title = $2 ORDER BY 1".into(),
+            types: vec![Type::INT4, Type::TEXT],
+            values: vec![
+                b(Box::new(rng.gen_range(0..9i32))),
+                b(Box::new("two".to_string())),
+            ],
+        },
         _ => Op {
             sql: "SELECT $1::int, $2::text, $3::float8, $4::bool, $5::bigint".into(),
             types: vec![],
@@ -226,7 +258,7 @@ async fn direct_paths_answer_as_the_general_path_does() {
     let mut answers = [Vec::new(), Vec::new()];
     let mut counts = Vec::new();
     for (i, (client, table)) in [(&direct, "a"), (&general, "b")].into_iter().enumerate() {
-        let before = direct_count(&metrics).await;
+        let before = fast_counts(&metrics).await;
         for o in &ops {
             let params: Vec<&(dyn ToSql + Sync)> = o
                 .values
@@ -236,7 +268,8 @@ async fn direct_paths_answer_as_the_general_path_does() {
             let sql = o.sql.replace("{t}", table);
             answers[i].push((sql.clone(), run(client, &sql, &o.types, &params).await));
         }
-        counts.push(direct_count(&metrics).await - before);
+        let after = fast_counts(&metrics).await;
+        counts.push((after.0 - before.0, after.1 - before.1));
     }
     let mut kinds = std::collections::BTreeMap::new();
     for ((sql_a, a), (_, b)) in answers[0].iter().zip(&answers[1]) {
@@ -263,20 +296,62 @@ async fn direct_paths_answer_as_the_general_path_does() {
         run(&direct, &all("b"), &[], &[]).await,
         "the tables differ after the same writes"
     );
-    // Every statement that did not fail could take its direct path (the failures go
-    // back to the planner, or fail inside the path, and are not counted).
+    // Every statement that did not fail could take its direct path or its prepared
+    // plan (failures go back to the planner, or fail inside the path, uncounted).
     let succeeded = answers[0]
         .iter()
         .filter(|(_, a)| !matches!(a, Answer::Error(_)))
         .count() as u64;
-    eprintln!("direct paths taken: {} for {succeeded} answers", counts[0]);
+    let (direct_paths, prepared_plans) = counts[0];
+    eprintln!(
+        "direct paths {direct_paths}, prepared plans {prepared_plans}, for {succeeded} answers"
+    );
     assert!(
-        counts[0] * 10 >= succeeded * 9 && succeeded > 100,
-        "the direct connection took its direct path {} times for {succeeded} answers",
-        counts[0]
+        (direct_paths + prepared_plans) * 10 >= succeeded * 9
+            && direct_paths > 100
+            && prepared_plans > 20,
+        "the first connection took {direct_paths} direct paths and {prepared_plans} prepared plans for {succeeded} answers"
     );
     assert_eq!(
-        counts[1], 0,
-        "vectorgate.direct = off still took direct paths"
+        counts[1],
+        (0, 0),
+        "vectorgate.direct = off still took direct paths or prepared plans"
+    );
+}
+
+/// A plan made at Parse is not used once the catalog changed: a table dropped and made
+/// again with its columns in another order is read as it is now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_plan_follows_a_recreated_table() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE re (id bigint PRIMARY KEY, a text, b int, embedding vector(2));
+             INSERT INTO re VALUES (1, 'one', 10, '[1,0]'), (2, 'two', 20, '[0,1]');",
+        )
+        .await
+        .expect("create");
+    let stmt = client
+        .prepare("SELECT a, b FROM re WHERE b > $1 ORDER BY a")
+        .await
+        .expect("prepare");
+    let read = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, i32)> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
+    let first = read(client.query(&stmt, &[&15i32]).await.expect("query"));
+    assert_eq!(first, vec![("two".to_string(), 20)]);
+    client
+        .batch_execute(
+            "DROP TABLE re;
+             CREATE TABLE re (id bigint PRIMARY KEY, b int, a text, embedding vector(2));
+             INSERT INTO re VALUES (1, 30, 'three', '[1,0]'), (2, 5, 'five', '[0,1]'), (3, 40, 'four', NULL);",
+        )
+        .await
+        .expect("recreate");
+    let again = read(client.query(&stmt, &[&15i32]).await.expect("query again"));
+    assert_eq!(
+        again,
+        vec![("four".to_string(), 40), ("three".to_string(), 30)]
     );
 }

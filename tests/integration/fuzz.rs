@@ -442,6 +442,11 @@ fn random_sql_and_vector_text_never_end_the_session() {
         });
         for (i, o) in outcomes.iter().enumerate() {
             if let Err(e) = o {
+                // A statement with `$n` run without values: the client refuses it
+                // itself, before anything is sent.
+                if e.code().is_none() && e.to_string().contains("parameters but got") {
+                    continue;
+                }
                 prop_assert!(
                     e.code().is_some(),
                     "case {} of {:?} / {:?}: an error without a SQLSTATE: {:?}",
