@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
-use super::{Server, sqlstate};
+use super::{Server, counter, metrics_addr, sqlstate};
 
 /// Any column, as the bytes the server sent.
 #[derive(Debug, PartialEq)]
@@ -69,22 +69,9 @@ async fn run(
 
 /// (direct paths, prepared plans) taken so far, from `/metrics`.
 async fn fast_counts(addr: &str) -> (u64, u64) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.expect("read");
-    let counter = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name}in /metrics"))
-    };
     (
-        counter("vectorgate_direct_statements_total "),
-        counter("vectorgate_prepared_plans_total "),
+        counter(addr, "vectorgate_direct_statements_total").await,
+        counter(addr, "vectorgate_prepared_plans_total").await,
     )
 }
 
@@ -230,14 +217,7 @@ fn op(rng: &mut StdRng) -> Op {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_paths_answer_as_the_general_path_does() {
     let server = Server::start_args(&["--metrics", "127.0.0.1:0"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let metrics = loop {
-        if let Some(a) = server.logged("metrics") {
-            break a;
-        }
-        assert!(std::time::Instant::now() < deadline, "no metrics address");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let metrics = metrics_addr(&server).await;
     let direct = server.client().await;
     let general = server.client().await;
     general

@@ -338,6 +338,34 @@ pub async fn explain(
         .join("\n")
 }
 
+/// The address of a server's `/metrics` endpoint (started with `--metrics 127.0.0.1:0`).
+pub async fn metrics_addr(server: &Server) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(a) = server.logged("metrics") {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "metrics address not logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A counter's value on the `/metrics` endpoint at `addr`.
+pub async fn counter(addr: &str, name: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.expect("read");
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} on /metrics"))
+}
+
 /// The SQLSTATE of a failed statement.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code()

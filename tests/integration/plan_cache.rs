@@ -7,35 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::search::{K, dataset, filters, gaussian, load, oracle};
-use super::{Server, sqlstate, vec_text};
-
-async fn metrics_addr(server: &Server) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Some(a) = server.logged("metrics") {
-            return a;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "metrics address not logged"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
-async fn plan_cache_hits(addr: &str) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.expect("read");
-    text.lines()
-        .find_map(|l| l.strip_prefix("vectorgate_plan_cache_hits_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("plan cache counter")
-}
+use super::{Server, counter, metrics_addr, sqlstate, vec_text};
 
 /// (id, distance, title) rows of the general path: the simple protocol, vector inlined.
 async fn general(client: &tokio_postgres::Client, sql: &str) -> Vec<(i64, f64, String)> {
@@ -79,7 +51,7 @@ async fn prepared_searches_on_a_reused_plan_answer_as_the_general_path_does() {
 
     // Every filter of the search tests, pushed down or not; one statement prepared once.
     for (filter, _) in filters() {
-        let before = plan_cache_hits(&addr).await;
+        let before = counter(&addr, "vectorgate_plan_cache_hits_total").await;
         let select = "SELECT id, title, category, distance FROM vector_search";
         let stmt = client
             .prepare(&format!(
@@ -101,7 +73,7 @@ async fn prepared_searches_on_a_reused_plan_answer_as_the_general_path_does() {
             assert_eq!(got, want, "{filter}");
             assert!(!got.is_empty(), "{filter}: no rows");
         }
-        let hits = plan_cache_hits(&addr).await - before;
+        let hits = counter(&addr, "vectorgate_plan_cache_hits_total").await - before;
         assert_eq!(
             hits, 5,
             "{filter}: every execution after the first reuses the plan"
