@@ -5,7 +5,8 @@
 //! PostgreSQL server (`--postgres`, which `scripts/bench.sh --statements` starts from
 //! Debian's postgresql-15 on loopback). PostgreSQL has no pgvector here, so its table
 //! keeps the embedding as `real[]`, without an index; both are durable when they
-//! acknowledge a write (PostgreSQL with `synchronous_commit` on, its default).
+//! acknowledge a write (PostgreSQL with `synchronous_commit` on, its default;
+//! vectorgate with the row and its outbox entry on disk).
 //!
 //! The targets take turns, a round of each shape at a time, so that a busy moment of
 //! the machine falls on all of them alike. Every answer is checked: the row a lookup
@@ -264,8 +265,9 @@ pub fn markdown(
          round by round; medians (p50) and p99 in ms, and each median as a ratio to \
          PostgreSQL's. PostgreSQL 15 (Debian's package, default settings: `fsync` and \
          `synchronous_commit` on) keeps the embedding as `real[]` without an index (no \
-         pgvector here); vectorgate writes the row and its outbox entry, then the vector \
-         index, and acknowledges when both are durable.\n"
+         pgvector here); vectorgate acknowledges a write once the row and its outbox \
+         entry are durable and the vector index has applied it (the index flushes in the \
+         background, the outbox replays what a crash loses).\n"
     );
     let names: Vec<&str> = results
         .first()
