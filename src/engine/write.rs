@@ -8,6 +8,7 @@
 //! have it: the entries stay, and the reconciler ([`super::sync`]) applies them when the
 //! index is back.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -107,7 +108,7 @@ async fn apply_to_index(
 /// to make it durable.
 #[derive(Debug, Default)]
 pub(crate) struct Unflushed {
-    entries: Mutex<Vec<(String, Vec<OutboxEntry>)>>,
+    entries: Mutex<HashMap<String, Vec<OutboxEntry>>>,
     wake: tokio::sync::Notify,
 }
 
@@ -116,11 +117,15 @@ impl Unflushed {
         if entries.is_empty() {
             return;
         }
-        self.entries.lock().push((table.to_string(), entries));
+        self.entries
+            .lock()
+            .entry(table.to_string())
+            .or_default()
+            .extend(entries);
         self.wake.notify_one();
     }
 
-    fn take(&self) -> Vec<(String, Vec<OutboxEntry>)> {
+    fn take(&self) -> HashMap<String, Vec<OutboxEntry>> {
         std::mem::take(&mut *self.entries.lock())
     }
 }
@@ -129,11 +134,7 @@ impl Unflushed {
 /// for all the writers since the last round, and clear their outbox entries. An entry
 /// that is not cleared is replayed later: harmless, the change is applied.
 pub(crate) async fn clear_unflushed(core: &Core) {
-    let mut by_table: std::collections::BTreeMap<String, Vec<OutboxEntry>> = Default::default();
     for (table, entries) in core.unflushed.take() {
-        by_table.entry(table).or_default().extend(entries);
-    }
-    for (table, entries) in by_table {
         // A table dropped since: its entries went with it.
         let Ok(def) = core.table(&table) else {
             continue;

@@ -14,11 +14,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::new_null_array;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::ScalarValue;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, BinaryOperator, Expr as SqlExpr, GroupByExpr, Insert, ObjectName, SelectItem,
     SetExpr, Statement, TableFactor, TableObject, Update,
@@ -368,14 +365,16 @@ impl Direct {
                     let Some(v) = values.get(p - 1) else {
                         return Ok(None);
                     };
-                    let Some(array) = param_array(v, field.data_type()) else {
+                    let Some(array) =
+                        super::params::scalar(v, field.data_type()).and_then(|s| s.to_array().ok())
+                    else {
                         return Ok(None);
                     };
                     columns.push(array);
                 }
                 let batch =
                     RecordBatch::try_new(schema.clone(), columns).map_err(Error::internal)?;
-                Ok(Some(rows_output(schema.clone(), batch)))
+                Ok(Some(Output::batch(schema.clone(), batch)))
             }
             Direct::Lookup {
                 table,
@@ -402,7 +401,7 @@ impl Direct {
                 };
                 let rows: Vec<_> = found.iter().flatten().collect();
                 let batch = rows_to_batch(&def, schema, &cols, &rows)?;
-                Ok(Some(rows_output(schema.clone(), batch)))
+                Ok(Some(Output::batch(schema.clone(), batch)))
             }
             Direct::Insert {
                 table,
@@ -486,48 +485,4 @@ fn key_value(def: &TableDef, key: &Slot, values: &[Value]) -> Option<Option<Valu
     }
     let ty = &def.columns[def.primary_key[0]].ty;
     coerce(v, ty).ok().map(Some)
-}
-
-/// One row of a bound parameter as a column of `ty`, when it converts exactly.
-fn param_array(v: &Value, ty: &DataType) -> Option<datafusion::arrow::array::ArrayRef> {
-    let scalar = match v {
-        Value::Null => return Some(new_null_array(ty, 1)),
-        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
-        Value::Int(i) => ScalarValue::Int64(Some(*i)),
-        Value::Float(f) => ScalarValue::Float64(Some(*f)),
-        Value::Text(s) => match ty {
-            DataType::Utf8 => ScalarValue::Utf8(Some(s.clone())),
-            DataType::Utf8View => ScalarValue::Utf8View(Some(s.clone())),
-            DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(s.clone())),
-            _ => return None,
-        },
-        _ => return None,
-    };
-    let cast = match (&scalar, ty) {
-        // Integers narrow only when they fit; floats do not become integers here.
-        (ScalarValue::Int64(Some(i)), DataType::Int16) => {
-            ScalarValue::Int16(Some(i16::try_from(*i).ok()?))
-        }
-        (ScalarValue::Int64(Some(i)), DataType::Int32) => {
-            ScalarValue::Int32(Some(i32::try_from(*i).ok()?))
-        }
-        (ScalarValue::Int64(_), DataType::Int64)
-        | (ScalarValue::Float64(_), DataType::Float64)
-        | (ScalarValue::Boolean(_), DataType::Boolean)
-        | (ScalarValue::Utf8(_), DataType::Utf8)
-        | (ScalarValue::Utf8View(_), DataType::Utf8View)
-        | (ScalarValue::LargeUtf8(_), DataType::LargeUtf8) => scalar,
-        (ScalarValue::Float64(Some(f)), DataType::Float32) => ScalarValue::Float32(Some(*f as f32)),
-        _ => return None,
-    };
-    cast.to_array().ok()
-}
-
-fn rows_output(schema: SchemaRef, batch: RecordBatch) -> Output {
-    let stream =
-        RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(vec![Ok(batch)]));
-    Output::Rows {
-        schema,
-        stream: Box::pin(stream),
-    }
 }

@@ -57,6 +57,20 @@ pub enum Output {
     Empty,
 }
 
+impl Output {
+    /// Rows that are all in one batch already.
+    pub fn batch(schema: SchemaRef, batch: datafusion::arrow::record_batch::RecordBatch) -> Output {
+        let stream = datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema.clone(),
+            futures::stream::iter(vec![Ok(batch)]),
+        );
+        Output::Rows {
+            schema,
+            stream: Box::pin(stream),
+        }
+    }
+}
+
 pub struct Engine {
     pub(crate) core: Arc<Core>,
     base: SessionState,
@@ -401,10 +415,7 @@ impl Session {
         {
             crate::metrics::global().prepared_plans.inc();
             self.apply_settings();
-            let schema = catalog::result_schema(&plan);
-            let df = self.ctx.execute_logical_plan(plan).await?;
-            let stream = df.execute_stream().await?;
-            return Ok(Output::Rows { schema, stream });
+            return self.run_plan(plan).await;
         }
         let vector = shape.and_then(|s| values.get(s.vector_param - 1));
         let (Some(shape), Some(vector)) = (shape, vector) else {
@@ -439,6 +450,11 @@ impl Session {
 
     async fn run_query(&self, stmt: Statement) -> Result<Output> {
         let plan = self.plan(stmt).await?;
+        self.run_plan(plan).await
+    }
+
+    /// Optimise and run a logical plan.
+    async fn run_plan(&self, plan: datafusion::logical_expr::LogicalPlan) -> Result<Output> {
         let schema = catalog::result_schema(&plan);
         let df = self.ctx.execute_logical_plan(plan).await?;
         let stream = df.execute_stream().await?;

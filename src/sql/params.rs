@@ -109,7 +109,7 @@ impl PreparedPlan {
 }
 
 /// A bound value as a literal of type `ty`, when it converts exactly.
-fn scalar(v: &Value, ty: &DataType) -> Option<datafusion::common::ScalarValue> {
+pub(crate) fn scalar(v: &Value, ty: &DataType) -> Option<datafusion::common::ScalarValue> {
     use datafusion::common::ScalarValue as S;
     Some(match (v, ty) {
         (Value::Null, t) => S::try_from(t).ok()?,
@@ -118,6 +118,7 @@ fn scalar(v: &Value, ty: &DataType) -> Option<datafusion::common::ScalarValue> {
         (Value::Int(i), DataType::Int32) => S::Int32(Some(i32::try_from(*i).ok()?)),
         (Value::Int(i), DataType::Int64) => S::Int64(Some(*i)),
         (Value::Float(f), DataType::Float64) => S::Float64(Some(*f)),
+        (Value::Float(f), DataType::Float32) => S::Float32(Some(*f as f32)),
         (Value::Text(s), DataType::Utf8) => S::Utf8(Some(s.clone())),
         (Value::Text(s), DataType::Utf8View) => S::Utf8View(Some(s.clone())),
         (Value::Text(s), DataType::LargeUtf8) => S::LargeUtf8(Some(s.clone())),

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, ColumnOption, CreateTable, CreateTableOptions, Delete,
     Expr as SqlExpr, FromTable, Ident, Insert, ObjectName, ObjectType, Set, SqlOption, Statement,
@@ -1112,12 +1111,7 @@ fn show(session: &Session, variable: &[Ident]) -> Result<Output> {
         vec![Arc::new(StringArray::from(vec![value]))],
     )
     .map_err(Error::internal)?;
-    let stream =
-        RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(vec![Ok(batch)]));
-    Ok(Output::Rows {
-        schema,
-        stream: Box::pin(stream),
-    })
+    Ok(Output::batch(schema, batch))
 }
 
 /// The columns of `SHOW vectorgate.sync_status`.
@@ -1182,12 +1176,7 @@ async fn sync_status(session: &Session) -> Result<Output> {
         ],
     )
     .map_err(Error::internal)?;
-    let stream =
-        RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(vec![Ok(batch)]));
-    Ok(Output::Rows {
-        schema,
-        stream: Box::pin(stream),
-    })
+    Ok(Output::batch(schema, batch))
 }
 
 #[cfg(test)]
