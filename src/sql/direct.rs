@@ -4,7 +4,9 @@
 //! - `SELECT $1::int, ...`: parameters and literals, no table;
 //! - a key lookup, `SELECT col, ... | * FROM t WHERE pk = $n`;
 //! - an `INSERT INTO t [(cols)] VALUES (...)` of parameters and literals;
-//! - an `UPDATE t SET col = $n, ... WHERE pk = $m` of parameters and literals.
+//! - an `UPDATE t SET col = $n, ... WHERE pk = $m` of parameters and literals;
+//! - a search, `SELECT cols FROM vector_search('t', $n, k) [WHERE ...]` whose WHERE
+//!   clause the vector index takes whole (integer comparisons, text equality, ANDed).
 //!
 //! Each is recognised once, when the statement is prepared, and run from the bound
 //! values straight against the engine: no SQL text, no planner, no optimiser. Whatever
@@ -17,17 +19,20 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, BinaryOperator, Expr as SqlExpr, GroupByExpr, Insert, ObjectName, SelectItem,
-    SetExpr, Statement, TableFactor, TableObject, Update,
+    AssignmentTarget, BinaryOperator, Expr as SqlExpr, FunctionArg, FunctionArgExpr, GroupByExpr,
+    Insert, ObjectName, Select, SelectItem, SetExpr, Statement, TableFactor, TableObject, Update,
+    Value as SqlValue,
 };
 
 use super::params::placeholder_index;
 use super::statements::{check_not_null, check_row, coerce_into, ident_name, table_name};
 use super::tables::{rows_to_batch, table_schema};
+use super::vector_search::{Checks, DISTANCE, Search, query_vector, search_schema};
 use super::{Output, Session};
 use crate::error::{Error, Result};
-use crate::store::{TableDef, WriteMode};
-use crate::types::{Value, coerce};
+use crate::store::filter::{CmpOp, Scalar};
+use crate::store::{Predicate, SearchParams, TableDef, WriteMode};
+use crate::types::{ColumnType, Value, coerce};
 
 /// A value a statement supplies: a parameter (1-based) or a literal.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +84,26 @@ pub enum Direct {
         sets: Vec<(String, Slot)>,
         key: Slot,
     },
+    /// `SELECT cols FROM vector_search('table', $vector, k) [WHERE conds]`, where each
+    /// condition compares an integer column (or tests a text column for equality) with
+    /// a value: a filter the index takes whole.
+    Search {
+        table: String,
+        vector: usize,
+        k: Slot,
+        conds: Vec<Cond>,
+        /// Columns of the table, or `distance`.
+        columns: Vec<String>,
+        schema: SchemaRef,
+    },
+}
+
+/// `column op value`, one condition of a direct search's WHERE clause.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cond {
+    column: String,
+    op: CmpOp,
+    value: Slot,
 }
 
 /// The direct path of a prepared statement, if it has one; `described` is the result
@@ -228,6 +253,7 @@ fn select(stmt: &Statement, core: &crate::engine::Core, described: &SchemaRef) -
                 schema: described.clone(),
             })
         }
+        [from] if search_args(&from.relation).is_some() => search(sel, core, described),
         [from] => {
             if !from.joins.is_empty() {
                 return None;
@@ -237,30 +263,17 @@ fn select(stmt: &Statement, core: &crate::engine::Core, described: &SchemaRef) -
             let def = core.table(&table).ok()?;
             let qualifier = alias.clone().unwrap_or_else(|| table.clone());
             let key = key_equality(sel.selection.as_ref()?, &def, Some(&qualifier))?;
-            let mut columns = Vec::new();
-            for item in &sel.projection {
-                match item {
-                    SelectItem::UnnamedExpr(e) => columns.push(column_ref(e, Some(&qualifier))?),
-                    SelectItem::Wildcard(opts)
-                        if opts.opt_exclude.is_none()
-                            && opts.opt_except.is_none()
-                            && opts.opt_replace.is_none()
-                            && opts.opt_rename.is_none()
-                            && opts.opt_ilike.is_none() =>
-                    {
-                        columns.extend(def.columns.iter().map(|c| c.name.clone()))
-                    }
-                    _ => return None,
-                }
-            }
+            let all: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
+            let (columns, names) = projection(&sel.projection, Some(&qualifier), &all)?;
             // The answer must be what Describe announced: the same names and types.
             let schema = lookup_schema(&def, &columns)?;
             let same = schema.fields().len() == described.fields().len()
                 && schema
                     .fields()
                     .iter()
+                    .zip(&names)
                     .zip(described.fields())
-                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+                    .all(|((a, n), b)| n == b.name() && a.data_type() == b.data_type());
             same.then(|| Direct::Lookup {
                 table,
                 columns,
@@ -270,6 +283,192 @@ fn select(stmt: &Statement, core: &crate::engine::Core, described: &SchemaRef) -
         }
         _ => None,
     }
+}
+
+/// The columns a select list names (`*` for `all`), and the names they are given: a
+/// list of plain column references, aliased or not.
+fn projection(
+    items: &[SelectItem],
+    qualifier: Option<&str>,
+    all: &[String],
+) -> Option<(Vec<String>, Vec<String>)> {
+    let mut columns = Vec::new();
+    let mut names = Vec::new();
+    for item in items {
+        match item {
+            SelectItem::UnnamedExpr(e) => {
+                let c = column_ref(e, qualifier)?;
+                names.push(c.clone());
+                columns.push(c);
+            }
+            SelectItem::ExprWithAlias { expr, alias } => {
+                columns.push(column_ref(expr, qualifier)?);
+                names.push(ident_name(alias));
+            }
+            SelectItem::Wildcard(opts)
+                if opts.opt_exclude.is_none()
+                    && opts.opt_except.is_none()
+                    && opts.opt_replace.is_none()
+                    && opts.opt_rename.is_none()
+                    && opts.opt_ilike.is_none() =>
+            {
+                columns.extend_from_slice(all);
+                names.extend_from_slice(all);
+            }
+            _ => return None,
+        }
+    }
+    Some((columns, names))
+}
+
+/// The arguments and alias of `vector_search(...)` in FROM.
+fn search_args(f: &TableFactor) -> Option<(&[FunctionArg], Option<String>)> {
+    let TableFactor::Table {
+        name,
+        args: Some(args),
+        alias,
+        with_hints,
+        version: None,
+        partitions,
+        ..
+    } = f
+    else {
+        return None;
+    };
+    let [part] = name.0.as_slice() else {
+        return None;
+    };
+    let is_search = part
+        .as_ident()
+        .is_some_and(|i| ident_name(i) == "vector_search");
+    (is_search && with_hints.is_empty() && partitions.is_empty() && args.settings.is_none())
+        .then_some(())?;
+    let alias = match alias {
+        Some(a) if !a.columns.is_empty() => return None,
+        Some(a) => Some(ident_name(&a.name)),
+        None => None,
+    };
+    Some((args.args.as_slice(), alias))
+}
+
+/// An unnamed argument's expression.
+fn arg_expr(a: &FunctionArg) -> Option<&SqlExpr> {
+    match a {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+        _ => None,
+    }
+}
+
+/// `$n` or `$n::type`.
+fn param_of(e: &SqlExpr) -> Option<usize> {
+    match e {
+        SqlExpr::Cast { expr, .. } => placeholder_index(expr),
+        e => placeholder_index(e),
+    }
+}
+
+/// Whether the index takes `column op value` whole and a row can be checked against
+/// it exactly: integer columns, and equality on text.
+fn direct_condition(ty: &ColumnType, op: CmpOp) -> bool {
+    matches!(
+        ty,
+        ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt
+    ) || (matches!(ty, ColumnType::Text) && op == CmpOp::Eq)
+}
+
+/// The conditions of a conjunction, each `column op value` (either way round).
+fn conditions(
+    e: &SqlExpr,
+    def: &TableDef,
+    qualifier: Option<&str>,
+    out: &mut Vec<Cond>,
+) -> Option<()> {
+    let SqlExpr::BinaryOp { left, op, right } = e else {
+        return match e {
+            SqlExpr::Nested(inner) => conditions(inner, def, qualifier, out),
+            _ => None,
+        };
+    };
+    if *op == BinaryOperator::And {
+        conditions(left, def, qualifier, out)?;
+        return conditions(right, def, qualifier, out);
+    }
+    let op = match op {
+        BinaryOperator::Eq => CmpOp::Eq,
+        BinaryOperator::NotEq => CmpOp::NotEq,
+        BinaryOperator::Lt => CmpOp::Lt,
+        BinaryOperator::LtEq => CmpOp::LtEq,
+        BinaryOperator::Gt => CmpOp::Gt,
+        BinaryOperator::GtEq => CmpOp::GtEq,
+        _ => return None,
+    };
+    let (column, op, value) = match (column_ref(left, qualifier), column_ref(right, qualifier)) {
+        (Some(c), None) => (c, op, Slot::of(right)?),
+        (None, Some(c)) => (c, op.flip(), Slot::of(left)?),
+        _ => return None,
+    };
+    let i = def.column_index(&column)?;
+    (i != def.vector_column && direct_condition(&def.columns[i].ty, op)).then_some(())?;
+    out.push(Cond { column, op, value });
+    Some(())
+}
+
+fn search(sel: &Select, core: &crate::engine::Core, described: &SchemaRef) -> Option<Direct> {
+    let [from] = sel.from.as_slice() else {
+        return None;
+    };
+    if !from.joins.is_empty() {
+        return None;
+    }
+    let (args, alias) = search_args(&from.relation)?;
+    let [table, vector, k] = args else {
+        return None;
+    };
+    let SqlExpr::Value(v) = arg_expr(table)? else {
+        return None;
+    };
+    let SqlValue::SingleQuotedString(table) = &v.value else {
+        return None;
+    };
+    let def = core.table(table).ok()?;
+    // `distance` is the search's own column: a table with one of that name is left to
+    // the planner.
+    if def.column_index(DISTANCE).is_some() {
+        return None;
+    }
+    let vector = param_of(arg_expr(vector)?)?;
+    let k = Slot::of(arg_expr(k)?)?;
+    let qualifier = alias.as_deref();
+    let mut conds = Vec::new();
+    if let Some(w) = &sel.selection {
+        conditions(w, &def, qualifier, &mut conds)?;
+    }
+    // The vector is the search's only: a statement that reuses it is left to the planner.
+    let mentions = |s: &Slot| *s == Slot::Param(vector);
+    if mentions(&k) || conds.iter().any(|c| mentions(&c.value)) {
+        return None;
+    }
+    let full = search_schema(&def);
+    let all: Vec<String> = full.fields().iter().map(|f| f.name().clone()).collect();
+    let (columns, names) = projection(&sel.projection, qualifier, &all)?;
+    // The answer must be what Describe announced: the same names and types.
+    let same = columns.len() == described.fields().len()
+        && columns
+            .iter()
+            .zip(&names)
+            .zip(described.fields())
+            .all(|((c, n), f)| {
+                full.field_with_name(c)
+                    .is_ok_and(|t| t.data_type() == f.data_type() && n == f.name())
+            });
+    same.then(|| Direct::Search {
+        table: table.clone(),
+        vector,
+        k,
+        conds,
+        columns,
+        schema: described.clone(),
+    })
 }
 
 /// The schema of `columns` of `def`, if it has them all.
@@ -472,7 +671,121 @@ impl Direct {
                 super::statements::write_rows(session, &def, vec![row], WriteMode::Upsert).await?;
                 Ok(Some(Output::Command("UPDATE 1".into())))
             }
+            Direct::Search {
+                table,
+                vector,
+                k,
+                conds,
+                columns,
+                schema,
+            } => run_search(session, table, *vector, k, conds, columns, schema, values).await,
         }
+    }
+}
+
+/// A direct search: the values bound, the filter built as the planner pushes it, the
+/// rows checked against the conditions, and the search run as `VectorSearchExec` runs
+/// it. Values the planner would convert or refuse differently go the general way.
+#[allow(clippy::too_many_arguments)]
+async fn run_search(
+    session: &Session,
+    table: &str,
+    vector: usize,
+    k: &Slot,
+    conds: &[Cond],
+    columns: &[String],
+    schema: &SchemaRef,
+    values: &[Value],
+) -> Result<Option<Output>> {
+    let core = &session.engine.core;
+    let Ok(def) = core.table(table) else {
+        return Ok(None);
+    };
+    let full = search_schema(&def);
+    let Some(cols) = columns
+        .iter()
+        .map(|c| full.index_of(c).ok())
+        .collect::<Option<Vec<usize>>>()
+    else {
+        return Ok(None);
+    };
+    let query = match values.get(vector - 1) {
+        Some(v) if !v.is_null() => match query_vector(v.clone(), def.dimension()) {
+            Ok(q) => q,
+            Err(_) => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let k = match k.value(values) {
+        Some(Value::Int(k)) if k >= 1 && (k as u64) <= core.max_k as u64 => k as usize,
+        _ => return Ok(None),
+    };
+    let mut checks = Vec::with_capacity(conds.len());
+    let mut pushed = Vec::with_capacity(conds.len());
+    for c in conds {
+        let Some(i) = def.column_index(&c.column) else {
+            return Ok(None);
+        };
+        let ty = &def.columns[i].ty;
+        if !direct_condition(ty, c.op) {
+            return Ok(None);
+        }
+        let scalar = match c.value.value(values).map(|v| coerce(v, ty)) {
+            Some(Ok(Value::Int(x))) => Scalar::Int(x),
+            Some(Ok(Value::Text(t))) => Scalar::Text(t),
+            _ => return Ok(None),
+        };
+        let Some(p) = super::pushdown::compare(&def, &c.column, c.op, scalar.clone()) else {
+            return Ok(None);
+        };
+        pushed.push(p);
+        checks.push((i, c.op, scalar));
+    }
+    let pushed = match pushed.len() {
+        0 => None,
+        1 => pushed.pop(),
+        _ => Some(Predicate::And(pushed)),
+    };
+    let settings = session.search_settings();
+    let search = Search {
+        def: def.clone(),
+        shared: core.clone(),
+        query,
+        k,
+        pushed,
+        checks: Checks::Rows(Box::new(move |row| {
+            checks.iter().all(|(i, op, want)| holds(&row[*i], *op, want))
+        })),
+        row_scan: settings.row_scan,
+        full_schema: full,
+        params: SearchParams {
+            hnsw_ef: settings.hnsw_ef,
+            exact: settings.exact,
+            oversampling: settings.oversampling,
+            rescore: settings.rescore,
+        },
+        notices: settings.notices,
+    };
+    let batch = search.run().await?;
+    let columns = cols.iter().map(|&c| batch.column(c).clone()).collect();
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(Error::internal)?;
+    Ok(Some(Output::batch(schema.clone(), batch)))
+}
+
+/// Whether a row's value satisfies `value op want` (NULL never does).
+fn holds(value: &Value, op: CmpOp, want: &Scalar) -> bool {
+    let ord = match (value, want) {
+        (Value::Int(a), Scalar::Int(b)) => a.cmp(b),
+        (Value::Text(a), Scalar::Text(b)) => a.as_str().cmp(b.as_str()),
+        _ => return false,
+    };
+    match op {
+        CmpOp::Eq => ord.is_eq(),
+        CmpOp::NotEq => ord.is_ne(),
+        CmpOp::Lt => ord.is_lt(),
+        CmpOp::LtEq => ord.is_le(),
+        CmpOp::Gt => ord.is_gt(),
+        CmpOp::GtEq => ord.is_ge(),
     }
 }
 

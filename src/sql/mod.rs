@@ -482,9 +482,19 @@ impl Session {
     }
 
     fn apply_settings(&self) {
+        let settings = self.search_settings();
+        self.ctx
+            .state_ref()
+            .write()
+            .config_mut()
+            .set_extension(Arc::new(settings));
+    }
+
+    /// The session's settings for searches (`vectorgate.hnsw_ef`, ...).
+    pub(crate) fn search_settings(&self) -> SearchSettings {
         let read_only = self.read_only();
         let s = self.settings.lock();
-        let settings = SearchSettings {
+        SearchSettings {
             hnsw_ef: s.get("vectorgate.hnsw_ef").and_then(|v| v.parse().ok()),
             exact: s
                 .get("vectorgate.exact")
@@ -500,12 +510,7 @@ impl Session {
                 .map(|v| matches!(v.as_str(), "on" | "true" | "1")),
             notices: self.notices.clone(),
             read_only,
-        };
-        self.ctx
-            .state_ref()
-            .write()
-            .config_mut()
-            .set_extension(Arc::new(settings));
+        }
     }
 
     pub(crate) fn set(&self, name: &str, value: Option<String>) {

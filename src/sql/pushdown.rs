@@ -210,7 +210,12 @@ fn matchable(ty: &ColumnType, v: &Scalar) -> bool {
     )
 }
 
-fn compare(table: &TableDef, column: &str, op: CmpOp, value: Scalar) -> Option<Predicate> {
+pub(crate) fn compare(
+    table: &TableDef,
+    column: &str,
+    op: CmpOp,
+    value: Scalar,
+) -> Option<Predicate> {
     let ty = column_type(table, column)?;
     let ok = match op {
         CmpOp::Eq | CmpOp::NotEq => {

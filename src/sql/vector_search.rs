@@ -13,7 +13,6 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, BooleanArray, Float64Array};
-use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
@@ -206,20 +205,25 @@ impl VectorSearchTable {
         query: Option<Vec<f32>>,
         k: Option<usize>,
     ) -> Self {
-        let mut fields: Vec<Field> = table_schema(&def)
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new(DISTANCE, DataType::Float64, false));
         VectorSearchTable {
+            schema: search_schema(&def),
             def,
             shared,
             query,
             k,
-            schema: Arc::new(Schema::new(fields)),
         }
     }
+}
+
+/// The rows of a search of `def`: the table's columns, then `distance`.
+pub(crate) fn search_schema(def: &TableDef) -> SchemaRef {
+    let mut fields: Vec<Field> = table_schema(def)
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(DISTANCE, DataType::Float64, false));
+    Arc::new(Schema::new(fields))
 }
 
 fn unqualify(e: &Expr) -> DfResult<Expr> {
@@ -463,8 +467,10 @@ impl ExecutionPlan for VectorSearchExec {
             query,
             k,
             pushed: self.pushed.clone(),
-            checks: self.checks.clone(),
-            pre_checks: self.pre_checks.clone(),
+            checks: Checks::Plan {
+                all: self.checks.clone(),
+                pre: self.pre_checks.clone(),
+            },
             row_scan: self.row_scan,
             full_schema: self.full_schema.clone(),
             params: self.params.clone(),
@@ -482,19 +488,32 @@ impl ExecutionPlan for VectorSearchExec {
     }
 }
 
-struct Search {
-    def: Arc<TableDef>,
-    shared: Arc<Core>,
-    query: Vec<f32>,
-    k: usize,
-    pushed: Option<Predicate>,
-    checks: Vec<Arc<dyn PhysicalExpr>>,
-    /// The checks that do not read `distance`: applied before distances are computed.
-    pre_checks: Vec<Arc<dyn PhysicalExpr>>,
-    row_scan: bool,
-    full_schema: SchemaRef,
-    params: SearchParams,
-    notices: Notices,
+/// How fetched rows are re-checked against the statement's WHERE clause.
+pub(crate) enum Checks {
+    /// The plan's filters, compiled: all of them, and those that do not read `distance`
+    /// (applied before distances are computed).
+    Plan {
+        all: Vec<Arc<dyn PhysicalExpr>>,
+        pre: Vec<Arc<dyn PhysicalExpr>>,
+    },
+    /// A direct path's conditions, on a row's own columns (never on `distance`).
+    Rows(Box<dyn Fn(&Row) -> bool + Send + Sync>),
+}
+
+/// One execution of a search: the index (or, when it is away, an exact scan of the
+/// rows), the rows fetched by key and re-checked, distances recomputed exactly.
+pub(crate) struct Search {
+    pub def: Arc<TableDef>,
+    pub shared: Arc<Core>,
+    pub query: Vec<f32>,
+    pub k: usize,
+    pub pushed: Option<Predicate>,
+    pub checks: Checks,
+    pub row_scan: bool,
+    /// The table's columns and `distance`.
+    pub full_schema: SchemaRef,
+    pub params: SearchParams,
+    pub notices: Notices,
 }
 
 impl Search {
@@ -510,31 +529,19 @@ impl Search {
         RecordBatch::try_new(self.full_schema.clone(), arrays).map_err(Error::internal)
     }
 
-    fn passing(&self, batch: &RecordBatch) -> Result<Vec<bool>> {
-        self.passing_with(&self.checks, batch)
-    }
-
-    fn passing_with(
-        &self,
-        checks: &[Arc<dyn PhysicalExpr>],
-        batch: &RecordBatch,
-    ) -> Result<Vec<bool>> {
-        let n = batch.num_rows();
-        let mut keep = vec![true; n];
-        for c in checks {
-            let arr = c.evaluate(batch)?.into_array(n)?;
-            let b = arr
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .ok_or_else(|| Error::internal("filter did not evaluate to boolean"))?;
-            for (i, slot) in keep.iter_mut().enumerate() {
-                *slot = *slot && b.is_valid(i) && b.value(i);
+    /// Which of `rows` pass the checks; with `pre`, only those that do not read
+    /// `distance` (whose value in `rows` is not computed yet).
+    fn passing(&self, rows: &[(Row, f64)], pre: bool) -> Result<Vec<bool>> {
+        match &self.checks {
+            Checks::Plan { all, pre: pre_checks } => {
+                let batch = self.batch(rows)?;
+                passing_with(if pre { pre_checks } else { all }, &batch)
             }
+            Checks::Rows(check) => Ok(rows.iter().map(|(r, _)| check(r)).collect()),
         }
-        Ok(keep)
     }
 
-    async fn run(self) -> Result<RecordBatch> {
+    pub(crate) async fn run(self) -> Result<RecordBatch> {
         if self.row_scan {
             return self.scan_rows(None).await;
         }
@@ -577,8 +584,7 @@ impl Search {
             }
             // Filters run on the rows before any distance is computed (distance = 0 here
             // only keeps the batch shape; a filter on distance is re-checked below).
-            let batch = self.batch(&rows.iter().map(|r| (r.clone(), 0.0)).collect::<Vec<_>>())?;
-            let keep = self.passing_with(&self.pre_checks, &batch)?;
+            let keep = self.passing(&rows.iter().map(|r| (r.clone(), 0.0)).collect::<Vec<_>>(), true)?;
             for (row, k) in rows.into_iter().zip(keep) {
                 if !k {
                     continue;
@@ -594,8 +600,7 @@ impl Search {
             }
         }
         best.sort_by(|a, b| a.1.total_cmp(&b.1));
-        let batch = self.batch(&best)?;
-        let keep = self.passing(&batch)?;
+        let keep = self.passing(&best, false)?;
         let mut out: Vec<(Row, f64)> = best
             .into_iter()
             .zip(keep)
@@ -661,8 +666,7 @@ impl Search {
                 }
             }
             if !candidates.is_empty() {
-                let batch = self.batch(&candidates)?;
-                let keep = self.passing(&batch)?;
+                let keep = self.passing(&candidates, false)?;
                 passed.extend(
                     candidates
                         .into_iter()
@@ -679,10 +683,23 @@ impl Search {
         }
         passed.sort_by(|a, b| a.1.total_cmp(&b.1));
         passed.truncate(self.k);
-        let batch = self.batch(&passed)?;
-        // The batch already holds only passing rows; filtering again is a cheap guard
-        // that keeps the output consistent with the checks.
-        let keep = BooleanArray::from(self.passing(&batch)?);
-        filter_record_batch(&batch, &keep).map_err(Error::internal)
+        self.batch(&passed)
     }
+}
+
+/// Which rows of `batch` every one of `checks` holds true for (NULL is not true).
+fn passing_with(checks: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<bool>> {
+    let n = batch.num_rows();
+    let mut keep = vec![true; n];
+    for c in checks {
+        let arr = c.evaluate(batch)?.into_array(n)?;
+        let b = arr
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| Error::internal("filter did not evaluate to boolean"))?;
+        for (i, slot) in keep.iter_mut().enumerate() {
+            *slot = *slot && b.is_valid(i) && b.value(i);
+        }
+    }
+    Ok(keep)
 }
