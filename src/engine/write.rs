@@ -117,12 +117,15 @@ impl Unflushed {
         if entries.is_empty() {
             return;
         }
-        self.entries
-            .lock()
-            .entry(table.to_string())
-            .or_default()
-            .extend(entries);
-        self.wake.notify_one();
+        let mut all = self.entries.lock();
+        // The first entry since the last round wakes the clearer; it takes the ones
+        // that follow in the same round.
+        let first = all.is_empty();
+        all.entry(table.to_string()).or_default().extend(entries);
+        drop(all);
+        if first {
+            self.wake.notify_one();
+        }
     }
 
     fn take(&self) -> HashMap<String, Vec<OutboxEntry>> {

@@ -443,7 +443,7 @@ impl EdgeIndex {
         }
         let shards = self.shards.clone();
         let table = table.name.clone();
-        tokio::task::spawn_blocking(move || {
+        super::run_blocking(move || {
             let list: Vec<_> = points
                 .into_iter()
                 .map(|p| {
@@ -477,7 +477,7 @@ impl EdgeIndex {
         }
         let shards = self.shards.clone();
         let table = table.name.clone();
-        tokio::task::spawn_blocking(move || {
+        super::run_blocking(move || {
             write_shard(&shards, &table, true, durable, || {
                 UpdateOperation::PointOperation(PointOperations::DeletePoints {
                     ids: ids.iter().copied().map(PointId::Uuid).collect(),
@@ -757,7 +757,7 @@ impl VectorIndex for EdgeIndex {
             with_vector: None,
             score_threshold: None,
         };
-        let points = super::run_short(move || shard.shard.search(request))
+        let points = super::run_blocking(move || shard.shard.search(request))
             .await?
             .map_err(err)?;
         let mut hits = Vec::with_capacity(points.len());

@@ -80,9 +80,7 @@ impl EmbeddedRows {
         f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(Error::internal)?
+        super::run_blocking(move || f(&db)).await?
     }
 }
 
@@ -335,7 +333,7 @@ impl RowStore for EmbeddedRows {
         let ttl = table.ttl_seconds().is_some();
         let encoded: Vec<Vec<u8>> = keys_.iter().map(|k| keys::encode(k)).collect();
         let db = self.db.clone();
-        super::run_short(move || {
+        super::run_blocking(move || {
             let txn = db.begin_read().map_err(err)?;
             let t = txn
                 .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))

@@ -28,11 +28,13 @@ use crate::types::{ColumnType, Value};
 
 pub use filter::Predicate;
 
-/// Run short blocking work (one index search, a few key lookups) from async code. On a
-/// multi-thread runtime it runs in place: the hand-off to the blocking pool and back
-/// costs two thread switches, a measurable part of a search that takes a fraction of a
-/// millisecond. Elsewhere (a current-thread runtime) it goes to the blocking pool.
-pub(crate) async fn run_short<T: Send + 'static>(
+/// Run blocking work (an index search or update, a row store transaction) from async
+/// code. On a multi-thread runtime it runs in place (`block_in_place`: the runtime
+/// hands this worker's other tasks to another thread meanwhile): a hand-off to the
+/// blocking pool and back costs two thread switches, a measurable part of a search or a
+/// single-row write that takes a fraction of a millisecond. Elsewhere (a current-thread
+/// runtime) it goes to the blocking pool.
+pub(crate) async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
     use tokio::runtime::{Handle, RuntimeFlavor};

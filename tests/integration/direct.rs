@@ -390,3 +390,79 @@ async fn a_prepared_plan_follows_a_recreated_table() {
         vec![("four".to_string(), 40), ("three".to_string(), 30)]
     );
 }
+
+/// A prepared search takes its direct path whichever way the client sends the vector
+/// (a `real[]` the server typed, text cast to `vector`), with and without a filter, and
+/// answers as the exact brute-force oracle does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_searches_take_the_direct_path_and_answer_exactly() {
+    let server = Server::start_args(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server).await;
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE TABLE s (id bigint PRIMARY KEY, cat int, tag text, embedding vector(4))")
+        .await
+        .expect("create");
+    let mut rng = StdRng::seed_from_u64(5);
+    let docs: Vec<(i64, i32, String, Vec<f32>)> = (0..60)
+        .map(|i| (i, (i % 5) as i32, format!("t{}", i % 3), vector(&mut rng, 4)))
+        .collect();
+    let insert = client
+        .prepare("INSERT INTO s VALUES ($1, $2, $3, $4)")
+        .await
+        .expect("prepare insert");
+    for (id, cat, tag, v) in &docs {
+        client
+            .execute(&insert, &[id, cat, tag, v])
+            .await
+            .expect("insert");
+    }
+    let oracle = |q: &[f32], pass: &dyn Fn(i32, &str) -> bool, k: usize| -> Vec<i64> {
+        let mut all: Vec<(f64, i64)> = docs
+            .iter()
+            .filter(|(_, cat, tag, _)| pass(*cat, tag))
+            .map(|(id, _, _, v)| (super::search::exact("cosine", q, v), *id))
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
+        all.into_iter().take(k).map(|x| x.1).collect()
+    };
+    let plain = client
+        .prepare("SELECT id, distance FROM vector_search('s', $1, 5)")
+        .await
+        .expect("prepare plain");
+    let filtered = client
+        .prepare_typed(
+            "SELECT s.id FROM vector_search('s', $1::vector, 4) AS s WHERE cat < $2 AND s.tag = $3",
+            &[Type::TEXT],
+        )
+        .await
+        .expect("prepare filtered");
+    let before = counter(&metrics, "vectorgate_direct_statements_total").await;
+    for _ in 0..10 {
+        let q = vector(&mut rng, 4);
+        let rows = client.query(&plain, &[&q]).await.expect("plain search");
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(ids, oracle(&q, &|_, _| true, 5), "plain search");
+        for (r, id) in rows.iter().zip(&ids) {
+            let v = &docs[*id as usize].3;
+            let d: f64 = r.get(1);
+            assert!((d - super::search::exact("cosine", &q, v)).abs() < 1e-6);
+        }
+        let text = format!(
+            "[{}]",
+            q.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+        );
+        let rows = client
+            .query(&filtered, &[&text, &3i32, &"t1"])
+            .await
+            .expect("filtered search");
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(
+            ids,
+            oracle(&q, &|cat, tag| cat < 3 && tag == "t1", 4),
+            "filtered search"
+        );
+    }
+    let taken = counter(&metrics, "vectorgate_direct_statements_total").await - before;
+    assert_eq!(taken, 20, "searches that took the direct path");
+}
