@@ -28,7 +28,11 @@ fn predicate(filter: usize) -> Option<Predicate> {
 }
 
 /// Searches of `table` with each filter in `filters` (k), one at a time, on the stores
-/// the stopped server left in `data` (rows in Cassandra when `rows` is given).
+/// the stopped server left in `data` (rows in Cassandra when `rows` is given). With a
+/// `gap`, the process idles that long (untimed) before each search, as a server does
+/// between the requests of one client: caches and the CPU cool down meanwhile, which
+/// calls made back to back never see.
+#[allow(clippy::too_many_arguments)]
 pub async fn search(
     data_dir: &Path,
     rows: Option<Arc<dyn RowStore>>,
@@ -37,6 +41,7 @@ pub async fn search(
     filters: &[usize],
     k: usize,
     queries: usize,
+    gap: Duration,
 ) -> anyhow::Result<Vec<Run>> {
     let rows: Arc<dyn RowStore> = match rows {
         Some(r) => r,
@@ -76,6 +81,10 @@ pub async fn search(
         }
         for i in 0..queries + 5 {
             let qi = i % d.queries.len();
+            if !gap.is_zero() {
+                // The thread sleeps (tokio's timer counts in milliseconds).
+                std::thread::sleep(gap);
+            }
             let t = Instant::now();
             let hits = index
                 .search(

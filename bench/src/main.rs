@@ -277,22 +277,35 @@ async fn statements_section(
     )
     .await?;
     embedded.stop()?;
-    let direct = direct::search(
-        &work.join("statements-embedded"),
-        None,
-        TABLE,
-        &d,
-        &[0],
-        10,
-        args.queries * rounds,
-    )
-    .await?;
-    let direct = direct
+    // The same calls in process: back to back, and paced as one client's requests
+    // reach a server (idling for the wire floor's round trip before each).
+    let floor = results
         .first()
+        .and_then(|(_, runs)| runs.first())
+        .map_or(0.0, |r| r.p50);
+    let mut direct = Vec::new();
+    for gap in [Duration::ZERO, Duration::from_secs_f64(floor / 1000.0)] {
+        let run = direct::search(
+            &work.join("statements-embedded"),
+            None,
+            TABLE,
+            &d,
+            &[0],
+            10,
+            args.queries * rounds,
+            gap,
+        )
+        .await?
+        .pop()
         .ok_or_else(|| anyhow::anyhow!("no direct run"))?;
+        direct.push(run);
+    }
+    let [direct, paced] = direct.as_slice() else {
+        anyhow::bail!("two direct runs expected");
+    };
     eprintln!(
-        "statements: search p50 {:.3} ms over the wire, {:.3} ms direct",
-        wire.p50, direct.p50
+        "statements: search p50 {:.3} ms over the wire, {:.3} ms direct, {:.3} ms direct paced by {floor:.3} ms",
+        wire.p50, direct.p50, paced.p50
     );
     if args.smoke {
         anyhow::ensure!(
@@ -303,7 +316,7 @@ async fn statements_section(
     }
     Ok(statements::markdown(
         &results,
-        Some((&wire, direct)),
+        Some((&wire, direct, paced, floor)),
         command,
         rows,
     ))
@@ -361,8 +374,17 @@ impl Runner<'_> {
         filters: &[usize],
         queries: usize,
     ) -> anyhow::Result<()> {
-        for (run, &f) in direct::search(data, None, TABLE, self.d, filters, 10, queries)
-            .await?
+        for (run, &f) in direct::search(
+            data,
+            None,
+            TABLE,
+            self.d,
+            filters,
+            10,
+            queries,
+            Duration::ZERO,
+        )
+        .await?
             .into_iter()
             .zip(filters)
         {
