@@ -385,8 +385,8 @@ impl Runner<'_> {
             Duration::ZERO,
         )
         .await?
-            .into_iter()
-            .zip(filters)
+        .into_iter()
+        .zip(filters)
         {
             self.keep("direct", 10, 1, f, None, run);
         }

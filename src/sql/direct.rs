@@ -754,7 +754,9 @@ async fn run_search(
         k,
         pushed,
         checks: Checks::Rows(Box::new(move |row| {
-            checks.iter().all(|(i, op, want)| holds(&row[*i], *op, want))
+            checks
+                .iter()
+                .all(|(i, op, want)| holds(&row[*i], *op, want))
         })),
         row_scan: settings.row_scan,
         full_schema: full,

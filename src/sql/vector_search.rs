@@ -533,7 +533,10 @@ impl Search {
     /// `distance` (whose value in `rows` is not computed yet).
     fn passing(&self, rows: &[(Row, f64)], pre: bool) -> Result<Vec<bool>> {
         match &self.checks {
-            Checks::Plan { all, pre: pre_checks } => {
+            Checks::Plan {
+                all,
+                pre: pre_checks,
+            } => {
                 let batch = self.batch(rows)?;
                 passing_with(if pre { pre_checks } else { all }, &batch)
             }
@@ -584,7 +587,10 @@ impl Search {
             }
             // Filters run on the rows before any distance is computed (distance = 0 here
             // only keeps the batch shape; a filter on distance is re-checked below).
-            let keep = self.passing(&rows.iter().map(|r| (r.clone(), 0.0)).collect::<Vec<_>>(), true)?;
+            let keep = self.passing(
+                &rows.iter().map(|r| (r.clone(), 0.0)).collect::<Vec<_>>(),
+                true,
+            )?;
             for (row, k) in rows.into_iter().zip(keep) {
                 if !k {
                     continue;

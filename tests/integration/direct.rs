@@ -320,8 +320,16 @@ async fn direct_paths_answer_as_the_general_path_does() {
     // The stream covered what it is meant to: found and missing rows, writes, and the
     // errors the direct paths must report as the general path does.
     for k in [
-        "rows", "no rows", "count", "count 0", "23505", "23502", "22P02", "search rows",
-        "search no rows", "search 22023",
+        "rows",
+        "no rows",
+        "count",
+        "count 0",
+        "23505",
+        "23502",
+        "22P02",
+        "search rows",
+        "search no rows",
+        "search 22023",
     ] {
         assert!(kinds.contains_key(k), "no {k} in the stream: {kinds:?}");
     }
@@ -400,12 +408,21 @@ async fn prepared_searches_take_the_direct_path_and_answer_exactly() {
     let metrics = metrics_addr(&server).await;
     let client = server.client().await;
     client
-        .batch_execute("CREATE TABLE s (id bigint PRIMARY KEY, cat int, tag text, embedding vector(4))")
+        .batch_execute(
+            "CREATE TABLE s (id bigint PRIMARY KEY, cat int, tag text, embedding vector(4))",
+        )
         .await
         .expect("create");
     let mut rng = StdRng::seed_from_u64(5);
     let docs: Vec<(i64, i32, String, Vec<f32>)> = (0..60)
-        .map(|i| (i, (i % 5) as i32, format!("t{}", i % 3), vector(&mut rng, 4)))
+        .map(|i| {
+            (
+                i,
+                (i % 5) as i32,
+                format!("t{}", i % 3),
+                vector(&mut rng, 4),
+            )
+        })
         .collect();
     let insert = client
         .prepare("INSERT INTO s VALUES ($1, $2, $3, $4)")
@@ -450,7 +467,10 @@ async fn prepared_searches_take_the_direct_path_and_answer_exactly() {
         }
         let text = format!(
             "[{}]",
-            q.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+            q.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let rows = client
             .query(&filtered, &[&text, &3i32, &"t1"])
