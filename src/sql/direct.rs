@@ -730,10 +730,15 @@ async fn run_search(
         if !direct_condition(ty, c.op) {
             return Ok(None);
         }
-        let scalar = match c.value.value(values).map(|v| coerce(v, ty)) {
-            Some(Ok(Value::Int(x))) => Scalar::Int(x),
-            Some(Ok(Value::Text(t))) => Scalar::Text(t),
-            _ => return Ok(None),
+        // A text column is compared with text only: the planner compares text with a
+        // number as numbers, which this check does not.
+        let scalar = match (ty, c.value.value(values)) {
+            (ColumnType::Text, Some(Value::Text(t))) => Scalar::Text(t),
+            (ColumnType::Text, _) => return Ok(None),
+            (_, v) => match v.map(|v| coerce(v, ty)) {
+                Some(Ok(Value::Int(x))) => Scalar::Int(x),
+                _ => return Ok(None),
+            },
         };
         let Some(p) = super::pushdown::compare(&def, &c.column, c.op, scalar.clone()) else {
             return Ok(None);
