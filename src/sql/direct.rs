@@ -31,7 +31,7 @@ use super::vector_search::{Checks, DISTANCE, Search, query_vector, search_schema
 use super::{Output, Session};
 use crate::error::{Error, Result};
 use crate::store::filter::{CmpOp, Scalar};
-use crate::store::{Predicate, SearchParams, TableDef, WriteMode};
+use crate::store::{Predicate, TableDef, WriteMode};
 use crate::types::{ColumnType, Value, coerce};
 
 /// A value a statement supplies: a parameter (1-based) or a literal.
@@ -765,12 +765,7 @@ async fn run_search(
         })),
         row_scan: settings.row_scan,
         full_schema: full,
-        params: SearchParams {
-            hnsw_ef: settings.hnsw_ef,
-            exact: settings.exact,
-            oversampling: settings.oversampling,
-            rescore: settings.rescore,
-        },
+        params: settings.params(),
         notices: settings.notices,
     };
     let batch = search.run().await?;

@@ -52,6 +52,18 @@ pub struct SearchSettings {
     pub read_only: bool,
 }
 
+impl SearchSettings {
+    /// What the index is asked to search with.
+    pub(crate) fn params(&self) -> SearchParams {
+        SearchParams {
+            hnsw_ef: self.hnsw_ef,
+            exact: self.exact,
+            oversampling: self.oversampling,
+            rescore: self.rescore,
+        }
+    }
+}
+
 /// Messages a statement leaves for the client as NOTICEs.
 #[derive(Debug)]
 pub struct VectorSearchFunction {
@@ -328,12 +340,7 @@ impl TableProvider for VectorSearchTable {
             props: Arc::new(single_partition_props(&out_schema)),
             schema: out_schema,
             notices: settings.notices.clone(),
-            params: SearchParams {
-                hnsw_ef: settings.hnsw_ef,
-                exact: settings.exact,
-                oversampling: settings.oversampling,
-                rescore: settings.rescore,
-            },
+            params: settings.params(),
         }))
     }
 }
