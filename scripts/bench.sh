@@ -8,6 +8,9 @@
 # --no-cassandra or --cassandra HOST:PORT is given, fetches scikit-learn's digits and
 # matplotlib into a venv for the real data set and the plots unless --no-plots, runs
 # the benchmark and writes BENCHMARKS.md, bench/results/results.json and the PNG plots.
+# --qdrant-server measures only the section with vectors in a Qdrant server (beside direct
+# qdrant-client calls and the embedded index): the one --qdrant URL names, or one that
+# ../shared/qdrant/start starts where it exists (skipped, saying so, otherwise).
 # --statements measures only the per-statement section, next to a PostgreSQL 15 that it
 # starts on loopback (port BENCH_POSTGRES_PORT, default 15432) from Debian's
 # postgresql-15 package, installed if missing.
@@ -18,11 +21,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/vectorgate"
 command="scripts/bench.sh $*"
 
-profile=release cassandra=start plots=yes postgres=no
+profile=release cassandra=start plots=yes postgres=no qdrant=no
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --debug) profile=debug ;;
+    --qdrant-server) qdrant=start plots=no cassandra=none ;;
+    --qdrant) qdrant=given plots=no cassandra=none; args+=("$1" "$2"); shift ;;
     --statements) postgres=start plots=no; args+=("$1") ;;
     --no-cassandra) cassandra=none ;;
     --no-plots) plots=no ;;
@@ -73,6 +78,23 @@ if [ "$postgres" = start ]; then
     -o "-p $pgport -k $pgdir -c listen_addresses=127.0.0.1" start >/dev/null
   cleanup+=("${as[*]} $pgbin/pg_ctl -D $pgdir/data -m fast stop >/dev/null; rm -rf $pgdir")
   args+=(--postgres "postgres://bench@127.0.0.1:$pgport/postgres")
+fi
+
+if [ "$qdrant" = start ]; then
+  # The Qdrant server build provided beside the clone for tests; a user passes --qdrant URL.
+  qstart="$(cd .. && pwd)/shared/qdrant/start"
+  if [ ! -x "$qstart" ]; then
+    echo "skipped: no Qdrant server (../shared/qdrant/start is absent; pass --qdrant http://host:6334)"
+    exit 0
+  fi
+  qdir="$(mktemp -d "${TMPDIR:-/tmp}/vectorgate-bench-qdrant.XXXXXX")"
+  read -r qhttp qgrpc < <(python3 -c 'import socket
+ss = [socket.socket() for _ in range(2)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+  started="$("$qstart" "$qdir" "$qhttp" "$qgrpc")"
+  cleanup+=("kill $(echo "$started" | sed -n 's/.*pid=\([0-9]*\).*/\1/p'); rm -rf $qdir")
+  args+=(--qdrant "http://127.0.0.1:$qgrpc")
 fi
 
 if [ "$cassandra" = start ]; then

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on a fresh machine:
-#   lints (rustfmt, clippy), the psql session, every unit and integration test with rows
-#   in the embedded store, then the integration tests again with rows in a real
-#   Cassandra 5 that scripts/dev-cassandra fetches (Maven) and starts.
+#   lints (rustfmt, clippy), the psql session, the client libraries, every unit and
+#   integration test with rows and vectors embedded, then the integration tests again
+#   with rows in a real Cassandra 5 that scripts/dev-cassandra fetches (Maven) and
+#   starts, and, where a Qdrant server is at hand (VECTORGATE_TEST_QDRANT_URL, or
+#   ../shared/qdrant/start beside the clone), twice more with vectors in it: rows
+#   embedded and rows in Cassandra. The summary gives each pass's counts.
 # Builds go to target/ in the clone, as `cargo build` does, unless CARGO_TARGET_DIR is
 # set (.ci/run sets it outside the clone so that later runs on the machine reuse them).
 set -euo pipefail
@@ -45,8 +48,29 @@ cargo build --workspace --all-targets --quiet
 step "psql session"
 scripts/psql_session.sh "$CARGO_TARGET_DIR/debug/vectorgate"
 
-log="${TMPDIR:-/tmp}/vectorgate-test.$$.log"
-: >"$log"
+logs="$(mktemp -d "${TMPDIR:-/tmp}/vectorgate-test.XXXXXX")"
+status=0
+passes=()
+
+# One pass of cargo test: its name, then environment assignments, then cargo's args.
+# Its counts go into the summary at the end.
+run_pass() {
+    local name="$1"; shift
+    local env=()
+    while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do env+=("$1"); shift; done
+    shift
+    step "cargo test ($name)"
+    local log="$logs/pass${#passes[@]}.log" rc
+    set +e
+    env -u VECTORGATE_TEST_QDRANT_URL -u VECTORGATE_TEST_CASSANDRA "${env[@]}" \
+        cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    passes+=("$name: $(count passed "$log") passed, $(count failed "$log") failed, $(count ignored "$log") ignored")
+    [ "$status" -eq 0 ] && status=$rc
+    return 0
+}
+count() { grep -Eo "[0-9]+ $1" "$2" | awk '{s+=$1} END {print s+0}'; }
 
 step "client libraries (scripts/client-tests.sh)"
 set +e
@@ -54,25 +78,49 @@ scripts/client-tests.sh "$CARGO_TARGET_DIR/debug/vectorgate"
 client_status=$?
 set -e
 
-step "cargo test (rows in the embedded store)"
-set +e
-cargo test --no-fail-fast 2>&1 | tee -a "$log"
-status=${PIPESTATUS[0]}
-set -e
+# The embedded pass stays embedded whatever the environment holds.
+run_pass "rows and vectors embedded" --
 
 step "Cassandra 5 (scripts/dev-cassandra)"
 export CASSANDRA_PORT="${VECTORGATE_TEST_CASSANDRA_PORT:-19042}"
-stop_cassandra() { scripts/dev-cassandra stop || true; }
-trap stop_cassandra EXIT
+cleanup=("scripts/dev-cassandra stop")
+on_exit() { for c in "${cleanup[@]}"; do $c >/dev/null 2>&1 || true; done; rm -rf "$logs"; }
+trap on_exit EXIT
 scripts/dev-cassandra wipe >/dev/null 2>&1 || true
 scripts/dev-cassandra start
+cassandra="127.0.0.1:$CASSANDRA_PORT"
 
-step "cargo test (rows in Cassandra)"
-set +e
-VECTORGATE_TEST_CASSANDRA="127.0.0.1:$CASSANDRA_PORT" cargo test --no-fail-fast --test integration 2>&1 | tee -a "$log"
-cstatus=${PIPESTATUS[0]}
-set -e
-[ "$status" -eq 0 ] && status=$cstatus
+run_pass "rows in Cassandra, vectors embedded" VECTORGATE_TEST_CASSANDRA="$cassandra" -- --test integration
+
+# A Qdrant server: the one VECTORGATE_TEST_QDRANT_URL names, or the test build that
+# ../shared/qdrant/start provides where it exists (never on a user's machine).
+qdrant_url="${VECTORGATE_TEST_QDRANT_URL:-}"
+qdrant_start="$(cd .. && pwd)/shared/qdrant/start"
+if [ -z "$qdrant_url" ] && [ -x "$qdrant_start" ]; then
+    step "Qdrant server (../shared/qdrant/start)"
+    qdrant_dir="$(mktemp -d "${TMPDIR:-/tmp}/vectorgate-qdrant.XXXXXX")"
+    read -r http grpc < <(python3 -c 'import socket
+ss = [socket.socket() for _ in range(2)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+    started="$("$qdrant_start" "$qdrant_dir" "$http" "$grpc")"
+    echo "$started"
+    qdrant_pid="$(echo "$started" | sed -n 's/.*pid=\([0-9]*\).*/\1/p')"
+    cleanup+=("kill $qdrant_pid" "rm -rf $qdrant_dir")
+    qdrant_url="http://127.0.0.1:$grpc"
+fi
+if [ -n "$qdrant_url" ]; then
+    run_pass "vectors in the Qdrant server at $qdrant_url, rows embedded" \
+        VECTORGATE_TEST_QDRANT_URL="$qdrant_url" -- --test integration
+    run_pass "vectors in the Qdrant server at $qdrant_url, rows in Cassandra" \
+        VECTORGATE_TEST_QDRANT_URL="$qdrant_url" VECTORGATE_TEST_CASSANDRA="$cassandra" -- --test integration
+else
+    echo
+    echo "skipped: the passes against a Qdrant server (no ../shared/qdrant/start and no"
+    echo "         VECTORGATE_TEST_QDRANT_URL=http://host:6334); the Qdrant-unreachable fallback"
+    echo "         and the Qdrant request translation were tested above."
+    passes+=("vectors in a Qdrant server: skipped (no Qdrant server)")
+fi
 [ "$status" -eq 0 ] && status=$client_status
 
 step "benchmark smoke run (scripts/bench.sh --smoke: every path it measures, at 2,000 rows)"
@@ -90,24 +138,26 @@ else
   echo "benchmark smoke run: FAILED"; tail -30 "$bench_out/log"
   [ "$status" -eq 0 ] && status=$bstatus
 fi
+if [ -n "$qdrant_url" ]; then
+  set +e
+  scripts/bench.sh --smoke --debug --scale 2k --queries 20 --qdrant "$qdrant_url" \
+    --out "$bench_out/QDRANT.md" --json "$bench_out/qresults.json" >"$bench_out/qlog" 2>&1
+  bstatus=$?
+  set -e
+  if [ "$bstatus" -eq 0 ]; then
+    echo "benchmark smoke run, vectors in the Qdrant server: ok ($(grep -c '^| ' "$bench_out/QDRANT.md") table rows written)"
+  else
+    echo "benchmark smoke run, vectors in the Qdrant server: FAILED"; tail -30 "$bench_out/qlog"
+    [ "$status" -eq 0 ] && status=$bstatus
+  fi
+fi
 rm -rf "$bench_out"
 
-if [ -n "${VECTORGATE_TEST_QDRANT_URL:-}" ]; then
-  step "cargo test (vectors in the Qdrant server at $VECTORGATE_TEST_QDRANT_URL, rows in Cassandra)"
-  set +e
-  VECTORGATE_TEST_CASSANDRA="127.0.0.1:$CASSANDRA_PORT" cargo test --no-fail-fast --test integration 2>&1 | tee -a "$log"
-  qstatus=${PIPESTATUS[0]}
-  set -e
-  [ "$status" -eq 0 ] && status=$qstatus
-else
-  echo
-  echo "skipped: the suite against a Qdrant server (set VECTORGATE_TEST_QDRANT_URL=http://host:6334 to run it);"
-  echo "         Qdrant-unreachable fallback and the Qdrant request translation were tested above."
-fi
-
-passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
-rm -f "$log"
 echo
+for p in "${passes[@]}"; do echo "pass: $p"; done
+passed=0; failed=0
+for f in "$logs"/pass*.log; do
+    passed=$((passed + $(count passed "$f"))); failed=$((failed + $(count failed "$f")))
+done
 echo "${passed} passed, ${failed} failed"
 exit "$status"

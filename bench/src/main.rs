@@ -16,6 +16,7 @@ mod cassandra;
 mod data;
 mod direct;
 mod proxy;
+mod qdrant_server;
 mod report;
 mod statements;
 mod stats;
@@ -86,6 +87,11 @@ struct Args {
     /// Turns each server takes per statement (of `--queries` statements each).
     #[arg(long, default_value_t = 5)]
     statement_rounds: usize,
+    /// Only the Qdrant-server section: searches with vectors in this Qdrant server (its
+    /// gRPC URL) beside direct qdrant-client calls and the embedded index, written
+    /// between `<!-- qdrant-server -->` markers.
+    #[arg(long)]
+    qdrant: Option<String>,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<usize> {
@@ -145,6 +151,22 @@ async fn main() -> anyhow::Result<()> {
         Some(hosts) => Some(cassandra::connect(hosts).await?),
         None => None,
     };
+    if let Some(url) = &args.qdrant {
+        let settings = qdrant_server::Settings {
+            url,
+            sizes: &sizes,
+            dim: args.dim,
+            queries: args.queries,
+            rounds: if args.smoke { 1 } else { 3 },
+            seed: args.seed,
+            smoke: args.smoke,
+        };
+        let section = qdrant_server::section(&settings, &bin, &work, &command).await;
+        let _ = std::fs::remove_dir_all(&work);
+        report::replace_section(&args.out, "qdrant-server", &section?)?;
+        eprintln!("wrote the qdrant-server section of {}", args.out.display());
+        return Ok(());
+    }
     if args.statements {
         let section = statements_section(&args, &bin, &work, session.as_deref(), &command).await;
         let _ = std::fs::remove_dir_all(&work);

@@ -22,6 +22,16 @@ impl Server {
     /// Start `bin serve` on a free loopback port with its data in `data`, and rows in
     /// Cassandra when `cql` is given (`HOST:PORT`, keyspace `keyspace`).
     pub fn start(bin: &Path, data: &Path, cql: Option<(&str, &str)>) -> anyhow::Result<Server> {
+        Server::start_with(bin, data, cql, &[])
+    }
+
+    /// [`Server::start`] with more flags (`--qdrant URL`, ...).
+    pub fn start_with(
+        bin: &Path,
+        data: &Path,
+        cql: Option<(&str, &str)>,
+        extra: &[&str],
+    ) -> anyhow::Result<Server> {
         let mut cmd = Command::new(bin);
         cmd.args([
             "serve",
@@ -38,6 +48,7 @@ impl Server {
         if let Some((hosts, ks)) = cql {
             cmd.args(["--scylla", hosts, "--keyspace", ks]);
         }
+        cmd.args(extra);
         let mut child = cmd.spawn()?;
         let stderr = child
             .stderr
@@ -255,6 +266,17 @@ pub async fn search(
     w: &Workload<'_>,
     label: String,
 ) -> anyhow::Result<Run> {
+    let (samples, wall, cpu) = search_samples(server, d, w).await?;
+    Ok(summarize(label, samples, wall, cpu))
+}
+
+/// One (latency ms, recall counts) sample per query of [`search`], with the wall time
+/// and the server's CPU time over them.
+pub async fn search_samples(
+    server: &Server,
+    d: &Arc<Dataset>,
+    w: &Workload<'_>,
+) -> anyhow::Result<(Samples, Duration, Option<Duration>)> {
     let f = data::FILTERS[w.filter];
     let sql = format!(
         "SELECT id, distance FROM vector_search('{}', $1, {}){}",
@@ -319,8 +341,11 @@ pub async fn search(
         .ok()
         .and_then(|b| *b)
         .map(|b| server.cpu().saturating_sub(b));
-    Ok(summarize(label, samples, wall, cpu))
+    Ok((samples, wall, cpu))
 }
+
+/// Latency in ms and (relevant found, relevant), per query.
+pub type Samples = Vec<(f64, (usize, usize))>;
 
 /// The release `vectorgate` binary beside this one, or `VECTORGATE_BIN`.
 pub fn server_binary() -> anyhow::Result<PathBuf> {

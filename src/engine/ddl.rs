@@ -54,8 +54,10 @@ pub async fn drop_table(core: &Core, name: &str) -> Result<bool> {
 }
 
 /// Apply changed index options: the index first (a failure leaves everything as it
-/// was), then the row store's catalog, then the engine's.
-pub async fn set_options(core: &Core, new: TableDef) -> Result<()> {
+/// was), then the row store's catalog, then the engine's. An index that rebuilds in the
+/// background (a Qdrant server) answers searches exactly until it is done; the NOTICE
+/// says so.
+pub async fn set_options(core: &Core, new: TableDef, notices: &Notices) -> Result<()> {
     if !core.health.writable() {
         return Err(Error::Unavailable {
             store: "vector index",
@@ -68,6 +70,12 @@ pub async fn set_options(core: &Core, new: TableDef) -> Result<()> {
         }
     })?;
     core.rows.update_table(&new).await?;
+    if core.index.rebuilding(&new).await.unwrap_or(false) {
+        notices.push(format!(
+            "the vector index of \"{}\" is being rebuilt with the new options: until it is done, searches of it are exact (and slower)",
+            new.name
+        ));
+    }
     core.replace_table(new);
     Ok(())
 }

@@ -539,7 +539,7 @@ async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
         new.options.remove("compression");
     }
     IndexOptions::parse(&new.options)?;
-    crate::engine::ddl::set_options(shared, new).await?;
+    crate::engine::ddl::set_options(shared, new, &session.notices).await?;
     Ok(Output::Command("ALTER TABLE".into()))
 }
 

@@ -640,6 +640,22 @@ impl Search {
                 })
             }
         };
+        // While the collection is rebuilt with new options, some of its segments are
+        // still searched the old way: ask for an exact search until it has settled.
+        let exact;
+        let params = if self.shared.index.rebuilding(&self.def).await? {
+            self.notices.push(format!(
+                "the vector index of \"{}\" is being rebuilt with new options: vector_search was answered by an exact search until it is done",
+                self.def.name
+            ));
+            exact = SearchParams {
+                exact: true,
+                ..self.params.clone()
+            };
+            &exact
+        } else {
+            &self.params
+        };
         let mut passed: Vec<(Row, f64)> = Vec::new();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut offset = 0usize;
@@ -657,7 +673,7 @@ impl Search {
                         filter: pushed.as_ref(),
                         limit: fetch,
                         offset,
-                        params: &self.params,
+                        params,
                     },
                 )
                 .await?;

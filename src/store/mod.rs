@@ -324,6 +324,13 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn make_durable(&self, _table: &TableDef) -> Result<()> {
         Ok(())
     }
+    /// Whether the table's collection is still being rebuilt after an option change, so
+    /// that an approximate search of it now could answer worse than the settled index:
+    /// searches then ask for an exact one. By default never (an index that has rebuilt
+    /// by the time [`VectorIndex::update_collection`] returns).
+    async fn rebuilding(&self, _table: &TableDef) -> Result<bool> {
+        Ok(false)
+    }
     /// One page of nearest points (see [`SearchQuery`]).
     async fn search(&self, table: &TableDef, query: &SearchQuery<'_>) -> Result<Vec<Hit>>;
     /// The content hash (see [`HASH_FIELD`]) of each of these points the index has.

@@ -8,6 +8,8 @@
 //! only sends them. Payloads carry the encoded key and the filterable columns only;
 //! timestamps are RFC 3339 strings under a datetime index.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -49,6 +51,61 @@ pub struct QdrantSettings {
 pub struct QdrantIndex {
     client: Qdrant,
     settings: QdrantSettings,
+    rebuilds: Arc<Rebuilds>,
+}
+
+/// Collections that Qdrant is re-optimising after an option change. Until every segment
+/// has the new configuration (the collection is green again), a search mixes segments
+/// built the old and the new way, and the quantization parameters of the new options
+/// can make the old segments answer far worse (recall 0.26 with binary segments searched
+/// without oversampling); searches of such a collection are asked for exactly.
+#[derive(Default)]
+struct Rebuilds {
+    active: parking_lot::Mutex<HashMap<String, Rebuild>>,
+    /// Collections whose status was looked at since this process started.
+    checked: parking_lot::Mutex<HashSet<String>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Rebuild {
+    /// Option changes sent and not yet answered.
+    updating: u32,
+    /// Option changes answered so far: a status read before the last one says nothing.
+    answered: u64,
+}
+
+impl Rebuilds {
+    /// Mark `name` as rebuilding; true if it was not (the caller starts its watcher).
+    fn begin(&self, name: &str) -> bool {
+        let mut active = self.active.lock();
+        let new = !active.contains_key(name);
+        active.entry(name.to_string()).or_default().updating += 1;
+        new
+    }
+
+    fn answered(&self, name: &str) {
+        if let Some(r) = self.active.lock().get_mut(name) {
+            r.updating -= 1;
+            r.answered += 1;
+        }
+    }
+
+    fn snapshot(&self, name: &str) -> Option<Rebuild> {
+        self.active.lock().get(name).copied()
+    }
+
+    /// Settled: forget `name` unless an option change was sent or answered since `seen`.
+    fn settle(&self, name: &str, seen: Rebuild) -> bool {
+        let mut active = self.active.lock();
+        match active.get(name) {
+            Some(r) if r.updating == 0 && r.answered == seen.answered => {
+                active.remove(name);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
 }
 
 impl QdrantIndex {
@@ -62,7 +119,62 @@ impl QdrantIndex {
             .skip_compatibility_check()
             .build()
             .map_err(|e| Error::InvalidParameter(format!("bad Qdrant URL: {e}")))?;
-        Ok(QdrantIndex { client, settings })
+        Ok(QdrantIndex {
+            client,
+            settings,
+            rebuilds: Arc::default(),
+        })
+    }
+
+    /// Watch a rebuilding collection until it is green (every segment optimised with
+    /// its current configuration), then let searches of it use the index again.
+    fn watch(&self, name: String) {
+        let (client, rebuilds) = (self.client.clone(), self.rebuilds.clone());
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(50);
+            let mut nudged = false;
+            loop {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                let Some(seen) = rebuilds.snapshot(&name) else {
+                    return;
+                };
+                let status = match client.collection_info(name.as_str()).await {
+                    Ok(info) => info.result.map(|i| i.status),
+                    // Dropped meanwhile: nothing left to rebuild.
+                    Err(QdrantError::ResponseError { status })
+                        if status.code() == tonic::Code::NotFound =>
+                    {
+                        None
+                    }
+                    Err(e) => {
+                        tracing::debug!(collection = %name, error = %e, "rebuild status unknown");
+                        continue;
+                    }
+                };
+                match status.map(qdrant::CollectionStatus::try_from) {
+                    Some(Ok(qdrant::CollectionStatus::Green)) | None
+                        if rebuilds.settle(&name, seen) =>
+                    {
+                        tracing::info!(collection = %name, "Qdrant collection rebuilt; searches use the index again");
+                        return;
+                    }
+                    // Optimisations pending but not started (after a Qdrant restart): any
+                    // update starts them.
+                    Some(Ok(qdrant::CollectionStatus::Grey)) if !nudged => {
+                        nudged = true;
+                        let _ = client
+                            .update_collection(UpdateCollection {
+                                collection_name: name.clone(),
+                                optimizers_config: Some(OptimizersConfigDiff::default()),
+                                ..Default::default()
+                            })
+                            .await;
+                    }
+                    _ => {}
+                }
+            }
+        });
     }
 
     pub fn collection_name(&self, def: &TableDef) -> String {
@@ -466,7 +578,13 @@ pub fn search_request(
         Some(QuantizationSearchParams {
             rescore: params.rescore,
             oversampling: params.oversampling,
-            ignore: None,
+            ignore: params.exact.then_some(true),
+        })
+    } else if params.exact {
+        // Exact means the original vectors, never quantized ones.
+        Some(QuantizationSearchParams {
+            ignore: Some(true),
+            ..Default::default()
         })
     } else {
         None
@@ -627,11 +745,43 @@ impl VectorIndex for QdrantIndex {
 
     async fn update_collection(&self, table: &TableDef) -> Result<()> {
         let name = self.collection_name(table);
-        self.client
-            .update_collection(update_request(table, &name)?)
+        let request = update_request(table, &name)?;
+        // Searches are exact from before the change is sent (a failed request may have
+        // been applied all the same) until the watcher sees the collection settled.
+        if self.rebuilds.begin(&name) {
+            self.watch(name.clone());
+        }
+        let sent = self.client.update_collection(request).await;
+        self.rebuilds.answered(&name);
+        sent.map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn rebuilding(&self, table: &TableDef) -> Result<bool> {
+        let name = self.collection_name(table);
+        if self.rebuilds.active.lock().contains_key(&name) {
+            return Ok(true);
+        }
+        if self.rebuilds.checked.lock().contains(&name) {
+            return Ok(false);
+        }
+        // First search of this collection since start: a rebuild may have been running
+        // when the proxy stopped, or Qdrant may be indexing; either way, not green means
+        // some segments may be searched the old way.
+        let info = self
+            .client
+            .collection_info(name.as_str())
             .await
             .map_err(map_error)?;
-        Ok(())
+        self.rebuilds.checked.lock().insert(name.clone());
+        let green = info
+            .result
+            .is_none_or(|i| i.status == qdrant::CollectionStatus::Green as i32);
+        if !green && self.rebuilds.begin(&name) {
+            self.rebuilds.answered(&name);
+            self.watch(name);
+        }
+        Ok(!green)
     }
 
     async fn drop_collection(&self, table: &TableDef) -> Result<()> {
@@ -1040,6 +1190,44 @@ mod tests {
             }
             other => panic!("product expected, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn exact_searches_ignore_quantized_vectors() {
+        let def = table(&[]);
+        for rescore in [None, Some(true)] {
+            let params = crate::store::SearchParams {
+                exact: true,
+                rescore,
+                ..Default::default()
+            };
+            let query = SearchQuery {
+                vector: &[1.0, 2.0, 3.0],
+                filter: None,
+                limit: 10,
+                offset: 0,
+                params: &params,
+            };
+            let r = search_request(&def, "c", &query, Duration::from_secs(3)).expect("valid");
+            let p = r.params.expect("params");
+            assert_eq!(p.exact, Some(true));
+            assert_eq!(p.quantization.and_then(|q| q.ignore), Some(true));
+        }
+    }
+
+    #[test]
+    fn a_rebuild_settles_only_on_a_status_read_after_the_last_change() {
+        let r = Rebuilds::default();
+        assert!(r.begin("c"), "the first change starts a watcher");
+        let before_answer = r.snapshot("c").expect("active");
+        assert!(!r.settle("c", before_answer), "a change is still in flight");
+        r.answered("c");
+        assert!(!r.settle("c", before_answer), "read before the change was applied");
+        assert!(!r.begin("c"), "one watcher per collection");
+        r.answered("c");
+        let seen = r.snapshot("c").expect("active");
+        assert!(r.settle("c", seen));
+        assert!(r.snapshot("c").is_none());
     }
 
     #[test]

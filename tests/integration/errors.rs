@@ -168,10 +168,22 @@ async fn settings_come_from_environment_and_config_file() {
         "22023",
     )
     .await;
-    assert!(
-        data.join("vectors").exists(),
+    // The server says which data directory it uses (with rows and vectors both in
+    // external stores it keeps nothing there, so the files cannot tell).
+    let reported = server
+        .log
+        .lock()
+        .expect("log")
+        .iter()
+        .find_map(|l| super::log_field(l, "data"));
+    assert_eq!(
+        reported.as_deref(),
+        data.to_str(),
         "VECTORGATE_DATA chose the data directory"
     );
+    if super::qdrant().is_none() && super::cassandra().is_none() {
+        assert!(data.join("vectors").exists() && data.join("rows.redb").exists());
+    }
     server.stop(true);
     // A flag wins over the file.
     let server = super::Server::start_on(

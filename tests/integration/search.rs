@@ -11,6 +11,7 @@ pub const N: usize = 3000;
 pub const DIM: usize = 32;
 pub const K: usize = 10;
 
+#[derive(Clone)]
 pub struct Doc {
     pub id: i64,
     pub title: String,
