@@ -92,7 +92,7 @@ if [ "$qdrant" = start ]; then
 ss = [socket.socket() for _ in range(2)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
-  started="$("$qstart" "$qdir" "$qhttp" "$qgrpc")"
+  started="$(cd "$qdir" && "$qstart" "$qdir" "$qhttp" "$qgrpc")"
   cleanup+=("kill $(echo "$started" | sed -n 's/.*pid=\([0-9]*\).*/\1/p'); rm -rf $qdir")
   args+=(--qdrant "http://127.0.0.1:$qgrpc")
 fi

@@ -103,7 +103,8 @@ if [ -z "$qdrant_url" ] && [ -x "$qdrant_start" ]; then
 ss = [socket.socket() for _ in range(2)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
-    started="$("$qdrant_start" "$qdrant_dir" "$http" "$grpc")"
+    # Qdrant leaves a marker file in its working directory: start it in its own.
+    started="$(cd "$qdrant_dir" && "$qdrant_start" "$qdrant_dir" "$http" "$grpc")"
     echo "$started"
     qdrant_pid="$(echo "$started" | sed -n 's/.*pid=\([0-9]*\).*/\1/p')"
     cleanup+=("kill $qdrant_pid" "rm -rf $qdrant_dir")
