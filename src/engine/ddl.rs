@@ -90,6 +90,9 @@ pub async fn set_distance(core: &Core, def: &TableDef, distance: Distance) -> Re
     }
     let mut new = def.clone();
     new.distance = distance;
+    // Between the drop and the end of the backfill the collection holds only part of the
+    // table: searches scan the rows meanwhile.
+    let _rebuilding = core.begin_rebuild(&def.name);
     core.index.drop_collection(def).await?;
     core.index.create_collection(&new).await?;
     super::sync::backfill(core.rows.as_ref(), core.index.as_ref(), &new).await?;

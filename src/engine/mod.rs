@@ -56,6 +56,21 @@ pub struct Core {
     stop: CancellationToken,
     /// Bumped by every change to the catalog: a plan made before is stale.
     generation: std::sync::atomic::AtomicU64,
+    /// Tables whose collection is being dropped and built again from the rows (a new
+    /// distance): searches of them scan the rows until it is done.
+    rebuilding: Mutex<std::collections::HashSet<String>>,
+}
+
+/// A table's collection rebuilt from its rows while this lives.
+pub(crate) struct RebuildGuard<'a> {
+    core: &'a Core,
+    table: String,
+}
+
+impl Drop for RebuildGuard<'_> {
+    fn drop(&mut self) {
+        self.core.rebuilding.lock().remove(&self.table);
+    }
 }
 
 impl fmt::Debug for Core {
@@ -65,6 +80,21 @@ impl fmt::Debug for Core {
 }
 
 impl Core {
+    /// Mark `table` as rebuilt from its rows until the guard is dropped.
+    pub(crate) fn begin_rebuild(&self, table: &str) -> RebuildGuard<'_> {
+        self.rebuilding.lock().insert(table.to_string());
+        RebuildGuard {
+            core: self,
+            table: table.to_string(),
+        }
+    }
+
+    /// Whether `table`'s collection is being rebuilt from the rows right now (its index
+    /// answers only part of the table meanwhile).
+    pub fn rebuilding(&self, table: &str) -> bool {
+        self.rebuilding.lock().contains(table)
+    }
+
     /// Load the catalog from the row store, bring the index up to date with the rows
     /// (or open the breaker if it cannot be reached), and start the probe and the
     /// reconciler.
@@ -89,6 +119,7 @@ impl Core {
             unflushed: Default::default(),
             stop: CancellationToken::new(),
             generation: Default::default(),
+            rebuilding: Default::default(),
         });
         // Tables another proxy created, whose index was lost, or that missed writes while
         // the index was away: bring their collections up to date from the rows now, or,

@@ -555,6 +555,13 @@ impl Search {
         if self.row_scan {
             return self.scan_rows(None).await;
         }
+        if self.shared.rebuilding(&self.def.name) {
+            self.notices.push(format!(
+                "the vector index of \"{}\" is being built again from its rows: vector_search was answered by an exact scan of the rows",
+                self.def.name
+            ));
+            return self.scan_rows(Some(self.shared.fallback_max_rows)).await;
+        }
         if self.shared.health.searchable() {
             match self.index_search().await {
                 Err(e) if crate::engine::health::is_index_failure(&e) => {

@@ -1222,7 +1222,10 @@ mod tests {
         let before_answer = r.snapshot("c").expect("active");
         assert!(!r.settle("c", before_answer), "a change is still in flight");
         r.answered("c");
-        assert!(!r.settle("c", before_answer), "read before the change was applied");
+        assert!(
+            !r.settle("c", before_answer),
+            "read before the change was applied"
+        );
         assert!(!r.begin("c"), "one watcher per collection");
         r.answered("c");
         let seen = r.snapshot("c").expect("active");
