@@ -276,6 +276,9 @@ pub struct Session {
     /// NOTICEs for the client, sent after the statement that left them.
     pub notices: Notices,
     options: SessionOptions,
+    /// Inside `BEGIN`: how many rows (and DDL statements) the block has written so far.
+    /// Every statement commits on its own, so a `ROLLBACK` says what it cannot undo.
+    block: Mutex<Option<u64>>,
 }
 
 /// What a session starts with, from the server's settings and the user.
@@ -290,6 +293,39 @@ pub struct SessionOptions {
 }
 
 impl Session {
+    /// Follow a transaction block through the outputs of its statements: a `ROLLBACK`
+    /// (or `ROLLBACK TO SAVEPOINT`) after writes leaves a NOTICE that they stay, since
+    /// each statement commits on its own.
+    pub fn track_block(&self, out: &Output) {
+        let mut block = self.block.lock();
+        match out {
+            Output::TransactionStart(_) => *block = Some(block.unwrap_or(0)),
+            Output::TransactionEnd(tag) => {
+                if tag == "ROLLBACK" {
+                    self.undo_refused("ROLLBACK", block.unwrap_or(0));
+                }
+                *block = None;
+            }
+            Output::Command(tag) if tag == "ROLLBACK" => {
+                self.undo_refused("ROLLBACK TO SAVEPOINT", block.unwrap_or(0))
+            }
+            Output::Command(tag) => {
+                if let Some(n) = block.as_mut() {
+                    *n += written(tag);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn undo_refused(&self, what: &str, written: u64) {
+        if written > 0 {
+            self.notices.push(format!(
+                "{what} does not undo the {written} row(s) and table change(s) this transaction block wrote: vectorgate commits every statement on its own"
+            ));
+        }
+    }
+
     pub fn new(engine: Arc<Engine>) -> Session {
         Session::with_options(engine, SessionOptions::default())
     }
@@ -315,6 +351,7 @@ impl Session {
             copy: Mutex::new(None),
             notices: Default::default(),
             options,
+            block: Mutex::new(None),
         };
         // The search settings carry the session's notice list, even before any SET.
         session.apply_settings();
@@ -568,4 +605,17 @@ fn setting(
         return Some(d.as_millis().to_string());
     }
     settings.get(name).cloned()
+}
+
+/// What a command tag says was written: its row count for INSERT, UPDATE, DELETE, COPY
+/// and MERGE, one for a change to the catalog, nothing otherwise.
+fn written(tag: &str) -> u64 {
+    let mut words = tag.split_whitespace();
+    match words.next() {
+        Some("INSERT" | "UPDATE" | "DELETE" | "COPY" | "MERGE") => {
+            words.last().and_then(|n| n.parse().ok()).unwrap_or(0)
+        }
+        Some("CREATE" | "DROP" | "ALTER" | "TRUNCATE") => 1,
+        _ => 0,
+    }
 }

@@ -457,7 +457,10 @@ impl SimpleQueryHandler for QueryHandler {
             let started = std::time::Instant::now();
             let resp = with_timeout(&session, async {
                 match session.execute(stmt).await {
-                    Ok(o) => encode::response(o, &Format::UnifiedText, &parser.limits).await,
+                    Ok(o) => {
+                        session.track_block(&o);
+                        encode::response(o, &Format::UnifiedText, &parser.limits).await
+                    }
                     Err(e) => Err(e),
                 }
             })
@@ -514,6 +517,7 @@ impl ExtendedQueryHandler for QueryHandler {
                     &prepared.plan,
                 )
                 .await?;
+            session.track_block(&out);
             encode::response(out, &portal.result_column_format, &parser.limits).await
         };
         let response = with_timeout(&session, run).await;

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio_postgres::SimpleQueryMessage;
 
-use super::search::{DIM, Doc, K, dataset, filters, gaussian, load, oracle};
+use super::search::{DIM, Doc, K, dataset, filters, gaussian, load, oracle, queries_near};
 use super::{Server, sqlstate, vec_text};
 
 /// A port nothing listens on.
@@ -376,14 +376,7 @@ async fn alter_table_changes_index_options_and_results_stay_right() {
     let mut rng = StdRng::seed_from_u64(21);
     let (docs, centers) = dataset(&mut rng);
     let docs = &docs[..2000];
-    let queries: Vec<Vec<f32>> = (0..20)
-        .map(|i| {
-            centers[i % centers.len()]
-                .iter()
-                .map(|x| x + 0.35 * gaussian(&mut rng))
-                .collect()
-        })
-        .collect();
+    let queries = queries_near(&centers, 20, &mut rng);
     let mut server = Server::start_on(&data, &[]);
     let (client, notices) = server.client_with_notices().await;
     load(&client, "opts", "cosine", docs).await;
@@ -551,14 +544,7 @@ async fn searches_during_a_distance_change_are_exact() {
     let client = server.client().await;
     let mut rng = StdRng::seed_from_u64(22);
     let (docs, centers) = dataset(&mut rng);
-    let queries: Vec<Vec<f32>> = (0..20)
-        .map(|i| {
-            centers[i % centers.len()]
-                .iter()
-                .map(|x| x + 0.35 * gaussian(&mut rng))
-                .collect()
-        })
-        .collect();
+    let queries = queries_near(&centers, 20, &mut rng);
     load(&client, "opts", "cosine", &docs).await;
     let phase = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));

@@ -546,3 +546,70 @@ async fn startup_parameters_are_postgres_defaults_and_agree_with_show() {
             .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
     );
 }
+
+/// Every statement commits on its own (transactions are not built yet): a ROLLBACK after
+/// writes inside BEGIN says, in a NOTICE, what it leaves in place, in both protocols;
+/// a block that wrote nothing rolls back silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_says_what_it_cannot_undo() {
+    let server = Server::start();
+    let (client, notices) = server.client_with_notices().await;
+    let seen = || std::mem::take(&mut *notices.lock().expect("notices"));
+    client
+        .batch_execute("CREATE TABLE rb (id int PRIMARY KEY, e vector(2))")
+        .await
+        .expect("create");
+    seen();
+    // Simple protocol.
+    client
+        .batch_execute("BEGIN; INSERT INTO rb VALUES (1, '[1,1]'), (2, '[1,2]'); ROLLBACK")
+        .await
+        .expect("block");
+    let n = seen();
+    assert!(
+        n.iter()
+            .any(|m| m.starts_with("ROLLBACK does not undo the 2 row(s)")),
+        "{n:?}"
+    );
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM rb", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 2, "the rows stay, as the NOTICE says");
+    // Extended protocol, with a savepoint.
+    client.execute("BEGIN", &[]).await.expect("begin");
+    client
+        .execute("INSERT INTO rb VALUES ($1, '[2,2]')", &[&3i32])
+        .await
+        .expect("insert");
+    client.execute("SAVEPOINT s", &[]).await.expect("savepoint");
+    client
+        .execute("DELETE FROM rb WHERE id = $1", &[&1i32])
+        .await
+        .expect("delete");
+    client
+        .execute("ROLLBACK TO SAVEPOINT s", &[])
+        .await
+        .expect("rollback to savepoint");
+    let n = seen();
+    assert!(
+        n.iter()
+            .any(|m| m.starts_with("ROLLBACK TO SAVEPOINT does not undo the 2 row(s)")),
+        "{n:?}"
+    );
+    client.execute("ROLLBACK", &[]).await.expect("rollback");
+    let n = seen();
+    assert!(
+        n.iter()
+            .any(|m| m.starts_with("ROLLBACK does not undo the 2 row(s)")),
+        "{n:?}"
+    );
+    // Nothing written, nothing said; and autocommit statements outside a block count
+    // for no later block.
+    client
+        .batch_execute("INSERT INTO rb VALUES (9, '[9,9]'); BEGIN; SELECT 1; ROLLBACK")
+        .await
+        .expect("read-only block");
+    assert_eq!(seen(), Vec::<String>::new());
+}

@@ -51,6 +51,18 @@ pub fn dataset(rng: &mut StdRng) -> (Vec<Doc>, Vec<Vec<f32>>) {
 }
 
 /// The ids of the k nearest documents passing `pred`, by exact distance.
+/// `n` queries drawn like the data: near the centres in turn.
+pub fn queries_near(centers: &[Vec<f32>], n: usize, rng: &mut StdRng) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|i| {
+            centers[i % centers.len()]
+                .iter()
+                .map(|x| x + 0.35 * gaussian(rng))
+                .collect()
+        })
+        .collect()
+}
+
 pub fn oracle(
     docs: &[Doc],
     query: &[f32],
