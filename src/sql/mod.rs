@@ -54,6 +54,13 @@ pub enum Output {
     CopyIn {
         columns: usize,
     },
+    /// Rows a write returned (`RETURNING`), under the write's own command tag without
+    /// its count (`INSERT 0`, `UPDATE`, `DELETE`).
+    Written {
+        tag: &'static str,
+        schema: SchemaRef,
+        batch: datafusion::arrow::record_batch::RecordBatch,
+    },
     Empty,
 }
 
@@ -312,6 +319,11 @@ impl Session {
             Output::Command(tag) => {
                 if let Some(n) = block.as_mut() {
                     *n += written(tag);
+                }
+            }
+            Output::Written { batch, .. } => {
+                if let Some(n) = block.as_mut() {
+                    *n += batch.num_rows() as u64;
                 }
             }
             _ => {}

@@ -520,6 +520,15 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
         }
         _ => {}
     }
+    // A write with RETURNING describes its rows: the same query over the table itself.
+    if let Some((def, alias, items)) = super::statements::returning_of(session, stmt) {
+        let from = format!("\"{}\"", def.name.replace('"', "\"\""));
+        let sql = super::statements::returning_sql(&def, alias.as_deref(), items, &from);
+        if let Some(q) = session.engine.parse(&sql)?.pop() {
+            let plan = session.plan(q).await?;
+            schema = Some(super::catalog::result_schema(&plan));
+        }
+    }
     Ok(Described {
         params: (1..=n).map(|i| types.get(&i).cloned()).collect(),
         schema,

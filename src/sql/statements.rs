@@ -735,9 +735,9 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
             "INSERT INTO a table function is not supported".into(),
         ));
     };
-    if ins.on.is_some() || ins.returning.is_some() {
+    if ins.on.is_some() {
         return Err(Error::FeatureNotSupported(
-            "ON CONFLICT and RETURNING are not supported yet".into(),
+            "ON CONFLICT is not supported yet".into(),
         ));
     }
     let def = session.engine.core.table(&table_name(name)?)?;
@@ -774,8 +774,121 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
         .map(|vals| check_row(&def, &targets, vals))
         .collect::<Result<Vec<Row>>>()?;
     let n = rows.len();
-    write_rows(session, &def, rows, WriteMode::InsertNew).await?;
-    Ok(Output::Command(format!("INSERT 0 {n}")))
+    let Some(items) = &ins.returning else {
+        write_rows(session, &def, rows, WriteMode::InsertNew).await?;
+        return Ok(Output::Command(format!("INSERT 0 {n}")));
+    };
+    // Checked before the write: a RETURNING that cannot be evaluated writes nothing.
+    let alias = ins.table_alias.as_ref().map(|a| a.alias.value.clone());
+    returning(session, &def, alias.as_deref(), items, &[]).await?;
+    write_rows(session, &def, rows.clone(), WriteMode::InsertNew).await?;
+    tagged(
+        returning(session, &def, alias.as_deref(), items, &rows).await?,
+        "INSERT 0",
+    )
+}
+
+/// The `SELECT` that evaluates `RETURNING items` over the rows in `from`, a table of
+/// the written table's columns, named as the statement names the table.
+pub(crate) fn returning_sql(
+    def: &TableDef,
+    alias: Option<&str>,
+    items: &[datafusion::sql::sqlparser::ast::SelectItem],
+    from: &str,
+) -> String {
+    let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+    let name = alias.map_or_else(|| quote_ident(&def.name), quote_ident);
+    format!("SELECT {} FROM {from} AS {name}", items.join(", "))
+}
+
+/// The written table, its alias and the RETURNING items of a write that has them.
+pub(crate) fn returning_of<'a>(
+    session: &Session,
+    stmt: &'a Statement,
+) -> Option<(
+    Arc<TableDef>,
+    Option<String>,
+    &'a [datafusion::sql::sqlparser::ast::SelectItem],
+)> {
+    let (name, alias, items) = match stmt {
+        Statement::Insert(ins) => match &ins.table {
+            TableObject::TableName(n) => (
+                n,
+                ins.table_alias.as_ref().map(|a| a.alias.value.clone()),
+                ins.returning.as_deref()?,
+            ),
+            _ => return None,
+        },
+        Statement::Update(up) => match &up.table.relation {
+            TableFactor::Table { name, alias, .. } => (
+                name,
+                alias.as_ref().map(|a| a.name.value.clone()),
+                up.returning.as_deref()?,
+            ),
+            _ => return None,
+        },
+        Statement::Delete(del) => {
+            let (FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t)) = &del.from;
+            match &t.first()?.relation {
+                TableFactor::Table { name, alias, .. } => (
+                    name,
+                    alias.as_ref().map(|a| a.name.value.clone()),
+                    del.returning.as_deref()?,
+                ),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let def = session.engine.core.table(&table_name(name).ok()?).ok()?;
+    Some((def, alias, items))
+}
+
+/// `RETURNING items` over the rows a statement wrote, as that statement's output: the
+/// query is planned over the table itself, then its scan of the table is replaced by a
+/// scan of `rows` (of the very schema the table's scan has).
+async fn returning(
+    session: &Session,
+    def: &TableDef,
+    alias: Option<&str>,
+    items: &[datafusion::sql::sqlparser::ast::SelectItem],
+    rows: &[Row],
+) -> Result<Output> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::error::DataFusionError;
+    use datafusion::logical_expr::LogicalPlan;
+    let sql = returning_sql(def, alias, items, &quote_ident(&def.name));
+    let stmt = session
+        .engine
+        .parse(&sql)?
+        .pop()
+        .ok_or_else(|| Error::internal("empty RETURNING"))?;
+    let plan = session.plan(stmt).await?;
+    let cols: Vec<usize> = (0..def.columns.len()).collect();
+    let refs: Vec<&Row> = rows.iter().collect();
+    let plan = plan
+        .transform_up(|node| match node {
+            LogicalPlan::TableScan(mut scan) if scan.table_name.table() == def.name => {
+                let schema = scan.source.schema();
+                let batch = super::tables::rows_to_batch(def, &schema, &cols, &refs)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])?;
+                scan.source = datafusion::datasource::provider_as_source(Arc::new(table));
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data;
+    let schema = super::catalog::result_schema(&plan);
+    let df = session.ctx.execute_logical_plan(plan).await?;
+    let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
+    let batch =
+        datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(Error::internal)?;
+    Ok(Output::Written {
+        tag: "",
+        schema,
+        batch,
+    })
 }
 
 /// The write path of a statement: the engine's write protocol, its notices to the session.
@@ -823,9 +936,9 @@ fn quote_ident(s: &str) -> String {
 }
 
 async fn update(session: &Session, up: &Update) -> Result<Output> {
-    if up.from.is_some() || up.returning.is_some() || !up.table.joins.is_empty() {
+    if up.from.is_some() || !up.table.joins.is_empty() {
         return Err(Error::FeatureNotSupported(
-            "UPDATE ... FROM, joins and RETURNING are not supported".into(),
+            "UPDATE ... FROM and joins are not supported yet".into(),
         ));
     }
     let TableFactor::Table { name, alias, .. } = &up.table.relation else {
@@ -882,6 +995,10 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
         new_rows.push(row);
     }
     let n = new_rows.len();
+    let alias = alias.as_ref().map(|a| a.name.value.clone());
+    if let Some(items) = &up.returning {
+        returning(session, &def, alias.as_deref(), items, &[]).await?;
+    }
     let shared = &session.engine.core;
     if !moved.is_empty() {
         // A changed key is a delete of the old row and an insert of the new one; the new
@@ -898,14 +1015,29 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
         let old_keys: Vec<Vec<Value>> = moved.into_iter().map(|(ok, _)| ok).collect();
         delete_rows(session, &def, old_keys).await?;
     }
-    write_rows(session, &def, new_rows, WriteMode::Upsert).await?;
-    Ok(Output::Command(format!("UPDATE {n}")))
+    let Some(items) = &up.returning else {
+        write_rows(session, &def, new_rows, WriteMode::Upsert).await?;
+        return Ok(Output::Command(format!("UPDATE {n}")));
+    };
+    write_rows(session, &def, new_rows.clone(), WriteMode::Upsert).await?;
+    tagged(
+        returning(session, &def, alias.as_deref(), items, &new_rows).await?,
+        "UPDATE",
+    )
+}
+
+/// A RETURNING output under its statement's tag.
+fn tagged(out: Output, tag: &'static str) -> Result<Output> {
+    match out {
+        Output::Written { schema, batch, .. } => Ok(Output::Written { tag, schema, batch }),
+        _ => Err(Error::internal("RETURNING gave no rows")),
+    }
 }
 
 async fn delete(session: &Session, del: &Delete) -> Result<Output> {
-    if del.using.is_some() || del.returning.is_some() || !del.tables.is_empty() {
+    if del.using.is_some() || !del.tables.is_empty() {
         return Err(Error::FeatureNotSupported(
-            "DELETE ... USING and RETURNING are not supported".into(),
+            "DELETE ... USING is not supported yet".into(),
         ));
     }
     let from = match &del.from {
@@ -922,6 +1054,10 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
         ));
     };
     let def = session.engine.core.table(&table_name(name)?)?;
+    let alias_name = alias.as_ref().map(|a| a.name.value.clone());
+    if let Some(items) = &del.returning {
+        return delete_returning(session, &def, alias_name.as_deref(), &del.selection, items).await;
+    }
     let cols: Vec<String> = def
         .primary_key
         .iter()
@@ -947,6 +1083,41 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
         .collect::<Result<_>>()?;
     let n = delete_rows(session, &def, keys_).await?;
     Ok(Output::Command(format!("DELETE {n}")))
+}
+
+/// `DELETE ... RETURNING`: the whole rows are read first, deleted by key, and returned
+/// (those that were there to delete).
+async fn delete_returning(
+    session: &Session,
+    def: &TableDef,
+    alias: Option<&str>,
+    selection: &Option<SqlExpr>,
+    items: &[datafusion::sql::sqlparser::ast::SelectItem],
+) -> Result<Output> {
+    returning(session, def, alias, items, &[]).await?;
+    let mut select = format!("SELECT * FROM {}", quote_ident(&def.name));
+    if let Some(a) = alias {
+        select.push_str(&format!(" AS {}", quote_ident(a)));
+    }
+    if let Some(sel) = selection {
+        select.push_str(&format!(" WHERE {sel}"));
+    }
+    let (found, _) = collect_values(session, &select).await?;
+    let rows: Vec<Row> = found
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .zip(&def.columns)
+                .map(|(v, c)| coerce(v, &c.ty))
+                .collect::<Result<Row>>()
+        })
+        .collect::<Result<_>>()?;
+    let keys_: Vec<Vec<Value>> = rows.iter().map(|r| def.key_of(r)).collect();
+    delete_rows(session, def, keys_).await?;
+    tagged(
+        returning(session, def, alias, items, &rows).await?,
+        "DELETE",
+    )
 }
 
 /// A duration setting as Postgres reads it: milliseconds, or a number with a unit

@@ -243,7 +243,13 @@ pub async fn response(
     format: &Format,
     limits: &super::StatementLimits,
 ) -> Result<Response> {
-    Ok(match out {
+    // Rows a write returned go out as rows under the write's own tag.
+    let (out, written) = match out {
+        Output::Written { tag, schema, batch } => (Output::batch(schema, batch), Some(tag)),
+        other => (other, None),
+    };
+    let mut response = match out {
+        Output::Written { .. } => unreachable!("turned into rows above"),
         Output::Command(t) => Response::Execution(tag(&t)),
         Output::TransactionStart(t) => Response::TransactionStart(Tag::new(&t)),
         Output::TransactionEnd(t) => Response::TransactionEnd(Tag::new(&t)),
@@ -337,7 +343,11 @@ pub async fn response(
                 });
             Response::Query(QueryResponse::new(fields, rows))
         }
-    })
+    };
+    if let (Some(t), Response::Query(q)) = (written, &mut response) {
+        q.set_command_tag(t);
+    }
+    Ok(response)
 }
 
 #[cfg(test)]
