@@ -49,9 +49,15 @@ pub enum Error {
     /// A statement or result over a configured limit (SQLSTATE 54000).
     #[error("{0}")]
     ProgramLimit(String),
-    /// A scalar subquery returned more than one row.
+    /// A scalar subquery returned more than one row; an upsert met a row twice.
     #[error("{0}")]
     CardinalityViolation(String),
+    /// An ON CONFLICT target that no unique constraint matches.
+    #[error("{0}")]
+    InvalidColumnReference(String),
+    /// A column name that more than one table in scope has.
+    #[error("column reference \"{0}\" is ambiguous")]
+    AmbiguousColumn(String),
     /// A backend answered with an error. `store` names the backend ("row store",
     /// "vector index") for the hint; `message` is already client-safe.
     #[error("{store} error: {message}")]
@@ -103,6 +109,8 @@ impl Error {
             Error::ReadOnly(_) => "25006",
             Error::ProgramLimit(_) => "54000",
             Error::CardinalityViolation(_) => "21000",
+            Error::InvalidColumnReference(_) => "42P10",
+            Error::AmbiguousColumn(_) => "42702",
             Error::Backend { .. } => "58000",
             Error::Unavailable { .. } => "08006",
             Error::Timeout { .. } => "57014",
@@ -197,6 +205,9 @@ fn from_datafusion(e: DataFusionError) -> Error {
         DataFusionError::SchemaError(se, _) => match *se {
             SchemaError::FieldNotFound { field, .. } => {
                 Error::UndefinedColumn(field.name().to_string())
+            }
+            SchemaError::AmbiguousReference { field } => {
+                Error::AmbiguousColumn(field.name().to_string())
             }
             other => Error::Syntax(strip_prefixes(&other.to_string())),
         },

@@ -9,9 +9,10 @@ use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{
-    AlterTable, AlterTableOperation, ColumnOption, CreateTable, CreateTableOptions, Delete,
-    Expr as SqlExpr, FromTable, Ident, Insert, ObjectName, ObjectType, Set, SqlOption, Statement,
-    TableConstraint, TableFactor, TableObject, Update, Value as SqlValue,
+    AlterTable, AlterTableOperation, ColumnOption, ConflictTarget, CreateTable, CreateTableOptions,
+    Delete, DoUpdate, Expr as SqlExpr, FromTable, Ident, Insert, ObjectName, ObjectType,
+    OnConflict, OnConflictAction, OnInsert, Set, SqlOption, Statement, TableConstraint,
+    TableFactor, TableObject, Update, Value as SqlValue,
 };
 use futures::TryStreamExt;
 
@@ -735,12 +736,19 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
             "INSERT INTO a table function is not supported".into(),
         ));
     };
-    if ins.on.is_some() {
-        return Err(Error::FeatureNotSupported(
-            "ON CONFLICT is not supported yet".into(),
-        ));
-    }
     let def = session.engine.core.table(&table_name(name)?)?;
+    let on_conflict = match &ins.on {
+        None => None,
+        Some(OnInsert::OnConflict(oc)) => Some(oc),
+        Some(other) => {
+            return Err(Error::FeatureNotSupported(format!(
+                "INSERT ...{other} is not supported (ON CONFLICT is)"
+            )));
+        }
+    };
+    if let Some(oc) = on_conflict {
+        conflict_target(&def, oc)?;
+    }
     let targets: Vec<usize> = if ins.columns.is_empty() {
         (0..def.columns.len()).collect()
     } else {
@@ -773,19 +781,267 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
         .into_iter()
         .map(|vals| check_row(&def, &targets, vals))
         .collect::<Result<Vec<Row>>>()?;
+    let alias = ins.table_alias.as_ref().map(|a| a.alias.value.clone());
+    // Checked before the write: a RETURNING that cannot be evaluated writes nothing.
+    if let Some(items) = &ins.returning {
+        returning(session, &def, alias.as_deref(), items, &[]).await?;
+    }
+    let (rows, mode) = match on_conflict {
+        None => (rows, WriteMode::InsertNew),
+        Some(oc) => (
+            upsert_rows(session, &def, alias.as_deref(), &oc.action, rows).await?,
+            WriteMode::Upsert,
+        ),
+    };
     let n = rows.len();
     let Some(items) = &ins.returning else {
-        write_rows(session, &def, rows, WriteMode::InsertNew).await?;
+        write_rows(session, &def, rows, mode).await?;
         return Ok(Output::Command(format!("INSERT 0 {n}")));
     };
-    // Checked before the write: a RETURNING that cannot be evaluated writes nothing.
-    let alias = ins.table_alias.as_ref().map(|a| a.alias.value.clone());
-    returning(session, &def, alias.as_deref(), items, &[]).await?;
-    write_rows(session, &def, rows.clone(), WriteMode::InsertNew).await?;
+    write_rows(session, &def, rows.clone(), mode).await?;
     tagged(
         returning(session, &def, alias.as_deref(), items, &rows).await?,
         "INSERT 0",
     )
+}
+
+/// Make `scan` (a scan of `def`'s table) read `rows` instead, in the scan's own schema.
+fn scan_rows_instead(
+    scan: &mut datafusion::logical_expr::TableScan,
+    def: &TableDef,
+    rows: &[&Row],
+) -> datafusion::error::Result<()> {
+    let schema = scan.source.schema();
+    let cols: Vec<usize> = (0..def.columns.len()).collect();
+    let batch = super::tables::rows_to_batch(def, &schema, &cols, rows)
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])?;
+    scan.source = datafusion::datasource::provider_as_source(Arc::new(table));
+    Ok(())
+}
+
+/// An ON CONFLICT target must name the primary key (its columns in any order, or its
+/// constraint `<table>_pkey`); DO UPDATE needs one (as in Postgres).
+fn conflict_target(def: &TableDef, oc: &OnConflict) -> Result<()> {
+    let matches = match &oc.conflict_target {
+        None => {
+            if matches!(oc.action, OnConflictAction::DoUpdate(_)) {
+                return Err(Error::Syntax(
+                    "ON CONFLICT DO UPDATE requires inference specification or constraint name"
+                        .into(),
+                ));
+            }
+            true
+        }
+        Some(ConflictTarget::Columns(cols)) => {
+            let mut named: Vec<usize> = cols
+                .iter()
+                .map(|c| {
+                    let n = ident_name(c);
+                    def.column_index(&n).ok_or(Error::UndefinedColumn(n))
+                })
+                .collect::<Result<_>>()?;
+            named.sort_unstable();
+            named.dedup();
+            let mut pk = def.primary_key.clone();
+            pk.sort_unstable();
+            named == pk
+        }
+        Some(ConflictTarget::OnConstraint(name)) => {
+            let n = name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(ident_name)
+                .unwrap_or_default();
+            if n != format!("{}_pkey", def.name) {
+                return Err(Error::UndefinedObject(format!(
+                    "constraint \"{n}\" for table \"{}\" does not exist",
+                    def.name
+                )));
+            }
+            true
+        }
+    };
+    if !matches {
+        return Err(Error::InvalidColumnReference(
+            "there is no unique or exclusion constraint matching the ON CONFLICT specification"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The rows an `INSERT ... ON CONFLICT` writes: proposed rows whose key is free (the
+/// first of several with one key), and for DO UPDATE the existing rows of taken keys
+/// with the SET applied where its WHERE holds (`EXCLUDED` is the proposed row). The rows
+/// are read and then written, not in one store transaction: two statements upserting
+/// one key at the same moment may both read it free or both update the same old row.
+async fn upsert_rows(
+    session: &Session,
+    def: &TableDef,
+    alias: Option<&str>,
+    action: &OnConflictAction,
+    proposed: Vec<Row>,
+) -> Result<Vec<Row>> {
+    let keys_: Vec<Vec<Value>> = proposed.iter().map(|r| def.key_of(r)).collect();
+    let existing = session.engine.core.rows.get(def, &keys_).await?;
+    // Each key's position among the proposed rows: the rows come back in that order.
+    let mut position = std::collections::HashMap::new();
+    let mut out: Vec<(usize, Row)> = Vec::new();
+    let mut taken: Vec<(Row, Row)> = Vec::new();
+    for (i, ((row, key), old)) in proposed.into_iter().zip(&keys_).zip(existing).enumerate() {
+        let first = !position.contains_key(&keys::encode(key));
+        position.entry(keys::encode(key)).or_insert(i);
+        match (action, old) {
+            (OnConflictAction::DoNothing, None) if first => out.push((i, row)),
+            (OnConflictAction::DoNothing, _) => {}
+            (OnConflictAction::DoUpdate(_), _) if !first => {
+                return Err(Error::CardinalityViolation(
+                    "ON CONFLICT DO UPDATE command cannot affect row a second time".into(),
+                ));
+            }
+            (OnConflictAction::DoUpdate(_), None) => out.push((i, row)),
+            (OnConflictAction::DoUpdate(_), Some(old)) => taken.push((old, row)),
+        }
+    }
+    if let (OnConflictAction::DoUpdate(update), false) = (action, taken.is_empty()) {
+        for row in conflict_updates(session, def, alias, update, taken).await? {
+            let i = position
+                .get(&keys::encode(&def.key_of(&row)))
+                .copied()
+                .unwrap_or(usize::MAX);
+            out.push((i, row));
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out.into_iter().map(|(_, r)| r).collect())
+}
+
+/// DO UPDATE over the rows that met a conflict: `SET` and `WHERE` evaluated over each
+/// existing row joined by key to its proposed row as `excluded`; the rows the WHERE
+/// keeps, updated.
+async fn conflict_updates(
+    session: &Session,
+    def: &TableDef,
+    alias: Option<&str>,
+    update: &DoUpdate,
+    pairs: Vec<(Row, Row)>,
+) -> Result<Vec<Row>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::LogicalPlan;
+    let target = alias.map_or_else(|| quote_ident(&def.name), quote_ident);
+    let mut sets = Vec::new();
+    let mut select = format!("SELECT {target}.*");
+    for (i, a) in update.assignments.iter().enumerate() {
+        let column = ident_name(
+            &match &a.target {
+                datafusion::sql::sqlparser::ast::AssignmentTarget::ColumnName(n) => {
+                    n.0.last().and_then(|p| p.as_ident()).cloned()
+                }
+                _ => None,
+            }
+            .ok_or_else(|| {
+                Error::FeatureNotSupported(
+                    "ON CONFLICT DO UPDATE of a tuple is not supported".into(),
+                )
+            })?,
+        );
+        let c = def
+            .column_index(&column)
+            .ok_or_else(|| Error::UndefinedColumn(column.clone()))?;
+        if def.primary_key.contains(&c) {
+            return Err(Error::FeatureNotSupported(format!(
+                "ON CONFLICT DO UPDATE SET of the primary key column \"{column}\" is not supported"
+            )));
+        }
+        sets.push(c);
+        select.push_str(&format!(", ({}) AS \"__vg_set_{i}\"", a.value));
+    }
+    select.push_str(&format!(
+        ", {} AS \"__vg_where\" FROM {} AS {target} JOIN {} AS excluded ON {}",
+        update
+            .selection
+            .as_ref()
+            .map_or("TRUE".into(), |w| w.to_string()),
+        quote_ident(&def.name),
+        quote_ident(&def.name),
+        def.primary_key
+            .iter()
+            .map(|&c| {
+                let col = quote_ident(&def.columns[c].name);
+                format!("{target}.{col} = excluded.{col}")
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    ));
+    let stmt = session
+        .engine
+        .parse(&select)?
+        .pop()
+        .ok_or_else(|| Error::internal("empty upsert"))?;
+    let plan = session.plan(stmt).await?;
+    // The scan under the alias `excluded` reads the proposed rows, the other the
+    // existing ones.
+    let old: Vec<&Row> = pairs.iter().map(|(o, _)| o).collect();
+    let new: Vec<&Row> = pairs.iter().map(|(_, n)| n).collect();
+    let plan = plan
+        .transform_down(|node| match node {
+            LogicalPlan::SubqueryAlias(mut sa) => {
+                let excluded = sa.alias.table() == "excluded";
+                let input = Arc::unwrap_or_clone(sa.input.clone());
+                let input = input
+                    .transform_down(|n| match n {
+                        LogicalPlan::TableScan(mut scan) if scan.table_name.table() == def.name => {
+                            scan_rows_instead(&mut scan, def, if excluded { &new } else { &old })?;
+                            Ok(Transformed::new(
+                                LogicalPlan::TableScan(scan),
+                                true,
+                                datafusion::common::tree_node::TreeNodeRecursion::Jump,
+                            ))
+                        }
+                        other => Ok(Transformed::no(other)),
+                    })?
+                    .data;
+                sa.input = Arc::new(input);
+                Ok(Transformed::new(
+                    LogicalPlan::SubqueryAlias(sa),
+                    true,
+                    datafusion::common::tree_node::TreeNodeRecursion::Jump,
+                ))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data;
+    let df = session.ctx.execute_logical_plan(plan).await?;
+    let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
+    let ncols = def.columns.len();
+    let mut out = Vec::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            let mut vals = b
+                .columns()
+                .iter()
+                .map(|c| value_from_array(c, r))
+                .collect::<Result<Vec<_>>>()?;
+            let keep = vals.pop();
+            if !matches!(keep, Some(Value::Bool(true))) {
+                continue;
+            }
+            let set_vals = vals.split_off(ncols);
+            let mut row = vals
+                .into_iter()
+                .zip(&def.columns)
+                .map(|(v, c)| coerce(v, &c.ty))
+                .collect::<Result<Row>>()?;
+            for (v, &c) in set_vals.into_iter().zip(&sets) {
+                row[c] = coerce_into(def, c, v)?;
+            }
+            check_not_null(def, &row)?;
+            out.push(row);
+        }
+    }
+    Ok(out)
 }
 
 /// The `SELECT` that evaluates `RETURNING items` over the rows in `from`, a table of
@@ -855,7 +1111,6 @@ async fn returning(
     rows: &[Row],
 ) -> Result<Output> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::error::DataFusionError;
     use datafusion::logical_expr::LogicalPlan;
     let sql = returning_sql(def, alias, items, &quote_ident(&def.name));
     let stmt = session
@@ -864,16 +1119,11 @@ async fn returning(
         .pop()
         .ok_or_else(|| Error::internal("empty RETURNING"))?;
     let plan = session.plan(stmt).await?;
-    let cols: Vec<usize> = (0..def.columns.len()).collect();
     let refs: Vec<&Row> = rows.iter().collect();
     let plan = plan
         .transform_up(|node| match node {
             LogicalPlan::TableScan(mut scan) if scan.table_name.table() == def.name => {
-                let schema = scan.source.schema();
-                let batch = super::tables::rows_to_batch(def, &schema, &cols, &refs)
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])?;
-                scan.source = datafusion::datasource::provider_as_source(Arc::new(table));
+                scan_rows_instead(&mut scan, def, &refs)?;
                 Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
             }
             other => Ok(Transformed::no(other)),
