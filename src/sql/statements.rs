@@ -1186,19 +1186,32 @@ fn quote_ident(s: &str) -> String {
 }
 
 async fn update(session: &Session, up: &Update) -> Result<Output> {
-    if up.from.is_some() || !up.table.joins.is_empty() {
+    if !up.table.joins.is_empty() {
         return Err(Error::FeatureNotSupported(
-            "UPDATE ... FROM and joins are not supported yet".into(),
+            "UPDATE of a join is not supported (UPDATE ... FROM is)".into(),
         ));
     }
+    let from = match &up.from {
+        None => None,
+        Some(datafusion::sql::sqlparser::ast::UpdateTableFromKind::AfterSet(t)) => Some(t),
+        Some(_) => {
+            return Err(Error::Syntax(
+                "FROM comes after SET in UPDATE ... SET ... FROM".into(),
+            ));
+        }
+    };
     let TableFactor::Table { name, alias, .. } = &up.table.relation else {
         return Err(Error::FeatureNotSupported(
             "UPDATE of this target is not supported".into(),
         ));
     };
     let def = session.engine.core.table(&table_name(name)?)?;
+    let target = alias
+        .as_ref()
+        .map_or_else(|| quote_ident(&def.name), |a| a.name.to_string());
     let mut sets = Vec::new();
-    let mut select = String::from("SELECT *");
+    // With FROM the other tables' columns join the row: only the target's are kept.
+    let mut select = format!("SELECT {target}.*");
     for (i, a) in up.assignments.iter().enumerate() {
         let target = a.target.to_string();
         let cname = target
@@ -1223,6 +1236,9 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
         // The alias's name only: its Display repeats the `AS` an `UPDATE t AS x` had.
         select.push_str(&format!(" AS {}", a.name));
     }
+    for t in from.into_iter().flatten() {
+        select.push_str(&format!(", {t}"));
+    }
     if let Some(sel) = &up.selection {
         select.push_str(&format!(" WHERE {sel}"));
     }
@@ -1230,7 +1246,13 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
     let ncols = def.columns.len();
     let mut new_rows = Vec::with_capacity(values.len());
     let mut moved: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
+    // A row the FROM joins more than once is updated once, with the first join row (which
+    // one Postgres takes is unspecified).
+    let mut updated = std::collections::HashSet::new();
     for mut vals in values {
+        if from.is_some() && !updated.insert(keys::encode(&def.key_of(&vals))) {
+            continue;
+        }
         let set_vals = vals.split_off(ncols);
         let old = vals;
         let mut row = old.clone();
@@ -1285,9 +1307,9 @@ fn tagged(out: Output, tag: &'static str) -> Result<Output> {
 }
 
 async fn delete(session: &Session, del: &Delete) -> Result<Output> {
-    if del.using.is_some() || !del.tables.is_empty() {
+    if !del.tables.is_empty() {
         return Err(Error::FeatureNotSupported(
-            "DELETE ... USING is not supported yet".into(),
+            "DELETE from several tables is not supported (DELETE ... USING is)".into(),
         ));
     }
     let from = match &del.from {
@@ -1305,18 +1327,38 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
     };
     let def = session.engine.core.table(&table_name(name)?)?;
     let alias_name = alias.as_ref().map(|a| a.name.value.clone());
+    let using = del.using.as_deref().unwrap_or_default();
     if let Some(items) = &del.returning {
-        return delete_returning(session, &def, alias_name.as_deref(), &del.selection, items).await;
+        return delete_returning(
+            session,
+            &def,
+            alias_name.as_deref(),
+            using,
+            &del.selection,
+            items,
+        )
+        .await;
     }
+    let target = alias
+        .as_ref()
+        .map_or_else(|| quote_ident(&def.name), |a| a.name.to_string());
     let cols: Vec<String> = def
         .primary_key
         .iter()
-        .map(|&i| quote_ident(&def.columns[i].name))
+        .map(|&i| format!("{target}.{}", quote_ident(&def.columns[i].name)))
         .collect();
-    let mut select = format!("SELECT {} FROM {}", cols.join(", "), quote_ident(&def.name));
+    // DISTINCT: a row USING joins more than once is deleted once.
+    let mut select = format!(
+        "SELECT DISTINCT {} FROM {}",
+        cols.join(", "),
+        quote_ident(&def.name)
+    );
     if let Some(a) = alias {
         // The alias's name only: its Display repeats the `AS` an `UPDATE t AS x` had.
         select.push_str(&format!(" AS {}", a.name));
+    }
+    for t in using {
+        select.push_str(&format!(", {t}"));
     }
     if let Some(sel) = &del.selection {
         select.push_str(&format!(" WHERE {sel}"));
@@ -1341,18 +1383,29 @@ async fn delete_returning(
     session: &Session,
     def: &TableDef,
     alias: Option<&str>,
+    using: &[datafusion::sql::sqlparser::ast::TableWithJoins],
     selection: &Option<SqlExpr>,
     items: &[datafusion::sql::sqlparser::ast::SelectItem],
 ) -> Result<Output> {
     returning(session, def, alias, items, &[]).await?;
-    let mut select = format!("SELECT * FROM {}", quote_ident(&def.name));
-    if let Some(a) = alias {
-        select.push_str(&format!(" AS {}", quote_ident(a)));
+    let target = alias.map_or_else(|| quote_ident(&def.name), quote_ident);
+    let mut select = format!("SELECT {target}.* FROM {}", quote_ident(&def.name));
+    if alias.is_some() {
+        select.push_str(&format!(" AS {target}"));
+    }
+    for t in using {
+        select.push_str(&format!(", {t}"));
     }
     if let Some(sel) = selection {
         select.push_str(&format!(" WHERE {sel}"));
     }
     let (found, _) = collect_values(session, &select).await?;
+    // A row USING joins more than once is deleted (and returned) once.
+    let mut seen = std::collections::HashSet::new();
+    let found: Vec<Vec<Value>> = found
+        .into_iter()
+        .filter(|r| seen.insert(keys::encode(&def.key_of(r))))
+        .collect();
     let rows: Vec<Row> = found
         .into_iter()
         .map(|r| {
