@@ -805,19 +805,29 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
     )
 }
 
-/// Make `scan` (a scan of `def`'s table) read `rows` instead, in the scan's own schema.
-fn scan_rows_instead(
-    scan: &mut datafusion::logical_expr::TableScan,
+/// `plan` with every scan of `def`'s table reading `rows` instead (in the scan's own
+/// schema, so the plan above it stays as planned).
+fn reading_rows(
+    plan: datafusion::logical_expr::LogicalPlan,
     def: &TableDef,
     rows: &[&Row],
-) -> datafusion::error::Result<()> {
-    let schema = scan.source.schema();
+) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::LogicalPlan;
     let cols: Vec<usize> = (0..def.columns.len()).collect();
-    let batch = super::tables::rows_to_batch(def, &schema, &cols, rows)
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-    let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])?;
-    scan.source = datafusion::datasource::provider_as_source(Arc::new(table));
-    Ok(())
+    Ok(plan
+        .transform_up(|node| match node {
+            LogicalPlan::TableScan(mut scan) if scan.table_name.table() == def.name => {
+                let schema = scan.source.schema();
+                let batch = super::tables::rows_to_batch(def, &schema, &cols, rows)
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])?;
+                scan.source = datafusion::datasource::provider_as_source(Arc::new(table));
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data)
 }
 
 /// An ON CONFLICT target must name the primary key (its columns in any order, or its
@@ -988,22 +998,16 @@ async fn conflict_updates(
     let plan = plan
         .transform_down(|node| match node {
             LogicalPlan::SubqueryAlias(mut sa) => {
-                let excluded = sa.alias.table() == "excluded";
-                let input = Arc::unwrap_or_clone(sa.input.clone());
-                let input = input
-                    .transform_down(|n| match n {
-                        LogicalPlan::TableScan(mut scan) if scan.table_name.table() == def.name => {
-                            scan_rows_instead(&mut scan, def, if excluded { &new } else { &old })?;
-                            Ok(Transformed::new(
-                                LogicalPlan::TableScan(scan),
-                                true,
-                                datafusion::common::tree_node::TreeNodeRecursion::Jump,
-                            ))
-                        }
-                        other => Ok(Transformed::no(other)),
-                    })?
-                    .data;
-                sa.input = Arc::new(input);
+                let rows = if sa.alias.table() == "excluded" {
+                    &new
+                } else {
+                    &old
+                };
+                sa.input = Arc::new(reading_rows(
+                    Arc::unwrap_or_clone(sa.input.clone()),
+                    def,
+                    rows,
+                )?);
                 Ok(Transformed::new(
                     LogicalPlan::SubqueryAlias(sa),
                     true,
@@ -1110,8 +1114,6 @@ async fn returning(
     items: &[datafusion::sql::sqlparser::ast::SelectItem],
     rows: &[Row],
 ) -> Result<Output> {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::logical_expr::LogicalPlan;
     let sql = returning_sql(def, alias, items, &quote_ident(&def.name));
     let stmt = session
         .engine
@@ -1119,16 +1121,7 @@ async fn returning(
         .pop()
         .ok_or_else(|| Error::internal("empty RETURNING"))?;
     let plan = session.plan(stmt).await?;
-    let refs: Vec<&Row> = rows.iter().collect();
-    let plan = plan
-        .transform_up(|node| match node {
-            LogicalPlan::TableScan(mut scan) if scan.table_name.table() == def.name => {
-                scan_rows_instead(&mut scan, def, &refs)?;
-                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
-            }
-            other => Ok(Transformed::no(other)),
-        })?
-        .data;
+    let plan = reading_rows(plan, def, &rows.iter().collect::<Vec<_>>())?;
     let schema = super::catalog::result_schema(&plan);
     let df = session.ctx.execute_logical_plan(plan).await?;
     let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
