@@ -415,6 +415,125 @@ pub fn like_escapes(stmt: &mut Statement) {
     });
 }
 
+/// DataFusion's simplifier merges `x NOT IN (a) OR x NOT IN (b)` into `x NOT IN ()` and
+/// folds that to TRUE, also where `x` is NULL (SQL says NULL there, so the row is not
+/// selected). In a WHERE or HAVING clause, where NULL and FALSE select alike, every
+/// `NOT IN` (after NOTs above it are moved down to it, as De Morgan allows in three-valued
+/// logic) is guarded with `x IS NOT NULL`, so no merge lets a NULL `x` through.
+pub fn guard_not_in(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{Query, SetExpr, VisitMut, VisitorMut};
+    struct Guard;
+    fn body(set: &mut SetExpr) {
+        match set {
+            SetExpr::Select(s) => {
+                for clause in [&mut s.selection, &mut s.having] {
+                    if let Some(e) = clause.take() {
+                        *clause = Some(selecting(e));
+                    }
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                body(left);
+                body(right);
+            }
+            _ => {}
+        }
+    }
+    impl VisitorMut for Guard {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+            body(&mut q.body);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Guard);
+}
+
+/// A condition that selects rows (NULL as FALSE), with its NOT INs guarded.
+fn selecting(e: SqlExpr) -> SqlExpr {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, UnaryOperator};
+    match e {
+        SqlExpr::BinaryOp {
+            left,
+            op: op @ (BinaryOperator::And | BinaryOperator::Or),
+            right,
+        } => SqlExpr::BinaryOp {
+            left: Box::new(selecting(*left)),
+            op,
+            right: Box::new(selecting(*right)),
+        },
+        SqlExpr::Nested(inner) => SqlExpr::Nested(Box::new(selecting(*inner))),
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => match negated(*expr) {
+            Ok(pushed) => selecting(pushed),
+            Err(leaf) => SqlExpr::UnaryOp {
+                op: UnaryOperator::Not,
+                expr: Box::new(leaf),
+            },
+        },
+        SqlExpr::InList {
+            expr,
+            list,
+            negated: true,
+        } => SqlExpr::Nested(Box::new(SqlExpr::BinaryOp {
+            left: Box::new(SqlExpr::InList {
+                expr: expr.clone(),
+                list,
+                negated: true,
+            }),
+            op: BinaryOperator::And,
+            right: Box::new(SqlExpr::IsNotNull(expr)),
+        })),
+        other => other,
+    }
+}
+
+/// `NOT e` with the NOT moved one level down (`Ok`), or `e` back where it cannot be.
+fn negated(e: SqlExpr) -> Result<SqlExpr, SqlExpr> {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, UnaryOperator};
+    let not = |e: SqlExpr| SqlExpr::UnaryOp {
+        op: UnaryOperator::Not,
+        expr: Box::new(SqlExpr::Nested(Box::new(e))),
+    };
+    match e {
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => Ok(SqlExpr::BinaryOp {
+            left: Box::new(not(*left)),
+            op: BinaryOperator::Or,
+            right: Box::new(not(*right)),
+        }),
+        SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Or,
+            right,
+        } => Ok(SqlExpr::BinaryOp {
+            left: Box::new(not(*left)),
+            op: BinaryOperator::And,
+            right: Box::new(not(*right)),
+        }),
+        SqlExpr::Nested(inner) => negated(*inner).map(|e| SqlExpr::Nested(Box::new(e))),
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => Ok(*expr),
+        SqlExpr::InList {
+            expr,
+            list,
+            negated,
+        } => Ok(SqlExpr::InList {
+            expr,
+            list,
+            negated: !negated,
+        }),
+        other => Err(other),
+    }
+}
+
 /// A LIKE pattern with escape character `esc` written with backslash escapes.
 fn backslash_escapes(pattern: &str, esc: char) -> String {
     let mut out = String::with_capacity(pattern.len() + 4);
