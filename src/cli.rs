@@ -135,6 +135,9 @@ pub struct ServeArgs {
     /// Most client connections at once; more are refused with SQLSTATE 53300 [default: 1000]
     #[arg(long, env = "VECTORGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Most rows one transaction block may change; more are refused with SQLSTATE 54000 [default: 100000]
+    #[arg(long, env = "VECTORGATE_MAX_TRANSACTION_ROWS")]
+    pub max_transaction_rows: Option<usize>,
     /// While the vector index is away, exact scans reading more rows are refused (53000) [default: 1000000]
     #[arg(long, env = "VECTORGATE_FALLBACK_MAX_ROWS")]
     pub fallback_max_rows: Option<usize>,

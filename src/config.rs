@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub qdrant_timeout_ms: Option<u64>,
     pub fallback_max_rows: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_transaction_rows: Option<usize>,
     /// Who may connect: `[[users]]` tables (name, SCRAM verifier, read_only).
     #[serde(default)]
     pub users: Vec<UserEntry>,
@@ -303,11 +304,14 @@ pub struct Config {
     pub fallback_max_rows: usize,
     /// Most client connections at once; more are refused with 53300.
     pub max_connections: usize,
+    /// Most rows one transaction block may change (54000 beyond).
+    pub max_transaction_rows: usize,
     /// TLS, authentication, limits, operations.
     pub front: Front,
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+pub const DEFAULT_MAX_TRANSACTION_ROWS: usize = 100_000;
 
 /// Row-store settings as given (flag or environment), before the file fills in.
 #[derive(Debug, Default, Clone)]
@@ -425,6 +429,9 @@ impl Config {
                 .or(file.fallback_max_rows)
                 .unwrap_or(DEFAULT_FALLBACK_MAX_ROWS),
             max_connections: file.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_transaction_rows: file
+                .max_transaction_rows
+                .unwrap_or(DEFAULT_MAX_TRANSACTION_ROWS),
             front: Front::resolve(file.front, file.users, Some(listen))?,
         })
     }

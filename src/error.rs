@@ -25,6 +25,8 @@ pub enum Error {
     DataException(String),
     #[error("{0}")]
     NumericOutOfRange(String),
+    #[error("division by zero")]
+    DivisionByZero,
     #[error("{0}")]
     InvalidParameter(String),
     #[error("{0}")]
@@ -80,6 +82,10 @@ pub enum Error {
     /// Not enough resources to answer (SQLSTATE 53000), with what to do about it.
     #[error("{message}")]
     InsufficientResources { message: String, hint: String },
+    /// A transaction block's state forbids the statement, or its commit could not be
+    /// made: `code` is the SQLSTATE (25P01, 25P02, 3B001, 40001, 55006, 08007).
+    #[error("{message}")]
+    Transaction { code: &'static str, message: String },
     /// Anything else. The detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -97,6 +103,7 @@ impl Error {
             Error::InvalidText(_) => "22P02",
             Error::DataException(_) => "22000",
             Error::NumericOutOfRange(_) => "22003",
+            Error::DivisionByZero => "22012",
             Error::InvalidParameter(_) => "22023",
             Error::InvalidTableDefinition(_) => "42P16",
             Error::DatatypeMismatch(_) => "42804",
@@ -115,6 +122,7 @@ impl Error {
             Error::Unavailable { .. } => "08006",
             Error::Timeout { .. } => "57014",
             Error::InsufficientResources { .. } => "53000",
+            Error::Transaction { code, .. } => code,
             Error::Internal(_) => "XX000",
         }
     }
@@ -225,7 +233,7 @@ fn from_datafusion(e: DataFusionError) -> Error {
             if m.contains("Cannot cast") || m.contains("Can't cast") || m.contains("parse") {
                 Error::InvalidText(m)
             } else if m.contains("Divide by zero") {
-                Error::DataException("division by zero".into())
+                Error::DivisionByZero
             } else if m.contains("overflow") {
                 Error::NumericOutOfRange(m)
             } else {

@@ -5,6 +5,13 @@
 //!   index were unreachable (08006), until set `off`.
 //! - `SET vectorgate.fault_crash_after_row_write = on`: the next write aborts the process
 //!   after the row store has it and before the index is told.
+//! - `SET vectorgate.fault_crash_before_commit_point = on`: the next `COMMIT` aborts the
+//!   process with every change staged but the store's commit point not yet reached (the
+//!   embedded store's write transaction uncommitted; the CQL store's log written, its
+//!   commit marker not).
+//! - `SET vectorgate.fault_crash_after_commit_point = on`: the next `COMMIT` aborts the
+//!   process just past its commit point (the embedded store committed; the CQL store's
+//!   marker written and about half of the rows applied).
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -29,6 +36,12 @@ pub fn set(name: &str, on: bool) -> bool {
         "vectorgate.fault_index" => INDEX_DOWN.store(on, Ordering::SeqCst),
         "vectorgate.fault_crash_after_row_write" => {
             CRASH_AFTER_ROW_WRITE.store(on, Ordering::SeqCst)
+        }
+        "vectorgate.fault_crash_before_commit_point" => {
+            crate::store::CRASH_BEFORE_COMMIT_POINT.store(on, Ordering::SeqCst)
+        }
+        "vectorgate.fault_crash_after_commit_point" => {
+            crate::store::CRASH_AFTER_COMMIT_POINT.store(on, Ordering::SeqCst)
         }
         _ => return false,
     }

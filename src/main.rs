@@ -64,6 +64,9 @@ fn main() -> anyhow::Result<()> {
         vectors,
         file,
     )?;
+    if let Some(n) = args.max_transaction_rows {
+        config.max_transaction_rows = n;
+    }
     if let Some(n) = args.max_connections {
         config.max_connections = n;
     }

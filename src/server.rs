@@ -99,6 +99,7 @@ pub async fn open(config: &Config) -> Result<Arc<Engine>> {
     let limits = Limits {
         max_k: config.max_k,
         fallback_max_rows: config.fallback_max_rows,
+        max_transaction_rows: config.max_transaction_rows,
         probe_interval: Duration::from_millis(500),
         reconcile_interval: Duration::from_secs(1),
         reconcile_grace: Duration::from_secs(2),

@@ -12,6 +12,7 @@
 pub mod ddl;
 pub mod health;
 pub mod sync;
+pub mod tx;
 pub mod write;
 
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ use crate::store::{RowStore, TableDef, VectorIndex};
 pub struct Limits {
     pub max_k: usize,
     pub fallback_max_rows: usize,
+    /// Most rows one transaction block may change (54000 beyond).
+    pub max_transaction_rows: usize,
     /// How often the index is probed while its circuit breaker is open.
     pub probe_interval: Duration,
     /// How often the outbox is replayed, and how old an entry must be to be replayed.
@@ -47,6 +50,8 @@ pub struct Core {
     pub health: health::IndexHealth,
     /// Most rows an exact fallback scan may read before it refuses with 53000.
     pub fallback_max_rows: usize,
+    /// Most rows one transaction block may change.
+    pub max_transaction_rows: usize,
     /// The reconciler's record per table.
     pub sync: Mutex<HashMap<String, sync::TableSync>>,
     /// Outbox entries of changes the index has applied but not yet made durable (see
@@ -103,6 +108,11 @@ impl Core {
         index: Arc<dyn VectorIndex>,
         limits: &Limits,
     ) -> Result<Arc<Core>> {
+        // Commits a crash interrupted are finished before anything reads the rows.
+        let finished = rows.recover().await?;
+        if finished > 0 {
+            tracing::info!(finished, "interrupted commits finished from the commit log");
+        }
         let defs = rows.list_tables().await?;
         let core = Arc::new(Core {
             rows,
@@ -115,6 +125,7 @@ impl Core {
             max_k: limits.max_k,
             health: Default::default(),
             fallback_max_rows: limits.fallback_max_rows,
+            max_transaction_rows: limits.max_transaction_rows,
             sync: Default::default(),
             unflushed: Default::default(),
             stop: CancellationToken::new(),
@@ -213,18 +224,42 @@ impl Core {
 /// Messages for the client that a statement leaves behind (sent as NOTICEs after it):
 /// a search answered by the exact scan, a write the index will get later.
 #[derive(Debug, Clone, Default)]
-pub struct Notices(Arc<Mutex<Vec<String>>>);
+pub struct Notices(Arc<Mutex<Vec<Notice>>>);
+
+/// One message for the client: a NOTICE (01000) or a WARNING with its SQLSTATE.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub severity: &'static str,
+    pub code: &'static str,
+    pub message: String,
+}
 
 impl Notices {
     pub fn push(&self, message: impl Into<String>) {
+        self.add(Notice {
+            severity: "NOTICE",
+            code: "01000",
+            message: message.into(),
+        });
+    }
+
+    /// A WARNING, as Postgres sends for `BEGIN` inside a block or `COMMIT` outside one.
+    pub fn push_warning(&self, code: &'static str, message: impl Into<String>) {
+        self.add(Notice {
+            severity: "WARNING",
+            code,
+            message: message.into(),
+        });
+    }
+
+    fn add(&self, n: Notice) {
         let mut v = self.0.lock();
-        let m = message.into();
-        if !v.contains(&m) {
-            v.push(m);
+        if !v.contains(&n) {
+            v.push(n);
         }
     }
 
-    pub fn take(&self) -> Vec<String> {
+    pub fn take(&self) -> Vec<Notice> {
         std::mem::take(&mut *self.0.lock())
     }
 }

@@ -225,12 +225,26 @@ pub fn spawn_reconciler(
             let Some(shared) = shared.upgrade() else {
                 break;
             };
+            let expire = tick.is_multiple_of(5);
+            // Commits another proxy left half-done when it crashed.
+            if expire {
+                match shared.rows.recover().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        finished = n,
+                        "interrupted commits finished from the commit log"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "finishing interrupted commits failed; retrying later")
+                    }
+                }
+            }
             if !shared.health.writable() {
+                tick += 1;
                 continue;
             }
             let defs: Vec<_> = shared.tables();
             backoff = period;
-            let expire = tick.is_multiple_of(5);
             tick += 1;
             for def in defs {
                 if expire

@@ -14,10 +14,13 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::Result;
-use crate::store::{OutboxEntry, Point, Row, TableDef, WriteMode, keys, now_micros, point_for_row};
+use crate::error::{Error, Result};
+use crate::store::{
+    OutboxEntry, Point, Row, TableChanges, TableDef, WriteMode, keys, now_micros, point_for_row,
+};
 use crate::types::Value;
 
+use super::tx::Pending;
 use super::{Core, Notices};
 
 /// Insert (or, with [`WriteMode::Upsert`], replace) rows, atomically in the row store.
@@ -65,6 +68,82 @@ pub async fn delete_rows(
     crate::faults::after_row_write();
     apply_to_index(core, def, vec![], ids, entries, notices).await?;
     Ok(n)
+}
+
+/// Commit a transaction block's changes: all of them into the row store at once (with
+/// their outbox entries), then each table's into the index. Once the rows have them the
+/// commit stands: an index that fails then leaves the change to the outbox, and the
+/// COMMIT succeeds with a NOTICE. Returns how many rows it changed.
+pub async fn commit(core: &Core, pending: Vec<Arc<Pending>>, notices: &Notices) -> Result<u64> {
+    let mut changes = Vec::new();
+    for p in pending {
+        if p.entries.is_empty() {
+            continue;
+        }
+        match core.table(&p.def.name) {
+            Ok(now) if *now == *p.def => {}
+            Ok(_) => {
+                return Err(Error::Transaction {
+                    code: "40001",
+                    message: format!(
+                        "could not commit: table \"{}\" was altered by another session during this transaction",
+                        p.def.name
+                    ),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+        let mut c = TableChanges {
+            def: p.def.clone(),
+            new: vec![],
+            put: vec![],
+            delete: vec![],
+        };
+        for e in p.entries.values() {
+            match (&e.row, e.fresh) {
+                (Some(r), true) => c.new.push(r.clone()),
+                (Some(r), false) => c.put.push(r.clone()),
+                (None, _) => c.delete.push(e.key.clone()),
+            }
+        }
+        changes.push(c);
+    }
+    if changes.is_empty() {
+        return Ok(0);
+    }
+    let ts = now_micros();
+    core.rows.commit(&changes, ts).await?;
+    crate::faults::after_row_write();
+    let mut n = 0;
+    for c in changes {
+        n += c.new.len() + c.put.len() + c.delete.len();
+        let written = || c.new.iter().chain(&c.put);
+        let points: Vec<Point> = written().filter_map(|r| point_for_row(&c.def, r)).collect();
+        let gone: Vec<uuid::Uuid> = c
+            .delete
+            .iter()
+            .cloned()
+            .chain(
+                written()
+                    .filter(|r| r[c.def.vector_column].is_null())
+                    .map(|r| c.def.key_of(r)),
+            )
+            .map(|k| keys::point_id(&c.def.name, &k))
+            .collect();
+        let entries = c
+            .keys()
+            .into_iter()
+            .map(|key| OutboxEntry { key, ts })
+            .collect();
+        if let Err(e) = apply_to_index(core, &c.def, points, gone, entries, notices).await {
+            tracing::warn!(table = %c.def.name, error = %e, "a committed change did not reach the index; the outbox replays it");
+            notices.push(format!(
+                "the vector index did not take the committed change to \"{}\" yet; it is stored and will be indexed",
+                c.def.name
+            ));
+        }
+    }
+    Ok(n as u64)
 }
 
 /// Send a statement's changes to the index once the rows (and their outbox entries)

@@ -595,7 +595,7 @@ impl Direct {
                     return Ok(None);
                 };
                 let found = match key {
-                    Some(k) => core.rows.get(&def, &[vec![k]]).await?,
+                    Some(k) => session.get_rows(&def, &[vec![k]]).await?,
                     None => vec![],
                 };
                 let rows: Vec<_> = found.iter().flatten().collect();
@@ -658,7 +658,8 @@ impl Direct {
                 let Some(key) = key else {
                     return Ok(Some(Output::Command("UPDATE 0".into())));
                 };
-                let Some(mut row) = core.rows.get(&def, &[vec![key]]).await?.pop().flatten() else {
+                let Some(mut row) = session.get_rows(&def, &[vec![key]]).await?.pop().flatten()
+                else {
                     return Ok(Some(Output::Command("UPDATE 0".into())));
                 };
                 for ((_, slot), &c) in sets.iter().zip(&targets) {
@@ -767,6 +768,7 @@ async fn run_search(
         full_schema: full,
         params: settings.params(),
         notices: settings.notices,
+        pending: session.pending(&def.name),
     };
     let batch = search.run().await?;
     let columns = cols.iter().map(|&c| batch.column(c).clone()).collect();

@@ -32,6 +32,7 @@ use datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use parking_lot::Mutex;
 
+use crate::engine::tx::TxSlot;
 use crate::engine::{Core, Limits, Notices};
 use crate::error::{Error, Result};
 use crate::store::{RowStore, VectorIndex};
@@ -220,6 +221,7 @@ impl Engine {
             colnames::postgres_column_names(s);
             compat::user_registers(s);
             compat::like_escapes(s);
+            compat::guard_not_in(s);
             compat::from_functions(s, &|f| {
                 self.base.scalar_functions().contains_key(f)
                     && !self.base.table_functions().contains_key(f)
@@ -283,9 +285,9 @@ pub struct Session {
     /// NOTICEs for the client, sent after the statement that left them.
     pub notices: Notices,
     options: SessionOptions,
-    /// Inside `BEGIN`: how many rows (and DDL statements) the block has written so far.
-    /// Every statement commits on its own, so a `ROLLBACK` says what it cannot undo.
-    block: Mutex<Option<u64>>,
+    /// The open transaction block, if any; the query context holds it too, so that
+    /// scans and searches see the block's own writes.
+    pub(crate) tx: Arc<TxSlot>,
 }
 
 /// What a session starts with, from the server's settings and the user.
@@ -299,43 +301,58 @@ pub struct SessionOptions {
     pub user: Option<String>,
 }
 
+/// Where a session stands, as ReadyForQuery reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockStatus {
+    Idle,
+    InBlock,
+    Failed,
+}
+
 impl Session {
-    /// Follow a transaction block through the outputs of its statements: a `ROLLBACK`
-    /// (or `ROLLBACK TO SAVEPOINT`) after writes leaves a NOTICE that they stay, since
-    /// each statement commits on its own.
-    pub fn track_block(&self, out: &Output) {
-        let mut block = self.block.lock();
-        match out {
-            Output::TransactionStart(_) => *block = Some(block.unwrap_or(0)),
-            Output::TransactionEnd(tag) => {
-                if tag == "ROLLBACK" {
-                    self.undo_refused("ROLLBACK", block.unwrap_or(0));
-                }
-                *block = None;
-            }
-            Output::Command(tag) if tag == "ROLLBACK" => {
-                self.undo_refused("ROLLBACK TO SAVEPOINT", block.unwrap_or(0))
-            }
-            Output::Command(tag) => {
-                if let Some(n) = block.as_mut() {
-                    *n += written(tag);
-                }
-            }
-            Output::Written { batch, .. } => {
-                if let Some(n) = block.as_mut() {
-                    *n += batch.num_rows() as u64;
-                }
-            }
-            _ => {}
+    /// Whether the session is inside a transaction block, and whether it failed.
+    pub fn block_status(&self) -> BlockStatus {
+        if !self.tx.active() {
+            BlockStatus::Idle
+        } else if self.tx.failed() {
+            BlockStatus::Failed
+        } else {
+            BlockStatus::InBlock
         }
     }
 
-    fn undo_refused(&self, what: &str, written: u64) {
-        if written > 0 {
-            self.notices.push(format!(
-                "{what} does not undo the {written} row(s) and table change(s) this transaction block wrote: vectorgate commits every statement on its own"
-            ));
+    /// A statement failed: inside a block, the block fails (25P02 until it ends).
+    pub fn statement_failed(&self) {
+        self.tx.fail();
+    }
+
+    /// Refuse a statement in a failed block, unless it ends the block or rolls back
+    /// to a savepoint.
+    fn check_block(&self, stmt: &Statement) -> Result<()> {
+        if self.tx.failed()
+            && !matches!(stmt, Statement::Rollback { .. } | Statement::Commit { .. })
+        {
+            return Err(Error::Transaction {
+                code: "25P02",
+                message: "current transaction is aborted, commands ignored until end of transaction block".into(),
+            });
         }
+        Ok(())
+    }
+
+    /// The open block's changes to a table, if it has any.
+    pub(crate) fn pending(&self, table: &str) -> Option<Arc<crate::engine::tx::Pending>> {
+        self.tx.pending(table)
+    }
+
+    /// Rows by key as this session sees them (its block's writes over the store's).
+    pub(crate) async fn get_rows(
+        &self,
+        def: &crate::store::TableDef,
+        keys: &[Vec<crate::types::Value>],
+    ) -> Result<Vec<Option<crate::store::Row>>> {
+        let pending = self.pending(&def.name);
+        crate::engine::tx::get(&self.engine.core, pending.as_deref(), def, keys).await
     }
 
     pub fn new(engine: Arc<Engine>) -> Session {
@@ -356,6 +373,11 @@ impl Session {
             setting(&seen.lock(), &opts, name)
                 .or_else(|| statements::default_setting(name).map(str::to_string))
         })));
+        let tx = Arc::new(TxSlot::new(engine.core.max_transaction_rows));
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .set_extension(tx.clone());
         let session = Session {
             engine,
             ctx,
@@ -363,7 +385,7 @@ impl Session {
             copy: Mutex::new(None),
             notices: Default::default(),
             options,
-            block: Mutex::new(None),
+            tx,
         };
         // The search settings carry the session's notice list, even before any SET.
         session.apply_settings();
@@ -382,7 +404,10 @@ impl Session {
                 .get(name)
                 .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1"))
         };
-        self.options.read_only || on("default_transaction_read_only") || on("transaction_read_only")
+        self.options.read_only
+            || self.tx.read_only()
+            || on("default_transaction_read_only")
+            || on("transaction_read_only")
     }
 
     /// Prepared statements may take their direct path or reuse the plan made at Parse
@@ -397,6 +422,7 @@ impl Session {
 
     /// Run one statement.
     pub async fn execute(&self, stmt: Statement) -> Result<Output> {
+        self.check_block(&stmt)?;
         if let Some(verb) = statements::write_verb(&stmt)
             && self.read_only()
         {
@@ -449,6 +475,7 @@ impl Session {
         shape: Option<&plan_cache::SearchShape>,
         cache: &plan_cache::PlanCache,
     ) -> Result<Output> {
+        self.check_block(stmt)?;
         let fast = self.direct_paths();
         if let Some(d) = direct
             && fast
@@ -617,17 +644,4 @@ fn setting(
         return Some(d.as_millis().to_string());
     }
     settings.get(name).cloned()
-}
-
-/// What a command tag says was written: its row count for INSERT, UPDATE, DELETE, COPY
-/// and MERGE, one for a change to the catalog, nothing otherwise.
-fn written(tag: &str) -> u64 {
-    let mut words = tag.split_whitespace();
-    match words.next() {
-        Some("INSERT" | "UPDATE" | "DELETE" | "COPY" | "MERGE") => {
-            words.last().and_then(|n| n.parse().ok()).unwrap_or(0)
-        }
-        Some("CREATE" | "DROP" | "ALTER" | "TRUNCATE") => 1,
-        _ => 0,
-    }
 }

@@ -40,7 +40,8 @@ pub fn to_predicate(expr: &Expr, table: &TableDef) -> Option<Predicate> {
                 None
             }
         }
-        Expr::Not(inner) => Some(Predicate::Not(Box::new(to_predicate(inner, table)?))),
+        // NOT holds where its operand is false, not merely not true: NULL stays out.
+        Expr::Not(inner) => falsity(inner, table),
         Expr::IsNull(inner) => {
             let col = column_of(inner, table)?;
             Some(Predicate::IsNull {
@@ -95,7 +96,8 @@ pub fn to_predicate(expr: &Expr, table: &TableDef) -> Option<Predicate> {
             let hi = compare(table, col, CmpOp::LtEq, scalar_of(high)?)?;
             let p = Predicate::And(vec![lo, hi]);
             Some(if *negated {
-                Predicate::Not(Box::new(p))
+                // NOT BETWEEN is not true on NULL either.
+                Predicate::And(vec![Predicate::Not(Box::new(p)), not_null(col)])
             } else {
                 p
             })
@@ -119,6 +121,58 @@ pub fn to_predicate(expr: &Expr, table: &TableDef) -> Option<Predicate> {
         }
         _ => None,
     }
+}
+
+/// Where `expr` is false (in SQL's three-valued logic: not where it is NULL), for
+/// `NOT expr`.
+fn falsity(expr: &Expr, table: &TableDef) -> Option<Predicate> {
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => Some(Predicate::Or(vec![
+            falsity(left, table)?,
+            falsity(right, table)?,
+        ])),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => Some(Predicate::And(vec![
+            falsity(left, table)?,
+            falsity(right, table)?,
+        ])),
+        Expr::Not(inner) => to_predicate(inner, table),
+        // IS [NOT] NULL is never NULL itself.
+        Expr::IsNull(_) | Expr::IsNotNull(_) => {
+            Some(Predicate::Not(Box::new(to_predicate(expr, table)?)))
+        }
+        // A test of one column against constants is NULL exactly where the column is.
+        _ => {
+            let col = match expr {
+                Expr::BinaryExpr(BinaryExpr { left, right, .. }) => {
+                    column_of(left, table).or_else(|| column_of(right, table))
+                }
+                Expr::InList(InList { expr, .. }) | Expr::Between(Between { expr, .. }) => {
+                    column_of(expr, table)
+                }
+                Expr::ScalarFunction(f) => f.args.first().and_then(|a| column_of(a, table)),
+                _ => None,
+            }?;
+            let p = to_predicate(expr, table)?;
+            Some(Predicate::And(vec![
+                Predicate::Not(Box::new(p)),
+                not_null(col),
+            ]))
+        }
+    }
+}
+
+fn not_null(column: &str) -> Predicate {
+    Predicate::Not(Box::new(Predicate::IsNull {
+        column: column.to_string(),
+    }))
 }
 
 fn cmp_op(op: Operator) -> Option<CmpOp> {

@@ -12,7 +12,8 @@ use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, ColumnOption, ConflictTarget, CreateTable, CreateTableOptions,
     Delete, DoUpdate, Expr as SqlExpr, FromTable, Ident, Insert, ObjectName, ObjectType,
     OnConflict, OnConflictAction, OnInsert, Set, SqlOption, Statement, TableConstraint,
-    TableFactor, TableObject, Update, Value as SqlValue,
+    TableFactor, TableObject, TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
+    Update, Value as SqlValue,
 };
 use futures::TryStreamExt;
 
@@ -40,6 +41,9 @@ pub fn write_verb(stmt: &Statement) -> Option<&'static str> {
 }
 
 pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Output>> {
+    if session.tx.active() {
+        inside_block(session, stmt)?;
+    }
     Ok(Some(match stmt {
         Statement::CreateTable(ct) => create_table(session, ct).await?,
         Statement::AlterTable(at) => alter_table(session, at).await?,
@@ -100,15 +104,58 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             *session.copy.lock() = Some(copy);
             Output::CopyIn { columns }
         }
-        Statement::StartTransaction { .. } => Output::TransactionStart("BEGIN".into()),
-        Statement::Commit { .. } => Output::TransactionEnd("COMMIT".into()),
-        // Savepoints are accepted like transactions (every statement commits on its own):
-        // drivers and ORMs open them inside BEGIN.
+        Statement::StartTransaction { modes, .. } => {
+            let read_only = transaction_modes(modes)?;
+            if !session.tx.begin(read_only) {
+                session
+                    .notices
+                    .push_warning("25001", "there is already a transaction in progress");
+            }
+            Output::TransactionStart("BEGIN".into())
+        }
+        Statement::Commit { chain: true, .. } | Statement::Rollback { chain: true, .. } => {
+            return Err(Error::FeatureNotSupported(
+                "AND CHAIN is not supported by vectorgate".into(),
+            ));
+        }
+        Statement::Commit { .. } => match session.tx.take() {
+            None => {
+                session
+                    .notices
+                    .push_warning("25P01", "there is no transaction in progress");
+                Output::TransactionEnd("COMMIT".into())
+            }
+            // A failed block can only roll back, whatever the client asks.
+            Some(tx) if tx.failed() => Output::TransactionEnd("ROLLBACK".into()),
+            Some(tx) => {
+                crate::engine::write::commit(
+                    &session.engine.core,
+                    tx.into_changes(),
+                    &session.notices,
+                )
+                .await?;
+                Output::TransactionEnd("COMMIT".into())
+            }
+        },
         Statement::Rollback {
-            savepoint: Some(_), ..
-        } => Output::Command("ROLLBACK".into()),
-        Statement::Rollback { .. } => Output::TransactionEnd("ROLLBACK".into()),
-        Statement::Savepoint { .. } => Output::Command("SAVEPOINT".into()),
+            savepoint: Some(name),
+            ..
+        } => {
+            session.tx.rollback_to(&name.value)?;
+            Output::Command("ROLLBACK".into())
+        }
+        Statement::Rollback { .. } => {
+            if session.tx.take().is_none() {
+                session
+                    .notices
+                    .push_warning("25P01", "there is no transaction in progress");
+            }
+            Output::TransactionEnd("ROLLBACK".into())
+        }
+        Statement::Savepoint { name } => {
+            session.tx.savepoint(&name.value)?;
+            Output::Command("SAVEPOINT".into())
+        }
         // Drivers (psycopg after DDL) drop their prepared statements this way; the
         // protocol-level statements they name are replaced when prepared again.
         Statement::Deallocate { name, .. } => Output::Command(
@@ -119,7 +166,10 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             }
             .into(),
         ),
-        Statement::ReleaseSavepoint { .. } => Output::Command("RELEASE".into()),
+        Statement::ReleaseSavepoint { name } => {
+            session.tx.release(&name.value)?;
+            Output::Command("RELEASE".into())
+        }
         Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => {
             return Ok(None);
         }
@@ -895,7 +945,7 @@ async fn upsert_rows(
     proposed: Vec<Row>,
 ) -> Result<Vec<Row>> {
     let keys_: Vec<Vec<Value>> = proposed.iter().map(|r| def.key_of(r)).collect();
-    let existing = session.engine.core.rows.get(def, &keys_).await?;
+    let existing = session.get_rows(def, &keys_).await?;
     // Each key's position among the proposed rows: the rows come back in that order.
     let mut position = std::collections::HashMap::new();
     let mut out: Vec<(usize, Row)> = Vec::new();
@@ -1134,14 +1184,19 @@ async fn returning(
     })
 }
 
-/// The write path of a statement: the engine's write protocol, its notices to the session.
+/// The write path of a statement: into the open transaction block, or else the engine's
+/// write protocol at once, its notices to the session.
 pub(crate) async fn write_rows(
     session: &Session,
-    def: &TableDef,
+    def: &Arc<TableDef>,
     rows: Vec<Row>,
     mode: WriteMode,
 ) -> Result<()> {
-    crate::engine::write::write_rows(&session.engine.core, def, rows, mode, &session.notices).await
+    let core = &session.engine.core;
+    if session.tx.active() {
+        return session.tx.write(core, def, rows, mode).await;
+    }
+    crate::engine::write::write_rows(core, def, rows, mode, &session.notices).await
 }
 
 /// The catalog option naming a table's bigserial column.
@@ -1170,8 +1225,16 @@ fn next_serial() -> i64 {
     }
 }
 
-async fn delete_rows(session: &Session, def: &TableDef, keys_: Vec<Vec<Value>>) -> Result<u64> {
-    crate::engine::write::delete_rows(&session.engine.core, def, keys_, &session.notices).await
+async fn delete_rows(
+    session: &Session,
+    def: &Arc<TableDef>,
+    keys_: Vec<Vec<Value>>,
+) -> Result<u64> {
+    let core = &session.engine.core;
+    if session.tx.active() {
+        return session.tx.delete(core, def, keys_).await;
+    }
+    crate::engine::write::delete_rows(core, def, keys_, &session.notices).await
 }
 
 fn quote_ident(s: &str) -> String {
@@ -1264,12 +1327,11 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
     if let Some(items) = &up.returning {
         returning(session, &def, alias.as_deref(), items, &[]).await?;
     }
-    let shared = &session.engine.core;
     if !moved.is_empty() {
         // A changed key is a delete of the old row and an insert of the new one; the new
         // key may only be taken by a row this statement moves away.
         let new_keys: Vec<Vec<Value>> = moved.iter().map(|(_, nk)| nk.clone()).collect();
-        let existing = shared.rows.get(&def, &new_keys).await?;
+        let existing = session.get_rows(&def, &new_keys).await?;
         let mut seen = std::collections::HashSet::new();
         for (nk, e) in new_keys.iter().zip(existing) {
             let taken = e.is_some() && !moved.iter().any(|(ok, _)| ok == nk);
@@ -1374,7 +1436,7 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
 /// (those that were there to delete).
 async fn delete_returning(
     session: &Session,
-    def: &TableDef,
+    def: &Arc<TableDef>,
     alias: Option<&str>,
     using: &[datafusion::sql::sqlparser::ast::TableWithJoins],
     selection: &Option<SqlExpr>,
@@ -1442,6 +1504,15 @@ pub(crate) fn parse_duration_ms(value: &str) -> Result<u64> {
 /// Settings the proxy itself reads, with their checks.
 fn check_setting(name: &str, value: &str) -> Result<()> {
     match name {
+        "transaction_isolation" | "default_transaction_isolation" => {
+            let level = value.trim_matches('\'').to_ascii_lowercase();
+            if !matches!(
+                level.as_str(),
+                "read committed" | "read uncommitted" | "default"
+            ) {
+                return Err(isolation_refused(&level));
+            }
+        }
         "vectorgate.hnsw_ef" => {
             let ok = value
                 .parse::<usize>()
@@ -1474,11 +1545,9 @@ fn check_setting(name: &str, value: &str) -> Result<()> {
         }
         "vectorgate.exact" | "vectorgate.row_scan" | "vectorgate.rescore" | "vectorgate.direct" => {
         }
-        "vectorgate.fault_index" | "vectorgate.fault_crash_after_row_write"
-            if crate::faults::enabled() =>
-        {
-            crate::faults::set(name, matches!(value, "on" | "true" | "1"));
-        }
+        n if n.starts_with("vectorgate.fault_")
+            && crate::faults::enabled()
+            && crate::faults::set(n, matches!(value, "on" | "true" | "1")) => {}
         n if n.starts_with("vectorgate.") => {
             return Err(Error::UndefinedObject(format!(
                 "unrecognized configuration parameter \"{n}\""
@@ -1489,7 +1558,85 @@ fn check_setting(name: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether a transaction's modes make it read-only; an isolation level stronger than
+/// READ COMMITTED is refused, since vectorgate cannot give it.
+fn transaction_modes(modes: &[TransactionMode]) -> Result<bool> {
+    let mut read_only = false;
+    for m in modes {
+        match m {
+            TransactionMode::AccessMode(TransactionAccessMode::ReadOnly) => read_only = true,
+            TransactionMode::AccessMode(TransactionAccessMode::ReadWrite) => read_only = false,
+            TransactionMode::IsolationLevel(
+                TransactionIsolationLevel::ReadCommitted
+                | TransactionIsolationLevel::ReadUncommitted,
+            ) => {}
+            TransactionMode::IsolationLevel(level) => {
+                return Err(isolation_refused(&level.to_string()));
+            }
+        }
+    }
+    Ok(read_only)
+}
+
+fn isolation_refused(level: &str) -> Error {
+    Error::FeatureNotSupported(format!(
+        "isolation level {} is not supported by vectorgate: transactions are READ COMMITTED",
+        level.to_ascii_uppercase()
+    ))
+}
+
+/// What a transaction block allows: DDL runs (and commits) at once, with a NOTICE that
+/// a ROLLBACK will not undo it, but not on a table the block has uncommitted rows in.
+fn inside_block(session: &Session, stmt: &Statement) -> Result<()> {
+    let (verb, tables): (&str, Vec<String>) = match stmt {
+        Statement::CreateTable(ct) => ("CREATE TABLE", vec![table_name(&ct.name)?]),
+        Statement::AlterTable(at) => ("ALTER TABLE", vec![table_name(&at.name)?]),
+        Statement::CreateIndex(ci) => ("CREATE INDEX", vec![table_name(&ci.table_name)?]),
+        Statement::Drop { names, .. } => {
+            ("DROP", names.iter().map(table_name).collect::<Result<_>>()?)
+        }
+        Statement::Truncate(t) => (
+            "TRUNCATE",
+            t.table_names
+                .iter()
+                .map(|n| table_name(&n.name))
+                .collect::<Result<_>>()?,
+        ),
+        _ => return Ok(()),
+    };
+    if let Some(t) = tables.iter().find(|t| session.tx.touches(t)) {
+        return Err(Error::Transaction {
+            code: "55006",
+            message: format!(
+                "cannot run {verb} on \"{t}\" because this transaction block has uncommitted changes to it; commit them first"
+            ),
+        });
+    }
+    session.notices.push(format!(
+        "{verb} takes effect at once inside a transaction block: vectorgate commits table changes on their own, and a ROLLBACK will not undo it"
+    ));
+    Ok(())
+}
+
 fn set_variable(session: &Session, s: &Set) -> Result<Output> {
+    if let Set::SetTransaction {
+        modes,
+        session: all,
+        ..
+    } = s
+    {
+        let read_only = transaction_modes(modes)?;
+        if *all {
+            let value = if read_only { "on" } else { "off" };
+            session.set("default_transaction_read_only", Some(value.into()));
+        } else if !session.tx.set_read_only(read_only) {
+            session.notices.push_warning(
+                "25P01",
+                "SET TRANSACTION can only be used in transaction blocks",
+            );
+        }
+        return Ok(Output::Command("SET".into()));
+    }
     if let Set::SingleAssignment {
         variable, values, ..
     } = s

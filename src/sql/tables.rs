@@ -257,6 +257,15 @@ impl RowScanExec {
     }
 }
 
+/// The changes of the session's open transaction block to a table, as a query context
+/// carries them.
+pub fn pending_in(context: &TaskContext, table: &str) -> Option<Arc<crate::engine::tx::Pending>> {
+    context
+        .session_config()
+        .get_extension::<crate::engine::tx::TxSlot>()?
+        .pending(table)
+}
+
 pub fn single_partition_props(schema: &SchemaRef) -> PlanProperties {
     PlanProperties::new(
         EquivalenceProperties::new(schema.clone()),
@@ -316,17 +325,20 @@ impl ExecutionPlan for RowScanExec {
     fn execute(
         &self,
         _partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let def = self.def.clone();
         let schema = self.schema.clone();
         let cols = self.cols.clone();
+        // The session's open transaction block, whose writes it sees.
+        let pending = pending_in(&context, &def.name);
         match &self.mode {
             ScanMode::Keys(keys) => {
                 let keys = keys.clone();
                 let shared = self.shared.clone();
                 let fut = async move {
-                    let rows = shared.rows.get(&def, &keys).await?;
+                    let rows =
+                        crate::engine::tx::get(&shared, pending.as_deref(), &def, &keys).await?;
                     let found: Vec<&Row> = rows.iter().flatten().collect();
                     rows_to_batch(&def, &schema, &cols, &found).map_err(DataFusionError::from)
                 };
@@ -336,7 +348,8 @@ impl ExecutionPlan for RowScanExec {
                 )))
             }
             ScanMode::Full(limit) => {
-                let stream = self.shared.rows.scan(&def, 2048, *limit).map(move |batch| {
+                let rows = crate::engine::tx::scan(&self.shared, pending, &def, 2048, *limit);
+                let stream = rows.map(move |batch| {
                     let batch = batch?;
                     let refs: Vec<&Row> = batch.iter().collect();
                     rows_to_batch(&def, &schema, &cols, &refs).map_err(DataFusionError::from)

@@ -461,7 +461,7 @@ impl ExecutionPlan for VectorSearchExec {
     fn execute(
         &self,
         _partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let (Some(query), Some(k)) = (self.query.clone(), self.k) else {
             return Err(
@@ -482,6 +482,7 @@ impl ExecutionPlan for VectorSearchExec {
             full_schema: self.full_schema.clone(),
             params: self.params.clone(),
             notices: self.notices.clone(),
+            pending: super::tables::pending_in(&context, &self.def.name),
         };
         let cols = self.cols.clone();
         let fut = async move {
@@ -521,6 +522,10 @@ pub(crate) struct Search {
     pub full_schema: SchemaRef,
     pub params: SearchParams,
     pub notices: Notices,
+    /// The session's open transaction block's changes to the table: its written rows
+    /// are ranked with the index's hits, the rows it deleted or replaced are not
+    /// answered from the store.
+    pub pending: Option<Arc<crate::engine::tx::Pending>>,
 }
 
 impl Search {
@@ -584,7 +589,8 @@ impl Search {
         use futures::StreamExt;
         let mut best: Vec<(Row, f64)> = Vec::new();
         let mut read = 0usize;
-        let mut stream = self.shared.rows.scan(&self.def, 2048, None);
+        let mut stream =
+            crate::engine::tx::scan(&self.shared, self.pending.clone(), &self.def, 2048, None);
         while let Some(rows) = stream.next().await {
             let rows = rows?;
             read += rows.len();
@@ -663,8 +669,32 @@ impl Search {
         } else {
             &self.params
         };
+        // The block's own rows are measured exactly, each of them; the index's hits of
+        // keys the block touched are not answered (the block's version is here already).
         let mut passed: Vec<(Row, f64)> = Vec::new();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        if let Some(p) = &self.pending {
+            seen.extend(p.entries.keys().cloned());
+            let mine: Vec<(Row, f64)> = p
+                .rows()
+                .filter_map(|row| match &row[self.def.vector_column] {
+                    Value::Vector(v) => {
+                        Some((row.clone(), self.def.distance.exact(&self.query, v)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !mine.is_empty() {
+                let keep = self.passing(&mine, false)?;
+                passed.extend(
+                    mine.into_iter()
+                        .zip(keep)
+                        .filter(|(_, k)| *k)
+                        .map(|(c, _)| c),
+                );
+            }
+        }
+        let own = passed.len();
         let mut offset = 0usize;
         let mut fetch = self.k;
         let metrics = crate::metrics::global();
@@ -711,7 +741,7 @@ impl Search {
                         .map(|(c, _)| c),
                 );
             }
-            if passed.len() >= self.k || exhausted {
+            if passed.len() - own >= self.k || exhausted {
                 break;
             }
             offset += fetch;

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{OutboxEntry, Row, RowStore, TableDef, WriteMode, keys};
+use super::{OutboxEntry, Row, RowStore, TableChanges, TableDef, WriteMode, keys};
 use crate::error::{Error, Result};
 use crate::types::Value;
 
@@ -238,6 +238,59 @@ impl RowStore for EmbeddedRows {
             }
             txn.commit().map_err(err)?;
             Ok(n)
+        })
+        .await
+    }
+
+    async fn commit(&self, changes: &[TableChanges], ts: i64) -> Result<()> {
+        let changes = changes.to_vec();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            for c in &changes {
+                let def = &c.def;
+                let name = rows_table(&def.name);
+                let mut t = txn
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(err)?;
+                let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
+                for key in c.keys() {
+                    let k = keys::encode(&key);
+                    outbox
+                        .insert((def.name.as_str(), k.as_slice()), ts)
+                        .map_err(err)?;
+                }
+                let expires = def
+                    .ttl_seconds()
+                    .map(|t| super::now_micros() + t as i64 * 1_000_000);
+                let now = super::now_micros();
+                for (row, new) in c
+                    .new
+                    .iter()
+                    .map(|r| (r, true))
+                    .chain(c.put.iter().map(|r| (r, false)))
+                {
+                    let key = def.key_of(row);
+                    let k = keys::encode(&key);
+                    let v = encode_row(row, expires)?;
+                    let old = t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
+                    let taken = match old {
+                        Some(o) => decode_row(o.value(), expires.is_some(), now)?.is_some(),
+                        None => false,
+                    };
+                    if new && taken {
+                        // Taken by a transaction that committed since this one looked:
+                        // dropping the write transaction discards all of this one.
+                        return Err(def.duplicate_key(&key));
+                    }
+                }
+                for key in &c.delete {
+                    t.remove(keys::encode(key).as_slice()).map_err(err)?;
+                }
+            }
+            super::commit_point(false);
+            txn.commit().map_err(err)?;
+            super::commit_point(true);
+            Ok(())
         })
         .await
     }

@@ -46,6 +46,30 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
     }
 }
 
+/// Fault injection (set by `crate::faults` for the durability tests): abort the process
+/// just before, or just past, a commit's commit point.
+pub static CRASH_BEFORE_COMMIT_POINT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+pub static CRASH_AFTER_COMMIT_POINT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Called by a row store's commit just before (`reached` false) and just past its
+/// commit point.
+pub(crate) fn commit_point(reached: bool) {
+    let flag = if reached {
+        &CRASH_AFTER_COMMIT_POINT
+    } else {
+        &CRASH_BEFORE_COMMIT_POINT
+    };
+    if flag.load(std::sync::atomic::Ordering::SeqCst) {
+        tracing::error!(
+            reached,
+            "fault injection: aborting at a transaction's commit point"
+        );
+        std::process::abort();
+    }
+}
+
 /// How vectors are compared. Lower distances are closer, as in pgvector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Distance {
@@ -203,6 +227,30 @@ pub enum WriteMode {
     Upsert,
 }
 
+/// One table's share of a committed transaction.
+#[derive(Debug, Clone)]
+pub struct TableChanges {
+    pub def: std::sync::Arc<TableDef>,
+    /// Rows inserted where the transaction found no row: still free at commit, or 23505.
+    pub new: Vec<Row>,
+    /// Rows written over whatever is there.
+    pub put: Vec<Row>,
+    /// Keys deleted.
+    pub delete: Vec<Vec<Value>>,
+}
+
+impl TableChanges {
+    /// Every key the changes write or delete.
+    pub fn keys(&self) -> Vec<Vec<Value>> {
+        self.new
+            .iter()
+            .chain(&self.put)
+            .map(|r| self.def.key_of(r))
+            .chain(self.delete.iter().cloned())
+            .collect()
+    }
+}
+
 /// The row store: the source of truth for rows and for the catalog of tables.
 #[async_trait]
 pub trait RowStore: Send + Sync + 'static {
@@ -217,6 +265,14 @@ pub trait RowStore: Send + Sync + 'static {
     -> Result<()>;
     /// Delete rows by key, with outbox entries as for `write`; returns how many existed.
     async fn delete(&self, table: &TableDef, keys: Vec<Vec<Value>>, ts: i64) -> Result<u64>;
+    /// Apply a transaction's changes to several tables, with an outbox entry stamped
+    /// `ts` for every key: all of them or, on an error or a crash at any point, none of
+    /// them (a crash may leave them to be finished by [`RowStore::recover`]).
+    async fn commit(&self, changes: &[TableChanges], ts: i64) -> Result<()>;
+    /// Finish commits a crash interrupted, where the store needs that; how many.
+    async fn recover(&self) -> Result<u64> {
+        Ok(0)
+    }
     /// Remove rows whose TTL has passed, where the store does not do it by itself;
     /// returns how many.
     async fn purge_expired(&self, _table: &TableDef) -> Result<u64> {

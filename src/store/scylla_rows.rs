@@ -21,7 +21,7 @@ use scylla::response::query_result::QueryResult;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlDate, CqlTimestamp, CqlValue, Row as CqlRow};
 
-use super::{OutboxEntry, Row, RowStore, TableDef, WriteMode};
+use super::{OutboxEntry, Row, RowStore, TableChanges, TableDef, WriteMode};
 use crate::error::{Error, Result};
 use crate::types::{ColumnType, Value};
 
@@ -30,6 +30,16 @@ pub const CATALOG_TABLE: &str = "vectorgate_catalog";
 /// stamp as their CQL write time, so a clear (`USING TIMESTAMP stamp`) never removes an
 /// entry a later write re-stamped.
 pub const OUTBOX_TABLE: &str = "vectorgate_outbox";
+/// The commit log of transactions: a transaction's changes are written here in chunks
+/// (`seq` 1, 2, ...) before its commit marker (`seq` 0); the marker is the commit point.
+/// Then the rows are written and the partition deleted. A marked partition found later
+/// was interrupted: [`ScyllaRows::recover`] writes its rows again; an unmarked one older
+/// than [`STALE_LOG`] never committed and is removed.
+pub const TXLOG_TABLE: &str = "vectorgate_txlog";
+/// How old an unmarked commit log must be before it counts as abandoned.
+const STALE_LOG: Duration = Duration::from_secs(600);
+/// About how many bytes of changes go into one commit log chunk.
+const LOG_CHUNK_BYTES: usize = 256 * 1024;
 const STORE: &str = "row store";
 /// How many single-partition requests run at once for one statement.
 const CONCURRENCY: usize = 64;
@@ -358,7 +368,104 @@ impl ScyllaRows {
             q(OUTBOX_TABLE)
         ))
         .await?;
+        rows.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (id uuid, seq int, tbl text, ts bigint, data blob, PRIMARY KEY (id, seq)) WITH gc_grace_seconds = 3600",
+            q(&ks),
+            q(TXLOG_TABLE)
+        ))
+        .await?;
         Ok(rows)
+    }
+
+    /// The statements that write a transaction's changes to the rows (the outbox
+    /// entries are written before them); with `at`, stamped with that write time, so
+    /// that writing them again later never undoes a newer write.
+    async fn change_statements(
+        &self,
+        changes: &[TableChanges],
+        at: Option<i64>,
+    ) -> Result<Vec<(PreparedStatement, Vec<Option<CqlValue>>)>> {
+        let using = if at.is_some() {
+            " USING TIMESTAMP ?"
+        } else {
+            ""
+        };
+        let stamp = at.map(|t| Some(CqlValue::BigInt(t)));
+        let mut out = Vec::new();
+        for c in changes {
+            let def = &c.def;
+            let marks = vec!["?"; def.columns.len()].join(", ");
+            let insert = self
+                .prepare(format!(
+                    "INSERT INTO {} ({}) VALUES ({marks}){using}",
+                    self.table(def),
+                    Self::columns(def)
+                ))
+                .await?;
+            let delete = self
+                .prepare(format!(
+                    "DELETE FROM {}{using} WHERE {}",
+                    self.table(def),
+                    Self::key_where(def)
+                ))
+                .await?;
+            let lv = Self::list_vectors(def);
+            for row in c.new.iter().chain(&c.put) {
+                let mut values = row
+                    .iter()
+                    .zip(&def.columns)
+                    .map(|(v, col)| to_cql(v, &col.ty, lv))
+                    .collect::<Result<Vec<_>>>()?;
+                values.extend(stamp.clone());
+                out.push((insert.clone(), values));
+            }
+            for key in &c.delete {
+                let mut values: Vec<Option<CqlValue>> = stamp.clone().into_iter().collect();
+                values.extend(Self::key_values(def, key)?);
+                out.push((delete.clone(), values));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Run statements concurrently.
+    async fn run_all(&self, stmts: Vec<(PreparedStatement, Vec<Option<CqlValue>>)>) -> Result<()> {
+        let session = self.session.clone();
+        futures::stream::iter(stmts.into_iter().map(move |(stmt, v)| {
+            let session = session.clone();
+            async move { session.execute_unpaged(&stmt, v).await.map_err(cql_err) }
+        }))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+        Ok(())
+    }
+
+    /// Write a committed transaction's outbox entries, then its rows.
+    async fn apply(&self, changes: &[TableChanges], ts: i64, at: Option<i64>) -> Result<()> {
+        for c in changes {
+            self.outbox_add(&c.def, &c.keys(), ts).await?;
+        }
+        let mut stmts = self.change_statements(changes, at).await?;
+        let rest = stmts.split_off(stmts.len() / 2);
+        self.run_all(stmts).await?;
+        super::commit_point(true);
+        self.run_all(rest).await
+    }
+
+    async fn delete_log(&self, id: uuid::Uuid) -> Result<()> {
+        self.session
+            .query_unpaged(
+                format!(
+                    "DELETE FROM {}.{} WHERE id = ?",
+                    q(&self.ks),
+                    q(TXLOG_TABLE)
+                ),
+                (id,),
+            )
+            .await
+            .map_err(cql_err)?;
+        Ok(())
     }
 
     /// Stamp outbox entries for `keys` (before the rows change).
@@ -876,6 +983,172 @@ impl RowStore for ScyllaRows {
         Ok(n)
     }
 
+    async fn commit(&self, changes: &[TableChanges], ts: i64) -> Result<()> {
+        for c in changes {
+            let keys: Vec<Vec<Value>> = c.new.iter().map(|r| c.def.key_of(r)).collect();
+            for (k, e) in keys.iter().zip(self.exists(&c.def, &keys).await?) {
+                if e {
+                    return Err(c.def.duplicate_key(k));
+                }
+            }
+        }
+        // The log: each table's changes in chunks, then the marker that commits them.
+        let id = uuid::Uuid::new_v4();
+        let insert = self
+            .prepare(format!(
+                "INSERT INTO {}.{} (id, seq, tbl, ts, data) VALUES (?, ?, ?, ?, ?)",
+                q(&self.ks),
+                q(TXLOG_TABLE)
+            ))
+            .await?;
+        let mut chunks = Vec::new();
+        for c in changes {
+            let entries: Vec<LogEntry> = c
+                .new
+                .iter()
+                .chain(&c.put)
+                .map(|r| (c.def.key_of(r), Some(r.clone())))
+                .chain(c.delete.iter().map(|k| (k.clone(), None)))
+                .collect();
+            let mut chunk: Vec<LogEntry> = Vec::new();
+            let mut bytes = 0;
+            for e in entries {
+                bytes += bincode::serialized_size(&e).map_err(Error::internal)? as usize;
+                chunk.push(e);
+                if bytes >= LOG_CHUNK_BYTES {
+                    chunks.push((c.def.name.clone(), std::mem::take(&mut chunk)));
+                    bytes = 0;
+                }
+            }
+            if !chunk.is_empty() {
+                chunks.push((c.def.name.clone(), chunk));
+            }
+        }
+        let values = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, (tbl, chunk))| {
+                Ok(vec![
+                    Some(CqlValue::Uuid(id)),
+                    Some(CqlValue::Int(i as i32 + 1)),
+                    Some(CqlValue::Text(tbl.clone())),
+                    Some(CqlValue::BigInt(ts)),
+                    Some(CqlValue::Blob(
+                        bincode::serialize(chunk).map_err(Error::internal)?,
+                    )),
+                ])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let Err(e) = self.execute_many(insert.clone(), values).await {
+            let _ = self.delete_log(id).await;
+            return Err(e);
+        }
+        super::commit_point(false);
+        let marker = vec![
+            Some(CqlValue::Uuid(id)),
+            Some(CqlValue::Int(0)),
+            Some(CqlValue::Text(String::new())),
+            Some(CqlValue::BigInt(ts)),
+            None,
+        ];
+        if let Err(e) = self.session.execute_unpaged(&insert, marker).await {
+            return Err(match cql_err(e) {
+                // The marker may have been written: whoever finds it finishes the commit.
+                Error::Timeout { message, .. } => Error::Transaction {
+                    code: "08007",
+                    message: format!(
+                        "the row store did not confirm the commit in time ({message}); the transaction is committed if its commit record was written, and will then be completed"
+                    ),
+                },
+                other => {
+                    let _ = self.delete_log(id).await;
+                    other
+                }
+            });
+        }
+        self.apply(changes, ts, None).await?;
+        if let Err(e) = self.delete_log(id).await {
+            tracing::warn!(error = %e, "a commit log was not removed; it is replayed later");
+        }
+        Ok(())
+    }
+
+    async fn recover(&self) -> Result<u64> {
+        let mut stmt = scylla::statement::unprepared::Statement::new(format!(
+            "SELECT id, seq, tbl, ts, data FROM {}.{}",
+            q(&self.ks),
+            q(TXLOG_TABLE)
+        ));
+        stmt.set_page_size(100);
+        let pager = self.session.query_iter(stmt, ()).await.map_err(cql_err)?;
+        let mut rows = pager
+            .rows_stream::<(
+                uuid::Uuid,
+                i32,
+                Option<String>,
+                Option<i64>,
+                Option<Vec<u8>>,
+            )>()
+            .map_err(cql_err)?;
+        // Per log: whether it is marked, its stamp, its chunks.
+        let mut logs: HashMap<uuid::Uuid, (bool, i64, Vec<(String, Vec<u8>)>)> = HashMap::new();
+        while let Some(r) = rows.next().await {
+            let (id, seq, tbl, ts, data) = r.map_err(cql_err)?;
+            let log = logs.entry(id).or_insert((false, 0, Vec::new()));
+            log.1 = log.1.max(ts.unwrap_or_default());
+            if seq == 0 {
+                log.0 = true;
+            } else if let (Some(t), Some(d)) = (tbl, data) {
+                log.2.push((t, d));
+            }
+        }
+        if logs.is_empty() {
+            return Ok(0);
+        }
+        let defs: HashMap<String, Arc<TableDef>> = self
+            .list_tables()
+            .await?
+            .into_iter()
+            .map(|d| (d.name.clone(), Arc::new(d)))
+            .collect();
+        let mut finished = 0;
+        for (id, (marked, ts, chunks)) in logs {
+            if !marked {
+                let age = super::now_micros().saturating_sub(ts);
+                if age > STALE_LOG.as_micros() as i64 {
+                    self.delete_log(id).await?;
+                }
+                continue;
+            }
+            let mut by_table: HashMap<String, TableChanges> = HashMap::new();
+            for (tbl, data) in chunks {
+                // A table dropped since took its rows with it.
+                let Some(def) = defs.get(&tbl) else {
+                    continue;
+                };
+                let entries: Vec<LogEntry> = bincode::deserialize(&data)
+                    .map_err(|_| Error::internal("corrupt commit log"))?;
+                let c = by_table.entry(tbl).or_insert_with(|| TableChanges {
+                    def: def.clone(),
+                    new: vec![],
+                    put: vec![],
+                    delete: vec![],
+                });
+                for (key, row) in entries {
+                    match row {
+                        Some(r) => c.put.push(r),
+                        None => c.delete.push(key),
+                    }
+                }
+            }
+            let changes: Vec<TableChanges> = by_table.into_values().collect();
+            self.apply(&changes, ts, Some(ts)).await?;
+            self.delete_log(id).await?;
+            finished += 1;
+        }
+        Ok(finished)
+    }
+
     async fn outbox_pending(&self, table: &TableDef, limit: usize) -> Result<Vec<OutboxEntry>> {
         let stmt = self
             .prepare(format!(
@@ -992,6 +1265,9 @@ impl RowStore for ScyllaRows {
             .boxed()
     }
 }
+
+/// One change in a commit log: a key and its new row (`None`: deleted).
+type LogEntry = (Vec<Value>, Option<Row>);
 
 /// The decoded rows of one paged CQL query.
 fn paged<V>(

@@ -23,16 +23,20 @@ use pgwire::api::results::{FieldInfo, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireConnectionState,
+    PgWireServerHandlers, Type,
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::extendedquery::{Execute, Sync as PgSync};
+use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::simplequery::Query;
 
 use crate::config::Front;
 use crate::error::Error;
 use crate::sql::params::{Described, describe};
-use crate::sql::{Engine, Session, SessionOptions};
+use crate::sql::{BlockStatus, Engine, Session, SessionOptions};
 use auth::Startup;
 use datafusion::sql::sqlparser::ast::Statement;
 
@@ -173,7 +177,11 @@ impl CopyHandler for QueryHandler {
         };
         let n = crate::sql::copy::finish(&session, copy)
             .await
-            .map_err(to_pgwire)?;
+            .map_err(|e| {
+                session.statement_failed();
+                to_pgwire(e)
+            })?;
+        client.set_transaction_status(block_status(&session));
         client
             .send(PgWireBackendMessage::CommandComplete(
                 Tag::new("COPY").with_rows(n).into(),
@@ -190,6 +198,7 @@ impl CopyHandler for QueryHandler {
     {
         let session = self.parser.session(client);
         session.copy.lock().take();
+        session.statement_failed();
         to_pgwire(Error::QueryCanceled(format!(
             "COPY from stdin failed: {}",
             fail.message
@@ -347,8 +356,8 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     use futures::SinkExt;
-    for message in session.notices.take() {
-        let info = pgwire::error::ErrorInfo::new("NOTICE".into(), "01000".into(), message);
+    for n in session.notices.take() {
+        let info = pgwire::error::ErrorInfo::new(n.severity.into(), n.code.into(), n.message);
         client
             .feed(PgWireBackendMessage::NoticeResponse(info.into()))
             .await?;
@@ -375,17 +384,22 @@ impl QueryParser for StatementParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let session = self.session(client);
-        self.limits.check_length(sql).map_err(to_pgwire)?;
-        let mut stmts = self.engine.parse(sql).map_err(to_pgwire)?;
+        // A statement that fails at Parse fails the transaction block, as at Execute.
+        let failed = |e: Error| {
+            session.statement_failed();
+            to_pgwire(e)
+        };
+        self.limits.check_length(sql).map_err(failed)?;
+        let mut stmts = self.engine.parse(sql).map_err(failed)?;
         if stmts.len() > 1 {
-            return Err(to_pgwire(Error::Syntax(
+            return Err(failed(Error::Syntax(
                 "cannot insert multiple commands into a prepared statement".into(),
             )));
         }
         let Some(stmt) = stmts.pop() else {
             return Ok(None);
         };
-        let mut described = describe(&session, &stmt).await.map_err(to_pgwire)?;
+        let mut described = describe(&session, &stmt).await.map_err(failed)?;
         for i in crate::sql::params::pgvector_operands(sql) {
             if let Some(slot) = described.params.get_mut(i - 1) {
                 *slot = Some(crate::sql::params::pgvector_param(i));
@@ -432,8 +446,106 @@ pub struct QueryHandler {
     parser: Arc<StatementParser>,
 }
 
+/// What ReadyForQuery reports for a session: idle, in a block, or in a failed one.
+fn block_status(session: &Session) -> TransactionStatus {
+    match session.block_status() {
+        BlockStatus::Idle => TransactionStatus::Idle,
+        BlockStatus::InBlock => TransactionStatus::Transaction,
+        BlockStatus::Failed => TransactionStatus::Error,
+    }
+}
+
 #[async_trait]
 impl SimpleQueryHandler for QueryHandler {
+    /// A query string, answered as pgwire's default does except that ReadyForQuery
+    /// reports the session's own block status: a `ROLLBACK TO SAVEPOINT` revives a failed
+    /// block, and a `COMMIT` that fails leaves none.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        use pgwire::api::query::{send_execution_response, send_query_response};
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let session = self.parser.session(client);
+        if query.query.chars().all(|c| c == ';' || c.is_whitespace()) {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        } else {
+            let cancel = match client
+                .session_extensions()
+                .get::<Arc<pgwire::api::ConnectionHandle>>()
+            {
+                Some(h) => Some(h.start_query().await),
+                None => None,
+            };
+            let run = SimpleQueryHandler::do_query(self, client, &query.query);
+            let responses = match cancel {
+                Some(rx) => match futures::future::select(run, rx).await {
+                    futures::future::Either::Left((r, _)) => r,
+                    futures::future::Either::Right(_) => Err(PgWireError::QueryCanceled),
+                },
+                None => run.await,
+            };
+            let responses = responses.inspect_err(|_| session.statement_failed())?;
+            // The string stops at its first error, which fails an open block.
+            if responses.iter().any(|r| matches!(r, Response::Error(_))) {
+                session.statement_failed();
+            }
+            for r in responses {
+                match r {
+                    Response::EmptyQuery => {
+                        client
+                            .feed(PgWireBackendMessage::EmptyQueryResponse(
+                                EmptyQueryResponse::new(),
+                            ))
+                            .await?
+                    }
+                    Response::Query(rows) => send_query_response(client, rows, true).await?,
+                    Response::Execution(tag)
+                    | Response::TransactionStart(tag)
+                    | Response::TransactionEnd(tag) => send_execution_response(client, tag).await?,
+                    Response::Error(e) => {
+                        client
+                            .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                            .await?
+                    }
+                    Response::CopyIn(copy) => {
+                        pgwire::api::copy::send_copy_in_response(client, copy).await?;
+                        client.set_state(PgWireConnectionState::CopyInProgress(false));
+                    }
+                    Response::CopyOut(copy) => {
+                        pgwire::api::copy::send_copy_out_response(client, copy).await?
+                    }
+                    Response::CopyBoth(copy) => {
+                        pgwire::api::copy::send_copy_both_response(client, copy).await?;
+                        client.set_state(PgWireConnectionState::CopyInProgress(false));
+                    }
+                }
+            }
+        }
+        let status = block_status(&session);
+        client.set_transaction_status(status);
+        if !matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            client
+                .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                    status,
+                )))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -457,10 +569,7 @@ impl SimpleQueryHandler for QueryHandler {
             let started = std::time::Instant::now();
             let resp = with_timeout(&session, async {
                 match session.execute(stmt).await {
-                    Ok(o) => {
-                        session.track_block(&o);
-                        encode::response(o, &Format::UnifiedText, &parser.limits).await
-                    }
+                    Ok(o) => encode::response(o, &Format::UnifiedText, &parser.limits).await,
                     Err(e) => Err(e),
                 }
             })
@@ -487,6 +596,44 @@ impl ExtendedQueryHandler for QueryHandler {
 
     fn query_parser(&self) -> Arc<StatementParser> {
         self.parser.clone()
+    }
+
+    /// An Execute: a failure fails the session's block (ReadyForQuery comes at Sync).
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = self.parser.session(client);
+        let done = self._on_execute(client, message).await;
+        if done.is_err() {
+            session.statement_failed();
+        }
+        client.set_transaction_status(block_status(&session));
+        done
+    }
+
+    /// A Sync: ReadyForQuery with the session's block status.
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        client.portal_store().rm_portal("");
+        let status = block_status(&self.parser.session(client));
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        client.flush().await?;
+        Ok(())
     }
 
     async fn do_query<C>(
@@ -517,7 +664,6 @@ impl ExtendedQueryHandler for QueryHandler {
                     &prepared.plan,
                 )
                 .await?;
-            session.track_block(&out);
             encode::response(out, &portal.result_column_format, &parser.limits).await
         };
         let response = with_timeout(&session, run).await;

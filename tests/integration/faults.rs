@@ -548,3 +548,110 @@ async fn writes_during_index_builds_survive_a_kill() {
         (truth.len() as i64, 0, 0, 0, 0)
     );
 }
+
+/// A transaction block's COMMIT killed (`abort`, as `kill -9`) at three points: just
+/// before the row store's commit point, just past it (for the CQL store, with about half
+/// of the rows written), and after the rows but before the index. After a restart each
+/// transaction is all there or not there at all, in the rows and in the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_killed_inside_is_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut rng = StdRng::seed_from_u64(5);
+    // id → (tag, vector): the committed truth.
+    let mut truth: BTreeMap<i64, (String, Vec<f32>)> = BTreeMap::new();
+    {
+        let mut server = faulty(&data);
+        let client = server.client().await;
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE ledger (id bigint PRIMARY KEY, tag text, embedding vector({DIM}))"
+            ))
+            .await
+            .expect("create");
+        for i in 0..40i64 {
+            let v = random_vec(&mut rng);
+            client
+                .execute("INSERT INTO ledger VALUES ($1, 'start', $2)", &[&i, &v])
+                .await
+                .expect("insert");
+            truth.insert(i, ("start".into(), v));
+        }
+        server.stop(true);
+    }
+    let points = [
+        ("vectorgate.fault_crash_before_commit_point", false),
+        ("vectorgate.fault_crash_after_commit_point", true),
+        ("vectorgate.fault_crash_after_row_write", true),
+    ];
+    for (round, (fault, survives)) in points.into_iter().enumerate() {
+        let round = round as i64;
+        let mut server = faulty(&data);
+        let client = server.client().await;
+        let mut after = truth.clone();
+        let tag = format!("round{round}");
+        client.batch_execute("BEGIN").await.expect("begin");
+        for j in 0..6i64 {
+            let id = 1000 + round * 100 + j;
+            let v = random_vec(&mut rng);
+            client
+                .execute("INSERT INTO ledger VALUES ($1, $2, $3)", &[&id, &tag, &v])
+                .await
+                .expect("insert");
+            after.insert(id, (tag.clone(), v));
+        }
+        for j in 0..6i64 {
+            let id = (round * 11 + j * 3) % 40;
+            let v = random_vec(&mut rng);
+            client
+                .execute(
+                    "UPDATE ledger SET tag = $1, embedding = $2 WHERE id = $3",
+                    &[&tag, &v, &id],
+                )
+                .await
+                .expect("update");
+            after.insert(id, (tag.clone(), v));
+        }
+        for j in 0..3i64 {
+            let id = (round * 5 + j * 7 + 1) % 40;
+            client
+                .execute("DELETE FROM ledger WHERE id = $1", &[&id])
+                .await
+                .expect("delete");
+            after.remove(&id);
+        }
+        client
+            .batch_execute(&format!("SET {fault} = on"))
+            .await
+            .expect("arm");
+        let r = client.batch_execute("COMMIT").await;
+        assert!(r.is_err(), "{fault}: the proxy dies inside COMMIT");
+        server.stop(false);
+        if survives {
+            truth = after;
+        }
+        // After a restart, the rows are exactly the truth: all of the transaction or none.
+        let server = faulty(&data);
+        let client = server.client().await;
+        let rows: BTreeMap<i64, String> = client
+            .query("SELECT id, tag FROM ledger", &[])
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let want: BTreeMap<i64, String> = truth.iter().map(|(k, (t, _))| (*k, t.clone())).collect();
+        assert_eq!(rows, want, "{fault}: the rows after a restart");
+    }
+    let server = Server::start_on(&data, &[]);
+    let client = server.client().await;
+    settled(&client, "ledger").await;
+    let vectors: BTreeMap<i64, Vec<f32>> =
+        truth.iter().map(|(k, (_, v))| (*k, v.clone())).collect();
+    assert_eq!(found(&client, "ledger", &vectors).await, truth.len());
+    assert_eq!(
+        verify(&client, "ledger").await,
+        (truth.len() as i64, 0, 0, 0, 0),
+        "the index matches the rows"
+    );
+}

@@ -17,6 +17,7 @@ mod replay;
 mod search;
 mod security;
 mod slt;
+mod transactions;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

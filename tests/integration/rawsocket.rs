@@ -295,3 +295,96 @@ async fn encryption_requests_error_recovery_and_untyped_parameters() {
     let row = msgs.iter().find(|m| m.0 == b'D').expect("DataRow");
     assert_eq!(row.1, [0, 1, 0, 0, 0, 2, b'4', b'2']);
 }
+
+/// The status ReadyForQuery reports after a simple query, and the SQLSTATEs before it.
+async fn status_after(s: &mut TcpStream, sql: &str) -> (u8, Vec<String>) {
+    s.write_all(&query(sql)).await.expect("query");
+    let (msgs, _) = read_until(s, b'Z').await;
+    let last = msgs.last().expect("ReadyForQuery");
+    assert_eq!(last.0, b'Z', "{sql}: ends with ReadyForQuery");
+    let errors = msgs
+        .iter()
+        .filter(|m| m.0 == b'E')
+        .filter_map(|m| sqlstate_of(&m.1))
+        .collect();
+    (last.1[0], errors)
+}
+
+/// ReadyForQuery says where a session stands as Postgres does: `T` inside a block, `E`
+/// once a statement of it failed (until ROLLBACK or ROLLBACK TO SAVEPOINT), `I` after
+/// it ends, also when COMMIT itself fails; in both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_for_query_reports_the_block_status() {
+    let server = Server::start();
+    let mut s = ready(&server).await;
+    let setup = "CREATE TABLE st (id int PRIMARY KEY, e vector(2))";
+    assert_eq!(status_after(&mut s, setup).await, (b'I', vec![]));
+    assert_eq!(status_after(&mut s, "BEGIN").await, (b'T', vec![]));
+    assert_eq!(
+        status_after(&mut s, "SELECT 1/0").await,
+        (b'E', vec!["22012".into()])
+    );
+    assert_eq!(
+        status_after(&mut s, "SELECT 1").await,
+        (b'E', vec!["25P02".into()])
+    );
+    assert_eq!(status_after(&mut s, "ROLLBACK").await, (b'I', vec![]));
+    assert_eq!(
+        status_after(&mut s, "BEGIN; SAVEPOINT a; SELECT * FROM missing").await,
+        (b'E', vec!["42P01".into()])
+    );
+    assert_eq!(
+        status_after(&mut s, "ROLLBACK TO SAVEPOINT a").await,
+        (b'T', vec![])
+    );
+    assert_eq!(
+        status_after(&mut s, "INSERT INTO st VALUES (7, '[1,1]')").await,
+        (b'T', vec![])
+    );
+    // Another session takes key 7 first: this COMMIT fails, and no block is left.
+    let other = server.client().await;
+    other
+        .batch_execute("INSERT INTO st VALUES (7, '[2,2]')")
+        .await
+        .expect("other insert");
+    assert_eq!(
+        status_after(&mut s, "COMMIT").await,
+        (b'I', vec!["23505".into()])
+    );
+    let v: String = other
+        .query_one("SELECT e::text FROM st WHERE id = 7", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_default();
+    assert!(
+        v.is_empty() || v == "[2,2]",
+        "the first committed row stays: {v}"
+    );
+
+    // Extended protocol: a failed Execute, then ROLLBACK TO SAVEPOINT at Sync.
+    assert_eq!(
+        status_after(&mut s, "BEGIN; SAVEPOINT b").await,
+        (b'T', vec![])
+    );
+    let extended = |sql: &str| {
+        let mut parse = vec![0u8];
+        parse.extend_from_slice(sql.as_bytes());
+        parse.extend_from_slice(&[0, 0, 0]);
+        let mut batch = message(b'P', &parse);
+        batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+        batch.extend(message(b'E', b"\0\0\0\0\0"));
+        batch.extend(message(b'S', b""));
+        batch
+    };
+    s.write_all(&extended("SELECT 1/0")).await.expect("execute");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    assert_eq!(msgs.last().map(|m| m.1.clone()), Some(b"E".to_vec()));
+    s.write_all(&extended("ROLLBACK TO SAVEPOINT b"))
+        .await
+        .expect("execute");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    assert_eq!(msgs.last().map(|m| m.1.clone()), Some(b"T".to_vec()));
+    s.write_all(&extended("ROLLBACK")).await.expect("execute");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    assert_eq!(msgs.last().map(|m| m.1.clone()), Some(b"I".to_vec()));
+}

@@ -1,0 +1,299 @@
+//! Transaction blocks over the wire: a block's writes are its own until COMMIT (its
+//! reads and searches see them, other sessions do not), ROLLBACK and a dropped
+//! connection discard them, savepoints undo part of them, a failed statement fails the
+//! block (25P02) until it ends, and a block has a size limit (54000).
+
+use super::{PgVector, Server, sqlstate};
+
+/// Rows of `SELECT id ... ORDER BY id` as i32s.
+async fn ids(client: &tokio_postgres::Client, sql: &str) -> Vec<i32> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The ids a search with one parameter answers, in order.
+async fn ranked(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    param: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> Vec<i32> {
+    client
+        .query(sql, &[param])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn l2(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| ((*x - *y) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// The k ids nearest `q` among `rows`, exactly (ties by id).
+fn nearest(rows: &[(i32, Vec<f32>)], q: &[f32], k: usize) -> Vec<i32> {
+    let mut d: Vec<(f64, i32)> = rows.iter().map(|(id, v)| (l2(v, q), *id)).collect();
+    d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    d.into_iter().take(k).map(|(_, id)| id).collect()
+}
+
+/// Spread-out vectors without ties in distance.
+fn vector_of(i: i32) -> Vec<f32> {
+    let x = i as f32;
+    vec![
+        (x * 0.61).sin() * 9.0,
+        (x * 1.37).cos() * 7.0,
+        (x * 0.37).fract() * 5.0,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_sees_its_own_writes_and_others_see_them_only_after_commit() {
+    let server = Server::start();
+    let a = server.client().await;
+    let b = server.client().await;
+    a.batch_execute(
+        "CREATE TABLE tx (id int PRIMARY KEY, tag text, e vector(3)) WITH (distance = 'l2')",
+    )
+    .await
+    .expect("create");
+    let mut model: Vec<(i32, Vec<f32>)> = Vec::new();
+    for i in 0..60 {
+        a.execute(
+            "INSERT INTO tx VALUES ($1, 'old', $2)",
+            &[&i, &vector_of(i)],
+        )
+        .await
+        .expect("insert");
+        model.push((i, vector_of(i)));
+    }
+    let committed = model.clone();
+
+    // Simple protocol writes, extended protocol reads, inside one block.
+    a.batch_execute(
+        "BEGIN;
+         INSERT INTO tx VALUES (100, 'new', '[0,0,0]'), (101, 'new', '[16,12,8]');
+         UPDATE tx SET e = '[0,0,0.5]', tag = 'moved' WHERE id = 59;
+         DELETE FROM tx WHERE id IN (0, 1, 2);",
+    )
+    .await
+    .expect("block");
+    model.retain(|(id, _)| ![0, 1, 2, 59].contains(id));
+    model.push((100, vec![0.0, 0.0, 0.0]));
+    model.push((101, vec![16.0, 12.0, 8.0]));
+    model.push((59, vec![0.0, 0.0, 0.5]));
+    model.sort_by_key(|(id, _)| *id);
+
+    let all: Vec<i32> = model.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids(&a, "SELECT id FROM tx ORDER BY id").await, all);
+    let count: i64 = a
+        .query_one("SELECT count(*) FROM tx WHERE tag = $1", &[&"new"])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 2);
+    // Key lookups: a deleted row is gone, a written one is there, in both protocols.
+    assert_eq!(
+        ids(&a, "SELECT id FROM tx WHERE id = 1").await,
+        Vec::<i32>::new()
+    );
+    let row = a
+        .query_opt("SELECT tag FROM tx WHERE id = $1", &[&59i32])
+        .await
+        .expect("lookup");
+    assert_eq!(row.map(|r| r.get::<_, String>(0)), Some("moved".into()));
+    // Searches rank the block's rows with the index's, exactly, and skip deleted ones.
+    for q in [
+        vec![0.0f32, 0.0, 0.0],
+        vec![16.0, 12.0, 8.0],
+        vec![3.0, 3.0, 1.0],
+    ] {
+        let want = nearest(&model, &q, 5);
+        let got = ranked(
+            &a,
+            "SELECT id FROM tx ORDER BY e <-> $1 LIMIT 5",
+            &PgVector(q.clone()),
+        )
+        .await;
+        assert_eq!(got, want, "ORDER BY <-> inside the block, query {q:?}");
+        let got = ranked(
+            &a,
+            "SELECT id FROM vector_search('tx', $1, 5) WHERE tag <> 'none' ORDER BY distance",
+            &q,
+        )
+        .await;
+        assert_eq!(got, want, "vector_search inside the block, query {q:?}");
+        // The other session sees only what was committed.
+        let theirs = ranked(
+            &b,
+            "SELECT id FROM tx ORDER BY e <-> $1 LIMIT 5",
+            &PgVector(q.clone()),
+        )
+        .await;
+        assert_eq!(
+            theirs,
+            nearest(&committed, &q, 5),
+            "other session, query {q:?}"
+        );
+    }
+    let before: Vec<i32> = committed.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids(&b, "SELECT id FROM tx ORDER BY id").await, before);
+
+    a.batch_execute("COMMIT").await.expect("commit");
+    assert_eq!(ids(&b, "SELECT id FROM tx ORDER BY id").await, all);
+    let q = vec![0.0f32, 0.0, 0.0];
+    let theirs = ranked(
+        &b,
+        "SELECT id FROM tx ORDER BY e <-> $1 LIMIT 5",
+        &PgVector(q.clone()),
+    )
+    .await;
+    assert_eq!(
+        theirs,
+        nearest(&model, &q, 5),
+        "committed rows are searched"
+    );
+
+    // ROLLBACK (extended protocol) and a dropped connection leave nothing behind.
+    b.execute("BEGIN", &[]).await.expect("begin");
+    b.execute("DELETE FROM tx WHERE id >= $1", &[&50i32])
+        .await
+        .expect("delete");
+    b.execute("INSERT INTO tx VALUES (200, 'x', '[1,1,1]')", &[])
+        .await
+        .expect("insert");
+    assert!(
+        ids(&b, "SELECT id FROM tx ORDER BY id")
+            .await
+            .contains(&200)
+    );
+    b.execute("ROLLBACK", &[]).await.expect("rollback");
+    assert_eq!(ids(&b, "SELECT id FROM tx ORDER BY id").await, all);
+    {
+        let c = server.client().await;
+        c.batch_execute("BEGIN; DELETE FROM tx; INSERT INTO tx VALUES (300, 'x', '[2,2,2]')")
+            .await
+            .expect("block");
+        assert_eq!(ids(&c, "SELECT id FROM tx").await, vec![300]);
+    }
+    // The dropped connection's block is gone (give the server a moment to see it).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(ids(&a, "SELECT id FROM tx ORDER BY id").await, all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_blocks_savepoints_and_limits() {
+    let server = Server::start_args(&["--max-transaction-rows", "10"]);
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE sp (id int PRIMARY KEY, e vector(2))")
+        .await
+        .expect("create");
+    // A unique violation fails the block: every statement is refused with 25P02 until
+    // ROLLBACK; COMMIT of a failed block rolls back.
+    c.batch_execute("BEGIN; INSERT INTO sp VALUES (1, '[1,1]')")
+        .await
+        .expect("begin");
+    let e = c
+        .execute("INSERT INTO sp VALUES ($1, '[1,1]')", &[&1i32])
+        .await
+        .expect_err("duplicate inside the block");
+    assert_eq!(sqlstate(&e), "23505");
+    for sql in [
+        "SELECT 1",
+        "INSERT INTO sp VALUES (2, '[2,2]')",
+        "SAVEPOINT x",
+    ] {
+        let e = c.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), "25P02", "{sql}");
+    }
+    let e = c.execute("SELECT 1", &[]).await.expect_err("extended");
+    assert_eq!(sqlstate(&e), "25P02");
+    c.batch_execute("COMMIT")
+        .await
+        .expect("commit of a failed block");
+    assert_eq!(ids(&c, "SELECT id FROM sp").await, Vec::<i32>::new());
+
+    // Savepoints: a nested one rolled back undoes only what came after it, and the
+    // block works again after ROLLBACK TO.
+    c.batch_execute(
+        "BEGIN;
+         INSERT INTO sp VALUES (1, '[1,1]');
+         SAVEPOINT a;
+         INSERT INTO sp VALUES (2, '[2,2]');
+         SAVEPOINT b;
+         DELETE FROM sp WHERE id = 1;
+         INSERT INTO sp VALUES (3, '[3,3]');",
+    )
+    .await
+    .expect("block");
+    assert_eq!(ids(&c, "SELECT id FROM sp ORDER BY id").await, vec![2, 3]);
+    c.execute("ROLLBACK TO SAVEPOINT b", &[])
+        .await
+        .expect("to b");
+    assert_eq!(ids(&c, "SELECT id FROM sp ORDER BY id").await, vec![1, 2]);
+    let e = c
+        .batch_execute("INSERT INTO sp VALUES (2, '[2,2]')")
+        .await
+        .expect_err("duplicate");
+    assert_eq!(sqlstate(&e), "23505");
+    c.batch_execute("ROLLBACK TO a").await.expect("to a");
+    assert_eq!(ids(&c, "SELECT id FROM sp ORDER BY id").await, vec![1]);
+    let e = c
+        .batch_execute("RELEASE SAVEPOINT b")
+        .await
+        .expect_err("b went with ROLLBACK TO a");
+    assert_eq!(sqlstate(&e), "3B001");
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    c.batch_execute("BEGIN; INSERT INTO sp VALUES (1, '[1,1]'); SAVEPOINT a; INSERT INTO sp VALUES (2, '[2,2]'); RELEASE a; COMMIT")
+        .await
+        .expect("released savepoint commits");
+    assert_eq!(ids(&c, "SELECT id FROM sp ORDER BY id").await, vec![1, 2]);
+    let e = c.batch_execute("SAVEPOINT z").await.expect_err("outside");
+    assert_eq!(sqlstate(&e), "25P01");
+
+    // A block may change at most max_transaction_rows rows.
+    c.batch_execute("BEGIN").await.expect("begin");
+    let values: Vec<String> = (10..21).map(|i| format!("({i}, '[1,2]')")).collect();
+    let e = c
+        .batch_execute(&format!("INSERT INTO sp VALUES {}", values.join(", ")))
+        .await
+        .expect_err("too large");
+    assert_eq!(sqlstate(&e), "54000");
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+
+    // Table changes inside a block run at once (with a NOTICE), but not on a table the
+    // block has written to; READ ONLY blocks refuse writes; stronger isolation is refused.
+    c.batch_execute("BEGIN; INSERT INTO sp VALUES (5, '[5,5]')")
+        .await
+        .expect("begin");
+    let e = c
+        .batch_execute("DROP TABLE sp")
+        .await
+        .expect_err("drop of a written table");
+    assert_eq!(sqlstate(&e), "55006");
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    let e = c
+        .batch_execute("BEGIN READ ONLY; INSERT INTO sp VALUES (6, '[6,6]')")
+        .await
+        .expect_err("read-only block");
+    assert_eq!(sqlstate(&e), "25006");
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    for sql in [
+        "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        "START TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "SET default_transaction_isolation = 'serializable'",
+    ] {
+        let e = c.batch_execute(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), "0A000", "{sql}");
+    }
+    assert_eq!(ids(&c, "SELECT id FROM sp ORDER BY id").await, vec![1, 2]);
+}
