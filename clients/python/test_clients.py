@@ -176,6 +176,103 @@ def pgvector_app():
     conn.close()
 
 
+def write_flows():
+    """The write flows of the drivers and the ORM: transactions that commit or roll back
+    (nested ones as savepoints), RETURNING, and upserts, each checked from a second
+    connection that must not see uncommitted work."""
+    other = psycopg.connect(URL, autocommit=True)
+
+    def names():
+        return dict(other.execute("SELECT id, name FROM wf_items").fetchall())
+
+    conn = psycopg.connect(URL)  # not autocommit: psycopg opens a block itself
+    register_vector(conn)
+    conn.execute("DROP TABLE IF EXISTS wf_items")
+    conn.execute("CREATE TABLE wf_items (id bigint PRIMARY KEY, name text, embedding vector(4)) WITH (distance = 'l2')")
+    conn.commit()
+    conn.execute("INSERT INTO wf_items VALUES (1, 'a', %s), (2, 'b', %s)", (VECS[1], VECS[2]))
+    check("psycopg: status inside the implicit block", conn.info.transaction_status, psycopg.pq.TransactionStatus.INTRANS)
+    check("psycopg: uncommitted rows are invisible to others", names(), {})
+    conn.commit()
+    check("psycopg: committed rows", names(), {1: "a", 2: "b"})
+    conn.execute("UPDATE wf_items SET name = 'lost' WHERE id = 1")
+    conn.rollback()
+    check("psycopg: conn.rollback() undoes", names(), {1: "a", 2: "b"})
+    conn.autocommit = True
+
+    class Undo(Exception):
+        pass
+
+    with conn.transaction():
+        conn.execute("INSERT INTO wf_items VALUES (3, 'c', %s)", (VECS[3],))
+        try:
+            with conn.transaction():  # a savepoint, rolled back
+                conn.execute("DELETE FROM wf_items WHERE id = 1")
+                conn.execute("INSERT INTO wf_items VALUES (4, 'd', %s)", (VECS[4],))
+                raise Undo()
+        except Undo:
+            pass
+        q = VECS[4]
+        seen = [r[0] for r in conn.execute("SELECT id FROM wf_items ORDER BY embedding <-> %s LIMIT 3", (q,))]
+        check("psycopg: a search inside the block sees its own rows only", seen, nearest(q, 3, [1, 2, 3]))
+        check("psycopg: others see nothing yet", names(), {1: "a", 2: "b"})
+    check("psycopg: conn.transaction() with a nested savepoint rolled back", names(), {1: "a", 2: "b", 3: "c"})
+    try:
+        with conn.transaction():
+            conn.execute("INSERT INTO wf_items VALUES (5, 'e', %s)", (VECS[5],))
+            conn.execute("INSERT INTO wf_items VALUES (1, 'dup', %s)", (VECS[1],))
+    except psycopg.errors.UniqueViolation:
+        pass
+    check("psycopg: a block that failed is rolled back", names(), {1: "a", 2: "b", 3: "c"})
+    check("psycopg: and the connection is idle again", conn.info.transaction_status, psycopg.pq.TransactionStatus.IDLE)
+    conn.close()
+
+    conn2 = psycopg2.connect(URL)
+    cur = conn2.cursor()
+    cur.execute("INSERT INTO wf_items (id, name) VALUES (%s, %s) RETURNING id, name", (6, "f"))
+    check("psycopg2: INSERT ... RETURNING", cur.fetchall(), [(6, "f")])
+    conn2.rollback()
+    check("psycopg2: conn.rollback()", 6 in names(), False)
+    cur.execute("INSERT INTO wf_items (id, name) VALUES (6, 'f')")
+    conn2.commit()
+    check("psycopg2: conn.commit()", names().get(6), "f")
+    conn2.close()
+
+    # SQLAlchemy: Core upserts and RETURNING in ORM sessions, session.rollback().
+    from sqlalchemy import insert
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Doc(Base):
+        __tablename__ = "wf_items"
+        id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+        name: Mapped[str] = mapped_column(String)
+        embedding = mapped_column(Vector(4))
+
+    engine = create_engine(URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    with Session(engine) as s:
+        got = s.execute(insert(Doc).values(id=7, name="g", embedding=VECS[7]).returning(Doc.id, Doc.name)).all()
+        check("sqlalchemy ORM: insert().returning()", [tuple(r) for r in got], [(7, "g")])
+        s.add(Doc(id=8, name="h", embedding=VECS[8]))
+        s.flush()
+        check("sqlalchemy ORM: flushed rows are the session's own", (s.get(Doc, 8).name, 8 in names()), ("h", False))
+        s.rollback()
+    check("sqlalchemy ORM: session.rollback()", (7 in names(), 8 in names()), (False, False))
+    with Session(engine) as s:
+        stmt = pg_insert(Doc).values([{"id": 1, "name": "a2"}, {"id": 9, "name": "i"}])
+        stmt = stmt.on_conflict_do_update(index_elements=[Doc.id], set_={"name": stmt.excluded.name})
+        s.execute(stmt)
+        s.execute(pg_insert(Doc).values(id=2, name="ignored").on_conflict_do_nothing())
+        doc = s.get(Doc, 3)
+        doc.name = "c2"
+        s.commit()
+    check("sqlalchemy ORM: on_conflict_do_update, do_nothing, attribute change, commit",
+          names(), {1: "a2", 2: "b", 3: "c2", 6: "f", 9: "i"})
+    other.close()
+
+
 async def asyncpg_checks():
     conn = await asyncpg.connect(URL)
     check("asyncpg: a query", await conn.fetchval("SELECT 40 + 2"), 42)
@@ -214,4 +311,5 @@ psycopg_2()
 asyncio.run(asyncpg_checks())
 pgvector_app()
 sqlalchemy()
+write_flows()
 print("python clients: all checks passed")
