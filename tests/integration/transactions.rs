@@ -297,3 +297,163 @@ async fn failed_blocks_savepoints_and_limits() {
     }
     assert_eq!(ids(&c, "SELECT id FROM sp ORDER BY id").await, vec![1, 2]);
 }
+
+/// One write a client made: its tag is unique, so the final rows say whose write won.
+#[derive(Debug, Clone)]
+struct Write {
+    key: i32,
+    owner: i32,
+    seq: i32,
+    vector: Vec<f32>,
+}
+
+/// Eight clients upsert overlapping keys (`INSERT ... ON CONFLICT DO UPDATE`), alone and in
+/// blocks that commit or roll back at random, and keep private keys of their own. After:
+/// every shared key holds one of the committed writes to it (none that rolled back), every
+/// private key holds exactly its owner's last committed write, and every row is found by
+/// a search with its own vector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_clients_upsert_and_roll_back_against_a_model() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let server = Server::start();
+    let setup = server.client().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE cc (id int PRIMARY KEY, owner int, seq int, e vector(3)) WITH (distance = 'l2')",
+        )
+        .await
+        .expect("create");
+    const UPSERT: &str = "INSERT INTO cc VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE \
+         SET owner = EXCLUDED.owner, seq = EXCLUDED.seq, e = EXCLUDED.e";
+    let mut tasks = Vec::new();
+    for owner in 0..8i32 {
+        let client = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(owner as u64);
+            let (mut committed, mut rolled_back) = (Vec::new(), Vec::new());
+            let mut seq = 0;
+            let mut write = |rng: &mut StdRng, key: i32| {
+                seq += 1;
+                Write {
+                    key,
+                    owner,
+                    seq,
+                    vector: (0..3).map(|_| rng.gen_range(-10.0..10.0)).collect(),
+                }
+            };
+            for _ in 0..25 {
+                if rng.gen_bool(0.4) {
+                    let key = rng.gen_range(0..10);
+                    let w = write(&mut rng, key);
+                    client
+                        .execute(UPSERT, &[&w.key, &w.owner, &w.seq, &w.vector])
+                        .await
+                        .expect("upsert");
+                    committed.push(w);
+                    continue;
+                }
+                client.batch_execute("BEGIN").await.expect("begin");
+                let mut block = Vec::new();
+                for _ in 0..rng.gen_range(1..4) {
+                    let key = rng.gen_range(0..10);
+                    block.push(write(&mut rng, key));
+                }
+                for j in 0..rng.gen_range(1..3) {
+                    block.push(write(&mut rng, 100 + owner * 10 + j));
+                }
+                for w in &block {
+                    client
+                        .execute(UPSERT, &[&w.key, &w.owner, &w.seq, &w.vector])
+                        .await
+                        .expect("upsert in a block");
+                }
+                if rng.gen_bool(0.5) {
+                    client.batch_execute("COMMIT").await.expect("commit");
+                    committed.extend(block);
+                } else {
+                    client.batch_execute("ROLLBACK").await.expect("rollback");
+                    rolled_back.extend(block);
+                }
+            }
+            (committed, rolled_back)
+        }));
+    }
+    let (mut committed, mut rolled_back) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (c, r) = t.await.expect("client task");
+        committed.extend(c);
+        rolled_back.extend(r);
+    }
+    // Read as text (simple protocol): `[x,y,z]` with each f32 printed exactly.
+    let rows: Vec<(i32, i32, i32, Vec<f32>)> = setup
+        .simple_query("SELECT id, owner, seq, e FROM cc ORDER BY id")
+        .await
+        .expect("rows")
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                let int = |i: usize| r.get(i).and_then(|v| v.parse().ok()).expect("int");
+                let vector = r
+                    .get(3)
+                    .expect("vector")
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .split(',')
+                    .map(|x| x.parse().expect("float"))
+                    .collect();
+                Some((int(0), int(1), int(2), vector))
+            }
+            _ => None,
+        })
+        .collect();
+    let tag = |w: &Write| (w.key, w.owner, w.seq);
+    let kept: std::collections::HashSet<_> = committed.iter().map(tag).collect();
+    let undone: std::collections::HashSet<_> = rolled_back.iter().map(tag).collect();
+    let mut keys: Vec<i32> = committed.iter().map(|w| w.key).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        keys,
+        "exactly the keys some committed write reached"
+    );
+    for (id, owner, seq, vector) in &rows {
+        assert!(
+            !undone.contains(&(*id, *owner, *seq)),
+            "rolled-back write {id}/{owner}/{seq} present"
+        );
+        assert!(
+            kept.contains(&(*id, *owner, *seq)),
+            "row {id} holds no committed write"
+        );
+        if *id >= 100 {
+            // A private key: its owner's last committed write, and nothing else.
+            let last = committed
+                .iter()
+                .filter(|w| w.key == *id)
+                .max_by_key(|w| w.seq)
+                .expect("a committed write");
+            assert_eq!((*owner, *seq), (last.owner, last.seq), "private key {id}");
+        }
+        let w = committed
+            .iter()
+            .find(|w| tag(w) == (*id, *owner, *seq))
+            .expect("the write");
+        assert_eq!(vector, &w.vector, "row {id} carries its write's vector");
+        let found: i32 = setup
+            .query_one(
+                "SELECT id FROM cc ORDER BY e <-> $1 LIMIT 1",
+                &[&PgVector(vector.clone())],
+            )
+            .await
+            .expect("search")
+            .get(0);
+        assert_eq!(found, *id, "the index has row {id}'s current vector");
+    }
+    eprintln!(
+        "8 clients: {} committed writes, {} rolled back, {} rows",
+        committed.len(),
+        rolled_back.len(),
+        rows.len()
+    );
+}
