@@ -1,6 +1,7 @@
 //! Per-statement latency, next to PostgreSQL 15 in the same run: the small statements
 //! that applications keeping state in a database send all the time (the wire floor, a
-//! key lookup, a single-row UPDATE and INSERT), each prepared once and run from one
+//! key lookup, a single-row UPDATE, INSERT and upsert, a 10-statement transaction), each
+//! prepared once and run from one
 //! client, on vectorgate (embedded stores; rows in Cassandra when given) and on a
 //! PostgreSQL server (`--postgres`, which `scripts/bench.sh --statements` starts from
 //! Debian's postgresql-15 on loopback). PostgreSQL has no pgvector here, so its table
@@ -49,10 +50,19 @@ pub enum Shape {
     Lookup,
     Update,
     Insert,
+    Upsert,
+    Transaction,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 4] = [Shape::Floor, Shape::Lookup, Shape::Update, Shape::Insert];
+    pub const ALL: [Shape; 6] = [
+        Shape::Floor,
+        Shape::Lookup,
+        Shape::Update,
+        Shape::Insert,
+        Shape::Upsert,
+        Shape::Transaction,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -60,6 +70,12 @@ impl Shape {
             Shape::Lookup => "key lookup `SELECT id, title, category, year ... WHERE id = $1`",
             Shape::Update => "single-row `UPDATE ... SET year = $2 WHERE id = $1`",
             Shape::Insert => "single-row `INSERT` of 5 columns with a 384-d vector",
+            Shape::Upsert => {
+                "single-row `INSERT ... ON CONFLICT (id) DO UPDATE SET year = EXCLUDED.year` of a taken key"
+            }
+            Shape::Transaction => {
+                "a transaction: `BEGIN`, 5 `UPDATE`s, 3 `INSERT`s, a key lookup, `COMMIT` (10 statements)"
+            }
         }
     }
 
@@ -71,6 +87,12 @@ impl Shape {
             Shape::Insert => format!(
                 "INSERT INTO {TABLE} (id, title, category, year, embedding) VALUES ($1, $2, $3, $4, $5)"
             ),
+            Shape::Upsert => format!(
+                "INSERT INTO {TABLE} (id, title, category, year, embedding) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (id) DO UPDATE SET year = EXCLUDED.year"
+            ),
+            // Its statements are the lookup's, the UPDATE's and the INSERT's.
+            Shape::Transaction => "BEGIN".into(),
         }
     }
 
@@ -79,13 +101,14 @@ impl Shape {
             Shape::Floor => vec![Type::INT4],
             Shape::Lookup => vec![Type::INT8],
             Shape::Update => vec![Type::INT8, Type::INT4],
-            Shape::Insert => vec![
+            Shape::Insert | Shape::Upsert => vec![
                 Type::INT8,
                 Type::TEXT,
                 Type::TEXT,
                 Type::INT4,
                 Type::FLOAT4_ARRAY,
             ],
+            Shape::Transaction => vec![],
         }
     }
 }
@@ -147,6 +170,15 @@ pub async fn measure(
     rng: &mut Rng,
 ) -> anyhow::Result<Vec<f64>> {
     let stmt = t.client.prepare_typed(&shape.sql(), &shape.types()).await?;
+    let prepare = |s: Shape| {
+        let client = &t.client;
+        async move { client.prepare_typed(&s.sql(), &s.types()).await }
+    };
+    let (lookup, update, insert) = (
+        prepare(Shape::Lookup).await?,
+        prepare(Shape::Update).await?,
+        prepare(Shape::Insert).await?,
+    );
     let mut out = Vec::with_capacity(n);
     for i in 0..n + 5 {
         let started;
@@ -190,6 +222,45 @@ pub async fn measure(
                 started = Instant::now();
                 let count = t.client.execute(&stmt, &params).await?;
                 anyhow::ensure!(count == 1, "{}: INSERT counted {count}", t.name);
+            }
+            Shape::Upsert => {
+                let id = rng.below(rows) as i64;
+                let (title, cat, year, v) = (
+                    format!("doc {id}"),
+                    format!("cat{}", id % 10),
+                    1900 + (i % 100) as i32,
+                    vector(rng, dim),
+                );
+                let params: [&(dyn ToSql + Sync); 5] = [&id, &title, &cat, &year, &v];
+                started = Instant::now();
+                let count = t.client.execute(&stmt, &params).await?;
+                anyhow::ensure!(count == 1, "{}: upsert of {id} counted {count}", t.name);
+            }
+            Shape::Transaction => {
+                let keys: Vec<i64> = (0..6).map(|_| rng.below(rows) as i64).collect();
+                let fresh: Vec<i64> = (0..3).map(|j| t.next_id + j).collect();
+                t.next_id += 3;
+                let vectors: Vec<Vec<f32>> = (0..3).map(|_| vector(rng, dim)).collect();
+                let year = 1900 + (i % 100) as i32;
+                started = Instant::now();
+                t.client.batch_execute("BEGIN").await?;
+                let mut written = 0;
+                for id in &keys[..5] {
+                    written += t.client.execute(&update, &[id, &year]).await?;
+                }
+                for (id, v) in fresh.iter().zip(&vectors) {
+                    let (title, cat) = (format!("doc {id}"), format!("cat{}", id % 10));
+                    let params: [&(dyn ToSql + Sync); 5] = [id, &title, &cat, &year, v];
+                    written += t.client.execute(&insert, &params).await?;
+                }
+                let got = t.client.query(&lookup, &[&keys[5]]).await?;
+                t.client.batch_execute("COMMIT").await?;
+                anyhow::ensure!(
+                    written == 8 && got.len() == 1,
+                    "{}: a transaction wrote {written} rows, its lookup found {}",
+                    t.name,
+                    got.len()
+                );
             }
         }
         let ms = started.elapsed().as_secs_f64() * 1000.0;
