@@ -992,6 +992,8 @@ async fn conflict_updates(
     use datafusion::logical_expr::LogicalPlan;
     let target = alias.map_or_else(|| quote_ident(&def.name), quote_ident);
     let mut sets = Vec::new();
+    // Where a SET takes a proposed column as it is, that column.
+    let mut sources = Vec::new();
     let mut select = format!("SELECT {target}.*");
     for (i, a) in update.assignments.iter().enumerate() {
         let column = ident_name(
@@ -1016,7 +1018,31 @@ async fn conflict_updates(
             )));
         }
         sets.push(c);
+        sources.push(match &a.value {
+            SqlExpr::CompoundIdentifier(parts)
+                if parts.len() == 2 && ident_name(&parts[0]) == "excluded" =>
+            {
+                def.column_index(&ident_name(&parts[1]))
+            }
+            _ => None,
+        });
         select.push_str(&format!(", ({}) AS \"__vg_set_{i}\"", a.value));
+    }
+    // `SET a = EXCLUDED.a, ...` without WHERE (what ORMs and LangGraph's store send):
+    // the proposed values over the existing rows, without planning a join.
+    if update.selection.is_none()
+        && let Some(sources) = sources.iter().copied().collect::<Option<Vec<usize>>>()
+    {
+        let mut out = Vec::with_capacity(pairs.len());
+        for (old, new) in pairs {
+            let mut row = old;
+            for (&c, &from) in sets.iter().zip(&sources) {
+                row[c] = coerce_into(def, c, new[from].clone())?;
+            }
+            check_not_null(def, &row)?;
+            out.push(row);
+        }
+        return Ok(out);
     }
     select.push_str(&format!(
         ", {} AS \"__vg_where\" FROM {} AS {target} JOIN {} AS excluded ON {}",
