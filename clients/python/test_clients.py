@@ -225,6 +225,13 @@ def write_flows():
         pass
     check("psycopg: a block that failed is rolled back", names(), {1: "a", 2: "b", 3: "c"})
     check("psycopg: and the connection is idle again", conn.info.transaction_status, psycopg.pq.TransactionStatus.IDLE)
+    # A data-modifying WITH with parameters (prepared), as LangGraph's store refreshes TTLs.
+    sql = ("WITH passed_in AS (SELECT unnest(%s::text[]) AS k), touched AS ("
+           "UPDATE wf_items w SET name = w.name || '+' FROM passed_in p WHERE w.name = p.k RETURNING w.id) "
+           "SELECT id FROM touched ORDER BY id")
+    got = [r[0] for r in conn.execute(sql, (["a", "c", "zz"],), prepare=True).fetchall()]
+    check("psycopg: a data-modifying WITH returns what it changed", (got, names()), ([1, 3], {1: "a+", 2: "b", 3: "c+"}))
+    conn.execute("UPDATE wf_items SET name = rtrim(name, '+')")
     conn.close()
 
     conn2 = psycopg2.connect(URL)

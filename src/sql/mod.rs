@@ -17,6 +17,7 @@ pub mod reindex;
 pub mod statements;
 pub mod tables;
 pub mod vector_search;
+pub mod writable_cte;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -288,6 +289,9 @@ pub struct Session {
     /// The open transaction block, if any; the query context holds it too, so that
     /// scans and searches see the block's own writes.
     pub(crate) tx: Arc<TxSlot>,
+    /// While a data-modifying CTE runs: the CTEs before it, as `WITH ...`, put in front
+    /// of the queries that find its rows.
+    pub(crate) cte_prefix: Mutex<Option<String>>,
 }
 
 /// What a session starts with, from the server's settings and the user.
@@ -386,6 +390,7 @@ impl Session {
             notices: Default::default(),
             options,
             tx,
+            cte_prefix: Mutex::new(None),
         };
         // The search settings carry the session's notice list, even before any SET.
         session.apply_settings();

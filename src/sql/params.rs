@@ -412,6 +412,16 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
     // Read before planning: a change to the catalog meanwhile makes the plan stale.
     let generation = session.engine.core.generation();
     match stmt {
+        Statement::Query(q) if super::writable_cte::modifies(q) => {
+            let stand_in = super::writable_cte::stand_in(q).ok_or_else(|| {
+                Error::FeatureNotSupported(
+                    "this data-modifying WITH cannot be prepared; send it as a simple query".into(),
+                )
+            })?;
+            let plan = session.plan(Statement::Query(Box::new(stand_in))).await?;
+            merge_plan_params(&plan, &mut types);
+            schema = Some(super::catalog::result_schema(&plan));
+        }
         Statement::Query(_) | Statement::Explain { .. } => {
             vector_search_params(stmt, &mut types);
             cast_params(stmt, &mut types);
@@ -573,7 +583,7 @@ fn quote(s: &str) -> String {
 }
 
 /// The SQL literal for a bound value.
-fn literal(v: &Value) -> String {
+pub(crate) fn literal(v: &Value) -> String {
     match v {
         Value::Null => "NULL".into(),
         Value::Bool(b) => {

@@ -36,6 +36,7 @@ pub fn write_verb(stmt: &Statement) -> Option<&'static str> {
         Statement::Delete(_) => "DELETE",
         Statement::Truncate(_) => "TRUNCATE",
         Statement::Copy { to: false, .. } => "COPY FROM",
+        Statement::Query(q) if super::writable_cte::modifies(q) => "a data-modifying WITH",
         _ => return None,
     })
 }
@@ -169,6 +170,9 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
         Statement::ReleaseSavepoint { name } => {
             session.tx.release(&name.value)?;
             Output::Command("RELEASE".into())
+        }
+        Statement::Query(q) if super::writable_cte::modifies(q) => {
+            Box::pin(super::writable_cte::run(session, q)).await?
         }
         Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => {
             return Ok(None);
@@ -613,7 +617,15 @@ async fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -
 
 /// Run a query and collect its rows as values.
 async fn collect_values(session: &Session, sql: &str) -> Result<(Vec<Vec<Value>>, usize)> {
-    let mut stmts = session.engine.parse(sql)?;
+    // Inside a data-modifying WITH, the CTEs before this statement are in scope.
+    let sql = match session.cte_prefix.lock().as_deref() {
+        None => sql.to_string(),
+        Some(prefix) => match sql.get(..5) {
+            Some(w) if w.eq_ignore_ascii_case("WITH ") => format!("{prefix}, {}", &sql[5..]),
+            _ => format!("{prefix} {sql}"),
+        },
+    };
+    let mut stmts = session.engine.parse(&sql)?;
     let stmt = stmts.pop().ok_or_else(|| Error::internal("empty query"))?;
     let plan = session.plan(stmt).await?;
     let df = session.ctx.execute_logical_plan(plan).await?;
@@ -1263,7 +1275,7 @@ async fn delete_rows(
     crate::engine::write::delete_rows(core, def, keys_, &session.notices).await
 }
 
-fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
