@@ -9,6 +9,8 @@
 //!   process with every change staged but the store's commit point not yet reached (the
 //!   embedded store's write transaction uncommitted; the CQL store's log written, its
 //!   commit marker not).
+//! - `SET vectorgate.fault_rows_fail_after_commit_point = on`: every `COMMIT` meets a row
+//!   store that fails just past its commit point, until set `off`.
 //! - `SET vectorgate.fault_crash_after_commit_point = on`: the next `COMMIT` aborts the
 //!   process just past its commit point (the embedded store committed; the CQL store's
 //!   marker written and about half of the rows applied).
@@ -39,6 +41,9 @@ pub fn set(name: &str, on: bool) -> bool {
         }
         "vectorgate.fault_crash_before_commit_point" => {
             crate::store::CRASH_BEFORE_COMMIT_POINT.store(on, Ordering::SeqCst)
+        }
+        "vectorgate.fault_rows_fail_after_commit_point" => {
+            crate::store::FAIL_AFTER_COMMIT_POINT.store(on, Ordering::SeqCst)
         }
         "vectorgate.fault_crash_after_commit_point" => {
             crate::store::CRASH_AFTER_COMMIT_POINT.store(on, Ordering::SeqCst)

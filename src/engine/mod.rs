@@ -109,7 +109,7 @@ impl Core {
         limits: &Limits,
     ) -> Result<Arc<Core>> {
         // Commits a crash interrupted are finished before anything reads the rows.
-        let finished = rows.recover().await?;
+        let finished = rows.recover(Duration::ZERO).await?;
         if finished > 0 {
             tracing::info!(finished, "interrupted commits finished from the commit log");
         }

@@ -208,6 +208,10 @@ async fn expire_rows(shared: &super::Core, def: &TableDef) -> Result<()> {
 
 /// Replay every table's outbox every `period` while the index takes writes; every fifth
 /// round, remove what has expired.
+/// How old a commit the reconciler finishes must be: younger ones may still be being
+/// written by the proxy that made them (finishing them twice is harmless, but needless).
+const RECOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub fn spawn_reconciler(
     shared: std::sync::Weak<super::Core>,
     period: std::time::Duration,
@@ -228,7 +232,7 @@ pub fn spawn_reconciler(
             let expire = tick.is_multiple_of(5);
             // Commits another proxy left half-done when it crashed.
             if expire {
-                match shared.rows.recover().await {
+                match shared.rows.recover(RECOVER_AFTER).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(
                         finished = n,

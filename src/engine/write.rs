@@ -112,7 +112,11 @@ pub async fn commit(core: &Core, pending: Vec<Arc<Pending>>, notices: &Notices) 
         return Ok(0);
     }
     let ts = now_micros();
-    core.rows.commit(&changes, ts).await?;
+    if !core.rows.commit(&changes, ts).await? {
+        notices.push(
+            "the transaction is committed, but the row store failed before all its rows were written: they are written from its commit log within seconds of the store answering again",
+        );
+    }
     crate::faults::after_row_write();
     let mut n = 0;
     for c in changes {

@@ -242,7 +242,7 @@ impl RowStore for EmbeddedRows {
         .await
     }
 
-    async fn commit(&self, changes: &[TableChanges], ts: i64) -> Result<()> {
+    async fn commit(&self, changes: &[TableChanges], ts: i64) -> Result<bool> {
         let changes = changes.to_vec();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
@@ -290,7 +290,7 @@ impl RowStore for EmbeddedRows {
             super::commit_point(false);
             txn.commit().map_err(err)?;
             super::commit_point(true);
-            Ok(())
+            Ok(true)
         })
         .await
     }

@@ -53,6 +53,11 @@ pub static CRASH_BEFORE_COMMIT_POINT: std::sync::atomic::AtomicBool =
 pub static CRASH_AFTER_COMMIT_POINT: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
+/// Fault injection: the row store fails just past a commit's commit point (the CQL
+/// store's marker written, about half of the rows not), as if it went away.
+pub static FAIL_AFTER_COMMIT_POINT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Called by a row store's commit just before (`reached` false) and just past its
 /// commit point.
 pub(crate) fn commit_point(reached: bool) {
@@ -266,11 +271,14 @@ pub trait RowStore: Send + Sync + 'static {
     /// Delete rows by key, with outbox entries as for `write`; returns how many existed.
     async fn delete(&self, table: &TableDef, keys: Vec<Vec<Value>>, ts: i64) -> Result<u64>;
     /// Apply a transaction's changes to several tables, with an outbox entry stamped
-    /// `ts` for every key: all of them or, on an error or a crash at any point, none of
-    /// them (a crash may leave them to be finished by [`RowStore::recover`]).
-    async fn commit(&self, changes: &[TableChanges], ts: i64) -> Result<()>;
-    /// Finish commits a crash interrupted, where the store needs that; how many.
-    async fn recover(&self) -> Result<u64> {
+    /// `ts` for every key: all of them or, on an error or a crash before the commit
+    /// point, none of them. `Ok(false)`: committed, but the store failed before all the
+    /// rows were written; [`RowStore::recover`] finishes them (as after a crash past the
+    /// commit point).
+    async fn commit(&self, changes: &[TableChanges], ts: i64) -> Result<bool>;
+    /// Finish commits that were interrupted at least `min_age` ago, where the store needs
+    /// that; how many.
+    async fn recover(&self, _min_age: std::time::Duration) -> Result<u64> {
         Ok(0)
     }
     /// Remove rows whose TTL has passed, where the store does not do it by itself;

@@ -450,6 +450,12 @@ impl ScyllaRows {
         let rest = stmts.split_off(stmts.len() / 2);
         self.run_all(stmts).await?;
         super::commit_point(true);
+        if super::FAIL_AFTER_COMMIT_POINT.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Unavailable {
+                store: STORE,
+                message: "fault injection: the row store went away".into(),
+            });
+        }
         self.run_all(rest).await
     }
 
@@ -983,7 +989,7 @@ impl RowStore for ScyllaRows {
         Ok(n)
     }
 
-    async fn commit(&self, changes: &[TableChanges], ts: i64) -> Result<()> {
+    async fn commit(&self, changes: &[TableChanges], ts: i64) -> Result<bool> {
         for c in changes {
             let keys: Vec<Vec<Value>> = c.new.iter().map(|r| c.def.key_of(r)).collect();
             for (k, e) in keys.iter().zip(self.exists(&c.def, &keys).await?) {
@@ -1066,14 +1072,18 @@ impl RowStore for ScyllaRows {
                 }
             });
         }
-        self.apply(changes, ts, None).await?;
+        // Committed: a store that fails now leaves the log for `recover` to finish.
+        if let Err(e) = self.apply(changes, ts, None).await {
+            tracing::warn!(error = %e, "a committed transaction's rows are not all written; the commit log finishes them");
+            return Ok(false);
+        }
         if let Err(e) = self.delete_log(id).await {
             tracing::warn!(error = %e, "a commit log was not removed; it is replayed later");
         }
-        Ok(())
+        Ok(true)
     }
 
-    async fn recover(&self) -> Result<u64> {
+    async fn recover(&self, min_age: Duration) -> Result<u64> {
         let mut stmt = scylla::statement::unprepared::Statement::new(format!(
             "SELECT id, seq, tbl, ts, data FROM {}.{}",
             q(&self.ks),
@@ -1113,8 +1123,12 @@ impl RowStore for ScyllaRows {
             .collect();
         let mut finished = 0;
         for (id, (marked, ts, chunks)) in logs {
+            let age = super::now_micros().saturating_sub(ts);
+            if marked && age < min_age.as_micros() as i64 {
+                // Perhaps still being written by the proxy that committed it.
+                continue;
+            }
             if !marked {
-                let age = super::now_micros().saturating_sub(ts);
                 if age > STALE_LOG.as_micros() as i64 {
                     self.delete_log(id).await?;
                 }

@@ -655,3 +655,90 @@ async fn a_commit_killed_inside_is_all_or_nothing() {
         "the index matches the rows"
     );
 }
+
+/// With rows in CQL: the row store fails just past a COMMIT's commit point (its marker
+/// written, about half of the rows not). The COMMIT stands (with a NOTICE), and the
+/// commit log finishes it once the store answers: all of the transaction, in the rows
+/// and in the index. (The embedded store commits in one write transaction: nothing to
+/// finish there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_row_store_fails_past_its_commit_point_is_finished() {
+    if super::cassandra().is_none() {
+        eprintln!("skipped: rows are not in CQL here (VECTORGATE_TEST_CASSANDRA)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut rng = StdRng::seed_from_u64(9);
+    let server = faulty(&data);
+    let (client, notices) = server.client_with_notices().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE halfway (id bigint PRIMARY KEY, tag text, embedding vector({DIM}))"
+        ))
+        .await
+        .expect("create");
+    let mut truth: BTreeMap<i64, Vec<f32>> = BTreeMap::new();
+    for i in 0..20i64 {
+        let v = random_vec(&mut rng);
+        client
+            .execute("INSERT INTO halfway VALUES ($1, 'old', $2)", &[&i, &v])
+            .await
+            .expect("insert");
+        truth.insert(i, v);
+    }
+    client.batch_execute("BEGIN").await.expect("begin");
+    for i in 0..30i64 {
+        let v = random_vec(&mut rng);
+        client
+            .execute(
+                "INSERT INTO halfway VALUES ($1, 'new', $2) ON CONFLICT (id) DO UPDATE SET tag = EXCLUDED.tag, embedding = EXCLUDED.embedding",
+                &[&i, &v],
+            )
+            .await
+            .expect("upsert");
+        truth.insert(i, v);
+    }
+    client
+        .batch_execute("SET vectorgate.fault_rows_fail_after_commit_point = on")
+        .await
+        .expect("arm");
+    client
+        .batch_execute("COMMIT")
+        .await
+        .expect("the COMMIT stands");
+    client
+        .batch_execute("SET vectorgate.fault_rows_fail_after_commit_point = off")
+        .await
+        .expect("disarm");
+    let said = notices.lock().expect("notices").clone();
+    assert!(
+        said.iter()
+            .any(|n| n.contains("committed, but the row store failed")),
+        "{said:?}"
+    );
+    // The reconciler finishes the commit from its log.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM halfway WHERE tag = 'new'", &[])
+            .await
+            .expect("count")
+            .get(0);
+        if n == 30 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the commit was never finished: {n} of 30 rows"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    settled(&client, "halfway").await;
+    assert_eq!(found(&client, "halfway", &truth).await, truth.len());
+    assert_eq!(
+        verify(&client, "halfway").await,
+        (truth.len() as i64, 0, 0, 0, 0),
+        "the index matches the rows"
+    );
+}
