@@ -451,23 +451,26 @@ mod tests {
         let slot = TxSlot::new(10);
         assert!(slot.begin(false));
         assert!(!slot.begin(false), "a second BEGIN opens nothing");
-        slot.savepoint("a").unwrap();
+        slot.savepoint("a").expect("savepoint");
         slot.fail();
         assert!(slot.failed());
-        slot.rollback_to("a").unwrap();
+        slot.rollback_to("a").expect("rollback to");
         assert!(
             !slot.failed(),
             "ROLLBACK TO makes a failed block work again"
         );
         // The savepoint stays after ROLLBACK TO; RELEASE forgets it.
-        slot.rollback_to("a").unwrap();
-        slot.release("a").unwrap();
+        slot.rollback_to("a").expect("rollback to");
+        slot.release("a").expect("release");
         assert_eq!(
-            slot.rollback_to("a").unwrap_err().sqlstate(),
+            slot.rollback_to("a").expect_err("gone").sqlstate(),
             "3B001",
             "a released savepoint is gone"
         );
         assert!(slot.take().is_some());
-        assert_eq!(slot.savepoint("b").unwrap_err().sqlstate(), "25P01");
+        assert_eq!(
+            slot.savepoint("b").expect_err("outside").sqlstate(),
+            "25P01"
+        );
     }
 }

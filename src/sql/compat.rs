@@ -470,7 +470,7 @@ fn selecting(e: SqlExpr) -> SqlExpr {
             Ok(pushed) => selecting(pushed),
             Err(leaf) => SqlExpr::UnaryOp {
                 op: UnaryOperator::Not,
-                expr: Box::new(leaf),
+                expr: leaf,
             },
         },
         SqlExpr::InList {
@@ -491,7 +491,7 @@ fn selecting(e: SqlExpr) -> SqlExpr {
 }
 
 /// `NOT e` with the NOT moved one level down (`Ok`), or `e` back where it cannot be.
-fn negated(e: SqlExpr) -> Result<SqlExpr, SqlExpr> {
+fn negated(e: SqlExpr) -> Result<SqlExpr, Box<SqlExpr>> {
     use datafusion::sql::sqlparser::ast::{BinaryOperator, UnaryOperator};
     let not = |e: SqlExpr| SqlExpr::UnaryOp {
         op: UnaryOperator::Not,
@@ -530,7 +530,7 @@ fn negated(e: SqlExpr) -> Result<SqlExpr, SqlExpr> {
             list,
             negated: !negated,
         }),
-        other => Err(other),
+        other => Err(Box::new(other)),
     }
 }
 
