@@ -108,10 +108,16 @@ impl Core {
         index: Arc<dyn VectorIndex>,
         limits: &Limits,
     ) -> Result<Arc<Core>> {
-        // Commits a crash interrupted are finished before anything reads the rows.
-        let finished = rows.recover(Duration::ZERO).await?;
-        if finished > 0 {
-            tracing::info!(finished, "interrupted commits finished from the commit log");
+        // Commits a crash interrupted are finished before anything reads the rows; if
+        // that fails, the reconciler tries again (serving is not held up for it).
+        match rows.recover(Duration::ZERO).await {
+            Ok(0) => {}
+            Ok(finished) => {
+                tracing::info!(finished, "interrupted commits finished from the commit log")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "interrupted commits not finished at start-up; the reconciler retries")
+            }
         }
         let defs = rows.list_tables().await?;
         let core = Arc::new(Core {

@@ -34,7 +34,10 @@ pub const OUTBOX_TABLE: &str = "vectorgate_outbox";
 /// (`seq` 1, 2, ...) before its commit marker (`seq` 0); the marker is the commit point.
 /// Then the rows are written and the partition deleted. A marked partition found later
 /// was interrupted: [`ScyllaRows::recover`] writes its rows again; an unmarked one older
-/// than [`STALE_LOG`] never committed and is removed.
+/// than [`STALE_LOG`] never committed and is removed. Removed logs are tombstones that
+/// every recovery scan reads until compaction drops them (after `gc_grace_seconds`, kept
+/// short: a removed log that came back would only be applied again, which changes
+/// nothing, its writes carrying their commit's time).
 pub const TXLOG_TABLE: &str = "vectorgate_txlog";
 /// How old an unmarked commit log must be before it counts as abandoned.
 const STALE_LOG: Duration = Duration::from_secs(600);
@@ -369,7 +372,7 @@ impl ScyllaRows {
         ))
         .await?;
         rows.ddl(&format!(
-            "CREATE TABLE IF NOT EXISTS {}.{} (id uuid, seq int, tbl text, ts bigint, data blob, PRIMARY KEY (id, seq)) WITH gc_grace_seconds = 3600",
+            "CREATE TABLE IF NOT EXISTS {}.{} (id uuid, seq int, tbl text, ts bigint, data blob, PRIMARY KEY (id, seq)) WITH gc_grace_seconds = 300",
             q(&ks),
             q(TXLOG_TABLE)
         ))

@@ -563,6 +563,23 @@ impl SimpleQueryHandler for QueryHandler {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),
         };
+        // Like Postgres, a string of several statements outside a block is one implicit
+        // transaction: all of its writes, or none if one of them fails. (Strings with
+        // transaction or table statements run statement by statement.)
+        let implicit = stmts.len() > 1
+            && !session.tx.active()
+            && stmts.iter().all(|s| {
+                matches!(
+                    s,
+                    Statement::Insert(_)
+                        | Statement::Update(_)
+                        | Statement::Delete(_)
+                        | Statement::Query(_)
+                )
+            });
+        if implicit {
+            session.tx.begin(false);
+        }
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in stmts {
             let kind = kind_of(&stmt, query);
@@ -583,6 +600,22 @@ impl SimpleQueryHandler for QueryHandler {
                     out.push(Response::Error(Box::new(error_info(&e))));
                     break;
                 }
+            }
+        }
+        if implicit
+            && let Some(tx) = session.tx.take()
+            && !tx.failed()
+            && !matches!(out.last(), Some(Response::Error(_)))
+        {
+            let committed = crate::engine::write::commit(
+                parser.engine.core(),
+                tx.into_changes(),
+                &session.notices,
+            )
+            .await;
+            send_notices(client, &session).await?;
+            if let Err(e) = committed {
+                out.push(Response::Error(Box::new(error_info(&e))));
             }
         }
         Ok(out)

@@ -296,6 +296,21 @@ async fn failed_blocks_savepoints_and_limits() {
         assert_eq!(sqlstate(&e), "0A000", "{sql}");
     }
     assert_eq!(ids(&c, "SELECT id FROM sp ORDER BY id").await, vec![1, 2]);
+
+    // Several statements in one query string outside a block are one implicit
+    // transaction: a failure undoes the earlier ones too; success commits them together.
+    let e = c
+        .batch_execute(
+            "INSERT INTO sp VALUES (30, '[3,0]'); DELETE FROM sp WHERE id = 1; INSERT INTO sp VALUES (2, '[2,2]')",
+        )
+        .await
+        .expect_err("duplicate in the string");
+    assert_eq!(sqlstate(&e), "23505");
+    assert_eq!(ids(&c, "SELECT id FROM sp ORDER BY id").await, vec![1, 2]);
+    c.batch_execute("INSERT INTO sp VALUES (30, '[3,0]'); DELETE FROM sp WHERE id = 2")
+        .await
+        .expect("implicit transaction");
+    assert_eq!(ids(&c, "SELECT id FROM sp ORDER BY id").await, vec![1, 30]);
 }
 
 /// One write a client made: its tag is unique, so the final rows say whose write won.
