@@ -620,6 +620,9 @@ impl Session {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<String> {
+        if name.eq_ignore_ascii_case("transaction_read_only") && self.tx.read_only() {
+            return Some("on".into());
+        }
         setting(
             &self.settings.lock(),
             &self.options,

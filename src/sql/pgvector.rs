@@ -78,7 +78,8 @@ impl DistanceFunction {
     }
 }
 
-/// pgvector's functions of one vector: `vector_dims` and `vector_norm`/`l2_norm`.
+/// pgvector's functions of one vector: `vector_dims` and `vector_norm`/`l2_norm`; and
+/// `vector_text`, what `embedding::text` becomes: pgvector's text form (`[1,2.5]`).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct VectorFunction {
     name: &'static str,
@@ -87,7 +88,7 @@ pub struct VectorFunction {
 
 impl VectorFunction {
     pub fn all() -> Vec<VectorFunction> {
-        ["vector_dims", "vector_norm", "l2_norm"]
+        ["vector_dims", "vector_norm", "l2_norm", VECTOR_TEXT]
             .into_iter()
             .map(|name| VectorFunction {
                 name,
@@ -109,6 +110,8 @@ impl ScalarUDFImpl for VectorFunction {
     fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
         Ok(if self.name == "vector_dims" {
             DataType::Int32
+        } else if self.name == VECTOR_TEXT {
+            DataType::Utf8
         } else {
             DataType::Float64
         })
@@ -117,6 +120,26 @@ impl ScalarUDFImpl for VectorFunction {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        if self.name == VECTOR_TEXT {
+            // A text column that only shares a vector column's name stays as it is.
+            let texts = (0..n)
+                .map(|row| {
+                    Ok(match value_from_array(&arrays[0], row)? {
+                        Value::Null => None,
+                        Value::Vector(v) => Some(crate::types::format_vector(&v)),
+                        Value::Text(t) => Some(t),
+                        other => Some(
+                            crate::sql::params::literal(&other)
+                                .trim_matches('\'')
+                                .to_string(),
+                        ),
+                    })
+                })
+                .collect::<Result<Vec<Option<String>>, Error>>()?;
+            return Ok(ColumnarValue::Array(Arc::new(
+                datafusion::arrow::array::StringArray::from(texts),
+            )));
+        }
         let mut values = Vec::with_capacity(n);
         for row in 0..n {
             values.push(vector_at(&arrays[0], row)?);
@@ -141,6 +164,8 @@ impl ScalarUDFImpl for VectorFunction {
         }))
     }
 }
+
+const VECTOR_TEXT: &str = "vector_text";
 
 fn vector_at(arr: &ArrayRef, row: usize) -> Result<Option<Vec<f32>>, Error> {
     Ok(match value_from_array(arr, row)? {
@@ -267,6 +292,20 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
         {
             *e = (**expr).clone();
         }
+        // `embedding::text` (or `CAST(... AS text/varchar)`) of a vector column:
+        // pgvector's text form, not Arrow's list notation.
+        if let SqlExpr::Cast {
+            expr, data_type, ..
+        } = e
+            && matches!(
+                data_type,
+                datafusion::sql::sqlparser::ast::DataType::Text
+                    | datafusion::sql::sqlparser::ast::DataType::Varchar(_)
+            )
+            && column_name(expr).is_some_and(|c| is_vector_column(shared, &c))
+        {
+            *e = call(VECTOR_TEXT, vec![(**expr).clone()]);
+        }
         if let SqlExpr::BinaryOp { left, op, right } = e
             && let Some((name, _)) = function_for(op)
         {
@@ -274,6 +313,14 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// Whether some table's vector column has this name.
+fn is_vector_column(shared: &Core, name: &str) -> bool {
+    shared
+        .tables()
+        .iter()
+        .any(|d| d.columns[d.vector_column].name == name)
 }
 
 fn column_name(e: &SqlExpr) -> Option<String> {

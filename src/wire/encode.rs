@@ -15,8 +15,44 @@ use super::error_info;
 use crate::error::{Error, Result};
 use crate::sql::Output;
 
+/// The vector marker survives casts (`embedding::text`), but a column is a vector only
+/// while it is a list of floats: the schema without the marker on other columns, if any
+/// had it.
+fn without_stale_vector_marks(schema: &Schema) -> Option<Arc<Schema>> {
+    use datafusion::arrow::datatypes::DataType;
+    let stale = |f: &datafusion::arrow::datatypes::Field| {
+        f.metadata().contains_key(crate::types::PG_VECTOR_KEY)
+            && !matches!(
+                f.data_type(),
+                DataType::List(_) | DataType::FixedSizeList(..)
+            )
+    };
+    if !schema.fields().iter().any(|f| stale(f)) {
+        return None;
+    }
+    let fields: Vec<datafusion::arrow::datatypes::FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if stale(f) {
+                let mut m = f.metadata().clone();
+                m.remove(crate::types::PG_VECTOR_KEY);
+                Arc::new(f.as_ref().clone().with_metadata(m))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
+}
+
 pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> {
     use datafusion::arrow::datatypes::DataType;
+    let cleaned = without_stale_vector_marks(schema);
+    let schema = cleaned.as_deref().unwrap_or(schema);
     let mut out = arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)?;
     for (info, field) in out.iter_mut().zip(schema.fields()) {
         let name = crate::sql::colnames::wire_name(info.name());
@@ -260,6 +296,7 @@ pub async fn response(
             futures::stream::empty(),
         )),
         Output::Rows { schema, mut stream } => {
+            let cleaned = without_stale_vector_marks(&schema);
             let fields =
                 Arc::new(fields(&schema, format).map_err(|e| Error::internal(e.to_string()))?);
             let first = match stream.next().await {
@@ -317,7 +354,24 @@ pub async fn response(
                 .map(
                     move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send + Sync> {
                         match batch {
-                            Ok(b) => arrow_pg::datatypes::encode_recordbatch(f2.clone(), b),
+                            Ok(b) => {
+                                // Batches carry their schema's marks, which the encoder reads.
+                                let b = match &cleaned {
+                                    Some(c) => match datafusion::arrow::record_batch::RecordBatch::try_new(
+                                        c.clone(),
+                                        b.columns().to_vec(),
+                                    ) {
+                                        Ok(b) => b,
+                                        Err(e) => {
+                                            return Box::new(std::iter::once(Err(
+                                                PgWireError::ApiError(Box::new(e)),
+                                            )));
+                                        }
+                                    },
+                                    None => b,
+                                };
+                                arrow_pg::datatypes::encode_recordbatch(f2.clone(), b)
+                            }
                             Err(e) => Box::new(std::iter::once(Err(PgWireError::UserError(
                                 Box::new(error_info(&Error::from(e))),
                             )))),
