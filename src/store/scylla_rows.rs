@@ -412,13 +412,8 @@ impl ScyllaRows {
                     Self::key_where(def)
                 ))
                 .await?;
-            let lv = Self::list_vectors(def);
             for row in c.new.iter().chain(&c.put) {
-                let mut values = row
-                    .iter()
-                    .zip(&def.columns)
-                    .map(|(v, col)| to_cql(v, &col.ty, lv))
-                    .collect::<Result<Vec<_>>>()?;
+                let mut values = Self::row_values(def, row)?;
                 values.extend(stamp.clone());
                 out.push((insert.clone(), values));
             }
@@ -707,6 +702,15 @@ impl ScyllaRows {
         def.options.get("cql_vector").is_some_and(|v| v == "list")
     }
 
+    /// A row's values as its CQL columns take them.
+    fn row_values(def: &TableDef, row: &[Value]) -> Result<Vec<Option<CqlValue>>> {
+        let lv = Self::list_vectors(def);
+        row.iter()
+            .zip(&def.columns)
+            .map(|(v, c)| to_cql(v, &c.ty, lv))
+            .collect()
+    }
+
     fn key_values(def: &TableDef, key: &[Value]) -> Result<Vec<Option<CqlValue>>> {
         let lv = Self::list_vectors(def);
         key.iter()
@@ -957,15 +961,9 @@ impl RowStore for ScyllaRows {
                 Self::columns(table)
             ))
             .await?;
-        let lv = Self::list_vectors(table);
         let values = rows
             .iter()
-            .map(|row| {
-                row.iter()
-                    .zip(&table.columns)
-                    .map(|(v, c)| to_cql(v, &c.ty, lv))
-                    .collect::<Result<Vec<_>>>()
-            })
+            .map(|row| Self::row_values(table, row))
             .collect::<Result<Vec<_>>>()?;
         self.execute_many(stmt, values).await?;
         Ok(())

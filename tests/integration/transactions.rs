@@ -313,6 +313,18 @@ async fn failed_blocks_savepoints_and_limits() {
     assert_eq!(ids(&c, "SELECT id FROM sp ORDER BY id").await, vec![1, 30]);
 }
 
+/// The row of `cc` nearest to `v`, by the index.
+async fn nearest_id(client: &tokio_postgres::Client, v: &[f32]) -> i32 {
+    client
+        .query_one(
+            "SELECT id FROM cc ORDER BY e <-> $1 LIMIT 1",
+            &[&PgVector(v.to_vec())],
+        )
+        .await
+        .expect("search")
+        .get(0)
+}
+
 /// One write a client made: its tag is unique, so the final rows say whose write won.
 #[derive(Debug, Clone)]
 struct Write {
@@ -462,15 +474,7 @@ async fn eight_clients_upsert_and_roll_back_against_a_model() {
     let stale_keys: Vec<i32> = {
         let mut out = Vec::new();
         for (id, _, _, vector) in &rows {
-            let found: i32 = setup
-                .query_one(
-                    "SELECT id FROM cc ORDER BY e <-> $1 LIMIT 1",
-                    &[&PgVector(vector.clone())],
-                )
-                .await
-                .expect("search")
-                .get(0);
-            if found != *id {
+            if nearest_id(&setup, vector).await != *id {
                 out.push(*id);
             }
         }
@@ -485,15 +489,11 @@ async fn eight_clients_upsert_and_roll_back_against_a_model() {
         .await
         .expect("repair");
     for (id, _, _, vector) in &rows {
-        let found: i32 = setup
-            .query_one(
-                "SELECT id FROM cc ORDER BY e <-> $1 LIMIT 1",
-                &[&PgVector(vector.clone())],
-            )
-            .await
-            .expect("search")
-            .get(0);
-        assert_eq!(found, *id, "after a repair the index has row {id}'s vector");
+        assert_eq!(
+            nearest_id(&setup, vector).await,
+            *id,
+            "after a repair the index has row {id}'s vector"
+        );
     }
     eprintln!(
         "8 clients: {} committed writes, {} rolled back, {} rows, {} stale points before the repair",
