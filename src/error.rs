@@ -60,6 +60,10 @@ pub enum Error {
     /// A column name that more than one table in scope has.
     #[error("column reference \"{0}\" is ambiguous")]
     AmbiguousColumn(String),
+    /// An object of the wrong kind for the operation (a table without a vector column
+    /// given to a search).
+    #[error("{0}")]
+    WrongObjectType(String),
     /// A backend answered with an error. `store` names the backend ("row store",
     /// "vector index") for the hint; `message` is already client-safe.
     #[error("{store} error: {message}")]
@@ -118,6 +122,7 @@ impl Error {
             Error::CardinalityViolation(_) => "21000",
             Error::InvalidColumnReference(_) => "42P10",
             Error::AmbiguousColumn(_) => "42702",
+            Error::WrongObjectType(_) => "42809",
             Error::Backend { .. } => "58000",
             Error::Unavailable { .. } => "08006",
             Error::Timeout { .. } => "57014",

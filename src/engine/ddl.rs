@@ -14,7 +14,9 @@ pub async fn create_table(core: &Core, def: TableDef, notices: &Notices) -> Resu
         return Err(Error::DuplicateTable(def.name));
     }
     core.rows.create_table(&def).await?;
-    let created = if core.health.writable() {
+    let created = if !def.indexed() {
+        Ok(())
+    } else if core.health.writable() {
         core.index.create_collection(&def).await
     } else {
         Err(Error::Unavailable {
@@ -45,7 +47,9 @@ pub async fn drop_table(core: &Core, name: &str) -> Result<bool> {
     let Some(def) = core.remove_table(name) else {
         return Ok(false);
     };
-    if let Err(e) = core.index.drop_collection(&def).await {
+    if def.indexed()
+        && let Err(e) = core.index.drop_collection(&def).await
+    {
         // Dropped anyway: a collection left behind is replaced if the name is reused.
         tracing::warn!(table = %name, error = %e, "the table's vector collection could not be dropped");
     }

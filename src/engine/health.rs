@@ -115,20 +115,20 @@ pub fn spawn_probe(shared: Weak<Core>, period: Duration, stop: CancellationToken
 pub(crate) async fn recover(shared: &Core) -> Result<usize> {
     let defs: Vec<Arc<TableDef>> = shared.tables();
     let mut resent = 0;
-    for def in defs {
-        let missing = !shared.index.has_collection(&def).await?;
+    for def in defs.iter().filter(|d| d.indexed()) {
+        let missing = !shared.index.has_collection(def).await?;
         if missing {
-            shared.index.create_collection(&def).await?;
+            shared.index.create_collection(def).await?;
         }
         if missing {
-            super::sync::backfill(shared.rows.as_ref(), shared.index.as_ref(), &def).await?;
+            super::sync::backfill(shared.rows.as_ref(), shared.index.as_ref(), def).await?;
             resent += 1;
         } else {
             // Writes the index missed: replay the outbox now, before searches use it.
             super::sync::reconcile(
                 shared.rows.as_ref(),
                 shared.index.as_ref(),
-                &def,
+                def,
                 std::time::Duration::ZERO,
             )
             .await?;

@@ -196,10 +196,12 @@ pub async fn reconcile(
 /// Remove expired rows (where the row store keeps them) and the points of expired rows.
 async fn expire_rows(shared: &super::Core, def: &TableDef) -> Result<()> {
     let purged = shared.rows.purge_expired(def).await?;
-    shared
-        .index
-        .delete_expired(def, crate::store::now_micros())
-        .await?;
+    if def.indexed() {
+        shared
+            .index
+            .delete_expired(def, crate::store::now_micros())
+            .await?;
+    }
     if purged > 0 {
         tracing::info!(table = %def.name, rows = purged, "expired rows removed");
     }
@@ -261,6 +263,10 @@ pub fn spawn_reconciler(
                     }
                     tracing::warn!(table = %def.name, error = %e, "expiring rows failed; retrying later");
                 }
+                // A table without a vector column writes no outbox entries.
+                if !def.indexed() {
+                    continue;
+                }
                 match reconcile(shared.rows.as_ref(), shared.index.as_ref(), &def, grace).await {
                     Ok(n) => {
                         if n > 0 {
@@ -316,6 +322,7 @@ pub async fn reindex(
     progress: &mut (dyn FnMut(&ReindexReport) + Send),
 ) -> Result<ReindexReport> {
     use crate::store::HASH_FIELD;
+    def.require_vector("reindex")?;
     let mut report = ReindexReport {
         repaired: repair,
         ..Default::default()

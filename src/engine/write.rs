@@ -34,7 +34,7 @@ pub async fn write_rows(
     let points: Vec<_> = rows.iter().filter_map(|r| point_for_row(def, r)).collect();
     let unindexed: Vec<_> = rows
         .iter()
-        .filter(|r| r[def.vector_column].is_null())
+        .filter(|r| without_vector(def, r))
         .map(|r| keys::point_id(&def.name, &def.key_of(r)))
         .collect();
     let ts = now_micros();
@@ -129,7 +129,7 @@ pub async fn commit(core: &Core, pending: Vec<Arc<Pending>>, notices: &Notices) 
             .cloned()
             .chain(
                 written()
-                    .filter(|r| r[c.def.vector_column].is_null())
+                    .filter(|r| without_vector(&c.def, r))
                     .map(|r| c.def.key_of(r)),
             )
             .map(|k| keys::point_id(&c.def.name, &k))
@@ -150,8 +150,13 @@ pub async fn commit(core: &Core, pending: Vec<Arc<Pending>>, notices: &Notices) 
     Ok(n as u64)
 }
 
+/// Whether a row of an indexed table has no vector (its point, if any, is deleted).
+fn without_vector(def: &TableDef, row: &[Value]) -> bool {
+    def.vector_column.is_some_and(|v| row[v].is_null())
+}
+
 /// Send a statement's changes to the index once the rows (and their outbox entries)
-/// have them, then clear the entries.
+/// have them, then clear the entries. A table without a vector column has neither.
 async fn apply_to_index(
     core: &Core,
     def: &TableDef,
@@ -160,6 +165,9 @@ async fn apply_to_index(
     entries: Vec<OutboxEntry>,
     notices: &Notices,
 ) -> Result<()> {
+    if !def.indexed() {
+        return Ok(());
+    }
     if core.health.writable() {
         let sent = async {
             if !upserts.is_empty() {

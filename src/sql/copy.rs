@@ -8,6 +8,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::Session;
+use super::defaults::Defaults;
 use super::statements::{check_row, ident_name, table_name, write_rows};
 use crate::error::{Error, Result};
 use crate::store::{Row, TableDef, WriteMode};
@@ -312,6 +313,13 @@ pub async fn finish(session: &Session, copy: CopyIn) -> Result<usize> {
         records.remove(0);
     }
     let first_line = if copy.header { 2 } else { 1 };
+    let defaults = Defaults::prepare(
+        session,
+        &def,
+        (0..def.columns.len()).filter(|c| !copy.targets.contains(c)),
+        records.len(),
+    )
+    .await?;
     let mut rows: Vec<Row> = Vec::with_capacity(records.len());
     for (n, fields) in records.into_iter().enumerate() {
         let line = n + first_line;
@@ -334,7 +342,10 @@ pub async fn finish(session: &Session, copy: CopyIn) -> Result<usize> {
             .into_iter()
             .map(|f| f.map(Value::Text).unwrap_or(Value::Null))
             .collect();
-        rows.push(check_row(&def, &copy.targets, values).map_err(|e| at_line(e, &def, line))?);
+        rows.push(
+            check_row(&def, &copy.targets, values, &defaults)
+                .map_err(|e| at_line(e, &def, line))?,
+        );
     }
     let n = rows.len();
     // Every line parsed: store them, batch by batch.

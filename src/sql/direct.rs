@@ -24,6 +24,7 @@ use datafusion::sql::sqlparser::ast::{
     Value as SqlValue,
 };
 
+use super::defaults::Defaults;
 use super::params::placeholder_index;
 use super::statements::{check_not_null, check_row, coerce_into, ident_name, table_name};
 use super::tables::{rows_to_batch, table_schema};
@@ -408,7 +409,7 @@ fn conditions(
         _ => return None,
     };
     let i = def.column_index(&column)?;
-    (i != def.vector_column && direct_condition(&def.columns[i].ty, op)).then_some(())?;
+    (Some(i) != def.vector_column && direct_condition(&def.columns[i].ty, op)).then_some(())?;
     out.push(Cond { column, op, value });
     Some(())
 }
@@ -431,6 +432,7 @@ fn search(sel: &Select, core: &crate::engine::Core, described: &SchemaRef) -> Op
         return None;
     };
     let def = core.table(table).ok()?;
+    def.vector_column?;
     // `distance` is the search's own column: a table with one of that name is left to
     // the planner.
     if def.column_index(DISTANCE).is_some() {
@@ -623,12 +625,15 @@ impl Direct {
                 if rows.first().is_some_and(|r| r.len() > targets.len()) {
                     return Ok(None);
                 }
+                let width = rows.first().map_or(0, |r| r.len());
+                let missing = (0..def.columns.len()).filter(|c| !targets[..width].contains(c));
+                let defaults = Defaults::prepare(session, &def, missing, rows.len()).await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
                     let Some(vals) = r.iter().map(|s| s.value(values)).collect() else {
                         return Ok(None);
                     };
-                    out.push(check_row(&def, &targets, vals)?);
+                    out.push(check_row(&def, &targets, vals, &defaults)?);
                 }
                 let n = out.len();
                 super::statements::write_rows(session, &def, out, WriteMode::InsertNew).await?;
@@ -710,6 +715,9 @@ async fn run_search(
     else {
         return Ok(None);
     };
+    let Some(vector_column) = def.vector_column else {
+        return Ok(None);
+    };
     let query = match values.get(vector - 1) {
         Some(v) if !v.is_null() => match query_vector(v.clone(), def.dimension()) {
             Ok(q) => q,
@@ -755,6 +763,7 @@ async fn run_search(
     let settings = session.search_settings();
     let search = Search {
         def: def.clone(),
+        vector: vector_column,
         shared: core.clone(),
         query,
         k,

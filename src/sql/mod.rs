@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod colnames;
 pub mod compat;
 pub mod copy;
+pub(crate) mod defaults;
 pub mod direct;
 pub mod params;
 pub mod pgvector;
@@ -181,6 +182,7 @@ impl Engine {
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
         self.refuse_dropped_subqueries(sql)?;
         let sql = pgvector::regproc_literals(sql);
+        let sql = pgvector::attrdef_subquery(&sql);
         let syntax = |e: datafusion::sql::sqlparser::parser::ParserError| {
             Error::Syntax(e.to_string().replace("sql parser error: ", ""))
         };

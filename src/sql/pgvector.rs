@@ -320,7 +320,7 @@ fn is_vector_column(shared: &Core, name: &str) -> bool {
     shared
         .tables()
         .iter()
-        .any(|d| d.columns[d.vector_column].name == name)
+        .any(|d| d.vector_name() == Some(name))
 }
 
 fn column_name(e: &SqlExpr) -> Option<String> {
@@ -392,10 +392,12 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
     if def.distance != op_distance {
         return;
     }
-    let vector_col = &def.columns[def.vector_column].name;
-    let query_expr = if column_name(left).as_deref() == Some(vector_col.as_str()) {
+    let Some(vector_col) = def.vector_name() else {
+        return;
+    };
+    let query_expr = if column_name(left).as_deref() == Some(vector_col) {
         (**right).clone()
-    } else if column_name(right).as_deref() == Some(vector_col.as_str()) {
+    } else if column_name(right).as_deref() == Some(vector_col) {
         (**left).clone()
     } else {
         return;
@@ -776,6 +778,50 @@ pub fn regproc_literals(sql: &str) -> std::borrow::Cow<'_, str> {
     }
     out.push_str(rest);
     std::borrow::Cow::Owned(out)
+}
+
+/// psql's `\d` reads a column's default with a correlated subquery of `pg_attrdef`,
+/// which the catalog emulation answers with NULL: it becomes a call of
+/// `vg_column_default(a.attrelid, a.attnum)`, which knows the proxy's tables' defaults.
+pub fn attrdef_subquery(sql: &str) -> std::borrow::Cow<'_, str> {
+    const START: &str = "(select pg_catalog.pg_get_expr(d.adbin, d.adrelid, true)";
+    const WHOLE: &str = "(select pg_catalog.pg_get_expr(d.adbin, d.adrelid, true) from pg_catalog.pg_attrdef d where d.adrelid = a.attrelid and d.adnum = a.attnum and a.atthasdef)";
+    let lower = sql.to_ascii_lowercase();
+    let Some(start) = lower.find(START) else {
+        return std::borrow::Cow::Borrowed(sql);
+    };
+    // The subquery's closing parenthesis.
+    let mut depth = 0;
+    let mut end = None;
+    for (i, ch) in lower[start..].char_indices() {
+        match ch {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    end = Some(start + i + 1);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(end) = end else {
+        return std::borrow::Cow::Borrowed(sql);
+    };
+    let normal = lower[start..end]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if normal != WHOLE {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}{}(a.attrelid, a.attnum){}",
+        &sql[..start],
+        super::catalog::COLUMN_DEFAULT,
+        &sql[end..]
+    ))
 }
 
 /// `information_schema._pg_expandarray(indkey)`, as pgjdbc's `getPrimaryKeys` writes it:

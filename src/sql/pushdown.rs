@@ -191,7 +191,7 @@ fn column_of<'a>(e: &'a Expr, table: &TableDef) -> Option<&'a str> {
     match e {
         Expr::Column(Column { name, .. }) => {
             let idx = table.column_index(name)?;
-            (idx != table.vector_column).then_some(name.as_str())
+            (Some(idx) != table.vector_column).then_some(name.as_str())
         }
         Expr::Cast(c) => column_of(&c.expr, table),
         _ => None,
@@ -329,6 +329,7 @@ mod tests {
             name: n.into(),
             ty,
             nullable: true,
+            default: None,
         };
         TableDef {
             name: "docs".into(),
@@ -341,7 +342,7 @@ mod tests {
                 c("embedding", ColumnType::Vector(3)),
             ],
             primary_key: vec![0],
-            vector_column: 5,
+            vector_column: Some(5),
             distance: Distance::Cosine,
             options: Default::default(),
         }

@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::TryStreamExt;
 
+use super::defaults::Defaults;
 use super::{Output, Session};
 use crate::error::{Error, Result};
 use crate::store::options::{ALTERABLE_OPTIONS, IndexOptions};
@@ -336,6 +337,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     let mut columns = Vec::new();
     let mut primary_key: Vec<usize> = Vec::new();
     let mut serial_column: Option<String> = None;
+    let mut defaults = Vec::new();
     for (i, c) in ct.columns.iter().enumerate() {
         let cname = ident_name(&c.name);
         if columns.iter().any(|x: &ColumnDef| x.name == cname) {
@@ -371,7 +373,11 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
                     primary_key.push(i);
                     nullable = false;
                 }
-                ColumnOption::Null | ColumnOption::Unique(_) => {}
+                ColumnOption::Default(e) => defaults.push((i, e.clone())),
+                ColumnOption::Null => {}
+                ColumnOption::Unique(_) => session.notices.push(format!(
+                    "UNIQUE on column \"{cname}\" is not enforced: vectorgate enforces only the primary key's uniqueness"
+                )),
                 other => {
                     return Err(Error::FeatureNotSupported(format!(
                         "column option {other} is not supported"
@@ -383,6 +389,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             name: cname,
             ty,
             nullable,
+            default: None,
         });
     }
     for tc in &ct.constraints {
@@ -434,12 +441,8 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         .map(|(i, _)| i)
         .collect();
     let vector_column = match vectors.as_slice() {
-        [v] => *v,
-        [] => {
-            return Err(Error::InvalidTableDefinition(format!(
-                "table \"{name}\" needs exactly one vector(n) column"
-            )));
-        }
+        [v] => Some(*v),
+        [] => None,
         _ => {
             return Err(Error::InvalidTableDefinition(format!(
                 "table \"{name}\" has {} vector columns; exactly one is supported",
@@ -494,7 +497,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             Error::InvalidParameter(format!("unknown distance \"{d}\": use cosine, l2 or dot"))
         })?,
     };
-    let def = TableDef {
+    let mut def = TableDef {
         name: name.clone(),
         columns,
         primary_key,
@@ -502,6 +505,10 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         distance,
         options,
     };
+    for (i, e) in defaults {
+        let text = super::defaults::check(session, &def, i, &e).await?;
+        def.columns[i].default = Some(text);
+    }
     crate::engine::ddl::create_table(shared, def, &session.notices).await?;
     Ok(Output::Command("CREATE TABLE".into()))
 }
@@ -517,12 +524,27 @@ async fn create_index(
 ) -> Result<Output> {
     let shared = &session.engine.core;
     let def = shared.table(&table_name(&ci.table_name)?)?;
-    let vector = def.columns[def.vector_column].name.clone();
+    let Some(vector) = def.vector_name().map(str::to_string) else {
+        session.notices.push(format!(
+            "\"{}\" has no vector column: its rows are found by key or by a scan; CREATE INDEX changes nothing",
+            def.name
+        ));
+        return Ok(Output::Command("CREATE INDEX".into()));
+    };
+    // Only the vector column's operator class means something here; other columns'
+    // (text_pattern_ops, jsonb_path_ops, ...) are accepted and change nothing.
     let mut wanted = None;
     for col in &ci.columns {
         let Some(opclass) = &col.operator_class else {
             continue;
         };
+        let named = match &col.column.expr {
+            SqlExpr::Identifier(id) => ident_name(id),
+            _ => continue,
+        };
+        if named != vector {
+            continue;
+        }
         let op = opclass.to_string().to_ascii_lowercase();
         wanted = Some(match op.rsplit('.').next().unwrap_or_default() {
             "vector_l2_ops" => Distance::L2,
@@ -563,6 +585,7 @@ async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
         Err(_) if at.if_exists => return Ok(Output::Command("ALTER TABLE".into())),
         Err(e) => return Err(e),
     };
+    def.require_vector("ALTER TABLE ... SET (index options)")?;
     let mut new = (*def).clone();
     for op in &at.operations {
         let AlterTableOperation::SetOptionsParens { options } = op else {
@@ -616,7 +639,10 @@ async fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -
 }
 
 /// Run a query and collect its rows as values.
-async fn collect_values(session: &Session, sql: &str) -> Result<(Vec<Vec<Value>>, usize)> {
+pub(crate) async fn collect_values(
+    session: &Session,
+    sql: &str,
+) -> Result<(Vec<Vec<Value>>, usize)> {
     // Inside a data-modifying WITH, the CTEs before this statement are in scope.
     let sql = match session.cte_prefix.lock().as_deref() {
         None => sql.to_string(),
@@ -664,6 +690,44 @@ fn literal_values(q: &datafusion::sql::sqlparser::ast::Query) -> Option<(Vec<Vec
         out.push(row.iter().map(literal_value).collect::<Option<Vec<_>>>()?);
     }
     Some((out, width))
+}
+
+/// The columns one row of an INSERT gives values for.
+type Given = Vec<usize>;
+
+/// The rows of a literal `VALUES` list in which some item is `DEFAULT`: each row's
+/// literal values and the columns they are for (the `DEFAULT` ones left out). `None`
+/// when no item is `DEFAULT` or an item is not a literal.
+fn without_defaults(
+    q: &datafusion::sql::sqlparser::ast::Query,
+    targets: &[usize],
+) -> Option<(Vec<Vec<Value>>, Vec<Given>)> {
+    use datafusion::sql::sqlparser::ast::SetExpr;
+    let is_default = |e: &SqlExpr| matches!(e, SqlExpr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
+    let SetExpr::Values(values) = q.body.as_ref() else {
+        return None;
+    };
+    if q.with.is_some() || !values.rows.iter().any(|r| r.iter().any(is_default)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(values.rows.len());
+    let mut given = Vec::with_capacity(values.rows.len());
+    for row in &values.rows {
+        if row.len() > targets.len() {
+            return None;
+        }
+        let mut vals = Vec::with_capacity(row.len());
+        let mut cols = Vec::with_capacity(row.len());
+        for (e, &c) in row.iter().zip(targets) {
+            if !is_default(e) {
+                vals.push(literal_value(e)?);
+                cols.push(c);
+            }
+        }
+        out.push(vals);
+        given.push(cols);
+    }
+    Some((out, given))
 }
 
 pub(crate) fn literal_value(e: &SqlExpr) -> Option<Value> {
@@ -753,17 +817,25 @@ pub(crate) fn literal_value(e: &SqlExpr) -> Option<Value> {
 }
 
 /// A full row from values for `targets`, coerced to the column types and checked.
-pub(crate) fn check_row(def: &TableDef, targets: &[usize], values: Vec<Value>) -> Result<Row> {
+/// Columns left out take their defaults.
+pub(crate) fn check_row(
+    def: &TableDef,
+    targets: &[usize],
+    values: Vec<Value>,
+    defaults: &Defaults,
+) -> Result<Row> {
     let mut row: Row = vec![Value::Null; def.columns.len()];
+    let given = &targets[..values.len().min(targets.len())];
     for (v, &c) in values.into_iter().zip(targets) {
         row[c] = coerce_into(def, c, v)?;
     }
+    defaults.fill(&mut row, given)?;
     // A bigserial column left out of the statement gets a generated key.
     if let Some(c) = def
         .options
         .get(SERIAL_OPTION)
         .and_then(|name| def.column_index(name))
-        && !targets.contains(&c)
+        && !given.contains(&c)
     {
         row[c] = Value::Int(next_serial());
     }
@@ -826,23 +898,45 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
             })
             .collect::<Result<_>>()?
     };
-    let source = ins
-        .source
-        .as_ref()
-        .ok_or_else(|| Error::FeatureNotSupported("INSERT needs VALUES or a query".into()))?;
-    let (values, width) = match literal_values(source) {
-        Some(v) => v,
-        None => collect_values(session, &source.to_string()).await?,
+    // `VALUES (..., DEFAULT, ...)`: each row names the columns it gives.
+    let (values, width, given) = match ins.source.as_deref() {
+        // INSERT ... DEFAULT VALUES
+        None => (vec![vec![]], 0, Some(vec![vec![]])),
+        Some(source) => match without_defaults(source, &targets) {
+            Some((values, given)) => (values, targets.len(), Some(given)),
+            None => {
+                let (values, width) = match literal_values(source) {
+                    Some(v) => v,
+                    None => collect_values(session, &source.to_string()).await?,
+                };
+                (values, width, None)
+            }
+        },
     };
     if width > targets.len() {
         return Err(Error::Syntax(
             "INSERT has more expressions than target columns".into(),
         ));
     }
-    let rows = values
-        .into_iter()
-        .map(|vals| check_row(&def, &targets, vals))
-        .collect::<Result<Vec<Row>>>()?;
+    // Only the defaults some row needs are evaluated.
+    let missing: Vec<usize> = (0..def.columns.len())
+        .filter(|c| match &given {
+            None => !targets[..width.min(targets.len())].contains(c),
+            Some(given) => given.iter().any(|g| !g.contains(c)),
+        })
+        .collect();
+    let defaults = Defaults::prepare(session, &def, missing, values.len()).await?;
+    let rows = match given {
+        None => values
+            .into_iter()
+            .map(|vals| check_row(&def, &targets, vals, &defaults))
+            .collect::<Result<Vec<Row>>>()?,
+        Some(given) => values
+            .into_iter()
+            .zip(given)
+            .map(|(vals, cols)| check_row(&def, &cols, vals, &defaults))
+            .collect::<Result<Vec<Row>>>()?,
+    };
     let alias = ins.table_alias.as_ref().map(|a| a.alias.value.clone());
     // Checked before the write: a RETURNING that cannot be evaluated writes nothing.
     if let Some(items) = &ins.returning {
@@ -1788,7 +1882,12 @@ pub(crate) fn sync_status_schema() -> Arc<Schema> {
 async fn sync_status(session: &Session) -> Result<Output> {
     use datafusion::arrow::array::{Float64Array, Int64Array, TimestampMicrosecondArray};
     let shared = &session.engine.core;
-    let mut defs: Vec<Arc<TableDef>> = shared.tables();
+    // Tables without a vector column have no index to keep in step.
+    let mut defs: Vec<Arc<TableDef>> = shared
+        .tables()
+        .into_iter()
+        .filter(|d| d.indexed())
+        .collect();
     defs.sort_by(|a, b| a.name.cmp(&b.name));
     let now = now_micros();
     let (mut names, mut pending, mut oldest, mut last, mut replayed) =

@@ -181,6 +181,7 @@ impl TableFunctionImpl for VectorSearchFunction {
             }
         };
         let def = shared.table(&table)?;
+        def.require_vector("vector_search")?;
         let query = match eval_const(args.session(), &exprs[1])? {
             Some(v) => Some(query_vector(v, def.dimension())?),
             None => None,
@@ -470,6 +471,7 @@ impl ExecutionPlan for VectorSearchExec {
         };
         let search = Search {
             def: self.def.clone(),
+            vector: self.def.require_vector("vector_search")?,
             shared: self.shared.clone(),
             query,
             k,
@@ -512,6 +514,8 @@ pub(crate) enum Checks {
 /// rows), the rows fetched by key and re-checked, distances recomputed exactly.
 pub(crate) struct Search {
     pub def: Arc<TableDef>,
+    /// The vector column searched.
+    pub vector: usize,
     pub shared: Arc<Core>,
     pub query: Vec<f32>,
     pub k: usize,
@@ -615,7 +619,7 @@ impl Search {
                 if !k {
                     continue;
                 }
-                if let Value::Vector(v) = &row[self.def.vector_column] {
+                if let Value::Vector(v) = &row[self.vector] {
                     let d = self.def.distance.exact(&self.query, v);
                     best.push((row, d));
                 }
@@ -677,7 +681,7 @@ impl Search {
             seen.extend(p.entries.keys().cloned());
             let mine: Vec<(Row, f64)> = p
                 .rows()
-                .filter_map(|row| match &row[self.def.vector_column] {
+                .filter_map(|row| match &row[self.vector] {
                     Value::Vector(v) => {
                         Some((row.clone(), self.def.distance.exact(&self.query, v)))
                     }
@@ -726,7 +730,7 @@ impl Search {
             metrics.backend("row store", "get", started.elapsed());
             let mut candidates = Vec::with_capacity(rows.len());
             for row in rows.into_iter().flatten() {
-                if let Value::Vector(v) = &row[self.def.vector_column] {
+                if let Value::Vector(v) = &row[self.vector] {
                     let d = self.def.distance.exact(&self.query, v);
                     candidates.push((row, d));
                 }

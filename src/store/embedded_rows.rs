@@ -192,9 +192,11 @@ impl RowStore for EmbeddedRows {
                 for row in &rows {
                     let key = def.key_of(row);
                     let k = keys::encode(&key);
-                    outbox
-                        .insert((def.name.as_str(), k.as_slice()), ts)
-                        .map_err(err)?;
+                    if def.indexed() {
+                        outbox
+                            .insert((def.name.as_str(), k.as_slice()), ts)
+                            .map_err(err)?;
+                    }
                     let v = encode_row(row, expires)?;
                     let old = t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
                     // An expired row does not hold its key.
@@ -217,6 +219,7 @@ impl RowStore for EmbeddedRows {
 
     async fn delete(&self, table: &TableDef, keys_: Vec<Vec<Value>>, ts: i64) -> Result<u64> {
         let name = rows_table(&table.name);
+        let indexed = table.indexed();
         let table = table.name.clone();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
@@ -228,9 +231,11 @@ impl RowStore for EmbeddedRows {
                 let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
                 for k in keys_ {
                     let k = keys::encode(&k);
-                    outbox
-                        .insert((table.as_str(), k.as_slice()), ts)
-                        .map_err(err)?;
+                    if indexed {
+                        outbox
+                            .insert((table.as_str(), k.as_slice()), ts)
+                            .map_err(err)?;
+                    }
                     if t.remove(k.as_slice()).map_err(err)?.is_some() {
                         n += 1;
                     }
@@ -253,7 +258,7 @@ impl RowStore for EmbeddedRows {
                     .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                     .map_err(err)?;
                 let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
-                for key in c.keys() {
+                for key in c.keys().into_iter().filter(|_| def.indexed()) {
                     let k = keys::encode(&key);
                     outbox
                         .insert((def.name.as_str(), k.as_slice()), ts)

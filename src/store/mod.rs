@@ -145,6 +145,10 @@ pub struct ColumnDef {
     pub name: String,
     pub ty: ColumnType,
     pub nullable: bool,
+    /// The column's DEFAULT expression, as SQL text (evaluated by each INSERT or COPY
+    /// that leaves the column out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
 }
 
 /// A table as the proxy knows it: columns, primary key, the vector column and its
@@ -155,8 +159,9 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     /// Indexes into `columns`, in key order.
     pub primary_key: Vec<usize>,
-    /// Index into `columns` of the one vector column.
-    pub vector_column: usize,
+    /// Index into `columns` of the vector column; `None` for a table of rows only (no
+    /// collection, no outbox entries: the index never hears of it).
+    pub vector_column: Option<usize>,
     pub distance: Distance,
     /// Options given at CREATE TABLE, kept for later issues (hnsw m, quantization...).
     #[serde(default)]
@@ -176,10 +181,31 @@ impl TableDef {
     }
 
     pub fn dimension(&self) -> usize {
-        match self.columns[self.vector_column].ty {
-            ColumnType::Vector(n) => n,
+        match self.vector_column.map(|v| &self.columns[v].ty) {
+            Some(ColumnType::Vector(n)) => *n,
             _ => 0,
         }
+    }
+
+    /// Whether the table has a vector index (a vector column).
+    pub fn indexed(&self) -> bool {
+        self.vector_column.is_some()
+    }
+
+    /// The vector column's name, if the table has one.
+    pub fn vector_name(&self) -> Option<&str> {
+        self.vector_column.map(|v| self.columns[v].name.as_str())
+    }
+
+    /// The vector column, or 42809 naming what needed it: a table of rows only cannot
+    /// be searched.
+    pub fn require_vector(&self, what: &str) -> crate::error::Result<usize> {
+        self.vector_column.ok_or_else(|| {
+            crate::error::Error::WrongObjectType(format!(
+                "table \"{}\" has no vector column: {what} needs one",
+                self.name
+            ))
+        })
     }
 
     pub fn key_of(&self, row: &[Value]) -> Vec<Value> {
@@ -217,7 +243,7 @@ impl TableDef {
         self.columns
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != self.vector_column)
+            .filter(|(i, _)| Some(*i) != self.vector_column)
     }
 }
 
@@ -439,7 +465,7 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 
 /// Build the index point for a row.
 pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
-    let Value::Vector(v) = &row[table.vector_column] else {
+    let Value::Vector(v) = &row[table.vector_column?] else {
         return None;
     };
     let key = table.key_of(row);

@@ -973,6 +973,7 @@ mod tests {
             name: name.into(),
             ty,
             nullable: true,
+            default: None,
         };
         TableDef {
             name: "docs".into(),
@@ -988,7 +989,7 @@ mod tests {
                 col("embedding", ColumnType::Vector(3)),
             ],
             primary_key: vec![0],
-            vector_column: 8,
+            vector_column: Some(8),
             distance: Distance::L2,
             options: options
                 .iter()

@@ -474,6 +474,10 @@ impl ScyllaRows {
 
     /// Stamp outbox entries for `keys` (before the rows change).
     async fn outbox_add(&self, table: &TableDef, keys: &[Vec<Value>], ts: i64) -> Result<()> {
+        // A table without a vector column has no index to keep in step.
+        if !table.indexed() {
+            return Ok(());
+        }
         let stmt = self
             .prepare(format!(
                 "INSERT INTO {}.{} (tbl, key, ts) VALUES (?, ?, ?) USING TIMESTAMP ?",
@@ -622,6 +626,7 @@ impl ScyllaRows {
                 name: cname,
                 ty: ct,
                 nullable: kind == "regular" || kind == "static",
+                default: None,
             });
         }
         let vector_column =
@@ -635,7 +640,7 @@ impl ScyllaRows {
             name: name.to_string(),
             columns,
             primary_key,
-            vector_column,
+            vector_column: Some(vector_column),
             distance: super::Distance::Cosine,
             options,
         })

@@ -26,6 +26,7 @@ async fn errors_carry_sqlstates_and_keep_the_connection() {
     client
         .batch_execute(
             "CREATE TABLE t (id bigint PRIMARY KEY, name text, embedding vector(3));
+             CREATE TABLE rowsonly (id int PRIMARY KEY, name text);
              INSERT INTO t VALUES (1, 'one', '[1,0,0]'), (2, 'two', '[0,1,0]');",
         )
         .await
@@ -52,7 +53,10 @@ async fn errors_carry_sqlstates_and_keep_the_connection() {
             "SELECT * FROM vector_search('t', '[1,0,0]', 10001)",
             "22023",
         ),
-        ("CREATE TABLE nv (id int PRIMARY KEY, name text)", "42P16"),
+        (
+            "SELECT * FROM vector_search('rowsonly', '[1,0,0]', 1)",
+            "42809",
+        ),
         (
             "CREATE TABLE two (id int PRIMARY KEY, a vector(2), b vector(2))",
             "42P16",

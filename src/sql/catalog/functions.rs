@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// The function psql's column-default lookup is rewritten to.
+pub const COLUMN_DEFAULT: &str = "vg_column_default";
+
 /// `format_type(oid, typmod)` that knows `vector(n)` and the typmods above, and leaves
 /// every other type to the emulation's own function.
 #[derive(Debug)]
@@ -391,7 +394,34 @@ pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> 
             }
         }),
     );
+    // `vg_column_default(table oid, attnum)`: the column's DEFAULT text; psql's `\d`
+    // asks `pg_attrdef` in a correlated subquery, which is rewritten to this.
+    let column_default = create_udf(
+        COLUMN_DEFAULT,
+        vec![DataType::Int64, DataType::Int64],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new({
+            let seen = seen.clone();
+            move |args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let rels = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                let nums = arrays[1].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                let defaults = seen.0.defaults.read();
+                let out: datafusion::arrow::array::StringArray = rels
+                    .iter()
+                    .zip(nums.iter())
+                    .map(|(r, n)| {
+                        let cols = defaults.get(&i32::try_from(r?).ok()?)?;
+                        cols.get(usize::try_from(n?).ok()?.checked_sub(1)?)?.clone()
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+        }),
+    );
     let mut out = key_functions(seen);
+    out.push(column_default);
     out.push(table_is_visible);
     out.push(to_regclass);
     out.push(PgGetExpr::udf());

@@ -313,12 +313,14 @@ impl TableProvider for Columns {
             };
             let mut data_types = Vec::with_capacity(b.num_rows());
             let mut udt_names = Vec::with_capacity(b.num_rows());
+            let mut defaults = Vec::with_capacity(b.num_rows());
             for i in 0..b.num_rows() {
-                let declared = (ts.value(i) == "public")
+                let col = (ts.value(i) == "public")
                     .then(|| tables.get(tn.value(i)))
                     .flatten()
-                    .and_then(|def| def.columns.iter().find(|c| c.name == cn.value(i)))
-                    .map(|c| declared_type_names(&c.ty));
+                    .and_then(|def| def.columns.iter().find(|c| c.name == cn.value(i)));
+                defaults.push(col.and_then(|c| c.default.clone()));
+                let declared = col.map(|c| declared_type_names(&c.ty));
                 let (d, u) = match declared {
                     Some((d, u)) => (d.to_string(), u.to_string()),
                     None => arrow_type_names(dt.value(i)),
@@ -339,6 +341,11 @@ impl TableProvider for Columns {
                 .collect();
             let mut columns = b.columns().to_vec();
             columns[b.schema().index_of("data_type")?] = Arc::new(StringArray::from(data_types));
+            if let Ok(k) = b.schema().index_of("column_default")
+                && columns[k].data_type() == &DataType::Utf8
+            {
+                columns[k] = Arc::new(StringArray::from(defaults));
+            }
             // DataFusion counts columns from 0; Postgres from 1, as an integer.
             if let Ok(k) = b.schema().index_of("ordinal_position") {
                 let zero_based = datafusion::arrow::compute::cast(&columns[k], &DataType::Int32)?;

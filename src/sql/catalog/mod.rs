@@ -27,7 +27,7 @@ mod functions;
 mod information_schema;
 
 pub use functions::{
-    FormatType, JsonBuildObject, TEXT_ARRAY_FUNCTIONS, TextArrays, constant_text,
+    COLUMN_DEFAULT, FormatType, JsonBuildObject, TEXT_ARRAY_FUNCTIONS, TextArrays, constant_text,
     current_setting_udf, extra_functions, key_functions, type_oid,
 };
 pub use information_schema::InformationSchema;
@@ -353,7 +353,7 @@ impl TableProvider for PgAttribute {
         if let Some(shared) = self.shared.upgrade() {
             // Table OID -> declared column types, for the proxy's tables.
             let tables = shared.catalog();
-            let mut declared: HashMap<i32, HashMap<String, (i32, i32)>> = HashMap::new();
+            let mut declared: HashMap<i32, HashMap<String, Declared>> = HashMap::new();
             for b in read_all(&self.classes, state).await? {
                 let (Some(oid), Some(name)) = (column(&b, "oid"), column(&b, "relname")) else {
                     continue;
@@ -370,7 +370,15 @@ impl TableProvider for PgAttribute {
                             oid.value(i),
                             def.columns
                                 .iter()
-                                .map(|c| (c.name.clone(), pg_type_of(&c.ty)))
+                                .map(|c| {
+                                    let (ty, typmod) = pg_type_of(&c.ty);
+                                    let d = Declared {
+                                        ty,
+                                        typmod,
+                                        has_default: c.default.is_some(),
+                                    };
+                                    (c.name.clone(), d)
+                                })
                                 .collect(),
                         );
                     }
@@ -388,9 +396,16 @@ impl TableProvider for PgAttribute {
     }
 }
 
+/// A column of the proxy's tables as `pg_attribute` describes it.
+struct Declared {
+    ty: i32,
+    typmod: i32,
+    has_default: bool,
+}
+
 fn patch(
     b: &RecordBatch,
-    declared: &HashMap<i32, HashMap<String, (i32, i32)>>,
+    declared: &HashMap<i32, HashMap<String, Declared>>,
 ) -> DfResult<RecordBatch> {
     let (Some(rel), Some(name), Some(typ), Some(typmod)) = (
         column(b, "attrelid"),
@@ -410,19 +425,28 @@ fn patch(
     };
     let mut types: Vec<Option<i32>> = typ.iter().collect();
     let mut mods: Vec<Option<i32>> = typmod.iter().collect();
+    let has_def = column(b, "atthasdef").and_then(|c| c.as_boolean_opt());
+    let mut defaults: Option<Vec<Option<bool>>> = has_def.map(|c| c.iter().collect());
     for i in 0..b.num_rows() {
-        if let Some((t, m)) = declared
+        if let Some(d) = declared
             .get(&rel.value(i))
             .and_then(|cols| cols.get(name.value(i)))
         {
-            types[i] = Some(*t);
-            mods[i] = Some(*m);
+            types[i] = Some(d.ty);
+            mods[i] = Some(d.typmod);
+            if let Some(defaults) = &mut defaults {
+                defaults[i] = Some(d.has_default);
+            }
         }
     }
     let mut columns = b.columns().to_vec();
     let schema = b.schema();
     columns[schema.index_of("atttypid")?] = Arc::new(Int32Array::from(types));
     columns[schema.index_of("atttypmod")?] = Arc::new(Int32Array::from(mods));
+    if let Some(defaults) = defaults {
+        columns[schema.index_of("atthasdef")?] =
+            Arc::new(datafusion::arrow::array::BooleanArray::from(defaults));
+    }
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
@@ -438,6 +462,9 @@ pub struct SeenCatalog {
     /// Table OID -> (table name, key column names), for `pg_get_indexdef` and
     /// `pg_get_constraintdef`.
     pub(crate) keys: parking_lot::RwLock<HashMap<i32, (String, Vec<String>)>>,
+    /// Table OID -> each column's DEFAULT text, for psql's `\d` (see
+    /// `vg_column_default`).
+    pub(crate) defaults: parking_lot::RwLock<HashMap<i32, Vec<Option<String>>>>,
     /// OIDs of relations outside the search path (`information_schema`):
     /// `pg_table_is_visible` is false for them, as in Postgres, so psql's `\dp` and tools
     /// that list "visible" tables leave them out.
@@ -760,6 +787,15 @@ impl TableProvider for PrimaryKeys {
                 &classes,
                 &read_all(&self.namespaces, state).await?,
             );
+        }
+        {
+            let mut defaults = self.seen.0.defaults.write();
+            for (oid, _, def, _, _) in &found {
+                defaults.insert(
+                    *oid,
+                    def.columns.iter().map(|c| c.default.clone()).collect(),
+                );
+            }
         }
         {
             let mut registry = self.seen.0.keys.write();
