@@ -64,6 +64,9 @@ pub enum Error {
     /// given to a search).
     #[error("{0}")]
     WrongObjectType(String),
+    /// A column added under a name the table already has.
+    #[error("column \"{0}\" of relation \"{1}\" already exists")]
+    DuplicateColumn(String, String),
     /// A backend answered with an error. `store` names the backend ("row store",
     /// "vector index") for the hint; `message` is already client-safe.
     #[error("{store} error: {message}")]
@@ -123,6 +126,7 @@ impl Error {
             Error::InvalidColumnReference(_) => "42P10",
             Error::AmbiguousColumn(_) => "42702",
             Error::WrongObjectType(_) => "42809",
+            Error::DuplicateColumn(..) => "42701",
             Error::Backend { .. } => "58000",
             Error::Unavailable { .. } => "08006",
             Error::Timeout { .. } => "57014",

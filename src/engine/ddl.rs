@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::store::{Distance, TableDef};
+use crate::types::Value;
 
 use super::{Core, Notices, health};
 
@@ -86,12 +87,7 @@ pub async fn set_options(core: &Core, new: TableDef, notices: &Notices) -> Resul
 
 /// Search a table by another distance: its collection is rebuilt from the rows.
 pub async fn set_distance(core: &Core, def: &TableDef, distance: Distance) -> Result<()> {
-    if !core.health.writable() {
-        return Err(Error::Unavailable {
-            store: "vector index",
-            message: "the index cannot be rebuilt while it is away".into(),
-        });
-    }
+    index_writable(core)?;
     let mut new = def.clone();
     new.distance = distance;
     // Between the drop and the end of the backfill the collection holds only part of the
@@ -102,5 +98,36 @@ pub async fn set_distance(core: &Core, def: &TableDef, distance: Distance) -> Re
     super::sync::backfill(core.rows.as_ref(), core.index.as_ref(), &new).await?;
     core.rows.update_table(&new).await?;
     core.replace_table(new);
+    Ok(())
+}
+
+fn index_writable(core: &Core) -> Result<()> {
+    if !core.health.writable() {
+        return Err(Error::Unavailable {
+            store: "vector index",
+            message: "the index cannot be rebuilt while it is away".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Add columns to a table (`new` is `def` with them at the end); the rows stored before
+/// get `fill`. A table with a vector index has its collection rebuilt from the rows, so
+/// that every point carries the new columns for filters (searches scan the rows
+/// meanwhile).
+pub async fn add_columns(core: &Core, def: &TableDef, new: TableDef, fill: &[Value]) -> Result<()> {
+    if def.indexed() {
+        index_writable(core)?;
+    }
+    let _rebuilding = def.indexed().then(|| core.begin_rebuild(&def.name));
+    core.rows
+        .add_columns(def, &new, fill, crate::store::now_micros())
+        .await?;
+    core.replace_table(new.clone());
+    if def.indexed() {
+        core.index.drop_collection(def).await?;
+        core.index.create_collection(&new).await?;
+        super::sync::backfill(core.rows.as_ref(), core.index.as_ref(), &new).await?;
+    }
     Ok(())
 }

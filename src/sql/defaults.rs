@@ -108,12 +108,32 @@ pub(crate) async fn check(
     column: usize,
     expr: &SqlExpr,
 ) -> Result<String> {
-    let text = expr.to_string();
+    let text = display(expr, &def.columns[column].ty);
     let expr = parse(&text)?;
     if !is_random_uuid(&expr) {
         evaluate(session, def, column, &expr, 1).await?;
     }
     Ok(text)
+}
+
+/// A default as Postgres prints it (`\d`, `column_default`): a string literal with its
+/// column's type (`'anon'::text`), a cast's type in lower case (`'{}'::jsonb`).
+fn display(expr: &SqlExpr, ty: &crate::types::ColumnType) -> String {
+    use datafusion::sql::sqlparser::ast::Value as SqlValue;
+    match expr {
+        SqlExpr::Value(v) if matches!(v.value, SqlValue::SingleQuotedString(_)) => {
+            format!("{v}::{}", ty.sql_name())
+        }
+        SqlExpr::Cast {
+            expr: inner,
+            data_type,
+            kind: datafusion::sql::sqlparser::ast::CastKind::DoubleColon,
+            ..
+        } if matches!(inner.as_ref(), SqlExpr::Value(_)) => {
+            format!("{inner}::{}", data_type.to_string().to_ascii_lowercase())
+        }
+        other => other.to_string(),
+    }
 }
 
 /// `rows` values of a default, coerced to its column's type.
@@ -180,4 +200,26 @@ fn is_random_uuid(expr: &SqlExpr) -> bool {
         SqlExpr::Nested(expr) => is_random_uuid(expr),
         _ => false,
     }
+}
+
+/// The value `ALTER TABLE ... ADD COLUMN` gives the rows already stored: the column's
+/// default evaluated once (NULL without one). A volatile default would need a value per
+/// row, which is refused (0A000).
+pub(crate) async fn for_stored_rows(
+    session: &Session,
+    def: &TableDef,
+    column: usize,
+) -> Result<Value> {
+    let Some(text) = &def.columns[column].default else {
+        return Ok(Value::Null);
+    };
+    let expr = parse(text)?;
+    if is_random_uuid(&expr) || volatile(&expr) {
+        return Err(Error::FeatureNotSupported(format!(
+            "ADD COLUMN \"{}\" with a volatile default ({text}) is not supported: add the column without it, UPDATE the rows, then SET DEFAULT",
+            def.columns[column].name
+        )));
+    }
+    let mut values = evaluate(session, def, column, &expr, 1).await?;
+    Ok(values.pop().unwrap_or(Value::Null))
 }

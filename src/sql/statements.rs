@@ -585,12 +585,18 @@ async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
         Err(_) if at.if_exists => return Ok(Output::Command("ALTER TABLE".into())),
         Err(e) => return Err(e),
     };
-    def.require_vector("ALTER TABLE ... SET (index options)")?;
+    if at
+        .operations
+        .iter()
+        .all(|op| matches!(op, AlterTableOperation::AddColumn { .. }))
+    {
+        return add_columns(session, &def, &at.operations).await;
+    }
     let mut new = (*def).clone();
     for op in &at.operations {
         let AlterTableOperation::SetOptionsParens { options } = op else {
             return Err(Error::FeatureNotSupported(format!(
-                "ALTER TABLE ... {op} is not supported: only SET (index options) is"
+                "ALTER TABLE ... {op} is not supported: ADD COLUMN and SET (index options) are"
             )));
         };
         for o in options {
@@ -609,6 +615,7 @@ async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
             new.options.insert(key, option_text(value));
         }
     }
+    def.require_vector("ALTER TABLE ... SET (index options)")?;
     if new
         .options
         .get("quantization")
@@ -618,6 +625,109 @@ async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
     }
     IndexOptions::parse(&new.options)?;
     crate::engine::ddl::set_options(shared, new, &session.notices).await?;
+    Ok(Output::Command("ALTER TABLE".into()))
+}
+
+/// `ALTER TABLE t ADD [COLUMN] [IF NOT EXISTS] c type [NOT NULL] [DEFAULT e], ...`: the
+/// columns go at the end; the rows already stored get the default (evaluated once), as
+/// in Postgres. Not yet: a vector column, a key column, a volatile default.
+async fn add_columns(
+    session: &Session,
+    def: &TableDef,
+    ops: &[AlterTableOperation],
+) -> Result<Output> {
+    let mut new = def.clone();
+    for op in ops {
+        let AlterTableOperation::AddColumn {
+            if_not_exists,
+            column_def: c,
+            ..
+        } = op
+        else {
+            continue;
+        };
+        let cname = ident_name(&c.name);
+        if new.column_index(&cname).is_some() {
+            if *if_not_exists {
+                session.notices.push(format!(
+                    "column \"{cname}\" of relation \"{}\" already exists, skipping",
+                    def.name
+                ));
+                continue;
+            }
+            return Err(Error::DuplicateColumn(cname, def.name.clone()));
+        }
+        let type_name = c.data_type.to_string().to_ascii_lowercase();
+        if type_name.contains("serial") {
+            return Err(Error::FeatureNotSupported(format!(
+                "ADD COLUMN of type {type_name} is not supported"
+            )));
+        }
+        let ty = parse_type(&c.data_type.to_string())?;
+        if matches!(ty, ColumnType::Vector(_)) {
+            return Err(Error::FeatureNotSupported(
+                "ADD COLUMN of a vector column is not supported yet: a table's vector column is given at CREATE TABLE".into(),
+            ));
+        }
+        if cname == super::vector_search::DISTANCE && def.indexed() {
+            return Err(Error::InvalidTableDefinition(
+                "a column may not be named \"distance\": vector_search adds that column".into(),
+            ));
+        }
+        let mut nullable = true;
+        let mut default = None;
+        for o in &c.options {
+            match &o.option {
+                ColumnOption::NotNull => nullable = false,
+                ColumnOption::Null => {}
+                ColumnOption::Default(e) => default = Some(e.clone()),
+                ColumnOption::Unique(_) => session.notices.push(format!(
+                    "UNIQUE on column \"{cname}\" is not enforced: vectorgate enforces only the primary key's uniqueness"
+                )),
+                other => {
+                    return Err(Error::FeatureNotSupported(format!(
+                        "ADD COLUMN with {other} is not supported"
+                    )));
+                }
+            }
+        }
+        new.columns.push(ColumnDef {
+            name: cname,
+            ty,
+            nullable,
+            default: None,
+        });
+        if let Some(e) = default {
+            let i = new.columns.len() - 1;
+            let text = super::defaults::check(session, &new, i, &e).await?;
+            new.columns[i].default = Some(text);
+        }
+    }
+    if new.columns.len() == def.columns.len() {
+        return Ok(Output::Command("ALTER TABLE".into()));
+    }
+    let mut fill = Vec::new();
+    for i in def.columns.len()..new.columns.len() {
+        fill.push(super::defaults::for_stored_rows(session, &new, i).await?);
+    }
+    // A NOT NULL column without a default can only be added to an empty table.
+    if let Some((c, _)) = new.columns[def.columns.len()..]
+        .iter()
+        .zip(&fill)
+        .find(|(c, v)| !c.nullable && v.is_null())
+    {
+        let core = &session.engine.core;
+        let mut rows = core.rows.scan(def, 1, Some(1));
+        if let Some(batch) = futures::StreamExt::next(&mut rows).await
+            && !batch?.is_empty()
+        {
+            return Err(Error::NotNullViolation(format!(
+                "column \"{}\" of relation \"{}\" contains null values",
+                c.name, def.name
+            )));
+        }
+    }
+    crate::engine::ddl::add_columns(&session.engine.core, def, new, &fill).await?;
     Ok(Output::Command("ALTER TABLE".into()))
 }
 

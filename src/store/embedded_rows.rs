@@ -41,8 +41,9 @@ fn encode_row(row: &Row, expires: Option<i64>) -> Result<Vec<u8>> {
     })
 }
 
-/// The row, or `None` if it has expired.
-fn decode_row(b: &[u8], ttl: bool, now: i64) -> Result<Option<Row>> {
+/// The row, or `None` if it has expired; a row stored before columns were added is
+/// padded with NULLs to `width`.
+fn decode_row(b: &[u8], ttl: bool, now: i64, width: usize) -> Result<Option<Row>> {
     let body = if ttl {
         let (t, rest) = b
             .split_first_chunk::<8>()
@@ -54,9 +55,12 @@ fn decode_row(b: &[u8], ttl: bool, now: i64) -> Result<Option<Row>> {
     } else {
         b
     };
-    bincode::deserialize(body)
-        .map(Some)
-        .map_err(|_| Error::internal("corrupt row encoding"))
+    let mut row: Row =
+        bincode::deserialize(body).map_err(|_| Error::internal("corrupt row encoding"))?;
+    if row.len() < width {
+        row.resize(width, Value::Null);
+    }
+    Ok(Some(row))
 }
 
 /// Reads of at most this many keys run in place (see `get`).
@@ -117,6 +121,63 @@ impl RowStore for EmbeddedRows {
                 let name = rows_table(&def.name);
                 txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                     .map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn add_columns(
+        &self,
+        old: &TableDef,
+        new: &TableDef,
+        fill: &[Value],
+        _ts: i64,
+    ) -> Result<()> {
+        let (old_width, new) = (old.columns.len(), new.clone());
+        let fill = fill.to_vec();
+        self.blocking(move |db| {
+            let json = serde_json::to_string(&new).map_err(Error::internal)?;
+            let ttl = new.ttl_seconds().is_some();
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut cat = txn.open_table(CATALOG).map_err(err)?;
+                if cat.get(new.name.as_str()).map_err(err)?.is_none() {
+                    return Err(Error::UndefinedTable(new.name.clone()));
+                }
+                cat.insert(new.name.as_str(), json.as_str()).map_err(err)?;
+                // Rows stored before get the added columns' values (a NULL one needs no
+                // rewrite: short rows read back padded with NULLs). The write
+                // transaction holds off every other writer meanwhile.
+                if fill.iter().any(|v| !v.is_null()) {
+                    let name = rows_table(&new.name);
+                    let mut t = txn
+                        .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                        .map_err(err)?;
+                    let mut changed = Vec::new();
+                    for item in t.iter().map_err(err)? {
+                        let (k, v) = item.map_err(err)?;
+                        let v = v.value();
+                        let (prefix, body) = if ttl {
+                            v.split_at(8.min(v.len()))
+                        } else {
+                            (&v[..0], v)
+                        };
+                        let mut row: Row = bincode::deserialize(body)
+                            .map_err(|_| Error::internal("corrupt row encoding"))?;
+                        if row.len() >= old_width + fill.len() {
+                            continue;
+                        }
+                        row.resize(old_width, Value::Null);
+                        row.extend(fill.iter().cloned());
+                        let mut bytes = prefix.to_vec();
+                        bytes.extend(bincode::serialize(&row).map_err(Error::internal)?);
+                        changed.push((k.value().to_vec(), bytes));
+                    }
+                    for (k, v) in changed {
+                        t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
+                    }
+                }
             }
             txn.commit().map_err(err)
         })
@@ -202,7 +263,8 @@ impl RowStore for EmbeddedRows {
                     // An expired row does not hold its key.
                     let taken = match old {
                         Some(o) => {
-                            decode_row(o.value(), expires.is_some(), super::now_micros())?.is_some()
+                            decode_row(o.value(), expires.is_some(), super::now_micros(), 0)?
+                                .is_some()
                         }
                         None => false,
                     };
@@ -279,7 +341,7 @@ impl RowStore for EmbeddedRows {
                     let v = encode_row(row, expires)?;
                     let old = t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
                     let taken = match old {
-                        Some(o) => decode_row(o.value(), expires.is_some(), now)?.is_some(),
+                        Some(o) => decode_row(o.value(), expires.is_some(), now, 0)?.is_some(),
                         None => false,
                     };
                     if new && taken {
@@ -392,6 +454,7 @@ impl RowStore for EmbeddedRows {
     async fn get(&self, table: &TableDef, keys_: &[Vec<Value>]) -> Result<Vec<Option<Row>>> {
         let name = rows_table(&table.name);
         let ttl = table.ttl_seconds().is_some();
+        let width = table.columns.len();
         let encoded: Vec<Vec<u8>> = keys_.iter().map(|k| keys::encode(k)).collect();
         let db = self.db.clone();
         let read = move || {
@@ -403,7 +466,7 @@ impl RowStore for EmbeddedRows {
             let now = super::now_micros();
             for k in &encoded {
                 out.push(match t.get(k.as_slice()).map_err(err)? {
-                    Some(v) => decode_row(v.value(), ttl, now)?,
+                    Some(v) => decode_row(v.value(), ttl, now, width)?,
                     None => None,
                 });
             }
@@ -430,6 +493,7 @@ impl RowStore for EmbeddedRows {
         let db = self.db.clone();
         let name = rows_table(&table.name);
         let ttl = table.ttl_seconds().is_some();
+        let width = table.columns.len();
         let batch = batch.max(1);
         tokio::task::spawn_blocking(move || {
             let run = || -> Result<()> {
@@ -445,7 +509,7 @@ impl RowStore for EmbeddedRows {
                         break;
                     }
                     let (_, v) = item.map_err(err)?;
-                    let Some(row) = decode_row(v.value(), ttl, now)? else {
+                    let Some(row) = decode_row(v.value(), ttl, now, width)? else {
                         continue;
                     };
                     seen += 1;

@@ -290,6 +290,16 @@ pub trait RowStore: Send + Sync + 'static {
     async fn drop_table(&self, name: &str) -> Result<()>;
     /// Replace a table's catalog entry (its options changed).
     async fn update_table(&self, def: &TableDef) -> Result<()>;
+    /// Add columns at the end of a table: `new` is `old` with them. The catalog entry
+    /// changes, and every row stored before gets `fill` (one value per added column) in
+    /// them; a row written from `ts` on keeps its own.
+    async fn add_columns(
+        &self,
+        old: &TableDef,
+        new: &TableDef,
+        fill: &[Value],
+        ts: i64,
+    ) -> Result<()>;
     /// Write rows atomically: all or none. Every written key gets an outbox entry
     /// stamped `ts` (see [`OutboxEntry`]) no later than the row itself.
     async fn write(&self, table: &TableDef, rows: Vec<Row>, mode: WriteMode, ts: i64)

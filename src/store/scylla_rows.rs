@@ -887,6 +887,71 @@ impl RowStore for ScyllaRows {
         Ok(())
     }
 
+    async fn add_columns(
+        &self,
+        old: &TableDef,
+        new: &TableDef,
+        fill: &[Value],
+        ts: i64,
+    ) -> Result<()> {
+        if new.options.contains_key("cql_table") {
+            return Err(Error::FeatureNotSupported(
+                "ALTER TABLE ... ADD COLUMN of an attached CQL table: alter the CQL table and attach it again".into(),
+            ));
+        }
+        let lv = Self::list_vectors(new);
+        let added = &new.columns[old.columns.len()..];
+        for c in added {
+            let cql = format!(
+                "ALTER TABLE {} ADD {} {}",
+                self.table(new),
+                q(&c.name),
+                cql_type(&c.ty, lv)
+            );
+            // A column left by an earlier attempt that failed after this step is reused.
+            if let Err(e) = self.ddl(&cql).await {
+                let exists = matches!(&e, Error::Backend { message, .. } if message.contains("already exist"));
+                if !exists {
+                    return Err(e);
+                }
+            }
+        }
+        self.update_table(new).await?;
+        if fill.iter().all(Value::is_null) {
+            return Ok(());
+        }
+        // Rows stored before get the values, stamped with the ALTER's time: a write made
+        // after it (a later timestamp) keeps its own.
+        let sets: Vec<String> = added
+            .iter()
+            .map(|c| format!("{} = ?", q(&c.name)))
+            .collect();
+        let stmt = self
+            .prepare(format!(
+                "UPDATE {} USING TIMESTAMP ? SET {} WHERE {}",
+                self.table(new),
+                sets.join(", "),
+                Self::key_where(new)
+            ))
+            .await?;
+        let mut fills = Vec::with_capacity(fill.len());
+        for (v, c) in fill.iter().zip(added) {
+            fills.push(to_cql(v, &c.ty, lv)?);
+        }
+        let mut rows = self.scan(old, 1000, None);
+        while let Some(batch) = rows.next().await {
+            let mut values = Vec::new();
+            for row in batch? {
+                let mut v = vec![Some(CqlValue::BigInt(ts))];
+                v.extend(fills.iter().cloned());
+                v.extend(Self::key_values(new, &old.key_of(&row))?);
+                values.push(v);
+            }
+            self.execute_many(stmt.clone(), values).await?;
+        }
+        Ok(())
+    }
+
     async fn update_table(&self, def: &TableDef) -> Result<()> {
         let json = serde_json::to_string(def).map_err(Error::internal)?;
         self.session
