@@ -64,6 +64,15 @@ pub enum Error {
     /// given to a search).
     #[error("{0}")]
     WrongObjectType(String),
+    /// `currval` before `nextval` in a session, and the like.
+    #[error("{0}")]
+    ObjectNotInPrerequisiteState(String),
+    /// An explicit value for a `GENERATED ALWAYS AS IDENTITY` column.
+    #[error("{0}")]
+    GeneratedAlways(String),
+    /// A sequence that reached its bound without CYCLE.
+    #[error("{0}")]
+    SequenceLimit(String),
     /// A column added under a name the table already has.
     #[error("column \"{0}\" of relation \"{1}\" already exists")]
     DuplicateColumn(String, String),
@@ -127,6 +136,9 @@ impl Error {
             Error::AmbiguousColumn(_) => "42702",
             Error::WrongObjectType(_) => "42809",
             Error::DuplicateColumn(..) => "42701",
+            Error::SequenceLimit(_) => "2200H",
+            Error::ObjectNotInPrerequisiteState(_) => "55000",
+            Error::GeneratedAlways(_) => "428C9",
             Error::Backend { .. } => "58000",
             Error::Unavailable { .. } => "08006",
             Error::Timeout { .. } => "57014",

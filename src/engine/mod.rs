@@ -11,6 +11,7 @@
 
 pub mod ddl;
 pub mod health;
+pub mod sequences;
 pub mod sync;
 pub mod tx;
 pub mod write;
@@ -64,6 +65,8 @@ pub struct Core {
     /// Tables whose collection is being dropped and built again from the rows (a new
     /// distance): searches of them scan the rows until it is done.
     rebuilding: Mutex<std::collections::HashSet<String>>,
+    /// The sequences, and the values taken from them not yet handed out.
+    pub(crate) sequences: sequences::Sequences,
 }
 
 /// A table's collection rebuilt from its rows while this lives.
@@ -120,6 +123,7 @@ impl Core {
             }
         }
         let defs = rows.list_tables().await?;
+        let sequence_defs = rows.list_sequences().await?;
         let core = Arc::new(Core {
             rows,
             index,
@@ -137,6 +141,7 @@ impl Core {
             stop: CancellationToken::new(),
             generation: Default::default(),
             rebuilding: Default::default(),
+            sequences: sequences::Sequences::load(sequence_defs),
         });
         // Tables another proxy created, whose index was lost, or that missed writes while
         // the index was away: bring their collections up to date from the rows now, or,

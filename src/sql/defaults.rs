@@ -61,6 +61,13 @@ impl Defaults {
             let expr = parse(text)?;
             let source = if is_random_uuid(&expr) {
                 Source::Uuid
+            } else if let Some(seq) = super::sequences::nextval_of(&expr) {
+                let values = session.engine.core.nextvals(&seq, rows.max(1)).await?;
+                session.sequence_values.note(&seq, &values);
+                Source::Each(
+                    values.into_iter().map(Value::Int).collect(),
+                    AtomicUsize::new(0),
+                )
             } else if volatile(&expr) {
                 let values = evaluate(session, def, c, &expr, rows.max(1)).await?;
                 Source::Each(values, AtomicUsize::new(0))
@@ -110,7 +117,10 @@ pub(crate) async fn check(
 ) -> Result<String> {
     let text = display(expr, &def.columns[column].ty);
     let expr = parse(&text)?;
-    if !is_random_uuid(&expr) {
+    if let Some(seq) = super::sequences::nextval_of(&expr) {
+        // The sequence must exist; taking a value to check would use one up.
+        session.engine.core.sequence(&seq).await?;
+    } else if !is_random_uuid(&expr) {
         evaluate(session, def, column, &expr, 1).await?;
     }
     Ok(text)

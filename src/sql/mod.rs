@@ -15,6 +15,7 @@ pub mod pgvector;
 pub mod plan_cache;
 pub mod pushdown;
 pub mod reindex;
+pub mod sequences;
 pub mod statements;
 pub mod tables;
 pub mod vector_search;
@@ -291,6 +292,8 @@ pub struct Session {
     /// The open transaction block, if any; the query context holds it too, so that
     /// scans and searches see the block's own writes.
     pub(crate) tx: Arc<TxSlot>,
+    /// `currval`/`lastval` of this session.
+    pub(crate) sequence_values: Arc<sequences::SessionValues>,
     /// While a data-modifying CTE runs: the CTEs before it, as `WITH ...`, put in front
     /// of the queries that find its rows.
     pub(crate) cte_prefix: Mutex<Option<String>>,
@@ -379,6 +382,10 @@ impl Session {
             setting(&seen.lock(), &opts, name)
                 .or_else(|| statements::default_setting(name).map(str::to_string))
         })));
+        let sequence_values: Arc<sequences::SessionValues> = Arc::default();
+        for f in sequences::functions(Arc::downgrade(&engine.core), sequence_values.clone()) {
+            ctx.register_udf(f);
+        }
         let tx = Arc::new(TxSlot::new(engine.core.max_transaction_rows));
         ctx.state_ref()
             .write()
@@ -393,6 +400,7 @@ impl Session {
             options,
             tx,
             cte_prefix: Mutex::new(None),
+            sequence_values,
         };
         // The search settings carry the session's notice list, even before any SET.
         session.apply_settings();

@@ -330,6 +330,7 @@ mod tests {
             ty,
             nullable: true,
             default: None,
+            identity: None,
         };
         TableDef {
             name: "docs".into(),

@@ -10,10 +10,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, ColumnOption, ConflictTarget, CreateTable, CreateTableOptions,
-    Delete, DoUpdate, Expr as SqlExpr, FromTable, Ident, Insert, ObjectName, ObjectType,
-    OnConflict, OnConflictAction, OnInsert, Set, SqlOption, Statement, TableConstraint,
-    TableFactor, TableObject, TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
-    Update, Value as SqlValue,
+    Delete, DoUpdate, Expr as SqlExpr, FromTable, GeneratedAs, Ident, Insert, ObjectName,
+    ObjectType, OnConflict, OnConflictAction, OnInsert, SequenceOptions, Set, SqlOption, Statement,
+    TableConstraint, TableFactor, TableObject, TransactionAccessMode, TransactionIsolationLevel,
+    TransactionMode, Update, Value as SqlValue,
 };
 use futures::TryStreamExt;
 
@@ -66,6 +66,78 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             names,
             ..
         } => drop_tables(session, names, *if_exists).await?,
+        Statement::CreateSequence {
+            if_not_exists,
+            name,
+            data_type,
+            sequence_options,
+            owned_by,
+            ..
+        } => {
+            let name = table_name(name)?;
+            if *if_not_exists && session.engine.core.sequence(&name).await.is_ok() {
+                session
+                    .notices
+                    .push(format!("relation \"{name}\" already exists, skipping"));
+                return Ok(Some(Output::Command("CREATE SEQUENCE".into())));
+            }
+            let owner = match owned_by {
+                None => None,
+                Some(o) if o.to_string().eq_ignore_ascii_case("none") => None,
+                Some(o) => {
+                    let parts: Vec<String> =
+                        o.0.iter()
+                            .filter_map(|p| p.as_ident())
+                            .map(ident_name)
+                            .collect();
+                    match parts.as_slice() {
+                        [.., t, c] => {
+                            let def = session.engine.core.table(t)?;
+                            def.column_index(c)
+                                .ok_or_else(|| Error::UndefinedColumn(c.clone()))?;
+                            Some((t.clone(), c.clone()))
+                        }
+                        _ => {
+                            return Err(Error::Syntax(
+                                "OWNED BY needs table.column or NONE".into(),
+                            ));
+                        }
+                    }
+                }
+            };
+            let ty = data_type
+                .as_ref()
+                .map(super::sequences::sequence_type)
+                .transpose()?;
+            let def = super::sequences::sequence_def(name, ty, sequence_options, owner)?;
+            session.engine.core.create_sequence(def).await?;
+            Output::Command("CREATE SEQUENCE".into())
+        }
+        Statement::Drop {
+            object_type: ObjectType::Sequence,
+            if_exists,
+            names,
+            ..
+        } => {
+            let core = &session.engine.core;
+            let mut found = Vec::new();
+            for n in names {
+                let name = table_name(n)?;
+                match core.sequence(&name).await {
+                    Ok(_) => found.push(name),
+                    Err(_) if *if_exists => session
+                        .notices
+                        .push(format!("sequence \"{name}\" does not exist, skipping")),
+                    Err(_) => {
+                        return Err(Error::UndefinedTable(name));
+                    }
+                }
+            }
+            for name in found {
+                core.drop_sequence(&name).await?;
+            }
+            Output::Command("DROP SEQUENCE".into())
+        }
         Statement::Insert(ins) => insert(session, ins).await?,
         Statement::Update(up) => update(session, up).await?,
         Statement::Delete(del) => delete(session, del).await?,
@@ -336,7 +408,8 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     }
     let mut columns = Vec::new();
     let mut primary_key: Vec<usize> = Vec::new();
-    let mut serial_column: Option<String> = None;
+    // Columns that own a sequence (serial types, identity): (column, options, identity).
+    let mut owned: Vec<(usize, Vec<SequenceOptions>, Option<char>)> = Vec::new();
     let mut defaults = Vec::new();
     for (i, c) in ct.columns.iter().enumerate() {
         let cname = ident_name(&c.name);
@@ -346,26 +419,20 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             )));
         }
         let type_name = c.data_type.to_string().to_ascii_lowercase();
-        let serial = matches!(type_name.as_str(), "bigserial" | "serial8");
-        if matches!(
-            type_name.as_str(),
-            "serial" | "serial4" | "smallserial" | "serial2"
-        ) {
-            return Err(Error::FeatureNotSupported(format!(
-                "{type_name} is not supported: use bigserial (generated keys are 64-bit)"
-            )));
-        }
-        let ty = if serial {
-            if serial_column.replace(cname.clone()).is_some() {
-                return Err(Error::FeatureNotSupported(
-                    "only one bigserial column per table is supported".into(),
-                ));
-            }
-            ColumnType::BigInt
-        } else {
-            parse_type(&c.data_type.to_string())?
+        let serial = match type_name.as_str() {
+            "serial" | "serial4" => Some(ColumnType::Int),
+            "smallserial" | "serial2" => Some(ColumnType::SmallInt),
+            "bigserial" | "serial8" => Some(ColumnType::BigInt),
+            _ => None,
         };
-        let mut nullable = !serial;
+        let ty = match &serial {
+            Some(t) => {
+                owned.push((i, vec![], None));
+                t.clone()
+            }
+            None => parse_type(&c.data_type.to_string())?,
+        };
+        let mut nullable = serial.is_none();
         for o in &c.options {
             match &o.option {
                 ColumnOption::NotNull => nullable = false,
@@ -374,6 +441,20 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
                     nullable = false;
                 }
                 ColumnOption::Default(e) => defaults.push((i, e.clone())),
+                ColumnOption::Generated {
+                    generated_as: generated @ (GeneratedAs::Always | GeneratedAs::ByDefault),
+                    sequence_options,
+                    generation_expr: None,
+                    ..
+                } => {
+                    nullable = false;
+                    let always = matches!(generated, GeneratedAs::Always);
+                    owned.push((
+                        i,
+                        sequence_options.clone().unwrap_or_default(),
+                        Some(if always { 'a' } else { 'd' }),
+                    ));
+                }
                 ColumnOption::Null => {}
                 ColumnOption::Unique(_) => session.notices.push(format!(
                     "UNIQUE on column \"{cname}\" is not enforced: vectorgate enforces only the primary key's uniqueness"
@@ -390,6 +471,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             ty,
             nullable,
             default: None,
+            identity: None,
         });
     }
     for tc in &ct.constraints {
@@ -477,9 +559,6 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             "only WITH (...) table options are supported".into(),
         ));
     }
-    if let Some(c) = serial_column {
-        options.insert(SERIAL_OPTION.into(), c);
-    }
     let index_options = IndexOptions::parse(&options)?;
     if let Some(t) = &index_options.tenant_key {
         let Some(col) = columns.iter().find(|c| &c.name == t) else {
@@ -505,11 +584,47 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         distance,
         options,
     };
-    for (i, e) in defaults {
-        let text = super::defaults::check(session, &def, i, &e).await?;
-        def.columns[i].default = Some(text);
+    // The sequences first (a default names one), dropped again if the table fails.
+    let mut sequences = Vec::new();
+    for (i, opts, identity) in owned {
+        let col = def.columns[i].name.clone();
+        if !matches!(
+            def.columns[i].ty,
+            ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt
+        ) {
+            return Err(Error::InvalidTableDefinition(format!(
+                "identity column type must be smallint, integer, or bigint (column \"{col}\")"
+            )));
+        }
+        let seq = super::sequences::sequence_def(
+            format!("{name}_{col}_seq"),
+            Some(def.columns[i].ty.clone()),
+            &opts,
+            Some((name.clone(), col)),
+        )?;
+        def.columns[i].default = Some(format!("nextval('{}'::regclass)", seq.name));
+        def.columns[i].identity = identity;
+        sequences.push(seq);
     }
-    crate::engine::ddl::create_table(shared, def, &session.notices).await?;
+    let made = async {
+        for seq in &sequences {
+            shared.create_sequence(seq.clone()).await?;
+        }
+        for (i, e) in defaults {
+            let text = super::defaults::check(session, &def, i, &e).await?;
+            def.columns[i].default = Some(text);
+        }
+        crate::engine::ddl::create_table(shared, def, &session.notices).await
+    }
+    .await;
+    if let Err(e) = made {
+        for seq in &sequences {
+            if shared.has_sequence(&seq.name) {
+                let _ = shared.drop_sequence(&seq.name).await;
+            }
+        }
+        return Err(e);
+    }
     Ok(Output::Command("CREATE TABLE".into()))
 }
 
@@ -696,6 +811,7 @@ async fn add_columns(
             ty,
             nullable,
             default: None,
+            identity: None,
         });
         if let Some(e) = default {
             let i = new.columns.len() - 1;
@@ -744,6 +860,12 @@ async fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -
     }
     for name in targets {
         crate::engine::ddl::drop_table(core, &name).await?;
+        // The sequences its serial and identity columns own go with it.
+        for seq in core.rows.list_sequences().await? {
+            if seq.owned_by.as_ref().is_some_and(|(t, _)| *t == name) {
+                core.drop_sequence(&seq.name).await?;
+            }
+        }
     }
     Ok(Output::Command("DROP TABLE".into()))
 }
@@ -938,6 +1060,15 @@ pub(crate) fn check_row(
     let given = &targets[..values.len().min(targets.len())];
     for (v, &c) in values.into_iter().zip(targets) {
         row[c] = coerce_into(def, c, v)?;
+    }
+    if let Some(c) = given
+        .iter()
+        .find(|&&c| def.columns[c].identity == Some('a'))
+    {
+        return Err(Error::GeneratedAlways(format!(
+            "cannot insert a non-DEFAULT value into column \"{}\"",
+            def.columns[*c].name
+        )));
     }
     defaults.fill(&mut row, given)?;
     // A bigserial column left out of the statement gets a generated key.

@@ -18,6 +18,14 @@ use crate::types::Value;
 const CATALOG: TableDefinition<&str, &str> = TableDefinition::new("vg_catalog");
 /// Pending index changes: (table name, encoded key) → stamp.
 const OUTBOX: TableDefinition<(&str, &[u8]), i64> = TableDefinition::new("vg_outbox");
+/// Sequence name -> JSON of its definition and state.
+const SEQUENCES: TableDefinition<&str, &str> = TableDefinition::new("vg_sequences");
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSequence {
+    def: super::SequenceDef,
+    state: super::SequenceState,
+}
 
 pub struct EmbeddedRows {
     db: Arc<Database>,
@@ -123,6 +131,113 @@ impl RowStore for EmbeddedRows {
                     .map_err(err)?;
             }
             txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn list_sequences(&self) -> Result<Vec<super::SequenceDef>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = match txn.open_table(SEQUENCES) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+                Err(e) => return Err(err(e)),
+            };
+            let mut out = Vec::new();
+            for item in t.iter().map_err(err)? {
+                let (_, v) = item.map_err(err)?;
+                let s: StoredSequence = serde_json::from_str(v.value()).map_err(Error::internal)?;
+                out.push(s.def);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn create_sequence(
+        &self,
+        def: &super::SequenceDef,
+        state: super::SequenceState,
+    ) -> Result<()> {
+        let stored = StoredSequence {
+            def: def.clone(),
+            state,
+        };
+        self.blocking(move |db| {
+            let json = serde_json::to_string(&stored).map_err(Error::internal)?;
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(SEQUENCES).map_err(err)?;
+                if t.get(stored.def.name.as_str()).map_err(err)?.is_some() {
+                    return Err(Error::DuplicateTable(stored.def.name.clone()));
+                }
+                t.insert(stored.def.name.as_str(), json.as_str())
+                    .map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn drop_sequence(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(SEQUENCES).map_err(err)?;
+                t.remove(name.as_str()).map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn sequence_state(&self, name: &str) -> Result<Option<super::SequenceState>> {
+        let name = name.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = match txn.open_table(SEQUENCES) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(err(e)),
+            };
+            let Some(v) = t.get(name.as_str()).map_err(err)? else {
+                return Ok(None);
+            };
+            let s: StoredSequence = serde_json::from_str(v.value()).map_err(Error::internal)?;
+            Ok(Some(s.state))
+        })
+        .await
+    }
+
+    async fn sequence_swap(
+        &self,
+        name: &str,
+        old: super::SequenceState,
+        new: super::SequenceState,
+    ) -> Result<bool> {
+        let name = name.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(SEQUENCES).map_err(err)?;
+                let Some(v) = t
+                    .get(name.as_str())
+                    .map_err(err)?
+                    .map(|v| v.value().to_string())
+                else {
+                    return Err(Error::UndefinedTable(name));
+                };
+                let mut s: StoredSequence = serde_json::from_str(&v).map_err(Error::internal)?;
+                if s.state != old {
+                    return Ok(false);
+                }
+                s.state = new;
+                let json = serde_json::to_string(&s).map_err(Error::internal)?;
+                t.insert(name.as_str(), json.as_str()).map_err(err)?;
+            }
+            txn.commit().map_err(err)?;
+            Ok(true)
         })
         .await
     }

@@ -149,6 +149,10 @@ pub struct ColumnDef {
     /// that leaves the column out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// An identity column: `a` (GENERATED ALWAYS) or `d` (BY DEFAULT), as
+    /// `pg_attribute.attidentity` says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<char>,
 }
 
 /// A table as the proxy knows it: columns, primary key, the vector column and its
@@ -249,6 +253,30 @@ impl TableDef {
 
 pub type Row = Vec<Value>;
 
+/// A sequence as `CREATE SEQUENCE`, a `serial` column or an identity column defines it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequenceDef {
+    pub name: String,
+    /// `smallint`, `integer` or `bigint` (Postgres' `AS type`).
+    pub ty: ColumnType,
+    pub start: i64,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cycle: bool,
+    /// The `(table, column)` that owns it: dropped with the table.
+    #[serde(default)]
+    pub owned_by: Option<(String, String)>,
+}
+
+/// Where a sequence stands: the last value taken, and whether it was taken (a new
+/// sequence, or `setval(s, v, false)`, has `v` still to give).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceState {
+    pub last: i64,
+    pub called: bool,
+}
+
 /// Whether an insert may replace an existing row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
@@ -290,6 +318,21 @@ pub trait RowStore: Send + Sync + 'static {
     async fn drop_table(&self, name: &str) -> Result<()>;
     /// Replace a table's catalog entry (its options changed).
     async fn update_table(&self, def: &TableDef) -> Result<()>;
+    /// Every sequence's definition.
+    async fn list_sequences(&self) -> Result<Vec<SequenceDef>>;
+    /// Create a sequence (42P07 if the name is taken) with `state`.
+    async fn create_sequence(&self, def: &SequenceDef, state: SequenceState) -> Result<()>;
+    async fn drop_sequence(&self, name: &str) -> Result<()>;
+    /// A sequence's state (`None`: no such sequence).
+    async fn sequence_state(&self, name: &str) -> Result<Option<SequenceState>>;
+    /// Put `new` in place of `old`, atomically across proxies; false if the state is no
+    /// longer `old` (another proxy took values first).
+    async fn sequence_swap(
+        &self,
+        name: &str,
+        old: SequenceState,
+        new: SequenceState,
+    ) -> Result<bool>;
     /// Add columns at the end of a table: `new` is `old` with them. The catalog entry
     /// changes, and every row stored before gets `fill` (one value per added column) in
     /// them; a row written from `ts` on keeps its own.

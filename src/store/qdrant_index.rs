@@ -974,6 +974,7 @@ mod tests {
             ty,
             nullable: true,
             default: None,
+            identity: None,
         };
         TableDef {
             name: "docs".into(),

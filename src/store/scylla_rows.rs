@@ -30,6 +30,8 @@ pub const CATALOG_TABLE: &str = "vectorgate_catalog";
 /// stamp as their CQL write time, so a clear (`USING TIMESTAMP stamp`) never removes an
 /// entry a later write re-stamped.
 pub const OUTBOX_TABLE: &str = "vectorgate_outbox";
+/// Sequences: definition and state, the state changed only by lightweight transactions.
+pub const SEQUENCES_TABLE: &str = "vectorgate_sequences";
 /// The commit log of transactions: a transaction's changes are written here in chunks
 /// (`seq` 1, 2, ...) before its commit marker (`seq` 0); the marker is the commit point.
 /// Then the rows are written and the partition deleted. A marked partition found later
@@ -189,6 +191,17 @@ fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
 const EPOCH_DAY: i64 = 1 << 31;
 
 /// A value in its CQL form; `None` is NULL.
+/// Whether a lightweight transaction was applied: the first column of its answer
+/// (the others, when it was not, are the row as it is).
+fn applied(res: scylla::response::query_result::QueryResult) -> Result<bool> {
+    let rows = res.into_rows_result().map_err(cql_err)?;
+    let row = rows.maybe_first_row::<CqlRow>().map_err(cql_err)?;
+    Ok(match row.as_ref().and_then(|r| r.columns.first()) {
+        Some(Some(CqlValue::Boolean(b))) => *b,
+        _ => true,
+    })
+}
+
 pub fn to_cql(v: &Value, ty: &ColumnType, list_vectors: bool) -> Result<Option<CqlValue>> {
     Ok(Some(match (v, ty) {
         (Value::Null, _) => return Ok(None),
@@ -377,7 +390,17 @@ impl ScyllaRows {
             q(TXLOG_TABLE)
         ))
         .await?;
+        rows.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (name text PRIMARY KEY, def text, last bigint, called boolean)",
+            q(&ks),
+            q(SEQUENCES_TABLE)
+        ))
+        .await?;
         Ok(rows)
+    }
+
+    fn sequences(&self) -> String {
+        format!("{}.{}", q(&self.ks), q(SEQUENCES_TABLE))
     }
 
     /// The statements that write a transaction's changes to the rows (the outbox
@@ -627,6 +650,7 @@ impl ScyllaRows {
                 ty: ct,
                 nullable: kind == "regular" || kind == "static",
                 default: None,
+                identity: None,
             });
         }
         let vector_column =
@@ -885,6 +909,95 @@ impl RowStore for ScyllaRows {
             self.update_table(&def).await?;
         }
         Ok(())
+    }
+
+    async fn list_sequences(&self) -> Result<Vec<super::SequenceDef>> {
+        let res = self
+            .session
+            .query_unpaged(format!("SELECT def FROM {}", self.sequences()), ())
+            .await
+            .map_err(cql_err)?;
+        let rows = res.into_rows_result().map_err(cql_err)?;
+        let mut out = Vec::new();
+        for r in rows.rows::<(String,)>().map_err(cql_err)? {
+            let (def,) = r.map_err(cql_err)?;
+            out.push(serde_json::from_str(&def).map_err(Error::internal)?);
+        }
+        Ok(out)
+    }
+
+    async fn create_sequence(
+        &self,
+        def: &super::SequenceDef,
+        state: super::SequenceState,
+    ) -> Result<()> {
+        let json = serde_json::to_string(def).map_err(Error::internal)?;
+        let res = self
+            .session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {} (name, def, last, called) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+                    self.sequences()
+                ),
+                (def.name.as_str(), json.as_str(), state.last, state.called),
+            )
+            .await
+            .map_err(cql_err)?;
+        if applied(res)? {
+            Ok(())
+        } else {
+            Err(Error::DuplicateTable(def.name.clone()))
+        }
+    }
+
+    async fn drop_sequence(&self, name: &str) -> Result<()> {
+        self.session
+            .query_unpaged(
+                format!("DELETE FROM {} WHERE name = ? IF EXISTS", self.sequences()),
+                (name,),
+            )
+            .await
+            .map_err(cql_err)?;
+        Ok(())
+    }
+
+    async fn sequence_state(&self, name: &str) -> Result<Option<super::SequenceState>> {
+        let res = self
+            .session
+            .query_unpaged(
+                format!(
+                    "SELECT last, called FROM {} WHERE name = ?",
+                    self.sequences()
+                ),
+                (name,),
+            )
+            .await
+            .map_err(cql_err)?;
+        let rows = res.into_rows_result().map_err(cql_err)?;
+        Ok(rows
+            .maybe_first_row::<(i64, bool)>()
+            .map_err(cql_err)?
+            .map(|(last, called)| super::SequenceState { last, called }))
+    }
+
+    async fn sequence_swap(
+        &self,
+        name: &str,
+        old: super::SequenceState,
+        new: super::SequenceState,
+    ) -> Result<bool> {
+        let res = self
+            .session
+            .query_unpaged(
+                format!(
+                    "UPDATE {} SET last = ?, called = ? WHERE name = ? IF last = ? AND called = ?",
+                    self.sequences()
+                ),
+                (new.last, new.called, name, old.last, old.called),
+            )
+            .await
+            .map_err(cql_err)?;
+        applied(res)
     }
 
     async fn add_columns(

@@ -159,6 +159,61 @@ async fn a_second_proxy_sees_the_tables_of_the_first() {
     assert_eq!(sqlstate(&e), "42P07");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_take_serial_keys_from_one_sequence() {
+    if skip("two_proxies_take_serial_keys_from_one_sequence") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ks = keyspace_for(&dir.path().join("shared"));
+    let first = Server::start_on(&dir.path().join("a"), &["--keyspace", &ks]);
+    first
+        .client()
+        .await
+        .batch_execute("CREATE TABLE tickets (id serial PRIMARY KEY, who text)")
+        .await
+        .expect("create");
+    let second = Server::start_on(&dir.path().join("b"), &["--keyspace", &ks]);
+    // Two connections to each proxy insert at the same moment; each statement takes
+    // three keys from the sequence (the proxies take blocks of it by turns).
+    let mut writers = Vec::new();
+    for (p, server) in [&first, &second, &first, &second].into_iter().enumerate() {
+        let client = server.client().await;
+        writers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..25 {
+                let rows = client
+                    .query(
+                        "INSERT INTO tickets (who) VALUES ($1), ($1), ($1) RETURNING id",
+                        &[&format!("w{p}-{i}")],
+                    )
+                    .await
+                    .expect("insert");
+                ids.extend(rows.iter().map(|r| r.get::<_, i32>(0)));
+            }
+            ids
+        }));
+    }
+    let mut all = Vec::new();
+    for w in writers {
+        all.extend(w.await.expect("writer"));
+    }
+    let distinct: std::collections::HashSet<i32> = all.iter().copied().collect();
+    assert_eq!(all.len(), 300);
+    assert_eq!(distinct.len(), all.len(), "a key was handed out twice");
+    assert!(all.iter().all(|&id| id >= 1), "keys start at 1");
+    let client = second.client().await;
+    let stored: Vec<i32> = client
+        .query("SELECT id FROM tickets", &[])
+        .await
+        .expect("scan")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let stored: std::collections::HashSet<i32> = stored.into_iter().collect();
+    assert_eq!(stored, distinct, "every acknowledged row is stored once");
+}
+
 fn dev_cassandra(port: u16, verb: &str) {
     let status = std::process::Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),

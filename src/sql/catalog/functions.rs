@@ -327,18 +327,6 @@ pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> 
             ))
         }),
     );
-    let serial_sequence = create_udf(
-        "pg_get_serial_sequence",
-        vec![DataType::Utf8, DataType::Utf8],
-        DataType::Utf8,
-        Volatility::Stable,
-        // No column of the proxy's tables is backed by a sequence.
-        Arc::new(|_args: &[ColumnarValue]| {
-            Ok(ColumnarValue::Scalar(
-                datafusion::common::ScalarValue::Utf8(None),
-            ))
-        }),
-    );
     // Descriptions, function signatures and tablespaces the proxy does not keep.
     let none = |name: &str, _inputs: Vec<DataType>| {
         datafusion::logical_expr::ScalarUDF::new_from_impl(NullText {
@@ -453,7 +441,6 @@ pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> 
             signature: Signature::any(1, Volatility::Immutable),
         }),
         version,
-        serial_sequence,
         always_visible("pg_collation_is_visible"),
         to_regtype,
         current_setting,

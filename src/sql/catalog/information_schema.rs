@@ -319,7 +319,11 @@ impl TableProvider for Columns {
                     .then(|| tables.get(tn.value(i)))
                     .flatten()
                     .and_then(|def| def.columns.iter().find(|c| c.name == cn.value(i)));
-                defaults.push(col.and_then(|c| c.default.clone()));
+                // An identity column's sequence is not a default here (as in Postgres).
+                defaults.push(
+                    col.filter(|c| c.identity.is_none())
+                        .and_then(|c| c.default.clone()),
+                );
                 let declared = col.map(|c| declared_type_names(&c.ty));
                 let (d, u) = match declared {
                     Some((d, u)) => (d.to_string(), u.to_string()),

@@ -375,7 +375,9 @@ impl TableProvider for PgAttribute {
                                     let d = Declared {
                                         ty,
                                         typmod,
-                                        has_default: c.default.is_some(),
+                                        // An identity column's sequence is not a default.
+                                        has_default: c.default.is_some() && c.identity.is_none(),
+                                        identity: c.identity,
                                     };
                                     (c.name.clone(), d)
                                 })
@@ -401,6 +403,7 @@ struct Declared {
     ty: i32,
     typmod: i32,
     has_default: bool,
+    identity: Option<char>,
 }
 
 fn patch(
@@ -427,6 +430,9 @@ fn patch(
     let mut mods: Vec<Option<i32>> = typmod.iter().collect();
     let has_def = column(b, "atthasdef").and_then(|c| c.as_boolean_opt());
     let mut defaults: Option<Vec<Option<bool>>> = has_def.map(|c| c.iter().collect());
+    let identity = column(b, "attidentity").and_then(|c| c.as_string_opt::<i32>());
+    let mut identities: Option<Vec<Option<String>>> =
+        identity.map(|c| c.iter().map(|v| v.map(str::to_string)).collect());
     for i in 0..b.num_rows() {
         if let Some(d) = declared
             .get(&rel.value(i))
@@ -437,6 +443,9 @@ fn patch(
             if let Some(defaults) = &mut defaults {
                 defaults[i] = Some(d.has_default);
             }
+            if let Some(ids) = &mut identities {
+                ids[i] = Some(d.identity.map(String::from).unwrap_or_default());
+            }
         }
     }
     let mut columns = b.columns().to_vec();
@@ -446,6 +455,10 @@ fn patch(
     if let Some(defaults) = defaults {
         columns[schema.index_of("atthasdef")?] =
             Arc::new(datafusion::arrow::array::BooleanArray::from(defaults));
+    }
+    if let Some(ids) = identities {
+        columns[schema.index_of("attidentity")?] =
+            Arc::new(datafusion::arrow::array::StringArray::from(ids));
     }
     Ok(RecordBatch::try_new(schema, columns)?)
 }

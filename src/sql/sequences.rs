@@ -1,0 +1,339 @@
+//! Sequences in SQL: `CREATE SEQUENCE`, `DROP SEQUENCE`, the sequences `serial` and
+//! identity columns own, and the functions `nextval`, `currval`, `setval` and `lastval`
+//! (DataFusion async functions, one set per session: `currval` is the session's own).
+//! The values come from [`crate::engine::sequences`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::async_udf::{AsyncScalarUDF, AsyncScalarUDFImpl};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::sql::sqlparser::ast::{DataType as SqlType, Expr as SqlExpr, SequenceOptions};
+
+use crate::engine::Core;
+use crate::engine::sequences::type_bounds;
+use crate::error::{Error, Result};
+use crate::store::SequenceDef;
+use crate::types::{ColumnType, Value};
+
+use super::statements::literal_value;
+
+/// What a session's sequence functions remember: `currval` per sequence, `lastval`.
+#[derive(Debug, Default)]
+pub struct SessionValues {
+    last: parking_lot::Mutex<(HashMap<String, i64>, Option<i64>)>,
+}
+
+impl SessionValues {
+    pub(crate) fn note(&self, name: &str, values: &[i64]) {
+        if let Some(&v) = values.last() {
+            let mut last = self.last.lock();
+            last.0.insert(name.to_string(), v);
+            last.1 = Some(v);
+        }
+    }
+}
+
+/// A sequence's definition from `CREATE SEQUENCE`'s options (or an identity column's),
+/// with Postgres' defaults for what they leave out.
+pub fn sequence_def(
+    name: String,
+    ty: Option<ColumnType>,
+    options: &[SequenceOptions],
+    owned_by: Option<(String, String)>,
+) -> Result<SequenceDef> {
+    let ty = ty.unwrap_or(ColumnType::BigInt);
+    let int = |e: &SqlExpr, what: &str| -> Result<i64> {
+        match literal_value(e) {
+            Some(Value::Int(i)) => Ok(i),
+            _ => Err(Error::Syntax(format!("{what} must be an integer, got {e}"))),
+        }
+    };
+    let (mut increment, mut min, mut max, mut start, mut cycle) = (1, None, None, None, false);
+    for o in options {
+        match o {
+            SequenceOptions::IncrementBy(e, _) => increment = int(e, "INCREMENT")?,
+            SequenceOptions::MinValue(e) => {
+                min = e.as_ref().map(|e| int(e, "MINVALUE")).transpose()?
+            }
+            SequenceOptions::MaxValue(e) => {
+                max = e.as_ref().map(|e| int(e, "MAXVALUE")).transpose()?
+            }
+            SequenceOptions::StartWith(e, _) => start = Some(int(e, "START")?),
+            SequenceOptions::Cache(e) => {
+                int(e, "CACHE")?;
+            }
+            SequenceOptions::Cycle(no) => cycle = !*no,
+        }
+    }
+    if increment == 0 {
+        return Err(Error::InvalidParameter("INCREMENT must not be zero".into()));
+    }
+    let (lo, hi) = type_bounds(&ty);
+    let min = min.unwrap_or(if increment > 0 { 1 } else { lo });
+    let max = max.unwrap_or(if increment > 0 { hi } else { -1 });
+    if min < lo || max > hi {
+        return Err(Error::InvalidParameter(format!(
+            "MINVALUE ({min}) and MAXVALUE ({max}) must be within the range of type {}",
+            ty.sql_name()
+        )));
+    }
+    if min >= max {
+        return Err(Error::InvalidParameter(format!(
+            "MINVALUE ({min}) must be less than MAXVALUE ({max})"
+        )));
+    }
+    let start = start.unwrap_or(if increment > 0 { min } else { max });
+    if start < min || start > max {
+        return Err(Error::InvalidParameter(format!(
+            "START value ({start}) cannot be outside MINVALUE ({min}) and MAXVALUE ({max})"
+        )));
+    }
+    Ok(SequenceDef {
+        name,
+        ty,
+        start,
+        increment,
+        min,
+        max,
+        cycle,
+        owned_by,
+    })
+}
+
+/// The type `CREATE SEQUENCE ... AS type` names.
+pub fn sequence_type(t: &SqlType) -> Result<ColumnType> {
+    match t.to_string().to_ascii_lowercase().as_str() {
+        "smallint" | "int2" => Ok(ColumnType::SmallInt),
+        "int" | "integer" | "int4" => Ok(ColumnType::Int),
+        "bigint" | "int8" => Ok(ColumnType::BigInt),
+        other => Err(Error::InvalidParameter(format!(
+            "sequence type must be smallint, integer, or bigint, not {other}"
+        ))),
+    }
+}
+
+/// The sequence a `nextval('name')` (or `nextval('name'::regclass)`) default names.
+pub fn nextval_of(e: &SqlExpr) -> Option<String> {
+    let SqlExpr::Function(f) = e else {
+        return None;
+    };
+    let name = f.name.to_string().to_ascii_lowercase();
+    if name.rsplit('.').next() != Some("nextval") {
+        return None;
+    }
+    let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let [
+        datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
+            datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(arg),
+        ),
+    ] = list.args.as_slice()
+    else {
+        return None;
+    };
+    let arg = match arg {
+        SqlExpr::Cast { expr, .. } => expr.as_ref(),
+        other => other,
+    };
+    match literal_value(arg)? {
+        Value::Text(s) => Some(bare(&s)),
+        _ => None,
+    }
+}
+
+/// `public.s` or `"s"` -> `s`.
+fn bare(name: &str) -> String {
+    name.rsplit('.').next().unwrap_or(name).replace('"', "")
+}
+
+/// `pg_get_serial_sequence(table, column)`: `public.<sequence>` for a serial or identity
+/// column, NULL for any other (Django resets sequences through it).
+fn serial_sequence(core: Weak<Core>) -> ScalarUDF {
+    datafusion::logical_expr::create_udf(
+        "pg_get_serial_sequence",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (tables, columns) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
+            let core = core.upgrade();
+            let out: datafusion::arrow::array::StringArray = tables
+                .iter()
+                .zip(columns.iter())
+                .map(|(t, c)| {
+                    let def = core.as_ref()?.table(&bare(t?)).ok()?;
+                    let col = &def.columns[def.column_index(&bare(c?))?];
+                    let seq = nextval_of(&super::defaults::parse(col.default.as_deref()?).ok()?)?;
+                    Some(format!("public.{seq}"))
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
+}
+
+/// The session's `nextval`, `currval`, `setval`, `lastval` and `pg_get_serial_sequence`.
+pub fn functions(core: Weak<Core>, values: Arc<SessionValues>) -> Vec<ScalarUDF> {
+    let serial = serial_sequence(core.clone());
+    [Kind::Nextval, Kind::Currval, Kind::Setval, Kind::Lastval]
+        .into_iter()
+        .map(|kind| {
+            AsyncScalarUDF::new(Arc::new(SequenceFunction {
+                kind,
+                signature: if kind == Kind::Lastval {
+                    Signature::nullary(Volatility::Volatile)
+                } else {
+                    Signature::variadic_any(Volatility::Volatile)
+                },
+                core: core.clone(),
+                values: values.clone(),
+            }))
+            .into_scalar_udf()
+        })
+        .chain([serial])
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Nextval,
+    Currval,
+    Setval,
+    Lastval,
+}
+
+#[derive(Debug)]
+struct SequenceFunction {
+    kind: Kind,
+    signature: Signature,
+    core: Weak<Core>,
+    values: Arc<SessionValues>,
+}
+
+impl PartialEq for SequenceFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && Arc::ptr_eq(&self.values, &other.values)
+    }
+}
+impl Eq for SequenceFunction {}
+impl std::hash::Hash for SequenceFunction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        std::ptr::hash(Arc::as_ptr(&self.values), state);
+    }
+}
+
+impl ScalarUDFImpl for SequenceFunction {
+    fn name(&self) -> &str {
+        match self.kind {
+            Kind::Nextval => "nextval",
+            Kind::Currval => "currval",
+            Kind::Setval => "setval",
+            Kind::Lastval => "lastval",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        Err(DataFusionError::Internal(
+            "sequence functions are async".into(),
+        ))
+    }
+}
+
+fn df(e: Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for SequenceFunction {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let core = self
+            .core
+            .upgrade()
+            .ok_or_else(|| DataFusionError::Internal("the engine is gone".into()))?;
+        let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(&args.args)?;
+        let name_at = |i: usize| -> Option<String> {
+            let a = arrays.first()?;
+            let a = datafusion::arrow::compute::cast(a, &DataType::Utf8).ok()?;
+            let s = a.as_string::<i32>();
+            (!s.is_null(i)).then(|| bare(s.value(i)))
+        };
+        let int_at = |k: usize, i: usize| -> Option<i64> {
+            let a = arrays.get(k)?;
+            let a = datafusion::arrow::compute::cast(a, &DataType::Int64).ok()?;
+            let a = a.as_primitive::<Int64Type>();
+            (!a.is_null(i)).then(|| a.value(i))
+        };
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            out.push(match self.kind {
+                Kind::Lastval => Some(self.values.last.lock().1.ok_or_else(|| {
+                    df(Error::ObjectNotInPrerequisiteState(
+                        "lastval is not yet defined in this session".into(),
+                    ))
+                })?),
+                _ => {
+                    let Some(name) = name_at(i) else {
+                        out.push(None);
+                        continue;
+                    };
+                    match self.kind {
+                        Kind::Nextval => {
+                            let v = core.nextvals(&name, 1).await.map_err(df)?;
+                            self.values.note(&name, &v);
+                            v.first().copied()
+                        }
+                        Kind::Currval => {
+                            core.sequence(&name).await.map_err(df)?;
+                            Some(self.values.last.lock().0.get(&name).copied().ok_or_else(
+                                || {
+                                    df(Error::ObjectNotInPrerequisiteState(format!(
+                                        "currval of sequence \"{name}\" is not yet defined in this session"
+                                    )))
+                                },
+                            )?)
+                        }
+                        _ => {
+                            let Some(v) = int_at(1, i) else {
+                                out.push(None);
+                                continue;
+                            };
+                            let called = match arrays.get(2) {
+                                Some(a) => {
+                                    let a = datafusion::arrow::compute::cast(a, &DataType::Boolean)?;
+                                    let a = a.as_boolean();
+                                    a.is_null(i) || a.value(i)
+                                }
+                                None => true,
+                            };
+                            let v = core.setval(&name, v, called).await.map_err(df)?;
+                            if called {
+                                self.values.note(&name, &[v]);
+                            }
+                            Some(v)
+                        }
+                    }
+                }
+            });
+        }
+        Ok(ColumnarValue::Array(Arc::new(Int64Array::from(out))))
+    }
+}
