@@ -626,6 +626,7 @@ impl Direct {
                     return Ok(None);
                 }
                 let width = rows.first().map_or(0, |r| r.len());
+                super::statements::refuse_always_identity(&def, &targets[..width], false)?;
                 let missing = (0..def.columns.len()).filter(|c| !targets[..width].contains(c));
                 let defaults = Defaults::prepare(session, &def, missing, rows.len()).await?;
                 let mut out = Vec::with_capacity(rows.len());
@@ -653,8 +654,12 @@ impl Direct {
                 else {
                     return Ok(None);
                 };
-                // A key that changes is a delete and an insert: the general path's.
-                if targets.iter().any(|t| def.primary_key.contains(t)) {
+                // A key that changes is a delete and an insert, and an identity column
+                // refuses the change: the general path's.
+                if targets
+                    .iter()
+                    .any(|&t| def.primary_key.contains(&t) || def.columns[t].identity == Some('a'))
+                {
                     return Ok(None);
                 }
                 let Some(key) = key_value(&def, key, values) else {

@@ -1061,15 +1061,6 @@ pub(crate) fn check_row(
     for (v, &c) in values.into_iter().zip(targets) {
         row[c] = coerce_into(def, c, v)?;
     }
-    if let Some(c) = given
-        .iter()
-        .find(|&&c| def.columns[c].identity == Some('a'))
-    {
-        return Err(Error::GeneratedAlways(format!(
-            "cannot insert a non-DEFAULT value into column \"{}\"",
-            def.columns[*c].name
-        )));
-    }
     defaults.fill(&mut row, given)?;
     // A bigserial column left out of the statement gets a generated key.
     if let Some(c) = def
@@ -1082,6 +1073,27 @@ pub(crate) fn check_row(
     }
     check_not_null(def, &row)?;
     Ok(row)
+}
+
+/// 428C9 for a value an INSERT or UPDATE gives a `GENERATED ALWAYS AS IDENTITY` column
+/// (COPY may write one, as pg_dump's restores do).
+pub(crate) fn refuse_always_identity(
+    def: &TableDef,
+    columns: &[usize],
+    update: bool,
+) -> Result<()> {
+    let Some(&c) = columns
+        .iter()
+        .find(|&&c| def.columns[c].identity == Some('a'))
+    else {
+        return Ok(());
+    };
+    let name = &def.columns[c].name;
+    Err(Error::GeneratedAlways(if update {
+        format!("column \"{name}\" can only be updated to DEFAULT")
+    } else {
+        format!("cannot insert a non-DEFAULT value into column \"{name}\"")
+    }))
 }
 
 pub(crate) fn check_not_null(def: &TableDef, row: &Row) -> Result<()> {
@@ -1158,6 +1170,14 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
         return Err(Error::Syntax(
             "INSERT has more expressions than target columns".into(),
         ));
+    }
+    match &given {
+        None => refuse_always_identity(&def, &targets[..width.min(targets.len())], false)?,
+        Some(given) => {
+            for g in given {
+                refuse_always_identity(&def, g, false)?;
+            }
+        }
     }
     // Only the defaults some row needs are evaluated.
     let missing: Vec<usize> = (0..def.columns.len())
@@ -1660,6 +1680,7 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
         sets.push(col);
         select.push_str(&format!(", ({}) AS \"__vg_set_{i}\"", a.value));
     }
+    refuse_always_identity(&def, &sets, true)?;
     select.push_str(&format!(" FROM {}", quote_ident(&def.name)));
     if let Some(a) = alias {
         // The alias's name only: its Display repeats the `AS` an `UPDATE t AS x` had.
