@@ -456,9 +456,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
                     ));
                 }
                 ColumnOption::Null => {}
-                ColumnOption::Unique(_) => session.notices.push(format!(
-                    "UNIQUE on column \"{cname}\" is not enforced: vectorgate enforces only the primary key's uniqueness"
-                )),
+                ColumnOption::Unique(_) => unique_not_enforced(session, &cname),
                 other => {
                     return Err(Error::FeatureNotSupported(format!(
                         "column option {other} is not supported"
@@ -796,9 +794,7 @@ async fn add_columns(
                 ColumnOption::NotNull => nullable = false,
                 ColumnOption::Null => {}
                 ColumnOption::Default(e) => default = Some(e.clone()),
-                ColumnOption::Unique(_) => session.notices.push(format!(
-                    "UNIQUE on column \"{cname}\" is not enforced: vectorgate enforces only the primary key's uniqueness"
-                )),
+                ColumnOption::Unique(_) => unique_not_enforced(session, &cname),
                 other => {
                     return Err(Error::FeatureNotSupported(format!(
                         "ADD COLUMN with {other} is not supported"
@@ -858,10 +854,11 @@ async fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -
             false => return Err(Error::UndefinedTable(name)),
         }
     }
+    // The sequences their serial and identity columns own go with them.
+    let sequences = core.rows.list_sequences().await?;
     for name in targets {
         crate::engine::ddl::drop_table(core, &name).await?;
-        // The sequences its serial and identity columns own go with it.
-        for seq in core.rows.list_sequences().await? {
+        for seq in &sequences {
             if seq.owned_by.as_ref().is_some_and(|(t, _)| *t == name) {
                 core.drop_sequence(&seq.name).await?;
             }
@@ -1073,6 +1070,13 @@ pub(crate) fn check_row(
     }
     check_not_null(def, &row)?;
     Ok(row)
+}
+
+/// The NOTICE for a UNIQUE column constraint, which is accepted but not enforced.
+fn unique_not_enforced(session: &Session, column: &str) {
+    session.notices.push(format!(
+        "UNIQUE on column \"{column}\" is not enforced: vectorgate enforces only the primary key's uniqueness"
+    ));
 }
 
 /// 428C9 for a value an INSERT or UPDATE gives a `GENERATED ALWAYS AS IDENTITY` column
