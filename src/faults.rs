@@ -79,6 +79,10 @@ pub struct FaultyIndex {
 
 #[async_trait]
 impl VectorIndex for FaultyIndex {
+    fn shared(&self) -> bool {
+        self.inner.shared()
+    }
+
     async fn create_collection(&self, table: &TableDef) -> Result<()> {
         down()?;
         self.inner.create_collection(table).await

@@ -14,6 +14,7 @@ pub async fn create_table(core: &Core, def: TableDef, notices: &Notices) -> Resu
     if core.has_table(&def.name) {
         return Err(Error::DuplicateTable(def.name));
     }
+    let _changing = core.changing(&def.name);
     core.rows.create_table(&def).await?;
     let created = if !def.indexed() {
         Ok(())
@@ -45,6 +46,7 @@ pub async fn create_table(core: &Core, def: TableDef, notices: &Notices) -> Resu
 
 /// Drop a table and its collection; false if there was no such table.
 pub async fn drop_table(core: &Core, name: &str) -> Result<bool> {
+    let _changing = core.changing(name);
     let Some(def) = core.remove_table(name) else {
         return Ok(false);
     };
@@ -63,6 +65,7 @@ pub async fn drop_table(core: &Core, name: &str) -> Result<bool> {
 /// background (a Qdrant server) answers searches exactly until it is done; the NOTICE
 /// says so.
 pub async fn set_options(core: &Core, new: TableDef, notices: &Notices) -> Result<()> {
+    let _changing = core.changing(&new.name);
     if !core.health.writable() {
         return Err(Error::Unavailable {
             store: "vector index",
@@ -88,6 +91,7 @@ pub async fn set_options(core: &Core, new: TableDef, notices: &Notices) -> Resul
 /// Search a table by another distance: its collection is rebuilt from the rows.
 pub async fn set_distance(core: &Core, def: &TableDef, distance: Distance) -> Result<()> {
     index_writable(core)?;
+    let _changing = core.changing(&def.name);
     let mut new = def.clone();
     new.distance = distance;
     // Between the drop and the end of the backfill the collection holds only part of the
@@ -119,6 +123,7 @@ pub async fn add_columns(core: &Core, def: &TableDef, new: TableDef, fill: &[Val
     if def.indexed() {
         index_writable(core)?;
     }
+    let _changing = core.changing(&def.name);
     let _rebuilding = def.indexed().then(|| core.begin_rebuild(&def.name));
     core.rows
         .add_columns(def, &new, fill, crate::store::now_micros())

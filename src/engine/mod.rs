@@ -9,6 +9,7 @@
 //! - [`health`]: the breaker (exact answers from the rows while the index is away).
 //! - [`sync`]: the outbox replay, backfill, `reindex` and `attach`.
 
+pub mod catalog;
 pub mod ddl;
 pub mod health;
 pub mod sequences;
@@ -67,6 +68,10 @@ pub struct Core {
     rebuilding: Mutex<std::collections::HashSet<String>>,
     /// The sequences, and the values taken from them not yet handed out.
     pub(crate) sequences: sequences::Sequences,
+    /// The shared catalog's version this proxy has, and when it last asked.
+    watch: catalog::Watch,
+    /// Tables this proxy is creating, changing or dropping right now.
+    changing: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A table's collection rebuilt from its rows while this lives.
@@ -122,6 +127,9 @@ impl Core {
                 tracing::error!(error = %e, "interrupted commits not finished at start-up; the reconciler retries")
             }
         }
+        let sent = std::time::Instant::now();
+        let version = rows.catalog_version().await?;
+        let watch = catalog::Watch::new(rows.catalog_lease(), version, sent);
         let defs = rows.list_tables().await?;
         let sequence_defs = rows.list_sequences().await?;
         let core = Arc::new(Core {
@@ -142,6 +150,8 @@ impl Core {
             generation: Default::default(),
             rebuilding: Default::default(),
             sequences: sequences::Sequences::load(sequence_defs),
+            watch,
+            changing: Default::default(),
         });
         // Tables another proxy created, whose index was lost, or that missed writes while
         // the index was away: bring their collections up to date from the rows now, or,
@@ -168,6 +178,7 @@ impl Core {
             core.unflushed.clone(),
             core.stop.clone(),
         );
+        catalog::spawn_watcher(Arc::downgrade(&core), core.stop.clone());
         Ok(core)
     }
 
@@ -210,12 +221,15 @@ impl Core {
 
     /// Put a table's new definition in the catalog (the stores already have it).
     pub(crate) fn replace_table(&self, def: TableDef) {
-        self.tables.write().insert(def.name.clone(), Arc::new(def));
+        let mut tables = self.tables.write();
+        tables.insert(def.name.clone(), Arc::new(def));
+        // Inside the lock: a reload of the catalog compares the generation under it.
         self.bump();
     }
 
     fn remove_table(&self, name: &str) -> Option<Arc<TableDef>> {
-        let removed = self.tables.write().remove(name);
+        let mut tables = self.tables.write();
+        let removed = tables.remove(name);
         self.bump();
         removed
     }

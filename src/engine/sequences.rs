@@ -20,13 +20,13 @@ pub const BLOCK: i64 = 32;
 /// The sequences a proxy knows, and the values it has taken but not handed out.
 #[derive(Debug, Default)]
 pub struct Sequences {
-    defs: parking_lot::RwLock<HashMap<String, Arc<SequenceDef>>>,
-    blocks: tokio::sync::Mutex<HashMap<String, Block>>,
+    pub(super) defs: parking_lot::RwLock<HashMap<String, Arc<SequenceDef>>>,
+    pub(super) blocks: tokio::sync::Mutex<HashMap<String, Block>>,
 }
 
 /// Values taken from a sequence: `next`, `next + increment`, ... (`left` of them).
 #[derive(Debug, Clone, Copy)]
-struct Block {
+pub(super) struct Block {
     next: i64,
     left: i64,
 }

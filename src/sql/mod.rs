@@ -438,6 +438,7 @@ impl Session {
     /// Run one statement.
     pub async fn execute(&self, stmt: Statement) -> Result<Output> {
         self.check_block(&stmt)?;
+        self.engine.core.fresh_catalog().await;
         if let Some(verb) = statements::write_verb(&stmt)
             && self.read_only()
         {
@@ -491,6 +492,7 @@ impl Session {
         cache: &plan_cache::PlanCache,
     ) -> Result<Output> {
         self.check_block(stmt)?;
+        self.engine.core.fresh_catalog().await;
         let fast = self.direct_paths();
         if let Some(d) = direct
             && fast

@@ -404,6 +404,18 @@ fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
     }
 }
 
+/// The table a write names (42P01 if there is none); `None` for a name that is not a
+/// plain identifier.
+fn written_table(
+    session: &Session,
+    name: &datafusion::sql::sqlparser::ast::ObjectName,
+) -> Result<Option<Arc<crate::store::TableDef>>> {
+    match name.0.last().and_then(|p| p.as_ident()).map(ident_name) {
+        Some(t) => session.engine.core.table(&t).map(Some),
+        None => Ok(None),
+    }
+}
+
 pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> {
     let n = count_params(stmt);
     let mut types: BTreeMap<usize, Field> = BTreeMap::new();
@@ -447,13 +459,9 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
             ])));
         }
         Statement::Insert(ins) => {
+            // As Postgres, a write to a table that does not exist fails at Parse.
             if let TableObject::TableName(name) = &ins.table
-                && let Some(def) = name
-                    .0
-                    .last()
-                    .and_then(|p| p.as_ident())
-                    .map(ident_name)
-                    .and_then(|t| session.engine.core.table(&t).ok())
+                && let Some(def) = written_table(session, name)?
             {
                 let targets: Vec<Option<usize>> = if ins.columns.is_empty() {
                     (0..def.columns.len()).map(Some).collect()
@@ -489,12 +497,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
         }
         Statement::Update(up) => {
             if let TableFactor::Table { name, .. } = &up.table.relation
-                && let Some(def) = name
-                    .0
-                    .last()
-                    .and_then(|p| p.as_ident())
-                    .map(ident_name)
-                    .and_then(|t| session.engine.core.table(&t).ok())
+                && let Some(def) = written_table(session, name)?
             {
                 for a in &up.assignments {
                     let target = a.target.to_string().to_ascii_lowercase();

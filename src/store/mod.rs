@@ -314,6 +314,18 @@ impl TableChanges {
 #[async_trait]
 pub trait RowStore: Send + Sync + 'static {
     async fn list_tables(&self) -> Result<Vec<TableDef>>;
+    /// How long a proxy may use the catalog it read without asking whether it changed,
+    /// for a store that other processes change the catalog of (a CQL cluster); `None`
+    /// for a store that only this process opens. A change to the catalog returns only
+    /// after this long, so that every other proxy has seen it by then.
+    fn catalog_lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// A number that changes with every change to the catalog (tables and sequences),
+    /// for a store with a [`RowStore::catalog_lease`].
+    async fn catalog_version(&self) -> Result<i64> {
+        Ok(0)
+    }
     async fn create_table(&self, def: &TableDef) -> Result<()>;
     async fn drop_table(&self, name: &str) -> Result<()>;
     /// Replace a table's catalog entry (its options changed).
@@ -441,6 +453,11 @@ pub struct SearchQuery<'a> {
 /// The vector index: one collection per table.
 #[async_trait]
 pub trait VectorIndex: Send + Sync + 'static {
+    /// Whether every proxy on a cluster uses this index (a Qdrant server), rather than
+    /// one of its own (the embedded index), which it keeps in step with the catalog.
+    fn shared(&self) -> bool {
+        false
+    }
     /// Create the table's collection, replacing one of the same name.
     async fn create_collection(&self, table: &TableDef) -> Result<()>;
     /// Whether the index has a collection for this table.

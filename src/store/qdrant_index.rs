@@ -710,6 +710,10 @@ fn hit_key(p: &qdrant::ScoredPoint) -> Result<Vec<Value>> {
 
 #[async_trait]
 impl VectorIndex for QdrantIndex {
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn create_collection(&self, table: &TableDef) -> Result<()> {
         let name = self.collection_name(table);
         let request = create_request(table, &name)?;

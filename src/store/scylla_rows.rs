@@ -32,6 +32,14 @@ pub const CATALOG_TABLE: &str = "vectorgate_catalog";
 pub const OUTBOX_TABLE: &str = "vectorgate_outbox";
 /// Sequences: definition and state, the state changed only by lightweight transactions.
 pub const SEQUENCES_TABLE: &str = "vectorgate_sequences";
+/// One row (`id` 0) whose `version` every change to the catalog (tables, sequences)
+/// increases by a lightweight transaction, so no change is lost to another's.
+pub const CATALOG_VERSION_TABLE: &str = "vectorgate_catalog_version";
+/// How long a proxy uses the catalog it read before asking for the version again (it
+/// asks four times as often in the background), and so how long a change to the
+/// catalog waits before it returns: by then every running proxy has read the new
+/// version, or will before its next statement.
+pub const CATALOG_LEASE: Duration = Duration::from_millis(100);
 /// The commit log of transactions: a transaction's changes are written here in chunks
 /// (`seq` 1, 2, ...) before its commit marker (`seq` 0); the marker is the commit point.
 /// Then the rows are written and the partition deleted. A marked partition found later
@@ -396,7 +404,83 @@ impl ScyllaRows {
             q(SEQUENCES_TABLE)
         ))
         .await?;
+        rows.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (id int PRIMARY KEY, version bigint)",
+            q(&ks),
+            q(CATALOG_VERSION_TABLE)
+        ))
+        .await?;
         Ok(rows)
+    }
+
+    /// The catalog's version: 0 before its first change.
+    async fn read_catalog_version(&self) -> Result<i64> {
+        let stmt = self
+            .prepare(format!(
+                "SELECT version FROM {}.{} WHERE id = 0",
+                q(&self.ks),
+                q(CATALOG_VERSION_TABLE)
+            ))
+            .await?;
+        let res = self
+            .session
+            .execute_unpaged(&stmt, ())
+            .await
+            .map_err(cql_err)?;
+        let rows = res.into_rows_result().map_err(cql_err)?;
+        Ok(rows
+            .maybe_first_row::<(Option<i64>,)>()
+            .map_err(cql_err)?
+            .and_then(|(v,)| v)
+            .unwrap_or(0))
+    }
+
+    /// Announce a change to the catalog (made before this is called): the version goes
+    /// up by a compare-and-swap, then this waits out [`CATALOG_LEASE`], after which
+    /// every other running proxy uses the new catalog.
+    async fn catalog_changed(&self) -> Result<()> {
+        let table = format!("{}.{}", q(&self.ks), q(CATALOG_VERSION_TABLE));
+        loop {
+            let old = self.read_catalog_version().await?;
+            let res = if old == 0 {
+                self.session
+                    .query_unpaged(
+                        format!("INSERT INTO {table} (id, version) VALUES (0, 1) IF NOT EXISTS"),
+                        (),
+                    )
+                    .await
+            } else {
+                self.session
+                    .query_unpaged(
+                        format!("UPDATE {table} SET version = ? WHERE id = 0 IF version = ?"),
+                        (old + 1, old),
+                    )
+                    .await
+            }
+            .map_err(cql_err)?;
+            if applied(res)? {
+                break;
+            }
+        }
+        tokio::time::sleep(CATALOG_LEASE).await;
+        Ok(())
+    }
+
+    /// Replace a table's catalog entry (announced by the caller).
+    async fn write_def(&self, def: &TableDef) -> Result<()> {
+        let json = serde_json::to_string(def).map_err(Error::internal)?;
+        self.session
+            .query_unpaged(
+                format!(
+                    "UPDATE {}.{} SET def = ? WHERE name = ?",
+                    q(&self.ks),
+                    q(CATALOG_TABLE)
+                ),
+                (json.as_str(), def.name.as_str()),
+            )
+            .await
+            .map_err(cql_err)?;
+        Ok(())
     }
 
     fn sequences(&self) -> String {
@@ -673,6 +757,12 @@ impl ScyllaRows {
     /// Register a table in the catalog (a lightweight transaction: the first proxy to
     /// claim a name wins), without creating any CQL table.
     pub async fn attach_table(&self, def: &TableDef) -> Result<()> {
+        self.register_table(def).await?;
+        self.catalog_changed().await
+    }
+
+    /// Enter a table in the catalog (42P07 if the name is taken, by any proxy).
+    async fn register_table(&self, def: &TableDef) -> Result<()> {
         let json = serde_json::to_string(def).map_err(Error::internal)?;
         let res = self
             .session
@@ -817,6 +907,14 @@ impl ScyllaRows {
 
 #[async_trait]
 impl RowStore for ScyllaRows {
+    fn catalog_lease(&self) -> Option<Duration> {
+        Some(CATALOG_LEASE)
+    }
+
+    async fn catalog_version(&self) -> Result<i64> {
+        self.read_catalog_version().await
+    }
+
     async fn list_tables(&self) -> Result<Vec<TableDef>> {
         let res = self
             .session
@@ -881,7 +979,7 @@ impl RowStore for ScyllaRows {
             )
         };
         // Register the table first, so that two proxies cannot both create it.
-        self.attach_table(&def).await?;
+        self.register_table(&def).await?;
         let created = match self.ddl(&make(false)).await {
             Ok(()) => Ok(()),
             // A server without the vector type keeps vectors as list<float>.
@@ -906,9 +1004,9 @@ impl RowStore for ScyllaRows {
             return Err(e);
         }
         if Self::list_vectors(&def) {
-            self.update_table(&def).await?;
+            self.write_def(&def).await?;
         }
-        Ok(())
+        self.catalog_changed().await
     }
 
     async fn list_sequences(&self) -> Result<Vec<super::SequenceDef>> {
@@ -943,11 +1041,10 @@ impl RowStore for ScyllaRows {
             )
             .await
             .map_err(cql_err)?;
-        if applied(res)? {
-            Ok(())
-        } else {
-            Err(Error::DuplicateTable(def.name.clone()))
+        if !applied(res)? {
+            return Err(Error::DuplicateTable(def.name.clone()));
         }
+        self.catalog_changed().await
     }
 
     async fn drop_sequence(&self, name: &str) -> Result<()> {
@@ -958,7 +1055,7 @@ impl RowStore for ScyllaRows {
             )
             .await
             .map_err(cql_err)?;
-        Ok(())
+        self.catalog_changed().await
     }
 
     async fn sequence_state(&self, name: &str) -> Result<Option<super::SequenceState>> {
@@ -1029,9 +1126,9 @@ impl RowStore for ScyllaRows {
                 }
             }
         }
-        self.update_table(new).await?;
+        self.write_def(new).await?;
         if fill.iter().all(Value::is_null) {
-            return Ok(());
+            return self.catalog_changed().await;
         }
         // Rows stored before get the values, stamped with the ALTER's time: a write made
         // after it (a later timestamp) keeps its own.
@@ -1062,23 +1159,12 @@ impl RowStore for ScyllaRows {
             }
             self.execute_many(stmt.clone(), values).await?;
         }
-        Ok(())
+        self.catalog_changed().await
     }
 
     async fn update_table(&self, def: &TableDef) -> Result<()> {
-        let json = serde_json::to_string(def).map_err(Error::internal)?;
-        self.session
-            .query_unpaged(
-                format!(
-                    "UPDATE {}.{} SET def = ? WHERE name = ?",
-                    q(&self.ks),
-                    q(CATALOG_TABLE)
-                ),
-                (json.as_str(), def.name.as_str()),
-            )
-            .await
-            .map_err(cql_err)?;
-        Ok(())
+        self.write_def(def).await?;
+        self.catalog_changed().await
     }
 
     async fn drop_table(&self, name: &str) -> Result<()> {
@@ -1109,7 +1195,7 @@ impl RowStore for ScyllaRows {
         self.prepared
             .lock()
             .retain(|k, _| !k.contains(&format!(".{}", q(name))));
-        Ok(())
+        self.catalog_changed().await
     }
 
     async fn write(

@@ -390,6 +390,7 @@ impl QueryParser for StatementParser {
             to_pgwire(e)
         };
         self.limits.check_length(sql).map_err(failed)?;
+        self.engine.core().fresh_catalog().await;
         let mut stmts = self.engine.parse(sql).map_err(failed)?;
         if stmts.len() > 1 {
             return Err(failed(Error::Syntax(
@@ -555,6 +556,7 @@ impl SimpleQueryHandler for QueryHandler {
     {
         let parser = &self.parser;
         let session = parser.session(client);
+        parser.engine.core().fresh_catalog().await;
         let stmts = match parser
             .limits
             .check_length(query)

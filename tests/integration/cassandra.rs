@@ -214,6 +214,157 @@ async fn two_proxies_take_serial_keys_from_one_sequence() {
     assert_eq!(stored, distinct, "every acknowledged row is stored once");
 }
 
+/// Text cells of a simple query's rows.
+async fn cells(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
+    if skip("ddl_through_one_proxy_is_seen_by_another_at_its_next_statement") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ks = keyspace_for(&dir.path().join("shared"));
+    let first = Server::start_on(&dir.path().join("a"), &["--keyspace", &ks]);
+    let second = Server::start_on(&dir.path().join("b"), &["--keyspace", &ks]);
+    let a = first.client().await;
+    let b = second.client().await;
+    // Both running, both connected, before any of the DDL.
+    b.simple_query("SELECT 1").await.expect("b is up");
+
+    // CREATE through A: B writes (extended protocol) and reads (simple) at once.
+    a.batch_execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        .await
+        .expect("create through a");
+    b.execute("INSERT INTO notes VALUES ($1, $2)", &[&1i32, &"one"])
+        .await
+        .expect("b inserts into a table a created");
+    assert_eq!(
+        cells(&a, "SELECT id, body FROM notes").await,
+        vec![vec![Some("1".into()), Some("one".into())]]
+    );
+
+    // ADD COLUMN through A: B's next writes carry it, with its default when left out.
+    a.batch_execute("ALTER TABLE notes ADD COLUMN tag text DEFAULT 'new'")
+        .await
+        .expect("alter through a");
+    b.execute(
+        "INSERT INTO notes (id, body, tag) VALUES ($1, $2, $3)",
+        &[&2i32, &"two", &"mine"],
+    )
+    .await
+    .expect("b writes the new column");
+    b.batch_execute("INSERT INTO notes (id, body) VALUES (3, 'three')")
+        .await
+        .expect("b fills the new column's default");
+    assert_eq!(
+        cells(&a, "SELECT id, tag FROM notes ORDER BY id").await,
+        vec![
+            vec![Some("1".into()), Some("new".into())],
+            vec![Some("2".into()), Some("mine".into())],
+            vec![Some("3".into()), Some("new".into())],
+        ]
+    );
+
+    // A table with a vector column: B makes its own index of it and searches it; an
+    // added column is a filter B can use at once.
+    a.batch_execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, kind text, e vector(2)) WITH (distance = 'l2')",
+    )
+    .await
+    .expect("create docs through a");
+    let points: Vec<(i32, &str, [f32; 2])> = (0..40)
+        .map(|i| {
+            let kind = if i % 3 == 0 { "x" } else { "y" };
+            (i, kind, [(i % 7) as f32, (i / 7) as f32])
+        })
+        .collect();
+    for (id, kind, e) in &points {
+        b.execute(
+            "INSERT INTO docs VALUES ($1, $2, $3::text::vector)",
+            &[id, kind, &format!("[{},{}]", e[0], e[1])],
+        )
+        .await
+        .expect("b inserts into docs");
+    }
+    a.batch_execute("ALTER TABLE docs ADD COLUMN score int DEFAULT 5")
+        .await
+        .expect("alter docs through a");
+    b.batch_execute("UPDATE docs SET score = 9 WHERE id = 3")
+        .await
+        .expect("b updates the new column");
+    let q = [2.6f32, 1.2];
+    let mut oracle: Vec<(f32, i32)> = points
+        .iter()
+        .filter(|(id, kind, _)| *kind == "x" && *id != 3)
+        .map(|(id, _, e)| ((e[0] - q[0]).powi(2) + (e[1] - q[1]).powi(2), *id))
+        .collect();
+    oracle.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+    let want: Vec<i32> = oracle.iter().take(4).map(|x| x.1).collect();
+    let got: Vec<i32> = b
+        .query(
+            "SELECT id FROM vector_search('docs', '[2.6,1.2]', 4) WHERE kind = 'x' AND score = 5 ORDER BY distance, id",
+            &[],
+        )
+        .await
+        .expect("b searches with a filter on the added column")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(got, want);
+
+    // A sequence made through A is B's at once; values never repeat across them.
+    a.batch_execute("CREATE SEQUENCE tickets")
+        .await
+        .expect("create sequence through a");
+    let from_b: i64 = b
+        .query_one("SELECT nextval('tickets')", &[])
+        .await
+        .expect("b takes a value")
+        .get(0);
+    let from_a: i64 = a
+        .query_one("SELECT nextval('tickets')", &[])
+        .await
+        .expect("a takes a value")
+        .get(0);
+    assert_eq!(from_b, 1);
+    assert_ne!(from_a, from_b);
+
+    // DROP through A: B no longer has it; a table B creates under the name is A's.
+    a.batch_execute("DROP TABLE notes")
+        .await
+        .expect("drop through a");
+    let e = b
+        .simple_query("SELECT * FROM notes")
+        .await
+        .expect_err("the table is gone for b");
+    assert_eq!(sqlstate(&e), "42P01");
+    let e = b
+        .execute("INSERT INTO notes VALUES ($1, $2)", &[&4i32, &"four"])
+        .await
+        .expect_err("and for b's writes");
+    assert_eq!(sqlstate(&e), "42P01");
+    b.batch_execute("CREATE TABLE notes (k text PRIMARY KEY); INSERT INTO notes VALUES ('b')")
+        .await
+        .expect("b makes it again");
+    assert_eq!(
+        cells(&a, "SELECT * FROM notes").await,
+        vec![vec![Some("b".into())]]
+    );
+}
+
 fn dev_cassandra(port: u16, verb: &str) {
     let status = std::process::Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
