@@ -74,6 +74,8 @@ pub enum Error {
     #[error("{0}")]
     SequenceLimit(String),
     /// A column added under a name the table already has.
+    #[error("column \"{0}\" of relation \"{1}\" does not exist")]
+    UndefinedColumnOf(String, String),
     #[error("column \"{0}\" of relation \"{1}\" already exists")]
     DuplicateColumn(String, String),
     /// A backend answered with an error. `store` names the backend ("row store",
@@ -136,6 +138,7 @@ impl Error {
             Error::AmbiguousColumn(_) => "42702",
             Error::WrongObjectType(_) => "42809",
             Error::DuplicateColumn(..) => "42701",
+            Error::UndefinedColumnOf(..) => "42703",
             Error::SequenceLimit(_) => "2200H",
             Error::ObjectNotInPrerequisiteState(_) => "55000",
             Error::GeneratedAlways(_) => "428C9",

@@ -116,23 +116,63 @@ fn index_writable(core: &Core) -> Result<()> {
 }
 
 /// Add columns to a table (`new` is `def` with them at the end); the rows stored before
-/// get `fill`. A table with a vector index has its collection rebuilt from the rows, so
-/// that every point carries the new columns for filters (searches scan the rows
-/// meanwhile).
+/// get `fill`.
 pub async fn add_columns(core: &Core, def: &TableDef, new: TableDef, fill: &[Value]) -> Result<()> {
-    if def.indexed() {
+    let stored = core
+        .rows
+        .add_columns(def, &new, fill, crate::store::now_micros());
+    columns_changed(core, def, new.clone(), true, stored).await
+}
+
+/// Drop the columns at `dropped` (positions in `def`); `new` is `def` without them. A
+/// table whose vector column goes keeps its rows and loses its index.
+pub async fn drop_columns(
+    core: &Core,
+    def: &TableDef,
+    new: TableDef,
+    dropped: &[usize],
+) -> Result<()> {
+    let stored = core.rows.drop_columns(def, &new, dropped);
+    columns_changed(core, def, new.clone(), true, stored).await
+}
+
+/// A change to the catalog only (a default, NOT NULL, a column's name): the rows stay
+/// as they are. `rebuild`: the index's payload names the columns, so it is built again.
+pub async fn alter_columns(
+    core: &Core,
+    def: &TableDef,
+    new: TableDef,
+    rebuild: bool,
+) -> Result<()> {
+    let stored = core.rows.update_table(&new);
+    columns_changed(core, def, new.clone(), rebuild, stored).await
+}
+
+/// Carry out a change to a table's columns in the row store (`stored`), then put `new`
+/// in the catalog. A table with a vector index has its collection rebuilt from the rows
+/// when `rebuild`, so that every point carries the columns as they are now (searches
+/// scan the rows meanwhile).
+async fn columns_changed(
+    core: &Core,
+    def: &TableDef,
+    new: TableDef,
+    rebuild: bool,
+    stored: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
+    let rebuild = rebuild && def.indexed();
+    if rebuild {
         index_writable(core)?;
     }
     let _changing = core.changing(&def.name);
-    let _rebuilding = def.indexed().then(|| core.begin_rebuild(&def.name));
-    core.rows
-        .add_columns(def, &new, fill, crate::store::now_micros())
-        .await?;
+    let _rebuilding = rebuild.then(|| core.begin_rebuild(&def.name));
+    stored.await?;
     core.replace_table(new.clone());
-    if def.indexed() {
+    if rebuild {
         core.index.drop_collection(def).await?;
-        core.index.create_collection(&new).await?;
-        super::sync::backfill(core.rows.as_ref(), core.index.as_ref(), &new).await?;
+        if new.indexed() {
+            core.index.create_collection(&new).await?;
+            super::sync::backfill(core.rows.as_ref(), core.index.as_ref(), &new).await?;
+        }
     }
     Ok(())
 }

@@ -121,6 +121,15 @@ pub(crate) async fn check(
         // The sequence must exist; taking a value to check would use one up.
         session.engine.core.sequence(&seq).await?;
     } else if !is_random_uuid(&expr) {
+        // A cast is evaluated as written (`'abc'::int` fails: a data exception), not
+        // only as its column's type (types the query engine lacks, as jsonb, are not).
+        if matches!(expr, SqlExpr::Cast { .. })
+            && let Err(e) =
+                super::statements::collect_values(session, &format!("SELECT {expr}")).await
+            && e.sqlstate().starts_with("22")
+        {
+            return Err(e);
+        }
         evaluate(session, def, column, &expr, 1).await?;
     }
     Ok(text)

@@ -4,6 +4,7 @@
 //! `vector_search` table function of [`vector_search`]. [`params`] types and binds the
 //! `$n` parameters of the extended protocol.
 
+pub(crate) mod alter;
 pub mod catalog;
 pub mod colnames;
 pub mod compat;

@@ -331,6 +331,7 @@ mod tests {
             nullable: true,
             default: None,
             identity: None,
+            stored: None,
         };
         TableDef {
             name: "docs".into(),

@@ -9,18 +9,18 @@ use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{
-    AlterTable, AlterTableOperation, ColumnOption, ConflictTarget, CreateTable, CreateTableOptions,
-    Delete, DoUpdate, Expr as SqlExpr, FromTable, GeneratedAs, Ident, Insert, ObjectName,
-    ObjectType, OnConflict, OnConflictAction, OnInsert, SequenceOptions, Set, SqlOption, Statement,
-    TableConstraint, TableFactor, TableObject, TransactionAccessMode, TransactionIsolationLevel,
-    TransactionMode, Update, Value as SqlValue,
+    ColumnOption, ConflictTarget, CreateTable, CreateTableOptions, Delete, DoUpdate,
+    Expr as SqlExpr, FromTable, GeneratedAs, Ident, Insert, ObjectName, ObjectType, OnConflict,
+    OnConflictAction, OnInsert, SequenceOptions, Set, SqlOption, Statement, TableConstraint,
+    TableFactor, TableObject, TransactionAccessMode, TransactionIsolationLevel, TransactionMode,
+    Update, Value as SqlValue,
 };
 use futures::TryStreamExt;
 
 use super::defaults::Defaults;
 use super::{Output, Session};
 use crate::error::{Error, Result};
-use crate::store::options::{ALTERABLE_OPTIONS, IndexOptions};
+use crate::store::options::IndexOptions;
 use crate::store::{ColumnDef, Distance, Row, TableDef, WriteMode, keys, now_micros};
 use crate::types::{ColumnType, Value, coerce, value_from_array};
 
@@ -48,7 +48,7 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
     }
     Ok(Some(match stmt {
         Statement::CreateTable(ct) => create_table(session, ct).await?,
-        Statement::AlterTable(at) => alter_table(session, at).await?,
+        Statement::AlterTable(at) => super::alter::alter_table(session, at).await?,
         // pgvector applications start with this; the vector type is built in.
         Statement::CreateExtension(ext) if ext.name.value.eq_ignore_ascii_case("vector") => {
             Output::Command("CREATE EXTENSION".into())
@@ -289,7 +289,7 @@ pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
     }
 }
 
-fn parse_type(text: &str) -> Result<ColumnType> {
+pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
     let t = text.trim().to_ascii_lowercase();
     let t = t
         .trim_start_matches("public.")
@@ -366,7 +366,7 @@ fn parse_type(text: &str) -> Result<ColumnType> {
     })
 }
 
-fn option_text(e: &SqlExpr) -> String {
+pub(super) fn option_text(e: &SqlExpr) -> String {
     match e {
         SqlExpr::Value(v) => match &v.value {
             SqlValue::SingleQuotedString(s) | SqlValue::DoubleQuotedString(s) => s.clone(),
@@ -470,6 +470,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             nullable,
             default: None,
             identity: None,
+            stored: None,
         });
     }
     for tc in &ct.constraints {
@@ -686,161 +687,6 @@ async fn create_index(
         )),
     }
     Ok(Output::Command("CREATE INDEX".into()))
-}
-
-/// `ALTER TABLE t SET (option = value, ...)`: change a table's index options. The
-/// index is changed first (so a failure leaves everything as it was), then the catalog.
-async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
-    let shared = &session.engine.core;
-    let name = table_name(&at.name)?;
-    let def = match shared.table(&name) {
-        Ok(d) => d,
-        Err(_) if at.if_exists => return Ok(Output::Command("ALTER TABLE".into())),
-        Err(e) => return Err(e),
-    };
-    if at
-        .operations
-        .iter()
-        .all(|op| matches!(op, AlterTableOperation::AddColumn { .. }))
-    {
-        return add_columns(session, &def, &at.operations).await;
-    }
-    let mut new = (*def).clone();
-    for op in &at.operations {
-        let AlterTableOperation::SetOptionsParens { options } = op else {
-            return Err(Error::FeatureNotSupported(format!(
-                "ALTER TABLE ... {op} is not supported: ADD COLUMN and SET (index options) are"
-            )));
-        };
-        for o in options {
-            let SqlOption::KeyValue { key, value } = o else {
-                return Err(Error::FeatureNotSupported(format!(
-                    "table option {o} is not supported"
-                )));
-            };
-            let key = key.value.to_ascii_lowercase();
-            if !ALTERABLE_OPTIONS.contains(&key.as_str()) {
-                return Err(Error::FeatureNotSupported(format!(
-                    "option {key} cannot be changed by ALTER TABLE (changeable: {})",
-                    ALTERABLE_OPTIONS.join(", ")
-                )));
-            }
-            new.options.insert(key, option_text(value));
-        }
-    }
-    def.require_vector("ALTER TABLE ... SET (index options)")?;
-    if new
-        .options
-        .get("quantization")
-        .is_some_and(|q| q != "product")
-    {
-        new.options.remove("compression");
-    }
-    IndexOptions::parse(&new.options)?;
-    crate::engine::ddl::set_options(shared, new, &session.notices).await?;
-    Ok(Output::Command("ALTER TABLE".into()))
-}
-
-/// `ALTER TABLE t ADD [COLUMN] [IF NOT EXISTS] c type [NOT NULL] [DEFAULT e], ...`: the
-/// columns go at the end; the rows already stored get the default (evaluated once), as
-/// in Postgres. Not yet: a vector column, a key column, a volatile default.
-async fn add_columns(
-    session: &Session,
-    def: &TableDef,
-    ops: &[AlterTableOperation],
-) -> Result<Output> {
-    let mut new = def.clone();
-    for op in ops {
-        let AlterTableOperation::AddColumn {
-            if_not_exists,
-            column_def: c,
-            ..
-        } = op
-        else {
-            continue;
-        };
-        let cname = ident_name(&c.name);
-        if new.column_index(&cname).is_some() {
-            if *if_not_exists {
-                session.notices.push(format!(
-                    "column \"{cname}\" of relation \"{}\" already exists, skipping",
-                    def.name
-                ));
-                continue;
-            }
-            return Err(Error::DuplicateColumn(cname, def.name.clone()));
-        }
-        let type_name = c.data_type.to_string().to_ascii_lowercase();
-        if type_name.contains("serial") {
-            return Err(Error::FeatureNotSupported(format!(
-                "ADD COLUMN of type {type_name} is not supported"
-            )));
-        }
-        let ty = parse_type(&c.data_type.to_string())?;
-        if matches!(ty, ColumnType::Vector(_)) {
-            return Err(Error::FeatureNotSupported(
-                "ADD COLUMN of a vector column is not supported yet: a table's vector column is given at CREATE TABLE".into(),
-            ));
-        }
-        if cname == super::vector_search::DISTANCE && def.indexed() {
-            return Err(Error::InvalidTableDefinition(
-                "a column may not be named \"distance\": vector_search adds that column".into(),
-            ));
-        }
-        let mut nullable = true;
-        let mut default = None;
-        for o in &c.options {
-            match &o.option {
-                ColumnOption::NotNull => nullable = false,
-                ColumnOption::Null => {}
-                ColumnOption::Default(e) => default = Some(e.clone()),
-                ColumnOption::Unique(_) => unique_not_enforced(session, &cname),
-                other => {
-                    return Err(Error::FeatureNotSupported(format!(
-                        "ADD COLUMN with {other} is not supported"
-                    )));
-                }
-            }
-        }
-        new.columns.push(ColumnDef {
-            name: cname,
-            ty,
-            nullable,
-            default: None,
-            identity: None,
-        });
-        if let Some(e) = default {
-            let i = new.columns.len() - 1;
-            let text = super::defaults::check(session, &new, i, &e).await?;
-            new.columns[i].default = Some(text);
-        }
-    }
-    if new.columns.len() == def.columns.len() {
-        return Ok(Output::Command("ALTER TABLE".into()));
-    }
-    let mut fill = Vec::new();
-    for i in def.columns.len()..new.columns.len() {
-        fill.push(super::defaults::for_stored_rows(session, &new, i).await?);
-    }
-    // A NOT NULL column without a default can only be added to an empty table.
-    if let Some((c, _)) = new.columns[def.columns.len()..]
-        .iter()
-        .zip(&fill)
-        .find(|(c, v)| !c.nullable && v.is_null())
-    {
-        let core = &session.engine.core;
-        let mut rows = core.rows.scan(def, 1, Some(1));
-        if let Some(batch) = futures::StreamExt::next(&mut rows).await
-            && !batch?.is_empty()
-        {
-            return Err(Error::NotNullViolation(format!(
-                "column \"{}\" of relation \"{}\" contains null values",
-                c.name, def.name
-            )));
-        }
-    }
-    crate::engine::ddl::add_columns(&session.engine.core, def, new, &fill).await?;
-    Ok(Output::Command("ALTER TABLE".into()))
 }
 
 async fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<Output> {
@@ -1073,7 +919,7 @@ pub(crate) fn check_row(
 }
 
 /// The NOTICE for a UNIQUE column constraint, which is accepted but not enforced.
-fn unique_not_enforced(session: &Session, column: &str) {
+pub(super) fn unique_not_enforced(session: &Session, column: &str) {
     session.notices.push(format!(
         "UNIQUE on column \"{column}\" is not enforced: vectorgate enforces only the primary key's uniqueness"
     ));

@@ -27,6 +27,9 @@ struct StoredSequence {
     state: super::SequenceState,
 }
 
+/// A change made to each stored row of a table; true if it changed the row.
+type RowChange = Box<dyn Fn(&mut Row) -> bool + Send>;
+
 pub struct EmbeddedRows {
     db: Arc<Database>,
 }
@@ -75,6 +78,53 @@ fn decode_row(b: &[u8], ttl: bool, now: i64, width: usize) -> Result<Option<Row>
 const READ_IN_PLACE: usize = 32;
 
 impl EmbeddedRows {
+    /// Put `new` in the catalog and, in the same write transaction (which holds off
+    /// every other writer meanwhile), pass every stored row of the table through
+    /// `change` (which says whether it changed the row).
+    async fn change_rows(&self, new: TableDef, change: Option<RowChange>) -> Result<()> {
+        self.blocking(move |db| {
+            let json = serde_json::to_string(&new).map_err(Error::internal)?;
+            let ttl = new.ttl_seconds().is_some();
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut cat = txn.open_table(CATALOG).map_err(err)?;
+                if cat.get(new.name.as_str()).map_err(err)?.is_none() {
+                    return Err(Error::UndefinedTable(new.name.clone()));
+                }
+                cat.insert(new.name.as_str(), json.as_str()).map_err(err)?;
+                if let Some(change) = change {
+                    let name = rows_table(&new.name);
+                    let mut t = txn
+                        .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                        .map_err(err)?;
+                    let mut changed = Vec::new();
+                    for item in t.iter().map_err(err)? {
+                        let (k, v) = item.map_err(err)?;
+                        let v = v.value();
+                        let (prefix, body) = if ttl {
+                            v.split_at(8.min(v.len()))
+                        } else {
+                            (&v[..0], v)
+                        };
+                        let mut row: Row = bincode::deserialize(body)
+                            .map_err(|_| Error::internal("corrupt row encoding"))?;
+                        if !change(&mut row) {
+                            continue;
+                        }
+                        let mut bytes = prefix.to_vec();
+                        bytes.extend(bincode::serialize(&row).map_err(Error::internal)?);
+                        changed.push((k.value().to_vec(), bytes));
+                    }
+                    for (k, v) in changed {
+                        t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
+                    }
+                }
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
     pub fn open(path: &Path) -> Result<EmbeddedRows> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
@@ -249,54 +299,35 @@ impl RowStore for EmbeddedRows {
         fill: &[Value],
         _ts: i64,
     ) -> Result<()> {
-        let (old_width, new) = (old.columns.len(), new.clone());
-        let fill = fill.to_vec();
-        self.blocking(move |db| {
-            let json = serde_json::to_string(&new).map_err(Error::internal)?;
-            let ttl = new.ttl_seconds().is_some();
-            let txn = db.begin_write().map_err(err)?;
-            {
-                let mut cat = txn.open_table(CATALOG).map_err(err)?;
-                if cat.get(new.name.as_str()).map_err(err)?.is_none() {
-                    return Err(Error::UndefinedTable(new.name.clone()));
+        // Rows stored before get the added columns' values (a NULL one needs no rewrite:
+        // short rows read back padded with NULLs).
+        let (old_width, fill) = (old.columns.len(), fill.to_vec());
+        let change = fill.iter().any(|v| !v.is_null()).then(|| {
+            Box::new(move |row: &mut Row| {
+                if row.len() >= old_width + fill.len() {
+                    return false;
                 }
-                cat.insert(new.name.as_str(), json.as_str()).map_err(err)?;
-                // Rows stored before get the added columns' values (a NULL one needs no
-                // rewrite: short rows read back padded with NULLs). The write
-                // transaction holds off every other writer meanwhile.
-                if fill.iter().any(|v| !v.is_null()) {
-                    let name = rows_table(&new.name);
-                    let mut t = txn
-                        .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-                        .map_err(err)?;
-                    let mut changed = Vec::new();
-                    for item in t.iter().map_err(err)? {
-                        let (k, v) = item.map_err(err)?;
-                        let v = v.value();
-                        let (prefix, body) = if ttl {
-                            v.split_at(8.min(v.len()))
-                        } else {
-                            (&v[..0], v)
-                        };
-                        let mut row: Row = bincode::deserialize(body)
-                            .map_err(|_| Error::internal("corrupt row encoding"))?;
-                        if row.len() >= old_width + fill.len() {
-                            continue;
-                        }
-                        row.resize(old_width, Value::Null);
-                        row.extend(fill.iter().cloned());
-                        let mut bytes = prefix.to_vec();
-                        bytes.extend(bincode::serialize(&row).map_err(Error::internal)?);
-                        changed.push((k.value().to_vec(), bytes));
-                    }
-                    for (k, v) in changed {
-                        t.insert(k.as_slice(), v.as_slice()).map_err(err)?;
-                    }
-                }
+                row.resize(old_width, Value::Null);
+                row.extend(fill.iter().cloned());
+                true
+            }) as RowChange
+        });
+        self.change_rows(new.clone(), change).await
+    }
+
+    async fn drop_columns(&self, old: &TableDef, new: &TableDef, dropped: &[usize]) -> Result<()> {
+        // Rows are positional: every stored row is rewritten without the values.
+        let old_width = old.columns.len();
+        let mut dropped = dropped.to_vec();
+        dropped.sort_unstable_by(|a, b| b.cmp(a));
+        let change = Box::new(move |row: &mut Row| {
+            row.resize(old_width, Value::Null);
+            for &i in &dropped {
+                row.remove(i);
             }
-            txn.commit().map_err(err)
-        })
-        .await
+            true
+        }) as RowChange;
+        self.change_rows(new.clone(), Some(change)).await
     }
 
     async fn update_table(&self, def: &TableDef) -> Result<()> {

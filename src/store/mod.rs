@@ -153,6 +153,18 @@ pub struct ColumnDef {
     /// `pg_attribute.attidentity` says it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<char>,
+    /// The name of the column in the row store, where it is not `name`: a CQL column
+    /// cannot be renamed (only key columns can), so `RENAME COLUMN` renames it in the
+    /// catalog only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
+}
+
+impl ColumnDef {
+    /// The column's name in the row store.
+    pub fn stored_name(&self) -> &str {
+        self.stored.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// A table as the proxy knows it: columns, primary key, the vector column and its
@@ -355,6 +367,9 @@ pub trait RowStore: Send + Sync + 'static {
         fill: &[Value],
         ts: i64,
     ) -> Result<()>;
+    /// Remove columns: `new` is `old` without the columns at `dropped` (positions in
+    /// `old`). The catalog entry changes and the values go from every stored row.
+    async fn drop_columns(&self, old: &TableDef, new: &TableDef, dropped: &[usize]) -> Result<()>;
     /// Write rows atomically: all or none. Every written key gets an outbox entry
     /// stamped `ts` (see [`OutboxEntry`]) no later than the row itself.
     async fn write(&self, table: &TableDef, rows: Vec<Row>, mode: WriteMode, ts: i64)

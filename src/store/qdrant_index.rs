@@ -979,6 +979,7 @@ mod tests {
             nullable: true,
             default: None,
             identity: None,
+            stored: None,
         };
         TableDef {
             name: "docs".into(),

@@ -32,9 +32,10 @@ pub const CATALOG_TABLE: &str = "vectorgate_catalog";
 pub const OUTBOX_TABLE: &str = "vectorgate_outbox";
 /// Sequences: definition and state, the state changed only by lightweight transactions.
 pub const SEQUENCES_TABLE: &str = "vectorgate_sequences";
-/// One row (`id` 0) whose `version` every change to the catalog (tables, sequences)
-/// increases by a lightweight transaction, so no change is lost to another's.
-pub const CATALOG_VERSION_TABLE: &str = "vectorgate_catalog_version";
+/// The catalog version is the row of [`SEQUENCES_TABLE`] whose name is a NUL character
+/// (which no SQL name can hold): its `last` is increased by a lightweight transaction on every
+/// change to the catalog (tables, sequences), so no change is lost to another's.
+const VERSION_ROW: &str = "\u{0}";
 /// How long a proxy uses the catalog it read before asking for the version again (it
 /// asks four times as often in the background), and so how long a change to the
 /// catalog waits before it returns: by then every running proxy has read the new
@@ -374,57 +375,76 @@ impl ScyllaRows {
             ks: ks.clone(),
             prepared: Mutex::new(HashMap::new()),
         };
-        rows.ddl(&format!(
-            "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {}",
-            q(&ks),
-            cfg.replication.cql()
-        ))
-        .await?;
-        rows.ddl(&format!(
-            "CREATE TABLE IF NOT EXISTS {}.{} (name text PRIMARY KEY, def text)",
-            q(&ks),
-            q(CATALOG_TABLE)
-        ))
-        .await?;
-        rows.ddl(&format!(
-            "CREATE TABLE IF NOT EXISTS {}.{} (tbl text, key blob, ts bigint, PRIMARY KEY (tbl, key))",
-            q(&ks),
-            q(OUTBOX_TABLE)
-        ))
-        .await?;
-        rows.ddl(&format!(
-            "CREATE TABLE IF NOT EXISTS {}.{} (id uuid, seq int, tbl text, ts bigint, data blob, PRIMARY KEY (id, seq)) WITH gc_grace_seconds = 300",
-            q(&ks),
-            q(TXLOG_TABLE)
-        ))
-        .await?;
-        rows.ddl(&format!(
-            "CREATE TABLE IF NOT EXISTS {}.{} (name text PRIMARY KEY, def text, last bigint, called boolean)",
-            q(&ks),
-            q(SEQUENCES_TABLE)
-        ))
-        .await?;
-        rows.ddl(&format!(
-            "CREATE TABLE IF NOT EXISTS {}.{} (id int PRIMARY KEY, version bigint)",
-            q(&ks),
-            q(CATALOG_VERSION_TABLE)
-        ))
-        .await?;
+        // Schema changes are slow (each waits for agreement across the cluster): only
+        // what is missing is created.
+        let existing = rows.existing_tables().await?;
+        if existing.is_empty() {
+            rows.ddl(&format!(
+                "CREATE KEYSPACE IF NOT EXISTS {} WITH replication = {}",
+                q(&ks),
+                cfg.replication.cql()
+            ))
+            .await?;
+        }
+        let tables = [
+            (CATALOG_TABLE, "(name text PRIMARY KEY, def text)", ""),
+            (
+                OUTBOX_TABLE,
+                "(tbl text, key blob, ts bigint, PRIMARY KEY (tbl, key))",
+                "",
+            ),
+            (
+                TXLOG_TABLE,
+                "(id uuid, seq int, tbl text, ts bigint, data blob, PRIMARY KEY (id, seq))",
+                " WITH gc_grace_seconds = 300",
+            ),
+            (
+                SEQUENCES_TABLE,
+                "(name text PRIMARY KEY, def text, last bigint, called boolean)",
+                "",
+            ),
+        ];
+        for (name, columns, with) in tables {
+            if !existing.iter().any(|t| t == name) {
+                rows.ddl(&format!(
+                    "CREATE TABLE IF NOT EXISTS {}.{} {columns}{with}",
+                    q(&ks),
+                    q(name)
+                ))
+                .await?;
+            }
+        }
         Ok(rows)
+    }
+
+    /// The tables of the keyspace (none: it does not exist yet).
+    async fn existing_tables(&self) -> Result<Vec<String>> {
+        let res = self
+            .session
+            .query_unpaged(
+                "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+                (self.ks.as_str(),),
+            )
+            .await
+            .map_err(cql_err)?;
+        let rows = res.into_rows_result().map_err(cql_err)?;
+        rows.rows::<(String,)>()
+            .map_err(cql_err)?
+            .map(|r| r.map(|(t,)| t).map_err(cql_err))
+            .collect()
     }
 
     /// The catalog's version: 0 before its first change.
     async fn read_catalog_version(&self) -> Result<i64> {
         let stmt = self
             .prepare(format!(
-                "SELECT version FROM {}.{} WHERE id = 0",
-                q(&self.ks),
-                q(CATALOG_VERSION_TABLE)
+                "SELECT last FROM {} WHERE name = ?",
+                self.sequences()
             ))
             .await?;
         let res = self
             .session
-            .execute_unpaged(&stmt, ())
+            .execute_unpaged(&stmt, (VERSION_ROW,))
             .await
             .map_err(cql_err)?;
         let rows = res.into_rows_result().map_err(cql_err)?;
@@ -439,21 +459,21 @@ impl ScyllaRows {
     /// up by a compare-and-swap, then this waits out [`CATALOG_LEASE`], after which
     /// every other running proxy uses the new catalog.
     async fn catalog_changed(&self) -> Result<()> {
-        let table = format!("{}.{}", q(&self.ks), q(CATALOG_VERSION_TABLE));
+        let table = self.sequences();
         loop {
             let old = self.read_catalog_version().await?;
             let res = if old == 0 {
                 self.session
                     .query_unpaged(
-                        format!("INSERT INTO {table} (id, version) VALUES (0, 1) IF NOT EXISTS"),
-                        (),
+                        format!("INSERT INTO {table} (name, last) VALUES (?, 1) IF NOT EXISTS"),
+                        (VERSION_ROW,),
                     )
                     .await
             } else {
                 self.session
                     .query_unpaged(
-                        format!("UPDATE {table} SET version = ? WHERE id = 0 IF version = ?"),
-                        (old + 1, old),
+                        format!("UPDATE {table} SET last = ? WHERE name = ? IF last = ?"),
+                        (old + 1, VERSION_ROW, old),
                     )
                     .await
             }
@@ -735,6 +755,7 @@ impl ScyllaRows {
                 nullable: kind == "regular" || kind == "static",
                 default: None,
                 identity: None,
+                stored: None,
             });
         }
         let vector_column =
@@ -792,7 +813,7 @@ impl ScyllaRows {
     fn columns(def: &TableDef) -> String {
         def.columns
             .iter()
-            .map(|c| q(&c.name))
+            .map(|c| q(c.stored_name()))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -800,7 +821,7 @@ impl ScyllaRows {
     fn key_where(def: &TableDef) -> String {
         def.primary_key
             .iter()
-            .map(|&i| format!("{} = ?", q(&def.columns[i].name)))
+            .map(|&i| format!("{} = ?", q(def.columns[i].stored_name())))
             .collect::<Vec<_>>()
             .join(" AND ")
     }
@@ -813,7 +834,7 @@ impl ScyllaRows {
                 .map(|c| c.trim().to_ascii_lowercase())
                 .filter(|c| !c.is_empty())
                 .collect(),
-            None => vec![def.columns[def.primary_key[0]].name.clone()],
+            None => vec![def.columns[def.primary_key[0]].stored_name().to_string()],
         }
     }
 
@@ -895,7 +916,7 @@ impl ScyllaRows {
 
     /// Whether each key exists.
     async fn exists(&self, def: &TableDef, keys: &[Vec<Value>]) -> Result<Vec<bool>> {
-        let first_key = q(&def.columns[def.primary_key[0]].name);
+        let first_key = q(def.columns[def.primary_key[0]].stored_name());
         Ok(self
             .fetch(def, keys, &first_key)
             .await?
@@ -970,7 +991,7 @@ impl RowStore for ScyllaRows {
             let cols: Vec<String> = def
                 .columns
                 .iter()
-                .map(|c| format!("{} {}", q(&c.name), cql_type(&c.ty, lv)))
+                .map(|c| format!("{} {}", q(c.stored_name()), cql_type(&c.ty, lv)))
                 .collect();
             format!(
                 "CREATE TABLE {} ({}, PRIMARY KEY ({pk})){ttl}",
@@ -1017,9 +1038,11 @@ impl RowStore for ScyllaRows {
             .map_err(cql_err)?;
         let rows = res.into_rows_result().map_err(cql_err)?;
         let mut out = Vec::new();
-        for r in rows.rows::<(String,)>().map_err(cql_err)? {
-            let (def,) = r.map_err(cql_err)?;
-            out.push(serde_json::from_str(&def).map_err(Error::internal)?);
+        // The catalog version's row has no definition.
+        for r in rows.rows::<(Option<String>,)>().map_err(cql_err)? {
+            if let (Some(def),) = r.map_err(cql_err)? {
+                out.push(serde_json::from_str(&def).map_err(Error::internal)?);
+            }
         }
         Ok(out)
     }
@@ -1115,7 +1138,7 @@ impl RowStore for ScyllaRows {
             let cql = format!(
                 "ALTER TABLE {} ADD {} {}",
                 self.table(new),
-                q(&c.name),
+                q(c.stored_name()),
                 cql_type(&c.ty, lv)
             );
             // A column left by an earlier attempt that failed after this step is reused.
@@ -1134,7 +1157,7 @@ impl RowStore for ScyllaRows {
         // after it (a later timestamp) keeps its own.
         let sets: Vec<String> = added
             .iter()
-            .map(|c| format!("{} = ?", q(&c.name)))
+            .map(|c| format!("{} = ?", q(c.stored_name())))
             .collect();
         let stmt = self
             .prepare(format!(
@@ -1160,6 +1183,32 @@ impl RowStore for ScyllaRows {
             self.execute_many(stmt.clone(), values).await?;
         }
         self.catalog_changed().await
+    }
+
+    async fn drop_columns(&self, old: &TableDef, new: &TableDef, dropped: &[usize]) -> Result<()> {
+        if new.options.contains_key("cql_table") {
+            return Err(Error::FeatureNotSupported(
+                "ALTER TABLE ... DROP COLUMN of an attached CQL table: alter the CQL table and attach it again".into(),
+            ));
+        }
+        // The catalog first: once every proxy has it, none writes the columns.
+        self.write_def(new).await?;
+        self.catalog_changed().await?;
+        for &i in dropped {
+            let cql = format!(
+                "ALTER TABLE {} DROP {}",
+                self.table(old),
+                q(old.columns[i].stored_name())
+            );
+            // A column an earlier attempt dropped before it failed is gone already.
+            if let Err(e) = self.ddl(&cql).await {
+                let gone = matches!(&e, Error::Backend { message, .. } if message.contains("not found") || message.contains("does not exist") || message.contains("doesn't exist"));
+                if !gone {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn update_table(&self, def: &TableDef) -> Result<()> {

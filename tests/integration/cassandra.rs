@@ -325,6 +325,33 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         .collect();
     assert_eq!(got, want);
 
+    // RENAME and DROP COLUMN through A: B reads under the new name, writes without the
+    // dropped column, and refuses it.
+    a.batch_execute(
+        "ALTER TABLE notes RENAME COLUMN body TO content; ALTER TABLE docs DROP COLUMN kind",
+    )
+    .await
+    .expect("rename and drop through a");
+    assert_eq!(
+        cells(&b, "SELECT content FROM notes WHERE id = 1").await,
+        vec![vec![Some("one".into())]]
+    );
+    b.execute(
+        "INSERT INTO docs (id, e, score) VALUES ($1, '[9,9]', $2)",
+        &[&100i32, &1i32],
+    )
+    .await
+    .expect("b writes docs without the dropped column");
+    let e = b
+        .execute("INSERT INTO docs (id, kind) VALUES ($1, 'x')", &[&101i32])
+        .await
+        .expect_err("b no longer has the dropped column");
+    assert_eq!(sqlstate(&e), "42703");
+    assert_eq!(
+        cells(&a, "SELECT count(*), sum(score) FROM docs").await,
+        vec![vec![Some("41".into()), Some((5 * 39 + 9 + 1).to_string())]]
+    );
+
     // A sequence made through A is B's at once; values never repeat across them.
     a.batch_execute("CREATE SEQUENCE tickets")
         .await
