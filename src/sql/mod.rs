@@ -185,6 +185,10 @@ impl Engine {
         self.refuse_dropped_subqueries(sql)?;
         let sql = pgvector::regproc_literals(sql);
         let sql = pgvector::attrdef_subquery(&sql);
+        let sql = match sequences::canonical_sequence_options(&sql) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => sql,
+        };
         let syntax = |e: datafusion::sql::sqlparser::parser::ParserError| {
             Error::Syntax(e.to_string().replace("sql parser error: ", ""))
         };
@@ -213,6 +217,7 @@ impl Engine {
         } else {
             Vec::new()
         };
+        let nextvals = pgvector::mentions(&sql, "nextval");
         for s in &mut stmts {
             if catalog {
                 pgvector::aggregate_catalog_subqueries(s, &user_tables);
@@ -224,6 +229,18 @@ impl Engine {
                 compat::computed_regclass(s);
             }
             colnames::postgres_column_names(s);
+            // Not in DDL: a column default keeps its text as written.
+            if nextvals
+                && matches!(
+                    s,
+                    Statement::Query(_)
+                        | Statement::Insert(_)
+                        | Statement::Update(_)
+                        | Statement::Delete(_)
+                )
+            {
+                sequences::number_nextvals(s);
+            }
             compat::user_registers(s);
             compat::like_escapes(s);
             compat::guard_not_in(s);

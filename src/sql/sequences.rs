@@ -337,3 +337,250 @@ impl AsyncScalarUDFImpl for SequenceFunction {
         Ok(ColumnarValue::Array(Arc::new(Int64Array::from(out))))
     }
 }
+
+/// Postgres takes a sequence's options (`CREATE SEQUENCE`, an identity column's
+/// parenthesised list) in any order; the SQL parser only in the order INCREMENT,
+/// MINVALUE, MAXVALUE, START, CACHE, CYCLE (pg_dump writes START first). Each such list
+/// is put in the parser's order; `None` when nothing needed it.
+pub fn canonical_sequence_options(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if !super::pgvector::mentions(sql, "sequence") && !super::pgvector::mentions(sql, "identity") {
+        return None;
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let word = |t: &Token| match t {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    };
+    let is = |i: usize, kw: &str| tokens.get(i).and_then(word).as_deref() == Some(kw);
+    // The next token after `i` that is not whitespace.
+    let next = |mut i: usize| {
+        i += 1;
+        while matches!(tokens.get(i), Some(Token::Whitespace(_))) {
+            i += 1;
+        }
+        i
+    };
+    // Option lists, as ranges of token positions.
+    let mut lists: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        if is(i, "SEQUENCE")
+            && (0..i)
+                .rev()
+                .find(|&j| !matches!(tokens[j], Token::Whitespace(_)))
+                .is_some_and(|j| is(j, "CREATE") || is(j, "TEMP") || is(j, "TEMPORARY"))
+        {
+            // CREATE [TEMP] SEQUENCE [IF NOT EXISTS] name [AS type] options [OWNED BY ...]
+            let mut j = next(i);
+            if is(j, "IF") {
+                j = next(next(next(j)));
+            }
+            j = next(j);
+            while matches!(tokens.get(j), Some(Token::Period)) {
+                j = next(next(j));
+            }
+            if is(j, "AS") {
+                j = next(next(j));
+            }
+            let end = (j..tokens.len())
+                .find(|&k| is(k, "OWNED") || matches!(tokens[k], Token::SemiColon))
+                .unwrap_or(tokens.len());
+            lists.push((j, end));
+            i = end;
+        } else if is(i, "IDENTITY") && matches!(tokens.get(next(i)), Some(Token::LParen)) {
+            let start = next(i) + 1;
+            let end = (start..tokens.len()).find(|&k| matches!(tokens[k], Token::RParen))?;
+            lists.push((start, end));
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    // An option's rank in the parser's order, where one starts at `k`.
+    let rank = |k: usize| -> Option<u8> {
+        match tokens.get(k).and_then(word)?.as_str() {
+            "INCREMENT" => Some(0),
+            "MINVALUE" => Some(1),
+            "MAXVALUE" => Some(2),
+            "START" => Some(3),
+            "CACHE" => Some(4),
+            "CYCLE" => Some(5),
+            "NO" => match tokens.get(next(k)).and_then(word)?.as_str() {
+                "MINVALUE" => Some(1),
+                "MAXVALUE" => Some(2),
+                "CYCLE" => Some(5),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    let text = |range: std::ops::Range<usize>| -> String {
+        tokens[range].iter().map(ToString::to_string).collect()
+    };
+    let mut out = String::new();
+    let mut done = 0;
+    let mut changed = false;
+    for (start, end) in lists {
+        // Split the list where options start (a `NO` starts its own; the keyword after
+        // it does not).
+        let mut options: Vec<(u8, usize, usize)> = Vec::new();
+        let mut k = start;
+        while k < end {
+            let after_no = k > start && is(prev_word(&tokens, k), "NO");
+            if let Some(r) = rank(k)
+                && !after_no
+            {
+                if let Some(last) = options.last_mut() {
+                    last.2 = k;
+                }
+                options.push((r, k, end));
+            }
+            k += 1;
+        }
+        if options.windows(2).all(|w| w[0].0 <= w[1].0) {
+            continue;
+        }
+        let lead = options.first().map_or(end, |o| o.1);
+        let mut sorted = options.clone();
+        sorted.sort_by_key(|o| o.0);
+        out.push_str(&text(done..lead));
+        for (_, a, b) in sorted {
+            let part = text(a..b);
+            out.push_str(part.trim_end());
+            out.push(' ');
+        }
+        done = end;
+        changed = true;
+    }
+    if !changed {
+        return None;
+    }
+    out.push_str(&text(done..tokens.len()));
+    Some(out)
+}
+
+/// The position of the last word before `k` (skipping whitespace), or `k` itself.
+fn prev_word(tokens: &[datafusion::sql::sqlparser::tokenizer::Token], k: usize) -> usize {
+    (0..k)
+        .rev()
+        .find(|&j| {
+            !matches!(
+                tokens[j],
+                datafusion::sql::sqlparser::tokenizer::Token::Whitespace(_)
+            )
+        })
+        .unwrap_or(k)
+}
+
+/// Number the `nextval(s)` calls of a statement (`nextval(s, 1)`, `nextval(s, 2)`, ...:
+/// the function ignores the number). Each call then takes its own value, as in Postgres,
+/// where the query engine would otherwise compute two equal calls once.
+pub fn number_nextvals(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        FunctionArg, FunctionArgExpr, FunctionArguments, Value as SqlValue, VisitMut, VisitorMut,
+    };
+    struct Number(usize);
+    impl VisitorMut for Number {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut SqlExpr) -> std::ops::ControlFlow<()> {
+            if let SqlExpr::Function(f) = e
+                && f.name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|i| i.value.eq_ignore_ascii_case("nextval"))
+                && let FunctionArguments::List(list) = &mut f.args
+                && list.args.len() == 1
+            {
+                self.0 += 1;
+                list.args
+                    .push(FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::value(
+                        SqlValue::Number(self.0.to_string(), false),
+                    ))));
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Number(0));
+}
+
+/// `INSERT ... VALUES (nextval('s'), ...), ...`: the query engine cannot call an async
+/// function inside VALUES, so each `nextval` of a sequence named by a literal takes its
+/// value here, row by row and left to right as Postgres evaluates them, and becomes a
+/// number. `None` when the VALUES list has no such call.
+pub async fn take_nextvals_in_values(
+    session: &super::Session,
+    query: &datafusion::sql::sqlparser::ast::Query,
+) -> Result<Option<datafusion::sql::sqlparser::ast::Query>> {
+    use datafusion::sql::sqlparser::ast::{
+        FunctionArg, FunctionArgExpr, FunctionArguments, SetExpr, Value as SqlValue, Visit,
+        VisitMut, Visitor, VisitorMut,
+    };
+    let SetExpr::Values(values) = query.body.as_ref() else {
+        return Ok(None);
+    };
+    // The sequence a call takes from, if it is `nextval('name' [, n])`.
+    fn sequence_of(e: &SqlExpr) -> Option<String> {
+        let SqlExpr::Function(f) = e else {
+            return None;
+        };
+        let is_nextval = f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("nextval"));
+        let FunctionArguments::List(list) = &f.args else {
+            return None;
+        };
+        match list.args.first()? {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(arg)) if is_nextval => {
+                match literal_value(arg)? {
+                    Value::Text(s) => Some(bare(&s)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+    // The calls in evaluation order.
+    struct Calls(Vec<String>);
+    impl Visitor for Calls {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &SqlExpr) -> std::ops::ControlFlow<()> {
+            if let Some(s) = sequence_of(e) {
+                self.0.push(s);
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut calls = Calls(Vec::new());
+    let _ = values.visit(&mut calls);
+    if calls.0.is_empty() {
+        return Ok(None);
+    }
+    let core = &session.engine.core;
+    let mut taken = Vec::with_capacity(calls.0.len());
+    for name in &calls.0 {
+        let v = core.nextvals(name, 1).await?;
+        session.sequence_values.note(name, &v);
+        taken.extend(v);
+    }
+    struct Put(std::vec::IntoIter<i64>);
+    impl VisitorMut for Put {
+        type Break = ();
+        fn post_visit_expr(&mut self, e: &mut SqlExpr) -> std::ops::ControlFlow<()> {
+            if sequence_of(e).is_some()
+                && let Some(v) = self.0.next()
+            {
+                *e = SqlExpr::value(SqlValue::Number(v.to_string(), false));
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut query = query.clone();
+    let _ = VisitMut::visit(query.body.as_mut(), &mut Put(taken.into_iter()));
+    Ok(Some(query))
+}

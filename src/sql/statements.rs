@@ -1001,8 +1001,12 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
             })
             .collect::<Result<_>>()?
     };
+    let taken = match ins.source.as_deref() {
+        Some(source) => super::sequences::take_nextvals_in_values(session, source).await?,
+        None => None,
+    };
     // `VALUES (..., DEFAULT, ...)`: each row names the columns it gives.
-    let (values, width, given) = match ins.source.as_deref() {
+    let (values, width, given) = match taken.as_ref().or(ins.source.as_deref()) {
         // INSERT ... DEFAULT VALUES
         None => (vec![vec![]], 0, Some(vec![vec![]])),
         Some(source) => match without_defaults(source, &targets) {

@@ -22,6 +22,7 @@ impl SchemaProvider for InformationSchema {
                 "key_column_usage",
                 "constraint_column_usage",
                 "referential_constraints",
+                "sequences",
             ]
             .map(String::from),
         );
@@ -58,6 +59,8 @@ enum KeyView {
     KeyColumnUsage,
     ConstraintColumnUsage,
     ReferentialConstraints,
+    /// Not a key view: the sequences (`CREATE SEQUENCE`, serial and identity columns').
+    Sequences,
 }
 
 impl KeyView {
@@ -67,6 +70,7 @@ impl KeyView {
             "key_column_usage" => KeyView::KeyColumnUsage,
             "constraint_column_usage" => KeyView::ConstraintColumnUsage,
             "referential_constraints" => KeyView::ReferentialConstraints,
+            "sequences" => KeyView::Sequences,
             _ => return None,
         })
     }
@@ -117,6 +121,20 @@ impl KeyView {
                 "update_rule",
                 "delete_rule",
             ],
+            KeyView::Sequences => &[
+                "sequence_catalog",
+                "sequence_schema",
+                "sequence_name",
+                "data_type",
+                "numeric_precision",
+                "numeric_precision_radix",
+                "numeric_scale",
+                "start_value",
+                "minimum_value",
+                "maximum_value",
+                "increment",
+                "cycle_option",
+            ],
         }
     }
 }
@@ -136,7 +154,11 @@ impl TableProvider for KeyViews {
             .iter()
             .map(|c| {
                 let ty = match *c {
-                    "ordinal_position" | "position_in_unique_constraint" => DataType::Int32,
+                    "ordinal_position"
+                    | "position_in_unique_constraint"
+                    | "numeric_precision"
+                    | "numeric_precision_radix"
+                    | "numeric_scale" => DataType::Int32,
                     _ => DataType::Utf8,
                 };
                 datafusion::arrow::datatypes::Field::new(*c, ty, true)
@@ -158,6 +180,58 @@ impl TableProvider for KeyViews {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
         let database = state.config().options().catalog.default_catalog.clone();
+        if self.kind == KeyView::Sequences {
+            let Some(core) = self.shared.upgrade() else {
+                return Err(datafusion::error::DataFusionError::Internal(
+                    "the engine is gone".into(),
+                ));
+            };
+            // As in Postgres, not the sequences behind identity columns (serial ones are).
+            let identity = |owner: &Option<(String, String)>| {
+                owner.as_ref().is_some_and(|(t, c)| {
+                    core.table(t).ok().is_some_and(|d| {
+                        d.column_index(c)
+                            .is_some_and(|i| d.columns[i].identity.is_some())
+                    })
+                })
+            };
+            let mut seqs = core.sequence_defs();
+            seqs.retain(|s| !identity(&s.owned_by));
+            seqs.sort_by(|a, b| a.name.cmp(&b.name));
+            let batch = build_rows(
+                &schema,
+                seqs.len(),
+                |c, r| {
+                    let s = &seqs[r];
+                    let bits = match s.ty {
+                        crate::types::ColumnType::SmallInt => 16,
+                        crate::types::ColumnType::Int => 32,
+                        _ => 64,
+                    };
+                    Some(match c {
+                        "sequence_catalog" => Cell::Text(database.clone()),
+                        "sequence_schema" => Cell::Text("public".into()),
+                        "sequence_name" => Cell::Text(s.name.clone()),
+                        "data_type" => Cell::Text(s.ty.sql_name()),
+                        "numeric_precision" => Cell::Int(bits),
+                        "numeric_precision_radix" => Cell::Int(2),
+                        "numeric_scale" => Cell::Int(0),
+                        "start_value" => Cell::Text(s.start.to_string()),
+                        "minimum_value" => Cell::Text(s.min.to_string()),
+                        "maximum_value" => Cell::Text(s.max.to_string()),
+                        "increment" => Cell::Text(s.increment.to_string()),
+                        "cycle_option" => Cell::Text(if s.cycle { "YES" } else { "NO" }.into()),
+                        _ => return None,
+                    })
+                },
+                None,
+            )?;
+            return Ok(MemorySourceConfig::try_new_exec(
+                &[vec![batch]],
+                schema,
+                projection.cloned(),
+            )?);
+        }
         let mut tables: Vec<Arc<crate::store::TableDef>> = self
             .shared
             .upgrade()
@@ -172,7 +246,7 @@ impl TableProvider for KeyViews {
                 KeyView::KeyColumnUsage | KeyView::ConstraintColumnUsage => {
                     rows.extend((0..def.primary_key.len()).map(|i| (def, Some(i))))
                 }
-                KeyView::ReferentialConstraints => {}
+                KeyView::ReferentialConstraints | KeyView::Sequences => {}
             }
         }
         let batch = build_rows(
@@ -204,7 +278,8 @@ impl TableProvider for KeyViews {
 }
 
 /// Columns of `information_schema.columns` the emulation lacks, in this order: the type's
-/// name and schema, and (no identity or generated columns here) `NO`, `NEVER`, NULL.
+/// name and schema, whether it is an identity column (and which kind), and (no
+/// generated columns here) `NEVER`.
 const COLUMNS_EXTRA: [&str; 5] = [
     "udt_name",
     "udt_schema",
@@ -314,6 +389,7 @@ impl TableProvider for Columns {
             let mut data_types = Vec::with_capacity(b.num_rows());
             let mut udt_names = Vec::with_capacity(b.num_rows());
             let mut defaults = Vec::with_capacity(b.num_rows());
+            let mut identities = Vec::with_capacity(b.num_rows());
             for i in 0..b.num_rows() {
                 let col = (ts.value(i) == "public")
                     .then(|| tables.get(tn.value(i)))
@@ -324,6 +400,7 @@ impl TableProvider for Columns {
                     col.filter(|c| c.identity.is_none())
                         .and_then(|c| c.default.clone()),
                 );
+                identities.push(col.and_then(|c| c.identity));
                 let declared = col.map(|c| declared_type_names(&c.ty));
                 let (d, u) = match declared {
                     Some((d, u)) => (d.to_string(), u.to_string()),
@@ -360,9 +437,21 @@ impl TableProvider for Columns {
             }
             columns.push(Arc::new(StringArray::from(udt_names)));
             columns.push(Arc::new(udt_schemas));
-            columns.push(Arc::new(StringArray::from(vec!["NO"; n])));
+            let is_identity: StringArray = identities
+                .iter()
+                .map(|i| Some(if i.is_some() { "YES" } else { "NO" }))
+                .collect();
+            let generation: StringArray = identities
+                .iter()
+                .map(|i| match i {
+                    Some('a') => Some("ALWAYS"),
+                    Some(_) => Some("BY DEFAULT"),
+                    None => None,
+                })
+                .collect();
+            columns.push(Arc::new(is_identity));
             columns.push(Arc::new(StringArray::from(vec!["NEVER"; n])));
-            columns.push(Arc::new(StringArray::from(vec![None::<&str>; n])));
+            columns.push(Arc::new(generation));
             out.push(RecordBatch::try_new(schema.clone(), columns)?);
         }
         Ok(MemorySourceConfig::try_new_exec(

@@ -92,6 +92,14 @@ impl SchemaProvider for PgCatalogOverlay {
             };
             return Ok(Some(Arc::new(PgType { types, namespaces })));
         }
+        if name == "pg_sequence"
+            && let Some(table) = &table
+        {
+            return Ok(Some(Arc::new(PgSequence {
+                schema: table.schema(),
+                shared: self.shared.clone(),
+            })));
+        }
         let keys = match name {
             "pg_class" => Some(KeyTable::Class),
             "pg_index" => Some(KeyTable::Index),
@@ -467,6 +475,27 @@ fn patch(
 /// catalog has no such rows, so they are derived from the table's own OID.
 pub const INDEX_OID_BASE: i32 = 1_000_000;
 pub const CONSTRAINT_OID_BASE: i32 = 2_000_000;
+/// OIDs of sequences: a hash of the name above this.
+pub const SEQUENCE_OID_BASE: i32 = 3_000_000;
+
+/// A sequence's OID, the same in every query.
+pub fn sequence_oid(name: &str) -> i32 {
+    let h = name.bytes().fold(0xcbf2_9ce4_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    SEQUENCE_OID_BASE + (h % 1_000_000) as i32
+}
+
+/// The OID of the `public` namespace in `pg_namespace`'s batches.
+fn public_namespace(namespaces: &[RecordBatch]) -> Option<i32> {
+    namespaces.iter().find_map(|b| {
+        let oid = column(b, "oid")?.as_primitive_opt::<Int32Type>()?;
+        let name = column(b, "nspname")?.as_string_opt::<i32>()?;
+        (0..b.num_rows())
+            .find(|&i| name.value(i) == "public")
+            .map(|i| oid.value(i))
+    })
+}
 
 /// What an engine's catalog queries last saw in `pg_class`, for the functions that
 /// answer about a relation by its OID or name: each engine keeps its own.
@@ -657,6 +686,66 @@ fn with_columns(schema: &SchemaRef, extra: &[(&str, DataType)]) -> SchemaRef {
         }
     }
     Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+}
+
+/// `pg_sequence`: one row per sequence (the emulation's is empty), for psql's `\d seq`.
+#[derive(Debug)]
+struct PgSequence {
+    schema: SchemaRef,
+    shared: Weak<Core>,
+}
+
+#[async_trait]
+impl TableProvider for PgSequence {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let seqs = self
+            .shared
+            .upgrade()
+            .map(|s| s.sequence_defs())
+            .unwrap_or_default();
+        let batch = build_rows(
+            &self.schema,
+            seqs.len(),
+            |c, r| {
+                let s = &seqs[r];
+                Some(match c {
+                    "seqrelid" => Cell::Int(i64::from(sequence_oid(&s.name))),
+                    "seqtypid" => Cell::Int(match s.ty {
+                        crate::types::ColumnType::SmallInt => 21,
+                        crate::types::ColumnType::Int => 23,
+                        _ => 20,
+                    }),
+                    "seqstart" => Cell::Int(s.start),
+                    "seqincrement" => Cell::Int(s.increment),
+                    "seqmax" => Cell::Int(s.max),
+                    "seqmin" => Cell::Int(s.min),
+                    "seqcache" => Cell::Int(1),
+                    "seqcycle" => Cell::Bool(s.cycle),
+                    _ => return None,
+                })
+            },
+            None,
+        )?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
 }
 
 /// `pg_class` columns the emulation lacks, added as NULL text arrays.
@@ -873,6 +962,44 @@ impl TableProvider for PrimaryKeys {
                             _ => None,
                         },
                         Some((&batches[*bi], &[*row])),
+                    )?);
+                }
+                // Sequences are relations too (relkind `S`: psql's `\ds`).
+                let mut seqs = self
+                    .shared
+                    .upgrade()
+                    .map(|s| s.sequence_defs())
+                    .unwrap_or_default();
+                seqs.sort_by(|a, b| a.name.cmp(&b.name));
+                let public = public_namespace(&read_all(&self.namespaces, state).await?);
+                // The other columns as a table's (any relation's, without one) has them.
+                let template = found.first().map(|f| (f.3, f.4)).or_else(|| {
+                    batches
+                        .iter()
+                        .position(|b| b.num_rows() > 0)
+                        .map(|bi| (bi, 0))
+                });
+                for seq in &seqs {
+                    out.push(build_rows(
+                        &schema,
+                        1,
+                        |c, _| match c {
+                            "oid" => Some(Cell::Int(i64::from(sequence_oid(&seq.name)))),
+                            "relname" => Some(Cell::Text(seq.name.clone())),
+                            "relnamespace" => public.map(|p| Cell::Int(i64::from(p))),
+                            "relkind" => Some(Cell::Text("S".into())),
+                            "relpersistence" => Some(Cell::Text("p".into())),
+                            "reltype" | "reloftype" | "reltoastrelid" | "relam" => {
+                                Some(Cell::Int(0))
+                            }
+                            "relnatts" => Some(Cell::Int(3)),
+                            "relhasindex" | "relhasrules" | "relhastriggers" | "relhassubclass"
+                            | "relisshared" => Some(Cell::Bool(false)),
+                            _ => None,
+                        },
+                        template
+                            .as_ref()
+                            .map(|(bi, row)| (&batches[*bi], std::slice::from_ref(row))),
                     )?);
                 }
                 out
