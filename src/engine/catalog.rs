@@ -115,7 +115,21 @@ impl Core {
                     "catalog changed by another proxy"
                 );
             }
-            if !self.index.shared() {
+            if self.index.shared() {
+                // The proxy that made a table made its collection; one this proxy cannot
+                // find (another collection prefix) it makes and fills itself.
+                let mut missing = Vec::new();
+                for def in changes.created.iter().filter(|d| d.indexed()) {
+                    if !self.index.has_collection(def).await.unwrap_or(true) {
+                        missing.push(def.clone());
+                    }
+                }
+                self.follow(Changes {
+                    created: missing,
+                    ..Changes::default()
+                })
+                .await;
+            } else {
                 self.follow(changes).await;
             }
             return Ok(());

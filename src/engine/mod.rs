@@ -15,6 +15,7 @@ pub mod health;
 pub mod sequences;
 pub mod sync;
 pub mod tx;
+pub mod unique;
 pub mod write;
 
 use std::collections::HashMap;

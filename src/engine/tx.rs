@@ -67,12 +67,24 @@ pub struct Transaction {
     savepoints: Vec<(String, Changes)>,
     failed: bool,
     read_only: bool,
+    /// Unique values claimed and given up by the block's writes.
+    unique: super::unique::UniqueClaims,
 }
 
 impl Transaction {
     /// Every table's changes, for the commit.
     pub fn into_changes(self) -> Vec<Arc<Pending>> {
         self.changes.into_values().collect()
+    }
+
+    /// Every table's changes and the unique values the block claimed and gave up.
+    pub fn into_parts(self) -> (Vec<Arc<Pending>>, super::unique::UniqueClaims) {
+        (self.changes.into_values().collect(), self.unique)
+    }
+
+    /// The block ends without its writes: the unique values it claimed go back.
+    pub async fn abandon(self, core: &Core) {
+        super::unique::give_back(core, &self.unique.taken).await;
     }
 
     pub fn failed(&self) -> bool {
@@ -116,6 +128,18 @@ impl TxSlot {
     }
 
     /// Whether a transaction block is open.
+    /// Record unique values a statement of the block claimed and gave up.
+    pub fn note_unique(
+        &self,
+        taken: Vec<super::unique::Claim>,
+        given_up: Vec<super::unique::Claim>,
+    ) {
+        if let Some(tx) = self.tx.lock().as_mut() {
+            tx.unique.taken.extend(taken);
+            tx.unique.given_up.extend(given_up);
+        }
+    }
+
     pub fn active(&self) -> bool {
         self.tx.lock().is_some()
     }

@@ -70,6 +70,26 @@ pub async fn delete_rows(
     Ok(n)
 }
 
+/// Commit a transaction block: its changes ([`commit`]), then the unique values it gave
+/// up go back; if the commit fails, the values it claimed do.
+pub async fn commit_block(
+    core: &Core,
+    tx: super::tx::Transaction,
+    notices: &Notices,
+) -> Result<u64> {
+    let (pending, claims) = tx.into_parts();
+    match commit(core, pending.clone(), notices).await {
+        Ok(n) => {
+            super::unique::after_commit(core, &pending, claims).await;
+            Ok(n)
+        }
+        Err(e) => {
+            super::unique::give_back(core, &claims.taken).await;
+            Err(e)
+        }
+    }
+}
+
 /// Commit a transaction block's changes: all of them into the row store at once (with
 /// their outbox entries), then each table's into the index. Once the rows have them the
 /// commit stands: an index that fails then leaves the change to the outbox, and the

@@ -183,6 +183,22 @@ fn without_columns(def: &TableDef, dropped: &[usize]) -> TableDef {
         .filter_map(|&i| position(i))
         .collect();
     new.vector_column = def.vector_column.and_then(position);
+    // A UNIQUE constraint on a dropped column goes with it (as in Postgres).
+    new.unique = def
+        .unique
+        .iter()
+        .filter_map(|u| {
+            let columns = u
+                .columns
+                .iter()
+                .map(|&c| position(c))
+                .collect::<Option<Vec<_>>>()?;
+            Some(crate::store::UniqueDef {
+                columns,
+                ..u.clone()
+            })
+        })
+        .collect();
     if new.vector_column.is_none() {
         // Index settings of a table without an index mean nothing.
         new.options.remove("tenant_key");

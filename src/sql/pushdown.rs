@@ -347,6 +347,7 @@ mod tests {
             vector_column: Some(5),
             distance: Distance::Cosine,
             options: Default::default(),
+            unique: vec![],
         }
     }
 

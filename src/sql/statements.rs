@@ -200,14 +200,13 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
                 Output::TransactionEnd("COMMIT".into())
             }
             // A failed block can only roll back, whatever the client asks.
-            Some(tx) if tx.failed() => Output::TransactionEnd("ROLLBACK".into()),
+            Some(tx) if tx.failed() => {
+                tx.abandon(&session.engine.core).await;
+                Output::TransactionEnd("ROLLBACK".into())
+            }
             Some(tx) => {
-                crate::engine::write::commit(
-                    &session.engine.core,
-                    tx.into_changes(),
-                    &session.notices,
-                )
-                .await?;
+                crate::engine::write::commit_block(&session.engine.core, tx, &session.notices)
+                    .await?;
                 Output::TransactionEnd("COMMIT".into())
             }
         },
@@ -219,7 +218,9 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             Output::Command("ROLLBACK".into())
         }
         Statement::Rollback { .. } => {
-            if session.tx.take().is_none() {
+            if let Some(tx) = session.tx.take() {
+                tx.abandon(&session.engine.core).await;
+            } else {
                 session
                     .notices
                     .push_warning("25P01", "there is no transaction in progress");
@@ -408,6 +409,8 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     }
     let mut columns = Vec::new();
     let mut primary_key: Vec<usize> = Vec::new();
+    // UNIQUE constraints: an optional name and the columns.
+    let mut uniques: Vec<(Option<String>, Vec<usize>)> = Vec::new();
     // Columns that own a sequence (serial types, identity): (column, options, identity).
     let mut owned: Vec<(usize, Vec<SequenceOptions>, Option<char>)> = Vec::new();
     let mut defaults = Vec::new();
@@ -456,7 +459,10 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
                     ));
                 }
                 ColumnOption::Null => {}
-                ColumnOption::Unique(_) => unique_not_enforced(session, &cname),
+                ColumnOption::Unique(u) => {
+                    refuse_nulls_not_distinct(u)?;
+                    uniques.push((u.name.as_ref().map(ident_name), vec![i]));
+                }
                 other => {
                     return Err(Error::FeatureNotSupported(format!(
                         "column option {other} is not supported"
@@ -481,22 +487,19 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
                         "multiple primary keys for table \"{name}\" are not allowed"
                     )));
                 }
-                for ic in &pk.columns {
-                    let cname = match &ic.column.expr {
-                        SqlExpr::Identifier(id) => ident_name(id),
-                        other => other.to_string(),
-                    };
-                    let idx = columns
-                        .iter()
-                        .position(|c| c.name == cname)
-                        .ok_or_else(|| Error::UndefinedColumn(cname.clone()))?;
+                for idx in constraint_columns(&columns, &pk.columns)? {
                     columns[idx].nullable = false;
                     primary_key.push(idx);
                 }
             }
+            TableConstraint::Unique(u) => {
+                refuse_nulls_not_distinct(u)?;
+                let cols = constraint_columns(&columns, &u.columns)?;
+                uniques.push((u.name.as_ref().map(ident_name), cols));
+            }
             _ => {
                 return Err(Error::FeatureNotSupported(
-                    "only PRIMARY KEY table constraints are supported".into(),
+                    "only PRIMARY KEY and UNIQUE table constraints are supported".into(),
                 ));
             }
         }
@@ -582,7 +585,31 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         vector_column,
         distance,
         options,
+        unique: vec![],
     };
+    for (cname, cols) in uniques {
+        // The primary key is unique already; a constraint named twice is one.
+        if cols == def.primary_key || def.unique.iter().any(|u| u.columns == cols) {
+            continue;
+        }
+        let name = cname.unwrap_or_else(|| {
+            let names: Vec<&str> = cols.iter().map(|&c| def.columns[c].name.as_str()).collect();
+            format!("{}_{}_key", def.name, names.join("_"))
+        });
+        if cols
+            .iter()
+            .any(|&c| matches!(def.columns[c].ty, ColumnType::Vector(_)))
+        {
+            return Err(Error::FeatureNotSupported(
+                "UNIQUE on a vector column is not supported".into(),
+            ));
+        }
+        def.unique.push(crate::store::UniqueDef {
+            name,
+            columns: cols,
+            space: crate::engine::unique::new_space(),
+        });
+    }
     // The sequences first (a default names one), dropped again if the table fails.
     let mut sequences = Vec::new();
     for (i, opts, identity) in owned {
@@ -638,6 +665,12 @@ async fn create_index(
 ) -> Result<Output> {
     let shared = &session.engine.core;
     let def = shared.table(&table_name(&ci.table_name)?)?;
+    if ci.unique {
+        session.notices.push(format!(
+            "the uniqueness of index {} is not enforced: vectorgate enforces UNIQUE constraints declared in CREATE TABLE",
+            ci.name.as_ref().map_or_else(|| "on \"".to_string() + &def.name + "\"", |n| format!("\"{n}\""))
+        ));
+    }
     let Some(vector) = def.vector_name().map(str::to_string) else {
         session.notices.push(format!(
             "\"{}\" has no vector column: its rows are found by key or by a scan; CREATE INDEX changes nothing",
@@ -919,9 +952,42 @@ pub(crate) fn check_row(
 }
 
 /// The NOTICE for a UNIQUE column constraint, which is accepted but not enforced.
+/// The positions of a table constraint's columns (42703 for one the table lacks).
+fn constraint_columns(
+    columns: &[ColumnDef],
+    named: &[datafusion::sql::sqlparser::ast::IndexColumn],
+) -> Result<Vec<usize>> {
+    named
+        .iter()
+        .map(|ic| {
+            let cname = match &ic.column.expr {
+                SqlExpr::Identifier(id) => ident_name(id),
+                other => other.to_string(),
+            };
+            columns
+                .iter()
+                .position(|c| c.name == cname)
+                .ok_or(Error::UndefinedColumn(cname))
+        })
+        .collect()
+}
+
+/// UNIQUE NULLS NOT DISTINCT (a NULL equal to a NULL) is not enforced here: 0A000.
+fn refuse_nulls_not_distinct(u: &datafusion::sql::sqlparser::ast::UniqueConstraint) -> Result<()> {
+    if matches!(
+        u.nulls_distinct,
+        datafusion::sql::sqlparser::ast::NullsDistinctOption::NotDistinct
+    ) {
+        return Err(Error::FeatureNotSupported(
+            "UNIQUE NULLS NOT DISTINCT is not supported".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn unique_not_enforced(session: &Session, column: &str) {
     session.notices.push(format!(
-        "UNIQUE on column \"{column}\" is not enforced: vectorgate enforces only the primary key's uniqueness"
+        "UNIQUE on column \"{column}\" is not enforced: vectorgate enforces UNIQUE constraints declared in CREATE TABLE"
     ));
 }
 
@@ -1440,10 +1506,58 @@ pub(crate) async fn write_rows(
     mode: WriteMode,
 ) -> Result<()> {
     let core = &session.engine.core;
+    if !def.unique.is_empty() {
+        return write_unique(session, def, rows, mode).await;
+    }
     if session.tx.active() {
         return session.tx.write(core, def, rows, mode).await;
     }
     crate::engine::write::write_rows(core, def, rows, mode, &session.notices).await
+}
+
+/// A write to a table with UNIQUE constraints: the values its rows bring are claimed
+/// first (23505 if another row holds one), the values they no longer have are given
+/// back once the write stands (in a block: at its COMMIT).
+async fn write_unique(
+    session: &Session,
+    def: &Arc<TableDef>,
+    rows: Vec<Row>,
+    mode: WriteMode,
+) -> Result<()> {
+    use crate::engine::unique;
+    let core = &session.engine.core;
+    let olds: Vec<Option<Row>> = match mode {
+        WriteMode::InsertNew => vec![None; rows.len()],
+        _ => {
+            let keys_: Vec<Vec<Value>> = rows.iter().map(|r| def.key_of(r)).collect();
+            session.get_rows(def, &keys_).await?
+        }
+    };
+    let pending = session.pending(&def.name);
+    let pairs: Vec<(&Row, Option<&Row>)> =
+        rows.iter().zip(olds.iter().map(Option::as_ref)).collect();
+    let taken = unique::claim(core, def, pending.as_deref(), &pairs).await?;
+    let given_up: Vec<unique::Claim> = olds
+        .iter()
+        .zip(&rows)
+        .filter_map(|(o, n)| o.as_ref().map(|o| unique::given_up(def, o, Some(n))))
+        .flatten()
+        .collect();
+    let written = if session.tx.active() {
+        session.tx.write(core, def, rows, mode).await
+    } else {
+        crate::engine::write::write_rows(core, def, rows, mode, &session.notices).await
+    };
+    if let Err(e) = written {
+        unique::give_back(core, &taken).await;
+        return Err(e);
+    }
+    if session.tx.active() {
+        session.tx.note_unique(taken, given_up);
+    } else {
+        unique::give_back(core, &given_up).await;
+    }
+    Ok(())
 }
 
 /// The catalog option naming a table's bigserial column.
@@ -1478,10 +1592,26 @@ async fn delete_rows(
     keys_: Vec<Vec<Value>>,
 ) -> Result<u64> {
     let core = &session.engine.core;
+    // The unique values of the deleted rows go back once the delete stands.
+    let given_up: Vec<crate::engine::unique::Claim> = if def.unique.is_empty() {
+        vec![]
+    } else {
+        session
+            .get_rows(def, &keys_)
+            .await?
+            .iter()
+            .flatten()
+            .flat_map(|o| crate::engine::unique::given_up(def, o, None))
+            .collect()
+    };
     if session.tx.active() {
-        return session.tx.delete(core, def, keys_).await;
+        let n = session.tx.delete(core, def, keys_).await?;
+        session.tx.note_unique(vec![], given_up);
+        return Ok(n);
     }
-    crate::engine::write::delete_rows(core, def, keys_, &session.notices).await
+    let n = crate::engine::write::delete_rows(core, def, keys_, &session.notices).await?;
+    crate::engine::unique::give_back(core, &given_up).await;
+    Ok(n)
 }
 
 pub(crate) fn quote_ident(s: &str) -> String {

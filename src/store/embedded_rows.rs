@@ -20,6 +20,8 @@ const CATALOG: TableDefinition<&str, &str> = TableDefinition::new("vg_catalog");
 const OUTBOX: TableDefinition<(&str, &[u8]), i64> = TableDefinition::new("vg_outbox");
 /// Sequence name -> JSON of its definition and state.
 const SEQUENCES: TableDefinition<&str, &str> = TableDefinition::new("vg_sequences");
+/// Holders of unique values: (space, value) -> bincode of a [`super::UniqueHolder`].
+const UNIQUE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("vg_unique");
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredSequence {
@@ -288,6 +290,45 @@ impl RowStore for EmbeddedRows {
             }
             txn.commit().map_err(err)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn unique_swap(
+        &self,
+        space: &str,
+        value: &[u8],
+        expected: Option<&super::UniqueHolder>,
+        new: Option<&super::UniqueHolder>,
+    ) -> Result<std::result::Result<(), Option<super::UniqueHolder>>> {
+        let (space, value) = (space.to_string(), value.to_vec());
+        let (expected, new) = (expected.cloned(), new.cloned());
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(UNIQUE).map_err(err)?;
+                let now: Option<super::UniqueHolder> = t
+                    .get((space.as_str(), value.as_slice()))
+                    .map_err(err)?
+                    .map(|v| bincode::deserialize(v.value()))
+                    .transpose()
+                    .map_err(|_| Error::internal("corrupt unique entry"))?;
+                if now != expected {
+                    return Ok(Err(now));
+                }
+                match &new {
+                    Some(h) => {
+                        let bytes = bincode::serialize(h).map_err(Error::internal)?;
+                        t.insert((space.as_str(), value.as_slice()), bytes.as_slice())
+                            .map_err(err)?;
+                    }
+                    None => {
+                        t.remove((space.as_str(), value.as_slice())).map_err(err)?;
+                    }
+                }
+            }
+            txn.commit().map_err(err)?;
+            Ok(Ok(()))
         })
         .await
     }

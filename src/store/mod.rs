@@ -182,6 +182,18 @@ pub struct TableDef {
     /// Options given at CREATE TABLE, kept for later issues (hnsw m, quantization...).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// UNIQUE constraints besides the primary key, enforced on every write.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unique: Vec<UniqueDef>,
+}
+
+/// A UNIQUE constraint: its name, its columns (positions), and the space its values are
+/// held in (made once, so a constraint made again under the same name starts empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UniqueDef {
+    pub name: String,
+    pub columns: Vec<usize>,
+    pub space: String,
 }
 
 impl TableDef {
@@ -322,6 +334,14 @@ impl TableChanges {
     }
 }
 
+/// Who holds a value of a unique constraint: a row's encoded key, since `at`
+/// (microseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UniqueHolder {
+    pub key: Vec<u8>,
+    pub at: i64,
+}
+
 /// The row store: the source of truth for rows and for the catalog of tables.
 #[async_trait]
 pub trait RowStore: Send + Sync + 'static {
@@ -370,6 +390,17 @@ pub trait RowStore: Send + Sync + 'static {
     /// Remove columns: `new` is `old` without the columns at `dropped` (positions in
     /// `old`). The catalog entry changes and the values go from every stored row.
     async fn drop_columns(&self, old: &TableDef, new: &TableDef, dropped: &[usize]) -> Result<()>;
+    /// Make `new` (`None`: nobody) the holder of `value` in the unique space `space` (a
+    /// unique constraint), if `expected` (`None`: nobody) holds it now, atomically across
+    /// proxies (a CQL lightweight transaction, or a redb write transaction). `Err` with
+    /// the holder there is when it is not `expected`.
+    async fn unique_swap(
+        &self,
+        space: &str,
+        value: &[u8],
+        expected: Option<&UniqueHolder>,
+        new: Option<&UniqueHolder>,
+    ) -> Result<std::result::Result<(), Option<UniqueHolder>>>;
     /// Write rows atomically: all or none. Every written key gets an outbox entry
     /// stamped `ts` (see [`OutboxEntry`]) no later than the row itself.
     async fn write(&self, table: &TableDef, rows: Vec<Row>, mode: WriteMode, ts: i64)

@@ -41,6 +41,9 @@ const VERSION_ROW: &str = "\u{0}";
 /// catalog waits before it returns: by then every running proxy has read the new
 /// version, or will before its next statement.
 pub const CATALOG_LEASE: Duration = Duration::from_millis(100);
+/// Holders of unique values, one partition per (constraint, value), changed only by
+/// lightweight transactions.
+pub const UNIQUE_TABLE: &str = "vectorgate_unique";
 /// The commit log of transactions: a transaction's changes are written here in chunks
 /// (`seq` 1, 2, ...) before its commit marker (`seq` 0); the marker is the commit point.
 /// Then the rows are written and the partition deleted. A marked partition found later
@@ -401,6 +404,11 @@ impl ScyllaRows {
             (
                 SEQUENCES_TABLE,
                 "(name text PRIMARY KEY, def text, last bigint, called boolean)",
+                "",
+            ),
+            (
+                UNIQUE_TABLE,
+                "(space text, val blob, key blob, at bigint, PRIMARY KEY ((space, val)))",
                 "",
             ),
         ];
@@ -772,6 +780,7 @@ impl ScyllaRows {
             vector_column: Some(vector_column),
             distance: super::Distance::Cosine,
             options,
+            unique: vec![],
         })
     }
 
@@ -1118,6 +1127,50 @@ impl RowStore for ScyllaRows {
             .await
             .map_err(cql_err)?;
         applied(res)
+    }
+
+    async fn unique_swap(
+        &self,
+        space: &str,
+        value: &[u8],
+        expected: Option<&super::UniqueHolder>,
+        new: Option<&super::UniqueHolder>,
+    ) -> Result<std::result::Result<(), Option<super::UniqueHolder>>> {
+        let table = format!("{}.{}", q(&self.ks), q(UNIQUE_TABLE));
+        let res = match (expected, new) {
+            (None, None) => return Ok(Ok(())),
+            (None, Some(n)) => self.session.query_unpaged(
+                format!("INSERT INTO {table} (space, val, key, at) VALUES (?, ?, ?, ?) IF NOT EXISTS"),
+                (space, value, n.key.as_slice(), n.at),
+            ).await,
+            (Some(e), Some(n)) => self.session.query_unpaged(
+                format!("UPDATE {table} SET key = ?, at = ? WHERE space = ? AND val = ? IF key = ? AND at = ?"),
+                (n.key.as_slice(), n.at, space, value, e.key.as_slice(), e.at),
+            ).await,
+            (Some(e), None) => self.session.query_unpaged(
+                format!("DELETE FROM {table} WHERE space = ? AND val = ? IF key = ? AND at = ?"),
+                (space, value, e.key.as_slice(), e.at),
+            ).await,
+        }
+        .map_err(cql_err)?;
+        if applied(res)? {
+            return Ok(Ok(()));
+        }
+        // Not applied: the holder as the transaction found it (read back: the failed
+        // round committed what was there).
+        let res = self
+            .session
+            .query_unpaged(
+                format!("SELECT key, at FROM {table} WHERE space = ? AND val = ?"),
+                (space, value),
+            )
+            .await
+            .map_err(cql_err)?;
+        let rows = res.into_rows_result().map_err(cql_err)?;
+        Ok(Err(rows
+            .maybe_first_row::<(Vec<u8>, i64)>()
+            .map_err(cql_err)?
+            .map(|(key, at)| super::UniqueHolder { key, at })))
     }
 
     async fn add_columns(

@@ -604,17 +604,15 @@ impl SimpleQueryHandler for QueryHandler {
                 }
             }
         }
-        if implicit
-            && let Some(tx) = session.tx.take()
-            && !tx.failed()
-            && !matches!(out.last(), Some(Response::Error(_)))
-        {
-            let committed = crate::engine::write::commit(
-                parser.engine.core(),
-                tx.into_changes(),
-                &session.notices,
-            )
-            .await;
+        let ended = if implicit { session.tx.take() } else { None };
+        if let Some(tx) = ended {
+            if tx.failed() || matches!(out.last(), Some(Response::Error(_))) {
+                tx.abandon(parser.engine.core()).await;
+                return Ok(out);
+            }
+            let committed =
+                crate::engine::write::commit_block(parser.engine.core(), tx, &session.notices)
+                    .await;
             send_notices(client, &session).await?;
             if let Err(e) = committed {
                 out.push(Response::Error(Box::new(error_info(&e))));

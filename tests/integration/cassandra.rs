@@ -214,6 +214,74 @@ async fn two_proxies_take_serial_keys_from_one_sequence() {
     assert_eq!(stored, distinct, "every acknowledged row is stored once");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_never_store_one_unique_value_twice() {
+    if skip("two_proxies_never_store_one_unique_value_twice") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ks = keyspace_for(&dir.path().join("shared"));
+    let first = Server::start_on(&dir.path().join("a"), &["--keyspace", &ks]);
+    let second = Server::start_on(&dir.path().join("b"), &["--keyspace", &ks]);
+    first
+        .client()
+        .await
+        .batch_execute("CREATE TABLE accounts (id serial PRIMARY KEY, email text UNIQUE, who text)")
+        .await
+        .expect("create");
+    // Four connections, two per proxy, try the same 25 addresses at the same moment,
+    // each in its own order: each address is stored once, the other tries get 23505.
+    let mut writers = Vec::new();
+    for (w, server) in [&first, &second, &first, &second].into_iter().enumerate() {
+        let client = server.client().await;
+        writers.push(tokio::spawn(async move {
+            let mut won = Vec::new();
+            for i in 0..25 {
+                let email = format!("u{}@x", (i * 7 + w * 5) % 25);
+                match client
+                    .query_one(
+                        "INSERT INTO accounts (email, who) VALUES ($1, $2) RETURNING id",
+                        &[&email, &format!("w{w}")],
+                    )
+                    .await
+                {
+                    Ok(row) => won.push((row.get::<_, i32>(0), email)),
+                    Err(e) => assert_eq!(sqlstate(&e), "23505", "{email}: {e}"),
+                }
+            }
+            won
+        }));
+    }
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    let emails: std::collections::HashSet<&String> = acked.iter().map(|(_, e)| e).collect();
+    assert_eq!(
+        emails.len(),
+        acked.len(),
+        "an address was acknowledged twice"
+    );
+    assert_eq!(acked.len(), 25, "every address is stored once");
+    let stored: Vec<(i32, String)> = second
+        .client()
+        .await
+        .query("SELECT id, email FROM accounts", &[])
+        .await
+        .expect("scan")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut stored_sorted = stored.clone();
+    stored_sorted.sort();
+    let mut acked_sorted = acked.clone();
+    acked_sorted.sort();
+    assert_eq!(
+        stored_sorted, acked_sorted,
+        "the stored rows are the acknowledged ones"
+    );
+}
+
 /// Text cells of a simple query's rows.
 async fn cells(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
     client

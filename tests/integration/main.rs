@@ -45,8 +45,14 @@ pub fn backend_args(data: &Path, extra: &[&str]) -> Vec<String> {
     if let Some(url) = qdrant().filter(|_| !extra.contains(&"--qdrant")) {
         args.push("--qdrant".into());
         args.push(url);
+        // Proxies on one keyspace (one cluster) share its collections, as in a deployment.
+        let keyspace = extra
+            .iter()
+            .position(|a| *a == "--keyspace")
+            .and_then(|i| extra.get(i + 1))
+            .map_or_else(|| keyspace_for(data), |k| k.to_string());
         args.push("--qdrant-collection-prefix".into());
-        args.push(format!("{}_", keyspace_for(data)));
+        args.push(format!("{keyspace}_"));
     }
     if let Some(cassandra) = cassandra().filter(|_| !extra.contains(&"--scylla")) {
         args.push("--scylla".into());

@@ -238,13 +238,23 @@ impl TableProvider for KeyViews {
             .map(|s| s.tables())
             .unwrap_or_default();
         tables.sort_by(|a, b| a.name.cmp(&b.name));
-        // One row per table, or per key column.
-        let mut rows: Vec<(&Arc<crate::store::TableDef>, Option<usize>)> = Vec::new();
+        // Each table's constraints: its primary key, then its UNIQUE constraints, as
+        // (table, name, type, columns).
+        let mut constraints: Vec<(&Arc<crate::store::TableDef>, String, &str, Vec<usize>)> =
+            Vec::new();
         for def in &tables {
+            constraints.push((def, def.pk_name(), "PRIMARY KEY", def.primary_key.clone()));
+            for u in &def.unique {
+                constraints.push((def, u.name.clone(), "UNIQUE", u.columns.clone()));
+            }
+        }
+        // One row per constraint, or per constraint column.
+        let mut rows: Vec<(usize, Option<usize>)> = Vec::new();
+        for (ci, c) in constraints.iter().enumerate() {
             match self.kind {
-                KeyView::TableConstraints => rows.push((def, None)),
+                KeyView::TableConstraints => rows.push((ci, None)),
                 KeyView::KeyColumnUsage | KeyView::ConstraintColumnUsage => {
-                    rows.extend((0..def.primary_key.len()).map(|i| (def, Some(i))))
+                    rows.extend((0..c.3.len()).map(|i| (ci, Some(i))))
                 }
                 KeyView::ReferentialConstraints | KeyView::Sequences => {}
             }
@@ -253,16 +263,18 @@ impl TableProvider for KeyViews {
             &schema,
             rows.len(),
             |c, r| {
-                let (def, key) = rows[r];
+                let (ci, key) = rows[r];
+                let (def, name, kind, columns) = &constraints[ci];
                 Some(match c {
                     "constraint_catalog" | "table_catalog" => Cell::Text(database.clone()),
                     "constraint_schema" | "table_schema" => Cell::Text("public".into()),
-                    "constraint_name" => Cell::Text(format!("{}_pkey", def.name)),
+                    "constraint_name" => Cell::Text(name.clone()),
                     "table_name" => Cell::Text(def.name.clone()),
-                    "constraint_type" => Cell::Text("PRIMARY KEY".into()),
+                    "constraint_type" => Cell::Text((*kind).into()),
                     "is_deferrable" | "initially_deferred" => Cell::Text("NO".into()),
-                    "enforced" | "nulls_distinct" => Cell::Text("YES".into()),
-                    "column_name" => Cell::Text(def.columns[def.primary_key[key?]].name.clone()),
+                    "enforced" => Cell::Text("YES".into()),
+                    "nulls_distinct" if *kind == "UNIQUE" => Cell::Text("YES".into()),
+                    "column_name" => Cell::Text(def.columns[columns[key?]].name.clone()),
                     "ordinal_position" => Cell::Int(key? as i64 + 1),
                     _ => return None,
                 })
