@@ -32,6 +32,9 @@ pub(crate) struct Watch {
     seen: Mutex<Option<(i64, Instant)>>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// When a statement last failed to read the version: for a lease after that,
+    /// statements do not wait for the store again (the background reads go on).
+    failed: Mutex<Option<Instant>>,
 }
 
 impl Watch {
@@ -40,6 +43,7 @@ impl Watch {
             lease,
             seen: Mutex::new(Some((version, sent))),
             reloading: Default::default(),
+            failed: Mutex::new(None),
         }
     }
 
@@ -62,7 +66,8 @@ impl Core {
     /// recent.
     ///
     /// If the version cannot be read, the statement goes on with the catalog it has
-    /// (one that touches the store then fails on its own).
+    /// (one that touches the store then fails on its own), and for a lease the
+    /// statements after it do not wait for the store to answer again.
     pub async fn fresh_catalog(self: &Arc<Self>) {
         let Some(lease) = self.watch.lease else {
             return;
@@ -73,10 +78,16 @@ impl Core {
             .seen
             .lock()
             .is_some_and(|(_, sent)| asked.duration_since(sent) < lease);
-        if recent {
+        let failing = self
+            .watch
+            .failed
+            .lock()
+            .is_some_and(|at| asked.duration_since(at) < lease);
+        if recent || failing {
             return;
         }
         if let Err(e) = self.reload_catalog(asked).await {
+            *self.watch.failed.lock() = Some(Instant::now());
             tracing::debug!(error = %e, "catalog version not read; the catalog in memory is used");
         }
     }
