@@ -72,11 +72,6 @@ pub struct Transaction {
 }
 
 impl Transaction {
-    /// Every table's changes, for the commit.
-    pub fn into_changes(self) -> Vec<Arc<Pending>> {
-        self.changes.into_values().collect()
-    }
-
     /// Every table's changes and the unique values the block claimed and gave up.
     pub fn into_parts(self) -> (Vec<Arc<Pending>>, super::unique::UniqueClaims) {
         (self.changes.into_values().collect(), self.unique)

@@ -22,10 +22,8 @@ pub(super) async fn alter_table(session: &Session, at: &AlterTable) -> Result<Ou
     let name = table_name(&at.name)?;
     let def = match shared.table(&name) {
         Ok(d) => d,
-        Err(_) if at.if_exists => {
-            session
-                .notices
-                .push(format!("relation \"{name}\" does not exist, skipping"));
+        Err(e) if at.if_exists => {
+            skipping(session, e);
             return Ok(Output::Command(DONE.into()));
         }
         Err(e) => return Err(e),
@@ -61,6 +59,11 @@ pub(super) async fn alter_table(session: &Session, at: &AlterTable) -> Result<Ou
                 .join(", ")
         )))
     }
+}
+
+/// What IF [NOT] EXISTS turns an error into: a NOTICE of it, as Postgres words it.
+fn skipping(session: &Session, e: Error) {
+    session.notices.push(format!("{e}, skipping"));
 }
 
 /// `ALTER TABLE t SET (option = value, ...)`: change a table's index options. The
@@ -126,14 +129,12 @@ async fn drop_columns(
         for c in column_names {
             let cname = ident_name(c);
             let Some(i) = def.column_index(&cname) else {
+                let missing = Error::UndefinedColumnOf(cname, def.name.clone());
                 if *if_exists {
-                    session.notices.push(format!(
-                        "column \"{cname}\" of relation \"{}\" does not exist, skipping",
-                        def.name
-                    ));
+                    skipping(session, missing);
                     continue;
                 }
-                return Err(Error::UndefinedColumnOf(cname, def.name.clone()));
+                return Err(missing);
             };
             if def.primary_key.contains(&i) {
                 return Err(Error::FeatureNotSupported(format!(
@@ -377,14 +378,12 @@ async fn add_columns(
         };
         let cname = ident_name(&c.name);
         if new.column_index(&cname).is_some() {
+            let taken = Error::DuplicateColumn(cname, def.name.clone());
             if *if_not_exists {
-                session.notices.push(format!(
-                    "column \"{cname}\" of relation \"{}\" already exists, skipping",
-                    def.name
-                ));
+                skipping(session, taken);
                 continue;
             }
-            return Err(Error::DuplicateColumn(cname, def.name.clone()));
+            return Err(taken);
         }
         let type_name = c.data_type.to_string().to_ascii_lowercase();
         if type_name.contains("serial") {

@@ -131,11 +131,13 @@ pub fn nextval_of(e: &SqlExpr) -> Option<String> {
     let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) = &f.args else {
         return None;
     };
-    let [
-        datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
-            datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(arg),
-        ),
-    ] = list.args.as_slice()
+    // The second argument, if any, is the occurrence number of `number_nextvals`.
+    let (1 | 2) = list.args.len() else {
+        return None;
+    };
+    let datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
+        datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(arg),
+    ) = &list.args[0]
     else {
         return None;
     };
@@ -515,42 +517,17 @@ pub async fn take_nextvals_in_values(
     query: &datafusion::sql::sqlparser::ast::Query,
 ) -> Result<Option<datafusion::sql::sqlparser::ast::Query>> {
     use datafusion::sql::sqlparser::ast::{
-        FunctionArg, FunctionArgExpr, FunctionArguments, SetExpr, Value as SqlValue, Visit,
-        VisitMut, Visitor, VisitorMut,
+        SetExpr, Value as SqlValue, Visit, VisitMut, Visitor, VisitorMut,
     };
     let SetExpr::Values(values) = query.body.as_ref() else {
         return Ok(None);
     };
-    // The sequence a call takes from, if it is `nextval('name' [, n])`.
-    fn sequence_of(e: &SqlExpr) -> Option<String> {
-        let SqlExpr::Function(f) = e else {
-            return None;
-        };
-        let is_nextval = f
-            .name
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .is_some_and(|i| i.value.eq_ignore_ascii_case("nextval"));
-        let FunctionArguments::List(list) = &f.args else {
-            return None;
-        };
-        match list.args.first()? {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(arg)) if is_nextval => {
-                match literal_value(arg)? {
-                    Value::Text(s) => Some(bare(&s)),
-                    _ => None,
-                }
-            }
-            _ => None,
-        }
-    }
     // The calls in evaluation order.
     struct Calls(Vec<String>);
     impl Visitor for Calls {
         type Break = ();
         fn post_visit_expr(&mut self, e: &SqlExpr) -> std::ops::ControlFlow<()> {
-            if let Some(s) = sequence_of(e) {
+            if let Some(s) = nextval_of(e) {
                 self.0.push(s);
             }
             std::ops::ControlFlow::Continue(())
@@ -572,7 +549,7 @@ pub async fn take_nextvals_in_values(
     impl VisitorMut for Put {
         type Break = ();
         fn post_visit_expr(&mut self, e: &mut SqlExpr) -> std::ops::ControlFlow<()> {
-            if sequence_of(e).is_some()
+            if nextval_of(e).is_some()
                 && let Some(v) = self.0.next()
             {
                 *e = SqlExpr::value(SqlValue::Number(v.to_string(), false));

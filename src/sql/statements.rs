@@ -1505,10 +1505,20 @@ pub(crate) async fn write_rows(
     rows: Vec<Row>,
     mode: WriteMode,
 ) -> Result<()> {
-    let core = &session.engine.core;
     if !def.unique.is_empty() {
         return write_unique(session, def, rows, mode).await;
     }
+    write_plain(session, def, rows, mode).await
+}
+
+/// [`write_rows`] without the UNIQUE constraints' claims.
+async fn write_plain(
+    session: &Session,
+    def: &Arc<TableDef>,
+    rows: Vec<Row>,
+    mode: WriteMode,
+) -> Result<()> {
+    let core = &session.engine.core;
     if session.tx.active() {
         return session.tx.write(core, def, rows, mode).await;
     }
@@ -1543,12 +1553,7 @@ async fn write_unique(
         .filter_map(|(o, n)| o.as_ref().map(|o| unique::given_up(def, o, Some(n))))
         .flatten()
         .collect();
-    let written = if session.tx.active() {
-        session.tx.write(core, def, rows, mode).await
-    } else {
-        crate::engine::write::write_rows(core, def, rows, mode, &session.notices).await
-    };
-    if let Err(e) = written {
+    if let Err(e) = write_plain(session, def, rows, mode).await {
         unique::give_back(core, &taken).await;
         return Err(e);
     }
