@@ -38,9 +38,47 @@ pub enum Error {
     #[error("{0}")]
     Syntax(String),
     #[error("{message}")]
-    UniqueViolation { message: String, detail: String },
+    UniqueViolation {
+        message: String,
+        detail: String,
+        /// The table and the constraint, for the error's fields.
+        table: String,
+        constraint: String,
+    },
     #[error("{0}")]
     NotNullViolation(String),
+    /// A row a FOREIGN KEY finds no referenced row for, or a referenced row still in use.
+    #[error("{message}")]
+    ForeignKeyViolation {
+        message: String,
+        detail: String,
+        table: String,
+        constraint: String,
+    },
+    /// A row a CHECK constraint's expression is false for.
+    #[error("{message}")]
+    CheckViolation {
+        message: String,
+        detail: String,
+        table: String,
+        constraint: String,
+    },
+    /// A FOREIGN KEY that cannot reference what it names (SQLSTATE 42830).
+    #[error("{0}")]
+    InvalidForeignKey(String),
+    /// A constraint (or other object) whose name is taken (SQLSTATE 42710).
+    #[error("{0}")]
+    DuplicateObject(String),
+    /// Any SQLSTATE with a DETAIL line.
+    #[error("{message}")]
+    Detailed {
+        code: &'static str,
+        message: String,
+        detail: String,
+    },
+    /// An object others depend on, dropped without CASCADE (SQLSTATE 2BP01).
+    #[error("{message}")]
+    DependentObjects { message: String, detail: String },
     #[error("{0}")]
     ProtocolViolation(String),
     #[error("{0}")]
@@ -129,6 +167,12 @@ impl Error {
             Error::Syntax(_) => "42601",
             Error::UniqueViolation { .. } => "23505",
             Error::NotNullViolation(_) => "23502",
+            Error::ForeignKeyViolation { .. } => "23503",
+            Error::CheckViolation { .. } => "23514",
+            Error::DependentObjects { .. } => "2BP01",
+            Error::InvalidForeignKey(_) => "42830",
+            Error::DuplicateObject(_) => "42710",
+            Error::Detailed { code, .. } => code,
             Error::ProtocolViolation(_) => "08P01",
             Error::QueryCanceled(_) => "57014",
             Error::ReadOnly(_) => "25006",
@@ -153,13 +197,37 @@ impl Error {
 
     pub fn detail(&self) -> Option<String> {
         match self {
-            Error::UniqueViolation { detail, .. } => Some(detail.clone()),
+            Error::UniqueViolation { detail, .. }
+            | Error::ForeignKeyViolation { detail, .. }
+            | Error::CheckViolation { detail, .. }
+            | Error::DependentObjects { detail, .. }
+            | Error::Detailed { detail, .. } => (!detail.is_empty()).then(|| detail.clone()),
+            _ => None,
+        }
+    }
+
+    /// The table and constraint a constraint violation names (the error's `t` and `n`
+    /// fields, which drivers expose as the violated constraint).
+    pub fn constraint(&self) -> Option<(&str, &str)> {
+        match self {
+            Error::UniqueViolation {
+                table, constraint, ..
+            }
+            | Error::ForeignKeyViolation {
+                table, constraint, ..
+            }
+            | Error::CheckViolation {
+                table, constraint, ..
+            } => Some((table, constraint)),
             _ => None,
         }
     }
 
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::DependentObjects { .. } => {
+                Some("Use DROP ... CASCADE to drop the dependent objects too.".into())
+            }
             Error::Backend { store, .. }
             | Error::Unavailable { store, .. }
             | Error::Timeout { store, .. } => Some(format!(

@@ -216,6 +216,14 @@ impl Core {
     }
 
     /// A snapshot of the catalog, by table name.
+    /// Whether a FOREIGN KEY of any table references `table`.
+    pub fn is_referenced(&self, table: &str) -> bool {
+        self.tables
+            .read()
+            .values()
+            .any(|d| d.foreign_keys.iter().any(|f| f.table == table))
+    }
+
     pub fn catalog(&self) -> HashMap<String, Arc<TableDef>> {
         self.tables.read().clone()
     }

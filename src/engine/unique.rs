@@ -68,6 +68,8 @@ fn violation(def: &TableDef, u: &UniqueDef, row: &[Value]) -> Error {
             cols.join(", "),
             vals.join(", ")
         ),
+        table: def.name.clone(),
+        constraint: u.name.clone(),
     }
 }
 

@@ -6,12 +6,14 @@ use datafusion::sql::sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, Ident, SqlOption,
 };
 
-use super::statements::{ident_name, option_text, parse_type, table_name, unique_not_enforced};
+use super::constraints;
+use super::statements::{ident_name, option_text, parse_type, table_name};
 use super::{Output, Session};
 use crate::error::{Error, Result};
 use crate::store::options::{ALTERABLE_OPTIONS, IndexOptions};
 use crate::store::{ColumnDef, TableDef};
 use crate::types::ColumnType;
+use std::sync::Arc;
 
 const DONE: &str = "ALTER TABLE";
 
@@ -43,6 +45,13 @@ pub(super) async fn alter_table(session: &Session, at: &AlterTable) -> Result<Ou
         )
     }) {
         alter_columns(session, &def, ops).await
+    } else if all(|op| {
+        matches!(
+            op,
+            AlterTableOperation::AddConstraint { .. } | AlterTableOperation::DropConstraint { .. }
+        )
+    }) {
+        alter_constraints(session, &def, ops).await
     } else if let Some(op) = ops
         .iter()
         .find(|op| matches!(op, AlterTableOperation::RenameTable { .. }))
@@ -52,7 +61,7 @@ pub(super) async fn alter_table(session: &Session, at: &AlterTable) -> Result<Ou
         )))
     } else {
         Err(Error::FeatureNotSupported(format!(
-            "ALTER TABLE ... {} is not supported: ADD COLUMN, DROP COLUMN, RENAME COLUMN, ALTER COLUMN (SET/DROP DEFAULT, SET/DROP NOT NULL, TYPE of the same storage) and SET (index options) are, one kind per statement",
+            "ALTER TABLE ... {} is not supported: ADD COLUMN, DROP COLUMN, RENAME COLUMN, ALTER COLUMN (SET/DROP DEFAULT, SET/DROP NOT NULL, TYPE of the same storage), ADD/DROP CONSTRAINT and SET (index options) are, one kind per statement",
             ops.iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
@@ -117,15 +126,21 @@ async fn drop_columns(
     ops: &[AlterTableOperation],
 ) -> Result<Output> {
     let mut dropped: Vec<usize> = Vec::new();
+    let mut cascade = false;
     for op in ops {
         let AlterTableOperation::DropColumn {
             column_names,
             if_exists,
+            drop_behavior,
             ..
         } = op
         else {
             continue;
         };
+        cascade |= matches!(
+            drop_behavior,
+            Some(datafusion::sql::sqlparser::ast::DropBehavior::Cascade)
+        );
         for c in column_names {
             let cname = ident_name(c);
             let Some(i) = def.column_index(&cname) else {
@@ -150,8 +165,19 @@ async fn drop_columns(
     if dropped.is_empty() {
         return Ok(Output::Command(DONE.into()));
     }
-    let new = without_columns(def, &dropped);
     let core = &session.engine.core;
+    // Other tables' foreign keys on a dropped column need CASCADE, which drops them.
+    let mut dependents = Vec::new();
+    for &i in &dropped {
+        let these = constraints::column_references(core, def, i);
+        if !these.is_empty() && !cascade {
+            let what = format!("column {} of table {}", def.columns[i].name, def.name);
+            return Err(constraints::dependents_error(&what, &what, &these));
+        }
+        dependents.extend(these);
+    }
+    constraints::drop_foreign_keys(session, &dependents).await?;
+    let new = without_columns(def, &dropped);
     // The sequences the dropped columns own go with them (as in Postgres).
     let owned: Vec<String> = core
         .sequence_defs()
@@ -200,6 +226,29 @@ fn without_columns(def: &TableDef, dropped: &[usize]) -> TableDef {
             })
         })
         .collect();
+    // So do CHECK constraints and foreign keys that use one.
+    new.checks
+        .retain(|c| !dropped.iter().any(|&d| constraints::check_uses(def, c, d)));
+    let gone: Vec<&str> = dropped
+        .iter()
+        .map(|&d| def.columns[d].name.as_str())
+        .collect();
+    new.foreign_keys = def
+        .foreign_keys
+        .iter()
+        .filter(|f| f.table != def.name || !f.referenced.iter().any(|r| gone.contains(&r.as_str())))
+        .filter_map(|f| {
+            let columns = f
+                .columns
+                .iter()
+                .map(|&c| position(c))
+                .collect::<Option<Vec<_>>>()?;
+            Some(crate::store::ForeignKeyDef {
+                columns,
+                ..f.clone()
+            })
+        })
+        .collect();
     if new.vector_column.is_none() {
         // Index settings of a table without an index mean nothing.
         new.options.remove("tenant_key");
@@ -223,7 +272,7 @@ async fn alter_columns(
     ops: &[AlterTableOperation],
 ) -> Result<Output> {
     let mut new = def.clone();
-    let mut renamed = false;
+    let mut renamed = Vec::new();
     for op in ops {
         match op {
             AlterTableOperation::RenameColumn {
@@ -231,7 +280,7 @@ async fn alter_columns(
                 new_column_name,
             } => {
                 rename_column(&mut new, old_column_name, new_column_name)?;
-                renamed = true;
+                renamed.push((ident_name(old_column_name), ident_name(new_column_name)));
             }
             AlterTableOperation::AlterColumn { column_name, op } => {
                 alter_column(session, &mut new, column_name, op).await?;
@@ -242,7 +291,32 @@ async fn alter_columns(
     if new == *def {
         return Ok(Output::Command(DONE.into()));
     }
-    crate::engine::ddl::alter_columns(&session.engine.core, def, new, renamed).await?;
+    let core = &session.engine.core;
+    crate::engine::ddl::alter_columns(core, def, new, !renamed.is_empty()).await?;
+    // Other tables' foreign keys name the referenced columns.
+    for (child, _) in constraints::referencing(core, &def.name) {
+        if child.name == def.name {
+            continue;
+        }
+        let Ok(current) = core.table(&child.name) else {
+            continue;
+        };
+        let mut changed = (*current).clone();
+        for fk in changed
+            .foreign_keys
+            .iter_mut()
+            .filter(|f| f.table == def.name)
+        {
+            for r in &mut fk.referenced {
+                if let Some((_, to)) = renamed.iter().find(|(from, _)| from == r) {
+                    *r = to.clone();
+                }
+            }
+        }
+        if changed != *current {
+            crate::engine::ddl::alter_columns(core, &current, changed, false).await?;
+        }
+    }
     Ok(Output::Command(DONE.into()))
 }
 
@@ -267,6 +341,15 @@ fn rename_column(def: &mut TableDef, from: &Ident, to: &Ident) -> Result<()> {
         column.stored = None;
     }
     column.name = to.clone();
+    for c in &mut def.checks {
+        c.expr = constraints::renamed_in_check(&c.expr, &from, &to);
+    }
+    let table = def.name.clone();
+    for fk in def.foreign_keys.iter_mut().filter(|f| f.table == table) {
+        for r in fk.referenced.iter_mut().filter(|r| **r == from) {
+            *r = to.clone();
+        }
+    }
     if def.options.get("tenant_key") == Some(&from) {
         def.options.insert("tenant_key".into(), to);
     }
@@ -367,6 +450,10 @@ async fn add_columns(
     ops: &[AlterTableOperation],
 ) -> Result<Output> {
     let mut new = def.clone();
+    // Constraints of the new columns, added once they all exist.
+    let mut uniques = Vec::new();
+    let mut checks = Vec::new();
+    let mut foreign_keys = Vec::new();
     for op in ops {
         let AlterTableOperation::AddColumn {
             if_not_exists,
@@ -409,7 +496,12 @@ async fn add_columns(
                 ColumnOption::NotNull => nullable = false,
                 ColumnOption::Null => {}
                 ColumnOption::Default(e) => default = Some(e.clone()),
-                ColumnOption::Unique(_) => unique_not_enforced(session, &cname),
+                ColumnOption::Unique(u) => {
+                    super::statements::refuse_nulls_not_distinct(u)?;
+                    uniques.push((u.name.as_ref().map(ident_name), cname.clone()));
+                }
+                ColumnOption::Check(c) => checks.push(c.clone()),
+                ColumnOption::ForeignKey(fk) => foreign_keys.push((cname.clone(), fk.clone())),
                 other => {
                     return Err(Error::FeatureNotSupported(format!(
                         "ADD COLUMN with {other} is not supported"
@@ -457,6 +549,233 @@ async fn add_columns(
             )));
         }
     }
-    crate::engine::ddl::add_columns(&session.engine.core, def, new, &fill).await?;
+    let before = new.clone();
+    for c in &checks {
+        constraints::add_check(session, &mut new, c)?;
+    }
+    for (cname, fk) in &foreign_keys {
+        let i = new.column_index(cname).unwrap_or_default();
+        constraints::add_foreign_key(session, &mut new, &[i], fk)?;
+    }
+    for (name, cname) in uniques {
+        let i = new.column_index(&cname).unwrap_or_default();
+        constraints::add_unique(&mut new, name, vec![i])?;
+    }
+    if new != before {
+        // The stored rows, with the values the new columns give them, must pass.
+        let mut rows = constraints::all_rows(session, def).await?;
+        for r in &mut rows {
+            r.extend(fill.iter().cloned());
+        }
+        let mut only = new.clone();
+        only.checks.retain(|c| !before.checks.contains(c));
+        only.foreign_keys
+            .retain(|f| !before.foreign_keys.contains(f));
+        constraints::check_written(session, &only, &rows).await?;
+        let mut unique = new.clone();
+        unique.unique.retain(|u| !before.unique.contains(u));
+        unique.checks.clear();
+        unique.foreign_keys.clear();
+        let mut seen = std::collections::HashSet::new();
+        for r in &rows {
+            for u in &unique.unique {
+                let v: Vec<_> = u.columns.iter().map(|&c| r[c].clone()).collect();
+                if !v.iter().any(crate::types::Value::is_null)
+                    && !seen.insert((u.name.clone(), crate::store::keys::encode(&v)))
+                {
+                    return Err(Error::UniqueViolation {
+                        message: format!("could not create unique index \"{}\"", u.name),
+                        detail: format!(
+                            "Key ({})=({}) is duplicated.",
+                            u.columns
+                                .iter()
+                                .map(|&c| new.columns[c].name.clone())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            v.iter()
+                                .map(crate::store::display_key_value)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        table: new.name.clone(),
+                        constraint: u.name.clone(),
+                    });
+                }
+            }
+        }
+    }
+    let core = &session.engine.core;
+    crate::engine::ddl::add_columns(core, def, before.clone(), &fill).await?;
+    if new != before {
+        publish(session, &before, new).await?;
+    }
     Ok(Output::Command("ALTER TABLE".into()))
+}
+
+/// `ADD [CONSTRAINT name] CHECK (...) | FOREIGN KEY ... | UNIQUE (...) [NOT VALID]` and
+/// `DROP CONSTRAINT [IF EXISTS] name [CASCADE]`. An added CHECK or FOREIGN KEY is tested
+/// against every stored row first (unless NOT VALID); an added UNIQUE is in the catalog
+/// before the stored rows' values are claimed, so that writes from then on claim theirs.
+async fn alter_constraints(
+    session: &Session,
+    def: &Arc<TableDef>,
+    ops: &[AlterTableOperation],
+) -> Result<Output> {
+    use datafusion::sql::sqlparser::ast::{DropBehavior, TableConstraint};
+    let core = &session.engine.core;
+    let mut new = (**def).clone();
+    let mut validate = Vec::new();
+    let mut dependents = Vec::new();
+    for op in ops {
+        match op {
+            AlterTableOperation::AddConstraint {
+                constraint,
+                not_valid,
+            } => match constraint {
+                TableConstraint::Check(c) => {
+                    constraints::add_check(session, &mut new, c)?;
+                    if !not_valid {
+                        validate.push(new.checks.len() - 1);
+                    }
+                }
+                TableConstraint::ForeignKey(fk) => {
+                    let cols = fk
+                        .columns
+                        .iter()
+                        .map(|id| {
+                            let n = ident_name(id);
+                            new.column_index(&n).ok_or(Error::UndefinedColumn(n))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    constraints::add_foreign_key(session, &mut new, &cols, fk)?;
+                }
+                TableConstraint::Unique(u) => {
+                    super::statements::refuse_nulls_not_distinct(u)?;
+                    let cols = super::statements::constraint_columns(&new.columns, &u.columns)?;
+                    constraints::add_unique(&mut new, u.name.as_ref().map(ident_name), cols)?;
+                }
+                other => {
+                    return Err(Error::FeatureNotSupported(format!(
+                        "ALTER TABLE ... ADD {other} is not supported (CHECK, FOREIGN KEY and UNIQUE are)"
+                    )));
+                }
+            },
+            AlterTableOperation::DropConstraint {
+                if_exists,
+                name,
+                drop_behavior,
+            } => {
+                let cname = ident_name(name);
+                let cascade = matches!(drop_behavior, Some(DropBehavior::Cascade));
+                if cname == new.pk_name() {
+                    return Err(Error::FeatureNotSupported(format!(
+                        "cannot drop the primary key of \"{}\": a table here always keeps it",
+                        new.name
+                    )));
+                }
+                let before = (new.checks.len(), new.foreign_keys.len(), new.unique.len());
+                new.checks.retain(|c| c.name != cname);
+                new.foreign_keys.retain(|f| f.name != cname);
+                if let Some(u) = new.unique.iter().position(|u| u.name == cname) {
+                    // Foreign keys that reference these columns depend on the constraint.
+                    let names: Vec<String> = new.unique[u]
+                        .columns
+                        .iter()
+                        .map(|&c| new.columns[c].name.clone())
+                        .collect();
+                    let these: Vec<_> = constraints::referencing(core, &new.name)
+                        .into_iter()
+                        .filter(|(_, f)| {
+                            let mut a = f.referenced.clone();
+                            let mut b = names.clone();
+                            a.sort();
+                            b.sort();
+                            a == b
+                        })
+                        .collect();
+                    if !these.is_empty() && !cascade {
+                        let what = format!("constraint {cname} on table {}", new.name);
+                        let on = format!("index {cname}");
+                        return Err(constraints::dependents_error(&what, &on, &these));
+                    }
+                    dependents.extend(these);
+                    new.unique.remove(u);
+                }
+                if before == (new.checks.len(), new.foreign_keys.len(), new.unique.len()) {
+                    let missing = Error::UndefinedObject(format!(
+                        "constraint \"{cname}\" of relation \"{}\" does not exist",
+                        new.name
+                    ));
+                    if *if_exists {
+                        skipping(session, missing);
+                        continue;
+                    }
+                    return Err(missing);
+                }
+            }
+            _ => {}
+        }
+    }
+    if new == **def {
+        return Ok(Output::Command(DONE.into()));
+    }
+    let added_fks: Vec<_> = new
+        .foreign_keys
+        .iter()
+        .filter(|f| !def.foreign_keys.iter().any(|d| d.name == f.name))
+        .cloned()
+        .collect();
+    if !validate.is_empty() || !added_fks.is_empty() {
+        let rows = constraints::all_rows(session, def).await?;
+        for i in validate {
+            let c = &new.checks[i];
+            let mut one = new.clone();
+            one.checks = vec![c.clone()];
+            one.foreign_keys.clear();
+            if let Err(Error::CheckViolation { .. }) =
+                constraints::check_written(session, &one, &rows).await
+            {
+                return Err(Error::CheckViolation {
+                    message: format!(
+                        "check constraint \"{}\" of relation \"{}\" is violated by some row",
+                        c.name, new.name
+                    ),
+                    detail: String::new(),
+                    table: new.name.clone(),
+                    constraint: c.name.clone(),
+                });
+            }
+        }
+        let mut one = new.clone();
+        one.checks.clear();
+        one.foreign_keys = added_fks;
+        constraints::check_written(session, &one, &rows).await?;
+    }
+    constraints::drop_foreign_keys(session, &dependents).await?;
+    publish(session, def, new).await?;
+    Ok(Output::Command(DONE.into()))
+}
+
+/// Put `new` (`def` changed in its catalog entry only) in the catalog; the stored rows
+/// then claim the values of UNIQUE constraints `new` adds, and if two rows share one the
+/// constraints go again (23505).
+pub(super) async fn publish(session: &Session, def: &TableDef, new: TableDef) -> Result<()> {
+    let core = &session.engine.core;
+    let added: Vec<crate::store::UniqueDef> = new
+        .unique
+        .iter()
+        .filter(|u| !def.unique.iter().any(|d| d.space == u.space))
+        .cloned()
+        .collect();
+    crate::engine::ddl::alter_columns(core, def, new.clone(), false).await?;
+    if !added.is_empty()
+        && let Err(e) = constraints::claim_stored(session, &new, added.clone()).await
+    {
+        let mut back = new.clone();
+        back.unique
+            .retain(|u| !added.iter().any(|a| a.space == u.space));
+        crate::engine::ddl::alter_columns(core, &new, back, false).await?;
+        return Err(e);
+    }
+    Ok(())
 }

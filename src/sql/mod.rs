@@ -8,6 +8,7 @@ pub(crate) mod alter;
 pub mod catalog;
 pub mod colnames;
 pub mod compat;
+pub mod constraints;
 pub mod copy;
 pub(crate) mod defaults;
 pub mod direct;

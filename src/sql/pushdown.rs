@@ -348,6 +348,8 @@ mod tests {
             distance: Distance::Cosine,
             options: Default::default(),
             unique: vec![],
+            checks: vec![],
+            foreign_keys: vec![],
         }
     }
 

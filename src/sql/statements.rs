@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::TryStreamExt;
 
+use super::constraints::{FollowUp, Removal};
 use super::defaults::Defaults;
 use super::{Output, Session};
 use crate::error::{Error, Result};
@@ -64,8 +65,9 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             object_type: ObjectType::Table,
             if_exists,
             names,
+            cascade,
             ..
-        } => drop_tables(session, names, *if_exists).await?,
+        } => drop_tables(session, names, *if_exists, *cascade).await?,
         Statement::CreateSequence {
             if_not_exists,
             name,
@@ -414,6 +416,9 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     // Columns that own a sequence (serial types, identity): (column, options, identity).
     let mut owned: Vec<(usize, Vec<SequenceOptions>, Option<char>)> = Vec::new();
     let mut defaults = Vec::new();
+    // CHECK and FOREIGN KEY constraints, added once the columns are known.
+    let mut checks = Vec::new();
+    let mut foreign_keys = Vec::new();
     for (i, c) in ct.columns.iter().enumerate() {
         let cname = ident_name(&c.name);
         if columns.iter().any(|x: &ColumnDef| x.name == cname) {
@@ -463,6 +468,8 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
                     refuse_nulls_not_distinct(u)?;
                     uniques.push((u.name.as_ref().map(ident_name), vec![i]));
                 }
+                ColumnOption::Check(c) => checks.push(c.clone()),
+                ColumnOption::ForeignKey(fk) => foreign_keys.push((vec![i], fk.clone())),
                 other => {
                     return Err(Error::FeatureNotSupported(format!(
                         "column option {other} is not supported"
@@ -497,9 +504,24 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
                 let cols = constraint_columns(&columns, &u.columns)?;
                 uniques.push((u.name.as_ref().map(ident_name), cols));
             }
+            TableConstraint::Check(c) => checks.push(c.clone()),
+            TableConstraint::ForeignKey(fk) => {
+                let cols = fk
+                    .columns
+                    .iter()
+                    .map(|id| {
+                        let n = ident_name(id);
+                        columns
+                            .iter()
+                            .position(|c| c.name == n)
+                            .ok_or_else(|| Error::UndefinedColumn(n.clone()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                foreign_keys.push((cols, fk.clone()));
+            }
             _ => {
                 return Err(Error::FeatureNotSupported(
-                    "only PRIMARY KEY and UNIQUE table constraints are supported".into(),
+                    "only PRIMARY KEY, UNIQUE, CHECK and FOREIGN KEY table constraints are supported".into(),
                 ));
             }
         }
@@ -586,29 +608,17 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         distance,
         options,
         unique: vec![],
+        checks: vec![],
+        foreign_keys: vec![],
     };
     for (cname, cols) in uniques {
-        // The primary key is unique already; a constraint named twice is one.
-        if cols == def.primary_key || def.unique.iter().any(|u| u.columns == cols) {
-            continue;
-        }
-        let name = cname.unwrap_or_else(|| {
-            let names: Vec<&str> = cols.iter().map(|&c| def.columns[c].name.as_str()).collect();
-            format!("{}_{}_key", def.name, names.join("_"))
-        });
-        if cols
-            .iter()
-            .any(|&c| matches!(def.columns[c].ty, ColumnType::Vector(_)))
-        {
-            return Err(Error::FeatureNotSupported(
-                "UNIQUE on a vector column is not supported".into(),
-            ));
-        }
-        def.unique.push(crate::store::UniqueDef {
-            name,
-            columns: cols,
-            space: crate::engine::unique::new_space(),
-        });
+        super::constraints::add_unique(&mut def, cname, cols)?;
+    }
+    for c in &checks {
+        super::constraints::add_check(session, &mut def, c)?;
+    }
+    for (cols, fk) in &foreign_keys {
+        super::constraints::add_foreign_key(session, &mut def, cols, fk)?;
     }
     // The sequences first (a default names one), dropped again if the table fails.
     let mut sequences = Vec::new();
@@ -665,9 +675,42 @@ async fn create_index(
 ) -> Result<Output> {
     let shared = &session.engine.core;
     let def = shared.table(&table_name(&ci.table_name)?)?;
+    if ci.unique
+        && ci.predicate.is_none()
+        && let Some(cols) = ci
+            .columns
+            .iter()
+            .map(|c| match &c.column.expr {
+                SqlExpr::Identifier(id) => def.column_index(&ident_name(id)),
+                _ => None,
+            })
+            .collect::<Option<Vec<usize>>>()
+    {
+        // A unique index on columns is enforced as a UNIQUE constraint of that name.
+        let name = ci.name.as_ref().map(table_name).transpose()?;
+        if let Some(n) = &name
+            && def.unique.iter().any(|u| &u.name == n)
+        {
+            if ci.if_not_exists {
+                session
+                    .notices
+                    .push(format!("relation \"{n}\" already exists, skipping"));
+                return Ok(Output::Command("CREATE INDEX".into()));
+            }
+            return Err(Error::DuplicateTable(n.clone()));
+        }
+        let name = name.unwrap_or_else(|| {
+            let names: Vec<&str> = cols.iter().map(|&c| def.columns[c].name.as_str()).collect();
+            format!("{}_{}_idx", def.name, names.join("_"))
+        });
+        let mut new = (*def).clone();
+        super::constraints::add_unique(&mut new, Some(name), cols)?;
+        super::alter::publish(session, &def, new).await?;
+        return Ok(Output::Command("CREATE INDEX".into()));
+    }
     if ci.unique {
         session.notices.push(format!(
-            "the uniqueness of index {} is not enforced: vectorgate enforces UNIQUE constraints declared in CREATE TABLE",
+            "the uniqueness of index {} is not enforced: vectorgate enforces unique indexes on plain columns, without WHERE",
             ci.name.as_ref().map_or_else(|| "on \"".to_string() + &def.name + "\"", |n| format!("\"{n}\""))
         ));
     }
@@ -722,17 +765,38 @@ async fn create_index(
     Ok(Output::Command("CREATE INDEX".into()))
 }
 
-async fn drop_tables(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<Output> {
+async fn drop_tables(
+    session: &Session,
+    names: &[ObjectName],
+    if_exists: bool,
+    cascade: bool,
+) -> Result<Output> {
     let core = &session.engine.core;
     let mut targets = Vec::new();
     for n in names {
         let name = table_name(n)?;
         match core.has_table(&name) {
             true => targets.push(name),
-            false if if_exists => {}
+            false if if_exists => session
+                .notices
+                .push(format!("table \"{name}\" does not exist, skipping")),
             false => return Err(Error::UndefinedTable(name)),
         }
     }
+    // Foreign keys of tables that stay, referencing one that goes: CASCADE drops them.
+    let mut dependents = Vec::new();
+    for name in &targets {
+        let these: Vec<_> = super::constraints::referencing(core, name)
+            .into_iter()
+            .filter(|(child, _)| !targets.contains(&child.name))
+            .collect();
+        if !these.is_empty() && !cascade {
+            let what = format!("table {name}");
+            return Err(super::constraints::dependents_error(&what, &what, &these));
+        }
+        dependents.extend(these);
+    }
+    super::constraints::drop_foreign_keys(session, &dependents).await?;
     // The sequences their serial and identity columns own go with them.
     let sequences = core.rows.list_sequences().await?;
     for name in targets {
@@ -951,9 +1015,8 @@ pub(crate) fn check_row(
     Ok(row)
 }
 
-/// The NOTICE for a UNIQUE column constraint, which is accepted but not enforced.
 /// The positions of a table constraint's columns (42703 for one the table lacks).
-fn constraint_columns(
+pub(super) fn constraint_columns(
     columns: &[ColumnDef],
     named: &[datafusion::sql::sqlparser::ast::IndexColumn],
 ) -> Result<Vec<usize>> {
@@ -973,7 +1036,9 @@ fn constraint_columns(
 }
 
 /// UNIQUE NULLS NOT DISTINCT (a NULL equal to a NULL) is not enforced here: 0A000.
-fn refuse_nulls_not_distinct(u: &datafusion::sql::sqlparser::ast::UniqueConstraint) -> Result<()> {
+pub(super) fn refuse_nulls_not_distinct(
+    u: &datafusion::sql::sqlparser::ast::UniqueConstraint,
+) -> Result<()> {
     if matches!(
         u.nulls_distinct,
         datafusion::sql::sqlparser::ast::NullsDistinctOption::NotDistinct
@@ -983,12 +1048,6 @@ fn refuse_nulls_not_distinct(u: &datafusion::sql::sqlparser::ast::UniqueConstrai
         ));
     }
     Ok(())
-}
-
-pub(super) fn unique_not_enforced(session: &Session, column: &str) {
-    session.notices.push(format!(
-        "UNIQUE on column \"{column}\" is not enforced: vectorgate enforces UNIQUE constraints declared in CREATE TABLE"
-    ));
 }
 
 /// 428C9 for a value an INSERT or UPDATE gives a `GENERATED ALWAYS AS IDENTITY` column
@@ -1505,10 +1564,26 @@ pub(crate) async fn write_rows(
     rows: Vec<Row>,
     mode: WriteMode,
 ) -> Result<()> {
-    if !def.unique.is_empty() {
-        return write_unique(session, def, rows, mode).await;
+    super::constraints::check_written(session, def, &rows).await?;
+    let referenced = session.engine.core.is_referenced(&def.name);
+    if def.unique.is_empty() && !referenced {
+        return write_plain(session, def, rows, mode).await;
     }
-    write_plain(session, def, rows, mode).await
+    // The rows replaced, for the values they give up.
+    let olds: Vec<Option<Row>> = match mode {
+        WriteMode::InsertNew => vec![None; rows.len()],
+        WriteMode::Upsert => {
+            let keys_: Vec<Vec<Value>> = rows.iter().map(|r| def.key_of(r)).collect();
+            session.get_rows(def, &keys_).await?
+        }
+    };
+    if referenced {
+        super::constraints::check_updated(session, def, &olds, &rows).await?;
+    }
+    if def.unique.is_empty() {
+        return write_plain(session, def, rows, mode).await;
+    }
+    write_unique(session, def, rows, olds, mode).await
 }
 
 /// [`write_rows`] without the UNIQUE constraints' claims.
@@ -1526,23 +1601,17 @@ async fn write_plain(
 }
 
 /// A write to a table with UNIQUE constraints: the values its rows bring are claimed
-/// first (23505 if another row holds one), the values they no longer have are given
-/// back once the write stands (in a block: at its COMMIT).
+/// first (23505 if another row holds one), the values they no longer have (`olds`: the
+/// rows they replace) are given back once the write stands (in a block: at its COMMIT).
 async fn write_unique(
     session: &Session,
     def: &Arc<TableDef>,
     rows: Vec<Row>,
+    olds: Vec<Option<Row>>,
     mode: WriteMode,
 ) -> Result<()> {
     use crate::engine::unique;
     let core = &session.engine.core;
-    let olds: Vec<Option<Row>> = match mode {
-        WriteMode::InsertNew => vec![None; rows.len()],
-        _ => {
-            let keys_: Vec<Vec<Value>> = rows.iter().map(|r| def.key_of(r)).collect();
-            session.get_rows(def, &keys_).await?
-        }
-    };
     let pending = session.pending(&def.name);
     let pairs: Vec<(&Row, Option<&Row>)> =
         rows.iter().zip(olds.iter().map(Option::as_ref)).collect();
@@ -1595,28 +1664,85 @@ async fn delete_rows(
     session: &Session,
     def: &Arc<TableDef>,
     keys_: Vec<Vec<Value>>,
+    why: Removal<'_>,
 ) -> Result<u64> {
     let core = &session.engine.core;
-    // The unique values of the deleted rows go back once the delete stands.
-    let given_up: Vec<crate::engine::unique::Claim> = if def.unique.is_empty() {
+    let referenced = core.is_referenced(&def.name);
+    if referenced && !session.tx.active() {
+        // What a referencing row's ON DELETE does, and the delete, stand or fall together.
+        return in_block(session, Box::pin(delete_rows(session, def, keys_, why))).await;
+    }
+    let olds: Vec<Row> = if def.unique.is_empty() && !referenced {
         vec![]
     } else {
         session
             .get_rows(def, &keys_)
             .await?
-            .iter()
+            .into_iter()
             .flatten()
-            .flat_map(|o| crate::engine::unique::given_up(def, o, None))
             .collect()
     };
-    if session.tx.active() {
+    let mut follow = if referenced {
+        super::constraints::before_removal(session, def, &olds, why).await?
+    } else {
+        vec![]
+    };
+    follow.sort_by_key(FollowUp::order);
+    // The unique values of the deleted rows go back once the delete stands.
+    let given_up: Vec<crate::engine::unique::Claim> = olds
+        .iter()
+        .flat_map(|o| crate::engine::unique::given_up(def, o, None))
+        .collect();
+    let n = if session.tx.active() {
         let n = session.tx.delete(core, def, keys_).await?;
         session.tx.note_unique(vec![], given_up);
-        return Ok(n);
+        n
+    } else {
+        let n = crate::engine::write::delete_rows(core, def, keys_, &session.notices).await?;
+        crate::engine::unique::give_back(core, &given_up).await;
+        n
+    };
+    for f in follow {
+        match f {
+            FollowUp::Delete(child, keys_) => {
+                Box::pin(delete_rows(session, &child, keys_, Removal::Delete)).await?;
+            }
+            FollowUp::Write(child, rows) => {
+                for r in &rows {
+                    check_not_null(&child, r)?;
+                }
+                Box::pin(write_rows(session, &child, rows, WriteMode::Upsert)).await?;
+            }
+            FollowUp::Verify { child, fk, gone } => {
+                super::constraints::verify(session, def, &child, &fk, &gone).await?;
+            }
+        }
     }
-    let n = crate::engine::write::delete_rows(core, def, keys_, &session.notices).await?;
-    crate::engine::unique::give_back(core, &given_up).await;
     Ok(n)
+}
+
+/// Run `work` as one transaction block (the session has none open): committed if it
+/// succeeds, rolled back if not.
+async fn in_block<T>(
+    session: &Session,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let core = &session.engine.core;
+    session.tx.begin(false);
+    let done = work.await;
+    let Some(tx) = session.tx.take() else {
+        return done;
+    };
+    match done {
+        Ok(v) => {
+            crate::engine::write::commit_block(core, tx, &session.notices).await?;
+            Ok(v)
+        }
+        Err(e) => {
+            tx.abandon(core).await;
+            Err(e)
+        }
+    }
 }
 
 pub(crate) fn quote_ident(s: &str) -> String {
@@ -1723,7 +1849,7 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
             }
         }
         let old_keys: Vec<Vec<Value>> = moved.into_iter().map(|(ok, _)| ok).collect();
-        delete_rows(session, &def, old_keys).await?;
+        delete_rows(session, &def, old_keys, Removal::Move(&new_rows)).await?;
     }
     let Some(items) = &up.returning else {
         write_rows(session, &def, new_rows, WriteMode::Upsert).await?;
@@ -1811,7 +1937,7 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
                 .collect()
         })
         .collect::<Result<_>>()?;
-    let n = delete_rows(session, &def, keys_).await?;
+    let n = delete_rows(session, &def, keys_, Removal::Delete).await?;
     Ok(Output::Command(format!("DELETE {n}")))
 }
 
@@ -1854,7 +1980,7 @@ async fn delete_returning(
         })
         .collect::<Result<_>>()?;
     let keys_: Vec<Vec<Value>> = rows.iter().map(|r| def.key_of(r)).collect();
-    delete_rows(session, def, keys_).await?;
+    delete_rows(session, def, keys_, Removal::Delete).await?;
     tagged(
         returning(session, def, alias, items, &rows).await?,
         "DELETE",

@@ -185,6 +185,68 @@ pub struct TableDef {
     /// UNIQUE constraints besides the primary key, enforced on every write.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unique: Vec<UniqueDef>,
+    /// CHECK constraints, tested on every row written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckDef>,
+    /// FOREIGN KEY constraints of this table (the referencing side).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_keys: Vec<ForeignKeyDef>,
+}
+
+/// A CHECK constraint: its name and its boolean expression as SQL text over the
+/// table's column names. A row passes unless the expression is false (NULL passes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckDef {
+    pub name: String,
+    pub expr: String,
+}
+
+/// What a FOREIGN KEY does to the referencing rows when the referenced row goes
+/// (`ON DELETE`) or its key changes (`ON UPDATE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefAction {
+    NoAction,
+    Restrict,
+    Cascade,
+    SetNull,
+    SetDefault,
+}
+
+impl RefAction {
+    /// The letter `pg_constraint.confdeltype`/`confupdtype` holds.
+    pub fn code(self) -> char {
+        match self {
+            RefAction::NoAction => 'a',
+            RefAction::Restrict => 'r',
+            RefAction::Cascade => 'c',
+            RefAction::SetNull => 'n',
+            RefAction::SetDefault => 'd',
+        }
+    }
+
+    /// As SQL writes it (`information_schema.referential_constraints`).
+    pub fn sql(self) -> &'static str {
+        match self {
+            RefAction::NoAction => "NO ACTION",
+            RefAction::Restrict => "RESTRICT",
+            RefAction::Cascade => "CASCADE",
+            RefAction::SetNull => "SET NULL",
+            RefAction::SetDefault => "SET DEFAULT",
+        }
+    }
+}
+
+/// A FOREIGN KEY: `columns` of this table reference `referenced` (column names, in
+/// the same order) of `table`, which are that table's primary key or one of its UNIQUE
+/// constraints. MATCH SIMPLE: a row with a NULL in any of `columns` references nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForeignKeyDef {
+    pub name: String,
+    pub columns: Vec<usize>,
+    pub table: String,
+    pub referenced: Vec<String>,
+    pub on_delete: RefAction,
+    pub on_update: RefAction,
 }
 
 /// A UNIQUE constraint: its name, its columns (positions), and the space its values are
@@ -262,6 +324,8 @@ impl TableDef {
                 cols.join(", "),
                 vals.join(", ")
             ),
+            table: self.name.clone(),
+            constraint: self.pk_name(),
         }
     }
 
@@ -630,6 +694,7 @@ pub fn display_key_value(v: &Value) -> String {
         Value::Date(d) => (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
             + chrono::Duration::days(*d as i64))
         .to_string(),
+        Value::Decimal(u, s) => crate::types::format_decimal(*u, *s),
         other => format!("{other:?}"),
     }
 }

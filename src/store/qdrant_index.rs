@@ -1002,6 +1002,8 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
             unique: vec![],
+            checks: vec![],
+            foreign_keys: vec![],
         }
     }
 

@@ -781,6 +781,8 @@ impl ScyllaRows {
             distance: super::Distance::Cosine,
             options,
             unique: vec![],
+            checks: vec![],
+            foreign_keys: vec![],
         })
     }
 

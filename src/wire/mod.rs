@@ -225,6 +225,11 @@ pub fn error_info(e: &Error) -> pgwire::error::ErrorInfo {
         pgwire::error::ErrorInfo::new("ERROR".into(), e.sqlstate().into(), e.to_string());
     info.detail = e.detail();
     info.hint = e.hint();
+    if let Some((table, constraint)) = e.constraint() {
+        info.schema = Some("public".into());
+        info.table = Some(table.into());
+        info.constraint = Some(constraint.into());
+    }
     info
 }
 
