@@ -75,6 +75,16 @@ expect "title | intro"
 expect " ?column? | ?column? "
 expect "Time: "
 expect " t         | bigint"
+# \d of tables with UNIQUE, CHECK and FOREIGN KEY constraints, as PostgreSQL 15 prints it
+expect '"parent_email_key" UNIQUE CONSTRAINT, btree (email)'
+expect 'Check constraints:'
+expect '"parent_n_check" CHECK (n > 0)'
+expect 'Referenced by:'
+expect 'TABLE "child" CONSTRAINT "child_pid_fkey" FOREIGN KEY (pid) REFERENCES parent(id) ON DELETE CASCADE'
+expect 'TABLE "child" CONSTRAINT "cpe" FOREIGN KEY (pe) REFERENCES parent(email) ON DELETE SET NULL'
+expect 'Foreign-key constraints:'
+expect '"child_note_check" CHECK (length(note) < 10)'
+expect '"cpe" FOREIGN KEY (pe) REFERENCES parent(email) ON DELETE SET NULL'
 reject "information_schema | columns"
 reject "Invalid function"
 reject "server closed the connection"

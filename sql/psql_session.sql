@@ -33,3 +33,8 @@ SELECT id, title FROM docs WHERE id = 1;
 SELECT 1, 2;
 \timing off
 SELECT current_user = user AS same_user, pg_typeof(id) FROM docs WHERE id = 1;
+-- constraints as \d shows them (checked against PostgreSQL 15's psql output)
+CREATE TABLE parent (id int PRIMARY KEY, email text UNIQUE, n int CHECK (n > 0));
+CREATE TABLE child (id int PRIMARY KEY, pid int REFERENCES parent ON DELETE CASCADE, pe text, note text, CONSTRAINT cpe FOREIGN KEY (pe) REFERENCES parent (email) ON DELETE SET NULL, CHECK (length(note) < 10));
+\d parent
+\d child

@@ -938,6 +938,7 @@ pub(crate) fn add_unique(def: &mut TableDef, name: Option<String>, cols: Vec<usi
         name,
         columns: cols,
         space: crate::engine::unique::new_space(),
+        index_only: false,
     });
     Ok(())
 }
@@ -974,4 +975,40 @@ pub(crate) async fn claim_stored(
         }),
         Err(e) => Err(e),
     }
+}
+
+/// The columns a CHECK names (for the catalog's `conkey`).
+pub(crate) fn check_columns(def: &TableDef, check: &CheckDef) -> Vec<usize> {
+    parse_check(&check.expr)
+        .map(|e| named_columns(def, &e))
+        .unwrap_or_default()
+}
+
+/// A CHECK's expression as Postgres prints it unprettily (`pg_get_constraintdef(oid)`,
+/// `information_schema.check_clauses`): every operator application in parentheses,
+/// the parentheses the user wrote dropped.
+pub(crate) fn fully_parenthesized(text: &str) -> String {
+    fn show(e: &SqlExpr) -> String {
+        match e {
+            SqlExpr::Nested(inner) => show(inner),
+            SqlExpr::BinaryOp { left, op, right } => {
+                format!("({} {op} {})", show(left), show(right))
+            }
+            SqlExpr::UnaryOp { op, expr } => format!("({op} {})", show(expr)),
+            SqlExpr::IsNull(inner) => format!("({} IS NULL)", show(inner)),
+            SqlExpr::IsNotNull(inner) => format!("({} IS NOT NULL)", show(inner)),
+            other => other.to_string(),
+        }
+    }
+    parse_check(text).map_or_else(
+        || format!("({text})"),
+        |e| {
+            let shown = show(&e);
+            if shown.starts_with('(') {
+                shown
+            } else {
+                format!("({shown})")
+            }
+        },
+    )
 }

@@ -186,6 +186,7 @@ impl Engine {
         self.refuse_dropped_subqueries(sql)?;
         let sql = pgvector::regproc_literals(sql);
         let sql = pgvector::attrdef_subquery(&sql);
+        let sql = pgvector::psql_foreign_keys(&sql);
         let sql = match sequences::canonical_sequence_options(&sql) {
             Some(s) => std::borrow::Cow::Owned(s),
             None => sql,

@@ -824,6 +824,34 @@ pub fn attrdef_subquery(sql: &str) -> std::borrow::Cow<'_, str> {
     ))
 }
 
+/// psql's `\d` of a table with foreign keys: the trigger list's parent-trigger column
+/// (a `WITH ORDINALITY` subquery, only for partitions) is NULL here, and the foreign
+/// keys' `conrelid::pg_catalog.regclass` (a name in Postgres, an OID in the emulation)
+/// becomes the table's name.
+pub fn psql_foreign_keys(sql: &str) -> std::borrow::Cow<'_, str> {
+    const TRIGGERS: &str = "case when t.tgparentid != 0 then";
+    const REGCLASS: &str = "conrelid::pg_catalog.regclass as ontable";
+    if !sql.contains("tgparentid") && !sql.contains("ontable") {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let lower = sql.to_ascii_lowercase();
+    if let Some(start) = lower.find(TRIGGERS)
+        && let Some(len) = lower[start..].find("end as parent")
+    {
+        let end = start + len + "end as parent".len();
+        return std::borrow::Cow::Owned(format!("{}NULL AS parent{}", &sql[..start], &sql[end..]));
+    }
+    if let Some(start) = lower.find(REGCLASS) {
+        return std::borrow::Cow::Owned(format!(
+            "{}{}(conrelid) AS ontable{}",
+            &sql[..start],
+            super::catalog::RELATION_NAME,
+            &sql[start + REGCLASS.len()..]
+        ));
+    }
+    std::borrow::Cow::Borrowed(sql)
+}
+
 /// `information_schema._pg_expandarray(indkey)`, as pgjdbc's `getPrimaryKeys` writes it:
 /// a set-returning function of `(x, n)` records, read as `(...).n` and `(keys).x`. Over an
 /// `int2vector` column it becomes two zipped `unnest`s: of the elements (`x`) and of their

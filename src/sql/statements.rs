@@ -116,6 +116,12 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             Output::Command("CREATE SEQUENCE".into())
         }
         Statement::Drop {
+            object_type: ObjectType::Index,
+            if_exists,
+            names,
+            ..
+        } => drop_indexes(session, names, *if_exists).await?,
+        Statement::Drop {
             object_type: ObjectType::Sequence,
             if_exists,
             names,
@@ -705,6 +711,11 @@ async fn create_index(
         });
         let mut new = (*def).clone();
         super::constraints::add_unique(&mut new, Some(name), cols)?;
+        if let Some(u) = new.unique.last_mut()
+            && !def.unique.iter().any(|d| d.space == u.space)
+        {
+            u.index_only = true;
+        }
         super::alter::publish(session, &def, new).await?;
         return Ok(Output::Command("CREATE INDEX".into()));
     }
@@ -763,6 +774,58 @@ async fn create_index(
         )),
     }
     Ok(Output::Command("CREATE INDEX".into()))
+}
+
+/// `DROP INDEX`: a unique index (`CREATE UNIQUE INDEX`) stops being enforced; the index
+/// of a constraint goes with the constraint only (2BP01); other indexes are not recorded
+/// (CREATE INDEX changed nothing), so dropping one changes nothing either, and a NOTICE
+/// says so.
+async fn drop_indexes(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<Output> {
+    let core = &session.engine.core;
+    for n in names {
+        let name = table_name(n)?;
+        let owner = core.tables().into_iter().find_map(|d| {
+            let i = d.unique.iter().position(|u| u.name == name)?;
+            Some((d, i))
+        });
+        match owner {
+            Some((def, i)) if def.unique[i].index_only => {
+                let mut new = (*def).clone();
+                new.unique.remove(i);
+                super::alter::publish(session, &def, new).await?;
+            }
+            Some((def, _)) => {
+                return Err(Error::Detailed {
+                    code: "2BP01",
+                    message: format!(
+                        "cannot drop index {name} because constraint {name} on table {} requires it",
+                        def.name
+                    ),
+                    detail: String::new(),
+                });
+            }
+            None if core
+                .tables()
+                .iter()
+                .any(|d| d.pk_name() == name) =>
+            {
+                return Err(Error::Detailed {
+                    code: "2BP01",
+                    message: format!(
+                        "cannot drop index {name} because constraint {name} requires it"
+                    ),
+                    detail: String::new(),
+                });
+            }
+            None if if_exists => session
+                .notices
+                .push(format!("index \"{name}\" does not exist, skipping")),
+            None => session.notices.push(format!(
+                "index \"{name}\" is not one vectorgate keeps (only unique indexes are): nothing to drop"
+            )),
+        }
+    }
+    Ok(Output::Command("DROP INDEX".into()))
 }
 
 async fn drop_tables(

@@ -256,6 +256,10 @@ pub struct UniqueDef {
     pub name: String,
     pub columns: Vec<usize>,
     pub space: String,
+    /// Made by `CREATE UNIQUE INDEX`: an index, not a constraint, in the catalog (and
+    /// dropped by `DROP INDEX`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub index_only: bool,
 }
 
 impl TableDef {

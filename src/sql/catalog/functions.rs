@@ -7,6 +7,8 @@ use super::*;
 
 /// The function psql's column-default lookup is rewritten to.
 pub const COLUMN_DEFAULT: &str = "vg_column_default";
+/// The function psql's `conrelid::pg_catalog.regclass` (a table's name) becomes.
+pub const RELATION_NAME: &str = "vg_relname";
 
 /// `format_type(oid, typmod)` that knows `vector(n)` and the typmods above, and leaves
 /// every other type to the emulation's own function.
@@ -382,6 +384,36 @@ pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> 
             }
         }),
     );
+    // `vg_relname(oid)`: a relation's name (`oid::regclass` as text), on the search path
+    // bare, else schema-qualified; NULL if unknown.
+    let relation_name = create_udf(
+        RELATION_NAME,
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new({
+            let seen = seen.clone();
+            move |args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                let wanted = arrays[0].as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                let oids = seen.0.oids.read();
+                let out: StringArray = wanted
+                    .iter()
+                    .map(|o| {
+                        let o = i32::try_from(o?).ok()?;
+                        let (name, _) = oids.iter().find(|(_, v)| **v == o)?;
+                        Some(
+                            name.strip_prefix("public.")
+                                .or_else(|| name.strip_prefix("pg_catalog."))
+                                .unwrap_or(name)
+                                .to_string(),
+                        )
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
+        }),
+    );
     // `vg_column_default(table oid, attnum)`: the column's DEFAULT text; psql's `\d`
     // asks `pg_attrdef` in a correlated subquery, which is rewritten to this.
     let column_default = create_udf(
@@ -412,6 +444,7 @@ pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> 
     out.push(column_default);
     out.push(table_is_visible);
     out.push(to_regclass);
+    out.push(relation_name);
     out.push(PgGetExpr::udf());
     out.extend(vec![
         none("obj_description", vec![DataType::Int64, DataType::Utf8]),
@@ -421,6 +454,11 @@ pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> 
         none("pg_get_function_arguments", vec![DataType::Int64]),
         none("pg_get_function_identity_arguments", vec![DataType::Int64]),
         none("pg_tablespace_location", vec![DataType::Int64]),
+        // There are no triggers (psql's `\d` asks of a table with foreign keys).
+        none(
+            "pg_get_triggerdef",
+            vec![DataType::Int64, DataType::Boolean],
+        ),
     ]);
     for f in [
         "pg_conversion_is_visible",
@@ -709,7 +747,8 @@ impl ScalarUDFImpl for PgTypeof {
 }
 
 /// `pg_get_indexdef(oid [, column, pretty])` and `pg_get_constraintdef(oid [, pretty])`
-/// for the primary keys of the proxy's tables; NULL for anything else.
+/// for the constraints and indexes of the proxy's tables (as the last catalog query saw
+/// them); NULL for anything else.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct KeyDefinition {
     name: &'static str,
@@ -748,34 +787,27 @@ impl ScalarUDFImpl for KeyDefinition {
             }
             _ => None,
         };
+        // `pg_get_constraintdef(oid, true)`: pretty (a CHECK as written).
+        let pretty = self.name == "pg_get_constraintdef" && args.args.len() > 1;
         let registry = self.seen.0.keys.read();
-        let index = self.name == "pg_get_indexdef";
-        let base = i64::from(if index {
-            INDEX_OID_BASE
-        } else {
-            CONSTRAINT_OID_BASE
-        });
         let out: StringArray = (0..n)
             .map(|i| {
                 if oids.is_null(i) {
                     return None;
                 }
-                let table = i32::try_from(oids.value(i) - base).ok()?;
-                let (name, keys) = registry.get(&table)?;
+                let oid = i32::try_from(oids.value(i)).ok()?;
+                let (definition, pretty_definition, columns) = registry.get(&oid)?;
                 if let Some(k) = column
                     .as_ref()
                     .and_then(|c| (!c.is_null(i)).then(|| c.value(i)))
                     .filter(|k| *k > 0)
                 {
-                    return keys.get(k as usize - 1).cloned();
+                    return columns.get(k as usize - 1).cloned();
                 }
-                Some(if index {
-                    format!(
-                        "CREATE UNIQUE INDEX {name}_pkey ON public.{name} USING btree ({})",
-                        keys.join(", ")
-                    )
+                Some(if pretty {
+                    pretty_definition.clone()
                 } else {
-                    format!("PRIMARY KEY ({})", keys.join(", "))
+                    definition.clone()
                 })
             })
             .collect();

@@ -22,6 +22,7 @@ impl SchemaProvider for InformationSchema {
                 "key_column_usage",
                 "constraint_column_usage",
                 "referential_constraints",
+                "check_constraints",
                 "sequences",
             ]
             .map(String::from),
@@ -51,14 +52,16 @@ impl SchemaProvider for InformationSchema {
     }
 }
 
-/// The information_schema views of keys the emulation lacks: each table's primary key
-/// (vectorgate has no other constraints), as ORMs and BI tools (Metabase) read it.
+/// The information_schema views of constraints the emulation lacks: each table's primary
+/// key, UNIQUE, CHECK and FOREIGN KEY constraints, as ORMs and BI tools (Metabase) read
+/// them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum KeyView {
     TableConstraints,
     KeyColumnUsage,
     ConstraintColumnUsage,
     ReferentialConstraints,
+    CheckConstraints,
     /// Not a key view: the sequences (`CREATE SEQUENCE`, serial and identity columns').
     Sequences,
 }
@@ -70,6 +73,7 @@ impl KeyView {
             "key_column_usage" => KeyView::KeyColumnUsage,
             "constraint_column_usage" => KeyView::ConstraintColumnUsage,
             "referential_constraints" => KeyView::ReferentialConstraints,
+            "check_constraints" => KeyView::CheckConstraints,
             "sequences" => KeyView::Sequences,
             _ => return None,
         })
@@ -120,6 +124,12 @@ impl KeyView {
                 "match_option",
                 "update_rule",
                 "delete_rule",
+            ],
+            KeyView::CheckConstraints => &[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "check_clause",
             ],
             KeyView::Sequences => &[
                 "sequence_catalog",
@@ -238,44 +248,108 @@ impl TableProvider for KeyViews {
             .map(|s| s.tables())
             .unwrap_or_default();
         tables.sort_by(|a, b| a.name.cmp(&b.name));
-        // Each table's constraints: its primary key, then its UNIQUE constraints, as
-        // (table, name, type, columns).
-        let mut constraints: Vec<(&Arc<crate::store::TableDef>, String, &str, Vec<usize>)> =
-            Vec::new();
-        for def in &tables {
-            constraints.push((def, def.pk_name(), "PRIMARY KEY", def.primary_key.clone()));
-            for u in &def.unique {
-                constraints.push((def, u.name.clone(), "UNIQUE", u.columns.clone()));
-            }
-        }
-        // One row per constraint, or per constraint column.
-        let mut rows: Vec<(usize, Option<usize>)> = Vec::new();
-        for (ci, c) in constraints.iter().enumerate() {
-            match self.kind {
-                KeyView::TableConstraints => rows.push((ci, None)),
-                KeyView::KeyColumnUsage | KeyView::ConstraintColumnUsage => {
-                    rows.extend((0..c.3.len()).map(|i| (ci, Some(i))))
+        let shown: Vec<Vec<Shown>> = tables.iter().map(|d| shown_constraints(d, 0)).collect();
+        // For a foreign key: the referenced table, its constraint, and the referenced
+        // columns' positions there.
+        let referenced = |f: &crate::store::ForeignKeyDef| {
+            let at = tables.iter().position(|t| t.name == f.table)?;
+            let parent = &tables[at];
+            let c = referenced_constraint(parent, &shown[at], f)?;
+            let cols: Vec<usize> = f
+                .referenced
+                .iter()
+                .filter_map(|n| parent.column_index(n))
+                .collect();
+            Some((parent, c, cols))
+        };
+        // One row per constraint, or per constraint column: (table, constraint, column
+        // position in the list, the table the column belongs to, the column).
+        type Row<'a> = (usize, &'a Shown, Option<usize>, &'a str, Option<String>);
+        let mut rows: Vec<Row> = Vec::new();
+        for (ti, list) in shown.iter().enumerate() {
+            let def = &tables[ti];
+            for s in list.iter().filter(|s| s.constraint) {
+                match self.kind {
+                    KeyView::TableConstraints => rows.push((ti, s, None, &def.name, None)),
+                    KeyView::ReferentialConstraints if s.kind == 'f' => {
+                        rows.push((ti, s, None, &def.name, None))
+                    }
+                    KeyView::KeyColumnUsage if s.kind != 'c' => {
+                        for (i, &c) in s.columns.iter().enumerate() {
+                            rows.push((
+                                ti,
+                                s,
+                                Some(i),
+                                &def.name,
+                                Some(def.columns[c].name.clone()),
+                            ));
+                        }
+                    }
+                    KeyView::ConstraintColumnUsage => match &s.foreign {
+                        Some(f) => {
+                            if let Some((parent, _, cols)) = referenced(f) {
+                                for (i, c) in cols.into_iter().enumerate() {
+                                    let name = parent.columns[c].name.clone();
+                                    rows.push((ti, s, Some(i), &parent.name, Some(name)));
+                                }
+                            }
+                        }
+                        None => {
+                            for (i, &c) in s.columns.iter().enumerate() {
+                                let name = def.columns[c].name.clone();
+                                rows.push((ti, s, Some(i), &def.name, Some(name)));
+                            }
+                        }
+                    },
+                    KeyView::CheckConstraints if s.kind == 'c' => {
+                        rows.push((ti, s, None, &def.name, None))
+                    }
+                    _ => {}
                 }
-                KeyView::ReferentialConstraints | KeyView::Sequences => {}
             }
         }
         let batch = build_rows(
             &schema,
             rows.len(),
             |c, r| {
-                let (ci, key) = rows[r];
-                let (def, name, kind, columns) = &constraints[ci];
+                let (ti, s, key, table, column) = &rows[r];
+                let def = &tables[*ti];
+                let kind = match s.kind {
+                    'p' => "PRIMARY KEY",
+                    'u' => "UNIQUE",
+                    'c' => "CHECK",
+                    _ => "FOREIGN KEY",
+                };
                 Some(match c {
-                    "constraint_catalog" | "table_catalog" => Cell::Text(database.clone()),
-                    "constraint_schema" | "table_schema" => Cell::Text("public".into()),
-                    "constraint_name" => Cell::Text(name.clone()),
+                    "constraint_catalog" | "table_catalog" | "unique_constraint_catalog" => {
+                        Cell::Text(database.clone())
+                    }
+                    "constraint_schema" | "table_schema" | "unique_constraint_schema" => {
+                        Cell::Text("public".into())
+                    }
+                    "constraint_name" => Cell::Text(s.name.clone()),
+                    "table_name" if self.kind == KeyView::ConstraintColumnUsage => {
+                        Cell::Text(table.to_string())
+                    }
                     "table_name" => Cell::Text(def.name.clone()),
-                    "constraint_type" => Cell::Text((*kind).into()),
+                    "constraint_type" => Cell::Text(kind.into()),
                     "is_deferrable" | "initially_deferred" => Cell::Text("NO".into()),
                     "enforced" => Cell::Text("YES".into()),
-                    "nulls_distinct" if *kind == "UNIQUE" => Cell::Text("YES".into()),
-                    "column_name" => Cell::Text(def.columns[columns[key?]].name.clone()),
-                    "ordinal_position" => Cell::Int(key? as i64 + 1),
+                    "nulls_distinct" if s.kind == 'u' => Cell::Text("YES".into()),
+                    "column_name" => Cell::Text(column.clone()?),
+                    "ordinal_position" => Cell::Int((*key)? as i64 + 1),
+                    "position_in_unique_constraint" => {
+                        let (_, u, cols) = referenced(s.foreign.as_ref()?)?;
+                        let c = cols.get((*key)?)?;
+                        Cell::Int(u.columns.iter().position(|x| x == c)? as i64 + 1)
+                    }
+                    "unique_constraint_name" => {
+                        Cell::Text(referenced(s.foreign.as_ref()?)?.1.name.clone())
+                    }
+                    "match_option" => Cell::Text("NONE".into()),
+                    "update_rule" => Cell::Text(s.foreign.as_ref()?.on_update.sql().into()),
+                    "delete_rule" => Cell::Text(s.foreign.as_ref()?.on_delete.sql().into()),
+                    "check_clause" => Cell::Text(s.definition.strip_prefix("CHECK ")?.to_string()),
                     _ => return None,
                 })
             },

@@ -27,8 +27,8 @@ mod functions;
 mod information_schema;
 
 pub use functions::{
-    COLUMN_DEFAULT, FormatType, JsonBuildObject, TEXT_ARRAY_FUNCTIONS, TextArrays, constant_text,
-    current_setting_udf, extra_functions, key_functions, type_oid,
+    COLUMN_DEFAULT, FormatType, JsonBuildObject, RELATION_NAME, TEXT_ARRAY_FUNCTIONS, TextArrays,
+    constant_text, current_setting_udf, extra_functions, key_functions, type_oid,
 };
 pub use information_schema::InformationSchema;
 
@@ -501,9 +501,9 @@ fn public_namespace(namespaces: &[RecordBatch]) -> Option<i32> {
 /// answer about a relation by its OID or name: each engine keeps its own.
 #[derive(Debug, Default)]
 pub struct SeenCatalog {
-    /// Table OID -> (table name, key column names), for `pg_get_indexdef` and
-    /// `pg_get_constraintdef`.
-    pub(crate) keys: parking_lot::RwLock<HashMap<i32, (String, Vec<String>)>>,
+    /// Constraint or index OID -> (its definition, pretty and not, its column names), for
+    /// `pg_get_constraintdef` and `pg_get_indexdef`.
+    pub(crate) keys: parking_lot::RwLock<HashMap<i32, (String, String, Vec<String>)>>,
     /// Table OID -> each column's DEFAULT text, for psql's `\d` (see
     /// `vg_column_default`).
     pub(crate) defaults: parking_lot::RwLock<HashMap<i32, Vec<Option<String>>>>,
@@ -899,36 +899,87 @@ impl TableProvider for PrimaryKeys {
                 );
             }
         }
+        // Each table's constraints, with the table's OID, namespace and pg_class row.
+        let shown: Vec<(
+            i32,
+            i32,
+            Arc<crate::store::TableDef>,
+            Vec<Shown>,
+            usize,
+            usize,
+        )> = found
+            .iter()
+            .map(|(oid, ns, def, bi, row)| {
+                (
+                    *oid,
+                    *ns,
+                    def.clone(),
+                    shown_constraints(def, *oid),
+                    *bi,
+                    *row,
+                )
+            })
+            .collect();
         {
             let mut registry = self.seen.0.keys.write();
-            for (oid, _, def, _, _) in &found {
-                registry.insert(
-                    *oid,
-                    (
-                        def.name.clone(),
-                        def.primary_key
-                            .iter()
-                            .map(|&k| def.columns[k].name.clone())
-                            .collect(),
-                    ),
-                );
+            for (_, _, def, list, _, _) in &shown {
+                for s in list {
+                    let names = names_of(def, &s.columns);
+                    let pretty = s.pretty.clone().unwrap_or_else(|| s.definition.clone());
+                    registry.insert(s.oid, (s.definition.clone(), pretty, names.clone()));
+                    if let Some(i) = s.index_oid {
+                        let index = s.index_definition(def);
+                        registry.insert(i, (index.clone(), index, names));
+                    }
+                }
             }
         }
-        let attnums = |def: &crate::store::TableDef| -> Vec<i64> {
-            def.primary_key.iter().map(|&k| k as i64 + 1).collect()
+        let indexes: Vec<(i32, &Arc<crate::store::TableDef>, &Shown, usize, usize)> = shown
+            .iter()
+            .flat_map(|(oid, _, def, list, bi, row)| {
+                list.iter()
+                    .filter(|s| s.index_oid.is_some())
+                    .map(move |s| (*oid, def, s, *bi, *row))
+            })
+            .collect();
+        let constraints: Vec<(i32, i32, &Arc<crate::store::TableDef>, &Shown, &[Shown])> = shown
+            .iter()
+            .flat_map(|(oid, ns, def, list, _, _)| {
+                list.iter()
+                    .filter(|s| s.constraint)
+                    .map(move |s| (*oid, *ns, def, s, list.as_slice()))
+            })
+            .collect();
+        let conkey = |cols: &[usize]| {
+            format!(
+                "{{{}}}",
+                cols.iter()
+                    .map(|k| (k + 1).to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
         };
-        let joined = |nums: &[i64]| {
-            nums.iter()
-                .map(|n| n.to_string())
+        let joined = |cols: &[usize]| {
+            cols.iter()
+                .map(|k| (k + 1).to_string())
                 .collect::<Vec<_>>()
                 .join(" ")
         };
         let extra = match self.kind {
             KeyTable::Class => {
                 // The tables now have an index; the index is a relation of its own.
+                // psql's `\d` lists CHECK constraints of a table whose `relchecks` is
+                // not 0, and foreign keys (both ways) of one with `relhastriggers`.
+                let referenced: std::collections::HashSet<&str> = found
+                    .iter()
+                    .flat_map(|f| f.2.foreign_keys.iter().map(|k| k.table.as_str()))
+                    .collect();
                 for (bi, b) in batches.iter_mut().enumerate() {
-                    let rows: Vec<usize> =
-                        found.iter().filter(|f| f.3 == bi).map(|f| f.4).collect();
+                    let rows: Vec<(usize, &Arc<crate::store::TableDef>)> = found
+                        .iter()
+                        .filter(|f| f.3 == bi)
+                        .map(|f| (f.4, &f.2))
+                        .collect();
                     if rows.is_empty() || column(b, "relhasindex").is_none() {
                         continue;
                     }
@@ -937,21 +988,29 @@ impl TableProvider for PrimaryKeys {
                         &schema,
                         b.num_rows(),
                         |c, r| {
-                            (c == "relhasindex" && rows.contains(&r)).then_some(Cell::Bool(true))
+                            let (_, def) = rows.iter().find(|(row, _)| *row == r)?;
+                            match c {
+                                "relhasindex" => Some(Cell::Bool(true)),
+                                "relchecks" => Some(Cell::Int(def.checks.len() as i64)),
+                                "relhastriggers" => Some(Cell::Bool(
+                                    !def.foreign_keys.is_empty()
+                                        || referenced.contains(def.name.as_str()),
+                                )),
+                                _ => None,
+                            }
                         },
                         Some((&*b, &all)),
                     )?;
                 }
                 let mut out = Vec::new();
-                for (oid, _, def, bi, row) in &found {
-                    let keys = def.primary_key.len() as i64;
-                    let name = format!("{}_pkey", def.name);
+                for (_, _, s, bi, row) in &indexes {
+                    let keys = s.columns.len() as i64;
                     out.push(build_rows(
                         &schema,
                         1,
                         |c, _| match c {
-                            "oid" => Some(Cell::Int(i64::from(INDEX_OID_BASE + oid))),
-                            "relname" => Some(Cell::Text(name.clone())),
+                            "oid" => s.index_oid.map(|o| Cell::Int(i64::from(o))),
+                            "relname" => Some(Cell::Text(s.name.clone())),
                             "relkind" => Some(Cell::Text("i".into())),
                             "reltype" | "reloftype" | "reltoastrelid" => Some(Cell::Int(0)),
                             "relam" => Some(Cell::Int(403)),
@@ -1005,26 +1064,25 @@ impl TableProvider for PrimaryKeys {
                 out
             }
             KeyTable::Index => {
-                let n = found.len();
                 vec![build_rows(
                     &schema,
-                    n,
+                    indexes.len(),
                     |c, r| {
-                        let (oid, _, def, _, _) = &found[r];
-                        let keys = attnums(def);
-                        let zeros = vec!["0"; keys.len()].join(" ");
+                        let (oid, _, s, _, _) = indexes[r];
+                        let zeros = vec!["0"; s.columns.len()].join(" ");
                         Some(match c {
-                            "indexrelid" => Cell::Int(i64::from(INDEX_OID_BASE + oid)),
-                            "indrelid" => Cell::Int(i64::from(*oid)),
-                            "indnatts" | "indnkeyatts" => Cell::Int(keys.len() as i64),
-                            "indisunique" | "indisprimary" | "indimmediate" | "indisvalid"
-                            | "indisready" | "indislive" => Cell::Bool(true),
+                            "indexrelid" => Cell::Int(i64::from(s.index_oid?)),
+                            "indrelid" => Cell::Int(i64::from(oid)),
+                            "indnatts" | "indnkeyatts" => Cell::Int(s.columns.len() as i64),
+                            "indisprimary" => Cell::Bool(s.kind == 'p'),
+                            "indisunique" | "indimmediate" | "indisvalid" | "indisready"
+                            | "indislive" => Cell::Bool(true),
                             "indnullsnotdistinct"
                             | "indisexclusion"
                             | "indisclustered"
                             | "indcheckxmin"
                             | "indisreplident" => Cell::Bool(false),
-                            "indkey" => Cell::Text(joined(&keys)),
+                            "indkey" => Cell::Text(joined(&s.columns)),
                             "indcollation" | "indclass" | "indoption" => Cell::Text(zeros),
                             _ => return None,
                         })
@@ -1033,35 +1091,59 @@ impl TableProvider for PrimaryKeys {
                 )?]
             }
             KeyTable::Constraint => {
-                let n = found.len();
                 vec![build_rows(
                     &schema,
-                    n,
+                    constraints.len(),
                     |c, r| {
-                        let (oid, ns, def, _, _) = &found[r];
-                        let keys = attnums(def);
+                        let (oid, ns, _, s, _) = constraints[r];
+                        // A foreign key's referenced table, its shown constraints, and
+                        // the positions of the referenced columns there.
+                        let foreign = s.foreign.as_ref().and_then(|f| {
+                            let (poid, _, pdef, plist, _, _) =
+                                shown.iter().find(|x| x.2.name == f.table)?;
+                            let cols: Vec<usize> = f
+                                .referenced
+                                .iter()
+                                .filter_map(|n| pdef.column_index(n))
+                                .collect();
+                            let index = referenced_constraint(pdef, plist, f)
+                                .and_then(|u| u.index_oid)
+                                .unwrap_or(0);
+                            Some((*poid, cols, index, f))
+                        });
                         Some(match c {
-                            "oid" => Cell::Int(i64::from(CONSTRAINT_OID_BASE + oid)),
-                            "conname" => Cell::Text(format!("{}_pkey", def.name)),
-                            "connamespace" => Cell::Int(i64::from(*ns)),
-                            "contype" => Cell::Text("p".into()),
+                            "oid" => Cell::Int(i64::from(s.oid)),
+                            "conname" => Cell::Text(s.name.clone()),
+                            "connamespace" => Cell::Int(i64::from(ns)),
+                            "contype" => Cell::Text(s.kind.to_string()),
                             "condeferrable" | "condeferred" => Cell::Bool(false),
-                            "convalidated" | "conislocal" | "connoinherit" => Cell::Bool(true),
-                            "conrelid" => Cell::Int(i64::from(*oid)),
-                            "conindid" => Cell::Int(i64::from(INDEX_OID_BASE + oid)),
-                            "contypid" | "conparentid" | "confrelid" | "coninhcount" => {
-                                Cell::Int(0)
-                            }
-                            "confupdtype" | "confdeltype" | "confmatchtype" => {
-                                Cell::Text(" ".into())
-                            }
-                            "conkey" => Cell::Text(format!(
-                                "{{{}}}",
-                                keys.iter()
-                                    .map(|k| k.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(",")
+                            "convalidated" | "conislocal" => Cell::Bool(true),
+                            "connoinherit" => Cell::Bool(s.kind != 'c'),
+                            "conrelid" => Cell::Int(i64::from(oid)),
+                            "conindid" => Cell::Int(i64::from(
+                                s.index_oid.or(foreign.as_ref().map(|f| f.2)).unwrap_or(0),
                             )),
+                            "confrelid" => {
+                                Cell::Int(i64::from(foreign.as_ref().map_or(0, |f| f.0)))
+                            }
+                            "contypid" | "conparentid" | "coninhcount" => Cell::Int(0),
+                            "confupdtype" => Cell::Text(
+                                foreign
+                                    .as_ref()
+                                    .map_or(' ', |f| f.3.on_update.code())
+                                    .to_string(),
+                            ),
+                            "confdeltype" => Cell::Text(
+                                foreign
+                                    .as_ref()
+                                    .map_or(' ', |f| f.3.on_delete.code())
+                                    .to_string(),
+                            ),
+                            "confmatchtype" => {
+                                Cell::Text(if foreign.is_some() { "s" } else { " " }.into())
+                            }
+                            "conkey" => Cell::Text(conkey(&s.columns)),
+                            "confkey" => Cell::Text(conkey(&foreign.as_ref()?.1)),
                             _ => return None,
                         })
                     },
@@ -1095,4 +1177,148 @@ impl TableProvider for PrimaryKeys {
             projection.cloned(),
         )?)
     }
+}
+
+/// OIDs of constraints and indexes after a table's primary key: `EXTRA_OID_BASE + table
+/// * 64 + 2n` for the n-th (from 1) constraint and `+ 1` for its index.
+pub const EXTRA_OID_BASE: i32 = 100_000_000;
+
+/// A table's constraint as the catalog shows it (`pg_constraint`, `pg_index`,
+/// `information_schema`, `pg_get_constraintdef`).
+#[derive(Debug, Clone)]
+pub(crate) struct Shown {
+    /// `p`, `u`, `c` or `f`, as `pg_constraint.contype`.
+    pub kind: char,
+    pub name: String,
+    /// Positions of the constrained columns (a CHECK's: the columns it names).
+    pub columns: Vec<usize>,
+    pub oid: i32,
+    /// The index behind a primary key or UNIQUE constraint.
+    pub index_oid: Option<i32>,
+    /// `pg_get_constraintdef(oid)` (not pretty).
+    pub definition: String,
+    /// `pg_get_constraintdef(oid, true)`, where it differs (a CHECK: as written).
+    pub pretty: Option<String>,
+    /// A foreign key's referenced table, its columns' positions there, and the actions.
+    pub foreign: Option<crate::store::ForeignKeyDef>,
+    /// False for a unique index that is not a constraint (`CREATE UNIQUE INDEX`).
+    pub constraint: bool,
+}
+
+impl Shown {
+    /// `pg_get_indexdef` of the index behind it.
+    pub fn index_definition(&self, def: &crate::store::TableDef) -> String {
+        format!(
+            "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
+            self.name,
+            def.name,
+            names_of(def, &self.columns).join(", ")
+        )
+    }
+}
+
+fn names_of(def: &crate::store::TableDef, cols: &[usize]) -> Vec<String> {
+    cols.iter().map(|&c| def.columns[c].name.clone()).collect()
+}
+
+/// The constraints of `def` (whose OID is `oid`): its primary key, UNIQUE constraints,
+/// CHECKs and foreign keys, in that order.
+pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<Shown> {
+    let mut out = vec![Shown {
+        kind: 'p',
+        name: def.pk_name(),
+        columns: def.primary_key.clone(),
+        oid: CONSTRAINT_OID_BASE + oid,
+        index_oid: Some(INDEX_OID_BASE + oid),
+        definition: format!(
+            "PRIMARY KEY ({})",
+            names_of(def, &def.primary_key).join(", ")
+        ),
+        foreign: None,
+        constraint: true,
+        pretty: None,
+    }];
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        EXTRA_OID_BASE.wrapping_add(oid.wrapping_mul(64)) + 2 * n
+    };
+    for u in &def.unique {
+        let c = next();
+        out.push(Shown {
+            kind: 'u',
+            name: u.name.clone(),
+            columns: u.columns.clone(),
+            oid: c,
+            index_oid: Some(c + 1),
+            definition: format!("UNIQUE ({})", names_of(def, &u.columns).join(", ")),
+            foreign: None,
+            constraint: !u.index_only,
+            pretty: None,
+        });
+    }
+    for ch in &def.checks {
+        let columns = crate::sql::constraints::check_columns(def, ch);
+        out.push(Shown {
+            kind: 'c',
+            name: ch.name.clone(),
+            columns,
+            oid: next(),
+            index_oid: None,
+            definition: format!(
+                "CHECK ({})",
+                crate::sql::constraints::fully_parenthesized(&ch.expr)
+            ),
+            foreign: None,
+            constraint: true,
+            pretty: Some(format!("CHECK ({})", ch.expr)),
+        });
+    }
+    for f in &def.foreign_keys {
+        let mut text = format!(
+            "FOREIGN KEY ({}) REFERENCES {}({})",
+            names_of(def, &f.columns).join(", "),
+            f.table,
+            f.referenced.join(", ")
+        );
+        use crate::store::RefAction;
+        if f.on_update != RefAction::NoAction {
+            text.push_str(&format!(" ON UPDATE {}", f.on_update.sql()));
+        }
+        if f.on_delete != RefAction::NoAction {
+            text.push_str(&format!(" ON DELETE {}", f.on_delete.sql()));
+        }
+        out.push(Shown {
+            kind: 'f',
+            name: f.name.clone(),
+            columns: f.columns.clone(),
+            oid: next(),
+            index_oid: None,
+            definition: text,
+            foreign: Some(f.clone()),
+            constraint: true,
+            pretty: None,
+        });
+    }
+    out
+}
+
+/// The constraint (or index) of the referenced table a foreign key relies on: its
+/// primary key or the UNIQUE constraint over the referenced columns.
+pub(crate) fn referenced_constraint<'a>(
+    parent: &crate::store::TableDef,
+    shown: &'a [Shown],
+    fk: &crate::store::ForeignKeyDef,
+) -> Option<&'a Shown> {
+    let mut wanted: Vec<usize> = fk
+        .referenced
+        .iter()
+        .filter_map(|n| parent.column_index(n))
+        .collect();
+    wanted.sort_unstable();
+    shown.iter().find(|s| {
+        let mut c = s.columns.clone();
+        c.sort_unstable();
+        matches!(s.kind, 'p' | 'u') && c == wanted
+    })
 }
