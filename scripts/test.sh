@@ -92,6 +92,30 @@ cassandra="127.0.0.1:$CASSANDRA_PORT"
 
 run_pass "rows in Cassandra, vectors embedded" VECTORGATE_TEST_CASSANDRA="$cassandra" -- --test integration
 
+# PostgreSQL 15 as the oracle: the sql/*.slt files marked `# oracle: postgres` run on it
+# too, so that what they expect is Postgres' behaviour (Debian's postgresql-15).
+step "PostgreSQL 15, the oracle for the marked sql/*.slt files"
+pg_bin=/usr/lib/postgresql/15/bin
+[ -x "$pg_bin/postgres" ] || apt_install postgresql-15 || true
+if [ -x "$pg_bin/postgres" ]; then
+    pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/vectorgate-pg.XXXXXX")"
+    pg_port="$(python3 -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    as_pg=""
+    # Postgres will not run as root: as its own user, which its package makes.
+    if [ "$(id -u)" -eq 0 ]; then chown postgres "$pg_dir"; as_pg="runuser -u postgres --"; fi
+    $as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U oracle --auth=trust >/dev/null
+    $as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+        -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1" start >/dev/null
+    cleanup+=("$as_pg $pg_bin/pg_ctl -D $pg_dir/data -m immediate stop" "rm -rf $pg_dir")
+    run_pass "marked sql/*.slt files on PostgreSQL 15" \
+        VECTORGATE_TEST_POSTGRES="postgres://oracle@127.0.0.1:$pg_port/postgres" \
+        -- --test integration slt_files_marked_for_it_pass_on_postgres
+else
+    echo "skipped: PostgreSQL 15 (postgresql-15) could not be installed"
+    passes+=("marked sql/*.slt files on PostgreSQL 15: skipped (no postgresql-15)")
+fi
+
 # A Qdrant server: the one VECTORGATE_TEST_QDRANT_URL names, or the test build that
 # ../shared/qdrant/start provides where it exists (never on a user's machine).
 qdrant_url="${VECTORGATE_TEST_QDRANT_URL:-}"

@@ -503,7 +503,7 @@ fn public_namespace(namespaces: &[RecordBatch]) -> Option<i32> {
 pub struct SeenCatalog {
     /// Constraint or index OID -> (its definition, pretty and not, its column names), for
     /// `pg_get_constraintdef` and `pg_get_indexdef`.
-    pub(crate) keys: parking_lot::RwLock<HashMap<i32, (String, String, Vec<String>)>>,
+    pub(crate) keys: parking_lot::RwLock<HashMap<i32, Definition>>,
     /// Table OID -> each column's DEFAULT text, for psql's `\d` (see
     /// `vg_column_default`).
     pub(crate) defaults: parking_lot::RwLock<HashMap<i32, Vec<Option<String>>>>,
@@ -515,6 +515,9 @@ pub struct SeenCatalog {
     /// `format('%I.%I', schema, table)::regclass`).
     pub(crate) oids: parking_lot::RwLock<HashMap<String, i32>>,
 }
+
+/// A constraint's or index's definition, pretty and not, and its column names.
+pub(crate) type Definition = (String, String, Vec<String>);
 
 /// A shared [`SeenCatalog`], compared by identity (UDFs must be comparable).
 #[derive(Debug, Clone, Default)]
