@@ -9,8 +9,9 @@ bin="${1:?usage: scripts/client-tests.sh path/to/vectorgate}"
 cache="${VECTORGATE_CLIENTS_CACHE:-$HOME/.cache/vectorgate/clients}"
 mkdir -p "$cache"
 
-# Python: psycopg 3, psycopg2, SQLAlchemy 2, pgvector-python (numpy for its vectors).
-python_deps="psycopg[binary]==3.3.9 psycopg2-binary==2.9.13 asyncpg==0.32.0 SQLAlchemy==2.1.9 pgvector==0.5.1 numpy==2.4.6"
+# Python: psycopg 3, psycopg2, SQLAlchemy 2, pgvector-python (numpy for its vectors),
+# LangGraph's Postgres store and checkpointer.
+python_deps="psycopg[binary]==3.3.9 psycopg2-binary==2.9.13 asyncpg==0.32.0 SQLAlchemy==2.1.9 pgvector==0.5.1 numpy==2.4.6 psycopg-pool==3.3.3 langgraph==1.2.24 langgraph-checkpoint-postgres==3.2.0"
 if [ ! -x "$cache/venv/bin/python" ]; then
   python3 -m venv "$cache/venv"
 fi
@@ -56,6 +57,8 @@ done
 status=0
 echo "-- python clients"
 VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_clients.py || status=1
+echo "-- LangGraph's Postgres store and checkpointer"
+VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_langgraph.py || status=1
 echo "-- node clients"
 VECTORGATE_URL="$url" NODE_PATH="$cache/node/node_modules" node clients/node/test_clients.js || status=1
 echo "-- java clients"

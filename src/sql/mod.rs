@@ -12,6 +12,7 @@ pub mod constraints;
 pub mod copy;
 pub(crate) mod defaults;
 pub mod direct;
+pub mod do_block;
 pub mod params;
 pub mod pgvector;
 pub mod plan_cache;
@@ -183,6 +184,9 @@ impl Engine {
     }
 
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        if let Some(block) = do_block::as_if(sql) {
+            return self.parse(&block?);
+        }
         self.refuse_dropped_subqueries(sql)?;
         let sql = pgvector::regproc_literals(sql);
         let sql = pgvector::attrdef_subquery(&sql);

@@ -674,6 +674,39 @@ pub fn bind(stmt: &Statement, values: &[Value]) -> Result<Statement> {
         literals.push(expr);
     }
     let mut stmt = stmt.clone();
+    // `$1::bool[]` bound to `{t,f}` text: `ARRAY[TRUE, FALSE]` (the text does not cast).
+    let _ = visit_expressions_mut(&mut stmt, |e| {
+        if let SqlExpr::Cast {
+            expr,
+            data_type: SqlDataType::Array(elem),
+            ..
+        } = e
+            && matches!(
+                elem,
+                datafusion::sql::sqlparser::ast::ArrayElemTypeDef::SquareBracket(t, _)
+                    if matches!(**t, SqlDataType::Bool | SqlDataType::Boolean)
+            )
+            && let Some(i) = placeholder_index(expr)
+            && let Some(Value::Text(t)) = values.get(i - 1)
+            && let Ok(items) = crate::types::parse_pg_array(t)
+        {
+            let items: Vec<SqlExpr> = items
+                .iter()
+                .map(|x| {
+                    SqlExpr::value(match x.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                        None => SqlValue::Null,
+                        Some("t" | "true") => SqlValue::Boolean(true),
+                        Some(_) => SqlValue::Boolean(false),
+                    })
+                })
+                .collect();
+            **expr = SqlExpr::Array(datafusion::sql::sqlparser::ast::Array {
+                elem: items,
+                named: true,
+            });
+        }
+        ControlFlow::<()>::Continue(())
+    });
     // `$1::real[]` bound to an array of floats: `ARRAY[...]`, which casts to any numeric
     // array type (the '[...]' text literal does not).
     let _ = visit_expressions_mut(&mut stmt, |e| {

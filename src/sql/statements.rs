@@ -61,6 +61,8 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             )));
         }
         Statement::CreateIndex(ci) => create_index(session, ci).await?,
+        // Postgres has no IF statement: this is a DO block (see do_block).
+        Statement::If(block) => super::do_block::run(session, block).await?,
         Statement::Drop {
             object_type: ObjectType::Table,
             if_exists,

@@ -232,6 +232,18 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
         Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => {
             Value::TextArray(from_binary::<Vec<Option<String>>>(ty, raw)?)
         }
+        // `{t,f,NULL}`, as its text form arrives (a `$n::bool[]` binds it as an ARRAY).
+        Type::BOOL_ARRAY => {
+            let items: Vec<&str> = from_binary::<Vec<Option<bool>>>(ty, raw)?
+                .into_iter()
+                .map(|b| match b {
+                    Some(true) => "t",
+                    Some(false) => "f",
+                    None => "NULL",
+                })
+                .collect();
+            Value::Text(format!("{{{}}}", items.join(",")))
+        }
         _ => {
             return Err(Error::FeatureNotSupported(format!(
                 "binary parameters of type {} are not supported; send them as text",
