@@ -9,6 +9,7 @@
 //! - [`health`]: the breaker (exact answers from the rows while the index is away).
 //! - [`sync`]: the outbox replay, backfill, `reindex` and `attach`.
 
+pub mod advisory;
 pub mod catalog;
 pub mod ddl;
 pub mod health;
@@ -73,6 +74,8 @@ pub struct Core {
     watch: catalog::Watch,
     /// Tables this proxy is creating, changing or dropping right now.
     changing: Mutex<std::collections::HashSet<String>>,
+    /// The advisory locks this proxy's sessions hold.
+    pub(crate) advisory: advisory::Held,
 }
 
 /// A table's collection rebuilt from its rows while this lives.
@@ -153,6 +156,7 @@ impl Core {
             sequences: sequences::Sequences::load(sequence_defs),
             watch,
             changing: Default::default(),
+            advisory: Default::default(),
         });
         // Tables another proxy created, whose index was lost, or that missed writes while
         // the index was away: bring their collections up to date from the rows now, or,

@@ -4,6 +4,7 @@
 //! `vector_search` table function of [`vector_search`]. [`params`] types and binds the
 //! `$n` parameters of the extended protocol.
 
+pub mod advisory;
 pub(crate) mod alter;
 pub mod catalog;
 pub mod colnames;
@@ -321,6 +322,21 @@ pub struct Session {
     /// While a data-modifying CTE runs: the CTEs before it, as `WITH ...`, put in front
     /// of the queries that find its rows.
     pub(crate) cte_prefix: Mutex<Option<String>>,
+    /// The advisory locks the session holds.
+    pub(crate) locks: Arc<advisory::SessionLocks>,
+}
+
+impl Drop for Session {
+    /// A session's advisory locks end with it.
+    fn drop(&mut self) {
+        if !self.locks.any() {
+            return;
+        }
+        let (locks, core) = (self.locks.clone(), self.engine.core.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { locks.release_all(&core).await });
+        }
+    }
 }
 
 /// What a session starts with, from the server's settings and the user.
@@ -410,6 +426,11 @@ impl Session {
         for f in sequences::functions(Arc::downgrade(&engine.core), sequence_values.clone()) {
             ctx.register_udf(f);
         }
+        let notices = Notices::default();
+        let locks: Arc<advisory::SessionLocks> = Arc::default();
+        for f in advisory::functions(Arc::downgrade(&engine.core), locks.clone(), notices.clone()) {
+            ctx.register_udf(f);
+        }
         let tx = Arc::new(TxSlot::new(engine.core.max_transaction_rows));
         ctx.state_ref()
             .write()
@@ -420,11 +441,12 @@ impl Session {
             ctx,
             settings: settings.clone(),
             copy: Mutex::new(None),
-            notices: Default::default(),
+            notices,
             options,
             tx,
             cte_prefix: Mutex::new(None),
             sequence_values,
+            locks,
         };
         // The search settings carry the session's notice list, even before any SET.
         session.apply_settings();
@@ -470,10 +492,21 @@ impl Session {
                 "cannot execute {verb} in a read-only transaction"
             )));
         }
-        if let Some(out) = statements::execute(self, &stmt).await? {
-            return Ok(out);
+        let out = match statements::execute(self, &stmt).await {
+            Ok(Some(out)) => Ok(out),
+            Ok(None) => self.query(stmt).await,
+            Err(e) => Err(e),
+        };
+        self.statement_ended().await;
+        out
+    }
+
+    /// After a statement: outside a transaction block, its transaction-level advisory
+    /// locks end with it (and a block's, once COMMIT or ROLLBACK ended it).
+    pub async fn statement_ended(&self) {
+        if !self.tx.active() && self.locks.any_xact() {
+            self.locks.release(&self.engine.core, true).await;
         }
-        self.query(stmt).await
     }
 
     /// Plan and run a query through DataFusion.

@@ -592,10 +592,13 @@ impl SimpleQueryHandler for QueryHandler {
             let kind = kind_of(&stmt, query);
             let started = std::time::Instant::now();
             let resp = with_timeout(&session, async {
-                match session.execute(stmt).await {
+                let resp = match session.execute(stmt).await {
                     Ok(o) => encode::response(o, &Format::UnifiedText, &parser.limits).await,
                     Err(e) => Err(e),
-                }
+                };
+                // The first rows are out: a lock function in them has run.
+                session.statement_ended().await;
+                resp
             })
             .await;
             parser.observe(kind, query, started, &resp);
@@ -613,11 +616,13 @@ impl SimpleQueryHandler for QueryHandler {
         if let Some(tx) = ended {
             if tx.failed() || matches!(out.last(), Some(Response::Error(_))) {
                 tx.abandon(parser.engine.core()).await;
+                session.statement_ended().await;
                 return Ok(out);
             }
             let committed =
                 crate::engine::write::commit_block(parser.engine.core(), tx, &session.notices)
                     .await;
+            session.statement_ended().await;
             send_notices(client, &session).await?;
             if let Err(e) = committed {
                 out.push(Response::Error(Box::new(error_info(&e))));
@@ -702,7 +707,9 @@ impl ExtendedQueryHandler for QueryHandler {
                     &prepared.plan,
                 )
                 .await?;
-            encode::response(out, &portal.result_column_format, &parser.limits).await
+            let resp = encode::response(out, &portal.result_column_format, &parser.limits).await;
+            session.statement_ended().await;
+            resp
         };
         let response = with_timeout(&session, run).await;
         parser.observe(prepared.kind, &prepared.sql, started, &response);
