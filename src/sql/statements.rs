@@ -1173,9 +1173,9 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
             )));
         }
     };
-    if let Some(oc) = on_conflict {
-        conflict_target(&def, oc)?;
-    }
+    let target = on_conflict
+        .map(|oc| conflict_target(&def, oc))
+        .transpose()?;
     let targets: Vec<usize> = if ins.columns.is_empty() {
         (0..def.columns.len()).collect()
     } else {
@@ -1250,7 +1250,15 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
     let (rows, mode) = match on_conflict {
         None => (rows, WriteMode::InsertNew),
         Some(oc) => (
-            upsert_rows(session, &def, alias.as_deref(), &oc.action, rows).await?,
+            upsert_rows(
+                session,
+                &def,
+                alias.as_deref(),
+                &oc.action,
+                target.unwrap_or(Target::Any),
+                rows,
+            )
+            .await?,
             WriteMode::Upsert,
         ),
     };
@@ -1293,8 +1301,22 @@ fn reading_rows(
 
 /// An ON CONFLICT target must name the primary key (its columns in any order, or its
 /// constraint `<table>_pkey`); DO UPDATE needs one (as in Postgres).
-fn conflict_target(def: &TableDef, oc: &OnConflict) -> Result<()> {
-    let matches = match &oc.conflict_target {
+/// What an `ON CONFLICT` clause names: the primary key, a UNIQUE constraint (or unique
+/// index), or (DO NOTHING without a target) any of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Target {
+    Key,
+    Unique(usize),
+    Any,
+}
+
+fn conflict_target(def: &TableDef, oc: &OnConflict) -> Result<Target> {
+    let sorted = |mut c: Vec<usize>| {
+        c.sort_unstable();
+        c.dedup();
+        c
+    };
+    let found = match &oc.conflict_target {
         None => {
             if matches!(oc.action, OnConflictAction::DoUpdate(_)) {
                 return Err(Error::Syntax(
@@ -1302,21 +1324,25 @@ fn conflict_target(def: &TableDef, oc: &OnConflict) -> Result<()> {
                         .into(),
                 ));
             }
-            true
+            Some(Target::Any)
         }
         Some(ConflictTarget::Columns(cols)) => {
-            let mut named: Vec<usize> = cols
+            let named: Vec<usize> = cols
                 .iter()
                 .map(|c| {
                     let n = ident_name(c);
                     def.column_index(&n).ok_or(Error::UndefinedColumn(n))
                 })
                 .collect::<Result<_>>()?;
-            named.sort_unstable();
-            named.dedup();
-            let mut pk = def.primary_key.clone();
-            pk.sort_unstable();
-            named == pk
+            let named = sorted(named);
+            if named == sorted(def.primary_key.clone()) {
+                Some(Target::Key)
+            } else {
+                def.unique
+                    .iter()
+                    .position(|u| sorted(u.columns.clone()) == named)
+                    .map(Target::Unique)
+            }
         }
         Some(ConflictTarget::OnConstraint(name)) => {
             let n = name
@@ -1325,45 +1351,135 @@ fn conflict_target(def: &TableDef, oc: &OnConflict) -> Result<()> {
                 .and_then(|p| p.as_ident())
                 .map(ident_name)
                 .unwrap_or_default();
-            if n != format!("{}_pkey", def.name) {
+            if n == def.pk_name() {
+                Some(Target::Key)
+            } else if let Some(u) = def.unique.iter().position(|u| u.name == n && !u.index_only) {
+                Some(Target::Unique(u))
+            } else {
                 return Err(Error::UndefinedObject(format!(
                     "constraint \"{n}\" for table \"{}\" does not exist",
                     def.name
                 )));
             }
-            true
         }
     };
-    if !matches {
-        return Err(Error::InvalidColumnReference(
+    found.ok_or_else(|| {
+        Error::InvalidColumnReference(
             "there is no unique or exclusion constraint matching the ON CONFLICT specification"
                 .into(),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
-/// The rows an `INSERT ... ON CONFLICT` writes: proposed rows whose key is free (the
-/// first of several with one key), and for DO UPDATE the existing rows of taken keys
-/// with the SET applied where its WHERE holds (`EXCLUDED` is the proposed row). The rows
-/// are read and then written, not in one store transaction: two statements upserting
-/// one key at the same moment may both read it free or both update the same old row.
+/// What a row is known by for `target`: its key, its value of the UNIQUE constraint
+/// (none with a NULL in it), or all of them. Encoded, each with what it belongs to.
+fn identities(def: &TableDef, target: Target, row: &Row) -> Vec<Vec<u8>> {
+    let unique = |i: usize| -> Option<Vec<u8>> {
+        let values: Vec<Value> = def.unique[i]
+            .columns
+            .iter()
+            .map(|&c| row[c].clone())
+            .collect();
+        if values.iter().any(Value::is_null) {
+            return None;
+        }
+        let mut id = vec![1 + i as u8];
+        id.extend(keys::encode(&values));
+        Some(id)
+    };
+    let key = || {
+        let mut id = vec![0];
+        id.extend(keys::encode(&def.key_of(row)));
+        id
+    };
+    match target {
+        Target::Key => vec![key()],
+        Target::Unique(i) => unique(i).into_iter().collect(),
+        Target::Any => std::iter::once(key())
+            .chain((0..def.unique.len()).filter_map(unique))
+            .collect(),
+    }
+}
+
+/// The stored row each proposed row conflicts with on `target`, as this session sees
+/// the table.
+async fn conflicting(
+    session: &Session,
+    def: &TableDef,
+    target: Target,
+    proposed: &[Row],
+) -> Result<Vec<Option<Row>>> {
+    let mut out: Vec<Option<Row>> = if target == Target::Key || target == Target::Any {
+        let keys_: Vec<Vec<Value>> = proposed.iter().map(|r| def.key_of(r)).collect();
+        session.get_rows(def, &keys_).await?
+    } else {
+        vec![None; proposed.len()]
+    };
+    let constraints: Vec<usize> = match target {
+        Target::Key => vec![],
+        Target::Unique(i) => vec![i],
+        Target::Any => (0..def.unique.len()).collect(),
+    };
+    // A UNIQUE value's holder (a row key) is where the row that has it is.
+    for i in constraints {
+        let u = &def.unique[i];
+        let mut wanted: Vec<(usize, Vec<u8>, Vec<Value>)> = Vec::new();
+        for (at, r) in proposed.iter().enumerate() {
+            let v: Vec<Value> = u.columns.iter().map(|&c| r[c].clone()).collect();
+            if out[at].is_some() || v.iter().any(Value::is_null) {
+                continue;
+            }
+            let value = keys::encode(&v);
+            if let Err(Some(h)) = session
+                .engine
+                .core
+                .rows
+                .unique_swap(&u.space, &value, None, None)
+                .await?
+            {
+                wanted.push((at, value, keys::decode(&h.key)?));
+            }
+        }
+        let keys_: Vec<Vec<Value>> = wanted.iter().map(|w| w.2.clone()).collect();
+        let rows = session.get_rows(def, &keys_).await?;
+        for ((at, value, _), row) in wanted.into_iter().zip(rows) {
+            // The holder's row as this session sees it, if it still has the value.
+            if let Some(row) = row.filter(|r| {
+                let v: Vec<Value> = u.columns.iter().map(|&c| r[c].clone()).collect();
+                keys::encode(&v) == value
+            }) {
+                out[at] = Some(row);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The rows an `INSERT ... ON CONFLICT` writes: proposed rows that conflict with no
+/// stored row on the target (the first of several that conflict with each other), and
+/// for DO UPDATE the stored rows they conflict with, with the SET applied where its
+/// WHERE holds (`EXCLUDED` is the proposed row). With a UNIQUE constraint as the target,
+/// a proposed row whose key is taken is still a 23505. The rows are read and then
+/// written, not in one store transaction: two statements upserting one key at the same
+/// moment may both read it free or both update the same old row.
 async fn upsert_rows(
     session: &Session,
     def: &TableDef,
     alias: Option<&str>,
     action: &OnConflictAction,
+    target: Target,
     proposed: Vec<Row>,
 ) -> Result<Vec<Row>> {
-    let keys_: Vec<Vec<Value>> = proposed.iter().map(|r| def.key_of(r)).collect();
-    let existing = session.get_rows(def, &keys_).await?;
-    // Each key's position among the proposed rows: the rows come back in that order.
+    let existing = conflicting(session, def, target, &proposed).await?;
+    // Rows come back in the order of the proposed rows they stand for.
     let mut position = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
     let mut out: Vec<(usize, Row)> = Vec::new();
     let mut taken: Vec<(Row, Row)> = Vec::new();
-    for (i, ((row, key), old)) in proposed.into_iter().zip(&keys_).zip(existing).enumerate() {
-        let first = !position.contains_key(&keys::encode(key));
-        position.entry(keys::encode(key)).or_insert(i);
+    for (i, (row, old)) in proposed.into_iter().zip(existing).enumerate() {
+        let ids = identities(def, target, &row);
+        let first = !ids.iter().any(|id| seen.contains(id));
+        seen.extend(ids);
         match (action, old) {
             (OnConflictAction::DoNothing, None) if first => out.push((i, row)),
             (OnConflictAction::DoNothing, _) => {}
@@ -1373,11 +1489,30 @@ async fn upsert_rows(
                 ));
             }
             (OnConflictAction::DoUpdate(_), None) => out.push((i, row)),
-            (OnConflictAction::DoUpdate(_), Some(old)) => taken.push((old, row)),
+            (OnConflictAction::DoUpdate(_), Some(old)) => {
+                position.insert(keys::encode(&def.key_of(&old)), i);
+                taken.push((old, row));
+            }
+        }
+    }
+    if let Target::Unique(_) = target {
+        // Inserted rows must not take a key that is taken (the key is not the target).
+        let keys_: Vec<Vec<Value>> = out.iter().map(|(_, r)| def.key_of(r)).collect();
+        let stored = session.get_rows(def, &keys_).await?;
+        let mut fresh = std::collections::HashSet::new();
+        for (k, s) in keys_.iter().zip(stored) {
+            if s.is_some() || !fresh.insert(keys::encode(k)) {
+                return Err(def.duplicate_key(k));
+            }
         }
     }
     if let (OnConflictAction::DoUpdate(update), false) = (action, taken.is_empty()) {
-        for row in conflict_updates(session, def, alias, update, taken).await? {
+        // An existing row and its proposed one agree on the target's columns.
+        let on = match target {
+            Target::Unique(i) => def.unique[i].columns.clone(),
+            _ => def.primary_key.clone(),
+        };
+        for row in conflict_updates(session, def, alias, update, &on, taken).await? {
             let i = position
                 .get(&keys::encode(&def.key_of(&row)))
                 .copied()
@@ -1390,13 +1525,14 @@ async fn upsert_rows(
 }
 
 /// DO UPDATE over the rows that met a conflict: `SET` and `WHERE` evaluated over each
-/// existing row joined by key to its proposed row as `excluded`; the rows the WHERE
-/// keeps, updated.
+/// existing row joined to its proposed row as `excluded` on the conflict target's
+/// columns (`on`); the rows the WHERE keeps, updated.
 async fn conflict_updates(
     session: &Session,
     def: &TableDef,
     alias: Option<&str>,
     update: &DoUpdate,
+    on: &[usize],
     pairs: Vec<(Row, Row)>,
 ) -> Result<Vec<Row>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -1463,8 +1599,7 @@ async fn conflict_updates(
             .map_or("TRUE".into(), |w| w.to_string()),
         quote_ident(&def.name),
         quote_ident(&def.name),
-        def.primary_key
-            .iter()
+        on.iter()
             .map(|&c| {
                 let col = quote_ident(&def.columns[c].name);
                 format!("{target}.{col} = excluded.{col}")

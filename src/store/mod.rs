@@ -461,7 +461,7 @@ pub trait RowStore: Send + Sync + 'static {
     /// Make `new` (`None`: nobody) the holder of `value` in the unique space `space` (a
     /// unique constraint), if `expected` (`None`: nobody) holds it now, atomically across
     /// proxies (a CQL lightweight transaction, or a redb write transaction). `Err` with
-    /// the holder there is when it is not `expected`.
+    /// the holder there is when it is not `expected`. With both `None` it only reads.
     async fn unique_swap(
         &self,
         space: &str,

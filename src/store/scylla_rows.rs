@@ -1140,22 +1140,24 @@ impl RowStore for ScyllaRows {
     ) -> Result<std::result::Result<(), Option<super::UniqueHolder>>> {
         let table = format!("{}.{}", q(&self.ks), q(UNIQUE_TABLE));
         let res = match (expected, new) {
-            (None, None) => return Ok(Ok(())),
-            (None, Some(n)) => self.session.query_unpaged(
+            // Only a read: who holds it now.
+            (None, None) => None,
+            (None, Some(n)) => Some(self.session.query_unpaged(
                 format!("INSERT INTO {table} (space, val, key, at) VALUES (?, ?, ?, ?) IF NOT EXISTS"),
                 (space, value, n.key.as_slice(), n.at),
-            ).await,
-            (Some(e), Some(n)) => self.session.query_unpaged(
+            ).await),
+            (Some(e), Some(n)) => Some(self.session.query_unpaged(
                 format!("UPDATE {table} SET key = ?, at = ? WHERE space = ? AND val = ? IF key = ? AND at = ?"),
                 (n.key.as_slice(), n.at, space, value, e.key.as_slice(), e.at),
-            ).await,
-            (Some(e), None) => self.session.query_unpaged(
+            ).await),
+            (Some(e), None) => Some(self.session.query_unpaged(
                 format!("DELETE FROM {table} WHERE space = ? AND val = ? IF key = ? AND at = ?"),
                 (space, value, e.key.as_slice(), e.at),
-            ).await,
-        }
-        .map_err(cql_err)?;
-        if applied(res)? {
+            ).await),
+        };
+        if let Some(res) = res
+            && applied(res.map_err(cql_err)?)?
+        {
             return Ok(Ok(()));
         }
         // Not applied: the holder as the transaction found it (read back: the failed
@@ -1169,10 +1171,14 @@ impl RowStore for ScyllaRows {
             .await
             .map_err(cql_err)?;
         let rows = res.into_rows_result().map_err(cql_err)?;
-        Ok(Err(rows
+        let holder = rows
             .maybe_first_row::<(Vec<u8>, i64)>()
             .map_err(cql_err)?
-            .map(|(key, at)| super::UniqueHolder { key, at })))
+            .map(|(key, at)| super::UniqueHolder { key, at });
+        if holder.is_none() && expected.is_none() && new.is_none() {
+            return Ok(Ok(()));
+        }
+        Ok(Err(holder))
     }
 
     async fn add_columns(
