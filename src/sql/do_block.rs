@@ -150,11 +150,13 @@ pub fn run<'a>(
                     Statement::If(inner) => {
                         run(session, inner).await?;
                     }
+                    // As a statement of its own: the session's read-only and block
+                    // checks apply.
                     other => {
-                        if super::statements::execute(session, other).await?.is_none() {
-                            return Err(Error::FeatureNotSupported(format!(
-                                "a query in a DO block is not supported (PERFORM is not either): {other}"
-                            )));
+                        if let Output::Rows { .. } = session.execute(other.clone()).await? {
+                            return Err(Error::Syntax(
+                                "query has no destination for result data (a DO block runs statements, not queries)".into(),
+                            ));
                         }
                     }
                 }
