@@ -595,6 +595,8 @@ async fn rows_where(session: &Session, def: &TableDef, filter: Expr) -> Result<V
 pub(crate) enum Removal<'a> {
     Delete,
     Move(&'a [Row]),
+    /// TRUNCATE: every table that references this one goes too; no action applies.
+    Truncate,
 }
 
 /// What a removal does to referencing rows once it stands.
@@ -658,7 +660,7 @@ pub(crate) async fn before_removal(
     for (child, fk) in referencing(&session.engine.core, &def.name) {
         let referenced = referenced_columns(def, &fk)?;
         let kept: HashSet<Vec<u8>> = match why {
-            Removal::Delete => HashSet::new(),
+            Removal::Delete | Removal::Truncate => HashSet::new(),
             Removal::Move(news) => news
                 .iter()
                 .filter_map(|r| tuple(r, &referenced))
@@ -694,7 +696,7 @@ pub(crate) async fn before_removal(
             continue;
         };
         let act = match why {
-            Removal::Delete => fk.on_delete,
+            Removal::Delete | Removal::Truncate => fk.on_delete,
             Removal::Move(_) => fk.on_update,
         };
         match act {

@@ -22,6 +22,7 @@ pub mod reindex;
 pub mod sequences;
 pub mod statements;
 pub mod tables;
+pub mod truncate;
 pub mod vector_search;
 pub mod writable_cte;
 

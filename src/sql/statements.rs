@@ -61,6 +61,7 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             )));
         }
         Statement::CreateIndex(ci) => create_index(session, ci).await?,
+        Statement::Truncate(t) => super::truncate::truncate(session, t).await?,
         // Postgres has no IF statement: this is a DO block (see do_block).
         Statement::If(block) => super::do_block::run(session, block).await?,
         Statement::Drop {
@@ -1860,14 +1861,14 @@ fn next_serial() -> i64 {
     }
 }
 
-async fn delete_rows(
+pub(super) async fn delete_rows(
     session: &Session,
     def: &Arc<TableDef>,
     keys_: Vec<Vec<Value>>,
     why: Removal<'_>,
 ) -> Result<u64> {
     let core = &session.engine.core;
-    let referenced = core.is_referenced(&def.name);
+    let referenced = core.is_referenced(&def.name) && !matches!(why, Removal::Truncate);
     if referenced && !session.tx.active() {
         // What a referencing row's ON DELETE does, and the delete, stand or fall together.
         return in_block(session, Box::pin(delete_rows(session, def, keys_, why))).await;
@@ -2304,13 +2305,6 @@ fn inside_block(session: &Session, stmt: &Statement) -> Result<()> {
         Statement::Drop { names, .. } => {
             ("DROP", names.iter().map(table_name).collect::<Result<_>>()?)
         }
-        Statement::Truncate(t) => (
-            "TRUNCATE",
-            t.table_names
-                .iter()
-                .map(|n| table_name(&n.name))
-                .collect::<Result<_>>()?,
-        ),
         _ => return Ok(()),
     };
     if let Some(t) = tables.iter().find(|t| session.tx.touches(t)) {
