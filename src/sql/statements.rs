@@ -2128,8 +2128,19 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
     if let Some(sel) = &del.selection {
         select.push_str(&format!(" WHERE {sel}"));
     }
-    let (keys_, _) = collect_values(session, &select).await?;
-    let keys_: Vec<Vec<Value>> = keys_
+    let keys_ = selected_keys(session, &def, &select).await?;
+    let n = delete_rows(session, &def, keys_, Removal::Delete).await?;
+    Ok(Output::Command(format!("DELETE {n}")))
+}
+
+/// The keys a query of `def`'s key columns (in key order) finds, in the key's types.
+pub(super) async fn selected_keys(
+    session: &Session,
+    def: &TableDef,
+    sql: &str,
+) -> Result<Vec<Vec<Value>>> {
+    let (found, _) = collect_values(session, sql).await?;
+    found
         .into_iter()
         .map(|k| {
             k.into_iter()
@@ -2137,9 +2148,7 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
                 .map(|(v, &c)| coerce(v, &def.columns[c].ty))
                 .collect()
         })
-        .collect::<Result<_>>()?;
-    let n = delete_rows(session, &def, keys_, Removal::Delete).await?;
-    Ok(Output::Command(format!("DELETE {n}")))
+        .collect()
 }
 
 /// `DELETE ... RETURNING`: the whole rows are read first, deleted by key, and returned

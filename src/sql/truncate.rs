@@ -10,11 +10,10 @@ use std::sync::Arc;
 use datafusion::sql::sqlparser::ast::{CascadeOption, Truncate, TruncateIdentityOption};
 
 use super::constraints::{Removal, referencing};
-use super::statements::{collect_values, quote_ident, table_name};
+use super::statements::{quote_ident, table_name};
 use super::{Output, Session};
 use crate::error::{Error, Result};
 use crate::store::TableDef;
-use crate::types::{Value, coerce};
 
 pub(super) async fn truncate(session: &Session, t: &Truncate) -> Result<Output> {
     let core = &session.engine.core;
@@ -64,16 +63,7 @@ pub(super) async fn truncate(session: &Session, t: &Truncate) -> Result<Output> 
             .map(|&c| quote_ident(&def.columns[c].name))
             .collect();
         let sql = format!("SELECT {} FROM {}", cols.join(", "), quote_ident(&def.name));
-        let (found, _) = collect_values(session, &sql).await?;
-        let keys: Vec<Vec<Value>> = found
-            .into_iter()
-            .map(|k| {
-                k.into_iter()
-                    .zip(&def.primary_key)
-                    .map(|(v, &c)| coerce(v, &def.columns[c].ty))
-                    .collect()
-            })
-            .collect::<Result<_>>()?;
+        let keys = super::statements::selected_keys(session, def, &sql).await?;
         if !keys.is_empty() {
             // Every referencing table goes too: no foreign key action applies.
             super::statements::delete_rows(session, def, keys, Removal::Truncate).await?;
