@@ -639,14 +639,7 @@ async fn alter_constraints(
                     }
                 }
                 TableConstraint::ForeignKey(fk) => {
-                    let cols = fk
-                        .columns
-                        .iter()
-                        .map(|id| {
-                            let n = ident_name(id);
-                            new.column_index(&n).ok_or(Error::UndefinedColumn(n))
-                        })
-                        .collect::<Result<Vec<_>>>()?;
+                    let cols = constraints::key_columns(&new.columns, fk)?;
                     constraints::add_foreign_key(session, &mut new, &cols, fk)?;
                 }
                 TableConstraint::Unique(u) => {

@@ -220,6 +220,20 @@ fn action(a: &Option<ReferentialAction>) -> RefAction {
     }
 }
 
+/// The positions of a FOREIGN KEY's own columns among `columns` (42703 for one missing).
+pub(crate) fn key_columns(columns: &[ColumnDef], fk: &ForeignKeyConstraint) -> Result<Vec<usize>> {
+    fk.columns
+        .iter()
+        .map(|id| {
+            let n = ident_name(id);
+            columns
+                .iter()
+                .position(|c| c.name == n)
+                .ok_or(Error::UndefinedColumn(n))
+        })
+        .collect()
+}
+
 /// Add a FOREIGN KEY to `def` (`columns` given: a column constraint names its own).
 /// The referenced table must exist (or be `def` itself) and the referenced columns be
 /// its primary key or one of its UNIQUE constraints.

@@ -515,17 +515,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             }
             TableConstraint::Check(c) => checks.push(c.clone()),
             TableConstraint::ForeignKey(fk) => {
-                let cols = fk
-                    .columns
-                    .iter()
-                    .map(|id| {
-                        let n = ident_name(id);
-                        columns
-                            .iter()
-                            .position(|c| c.name == n)
-                            .ok_or_else(|| Error::UndefinedColumn(n.clone()))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let cols = super::constraints::key_columns(&columns, fk)?;
                 foreign_keys.push((cols, fk.clone()));
             }
             _ => {
