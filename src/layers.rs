@@ -14,6 +14,10 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("engine", &["sql", "wire", "server", "endpoint", "config"]),
     ("sql", &["wire", "server", "endpoint", "config"]),
     ("types", &["sql", "wire", "engine", "store", "server"]),
+    (
+        "json",
+        &["sql", "wire", "engine", "store", "server", "types"],
+    ),
     ("error", &["sql", "wire", "engine", "store", "server"]),
     ("metrics", &["sql", "wire", "engine", "store", "server"]),
     ("faults", &["sql", "wire", "engine", "server"]),

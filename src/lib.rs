@@ -30,6 +30,7 @@ pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod faults;
+pub mod json;
 #[cfg(test)]
 mod layers;
 pub mod metrics;

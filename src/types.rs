@@ -48,8 +48,10 @@ pub enum ColumnType {
     Bytea,
     /// `numeric(precision, scale)`, kept as a 128-bit decimal.
     Numeric(u8, i8),
-    /// JSON text, checked on the way in.
+    /// `jsonb`: kept as its text in Postgres' output form (see [`crate::json`]).
     Jsonb,
+    /// `json`: kept as the text written, checked on the way in.
+    Json,
 }
 
 impl ColumnType {
@@ -74,6 +76,7 @@ impl ColumnType {
             ColumnType::Bytea => "bytea".into(),
             ColumnType::Numeric(p, s) => format!("numeric({p},{s})"),
             ColumnType::Jsonb => "jsonb".into(),
+            ColumnType::Json => "json".into(),
         }
     }
 
@@ -97,7 +100,7 @@ impl ColumnType {
             ColumnType::Vector(_) => list_of(DataType::Float32),
             ColumnType::Bytea => DataType::Binary,
             ColumnType::Numeric(p, s) => DataType::Decimal128(*p, *s),
-            ColumnType::Jsonb => DataType::Utf8,
+            ColumnType::Jsonb | ColumnType::Json => DataType::Utf8,
         }
     }
 
@@ -112,6 +115,8 @@ impl ColumnType {
                 PG_UUID_KEY.to_string(),
                 "uuid".to_string(),
             )])),
+            ColumnType::Jsonb => f.with_metadata(crate::json::mark(crate::json::Kind::Jsonb)),
+            ColumnType::Json => f.with_metadata(crate::json::mark(crate::json::Kind::Json)),
             _ => f,
         }
     }
@@ -624,11 +629,10 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
             Value::Float(format_decimal(u, sc).parse().unwrap_or(f64::NAN))
         }
         (ColumnType::Text, Value::Decimal(u, sc)) => Value::Text(format_decimal(u, sc)),
-        (ColumnType::Jsonb, Value::Text(s)) => {
-            let v: serde_json::Value = serde_json::from_str(&s).map_err(|e| {
-                Error::InvalidText(format!("invalid input syntax for type json: {e}"))
-            })?;
-            Value::Text(v.to_string())
+        (ColumnType::Jsonb, Value::Text(s)) => Value::Text(crate::json::jsonb_text(&s)?),
+        (ColumnType::Json, Value::Text(s)) => {
+            crate::json::check_json(&s)?;
+            Value::Text(s)
         }
         (_, v) => return Err(bad(&v)),
     })
@@ -952,7 +956,7 @@ pub fn build_array<'a>(ty: &ColumnType, values: impl Iterator<Item = &'a Value>)
                     .unwrap_or_else(|_| Decimal128Array::from(Vec::<i128>::new())),
             )
         }
-        ColumnType::Jsonb => build_array(&ColumnType::Text, values),
+        ColumnType::Jsonb | ColumnType::Json => build_array(&ColumnType::Text, values),
         ColumnType::Vector(_) => {
             let mut b = ListBuilder::new(Float32Builder::new());
             for v in values {
@@ -1030,10 +1034,12 @@ mod tests {
         );
         assert_eq!(parse_bytea("\\x00ff").ok(), Some(vec![0, 255]));
         assert_eq!(format_bytea(&[0, 255]), "\\x00ff");
-        assert!(matches!(
-            coerce(Value::Text("{bad".into()), &ColumnType::Jsonb),
-            Err(Error::InvalidText(_))
-        ));
+        assert_eq!(
+            coerce(Value::Text("{bad".into()), &ColumnType::Jsonb)
+                .err()
+                .map(|e| e.sqlstate()),
+            Some("22P02")
+        );
     }
 
     #[test]

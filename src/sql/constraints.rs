@@ -191,8 +191,9 @@ pub(crate) fn add_check(session: &Session, def: &mut TableDef, c: &CheckConstrai
 }
 
 /// A query engine type as Postgres names it in an error.
-fn sql_type_name(t: &DataType) -> String {
+pub(crate) fn sql_type_name(t: &DataType) -> String {
     match t {
+        DataType::Boolean => "boolean".into(),
         DataType::Int16 => "smallint".into(),
         DataType::Int32 => "integer".into(),
         DataType::Int64 => "bigint".into(),

@@ -14,6 +14,7 @@ pub mod copy;
 pub(crate) mod defaults;
 pub mod direct;
 pub mod do_block;
+pub mod json;
 pub mod params;
 pub mod pgvector;
 pub mod plan_cache;
@@ -106,7 +107,16 @@ impl Engine {
             // information_schema is registered below, in Postgres' words.
             .with_information_schema(false)
             .with_target_partitions(2);
-        let ctx = SessionContext::new_with_config(config);
+        // The JSON operators are planned before the query engine's own readings of
+        // `@>`, `->` and `||`.
+        let json_functions = json::functions();
+        let mut builder = datafusion::execution::session_state::SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features();
+        if let Some(planners) = builder.expr_planners() {
+            planners.insert(0, Arc::new(json::JsonOperators::new(&json_functions)));
+        }
+        let ctx = SessionContext::new_with_state(builder.build());
         ctx.catalog(DATABASE)
             .ok_or_else(|| Error::internal("default catalog missing"))?
             .register_schema(
@@ -178,6 +188,12 @@ impl Engine {
         for f in pgvector::VectorFunction::all() {
             ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));
         }
+        for f in &json_functions {
+            ctx.register_udf(f.clone());
+        }
+        for f in json::JsonAgg::all() {
+            ctx.register_udaf(f);
+        }
         Ok(Arc::new(Engine {
             core: shared,
             base: ctx.state(),
@@ -237,6 +253,7 @@ impl Engine {
                 compat::computed_regclass(s);
             }
             colnames::postgres_column_names(s);
+            json::rewrite(s);
             // Not in DDL: a column default keeps its text as written.
             if nextvals
                 && matches!(

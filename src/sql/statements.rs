@@ -339,7 +339,8 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
         | "name" => ColumnType::Text,
         "uuid" => ColumnType::Uuid,
         "bytea" => ColumnType::Bytea,
-        "json" | "jsonb" => ColumnType::Jsonb,
+        "jsonb" => ColumnType::Jsonb,
+        "json" => ColumnType::Json,
         "numeric" | "decimal" => {
             let (p, s) = match t.find('(') {
                 Some(i) => {

@@ -313,7 +313,9 @@ pub fn field_type(ty: &ColumnType) -> Option<FieldType> {
         ColumnType::Text | ColumnType::TextArray => FieldType::Keyword,
         ColumnType::Uuid => FieldType::Uuid,
         ColumnType::Bool => FieldType::Bool,
-        ColumnType::Bytea | ColumnType::Jsonb | ColumnType::Vector(_) => return None,
+        ColumnType::Bytea | ColumnType::Jsonb | ColumnType::Json | ColumnType::Vector(_) => {
+            return None;
+        }
     })
 }
 

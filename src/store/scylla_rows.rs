@@ -194,7 +194,7 @@ fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
         ColumnType::BigIntArray => "list<bigint>".into(),
         ColumnType::Bytea => "blob".into(),
         ColumnType::Numeric(..) => "decimal".into(),
-        ColumnType::Jsonb => "text".into(),
+        ColumnType::Jsonb | ColumnType::Json => "text".into(),
         ColumnType::Vector(_) if list_vectors => "list<float>".into(),
         ColumnType::Vector(n) => format!("vector<float, {n}>"),
     }

@@ -80,6 +80,11 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             // A uuid column, kept as text: announced as `uuid` (its binary form is made
             // from the text by `fix_cells`).
             Some(pgwire::api::Type::UUID)
+        } else if crate::json::kind_of(field) == Some(crate::json::Kind::Jsonb) {
+            // jsonb, kept as its text (binary: the text after a version byte).
+            Some(pgwire::api::Type::JSONB)
+        } else if crate::json::kind_of(field) == Some(crate::json::Kind::Json) {
+            Some(pgwire::api::Type::JSON)
         } else if pg_type == Some("int2[]") && matches!(field.data_type(), DataType::Utf8) {
             // `{1,2}` text: announced as the `int2[]` it is in Postgres (its binary form
             // is made from the text by `fix_cells`).
@@ -181,6 +186,8 @@ enum Fix {
     Int2ArrayBinary,
     /// A uuid's text wanted in binary (16 bytes).
     UuidBinary,
+    /// jsonb wanted in binary: version 1, then the text.
+    JsonbBinary,
 }
 
 /// Postgres' binary `int2[]` of the text form `{1,2}` (None if it is not one).
@@ -238,6 +245,7 @@ fn fix_cells(row: DataRow, fixes: &[(usize, Fix)]) -> DataRow {
                 Fix::UuidBinary => uuid::Uuid::parse_str(text)
                     .ok()
                     .map(|u| u.as_bytes().to_vec()),
+                Fix::JsonbBinary => Some([&[1u8][..], text.as_bytes()].concat()),
             }
         {
             *cell = fixed;
@@ -312,7 +320,14 @@ pub async fn response(
                     .map(|(f, field)| {
                         let text_as_int2_array = *f.datatype() == pgwire::api::Type::INT2_ARRAY
                             && field.data_type() == &datafusion::arrow::datatypes::DataType::Utf8;
-                        if text_as_int2_array || *f.datatype() == pgwire::api::Type::UUID {
+                        if text_as_int2_array
+                            || [
+                                pgwire::api::Type::UUID,
+                                pgwire::api::Type::JSON,
+                                pgwire::api::Type::JSONB,
+                            ]
+                            .contains(f.datatype())
+                        {
                             FieldInfo::new(
                                 f.name().to_string(),
                                 f.table_id(),
@@ -341,6 +356,9 @@ pub async fn response(
                         }
                         (&pgwire::api::Type::UUID, &pgwire::api::Type::TEXT, false) => {
                             Some((i, Fix::UuidBinary))
+                        }
+                        (&pgwire::api::Type::JSONB, &pgwire::api::Type::TEXT, false) => {
+                            Some((i, Fix::JsonbBinary))
                         }
                         _ => None,
                     }

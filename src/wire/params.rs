@@ -25,6 +25,8 @@ pub fn pg_param_type(t: Option<&Field>) -> Type {
         {
             Type::OID_ARRAY
         }
+        Some(f) if crate::json::kind_of(f) == Some(crate::json::Kind::Jsonb) => Type::JSONB,
+        Some(f) if crate::json::kind_of(f) == Some(crate::json::Kind::Json) => Type::JSON,
         Some(f) => arrow_pg::datatypes::field_into_pg_type(&std::sync::Arc::new(f.clone()))
             .unwrap_or(Type::TEXT),
     }

@@ -474,7 +474,6 @@ pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> 
         out.push(always_visible(f));
     }
     out.extend(vec![
-        datafusion::logical_expr::ScalarUDF::new_from_impl(JsonBuildObject::default()),
         datafusion::logical_expr::ScalarUDF::new_from_impl(PgTypeof {
             signature: Signature::any(1, Volatility::Immutable),
         }),
@@ -536,84 +535,6 @@ pub fn current_setting_udf(lookup: SettingLookup) -> datafusion::logical_expr::S
             Ok(ColumnarValue::Array(Arc::new(StringArray::from(out))))
         }),
     )
-}
-
-/// `json_build_object(key, value, ...)`, as ORMs use it in catalog queries.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct JsonBuildObject {
-    signature: Signature,
-}
-
-impl Default for JsonBuildObject {
-    fn default() -> Self {
-        JsonBuildObject {
-            signature: Signature::variadic_any(datafusion::logical_expr::Volatility::Immutable),
-        }
-    }
-}
-
-impl ScalarUDFImpl for JsonBuildObject {
-    fn name(&self) -> &str {
-        "json_build_object"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let n = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        if arrays.len() % 2 != 0 {
-            return Err(crate::error::Error::InvalidParameter(
-                "json_build_object needs an even number of arguments".into(),
-            )
-            .into());
-        }
-        let mut out = StringBuilder::with_capacity(n, n * 32);
-        for row in 0..n {
-            let mut obj = serde_json::Map::new();
-            for pair in arrays.chunks(2) {
-                let key = datafusion::common::ScalarValue::try_from_array(&pair[0], row)?;
-                let value = datafusion::common::ScalarValue::try_from_array(&pair[1], row)?;
-                let key = if key.is_null() {
-                    String::new()
-                } else {
-                    key.to_string()
-                };
-                obj.insert(key, scalar_json(&value));
-            }
-            out.append_value(serde_json::Value::Object(obj).to_string());
-        }
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
-    }
-}
-
-fn scalar_json(v: &datafusion::common::ScalarValue) -> serde_json::Value {
-    use datafusion::common::ScalarValue as S;
-    match v {
-        v if v.is_null() => serde_json::Value::Null,
-        S::Boolean(Some(b)) => serde_json::Value::Bool(*b),
-        S::Int8(Some(_))
-        | S::Int16(Some(_))
-        | S::Int32(Some(_))
-        | S::Int64(Some(_))
-        | S::UInt8(Some(_))
-        | S::UInt16(Some(_))
-        | S::UInt32(Some(_))
-        | S::UInt64(Some(_))
-        | S::Float32(Some(_))
-        | S::Float64(Some(_)) => v
-            .to_string()
-            .parse::<serde_json::Number>()
-            .map(serde_json::Value::Number)
-            .unwrap_or_else(|_| serde_json::Value::String(v.to_string())),
-        other => serde_json::Value::String(other.to_string()),
-    }
 }
 
 /// A catalog function the proxy has nothing to answer with: NULL text, any arguments.

@@ -402,6 +402,7 @@ fn declared_type_names(ty: &crate::types::ColumnType) -> (&'static str, &'static
         C::Bytea => ("bytea", "bytea"),
         C::Numeric(..) => ("numeric", "numeric"),
         C::Jsonb => ("jsonb", "jsonb"),
+        C::Json => ("json", "json"),
     }
 }
 

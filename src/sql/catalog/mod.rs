@@ -27,8 +27,8 @@ mod functions;
 mod information_schema;
 
 pub use functions::{
-    COLUMN_DEFAULT, FormatType, JsonBuildObject, RELATION_NAME, TEXT_ARRAY_FUNCTIONS, TextArrays,
-    constant_text, current_setting_udf, extra_functions, key_functions, type_oid,
+    COLUMN_DEFAULT, FormatType, RELATION_NAME, TEXT_ARRAY_FUNCTIONS, TextArrays, constant_text,
+    current_setting_udf, extra_functions, key_functions, type_oid,
 };
 pub use information_schema::InformationSchema;
 
@@ -57,6 +57,7 @@ pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
         // Postgres' numeric typmod: ((precision << 16) | scale) + 4.
         ColumnType::Numeric(p, s) => (1700, ((*p as i32) << 16 | (*s as i32 & 0xffff)) + 4),
         ColumnType::Jsonb => (3802, -1),
+        ColumnType::Json => (114, -1),
     }
 }
 
