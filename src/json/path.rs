@@ -602,6 +602,117 @@ impl JsonPath {
     }
 }
 
+/// A path predicate in the shape a search filter can hold: comparisons of the value at
+/// a chain of keys (`$.a.b`, `$.tags[*]`) with a constant, `exists` of such a chain,
+/// and `&&`/`||` of those. What it leaves out only makes it looser (see
+/// [`JsonPath::pushable`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pushable {
+    And(Vec<Pushable>),
+    Or(Vec<Pushable>),
+    /// `op` is one of `=`, `<`, `<=`, `>`, `>=`.
+    Compare {
+        keys: Vec<String>,
+        op: &'static str,
+        value: Json,
+    },
+    Exists {
+        keys: Vec<String>,
+    },
+}
+
+impl JsonPath {
+    /// For `jsonb_path_match`: a predicate true on at least every document the path
+    /// matches, or None. Lax mode only (it looks into arrays, as a payload filter does).
+    pub fn pushable(&self, vars: Option<&Json>) -> Option<Pushable> {
+        if self.strict {
+            return None;
+        }
+        pushable_node(&self.root, vars)
+    }
+}
+
+/// The keys of `$.a.b` (array wildcards `[*]` skipped: lax mode unwraps arrays anyway).
+fn key_chain(n: &Node) -> Option<Vec<String>> {
+    match n {
+        Node::Root => Some(Vec::new()),
+        Node::Key(base, k) => {
+            let mut keys = key_chain(base)?;
+            keys.push(k.clone());
+            Some(keys)
+        }
+        Node::AnyElement(base) => key_chain(base),
+        _ => None,
+    }
+}
+
+fn constant(n: &Node, vars: Option<&Json>) -> Option<Json> {
+    match n {
+        Node::Literal(v) => Some(v.clone()),
+        Node::Var(name) => vars.and_then(|v| v.field(name)).cloned(),
+        Node::Neg(inner) => match constant(inner, vars)? {
+            Json::Number(n) => Some(Json::Number(negate(&n))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn pushable_node(n: &Node, vars: Option<&Json>) -> Option<Pushable> {
+    match n {
+        // An AND holds only where each side does: a side left out loosens it.
+        Node::And(a, b) => {
+            let parts: Vec<Pushable> = [a, b]
+                .into_iter()
+                .filter_map(|x| pushable_node(x, vars))
+                .collect();
+            (!parts.is_empty()).then_some(Pushable::And(parts))
+        }
+        Node::Or(a, b) => Some(Pushable::Or(vec![
+            pushable_node(a, vars)?,
+            pushable_node(b, vars)?,
+        ])),
+        Node::Exists(inner) => Some(Pushable::Exists {
+            keys: key_chain(inner).filter(|k| !k.is_empty())?,
+        }),
+        Node::Compare(op, l, r) => {
+            let (keys, value, op) = match (key_chain(l), key_chain(r)) {
+                (Some(k), None) => (k, constant(r, vars)?, *op),
+                (None, Some(k)) => (
+                    k,
+                    constant(l, vars)?,
+                    match op {
+                        CmpOp::Lt => CmpOp::Gt,
+                        CmpOp::Le => CmpOp::Ge,
+                        CmpOp::Gt => CmpOp::Lt,
+                        CmpOp::Ge => CmpOp::Le,
+                        other => *other,
+                    },
+                ),
+                _ => return None,
+            };
+            if keys.is_empty() {
+                return None;
+            }
+            let op = match op {
+                CmpOp::Eq => "=",
+                CmpOp::Lt => "<",
+                CmpOp::Le => "<=",
+                CmpOp::Gt => ">",
+                CmpOp::Ge => ">=",
+                CmpOp::Ne => return None,
+            };
+            match (&value, op) {
+                (Json::String(_) | Json::Bool(_), "=") | (Json::Number(_), _) => {
+                    Some(Pushable::Compare { keys, op, value })
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 enum Fail {
     /// An error lax mode and `silent` suppress (structural, type).
     Soft(Error),

@@ -157,3 +157,87 @@ pub fn payload_value(v: &Value) -> serde_json::Value {
             .unwrap_or(J::Null),
     }
 }
+
+/// The payload field that lists the object keys inside a row's json and jsonb values,
+/// each as its dotted path from the column (`meta.topic`, `meta.nested.k`; keys of
+/// objects inside arrays too), for `?`, `exists` and `IS NOT NULL` filters.
+pub const JSON_KEYS_FIELD: &str = "_vg_json_keys";
+
+/// Whether a json key can be part of a payload path (`meta.key`).
+pub fn addressable_key(k: &str) -> bool {
+    !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A json or jsonb value (its text) as the payload keeps it: the nested document, so
+/// that filters address `column.key.key`. A string that reads as a number is kept with
+/// that number beside it (`"7"` as `["7", 7]`), so that `(meta->>'n')::int > 3` can be a
+/// range filter that misses no row. `keys` collects the addressable object keys.
+pub fn json_payload(text: &str, column: &str, keys: &mut Vec<String>) -> serde_json::Value {
+    match crate::json::Json::parse(text) {
+        Ok(v) => json_value(&v, column, keys, false),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+fn json_value(
+    v: &crate::json::Json,
+    path: &str,
+    keys: &mut Vec<String>,
+    in_array: bool,
+) -> serde_json::Value {
+    use crate::json::Json;
+    use serde_json::Value as J;
+    match v {
+        Json::Null => J::Null,
+        Json::Bool(b) => J::Bool(*b),
+        Json::Number(n) => json_number(n).unwrap_or(J::Null),
+        Json::String(s) => match json_number(s.trim()) {
+            Some(n) if !in_array => J::Array(vec![J::String(s.clone()), n]),
+            _ => J::String(s.clone()),
+        },
+        Json::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                // Nested arrays are flattened, as a payload filter reads them anyway.
+                match json_value(item, path, keys, true) {
+                    J::Array(inner) => out.extend(inner),
+                    other => out.push(other),
+                }
+                if let Json::String(s) = item
+                    && let Some(n) = json_number(s.trim())
+                {
+                    out.push(n);
+                }
+            }
+            J::Array(out)
+        }
+        Json::Object(pairs) => {
+            let mut map = serde_json::Map::new();
+            for (k, val) in pairs {
+                if !addressable_key(k) {
+                    continue;
+                }
+                let p = format!("{path}.{k}");
+                map.insert(k.clone(), json_value(val, &p, keys, false));
+                keys.push(p);
+            }
+            J::Object(map)
+        }
+    }
+}
+
+/// A number as the payload keeps it: an integer if it is one, else a float.
+fn json_number(text: &str) -> Option<serde_json::Value> {
+    if text.is_empty()
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+    {
+        return None;
+    }
+    if let Ok(i) = text.parse::<i64>() {
+        return Some(serde_json::Value::from(i));
+    }
+    let f: f64 = text.parse().ok()?;
+    serde_json::Number::from_f64(f).map(serde_json::Value::Number)
+}

@@ -654,8 +654,23 @@ pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
     };
     let key = table.key_of(row);
     let mut payload = serde_json::Map::new();
+    let mut json_keys = Vec::new();
     for (i, col) in table.payload_columns() {
-        payload.insert(col.name.clone(), filter::payload_value(&row[i]));
+        let value = match (&col.ty, &row[i]) {
+            (ColumnType::Jsonb | ColumnType::Json, Value::Text(t)) => {
+                filter::json_payload(t, &col.name, &mut json_keys)
+            }
+            (_, v) => filter::payload_value(v),
+        };
+        payload.insert(col.name.clone(), value);
+    }
+    if !json_keys.is_empty() {
+        json_keys.sort();
+        json_keys.dedup();
+        payload.insert(
+            filter::JSON_KEYS_FIELD.to_string(),
+            serde_json::Value::from(json_keys),
+        );
     }
     payload.insert(
         keys::KEY_FIELD.to_string(),

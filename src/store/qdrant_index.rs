@@ -403,7 +403,7 @@ fn rfc3339(micros: i64) -> serde_json::Value {
 }
 
 /// A point as Qdrant stores it: timestamps become RFC 3339 strings for the datetime
-/// index; columns no filter can use are left out.
+/// index; columns no filter can use (bytea, the vector) are left out.
 pub fn point_struct(def: &TableDef, p: Point) -> PointStruct {
     let mut payload = serde_json::Map::new();
     for (k, v) in p.payload {
@@ -415,7 +415,10 @@ pub fn point_struct(def: &TableDef, p: Point) -> PointStruct {
                     v.as_i64().map(rfc3339).unwrap_or(serde_json::Value::Null),
                 );
             }
-            Some(t) if field_type(t).is_none() => {}
+            // json values are kept as the nested documents their filters address.
+            Some(t)
+                if field_type(t).is_none()
+                    && !matches!(t, ColumnType::Jsonb | ColumnType::Json) => {}
             _ => {
                 payload.insert(k, v);
             }

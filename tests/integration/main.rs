@@ -8,6 +8,7 @@ mod errors;
 mod fallback;
 mod faults;
 mod fuzz;
+mod jsonb_search;
 mod ops;
 mod plan_cache;
 mod protocol;

@@ -9,10 +9,18 @@ use crate::store::TableDef;
 use crate::store::filter::{CmpOp, Predicate, Scalar};
 use crate::types::ColumnType;
 
+mod json;
+
 /// Largest integer that survives a round trip through f64 (ranges are f64 in Qdrant).
 const EXACT_F64_INT: i64 = 1 << 53;
 
 pub fn to_predicate(expr: &Expr, table: &TableDef) -> Option<Predicate> {
+    json::to_predicate(expr, table).or_else(|| plain(expr, table))
+}
+
+/// A predicate on the table's own columns. (A json predicate only ever loosens, so it
+/// cannot be negated: [`falsity`] builds on this alone.)
+fn plain(expr: &Expr, table: &TableDef) -> Option<Predicate> {
     match expr {
         Expr::BinaryExpr(BinaryExpr {
             left,
@@ -145,9 +153,7 @@ fn falsity(expr: &Expr, table: &TableDef) -> Option<Predicate> {
         ])),
         Expr::Not(inner) => to_predicate(inner, table),
         // IS [NOT] NULL is never NULL itself.
-        Expr::IsNull(_) | Expr::IsNotNull(_) => {
-            Some(Predicate::Not(Box::new(to_predicate(expr, table)?)))
-        }
+        Expr::IsNull(_) | Expr::IsNotNull(_) => Some(Predicate::Not(Box::new(plain(expr, table)?))),
         // A test of one column against constants is NULL exactly where the column is.
         _ => {
             let col = match expr {
@@ -160,7 +166,7 @@ fn falsity(expr: &Expr, table: &TableDef) -> Option<Predicate> {
                 Expr::ScalarFunction(f) => f.args.first().and_then(|a| column_of(a, table)),
                 _ => None,
             }?;
-            let p = to_predicate(expr, table)?;
+            let p = plain(expr, table)?;
             Some(Predicate::And(vec![
                 Predicate::Not(Box::new(p)),
                 not_null(col),

@@ -1,0 +1,423 @@
+//! Searches filtered on a jsonb metadata column, against an exact oracle computed here:
+//! random jsonb predicates (`->>`, `#>>`, numeric casts, `@>`, `?`, `IN`, `IS NULL`,
+//! `jsonb_path_match`), combined with each other and with a filter on an ordinary
+//! column under AND, OR and NOT, through `vector_search` and through
+//! `ORDER BY embedding <-> q LIMIT k`, in both protocols. The oracle applies each
+//! predicate in SQL's three-valued logic to the document as generated: the same rows, in
+//! the same order, and k of them whenever k pass, down to values that 0.1% of the rows
+//! hold. The pushed part runs in the vector index (embedded, or the Qdrant server when
+//! the run has one), the rest after the join.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
+use serde_json::{Value as J, json};
+
+use super::{Server, vec_text};
+
+const ROWS: i64 = 2000;
+/// Topics by frequency: "rare" is held by 0.1% of the rows, "few" by 1%.
+const TOPICS: [&str; 5] = ["animals", "plants", "rocks", "few", "rare"];
+const TAGS: [&str; 4] = ["a", "b", "c", "d"];
+
+#[derive(Debug, Clone)]
+struct Row {
+    id: i64,
+    meta: Option<J>,
+    c: Option<String>,
+    v: [f32; 4],
+}
+
+fn rows() -> Vec<Row> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    (1..=ROWS)
+        .map(|id| {
+            let meta = if id % 97 == 0 {
+                None
+            } else if id % 89 == 0 {
+                // Documents that are not objects.
+                Some(if id % 2 == 0 {
+                    json!(["a", "topic"])
+                } else {
+                    json!("topic")
+                })
+            } else {
+                let mut m = serde_json::Map::new();
+                let topic = match id {
+                    _ if id % 1000 == 7 => Some(json!("rare")),
+                    _ if id % 100 == 3 => Some(json!("few")),
+                    _ => match rng.gen_range(0..10) {
+                        0 => None,
+                        1 => Some(J::Null),
+                        2 => Some(json!(5)),
+                        r => Some(json!(TOPICS[(r as usize) % 3])),
+                    },
+                };
+                if let Some(t) = topic {
+                    m.insert("topic".into(), t);
+                }
+                match rng.gen_range(0..8) {
+                    0 => {}
+                    1 => {
+                        m.insert("n".into(), J::Null);
+                    }
+                    2 => {
+                        m.insert("n".into(), json!(rng.gen_range(0..20).to_string()));
+                    }
+                    3 => {
+                        m.insert(
+                            "n".into(),
+                            json!(f64::from(rng.gen_range(0..40)) / 2.0 + 0.5),
+                        );
+                    }
+                    _ => {
+                        m.insert("n".into(), json!(rng.gen_range(0..20)));
+                    }
+                }
+                if rng.gen_bool(0.7) {
+                    let tags: Vec<J> = TAGS
+                        .iter()
+                        .filter(|_| rng.gen_bool(0.35))
+                        .map(|t| json!(t))
+                        .collect();
+                    m.insert("tags".into(), J::Array(tags));
+                }
+                if rng.gen_bool(0.5) {
+                    let mut nested = serde_json::Map::new();
+                    if rng.gen_bool(0.8) {
+                        nested.insert("k".into(), json!(TAGS[rng.gen_range(0..TAGS.len())]));
+                    }
+                    nested.insert("flag".into(), json!(rng.gen_bool(0.5)));
+                    m.insert("nested".into(), J::Object(nested));
+                }
+                Some(J::Object(m))
+            };
+            Row {
+                id,
+                meta,
+                c: rng
+                    .gen_bool(0.9)
+                    .then(|| TAGS[rng.gen_range(0..TAGS.len())].to_string()),
+                v: std::array::from_fn(|_| rng.gen_range(-1.0f32..1.0)),
+            }
+        })
+        .collect()
+}
+
+/// `->>` of a value: a string's text, null as NULL, numbers and booleans printed.
+fn as_text(v: Option<&J>) -> Option<String> {
+    match v? {
+        J::Null => None,
+        J::String(s) => Some(s.clone()),
+        J::Bool(b) => Some(b.to_string()),
+        J::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// `->` by key: NULL unless the document is an object with the key.
+fn field<'a>(m: Option<&'a J>, key: &str) -> Option<&'a J> {
+    m?.as_object()?.get(key)
+}
+
+/// `jsonb ? key`.
+fn has_key(v: &J, key: &str) -> bool {
+    match v {
+        J::Object(m) => m.contains_key(key),
+        J::Array(items) => items.iter().any(|i| i.as_str() == Some(key)),
+        J::String(s) => s == key,
+        _ => false,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Pred {
+    TopicEq(String),
+    TopicIn(Vec<String>),
+    TopicNull(bool),
+    NCmp(&'static str, f64),
+    ContainsTopic(String),
+    ContainsTag(String),
+    HasKey(&'static str),
+    TagsHas(String),
+    NestedEq(String),
+    PathGt(i64),
+    PathTopic(String),
+    CEq(String),
+    Not(Box<Pred>),
+    And(Box<Pred>, Box<Pred>),
+    Or(Box<Pred>, Box<Pred>),
+}
+
+impl Pred {
+    fn sql(&self) -> String {
+        match self {
+            Pred::TopicEq(w) => format!("meta->>'topic' = '{w}'"),
+            Pred::TopicIn(l) => format!(
+                "meta->>'topic' IN ({})",
+                l.iter()
+                    .map(|w| format!("'{w}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Pred::TopicNull(true) => "meta->>'topic' IS NULL".into(),
+            Pred::TopicNull(false) => "meta->>'topic' IS NOT NULL".into(),
+            Pred::NCmp(op, x) => format!("(meta->>'n')::float8 {op} {x:?}"),
+            Pred::ContainsTopic(w) => format!("meta @> '{{\"topic\": \"{w}\"}}'"),
+            Pred::ContainsTag(w) => format!("meta @> '{{\"tags\": [\"{w}\"]}}'"),
+            Pred::HasKey(k) => format!("meta ? '{k}'"),
+            Pred::TagsHas(w) => format!("meta->'tags' ? '{w}'"),
+            Pred::NestedEq(w) => format!("meta #>> '{{nested,k}}' = '{w}'"),
+            Pred::PathGt(x) => format!("jsonb_path_match(meta, '$.n > $v', '{{\"v\": {x}}}')"),
+            Pred::PathTopic(w) => {
+                format!("jsonb_path_match(meta, '$.topic == \"{w}\" || $.nested.flag == true')")
+            }
+            Pred::CEq(w) => format!("c = '{w}'"),
+            Pred::Not(p) => format!("NOT ({})", p.sql()),
+            Pred::And(l, r) => format!("({}) AND ({})", l.sql(), r.sql()),
+            Pred::Or(l, r) => format!("({}) OR ({})", l.sql(), r.sql()),
+        }
+    }
+
+    /// SQL's three-valued logic; None is unknown.
+    fn eval(&self, r: &Row) -> Option<bool> {
+        let m = r.meta.as_ref();
+        match self {
+            Pred::TopicEq(w) => as_text(field(m, "topic")).map(|t| t == *w),
+            Pred::TopicIn(l) => as_text(field(m, "topic")).map(|t| l.contains(&t)),
+            Pred::TopicNull(null) => Some(as_text(field(m, "topic")).is_none() == *null),
+            Pred::NCmp(op, x) => {
+                let n: f64 = as_text(field(m, "n"))?.parse().ok()?;
+                Some(match *op {
+                    "=" => n == *x,
+                    "<" => n < *x,
+                    "<=" => n <= *x,
+                    ">" => n > *x,
+                    _ => n >= *x,
+                })
+            }
+            Pred::ContainsTopic(w) => Some(
+                m?.as_object()
+                    .is_some_and(|o| o.get("topic") == Some(&json!(w))),
+            ),
+            Pred::ContainsTag(w) => Some(m?.as_object().is_some_and(|o| {
+                o.get("tags")
+                    .and_then(J::as_array)
+                    .is_some_and(|t| t.contains(&json!(w)))
+            })),
+            Pred::HasKey(k) => Some(has_key(m?, k)),
+            Pred::TagsHas(w) => Some(has_key(field(m, "tags")?, w)),
+            Pred::NestedEq(w) => as_text(field(field(m, "nested"), "k")).map(|t| t == *w),
+            Pred::PathGt(x) => {
+                // `$.n > $v`: numbers compare; a string is unknown; missing or null false.
+                let doc = m?;
+                match field(Some(doc), "n") {
+                    Some(J::Number(n)) => Some(n.as_f64()? > *x as f64),
+                    Some(J::String(_)) => None,
+                    _ => Some(false),
+                }
+            }
+            Pred::PathTopic(w) => {
+                let doc = m?;
+                let topic = match field(Some(doc), "topic") {
+                    Some(J::String(s)) => Some(s == w),
+                    Some(J::Null) | None => Some(false),
+                    Some(_) => None,
+                };
+                let flag = match field(field(Some(doc), "nested"), "flag") {
+                    Some(J::Bool(b)) => Some(*b),
+                    _ => Some(false),
+                };
+                match (topic, flag) {
+                    (Some(true), _) | (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                }
+            }
+            Pred::CEq(w) => r.c.as_ref().map(|c| c == w),
+            Pred::Not(p) => p.eval(r).map(|b| !b),
+            Pred::And(l, r2) => match (l.eval(r), r2.eval(r)) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            },
+            Pred::Or(l, r2) => match (l.eval(r), r2.eval(r)) {
+                (Some(true), _) | (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            },
+        }
+    }
+}
+
+fn leaf() -> impl Strategy<Value = Pred> {
+    let topic = prop::sample::select(TOPICS.to_vec()).prop_map(str::to_string);
+    let tag = prop::sample::select(TAGS.to_vec()).prop_map(str::to_string);
+    let op = prop::sample::select(vec!["=", "<", "<=", ">", ">="]);
+    prop_oneof![
+        topic.clone().prop_map(Pred::TopicEq),
+        Just(Pred::TopicEq("5".into())),
+        prop::collection::vec(topic.clone(), 1..3).prop_map(Pred::TopicIn),
+        any::<bool>().prop_map(Pred::TopicNull),
+        (op, 0i32..40).prop_map(|(o, x)| Pred::NCmp(o, f64::from(x) / 2.0)),
+        topic.clone().prop_map(Pred::ContainsTopic),
+        tag.clone().prop_map(Pred::ContainsTag),
+        prop::sample::select(vec!["topic", "n", "tags", "nested"]).prop_map(Pred::HasKey),
+        tag.clone().prop_map(Pred::TagsHas),
+        tag.clone().prop_map(Pred::NestedEq),
+        (0i64..20).prop_map(Pred::PathGt),
+        topic.prop_map(Pred::PathTopic),
+        tag.prop_map(Pred::CEq),
+    ]
+}
+
+fn predicate() -> impl Strategy<Value = Pred> {
+    leaf().prop_recursive(3, 10, 2, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|p| Pred::Not(Box::new(p))),
+            (inner.clone(), inner.clone()).prop_map(|(l, r)| Pred::And(Box::new(l), Box::new(r))),
+            (inner.clone(), inner).prop_map(|(l, r)| Pred::Or(Box::new(l), Box::new(r))),
+        ]
+    })
+}
+
+fn l2(a: &[f32; 4], b: &[f32; 4]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum()
+}
+
+#[test]
+fn jsonb_filtered_searches_match_a_three_valued_oracle() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = Server::start();
+    let data = rows();
+    let client = rt.block_on(async {
+        let c = server.client().await;
+        c.batch_execute(
+            "CREATE TABLE jd (id bigint PRIMARY KEY, meta jsonb, c text, embedding vector(4)) \
+             WITH (distance = 'l2')",
+        )
+        .await
+        .expect("create");
+        for chunk in data.chunks(200) {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|r| {
+                    format!(
+                        "({}, {}, {}, '{}')",
+                        r.id,
+                        r.meta
+                            .as_ref()
+                            .map(|m| format!("'{m}'"))
+                            .unwrap_or("NULL".into()),
+                        r.c.as_ref()
+                            .map(|c| format!("'{c}'"))
+                            .unwrap_or("NULL".into()),
+                        vec_text(&r.v)
+                    )
+                })
+                .collect();
+            c.batch_execute(&format!("INSERT INTO jd VALUES {}", values.join(", ")))
+                .await
+                .expect("insert");
+        }
+        c.batch_execute("SET vectorgate.exact = on")
+            .await
+            .expect("exact");
+        // The jsonb filters run in the vector index, not after the join.
+        for (filter, pushed) in [
+            ("meta->>'topic' = 'rare'", "pushed_filter=meta.topic = 'rare', after_join=none"),
+            ("(meta->>'n')::float8 > 3", "pushed_filter=meta.n > 3, after_join=none"),
+            ("meta @> '{\"tags\": [\"a\"]}'", "pushed_filter=meta.tags = 'a', after_join=none"),
+        ] {
+            let plan: Vec<String> = c
+                .query(
+                    &format!(
+                        "EXPLAIN SELECT id FROM jd WHERE {filter} ORDER BY embedding <-> '[0,0,0,1]' LIMIT 5"
+                    ),
+                    &[],
+                )
+                .await
+                .expect("explain")
+                .iter()
+                .map(|r| r.get::<_, String>(1))
+                .collect();
+            assert!(
+                plan.iter().any(|l| l.contains(pushed)),
+                "{filter}: expected {pushed} in {plan:?}"
+            );
+        }
+        c
+    });
+    let query = [0.25f32, -0.5, 0.1, 0.3];
+    let cases = std::env::var("VECTORGATE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/integration/fuzz-regressions.txt",
+        ))),
+        ..Config::default()
+    });
+    let result = runner.run(
+        &(predicate(), 1usize..=10, any::<bool>(), any::<bool>()),
+        |(p, k, simple, pgvector)| {
+            let sql_pred = p.sql();
+            let mut matching: Vec<&Row> =
+                data.iter().filter(|r| p.eval(r) == Some(true)).collect();
+            let everyone: BTreeSet<i64> = matching.iter().map(|r| r.id).collect();
+            matching.sort_by(|x, y| l2(&x.v, &query).total_cmp(&l2(&y.v, &query)));
+            let top: Vec<i64> = matching.iter().take(k).map(|r| r.id).collect();
+            let q = vec_text(&query);
+            let all_sql = format!(
+                "SELECT id FROM vector_search('jd', '{q}', {ROWS}) WHERE {sql_pred}"
+            );
+            let top_sql = if pgvector {
+                format!("SELECT id FROM jd WHERE {sql_pred} ORDER BY embedding <-> '{q}' LIMIT {k}")
+            } else {
+                format!(
+                    "SELECT id FROM vector_search('jd', '{q}', {k}) WHERE {sql_pred} ORDER BY distance"
+                )
+            };
+            let client = &client;
+            let (all, first) = rt.block_on(async {
+                let ids = |sql: String| async move {
+                    if simple {
+                        client.simple_query(&sql).await.map(|msgs| {
+                            msgs.iter()
+                                .filter_map(|m| match m {
+                                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                                        r.get(0).and_then(|v| v.parse::<i64>().ok())
+                                    }
+                                    _ => None,
+                                })
+                                .collect::<Vec<i64>>()
+                        })
+                    } else {
+                        client
+                            .query(&sql, &[])
+                            .await
+                            .map(|rows| rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+                    }
+                };
+                (ids(all_sql.clone()).await, ids(top_sql.clone()).await)
+            });
+            let all = all.map_err(|e| TestCaseError::fail(format!("{all_sql}: {e:?}")))?;
+            let first = first.map_err(|e| TestCaseError::fail(format!("{top_sql}: {e:?}")))?;
+            let all: BTreeSet<i64> = all.into_iter().collect();
+            prop_assert_eq!(&all, &everyone, "{}", all_sql);
+            prop_assert_eq!(&first, &top, "{}", top_sql);
+            Ok(())
+        },
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    eprintln!(
+        "jsonb filters: {} cases agreed with the oracle",
+        runner.config().cases
+    );
+}
