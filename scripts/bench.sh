@@ -14,6 +14,8 @@
 # --statements measures only the per-statement section, next to a PostgreSQL 15 that it
 # starts on loopback (port BENCH_POSTGRES_PORT, default 15432) from Debian's
 # postgresql-15 package, installed if missing.
+# --jsonb measures only the section of searches filtered on a jsonb column beside the
+# same filters on ordinary columns (--jsonb-rows, default 100000; embedded stores).
 # Builds go to target/ in the clone, as `cargo build` does, unless CARGO_TARGET_DIR is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +31,7 @@ while [ $# -gt 0 ]; do
     --qdrant-server) qdrant=start plots=no cassandra=none ;;
     --qdrant) qdrant=given plots=no cassandra=none; args+=("$1" "$2"); shift ;;
     --statements) postgres=start plots=no; args+=("$1") ;;
+    --jsonb) plots=no cassandra=none; args+=("$1") ;;
     --no-cassandra) cassandra=none ;;
     --no-plots) plots=no ;;
     --cassandra) cassandra=given; args+=("$1" "$2"); shift ;;

@@ -15,6 +15,7 @@
 mod cassandra;
 mod data;
 mod direct;
+mod jsonb;
 mod proxy;
 mod qdrant_server;
 mod report;
@@ -92,6 +93,13 @@ struct Args {
     /// between `<!-- qdrant-server -->` markers.
     #[arg(long)]
     qdrant: Option<String>,
+    /// Only the jsonb section: searches filtered on a jsonb column beside the same
+    /// filters on ordinary columns, written between `<!-- jsonb -->` markers.
+    #[arg(long)]
+    jsonb: bool,
+    /// Rows of the jsonb section's table.
+    #[arg(long, default_value_t = 100_000)]
+    jsonb_rows: usize,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<usize> {
@@ -165,6 +173,22 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&work);
         report::replace_section(&args.out, "qdrant-server", &section?)?;
         eprintln!("wrote the qdrant-server section of {}", args.out.display());
+        return Ok(());
+    }
+    if args.jsonb {
+        let section = jsonb::section(
+            &bin,
+            &work,
+            args.jsonb_rows,
+            args.dim,
+            args.queries,
+            args.seed,
+            &command,
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&work);
+        report::replace_section(&args.out, "jsonb", &section?)?;
+        eprintln!("wrote the jsonb section of {}", args.out.display());
         return Ok(());
     }
     if args.statements {

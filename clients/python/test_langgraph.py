@@ -3,9 +3,12 @@
 with a vector index (the store, store_vectors with its foreign key ON DELETE CASCADE,
 the `DO` block that creates the extension) and `PostgresSaver.from_conn_string`, each
 `setup()` run twice (the migrations are idempotent), then the store's put / get /
-search / delete. Search results are compared with an exact cosine ranking computed
-here; the catalog is asked what Postgres would answer. Exits non-zero on the first
-failure."""
+search (by meaning, and with `filter=`, which LangGraph writes as jsonb operators:
+`value->'k' = '...'::jsonb`, `value->>'k' > '...'`) / delete. (The checkpointer's reads, `get_tuple`, select
+correlated subqueries over `jsonb_each_text(...)`, which vectorgate refuses with
+0A000.) Search results are compared with an exact cosine ranking and
+filters evaluated here; the catalog is asked what Postgres would answer. Exits
+non-zero on the first failure."""
 
 import math
 import os
@@ -118,6 +121,30 @@ def main():
         want = sorted(TEXTS, key=lambda k: -cosine(embed([TEXTS[k]])[0], q))[:3]
         got = [i.key for i in store.search(("docs",), query=query, limit=3)]
         check("search by meaning = exact cosine ranking", got, want)
+
+        # Filters, evaluated here as Postgres would (`->>` compares text).
+        kinds = {"a": "pet", "b": "thing", "c": "pet", "d": "thing"}
+        for key, text in TEXTS.items():
+            store.put(("docs", "team"), key, {"text": text, "n": len(text), "kind": kinds[key]})
+        value = {k: {"text": t, "n": len(t), "kind": kinds[k]} for k, t in TEXTS.items()}
+        for flt, keep in [
+            ({"kind": "pet"}, lambda v: v["kind"] == "pet"),
+            ({"n": len(TEXTS["b"])}, lambda v: v["n"] == len(TEXTS["b"])),
+            ({"kind": {"$ne": "pet"}}, lambda v: v["kind"] != "pet"),
+            ({"n": {"$gt": 20}}, lambda v: str(v["n"]) > "20"),
+            ({"kind": "pet", "n": {"$lte": 11}}, lambda v: v["kind"] == "pet" and str(v["n"]) <= "11"),
+        ]:
+            passing = [k for k in TEXTS if keep(value[k])]
+            want = sorted(passing, key=lambda k: -cosine(embed([TEXTS[k]])[0], q))
+            got = [i.key for i in store.search(("docs",), query=query, filter=flt, limit=10)]
+            check(f"search by meaning with filter={flt}", got, want)
+            got = sorted(i.key for i in store.search(("docs",), filter=flt, limit=10))
+            check(f"search with filter={flt} alone", got, sorted(passing))
+            check(
+                f"the items' values come back as dicts (filter={flt})",
+                [i.value for i in store.search(("docs",), filter=flt, limit=10) if i.key == passing[0]],
+                [value[passing[0]]] if passing else [],
+            )
 
         store.delete(("docs", "team"), "a")
         check("delete", store.get(("docs", "team"), "a"), None)

@@ -594,6 +594,21 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             )));
         }
     }
+    for name in options
+        .get("payload_exclude")
+        .map(|l| l.split(',').map(str::trim).collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        let Some(col) = columns.iter().find(|c| c.name == name) else {
+            return Err(Error::UndefinedColumn(name.to_string()));
+        };
+        if !matches!(col.ty, ColumnType::Jsonb | ColumnType::Json) {
+            return Err(Error::InvalidTableDefinition(format!(
+                "payload_exclude names json and jsonb columns only; \"{name}\" is {}",
+                col.ty.sql_name()
+            )));
+        }
+    }
     let distance = match options.get("distance") {
         None => Distance::Cosine,
         Some(d) => Distance::parse(d).ok_or_else(|| {

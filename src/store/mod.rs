@@ -339,7 +339,15 @@ impl TableDef {
         self.columns
             .iter()
             .enumerate()
-            .filter(|(i, _)| Some(*i) != self.vector_column)
+            .filter(|(i, c)| Some(*i) != self.vector_column && !self.kept_out(&c.name))
+    }
+
+    /// Whether the table option `payload_exclude = 'a, b'` keeps a (json) column out of
+    /// the index payload: filters on it are then applied after the join.
+    pub fn kept_out(&self, column: &str) -> bool {
+        self.options
+            .get("payload_exclude")
+            .is_some_and(|l| l.split(',').any(|c| c.trim() == column))
     }
 }
 

@@ -105,6 +105,7 @@ pub const TABLE_OPTIONS: &[&str] = &[
     "partition_key",
     "cql_table",
     "cql_vector",
+    "payload_exclude",
 ];
 
 /// The options `ALTER TABLE ... SET` may change (the rest fix the table's layout).

@@ -68,7 +68,7 @@ async fn every_type_round_trips_through_cql() {
             Some("[1,2,3]"),
             Some("\\x0aff"),
             Some("-12.500"),
-            Some("{\"k\":1}"),
+            Some("{\"k\": 1}"),
         ]
     );
     assert!(

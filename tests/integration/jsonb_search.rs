@@ -348,6 +348,47 @@ fn jsonb_filtered_searches_match_a_three_valued_oracle() {
                 "{filter}: expected {pushed} in {plan:?}"
             );
         }
+        // A column kept out of the payload is filtered after the join, with the same
+        // answers; the option names json columns only.
+        c.batch_execute(
+            "CREATE TABLE jx (id bigint PRIMARY KEY, meta jsonb, embedding vector(2)) \
+             WITH (distance = 'l2', payload_exclude = 'meta'); \
+             INSERT INTO jx VALUES (1, '{\"k\": 1}', '[1,0]'), (2, '{\"k\": 2}', '[0,1]'), (3, '{\"k\": 1}', '[1,1]')",
+        )
+        .await
+        .expect("payload_exclude");
+        let plan: Vec<String> = c
+            .query(
+                "EXPLAIN SELECT id FROM jx WHERE meta->>'k' = '1' ORDER BY embedding <-> '[0,1]' LIMIT 1",
+                &[],
+            )
+            .await
+            .expect("explain")
+            .iter()
+            .map(|r| r.get::<_, String>(1))
+            .collect();
+        assert!(
+            plan.iter().any(|l| l.contains("pushed_filter=none")),
+            "kept out of the payload: {plan:?}"
+        );
+        let ids: Vec<i64> = c
+            .query(
+                "SELECT id FROM jx WHERE meta->>'k' = '1' ORDER BY embedding <-> '[0,1]' LIMIT 1",
+                &[],
+            )
+            .await
+            .expect("search")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(ids, vec![3]);
+        let e = c
+            .batch_execute(
+                "CREATE TABLE jy (id bigint PRIMARY KEY, t text, embedding vector(2)) WITH (payload_exclude = 't')",
+            )
+            .await
+            .expect_err("a text column");
+        assert_eq!(super::sqlstate(&e), "42P16");
         c
     });
     let query = [0.25f32, -0.5, 0.1, 0.3];

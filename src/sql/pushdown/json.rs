@@ -82,7 +82,9 @@ fn json_ref(e: &Expr, table: &TableDef) -> Option<JsonRef> {
     match e {
         Expr::Column(c) => {
             let i = table.column_index(&c.name)?;
-            matches!(table.columns[i].ty, ColumnType::Jsonb | ColumnType::Json).then(|| JsonRef {
+            // A column kept out of the payload (`payload_exclude`) is filtered after the join.
+            let json = matches!(table.columns[i].ty, ColumnType::Jsonb | ColumnType::Json);
+            (json && !table.kept_out(&c.name)).then(|| JsonRef {
                 column: c.name.clone(),
                 keys: Vec::new(),
                 text: false,

@@ -1,0 +1,208 @@
+//! Searches filtered on a jsonb metadata column beside the same filters on ordinary
+//! columns, in one run on the embedded stores: `meta->>'cat' = $2` against
+//! `cat = $2`, at 1% and at 10% of the rows, and `meta @> $2` at 1%. The filters run
+//! inside the vector search in both forms (k counts rows that pass); every answer of the
+//! jsonb form is checked against the ordinary form's on the same query. Written between
+//! `<!-- jsonb -->` markers.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use futures::SinkExt;
+
+use crate::data::Rng;
+use crate::proxy::Server;
+
+const TABLE: &str = "jsonb_bench";
+
+fn vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
+    let v: Vec<f32> = (0..dim).map(|_| rng.gaussian()).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+/// One filter shape in its two spellings.
+struct Shape {
+    label: &'static str,
+    plain: &'static str,
+    jsonb: &'static str,
+    value: fn(usize) -> String,
+    json_value: fn(usize) -> String,
+}
+
+fn shapes() -> Vec<Shape> {
+    vec![
+        Shape {
+            label: "1% (`= 'c7'`, 1 value in 100)",
+            plain: "cat = $2",
+            jsonb: "meta->>'cat' = $2",
+            value: |q| format!("c{}", q % 100),
+            json_value: |q| format!("c{}", q % 100),
+        },
+        Shape {
+            label: "10% (`= 'd3'`, 1 value in 10)",
+            plain: "decile = $2",
+            jsonb: "meta->>'decile' = $2",
+            value: |q| format!("d{}", q % 10),
+            json_value: |q| format!("d{}", q % 10),
+        },
+        Shape {
+            label: "1% as containment (`meta @> '{\"cat\": \"c7\"}'`)",
+            plain: "cat = $2",
+            jsonb: "meta @> $2::jsonb",
+            value: |q| format!("c{}", q % 100),
+            json_value: |q| format!("{{\"cat\": \"c{}\"}}", q % 100),
+        },
+    ]
+}
+
+fn median(mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    crate::stats::percentile(&ms, 0.5)
+}
+
+fn p95(mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(|a, b| a.total_cmp(b));
+    crate::stats::percentile(&ms, 0.95)
+}
+
+pub async fn section(
+    bin: &Path,
+    work: &Path,
+    rows: usize,
+    dim: usize,
+    queries: usize,
+    seed: u64,
+    command: &str,
+) -> anyhow::Result<String> {
+    let server = Server::start(bin, &work.join("jsonb"), None)?;
+    let client = server.connect().await?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {TABLE} (id bigint PRIMARY KEY, cat text, decile text, meta jsonb, embedding vector({dim}))"
+        ))
+        .await?;
+    let mut rng = Rng::new(seed);
+    let started = Instant::now();
+    let mut at = 0;
+    while at < rows {
+        let end = (at + 1000).min(rows);
+        let mut text = String::new();
+        for i in at..end {
+            let v: Vec<String> = vector(&mut rng, dim)
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+            let _ = writeln!(
+                text,
+                "{i}\tc{}\td{}\t{{\"cat\": \"c{}\", \"decile\": \"d{}\", \"n\": {i}, \"tags\": [\"t{}\", \"u{}\"]}}\t[{}]",
+                i % 100,
+                i % 10,
+                i % 100,
+                i % 10,
+                i % 5,
+                i % 7,
+                v.join(",")
+            );
+        }
+        let sink = client
+            .copy_in::<_, bytes::Bytes>(&format!("COPY {TABLE} FROM STDIN"))
+            .await?;
+        futures::pin_mut!(sink);
+        sink.send(bytes::Bytes::from(text)).await?;
+        let n = sink.finish().await?;
+        anyhow::ensure!(
+            n as usize == end - at,
+            "COPY stored {n} of {} rows",
+            end - at
+        );
+        at = end;
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    eprintln!("jsonb: loaded {rows} rows at {rate:.0} rows/s; waiting for the index");
+    server
+        .wait_for_index(
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(600),
+        )
+        .await;
+
+    let mut out = String::new();
+    let _ = writeln!(out, "<!-- jsonb -->");
+    let _ = writeln!(
+        out,
+        "## jsonb filters inside the search, beside ordinary columns\n"
+    );
+    let _ = writeln!(
+        out,
+        "`{command}` — {rows} rows of {dim}-d vectors with a `jsonb` metadata column \
+         (`{{\"cat\": ..., \"decile\": ..., \"n\": ..., \"tags\": [...]}}`) that repeats two text \
+         columns, embedded stores, one client, a prepared `SELECT id FROM vector_search('{TABLE}', $1, 10) \
+         WHERE <filter>` per shape, {queries} queries each, the two spellings taking turns query by \
+         query. Both filters are pushed into the vector search (EXPLAIN: `pushed_filter`); each \
+         jsonb answer was checked to equal the ordinary column's.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| selectivity | ordinary column p50 / p95 (ms) | jsonb p50 / p95 (ms) | jsonb / ordinary (p50) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    for shape in shapes() {
+        let sql = |filter: &str| {
+            format!(
+                "SELECT id FROM vector_search('{TABLE}', $1, 10) WHERE {filter} ORDER BY distance"
+            )
+        };
+        let plain = client.prepare(&sql(shape.plain)).await?;
+        let jsonb = client.prepare(&sql(shape.jsonb)).await?;
+        let (mut pm, mut jm) = (Vec::new(), Vec::new());
+        for q in 0..queries + 5 {
+            let text = vector(&mut rng, dim);
+            let (pv, jv) = ((shape.value)(q), (shape.json_value)(q));
+            let t = Instant::now();
+            let a: Vec<i64> = client
+                .query(&plain, &[&text, &pv])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let plain_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let t = Instant::now();
+            let b: Vec<i64> = client
+                .query(&jsonb, &[&text, &jv])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let jsonb_ms = t.elapsed().as_secs_f64() * 1000.0;
+            anyhow::ensure!(
+                a == b && a.len() == 10,
+                "{}: the jsonb filter answered {b:?}, the column {a:?}",
+                shape.label
+            );
+            if q >= 5 {
+                pm.push(plain_ms);
+                jm.push(jsonb_ms);
+            }
+        }
+        let (p50, j50) = (median(pm.clone()), median(jm.clone()));
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} |",
+            shape.label,
+            p50,
+            p95(pm),
+            j50,
+            p95(jm),
+            j50 / p50
+        );
+        eprintln!(
+            "jsonb: {} column p50 {p50:.2} ms, jsonb p50 {j50:.2} ms",
+            shape.label
+        );
+    }
+    let _ = writeln!(out, "<!-- /jsonb -->");
+    server.stop()?;
+    Ok(out)
+}
