@@ -1,9 +1,9 @@
 //! Searches filtered on a jsonb metadata column beside the same filters on ordinary
 //! columns, in one run on the embedded stores: `meta->>'cat' = $2` against
 //! `cat = $2`, at 1% and at 10% of the rows, and `meta @> $2` at 1%. The filters run
-//! inside the vector search in both forms (k counts rows that pass); every answer of the
-//! jsonb form is checked against the ordinary form's on the same query. Written between
-//! `<!-- jsonb -->` markers.
+//! inside the vector search in both forms (k counts rows that pass); each answer's recall
+//! is measured against the exact answer (`vectorgate.exact`, on another connection), and
+//! every answer is checked to hold k rows. Written between `<!-- jsonb -->` markers.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -78,6 +78,8 @@ pub async fn section(
 ) -> anyhow::Result<String> {
     let server = Server::start(bin, &work.join("jsonb"), None)?;
     let client = server.connect().await?;
+    let exact = server.connect().await?;
+    exact.batch_execute("SET vectorgate.exact = on").await?;
     client
         .batch_execute(&format!(
             "CREATE TABLE {TABLE} (id bigint PRIMARY KEY, cat text, decile text, meta jsonb, embedding vector({dim}))"
@@ -140,14 +142,17 @@ pub async fn section(
          (`{{\"cat\": ..., \"decile\": ..., \"n\": ..., \"tags\": [...]}}`) that repeats two text \
          columns, embedded stores, one client, a prepared `SELECT id FROM vector_search('{TABLE}', $1, 10) \
          WHERE <filter>` per shape, {queries} queries each, the two spellings taking turns query by \
-         query. Both filters are pushed into the vector search (EXPLAIN: `pushed_filter`); each \
-         jsonb answer was checked to equal the ordinary column's.\n"
+         query. Both filters are pushed into the vector search (EXPLAIN: `pushed_filter`). \
+         Recall@10 is against the exact answer of the same filter. The ordinary columns have a \
+         payload index in the vector index; the jsonb keys do not (no `CREATE INDEX` makes one \
+         yet), so at 1% the index cannot plan the filter by its cardinality and walks the HNSW \
+         graph with it.\n"
     );
     let _ = writeln!(
         out,
-        "| selectivity | ordinary column p50 / p95 (ms) | jsonb p50 / p95 (ms) | jsonb / ordinary (p50) |"
+        "| selectivity | ordinary column p50 / p95 (ms) | recall@10 | jsonb p50 / p95 (ms) | recall@10 | jsonb / ordinary (p50) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
     for shape in shapes() {
         let sql = |filter: &str| {
             format!(
@@ -156,7 +161,9 @@ pub async fn section(
         };
         let plain = client.prepare(&sql(shape.plain)).await?;
         let jsonb = client.prepare(&sql(shape.jsonb)).await?;
+        let truth = exact.prepare(&sql(shape.plain)).await?;
         let (mut pm, mut jm) = (Vec::new(), Vec::new());
+        let (mut p_hits, mut j_hits, mut relevant) = (0usize, 0usize, 0usize);
         for q in 0..queries + 5 {
             let text = vector(&mut rng, dim);
             let (pv, jv) = ((shape.value)(q), (shape.json_value)(q));
@@ -176,25 +183,36 @@ pub async fn section(
                 .map(|r| r.get(0))
                 .collect();
             let jsonb_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let want: Vec<i64> = exact
+                .query(&truth, &[&text, &pv])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
             anyhow::ensure!(
-                a == b && a.len() == 10,
-                "{}: the jsonb filter answered {b:?}, the column {a:?}",
+                a.len() == 10 && b.len() == 10 && want.len() == 10,
+                "{}: k rows expected (column {a:?}, jsonb {b:?})",
                 shape.label
             );
             if q >= 5 {
                 pm.push(plain_ms);
                 jm.push(jsonb_ms);
+                p_hits += a.iter().filter(|i| want.contains(i)).count();
+                j_hits += b.iter().filter(|i| want.contains(i)).count();
+                relevant += want.len();
             }
         }
         let (p50, j50) = (median(pm.clone()), median(jm.clone()));
         let _ = writeln!(
             out,
-            "| {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} |",
+            "| {} | {:.2} / {:.2} | {:.3} | {:.2} / {:.2} | {:.3} | {:.2} |",
             shape.label,
             p50,
             p95(pm),
+            p_hits as f64 / relevant.max(1) as f64,
             j50,
             p95(jm),
+            j_hits as f64 / relevant.max(1) as f64,
             j50 / p50
         );
         eprintln!(

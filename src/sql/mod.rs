@@ -253,7 +253,10 @@ impl Engine {
                 compat::computed_regclass(s);
             }
             colnames::postgres_column_names(s);
-            json::rewrite(s);
+            // Not in DDL: a column default keeps its text as written (`'{}'::jsonb`).
+            if !matches!(s, Statement::CreateTable(_) | Statement::AlterTable(_)) {
+                json::rewrite(s);
+            }
             // Not in DDL: a column default keeps its text as written.
             if nextvals
                 && matches!(

@@ -659,19 +659,17 @@ impl Search {
         };
         // While the collection is rebuilt with new options, some of its segments are
         // still searched the old way: ask for an exact search until it has settled.
-        let exact;
-        let params = if self.shared.index.rebuilding(&self.def).await? {
+        let mut params = if self.shared.index.rebuilding(&self.def).await? {
             self.notices.push(format!(
                 "the vector index of \"{}\" is being rebuilt with new options: vector_search was answered by an exact search until it is done",
                 self.def.name
             ));
-            exact = SearchParams {
+            SearchParams {
                 exact: true,
                 ..self.params.clone()
-            };
-            &exact
+            }
         } else {
-            &self.params
+            self.params.clone()
         };
         // The block's own rows are measured exactly, each of them; the index's hits of
         // keys the block touched are not answered (the block's version is here already).
@@ -714,7 +712,7 @@ impl Search {
                         filter: pushed.as_ref(),
                         limit: fetch,
                         offset,
-                        params,
+                        params: &params,
                     },
                 )
                 .await?;
@@ -745,8 +743,20 @@ impl Search {
                         .map(|(c, _)| c),
                 );
             }
-            if passed.len() - own >= self.k || exhausted {
+            if passed.len() - own >= self.k {
                 break;
+            }
+            if exhausted {
+                // A filter on json values has no payload index to plan by, and a graph
+                // search with it can stop short of points that pass: an exact search
+                // finds every one (the hits seen already are skipped).
+                if params.exact || !pushed.as_ref().is_some_and(|p| p.reads_json()) {
+                    break;
+                }
+                params.exact = true;
+                offset = 0;
+                fetch = self.k;
+                continue;
             }
             offset += fetch;
             fetch = (fetch * 2).min(self.shared.max_k.max(self.k) * 4);

@@ -97,6 +97,23 @@ pub enum Predicate {
     },
 }
 
+impl Predicate {
+    /// Whether the predicate tests values inside json columns (`meta.key`, or the list
+    /// of their keys): payload fields without an index.
+    pub fn reads_json(&self) -> bool {
+        match self {
+            Predicate::And(ps) | Predicate::Or(ps) => ps.iter().any(Predicate::reads_json),
+            Predicate::Not(p) => p.reads_json(),
+            Predicate::Compare { column, .. }
+            | Predicate::In { column, .. }
+            | Predicate::IsNull { column }
+            | Predicate::Contains { column, .. } => {
+                column.contains('.') || column == JSON_KEYS_FIELD
+            }
+        }
+    }
+}
+
 impl fmt::Display for Predicate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn join(f: &mut fmt::Formatter<'_>, items: &[Predicate], sep: &str) -> fmt::Result {

@@ -84,6 +84,7 @@ impl ScalarUDFImpl for FormatType {
                 }
                 Some(2950) => out.append_value("uuid"),
                 Some(3802) => out.append_value("jsonb"),
+                Some(114) => out.append_value("json"),
                 Some(1016) => out.append_value("bigint[]"),
                 _ if base.is_null(i) => out.append_null(),
                 _ => out.append_value(base.value(i)),
@@ -619,6 +620,11 @@ struct PgTypeof {
 fn regtype_name(field: &datafusion::arrow::datatypes::Field) -> String {
     if field.metadata().contains_key(crate::types::PG_VECTOR_KEY) {
         return "vector".into();
+    }
+    match crate::json::kind_of(field) {
+        Some(crate::json::Kind::Jsonb) => return "jsonb".into(),
+        Some(crate::json::Kind::Json) => return "json".into(),
+        None => {}
     }
     let Ok(ty) = arrow_pg::datatypes::into_pg_type(field.data_type()) else {
         return "unknown".into();
