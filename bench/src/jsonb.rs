@@ -13,14 +13,9 @@ use futures::SinkExt;
 
 use crate::data::Rng;
 use crate::proxy::Server;
+use crate::statements::vector;
 
 const TABLE: &str = "jsonb_bench";
-
-fn vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
-    let v: Vec<f32> = (0..dim).map(|_| rng.gaussian()).collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-    v.into_iter().map(|x| x / norm).collect()
-}
 
 /// One filter shape in its two spellings.
 struct Shape {

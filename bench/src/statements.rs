@@ -113,7 +113,8 @@ impl Shape {
     }
 }
 
-fn vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
+/// A random unit vector.
+pub fn vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
     let v: Vec<f32> = (0..dim).map(|_| rng.gaussian()).collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
     v.into_iter().map(|x| x / norm).collect()

@@ -50,6 +50,18 @@ enum Arg {
 }
 
 impl Arg {
+    /// Row `row` of an argument column (`kind`: the column's JSON type, if any).
+    fn at(array: &ArrayRef, row: usize, kind: Option<Kind>) -> DfResult<Arg> {
+        let v = ScalarValue::try_from_array(array, row)?;
+        Ok(if v.is_null() {
+            Arg::Null
+        } else if let Some(k) = kind {
+            Arg::Json(k, text_of(&v).unwrap_or_default())
+        } else {
+            Arg::Value(v)
+        })
+    }
+
     fn is_null(&self) -> bool {
         matches!(self, Arg::Null)
     }
@@ -375,14 +387,7 @@ impl ScalarUDFImpl for JsonFunction {
         for row in 0..rows {
             row_args.clear();
             for (a, kind) in arrays.iter().zip(&kinds) {
-                let v = ScalarValue::try_from_array(a, row)?;
-                row_args.push(if v.is_null() {
-                    Arg::Null
-                } else if let Some(k) = kind {
-                    Arg::Json(*k, text_of(&v).unwrap_or_default())
-                } else {
-                    Arg::Value(v)
-                });
+                row_args.push(Arg::at(a, row, *kind)?);
             }
             outs.push(if self.strict && row_args.iter().any(Arg::is_null) {
                 Out::Null
@@ -981,17 +986,11 @@ impl Accumulator for JsonAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
         let rows = values.first().map(|a| a.len()).unwrap_or(0);
         for row in 0..rows {
-            let mut args = Vec::with_capacity(values.len());
-            for (a, kind) in values.iter().zip(&self.kinds) {
-                let v = ScalarValue::try_from_array(a, row)?;
-                args.push(if v.is_null() {
-                    Arg::Null
-                } else if let Some(k) = kind {
-                    Arg::Json(*k, text_of(&v).unwrap_or_default())
-                } else {
-                    Arg::Value(v)
-                });
-            }
+            let args = values
+                .iter()
+                .zip(&self.kinds)
+                .map(|(a, kind)| Arg::at(a, row, *kind))
+                .collect::<DfResult<Vec<Arg>>>()?;
             if self.object {
                 let key = args
                     .first()

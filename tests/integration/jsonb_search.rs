@@ -425,26 +425,10 @@ fn jsonb_filtered_searches_match_a_three_valued_oracle() {
             };
             let client = &client;
             let (all, first) = rt.block_on(async {
-                let ids = |sql: String| async move {
-                    if simple {
-                        client.simple_query(&sql).await.map(|msgs| {
-                            msgs.iter()
-                                .filter_map(|m| match m {
-                                    tokio_postgres::SimpleQueryMessage::Row(r) => {
-                                        r.get(0).and_then(|v| v.parse::<i64>().ok())
-                                    }
-                                    _ => None,
-                                })
-                                .collect::<Vec<i64>>()
-                        })
-                    } else {
-                        client
-                            .query(&sql, &[])
-                            .await
-                            .map(|rows| rows.iter().map(|r| r.get::<_, i64>(0)).collect())
-                    }
-                };
-                (ids(all_sql.clone()).await, ids(top_sql.clone()).await)
+                (
+                    super::first_column_ids(client, &all_sql, simple).await,
+                    super::first_column_ids(client, &top_sql, simple).await,
+                )
             });
             let all = all.map_err(|e| TestCaseError::fail(format!("{all_sql}: {e:?}")))?;
             let first = first.map_err(|e| TestCaseError::fail(format!("{top_sql}: {e:?}")))?;

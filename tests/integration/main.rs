@@ -325,6 +325,35 @@ impl tokio_postgres::types::ToSql for PgVector {
 }
 
 /// Format a vector as pgvector text.
+/// The first column of a query's rows as ids, over the simple protocol (text) or the
+/// extended one.
+pub async fn first_column_ids(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    simple: bool,
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    if simple {
+        Ok(client
+            .simple_query(sql)
+            .await?
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    r.get(0).and_then(|v| v.parse::<i64>().ok())
+                }
+                _ => None,
+            })
+            .collect())
+    } else {
+        Ok(client
+            .query(sql, &[])
+            .await?
+            .iter()
+            .map(|r| r.get::<_, i64>(0))
+            .collect())
+    }
+}
+
 pub fn vec_text(v: &[f32]) -> String {
     let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
     format!("[{}]", items.join(","))
