@@ -14,6 +14,8 @@
 //! - `SET vectorgate.fault_crash_after_commit_point = on`: the next `COMMIT` aborts the
 //!   process just past its commit point (the embedded store committed; the CQL store's
 //!   marker written and about half of the rows applied).
+//! - `SET vectorgate.fault_panic_next_search = on`: the next search of the vector index
+//!   panics (a bug's stand-in: the statement gets XX000, its session goes on).
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -26,6 +28,7 @@ use crate::store::{Hit, Point, Predicate, SearchQuery, TableDef, VectorIndex};
 
 static INDEX_DOWN: AtomicBool = AtomicBool::new(false);
 static CRASH_AFTER_ROW_WRITE: AtomicBool = AtomicBool::new(false);
+static PANIC_NEXT_SEARCH: AtomicBool = AtomicBool::new(false);
 
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
@@ -48,6 +51,7 @@ pub fn set(name: &str, on: bool) -> bool {
         "vectorgate.fault_crash_after_commit_point" => {
             crate::store::CRASH_AFTER_COMMIT_POINT.store(on, Ordering::SeqCst)
         }
+        "vectorgate.fault_panic_next_search" => PANIC_NEXT_SEARCH.store(on, Ordering::SeqCst),
         _ => return false,
     }
     true
@@ -121,6 +125,9 @@ impl VectorIndex for FaultyIndex {
     }
     async fn search(&self, table: &TableDef, query: &SearchQuery<'_>) -> Result<Vec<Hit>> {
         down()?;
+        if PANIC_NEXT_SEARCH.swap(false, Ordering::SeqCst) {
+            panic!("fault injection: a search panics");
+        }
         self.inner.search(table, query).await
     }
     async fn point_hashes(

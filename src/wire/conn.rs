@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use pgwire::api::{ClientInfo, PgWireConnectionState, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -315,7 +315,7 @@ pub async fn serve(
                     PgWireConnectionState::CopyInProgress(e) => e,
                     _ => msg.is_extended_query(),
                 };
-                if let Err(mut e) = process_message(
+                let handled = std::panic::AssertUnwindSafe(process_message(
                     msg,
                     &mut socket,
                     startup_handler.clone(),
@@ -323,9 +323,11 @@ pub async fn serve(
                     query.clone(),
                     query.clone(),
                     cancel.clone(),
-                )
+                ))
+                .catch_unwind()
                 .await
-                {
+                .unwrap_or_else(|p| Err(query.panicked(&mut socket, &panic_message(p.as_ref()))));
+                if let Err(mut e) = handled {
                     use pgwire::api::ErrorHandler;
                     errors.on_error(&socket, &mut e);
                     process_error(&mut socket, e, extended_query).await?;
@@ -345,6 +347,15 @@ pub async fn serve(
     }
     let _ = socket.close().await;
     Ok(())
+}
+
+/// The message a panic was raised with.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a statement panicked".into())
 }
 
 #[cfg(test)]

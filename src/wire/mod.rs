@@ -452,6 +452,18 @@ pub struct QueryHandler {
     parser: Arc<StatementParser>,
 }
 
+impl QueryHandler {
+    /// A statement panicked: the client gets XX000 with the panic's message, a block the
+    /// session was in fails (its writes are never committed), and the connection goes on.
+    pub(crate) fn panicked<C: ClientInfo>(&self, client: &mut C, message: &str) -> PgWireError {
+        let session = self.parser.session(client);
+        session.statement_failed();
+        client.set_transaction_status(block_status(&session));
+        tracing::error!(panic = message, "a statement panicked; the session goes on");
+        to_pgwire(Error::internal(message))
+    }
+}
+
 /// What ReadyForQuery reports for a session: idle, in a block, or in a failed one.
 fn block_status(session: &Session) -> TransactionStatus {
     match session.block_status() {

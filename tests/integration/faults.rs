@@ -742,3 +742,60 @@ async fn a_commit_whose_row_store_fails_past_its_commit_point_is_finished() {
         "the index matches the rows"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_statement_fails_its_block_and_the_connection_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = faulty(&dir.path().join("data"));
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE p (id int PRIMARY KEY, e vector(2)); INSERT INTO p VALUES (1, '[1,0]'), (2, '[0,1]')",
+        )
+        .await
+        .expect("create");
+    let search = "SELECT id FROM vector_search('p', '[1,0.2]', 1)";
+    for extended in [false, true] {
+        client
+            .batch_execute("BEGIN; INSERT INTO p VALUES (3, '[1,0.2]'); SET vectorgate.fault_panic_next_search = on")
+            .await
+            .expect("begin");
+        let e = if extended {
+            client
+                .query(search, &[])
+                .await
+                .expect_err("the search panics")
+        } else {
+            client
+                .simple_query(search)
+                .await
+                .expect_err("the search panics")
+        };
+        assert_eq!(super::sqlstate(&e), "XX000", "{e:?}");
+        // The block failed like after any error, and its write never lands.
+        let e = client
+            .simple_query("SELECT 1")
+            .await
+            .expect_err("the block is aborted");
+        assert_eq!(super::sqlstate(&e), "25P02");
+        client.batch_execute("ROLLBACK").await.expect("rollback");
+        let ids: Vec<i32> = client
+            .query("SELECT id FROM p ORDER BY id", &[])
+            .await
+            .expect("the connection goes on")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(ids, vec![1, 2], "extended: {extended}");
+        let hit: i32 = client
+            .query_one(search, &[])
+            .await
+            .expect("the next search answers")
+            .get(0);
+        assert_eq!(hit, 1);
+    }
+    assert!(
+        server.logged("panic").is_some(),
+        "the panic is logged with its message"
+    );
+}

@@ -272,8 +272,22 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let exited = c.try_wait().ok().flatten();
             let _ = c.kill();
             let _ = c.wait();
+            // A failing test shows what its server said last (and whether it had exited).
+            if std::thread::panicking() {
+                std::thread::sleep(Duration::from_millis(100));
+                if let Ok(lines) = self.log.lock() {
+                    eprintln!(
+                        "--- last lines of the server on {} (exited before the test ended: {exited:?}):",
+                        self.addr
+                    );
+                    for l in lines.iter().rev().take(40).rev() {
+                        eprintln!("[server] {l}");
+                    }
+                }
+            }
         }
     }
 }
