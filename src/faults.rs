@@ -99,6 +99,10 @@ impl VectorIndex for FaultyIndex {
         down()?;
         self.inner.update_collection(table).await
     }
+    async fn index_json_fields(&self, table: &TableDef) -> Result<()> {
+        down()?;
+        self.inner.index_json_fields(table).await
+    }
     async fn drop_collection(&self, table: &TableDef) -> Result<()> {
         down()?;
         self.inner.drop_collection(table).await

@@ -290,13 +290,18 @@ async def asyncpg_checks():
     await conn.execute(
         "CREATE TABLE apg_items (id bigint PRIMARY KEY, tags text[], embedding vector(4)) WITH (distance = 'l2')"
     )
+    # The vector column's parameter is described as `vector`, as Postgres does: without
+    # pgvector's codec asyncpg sends its text form.
+    await conn.execute("INSERT INTO apg_items VALUES ($1, $2, $3)", 100, [], "[1,2,3,4]")
+    check("asyncpg: a vector parameter in text", await conn.fetchval("SELECT embedding::text FROM apg_items WHERE id = 100"), "[1,2,3,4]")
+    await conn.execute("DELETE FROM apg_items WHERE id = 100")
+    await register_vector_asyncpg(conn)
     await conn.executemany(
         "INSERT INTO apg_items VALUES ($1, $2, $3)",
-        [(i, [f"t{i % 3}"], [float(x) for x in VECS[i]]) for i in range(20)],
+        [(i, [f"t{i % 3}"], VECS[i]) for i in range(20)],
     )
     check("asyncpg: executemany", await conn.fetchval("SELECT count(*) FROM apg_items"), 20)
     check("asyncpg: arrays come back", await conn.fetchval("SELECT tags FROM apg_items WHERE id = $1", 4), ["t1"])
-    await register_vector_asyncpg(conn)
     q = rng.standard_normal(4).astype(np.float32)
     rows = await conn.fetch("SELECT id, embedding FROM apg_items ORDER BY embedding <-> $1 LIMIT 3", q)
     check("asyncpg: pgvector search", [r["id"] for r in rows], nearest(q, 3, list(range(20))))

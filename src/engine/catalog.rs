@@ -226,7 +226,8 @@ impl Core {
             let same_index = old.columns == new.columns
                 && old.vector_column == new.vector_column
                 && old.distance == new.distance
-                && old.options == new.options;
+                && old.options == new.options
+                && old.json_indexes == new.json_indexes;
             if !same_index {
                 rebuild.push((Some(old), new));
             }

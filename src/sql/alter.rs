@@ -226,6 +226,17 @@ fn without_columns(def: &TableDef, dropped: &[usize]) -> TableDef {
             })
         })
         .collect();
+    // And the indexes on a dropped json column's values.
+    new.json_indexes = def
+        .json_indexes
+        .iter()
+        .filter_map(|j| {
+            Some(crate::store::JsonIndexDef {
+                column: position(j.column)?,
+                ..j.clone()
+            })
+        })
+        .collect();
     // So do CHECK constraints and foreign keys that use one.
     new.checks
         .retain(|c| !dropped.iter().any(|&d| constraints::check_uses(def, c, d)));

@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, FunctionArguments, Ident, ObjectName, Statement, visit_expressions_mut,
+    Expr as SqlExpr, FunctionArguments, Ident, ObjectName, Statement, Value, visit_expressions_mut,
 };
 
 use super::pgvector::call;
@@ -339,6 +339,108 @@ impl datafusion::logical_expr::ScalarUDFImpl for Format {
         Ok(datafusion::logical_expr::ColumnarValue::Array(
             std::sync::Arc::new(StringArray::from(out)),
         ))
+    }
+}
+
+/// `x::uuid` (and `uuid '...'`): DataFusion has no uuid type, so the cast becomes
+/// `vg_cast_uuid(x)`, text in uuid's canonical form announced as uuid (22P02 for text that
+/// is not one). SQLAlchemy writes every uuid parameter this way (`%(id)s::UUID`).
+pub fn uuid_casts(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::DataType;
+    let _ = visit_expressions_mut(stmt, |e| {
+        let inner = match e {
+            SqlExpr::Cast {
+                expr,
+                data_type: DataType::Uuid,
+                ..
+            } => std::mem::replace(expr.as_mut(), SqlExpr::value(Value::Null)),
+            SqlExpr::TypedString(ts) if ts.data_type == DataType::Uuid => {
+                SqlExpr::Value(ts.value.clone())
+            }
+            _ => return ControlFlow::<()>::Continue(()),
+        };
+        *e = call("vg_cast_uuid", vec![inner]);
+        ControlFlow::Continue(())
+    });
+}
+
+/// The function [`uuid_casts`] makes of a cast to uuid.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct CastUuid {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl CastUuid {
+    pub fn udf() -> datafusion::logical_expr::ScalarUDF {
+        datafusion::logical_expr::ScalarUDF::new_from_impl(CastUuid {
+            signature: datafusion::logical_expr::Signature::any(
+                1,
+                datafusion::logical_expr::Volatility::Immutable,
+            ),
+        })
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for CastUuid {
+    fn name(&self) -> &str {
+        "vg_cast_uuid"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _arg_types: &[datafusion::arrow::datatypes::DataType],
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::DataType> {
+        Ok(datafusion::arrow::datatypes::DataType::Utf8)
+    }
+
+    fn return_field_from_args(
+        &self,
+        _args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::FieldRef> {
+        Ok(std::sync::Arc::new(
+            crate::types::ColumnType::Uuid.arrow_field("uuid", true),
+        ))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        use datafusion::arrow::array::{Array, AsArray, StringArray};
+        use datafusion::arrow::datatypes::DataType;
+        let scalar = matches!(
+            args.args[0],
+            datafusion::logical_expr::ColumnarValue::Scalar(_)
+        );
+        let array = args.args[0].clone().into_array(args.number_rows)?;
+        let text = datafusion::arrow::compute::cast(&array, &DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        let mut out = Vec::with_capacity(text.len());
+        for i in 0..text.len() {
+            if text.is_null(i) {
+                out.push(None);
+                continue;
+            }
+            let value = text.value(i);
+            let u = uuid::Uuid::parse_str(value.trim()).map_err(|_| {
+                datafusion::error::DataFusionError::from(crate::error::Error::InvalidText(format!(
+                    "invalid input syntax for type uuid: \"{value}\""
+                )))
+            })?;
+            out.push(Some(u.hyphenated().to_string()));
+        }
+        let out = StringArray::from(out);
+        Ok(if scalar {
+            datafusion::logical_expr::ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::try_from_array(&out, 0)?,
+            )
+        } else {
+            datafusion::logical_expr::ColumnarValue::Array(std::sync::Arc::new(out))
+        })
     }
 }
 

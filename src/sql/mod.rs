@@ -15,6 +15,7 @@ pub(crate) mod defaults;
 pub mod direct;
 pub mod do_block;
 pub mod json;
+pub mod json_index;
 pub mod params;
 pub mod pgvector;
 pub mod plan_cache;
@@ -179,6 +180,7 @@ impl Engine {
             }
         }
         ctx.register_udf(compat::Format::udf());
+        ctx.register_udf(compat::CastUuid::udf());
         for f in catalog::extra_functions(&seen) {
             ctx.register_udf(f);
         }
@@ -242,6 +244,7 @@ impl Engine {
             Vec::new()
         };
         let nextvals = pgvector::mentions(&sql, "nextval");
+        let uuids = pgvector::mentions(&sql, "uuid");
         for s in &mut stmts {
             if catalog {
                 pgvector::aggregate_catalog_subqueries(s, &user_tables);
@@ -256,6 +259,9 @@ impl Engine {
             // Not in DDL: a column default keeps its text as written (`'{}'::jsonb`).
             if !matches!(s, Statement::CreateTable(_) | Statement::AlterTable(_)) {
                 json::rewrite(s);
+                if uuids {
+                    compat::uuid_casts(s);
+                }
             }
             // Not in DDL: a column default keeps its text as written.
             if nextvals

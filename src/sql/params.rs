@@ -483,11 +483,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                         for (e, t) in row.iter().zip(&targets) {
                             if let (Some(i), Some(c)) = (placeholder_index(e), t) {
                                 types.entry(i).or_insert_with(|| {
-                                    Field::new(
-                                        format!("${i}"),
-                                        def.columns[*c].ty.arrow_type(),
-                                        true,
-                                    )
+                                    def.columns[*c].ty.arrow_field(&format!("${i}"), true)
                                 });
                             }
                         }
@@ -506,7 +502,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                         def.column_index(target.trim_matches('"')),
                     ) {
                         types.entry(i).or_insert_with(|| {
-                            Field::new(format!("${i}"), def.columns[c].ty.arrow_type(), true)
+                            def.columns[c].ty.arrow_field(&format!("${i}"), true)
                         });
                     }
                 }

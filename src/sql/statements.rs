@@ -625,6 +625,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         unique: vec![],
         checks: vec![],
         foreign_keys: vec![],
+        json_indexes: vec![],
     };
     for (cname, cols) in uniques {
         super::constraints::add_unique(&mut def, cname, cols)?;
@@ -734,6 +735,12 @@ async fn create_index(
             ci.name.as_ref().map_or_else(|| "on \"".to_string() + &def.name + "\"", |n| format!("\"{n}\""))
         ));
     }
+    if def.indexed()
+        && !ci.unique
+        && let Some(wanted) = super::json_index::requested(&def, ci)
+    {
+        return create_json_index(session, &def, ci, wanted).await;
+    }
     let Some(vector) = def.vector_name().map(str::to_string) else {
         session.notices.push(format!(
             "\"{}\" has no vector column: its rows are found by key or by a scan; CREATE INDEX changes nothing",
@@ -785,6 +792,57 @@ async fn create_index(
     Ok(Output::Command("CREATE INDEX".into()))
 }
 
+/// `CREATE INDEX` on values inside a json column: recorded with the table, and a payload
+/// index of its collection made at once (another proxy's embedded index rebuilds).
+async fn create_json_index(
+    session: &Session,
+    def: &TableDef,
+    ci: &datafusion::sql::sqlparser::ast::CreateIndex,
+    mut wanted: Vec<crate::store::JsonIndexDef>,
+) -> Result<Output> {
+    let core = &session.engine.core;
+    let taken = |n: &str| {
+        core.tables().iter().any(|d| {
+            d.json_indexes.iter().any(|j| j.name == n)
+                || d.unique.iter().any(|u| u.name == n)
+                || d.pk_name() == n
+        })
+    };
+    let mut name = wanted[0].name.clone();
+    if taken(&name) {
+        if ci.if_not_exists {
+            session
+                .notices
+                .push(format!("relation \"{name}\" already exists, skipping"));
+            return Ok(Output::Command("CREATE INDEX".into()));
+        }
+        if ci.name.is_some() {
+            return Err(Error::DuplicateTable(name));
+        }
+        // An unnamed index takes the first free name, as Postgres does (`t_expr_idx1`).
+        let base = name.clone();
+        name = (1..)
+            .map(|i| format!("{base}{i}"))
+            .find(|n| !taken(n))
+            .unwrap_or(base);
+    }
+    for w in &mut wanted {
+        w.definition = w.definition.replacen(&w.name, &name, 1);
+        w.name = name.clone();
+    }
+    let mut new = def.clone();
+    new.json_indexes.extend(wanted);
+    super::alter::publish(session, def, new.clone()).await?;
+    if let Err(e) = core.index.index_json_fields(&new).await {
+        // Results never depend on a payload index: the table works without it.
+        tracing::warn!(table = %def.name, index = %name, error = %e, "payload index not made");
+        session.notices.push(format!(
+            "index \"{name}\" is recorded, but the vector index could not make it now ({e}); it is made when the collection is next rebuilt"
+        ));
+    }
+    Ok(Output::Command("CREATE INDEX".into()))
+}
+
 /// `DROP INDEX`: a unique index (`CREATE UNIQUE INDEX`) stops being enforced; the index
 /// of a constraint goes with the constraint only (2BP01); other indexes are not recorded
 /// (CREATE INDEX changed nothing), so dropping one changes nothing either, and a NOTICE
@@ -797,6 +855,16 @@ async fn drop_indexes(session: &Session, names: &[ObjectName], if_exists: bool) 
             let i = d.unique.iter().position(|u| u.name == name)?;
             Some((d, i))
         });
+        if let Some(def) = core
+            .tables()
+            .into_iter()
+            .find(|d| d.json_indexes.iter().any(|j| j.name == name))
+        {
+            let mut new = (*def).clone();
+            new.json_indexes.retain(|j| j.name != name);
+            super::alter::publish(session, &def, new).await?;
+            continue;
+        }
         match owner {
             Some((def, i)) if def.unique[i].index_only => {
                 let mut new = (*def).clone();
@@ -830,7 +898,7 @@ async fn drop_indexes(session: &Session, names: &[ObjectName], if_exists: bool) 
                 .notices
                 .push(format!("index \"{name}\" does not exist, skipping")),
             None => session.notices.push(format!(
-                "index \"{name}\" is not one vectorgate keeps (only unique indexes are): nothing to drop"
+                "index \"{name}\" is not one vectorgate keeps (only unique indexes and indexes on json values are): nothing to drop"
             )),
         }
     }

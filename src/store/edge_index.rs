@@ -21,7 +21,8 @@ use qdrant_edge::{
 use super::filter::{CmpOp, Predicate, Scalar};
 use super::options::{IndexOptions, Quantization};
 use super::{
-    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, Point, SearchQuery, TableDef, VectorIndex, keys,
+    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, JsonIndexKind, Point, SearchQuery, TableDef,
+    VectorIndex, keys,
 };
 use crate::error::{Error, Result};
 use crate::types::ColumnType;
@@ -296,6 +297,25 @@ fn create_payload_indexes(shard: &EdgeShard, def: &TableDef) -> Result<()> {
                 FieldIndexOperations::CreateIndex(CreateIndex {
                     field_name: json_path(&col.name)?,
                     field_schema: Some(field_schema),
+                }),
+            ))
+            .map_err(err)?;
+    }
+    index_json_fields(shard, def)
+}
+
+/// The payload indexes of the table's json indexes.
+fn index_json_fields(shard: &EdgeShard, def: &TableDef) -> Result<()> {
+    for (field, kind) in def.json_index_fields() {
+        let schema = match kind {
+            JsonIndexKind::Keyword | JsonIndexKind::Keys => PayloadSchemaType::Keyword,
+            JsonIndexKind::Number => PayloadSchemaType::Float,
+        };
+        shard
+            .update(UpdateOperation::FieldIndexOperation(
+                FieldIndexOperations::CreateIndex(CreateIndex {
+                    field_name: json_path(&field)?,
+                    field_schema: Some(PayloadFieldSchema::FieldType(schema)),
                 }),
             ))
             .map_err(err)?;
@@ -668,6 +688,19 @@ impl VectorIndex for EdgeIndex {
                 .insert(table.name.clone(), Arc::new(new));
         }
         Ok(())
+    }
+
+    async fn index_json_fields(&self, table: &TableDef) -> Result<()> {
+        let shard = self.shard(&table.name)?;
+        let def = table.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let _g = shard.write.lock();
+            index_json_fields(&shard.shard, &def)?;
+            flush(&shard.shard);
+            Ok(())
+        })
+        .await
+        .map_err(err)?
     }
 
     async fn drop_collection(&self, table: &TableDef) -> Result<()> {

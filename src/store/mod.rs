@@ -191,6 +191,36 @@ pub struct TableDef {
     /// FOREIGN KEY constraints of this table (the referencing side).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub foreign_keys: Vec<ForeignKeyDef>,
+    /// Indexes on values inside json columns: payload indexes of the vector index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub json_indexes: Vec<JsonIndexDef>,
+}
+
+/// An index on values inside a json or jsonb column, made by `CREATE INDEX` on an
+/// expression (`((meta->>'topic'))`, `(((meta->>'n')::int))`, `((meta->'tags'))`) or
+/// `USING gin (meta)`: the vector index keeps a payload index of what it names, so that
+/// a selective filter on it is planned by the index rather than found by walking the
+/// graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonIndexDef {
+    pub name: String,
+    /// Position of the json column.
+    pub column: usize,
+    /// Keys from the column's document down to the indexed value (none for `Keys`).
+    pub path: Vec<String>,
+    pub kind: JsonIndexKind,
+    /// The index as its statement defined it (for the catalog and error messages).
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JsonIndexKind {
+    /// Text values (and strings in arrays): `->>` and `->` comparisons, `@>`.
+    Keyword,
+    /// Numbers: comparisons of `(meta->>'n')::int` and the like.
+    Number,
+    /// The document's keys (a GIN index on the whole column): `?`, `?|`, `?&`.
+    Keys,
 }
 
 /// A CHECK constraint: its name and its boolean expression as SQL text over the
@@ -340,6 +370,61 @@ impl TableDef {
             .iter()
             .enumerate()
             .filter(|(i, c)| Some(*i) != self.vector_column && !self.kept_out(&c.name))
+    }
+
+    /// A table for unit tests: nullable columns, the first the key, the vector column
+    /// found by its type, cosine distance, no options or constraints.
+    #[cfg(test)]
+    pub fn for_tests(name: &str, columns: &[(&str, ColumnType)]) -> TableDef {
+        TableDef {
+            name: name.into(),
+            columns: columns
+                .iter()
+                .map(|(n, ty)| ColumnDef {
+                    name: n.to_string(),
+                    ty: ty.clone(),
+                    nullable: true,
+                    default: None,
+                    identity: None,
+                    stored: None,
+                })
+                .collect(),
+            primary_key: vec![0],
+            vector_column: columns
+                .iter()
+                .position(|(_, ty)| matches!(ty, ColumnType::Vector(_))),
+            distance: Distance::Cosine,
+            options: Default::default(),
+            unique: vec![],
+            checks: vec![],
+            foreign_keys: vec![],
+            json_indexes: vec![],
+        }
+    }
+
+    /// The payload fields the json indexes name (`meta.topic`, the keys field), each
+    /// once, with their kind; none for a column kept out of the payload.
+    pub fn json_index_fields(&self) -> Vec<(String, JsonIndexKind)> {
+        let mut out: Vec<(String, JsonIndexKind)> = Vec::new();
+        for ix in &self.json_indexes {
+            let Some(col) = self.columns.get(ix.column) else {
+                continue;
+            };
+            if self.kept_out(&col.name) {
+                continue;
+            }
+            let field = match ix.kind {
+                JsonIndexKind::Keys => filter::JSON_KEYS_FIELD.to_string(),
+                _ => std::iter::once(col.name.as_str())
+                    .chain(ix.path.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join("."),
+            };
+            if !out.iter().any(|(f, k)| *f == field && *k == ix.kind) {
+                out.push((field, ix.kind));
+            }
+        }
+        out
     }
 
     /// Whether the table option `payload_exclude = 'a, b'` keeps a (json) column out of
@@ -586,6 +671,9 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn has_collection(&self, table: &TableDef) -> Result<bool>;
     /// Apply changed index options (`ALTER TABLE ... SET`) to the table's collection.
     async fn update_collection(&self, table: &TableDef) -> Result<()>;
+    /// Make the payload indexes that the table's json indexes name in its existing
+    /// collection (after `CREATE INDEX`); those it has already stay.
+    async fn index_json_fields(&self, table: &TableDef) -> Result<()>;
     async fn drop_collection(&self, table: &TableDef) -> Result<()>;
     /// Apply points; durable when this returns.
     async fn upsert(&self, table: &TableDef, points: Vec<Point>) -> Result<()>;

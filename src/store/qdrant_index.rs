@@ -29,7 +29,8 @@ use qdrant_client::{Qdrant, QdrantError};
 use super::filter::{CmpOp, Predicate, Scalar};
 use super::options::{IndexOptions, Quantization};
 use super::{
-    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, Point, SearchQuery, TableDef, VectorIndex, keys,
+    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, JsonIndexKind, Point, SearchQuery, TableDef,
+    VectorIndex, keys,
 };
 use crate::error::{Error, Result};
 use crate::types::{ColumnType, Value};
@@ -363,7 +364,25 @@ pub fn field_index_requests(def: &TableDef, name: &str) -> Result<Vec<CreateFiel
             ..Default::default()
         });
     }
+    out.extend(json_field_index_requests(def, name));
     Ok(out)
+}
+
+/// The payload indexes of the table's json indexes.
+fn json_field_index_requests(def: &TableDef, name: &str) -> Vec<CreateFieldIndexCollection> {
+    def.json_index_fields()
+        .into_iter()
+        .map(|(field, kind)| CreateFieldIndexCollection {
+            collection_name: name.to_string(),
+            wait: Some(true),
+            field_name: field,
+            field_type: Some(match kind {
+                JsonIndexKind::Keyword | JsonIndexKind::Keys => FieldType::Keyword,
+                JsonIndexKind::Number => FieldType::Float,
+            } as i32),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The request that moves a collection from the old options to the new ones.
@@ -745,6 +764,14 @@ impl VectorIndex for QdrantIndex {
         Ok(())
     }
 
+    async fn index_json_fields(&self, table: &TableDef) -> Result<()> {
+        let name = self.collection_name(table);
+        for i in json_field_index_requests(table, &name) {
+            self.client.create_field_index(i).await.map_err(map_error)?;
+        }
+        Ok(())
+    }
+
     async fn has_collection(&self, table: &TableDef) -> Result<bool> {
         self.client
             .collection_exists(self.collection_name(table))
@@ -975,41 +1002,28 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::store::ColumnDef;
 
     fn table(options: &[(&str, &str)]) -> TableDef {
-        let col = |name: &str, ty: ColumnType| ColumnDef {
-            name: name.into(),
-            ty,
-            nullable: true,
-            default: None,
-            identity: None,
-            stored: None,
-        };
-        TableDef {
-            name: "docs".into(),
-            columns: vec![
-                col("id", ColumnType::BigInt),
-                col("org", ColumnType::Text),
-                col("price", ColumnType::Double),
-                col("at", ColumnType::TimestampTz),
-                col("tags", ColumnType::TextArray),
-                col("owner", ColumnType::Uuid),
-                col("blob", ColumnType::Bytea),
-                col("ok", ColumnType::Bool),
-                col("embedding", ColumnType::Vector(3)),
+        let mut def = TableDef::for_tests(
+            "docs",
+            &[
+                ("id", ColumnType::BigInt),
+                ("org", ColumnType::Text),
+                ("price", ColumnType::Double),
+                ("at", ColumnType::TimestampTz),
+                ("tags", ColumnType::TextArray),
+                ("owner", ColumnType::Uuid),
+                ("blob", ColumnType::Bytea),
+                ("ok", ColumnType::Bool),
+                ("embedding", ColumnType::Vector(3)),
             ],
-            primary_key: vec![0],
-            vector_column: Some(8),
-            distance: Distance::L2,
-            options: options
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>(),
-            unique: vec![],
-            checks: vec![],
-            foreign_keys: vec![],
-        }
+        );
+        def.distance = Distance::L2;
+        def.options = options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>();
+        def
     }
 
     fn json(p: &Predicate) -> serde_json::Value {

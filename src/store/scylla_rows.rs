@@ -783,6 +783,7 @@ impl ScyllaRows {
             unique: vec![],
             checks: vec![],
             foreign_keys: vec![],
+            json_indexes: vec![],
         })
     }
 

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::types::{FromSql, ToSql, Type};
 
-use super::{Server, counter, metrics_addr, sqlstate};
+use super::{PgVector, Server, counter, metrics_addr, sqlstate};
 
 /// Any column, as the bytes the server sent.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -430,7 +430,7 @@ async fn prepared_searches_take_the_direct_path_and_answer_exactly() {
         .expect("prepare insert");
     for (id, cat, tag, v) in &docs {
         client
-            .execute(&insert, &[id, cat, tag, v])
+            .execute(&insert, &[id, cat, tag, &PgVector(v.clone())])
             .await
             .expect("insert");
     }

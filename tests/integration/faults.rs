@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Server, vec_text};
+use super::{PgVector, Server, vec_text};
 
 const DIM: usize = 8;
 
@@ -138,7 +138,7 @@ async fn an_index_failing_in_a_stream_of_writes_loses_nothing() {
             let r = client
                 .execute(
                     "INSERT INTO stream VALUES ($1, $2, $3)",
-                    &[&(1000 + i), &((i % 7) as i32), &v],
+                    &[&(1000 + i), &((i % 7) as i32), &PgVector(v.clone())],
                 )
                 .await;
             if r.is_ok() {
@@ -149,7 +149,10 @@ async fn an_index_failing_in_a_stream_of_writes_loses_nothing() {
             let id = any_key(&truth, &mut rng);
             let v = random_vec(&mut rng);
             let r = client
-                .execute("UPDATE stream SET embedding = $1 WHERE id = $2", &[&v, &id])
+                .execute(
+                    "UPDATE stream SET embedding = $1 WHERE id = $2",
+                    &[&PgVector(v.clone()), &id],
+                )
                 .await;
             if r.is_ok() {
                 truth.insert(id, v);
@@ -217,7 +220,10 @@ async fn a_proxy_killed_between_row_and_index_write_catches_up() {
         for i in 0..50i64 {
             let v = random_vec(&mut rng);
             client
-                .execute("INSERT INTO crashy VALUES ($1, $2)", &[&i, &v])
+                .execute(
+                    "INSERT INTO crashy VALUES ($1, $2)",
+                    &[&i, &PgVector(v.clone())],
+                )
                 .await
                 .expect("insert");
             truth.insert(i, v);
@@ -233,7 +239,10 @@ async fn a_proxy_killed_between_row_and_index_write_catches_up() {
             let id = 100 + round * 100 + j;
             let v = random_vec(&mut rng);
             client
-                .execute("INSERT INTO crashy VALUES ($1, $2)", &[&id, &v])
+                .execute(
+                    "INSERT INTO crashy VALUES ($1, $2)",
+                    &[&id, &PgVector(v.clone())],
+                )
                 .await
                 .expect("insert");
             truth.insert(id, v);
@@ -308,7 +317,10 @@ async fn reindex_reports_and_repairs_a_damaged_index() {
     for i in 0..200i64 {
         let v = random_vec(&mut rng);
         client
-            .execute("INSERT INTO damaged VALUES ($1, $2)", &[&i, &v])
+            .execute(
+                "INSERT INTO damaged VALUES ($1, $2)",
+                &[&i, &PgVector(v.clone())],
+            )
             .await
             .expect("insert");
     }
@@ -376,7 +388,7 @@ async fn rows_expire_and_never_come_back_from_a_search() {
             client
                 .execute(
                     &format!("INSERT INTO {t} VALUES ($1, $2)"),
-                    &[&(i as i64), v],
+                    &[&(i as i64), &PgVector(v.clone())],
                 )
                 .await
                 .expect("insert");
@@ -501,7 +513,10 @@ async fn writes_during_index_builds_survive_a_kill() {
                     let id = any_key(&truth, &mut rng);
                     let v = random_vec(&mut rng);
                     client
-                        .execute("UPDATE builds SET embedding = $1 WHERE id = $2", &[&v, &id])
+                        .execute(
+                            "UPDATE builds SET embedding = $1 WHERE id = $2",
+                            &[&PgVector(v.clone()), &id],
+                        )
                         .await
                         .unwrap_or_else(|e| panic!("update {i}: {e}"));
                     truth.insert(id, v);
@@ -572,7 +587,10 @@ async fn a_commit_killed_inside_is_all_or_nothing() {
         for i in 0..40i64 {
             let v = random_vec(&mut rng);
             client
-                .execute("INSERT INTO ledger VALUES ($1, 'start', $2)", &[&i, &v])
+                .execute(
+                    "INSERT INTO ledger VALUES ($1, 'start', $2)",
+                    &[&i, &PgVector(v.clone())],
+                )
                 .await
                 .expect("insert");
             truth.insert(i, ("start".into(), v));
@@ -595,7 +613,10 @@ async fn a_commit_killed_inside_is_all_or_nothing() {
             let id = 1000 + round * 100 + j;
             let v = random_vec(&mut rng);
             client
-                .execute("INSERT INTO ledger VALUES ($1, $2, $3)", &[&id, &tag, &v])
+                .execute(
+                    "INSERT INTO ledger VALUES ($1, $2, $3)",
+                    &[&id, &tag, &PgVector(v.clone())],
+                )
                 .await
                 .expect("insert");
             after.insert(id, (tag.clone(), v));
@@ -606,7 +627,7 @@ async fn a_commit_killed_inside_is_all_or_nothing() {
             client
                 .execute(
                     "UPDATE ledger SET tag = $1, embedding = $2 WHERE id = $3",
-                    &[&tag, &v, &id],
+                    &[&tag, &PgVector(v.clone()), &id],
                 )
                 .await
                 .expect("update");
@@ -682,7 +703,10 @@ async fn a_commit_whose_row_store_fails_past_its_commit_point_is_finished() {
     for i in 0..20i64 {
         let v = random_vec(&mut rng);
         client
-            .execute("INSERT INTO halfway VALUES ($1, 'old', $2)", &[&i, &v])
+            .execute(
+                "INSERT INTO halfway VALUES ($1, 'old', $2)",
+                &[&i, &PgVector(v.clone())],
+            )
             .await
             .expect("insert");
         truth.insert(i, v);
@@ -693,7 +717,7 @@ async fn a_commit_whose_row_store_fails_past_its_commit_point_is_finished() {
         client
             .execute(
                 "INSERT INTO halfway VALUES ($1, 'new', $2) ON CONFLICT (id) DO UPDATE SET tag = EXCLUDED.tag, embedding = EXCLUDED.embedding",
-                &[&i, &v],
+                &[&i, &PgVector(v.clone())],
             )
             .await
             .expect("upsert");

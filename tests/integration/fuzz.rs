@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 
-use super::{Server, sqlstate, vec_text};
+use super::{PgVector, Server, sqlstate, vec_text};
 
 fn runner() -> TestRunner {
     let cases = std::env::var("VECTORGATE_FUZZ_CASES")
@@ -264,9 +264,12 @@ fn pushed_down_filters_match_a_three_valued_oracle() {
             .await
             .expect("prepare");
         for r in &data {
-            c.execute(&insert, &[&r.id, &r.a, &r.b, &r.c, &r.d, &r.v.to_vec()])
-                .await
-                .expect("insert");
+            c.execute(
+                &insert,
+                &[&r.id, &r.a, &r.b, &r.c, &r.d, &PgVector(r.v.to_vec())],
+            )
+            .await
+            .expect("insert");
         }
         c.batch_execute("SET vectorgate.exact = on")
             .await

@@ -322,6 +322,51 @@ fn jsonb_filtered_searches_match_a_three_valued_oracle() {
                 .await
                 .expect("insert");
         }
+        // Payload indexes on some of the values the filters read (BTREE on expressions,
+        // GIN on the document): the answers must not change.
+        c.batch_execute(
+            "CREATE INDEX ON jd ((meta->>'topic')); \
+             CREATE INDEX jd_n ON jd (((meta->>'n')::float8)); \
+             CREATE INDEX ON jd USING gin (meta); \
+             CREATE INDEX ON jd USING gin ((meta->'tags'))",
+        )
+        .await
+        .expect("json indexes");
+        let e = c
+            .batch_execute("CREATE INDEX jd_n ON jd (((meta->>'n')::int))")
+            .await
+            .expect_err("the name is taken");
+        assert_eq!(super::sqlstate(&e), "42P07");
+        c.batch_execute(
+            "CREATE INDEX IF NOT EXISTS jd_n ON jd (((meta->>'n')::int)); \
+             DROP INDEX jd_n; CREATE INDEX jd_n ON jd (((meta->>'n')::float8))",
+        )
+        .await
+        .expect("IF NOT EXISTS, DROP INDEX and again");
+        if let Some(url) = super::qdrant() {
+            // On a Qdrant server: the collection has the payload indexes they name.
+            let qdrant = qdrant_client::Qdrant::from_url(&url)
+                .build()
+                .expect("qdrant client");
+            let name = format!("{}_jd", super::keyspace_for(&server.data));
+            let info = qdrant
+                .collection_info(name.as_str())
+                .await
+                .expect("collection info");
+            let schema = info.result.expect("info").payload_schema;
+            for (field, ty) in [
+                ("meta.topic", qdrant_client::qdrant::PayloadSchemaType::Keyword),
+                ("meta.n", qdrant_client::qdrant::PayloadSchemaType::Float),
+                ("meta.tags", qdrant_client::qdrant::PayloadSchemaType::Keyword),
+                ("_vg_json_keys", qdrant_client::qdrant::PayloadSchemaType::Keyword),
+            ] {
+                assert_eq!(
+                    schema.get(field).map(|s| s.data_type),
+                    Some(ty as i32),
+                    "{field} in {schema:?}"
+                );
+            }
+        }
         c.batch_execute("SET vectorgate.exact = on")
             .await
             .expect("exact");

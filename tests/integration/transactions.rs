@@ -70,7 +70,7 @@ async fn a_block_sees_its_own_writes_and_others_see_them_only_after_commit() {
     for i in 0..60 {
         a.execute(
             "INSERT INTO tx VALUES ($1, 'old', $2)",
-            &[&i, &vector_of(i)],
+            &[&i, &PgVector(vector_of(i))],
         )
         .await
         .expect("insert");
@@ -374,7 +374,10 @@ async fn eight_clients_upsert_and_roll_back_against_a_model() {
                     let key = rng.gen_range(0..10);
                     let w = write(&mut rng, key);
                     client
-                        .execute(UPSERT, &[&w.key, &w.owner, &w.seq, &w.vector])
+                        .execute(
+                            UPSERT,
+                            &[&w.key, &w.owner, &w.seq, &PgVector(w.vector.clone())],
+                        )
                         .await
                         .expect("upsert");
                     committed.push(w);
@@ -391,7 +394,10 @@ async fn eight_clients_upsert_and_roll_back_against_a_model() {
                 }
                 for w in &block {
                     client
-                        .execute(UPSERT, &[&w.key, &w.owner, &w.seq, &w.vector])
+                        .execute(
+                            UPSERT,
+                            &[&w.key, &w.owner, &w.seq, &PgVector(w.vector.clone())],
+                        )
                         .await
                         .expect("upsert in a block");
                 }

@@ -378,32 +378,16 @@ mod tests {
     use datafusion::prelude::{col, lit};
 
     use super::*;
-    use crate::store::{ColumnDef, Distance};
 
     fn table() -> TableDef {
-        let c = |n: &str, ty| ColumnDef {
-            name: n.into(),
-            ty,
-            nullable: true,
-            default: None,
-            identity: None,
-            stored: None,
-        };
-        TableDef {
-            name: "docs".into(),
-            columns: vec![
-                c("id", ColumnType::BigInt),
-                c("meta", ColumnType::Jsonb),
-                c("embedding", ColumnType::Vector(3)),
+        TableDef::for_tests(
+            "docs",
+            &[
+                ("id", ColumnType::BigInt),
+                ("meta", ColumnType::Jsonb),
+                ("embedding", ColumnType::Vector(3)),
             ],
-            primary_key: vec![0],
-            vector_column: Some(2),
-            distance: Distance::Cosine,
-            options: Default::default(),
-            unique: vec![],
-            checks: vec![],
-            foreign_keys: vec![],
-        }
+        )
     }
 
     fn call(name: &str, args: Vec<Expr>) -> Expr {

@@ -327,36 +327,20 @@ pub(crate) fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ColumnDef, Distance};
     use datafusion::prelude::{col, lit};
 
     fn table() -> TableDef {
-        let c = |n: &str, ty| ColumnDef {
-            name: n.into(),
-            ty,
-            nullable: true,
-            default: None,
-            identity: None,
-            stored: None,
-        };
-        TableDef {
-            name: "docs".into(),
-            columns: vec![
-                c("id", ColumnType::BigInt),
-                c("category", ColumnType::Text),
-                c("year", ColumnType::Int),
-                c("tags", ColumnType::TextArray),
-                c("score", ColumnType::Real),
-                c("embedding", ColumnType::Vector(3)),
+        TableDef::for_tests(
+            "docs",
+            &[
+                ("id", ColumnType::BigInt),
+                ("category", ColumnType::Text),
+                ("year", ColumnType::Int),
+                ("tags", ColumnType::TextArray),
+                ("score", ColumnType::Real),
+                ("embedding", ColumnType::Vector(3)),
             ],
-            primary_key: vec![0],
-            vector_column: Some(5),
-            distance: Distance::Cosine,
-            options: Default::default(),
-            unique: vec![],
-            checks: vec![],
-            foreign_keys: vec![],
-        }
+        )
     }
 
     #[test]
