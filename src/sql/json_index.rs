@@ -5,8 +5,7 @@
 //! that a selective filter on it is planned by the index. Results never depend on it.
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CreateIndex, DataType, Expr as SqlExpr, FunctionArg, FunctionArgExpr,
-    FunctionArguments, Value,
+    BinaryOperator, CreateIndex, DataType, Expr as SqlExpr, Value,
 };
 
 use super::statements::ident_name;
@@ -92,19 +91,6 @@ fn target(def: &TableDef, e: &SqlExpr, gin: bool) -> Option<(usize, Vec<String>,
                 }
                 (true, _) => None,
                 (false, k) => Some((c, path, k)),
-            }
-        }
-        // `x::jsonb` was made a call before the statement got here.
-        SqlExpr::Function(f)
-            if f.name.to_string().eq_ignore_ascii_case("vg_cast_jsonb")
-                || f.name.to_string().eq_ignore_ascii_case("vg_cast_json") =>
-        {
-            let FunctionArguments::List(list) = &f.args else {
-                return None;
-            };
-            match list.args.as_slice() {
-                [FunctionArg::Unnamed(FunctionArgExpr::Expr(inner))] => target(def, inner, gin),
-                _ => None,
             }
         }
         SqlExpr::Identifier(id) if gin => {
@@ -195,10 +181,9 @@ mod tests {
     }
 
     fn asked(sql: &str) -> Option<Vec<(Vec<String>, JsonIndexKind, String)>> {
-        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        let stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
             .expect("parse")
             .remove(0);
-        crate::sql::json::rewrite(&mut stmt);
         let Statement::CreateIndex(ci) = stmt else {
             panic!("not CREATE INDEX: {sql}");
         };

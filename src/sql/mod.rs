@@ -256,8 +256,12 @@ impl Engine {
                 compat::computed_regclass(s);
             }
             colnames::postgres_column_names(s);
-            // Not in DDL: a column default keeps its text as written (`'{}'::jsonb`).
-            if !matches!(s, Statement::CreateTable(_) | Statement::AlterTable(_)) {
+            // Not in DDL: a column default keeps its text as written (`'{}'::jsonb`), an
+            // index its expression.
+            if !matches!(
+                s,
+                Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::CreateIndex(_)
+            ) {
                 json::rewrite(s);
                 if uuids {
                     compat::uuid_casts(s);

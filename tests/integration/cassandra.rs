@@ -461,14 +461,11 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
 }
 
 fn dev_cassandra(port: u16, verb: &str) {
-    let status = std::process::Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/dev-cassandra"
-    ))
-    .arg(verb)
-    .env("CASSANDRA_PORT", port.to_string())
-    .status()
-    .expect("run scripts/dev-cassandra");
+    let status = std::process::Command::new(super::checkout().join("scripts/dev-cassandra"))
+        .arg(verb)
+        .env("CASSANDRA_PORT", port.to_string())
+        .status()
+        .expect("run scripts/dev-cassandra");
     assert!(status.success(), "dev-cassandra {verb} failed");
 }
 

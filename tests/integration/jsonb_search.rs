@@ -343,6 +343,32 @@ fn jsonb_filtered_searches_match_a_three_valued_oracle() {
         )
         .await
         .expect("IF NOT EXISTS, DROP INDEX and again");
+        // The catalog lists them (psql's `\d` reads this), as indexes, not constraints.
+        let listed: Vec<(String, bool, String)> = c
+            .query(
+                "SELECT c2.relname::text, i.indisunique, pg_get_indexdef(i.indexrelid) \
+                 FROM pg_index i JOIN pg_class c2 ON c2.oid = i.indexrelid \
+                 JOIN pg_class c ON c.oid = i.indrelid WHERE c.relname = 'jd' ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("catalog")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let names: Vec<&str> = listed.iter().map(|l| l.0.as_str()).collect();
+        assert_eq!(
+            names,
+            ["jd_expr_idx", "jd_expr_idx1", "jd_meta_idx", "jd_n", "jd_pkey"],
+            "{listed:?}"
+        );
+        assert!(
+            listed
+                .iter()
+                .filter(|l| l.0 != "jd_pkey")
+                .all(|l| !l.1 && l.2.starts_with(&format!("CREATE INDEX {} ON public.jd USING ", l.0))),
+            "{listed:?}"
+        );
         if let Some(url) = super::qdrant() {
             // On a Qdrant server: the collection has the payload indexes they name.
             let qdrant = qdrant_client::Qdrant::from_url(&url)

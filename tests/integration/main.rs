@@ -26,6 +26,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The CQL contact point the tests should keep rows in, if any.
+/// The checkout these tests run from. Read at run time: a target directory shared
+/// between checkouts can hold a binary compiled in another (since deleted) one.
+pub fn checkout() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 pub fn cassandra() -> Option<String> {
     std::env::var("VECTORGATE_TEST_CASSANDRA")
         .ok()

@@ -8,7 +8,7 @@ use sqllogictest_engines::postgres::{PostgresExtended, PostgresSimple};
 use super::Server;
 
 fn slt_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sql");
+    let dir = super::checkout().join("sql");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("sql/")
         .map(|e| e.expect("entry").path())

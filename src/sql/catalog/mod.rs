@@ -1017,7 +1017,13 @@ impl TableProvider for PrimaryKeys {
                             "relname" => Some(Cell::Text(s.name.clone())),
                             "relkind" => Some(Cell::Text("i".into())),
                             "reltype" | "reloftype" | "reltoastrelid" => Some(Cell::Int(0)),
-                            "relam" => Some(Cell::Int(403)),
+                            "relam" => Some(Cell::Int(
+                                if s.kind == 'i' && s.definition.contains(" USING gin ") {
+                                    2742
+                                } else {
+                                    403
+                                },
+                            )),
                             "relnatts" => Some(Cell::Int(keys)),
                             "relhasindex" | "relhasrules" | "relhastriggers" | "relhassubclass" => {
                                 Some(Cell::Bool(false))
@@ -1073,19 +1079,21 @@ impl TableProvider for PrimaryKeys {
                     indexes.len(),
                     |c, r| {
                         let (oid, _, s, _, _) = indexes[r];
-                        let zeros = vec!["0"; s.columns.len()].join(" ");
+                        let zeros = vec!["0"; s.columns.len().max(1)].join(" ");
                         Some(match c {
                             "indexrelid" => Cell::Int(i64::from(s.index_oid?)),
                             "indrelid" => Cell::Int(i64::from(oid)),
-                            "indnatts" | "indnkeyatts" => Cell::Int(s.columns.len() as i64),
+                            "indnatts" | "indnkeyatts" => Cell::Int(s.columns.len().max(1) as i64),
                             "indisprimary" => Cell::Bool(s.kind == 'p'),
-                            "indisunique" | "indimmediate" | "indisvalid" | "indisready"
-                            | "indislive" => Cell::Bool(true),
+                            "indisunique" | "indimmediate" => Cell::Bool(s.kind != 'i'),
+                            "indisvalid" | "indisready" | "indislive" => Cell::Bool(true),
                             "indnullsnotdistinct"
                             | "indisexclusion"
                             | "indisclustered"
                             | "indcheckxmin"
                             | "indisreplident" => Cell::Bool(false),
+                            // An expression index has 0 for its expression.
+                            "indkey" if s.columns.is_empty() => Cell::Text("0".into()),
                             "indkey" => Cell::Text(joined(&s.columns)),
                             "indcollation" | "indclass" | "indoption" => Cell::Text(zeros),
                             _ => return None,
@@ -1191,7 +1199,8 @@ pub const EXTRA_OID_BASE: i32 = 100_000_000;
 /// `information_schema`, `pg_get_constraintdef`).
 #[derive(Debug, Clone)]
 pub(crate) struct Shown {
-    /// `p`, `u`, `c` or `f`, as `pg_constraint.contype`.
+    /// `p`, `u`, `c` or `f`, as `pg_constraint.contype`; `i` for an index on json values
+    /// (no constraint).
     pub kind: char,
     pub name: String,
     /// Positions of the constrained columns (a CHECK's: the columns it names).
@@ -1212,6 +1221,9 @@ pub(crate) struct Shown {
 impl Shown {
     /// `pg_get_indexdef` of the index behind it.
     pub fn index_definition(&self, def: &crate::store::TableDef) -> String {
+        if self.kind == 'i' {
+            return self.definition.clone();
+        }
         format!(
             "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
             self.name,
@@ -1301,6 +1313,31 @@ pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<S
             definition: text,
             foreign: Some(f.clone()),
             constraint: true,
+            pretty: None,
+        });
+    }
+    // Indexes on json values: indexes only, on an expression (or on the whole column).
+    let mut seen_names: Vec<&str> = Vec::new();
+    for j in &def.json_indexes {
+        if seen_names.contains(&j.name.as_str()) {
+            continue;
+        }
+        seen_names.push(&j.name);
+        let c = next();
+        out.push(Shown {
+            kind: 'i',
+            name: j.name.clone(),
+            // An expression has no column of its own (`indkey` 0).
+            columns: if j.path.is_empty() {
+                vec![j.column]
+            } else {
+                vec![]
+            },
+            oid: c,
+            index_oid: Some(c + 1),
+            definition: j.definition.clone(),
+            foreign: None,
+            constraint: false,
             pretty: None,
         });
     }
