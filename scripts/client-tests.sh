@@ -11,12 +11,13 @@ mkdir -p "$cache"
 
 # Python: psycopg 3, psycopg2, SQLAlchemy 2, pgvector-python (numpy for its vectors),
 # LangGraph's Postgres store and checkpointer, langchain-postgres, LlamaIndex's Postgres
-# vector store.
+# vector store; Django with pgvector.
 python_deps="psycopg[binary]==3.3.9 psycopg2-binary==2.9.13 asyncpg==0.32.0 SQLAlchemy==2.1.9 pgvector==0.5.1 numpy==2.4.6 psycopg-pool==3.3.3 langgraph==1.2.24 langgraph-checkpoint-postgres==3.2.0"
 # langchain-postgres and LlamaIndex pin other versions of SQLAlchemy and pgvector-python:
 # each has a virtualenv of its own.
 langchain_deps="langchain-postgres==0.0.19 langchain-core==1.8.3 psycopg[binary]==3.3.9"
 llamaindex_deps="llama-index-vector-stores-postgres==0.9.0 llama-index-core==0.14.25"
+django_deps="Django==5.2.19 pgvector==0.5.1 psycopg[binary]==3.3.9"
 
 # A virtualenv under $cache with exactly these packages (pinned; reinstalled when they change).
 python_env() {
@@ -36,6 +37,8 @@ python_env venv $python_deps
 python_env venv-langchain $langchain_deps
 # shellcheck disable=SC2086
 python_env venv-llamaindex $llamaindex_deps
+# shellcheck disable=SC2086
+python_env venv-django $django_deps
 
 # JavaScript: node-postgres and pgvector for Node.
 node_deps="pg@8.23.1 pgvector@0.2.1"
@@ -79,6 +82,8 @@ echo "-- langchain-postgres' PGVector and PGVectorStore"
 VECTORGATE_URL="$url" "$cache/venv-langchain/bin/python" clients/python/test_langchain.py || status=1
 echo "-- LlamaIndex's PGVectorStore"
 VECTORGATE_URL="$url" "$cache/venv-llamaindex/bin/python" clients/python/test_llamaindex.py || status=1
+echo "-- Django with pgvector's VectorField"
+VECTORGATE_URL="$url" "$cache/venv-django/bin/python" clients/python/test_django.py || status=1
 echo "-- node clients"
 VECTORGATE_URL="$url" NODE_PATH="$cache/node/node_modules" node clients/node/test_clients.js || status=1
 echo "-- java clients"

@@ -104,7 +104,8 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     as_pg=""
     # Postgres will not run as root: as its own user, which its package makes.
     if [ "$(id -u)" -eq 0 ]; then chown postgres "$pg_dir"; as_pg="runuser -u postgres --"; fi
-    $as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U oracle --auth=trust >/dev/null
+    # Byte order for text (as vectorgate sorts), whatever the machine's locale.
+    $as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U oracle --auth=trust --locale=C.UTF-8 --encoding=UTF8 >/dev/null
     $as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
         -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1" start >/dev/null
     cleanup+=("$as_pg $pg_bin/pg_ctl -D $pg_dir/data -m immediate stop" "rm -rf $pg_dir")

@@ -237,6 +237,34 @@ fn without_columns(def: &TableDef, dropped: &[usize]) -> TableDef {
             })
         })
         .collect();
+    // And other indexes on a dropped column, or on an expression that uses one.
+    new.indexes = def
+        .indexes
+        .iter()
+        .filter(|ix| {
+            !dropped.iter().any(|&d| {
+                ix.include.contains(&d)
+                    || ix
+                        .predicate
+                        .as_ref()
+                        .is_some_and(|p| constraints::expr_uses(def, p, d))
+                    || ix.keys.iter().any(|k| {
+                        k.column == Some(d)
+                            || k.expr
+                                .as_ref()
+                                .is_some_and(|e| constraints::expr_uses(def, e, d))
+                    })
+            })
+        })
+        .map(|ix| {
+            let mut ix = ix.clone();
+            for k in &mut ix.keys {
+                k.column = k.column.and_then(position);
+            }
+            ix.include = ix.include.iter().filter_map(|&c| position(c)).collect();
+            ix
+        })
+        .collect();
     // So do CHECK constraints and foreign keys that use one.
     new.checks
         .retain(|c| !dropped.iter().any(|&d| constraints::check_uses(def, c, d)));
@@ -354,6 +382,14 @@ fn rename_column(def: &mut TableDef, from: &Ident, to: &Ident) -> Result<()> {
     column.name = to.clone();
     for c in &mut def.checks {
         c.expr = constraints::renamed_in_check(&c.expr, &from, &to);
+    }
+    for ix in &mut def.indexes {
+        for e in ix.keys.iter_mut().filter_map(|k| k.expr.as_mut()) {
+            *e = constraints::renamed_in_check(e, &from, &to);
+        }
+        if let Some(p) = &mut ix.predicate {
+            *p = constraints::renamed_in_check(p, &from, &to);
+        }
     }
     let table = def.name.clone();
     for fk in def.foreign_keys.iter_mut().filter(|f| f.table == table) {

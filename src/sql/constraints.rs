@@ -858,7 +858,13 @@ fn parse_check(text: &str) -> Option<SqlExpr> {
 
 /// Whether a CHECK's expression names the column `column` of `def`.
 pub(crate) fn check_uses(def: &TableDef, check: &CheckDef, column: usize) -> bool {
-    parse_check(&check.expr).is_none_or(|e| named_columns(def, &e).contains(&column))
+    expr_uses(def, &check.expr, column)
+}
+
+/// Whether an expression kept as text (a CHECK's, an index key's) names the column
+/// `column` of `def` (or cannot be read back).
+pub(crate) fn expr_uses(def: &TableDef, text: &str, column: usize) -> bool {
+    parse_check(text).is_none_or(|e| named_columns(def, &e).contains(&column))
 }
 
 /// A CHECK's expression with the column `from` called `to`.

@@ -14,6 +14,7 @@ pub mod copy;
 pub(crate) mod defaults;
 pub mod direct;
 pub mod do_block;
+pub(crate) mod indexes;
 pub mod json;
 pub mod json_index;
 pub mod params;

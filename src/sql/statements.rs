@@ -60,7 +60,7 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
                 ext.name.value
             )));
         }
-        Statement::CreateIndex(ci) => create_index(session, ci).await?,
+        Statement::CreateIndex(ci) => super::indexes::create_index(session, ci).await?,
         Statement::Truncate(t) => super::truncate::truncate(session, t).await?,
         // Postgres has no IF statement: this is a DO block (see do_block).
         Statement::If(block) => super::do_block::run(session, block).await?,
@@ -123,7 +123,7 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             if_exists,
             names,
             ..
-        } => drop_indexes(session, names, *if_exists).await?,
+        } => super::indexes::drop_indexes(session, names, *if_exists).await?,
         Statement::Drop {
             object_type: ObjectType::Sequence,
             if_exists,
@@ -626,6 +626,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         checks: vec![],
         foreign_keys: vec![],
         json_indexes: vec![],
+        indexes: vec![],
     };
     for (cname, cols) in uniques {
         super::constraints::add_unique(&mut def, cname, cols)?;
@@ -678,231 +679,6 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         return Err(e);
     }
     Ok(Output::Command("CREATE TABLE".into()))
-}
-
-/// `CREATE INDEX`, as pgvector applications and ORMs issue it. Every table already has
-/// its vector index and a payload index per filterable column. An index on the vector
-/// column with a pgvector operator class sets the table's distance (the index is rebuilt
-/// from the rows if it changes: one distance per table, the last CREATE INDEX wins); any
-/// other index is accepted without doing anything. Either way a NOTICE says what happened.
-async fn create_index(
-    session: &Session,
-    ci: &datafusion::sql::sqlparser::ast::CreateIndex,
-) -> Result<Output> {
-    let shared = &session.engine.core;
-    let def = shared.table(&table_name(&ci.table_name)?)?;
-    if ci.unique
-        && ci.predicate.is_none()
-        && let Some(cols) = ci
-            .columns
-            .iter()
-            .map(|c| match &c.column.expr {
-                SqlExpr::Identifier(id) => def.column_index(&ident_name(id)),
-                _ => None,
-            })
-            .collect::<Option<Vec<usize>>>()
-    {
-        // A unique index on columns is enforced as a UNIQUE constraint of that name.
-        let name = ci.name.as_ref().map(table_name).transpose()?;
-        if let Some(n) = &name
-            && def.unique.iter().any(|u| &u.name == n)
-        {
-            if ci.if_not_exists {
-                session
-                    .notices
-                    .push(format!("relation \"{n}\" already exists, skipping"));
-                return Ok(Output::Command("CREATE INDEX".into()));
-            }
-            return Err(Error::DuplicateTable(n.clone()));
-        }
-        let name = name.unwrap_or_else(|| {
-            let names: Vec<&str> = cols.iter().map(|&c| def.columns[c].name.as_str()).collect();
-            format!("{}_{}_idx", def.name, names.join("_"))
-        });
-        let mut new = (*def).clone();
-        super::constraints::add_unique(&mut new, Some(name), cols)?;
-        if let Some(u) = new.unique.last_mut()
-            && !def.unique.iter().any(|d| d.space == u.space)
-        {
-            u.index_only = true;
-        }
-        super::alter::publish(session, &def, new).await?;
-        return Ok(Output::Command("CREATE INDEX".into()));
-    }
-    if ci.unique {
-        session.notices.push(format!(
-            "the uniqueness of index {} is not enforced: vectorgate enforces unique indexes on plain columns, without WHERE",
-            ci.name.as_ref().map_or_else(|| "on \"".to_string() + &def.name + "\"", |n| format!("\"{n}\""))
-        ));
-    }
-    if def.indexed()
-        && !ci.unique
-        && let Some(wanted) = super::json_index::requested(&def, ci)
-    {
-        return create_json_index(session, &def, ci, wanted).await;
-    }
-    let Some(vector) = def.vector_name().map(str::to_string) else {
-        session.notices.push(format!(
-            "\"{}\" has no vector column: its rows are found by key or by a scan; CREATE INDEX changes nothing",
-            def.name
-        ));
-        return Ok(Output::Command("CREATE INDEX".into()));
-    };
-    // Only the vector column's operator class means something here; other columns'
-    // (text_pattern_ops, jsonb_path_ops, ...) are accepted and change nothing.
-    let mut wanted = None;
-    for col in &ci.columns {
-        let Some(opclass) = &col.operator_class else {
-            continue;
-        };
-        let named = match &col.column.expr {
-            SqlExpr::Identifier(id) => ident_name(id),
-            _ => continue,
-        };
-        if named != vector {
-            continue;
-        }
-        let op = opclass.to_string().to_ascii_lowercase();
-        wanted = Some(match op.rsplit('.').next().unwrap_or_default() {
-            "vector_l2_ops" => Distance::L2,
-            "vector_cosine_ops" => Distance::Cosine,
-            "vector_ip_ops" => Distance::Dot,
-            other => {
-                return Err(Error::FeatureNotSupported(format!(
-                    "operator class {other} is not supported (vector_l2_ops, vector_cosine_ops, vector_ip_ops are)"
-                )));
-            }
-        });
-    }
-    match wanted {
-        Some(d) if d != def.distance => {
-            crate::engine::ddl::set_distance(shared, &def, d).await?;
-            session.notices.push(format!(
-                "\"{}\" is now searched by {} distance: its vector index on \"{vector}\" was rebuilt",
-                def.name,
-                d.name()
-            ));
-        }
-        _ => session.notices.push(format!(
-            "\"{}\" already has its vector index on \"{vector}\" ({} distance) and an index for every filterable column; CREATE INDEX changes nothing",
-            def.name,
-            def.distance.name()
-        )),
-    }
-    Ok(Output::Command("CREATE INDEX".into()))
-}
-
-/// `CREATE INDEX` on values inside a json column: recorded with the table, and a payload
-/// index of its collection made at once (another proxy's embedded index rebuilds).
-async fn create_json_index(
-    session: &Session,
-    def: &TableDef,
-    ci: &datafusion::sql::sqlparser::ast::CreateIndex,
-    mut wanted: Vec<crate::store::JsonIndexDef>,
-) -> Result<Output> {
-    let core = &session.engine.core;
-    let taken = |n: &str| {
-        core.tables().iter().any(|d| {
-            d.json_indexes.iter().any(|j| j.name == n)
-                || d.unique.iter().any(|u| u.name == n)
-                || d.pk_name() == n
-        })
-    };
-    let mut name = wanted[0].name.clone();
-    if taken(&name) {
-        if ci.if_not_exists {
-            session
-                .notices
-                .push(format!("relation \"{name}\" already exists, skipping"));
-            return Ok(Output::Command("CREATE INDEX".into()));
-        }
-        if ci.name.is_some() {
-            return Err(Error::DuplicateTable(name));
-        }
-        // An unnamed index takes the first free name, as Postgres does (`t_expr_idx1`).
-        let base = name.clone();
-        name = (1..)
-            .map(|i| format!("{base}{i}"))
-            .find(|n| !taken(n))
-            .unwrap_or(base);
-    }
-    for w in &mut wanted {
-        w.definition = w.definition.replacen(&w.name, &name, 1);
-        w.name = name.clone();
-    }
-    let mut new = def.clone();
-    new.json_indexes.extend(wanted);
-    super::alter::publish(session, def, new.clone()).await?;
-    if let Err(e) = core.index.index_json_fields(&new).await {
-        // Results never depend on a payload index: the table works without it.
-        tracing::warn!(table = %def.name, index = %name, error = %e, "payload index not made");
-        session.notices.push(format!(
-            "index \"{name}\" is recorded, but the vector index could not make it now ({e}); it is made when the collection is next rebuilt"
-        ));
-    }
-    Ok(Output::Command("CREATE INDEX".into()))
-}
-
-/// `DROP INDEX`: a unique index (`CREATE UNIQUE INDEX`) stops being enforced; the index
-/// of a constraint goes with the constraint only (2BP01); other indexes are not recorded
-/// (CREATE INDEX changed nothing), so dropping one changes nothing either, and a NOTICE
-/// says so.
-async fn drop_indexes(session: &Session, names: &[ObjectName], if_exists: bool) -> Result<Output> {
-    let core = &session.engine.core;
-    for n in names {
-        let name = table_name(n)?;
-        let owner = core.tables().into_iter().find_map(|d| {
-            let i = d.unique.iter().position(|u| u.name == name)?;
-            Some((d, i))
-        });
-        if let Some(def) = core
-            .tables()
-            .into_iter()
-            .find(|d| d.json_indexes.iter().any(|j| j.name == name))
-        {
-            let mut new = (*def).clone();
-            new.json_indexes.retain(|j| j.name != name);
-            super::alter::publish(session, &def, new).await?;
-            continue;
-        }
-        match owner {
-            Some((def, i)) if def.unique[i].index_only => {
-                let mut new = (*def).clone();
-                new.unique.remove(i);
-                super::alter::publish(session, &def, new).await?;
-            }
-            Some((def, _)) => {
-                return Err(Error::Detailed {
-                    code: "2BP01",
-                    message: format!(
-                        "cannot drop index {name} because constraint {name} on table {} requires it",
-                        def.name
-                    ),
-                    detail: String::new(),
-                });
-            }
-            None if core
-                .tables()
-                .iter()
-                .any(|d| d.pk_name() == name) =>
-            {
-                return Err(Error::Detailed {
-                    code: "2BP01",
-                    message: format!(
-                        "cannot drop index {name} because constraint {name} requires it"
-                    ),
-                    detail: String::new(),
-                });
-            }
-            None if if_exists => session
-                .notices
-                .push(format!("index \"{name}\" does not exist, skipping")),
-            None => session.notices.push(format!(
-                "index \"{name}\" is not one vectorgate keeps (only unique indexes and indexes on json values are): nothing to drop"
-            )),
-        }
-    }
-    Ok(Output::Command("DROP INDEX".into()))
 }
 
 async fn drop_tables(

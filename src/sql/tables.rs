@@ -79,6 +79,10 @@ impl SchemaProvider for PublicSchema {
         let Some(shared) = self.shared.upgrade() else {
             return Ok(None);
         };
+        if name == "pg_indexes" && !shared.has_table(name) {
+            // Not among the catalog names the SQL front end qualifies with `pg_catalog.`.
+            return Ok(Some(super::catalog::pg_indexes(self.shared.clone())));
+        }
         Ok(shared
             .table(name)
             .ok()
@@ -86,7 +90,7 @@ impl SchemaProvider for PublicSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.shared.upgrade().is_some_and(|s| s.has_table(name))
+        name == "pg_indexes" || self.shared.upgrade().is_some_and(|s| s.has_table(name))
     }
 }
 

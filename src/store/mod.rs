@@ -194,6 +194,86 @@ pub struct TableDef {
     /// Indexes on values inside json columns: payload indexes of the vector index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub json_indexes: Vec<JsonIndexDef>,
+    /// Other indexes `CREATE INDEX` made: kept for the catalog (rows are found by key,
+    /// by a scan or by the vector index, which has a payload index of every filterable
+    /// column).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexDef>,
+}
+
+/// An index as `CREATE INDEX` wrote it, for the catalog (`pg_get_indexdef`, `\d`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexDef {
+    pub name: String,
+    /// `btree`, `gin`, `hnsw`, ...
+    pub method: String,
+    /// Written `UNIQUE` (over expressions or with WHERE: not enforced).
+    pub unique: bool,
+    pub keys: Vec<IndexKey>,
+    /// Positions of the `INCLUDE` columns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<usize>,
+    /// `NULLS NOT DISTINCT`, `WITH (...)` as written.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub clauses: String,
+    /// The `WHERE` of a partial index, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicate: Option<String>,
+}
+
+/// One key of an [`IndexDef`]: a column (by position) or an expression, and what
+/// follows it (operator class, `DESC`, `NULLS FIRST`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexKey {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    /// An expression as `pg_get_indexdef` prints it: a function call bare, anything
+    /// else in parentheses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expr: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tail: String,
+}
+
+impl IndexDef {
+    /// `pg_get_indexdef`: the statement that makes it, with the columns' names of now.
+    pub fn definition(&self, table: &TableDef) -> String {
+        let name_of = |c: usize| {
+            table
+                .columns
+                .get(c)
+                .map_or_else(|| "?".to_string(), |c| c.name.clone())
+        };
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let key = match (k.column, &k.expr) {
+                    (Some(c), _) => name_of(c),
+                    (None, Some(e)) => e.clone(),
+                    (None, None) => "?".into(),
+                };
+                format!("{key}{}", k.tail)
+            })
+            .collect();
+        let mut out = format!(
+            "CREATE {}INDEX {} ON public.{} USING {} ({})",
+            if self.unique { "UNIQUE " } else { "" },
+            self.name,
+            table.name,
+            self.method,
+            keys.join(", ")
+        );
+        if !self.include.is_empty() {
+            let names: Vec<String> = self.include.iter().map(|&c| name_of(c)).collect();
+            out.push_str(&format!(" INCLUDE ({})", names.join(", ")));
+        }
+        out.push_str(&self.clauses);
+        if let Some(p) = &self.predicate {
+            out.push_str(&format!(" WHERE ({p})"));
+        }
+        out
+    }
 }
 
 /// An index on values inside a json or jsonb column, made by `CREATE INDEX` on an
@@ -399,6 +479,7 @@ impl TableDef {
             checks: vec![],
             foreign_keys: vec![],
             json_indexes: vec![],
+            indexes: vec![],
         }
     }
 

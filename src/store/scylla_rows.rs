@@ -784,6 +784,7 @@ impl ScyllaRows {
             checks: vec![],
             foreign_keys: vec![],
             json_indexes: vec![],
+            indexes: vec![],
         })
     }
 

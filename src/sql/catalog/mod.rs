@@ -72,10 +72,19 @@ pub struct PgCatalogOverlay {
 #[async_trait]
 impl SchemaProvider for PgCatalogOverlay {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        if !names.iter().any(|n| n == "pg_indexes") {
+            names.push("pg_indexes".into());
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name == "pg_indexes" {
+            return Ok(Some(Arc::new(PgIndexes {
+                shared: self.shared.clone(),
+            })));
+        }
         let table = self.inner.table(name).await?;
         if name == "pg_roles"
             && let (Some(roles), Some(authid)) = (&table, self.inner.table("pg_authid").await?)
@@ -137,7 +146,7 @@ impl SchemaProvider for PgCatalogOverlay {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        name == "pg_indexes" || self.inner.table_exist(name)
     }
 }
 
@@ -752,6 +761,92 @@ impl TableProvider for PgSequence {
     }
 }
 
+/// `pg_indexes` (also found without `pg_catalog.`, as on Postgres' search path).
+pub(crate) fn pg_indexes(shared: Weak<Core>) -> Arc<dyn TableProvider> {
+    Arc::new(PgIndexes { shared })
+}
+
+/// `pg_indexes`: every index of the tables (primary keys, UNIQUE constraints, indexes
+/// `CREATE INDEX` made), with `pg_get_indexdef`'s text. The system catalogs' own indexes
+/// are not listed.
+#[derive(Debug)]
+struct PgIndexes {
+    shared: Weak<Core>,
+}
+
+impl PgIndexes {
+    fn columns() -> SchemaRef {
+        Arc::new(datafusion::arrow::datatypes::Schema::new(
+            [
+                "schemaname",
+                "tablename",
+                "indexname",
+                "tablespace",
+                "indexdef",
+            ]
+            .map(|n| datafusion::arrow::datatypes::Field::new(n, DataType::Utf8, n == "tablespace"))
+            .to_vec(),
+        ))
+    }
+}
+
+#[async_trait]
+impl TableProvider for PgIndexes {
+    fn schema(&self) -> SchemaRef {
+        Self::columns()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut tables: Vec<Arc<crate::store::TableDef>> = self
+            .shared
+            .upgrade()
+            .map(|s| s.catalog().into_values().collect())
+            .unwrap_or_default();
+        tables.sort_by(|a, b| a.name.cmp(&b.name));
+        let rows: Vec<(String, String, String)> = tables
+            .iter()
+            .flat_map(|def| {
+                shown_constraints(def, 0)
+                    .into_iter()
+                    .filter(|s| s.index_oid.is_some())
+                    .map(|s| (def.name.clone(), s.name.clone(), s.index_definition(def)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let schema = Self::columns();
+        let batch = build_rows(
+            &schema,
+            rows.len(),
+            |c, r| {
+                let (table, index, definition) = &rows[r];
+                Some(Cell::Text(match c {
+                    "schemaname" => "public".into(),
+                    "tablename" => table.clone(),
+                    "indexname" => index.clone(),
+                    "indexdef" => definition.clone(),
+                    _ => return None,
+                }))
+            },
+            None,
+        )?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}
+
 /// `pg_class` columns the emulation lacks, added as NULL text arrays.
 const PG_CLASS_EXTRA: [&str; 2] = ["reloptions", "relacl"];
 
@@ -1017,13 +1112,11 @@ impl TableProvider for PrimaryKeys {
                             "relname" => Some(Cell::Text(s.name.clone())),
                             "relkind" => Some(Cell::Text("i".into())),
                             "reltype" | "reloftype" | "reltoastrelid" => Some(Cell::Int(0)),
-                            "relam" => Some(Cell::Int(
-                                if s.kind == 'i' && s.definition.contains(" USING gin ") {
-                                    2742
-                                } else {
-                                    403
-                                },
-                            )),
+                            "relam" => Some(Cell::Int(if s.kind == 'i' {
+                                access_method_oid(&s.definition)
+                            } else {
+                                403
+                            })),
                             "relnatts" => Some(Cell::Int(keys)),
                             "relhasindex" | "relhasrules" | "relhastriggers" | "relhassubclass" => {
                                 Some(Cell::Bool(false))
@@ -1233,6 +1326,24 @@ impl Shown {
     }
 }
 
+/// `pg_am.oid` of the method an index definition names (`USING gin`); 0 for one the
+/// catalog does not list (pgvector's `hnsw` and `ivfflat`).
+fn access_method_oid(definition: &str) -> i64 {
+    let method = definition
+        .split_once(" USING ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or("btree");
+    match method {
+        "btree" => 403,
+        "hash" => 405,
+        "gist" => 783,
+        "gin" => 2742,
+        "spgist" => 4000,
+        "brin" => 3580,
+        _ => 0,
+    }
+}
+
 fn names_of(def: &crate::store::TableDef, cols: &[usize]) -> Vec<String> {
     cols.iter().map(|&c| def.columns[c].name.clone()).collect()
 }
@@ -1336,6 +1447,26 @@ pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<S
             oid: c,
             index_oid: Some(c + 1),
             definition: j.definition.clone(),
+            foreign: None,
+            constraint: false,
+            pretty: None,
+        });
+    }
+    // Every other index CREATE INDEX made (recorded only).
+    for ix in &def.indexes {
+        let c = next();
+        out.push(Shown {
+            kind: 'i',
+            name: ix.name.clone(),
+            columns: ix
+                .keys
+                .iter()
+                .map(|k| k.column)
+                .collect::<Option<Vec<usize>>>()
+                .unwrap_or_default(),
+            oid: c,
+            index_oid: Some(c + 1),
+            definition: ix.definition(def),
             foreign: None,
             constraint: false,
             pretty: None,

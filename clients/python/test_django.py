@@ -1,0 +1,261 @@
+"""Django with pgvector-python's Django support, against a running vectorgate
+(VECTORGATE_URL), as their documentation shows: `makemigrations` and `migrate` (twice)
+for a model with a `VectorField`, an `HnswIndex`, a unique field, a JSONField and a
+foreign key (`djangoapp/models.py`); then `objects.create`, `bulk_create`,
+`update_or_create`, `transaction.atomic()` rolled back (also a nested one), a unique
+violation as IntegrityError, `L2Distance`/`CosineDistance` ordering with filters and
+annotations, JSONField lookups, and deletes that cascade to the foreign key.
+
+Every answer is compared with an oracle computed here from what the program wrote.
+Steps vectorgate cannot do yet are expected failures (`xfail`): the run fails if one of
+them starts to pass, so that it is turned into a check. Exits non-zero on the first
+failure."""
+
+import io
+import math
+import os
+import sys
+import tempfile
+from urllib.parse import urlparse
+
+import django
+from django.conf import settings
+
+URL = urlparse(os.environ["VECTORGATE_URL"])
+
+# Migrations are written into a scratch package, not into the source tree.
+scratch = tempfile.mkdtemp()
+for pkg in ("vg_migrations", "vg_half_migrations"):
+    os.makedirs(os.path.join(scratch, pkg))
+    open(os.path.join(scratch, pkg, "__init__.py"), "w").close()
+sys.path.insert(0, scratch)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+settings.configure(
+    INSTALLED_APPS=["djangoapp", "djangohalf"],
+    DATABASES={
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": URL.path.lstrip("/"),
+            "USER": URL.username,
+            "HOST": URL.hostname,
+            "PORT": URL.port,
+        }
+    },
+    MIGRATION_MODULES={"djangoapp": "vg_migrations", "djangohalf": "vg_half_migrations"},
+    DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+    USE_TZ=True,
+)
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import IntegrityError, connection, transaction  # noqa: E402
+from pgvector.django import CosineDistance, L2Distance  # noqa: E402
+
+from djangoapp.models import Chunk, Document  # noqa: E402
+
+
+def check(name, got, want):
+    if got != want:
+        print(f"FAIL {name}: got {got!r}, want {want!r}")
+        sys.exit(1)
+    print(f"ok   django: {name}")
+
+
+def xfail(name, step):
+    """A step that is expected to fail for now; its passing fails the run."""
+    try:
+        step()
+    except Exception as e:  # noqa: BLE001
+        print(f"xfail django: {name} ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+        return
+    print(f"FAIL {name}: passes now; make it a check")
+    sys.exit(1)
+
+
+def catalog(sql, params=()):
+    with connection.cursor() as c:
+        c.execute(sql, params)
+        return c.fetchall()
+
+
+def vec(i):
+    return [float(i % 7), float((i * 3) % 5), float(i % 2) + 0.5]
+
+
+def l2(a, b):
+    return math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)))
+
+
+def cosine(a, b):
+    dot = sum(x * y for x, y in zip(a, b))
+    return 1 - dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+# --- set-up: makemigrations and migrate, twice
+call_command("makemigrations", "djangoapp", verbosity=0)
+call_command("migrate", "djangoapp", verbosity=0)
+call_command("migrate", "djangoapp", verbosity=0)
+check(
+    "migrate made the tables",
+    sorted(
+        r[0]
+        for r in catalog(
+            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'djangoapp%%'"
+        )
+    ),
+    ["djangoapp_chunk", "djangoapp_document"],
+)
+applied = catalog("SELECT app, name FROM django_migrations WHERE app = 'djangoapp'")
+check("django_migrations records the migration once", applied, [("djangoapp", "0001_initial")])
+indexes = dict(
+    catalog("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'djangoapp_document'")
+)
+check(
+    "the HnswIndex is listed as Postgres lists it",
+    indexes.get("doc_embedding_idx"),
+    "CREATE INDEX doc_embedding_idx ON public.djangoapp_document USING hnsw "
+    "(embedding vector_l2_ops) WITH (m='16', ef_construction='64')",
+)
+check(
+    "the unique title: its constraint's index and Django's varchar_pattern_ops index",
+    sorted(n.rsplit("_", 1)[1] for n in indexes if "title" in n),
+    ["key", "like"],
+)
+check(
+    "the pattern index's definition",
+    [d.split(" USING ")[1] for n, d in indexes.items() if n.endswith("_like")],
+    ["btree (title varchar_pattern_ops)"],
+)
+fks = catalog(
+    "SELECT conname FROM pg_constraint WHERE contype = 'f' AND conrelid = "
+    "(SELECT oid FROM pg_class WHERE relname = 'djangoapp_chunk')"
+)
+check("the foreign key is a constraint", len(fks), 1)
+xfail(
+    "migrate a HalfVectorField (no halfvec type yet)",
+    lambda: (
+        call_command("makemigrations", "djangohalf", verbosity=0),
+        call_command("migrate", "djangohalf", verbosity=0),
+    ),
+)
+
+# --- writes
+model = {}  # title -> (category, meta, embedding)
+first = Document.objects.create(title="d0", embedding=vec(0), meta={"n": 0, "tags": ["a"]})
+model["d0"] = ("misc", {"n": 0, "tags": ["a"]}, vec(0))
+check("create returns the generated id", Document.objects.get(title="d0").id, first.id)
+made = Document.objects.bulk_create(
+    [
+        Document(
+            title=f"d{i}",
+            category=["news", "blog", "misc"][i % 3],
+            meta={"n": i, "tags": ["a", "b"] if i % 2 else ["c"]},
+            embedding=vec(i),
+        )
+        for i in range(1, 30)
+    ]
+)
+for i in range(1, 30):
+    model[f"d{i}"] = (["news", "blog", "misc"][i % 3], {"n": i, "tags": ["a", "b"] if i % 2 else ["c"]}, vec(i))
+check("bulk_create returns the ids (RETURNING)", all(d.id for d in made), True)
+check("ids are distinct", len({d.id for d in made} | {first.id}), 30)
+doc, created = Document.objects.update_or_create(title="d1", defaults={"category": "blog"})
+model["d1"] = ("blog",) + model["d1"][1:]
+check("update_or_create of an existing row", (created, doc.category), (False, "blog"))
+doc, created = Document.objects.update_or_create(
+    title="d30", defaults={"category": "news", "embedding": vec(30), "meta": {"n": 30}}
+)
+model["d30"] = ("news", {"n": 30}, vec(30))
+check("update_or_create of a new row", created, True)
+
+
+class Rollback(Exception):
+    pass
+
+
+try:
+    with transaction.atomic():
+        Document.objects.create(title="gone", embedding=vec(99))
+        Document.objects.filter(title="d2").update(category="changed")
+        raise Rollback
+except Rollback:
+    pass
+check("atomic() rolled back: no row", Document.objects.filter(title="gone").exists(), False)
+check("atomic() rolled back: no update", Document.objects.get(title="d2").category, model["d2"][0])
+with transaction.atomic():
+    Document.objects.create(title="kept", embedding=vec(31))
+    try:
+        with transaction.atomic():  # a savepoint
+            Document.objects.create(title="inner", embedding=vec(32))
+            raise Rollback
+    except Rollback:
+        pass
+model["kept"] = ("misc", {}, vec(31))
+check(
+    "a nested atomic() rolls back to its savepoint only",
+    sorted(Document.objects.filter(title__in=["kept", "inner"]).values_list("title", flat=True)),
+    ["kept"],
+)
+try:
+    with transaction.atomic():
+        Document.objects.create(title="d3", embedding=vec(3))
+    check("a duplicate title is refused", False, True)
+except IntegrityError:
+    check("a duplicate title is an IntegrityError", True, True)
+check("the connection goes on after it", Document.objects.count(), len(model))
+
+# --- searches against the oracle
+q = [1.0, 2.0, 0.5]
+got = list(
+    Document.objects.filter(category="news").order_by(L2Distance("embedding", q)).values_list("title", flat=True)[:5]
+)
+want = sorted((t for t, m in model.items() if m[0] == "news"), key=lambda t: (l2(model[t][2], q), t))[:5]
+check("L2Distance ordering with a filter", [round(l2(model[t][2], q), 6) for t in got], [round(l2(model[t][2], q), 6) for t in want])
+got = list(
+    Document.objects.annotate(d=CosineDistance("embedding", q)).order_by("d").values_list("title", "d")[:5]
+)
+want = sorted(model, key=lambda t: cosine(model[t][2], q))[:5]
+check(
+    "CosineDistance annotation",
+    [round(d, 5) for _, d in got],
+    [round(cosine(model[t][2], q), 5) for t in want],
+)
+check(
+    "a JSONField key lookup",
+    sorted(Document.objects.filter(meta__n__gte=25).values_list("title", flat=True)),
+    sorted(t for t, m in model.items() if m[1].get("n", -1) >= 25),
+)
+check(
+    "a JSONField contains lookup",
+    sorted(Document.objects.filter(meta__tags__contains=["b"]).values_list("title", flat=True)),
+    sorted(t for t, m in model.items() if "b" in m[1].get("tags", [])),
+)
+
+# --- a foreign key, and deletes that cascade
+d5 = Document.objects.get(title="d5")
+Chunk.objects.bulk_create([Chunk(document=d5, n=i) for i in range(3)])
+Chunk.objects.create(document=Document.objects.get(title="d6"), n=0)
+check("related rows", sorted(d5.chunks.values_list("n", flat=True)), [0, 1, 2])
+Document.objects.filter(title="d5").delete()
+del model["d5"]
+check("delete cascades to the chunks", Chunk.objects.count(), 1)
+try:
+    with transaction.atomic():
+        Chunk.objects.create(document_id=10**9, n=1)
+    check("a chunk of no document is refused", False, True)
+except IntegrityError:
+    check("a chunk of no document is an IntegrityError", True, True)
+check("rows left", Document.objects.count(), len(model))
+
+
+
+def inspectdb():
+    out = io.StringIO()
+    call_command("inspectdb", "djangoapp_document", stdout=out)
+    if "class DjangoappDocument(models.Model)" not in out.getvalue():
+        raise AssertionError(out.getvalue().strip().splitlines()[-1])
+
+
+xfail("inspectdb (Django's introspection needs UNNEST ... WITH ORDINALITY)", inspectdb)
+print("django: all passed")

@@ -1,0 +1,375 @@
+//! `CREATE INDEX` and `DROP INDEX`. Every index a statement makes is kept with its table
+//! and listed in the catalog (`pg_index`, `pg_indexes`, psql's `\d`) as Postgres lists
+//! it, but what it does depends on what it indexes:
+//!
+//! * a unique index on plain columns is a UNIQUE constraint's index (enforced);
+//! * an index on values inside a json column is a payload index of the vector index
+//!   ([`super::json_index`]);
+//! * an index on the vector column with a pgvector operator class sets the table's
+//!   distance (its vector index is rebuilt from the rows when it changes);
+//! * any other index is recorded only: every filterable column already has its payload
+//!   index in the vector index, and rows are found by key or by a scan. A NOTICE says so.
+
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, CreateIndex, Expr as SqlExpr, ObjectName, Value,
+};
+
+use super::statements::{ident_name, table_name};
+use super::{Output, Session};
+use crate::engine::Core;
+use crate::error::{Error, Result};
+use crate::store::{Distance, IndexDef, IndexKey, TableDef};
+
+/// Whether a relation (table, sequence, index) is named `name` already: tables,
+/// sequences and indexes share one namespace, as in Postgres.
+fn relation_taken(core: &Core, name: &str) -> bool {
+    core.has_table(name)
+        || core.has_sequence(name)
+        || core.tables().iter().any(|d| {
+            d.pk_name() == name
+                || d.unique.iter().any(|u| u.name == name)
+                || d.json_indexes.iter().any(|j| j.name == name)
+                || d.indexes.iter().any(|i| i.name == name)
+        })
+}
+
+/// The name an index gets: the one given, or Postgres' choice (`t_a_b_idx`,
+/// `t_expr_idx`, `t_lower_idx`), numbered when taken (`t_a_idx1`). `None` when a given
+/// name is taken and IF NOT EXISTS says to skip (the NOTICE is given).
+fn index_name(session: &Session, def: &TableDef, ci: &CreateIndex) -> Result<Option<String>> {
+    let core = &session.engine.core;
+    if let Some(n) = &ci.name {
+        let name = table_name(n)?;
+        if !relation_taken(core, &name) {
+            return Ok(Some(name));
+        }
+        if ci.if_not_exists {
+            session
+                .notices
+                .push(format!("relation \"{name}\" already exists, skipping"));
+            return Ok(None);
+        }
+        return Err(Error::DuplicateTable(name));
+    }
+    let parts: Vec<String> = ci
+        .columns
+        .iter()
+        .map(|c| key_label(&c.column.expr))
+        .collect();
+    let base = format!("{}_{}_idx", def.name, parts.join("_"));
+    Ok(Some(if relation_taken(core, &base) {
+        (1..)
+            .map(|i| format!("{base}{i}"))
+            .find(|n| !relation_taken(core, n))
+            .unwrap_or(base)
+    } else {
+        base
+    }))
+}
+
+/// What Postgres puts in an index's chosen name for one key: the column's name, a
+/// function's name, or `expr`.
+fn key_label(e: &SqlExpr) -> String {
+    match e {
+        SqlExpr::Identifier(id) => ident_name(id),
+        SqlExpr::Nested(inner) => key_label(inner),
+        SqlExpr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(ident_name)
+            .unwrap_or_else(|| "expr".into()),
+        _ => "expr".into(),
+    }
+}
+
+/// The index `ci` makes, as it is kept: its keys (plain columns by position, so that a
+/// RENAME COLUMN carries over), method, and the clauses after them as written.
+fn index_def(def: &TableDef, ci: &CreateIndex, name: String) -> Result<IndexDef> {
+    let mut keys = Vec::with_capacity(ci.columns.len());
+    for c in &ci.columns {
+        let mut tail = String::new();
+        if let Some(opclass) = &c.operator_class {
+            tail.push(' ');
+            tail.push_str(&opclass.to_string());
+        }
+        // As Postgres prints them: the defaults (ASC; NULLS LAST ascending, NULLS FIRST
+        // descending) left out.
+        let desc = c.column.options.asc == Some(false);
+        if desc {
+            tail.push_str(" DESC");
+        }
+        match c.column.options.nulls_first {
+            Some(true) if !desc => tail.push_str(" NULLS FIRST"),
+            Some(false) if desc => tail.push_str(" NULLS LAST"),
+            _ => {}
+        }
+        keys.push(match &c.column.expr {
+            SqlExpr::Identifier(id) => {
+                let n = ident_name(id);
+                let column = def
+                    .column_index(&n)
+                    .ok_or_else(|| Error::UndefinedColumn(n.clone()))?;
+                IndexKey {
+                    column: Some(column),
+                    expr: None,
+                    tail,
+                }
+            }
+            e => {
+                let mut bare = e;
+                while let SqlExpr::Nested(inner) = bare {
+                    bare = inner;
+                }
+                IndexKey {
+                    column: None,
+                    expr: Some(match bare {
+                        SqlExpr::Function(_) => bare.to_string(),
+                        _ => format!("({bare})"),
+                    }),
+                    tail,
+                }
+            }
+        });
+    }
+    let include = ci
+        .include
+        .iter()
+        .map(|i| {
+            let n = ident_name(i);
+            def.column_index(&n).ok_or(Error::UndefinedColumn(n))
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    let mut clauses = String::new();
+    if ci.nulls_distinct == Some(false) {
+        clauses.push_str(" NULLS NOT DISTINCT");
+    }
+    if !ci.with.is_empty() {
+        // As Postgres prints storage parameters: `m='16'`.
+        let with: Vec<String> = ci
+            .with
+            .iter()
+            .map(|e| match e {
+                SqlExpr::BinaryOp { left, op, right } if *op == BinaryOperator::Eq => {
+                    let value = match right.as_ref() {
+                        SqlExpr::Value(v) => match &v.value {
+                            Value::SingleQuotedString(s) => s.clone(),
+                            other => other.to_string(),
+                        },
+                        other => other.to_string(),
+                    };
+                    format!("{left}='{}'", value.replace('\'', "''"))
+                }
+                other => other.to_string(),
+            })
+            .collect();
+        clauses.push_str(&format!(" WITH ({})", with.join(", ")));
+    }
+    Ok(IndexDef {
+        name,
+        method: ci
+            .using
+            .as_ref()
+            .map_or_else(|| "btree".into(), |u| u.to_string().to_ascii_lowercase()),
+        unique: ci.unique,
+        keys,
+        include,
+        clauses,
+        predicate: ci.predicate.as_ref().map(ToString::to_string),
+    })
+}
+
+/// `CREATE INDEX`, as pgvector applications and ORMs issue it (see the module's doc).
+pub(super) async fn create_index(session: &Session, ci: &CreateIndex) -> Result<Output> {
+    let core = &session.engine.core;
+    let def = core.table(&table_name(&ci.table_name)?)?;
+    if ci.unique
+        && ci.predicate.is_none()
+        && ci.nulls_distinct != Some(false)
+        && let Some(cols) = ci
+            .columns
+            .iter()
+            .map(|c| match &c.column.expr {
+                SqlExpr::Identifier(id) => def.column_index(&ident_name(id)),
+                _ => None,
+            })
+            .collect::<Option<Vec<usize>>>()
+    {
+        // A unique index on columns is enforced as a UNIQUE constraint of that name.
+        let Some(name) = index_name(session, &def, ci)? else {
+            return Ok(Output::Command("CREATE INDEX".into()));
+        };
+        let mut new = (*def).clone();
+        super::constraints::add_unique(&mut new, Some(name), cols)?;
+        if let Some(u) = new.unique.last_mut()
+            && !def.unique.iter().any(|d| d.space == u.space)
+        {
+            u.index_only = true;
+        }
+        super::alter::publish(session, &def, new).await?;
+        return Ok(Output::Command("CREATE INDEX".into()));
+    }
+    if def.indexed()
+        && !ci.unique
+        && let Some(wanted) = super::json_index::requested(&def, ci)
+    {
+        return create_json_index(session, &def, ci, wanted).await;
+    }
+    let Some(name) = index_name(session, &def, ci)? else {
+        return Ok(Output::Command("CREATE INDEX".into()));
+    };
+    let index = index_def(&def, ci, name.clone())?;
+    if ci.unique {
+        session.notices.push(format!(
+            "the uniqueness of index \"{name}\" is not enforced: vectorgate enforces unique indexes on plain columns, without WHERE or NULLS NOT DISTINCT"
+        ));
+    }
+    // Only the vector column's operator class means something here; other columns'
+    // (text_pattern_ops, jsonb_path_ops, ...) are recorded and change nothing.
+    let vector = def.vector_name().map(str::to_string);
+    let mut wanted = None;
+    for col in &ci.columns {
+        let (Some(opclass), Some(vector)) = (&col.operator_class, &vector) else {
+            continue;
+        };
+        if !matches!(&col.column.expr, SqlExpr::Identifier(id) if ident_name(id) == *vector) {
+            continue;
+        }
+        let op = opclass.to_string().to_ascii_lowercase();
+        wanted = Some(match op.rsplit('.').next().unwrap_or_default() {
+            "vector_l2_ops" => Distance::L2,
+            "vector_cosine_ops" => Distance::Cosine,
+            "vector_ip_ops" => Distance::Dot,
+            other => {
+                return Err(Error::FeatureNotSupported(format!(
+                    "operator class {other} is not supported (vector_l2_ops, vector_cosine_ops, vector_ip_ops are)"
+                )));
+            }
+        });
+    }
+    let def = match wanted {
+        Some(d) if d != def.distance => {
+            crate::engine::ddl::set_distance(core, &def, d).await?;
+            session.notices.push(format!(
+                "\"{}\" is now searched by {} distance: its vector index on \"{}\" was rebuilt",
+                def.name,
+                d.name(),
+                vector.as_deref().unwrap_or_default()
+            ));
+            core.table(&def.name)?
+        }
+        Some(_) => def,
+        None => {
+            session.notices.push(match &vector {
+                Some(v) => format!(
+                    "index \"{name}\" is recorded only: \"{}\" is searched by its vector index on \"{v}\" ({} distance), which keeps an index of every filterable column",
+                    def.name,
+                    def.distance.name()
+                ),
+                None => format!(
+                    "index \"{name}\" is recorded only: \"{}\" has no vector column, and its rows are found by key or by a scan",
+                    def.name
+                ),
+            });
+            def
+        }
+    };
+    let mut new = (*def).clone();
+    new.indexes.push(index);
+    super::alter::publish(session, &def, new).await?;
+    Ok(Output::Command("CREATE INDEX".into()))
+}
+
+/// `CREATE INDEX` on values inside a json column: recorded with the table, and a payload
+/// index of its collection made at once (another proxy's embedded index rebuilds).
+async fn create_json_index(
+    session: &Session,
+    def: &TableDef,
+    ci: &CreateIndex,
+    mut wanted: Vec<crate::store::JsonIndexDef>,
+) -> Result<Output> {
+    let core = &session.engine.core;
+    let Some(name) = index_name(session, def, ci)? else {
+        return Ok(Output::Command("CREATE INDEX".into()));
+    };
+    for w in &mut wanted {
+        w.definition = w.definition.replacen(&w.name, &name, 1);
+        w.name = name.clone();
+    }
+    let mut new = def.clone();
+    new.json_indexes.extend(wanted);
+    super::alter::publish(session, def, new.clone()).await?;
+    if let Err(e) = core.index.index_json_fields(&new).await {
+        // Results never depend on a payload index: the table works without it.
+        tracing::warn!(table = %def.name, index = %name, error = %e, "payload index not made");
+        session.notices.push(format!(
+            "index \"{name}\" is recorded, but the vector index could not make it now ({e}); it is made when the collection is next rebuilt"
+        ));
+    }
+    Ok(Output::Command("CREATE INDEX".into()))
+}
+
+/// `DROP INDEX`: a unique index (`CREATE UNIQUE INDEX`) stops being enforced, a json
+/// index's payload index stops being used, any other index is forgotten; the index of a
+/// constraint goes with the constraint only (2BP01).
+pub(super) async fn drop_indexes(
+    session: &Session,
+    names: &[ObjectName],
+    if_exists: bool,
+) -> Result<Output> {
+    let core = &session.engine.core;
+    for n in names {
+        let name = table_name(n)?;
+        let tables = core.tables();
+        if let Some(def) = tables.iter().find(|d| {
+            d.json_indexes.iter().any(|j| j.name == name)
+                || d.indexes.iter().any(|i| i.name == name)
+        }) {
+            let mut new = (**def).clone();
+            new.json_indexes.retain(|j| j.name != name);
+            new.indexes.retain(|i| i.name != name);
+            super::alter::publish(session, def, new).await?;
+            continue;
+        }
+        let owner = tables.iter().find_map(|d| {
+            let i = d.unique.iter().position(|u| u.name == name)?;
+            Some((d, i))
+        });
+        match owner {
+            Some((def, i)) if def.unique[i].index_only => {
+                let mut new = (**def).clone();
+                new.unique.remove(i);
+                super::alter::publish(session, def, new).await?;
+            }
+            Some((def, _)) => {
+                return Err(Error::Detailed {
+                    code: "2BP01",
+                    message: format!(
+                        "cannot drop index {name} because constraint {name} on table {} requires it",
+                        def.name
+                    ),
+                    detail: String::new(),
+                });
+            }
+            None if tables.iter().any(|d| d.pk_name() == name) => {
+                return Err(Error::Detailed {
+                    code: "2BP01",
+                    message: format!(
+                        "cannot drop index {name} because constraint {name} requires it"
+                    ),
+                    detail: String::new(),
+                });
+            }
+            None if if_exists => session
+                .notices
+                .push(format!("index \"{name}\" does not exist, skipping")),
+            None => {
+                return Err(Error::UndefinedObject(format!(
+                    "index \"{name}\" does not exist"
+                )));
+            }
+        }
+    }
+    Ok(Output::Command("DROP INDEX".into()))
+}
