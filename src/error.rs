@@ -98,6 +98,9 @@ pub enum Error {
     /// A column name that more than one table in scope has.
     #[error("column reference \"{0}\" is ambiguous")]
     AmbiguousColumn(String),
+    /// A reference that could mean more than one column, worded in full (42702).
+    #[error("{0}")]
+    Ambiguous(String),
     /// An object of the wrong kind for the operation (a table without a vector column
     /// given to a search).
     #[error("{0}")]
@@ -179,7 +182,7 @@ impl Error {
             Error::ProgramLimit(_) => "54000",
             Error::CardinalityViolation(_) => "21000",
             Error::InvalidColumnReference(_) => "42P10",
-            Error::AmbiguousColumn(_) => "42702",
+            Error::AmbiguousColumn(_) | Error::Ambiguous(_) => "42702",
             Error::WrongObjectType(_) => "42809",
             Error::DuplicateColumn(..) => "42701",
             Error::UndefinedColumnOf(..) => "42703",

@@ -72,6 +72,7 @@ impl ColumnType {
             ColumnType::TextArray => "text[]".into(),
             ColumnType::IntArray => "integer[]".into(),
             ColumnType::BigIntArray => "bigint[]".into(),
+            ColumnType::Vector(0) => "vector".into(),
             ColumnType::Vector(n) => format!("vector({n})"),
             ColumnType::Bytea => "bytea".into(),
             ColumnType::Numeric(p, s) => format!("numeric({p},{s})"),
@@ -210,9 +211,10 @@ fn abbreviate(s: &str) -> String {
     }
 }
 
-/// Check a vector against a column's declared dimension; NaN and infinity are refused.
+/// Check a vector against a column's declared dimension (0: none declared, any is
+/// taken); NaN and infinity are refused.
 pub fn check_vector(v: &[f32], dim: usize) -> Result<()> {
-    if v.len() != dim {
+    if dim != 0 && v.len() != dim {
         return Err(Error::DataException(format!(
             "expected {dim} dimensions, not {}",
             v.len()

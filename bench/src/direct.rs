@@ -68,6 +68,7 @@ pub async fn search(
                 .search(
                     &def,
                     &SearchQuery {
+                        using: "",
                         vector: q,
                         filter: pred.as_ref(),
                         limit: k,
@@ -90,6 +91,7 @@ pub async fn search(
                 .search(
                     &def,
                     &SearchQuery {
+                        using: "",
                         vector: &d.queries[qi],
                         filter: pred.as_ref(),
                         limit: k,

@@ -224,8 +224,7 @@ impl Core {
         }
         for (old, new) in changes.altered {
             let same_index = old.columns == new.columns
-                && old.vector_column == new.vector_column
-                && old.distance == new.distance
+                && old.vectors() == new.vectors()
                 && old.options == new.options
                 && old.json_indexes == new.json_indexes;
             if !same_index {

@@ -88,18 +88,34 @@ pub async fn set_options(core: &Core, new: TableDef, notices: &Notices) -> Resul
     Ok(())
 }
 
-/// Search a table by another distance: its collection is rebuilt from the rows.
-pub async fn set_distance(core: &Core, def: &TableDef, distance: Distance) -> Result<()> {
+/// Search a vector column by another distance: the table's collection is rebuilt from
+/// the rows.
+pub async fn set_distance(
+    core: &Core,
+    def: &TableDef,
+    column: usize,
+    distance: Distance,
+) -> Result<()> {
+    let mut new = def.clone();
+    new.set_distance(column, distance);
+    rebuild_index(core, def, new).await
+}
+
+/// Put `new` in place of `def` where the collection's shape changes (its vectors): the
+/// collection is made again and filled from the rows.
+pub async fn rebuild_index(core: &Core, def: &TableDef, new: TableDef) -> Result<()> {
     index_writable(core)?;
     let _changing = core.changing(&def.name);
-    let mut new = def.clone();
-    new.distance = distance;
     // Between the drop and the end of the backfill the collection holds only part of the
     // table: searches scan the rows meanwhile.
     let _rebuilding = core.begin_rebuild(&def.name);
-    core.index.drop_collection(def).await?;
-    core.index.create_collection(&new).await?;
-    super::sync::backfill(core.rows.as_ref(), core.index.as_ref(), &new).await?;
+    if def.indexed() {
+        core.index.drop_collection(def).await?;
+    }
+    if new.indexed() {
+        core.index.create_collection(&new).await?;
+        super::sync::backfill(core.rows.as_ref(), core.index.as_ref(), &new).await?;
+    }
     core.rows.update_table(&new).await?;
     core.replace_table(new);
     Ok(())
@@ -159,7 +175,7 @@ async fn columns_changed(
     rebuild: bool,
     stored: impl std::future::Future<Output = Result<()>>,
 ) -> Result<()> {
-    let rebuild = rebuild && def.indexed();
+    let rebuild = rebuild && (def.indexed() || new.indexed());
     if rebuild {
         index_writable(core)?;
     }
@@ -168,7 +184,9 @@ async fn columns_changed(
     stored.await?;
     core.replace_table(new.clone());
     if rebuild {
-        core.index.drop_collection(def).await?;
+        if def.indexed() {
+            core.index.drop_collection(def).await?;
+        }
         if new.indexed() {
             core.index.create_collection(&new).await?;
             super::sync::backfill(core.rows.as_ref(), core.index.as_ref(), &new).await?;

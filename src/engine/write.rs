@@ -172,7 +172,7 @@ pub async fn commit(core: &Core, pending: Vec<Arc<Pending>>, notices: &Notices) 
 
 /// Whether a row of an indexed table has no vector (its point, if any, is deleted).
 fn without_vector(def: &TableDef, row: &[Value]) -> bool {
-    def.vector_column.is_some_and(|v| row[v].is_null())
+    def.indexed() && def.vectors().iter().all(|(v, _)| row[*v].is_null())
 }
 
 /// Send a statement's changes to the index once the rows (and their outbox entries)

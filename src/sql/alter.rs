@@ -209,7 +209,12 @@ fn without_columns(def: &TableDef, dropped: &[usize]) -> TableDef {
         .iter()
         .filter_map(|&i| position(i))
         .collect();
-    new.vector_column = def.vector_column.and_then(position);
+    new.set_vectors(
+        def.vectors()
+            .into_iter()
+            .filter_map(|(c, d)| Some((position(c)?, d)))
+            .collect(),
+    );
     // A UNIQUE constraint on a dropped column goes with it (as in Postgres).
     new.unique = def
         .unique
@@ -490,7 +495,8 @@ async fn has_null(session: &Session, def: &TableDef, i: usize) -> Result<bool> {
 
 /// `ALTER TABLE t ADD [COLUMN] [IF NOT EXISTS] c type [NOT NULL] [DEFAULT e], ...`: the
 /// columns go at the end; the rows already stored get the default (evaluated once), as
-/// in Postgres. Not yet: a vector column, a key column, a volatile default.
+/// in Postgres. A vector column with a dimension joins the vector index, which is built
+/// again from the rows. Not yet: a key column, a volatile default.
 async fn add_columns(
     session: &Session,
     def: &TableDef,
@@ -526,12 +532,15 @@ async fn add_columns(
             )));
         }
         let ty = parse_type(&c.data_type.to_string())?;
-        if matches!(ty, ColumnType::Vector(_)) {
-            return Err(Error::FeatureNotSupported(
-                "ADD COLUMN of a vector column is not supported yet: a table's vector column is given at CREATE TABLE".into(),
-            ));
+        if matches!(ty, ColumnType::Vector(_))
+            && new.column_index(super::vector_search::DISTANCE).is_some()
+        {
+            return Err(Error::InvalidTableDefinition(format!(
+                "\"{}\" has a column named \"distance\", which vector_search adds: it cannot have a vector column",
+                def.name
+            )));
         }
-        if cname == super::vector_search::DISTANCE && def.indexed() {
+        if cname == super::vector_search::DISTANCE && new.vector_columns().next().is_some() {
             return Err(Error::InvalidTableDefinition(
                 "a column may not be named \"distance\": vector_search adds that column".into(),
             ));
@@ -566,6 +575,14 @@ async fn add_columns(
             identity: None,
             stored,
         });
+        // A vector column with a dimension joins the index (built again from the rows),
+        // searched by the table's distance until an index's operator class says
+        // otherwise.
+        if matches!(new.columns[new.columns.len() - 1].ty, ColumnType::Vector(n) if n > 0) {
+            let mut vectors = new.vectors();
+            vectors.push((new.columns.len() - 1, def.default_distance()));
+            new.set_vectors(vectors);
+        }
         if let Some(e) = default {
             let i = new.columns.len() - 1;
             let text = super::defaults::check(session, &new, i, &e).await?;

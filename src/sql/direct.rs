@@ -409,7 +409,7 @@ fn conditions(
         _ => return None,
     };
     let i = def.column_index(&column)?;
-    (Some(i) != def.vector_column && direct_condition(&def.columns[i].ty, op)).then_some(())?;
+    (!matches!(def.columns[i].ty, ColumnType::Vector(_)) && direct_condition(&def.columns[i].ty, op)).then_some(())?;
     out.push(Cond { column, op, value });
     Some(())
 }
@@ -432,7 +432,12 @@ fn search(sel: &Select, core: &crate::engine::Core, described: &SchemaRef) -> Op
         return None;
     };
     let def = core.table(table).ok()?;
+    // The three-argument form names no column: a table with one indexed vector column
+    // only (the planner explains the rest).
     def.vector_column?;
+    if def.vector_columns().nth(1).is_some() {
+        return None;
+    }
     // `distance` is the search's own column: a table with one of that name is left to
     // the planner.
     if def.column_index(DISTANCE).is_some() {
@@ -723,6 +728,9 @@ async fn run_search(
     let Some(vector_column) = def.vector_column else {
         return Ok(None);
     };
+    if def.vector_columns().nth(1).is_some() {
+        return Ok(None);
+    }
     let query = match values.get(vector - 1) {
         Some(v) if !v.is_null() => match query_vector(v.clone(), def.dimension()) {
             Ok(q) => q,
@@ -769,6 +777,7 @@ async fn run_search(
     let search = Search {
         def: def.clone(),
         vector: vector_column,
+        distance: def.distance,
         shared: core.clone(),
         query,
         k,

@@ -225,19 +225,24 @@ pub(super) async fn create_index(session: &Session, ci: &CreateIndex) -> Result<
             "the uniqueness of index \"{name}\" is not enforced: vectorgate enforces unique indexes on plain columns, without WHERE or NULLS NOT DISTINCT"
         ));
     }
-    // Only the vector column's operator class means something here; other columns'
+    // Only a vector column's operator class means something here; other columns'
     // (text_pattern_ops, jsonb_path_ops, ...) are recorded and change nothing.
-    let vector = def.vector_name().map(str::to_string);
     let mut wanted = None;
     for col in &ci.columns {
-        let (Some(opclass), Some(vector)) = (&col.operator_class, &vector) else {
+        let Some(opclass) = &col.operator_class else {
             continue;
         };
-        if !matches!(&col.column.expr, SqlExpr::Identifier(id) if ident_name(id) == *vector) {
+        let SqlExpr::Identifier(id) = &col.column.expr else {
+            continue;
+        };
+        let Some(c) = def.column_index(&ident_name(id)) else {
+            continue;
+        };
+        if !matches!(def.columns[c].ty, crate::types::ColumnType::Vector(_)) {
             continue;
         }
         let op = opclass.to_string().to_ascii_lowercase();
-        wanted = Some(match op.rsplit('.').next().unwrap_or_default() {
+        let d = match op.rsplit('.').next().unwrap_or_default() {
             "vector_l2_ops" => Distance::L2,
             "vector_cosine_ops" => Distance::Cosine,
             "vector_ip_ops" => Distance::Dot,
@@ -246,31 +251,44 @@ pub(super) async fn create_index(session: &Session, ci: &CreateIndex) -> Result<
                     "operator class {other} is not supported (vector_l2_ops, vector_cosine_ops, vector_ip_ops are)"
                 )));
             }
-        });
+        };
+        if def.distance_of(c).is_none() {
+            return Err(Error::FeatureNotSupported(format!(
+                "column \"{}\" does not have dimensions: an index of it needs them; declare them with ALTER TABLE {} ALTER COLUMN {} TYPE vector(n)",
+                def.columns[c].name, def.name, def.columns[c].name
+            )));
+        }
+        wanted = Some((c, d));
     }
+    let vector_names: Vec<String> = def
+        .vectors()
+        .iter()
+        .map(|(c, d)| format!("\"{}\" ({} distance)", def.columns[*c].name, d.name()))
+        .collect();
     let def = match wanted {
-        Some(d) if d != def.distance => {
-            crate::engine::ddl::set_distance(core, &def, d).await?;
+        Some((c, d)) if def.distance_of(c) != Some(d) => {
+            crate::engine::ddl::set_distance(core, &def, c, d).await?;
             session.notices.push(format!(
                 "\"{}\" is now searched by {} distance: its vector index on \"{}\" was rebuilt",
                 def.name,
                 d.name(),
-                vector.as_deref().unwrap_or_default()
+                def.columns[c].name
             ));
             core.table(&def.name)?
         }
         Some(_) => def,
         None => {
-            session.notices.push(match &vector {
-                Some(v) => format!(
-                    "index \"{name}\" is recorded only: \"{}\" is searched by its vector index on \"{v}\" ({} distance), which keeps an index of every filterable column",
-                    def.name,
-                    def.distance.name()
-                ),
-                None => format!(
+            session.notices.push(if vector_names.is_empty() {
+                format!(
                     "index \"{name}\" is recorded only: \"{}\" has no vector column, and its rows are found by key or by a scan",
                     def.name
-                ),
+                )
+            } else {
+                format!(
+                    "index \"{name}\" is recorded only: \"{}\" is searched by its vector index on {}, which keeps an index of every filterable column",
+                    def.name,
+                    vector_names.join(", ")
+                )
             });
             def
         }

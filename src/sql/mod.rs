@@ -615,8 +615,9 @@ impl Session {
             }
         }
         let shared = &self.engine.core;
-        if let Some((def, plan, schema)) = cache.get(&key, |t| shared.table(t).ok()) {
-            let query = vector_search::query_vector(vector.clone(), def.dimension())?;
+        if let Some((_, plan, schema)) = cache.get(&key, |t| shared.table(t).ok()) {
+            // The search checks the dimension against the column it searches.
+            let query = vector_search::query_vector(vector.clone(), 0)?;
             let plan = plan_cache::with_query(plan, query)?;
             crate::metrics::global().plan_cache_hits.inc();
             let stream = datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx())?;

@@ -346,13 +346,15 @@ fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
                 .and_then(|p| p.as_ident())
                 .is_some_and(|i| i.value.eq_ignore_ascii_case("vector_search")) =>
             {
+                // (table, vector, k) or (table, column, vector, k).
+                let named = args.args.len() == 4;
                 for (pos, a) in args.args.iter().enumerate() {
                     if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = a
                         && let Some(i) = placeholder_index(e)
                     {
-                        let t = match pos {
-                            0 => DataType::Utf8,
-                            1 => vector_type(),
+                        let t = match (pos, named) {
+                            (0, _) | (1, true) => DataType::Utf8,
+                            (1, false) | (2, true) => vector_type(),
                             _ => DataType::Int64,
                         };
                         types.insert(i, Field::new(format!("${i}"), t, true));
@@ -775,5 +777,13 @@ mod tests {
             Some(DataType::Int64)
         );
         assert!(bind(&s, &[Value::Int(1)]).is_err());
+        // The four-argument form names the column second.
+        let s = parse("SELECT * FROM vector_search('docs', $1, $2, $3)");
+        let mut types = BTreeMap::new();
+        vector_search_params(&s, &mut types);
+        let got: Vec<DataType> = (1..=3)
+            .filter_map(|i| types.get(&i).map(|f| f.data_type().clone()))
+            .collect();
+        assert_eq!(got, vec![DataType::Utf8, vector_type(), DataType::Int64]);
     }
 }

@@ -317,10 +317,10 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
 
 /// Whether some table's vector column has this name.
 fn is_vector_column(shared: &Core, name: &str) -> bool {
-    shared
-        .tables()
-        .iter()
-        .any(|d| d.vector_name() == Some(name))
+    shared.tables().iter().any(|d| {
+        d.vector_columns()
+            .any(|c| d.columns[c].name == name)
+    })
 }
 
 fn column_name(e: &SqlExpr) -> Option<String> {
@@ -389,16 +389,15 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
     let Ok(def) = shared.table(&table) else {
         return;
     };
-    if def.distance != op_distance {
-        return;
-    }
-    let Some(vector_col) = def.vector_name() else {
-        return;
+    // The operator's column must be one the index holds, by the operator's distance.
+    let indexed = |e: &SqlExpr| {
+        let c = def.column_index(&column_name(e)?)?;
+        (def.distance_of(c) == Some(op_distance)).then_some(c)
     };
-    let query_expr = if column_name(left).as_deref() == Some(vector_col) {
-        (**right).clone()
-    } else if column_name(right).as_deref() == Some(vector_col) {
-        (**left).clone()
+    let (vector_col, query_expr) = if let Some(c) = indexed(left) {
+        (c, (**right).clone())
+    } else if let Some(c) = indexed(right) {
+        (c, (**left).clone())
     } else {
         return;
     };
@@ -411,8 +410,14 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
             columns: vec![],
             at: None,
         });
+    // A table with several vector columns names the one searched.
+    let column = if def.vector_columns().nth(1).is_some() {
+        format!("'{}', ", def.columns[vector_col].name.replace('\'', "''"))
+    } else {
+        String::new()
+    };
     let search = format!(
-        "vector_search('{}', {}, {k})",
+        "vector_search('{}', {column}{}, {k})",
         table.replace('\'', "''"),
         query_expr
     );

@@ -210,7 +210,7 @@ pub(crate) fn with_query(
     Ok(plan
         .transform_up(|node| {
             Ok(match node.downcast_ref::<VectorSearchExec>() {
-                Some(s) => Transformed::yes(Arc::new(s.with_query(query.clone())) as _),
+                Some(s) => Transformed::yes(Arc::new(s.with_query(query.clone())?) as _),
                 None => Transformed::no(node),
             })
         })?

@@ -312,6 +312,10 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
             .trim_start_matches('(')
             .trim_end_matches(')')
             .trim();
+        // pgvector's `vector` without a dimension takes vectors of any length.
+        if n.is_empty() {
+            return Ok(ColumnType::Vector(0));
+        }
         let n: usize = n.parse().map_err(|_| {
             Error::InvalidTableDefinition(
                 "vector columns need a dimension, as in vector(384)".into(),
@@ -540,22 +544,23 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             )));
         }
     }
-    let vectors: Vec<usize> = columns
+    // Every vector column with a declared dimension is held by the index; one without
+    // is stored and searched by reading the rows.
+    let indexed_vectors: Vec<usize> = columns
         .iter()
         .enumerate()
-        .filter(|(_, c)| matches!(c.ty, ColumnType::Vector(_)))
+        .filter(|(_, c)| matches!(c.ty, ColumnType::Vector(n) if n > 0))
         .map(|(i, _)| i)
         .collect();
-    let vector_column = match vectors.as_slice() {
-        [v] => Some(*v),
-        [] => None,
-        _ => {
-            return Err(Error::InvalidTableDefinition(format!(
-                "table \"{name}\" has {} vector columns; exactly one is supported",
-                vectors.len()
-            )));
-        }
-    };
+    for c in columns
+        .iter()
+        .filter(|c| matches!(c.ty, ColumnType::Vector(0)))
+    {
+        session.notices.push(format!(
+            "column \"{}\" has no dimension: the vector index cannot hold it, so searches of it read every row (exact, but slower as the table grows); a column declared with one, as in vector(1536), is indexed",
+            c.name
+        ));
+    }
     if columns
         .iter()
         .any(|c| c.name == super::vector_search::DISTANCE)
@@ -619,8 +624,9 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         name: name.clone(),
         columns,
         primary_key,
-        vector_column,
+        vector_column: None,
         distance,
+        more_vectors: vec![],
         options,
         unique: vec![],
         checks: vec![],
@@ -628,6 +634,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         json_indexes: vec![],
         indexes: vec![],
     };
+    def.set_vectors(indexed_vectors.into_iter().map(|c| (c, distance)).collect());
     for (cname, cols) in uniques {
         super::constraints::add_unique(&mut def, cname, cols)?;
     }
@@ -2403,10 +2410,8 @@ mod tests {
             parse_type("geometry"),
             Err(Error::UndefinedObject(_))
         ));
-        assert!(matches!(
-            parse_type("vector"),
-            Err(Error::InvalidTableDefinition(_))
-        ));
+        // pgvector's `vector` without a dimension.
+        assert_eq!(parse_type("vector").ok(), Some(ColumnType::Vector(0)));
         assert!(matches!(
             parse_type("vector(0)"),
             Err(Error::InvalidParameter(_))

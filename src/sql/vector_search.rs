@@ -31,7 +31,7 @@ use super::pushdown::to_predicate;
 use super::tables::{single_partition_props, table_schema};
 use crate::engine::{Core, Notices};
 use crate::error::{Error, Result};
-use crate::store::{Predicate, Row, SearchParams, SearchQuery, TableDef};
+use crate::store::{Distance, Predicate, Row, SearchParams, SearchQuery, TableDef};
 use crate::types::{Value, check_vector, parse_vector_text, value_from_array};
 
 /// Name of the extra output column.
@@ -164,29 +164,36 @@ impl TableFunctionImpl for VectorSearchFunction {
             .upgrade()
             .ok_or_else(|| Error::internal("engine is shutting down"))?;
         let exprs = args.exprs();
-        if exprs.len() != 3 {
+        if !(3..=4).contains(&exprs.len()) {
             return Err(Error::UndefinedFunction(format!(
-                "function vector_search takes 3 arguments (table, vector, k), got {}",
+                "function vector_search takes 3 arguments (table, vector, k) or 4 (table, column, vector, k), got {}",
                 exprs.len()
             ))
             .into());
         }
-        let table = match eval_const(args.session(), &exprs[0])? {
-            Some(Value::Text(s)) => s,
-            _ => {
-                return Err(Error::InvalidParameter(
-                    "the first argument of vector_search must be a table name".into(),
-                )
-                .into());
+        let text_arg = |i: usize, what: &str| -> DfResult<String> {
+            match eval_const(args.session(), &exprs[i])? {
+                Some(Value::Text(s)) => Ok(s),
+                _ => Err(Error::InvalidParameter(format!(
+                    "the {what} argument of vector_search must be a {}",
+                    if i == 0 { "table name" } else { "column name" }
+                ))
+                .into()),
             }
         };
+        let table = text_arg(0, "first")?;
         let def = shared.table(&table)?;
-        def.require_vector("vector_search")?;
-        let query = match eval_const(args.session(), &exprs[1])? {
-            Some(v) => Some(query_vector(v, def.dimension())?),
+        let (column, rest) = if exprs.len() == 4 {
+            let name = text_arg(1, "second")?;
+            (def.search_column(Some(&name), "vector_search")?, &exprs[2..])
+        } else {
+            (def.search_column(None, "vector_search")?, &exprs[1..])
+        };
+        let query = match eval_const(args.session(), &rest[0])? {
+            Some(v) => Some(query_vector(v, def.dimension_of(column))?),
             None => None,
         };
-        let k = match eval_const(args.session(), &exprs[2])? {
+        let k = match eval_const(args.session(), &rest[1])? {
             None => None,
             Some(Value::Int(k)) if k >= 1 && (k as u64) <= shared.max_k as u64 => Some(k as usize),
             Some(Value::Int(k)) => {
@@ -198,13 +205,15 @@ impl TableFunctionImpl for VectorSearchFunction {
             }
             Some(_) => return Err(Error::InvalidParameter("k must be an integer".into()).into()),
         };
-        Ok(Arc::new(VectorSearchTable::new(def, shared, query, k)))
+        Ok(Arc::new(VectorSearchTable::new(def, column, shared, query, k)))
     }
 }
 
 #[derive(Debug)]
 pub struct VectorSearchTable {
     def: Arc<TableDef>,
+    /// The vector column searched.
+    column: usize,
     shared: Arc<Core>,
     query: Option<Vec<f32>>,
     k: Option<usize>,
@@ -214,6 +223,7 @@ pub struct VectorSearchTable {
 impl VectorSearchTable {
     fn new(
         def: Arc<TableDef>,
+        column: usize,
         shared: Arc<Core>,
         query: Option<Vec<f32>>,
         k: Option<usize>,
@@ -221,6 +231,7 @@ impl VectorSearchTable {
         VectorSearchTable {
             schema: search_schema(&def),
             def,
+            column,
             shared,
             query,
             k,
@@ -328,6 +339,7 @@ impl TableProvider for VectorSearchTable {
         Ok(Arc::new(VectorSearchExec {
             index_filter,
             def: self.def.clone(),
+            column: self.column,
             shared: self.shared.clone(),
             query: self.query.clone(),
             k: self.k,
@@ -335,7 +347,9 @@ impl TableProvider for VectorSearchTable {
             residual_text,
             checks,
             pre_checks,
-            row_scan: settings.row_scan,
+            // A vector column the index does not hold (no declared dimension) is
+            // searched by reading every row.
+            row_scan: settings.row_scan || self.def.distance_of(self.column).is_none(),
             full_schema: self.schema.clone(),
             cols,
             props: Arc::new(single_partition_props(&out_schema)),
@@ -348,6 +362,7 @@ impl TableProvider for VectorSearchTable {
 
 pub struct VectorSearchExec {
     def: Arc<TableDef>,
+    column: usize,
     shared: Arc<Core>,
     query: Option<Vec<f32>>,
     k: Option<usize>,
@@ -371,10 +386,13 @@ impl VectorSearchExec {
         &self.def
     }
 
-    /// The same search for another query vector (the plan cache's substitution).
-    pub(crate) fn with_query(&self, query: Vec<f32>) -> VectorSearchExec {
-        VectorSearchExec {
+    /// The same search for another query vector (the plan cache's substitution), of the
+    /// searched column's dimension.
+    pub(crate) fn with_query(&self, query: Vec<f32>) -> Result<VectorSearchExec> {
+        check_vector(&query, self.def.dimension_of(self.column))?;
+        Ok(VectorSearchExec {
             def: self.def.clone(),
+            column: self.column,
             shared: self.shared.clone(),
             query: Some(query),
             k: self.k,
@@ -390,7 +408,7 @@ impl VectorSearchExec {
             params: self.params.clone(),
             notices: self.notices.clone(),
             index_filter: self.index_filter.clone(),
-        }
+        })
     }
 }
 
@@ -407,7 +425,10 @@ impl DisplayAs for VectorSearchExec {
             Some(k) => write!(f, "{k}")?,
             None => write!(f, "$")?,
         }
-        write!(f, ", distance={}", self.def.distance.name())?;
+        if self.def.vector_columns().nth(1).is_some() {
+            write!(f, ", vector={}", self.def.columns[self.column].name)?;
+        }
+        write!(f, ", distance={}", search_distance(&self.def, self.column).name())?;
         if self.row_scan {
             write!(f, ", mode=exact row scan")?;
         }
@@ -471,7 +492,8 @@ impl ExecutionPlan for VectorSearchExec {
         };
         let search = Search {
             def: self.def.clone(),
-            vector: self.def.require_vector("vector_search")?,
+            vector: self.column,
+            distance: search_distance(&self.def, self.column),
             shared: self.shared.clone(),
             query,
             k,
@@ -516,6 +538,8 @@ pub(crate) struct Search {
     pub def: Arc<TableDef>,
     /// The vector column searched.
     pub vector: usize,
+    /// How its vectors are compared.
+    pub distance: Distance,
     pub shared: Arc<Core>,
     pub query: Vec<f32>,
     pub k: usize,
@@ -558,6 +582,19 @@ impl Search {
             }
             Checks::Rows(check) => Ok(rows.iter().map(|(r, _)| check(r)).collect()),
         }
+    }
+
+    /// The exact distance of a row's vector from the query; vectors of another length
+    /// (a column without a declared dimension) are an error, as in pgvector.
+    fn measure(&self, v: &[f32]) -> Result<f64> {
+        if v.len() != self.query.len() {
+            return Err(Error::DataException(format!(
+                "different vector dimensions {} and {}",
+                v.len(),
+                self.query.len()
+            )));
+        }
+        Ok(self.distance.exact(&self.query, v))
     }
 
     pub(crate) async fn run(self) -> Result<RecordBatch> {
@@ -620,7 +657,7 @@ impl Search {
                     continue;
                 }
                 if let Value::Vector(v) = &row[self.vector] {
-                    let d = self.def.distance.exact(&self.query, v);
+                    let d = self.measure(v)?;
                     best.push((row, d));
                 }
             }
@@ -680,12 +717,10 @@ impl Search {
             let mine: Vec<(Row, f64)> = p
                 .rows()
                 .filter_map(|row| match &row[self.vector] {
-                    Value::Vector(v) => {
-                        Some((row.clone(), self.def.distance.exact(&self.query, v)))
-                    }
+                    Value::Vector(v) => Some(self.measure(v).map(|d| (row.clone(), d))),
                     _ => None,
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             if !mine.is_empty() {
                 let keep = self.passing(&mine, false)?;
                 passed.extend(
@@ -697,6 +732,7 @@ impl Search {
             }
         }
         let own = passed.len();
+        let using = self.def.index_vector_name(self.vector);
         let mut offset = 0usize;
         let mut fetch = self.k;
         let metrics = crate::metrics::global();
@@ -708,6 +744,7 @@ impl Search {
                 .search(
                     &self.def,
                     &SearchQuery {
+                        using: &using,
                         vector: &self.query,
                         filter: pushed.as_ref(),
                         limit: fetch,
@@ -729,7 +766,7 @@ impl Search {
             let mut candidates = Vec::with_capacity(rows.len());
             for row in rows.into_iter().flatten() {
                 if let Value::Vector(v) = &row[self.vector] {
-                    let d = self.def.distance.exact(&self.query, v);
+                    let d = self.measure(v)?;
                     candidates.push((row, d));
                 }
             }
@@ -765,6 +802,13 @@ impl Search {
         passed.truncate(self.k);
         self.batch(&passed)
     }
+}
+
+/// The distance a search of a vector column uses: its index's, or for a column the
+/// index does not hold, the table's.
+pub(crate) fn search_distance(def: &TableDef, column: usize) -> Distance {
+    def.distance_of(column)
+        .unwrap_or_else(|| def.default_distance())
 }
 
 /// Which rows of `batch` every one of `checks` holds true for (NULL is not true).

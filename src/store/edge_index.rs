@@ -229,10 +229,13 @@ fn maintain(s: &Shard) {
 /// The shard configuration a table's options ask for.
 fn edge_config(def: &TableDef) -> Result<EdgeConfig> {
     let o = IndexOptions::parse(&def.options)?;
-    let mut builder = EdgeConfig::builder().vector(
-        "",
-        EdgeVectorParams::builder(def.dimension(), edge_distance(def.distance)).build(),
-    );
+    let mut builder = EdgeConfig::builder();
+    for (column, distance) in def.vectors() {
+        builder = builder.vector(
+            def.index_vector_name(column),
+            EdgeVectorParams::builder(def.dimension_of(column), edge_distance(distance)).build(),
+        );
+    }
     if let Some(kb) = o.indexing_threshold_kb {
         builder = builder.optimizers(qdrant_edge::EdgeOptimizersConfig {
             indexing_threshold: Some(kb),
@@ -375,13 +378,8 @@ fn reconfigure(s: &Shard, def: &TableDef, root: &Path) -> Result<Option<Shard>> 
             .map_err(err)?;
         let mut list = Vec::with_capacity(records.len());
         for r in records {
-            let vector = match r.vector {
-                Some(qdrant_edge::VectorStructInternal::Single(v)) => v,
-                Some(qdrant_edge::VectorStructInternal::Named(mut m)) => match m.remove("") {
-                    Some(qdrant_edge::VectorInternal::Dense(v)) => v,
-                    _ => return Err(err("a point without its vector")),
-                },
-                _ => return Err(err("a point without its vector")),
+            let Some(vector) = r.vector else {
+                return Err(err("a point without its vectors"));
             };
             let payload = r
                 .payload
@@ -469,7 +467,7 @@ impl EdgeIndex {
                 .map(|p| {
                     PointStruct::new(
                         PointId::Uuid(p.id),
-                        p.vector,
+                        p.vectors,
                         serde_json::Value::Object(p.payload),
                     )
                     .into()
@@ -755,6 +753,7 @@ impl VectorIndex for EdgeIndex {
 
     async fn search(&self, table: &TableDef, query: &SearchQuery<'_>) -> Result<Vec<Hit>> {
         let SearchQuery {
+            using,
             vector,
             filter,
             limit,
@@ -767,9 +766,14 @@ impl VectorIndex for EdgeIndex {
             None => None,
         };
         let request = SearchRequest {
-            query: qdrant_edge::QueryEnum::Nearest(qdrant_edge::NamedQuery::default_dense(
-                vector.to_vec(),
-            )),
+            query: qdrant_edge::QueryEnum::Nearest(if using.is_empty() {
+                qdrant_edge::NamedQuery::default_dense(vector.to_vec())
+            } else {
+                qdrant_edge::NamedQuery::new(
+                    qdrant_edge::VectorInternal::Dense(vector.to_vec()),
+                    using,
+                )
+            }),
             filter,
             params: Some(qdrant_edge::SearchParams {
                 hnsw_ef: params.hnsw_ef,

@@ -175,10 +175,16 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     /// Indexes into `columns`, in key order.
     pub primary_key: Vec<usize>,
-    /// Index into `columns` of the vector column; `None` for a table of rows only (no
-    /// collection, no outbox entries: the index never hears of it).
+    /// Index into `columns` of the first indexed vector column (the one a search that
+    /// names none uses); `None` for a table of rows only (no collection, no outbox
+    /// entries: the index never hears of it).
     pub vector_column: Option<usize>,
+    /// The distance `vector_column` is indexed by.
     pub distance: Distance,
+    /// The other indexed vector columns (positions) and their distances: a table with
+    /// several keeps one collection with a named vector per column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_vectors: Vec<(usize, Distance)>,
     /// Options given at CREATE TABLE, kept for later issues (hnsw m, quantization...).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
@@ -385,10 +391,88 @@ impl TableDef {
     }
 
     pub fn dimension(&self) -> usize {
-        match self.vector_column.map(|v| &self.columns[v].ty) {
+        self.vector_column.map_or(0, |v| self.dimension_of(v))
+    }
+
+    /// The declared dimension of a vector column (0: none declared, or not a vector).
+    pub fn dimension_of(&self, column: usize) -> usize {
+        match self.columns.get(column).map(|c| &c.ty) {
             Some(ColumnType::Vector(n)) => *n,
             _ => 0,
         }
+    }
+
+    /// Every indexed vector column and its distance, `vector_column` first.
+    pub fn vectors(&self) -> Vec<(usize, Distance)> {
+        self.vector_column
+            .map(|v| (v, self.distance))
+            .into_iter()
+            .chain(self.more_vectors.iter().copied())
+            .collect()
+    }
+
+    /// The distance an indexed vector column is searched by; `None` for a column the
+    /// index does not hold (not a vector, or a vector without a declared dimension).
+    pub fn distance_of(&self, column: usize) -> Option<Distance> {
+        self.vectors()
+            .into_iter()
+            .find(|(c, _)| *c == column)
+            .map(|(_, d)| d)
+    }
+
+    /// The table's own distance (`WITH (distance = ...)`, cosine by default): what a
+    /// vector column is searched by until an index's operator class says otherwise.
+    pub fn default_distance(&self) -> Distance {
+        self.options
+            .get("distance")
+            .and_then(|d| Distance::parse(d))
+            .unwrap_or(Distance::Cosine)
+    }
+
+    /// Set the distance an indexed vector column is searched by.
+    pub fn set_distance(&mut self, column: usize, distance: Distance) {
+        if self.vector_column == Some(column) {
+            self.distance = distance;
+        }
+        for (c, d) in &mut self.more_vectors {
+            if *c == column {
+                *d = distance;
+            }
+        }
+    }
+
+    /// Make the index hold these vector columns (positions and distances, in column
+    /// order): the first becomes `vector_column`.
+    pub fn set_vectors(&mut self, mut vectors: Vec<(usize, Distance)>) {
+        vectors.sort_by_key(|(c, _)| *c);
+        let mut all = vectors.into_iter();
+        match all.next() {
+            Some((c, d)) => {
+                self.vector_column = Some(c);
+                self.distance = d;
+            }
+            None => self.vector_column = None,
+        }
+        self.more_vectors = all.collect();
+    }
+
+    /// The name of a vector column's vectors in the collection: none (Qdrant's default
+    /// vector) when the table indexes one vector column, else the column's stored name.
+    pub fn index_vector_name(&self, column: usize) -> String {
+        if self.more_vectors.is_empty() {
+            String::new()
+        } else {
+            self.columns[column].stored_name().to_string()
+        }
+    }
+
+    /// Every column of a pgvector type, indexed or not.
+    pub fn vector_columns(&self) -> impl Iterator<Item = usize> + '_ {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.ty, ColumnType::Vector(_)))
+            .map(|(i, _)| i)
     }
 
     /// Whether the table has a vector index (a vector column).
@@ -401,8 +485,8 @@ impl TableDef {
         self.vector_column.map(|v| self.columns[v].name.as_str())
     }
 
-    /// The vector column, or 42809 naming what needed it: a table of rows only cannot
-    /// be searched.
+    /// The vector index's column, or 42809 naming what needed it: a table of rows only
+    /// has no index.
     pub fn require_vector(&self, what: &str) -> crate::error::Result<usize> {
         self.vector_column.ok_or_else(|| {
             crate::error::Error::WrongObjectType(format!(
@@ -410,6 +494,47 @@ impl TableDef {
                 self.name
             ))
         })
+    }
+
+    /// The vector column a search names, or the table's only one when it names none:
+    /// 42703 for no such column, 42809 for one that is not a vector (or a table without
+    /// one), 42702 when the table has several and none is named.
+    pub fn search_column(&self, name: Option<&str>, what: &str) -> crate::error::Result<usize> {
+        use crate::error::Error;
+        if let Some(name) = name {
+            let c = self
+                .column_index(name)
+                .ok_or_else(|| Error::UndefinedColumnOf(name.to_string(), self.name.clone()))?;
+            if !matches!(self.columns[c].ty, ColumnType::Vector(_)) {
+                return Err(Error::WrongObjectType(format!(
+                    "column \"{name}\" of table \"{}\" is not a vector column: {what} searches a vector column",
+                    self.name
+                )));
+            }
+            return Ok(c);
+        }
+        let all: Vec<usize> = self.vector_columns().collect();
+        match all.as_slice() {
+            [c] => Ok(*c),
+            [] => Err(Error::WrongObjectType(format!(
+                "table \"{}\" has no vector column: {what} needs one",
+                self.name
+            ))),
+            several => {
+                let names: Vec<&str> = several
+                    .iter()
+                    .map(|&c| self.columns[c].name.as_str())
+                    .collect();
+                Err(Error::Ambiguous(format!(
+                    "table \"{}\" has {} vector columns ({}): name the one to search, as in vector_search('{}', '{}', query, k)",
+                    self.name,
+                    several.len(),
+                    names.join(", "),
+                    self.name,
+                    names[0]
+                )))
+            }
+        }
     }
 
     pub fn key_of(&self, row: &[Value]) -> Vec<Value> {
@@ -444,12 +569,11 @@ impl TableDef {
     }
 
     /// Columns that go into the index payload: every scalar or array column that a
-    /// pushed-down filter may test (everything but the vector).
+    /// pushed-down filter may test (everything but the vectors).
     pub fn payload_columns(&self) -> impl Iterator<Item = (usize, &ColumnDef)> {
-        self.columns
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| Some(*i) != self.vector_column && !self.kept_out(&c.name))
+        self.columns.iter().enumerate().filter(|(_, c)| {
+            !matches!(c.ty, ColumnType::Vector(_)) && !self.kept_out(&c.name)
+        })
     }
 
     /// A table for unit tests: nullable columns, the first the key, the vector column
@@ -474,6 +598,7 @@ impl TableDef {
                 .iter()
                 .position(|(_, ty)| matches!(ty, ColumnType::Vector(_))),
             distance: Distance::Cosine,
+            more_vectors: vec![],
             options: Default::default(),
             unique: vec![],
             checks: vec![],
@@ -700,11 +825,13 @@ pub fn now_micros() -> i64 {
         .unwrap_or_default()
 }
 
-/// One point of the vector index: derived id, vector and filter payload.
+/// One point of the vector index: derived id, vectors and filter payload.
 #[derive(Debug, Clone)]
 pub struct Point {
     pub id: uuid::Uuid,
-    pub vector: Vec<f32>,
+    /// The row's vectors by their names in the collection (see
+    /// [`TableDef::index_vector_name`]); a NULL vector is absent.
+    pub vectors: Vec<(String, Vec<f32>)>,
     /// Payload values by column name, plus the encoded key.
     pub payload: serde_json::Map<String, serde_json::Value>,
 }
@@ -731,6 +858,9 @@ pub struct SearchParams {
 /// pass `filter`, skipping the first `offset`.
 #[derive(Debug, Clone, Copy)]
 pub struct SearchQuery<'a> {
+    /// The name of the searched vectors in the collection (see
+    /// [`TableDef::index_vector_name`]).
+    pub using: &'a str,
     pub vector: &'a [f32],
     pub filter: Option<&'a Predicate>,
     pub limit: usize,
@@ -826,9 +956,17 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 
 /// Build the index point for a row.
 pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
-    let Value::Vector(v) = &row[table.vector_column?] else {
+    let vectors: Vec<(String, Vec<f32>)> = table
+        .vectors()
+        .into_iter()
+        .filter_map(|(c, _)| match &row[c] {
+            Value::Vector(v) => Some((table.index_vector_name(c), v.clone())),
+            _ => None,
+        })
+        .collect();
+    if vectors.is_empty() {
         return None;
-    };
+    }
     let key = table.key_of(row);
     let mut payload = serde_json::Map::new();
     let mut json_keys = Vec::new();
@@ -855,7 +993,16 @@ pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
     );
     // The payload map is ordered by key, so its JSON text is canonical.
     let text = serde_json::Value::Object(payload.clone()).to_string();
-    let hash = fnv1a(v.iter().flat_map(|x| x.to_le_bytes()).chain(text.bytes()));
+    let hash = fnv1a(
+        vectors
+            .iter()
+            .flat_map(|(name, v)| {
+                name.bytes()
+                    .chain(v.iter().flat_map(|x| x.to_le_bytes()))
+                    .collect::<Vec<u8>>()
+            })
+            .chain(text.bytes()),
+    );
     payload.insert(
         HASH_FIELD.to_string(),
         serde_json::Value::String(format!("{hash:016x}")),
@@ -870,7 +1017,7 @@ pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
     }
     Some(Point {
         id: keys::point_id(&table.name, &key),
-        vector: v.clone(),
+        vectors,
         payload,
     })
 }

@@ -279,14 +279,26 @@ fn quantization(o: &IndexOptions) -> Option<QConfig> {
 /// The request that creates a table's collection.
 pub fn create_request(def: &TableDef, name: &str) -> Result<CreateCollection> {
     let o = IndexOptions::parse(&def.options)?;
+    let params = |column: usize, d: Distance| VectorParams {
+        size: def.dimension_of(column) as u64,
+        distance: distance(d) as i32,
+        ..Default::default()
+    };
+    // One vector column: the collection's default (unnamed) vectors; several: one
+    // named vector per column.
+    let config = match def.vectors().as_slice() {
+        [(column, d)] => vectors_config::Config::Params(params(*column, *d)),
+        all => vectors_config::Config::ParamsMap(qdrant::VectorParamsMap {
+            map: all
+                .iter()
+                .map(|&(column, d)| (def.index_vector_name(column), params(column, d)))
+                .collect(),
+        }),
+    };
     Ok(CreateCollection {
         collection_name: name.to_string(),
         vectors_config: Some(VectorsConfig {
-            config: Some(vectors_config::Config::Params(VectorParams {
-                size: def.dimension() as u64,
-                distance: distance(def.distance) as i32,
-                ..Default::default()
-            })),
+            config: Some(config),
         }),
         hnsw_config: hnsw(&o),
         quantization_config: quantization(&o).map(|q| QuantizationConfig {
@@ -443,7 +455,11 @@ pub fn point_struct(def: &TableDef, p: Point) -> PointStruct {
             }
         }
     }
-    PointStruct::new(PointId::from(p.id), p.vector, payload)
+    let vectors: qdrant::Vectors = match p.vectors.as_slice() {
+        [(name, _)] if name.is_empty() => p.vectors.into_iter().next().map(|(_, v)| v).unwrap_or_default().into(),
+        _ => p.vectors.into_iter().collect::<HashMap<String, Vec<f32>>>().into(),
+    };
+    PointStruct::new(PointId::from(p.id), vectors, payload)
 }
 
 fn column_type<'a>(def: &'a TableDef, column: &str) -> Option<&'a ColumnType> {
@@ -592,6 +608,7 @@ pub fn search_request(
     timeout: Duration,
 ) -> Result<SearchPoints> {
     let SearchQuery {
+        using,
         vector,
         filter,
         limit,
@@ -616,6 +633,7 @@ pub fn search_request(
     Ok(SearchPoints {
         collection_name: name.to_string(),
         vector: vector.to_vec(),
+        vector_name: (!using.is_empty()).then(|| using.to_string()),
         filter: filter.map(|p| to_filter(def, p)).transpose()?,
         limit: limit as u64,
         offset: (offset > 0).then_some(offset as u64),
@@ -1231,6 +1249,7 @@ mod tests {
                 ..Default::default()
             };
             let query = SearchQuery {
+                using: "",
                 vector: &[1.0, 2.0, 3.0],
                 filter: None,
                 limit: 10,
@@ -1263,6 +1282,75 @@ mod tests {
     }
 
     #[test]
+    fn several_vector_columns_are_named_vectors() {
+        let mut def = TableDef::for_tests(
+            "docs",
+            &[
+                ("id", ColumnType::BigInt),
+                ("title", ColumnType::Vector(3)),
+                ("body", ColumnType::Vector(2)),
+                ("raw", ColumnType::Vector(0)),
+            ],
+        );
+        def.set_vectors(vec![(2, Distance::Dot), (1, Distance::L2)]);
+        let c = create_request(&def, "c").expect("valid");
+        let Some(vectors_config::Config::ParamsMap(m)) = c.vectors_config.and_then(|v| v.config)
+        else {
+            panic!("named vector params expected");
+        };
+        let got: BTreeMap<_, _> = m
+            .map
+            .iter()
+            .map(|(k, v)| (k.as_str(), (v.size, v.distance)))
+            .collect();
+        // The column without a dimension is not in the index.
+        assert_eq!(
+            got,
+            BTreeMap::from([
+                ("body", (2, qdrant::Distance::Dot as i32)),
+                ("title", (3, qdrant::Distance::Euclid as i32)),
+            ])
+        );
+        let row = vec![
+            Value::Int(1),
+            Value::Vector(vec![1.0, 2.0, 3.0]),
+            Value::Null,
+            Value::Vector(vec![1.0]),
+        ];
+        let p = crate::store::point_for_row(&def, &row).expect("a point");
+        let vectors = point_struct(&def, p).vectors.and_then(|v| v.vectors_options);
+        match vectors {
+            Some(qdrant::vectors::VectorsOptions::Vectors(n)) => {
+                assert_eq!(n.vectors.keys().collect::<Vec<_>>(), vec!["title"]);
+            }
+            other => panic!("named vectors expected, got {other:?}"),
+        }
+        let params = crate::store::SearchParams::default();
+        let query = SearchQuery {
+            using: "body",
+            vector: &[1.0, 0.0],
+            filter: None,
+            limit: 3,
+            offset: 0,
+            params: &params,
+        };
+        let r = search_request(&def, "c", &query, Duration::from_secs(3)).expect("valid");
+        assert_eq!(r.vector_name.as_deref(), Some("body"));
+        // A table with one vector column keeps the collection's default vector.
+        let single = table(&[]);
+        let Some(vectors_config::Config::Params(_)) = create_request(&single, "c")
+            .expect("valid")
+            .vectors_config
+            .and_then(|v| v.config)
+        else {
+            panic!("default vector params expected");
+        };
+        let query = SearchQuery { using: "", ..query };
+        let r = search_request(&single, "c", &query, Duration::from_secs(3)).expect("valid");
+        assert_eq!(r.vector_name, None);
+    }
+
+    #[test]
     fn search_requests_carry_the_session_settings() {
         let def = table(&[]);
         let params = crate::store::SearchParams {
@@ -1273,6 +1361,7 @@ mod tests {
         };
         let filter = cmp("org", CmpOp::Eq, Scalar::Text("a".into()));
         let query = SearchQuery {
+            using: "",
             vector: &[1.0, 2.0, 3.0],
             filter: Some(&filter),
             limit: 10,

@@ -195,6 +195,7 @@ fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
         ColumnType::Bytea => "blob".into(),
         ColumnType::Numeric(..) => "decimal".into(),
         ColumnType::Jsonb | ColumnType::Json => "text".into(),
+        ColumnType::Vector(0) => "list<float>".into(),
         ColumnType::Vector(_) if list_vectors => "list<float>".into(),
         ColumnType::Vector(n) => format!("vector<float, {n}>"),
     }
@@ -259,9 +260,9 @@ pub fn to_cql(v: &Value, ty: &ColumnType, list_vectors: bool) -> Result<Option<C
                 *sc as i32,
             ),
         ),
-        (Value::Vector(v), _) => {
+        (Value::Vector(v), ty) => {
             let items = v.iter().map(|x| CqlValue::Float(*x)).collect();
-            if list_vectors {
+            if list_vectors || matches!(ty, ColumnType::Vector(0)) {
                 CqlValue::List(items)
             } else {
                 CqlValue::Vector(items)
@@ -779,6 +780,7 @@ impl ScyllaRows {
             primary_key,
             vector_column: Some(vector_column),
             distance: super::Distance::Cosine,
+            more_vectors: vec![],
             options,
             unique: vec![],
             checks: vec![],

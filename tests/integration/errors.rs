@@ -57,10 +57,6 @@ async fn errors_carry_sqlstates_and_keep_the_connection() {
             "SELECT * FROM vector_search('rowsonly', '[1,0,0]', 1)",
             "42809",
         ),
-        (
-            "CREATE TABLE two (id int PRIMARY KEY, a vector(2), b vector(2))",
-            "42P16",
-        ),
         ("CREATE TABLE nopk (id int, a vector(2))", "42P16"),
         (
             "CREATE TABLE badtype (id int PRIMARY KEY, a vector(2), g geometry)",

@@ -19,6 +19,7 @@ mod search;
 mod security;
 mod slt;
 mod transactions;
+mod vectors;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

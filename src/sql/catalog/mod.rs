@@ -52,6 +52,7 @@ pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
         ColumnType::TextArray => (1009, -1),
         ColumnType::IntArray => (1007, -1),
         ColumnType::BigIntArray => (1016, -1),
+        ColumnType::Vector(0) => (VECTOR_OID, -1),
         ColumnType::Vector(n) => (VECTOR_OID, *n as i32),
         ColumnType::Bytea => (17, -1),
         // Postgres' numeric typmod: ((precision << 16) | scale) + 4.

@@ -1,0 +1,322 @@
+//! Tables with several vector columns: each column with a dimension is a named vector of
+//! the table's collection, searched by its own distance through `vector_search(t, col,
+//! q, k)` and `ORDER BY col <op> q LIMIT k`; a column without a dimension is searched by
+//! reading the rows. Every answer is checked against an exact oracle computed here,
+//! with filters, through both protocols, before and after columns are added and dropped.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::search::{exact, gaussian};
+use super::{PgVector, Server, sqlstate, vec_text};
+
+const N: usize = 1500;
+const K: usize = 10;
+
+/// One row: a scalar to filter on and three vectors, any of which may be NULL.
+struct Row {
+    id: i64,
+    category: String,
+    bucket: i32,
+    /// vector(16), cosine.
+    title: Option<Vec<f32>>,
+    /// vector(8), l2 (set by an index's operator class).
+    body: Option<Vec<f32>>,
+    /// vector without a dimension, inner product (the table's distance).
+    raw: Option<Vec<f32>>,
+}
+
+fn clustered(rng: &mut StdRng, centers: &[Vec<f32>]) -> Vec<f32> {
+    let c = &centers[rng.gen_range(0..centers.len())];
+    c.iter().map(|x| x + 0.3 * gaussian(rng)).collect()
+}
+
+fn centers(rng: &mut StdRng, dim: usize) -> Vec<Vec<f32>> {
+    (0..12)
+        .map(|_| (0..dim).map(|_| gaussian(rng)).collect())
+        .collect()
+}
+
+fn text_or_null(v: &Option<Vec<f32>>) -> String {
+    v.as_ref()
+        .map_or_else(|| "NULL".to_string(), |v| format!("'{}'", vec_text(v)))
+}
+
+/// The ids of the k rows nearest `query` by `distance` among those with a vector in
+/// `column` that pass `pred`, with their exact distances.
+fn oracle(
+    rows: &[Row],
+    column: fn(&Row) -> &Option<Vec<f32>>,
+    distance: &str,
+    query: &[f32],
+    pred: fn(&Row) -> bool,
+) -> Vec<(i64, f64)> {
+    let mut all: Vec<(i64, f64)> = rows
+        .iter()
+        .filter(|r| pred(r))
+        .filter_map(|r| column(r).as_ref().map(|v| (r.id, exact(distance, query, v))))
+        .collect();
+    all.sort_by(|a, b| a.1.total_cmp(&b.1));
+    all.truncate(K);
+    all
+}
+
+type Column = (&'static str, fn(&Row) -> &Option<Vec<f32>>, &'static str, &'static str);
+
+const COLUMNS: [Column; 3] = [
+    ("title", |r| &r.title, "cosine", "<=>"),
+    ("body", |r| &r.body, "l2", "<->"),
+    ("raw", |r| &r.raw, "dot", "<#>"),
+];
+
+type Filter = (&'static str, fn(&Row) -> bool);
+
+const FILTERS: [Filter; 3] = [
+    ("TRUE", |_| true),
+    ("category = 'c2'", |r| r.category == "c2"),
+    ("bucket < 30 AND category <> 'c1'", |r| {
+        r.bucket < 30 && r.category != "c1"
+    }),
+];
+
+/// Search every column with every filter, both protocols and both query forms, and
+/// compare with the oracle: each answer passes its filter, carries exact distances in
+/// order, and finds (nearly) every row the oracle finds (all of them for the column
+/// the index does not hold, which is read exactly).
+async fn check_all(
+    client: &tokio_postgres::Client,
+    rows: &[Row],
+    columns: &[Column],
+    queries: &[(usize, Vec<f32>)],
+) {
+    for &(name, column, distance, op) in columns {
+        let dim = rows.iter().find_map(|r| column(r).as_ref()).map(Vec::len);
+        for (filter, pred) in FILTERS {
+            let mut found = 0usize;
+            let mut wanted = 0usize;
+            for (q, (_, query)) in queries
+                .iter()
+                .filter(|(d, _)| Some(*d) == dim)
+                .enumerate()
+            {
+                let expected = oracle(rows, column, distance, query, pred);
+                let got: Vec<(i64, f64)> = match q % 3 {
+                    // Extended protocol: the named column, the vector as a real[].
+                    0 => client
+                        .query(
+                            &format!(
+                                "SELECT id, distance FROM vector_search('multi', '{name}', $1, {K}) WHERE {filter} ORDER BY distance"
+                            ),
+                            &[query],
+                        )
+                        .await
+                        .unwrap_or_else(|e| panic!("{name} {filter}: {e}"))
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1)))
+                        .collect(),
+                    // Extended protocol: pgvector's operator, the vector in its binary
+                    // format.
+                    1 => client
+                        .query(
+                            &format!(
+                                "SELECT id, ({name} {op} $1)::float8 FROM multi WHERE {filter} ORDER BY {name} {op} $1 LIMIT {K}"
+                            ),
+                            &[&PgVector(query.clone())],
+                        )
+                        .await
+                        .unwrap_or_else(|e| panic!("{name} {op} {filter}: {e}"))
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1)))
+                        .collect(),
+                    // Simple protocol: text in, text out.
+                    _ => client
+                        .simple_query(&format!(
+                            "SELECT id, {name} {op} '{v}' FROM multi WHERE {filter} ORDER BY {name} {op} '{v}' LIMIT {K}",
+                            v = vec_text(query)
+                        ))
+                        .await
+                        .unwrap_or_else(|e| panic!("{name} {op} {filter}: {e}"))
+                        .iter()
+                        .filter_map(|m| match m {
+                            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+                                r.get(0).and_then(|x| x.parse().ok()).expect("id"),
+                                r.get(1).and_then(|x| x.parse().ok()).expect("distance"),
+                            )),
+                            _ => None,
+                        })
+                        .collect(),
+                };
+                assert_eq!(
+                    got.len(),
+                    expected.len(),
+                    "{name} {filter}: k counts the rows with a vector that pass"
+                );
+                for (id, d) in &got {
+                    let row = &rows[*id as usize];
+                    assert!(pred(row), "{name} {filter}: row {id} fails the filter");
+                    let v = column(row).as_ref().expect("a row with a vector");
+                    let e = exact(distance, query, v);
+                    assert!(
+                        (e - d).abs() < 1e-3 * (1.0 + e.abs()),
+                        "{name}: distance {d} of row {id}, exactly {e}"
+                    );
+                }
+                assert!(got.windows(2).all(|w| w[0].1 <= w[1].1), "{name}: ordered");
+                wanted += expected.len();
+                found += got
+                    .iter()
+                    .filter(|(id, _)| expected.iter().any(|(e, _)| e == id))
+                    .count();
+            }
+            let recall = found as f64 / wanted.max(1) as f64;
+            eprintln!("multi.{name:6} recall@{K} {recall:.3}  filter: {filter}");
+            let floor = if name == "raw" { 1.0 } else { 0.95 };
+            assert!(
+                recall >= floor,
+                "{name} {filter}: recall@{K} {recall:.3} < {floor}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_vector_column_is_searched_by_its_own_distance() {
+    let server = Server::start();
+    let (client, notices) = server.client_with_notices().await;
+    let mut rng = StdRng::seed_from_u64(1616);
+    let (ct, cb, cr) = (centers(&mut rng, 16), centers(&mut rng, 8), centers(&mut rng, 4));
+    let mut rows: Vec<Row> = (0..N)
+        .map(|i| Row {
+            id: i as i64,
+            category: format!("c{}", i % 5),
+            bucket: (i % 100) as i32,
+            title: (i % 7 != 0).then(|| clustered(&mut rng, &ct)),
+            body: (i % 5 != 1).then(|| clustered(&mut rng, &cb)),
+            raw: (i % 3 != 2).then(|| clustered(&mut rng, &cr)),
+        })
+        .collect();
+    client
+        .batch_execute(
+            "CREATE TABLE multi (id bigint PRIMARY KEY, category text, bucket int, \
+             title vector(16), body vector(8), raw vector) \
+             WITH (distance = 'dot', indexing_threshold_kb = 16)",
+        )
+        .await
+        .expect("create");
+    assert!(
+        notices.lock().expect("notices").iter().any(|n| n.contains("\"raw\" has no dimension")),
+        "a column without a dimension is announced as read row by row"
+    );
+    for chunk in rows.chunks(250) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|r| {
+                format!(
+                    "({}, '{}', {}, {}, {}, {})",
+                    r.id,
+                    r.category,
+                    r.bucket,
+                    text_or_null(&r.title),
+                    text_or_null(&r.body),
+                    text_or_null(&r.raw)
+                )
+            })
+            .collect();
+        client
+            .batch_execute(&format!("INSERT INTO multi VALUES {}", values.join(", ")))
+            .await
+            .expect("insert");
+    }
+    // The title column by cosine (its own operator class), body by l2: the table's
+    // default (dot) is what a column gets until an index says otherwise.
+    client
+        .batch_execute(
+            "CREATE INDEX ON multi USING hnsw (title vector_cosine_ops);
+             CREATE INDEX ON multi USING hnsw (body vector_l2_ops);",
+        )
+        .await
+        .expect("indexes");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    // Without a column named, a table with several is ambiguous.
+    let e = client
+        .query("SELECT id FROM vector_search('multi', '[1,2]', 3)", &[])
+        .await
+        .expect_err("ambiguous");
+    assert_eq!(sqlstate(&e), "42702");
+    let e = client
+        .query("SELECT id FROM vector_search('multi', 'category', '[1,2]', 3)", &[])
+        .await
+        .expect_err("not a vector");
+    assert_eq!(sqlstate(&e), "42809");
+    let e = client
+        .query("SELECT id FROM vector_search('multi', 'body', '[1,2]', 3)", &[])
+        .await
+        .expect_err("wrong dimension");
+    assert_eq!(sqlstate(&e), "22000");
+
+    // Each column's search is its own index search, or a row scan for `raw`.
+    let plan = super::explain(
+        &client,
+        "SELECT id FROM multi WHERE category = 'c2' ORDER BY body <-> $1 LIMIT 5",
+        &[&PgVector(vec![0.0; 8])],
+    )
+    .await;
+    assert!(
+        plan.contains("VectorSearchExec: table=multi, k=5, vector=body, distance=l2"),
+        "{plan}"
+    );
+    let plan = super::explain(
+        &client,
+        "SELECT id FROM vector_search('multi', 'raw', '[1,0,0,0]', 5)",
+        &[],
+    )
+    .await;
+    assert!(plan.contains("vector=raw, distance=dot, mode=exact row scan"), "{plan}");
+
+    let mut queries: Vec<(usize, Vec<f32>)> = Vec::new();
+    for _ in 0..9 {
+        queries.push((16, clustered(&mut rng, &ct)));
+        queries.push((8, clustered(&mut rng, &cb)));
+        queries.push((4, clustered(&mut rng, &cr)));
+    }
+    check_all(&client, &rows, &COLUMNS, &queries).await;
+
+    // A row's vectors change one at a time: each column's search follows its own.
+    client
+        .batch_execute(&format!(
+            "UPDATE multi SET body = NULL WHERE id = 3; UPDATE multi SET title = '{}' WHERE id = 3;",
+            vec_text(&queries[0].1)
+        ))
+        .await
+        .expect("update");
+    rows[3].body = None;
+    rows[3].title = Some(queries[0].1.clone());
+    check_all(&client, &rows, &COLUMNS[..2], &queries).await;
+
+    // A vector column added later is indexed from the rows it is given; dropping
+    // another leaves the rest searchable.
+    client
+        .batch_execute(
+            "ALTER TABLE multi ADD COLUMN extra vector(16);
+             UPDATE multi SET extra = title WHERE bucket < 50;
+             ALTER TABLE multi DROP COLUMN body;",
+        )
+        .await
+        .expect("add and drop");
+    for r in &mut rows {
+        r.body = if r.bucket < 50 { r.title.clone() } else { None };
+    }
+    const AFTER: [Column; 2] = [
+        ("title", |r| &r.title, "cosine", "<=>"),
+        // `extra` took `body`'s place in the rows above; searched by the table's dot.
+        ("extra", |r| &r.body, "dot", "<#>"),
+    ];
+    let queries: Vec<(usize, Vec<f32>)> = queries.into_iter().filter(|(d, _)| *d == 16).collect();
+    check_all(&client, &rows, &AFTER, &queries).await;
+    let e = client
+        .query("SELECT id FROM vector_search('multi', 'body', $1, 3)", &[&vec![0f32; 8]])
+        .await
+        .expect_err("dropped");
+    assert_eq!(sqlstate(&e), "42703");
+}
