@@ -409,7 +409,9 @@ fn conditions(
         _ => return None,
     };
     let i = def.column_index(&column)?;
-    (!matches!(def.columns[i].ty, ColumnType::Vector(_)) && direct_condition(&def.columns[i].ty, op)).then_some(())?;
+    (!matches!(def.columns[i].ty, ColumnType::Vector(_))
+        && direct_condition(&def.columns[i].ty, op))
+    .then_some(())?;
     out.push(Cond { column, op, value });
     Some(())
 }

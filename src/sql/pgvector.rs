@@ -317,10 +317,10 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
 
 /// Whether some table's vector column has this name.
 fn is_vector_column(shared: &Core, name: &str) -> bool {
-    shared.tables().iter().any(|d| {
-        d.vector_columns()
-            .any(|c| d.columns[c].name == name)
-    })
+    shared
+        .tables()
+        .iter()
+        .any(|d| d.vector_columns().any(|c| d.columns[c].name == name))
 }
 
 fn column_name(e: &SqlExpr) -> Option<String> {

@@ -185,7 +185,10 @@ impl TableFunctionImpl for VectorSearchFunction {
         let def = shared.table(&table)?;
         let (column, rest) = if exprs.len() == 4 {
             let name = text_arg(1, "second")?;
-            (def.search_column(Some(&name), "vector_search")?, &exprs[2..])
+            (
+                def.search_column(Some(&name), "vector_search")?,
+                &exprs[2..],
+            )
         } else {
             (def.search_column(None, "vector_search")?, &exprs[1..])
         };
@@ -205,7 +208,9 @@ impl TableFunctionImpl for VectorSearchFunction {
             }
             Some(_) => return Err(Error::InvalidParameter("k must be an integer".into()).into()),
         };
-        Ok(Arc::new(VectorSearchTable::new(def, column, shared, query, k)))
+        Ok(Arc::new(VectorSearchTable::new(
+            def, column, shared, query, k,
+        )))
     }
 }
 
@@ -428,7 +433,11 @@ impl DisplayAs for VectorSearchExec {
         if self.def.vector_columns().nth(1).is_some() {
             write!(f, ", vector={}", self.def.columns[self.column].name)?;
         }
-        write!(f, ", distance={}", search_distance(&self.def, self.column).name())?;
+        write!(
+            f,
+            ", distance={}",
+            search_distance(&self.def, self.column).name()
+        )?;
         if self.row_scan {
             write!(f, ", mode=exact row scan")?;
         }

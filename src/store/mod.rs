@@ -571,9 +571,10 @@ impl TableDef {
     /// Columns that go into the index payload: every scalar or array column that a
     /// pushed-down filter may test (everything but the vectors).
     pub fn payload_columns(&self) -> impl Iterator<Item = (usize, &ColumnDef)> {
-        self.columns.iter().enumerate().filter(|(_, c)| {
-            !matches!(c.ty, ColumnType::Vector(_)) && !self.kept_out(&c.name)
-        })
+        self.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !matches!(c.ty, ColumnType::Vector(_)) && !self.kept_out(&c.name))
     }
 
     /// A table for unit tests: nullable columns, the first the key, the vector column

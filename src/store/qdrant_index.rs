@@ -456,8 +456,18 @@ pub fn point_struct(def: &TableDef, p: Point) -> PointStruct {
         }
     }
     let vectors: qdrant::Vectors = match p.vectors.as_slice() {
-        [(name, _)] if name.is_empty() => p.vectors.into_iter().next().map(|(_, v)| v).unwrap_or_default().into(),
-        _ => p.vectors.into_iter().collect::<HashMap<String, Vec<f32>>>().into(),
+        [(name, _)] if name.is_empty() => p
+            .vectors
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or_default()
+            .into(),
+        _ => p
+            .vectors
+            .into_iter()
+            .collect::<HashMap<String, Vec<f32>>>()
+            .into(),
     };
     PointStruct::new(PointId::from(p.id), vectors, payload)
 }
@@ -1318,7 +1328,9 @@ mod tests {
             Value::Vector(vec![1.0]),
         ];
         let p = crate::store::point_for_row(&def, &row).expect("a point");
-        let vectors = point_struct(&def, p).vectors.and_then(|v| v.vectors_options);
+        let vectors = point_struct(&def, p)
+            .vectors
+            .and_then(|v| v.vectors_options);
         match vectors {
             Some(qdrant::vectors::VectorsOptions::Vectors(n)) => {
                 assert_eq!(n.vectors.keys().collect::<Vec<_>>(), vec!["title"]);

@@ -54,14 +54,23 @@ fn oracle(
     let mut all: Vec<(i64, f64)> = rows
         .iter()
         .filter(|r| pred(r))
-        .filter_map(|r| column(r).as_ref().map(|v| (r.id, exact(distance, query, v))))
+        .filter_map(|r| {
+            column(r)
+                .as_ref()
+                .map(|v| (r.id, exact(distance, query, v)))
+        })
         .collect();
     all.sort_by(|a, b| a.1.total_cmp(&b.1));
     all.truncate(K);
     all
 }
 
-type Column = (&'static str, fn(&Row) -> &Option<Vec<f32>>, &'static str, &'static str);
+type Column = (
+    &'static str,
+    fn(&Row) -> &Option<Vec<f32>>,
+    &'static str,
+    &'static str,
+);
 
 const COLUMNS: [Column; 3] = [
     ("title", |r| &r.title, "cosine", "<=>"),
@@ -94,11 +103,7 @@ async fn check_all(
         for (filter, pred) in FILTERS {
             let mut found = 0usize;
             let mut wanted = 0usize;
-            for (q, (_, query)) in queries
-                .iter()
-                .filter(|(d, _)| Some(*d) == dim)
-                .enumerate()
-            {
+            for (q, (_, query)) in queries.iter().filter(|(d, _)| Some(*d) == dim).enumerate() {
                 let expected = oracle(rows, column, distance, query, pred);
                 let got: Vec<(i64, f64)> = match q % 3 {
                     // Extended protocol: the named column, the vector as a real[].
@@ -184,7 +189,11 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
     let server = Server::start();
     let (client, notices) = server.client_with_notices().await;
     let mut rng = StdRng::seed_from_u64(1616);
-    let (ct, cb, cr) = (centers(&mut rng, 16), centers(&mut rng, 8), centers(&mut rng, 4));
+    let (ct, cb, cr) = (
+        centers(&mut rng, 16),
+        centers(&mut rng, 8),
+        centers(&mut rng, 4),
+    );
     let mut rows: Vec<Row> = (0..N)
         .map(|i| Row {
             id: i as i64,
@@ -204,7 +213,11 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
         .await
         .expect("create");
     assert!(
-        notices.lock().expect("notices").iter().any(|n| n.contains("\"raw\" has no dimension")),
+        notices
+            .lock()
+            .expect("notices")
+            .iter()
+            .any(|n| n.contains("\"raw\" has no dimension")),
         "a column without a dimension is announced as read row by row"
     );
     for chunk in rows.chunks(250) {
@@ -245,12 +258,18 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
         .expect_err("ambiguous");
     assert_eq!(sqlstate(&e), "42702");
     let e = client
-        .query("SELECT id FROM vector_search('multi', 'category', '[1,2]', 3)", &[])
+        .query(
+            "SELECT id FROM vector_search('multi', 'category', '[1,2]', 3)",
+            &[],
+        )
         .await
         .expect_err("not a vector");
     assert_eq!(sqlstate(&e), "42809");
     let e = client
-        .query("SELECT id FROM vector_search('multi', 'body', '[1,2]', 3)", &[])
+        .query(
+            "SELECT id FROM vector_search('multi', 'body', '[1,2]', 3)",
+            &[],
+        )
         .await
         .expect_err("wrong dimension");
     assert_eq!(sqlstate(&e), "22000");
@@ -272,7 +291,10 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
         &[],
     )
     .await;
-    assert!(plan.contains("vector=raw, distance=dot, mode=exact row scan"), "{plan}");
+    assert!(
+        plan.contains("vector=raw, distance=dot, mode=exact row scan"),
+        "{plan}"
+    );
 
     let mut queries: Vec<(usize, Vec<f32>)> = Vec::new();
     for _ in 0..9 {
@@ -315,7 +337,10 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
     let queries: Vec<(usize, Vec<f32>)> = queries.into_iter().filter(|(d, _)| *d == 16).collect();
     check_all(&client, &rows, &AFTER, &queries).await;
     let e = client
-        .query("SELECT id FROM vector_search('multi', 'body', $1, 3)", &[&vec![0f32; 8]])
+        .query(
+            "SELECT id FROM vector_search('multi', 'body', $1, 3)",
+            &[&vec![0f32; 8]],
+        )
         .await
         .expect_err("dropped");
     assert_eq!(sqlstate(&e), "42703");
