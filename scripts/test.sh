@@ -15,7 +15,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TERM_COLOR=never
 export RUST_BACKTRACE="${RUST_BACKTRACE:-0}"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it began: seconds since the start, so a slow step shows in CI's log.
+step() { printf '\n==> %s   [%s, %ds in]\n' "$*" "$(date +%T)" "$SECONDS"; }
 
 step "tools"
 apt_install() {
@@ -185,5 +186,5 @@ passed=0; failed=0
 for f in "$logs"/pass*.log; do
     passed=$((passed + $(count passed "$f"))); failed=$((failed + $(count failed "$f")))
 done
-echo "${passed} passed, ${failed} failed"
+echo "${passed} passed, ${failed} failed, in ${SECONDS}s"
 exit "$status"
