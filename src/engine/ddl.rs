@@ -36,7 +36,7 @@ pub async fn create_table(core: &Core, def: TableDef, notices: &Notices) -> Resu
             ));
         }
         Err(e) => {
-            let _ = core.rows.drop_table(&def.name).await;
+            let _ = core.rows.drop_table(&def).await;
             return Err(e);
         }
     }
@@ -56,8 +56,43 @@ pub async fn drop_table(core: &Core, name: &str) -> Result<bool> {
         // Dropped anyway: a collection left behind is replaced if the name is reused.
         tracing::warn!(table = %name, error = %e, "the table's vector collection could not be dropped");
     }
-    core.rows.drop_table(name).await?;
+    core.rows.drop_table(&def).await?;
     Ok(true)
+}
+
+/// Rename a table. Only its catalog entry moves: its rows, points and collection stay
+/// under its stored name. Foreign keys that reference it (its own included) follow.
+pub async fn rename_table(core: &Core, def: &TableDef, to: &str) -> Result<()> {
+    if core.has_table(to) {
+        return Err(Error::DuplicateTable(to.to_string()));
+    }
+    let _changing = core.changing(&def.name);
+    let _changing_new = core.changing(to);
+    let mut new = def.clone();
+    let stored = def.stored_name().to_string();
+    new.stored = (stored != to).then_some(stored);
+    new.pk_constraint = Some(def.pk_name());
+    new.name = to.to_string();
+    let follow = |d: &mut TableDef| {
+        for f in &mut d.foreign_keys {
+            if f.table == def.name {
+                f.table = to.to_string();
+            }
+        }
+    };
+    follow(&mut new);
+    core.rows.rename_table(&def.name, &new).await?;
+    core.remove_table(&def.name);
+    core.replace_table(new);
+    for child in core.tables() {
+        if child.name != to && child.foreign_keys.iter().any(|f| f.table == def.name) {
+            let mut child = (*child).clone();
+            follow(&mut child);
+            core.rows.update_table(&child).await?;
+            core.replace_table(child);
+        }
+    }
+    Ok(())
 }
 
 /// Apply changed index options: the index first (a failure leaves everything as it

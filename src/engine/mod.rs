@@ -207,6 +207,16 @@ impl Core {
         self.tables.read().contains_key(name)
     }
 
+    /// The table whose rows are kept under `stored` ([`TableDef::stored_name`]).
+    pub fn table_stored_as(&self, stored: &str) -> Option<Arc<TableDef>> {
+        let tables = self.tables.read();
+        tables
+            .get(stored)
+            .filter(|d| d.stored_name() == stored)
+            .cloned()
+            .or_else(|| tables.values().find(|d| d.stored_name() == stored).cloned())
+    }
+
     /// Every table, in no particular order.
     pub fn tables(&self) -> Vec<Arc<TableDef>> {
         self.tables.read().values().cloned().collect()
@@ -219,7 +229,32 @@ impl Core {
         names
     }
 
-    /// A snapshot of the catalog, by table name.
+    /// The name a new table `name` keeps its rows and index under, if not `name`
+    /// itself: when the stores cannot take `name`, or a table keeps its rows there
+    /// already (one renamed from it), `name` made storable with a random suffix.
+    pub fn storage_name_for(&self, name: &str) -> Option<String> {
+        let taken = |n: &str| self.tables.read().values().any(|d| d.stored_name() == n);
+        if crate::store::storable_name(name) && !taken(name) {
+            return None;
+        }
+        let mut base: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(30)
+            .collect();
+        if !base.starts_with(|c: char| c.is_ascii_alphabetic())
+            || base.starts_with(crate::store::RESERVED_PREFIX)
+        {
+            base.insert_str(0, "t_");
+        }
+        loop {
+            let candidate = format!("{base}_{:08x}", uuid::Uuid::new_v4().as_fields().0);
+            if !taken(&candidate) {
+                return Some(candidate);
+            }
+        }
+    }
+
     /// Whether a FOREIGN KEY of any table references `table`.
     pub fn is_referenced(&self, table: &str) -> bool {
         self.tables
@@ -228,6 +263,7 @@ impl Core {
             .any(|d| d.foreign_keys.iter().any(|f| f.table == table))
     }
 
+    /// A snapshot of the catalog, by table name.
     pub fn catalog(&self) -> HashMap<String, Arc<TableDef>> {
         self.tables.read().clone()
     }

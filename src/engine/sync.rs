@@ -144,7 +144,7 @@ pub async fn apply_keys(
         for (k, r) in keys.iter().zip(&before) {
             match r.as_ref().and_then(|r| point_for_row(def, r)) {
                 Some(p) => upserts.push(p),
-                None => deletes.push(crate::store::keys::point_id(&def.name, k)),
+                None => deletes.push(crate::store::keys::point_id(def.stored_name(), k)),
             }
         }
         if !upserts.is_empty() {
@@ -381,7 +381,7 @@ pub async fn reindex(
         let mut live = std::collections::HashSet::new();
         for (k, r) in keyed.iter().zip(now) {
             if r.as_ref().and_then(|r| point_for_row(def, r)).is_some() {
-                live.insert(crate::store::keys::point_id(&def.name, k));
+                live.insert(crate::store::keys::point_id(def.stored_name(), k));
             }
         }
         let orphans: Vec<uuid::Uuid> = suspects

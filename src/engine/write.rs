@@ -35,7 +35,7 @@ pub async fn write_rows(
     let unindexed: Vec<_> = rows
         .iter()
         .filter(|r| without_vector(def, r))
-        .map(|r| keys::point_id(&def.name, &def.key_of(r)))
+        .map(|r| keys::point_id(def.stored_name(), &def.key_of(r)))
         .collect();
     let ts = now_micros();
     let entries: Vec<OutboxEntry> = rows
@@ -59,7 +59,10 @@ pub async fn delete_rows(
     notices: &Notices,
 ) -> Result<u64> {
     let ts = now_micros();
-    let ids: Vec<_> = keys_.iter().map(|k| keys::point_id(&def.name, k)).collect();
+    let ids: Vec<_> = keys_
+        .iter()
+        .map(|k| keys::point_id(def.stored_name(), k))
+        .collect();
     let entries: Vec<OutboxEntry> = keys_
         .iter()
         .map(|k| OutboxEntry { key: k.clone(), ts })
@@ -152,7 +155,7 @@ pub async fn commit(core: &Core, pending: Vec<Arc<Pending>>, notices: &Notices) 
                     .filter(|r| without_vector(&c.def, r))
                     .map(|r| c.def.key_of(r)),
             )
-            .map(|k| keys::point_id(&c.def.name, &k))
+            .map(|k| keys::point_id(c.def.stored_name(), &k))
             .collect();
         let entries = c
             .keys()

@@ -1,9 +1,10 @@
 //! `ALTER TABLE`: index options, and changes to a live table's columns (ADD, DROP,
 //! RENAME, ALTER COLUMN ... SET/DROP DEFAULT, SET/DROP NOT NULL, TYPE to the same
-//! stored type), in both row stores, without losing a row.
+//! stored type), in both row stores, without losing a row; RENAME TO.
 
 use datafusion::sql::sqlparser::ast::{
-    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, Ident, SqlOption,
+    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, Ident,
+    RenameTableNameKind, SqlOption,
 };
 
 use super::constraints;
@@ -52,16 +53,15 @@ pub(super) async fn alter_table(session: &Session, at: &AlterTable) -> Result<Ou
         )
     }) {
         alter_constraints(session, &def, ops).await
-    } else if let Some(op) = ops
-        .iter()
-        .find(|op| matches!(op, AlterTableOperation::RenameTable { .. }))
-    {
-        Err(Error::FeatureNotSupported(format!(
-            "ALTER TABLE ... {op} is not supported yet: a table's points in the vector index are named after it"
-        )))
+    } else if let [AlterTableOperation::RenameTable { table_name: to }] = ops.as_slice() {
+        let (RenameTableNameKind::To(to) | RenameTableNameKind::As(to)) = to;
+        let to = table_name(to)?;
+        super::statements::check_table_name(&to)?;
+        crate::engine::ddl::rename_table(shared, &def, &to).await?;
+        Ok(Output::Command(DONE.into()))
     } else {
         Err(Error::FeatureNotSupported(format!(
-            "ALTER TABLE ... {} is not supported: ADD COLUMN, DROP COLUMN, RENAME COLUMN, ALTER COLUMN (SET/DROP DEFAULT, SET/DROP NOT NULL, TYPE of the same storage), ADD/DROP CONSTRAINT and SET (index options) are, one kind per statement",
+            "ALTER TABLE ... {} is not supported: ADD COLUMN, DROP COLUMN, RENAME COLUMN, ALTER COLUMN (SET/DROP DEFAULT, SET/DROP NOT NULL, TYPE of the same storage), ADD/DROP CONSTRAINT, SET (index options) and RENAME TO are, one kind per statement",
             ops.iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
@@ -184,7 +184,8 @@ async fn drop_columns(
         .iter()
         .filter(|s| {
             s.owned_by.as_ref().is_some_and(|(t, c)| {
-                *t == def.name && dropped.iter().any(|&i| def.columns[i].name == *c)
+                *t == def.stored_name()
+                    && dropped.iter().any(|&i| def.columns[i].stored_name() == *c)
             })
         })
         .map(|s| s.name.clone())

@@ -98,9 +98,11 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
                     match parts.as_slice() {
                         [.., t, c] => {
                             let def = session.engine.core.table(t)?;
-                            def.column_index(c)
+                            let i = def
+                                .column_index(c)
                                 .ok_or_else(|| Error::UndefinedColumn(c.clone()))?;
-                            Some((t.clone(), c.clone()))
+                            let column = def.columns[i].stored_name().to_string();
+                            Some((def.stored_name().to_string(), column))
                         }
                         _ => {
                             return Err(Error::Syntax(
@@ -395,13 +397,15 @@ pub(super) fn option_text(e: &SqlExpr) -> String {
     }
 }
 
-fn valid_table_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 48
+/// A new table's name: Postgres keeps names of up to 63 bytes (and shortens longer
+/// ones, which vectorgate refuses instead).
+pub(crate) fn check_table_name(name: &str) -> Result<()> {
+    if name.len() > 63 {
+        return Err(Error::FeatureNotSupported(format!(
+            "table name \"{name}\" is longer than 63 bytes"
+        )));
+    }
+    Ok(())
 }
 
 async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
@@ -411,11 +415,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             "CREATE TABLE AS and LIKE are not supported".into(),
         ));
     }
-    if !valid_table_name(&name) {
-        return Err(Error::FeatureNotSupported(format!(
-            "table name \"{name}\" is not supported: use letters, digits and underscores, at most 48"
-        )));
-    }
+    check_table_name(&name)?;
     let shared = &session.engine.core;
     if shared.has_table(&name) {
         if ct.if_not_exists {
@@ -621,6 +621,8 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         })?,
     };
     let mut def = TableDef {
+        stored: shared.storage_name_for(&name),
+        pk_constraint: None,
         name: name.clone(),
         columns,
         primary_key,
@@ -660,7 +662,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             format!("{name}_{col}_seq"),
             Some(def.columns[i].ty.clone()),
             &opts,
-            Some((name.clone(), col)),
+            Some((def.stored_name().to_string(), col)),
         )?;
         def.columns[i].default = Some(format!("nextval('{}'::regclass)", seq.name));
         def.columns[i].identity = identity;
@@ -723,9 +725,11 @@ async fn drop_tables(
     // The sequences their serial and identity columns own go with them.
     let sequences = core.rows.list_sequences().await?;
     for name in targets {
+        let stored = core.table(&name)?.stored_name().to_string();
         crate::engine::ddl::drop_table(core, &name).await?;
         for seq in &sequences {
-            if seq.owned_by.as_ref().is_some_and(|(t, _)| *t == name) {
+            // A sequence's owner is named by the table's stored name, which RENAME keeps.
+            if seq.owned_by.as_ref().is_some_and(|(t, _)| *t == stored) {
                 core.drop_sequence(&seq.name).await?;
             }
         }

@@ -74,7 +74,7 @@ pub(super) async fn truncate(session: &Session, t: &Truncate) -> Result<Output> 
             if seq
                 .owned_by
                 .as_ref()
-                .is_some_and(|(table, _)| targets.iter().any(|d| &d.name == table))
+                .is_some_and(|(table, _)| targets.iter().any(|d| d.stored_name() == table))
             {
                 core.setval(&seq.name, seq.start, false).await?;
             }

@@ -355,11 +355,11 @@ fn shard_dirs(root: &Path, table: &str) -> Vec<(u64, PathBuf)> {
 fn reconfigure(s: &Shard, def: &TableDef, root: &Path) -> Result<Option<Shard>> {
     let config = edge_config(def)?;
     let _g = s.write.lock();
-    let generation = shard_dirs(root, &def.name)
+    let generation = shard_dirs(root, def.stored_name())
         .last()
         .map(|(g, _)| g + 1)
         .unwrap_or(1);
-    let path = root.join(format!("{}@{generation}", def.name));
+    let path = root.join(format!("{}@{generation}", def.stored_name()));
     std::fs::create_dir_all(&path).map_err(err)?;
     let new = EdgeShard::new(&path, config).map_err(err)?;
     create_payload_indexes(&new, def)?;
@@ -460,7 +460,7 @@ impl EdgeIndex {
             return Ok(());
         }
         let shards = self.shards.clone();
-        let table = table.name.clone();
+        let table = table.stored_name().to_string();
         super::run_blocking(move || {
             let list: Vec<_> = points
                 .into_iter()
@@ -494,7 +494,7 @@ impl EdgeIndex {
             return Ok(());
         }
         let shards = self.shards.clone();
-        let table = table.name.clone();
+        let table = table.stored_name().to_string();
         super::run_blocking(move || {
             write_shard(&shards, &table, true, durable, || {
                 UpdateOperation::PointOperation(PointOperations::DeletePoints {
@@ -648,10 +648,10 @@ fn compare(column: &str, op: CmpOp, value: &Scalar) -> Result<Condition> {
 #[async_trait]
 impl VectorIndex for EdgeIndex {
     async fn create_collection(&self, table: &TableDef) -> Result<()> {
-        let path = self.path_of(&table.name);
+        let path = self.path_of(table.stored_name());
         let def = table.clone();
         let shard = tokio::task::spawn_blocking(move || -> Result<EdgeShard> {
-            for (_, old) in shard_dirs(path.parent().unwrap_or(&path), &def.name) {
+            for (_, old) in shard_dirs(path.parent().unwrap_or(&path), def.stored_name()) {
                 std::fs::remove_dir_all(&old).map_err(err)?;
             }
             std::fs::create_dir_all(&path).map_err(err)?;
@@ -665,16 +665,16 @@ impl VectorIndex for EdgeIndex {
         .map_err(err)??;
         self.shards
             .write()
-            .insert(table.name.clone(), Arc::new(new_shard(shard)));
+            .insert(table.stored_name().to_string(), Arc::new(new_shard(shard)));
         Ok(())
     }
 
     async fn has_collection(&self, table: &TableDef) -> Result<bool> {
-        Ok(self.shards.read().contains_key(&table.name))
+        Ok(self.shards.read().contains_key(table.stored_name()))
     }
 
     async fn update_collection(&self, table: &TableDef) -> Result<()> {
-        let shard = self.shard(&table.name)?;
+        let shard = self.shard(table.stored_name())?;
         let def = table.clone();
         let root = self.root.clone();
         let rebuilt = tokio::task::spawn_blocking(move || reconfigure(&shard, &def, &root))
@@ -683,13 +683,13 @@ impl VectorIndex for EdgeIndex {
         if let Some(new) = rebuilt {
             self.shards
                 .write()
-                .insert(table.name.clone(), Arc::new(new));
+                .insert(table.stored_name().to_string(), Arc::new(new));
         }
         Ok(())
     }
 
     async fn index_json_fields(&self, table: &TableDef) -> Result<()> {
-        let shard = self.shard(&table.name)?;
+        let shard = self.shard(table.stored_name())?;
         let def = table.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let _g = shard.write.lock();
@@ -702,7 +702,7 @@ impl VectorIndex for EdgeIndex {
     }
 
     async fn drop_collection(&self, table: &TableDef) -> Result<()> {
-        let table = table.name.as_str();
+        let table = table.stored_name();
         let removed = self.shards.write().remove(table);
         let root = self.root.clone();
         let table = table.to_string();
@@ -743,7 +743,7 @@ impl VectorIndex for EdgeIndex {
     }
 
     async fn make_durable(&self, table: &TableDef) -> Result<()> {
-        let Some(s) = self.shards.read().get(&table.name).cloned() else {
+        let Some(s) = self.shards.read().get(table.stored_name()).cloned() else {
             return Ok(());
         };
         tokio::task::spawn_blocking(move || s.durable(s.applied.load(Ordering::Acquire)))
@@ -760,7 +760,7 @@ impl VectorIndex for EdgeIndex {
             offset,
             params,
         } = *query;
-        let shard = self.shard(&table.name)?;
+        let shard = self.shard(table.stored_name())?;
         let filter = match filter {
             Some(p) => Some(Filter::new_must(to_condition(p)?)),
             None => None,
@@ -818,7 +818,7 @@ impl VectorIndex for EdgeIndex {
         table: &TableDef,
         ids: &[uuid::Uuid],
     ) -> Result<HashMap<uuid::Uuid, String>> {
-        let shard = self.shard(&table.name)?;
+        let shard = self.shard(table.stored_name())?;
         let ids: Vec<PointId> = ids.iter().copied().map(PointId::Uuid).collect();
         let records = tokio::task::spawn_blocking(move || {
             shard
@@ -848,7 +848,7 @@ impl VectorIndex for EdgeIndex {
         offset: Option<uuid::Uuid>,
         limit: usize,
     ) -> Result<(Vec<(uuid::Uuid, Option<String>)>, Option<uuid::Uuid>)> {
-        let shard = self.shard(&table.name)?;
+        let shard = self.shard(table.stored_name())?;
         let (records, next) = tokio::task::spawn_blocking(move || {
             shard
                 .shard
@@ -886,7 +886,7 @@ impl VectorIndex for EdgeIndex {
 
     async fn delete_expired(&self, table: &TableDef, now: i64) -> Result<()> {
         let shards = self.shards.clone();
-        let table = table.name.clone();
+        let table = table.stored_name().to_string();
         let path = json_path(EXPIRES_FIELD)?;
         tokio::task::spawn_blocking(move || {
             write_shard(&shards, &table, true, true, || {

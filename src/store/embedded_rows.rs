@@ -95,7 +95,7 @@ impl EmbeddedRows {
                 }
                 cat.insert(new.name.as_str(), json.as_str()).map_err(err)?;
                 if let Some(change) = change {
-                    let name = rows_table(&new.name);
+                    let name = rows_table(new.stored_name());
                     let mut t = txn
                         .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                         .map_err(err)?;
@@ -178,7 +178,7 @@ impl RowStore for EmbeddedRows {
                     return Err(Error::DuplicateTable(def.name.clone()));
                 }
                 cat.insert(def.name.as_str(), json.as_str()).map_err(err)?;
-                let name = rows_table(&def.name);
+                let name = rows_table(def.stored_name());
                 txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                     .map_err(err)?;
             }
@@ -388,13 +388,33 @@ impl RowStore for EmbeddedRows {
         .await
     }
 
-    async fn drop_table(&self, name: &str) -> Result<()> {
-        let name = name.to_string();
+    async fn rename_table(&self, old: &str, new: &TableDef) -> Result<()> {
+        let (old, new) = (old.to_string(), new.clone());
+        self.blocking(move |db| {
+            let json = serde_json::to_string(&new).map_err(Error::internal)?;
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut cat = txn.open_table(CATALOG).map_err(err)?;
+                if cat.get(new.name.as_str()).map_err(err)?.is_some() {
+                    return Err(Error::DuplicateTable(new.name.clone()));
+                }
+                if cat.remove(old.as_str()).map_err(err)?.is_none() {
+                    return Err(Error::UndefinedTable(old));
+                }
+                cat.insert(new.name.as_str(), json.as_str()).map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn drop_table(&self, def: &TableDef) -> Result<()> {
+        let (sql_name, name) = (def.name.clone(), def.stored_name().to_string());
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut cat = txn.open_table(CATALOG).map_err(err)?;
-                cat.remove(name.as_str()).map_err(err)?;
+                cat.remove(sql_name.as_str()).map_err(err)?;
                 let mut outbox = txn.open_table(OUTBOX).map_err(err)?;
                 let lo: (&str, &[u8]) = (name.as_str(), &[]);
                 let pending: Vec<Vec<u8>> = outbox
@@ -427,7 +447,7 @@ impl RowStore for EmbeddedRows {
     ) -> Result<()> {
         let def = table.clone();
         self.blocking(move |db| {
-            let name = rows_table(&def.name);
+            let name = rows_table(def.stored_name());
             let txn = db.begin_write().map_err(err)?;
             {
                 let mut t = txn
@@ -442,7 +462,7 @@ impl RowStore for EmbeddedRows {
                     let k = keys::encode(&key);
                     if def.indexed() {
                         outbox
-                            .insert((def.name.as_str(), k.as_slice()), ts)
+                            .insert((def.stored_name(), k.as_slice()), ts)
                             .map_err(err)?;
                     }
                     let v = encode_row(row, expires)?;
@@ -467,9 +487,9 @@ impl RowStore for EmbeddedRows {
     }
 
     async fn delete(&self, table: &TableDef, keys_: Vec<Vec<Value>>, ts: i64) -> Result<u64> {
-        let name = rows_table(&table.name);
+        let name = rows_table(table.stored_name());
         let indexed = table.indexed();
-        let table = table.name.clone();
+        let table = table.stored_name().to_string();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
             let mut n = 0;
@@ -502,7 +522,7 @@ impl RowStore for EmbeddedRows {
             let txn = db.begin_write().map_err(err)?;
             for c in &changes {
                 let def = &c.def;
-                let name = rows_table(&def.name);
+                let name = rows_table(def.stored_name());
                 let mut t = txn
                     .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                     .map_err(err)?;
@@ -510,7 +530,7 @@ impl RowStore for EmbeddedRows {
                 for key in c.keys().into_iter().filter(|_| def.indexed()) {
                     let k = keys::encode(&key);
                     outbox
-                        .insert((def.name.as_str(), k.as_slice()), ts)
+                        .insert((def.stored_name(), k.as_slice()), ts)
                         .map_err(err)?;
                 }
                 let expires = def
@@ -553,7 +573,7 @@ impl RowStore for EmbeddedRows {
         if table.ttl_seconds().is_none() {
             return Ok(0);
         }
-        let name = rows_table(&table.name);
+        let name = rows_table(table.stored_name());
         self.blocking(move |db| {
             let now = super::now_micros();
             let txn = db.begin_write().map_err(err)?;
@@ -586,7 +606,7 @@ impl RowStore for EmbeddedRows {
     }
 
     async fn outbox_pending(&self, table: &TableDef, limit: usize) -> Result<Vec<OutboxEntry>> {
-        let name = table.name.clone();
+        let name = table.stored_name().to_string();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(err)?;
             let t = txn.open_table(OUTBOX).map_err(err)?;
@@ -612,7 +632,7 @@ impl RowStore for EmbeddedRows {
         if entries.is_empty() {
             return Ok(());
         }
-        let name = table.name.clone();
+        let name = table.stored_name().to_string();
         let entries: Vec<(Vec<u8>, i64)> = entries
             .iter()
             .map(|e| (keys::encode(&e.key), e.ts))
@@ -639,7 +659,7 @@ impl RowStore for EmbeddedRows {
     }
 
     async fn get(&self, table: &TableDef, keys_: &[Vec<Value>]) -> Result<Vec<Option<Row>>> {
-        let name = rows_table(&table.name);
+        let name = rows_table(table.stored_name());
         let ttl = table.ttl_seconds().is_some();
         let width = table.columns.len();
         let encoded: Vec<Vec<u8>> = keys_.iter().map(|k| keys::encode(k)).collect();
@@ -678,7 +698,7 @@ impl RowStore for EmbeddedRows {
     ) -> BoxStream<'static, Result<Vec<Row>>> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<Row>>>(2);
         let db = self.db.clone();
-        let name = rows_table(&table.name);
+        let name = rows_table(table.stored_name());
         let ttl = table.ttl_seconds().is_some();
         let width = table.columns.len();
         let batch = batch.max(1);

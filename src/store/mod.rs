@@ -17,6 +17,22 @@ pub mod options;
 pub mod qdrant_index;
 pub mod scylla_rows;
 
+/// The names the row store keeps for itself (its catalog, outbox, sequences, ...): no
+/// table's rows are kept under one.
+pub const RESERVED_PREFIX: &str = "vectorgate_";
+
+/// Whether the row store (a CQL table name) and the index (a collection, a directory)
+/// take `name` as it is.
+pub fn storable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 48
+        && !name.starts_with(RESERVED_PREFIX)
+}
+
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -171,7 +187,16 @@ impl ColumnDef {
 /// index settings. Stored in the row store's catalog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableDef {
+    /// The table's name in SQL.
     pub name: String,
+    /// The name its rows, points and index are kept under, when that is not `name`: a
+    /// table renamed since it was made, or one whose name the row store or the index
+    /// cannot take (see [`TableDef::stored_name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
+    /// The primary key constraint's name, when it is not `<name>_pkey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pk_constraint: Option<String>,
     pub columns: Vec<ColumnDef>,
     /// Indexes into `columns`, in key order.
     pub primary_key: Vec<usize>,
@@ -379,6 +404,12 @@ pub struct UniqueDef {
 }
 
 impl TableDef {
+    /// The name the row store, the index and the outbox know the table by: its first
+    /// name, for as long as it lives (a RENAME changes only `name`).
+    pub fn stored_name(&self) -> &str {
+        self.stored.as_deref().unwrap_or(&self.name)
+    }
+
     /// The table's TTL in seconds, if rows expire.
     pub fn ttl_seconds(&self) -> Option<u64> {
         self.options
@@ -541,8 +572,12 @@ impl TableDef {
         self.primary_key.iter().map(|i| row[*i].clone()).collect()
     }
 
+    /// The primary key's constraint (and index) name: `<table>_pkey` as the table was
+    /// named when it was made (a RENAME keeps it, as in Postgres).
     pub fn pk_name(&self) -> String {
-        format!("{}_pkey", self.name)
+        self.pk_constraint
+            .clone()
+            .unwrap_or_else(|| format!("{}_pkey", self.name))
     }
 
     /// The unique violation for a key that is already taken, worded as Postgres does.
@@ -583,6 +618,8 @@ impl TableDef {
     pub fn for_tests(name: &str, columns: &[(&str, ColumnType)]) -> TableDef {
         TableDef {
             name: name.into(),
+            stored: None,
+            pk_constraint: None,
             columns: columns
                 .iter()
                 .map(|(n, ty)| ColumnDef {
@@ -656,7 +693,8 @@ pub struct SequenceDef {
     pub min: i64,
     pub max: i64,
     pub cycle: bool,
-    /// The `(table, column)` that owns it: dropped with the table.
+    /// The `(table, column)` that owns it: dropped with the table. The table is named
+    /// by its stored name ([`TableDef::stored_name`]), which a RENAME keeps.
     #[serde(default)]
     pub owned_by: Option<(String, String)>,
 }
@@ -727,9 +765,13 @@ pub trait RowStore: Send + Sync + 'static {
         Ok(0)
     }
     async fn create_table(&self, def: &TableDef) -> Result<()>;
-    async fn drop_table(&self, name: &str) -> Result<()>;
+    /// Drop a table: its catalog entry, its rows and its outbox entries.
+    async fn drop_table(&self, def: &TableDef) -> Result<()>;
     /// Replace a table's catalog entry (its options changed).
     async fn update_table(&self, def: &TableDef) -> Result<()>;
+    /// Move a table's catalog entry from the name `old` to `new.name` (42P07 if that is
+    /// taken, across proxies); its rows stay where they are, under `new.stored_name()`.
+    async fn rename_table(&self, old: &str, new: &TableDef) -> Result<()>;
     /// Every sequence's definition.
     async fn list_sequences(&self) -> Result<Vec<SequenceDef>>;
     /// Create a sequence (42P07 if the name is taken) with `state`.
@@ -1017,7 +1059,7 @@ pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
         );
     }
     Some(Point {
-        id: keys::point_id(&table.name, &key),
+        id: keys::point_id(table.stored_name(), &key),
         vectors,
         payload,
     })

@@ -188,7 +188,7 @@ pub fn collection_name(prefix: &str, def: &TableDef) -> String {
     def.options
         .get("collection")
         .cloned()
-        .unwrap_or_else(|| format!("{prefix}{}", def.name))
+        .unwrap_or_else(|| format!("{prefix}{}", def.stored_name()))
 }
 
 /// A client error as the proxy reports it: unreachable and timed-out servers are told
@@ -498,7 +498,10 @@ fn key_value(def: &TableDef, column: &str, v: &Scalar) -> Option<Value> {
 fn has_id(def: &TableDef, column: &str, values: &[Scalar]) -> Option<Condition> {
     let ids: Option<Vec<PointId>> = values
         .iter()
-        .map(|v| key_value(def, column, v).map(|k| PointId::from(keys::point_id(&def.name, &[k]))))
+        .map(|v| {
+            key_value(def, column, v)
+                .map(|k| PointId::from(keys::point_id(def.stored_name(), &[k])))
+        })
         .collect();
     ids.map(Condition::has_id)
 }

@@ -625,7 +625,7 @@ impl ScyllaRows {
             .iter()
             .map(|k| {
                 vec![
-                    Some(CqlValue::Text(table.name.clone())),
+                    Some(CqlValue::Text(table.stored_name().to_string())),
                     Some(CqlValue::Blob(super::keys::encode(k))),
                     Some(CqlValue::BigInt(ts)),
                     Some(CqlValue::BigInt(ts)),
@@ -658,7 +658,7 @@ impl ScyllaRows {
     fn table(&self, def: &TableDef) -> String {
         match def.options.get("cql_table").and_then(|t| t.split_once('.')) {
             Some((ks, t)) => format!("{}.{}", q(ks), q(t)),
-            None => format!("{}.{}", q(&self.ks), q(&def.name)),
+            None => format!("{}.{}", q(&self.ks), q(def.stored_name())),
         }
     }
 
@@ -776,6 +776,8 @@ impl ScyllaRows {
         }
         Ok(TableDef {
             name: name.to_string(),
+            stored: None,
+            pk_constraint: None,
             columns,
             primary_key,
             vector_column: Some(vector_column),
@@ -970,9 +972,10 @@ impl RowStore for ScyllaRows {
     }
 
     async fn create_table(&self, def: &TableDef) -> Result<()> {
-        if def.name == CATALOG_TABLE {
+        if def.stored_name().starts_with(super::RESERVED_PREFIX) {
             return Err(Error::InvalidTableDefinition(format!(
-                "\"{CATALOG_TABLE}\" is reserved by vectorgate"
+                "\"{}\" is reserved by vectorgate",
+                def.stored_name()
             )));
         }
         let mut def = def.clone();
@@ -1002,6 +1005,7 @@ impl RowStore for ScyllaRows {
             Some(t) => format!(" WITH default_time_to_live = {t}"),
             None => String::new(),
         };
+        let table = format!("{}.{}", q(&self.ks), q(def.stored_name()));
         let make = |lv: bool| {
             let cols: Vec<String> = def
                 .columns
@@ -1009,8 +1013,7 @@ impl RowStore for ScyllaRows {
                 .map(|c| format!("{} {}", q(c.stored_name()), cql_type(&c.ty, lv)))
                 .collect();
             format!(
-                "CREATE TABLE {} ({}, PRIMARY KEY ({pk})){ttl}",
-                format_args!("{}.{}", q(&self.ks), q(&def.name)),
+                "CREATE TABLE {table} ({}, PRIMARY KEY ({pk})){ttl}",
                 cols.join(", ")
             )
         };
@@ -1281,9 +1284,13 @@ impl RowStore for ScyllaRows {
         self.catalog_changed().await
     }
 
-    async fn drop_table(&self, name: &str) -> Result<()> {
-        self.ddl(&format!("DROP TABLE IF EXISTS {}.{}", q(&self.ks), q(name)))
-            .await?;
+    async fn drop_table(&self, def: &TableDef) -> Result<()> {
+        let stored = def.stored_name();
+        // An attached table is only detached: its CQL table and rows stay.
+        if !def.options.contains_key("cql_table") {
+            self.ddl(&format!("DROP TABLE IF EXISTS {}", self.table(def)))
+                .await?;
+        }
         self.session
             .query_unpaged(
                 format!(
@@ -1291,7 +1298,7 @@ impl RowStore for ScyllaRows {
                     q(&self.ks),
                     q(CATALOG_TABLE)
                 ),
-                (name,),
+                (def.name.as_str(),),
             )
             .await
             .map_err(cql_err)?;
@@ -1302,13 +1309,30 @@ impl RowStore for ScyllaRows {
                     q(&self.ks),
                     q(OUTBOX_TABLE)
                 ),
-                (name,),
+                (stored,),
             )
             .await
             .map_err(cql_err)?;
-        self.prepared
-            .lock()
-            .retain(|k, _| !k.contains(&format!(".{}", q(name))));
+        let cql = self.table(def);
+        self.prepared.lock().retain(|k, _| !k.contains(&cql));
+        self.catalog_changed().await
+    }
+
+    async fn rename_table(&self, old: &str, new: &TableDef) -> Result<()> {
+        // The new name is taken with a lightweight transaction, so that two proxies
+        // cannot both take it; then the old entry goes.
+        self.register_table(new).await?;
+        self.session
+            .query_unpaged(
+                format!(
+                    "DELETE FROM {}.{} WHERE name = ?",
+                    q(&self.ks),
+                    q(CATALOG_TABLE)
+                ),
+                (old,),
+            )
+            .await
+            .map_err(cql_err)?;
         self.catalog_changed().await
     }
 
@@ -1406,12 +1430,12 @@ impl RowStore for ScyllaRows {
                 bytes += bincode::serialized_size(&e).map_err(Error::internal)? as usize;
                 chunk.push(e);
                 if bytes >= LOG_CHUNK_BYTES {
-                    chunks.push((c.def.name.clone(), std::mem::take(&mut chunk)));
+                    chunks.push((c.def.stored_name().to_string(), std::mem::take(&mut chunk)));
                     bytes = 0;
                 }
             }
             if !chunk.is_empty() {
-                chunks.push((c.def.name.clone(), chunk));
+                chunks.push((c.def.stored_name().to_string(), chunk));
             }
         }
         let values = chunks
@@ -1503,7 +1527,7 @@ impl RowStore for ScyllaRows {
             .list_tables()
             .await?
             .into_iter()
-            .map(|d| (d.name.clone(), Arc::new(d)))
+            .map(|d| (d.stored_name().to_string(), Arc::new(d)))
             .collect();
         let mut finished = 0;
         for (id, (marked, ts, chunks)) in logs {
@@ -1559,7 +1583,7 @@ impl RowStore for ScyllaRows {
             .session
             .execute_unpaged(
                 &stmt,
-                (table.name.as_str(), limit.min(i32::MAX as usize) as i32),
+                (table.stored_name(), limit.min(i32::MAX as usize) as i32),
             )
             .await
             .map_err(cql_err)?;
@@ -1591,7 +1615,7 @@ impl RowStore for ScyllaRows {
             .map(|e| {
                 vec![
                     Some(CqlValue::BigInt(e.ts)),
-                    Some(CqlValue::Text(table.name.clone())),
+                    Some(CqlValue::Text(table.stored_name().to_string())),
                     Some(CqlValue::Blob(super::keys::encode(&e.key))),
                 ]
             })

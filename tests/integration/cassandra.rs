@@ -420,6 +420,49 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         vec![vec![Some("41".into()), Some((5 * 39 + 9 + 1).to_string())]]
     );
 
+    // RENAME TO through A: B no longer has the old name, and writes and searches the
+    // table's rows and points under the new one; a new table under the old name is
+    // another table, for both.
+    a.batch_execute("ALTER TABLE docs RENAME TO papers")
+        .await
+        .expect("rename through a");
+    let e = b
+        .execute("INSERT INTO docs (id, e) VALUES ($1, '[1,1]')", &[&102i32])
+        .await
+        .expect_err("the old name is gone for b");
+    assert_eq!(sqlstate(&e), "42P01");
+    b.execute(
+        "INSERT INTO papers (id, e, score) VALUES ($1, '[2.6,1.2]', $2)",
+        &[&102i32, &7i32],
+    )
+    .await
+    .expect("b writes under the new name");
+    let nearest: Vec<i32> = b
+        .query(
+            "SELECT id FROM vector_search('papers', '[2.6,1.2]', 2) ORDER BY distance, id",
+            &[],
+        )
+        .await
+        .expect("b searches under the new name")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let second = oracle_nearest(&points, q);
+    assert_eq!(nearest, vec![102, second]);
+    b.batch_execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, e vector(2)); INSERT INTO docs VALUES (1, '[5,5]')",
+    )
+    .await
+    .expect("b makes a table under the old name");
+    assert_eq!(
+        cells(
+            &a,
+            "SELECT (SELECT count(*) FROM docs), (SELECT count(*) FROM papers)"
+        )
+        .await,
+        vec![vec![Some("1".into()), Some("42".into())]]
+    );
+
     // A sequence made through A is B's at once; values never repeat across them.
     a.batch_execute("CREATE SEQUENCE tickets")
         .await
@@ -458,6 +501,16 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         cells(&a, "SELECT * FROM notes").await,
         vec![vec![Some("b".into())]]
     );
+}
+
+/// The id of the point nearest `q` by L2 (ties to the lower id).
+fn oracle_nearest(points: &[(i32, &str, [f32; 2])], q: [f32; 2]) -> i32 {
+    points
+        .iter()
+        .map(|(id, _, e)| ((e[0] - q[0]).powi(2) + (e[1] - q[1]).powi(2), *id))
+        .min_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)))
+        .map(|x| x.1)
+        .expect("points")
 }
 
 fn dev_cassandra(port: u16, verb: &str) {

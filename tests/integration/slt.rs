@@ -7,12 +7,23 @@ use sqllogictest_engines::postgres::{PostgresExtended, PostgresSimple};
 
 use super::Server;
 
+/// The `sql/*.slt` files; `VECTORGATE_TEST_SLT=name,...` runs only the files whose names
+/// contain one of these (to work on one file).
 fn slt_files() -> Vec<PathBuf> {
     let dir = super::checkout().join("sql");
+    let only = std::env::var("VECTORGATE_TEST_SLT").unwrap_or_default();
+    let wanted = |p: &PathBuf| {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        only.is_empty()
+            || only
+                .split(',')
+                .any(|w| name.as_deref().is_some_and(|n| n.contains(w)))
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("sql/")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .filter(wanted)
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files in sql/");

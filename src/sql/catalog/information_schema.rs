@@ -199,9 +199,10 @@ impl TableProvider for KeyViews {
             // As in Postgres, not the sequences behind identity columns (serial ones are).
             let identity = |owner: &Option<(String, String)>| {
                 owner.as_ref().is_some_and(|(t, c)| {
-                    core.table(t).ok().is_some_and(|d| {
-                        d.column_index(c)
-                            .is_some_and(|i| d.columns[i].identity.is_some())
+                    core.table_stored_as(t).is_some_and(|d| {
+                        d.columns
+                            .iter()
+                            .any(|x| x.stored_name() == c && x.identity.is_some())
                     })
                 })
             };
