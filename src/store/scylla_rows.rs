@@ -827,6 +827,22 @@ impl ScyllaRows {
         }
     }
 
+    /// Take a table's entry out of the catalog (announced by the caller).
+    async fn unregister_table(&self, name: &str) -> Result<()> {
+        self.session
+            .query_unpaged(
+                format!(
+                    "DELETE FROM {}.{} WHERE name = ?",
+                    q(&self.ks),
+                    q(CATALOG_TABLE)
+                ),
+                (name,),
+            )
+            .await
+            .map_err(cql_err)?;
+        Ok(())
+    }
+
     fn columns(def: &TableDef) -> String {
         def.columns
             .iter()
@@ -1029,17 +1045,7 @@ impl RowStore for ScyllaRows {
             Err(e) => Err(e),
         };
         if let Err(e) = created {
-            let _ = self
-                .session
-                .query_unpaged(
-                    format!(
-                        "DELETE FROM {}.{} WHERE name = ?",
-                        q(&self.ks),
-                        q(CATALOG_TABLE)
-                    ),
-                    (def.name.as_str(),),
-                )
-                .await;
+            let _ = self.unregister_table(&def.name).await;
             return Err(e);
         }
         if Self::list_vectors(&def) {
@@ -1291,17 +1297,7 @@ impl RowStore for ScyllaRows {
             self.ddl(&format!("DROP TABLE IF EXISTS {}", self.table(def)))
                 .await?;
         }
-        self.session
-            .query_unpaged(
-                format!(
-                    "DELETE FROM {}.{} WHERE name = ?",
-                    q(&self.ks),
-                    q(CATALOG_TABLE)
-                ),
-                (def.name.as_str(),),
-            )
-            .await
-            .map_err(cql_err)?;
+        self.unregister_table(&def.name).await?;
         self.session
             .query_unpaged(
                 format!(
@@ -1322,17 +1318,7 @@ impl RowStore for ScyllaRows {
         // The new name is taken with a lightweight transaction, so that two proxies
         // cannot both take it; then the old entry goes.
         self.register_table(new).await?;
-        self.session
-            .query_unpaged(
-                format!(
-                    "DELETE FROM {}.{} WHERE name = ?",
-                    q(&self.ks),
-                    q(CATALOG_TABLE)
-                ),
-                (old,),
-            )
-            .await
-            .map_err(cql_err)?;
+        self.unregister_table(old).await?;
         self.catalog_changed().await
     }
 
