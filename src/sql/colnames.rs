@@ -109,7 +109,8 @@ fn int4_literal(e: &SqlExpr) -> bool {
 
 /// An expression's column name and whether it is a real name (Postgres' strength: a
 /// cast of something unnamed takes the type's name instead). `None` for a scalar
-/// subquery, which DataFusion names itself.
+/// subquery whose column is a wildcard or a set operation's, which DataFusion names
+/// itself.
 fn figure(e: &SqlExpr) -> Option<(String, bool)> {
     Some(match e {
         SqlExpr::Identifier(i) => (ident_name(i), true),
@@ -137,7 +138,16 @@ fn figure(e: &SqlExpr) -> Option<(String, bool)> {
         SqlExpr::Overlay { .. } => ("overlay".into(), true),
         SqlExpr::Exists { .. } => ("exists".into(), true),
         SqlExpr::Array(_) => ("array".into(), true),
-        SqlExpr::Subquery(_) => return None,
+        // A scalar subquery: the name of its one column (`(SELECT count(*) ...)` is
+        // `count`).
+        SqlExpr::Subquery(q) => match q.body.as_ref() {
+            SetExpr::Select(sel) => match sel.projection.first()? {
+                SelectItem::ExprWithAlias { alias, .. } => (ident_name(alias), true),
+                SelectItem::UnnamedExpr(e) => figure(e)?,
+                _ => return None,
+            },
+            _ => return None,
+        },
         _ => ("?column?".into(), false),
     })
 }
@@ -188,6 +198,17 @@ mod tests {
         .remove(0);
         postgres_column_names(&mut stmt);
         stmt.to_string().replace(REPEAT, "#")
+    }
+
+    #[test]
+    fn scalar_subqueries_are_named_by_their_column() {
+        assert_eq!(
+            names(
+                "SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM b), (SELECT x AS y FROM c)"
+            ),
+            "SELECT (SELECT count(*) FROM a) AS \"count\", (SELECT count(*) FROM b) AS \"count#1\", \
+             (SELECT x AS y FROM c) AS \"y\""
+        );
     }
 
     #[test]

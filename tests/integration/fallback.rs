@@ -512,7 +512,7 @@ async fn alter_table_changes_index_options_and_results_stay_right() {
         ("ALTER TABLE opts SET (quantization = 'int4')", "22023"),
         ("ALTER TABLE opts SET (m = 0)", "22023"),
         ("ALTER TABLE opts SET (distance = 'l2')", "0A000"),
-        ("ALTER TABLE opts RENAME TO other", "0A000"),
+        ("ALTER TABLE opts RENAME TO opts", "42P07"),
         ("ALTER TABLE nope SET (m = 4)", "42P01"),
     ] {
         let e = client.batch_execute(sql).await.expect_err(sql);
