@@ -28,6 +28,9 @@ pub const PG_UUID_KEY: &str = "vectorgate.uuid";
 /// layer on the catalog's columns; the wire announces the column as that type.
 pub const PG_TYPE_KEY: &str = "vectorgate.pg_type";
 
+/// The [`PG_TYPE_KEY`] of a `halfvec` column.
+pub const HALFVEC: &str = "halfvec";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ColumnType {
     SmallInt,
@@ -45,6 +48,9 @@ pub enum ColumnType {
     IntArray,
     BigIntArray,
     Vector(usize),
+    /// pgvector's `halfvec(n)`: each element kept at half precision (IEEE binary16),
+    /// held as the f32 it rounds to; 0: no dimension declared.
+    HalfVec(usize),
     Bytea,
     /// `numeric(precision, scale)`, kept as a 128-bit decimal.
     Numeric(u8, i8),
@@ -74,6 +80,8 @@ impl ColumnType {
             ColumnType::BigIntArray => "bigint[]".into(),
             ColumnType::Vector(0) => "vector".into(),
             ColumnType::Vector(n) => format!("vector({n})"),
+            ColumnType::HalfVec(0) => "halfvec".into(),
+            ColumnType::HalfVec(n) => format!("halfvec({n})"),
             ColumnType::Bytea => "bytea".into(),
             ColumnType::Numeric(p, s) => format!("numeric({p},{s})"),
             ColumnType::Jsonb => "jsonb".into(),
@@ -98,7 +106,7 @@ impl ColumnType {
             ColumnType::TextArray => list_of(DataType::Utf8),
             ColumnType::IntArray => list_of(DataType::Int32),
             ColumnType::BigIntArray => list_of(DataType::Int64),
-            ColumnType::Vector(_) => list_of(DataType::Float32),
+            ColumnType::Vector(_) | ColumnType::HalfVec(_) => list_of(DataType::Float32),
             ColumnType::Bytea => DataType::Binary,
             ColumnType::Numeric(p, s) => DataType::Decimal128(*p, *s),
             ColumnType::Jsonb | ColumnType::Json => DataType::Utf8,
@@ -112,6 +120,12 @@ impl ColumnType {
                 PG_VECTOR_KEY.to_string(),
                 "vector".to_string(),
             )])),
+            // Encoded as a vector in text (the same `[1,2]`); announced, and written in
+            // binary, as a halfvec (see `wire::encode`).
+            ColumnType::HalfVec(_) => f.with_metadata(HashMap::from([
+                (PG_VECTOR_KEY.to_string(), "vector".to_string()),
+                (PG_TYPE_KEY.to_string(), HALFVEC.to_string()),
+            ])),
             ColumnType::Uuid => f.with_metadata(HashMap::from([(
                 PG_UUID_KEY.to_string(),
                 "uuid".to_string(),
@@ -120,6 +134,20 @@ impl ColumnType {
             ColumnType::Json => f.with_metadata(crate::json::mark(crate::json::Kind::Json)),
             _ => f,
         }
+    }
+
+    /// A dense vector type's declared dimension (0: none declared); None for any other
+    /// type.
+    pub fn vector_dims(&self) -> Option<usize> {
+        match self {
+            ColumnType::Vector(n) | ColumnType::HalfVec(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// Whether the type is one of pgvector's dense vector types.
+    pub fn is_vector(&self) -> bool {
+        self.vector_dims().is_some()
     }
 
     /// Whether the type can be a primary-key column.
@@ -228,7 +256,43 @@ pub fn check_vector(v: &[f32], dim: usize) -> Result<()> {
     Ok(())
 }
 
-/// Format a vector the way pgvector prints it.
+/// The elements of a vector value, its text or an integer array.
+fn vector_of(v: Value) -> Result<Vec<f32>> {
+    match v {
+        Value::Vector(v) => Ok(v),
+        Value::Text(s) => parse_vector_text(&s),
+        Value::IntArray(a) => a
+            .into_iter()
+            .map(|x| {
+                x.map(|i| i as f32)
+                    .ok_or_else(|| Error::DataException("array must not contain nulls".into()))
+            })
+            .collect(),
+        other => Err(Error::DatatypeMismatch(format!(
+            "cannot use a {} value as a vector",
+            value_type_name(&other)
+        ))),
+    }
+}
+
+/// Each element rounded to half precision, as pgvector's `halfvec` keeps it; 22003 for
+/// one beyond half's range (65504), as pgvector says.
+pub fn to_half(v: Vec<f32>) -> Result<Vec<f32>> {
+    v.into_iter()
+        .map(|x| {
+            let h = half::f16::from_f32(x).to_f32();
+            if h.is_infinite() && x.is_finite() {
+                Err(Error::NumericOutOfRange(format!(
+                    "\"{x}\" is out of range for type halfvec"
+                )))
+            } else {
+                Ok(h)
+            }
+        })
+        .collect()
+}
+
+/// Format a vector the way pgvector prints it: each element as Postgres prints a float4.
 pub fn format_vector(v: &[f32]) -> String {
     let mut s = String::with_capacity(v.len() * 10 + 2);
     s.push('[');
@@ -236,10 +300,74 @@ pub fn format_vector(v: &[f32]) -> String {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(&x.to_string());
+        s.push_str(&pg_float(*x as f64, true));
     }
     s.push(']');
     s
+}
+
+/// A float as Postgres prints it (`float8out`/`float4out` with the default
+/// `extra_float_digits = 1`, and pgvector's elements): the shortest digits that read
+/// back as the same float (a tie broken to even: Ryu, which Postgres uses too),
+/// fixed-point when the decimal exponent is in [-4, 15) (float4: [-4, 6)), else
+/// `d.ddde+XX`; `Infinity`, `NaN`. `single`: `x` is a float4.
+pub fn pg_float(x: f64, single: bool) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    let mut buf = ryu::Buffer::new();
+    let printed = if single {
+        buf.format_finite(x as f32)
+    } else {
+        buf.format_finite(x)
+    };
+    // Ryu's text (`1.0`, `0.001`, `1.2e-5`, `1e20`) as digits and a decimal exponent.
+    let (negative, printed) = match printed.strip_prefix('-') {
+        Some(p) => (true, p),
+        None => (false, printed),
+    };
+    let (mantissa, exp) = match printed.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (printed, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{int}{frac}");
+    let lead = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0');
+    let sign = if negative { "-" } else { "" };
+    if digits.is_empty() {
+        return format!("{sign}0");
+    }
+    // The exponent of the first significant digit.
+    let exp = exp + int.len() as i32 - 1 - lead as i32;
+    let limit = if single { 6 } else { 15 };
+    if (-4..limit).contains(&exp) {
+        let point = exp + 1;
+        let body = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}", "0".repeat(point as usize - digits.len()))
+        } else {
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
+        };
+        format!("{sign}{body}")
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let frac = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{first}{frac}e{esign}{:02}", exp.abs())
+    }
 }
 
 /// Parse a Postgres array literal such as `{a,"b c",NULL}` into its elements.
@@ -581,23 +709,13 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
             }
             Value::IntArray(out)
         }
-        (ColumnType::Vector(n), Value::Vector(v)) => {
+        (ColumnType::Vector(n), v @ (Value::Vector(_) | Value::Text(_) | Value::IntArray(_))) => {
+            let v = vector_of(v)?;
             check_vector(&v, *n)?;
             Value::Vector(v)
         }
-        (ColumnType::Vector(n), Value::Text(s)) => {
-            let v = parse_vector_text(&s)?;
-            check_vector(&v, *n)?;
-            Value::Vector(v)
-        }
-        (ColumnType::Vector(n), Value::IntArray(a)) => {
-            let v = a
-                .into_iter()
-                .map(|x| {
-                    x.map(|i| i as f32)
-                        .ok_or_else(|| Error::DataException("array must not contain nulls".into()))
-                })
-                .collect::<Result<Vec<f32>>>()?;
+        (ColumnType::HalfVec(n), v @ (Value::Vector(_) | Value::Text(_) | Value::IntArray(_))) => {
+            let v = to_half(vector_of(v)?)?;
             check_vector(&v, *n)?;
             Value::Vector(v)
         }
@@ -959,7 +1077,7 @@ pub fn build_array<'a>(ty: &ColumnType, values: impl Iterator<Item = &'a Value>)
             )
         }
         ColumnType::Jsonb | ColumnType::Json => build_array(&ColumnType::Text, values),
-        ColumnType::Vector(_) => {
+        ColumnType::Vector(_) | ColumnType::HalfVec(_) => {
             let mut b = ListBuilder::new(Float32Builder::new());
             for v in values {
                 match v {

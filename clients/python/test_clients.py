@@ -1,5 +1,6 @@
 """Python clients against a running vectorgate (VECTORGATE_URL): psycopg 3 (text and
-binary, server-side prepared statements, executemany, COPY), psycopg2, asyncpg (its type
+binary, server-side prepared statements, executemany, COPY, pgvector's HalfVector),
+psycopg2, asyncpg (its type
 introspection, prepared statements, arrays), pgvector-python on all three, SQLAlchemy 2 (engine connect, table names, transactions, the ORM with pgvector's
 Vector type), and pgvector-python's README example.
 Each check compares what comes back with what was written or with an exact ranking
@@ -13,6 +14,7 @@ import asyncpg
 import numpy as np
 import psycopg
 import psycopg2
+from pgvector import HalfVector
 from pgvector.asyncpg import register_vector as register_vector_asyncpg
 from pgvector.psycopg import register_vector
 from pgvector.psycopg2 import register_vector as register_vector2
@@ -78,6 +80,35 @@ def psycopg3():
             check("psycopg: list of floats as %s::real[]", [r[0] for r in cur.fetchall()], [i for i in nearest(q, 6) if i != 0][:5])
         cur.execute("SELECT %s::real[] AS a", ([1.5, 0.25],), prepare=True)
         check("psycopg: real[] parameter round trip", cur.fetchall(), [([1.5, 0.25],)])
+    # halfvec: pgvector-python's HalfVector in both formats; values at half precision.
+    conn.execute("DROP TABLE IF EXISTS py_half")
+    conn.execute("CREATE TABLE py_half (id bigint PRIMARY KEY, embedding halfvec(4))")
+    register_vector(conn)  # again: it registers halfvec now that the type exists
+    halves = {i: v.astype(np.float16) for i, v in VECS.items()}
+    with conn.cursor(binary=True) as cur:
+        cur.executemany(
+            "INSERT INTO py_half VALUES (%s, %s)",
+            [(i, HalfVector(v)) for i, v in VECS.items()],
+        )
+    qh = q.astype(np.float16).astype(np.float32)
+    want = sorted(halves, key=lambda i: float(np.linalg.norm(halves[i].astype(np.float32) - qh)))[:5]
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            cur.execute(
+                "SELECT id, embedding FROM py_half ORDER BY embedding <-> %s LIMIT 5",
+                (HalfVector(q),),
+                prepare=True,
+            )
+            rows = cur.fetchall()
+            check(f"psycopg binary={binary}: halfvec search", [r[0] for r in rows], want)
+            check(
+                f"psycopg binary={binary}: halfvecs come back at half precision",
+                all(
+                    np.array_equal(np.asarray(r[1].to_numpy(), dtype=np.float16), halves[r[0]])
+                    for r in rows
+                ),
+                True,
+            )
     conn.autocommit = False
     with conn.transaction():
         with conn.transaction():  # a savepoint

@@ -222,6 +222,17 @@ impl Core {
         self.tables.read().values().cloned().collect()
     }
 
+    /// Whether one of `tables` has a `halfvec` column of this name (what a parameter
+    /// compared with it is typed as).
+    pub fn is_halfvec_column(&self, tables: &[String], name: &str) -> bool {
+        let all = self.tables.read();
+        tables.iter().filter_map(|t| all.get(t)).any(|d| {
+            d.columns
+                .iter()
+                .any(|c| c.name == name && matches!(c.ty, crate::types::ColumnType::HalfVec(_)))
+        })
+    }
+
     /// The names of every table, sorted.
     pub fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.tables.read().keys().cloned().collect();

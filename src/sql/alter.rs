@@ -13,7 +13,6 @@ use super::{Output, Session};
 use crate::error::{Error, Result};
 use crate::store::options::{ALTERABLE_OPTIONS, IndexOptions};
 use crate::store::{ColumnDef, TableDef};
-use crate::types::ColumnType;
 use std::sync::Arc;
 
 const DONE: &str = "ALTER TABLE";
@@ -533,9 +532,7 @@ async fn add_columns(
             )));
         }
         let ty = parse_type(&c.data_type.to_string())?;
-        if matches!(ty, ColumnType::Vector(_))
-            && new.column_index(super::vector_search::DISTANCE).is_some()
-        {
+        if ty.is_vector() && new.column_index(super::vector_search::DISTANCE).is_some() {
             return Err(Error::InvalidTableDefinition(format!(
                 "\"{}\" has a column named \"distance\", which vector_search adds: it cannot have a vector column",
                 def.name
@@ -579,7 +576,11 @@ async fn add_columns(
         // A vector column with a dimension joins the index (built again from the rows),
         // searched by the table's distance until an index's operator class says
         // otherwise.
-        if matches!(new.columns[new.columns.len() - 1].ty, ColumnType::Vector(n) if n > 0) {
+        if new.columns[new.columns.len() - 1]
+            .ty
+            .vector_dims()
+            .is_some_and(|n| n > 0)
+        {
             let mut vectors = new.vectors();
             vectors.push((new.columns.len() - 1, def.default_distance()));
             new.set_vectors(vectors);

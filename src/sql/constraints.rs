@@ -939,10 +939,7 @@ pub(crate) fn add_unique(def: &mut TableDef, name: Option<String>, cols: Vec<usi
     if cols == def.primary_key || def.unique.iter().any(|u| u.columns == cols) {
         return Ok(());
     }
-    if cols
-        .iter()
-        .any(|&c| matches!(def.columns[c].ty, ColumnType::Vector(_)))
-    {
+    if cols.iter().any(|&c| def.columns[c].ty.is_vector()) {
         return Err(Error::FeatureNotSupported(
             "UNIQUE on a vector column is not supported".into(),
         ));

@@ -409,9 +409,7 @@ fn conditions(
         _ => return None,
     };
     let i = def.column_index(&column)?;
-    (!matches!(def.columns[i].ty, ColumnType::Vector(_))
-        && direct_condition(&def.columns[i].ty, op))
-    .then_some(())?;
+    (!def.columns[i].ty.is_vector() && direct_condition(&def.columns[i].ty, op)).then_some(())?;
     out.push(Cond { column, op, value });
     Some(())
 }
@@ -735,6 +733,10 @@ async fn run_search(
     }
     let query = match values.get(vector - 1) {
         Some(v) if !v.is_null() => match query_vector(v.clone(), def.dimension()) {
+            Ok(q) if def.half_precision(vector_column) => match crate::types::to_half(q) {
+                Ok(q) => q,
+                Err(_) => return Ok(None),
+            },
             Ok(q) => q,
             Err(_) => return Ok(None),
         },

@@ -238,17 +238,29 @@ pub(super) async fn create_index(session: &Session, ci: &CreateIndex) -> Result<
         let Some(c) = def.column_index(&ident_name(id)) else {
             continue;
         };
-        if !matches!(def.columns[c].ty, crate::types::ColumnType::Vector(_)) {
+        if !def.columns[c].ty.is_vector() {
             continue;
         }
         let op = opclass.to_string().to_ascii_lowercase();
-        let d = match op.rsplit('.').next().unwrap_or_default() {
-            "vector_l2_ops" => Distance::L2,
-            "vector_cosine_ops" => Distance::Cosine,
-            "vector_ip_ops" => Distance::Dot,
-            other => {
+        let op = op.rsplit('.').next().unwrap_or_default();
+        // The operator classes of the column's own type: vector_l2_ops for a vector,
+        // halfvec_l2_ops for a halfvec.
+        let ty = match def.columns[c].ty {
+            crate::types::ColumnType::HalfVec(_) => "halfvec",
+            _ => "vector",
+        };
+        let d = match op.split_once('_') {
+            Some((t, "l2_ops")) if t == ty => Distance::L2,
+            Some((t, "cosine_ops")) if t == ty => Distance::Cosine,
+            Some((t, "ip_ops")) if t == ty => Distance::Dot,
+            Some((t, "l2_ops" | "cosine_ops" | "ip_ops")) if ["vector", "halfvec"].contains(&t) => {
+                return Err(Error::DatatypeMismatch(format!(
+                    "operator class \"{op}\" does not accept data type {ty}"
+                )));
+            }
+            _ => {
                 return Err(Error::FeatureNotSupported(format!(
-                    "operator class {other} is not supported (vector_l2_ops, vector_cosine_ops, vector_ip_ops are)"
+                    "operator class {op} is not supported ({ty}_l2_ops, {ty}_cosine_ops, {ty}_ip_ops are)"
                 )));
             }
         };

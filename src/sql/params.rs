@@ -18,6 +18,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use super::Session;
 use super::statements::{ident_name, show_name};
 use crate::error::{Error, Result};
+use crate::types::ColumnType;
 use crate::types::{Value, format_vector};
 
 /// What Describe reports for a statement.
@@ -210,19 +211,20 @@ fn cast_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
 /// `<=>`, `<#>` or of a distance function. Clients that registered pgvector's type
 /// (pgvector-python on asyncpg or psycopg, pgvector-node, pgvector-java) then send it in
 /// pgvector's own binary or text form.
-pub fn pgvector_param(i: usize) -> Field {
-    Field::new(format!("${i}"), vector_type(), true).with_metadata(
-        [(
-            arrow_pg::datatypes::PG_VECTOR_KEY.to_string(),
-            "vector".to_string(),
-        )]
-        .into(),
-    )
+pub fn pgvector_param(i: usize, half: bool) -> Field {
+    let ty = if half {
+        ColumnType::HalfVec(0)
+    } else {
+        ColumnType::Vector(0)
+    };
+    ty.arrow_field(&format!("${i}"), true)
 }
 
 /// Placeholders written as operands of pgvector's operators or distance functions in
-/// `sql` (read before the operators become `vector_search` or function calls).
-pub fn pgvector_operands(sql: &str) -> Vec<usize> {
+/// `sql` (read before the operators become `vector_search` or function calls), each
+/// with whether pgvector would type it `halfvec`: cast so, or the other operand a
+/// column `is_half` names.
+pub fn pgvector_operands(sql: &str, is_half: &dyn Fn(&str) -> bool) -> Vec<(usize, bool)> {
     let lower = sql.to_ascii_lowercase();
     if !["<->", "<=>", "<#>", "distance", "inner_product"]
         .iter()
@@ -233,18 +235,30 @@ pub fn pgvector_operands(sql: &str) -> Vec<usize> {
     let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
         return Vec::new();
     };
-    // `$1::vector` is a vector too; another cast (`$1::real[]`) says what the client sends.
-    fn operand(e: &SqlExpr) -> Option<usize> {
+    // `$1::vector` is a vector too (`$1::halfvec` a halfvec); another cast
+    // (`$1::real[]`) says what the client sends.
+    fn operand(e: &SqlExpr) -> Option<(usize, bool)> {
         match e {
             SqlExpr::Nested(expr) => operand(expr),
             SqlExpr::Cast {
                 expr,
                 data_type: datafusion::sql::sqlparser::ast::DataType::Custom(name, _),
                 ..
-            } if name.to_string().eq_ignore_ascii_case("vector") => operand(expr),
-            other => placeholder_index(other),
+            } if name.to_string().eq_ignore_ascii_case("vector")
+                || name.to_string().eq_ignore_ascii_case("halfvec") =>
+            {
+                operand(expr).map(|(i, _)| (i, name.to_string().eq_ignore_ascii_case("halfvec")))
+            }
+            other => placeholder_index(other).map(|i| (i, false)),
         }
     }
+    // The other operand a halfvec column: the placeholder is a halfvec.
+    let half_column = |e: &SqlExpr| match e {
+        SqlExpr::Identifier(id) => is_half(&id.value),
+        SqlExpr::CompoundIdentifier(ids) => ids.last().is_some_and(|id| is_half(&id.value)),
+        _ => false,
+    };
+    let pair = |a: &SqlExpr, b: &SqlExpr| operand(a).map(|(i, half)| (i, half || half_column(b)));
     let mut found = Vec::new();
     for stmt in &stmts {
         let _ = visit_expressions(stmt, |e| {
@@ -256,8 +270,8 @@ pub fn pgvector_operands(sql: &str) -> Vec<usize> {
                             | datafusion::sql::sqlparser::ast::BinaryOperator::Spaceship
                     ) || matches!(op, datafusion::sql::sqlparser::ast::BinaryOperator::Custom(s) if s == "<#>") =>
                 {
-                    found.extend(operand(left));
-                    found.extend(operand(right));
+                    found.extend(pair(left, right));
+                    found.extend(pair(right, left));
                 }
                 SqlExpr::Function(f)
                     if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
@@ -272,10 +286,17 @@ pub fn pgvector_operands(sql: &str) -> Vec<usize> {
                 {
                     if let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) = &f.args
                     {
-                        for a in &list.args {
-                            if let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a {
-                                found.extend(operand(x));
-                            }
+                        let args: Vec<&SqlExpr> = list
+                            .args
+                            .iter()
+                            .filter_map(|a| match a {
+                                FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x),
+                                _ => None,
+                            })
+                            .collect();
+                        if let [a, b] = args.as_slice() {
+                            found.extend(pair(a, b));
+                            found.extend(pair(b, a));
                         }
                     }
                 }

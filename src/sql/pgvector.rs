@@ -29,7 +29,7 @@ use super::statements::ident_name;
 use crate::engine::Core;
 use crate::error::Error;
 use crate::store::Distance;
-use crate::types::{Value, parse_vector_text, value_from_array};
+use crate::types::{ColumnType, Value, parse_vector_text, value_from_array};
 
 /// Function names for the operators.
 fn function_for(op: &BinaryOperator) -> Option<(&'static str, Distance)> {
@@ -88,13 +88,19 @@ pub struct VectorFunction {
 
 impl VectorFunction {
     pub fn all() -> Vec<VectorFunction> {
-        ["vector_dims", "vector_norm", "l2_norm", VECTOR_TEXT]
-            .into_iter()
-            .map(|name| VectorFunction {
-                name,
-                signature: Signature::any(1, Volatility::Immutable),
-            })
-            .collect()
+        [
+            "vector_dims",
+            "vector_norm",
+            "l2_norm",
+            VECTOR_TEXT,
+            HALFVEC,
+        ]
+        .into_iter()
+        .map(|name| VectorFunction {
+            name,
+            signature: Signature::any(1, Volatility::Immutable),
+        })
+        .collect()
     }
 }
 
@@ -112,14 +118,42 @@ impl ScalarUDFImpl for VectorFunction {
             DataType::Int32
         } else if self.name == VECTOR_TEXT {
             DataType::Utf8
+        } else if self.name == HALFVEC {
+            ColumnType::HalfVec(0).arrow_type()
         } else {
             DataType::Float64
         })
     }
 
+    fn return_field_from_args(
+        &self,
+        _args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
+        Ok(Arc::new(if self.name == HALFVEC {
+            ColumnType::HalfVec(0).arrow_field(self.name, true)
+        } else {
+            datafusion::arrow::datatypes::Field::new(self.name, self.return_type(&[])?, true)
+        }))
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        if self.name == HALFVEC {
+            // `x::halfvec`: each element rounded to half precision.
+            let values = (0..n)
+                .map(|row| {
+                    Ok(match vector_at(&arrays[0], row)? {
+                        None => Value::Null,
+                        Some(v) => Value::Vector(crate::types::to_half(v)?),
+                    })
+                })
+                .collect::<Result<Vec<Value>, Error>>()?;
+            return Ok(ColumnarValue::Array(crate::types::build_array(
+                &ColumnType::HalfVec(0),
+                values.iter(),
+            )));
+        }
         if self.name == VECTOR_TEXT {
             // A text column that only shares a vector column's name stays as it is.
             let texts = (0..n)
@@ -166,6 +200,9 @@ impl ScalarUDFImpl for VectorFunction {
 }
 
 const VECTOR_TEXT: &str = "vector_text";
+/// What `x::halfvec` becomes (but for a parameter, which the column it is written to
+/// rounds).
+const HALFVEC: &str = crate::types::HALFVEC;
 
 fn vector_at(arr: &ArrayRef, row: usize) -> Result<Option<Vec<f32>>, Error> {
     Ok(match value_from_array(arr, row)? {
@@ -207,9 +244,21 @@ impl ScalarUDFImpl for DistanceFunction {
             DistanceKind::Dot => (Distance::Dot, 1.0),
             DistanceKind::InnerProduct => (Distance::Dot, -1.0),
         };
+        // pgvector takes a halfvec's other operand as a halfvec too.
+        let half = args.arg_fields.iter().any(|f| {
+            f.metadata()
+                .get(crate::types::PG_TYPE_KEY)
+                .is_some_and(|t| t == HALFVEC)
+        });
+        let at = |i: usize, row: usize| -> Result<Option<Vec<f32>>, Error> {
+            match vector_at(&arrays[i], row)? {
+                Some(v) if half => Ok(Some(crate::types::to_half(v)?)),
+                other => Ok(other),
+            }
+        };
         let mut out = Float64Builder::with_capacity(n);
         for row in 0..n {
-            match (vector_at(&arrays[0], row)?, vector_at(&arrays[1], row)?) {
+            match (at(0, row)?, at(1, row)?) {
                 (Some(a), Some(b)) => {
                     if a.len() != b.len() {
                         return Err(Error::DataException(format!(
@@ -284,13 +333,16 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
             data_type: datafusion::sql::sqlparser::ast::DataType::Custom(name, _),
             ..
         } = e
-            && name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("vector"))
+            && let Some(kind) = name.0.last().and_then(|p| p.as_ident())
         {
-            *e = (**expr).clone();
+            if kind.value.eq_ignore_ascii_case("vector")
+                || (kind.value.eq_ignore_ascii_case(HALFVEC)
+                    && matches!(**expr, SqlExpr::Value(ref v) if matches!(v.value, datafusion::sql::sqlparser::ast::Value::Placeholder(_))))
+            {
+                *e = (**expr).clone();
+            } else if kind.value.eq_ignore_ascii_case(HALFVEC) {
+                *e = call(HALFVEC, vec![(**expr).clone()]);
+            }
         }
         // `embedding::text` (or `CAST(... AS text/varchar)`) of a vector column:
         // pgvector's text form, not Arrow's list notation.
@@ -302,7 +354,8 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
                 datafusion::sql::sqlparser::ast::DataType::Text
                     | datafusion::sql::sqlparser::ast::DataType::Varchar(_)
             )
-            && column_name(expr).is_some_and(|c| is_vector_column(shared, &c))
+            && (column_name(expr).is_some_and(|c| is_vector_column(shared, &c))
+                || matches!(&**expr, SqlExpr::Function(f) if f.name.to_string() == HALFVEC))
         {
             *e = call(VECTOR_TEXT, vec![(**expr).clone()]);
         }

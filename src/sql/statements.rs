@@ -308,27 +308,33 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
     let t = t
         .trim_start_matches("public.")
         .trim_start_matches("pg_catalog.");
-    if let Some(rest) = t.strip_prefix("vector") {
-        let n = rest
-            .trim()
-            .trim_start_matches('(')
-            .trim_end_matches(')')
-            .trim();
-        // pgvector's `vector` without a dimension takes vectors of any length.
+    for (kind, make) in [
+        ("vector", ColumnType::Vector as fn(usize) -> ColumnType),
+        ("halfvec", ColumnType::HalfVec),
+    ] {
+        let Some(rest) = t.strip_prefix(kind) else {
+            continue;
+        };
+        let n = rest.trim();
+        if !(n.is_empty() || n.starts_with('(')) {
+            continue;
+        }
+        let n = n.trim_start_matches('(').trim_end_matches(')').trim();
+        // pgvector's types without a dimension take vectors of any length.
         if n.is_empty() {
-            return Ok(ColumnType::Vector(0));
+            return Ok(make(0));
         }
         let n: usize = n.parse().map_err(|_| {
-            Error::InvalidTableDefinition(
-                "vector columns need a dimension, as in vector(384)".into(),
-            )
+            Error::InvalidTableDefinition(format!(
+                "{kind} columns need a dimension, as in {kind}(384)"
+            ))
         })?;
         if n == 0 || n > 65_535 {
             return Err(Error::InvalidParameter(format!(
-                "vector dimension must be between 1 and 65535, got {n}"
+                "{kind} dimension must be between 1 and 65535, got {n}"
             )));
         }
-        return Ok(ColumnType::Vector(n));
+        return Ok(make(n));
     }
     let base = match t.find('(') {
         Some(i) if !t.ends_with("[]") => t[..i].trim().to_string(),
@@ -549,13 +555,10 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     let indexed_vectors: Vec<usize> = columns
         .iter()
         .enumerate()
-        .filter(|(_, c)| matches!(c.ty, ColumnType::Vector(n) if n > 0))
+        .filter(|(_, c)| c.ty.vector_dims().is_some_and(|n| n > 0))
         .map(|(i, _)| i)
         .collect();
-    for c in columns
-        .iter()
-        .filter(|c| matches!(c.ty, ColumnType::Vector(0)))
-    {
+    for c in columns.iter().filter(|c| c.ty.vector_dims() == Some(0)) {
         session.notices.push(format!(
             "column \"{}\" has no dimension: the vector index cannot hold it, so searches of it read every row (exact, but slower as the table grows); a column declared with one, as in vector(1536), is indexed",
             c.name
@@ -2416,6 +2419,12 @@ mod tests {
         ));
         // pgvector's `vector` without a dimension.
         assert_eq!(parse_type("vector").ok(), Some(ColumnType::Vector(0)));
+        assert_eq!(parse_type("halfvec(3)").ok(), Some(ColumnType::HalfVec(3)));
+        assert_eq!(
+            parse_type("public.halfvec").ok(),
+            Some(ColumnType::HalfVec(0))
+        );
+        assert!(parse_type("halfvec(0)").is_err());
         assert!(matches!(
             parse_type("vector(0)"),
             Err(Error::InvalidParameter(_))

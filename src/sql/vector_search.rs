@@ -494,11 +494,16 @@ impl ExecutionPlan for VectorSearchExec {
         _partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let (Some(query), Some(k)) = (self.query.clone(), self.k) else {
+        let (Some(mut query), Some(k)) = (self.query.clone(), self.k) else {
             return Err(
                 Error::InvalidParameter("vector_search needs a query vector and k".into()).into(),
             );
         };
+        // A halfvec column is searched by a halfvec, as pgvector casts the query to the
+        // column's type.
+        if self.def.half_precision(self.column) {
+            query = crate::types::to_half(query)?;
+        }
         let search = Search {
             def: self.def.clone(),
             vector: self.column,

@@ -231,10 +231,12 @@ fn edge_config(def: &TableDef) -> Result<EdgeConfig> {
     let o = IndexOptions::parse(&def.options)?;
     let mut builder = EdgeConfig::builder();
     for (column, distance) in def.vectors() {
-        builder = builder.vector(
-            def.index_vector_name(column),
-            EdgeVectorParams::builder(def.dimension_of(column), edge_distance(distance)).build(),
-        );
+        let mut params =
+            EdgeVectorParams::builder(def.dimension_of(column), edge_distance(distance));
+        if def.half_precision(column) {
+            params = params.datatype(qdrant_edge::VectorStorageDatatype::Float16);
+        }
+        builder = builder.vector(def.index_vector_name(column), params.build());
     }
     if let Some(kb) = o.indexing_threshold_kb {
         builder = builder.optimizers(qdrant_edge::EdgeOptimizersConfig {
@@ -529,7 +531,7 @@ fn payload_schema(ty: &ColumnType) -> Option<PayloadSchemaType> {
         ColumnType::Bytea | ColumnType::Jsonb | ColumnType::Json => return None,
         ColumnType::Text | ColumnType::Uuid | ColumnType::TextArray => PayloadSchemaType::Keyword,
         ColumnType::Bool => PayloadSchemaType::Bool,
-        ColumnType::Vector(_) => return None,
+        ColumnType::Vector(_) | ColumnType::HalfVec(_) => return None,
     })
 }
 

@@ -427,10 +427,10 @@ impl TableDef {
 
     /// The declared dimension of a vector column (0: none declared, or not a vector).
     pub fn dimension_of(&self, column: usize) -> usize {
-        match self.columns.get(column).map(|c| &c.ty) {
-            Some(ColumnType::Vector(n)) => *n,
-            _ => 0,
-        }
+        self.columns
+            .get(column)
+            .and_then(|c| c.ty.vector_dims())
+            .unwrap_or(0)
     }
 
     /// Every indexed vector column and its distance, `vector_column` first.
@@ -440,6 +440,14 @@ impl TableDef {
             .into_iter()
             .chain(self.more_vectors.iter().copied())
             .collect()
+    }
+
+    /// Whether an indexed vector column is kept at half precision (`halfvec`).
+    pub fn half_precision(&self, column: usize) -> bool {
+        matches!(
+            self.columns.get(column).map(|c| &c.ty),
+            Some(ColumnType::HalfVec(_))
+        )
     }
 
     /// The distance an indexed vector column is searched by; `None` for a column the
@@ -502,7 +510,7 @@ impl TableDef {
         self.columns
             .iter()
             .enumerate()
-            .filter(|(_, c)| matches!(c.ty, ColumnType::Vector(_)))
+            .filter(|(_, c)| c.ty.is_vector())
             .map(|(i, _)| i)
     }
 
@@ -536,7 +544,7 @@ impl TableDef {
             let c = self
                 .column_index(name)
                 .ok_or_else(|| Error::UndefinedColumnOf(name.to_string(), self.name.clone()))?;
-            if !matches!(self.columns[c].ty, ColumnType::Vector(_)) {
+            if !self.columns[c].ty.is_vector() {
                 return Err(Error::WrongObjectType(format!(
                     "column \"{name}\" of table \"{}\" is not a vector column: {what} searches a vector column",
                     self.name
@@ -609,7 +617,7 @@ impl TableDef {
         self.columns
             .iter()
             .enumerate()
-            .filter(|(_, c)| !matches!(c.ty, ColumnType::Vector(_)) && !self.kept_out(&c.name))
+            .filter(|(_, c)| !c.ty.is_vector() && !self.kept_out(&c.name))
     }
 
     /// A table for unit tests: nullable columns, the first the key, the vector column
@@ -632,9 +640,7 @@ impl TableDef {
                 })
                 .collect(),
             primary_key: vec![0],
-            vector_column: columns
-                .iter()
-                .position(|(_, ty)| matches!(ty, ColumnType::Vector(_))),
+            vector_column: columns.iter().position(|(_, ty)| ty.is_vector()),
             distance: Distance::Cosine,
             more_vectors: vec![],
             options: Default::default(),

@@ -282,6 +282,9 @@ pub fn create_request(def: &TableDef, name: &str) -> Result<CreateCollection> {
     let params = |column: usize, d: Distance| VectorParams {
         size: def.dimension_of(column) as u64,
         distance: distance(d) as i32,
+        datatype: def
+            .half_precision(column)
+            .then_some(qdrant::Datatype::Float16 as i32),
         ..Default::default()
     };
     // One vector column: the collection's default (unnamed) vectors; several: one
@@ -326,7 +329,11 @@ pub fn field_type(ty: &ColumnType) -> Option<FieldType> {
         ColumnType::Text | ColumnType::TextArray => FieldType::Keyword,
         ColumnType::Uuid => FieldType::Uuid,
         ColumnType::Bool => FieldType::Bool,
-        ColumnType::Bytea | ColumnType::Jsonb | ColumnType::Json | ColumnType::Vector(_) => {
+        ColumnType::Bytea
+        | ColumnType::Jsonb
+        | ColumnType::Json
+        | ColumnType::Vector(_)
+        | ColumnType::HalfVec(_) => {
             return None;
         }
     })
@@ -1301,7 +1308,7 @@ mod tests {
             &[
                 ("id", ColumnType::BigInt),
                 ("title", ColumnType::Vector(3)),
-                ("body", ColumnType::Vector(2)),
+                ("body", ColumnType::HalfVec(2)),
                 ("raw", ColumnType::Vector(0)),
             ],
         );
@@ -1314,14 +1321,22 @@ mod tests {
         let got: BTreeMap<_, _> = m
             .map
             .iter()
-            .map(|(k, v)| (k.as_str(), (v.size, v.distance)))
+            .map(|(k, v)| (k.as_str(), (v.size, v.distance, v.datatype)))
             .collect();
-        // The column without a dimension is not in the index.
+        // The column without a dimension is not in the index; the halfvec is kept in
+        // half precision.
         assert_eq!(
             got,
             BTreeMap::from([
-                ("body", (2, qdrant::Distance::Dot as i32)),
-                ("title", (3, qdrant::Distance::Euclid as i32)),
+                (
+                    "body",
+                    (
+                        2,
+                        qdrant::Distance::Dot as i32,
+                        Some(qdrant::Datatype::Float16 as i32)
+                    )
+                ),
+                ("title", (3, qdrant::Distance::Euclid as i32, None)),
             ])
         );
         let row = vec![

@@ -195,9 +195,10 @@ fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
         ColumnType::Bytea => "blob".into(),
         ColumnType::Numeric(..) => "decimal".into(),
         ColumnType::Jsonb | ColumnType::Json => "text".into(),
-        ColumnType::Vector(0) => "list<float>".into(),
-        ColumnType::Vector(_) if list_vectors => "list<float>".into(),
-        ColumnType::Vector(n) => format!("vector<float, {n}>"),
+        // A halfvec's elements are the f32s they round to (CQL has no half float).
+        ColumnType::Vector(0) | ColumnType::HalfVec(0) => "list<float>".into(),
+        ColumnType::Vector(_) | ColumnType::HalfVec(_) if list_vectors => "list<float>".into(),
+        ColumnType::Vector(n) | ColumnType::HalfVec(n) => format!("vector<float, {n}>"),
     }
 }
 
@@ -262,7 +263,7 @@ pub fn to_cql(v: &Value, ty: &ColumnType, list_vectors: bool) -> Result<Option<C
         ),
         (Value::Vector(v), ty) => {
             let items = v.iter().map(|x| CqlValue::Float(*x)).collect();
-            if list_vectors || matches!(ty, ColumnType::Vector(0)) {
+            if list_vectors || ty.vector_dims() == Some(0) {
                 CqlValue::List(items)
             } else {
                 CqlValue::Vector(items)
@@ -318,7 +319,7 @@ pub fn from_cql(v: Option<CqlValue>, ty: &ColumnType) -> Result<Value> {
             )?
         }
         CqlValue::List(items) | CqlValue::Vector(items) | CqlValue::Set(items) => match ty {
-            ColumnType::Vector(_) => Value::Vector(
+            ColumnType::Vector(_) | ColumnType::HalfVec(_) => Value::Vector(
                 items
                     .into_iter()
                     .map(|x| match x {

@@ -70,7 +70,14 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             .metadata()
             .get(crate::types::PG_TYPE_KEY)
             .map(String::as_str);
-        let retype = if pg_type == Some("oid[]")
+        let retype = if pg_type == Some(crate::types::HALFVEC)
+            && matches!(
+                field.data_type(),
+                DataType::List(_) | DataType::FixedSizeList(..)
+            ) {
+            // Encoded as a vector, its binary cells then rewritten (`Fix::HalfvecBinary`).
+            Some(halfvec_type())
+        } else if pg_type == Some("oid[]")
             && matches!(field.data_type(), DataType::List(e) if e.data_type() == &DataType::Int32)
         {
             Some(pgwire::api::Type::OID_ARRAY)
@@ -123,10 +130,34 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
     Ok(out)
 }
 
-/// A float as Postgres prints it (`float8out`/`float4out` with the default
-/// `extra_float_digits = 1`): the shortest exact digits, fixed-point when the decimal
-/// exponent is in [-4, 15) (float4: [-4, 6)), else `d.ddde+XX`; `Infinity`, `NaN`.
-/// pgwire prints `1.0`, `1e20` and `inf`.
+/// pgvector's `halfvec` type, at the oid the catalog gives it.
+pub fn halfvec_type() -> pgwire::api::Type {
+    pgwire::api::Type::new(
+        crate::types::HALFVEC.to_string(),
+        crate::sql::catalog::HALFVEC_OID as u32,
+        postgres_types::Kind::Simple,
+        "public".to_string(),
+    )
+}
+
+/// pgvector's binary `halfvec` made from its binary `vector`: the same u16 dimension
+/// and unused u16, then each element as a big-endian IEEE binary16.
+fn halfvec_binary(vector: &[u8]) -> Option<Vec<u8>> {
+    let (head, body) = vector.split_at_checked(4)?;
+    if body.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(4 + body.len() / 2);
+    out.extend_from_slice(head);
+    for x in body.chunks_exact(4) {
+        let f = f32::from_be_bytes([x[0], x[1], x[2], x[3]]);
+        out.extend_from_slice(&half::f16::from_f32(f).to_be_bytes());
+    }
+    Some(out)
+}
+
+/// A float as Postgres prints it, from the text pgwire printed (see
+/// [`crate::types::pg_float`]); `None` if it is not a float.
 pub fn pg_float_text(text: &str, single: bool) -> Option<String> {
     match text {
         "NaN" => return Some("NaN".into()),
@@ -134,47 +165,22 @@ pub fn pg_float_text(text: &str, single: bool) -> Option<String> {
         "-inf" | "-Infinity" => return Some("-Infinity".into()),
         _ => {}
     }
-    let sci = if single {
-        format!("{:e}", text.parse::<f32>().ok()?)
+    Some(if single {
+        crate::types::pg_float(text.parse::<f32>().ok()? as f64, true)
     } else {
-        format!("{:e}", text.parse::<f64>().ok()?)
-    };
-    let (mantissa, exp) = sci.split_once('e')?;
-    let exp: i32 = exp.parse().ok()?;
-    let (negative, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => (true, m),
-        None => (false, mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if digits == "0" {
-        return Some(if negative { "-0" } else { "0" }.into());
-    }
-    let sign = if negative { "-" } else { "" };
-    let limit = if single { 6 } else { 15 };
-    if (-4..limit).contains(&exp) {
-        let point = exp + 1;
-        let body = if point <= 0 {
-            format!("0.{}{digits}", "0".repeat((-point) as usize))
-        } else if point as usize >= digits.len() {
-            format!("{digits}{}", "0".repeat(point as usize - digits.len()))
-        } else {
-            format!(
-                "{}.{}",
-                &digits[..point as usize],
-                &digits[point as usize..]
-            )
-        };
-        Some(format!("{sign}{body}"))
-    } else {
-        let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
-        let esign = if exp < 0 { '-' } else { '+' };
-        Some(format!("{sign}{first}{frac}e{esign}{:02}", exp.abs()))
-    }
+        crate::types::pg_float(text.parse::<f64>().ok()?, false)
+    })
+}
+
+/// A vector's text as pgvector prints it (`[1,1e-05]`, each element as float4 prints),
+/// from the text the encoder printed.
+fn vector_text(text: &str) -> Option<String> {
+    let inner = text.strip_prefix('[')?.strip_suffix(']')?;
+    let items = inner
+        .split(',')
+        .map(|x| x.parse::<f32>().ok())
+        .collect::<Option<Vec<f32>>>()?;
+    Some(crate::types::format_vector(&items))
 }
 
 /// A result cell the encoder does not write as Postgres would.
@@ -188,6 +194,10 @@ enum Fix {
     UuidBinary,
     /// jsonb wanted in binary: version 1, then the text.
     JsonbBinary,
+    /// A halfvec wanted in binary, encoded as a vector.
+    HalfvecBinary,
+    /// A vector or halfvec in text: its elements printed as pgvector prints them.
+    VectorText,
 }
 
 /// Postgres' binary `int2[]` of the text form `{1,2}` (None if it is not one).
@@ -237,6 +247,14 @@ fn fix_cells(row: DataRow, fixes: &[(usize, Fix)]) -> DataRow {
         }
     }
     for &(i, fix) in fixes {
+        if let Fix::HalfvecBinary = fix {
+            if let Some(Some(cell)) = cells.get_mut(i)
+                && let Some(fixed) = halfvec_binary(cell)
+            {
+                *cell = fixed;
+            }
+            continue;
+        }
         if let Some(Some(cell)) = cells.get_mut(i)
             && let Ok(text) = std::str::from_utf8(cell)
             && let Some(fixed) = match fix {
@@ -246,6 +264,8 @@ fn fix_cells(row: DataRow, fixes: &[(usize, Fix)]) -> DataRow {
                     .ok()
                     .map(|u| u.as_bytes().to_vec()),
                 Fix::JsonbBinary => Some([&[1u8][..], text.as_bytes()].concat()),
+                Fix::HalfvecBinary => None,
+                Fix::VectorText => vector_text(text).map(String::into_bytes),
             }
         {
             *cell = fixed;
@@ -336,6 +356,15 @@ pub async fn response(
                                 f.format(),
                             )
                             .with_format_options(f.format_options().clone())
+                        } else if f.datatype().oid() == crate::sql::catalog::HALFVEC_OID as u32 {
+                            FieldInfo::new(
+                                f.name().to_string(),
+                                f.table_id(),
+                                f.column_id(),
+                                arrow_pg::datatypes::pg_vector_type(),
+                                f.format(),
+                            )
+                            .with_format_options(f.format_options().clone())
                         } else {
                             f.clone()
                         }
@@ -359,6 +388,15 @@ pub async fn response(
                         }
                         (&pgwire::api::Type::JSONB, &pgwire::api::Type::TEXT, false) => {
                             Some((i, Fix::JsonbBinary))
+                        }
+                        (t, _, false) if t.oid() == crate::sql::catalog::HALFVEC_OID as u32 => {
+                            Some((i, Fix::HalfvecBinary))
+                        }
+                        (t, _, true)
+                            if t.oid() == crate::sql::catalog::HALFVEC_OID as u32
+                                || t.oid() == crate::sql::catalog::VECTOR_OID as u32 =>
+                        {
+                            Some((i, Fix::VectorText))
                         }
                         _ => None,
                     }
@@ -448,6 +486,9 @@ mod tests {
             ("100000.0", true, "100000"),
             ("0.1", true, "0.1"),
             ("3.4028235e38", true, "3.4028235e+38"),
+            // A tie at the shortest length is broken to even, as Postgres' Ryu does.
+            ("3.30078125", true, "3.3007812"),
+            ("1.2e-5", true, "1.2e-05"),
         ] {
             assert_eq!(
                 pg_float_text(pgwire, single).as_deref(),

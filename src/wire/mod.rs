@@ -406,9 +406,12 @@ impl QueryParser for StatementParser {
             return Ok(None);
         };
         let mut described = describe(&session, &stmt).await.map_err(failed)?;
-        for i in crate::sql::params::pgvector_operands(sql) {
+        let core = self.engine.core();
+        let tables = crate::sql::pgvector::relations(&stmt);
+        let is_half = |column: &str| core.is_halfvec_column(&tables, column);
+        for (i, half) in crate::sql::params::pgvector_operands(sql, &is_half) {
             if let Some(slot) = described.params.get_mut(i - 1) {
-                *slot = Some(crate::sql::params::pgvector_param(i));
+                *slot = Some(crate::sql::params::pgvector_param(i, half));
             }
         }
         let kind = kind_of(&stmt, sql);

@@ -25,6 +25,14 @@ pub fn pg_param_type(t: Option<&Field>) -> Type {
         {
             Type::OID_ARRAY
         }
+        Some(f)
+            if f.metadata()
+                .get(crate::types::PG_TYPE_KEY)
+                .map(String::as_str)
+                == Some(crate::types::HALFVEC) =>
+        {
+            super::encode::halfvec_type()
+        }
         Some(f) if crate::json::kind_of(f) == Some(crate::json::Kind::Jsonb) => Type::JSONB,
         Some(f) if crate::json::kind_of(f) == Some(crate::json::Kind::Json) => Type::JSON,
         Some(f) => arrow_pg::datatypes::field_into_pg_type(&std::sync::Arc::new(f.clone()))
@@ -89,6 +97,26 @@ fn decode_vector(raw: &[u8]) -> Result<Value> {
             .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
     ))
+}
+
+/// pgvector's binary halfvec: u16 dimension, u16 unused, then big-endian binary16s.
+fn decode_halfvec(raw: &[u8]) -> Result<Value> {
+    if !looks_like_halfvec(raw) {
+        return Err(Error::ProtocolViolation("malformed binary halfvec".into()));
+    }
+    Ok(Value::Vector(
+        raw[4..]
+            .chunks_exact(2)
+            .map(|c| half::f16::from_be_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    ))
+}
+
+fn looks_like_halfvec(raw: &[u8]) -> bool {
+    raw.len() >= 6
+        && raw[2] == 0
+        && raw[3] == 0
+        && raw.len() == 4 + 2 * u16::from_be_bytes([raw[0], raw[1]]) as usize
 }
 
 /// Postgres' binary numeric as decimal text: i16 digit count, i16 weight (of the first
@@ -159,6 +187,9 @@ fn numeric_text(raw: &[u8]) -> Result<String> {
 fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
     if ty.oid() == VECTOR_OID {
         return decode_vector(raw);
+    }
+    if ty.oid() == crate::sql::catalog::HALFVEC_OID as u32 {
+        return decode_halfvec(raw);
     }
     Ok(match *ty {
         Type::INT2 => Value::Int(from_binary::<i16>(ty, raw)? as i64),
@@ -300,6 +331,13 @@ pub fn decode(portal: &Portal<Prepared>) -> Result<Vec<Value>> {
                         && looks_like_pgvector(raw) =>
                 {
                     decode_vector(raw)
+                }
+                FieldFormat::Binary
+                    if undeclared
+                        && (ty == Type::FLOAT4_ARRAY || ty == Type::TEXT)
+                        && looks_like_halfvec(raw) =>
+                {
+                    decode_halfvec(raw)
                 }
                 FieldFormat::Binary => decode_binary(&ty, raw),
             }

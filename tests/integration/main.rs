@@ -347,6 +347,55 @@ impl tokio_postgres::types::ToSql for PgVector {
     tokio_postgres::types::to_sql_checked!();
 }
 
+/// A pgvector `halfvec` in its binary form (u16 dimension, u16 unused, big-endian
+/// binary16s), sent and read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgHalfVec(pub Vec<f32>);
+
+impl tokio_postgres::types::ToSql for PgHalfVec {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        out.put_u16(u16::try_from(self.0.len())?);
+        out.put_u16(0);
+        for x in &self.0 {
+            out.put_slice(&half::f16::from_f32(*x).to_be_bytes());
+        }
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        ty.name() == "halfvec"
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+impl<'a> tokio_postgres::types::FromSql<'a> for PgHalfVec {
+    fn from_sql(
+        _ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let dim = u16::from_be_bytes([raw[0], raw[1]]) as usize;
+        if raw.len() != 4 + 2 * dim {
+            return Err("malformed halfvec".into());
+        }
+        Ok(PgHalfVec(
+            raw[4..]
+                .chunks_exact(2)
+                .map(|c| half::f16::from_be_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        ))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        ty.name() == "halfvec"
+    }
+}
+
 /// Format a vector as pgvector text.
 /// The first column of a query's rows as ids, over the simple protocol (text) or the
 /// extended one.

@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::search::{exact, gaussian};
-use super::{PgVector, Server, sqlstate, vec_text};
+use super::{PgHalfVec, PgVector, Server, sqlstate, vec_text};
 
 const N: usize = 1500;
 const K: usize = 10;
@@ -24,6 +24,14 @@ struct Row {
     body: Option<Vec<f32>>,
     /// vector without a dimension, inner product (the table's distance).
     raw: Option<Vec<f32>>,
+    /// halfvec(12), cosine: kept at half precision (the values here are already
+    /// rounded; the query is rounded by the server, as pgvector casts it).
+    half: Option<Vec<f32>>,
+}
+
+/// Each element rounded to half precision.
+fn to_half(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect()
 }
 
 fn clustered(rng: &mut StdRng, centers: &[Vec<f32>]) -> Vec<f32> {
@@ -72,10 +80,11 @@ type Column = (
     &'static str,
 );
 
-const COLUMNS: [Column; 3] = [
+const COLUMNS: [Column; 4] = [
     ("title", |r| &r.title, "cosine", "<=>"),
     ("body", |r| &r.body, "l2", "<->"),
     ("raw", |r| &r.raw, "dot", "<#>"),
+    ("half", |r| &r.half, "cosine", "<=>"),
 ];
 
 type Filter = (&'static str, fn(&Row) -> bool);
@@ -104,7 +113,15 @@ async fn check_all(
             let mut found = 0usize;
             let mut wanted = 0usize;
             for (q, (_, query)) in queries.iter().filter(|(d, _)| Some(*d) == dim).enumerate() {
-                let expected = oracle(rows, column, distance, query, pred);
+                // What the oracle compares with: a halfvec's query at half precision.
+                let exact_query = if name == "half" {
+                    to_half(query)
+                } else {
+                    query.clone()
+                };
+                let expected = oracle(rows, column, distance, &exact_query, pred);
+                let (vector_param, half_param) =
+                    (PgVector(query.clone()), PgHalfVec(query.clone()));
                 let got: Vec<(i64, f64)> = match q % 3 {
                     // Extended protocol: the named column, the vector as a real[].
                     0 => client
@@ -121,12 +138,17 @@ async fn check_all(
                         .collect(),
                     // Extended protocol: pgvector's operator, the vector in its binary
                     // format.
+                    // (A halfvec column's operand is a halfvec, as pgvector types it.)
                     1 => client
                         .query(
                             &format!(
                                 "SELECT id, ({name} {op} $1)::float8 FROM multi WHERE {filter} ORDER BY {name} {op} $1 LIMIT {K}"
                             ),
-                            &[&PgVector(query.clone())],
+                            &[if name == "half" {
+                                &half_param as &(dyn tokio_postgres::types::ToSql + Sync)
+                            } else {
+                                &vector_param
+                            }],
                         )
                         .await
                         .unwrap_or_else(|e| panic!("{name} {op} {filter}: {e}"))
@@ -160,7 +182,7 @@ async fn check_all(
                     let row = &rows[*id as usize];
                     assert!(pred(row), "{name} {filter}: row {id} fails the filter");
                     let v = column(row).as_ref().expect("a row with a vector");
-                    let e = exact(distance, query, v);
+                    let e = exact(distance, &exact_query, v);
                     assert!(
                         (e - d).abs() < 1e-3 * (1.0 + e.abs()),
                         "{name}: distance {d} of row {id}, exactly {e}"
@@ -189,10 +211,11 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
     let server = Server::start();
     let (client, notices) = server.client_with_notices().await;
     let mut rng = StdRng::seed_from_u64(1616);
-    let (ct, cb, cr) = (
+    let (ct, cb, cr, ch) = (
         centers(&mut rng, 16),
         centers(&mut rng, 8),
         centers(&mut rng, 4),
+        centers(&mut rng, 12),
     );
     let mut rows: Vec<Row> = (0..N)
         .map(|i| Row {
@@ -202,12 +225,13 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
             title: (i % 7 != 0).then(|| clustered(&mut rng, &ct)),
             body: (i % 5 != 1).then(|| clustered(&mut rng, &cb)),
             raw: (i % 3 != 2).then(|| clustered(&mut rng, &cr)),
+            half: (i % 4 != 3).then(|| to_half(&clustered(&mut rng, &ch))),
         })
         .collect();
     client
         .batch_execute(
             "CREATE TABLE multi (id bigint PRIMARY KEY, category text, bucket int, \
-             title vector(16), body vector(8), raw vector) \
+             title vector(16), body vector(8), raw vector, half halfvec(12)) \
              WITH (distance = 'dot', indexing_threshold_kb = 16)",
         )
         .await
@@ -225,13 +249,14 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
             .iter()
             .map(|r| {
                 format!(
-                    "({}, '{}', {}, {}, {}, {})",
+                    "({}, '{}', {}, {}, {}, {}, {})",
                     r.id,
                     r.category,
                     r.bucket,
                     text_or_null(&r.title),
                     text_or_null(&r.body),
-                    text_or_null(&r.raw)
+                    text_or_null(&r.raw),
+                    text_or_null(&r.half)
                 )
             })
             .collect();
@@ -245,7 +270,8 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
     client
         .batch_execute(
             "CREATE INDEX ON multi USING hnsw (title vector_cosine_ops);
-             CREATE INDEX ON multi USING hnsw (body vector_l2_ops);",
+             CREATE INDEX ON multi USING hnsw (body vector_l2_ops);
+             CREATE INDEX ON multi USING hnsw (half halfvec_cosine_ops);",
         )
         .await
         .expect("indexes");
@@ -287,6 +313,26 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
     );
     let plan = super::explain(
         &client,
+        "SELECT id FROM multi ORDER BY half <=> $1 LIMIT 5",
+        &[&PgHalfVec(vec![0.5; 12])],
+    )
+    .await;
+    assert!(
+        plan.contains("VectorSearchExec: table=multi, k=5, vector=half, distance=cosine"),
+        "{plan}"
+    );
+    // A halfvec comes back in its own binary form, as it was written (the values here
+    // are already at half precision).
+    for id in [0i64, 1, 2, 3] {
+        let got: Option<PgHalfVec> = client
+            .query_one("SELECT half FROM multi WHERE id = $1", &[&id])
+            .await
+            .expect("read a halfvec")
+            .get(0);
+        assert_eq!(got.map(|h| h.0), rows[id as usize].half, "row {id}");
+    }
+    let plan = super::explain(
+        &client,
         "SELECT id FROM vector_search('multi', 'raw', '[1,0,0,0]', 5)",
         &[],
     )
@@ -301,6 +347,7 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
         queries.push((16, clustered(&mut rng, &ct)));
         queries.push((8, clustered(&mut rng, &cb)));
         queries.push((4, clustered(&mut rng, &cr)));
+        queries.push((12, clustered(&mut rng, &ch)));
     }
     check_all(&client, &rows, &COLUMNS, &queries).await;
 

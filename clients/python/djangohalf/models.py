@@ -1,5 +1,4 @@
-"""A model with a half-precision vector (pgvector's halfvec), kept apart: vectorgate has
-no halfvec yet, so test_django.py expects its migration to fail until it does."""
+"""A model with a half-precision vector (pgvector's halfvec)."""
 
 from django.db import models
 from pgvector.django import HalfVectorField

@@ -71,11 +71,16 @@ impl ScalarUDFImpl for FormatType {
             let oid = int_at(&arrays[0], i);
             let typmod = arrays.get(1).and_then(|a| int_at(a, i)).unwrap_or(-1);
             match oid {
-                Some(o) if o == VECTOR_OID as i64 => {
-                    if typmod > 0 {
-                        out.append_value(format!("vector({typmod})"))
+                Some(o) if o == VECTOR_OID as i64 || o == HALFVEC_OID as i64 => {
+                    let name = if o == VECTOR_OID as i64 {
+                        "vector"
                     } else {
-                        out.append_value("vector")
+                        "halfvec"
+                    };
+                    if typmod > 0 {
+                        out.append_value(format!("{name}({typmod})"))
+                    } else {
+                        out.append_value(name)
                     }
                 }
                 Some(1700) if typmod >= 4 => {
@@ -261,6 +266,7 @@ pub fn type_oid(name: &str) -> Option<i32> {
         "varbit" | "bit varying" => (1562, 1563),
         "jsonb" => (3802, 3807),
         "vector" | "public.vector" => (VECTOR_OID, VECTOR_OID + 1),
+        "halfvec" | "public.halfvec" => (HALFVEC_OID, HALFVEC_OID + 1),
         _ => return None,
     };
     Some(if array { array_oid } else { oid })
@@ -619,7 +625,11 @@ struct PgTypeof {
 /// The name `regtype` prints for the Postgres type a result column of `field` has.
 fn regtype_name(field: &datafusion::arrow::datatypes::Field) -> String {
     if field.metadata().contains_key(crate::types::PG_VECTOR_KEY) {
-        return "vector".into();
+        let half = field
+            .metadata()
+            .get(crate::types::PG_TYPE_KEY)
+            .is_some_and(|t| t == crate::types::HALFVEC);
+        return if half { "halfvec" } else { "vector" }.into();
     }
     match crate::json::kind_of(field) {
         Some(crate::json::Kind::Jsonb) => return "jsonb".into(),

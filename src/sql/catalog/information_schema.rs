@@ -400,6 +400,7 @@ fn declared_type_names(ty: &crate::types::ColumnType) -> (&'static str, &'static
         C::IntArray => ("ARRAY", "_int4"),
         C::BigIntArray => ("ARRAY", "_int8"),
         C::Vector(_) => ("USER-DEFINED", "vector"),
+        C::HalfVec(_) => ("USER-DEFINED", "halfvec"),
         C::Bytea => ("bytea", "bytea"),
         C::Numeric(..) => ("numeric", "numeric"),
         C::Jsonb => ("jsonb", "jsonb"),
@@ -501,7 +502,7 @@ impl TableProvider for Columns {
             let udt_schemas: StringArray = udt_names
                 .iter()
                 .map(|u| {
-                    Some(if u == "vector" {
+                    Some(if u == "vector" || u == "halfvec" {
                         "public"
                     } else {
                         "pg_catalog"

@@ -34,6 +34,8 @@ pub use information_schema::InformationSchema;
 
 /// OID the proxy gives pgvector's `vector` type (as arrow-pg and the catalog do).
 pub const VECTOR_OID: i32 = 16385;
+/// OID of pgvector's `halfvec` (its array type `_halfvec` is the next).
+pub const HALFVEC_OID: i32 = VECTOR_OID + 2;
 
 /// The Postgres type OID and type modifier of a declared column type.
 pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
@@ -54,6 +56,8 @@ pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
         ColumnType::BigIntArray => (1016, -1),
         ColumnType::Vector(0) => (VECTOR_OID, -1),
         ColumnType::Vector(n) => (VECTOR_OID, *n as i32),
+        ColumnType::HalfVec(0) => (HALFVEC_OID, -1),
+        ColumnType::HalfVec(n) => (HALFVEC_OID, *n as i32),
         ColumnType::Bytea => (17, -1),
         // Postgres' numeric typmod: ((precision << 16) | scale) + 4.
         ColumnType::Numeric(p, s) => (1700, ((*p as i32) << 16 | (*s as i32 & 0xffff)) + 4),
@@ -239,9 +243,7 @@ impl TableProvider for PgType {
         // pgvector's array type `_vector`, which pg_type lacks, made from the vector row.
         let mut extra = Vec::new();
         for b in &batches {
-            if let Some(arr) = vector_array_row(b)? {
-                extra.push(arr);
-            }
+            extra.extend(pgvector_type_rows(b)?);
         }
         batches.extend(extra);
         if let Some(public) = public {
@@ -258,7 +260,7 @@ impl TableProvider for PgType {
                 };
                 let patched: Vec<Option<i32>> = (0..b.num_rows())
                     .map(|i| {
-                        if matches!(name.value(i), "vector" | "_vector") {
+                        if matches!(name.value(i), "vector" | "_vector" | "halfvec" | "_halfvec") {
                             Some(public)
                         } else {
                             ns.is_valid(i).then(|| ns.value(i))
@@ -293,46 +295,66 @@ impl TableProvider for PgType {
     }
 }
 
-/// The `_vector` row: the `vector` row with its own oid, name and element type; the
-/// `vector` row itself gets `typarray` pointing at it (patched in place).
-fn vector_array_row(b: &RecordBatch) -> DfResult<Option<RecordBatch>> {
+/// The rows pg_type lacks for pgvector's types, each made from the `vector` row: `_vector`,
+/// `halfvec` and `_halfvec` (each type with its own oid, name, functions and array
+/// type). The `vector` row itself gets `typarray` pointing at `_vector` (patched in
+/// place).
+fn pgvector_type_rows(b: &RecordBatch) -> DfResult<Vec<RecordBatch>> {
     let Some(name) = column(b, "typname").and_then(|c| c.as_string_opt::<i32>()) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let Some(i) = (0..b.num_rows()).find(|&i| name.value(i) == "vector") else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let row = b.slice(i, 1);
     let schema = row.schema();
-    let mut columns = row.columns().to_vec();
-    let set_int = |columns: &mut Vec<ArrayRef>, col: &str, v: i32| {
-        if let Ok(k) = schema.index_of(col)
-            && columns[k].data_type() == &DataType::Int32
-        {
-            columns[k] = Arc::new(Int32Array::from(vec![v]));
+    let made = |oid: i32, name: &str, elem: i32, array: i32| -> DfResult<RecordBatch> {
+        let mut columns = row.columns().to_vec();
+        let set_int = |columns: &mut Vec<ArrayRef>, col: &str, v: i32| {
+            if let Ok(k) = schema.index_of(col)
+                && columns[k].data_type() == &DataType::Int32
+            {
+                columns[k] = Arc::new(Int32Array::from(vec![v]));
+            }
+        };
+        let set_text = |columns: &mut Vec<ArrayRef>, col: &str, v: &str| {
+            if let Ok(k) = schema.index_of(col)
+                && columns[k].data_type() == &DataType::Utf8
+            {
+                columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(vec![v]));
+            }
+        };
+        set_int(&mut columns, "oid", oid);
+        set_int(&mut columns, "typelem", elem);
+        set_int(&mut columns, "typarray", array);
+        set_int(&mut columns, "typlen", -1);
+        set_text(&mut columns, "typname", name);
+        if elem != 0 {
+            set_text(&mut columns, "typcategory", "A");
+            // pgjdbc tells arrays by their input function.
+            set_text(&mut columns, "typinput", "array_in");
+            set_text(&mut columns, "typoutput", "array_out");
+            set_text(&mut columns, "typreceive", "array_recv");
+            set_text(&mut columns, "typsend", "array_send");
+        } else {
+            for f in ["in", "out", "recv", "send", "typmod_in"] {
+                let col = match f {
+                    "in" => "typinput",
+                    "out" => "typoutput",
+                    "recv" => "typreceive",
+                    "send" => "typsend",
+                    _ => "typmodin",
+                };
+                set_text(&mut columns, col, &format!("{name}_{f}"));
+            }
         }
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
     };
-    set_int(&mut columns, "oid", VECTOR_OID + 1);
-    set_int(&mut columns, "typelem", VECTOR_OID);
-    set_int(&mut columns, "typarray", 0);
-    set_int(&mut columns, "typlen", -1);
-    if let Ok(k) = schema.index_of("typname") {
-        columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(vec!["_vector"]));
-    }
-    let set_text = |columns: &mut Vec<ArrayRef>, col: &str, v: &str| {
-        if let Ok(k) = schema.index_of(col)
-            && columns[k].data_type() == &DataType::Utf8
-        {
-            columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(vec![v]));
-        }
-    };
-    set_text(&mut columns, "typcategory", "A");
-    // pgjdbc tells arrays by their input function.
-    set_text(&mut columns, "typinput", "array_in");
-    set_text(&mut columns, "typoutput", "array_out");
-    set_text(&mut columns, "typreceive", "array_recv");
-    set_text(&mut columns, "typsend", "array_send");
-    Ok(Some(RecordBatch::try_new(schema, columns)?))
+    Ok(vec![
+        made(VECTOR_OID + 1, "_vector", VECTOR_OID, 0)?,
+        made(HALFVEC_OID, "halfvec", 0, HALFVEC_OID + 1)?,
+        made(HALFVEC_OID + 1, "_halfvec", HALFVEC_OID, 0)?,
+    ])
 }
 
 #[derive(Debug)]
