@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub mod sparse;
+
 /// Field metadata that marks a pgvector `vector` column for the wire encoder.
 pub const PG_VECTOR_KEY: &str = "pg.vector";
 
@@ -30,6 +32,8 @@ pub const PG_TYPE_KEY: &str = "vectorgate.pg_type";
 
 /// The [`PG_TYPE_KEY`] of a `halfvec` column.
 pub const HALFVEC: &str = "halfvec";
+/// The [`PG_TYPE_KEY`] of a `sparsevec` column (its values are its text).
+pub const SPARSEVEC: &str = "sparsevec";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ColumnType {
@@ -51,6 +55,9 @@ pub enum ColumnType {
     /// pgvector's `halfvec(n)`: each element kept at half precision (IEEE binary16),
     /// held as the f32 it rounds to; 0: no dimension declared.
     HalfVec(usize),
+    /// pgvector's `sparsevec(n)`: kept as its canonical text (see [`sparse`]);
+    /// 0: no dimension declared.
+    SparseVec(usize),
     Bytea,
     /// `numeric(precision, scale)`, kept as a 128-bit decimal.
     Numeric(u8, i8),
@@ -82,6 +89,8 @@ impl ColumnType {
             ColumnType::Vector(n) => format!("vector({n})"),
             ColumnType::HalfVec(0) => "halfvec".into(),
             ColumnType::HalfVec(n) => format!("halfvec({n})"),
+            ColumnType::SparseVec(0) => "sparsevec".into(),
+            ColumnType::SparseVec(n) => format!("sparsevec({n})"),
             ColumnType::Bytea => "bytea".into(),
             ColumnType::Numeric(p, s) => format!("numeric({p},{s})"),
             ColumnType::Jsonb => "jsonb".into(),
@@ -97,7 +106,7 @@ impl ColumnType {
             ColumnType::Real => DataType::Float32,
             ColumnType::Double => DataType::Float64,
             ColumnType::Bool => DataType::Boolean,
-            ColumnType::Text | ColumnType::Uuid => DataType::Utf8,
+            ColumnType::Text | ColumnType::Uuid | ColumnType::SparseVec(_) => DataType::Utf8,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::TimestampTz => {
                 DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
@@ -130,6 +139,10 @@ impl ColumnType {
                 PG_UUID_KEY.to_string(),
                 "uuid".to_string(),
             )])),
+            ColumnType::SparseVec(_) => f.with_metadata(HashMap::from([(
+                PG_TYPE_KEY.to_string(),
+                SPARSEVEC.to_string(),
+            )])),
             ColumnType::Jsonb => f.with_metadata(crate::json::mark(crate::json::Kind::Jsonb)),
             ColumnType::Json => f.with_metadata(crate::json::mark(crate::json::Kind::Json)),
             _ => f,
@@ -145,9 +158,10 @@ impl ColumnType {
         }
     }
 
-    /// Whether the type is one of pgvector's dense vector types.
+    /// Whether the type is one of pgvector's vector types (a sparsevec too, which has
+    /// no dense dimension).
     pub fn is_vector(&self) -> bool {
-        self.vector_dims().is_some()
+        self.vector_dims().is_some() || matches!(self, ColumnType::SparseVec(_))
     }
 
     /// Whether the type can be a primary-key column.
@@ -252,6 +266,16 @@ pub fn check_vector(v: &[f32], dim: usize) -> Result<()> {
         return Err(Error::DataException(
             "NaN and infinity are not allowed in vector".into(),
         ));
+    }
+    Ok(())
+}
+
+fn check_sparse_dim(s: &crate::types::sparse::SparseVector, dim: usize) -> Result<()> {
+    if dim != 0 && s.dim != dim {
+        return Err(Error::DataException(format!(
+            "expected {dim} dimensions, not {}",
+            s.dim
+        )));
     }
     Ok(())
 }
@@ -714,6 +738,16 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
             check_vector(&v, *n)?;
             Value::Vector(v)
         }
+        (ColumnType::SparseVec(n), Value::Text(s)) => {
+            let s = crate::types::sparse::SparseVector::parse(&s)?;
+            check_sparse_dim(&s, *n)?;
+            Value::Text(s.text())
+        }
+        (ColumnType::SparseVec(n), v @ (Value::Vector(_) | Value::IntArray(_))) => {
+            let s = crate::types::sparse::SparseVector::from_dense(&vector_of(v)?)?;
+            check_sparse_dim(&s, *n)?;
+            Value::Text(s.text())
+        }
         (ColumnType::HalfVec(n), v @ (Value::Vector(_) | Value::Text(_) | Value::IntArray(_))) => {
             let v = to_half(vector_of(v)?)?;
             check_vector(&v, *n)?;
@@ -1076,7 +1110,9 @@ pub fn build_array<'a>(ty: &ColumnType, values: impl Iterator<Item = &'a Value>)
                     .unwrap_or_else(|_| Decimal128Array::from(Vec::<i128>::new())),
             )
         }
-        ColumnType::Jsonb | ColumnType::Json => build_array(&ColumnType::Text, values),
+        ColumnType::Jsonb | ColumnType::Json | ColumnType::SparseVec(_) => {
+            build_array(&ColumnType::Text, values)
+        }
         ColumnType::Vector(_) | ColumnType::HalfVec(_) => {
             let mut b = ListBuilder::new(Float32Builder::new());
             for v in values {

@@ -1,5 +1,6 @@
 """Python clients against a running vectorgate (VECTORGATE_URL): psycopg 3 (text and
-binary, server-side prepared statements, executemany, COPY, pgvector's HalfVector),
+binary, server-side prepared statements, executemany, COPY, pgvector's HalfVector and
+SparseVector),
 psycopg2, asyncpg (its type
 introspection, prepared statements, arrays), pgvector-python on all three, SQLAlchemy 2 (engine connect, table names, transactions, the ORM with pgvector's
 Vector type), and pgvector-python's README example.
@@ -14,7 +15,7 @@ import asyncpg
 import numpy as np
 import psycopg
 import psycopg2
-from pgvector import HalfVector
+from pgvector import HalfVector, SparseVector
 from pgvector.asyncpg import register_vector as register_vector_asyncpg
 from pgvector.psycopg import register_vector
 from pgvector.psycopg2 import register_vector as register_vector2
@@ -105,6 +106,44 @@ def psycopg3():
                 f"psycopg binary={binary}: halfvecs come back at half precision",
                 all(
                     np.array_equal(np.asarray(r[1].to_numpy(), dtype=np.float16), halves[r[0]])
+                    for r in rows
+                ),
+                True,
+            )
+    # sparsevec: pgvector-python's SparseVector in both formats, searched exactly.
+    conn.execute("DROP TABLE IF EXISTS py_sparse")
+    conn.execute("CREATE TABLE py_sparse (id bigint PRIMARY KEY, embedding sparsevec(1000))")
+    register_vector(conn)
+    sparse = {}
+    for i in range(40):
+        idx = sorted({int(x) for x in rng.integers(0, 1000, 4)})
+        sparse[i] = {j: float(np.float32(rng.standard_normal())) for j in idx}
+    with conn.cursor(binary=True) as cur:
+        cur.executemany(
+            "INSERT INTO py_sparse VALUES (%s, %s)",
+            [(i, SparseVector(s, 1000)) for i, s in sparse.items()],
+        )
+    qs = {j: 1.0 for j in sorted({j for s in list(sparse.values())[:5] for j in s})}
+
+    def ip(s):
+        return sum(v * qs.get(j, 0.0) for j, v in s.items())
+
+    want = sorted(sparse, key=lambda i: (-ip(sparse[i]), i))[:5]
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            cur.execute(
+                "SELECT id, embedding FROM py_sparse ORDER BY embedding <#> %s, id LIMIT 5",
+                (SparseVector(qs, 1000),),
+                prepare=True,
+            )
+            rows = cur.fetchall()
+            check(f"psycopg binary={binary}: sparsevec search by inner product", [r[0] for r in rows], want)
+            check(
+                f"psycopg binary={binary}: sparsevecs come back as written",
+                all(
+                    r[1].dimensions() == 1000
+                    and {j: float(np.float32(v)) for j, v in zip(r[1].indices(), r[1].values())}
+                    == sparse[r[0]]
                     for r in rows
                 ),
                 True,

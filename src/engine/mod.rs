@@ -222,15 +222,25 @@ impl Core {
         self.tables.read().values().cloned().collect()
     }
 
-    /// Whether one of `tables` has a `halfvec` column of this name (what a parameter
-    /// compared with it is typed as).
-    pub fn is_halfvec_column(&self, tables: &[String], name: &str) -> bool {
+    /// The pgvector type (without its dimension) of a column of this name in one of
+    /// `tables`: what a parameter compared with it is typed as.
+    pub fn vector_column_type(
+        &self,
+        tables: &[String],
+        name: &str,
+    ) -> Option<crate::types::ColumnType> {
+        use crate::types::ColumnType;
         let all = self.tables.read();
-        tables.iter().filter_map(|t| all.get(t)).any(|d| {
-            d.columns
-                .iter()
-                .any(|c| c.name == name && matches!(c.ty, crate::types::ColumnType::HalfVec(_)))
-        })
+        tables
+            .iter()
+            .filter_map(|t| all.get(t))
+            .flat_map(|d| d.columns.iter())
+            .find(|c| c.name == name && c.ty.is_vector())
+            .map(|c| match c.ty {
+                ColumnType::HalfVec(_) => ColumnType::HalfVec(0),
+                ColumnType::SparseVec(_) => ColumnType::SparseVec(0),
+                _ => ColumnType::Vector(0),
+            })
     }
 
     /// The names of every table, sorted.

@@ -795,6 +795,7 @@ async fn run_search(
         full_schema: full,
         params: settings.params(),
         notices: settings.notices,
+        query_norm2: Default::default(),
         pending: session.pending(&def.name),
     };
     let batch = search.run().await?;

@@ -247,13 +247,16 @@ pub(super) async fn create_index(session: &Session, ci: &CreateIndex) -> Result<
         // halfvec_l2_ops for a halfvec.
         let ty = match def.columns[c].ty {
             crate::types::ColumnType::HalfVec(_) => "halfvec",
+            crate::types::ColumnType::SparseVec(_) => "sparsevec",
             _ => "vector",
         };
         let d = match op.split_once('_') {
             Some((t, "l2_ops")) if t == ty => Distance::L2,
             Some((t, "cosine_ops")) if t == ty => Distance::Cosine,
             Some((t, "ip_ops")) if t == ty => Distance::Dot,
-            Some((t, "l2_ops" | "cosine_ops" | "ip_ops")) if ["vector", "halfvec"].contains(&t) => {
+            Some((t, "l2_ops" | "cosine_ops" | "ip_ops"))
+                if ["vector", "halfvec", "sparsevec"].contains(&t) =>
+            {
                 return Err(Error::DatatypeMismatch(format!(
                     "operator class \"{op}\" does not accept data type {ty}"
                 )));
@@ -264,6 +267,14 @@ pub(super) async fn create_index(session: &Session, ci: &CreateIndex) -> Result<
                 )));
             }
         };
+        if ty == "sparsevec" {
+            // Recorded; searches of a sparsevec read the rows, by any distance.
+            session.notices.push(format!(
+                "column \"{}\" is a sparsevec, which the vector index does not hold yet: its searches read every row (exact, but slower as the table grows)",
+                def.columns[c].name
+            ));
+            continue;
+        }
         if def.distance_of(c).is_none() {
             return Err(Error::FeatureNotSupported(format!(
                 "column \"{}\" does not have dimensions: an index of it needs them; declare them with ALTER TABLE {} ALTER COLUMN {} TYPE vector(n)",

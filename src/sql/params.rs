@@ -211,20 +211,19 @@ fn cast_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
 /// `<=>`, `<#>` or of a distance function. Clients that registered pgvector's type
 /// (pgvector-python on asyncpg or psycopg, pgvector-node, pgvector-java) then send it in
 /// pgvector's own binary or text form.
-pub fn pgvector_param(i: usize, half: bool) -> Field {
-    let ty = if half {
-        ColumnType::HalfVec(0)
-    } else {
-        ColumnType::Vector(0)
-    };
-    ty.arrow_field(&format!("${i}"), true)
+pub fn pgvector_param(i: usize, kind: ColumnType) -> Field {
+    kind.arrow_field(&format!("${i}"), true)
 }
 
 /// Placeholders written as operands of pgvector's operators or distance functions in
 /// `sql` (read before the operators become `vector_search` or function calls), each
-/// with whether pgvector would type it `halfvec`: cast so, or the other operand a
-/// column `is_half` names.
-pub fn pgvector_operands(sql: &str, is_half: &dyn Fn(&str) -> bool) -> Vec<(usize, bool)> {
+/// with the type pgvector would give it: `vector`, unless cast to another of its types
+/// or compared with a column of one (`column_type` says which a column name has in the
+/// tables the statement reads, as written: before a search replaces its table).
+pub fn pgvector_operands(
+    sql: &str,
+    column_type: &dyn Fn(&[String], &str) -> Option<ColumnType>,
+) -> Vec<(usize, ColumnType)> {
     let lower = sql.to_ascii_lowercase();
     if !["<->", "<=>", "<#>", "distance", "inner_product"]
         .iter()
@@ -235,32 +234,46 @@ pub fn pgvector_operands(sql: &str, is_half: &dyn Fn(&str) -> bool) -> Vec<(usiz
     let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
         return Vec::new();
     };
-    // `$1::vector` is a vector too (`$1::halfvec` a halfvec); another cast
-    // (`$1::real[]`) says what the client sends.
-    fn operand(e: &SqlExpr) -> Option<(usize, bool)> {
+    // `$1::vector` is a vector too (`$1::halfvec` a halfvec, ...); another cast
+    // (`$1::real[]`) says what the client sends. The type is None when not cast.
+    fn operand(e: &SqlExpr) -> Option<(usize, Option<ColumnType>)> {
         match e {
             SqlExpr::Nested(expr) => operand(expr),
             SqlExpr::Cast {
                 expr,
                 data_type: datafusion::sql::sqlparser::ast::DataType::Custom(name, _),
                 ..
-            } if name.to_string().eq_ignore_ascii_case("vector")
-                || name.to_string().eq_ignore_ascii_case("halfvec") =>
-            {
-                operand(expr).map(|(i, _)| (i, name.to_string().eq_ignore_ascii_case("halfvec")))
+            } => {
+                let kind = match name.to_string().to_ascii_lowercase().as_str() {
+                    "vector" => ColumnType::Vector(0),
+                    "halfvec" => ColumnType::HalfVec(0),
+                    "sparsevec" => ColumnType::SparseVec(0),
+                    _ => return None,
+                };
+                operand(expr).map(|(i, _)| (i, Some(kind)))
             }
-            other => placeholder_index(other).map(|i| (i, false)),
+            other => placeholder_index(other).map(|i| (i, None)),
         }
     }
-    // The other operand a halfvec column: the placeholder is a halfvec.
-    let half_column = |e: &SqlExpr| match e {
-        SqlExpr::Identifier(id) => is_half(&id.value),
-        SqlExpr::CompoundIdentifier(ids) => ids.last().is_some_and(|id| is_half(&id.value)),
-        _ => false,
-    };
-    let pair = |a: &SqlExpr, b: &SqlExpr| operand(a).map(|(i, half)| (i, half || half_column(b)));
     let mut found = Vec::new();
     for stmt in &stmts {
+        let tables = super::pgvector::relations(stmt);
+        // Not cast: the type of the column on the other side, else a vector.
+        let column = |e: &SqlExpr| match e {
+            SqlExpr::Identifier(id) => column_type(&tables, &id.value),
+            SqlExpr::CompoundIdentifier(ids) => {
+                ids.last().and_then(|id| column_type(&tables, &id.value))
+            }
+            _ => None,
+        };
+        let pair = |a: &SqlExpr, b: &SqlExpr| {
+            operand(a).map(|(i, kind)| {
+                (
+                    i,
+                    kind.or_else(|| column(b)).unwrap_or(ColumnType::Vector(0)),
+                )
+            })
+        };
         let _ = visit_expressions(stmt, |e| {
             match e {
                 SqlExpr::BinaryOp { left, op, right }

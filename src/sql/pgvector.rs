@@ -29,7 +29,7 @@ use super::statements::ident_name;
 use crate::engine::Core;
 use crate::error::Error;
 use crate::store::Distance;
-use crate::types::{ColumnType, Value, parse_vector_text, value_from_array};
+use crate::types::{ColumnType, Value, value_from_array};
 
 /// Function names for the operators.
 fn function_for(op: &BinaryOperator) -> Option<(&'static str, Distance)> {
@@ -94,6 +94,7 @@ impl VectorFunction {
             "l2_norm",
             VECTOR_TEXT,
             HALFVEC,
+            SPARSEVEC,
         ]
         .into_iter()
         .map(|name| VectorFunction {
@@ -120,6 +121,8 @@ impl ScalarUDFImpl for VectorFunction {
             DataType::Utf8
         } else if self.name == HALFVEC {
             ColumnType::HalfVec(0).arrow_type()
+        } else if self.name == SPARSEVEC {
+            ColumnType::SparseVec(0).arrow_type()
         } else {
             DataType::Float64
         })
@@ -131,6 +134,8 @@ impl ScalarUDFImpl for VectorFunction {
     ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
         Ok(Arc::new(if self.name == HALFVEC {
             ColumnType::HalfVec(0).arrow_field(self.name, true)
+        } else if self.name == SPARSEVEC {
+            ColumnType::SparseVec(0).arrow_field(self.name, true)
         } else {
             datafusion::arrow::datatypes::Field::new(self.name, self.return_type(&[])?, true)
         }))
@@ -139,6 +144,29 @@ impl ScalarUDFImpl for VectorFunction {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        if self.name == SPARSEVEC {
+            // `x::sparsevec`: its canonical text, from a sparsevec's text or a vector.
+            let values = (0..n)
+                .map(|row| {
+                    Ok(match value_from_array(&arrays[0], row)? {
+                        Value::Null => Value::Null,
+                        Value::Text(t) if crate::types::sparse::looks_sparse(&t) => {
+                            Value::Text(crate::types::sparse::SparseVector::parse(&t)?.text())
+                        }
+                        other => match vector_at_value(other)? {
+                            None => Value::Null,
+                            Some(v) => Value::Text(
+                                crate::types::sparse::SparseVector::from_dense(&v)?.text(),
+                            ),
+                        },
+                    })
+                })
+                .collect::<Result<Vec<Value>, Error>>()?;
+            return Ok(ColumnarValue::Array(crate::types::build_array(
+                &ColumnType::SparseVec(0),
+                values.iter(),
+            )));
+        }
         if self.name == HALFVEC {
             // `x::halfvec`: each element rounded to half precision.
             let values = (0..n)
@@ -203,12 +231,18 @@ const VECTOR_TEXT: &str = "vector_text";
 /// What `x::halfvec` becomes (but for a parameter, which the column it is written to
 /// rounds).
 const HALFVEC: &str = crate::types::HALFVEC;
+/// What `x::sparsevec` becomes.
+const SPARSEVEC: &str = crate::types::SPARSEVEC;
 
 fn vector_at(arr: &ArrayRef, row: usize) -> Result<Option<Vec<f32>>, Error> {
-    Ok(match value_from_array(arr, row)? {
+    vector_at_value(value_from_array(arr, row)?)
+}
+
+fn vector_at_value(v: Value) -> Result<Option<Vec<f32>>, Error> {
+    Ok(match v {
         Value::Null => None,
         Value::Vector(v) => Some(v),
-        Value::Text(s) => Some(parse_vector_text(&s)?),
+        Value::Text(s) => Some(crate::types::sparse::dense_of_text(&s)?),
         Value::IntArray(a) => Some(
             a.into_iter()
                 .map(|x| x.unwrap_or_default() as f32)
@@ -335,13 +369,14 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
         } = e
             && let Some(kind) = name.0.last().and_then(|p| p.as_ident())
         {
-            if kind.value.eq_ignore_ascii_case("vector")
-                || (kind.value.eq_ignore_ascii_case(HALFVEC)
-                    && matches!(**expr, SqlExpr::Value(ref v) if matches!(v.value, datafusion::sql::sqlparser::ast::Value::Placeholder(_))))
-            {
+            let placeholder = matches!(**expr, SqlExpr::Value(ref v) if matches!(v.value, datafusion::sql::sqlparser::ast::Value::Placeholder(_)));
+            let other = [HALFVEC, SPARSEVEC]
+                .into_iter()
+                .find(|k| kind.value.eq_ignore_ascii_case(k));
+            if kind.value.eq_ignore_ascii_case("vector") || (other.is_some() && placeholder) {
                 *e = (**expr).clone();
-            } else if kind.value.eq_ignore_ascii_case(HALFVEC) {
-                *e = call(HALFVEC, vec![(**expr).clone()]);
+            } else if let Some(k) = other {
+                *e = call(k, vec![(**expr).clone()]);
             }
         }
         // `embedding::text` (or `CAST(... AS text/varchar)`) of a vector column:
@@ -355,7 +390,7 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
                     | datafusion::sql::sqlparser::ast::DataType::Varchar(_)
             )
             && (column_name(expr).is_some_and(|c| is_vector_column(shared, &c))
-                || matches!(&**expr, SqlExpr::Function(f) if f.name.to_string() == HALFVEC))
+                || matches!(&**expr, SqlExpr::Function(f) if f.name.to_string() == HALFVEC || f.name.to_string() == SPARSEVEC))
         {
             *e = call(VECTOR_TEXT, vec![(**expr).clone()]);
         }

@@ -311,6 +311,7 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
     for (kind, make) in [
         ("vector", ColumnType::Vector as fn(usize) -> ColumnType),
         ("halfvec", ColumnType::HalfVec),
+        ("sparsevec", ColumnType::SparseVec),
     ] {
         let Some(rest) = t.strip_prefix(kind) else {
             continue;
@@ -329,9 +330,14 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
                 "{kind} columns need a dimension, as in {kind}(384)"
             ))
         })?;
-        if n == 0 || n > 65_535 {
+        let most = if kind == "sparsevec" {
+            crate::types::sparse::MAX_DIM
+        } else {
+            65_535
+        };
+        if n == 0 || n > most {
             return Err(Error::InvalidParameter(format!(
-                "{kind} dimension must be between 1 and 65535, got {n}"
+                "{kind} dimension must be between 1 and {most}, got {n}"
             )));
         }
         return Ok(make(n));
@@ -2420,6 +2426,10 @@ mod tests {
         // pgvector's `vector` without a dimension.
         assert_eq!(parse_type("vector").ok(), Some(ColumnType::Vector(0)));
         assert_eq!(parse_type("halfvec(3)").ok(), Some(ColumnType::HalfVec(3)));
+        assert_eq!(
+            parse_type("sparsevec(30522)").ok(),
+            Some(ColumnType::SparseVec(30522))
+        );
         assert_eq!(
             parse_type("public.halfvec").ok(),
             Some(ColumnType::HalfVec(0))

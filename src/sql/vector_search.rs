@@ -32,7 +32,7 @@ use super::tables::{single_partition_props, table_schema};
 use crate::engine::{Core, Notices};
 use crate::error::{Error, Result};
 use crate::store::{Distance, Predicate, Row, SearchParams, SearchQuery, TableDef};
-use crate::types::{Value, check_vector, parse_vector_text, value_from_array};
+use crate::types::{Value, check_vector, value_from_array};
 
 /// Name of the extra output column.
 pub const DISTANCE: &str = "distance";
@@ -133,7 +133,7 @@ fn scalar_subquery(
 /// A query vector from a function argument: `'[..]'` text, or a numeric array.
 pub fn query_vector(v: Value, dim: usize) -> Result<Vec<f32>> {
     let v = match v {
-        Value::Text(s) => parse_vector_text(&s)?,
+        Value::Text(s) => crate::types::sparse::dense_of_text(&s)?,
         Value::Vector(v) => v,
         Value::IntArray(a) => a
             .into_iter()
@@ -520,6 +520,7 @@ impl ExecutionPlan for VectorSearchExec {
             full_schema: self.full_schema.clone(),
             params: self.params.clone(),
             notices: self.notices.clone(),
+            query_norm2: Default::default(),
             pending: super::tables::pending_in(&context, &self.def.name),
         };
         let cols = self.cols.clone();
@@ -568,6 +569,8 @@ pub(crate) struct Search {
     /// are ranked with the index's hits, the rows it deleted or replaced are not
     /// answered from the store.
     pub pending: Option<Arc<crate::engine::tx::Pending>>,
+    /// The query's squared norm, once a sparse row needs it.
+    pub query_norm2: std::sync::OnceLock<f64>,
 }
 
 impl Search {
@@ -609,6 +612,52 @@ impl Search {
             )));
         }
         Ok(self.distance.exact(&self.query, v))
+    }
+
+    /// The exact distance of a row's cell in the searched column: its vector, or its
+    /// sparse vector (kept as text) measured against the query without making it dense;
+    /// `None` for NULL.
+    fn measure_cell(&self, cell: &Value) -> Result<Option<f64>> {
+        match cell {
+            Value::Vector(v) => self.measure(v).map(Some),
+            Value::Text(t) if crate::types::sparse::looks_sparse(t) => {
+                let s = crate::types::sparse::SparseVector::parse(t)?;
+                let q = &self.query;
+                if s.dim != q.len() {
+                    return Err(Error::DataException(format!(
+                        "different sparsevec dimensions {} and {}",
+                        s.dim,
+                        q.len()
+                    )));
+                }
+                let q_norm2 = *self
+                    .query_norm2
+                    .get_or_init(|| q.iter().map(|x| (*x as f64) * (*x as f64)).sum());
+                let dot = s.dot_dense(q);
+                Ok(Some(match self.distance {
+                    Distance::Dot => -dot,
+                    Distance::Cosine => {
+                        let r_norm2 = s.norm2();
+                        if q_norm2 == 0.0 || r_norm2 == 0.0 {
+                            1.0
+                        } else {
+                            1.0 - dot / (q_norm2.sqrt() * r_norm2.sqrt())
+                        }
+                    }
+                    Distance::L2 => {
+                        // |q|² less the query's squares where the row has elements, plus
+                        // the squared differences there.
+                        let mut sum = q_norm2;
+                        for (i, x) in s.indices.iter().zip(&s.values) {
+                            let y = q[*i as usize] as f64;
+                            sum += (*x as f64 - y).powi(2) - y * y;
+                        }
+                        sum.max(0.0).sqrt()
+                    }
+                }))
+            }
+            _ => Ok(None),
+        }
     }
 
     pub(crate) async fn run(self) -> Result<RecordBatch> {
@@ -670,8 +719,7 @@ impl Search {
                 if !k {
                     continue;
                 }
-                if let Value::Vector(v) = &row[self.vector] {
-                    let d = self.measure(v)?;
+                if let Some(d) = self.measure_cell(&row[self.vector])? {
                     best.push((row, d));
                 }
             }
@@ -730,9 +778,10 @@ impl Search {
             seen.extend(p.entries.keys().cloned());
             let mine: Vec<(Row, f64)> = p
                 .rows()
-                .filter_map(|row| match &row[self.vector] {
-                    Value::Vector(v) => Some(self.measure(v).map(|d| (row.clone(), d))),
-                    _ => None,
+                .filter_map(|row| {
+                    self.measure_cell(&row[self.vector])
+                        .transpose()
+                        .map(|d| d.map(|d| (row.clone(), d)))
                 })
                 .collect::<Result<_>>()?;
             if !mine.is_empty() {
@@ -779,8 +828,7 @@ impl Search {
             metrics.backend("row store", "get", started.elapsed());
             let mut candidates = Vec::with_capacity(rows.len());
             for row in rows.into_iter().flatten() {
-                if let Value::Vector(v) = &row[self.vector] {
-                    let d = self.measure(v)?;
+                if let Some(d) = self.measure_cell(&row[self.vector])? {
                     candidates.push((row, d));
                 }
             }

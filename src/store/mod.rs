@@ -427,10 +427,11 @@ impl TableDef {
 
     /// The declared dimension of a vector column (0: none declared, or not a vector).
     pub fn dimension_of(&self, column: usize) -> usize {
-        self.columns
-            .get(column)
-            .and_then(|c| c.ty.vector_dims())
-            .unwrap_or(0)
+        match self.columns.get(column).map(|c| &c.ty) {
+            Some(ColumnType::SparseVec(n)) => *n,
+            Some(t) => t.vector_dims().unwrap_or(0),
+            None => 0,
+        }
     }
 
     /// Every indexed vector column and its distance, `vector_column` first.

@@ -333,7 +333,8 @@ pub fn field_type(ty: &ColumnType) -> Option<FieldType> {
         | ColumnType::Jsonb
         | ColumnType::Json
         | ColumnType::Vector(_)
-        | ColumnType::HalfVec(_) => {
+        | ColumnType::HalfVec(_)
+        | ColumnType::SparseVec(_) => {
             return None;
         }
     })

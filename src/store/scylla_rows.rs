@@ -194,7 +194,8 @@ fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
         ColumnType::BigIntArray => "list<bigint>".into(),
         ColumnType::Bytea => "blob".into(),
         ColumnType::Numeric(..) => "decimal".into(),
-        ColumnType::Jsonb | ColumnType::Json => "text".into(),
+        // A sparsevec is its text (`{1:1.5}/5`).
+        ColumnType::Jsonb | ColumnType::Json | ColumnType::SparseVec(_) => "text".into(),
         // A halfvec's elements are the f32s they round to (CQL has no half float).
         ColumnType::Vector(0) | ColumnType::HalfVec(0) => "list<float>".into(),
         ColumnType::Vector(_) | ColumnType::HalfVec(_) if list_vectors => "list<float>".into(),

@@ -70,11 +70,20 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             .metadata()
             .get(crate::types::PG_TYPE_KEY)
             .map(String::as_str);
-        let retype = if pg_type == Some(crate::types::HALFVEC)
+        let retype = if pg_type == Some(crate::types::SPARSEVEC)
+            && matches!(field.data_type(), DataType::Utf8)
+        {
+            // Its text; in binary made from the text (`Fix::SparsevecBinary`).
+            Some(pgvector_type(
+                crate::types::SPARSEVEC,
+                crate::sql::catalog::SPARSEVEC_OID,
+            ))
+        } else if pg_type == Some(crate::types::HALFVEC)
             && matches!(
                 field.data_type(),
                 DataType::List(_) | DataType::FixedSizeList(..)
-            ) {
+            )
+        {
             // Encoded as a vector, its binary cells then rewritten (`Fix::HalfvecBinary`).
             Some(halfvec_type())
         } else if pg_type == Some("oid[]")
@@ -130,14 +139,19 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
     Ok(out)
 }
 
-/// pgvector's `halfvec` type, at the oid the catalog gives it.
-pub fn halfvec_type() -> pgwire::api::Type {
+/// One of pgvector's types, at the oid the catalog gives it.
+pub fn pgvector_type(name: &str, oid: i32) -> pgwire::api::Type {
     pgwire::api::Type::new(
-        crate::types::HALFVEC.to_string(),
-        crate::sql::catalog::HALFVEC_OID as u32,
+        name.to_string(),
+        oid as u32,
         postgres_types::Kind::Simple,
         "public".to_string(),
     )
+}
+
+/// pgvector's `halfvec` type.
+pub fn halfvec_type() -> pgwire::api::Type {
+    pgvector_type(crate::types::HALFVEC, crate::sql::catalog::HALFVEC_OID)
 }
 
 /// pgvector's binary `halfvec` made from its binary `vector`: the same u16 dimension
@@ -198,6 +212,8 @@ enum Fix {
     HalfvecBinary,
     /// A vector or halfvec in text: its elements printed as pgvector prints them.
     VectorText,
+    /// A sparsevec's text wanted in binary.
+    SparsevecBinary,
 }
 
 /// Postgres' binary `int2[]` of the text form `{1,2}` (None if it is not one).
@@ -266,6 +282,9 @@ fn fix_cells(row: DataRow, fixes: &[(usize, Fix)]) -> DataRow {
                 Fix::JsonbBinary => Some([&[1u8][..], text.as_bytes()].concat()),
                 Fix::HalfvecBinary => None,
                 Fix::VectorText => vector_text(text).map(String::into_bytes),
+                Fix::SparsevecBinary => crate::types::sparse::SparseVector::parse(text)
+                    .ok()
+                    .map(|s| s.to_binary()),
             }
         {
             *cell = fixed;
@@ -347,6 +366,7 @@ pub async fn response(
                                 pgwire::api::Type::JSONB,
                             ]
                             .contains(f.datatype())
+                            || f.datatype().oid() == crate::sql::catalog::SPARSEVEC_OID as u32
                         {
                             FieldInfo::new(
                                 f.name().to_string(),
@@ -391,6 +411,9 @@ pub async fn response(
                         }
                         (t, _, false) if t.oid() == crate::sql::catalog::HALFVEC_OID as u32 => {
                             Some((i, Fix::HalfvecBinary))
+                        }
+                        (t, _, false) if t.oid() == crate::sql::catalog::SPARSEVEC_OID as u32 => {
+                            Some((i, Fix::SparsevecBinary))
                         }
                         (t, _, true)
                             if t.oid() == crate::sql::catalog::HALFVEC_OID as u32

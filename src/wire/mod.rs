@@ -407,11 +407,10 @@ impl QueryParser for StatementParser {
         };
         let mut described = describe(&session, &stmt).await.map_err(failed)?;
         let core = self.engine.core();
-        let tables = crate::sql::pgvector::relations(&stmt);
-        let is_half = |column: &str| core.is_halfvec_column(&tables, column);
-        for (i, half) in crate::sql::params::pgvector_operands(sql, &is_half) {
+        let column_type = |tables: &[String], column: &str| core.vector_column_type(tables, column);
+        for (i, kind) in crate::sql::params::pgvector_operands(sql, &column_type) {
             if let Some(slot) = described.params.get_mut(i - 1) {
-                *slot = Some(crate::sql::params::pgvector_param(i, half));
+                *slot = Some(crate::sql::params::pgvector_param(i, kind));
             }
         }
         let kind = kind_of(&stmt, sql);

@@ -33,6 +33,17 @@ pub fn pg_param_type(t: Option<&Field>) -> Type {
         {
             super::encode::halfvec_type()
         }
+        Some(f)
+            if f.metadata()
+                .get(crate::types::PG_TYPE_KEY)
+                .map(String::as_str)
+                == Some(crate::types::SPARSEVEC) =>
+        {
+            super::encode::pgvector_type(
+                crate::types::SPARSEVEC,
+                crate::sql::catalog::SPARSEVEC_OID,
+            )
+        }
         Some(f) if crate::json::kind_of(f) == Some(crate::json::Kind::Jsonb) => Type::JSONB,
         Some(f) if crate::json::kind_of(f) == Some(crate::json::Kind::Json) => Type::JSON,
         Some(f) => arrow_pg::datatypes::field_into_pg_type(&std::sync::Arc::new(f.clone()))
@@ -190,6 +201,11 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
     }
     if ty.oid() == crate::sql::catalog::HALFVEC_OID as u32 {
         return decode_halfvec(raw);
+    }
+    if ty.oid() == crate::sql::catalog::SPARSEVEC_OID as u32 {
+        return Ok(Value::Text(
+            crate::types::sparse::SparseVector::from_binary(raw)?.text(),
+        ));
     }
     Ok(match *ty {
         Type::INT2 => Value::Int(from_binary::<i16>(ty, raw)? as i64),

@@ -347,6 +347,55 @@ impl tokio_postgres::types::ToSql for PgVector {
     tokio_postgres::types::to_sql_checked!();
 }
 
+/// A pgvector `sparsevec` (given as the dense vector it equals) in its binary form: i32
+/// dimension, i32 count, i32 unused, the 0-based indexes, the values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgSparseVec(pub Vec<f32>);
+
+impl tokio_postgres::types::ToSql for PgSparseVec {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        let nz: Vec<(usize, f32)> = self
+            .0
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, x)| *x != 0.0)
+            .collect();
+        out.put_i32(i32::try_from(self.0.len())?);
+        out.put_i32(i32::try_from(nz.len())?);
+        out.put_i32(0);
+        for (i, _) in &nz {
+            out.put_i32(i32::try_from(*i)?);
+        }
+        for (_, x) in &nz {
+            out.put_f32(*x);
+        }
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        ty.name() == "sparsevec"
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// pgvector's text form of a sparse vector given as the dense vector it equals.
+pub fn sparse_text(v: &[f32]) -> String {
+    let items: Vec<String> = v
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| **x != 0.0)
+        .map(|(i, x)| format!("{}:{x}", i + 1))
+        .collect();
+    format!("{{{}}}/{}", items.join(","), v.len())
+}
+
 /// A pgvector `halfvec` in its binary form (u16 dimension, u16 unused, big-endian
 /// binary16s), sent and read.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::search::{exact, gaussian};
-use super::{PgHalfVec, PgVector, Server, sqlstate, vec_text};
+use super::{PgHalfVec, PgSparseVec, PgVector, Server, sparse_text, sqlstate, vec_text};
 
 const N: usize = 1500;
 const K: usize = 10;
@@ -27,6 +27,21 @@ struct Row {
     /// halfvec(12), cosine: kept at half precision (the values here are already
     /// rounded; the query is rounded by the server, as pgvector casts it).
     half: Option<Vec<f32>>,
+    /// sparsevec(200), by the table's distance (dot): a few non-zero elements, held
+    /// here as the dense vector it equals; not in the index, so searched exactly.
+    sparse: Option<Vec<f32>>,
+}
+
+/// A sparse vector of `dim` with a few non-zero elements, near one of `centers`' own.
+fn sparse(rng: &mut StdRng, dim: usize, centers: &[Vec<usize>]) -> Vec<f32> {
+    let mut v = vec![0f32; dim];
+    for &i in &centers[rng.gen_range(0..centers.len())] {
+        v[i] = 1.0 + gaussian(rng).abs();
+    }
+    for _ in 0..3 {
+        v[rng.gen_range(0..dim)] = gaussian(rng);
+    }
+    v
 }
 
 /// Each element rounded to half precision.
@@ -80,11 +95,12 @@ type Column = (
     &'static str,
 );
 
-const COLUMNS: [Column; 4] = [
+const COLUMNS: [Column; 5] = [
     ("title", |r| &r.title, "cosine", "<=>"),
     ("body", |r| &r.body, "l2", "<->"),
     ("raw", |r| &r.raw, "dot", "<#>"),
     ("half", |r| &r.half, "cosine", "<=>"),
+    ("sparse", |r| &r.sparse, "dot", "<#>"),
 ];
 
 type Filter = (&'static str, fn(&Row) -> bool);
@@ -120,8 +136,11 @@ async fn check_all(
                     query.clone()
                 };
                 let expected = oracle(rows, column, distance, &exact_query, pred);
-                let (vector_param, half_param) =
-                    (PgVector(query.clone()), PgHalfVec(query.clone()));
+                let (vector_param, half_param, sparse_param) = (
+                    PgVector(query.clone()),
+                    PgHalfVec(query.clone()),
+                    PgSparseVec(query.clone()),
+                );
                 let got: Vec<(i64, f64)> = match q % 3 {
                     // Extended protocol: the named column, the vector as a real[].
                     0 => client
@@ -144,10 +163,10 @@ async fn check_all(
                             &format!(
                                 "SELECT id, ({name} {op} $1)::float8 FROM multi WHERE {filter} ORDER BY {name} {op} $1 LIMIT {K}"
                             ),
-                            &[if name == "half" {
-                                &half_param as &(dyn tokio_postgres::types::ToSql + Sync)
-                            } else {
-                                &vector_param
+                            &[match name {
+                                "half" => &half_param as &(dyn tokio_postgres::types::ToSql + Sync),
+                                "sparse" => &sparse_param,
+                                _ => &vector_param,
                             }],
                         )
                         .await
@@ -197,7 +216,11 @@ async fn check_all(
             }
             let recall = found as f64 / wanted.max(1) as f64;
             eprintln!("multi.{name:6} recall@{K} {recall:.3}  filter: {filter}");
-            let floor = if name == "raw" { 1.0 } else { 0.95 };
+            let floor = if name == "raw" || name == "sparse" {
+                1.0
+            } else {
+                0.95
+            };
             assert!(
                 recall >= floor,
                 "{name} {filter}: recall@{K} {recall:.3} < {floor}"
@@ -217,6 +240,9 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
         centers(&mut rng, 4),
         centers(&mut rng, 12),
     );
+    let cs: Vec<Vec<usize>> = (0..12)
+        .map(|_| (0..5).map(|_| rng.gen_range(0..200)).collect())
+        .collect();
     let mut rows: Vec<Row> = (0..N)
         .map(|i| Row {
             id: i as i64,
@@ -226,12 +252,14 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
             body: (i % 5 != 1).then(|| clustered(&mut rng, &cb)),
             raw: (i % 3 != 2).then(|| clustered(&mut rng, &cr)),
             half: (i % 4 != 3).then(|| to_half(&clustered(&mut rng, &ch))),
+            sparse: (i % 6 != 5).then(|| sparse(&mut rng, 200, &cs)),
         })
         .collect();
     client
         .batch_execute(
             "CREATE TABLE multi (id bigint PRIMARY KEY, category text, bucket int, \
-             title vector(16), body vector(8), raw vector, half halfvec(12)) \
+             title vector(16), body vector(8), raw vector, half halfvec(12), \
+             sparse sparsevec(200)) \
              WITH (distance = 'dot', indexing_threshold_kb = 16)",
         )
         .await
@@ -249,14 +277,17 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
             .iter()
             .map(|r| {
                 format!(
-                    "({}, '{}', {}, {}, {}, {}, {})",
+                    "({}, '{}', {}, {}, {}, {}, {}, {})",
                     r.id,
                     r.category,
                     r.bucket,
                     text_or_null(&r.title),
                     text_or_null(&r.body),
                     text_or_null(&r.raw),
-                    text_or_null(&r.half)
+                    text_or_null(&r.half),
+                    r.sparse
+                        .as_ref()
+                        .map_or_else(|| "NULL".to_string(), |v| format!("'{}'", sparse_text(v)))
                 )
             })
             .collect();
@@ -348,6 +379,7 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
         queries.push((8, clustered(&mut rng, &cb)));
         queries.push((4, clustered(&mut rng, &cr)));
         queries.push((12, clustered(&mut rng, &ch)));
+        queries.push((200, sparse(&mut rng, 200, &cs)));
     }
     check_all(&client, &rows, &COLUMNS, &queries).await;
 

@@ -71,11 +71,17 @@ impl ScalarUDFImpl for FormatType {
             let oid = int_at(&arrays[0], i);
             let typmod = arrays.get(1).and_then(|a| int_at(a, i)).unwrap_or(-1);
             match oid {
-                Some(o) if o == VECTOR_OID as i64 || o == HALFVEC_OID as i64 => {
+                Some(o)
+                    if o == VECTOR_OID as i64
+                        || o == HALFVEC_OID as i64
+                        || o == SPARSEVEC_OID as i64 =>
+                {
                     let name = if o == VECTOR_OID as i64 {
                         "vector"
-                    } else {
+                    } else if o == HALFVEC_OID as i64 {
                         "halfvec"
+                    } else {
+                        "sparsevec"
                     };
                     if typmod > 0 {
                         out.append_value(format!("{name}({typmod})"))
@@ -267,6 +273,7 @@ pub fn type_oid(name: &str) -> Option<i32> {
         "jsonb" => (3802, 3807),
         "vector" | "public.vector" => (VECTOR_OID, VECTOR_OID + 1),
         "halfvec" | "public.halfvec" => (HALFVEC_OID, HALFVEC_OID + 1),
+        "sparsevec" | "public.sparsevec" => (SPARSEVEC_OID, SPARSEVEC_OID + 1),
         _ => return None,
     };
     Some(if array { array_oid } else { oid })
@@ -624,6 +631,14 @@ struct PgTypeof {
 
 /// The name `regtype` prints for the Postgres type a result column of `field` has.
 fn regtype_name(field: &datafusion::arrow::datatypes::Field) -> String {
+    if field
+        .metadata()
+        .get(crate::types::PG_TYPE_KEY)
+        .map(String::as_str)
+        == Some(crate::types::SPARSEVEC)
+    {
+        return crate::types::SPARSEVEC.into();
+    }
     if field.metadata().contains_key(crate::types::PG_VECTOR_KEY) {
         let half = field
             .metadata()

@@ -401,6 +401,7 @@ fn declared_type_names(ty: &crate::types::ColumnType) -> (&'static str, &'static
         C::BigIntArray => ("ARRAY", "_int8"),
         C::Vector(_) => ("USER-DEFINED", "vector"),
         C::HalfVec(_) => ("USER-DEFINED", "halfvec"),
+        C::SparseVec(_) => ("USER-DEFINED", "sparsevec"),
         C::Bytea => ("bytea", "bytea"),
         C::Numeric(..) => ("numeric", "numeric"),
         C::Jsonb => ("jsonb", "jsonb"),
@@ -502,11 +503,13 @@ impl TableProvider for Columns {
             let udt_schemas: StringArray = udt_names
                 .iter()
                 .map(|u| {
-                    Some(if u == "vector" || u == "halfvec" {
-                        "public"
-                    } else {
-                        "pg_catalog"
-                    })
+                    Some(
+                        if ["vector", "halfvec", "sparsevec"].contains(&u.as_str()) {
+                            "public"
+                        } else {
+                            "pg_catalog"
+                        },
+                    )
                 })
                 .collect();
             let mut columns = b.columns().to_vec();

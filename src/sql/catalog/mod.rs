@@ -36,6 +36,8 @@ pub use information_schema::InformationSchema;
 pub const VECTOR_OID: i32 = 16385;
 /// OID of pgvector's `halfvec` (its array type `_halfvec` is the next).
 pub const HALFVEC_OID: i32 = VECTOR_OID + 2;
+/// OID of pgvector's `sparsevec` (its array type `_sparsevec` is the next).
+pub const SPARSEVEC_OID: i32 = VECTOR_OID + 4;
 
 /// The Postgres type OID and type modifier of a declared column type.
 pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
@@ -58,6 +60,8 @@ pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
         ColumnType::Vector(n) => (VECTOR_OID, *n as i32),
         ColumnType::HalfVec(0) => (HALFVEC_OID, -1),
         ColumnType::HalfVec(n) => (HALFVEC_OID, *n as i32),
+        ColumnType::SparseVec(0) => (SPARSEVEC_OID, -1),
+        ColumnType::SparseVec(n) => (SPARSEVEC_OID, *n as i32),
         ColumnType::Bytea => (17, -1),
         // Postgres' numeric typmod: ((precision << 16) | scale) + 4.
         ColumnType::Numeric(p, s) => (1700, ((*p as i32) << 16 | (*s as i32 & 0xffff)) + 4),
@@ -260,7 +264,15 @@ impl TableProvider for PgType {
                 };
                 let patched: Vec<Option<i32>> = (0..b.num_rows())
                     .map(|i| {
-                        if matches!(name.value(i), "vector" | "_vector" | "halfvec" | "_halfvec") {
+                        if matches!(
+                            name.value(i),
+                            "vector"
+                                | "_vector"
+                                | "halfvec"
+                                | "_halfvec"
+                                | "sparsevec"
+                                | "_sparsevec"
+                        ) {
                             Some(public)
                         } else {
                             ns.is_valid(i).then(|| ns.value(i))
@@ -354,6 +366,8 @@ fn pgvector_type_rows(b: &RecordBatch) -> DfResult<Vec<RecordBatch>> {
         made(VECTOR_OID + 1, "_vector", VECTOR_OID, 0)?,
         made(HALFVEC_OID, "halfvec", 0, HALFVEC_OID + 1)?,
         made(HALFVEC_OID + 1, "_halfvec", HALFVEC_OID, 0)?,
+        made(SPARSEVEC_OID, "sparsevec", 0, SPARSEVEC_OID + 1)?,
+        made(SPARSEVEC_OID + 1, "_sparsevec", SPARSEVEC_OID, 0)?,
     ])
 }
 
