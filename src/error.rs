@@ -25,6 +25,12 @@ pub enum Error {
     DataException(String),
     #[error("{0}")]
     NumericOutOfRange(String),
+    /// A bit string of another length than its `bit(n)` type's.
+    #[error("{0}")]
+    StringDataLength(String),
+    /// A value longer than its type takes.
+    #[error("{0}")]
+    StringTruncation(String),
     #[error("division by zero")]
     DivisionByZero,
     #[error("{0}")]
@@ -162,6 +168,8 @@ impl Error {
             Error::InvalidText(_) => "22P02",
             Error::DataException(_) => "22000",
             Error::NumericOutOfRange(_) => "22003",
+            Error::StringDataLength(_) => "22026",
+            Error::StringTruncation(_) => "22001",
             Error::DivisionByZero => "22012",
             Error::InvalidParameter(_) => "22023",
             Error::InvalidTableDefinition(_) => "42P16",

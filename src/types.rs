@@ -34,6 +34,10 @@ pub const PG_TYPE_KEY: &str = "vectorgate.pg_type";
 pub const HALFVEC: &str = "halfvec";
 /// The [`PG_TYPE_KEY`] of a `sparsevec` column (its values are its text).
 pub const SPARSEVEC: &str = "sparsevec";
+/// The [`PG_TYPE_KEY`]s of `bit` and `bit varying` columns (their values are `0`s and
+/// `1`s).
+pub const BIT: &str = "bit";
+pub const VARBIT: &str = "varbit";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ColumnType {
@@ -58,6 +62,10 @@ pub enum ColumnType {
     /// pgvector's `sparsevec(n)`: kept as its canonical text (see [`sparse`]);
     /// 0: no dimension declared.
     SparseVec(usize),
+    /// `bit(n)` (pgvector's binary vectors): kept as its text, `0`s and `1`s.
+    Bit(usize),
+    /// `bit varying(n)` (0: no limit), kept as `bit(n)` is.
+    VarBit(usize),
     Bytea,
     /// `numeric(precision, scale)`, kept as a 128-bit decimal.
     Numeric(u8, i8),
@@ -91,6 +99,9 @@ impl ColumnType {
             ColumnType::HalfVec(n) => format!("halfvec({n})"),
             ColumnType::SparseVec(0) => "sparsevec".into(),
             ColumnType::SparseVec(n) => format!("sparsevec({n})"),
+            ColumnType::Bit(n) => format!("bit({n})"),
+            ColumnType::VarBit(0) => "bit varying".into(),
+            ColumnType::VarBit(n) => format!("bit varying({n})"),
             ColumnType::Bytea => "bytea".into(),
             ColumnType::Numeric(p, s) => format!("numeric({p},{s})"),
             ColumnType::Jsonb => "jsonb".into(),
@@ -106,7 +117,11 @@ impl ColumnType {
             ColumnType::Real => DataType::Float32,
             ColumnType::Double => DataType::Float64,
             ColumnType::Bool => DataType::Boolean,
-            ColumnType::Text | ColumnType::Uuid | ColumnType::SparseVec(_) => DataType::Utf8,
+            ColumnType::Text
+            | ColumnType::Uuid
+            | ColumnType::SparseVec(_)
+            | ColumnType::Bit(_)
+            | ColumnType::VarBit(_) => DataType::Utf8,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::TimestampTz => {
                 DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
@@ -142,6 +157,15 @@ impl ColumnType {
             ColumnType::SparseVec(_) => f.with_metadata(HashMap::from([(
                 PG_TYPE_KEY.to_string(),
                 SPARSEVEC.to_string(),
+            )])),
+            ColumnType::Bit(_) | ColumnType::VarBit(_) => f.with_metadata(HashMap::from([(
+                PG_TYPE_KEY.to_string(),
+                if matches!(self, ColumnType::Bit(_)) {
+                    BIT
+                } else {
+                    VARBIT
+                }
+                .to_string(),
             )])),
             ColumnType::Jsonb => f.with_metadata(crate::json::mark(crate::json::Kind::Jsonb)),
             ColumnType::Json => f.with_metadata(crate::json::mark(crate::json::Kind::Json)),
@@ -268,6 +292,72 @@ pub fn check_vector(v: &[f32], dim: usize) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A bit string's text as Postgres reads it: `0`s and `1`s (after an optional `b`), or
+/// hexadecimal digits after an `x`, four bits each; 22P02 for another character.
+pub fn parse_bits(text: &str) -> Result<String> {
+    let (hex, digits) = match text.as_bytes().first() {
+        Some(b'x' | b'X') => (true, &text[1..]),
+        Some(b'b' | b'B') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let mut out = String::with_capacity(digits.len() * if hex { 4 } else { 1 });
+    for c in digits.chars() {
+        if hex {
+            let v = c.to_digit(16).ok_or_else(|| {
+                Error::InvalidText(format!("\"{c}\" is not a valid hexadecimal digit"))
+            })?;
+            out.push_str(&format!("{v:04b}"));
+        } else if c == '0' || c == '1' {
+            out.push(c);
+        } else {
+            return Err(Error::InvalidText(format!(
+                "\"{c}\" is not a valid binary digit"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Postgres' binary `bit`/`varbit`: an i32 length in bits, then the bits, eight to a
+/// byte, the first in the high bit.
+pub fn bits_binary(bits: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + bits.len().div_ceil(8));
+    out.extend_from_slice(&(bits.len() as i32).to_be_bytes());
+    for chunk in bits.as_bytes().chunks(8) {
+        let mut byte = 0u8;
+        for (k, b) in chunk.iter().enumerate() {
+            if *b == b'1' {
+                byte |= 0x80 >> k;
+            }
+        }
+        out.push(byte);
+    }
+    out
+}
+
+/// The bits of Postgres' binary `bit`/`varbit`.
+pub fn bits_from_binary(raw: &[u8]) -> Result<String> {
+    let bad = || Error::ProtocolViolation("malformed binary bit string".into());
+    let len = i32::from_be_bytes(
+        raw.get(..4)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    if len < 0 || raw.len() != 4 + (len as usize).div_ceil(8) {
+        return Err(bad());
+    }
+    Ok((0..len as usize)
+        .map(|i| {
+            if raw[4 + i / 8] & (0x80 >> (i % 8)) != 0 {
+                '1'
+            } else {
+                '0'
+            }
+        })
+        .collect())
 }
 
 fn check_sparse_dim(s: &crate::types::sparse::SparseVector, dim: usize) -> Result<()> {
@@ -738,6 +828,25 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
             check_vector(&v, *n)?;
             Value::Vector(v)
         }
+        (ColumnType::Bit(n), Value::Text(s)) => {
+            let bits = parse_bits(&s)?;
+            if bits.len() != *n {
+                return Err(Error::StringDataLength(format!(
+                    "bit string length {} does not match type bit({n})",
+                    bits.len()
+                )));
+            }
+            Value::Text(bits)
+        }
+        (ColumnType::VarBit(n), Value::Text(s)) => {
+            let bits = parse_bits(&s)?;
+            if *n > 0 && bits.len() > *n {
+                return Err(Error::StringTruncation(format!(
+                    "bit string too long for type bit varying({n})"
+                )));
+            }
+            Value::Text(bits)
+        }
         (ColumnType::SparseVec(n), Value::Text(s)) => {
             let s = crate::types::sparse::SparseVector::parse(&s)?;
             check_sparse_dim(&s, *n)?;
@@ -1110,9 +1219,11 @@ pub fn build_array<'a>(ty: &ColumnType, values: impl Iterator<Item = &'a Value>)
                     .unwrap_or_else(|_| Decimal128Array::from(Vec::<i128>::new())),
             )
         }
-        ColumnType::Jsonb | ColumnType::Json | ColumnType::SparseVec(_) => {
-            build_array(&ColumnType::Text, values)
-        }
+        ColumnType::Jsonb
+        | ColumnType::Json
+        | ColumnType::SparseVec(_)
+        | ColumnType::Bit(_)
+        | ColumnType::VarBit(_) => build_array(&ColumnType::Text, values),
         ColumnType::Vector(_) | ColumnType::HalfVec(_) => {
             let mut b = ListBuilder::new(Float32Builder::new());
             for v in values {

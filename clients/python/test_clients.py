@@ -1,6 +1,6 @@
 """Python clients against a running vectorgate (VECTORGATE_URL): psycopg 3 (text and
-binary, server-side prepared statements, executemany, COPY, pgvector's HalfVector and
-SparseVector),
+binary, server-side prepared statements, executemany, COPY, pgvector's HalfVector,
+SparseVector and Bit),
 psycopg2, asyncpg (its type
 introspection, prepared statements, arrays), pgvector-python on all three, SQLAlchemy 2 (engine connect, table names, transactions, the ORM with pgvector's
 Vector type), and pgvector-python's README example.
@@ -15,7 +15,7 @@ import asyncpg
 import numpy as np
 import psycopg
 import psycopg2
-from pgvector import HalfVector, SparseVector
+from pgvector import Bit, HalfVector, SparseVector
 from pgvector.asyncpg import register_vector as register_vector_asyncpg
 from pgvector.psycopg import register_vector
 from pgvector.psycopg2 import register_vector as register_vector2
@@ -144,6 +144,33 @@ def psycopg3():
                     r[1].dimensions() == 1000
                     and {j: float(np.float32(v)) for j, v in zip(r[1].indices(), r[1].values())}
                     == sparse[r[0]]
+                    for r in rows
+                ),
+                True,
+            )
+    # bit: pgvector-python's Bit in both formats; Hamming distance computed exactly.
+    conn.execute("DROP TABLE IF EXISTS py_bits")
+    conn.execute("CREATE TABLE py_bits (id bigint PRIMARY KEY, embedding bit(12))")
+    bits = {i: "".join("1" if x else "0" for x in rng.integers(0, 2, 12)) for i in range(40)}
+    with conn.cursor(binary=True) as cur:
+        cur.executemany("INSERT INTO py_bits VALUES (%s, %s)", [(i, Bit(b)) for i, b in bits.items()])
+    qb = "".join("1" if x else "0" for x in rng.integers(0, 2, 12))
+    want = sorted(bits, key=lambda i: (sum(a != b for a, b in zip(bits[i], qb)), i))[:5]
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            cur.execute(
+                "SELECT id, embedding FROM py_bits ORDER BY embedding <~> %s, id LIMIT 5",
+                (Bit(qb),),
+                prepare=True,
+            )
+            rows = cur.fetchall()
+            check(f"psycopg binary={binary}: bit search by Hamming distance", [r[0] for r in rows], want)
+            check(
+                f"psycopg binary={binary}: bits come back as written",
+                # (psycopg reads bit's text as a str and its binary form as bytes,
+                # which pgvector's Bit reads)
+                all(
+                    (Bit.from_binary(r[1]).to_text() if binary else r[1]) == bits[r[0]]
                     for r in rows
                 ),
                 True,

@@ -227,6 +227,122 @@ impl ScalarUDFImpl for VectorFunction {
     }
 }
 
+/// pgvector's functions of bit strings: `hamming_distance` and `jaccard_distance` (what
+/// `<~>` and `<%>` become), and `binary_quantize(vector)`, a bit per element (1 where it
+/// is positive). Bit strings are their `0`s and `1`s.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct BitFunction {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl BitFunction {
+    pub fn all() -> Vec<BitFunction> {
+        [
+            ("hamming_distance", 2),
+            ("jaccard_distance", 2),
+            ("binary_quantize", 1),
+        ]
+        .into_iter()
+        .map(|(name, n)| BitFunction {
+            name,
+            signature: Signature::any(n, Volatility::Immutable),
+        })
+        .collect()
+    }
+}
+
+/// A bit string argument: its `0`s and `1`s (text as Postgres reads a bit string).
+fn bits_at(arr: &ArrayRef, row: usize) -> Result<Option<String>, Error> {
+    match value_from_array(arr, row)? {
+        Value::Null => Ok(None),
+        Value::Text(t) => crate::types::parse_bits(&t).map(Some),
+        other => Err(Error::DatatypeMismatch(format!(
+            "a bit string was expected, got {other:?}"
+        ))),
+    }
+}
+
+impl ScalarUDFImpl for BitFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(if self.name == "binary_quantize" {
+            DataType::Utf8
+        } else {
+            DataType::Float64
+        })
+    }
+
+    fn return_field_from_args(
+        &self,
+        _args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
+        Ok(Arc::new(if self.name == "binary_quantize" {
+            ColumnType::Bit(0).arrow_field(self.name, true)
+        } else {
+            datafusion::arrow::datatypes::Field::new(self.name, DataType::Float64, true)
+        }))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        if self.name == "binary_quantize" {
+            let out = (0..n)
+                .map(|row| {
+                    Ok(vector_at(&arrays[0], row)?.map(|v| {
+                        v.iter()
+                            .map(|x| if *x > 0.0 { '1' } else { '0' })
+                            .collect::<String>()
+                    }))
+                })
+                .collect::<Result<Vec<Option<String>>, Error>>()?;
+            return Ok(ColumnarValue::Array(Arc::new(
+                datafusion::arrow::array::StringArray::from(out),
+            )));
+        }
+        let mut out = Float64Builder::with_capacity(n);
+        for row in 0..n {
+            match (bits_at(&arrays[0], row)?, bits_at(&arrays[1], row)?) {
+                (Some(a), Some(b)) => {
+                    if a.len() != b.len() {
+                        return Err(Error::DataException(format!(
+                            "different bit lengths {} and {}",
+                            a.len(),
+                            b.len()
+                        ))
+                        .into());
+                    }
+                    let pairs = a.bytes().zip(b.bytes());
+                    out.append_value(if self.name == "hamming_distance" {
+                        pairs.filter(|(x, y)| x != y).count() as f64
+                    } else {
+                        let (mut both, mut either) = (0usize, 0usize);
+                        for (x, y) in pairs {
+                            both += usize::from(x == b'1' && y == b'1');
+                            either += usize::from(x == b'1' || y == b'1');
+                        }
+                        if both == 0 {
+                            1.0
+                        } else {
+                            1.0 - both as f64 / either as f64
+                        }
+                    });
+                }
+                _ => out.append_null(),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
 const VECTOR_TEXT: &str = "vector_text";
 /// What `x::halfvec` becomes (but for a parameter, which the column it is written to
 /// rounds).
@@ -396,6 +512,21 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
         }
         if let SqlExpr::BinaryOp { left, op, right } = e
             && let Some((name, _)) = function_for(op)
+        {
+            *e = call(name, vec![(**left).clone(), (**right).clone()]);
+        }
+        // The operators no index serves: computed exactly wherever they appear.
+        if let SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Custom(op),
+            right,
+        } = e
+            && let Some(name) = match op.as_str() {
+                "<~>" => Some("hamming_distance"),
+                "<%>" => Some("jaccard_distance"),
+                "<+>" => Some("l1_distance"),
+                _ => None,
+            }
         {
             *e = call(name, vec![(**left).clone(), (**right).clone()]);
         }

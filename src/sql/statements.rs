@@ -342,6 +342,33 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
         }
         return Ok(make(n));
     }
+    // `bit(n)` (`bit` is `bit(1)`), `bit varying(n)`/`varbit(n)` (no length: any).
+    let bit_length = |rest: &str| -> Result<Option<usize>> {
+        let rest = rest.trim();
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let n = rest
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .filter(|n| (1..=83_886_080).contains(n))
+            .ok_or_else(|| Error::InvalidParameter(format!("invalid type \"{text}\"")))?;
+        Ok(Some(n))
+    };
+    if let Some(rest) = t
+        .strip_prefix("bit varying")
+        .or_else(|| t.strip_prefix("varbit"))
+        && !rest.ends_with("[]")
+    {
+        return Ok(ColumnType::VarBit(bit_length(rest)?.unwrap_or(0)));
+    }
+    if let Some(rest) = t.strip_prefix("bit")
+        && (rest.trim().is_empty() || rest.trim().starts_with('('))
+        && !rest.ends_with("[]")
+    {
+        return Ok(ColumnType::Bit(bit_length(rest)?.unwrap_or(1)));
+    }
     let base = match t.find('(') {
         Some(i) if !t.ends_with("[]") => t[..i].trim().to_string(),
         _ => t.to_string(),
@@ -2430,6 +2457,13 @@ mod tests {
             parse_type("sparsevec(30522)").ok(),
             Some(ColumnType::SparseVec(30522))
         );
+        assert_eq!(parse_type("BIT(64)").ok(), Some(ColumnType::Bit(64)));
+        assert_eq!(parse_type("bit").ok(), Some(ColumnType::Bit(1)));
+        assert_eq!(
+            parse_type("BIT VARYING(8)").ok(),
+            Some(ColumnType::VarBit(8))
+        );
+        assert_eq!(parse_type("varbit").ok(), Some(ColumnType::VarBit(0)));
         assert_eq!(
             parse_type("public.halfvec").ok(),
             Some(ColumnType::HalfVec(0))

@@ -531,7 +531,11 @@ fn payload_schema(ty: &ColumnType) -> Option<PayloadSchemaType> {
         ColumnType::Bytea | ColumnType::Jsonb | ColumnType::Json => return None,
         ColumnType::Text | ColumnType::Uuid | ColumnType::TextArray => PayloadSchemaType::Keyword,
         ColumnType::Bool => PayloadSchemaType::Bool,
-        ColumnType::Vector(_) | ColumnType::HalfVec(_) | ColumnType::SparseVec(_) => return None,
+        ColumnType::Vector(_)
+        | ColumnType::HalfVec(_)
+        | ColumnType::SparseVec(_)
+        | ColumnType::Bit(_)
+        | ColumnType::VarBit(_) => return None,
     })
 }
 

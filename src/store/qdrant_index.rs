@@ -334,7 +334,9 @@ pub fn field_type(ty: &ColumnType) -> Option<FieldType> {
         | ColumnType::Json
         | ColumnType::Vector(_)
         | ColumnType::HalfVec(_)
-        | ColumnType::SparseVec(_) => {
+        | ColumnType::SparseVec(_)
+        | ColumnType::Bit(_)
+        | ColumnType::VarBit(_) => {
             return None;
         }
     })

@@ -195,7 +195,12 @@ fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
         ColumnType::Bytea => "blob".into(),
         ColumnType::Numeric(..) => "decimal".into(),
         // A sparsevec is its text (`{1:1.5}/5`).
-        ColumnType::Jsonb | ColumnType::Json | ColumnType::SparseVec(_) => "text".into(),
+        // A bit string is its `0`s and `1`s.
+        ColumnType::Jsonb
+        | ColumnType::Json
+        | ColumnType::SparseVec(_)
+        | ColumnType::Bit(_)
+        | ColumnType::VarBit(_) => "text".into(),
         // A halfvec's elements are the f32s they round to (CQL has no half float).
         ColumnType::Vector(0) | ColumnType::HalfVec(0) => "list<float>".into(),
         ColumnType::Vector(_) | ColumnType::HalfVec(_) if list_vectors => "list<float>".into(),

@@ -70,7 +70,16 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             .metadata()
             .get(crate::types::PG_TYPE_KEY)
             .map(String::as_str);
-        let retype = if pg_type == Some(crate::types::SPARSEVEC)
+        let retype = if matches!(pg_type, Some(crate::types::BIT | crate::types::VARBIT))
+            && matches!(field.data_type(), DataType::Utf8)
+        {
+            // `0`s and `1`s; in binary made from them (`Fix::BitBinary`).
+            Some(if pg_type == Some(crate::types::BIT) {
+                pgwire::api::Type::BIT
+            } else {
+                pgwire::api::Type::VARBIT
+            })
+        } else if pg_type == Some(crate::types::SPARSEVEC)
             && matches!(field.data_type(), DataType::Utf8)
         {
             // Its text; in binary made from the text (`Fix::SparsevecBinary`).
@@ -214,6 +223,8 @@ enum Fix {
     VectorText,
     /// A sparsevec's text wanted in binary.
     SparsevecBinary,
+    /// A bit string's `0`s and `1`s wanted in binary.
+    BitBinary,
 }
 
 /// Postgres' binary `int2[]` of the text form `{1,2}` (None if it is not one).
@@ -282,6 +293,7 @@ fn fix_cells(row: DataRow, fixes: &[(usize, Fix)]) -> DataRow {
                 Fix::JsonbBinary => Some([&[1u8][..], text.as_bytes()].concat()),
                 Fix::HalfvecBinary => None,
                 Fix::VectorText => vector_text(text).map(String::into_bytes),
+                Fix::BitBinary => Some(crate::types::bits_binary(text)),
                 Fix::SparsevecBinary => crate::types::sparse::SparseVector::parse(text)
                     .ok()
                     .map(|s| s.to_binary()),
@@ -367,6 +379,8 @@ pub async fn response(
                             ]
                             .contains(f.datatype())
                             || f.datatype().oid() == crate::sql::catalog::SPARSEVEC_OID as u32
+                            || *f.datatype() == pgwire::api::Type::BIT
+                            || *f.datatype() == pgwire::api::Type::VARBIT
                         {
                             FieldInfo::new(
                                 f.name().to_string(),
@@ -414,6 +428,9 @@ pub async fn response(
                         }
                         (t, _, false) if t.oid() == crate::sql::catalog::SPARSEVEC_OID as u32 => {
                             Some((i, Fix::SparsevecBinary))
+                        }
+                        (&pgwire::api::Type::BIT | &pgwire::api::Type::VARBIT, _, false) => {
+                            Some((i, Fix::BitBinary))
                         }
                         (t, _, true)
                             if t.oid() == crate::sql::catalog::HALFVEC_OID as u32

@@ -202,6 +202,9 @@ fn decode_binary(ty: &Type, raw: &[u8]) -> Result<Value> {
     if ty.oid() == crate::sql::catalog::HALFVEC_OID as u32 {
         return decode_halfvec(raw);
     }
+    if *ty == Type::BIT || *ty == Type::VARBIT {
+        return Ok(Value::Text(crate::types::bits_from_binary(raw)?));
+    }
     if ty.oid() == crate::sql::catalog::SPARSEVEC_OID as u32 {
         return Ok(Value::Text(
             crate::types::sparse::SparseVector::from_binary(raw)?.text(),

@@ -30,6 +30,74 @@ struct Row {
     /// sparsevec(200), by the table's distance (dot): a few non-zero elements, held
     /// here as the dense vector it equals; not in the index, so searched exactly.
     sparse: Option<Vec<f32>>,
+    /// bit(32), by Hamming distance (`<~>`), which no index serves: computed exactly.
+    bits: Option<String>,
+}
+
+/// The (id, distance) rows of a query over the simple protocol (text).
+async fn simple_pairs(client: &tokio_postgres::Client, sql: &str) -> Vec<(i64, f64)> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+                r.get(0).and_then(|x| x.parse().ok()).expect("id"),
+                r.get(1).and_then(|x| x.parse().ok()).expect("distance"),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn random_bits(rng: &mut StdRng, n: usize) -> String {
+    (0..n)
+        .map(|_| if rng.gen_bool(0.5) { '1' } else { '0' })
+        .collect()
+}
+
+fn hamming(a: &str, b: &str) -> usize {
+    a.bytes().zip(b.bytes()).filter(|(x, y)| x != y).count()
+}
+
+/// The bit column searched by Hamming distance with each filter, through both protocols,
+/// against the exact ranking (ties broken by id, as the query asks).
+async fn check_bits(client: &tokio_postgres::Client, rows: &[Row], queries: &[String]) {
+    for (filter, pred) in FILTERS {
+        for (q, query) in queries.iter().enumerate() {
+            let mut want: Vec<(i64, f64)> = rows
+                .iter()
+                .filter(|r| pred(r))
+                .filter_map(|r| r.bits.as_ref().map(|b| (r.id, hamming(b, query) as f64)))
+                .collect();
+            want.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+            want.truncate(K);
+            let got: Vec<(i64, f64)> = if q % 2 == 0 {
+                client
+                    .query(
+                        &format!(
+                            "SELECT id, bits <~> $1 FROM multi WHERE bits IS NOT NULL AND {filter} ORDER BY bits <~> $1, id LIMIT {K}"
+                        ),
+                        &[query],
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("bits {filter}: {e}"))
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1)))
+                    .collect()
+            } else {
+                simple_pairs(
+                    client,
+                    &format!(
+                        "SELECT id, hamming_distance(bits, '{query}') FROM multi WHERE bits IS NOT NULL AND {filter} ORDER BY bits <~> '{query}', id LIMIT {K}"
+                    ),
+                )
+                .await
+            };
+            assert_eq!(got, want, "bits <~> {query} where {filter}");
+        }
+    }
 }
 
 /// A sparse vector of `dim` with a few non-zero elements, near one of `centers`' own.
@@ -175,22 +243,16 @@ async fn check_all(
                         .map(|r| (r.get(0), r.get(1)))
                         .collect(),
                     // Simple protocol: text in, text out.
-                    _ => client
-                        .simple_query(&format!(
-                            "SELECT id, {name} {op} '{v}' FROM multi WHERE {filter} ORDER BY {name} {op} '{v}' LIMIT {K}",
-                            v = vec_text(query)
-                        ))
+                    _ => {
+                        simple_pairs(
+                            client,
+                            &format!(
+                                "SELECT id, {name} {op} '{v}' FROM multi WHERE {filter} ORDER BY {name} {op} '{v}' LIMIT {K}",
+                                v = vec_text(query)
+                            ),
+                        )
                         .await
-                        .unwrap_or_else(|e| panic!("{name} {op} {filter}: {e}"))
-                        .iter()
-                        .filter_map(|m| match m {
-                            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
-                                r.get(0).and_then(|x| x.parse().ok()).expect("id"),
-                                r.get(1).and_then(|x| x.parse().ok()).expect("distance"),
-                            )),
-                            _ => None,
-                        })
-                        .collect(),
+                    }
                 };
                 assert_eq!(
                     got.len(),
@@ -253,13 +315,14 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
             raw: (i % 3 != 2).then(|| clustered(&mut rng, &cr)),
             half: (i % 4 != 3).then(|| to_half(&clustered(&mut rng, &ch))),
             sparse: (i % 6 != 5).then(|| sparse(&mut rng, 200, &cs)),
+            bits: (i % 8 != 7).then(|| random_bits(&mut rng, 32)),
         })
         .collect();
     client
         .batch_execute(
             "CREATE TABLE multi (id bigint PRIMARY KEY, category text, bucket int, \
              title vector(16), body vector(8), raw vector, half halfvec(12), \
-             sparse sparsevec(200)) \
+             sparse sparsevec(200), bits bit(32)) \
              WITH (distance = 'dot', indexing_threshold_kb = 16)",
         )
         .await
@@ -277,7 +340,7 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
             .iter()
             .map(|r| {
                 format!(
-                    "({}, '{}', {}, {}, {}, {}, {}, {})",
+                    "({}, '{}', {}, {}, {}, {}, {}, {}, {})",
                     r.id,
                     r.category,
                     r.bucket,
@@ -287,7 +350,10 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
                     text_or_null(&r.half),
                     r.sparse
                         .as_ref()
-                        .map_or_else(|| "NULL".to_string(), |v| format!("'{}'", sparse_text(v)))
+                        .map_or_else(|| "NULL".to_string(), |v| format!("'{}'", sparse_text(v))),
+                    r.bits
+                        .as_ref()
+                        .map_or_else(|| "NULL".to_string(), |b| format!("'{b}'"))
                 )
             })
             .collect();
@@ -382,6 +448,8 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
         queries.push((200, sparse(&mut rng, 200, &cs)));
     }
     check_all(&client, &rows, &COLUMNS, &queries).await;
+    let bit_queries: Vec<String> = (0..6).map(|_| random_bits(&mut rng, 32)).collect();
+    check_bits(&client, &rows, &bit_queries).await;
 
     // A row's vectors change one at a time: each column's search follows its own.
     client

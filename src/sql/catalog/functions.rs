@@ -93,6 +93,9 @@ impl ScalarUDFImpl for FormatType {
                     let t = typmod - 4;
                     out.append_value(format!("numeric({},{})", t >> 16, t & 0xffff));
                 }
+                Some(1560) if typmod > 0 => out.append_value(format!("bit({typmod})")),
+                Some(1562) if typmod > 0 => out.append_value(format!("bit varying({typmod})")),
+                Some(1562) => out.append_value("bit varying"),
                 Some(2950) => out.append_value("uuid"),
                 Some(3802) => out.append_value("jsonb"),
                 Some(114) => out.append_value("json"),
@@ -631,13 +634,15 @@ struct PgTypeof {
 
 /// The name `regtype` prints for the Postgres type a result column of `field` has.
 fn regtype_name(field: &datafusion::arrow::datatypes::Field) -> String {
-    if field
+    match field
         .metadata()
         .get(crate::types::PG_TYPE_KEY)
         .map(String::as_str)
-        == Some(crate::types::SPARSEVEC)
     {
-        return crate::types::SPARSEVEC.into();
+        Some(crate::types::SPARSEVEC) => return crate::types::SPARSEVEC.into(),
+        Some(crate::types::BIT) => return "bit".into(),
+        Some(crate::types::VARBIT) => return "bit varying".into(),
+        _ => {}
     }
     if field.metadata().contains_key(crate::types::PG_VECTOR_KEY) {
         let half = field

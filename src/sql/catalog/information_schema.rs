@@ -402,6 +402,8 @@ fn declared_type_names(ty: &crate::types::ColumnType) -> (&'static str, &'static
         C::Vector(_) => ("USER-DEFINED", "vector"),
         C::HalfVec(_) => ("USER-DEFINED", "halfvec"),
         C::SparseVec(_) => ("USER-DEFINED", "sparsevec"),
+        C::Bit(_) => ("bit", "bit"),
+        C::VarBit(_) => ("bit varying", "varbit"),
         C::Bytea => ("bytea", "bytea"),
         C::Numeric(..) => ("numeric", "numeric"),
         C::Jsonb => ("jsonb", "jsonb"),

@@ -62,6 +62,9 @@ pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
         ColumnType::HalfVec(n) => (HALFVEC_OID, *n as i32),
         ColumnType::SparseVec(0) => (SPARSEVEC_OID, -1),
         ColumnType::SparseVec(n) => (SPARSEVEC_OID, *n as i32),
+        ColumnType::Bit(n) => (1560, *n as i32),
+        ColumnType::VarBit(0) => (1562, -1),
+        ColumnType::VarBit(n) => (1562, *n as i32),
         ColumnType::Bytea => (17, -1),
         // Postgres' numeric typmod: ((precision << 16) | scale) + 4.
         ColumnType::Numeric(p, s) => (1700, ((*p as i32) << 16 | (*s as i32 & 0xffff)) + 4),
