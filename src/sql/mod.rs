@@ -215,6 +215,7 @@ impl Engine {
         let sql = pgvector::regproc_literals(sql);
         let sql = pgvector::attrdef_subquery(&sql);
         let sql = pgvector::psql_foreign_keys(&sql);
+        let sql = pgvector::l1_operator(&sql);
         let sql = match sequences::canonical_sequence_options(&sql) {
             Some(s) => std::borrow::Cow::Owned(s),
             None => sql,

@@ -524,7 +524,8 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
             && let Some(name) = match op.as_str() {
                 "<~>" => Some("hamming_distance"),
                 "<%>" => Some("jaccard_distance"),
-                "<+>" => Some("l1_distance"),
+                // `<+>`, as `l1_operator` spells it.
+                "<~+>" => Some("l1_distance"),
                 _ => None,
             }
         {
@@ -963,6 +964,31 @@ pub fn int2vector_functions(stmt: &mut Statement) {
 }
 
 /// Does `sql` contain `needle` (ASCII, any case)? Without allocating.
+/// pgvector's `<+>` (L1 distance), which the parser does not take as an operator, spelt
+/// `<~+>`, which it does (outside string literals, quoted names and comments).
+pub fn l1_operator(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains("<+>") {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len() + 4);
+    let mut rest = sql;
+    while let Some(c) = rest.chars().next() {
+        let skip = match c {
+            '\'' | '"' => rest[1..].find(c).map_or(rest.len(), |end| end + 2),
+            '-' if rest.starts_with("--") => rest.find('\n').unwrap_or(rest.len()),
+            '<' if rest.starts_with("<+>") => {
+                out.push_str("<~+>");
+                rest = &rest[3..];
+                continue;
+            }
+            _ => c.len_utf8(),
+        };
+        out.push_str(&rest[..skip]);
+        rest = &rest[skip..];
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 pub fn mentions(sql: &str, needle: &str) -> bool {
     let (hay, needle) = (sql.as_bytes(), needle.as_bytes());
     let Some(&first) = needle.first() else {
@@ -1451,7 +1477,7 @@ pub fn array_subqueries(stmt: &mut Statement) {
 
 #[cfg(test)]
 mod regproc_tests {
-    use super::regproc_literals;
+    use super::{l1_operator, regproc_literals};
 
     #[test]
     fn regproc_literals_become_bare_names() {
@@ -1461,6 +1487,10 @@ mod regproc_tests {
         );
         let untouched = "SELECT 'a::regproc' || '1'::int";
         assert_eq!(regproc_literals(untouched), untouched);
+        assert_eq!(
+            l1_operator("SELECT a <+> b, '<+>', \"x<+>\" -- <+>\nFROM t ORDER BY a<+>'[1]'"),
+            "SELECT a <~+> b, '<+>', \"x<+>\" -- <+>\nFROM t ORDER BY a<~+>'[1]'"
+        );
     }
 }
 
