@@ -26,6 +26,7 @@ pub mod sequences;
 pub mod statements;
 pub mod tables;
 pub mod truncate;
+pub mod vector_agg;
 pub mod vector_search;
 pub mod writable_cte;
 
@@ -198,6 +199,9 @@ impl Engine {
             ctx.register_udf(f.clone());
         }
         for f in json::JsonAgg::all() {
+            ctx.register_udaf(f);
+        }
+        for f in vector_agg::VectorAgg::all() {
             ctx.register_udaf(f);
         }
         Ok(Arc::new(Engine {

@@ -506,7 +506,7 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
                     | datafusion::sql::sqlparser::ast::DataType::Varchar(_)
             )
             && (column_name(expr).is_some_and(|c| is_vector_column(shared, &c))
-                || matches!(&**expr, SqlExpr::Function(f) if f.name.to_string() == HALFVEC || f.name.to_string() == SPARSEVEC))
+                || matches!(&**expr, SqlExpr::Function(f) if [HALFVEC, SPARSEVEC, super::vector_agg::AVG, super::vector_agg::SUM].contains(&f.name.to_string().as_str())))
         {
             *e = call(VECTOR_TEXT, vec![(**expr).clone()]);
         }
@@ -514,6 +514,21 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
             && let Some((name, _)) = function_for(op)
         {
             *e = call(name, vec![(**left).clone(), (**right).clone()]);
+        }
+        // `avg(embedding)`, `sum(embedding)` of a vector column: pgvector's aggregates.
+        if let SqlExpr::Function(f) = e
+            && let [name] = f.name.0.as_slice()
+            && let Some(name) = name.as_ident()
+            && let Some(agg) = match name.value.to_ascii_lowercase().as_str() {
+                "avg" => Some(super::vector_agg::AVG),
+                "sum" => Some(super::vector_agg::SUM),
+                _ => None,
+            }
+            && let FunctionArguments::List(list) = &f.args
+            && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = list.args.as_slice()
+            && column_name(arg).is_some_and(|c| is_vector_column(shared, &c))
+        {
+            f.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(agg))]);
         }
         // The operators no index serves: computed exactly wherever they appear.
         if let SqlExpr::BinaryOp {
