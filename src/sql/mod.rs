@@ -192,6 +192,9 @@ impl Engine {
         for f in pgvector::VectorFunction::all() {
             ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));
         }
+        for f in pgvector::VectorToVector::all() {
+            ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));
+        }
         for f in pgvector::BitFunction::all() {
             ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));
         }

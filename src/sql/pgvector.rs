@@ -227,6 +227,129 @@ impl ScalarUDFImpl for VectorFunction {
     }
 }
 
+/// pgvector's functions that make a vector of a vector: `subvector(v, start, count)`
+/// (1-based, clipped to the vector, 22000 when nothing is left) and `l2_normalize(v)`
+/// (a zero vector stays zero). A halfvec gives a halfvec.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct VectorToVector {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl VectorToVector {
+    pub fn all() -> Vec<VectorToVector> {
+        [("subvector", 3), ("l2_normalize", 1)]
+            .into_iter()
+            .map(|(name, n)| VectorToVector {
+                name,
+                signature: Signature::any(n, Volatility::Immutable),
+            })
+            .collect()
+    }
+}
+
+/// The type of a vector-valued result: a halfvec's is a halfvec, any other's a vector.
+fn vector_result_type(arg: Option<&datafusion::arrow::datatypes::FieldRef>) -> ColumnType {
+    if arg.is_some_and(|f| {
+        f.metadata()
+            .get(crate::types::PG_TYPE_KEY)
+            .map(String::as_str)
+            == Some(HALFVEC)
+    }) {
+        ColumnType::HalfVec(0)
+    } else {
+        ColumnType::Vector(0)
+    }
+}
+
+/// pgvector's `subvector`: `count` elements from the 1-based `start`, clipped to `v`.
+fn subvector(v: &[f32], start: i64, count: i64) -> Result<Vec<f32>, Error> {
+    let empty = || Error::DataException("vector must have at least 1 dimension".into());
+    if count < 1 {
+        return Err(empty());
+    }
+    let end = start.saturating_add(count).min(v.len() as i64 + 1);
+    let start = start.max(1);
+    if end <= start {
+        return Err(empty());
+    }
+    Ok(v[(start - 1) as usize..(end - 1) as usize].to_vec())
+}
+
+impl ScalarUDFImpl for VectorToVector {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(ColumnType::Vector(0).arrow_type())
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
+        Ok(Arc::new(
+            vector_result_type(args.arg_fields.first()).arrow_field(self.name, true),
+        ))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let ty = vector_result_type(args.arg_fields.first());
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let int_at = |k: usize, row: usize| -> Result<Option<i64>, Error> {
+            match value_from_array(&arrays[k], row)? {
+                Value::Null => Ok(None),
+                Value::Int(i) => Ok(Some(i)),
+                other => Err(Error::DatatypeMismatch(format!(
+                    "subvector takes integer bounds, not {other:?}"
+                ))),
+            }
+        };
+        let rows = if scalar { 1 } else { n };
+        let mut out = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let Some(v) = vector_at(&arrays[0], row)? else {
+                out.push(Value::Null);
+                continue;
+            };
+            let made = if self.name == "subvector" {
+                match (int_at(1, row)?, int_at(2, row)?) {
+                    (Some(start), Some(count)) => Some(subvector(&v, start, count)?),
+                    _ => None,
+                }
+            } else {
+                let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+                Some(if norm > 0.0 {
+                    v.iter().map(|x| (*x as f64 / norm) as f32).collect()
+                } else {
+                    v
+                })
+            };
+            out.push(match made {
+                None => Value::Null,
+                Some(v) if ty == ColumnType::HalfVec(0) => Value::Vector(crate::types::to_half(v)?),
+                Some(v) => Value::Vector(v),
+            });
+        }
+        let array = crate::types::build_array(&ty, out.iter());
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        })
+    }
+}
+
 /// pgvector's functions of bit strings: `hamming_distance` and `jaccard_distance` (what
 /// `<~>` and `<%>` become), and `binary_quantize(vector)`, a bit per element (1 where it
 /// is positive). Bit strings are their `0`s and `1`s.
@@ -506,7 +629,7 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
                     | datafusion::sql::sqlparser::ast::DataType::Varchar(_)
             )
             && (column_name(expr).is_some_and(|c| is_vector_column(shared, &c))
-                || matches!(&**expr, SqlExpr::Function(f) if [HALFVEC, SPARSEVEC, super::vector_agg::AVG, super::vector_agg::SUM].contains(&f.name.to_string().as_str())))
+                || matches!(&**expr, SqlExpr::Function(f) if [HALFVEC, SPARSEVEC, super::vector_agg::AVG, super::vector_agg::SUM, "subvector", "l2_normalize"].contains(&f.name.to_string().as_str())))
         {
             *e = call(VECTOR_TEXT, vec![(**expr).clone()]);
         }
