@@ -249,7 +249,9 @@ impl VectorToVector {
 }
 
 /// The type of a vector-valued result: a halfvec's is a halfvec, any other's a vector.
-fn vector_result_type(arg: Option<&datafusion::arrow::datatypes::FieldRef>) -> ColumnType {
+pub(crate) fn vector_result_type(
+    arg: Option<&datafusion::arrow::datatypes::FieldRef>,
+) -> ColumnType {
     if arg.is_some_and(|f| {
         f.metadata()
             .get(crate::types::PG_TYPE_KEY)

@@ -11,6 +11,7 @@ use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 
+use super::pgvector::vector_result_type as result_type;
 use crate::error::Error;
 use crate::types::{ColumnType, Value, value_from_array};
 
@@ -35,21 +36,6 @@ impl VectorAgg {
                 })
             })
             .collect()
-    }
-}
-
-/// The type of the result: a halfvec's mean is a halfvec, anything else's a vector.
-fn result_type(arg: Option<&FieldRef>) -> ColumnType {
-    let half = arg.is_some_and(|f| {
-        f.metadata()
-            .get(crate::types::PG_TYPE_KEY)
-            .map(String::as_str)
-            == Some(crate::types::HALFVEC)
-    });
-    if half {
-        ColumnType::HalfVec(0)
-    } else {
-        ColumnType::Vector(0)
     }
 }
 
