@@ -655,6 +655,14 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
         {
             f.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(agg))]);
         }
+        // `B'0101'`, Postgres' bit-string literal: its digits, which a bit column and
+        // the bit functions read.
+        if let SqlExpr::Value(v) = e
+            && let datafusion::sql::sqlparser::ast::Value::SingleQuotedByteStringLiteral(bits) =
+                &v.value
+        {
+            v.value = datafusion::sql::sqlparser::ast::Value::SingleQuotedString(bits.clone());
+        }
         // The operators no index serves: computed exactly wherever they appear.
         if let SqlExpr::BinaryOp {
             left,
