@@ -733,10 +733,6 @@ async fn run_search(
     }
     let query = match values.get(vector - 1) {
         Some(v) if !v.is_null() => match query_vector(v.clone(), def.dimension()) {
-            Ok(q) if def.half_precision(vector_column) => match crate::types::to_half(q) {
-                Ok(q) => q,
-                Err(_) => return Ok(None),
-            },
             Ok(q) => q,
             Err(_) => return Ok(None),
         },

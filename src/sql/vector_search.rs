@@ -494,16 +494,11 @@ impl ExecutionPlan for VectorSearchExec {
         _partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let (Some(mut query), Some(k)) = (self.query.clone(), self.k) else {
+        let (Some(query), Some(k)) = (self.query.clone(), self.k) else {
             return Err(
                 Error::InvalidParameter("vector_search needs a query vector and k".into()).into(),
             );
         };
-        // A halfvec column is searched by a halfvec, as pgvector casts the query to the
-        // column's type.
-        if self.def.half_precision(self.column) {
-            query = crate::types::to_half(query)?;
-        }
         let search = Search {
             def: self.def.clone(),
             vector: self.column,
@@ -660,7 +655,12 @@ impl Search {
         }
     }
 
-    pub(crate) async fn run(self) -> Result<RecordBatch> {
+    pub(crate) async fn run(mut self) -> Result<RecordBatch> {
+        // A halfvec column is searched by a halfvec, as pgvector casts the query to the
+        // column's type (for every way a search is made).
+        if self.def.half_precision(self.vector) {
+            self.query = crate::types::to_half(std::mem::take(&mut self.query))?;
+        }
         if self.row_scan {
             return self.scan_rows(None).await;
         }
