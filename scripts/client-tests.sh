@@ -18,6 +18,9 @@ python_deps="psycopg[binary]==3.3.9 psycopg2-binary==2.9.13 asyncpg==0.32.0 SQLA
 langchain_deps="langchain-postgres==0.0.19 langchain-core==1.8.3 psycopg[binary]==3.3.9"
 llamaindex_deps="llama-index-vector-stores-postgres==0.9.0 llama-index-core==0.14.25"
 django_deps="Django==5.2.19 pgvector==0.5.1 psycopg[binary]==3.3.9"
+# Supabase's vecs: its README's `postgresql://` URL is psycopg2 under SQLAlchemy 2.0
+# (2.1 takes it as psycopg 3, which vecs does not install).
+vecs_deps="vecs==0.4.5 SQLAlchemy==2.0.58 pgvector==0.3.6 psycopg2-binary==2.9.13 flupy==1.2.5 Deprecated==1.2.18 numpy==2.4.6"
 
 # A virtualenv under $cache with exactly these packages (pinned; reinstalled when they change).
 python_env() {
@@ -39,6 +42,8 @@ python_env venv-langchain $langchain_deps
 python_env venv-llamaindex $llamaindex_deps
 # shellcheck disable=SC2086
 python_env venv-django $django_deps
+# shellcheck disable=SC2086
+python_env venv-vecs $vecs_deps
 
 # JavaScript: node-postgres and pgvector for Node.
 node_deps="pg@8.23.1 pgvector@0.2.1"
@@ -84,6 +89,8 @@ echo "-- LlamaIndex's PGVectorStore"
 VECTORGATE_URL="$url" "$cache/venv-llamaindex/bin/python" clients/python/test_llamaindex.py || status=1
 echo "-- Django with pgvector's VectorField"
 VECTORGATE_URL="$url" "$cache/venv-django/bin/python" clients/python/test_django.py || status=1
+echo "-- Supabase's vecs"
+VECTORGATE_URL="$url" "$cache/venv-vecs/bin/python" clients/python/test_vecs.py || status=1
 echo "-- node clients"
 VECTORGATE_URL="$url" NODE_PATH="$cache/node/node_modules" node clients/node/test_clients.js || status=1
 echo "-- java clients"

@@ -88,6 +88,14 @@ expect 'TABLE "child" CONSTRAINT "cpe" FOREIGN KEY (pe) REFERENCES parent(email)
 expect 'Foreign-key constraints:'
 expect '"child_note_check" CHECK (length(note) < 10)'
 expect '"cpe" FOREIGN KEY (pe) REFERENCES parent(email) ON DELETE SET NULL'
+# A schema's table (\dn, \dt app.*, \d app.items)
+expect " app    | "
+expect " app    | items | table |"
+expect 'Table "app.items"'
+expect "nextval('app.items_id_seq'::regclass)"
+expect " e      | vector(2)"
+expect '"items_pkey" PRIMARY KEY, btree (id)'
+expect '"items_name_key" UNIQUE CONSTRAINT, btree (name)'
 reject "information_schema | columns"
 reject "Invalid function"
 reject "server closed the connection"

@@ -38,3 +38,9 @@ CREATE TABLE parent (id int PRIMARY KEY, email text UNIQUE, n int CHECK (n > 0))
 CREATE TABLE child (id int PRIMARY KEY, pid int REFERENCES parent ON DELETE CASCADE, pe text, note text, CONSTRAINT cpe FOREIGN KEY (pe) REFERENCES parent (email) ON DELETE SET NULL, CHECK (length(note) < 10));
 \d parent
 \d child
+-- a schema of its own, as \dn, \dt and \d show it
+CREATE SCHEMA app;
+CREATE TABLE app.items (id serial PRIMARY KEY, name text UNIQUE, e vector(2));
+\dn
+\dt app.*
+\d app.items

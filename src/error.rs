@@ -75,6 +75,12 @@ pub enum Error {
     /// A constraint (or other object) whose name is taken (SQLSTATE 42710).
     #[error("{0}")]
     DuplicateObject(String),
+    /// `schema "x" already exists` (SQLSTATE 42P06).
+    #[error("schema \"{0}\" already exists")]
+    DuplicateSchema(String),
+    /// `schema "x" does not exist` (SQLSTATE 3F000).
+    #[error("schema \"{0}\" does not exist")]
+    InvalidSchemaName(String),
     /// Any SQLSTATE with a DETAIL line.
     #[error("{message}")]
     Detailed {
@@ -183,6 +189,8 @@ impl Error {
             Error::DependentObjects { .. } => "2BP01",
             Error::InvalidForeignKey(_) => "42830",
             Error::DuplicateObject(_) => "42710",
+            Error::DuplicateSchema(_) => "42P06",
+            Error::InvalidSchemaName(_) => "3F000",
             Error::Detailed { code, .. } => code,
             Error::ProtocolViolation(_) => "08P01",
             Error::QueryCanceled(_) => "57014",

@@ -112,10 +112,12 @@ impl Core {
             }
             let tables = self.rows.list_tables().await?;
             let sequences = self.rows.list_sequences().await?;
+            let schemas = self.rows.list_schemas().await?;
             let Some(changes) = self.install(generation, tables) else {
                 continue;
             };
             self.install_sequences(sequences).await;
+            self.install_schemas(schemas);
             *self.watch.seen.lock() = Some((version, sent));
             if !changes.is_empty() {
                 tracing::info!(

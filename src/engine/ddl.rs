@@ -229,3 +229,28 @@ async fn columns_changed(
     }
     Ok(())
 }
+
+/// Create a schema (42P06 if it exists, made by any proxy).
+pub async fn create_schema(core: &Core, name: &str) -> Result<()> {
+    if core.has_schema(name) {
+        return Err(Error::DuplicateSchema(name.to_string()));
+    }
+    core.rows.create_schema(name).await?;
+    let mut names = core.schema_names();
+    names.retain(|n| n != "public");
+    names.push(name.to_string());
+    core.install_schemas(names);
+    Ok(())
+}
+
+/// Take a schema out of the catalog; its tables and sequences are gone already.
+pub async fn drop_schema(core: &Core, name: &str) -> Result<()> {
+    core.rows.drop_schema(name).await?;
+    let names = core
+        .schema_names()
+        .into_iter()
+        .filter(|n| n != "public" && n != name)
+        .collect();
+    core.install_schemas(names);
+    Ok(())
+}

@@ -49,6 +49,8 @@ pub struct Core {
     pub rows: Arc<dyn RowStore>,
     pub index: Arc<dyn VectorIndex>,
     tables: RwLock<HashMap<String, Arc<TableDef>>>,
+    /// The schemas CREATE SCHEMA made (`public` is not among them).
+    schemas: RwLock<std::collections::BTreeSet<String>>,
     pub max_k: usize,
     /// The vector index's circuit breaker.
     pub health: health::IndexHealth,
@@ -136,7 +138,9 @@ impl Core {
         let watch = catalog::Watch::new(rows.catalog_lease(), version, sent);
         let defs = rows.list_tables().await?;
         let sequence_defs = rows.list_sequences().await?;
+        let schemas = rows.list_schemas().await?;
         let core = Arc::new(Core {
+            schemas: RwLock::new(schemas.into_iter().collect()),
             rows,
             index,
             tables: RwLock::new(
@@ -201,6 +205,28 @@ impl Core {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::UndefinedTable(name.to_string()))
+    }
+
+    /// Every schema's name, `public` first, then those CREATE SCHEMA made, sorted.
+    pub fn schema_names(&self) -> Vec<String> {
+        std::iter::once("public".to_string())
+            .chain(self.schemas.read().iter().cloned())
+            .collect()
+    }
+
+    /// Whether a schema of this name holds tables (`public`, or one CREATE SCHEMA made).
+    pub fn has_schema(&self, name: &str) -> bool {
+        name == "public" || self.schemas.read().contains(name)
+    }
+
+    /// Put the schemas read from the row store in place of those in memory.
+    pub(crate) fn install_schemas(&self, names: Vec<String>) {
+        let names: std::collections::BTreeSet<String> = names.into_iter().collect();
+        let mut schemas = self.schemas.write();
+        if *schemas != names {
+            *schemas = names;
+            self.bump();
+        }
     }
 
     pub fn has_table(&self, name: &str) -> bool {

@@ -54,8 +54,13 @@ pub(super) async fn alter_table(session: &Session, at: &AlterTable) -> Result<Ou
         alter_constraints(session, &def, ops).await
     } else if let [AlterTableOperation::RenameTable { table_name: to }] = ops.as_slice() {
         let (RenameTableNameKind::To(to) | RenameTableNameKind::As(to)) = to;
-        let to = table_name(to)?;
+        // The new name is in the table's own schema.
+        let to = match to.0.last().and_then(|p| p.as_ident()) {
+            Some(i) => ident_name(i),
+            None => table_name(to)?,
+        };
         super::statements::check_table_name(&to)?;
+        let to = crate::store::qualified(def.schema(), &to);
         crate::engine::ddl::rename_table(shared, &def, &to).await?;
         Ok(Output::Command(DONE.into()))
     } else {

@@ -140,6 +140,22 @@ pub fn computed_regclass(stmt: &mut Statement) {
     });
 }
 
+/// `a ^@ b` (Postgres' starts-with operator, as vecs filters names with it) is
+/// `starts_with(a, b)`.
+pub fn starts_with_operator(stmt: &mut Statement) {
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::BinaryOp {
+            left,
+            op: datafusion::sql::sqlparser::ast::BinaryOperator::PGStartsWith,
+            right,
+        } = e
+        {
+            *e = call("starts_with", vec![(**left).clone(), (**right).clone()]);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// An expression that is text whatever its inputs: a string function's result, a
 /// concatenation, or a cast to text.
 fn text_valued(e: &SqlExpr) -> bool {

@@ -174,8 +174,8 @@ pub(crate) fn add_check(session: &Session, def: &mut TableDef, c: &CheckConstrai
         None => {
             let cols = named_columns(def, &c.expr);
             let base = match cols.as_slice() {
-                [one] => format!("{}_{}_check", def.name, def.columns[*one].name),
-                _ => format!("{}_check", def.name),
+                [one] => format!("{}_{}_check", def.relname(), def.columns[*one].name),
+                _ => format!("{}_check", def.relname()),
             };
             fresh_name(def, base)
         }
@@ -316,7 +316,7 @@ pub(crate) fn add_foreign_key(
                 .iter()
                 .map(|&c| def.columns[c].name.as_str())
                 .collect();
-            fresh_name(def, format!("{}_{}_fkey", def.name, cols.join("_")))
+            fresh_name(def, format!("{}_{}_fkey", def.relname(), cols.join("_")))
         }
     };
     for (&c, &p) in columns.iter().zip(&referenced) {
@@ -948,7 +948,7 @@ pub(crate) fn add_unique(def: &mut TableDef, name: Option<String>, cols: Vec<usi
         Some(n) => n,
         None => {
             let names: Vec<&str> = cols.iter().map(|&c| def.columns[c].name.as_str()).collect();
-            fresh_name(def, format!("{}_{}_key", def.name, names.join("_")))
+            fresh_name(def, format!("{}_{}_key", def.relname(), names.join("_")))
         }
     };
     if taken_names(def).contains(&name) {

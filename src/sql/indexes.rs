@@ -56,7 +56,7 @@ fn index_name(session: &Session, def: &TableDef, ci: &CreateIndex) -> Result<Opt
         .iter()
         .map(|c| key_label(&c.column.expr))
         .collect();
-    let base = format!("{}_{}_idx", def.name, parts.join("_"));
+    let base = format!("{}_{}_idx", def.relname(), parts.join("_"));
     Ok(Some(if relation_taken(core, &base) {
         (1..)
             .map(|i| format!("{base}{i}"))
@@ -361,8 +361,14 @@ pub(super) async fn drop_indexes(
 ) -> Result<Output> {
     let core = &session.engine.core;
     for n in names {
-        let name = table_name(n)?;
-        let tables = core.tables();
+        // An index is in its table's schema.
+        let (schema, _) = super::statements::relation(n)?;
+        let name = match n.0.last().and_then(|p| p.as_ident()) {
+            Some(i) => super::statements::ident_name(i),
+            None => table_name(n)?,
+        };
+        let mut tables = core.tables();
+        tables.retain(|d| d.schema() == schema.as_deref().unwrap_or("public"));
         if let Some(def) = tables.iter().find(|d| {
             d.json_indexes.iter().any(|j| j.name == name)
                 || d.indexes.iter().any(|i| i.name == name)

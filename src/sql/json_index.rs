@@ -33,11 +33,12 @@ pub fn requested(def: &TableDef, ci: &CreateIndex) -> Option<Vec<JsonIndexDef>> 
                 [(c, p, JsonIndexKind::Keys)] if p.is_empty() => def.columns[*c].name.clone(),
                 _ => "expr".to_string(),
             };
-            Some(format!("{}_{what}_idx", def.name))
+            Some(format!("{}_{what}_idx", def.relname()))
         })?;
     let definition = format!(
-        "CREATE INDEX {base} ON public.{} USING {} ({})",
-        def.name,
+        "CREATE INDEX {base} ON {}.{} USING {} ({})",
+        def.schema(),
+        def.relname(),
         if gin { "gin" } else { "btree" },
         ci.columns
             .iter()

@@ -22,6 +22,7 @@ pub mod pgvector;
 pub mod plan_cache;
 pub mod pushdown;
 pub mod reindex;
+pub mod schemas;
 pub mod sequences;
 pub mod statements;
 pub mod tables;
@@ -48,7 +49,7 @@ use crate::engine::tx::TxSlot;
 use crate::engine::{Core, Limits, Notices};
 use crate::error::{Error, Result};
 use crate::store::{RowStore, VectorIndex};
-use tables::PublicSchema;
+use datafusion::catalog::CatalogProvider;
 use vector_search::{SearchSettings, VectorSearchFunction};
 
 /// The database (DataFusion catalog) name the proxy presents.
@@ -120,14 +121,20 @@ impl Engine {
             planners.insert(0, Arc::new(json::JsonOperators::new(&json_functions)));
         }
         let ctx = SessionContext::new_with_state(builder.build());
-        ctx.catalog(DATABASE)
-            .ok_or_else(|| Error::internal("default catalog missing"))?
-            .register_schema(
-                "public",
-                Arc::new(PublicSchema {
-                    shared: Arc::downgrade(&shared),
-                }),
-            )?;
+        let database = Arc::new(tables::Database {
+            inner: ctx
+                .catalog(DATABASE)
+                .ok_or_else(|| Error::internal("default catalog missing"))?,
+            shared: Arc::downgrade(&shared),
+        });
+        database.register_schema(
+            "public",
+            Arc::new(tables::Tables {
+                shared: Arc::downgrade(&shared),
+                schema: "public".into(),
+            }),
+        )?;
+        ctx.register_catalog(DATABASE, database);
         setup_pg_catalog(&ctx, DATABASE, EmptyContextProvider)
             .map_err(|e| Error::internal(e.to_string()))?;
         ctx.register_udtf(
@@ -292,6 +299,9 @@ impl Engine {
                 sequences::number_nextvals(s);
             }
             compat::user_registers(s);
+            if sql.contains("^@") {
+                compat::starts_with_operator(s);
+            }
             compat::like_escapes(s);
             compat::guard_not_in(s);
             compat::from_functions(s, &|f| {
@@ -730,6 +740,19 @@ impl Session {
         };
         let ms = statements::parse_duration_ms(&v).ok()?;
         (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
+    /// Parse `sql` as this session reads it: its unqualified names by its
+    /// `search_path`.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        let mut stmts = self.engine.parse(sql)?;
+        if let Some(path) = self.get("search_path") {
+            let path = schemas::search_path(&path);
+            for s in &mut stmts {
+                schemas::qualify(&self.engine.core, &path, s);
+            }
+        }
+        Ok(stmts)
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<String> {

@@ -446,9 +446,9 @@ fn written_table(
     session: &Session,
     name: &datafusion::sql::sqlparser::ast::ObjectName,
 ) -> Result<Option<Arc<crate::store::TableDef>>> {
-    match name.0.last().and_then(|p| p.as_ident()).map(ident_name) {
-        Some(t) => session.engine.core.table(&t).map(Some),
-        None => Ok(None),
+    match super::statements::table_name(name) {
+        Ok(t) => session.engine.core.table(&t).map(Some),
+        Err(_) => Ok(None),
     }
 }
 
@@ -543,7 +543,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                     }
                 }
                 if let Some(sel) = &up.selection {
-                    infer_where(session, &def.name, sel, &mut types).await;
+                    infer_where(session, &def.sql_name(), sel, &mut types).await;
                 }
             }
         }
@@ -554,20 +554,14 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                 && let TableFactor::Table { name, .. } = &twj.relation
                 && let Some(sel) = &del.selection
             {
-                let tn = name
-                    .0
-                    .last()
-                    .and_then(|p| p.as_ident())
-                    .map(ident_name)
-                    .unwrap_or_default();
-                infer_where(session, &tn, sel, &mut types).await;
+                infer_where(session, &name.to_string(), sel, &mut types).await;
             }
         }
         _ => {}
     }
     // A write with RETURNING describes its rows: the same query over the table itself.
     if let Some((def, alias, items)) = super::statements::returning_of(session, stmt) {
-        let from = format!("\"{}\"", def.name.replace('"', "\"\""));
+        let from = def.sql_name();
         let sql = super::statements::returning_sql(&def, alias.as_deref(), items, &from);
         if let Some(q) = session.engine.parse(&sql)?.pop() {
             let plan = session.plan(q).await?;
@@ -581,13 +575,14 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
     })
 }
 
+/// `table` as SQL names it ([`crate::store::TableDef::sql_name`]).
 async fn infer_where(
     session: &Session,
     table: &str,
     sel: &SqlExpr,
     types: &mut BTreeMap<usize, Field>,
 ) {
-    let sql = format!("SELECT 1 FROM \"{table}\" WHERE {sel}");
+    let sql = format!("SELECT 1 FROM {table} WHERE {sel}");
     let Ok(mut stmts) = session.engine.parse(&sql) else {
         return;
     };

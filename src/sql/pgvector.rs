@@ -751,7 +751,7 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
     else {
         return;
     };
-    let Some(table) = name.0.last().and_then(|p| p.as_ident()).map(ident_name) else {
+    let Ok(table) = super::statements::table_name(name) else {
         return;
     };
     let Ok(def) = shared.table(&table) else {
@@ -774,7 +774,7 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
         .clone()
         .unwrap_or_else(|| datafusion::sql::sqlparser::ast::TableAlias {
             explicit: true,
-            name: Ident::new(&table),
+            name: Ident::new(def.relname()),
             columns: vec![],
             at: None,
         });
@@ -850,12 +850,14 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
     select.projection = projection;
 }
 
-/// The unqualified names of the tables a statement reads.
+/// The catalog names of the tables a statement reads ([`crate::store::qualified`]);
+/// a system schema's relation by its own name.
 pub fn relations(stmt: &Statement) -> Vec<String> {
     let mut out = Vec::new();
     let _ = datafusion::sql::sqlparser::ast::visit_relations(stmt, |r| {
-        if let Some(last) = r.0.last().and_then(|p| p.as_ident()) {
-            out.push(ident_name(last));
+        match super::statements::table_name(r) {
+            Ok(name) => out.push(name),
+            Err(_) => out.extend(r.0.last().and_then(|p| p.as_ident()).map(ident_name)),
         }
         ControlFlow::<()>::Continue(())
     });

@@ -44,6 +44,7 @@ impl SessionValues {
 /// with Postgres' defaults for what they leave out.
 pub fn sequence_def(
     name: String,
+    schema: Option<String>,
     ty: Option<ColumnType>,
     options: &[SequenceOptions],
     owned_by: Option<(String, String)>,
@@ -96,6 +97,7 @@ pub fn sequence_def(
         )));
     }
     Ok(SequenceDef {
+        schema,
         name,
         ty,
         start,
@@ -151,9 +153,26 @@ pub fn nextval_of(e: &SqlExpr) -> Option<String> {
     }
 }
 
-/// `public.s` or `"s"` -> `s`.
-fn bare(name: &str) -> String {
-    name.rsplit('.').next().unwrap_or(name).replace('"', "")
+/// A relation's name in the catalog from its text in a `'...'::regclass` or a
+/// function's argument: `s`, `"s"` and `public.s` -> `s`; `vecs.s` -> `vecs.s`
+/// ([`crate::store::qualified`]).
+pub(crate) fn bare(name: &str) -> String {
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let mut quoted = false;
+    for c in name.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut part)),
+            c => part.push(c),
+        }
+    }
+    parts.push(part);
+    match parts.as_slice() {
+        [.., schema, rel] => crate::store::qualified(schema, rel),
+        [rel] => rel.clone(),
+        [] => String::new(),
+    }
 }
 
 /// `pg_get_serial_sequence(table, column)`: `public.<sequence>` for a serial or identity
@@ -175,7 +194,11 @@ fn serial_sequence(core: Weak<Core>) -> ScalarUDF {
                     let def = core.as_ref()?.table(&bare(t?)).ok()?;
                     let col = &def.columns[def.column_index(&bare(c?))?];
                     let seq = nextval_of(&super::defaults::parse(col.default.as_deref()?).ok()?)?;
-                    Some(format!("public.{seq}"))
+                    Some(if seq.contains('.') {
+                        seq
+                    } else {
+                        format!("public.{seq}")
+                    })
                 })
                 .collect();
             Ok(ColumnarValue::Array(Arc::new(out)))

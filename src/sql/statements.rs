@@ -79,7 +79,8 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             owned_by,
             ..
         } => {
-            let name = table_name(name)?;
+            let (schema, name) = relation(name)?;
+            super::schemas::require(&session.engine.core, schema.as_deref())?;
             if *if_not_exists && session.engine.core.sequence(&name).await.is_ok() {
                 session
                     .notices
@@ -116,10 +117,22 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
                 .as_ref()
                 .map(super::sequences::sequence_type)
                 .transpose()?;
-            let def = super::sequences::sequence_def(name, ty, sequence_options, owner)?;
+            let def = super::sequences::sequence_def(name, schema, ty, sequence_options, owner)?;
             session.engine.core.create_sequence(def).await?;
             Output::Command("CREATE SEQUENCE".into())
         }
+        Statement::CreateSchema {
+            schema_name,
+            if_not_exists,
+            ..
+        } => super::schemas::create(session, schema_name, *if_not_exists).await?,
+        Statement::Drop {
+            object_type: ObjectType::Schema,
+            if_exists,
+            names,
+            cascade,
+            ..
+        } => super::schemas::drop(session, names, *if_exists, *cascade).await?,
         Statement::Drop {
             object_type: ObjectType::Index,
             if_exists,
@@ -288,17 +301,28 @@ pub fn ident_name(i: &Ident) -> String {
     }
 }
 
-/// The table a (possibly schema-qualified) name refers to.
+/// The catalog name of the relation a (possibly schema-qualified) name refers to
+/// ([`crate::store::qualified`]).
 pub(crate) fn table_name(name: &ObjectName) -> Result<String> {
+    relation(name).map(|(_, key)| key)
+}
+
+/// The schema (`None`: `public`) and catalog name of the relation a name refers to.
+/// A schema-qualified name of a schema that does not exist names no relation (42P01
+/// when it is looked up); the system schemas hold none of the proxy's.
+pub(crate) fn relation(name: &ObjectName) -> Result<(Option<String>, String)> {
     let parts: Vec<String> = name
         .0
         .iter()
         .filter_map(|p| p.as_ident().map(ident_name))
         .collect();
     match parts.as_slice() {
-        [t] => Ok(t.clone()),
-        [s, t] if s == "public" => Ok(t.clone()),
-        [d, s, t] if s == "public" && d == super::DATABASE => Ok(t.clone()),
+        [t] => Ok((None, t.clone())),
+        [s, t] if s == "public" => Ok((None, t.clone())),
+        [d, s, t] if s == "public" && d == super::DATABASE => Ok((None, t.clone())),
+        [s, t] | [_, s, t] if !super::schemas::is_system(s) => {
+            Ok((Some(s.clone()), crate::store::qualified(s, t)))
+        }
         _ => Err(Error::UndefinedTable(name.to_string())),
     }
 }
@@ -448,13 +472,19 @@ pub(crate) fn check_table_name(name: &str) -> Result<()> {
 }
 
 async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
-    let name = table_name(&ct.name)?;
+    let (schema, name) = relation(&ct.name)?;
+    super::schemas::require(&session.engine.core, schema.as_deref())?;
     if ct.query.is_some() || ct.like.is_some() {
         return Err(Error::FeatureNotSupported(
             "CREATE TABLE AS and LIKE are not supported".into(),
         ));
     }
-    check_table_name(&name)?;
+    check_table_name(
+        schema
+            .as_ref()
+            .and_then(|s| name.strip_prefix(&format!("{s}.")))
+            .unwrap_or(&name),
+    )?;
     let shared = &session.engine.core;
     if shared.has_table(&name) {
         if ct.if_not_exists {
@@ -660,6 +690,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         stored: shared.storage_name_for(&name),
         pk_constraint: None,
         name: name.clone(),
+        schema,
         columns,
         primary_key,
         vector_column: None,
@@ -696,6 +727,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         }
         let seq = super::sequences::sequence_def(
             format!("{name}_{col}_seq"),
+            def.schema.clone(),
             Some(def.columns[i].ty.clone()),
             &opts,
             Some((def.stored_name().to_string(), col)),
@@ -744,6 +776,17 @@ async fn drop_tables(
             false => return Err(Error::UndefinedTable(name)),
         }
     }
+    drop_table_keys(session, targets, cascade).await
+}
+
+/// Drop the tables of these catalog names, which exist; with `cascade`, the foreign
+/// keys of other tables that reference them too (2BP01 without).
+pub(crate) async fn drop_table_keys(
+    session: &Session,
+    targets: Vec<String>,
+    cascade: bool,
+) -> Result<Output> {
+    let core = &session.engine.core;
     // Foreign keys of tables that stay, referencing one that goes: CASCADE drops them.
     let mut dependents = Vec::new();
     for name in &targets {
@@ -1184,7 +1227,10 @@ fn reading_rows(
     let cols: Vec<usize> = (0..def.columns.len()).collect();
     Ok(plan
         .transform_up(|node| match node {
-            LogicalPlan::TableScan(mut scan) if scan.table_name.table() == def.name => {
+            LogicalPlan::TableScan(mut scan)
+                if scan.table_name.table() == def.relname()
+                    && scan.table_name.schema().unwrap_or("public") == def.schema() =>
+            {
                 let schema = scan.source.schema();
                 let batch = super::tables::rows_to_batch(def, &schema, &cols, rows)
                     .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
@@ -1435,7 +1481,7 @@ async fn conflict_updates(
 ) -> Result<Vec<Row>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::logical_expr::LogicalPlan;
-    let target = alias.map_or_else(|| quote_ident(&def.name), quote_ident);
+    let target = alias.map_or_else(|| quote_ident(def.relname()), quote_ident);
     let mut sets = Vec::new();
     // Where a SET takes a proposed column as it is, that column.
     let mut sources = Vec::new();
@@ -1495,8 +1541,8 @@ async fn conflict_updates(
             .selection
             .as_ref()
             .map_or("TRUE".into(), |w| w.to_string()),
-        quote_ident(&def.name),
-        quote_ident(&def.name),
+        def.sql_name(),
+        def.sql_name(),
         on.iter()
             .map(|&c| {
                 let col = quote_ident(&def.columns[c].name);
@@ -1577,7 +1623,7 @@ pub(crate) fn returning_sql(
     from: &str,
 ) -> String {
     let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
-    let name = alias.map_or_else(|| quote_ident(&def.name), quote_ident);
+    let name = alias.map_or_else(|| quote_ident(def.relname()), quote_ident);
     format!("SELECT {} FROM {from} AS {name}", items.join(", "))
 }
 
@@ -1634,7 +1680,7 @@ async fn returning(
     items: &[datafusion::sql::sqlparser::ast::SelectItem],
     rows: &[Row],
 ) -> Result<Output> {
-    let sql = returning_sql(def, alias, items, &quote_ident(&def.name));
+    let sql = returning_sql(def, alias, items, &def.sql_name());
     let stmt = session
         .engine
         .parse(&sql)?
@@ -1870,7 +1916,7 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
     let def = session.engine.core.table(&table_name(name)?)?;
     let target = alias
         .as_ref()
-        .map_or_else(|| quote_ident(&def.name), |a| a.name.to_string());
+        .map_or_else(|| quote_ident(def.relname()), |a| a.name.to_string());
     let mut sets = Vec::new();
     // With FROM the other tables' columns join the row: only the target's are kept.
     let mut select = format!("SELECT {target}.*");
@@ -1894,11 +1940,9 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
         select.push_str(&format!(", ({}) AS \"__vg_set_{i}\"", a.value));
     }
     refuse_always_identity(&def, &sets, true)?;
-    select.push_str(&format!(" FROM {}", quote_ident(&def.name)));
-    if let Some(a) = alias {
-        // The alias's name only: its Display repeats the `AS` an `UPDATE t AS x` had.
-        select.push_str(&format!(" AS {}", a.name));
-    }
+    // The alias's name only (its Display repeats the `AS` an `UPDATE t AS x` had), or
+    // the table's own, which a schema-qualified name needs for `items.*`.
+    select.push_str(&format!(" FROM {} AS {target}", def.sql_name()));
     for t in from.into_iter().flatten() {
         select.push_str(&format!(", {t}"));
     }
@@ -2003,22 +2047,20 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
     }
     let target = alias
         .as_ref()
-        .map_or_else(|| quote_ident(&def.name), |a| a.name.to_string());
+        .map_or_else(|| quote_ident(def.relname()), |a| a.name.to_string());
     let cols: Vec<String> = def
         .primary_key
         .iter()
         .map(|&i| format!("{target}.{}", quote_ident(&def.columns[i].name)))
         .collect();
     // DISTINCT: a row USING joins more than once is deleted once.
+    // The alias's name only (its Display repeats the `AS` a `DELETE FROM t AS x` had),
+    // or the table's own, which a schema-qualified name needs.
     let mut select = format!(
-        "SELECT DISTINCT {} FROM {}",
+        "SELECT DISTINCT {} FROM {} AS {target}",
         cols.join(", "),
-        quote_ident(&def.name)
+        def.sql_name()
     );
-    if let Some(a) = alias {
-        // The alias's name only: its Display repeats the `AS` an `UPDATE t AS x` had.
-        select.push_str(&format!(" AS {}", a.name));
-    }
     for t in using {
         select.push_str(&format!(", {t}"));
     }
@@ -2059,11 +2101,8 @@ async fn delete_returning(
     items: &[datafusion::sql::sqlparser::ast::SelectItem],
 ) -> Result<Output> {
     returning(session, def, alias, items, &[]).await?;
-    let target = alias.map_or_else(|| quote_ident(&def.name), quote_ident);
-    let mut select = format!("SELECT {target}.* FROM {}", quote_ident(&def.name));
-    if alias.is_some() {
-        select.push_str(&format!(" AS {target}"));
-    }
+    let target = alias.map_or_else(|| quote_ident(def.relname()), quote_ident);
+    let mut select = format!("SELECT {target}.* FROM {} AS {target}", def.sql_name());
     for t in using {
         select.push_str(&format!(", {t}"));
     }

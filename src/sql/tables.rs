@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Constraint, Constraints, ScalarValue};
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -61,36 +61,100 @@ pub fn rows_to_batch(
     .map_err(Error::internal)
 }
 
+/// The engine's database as DataFusion sees it: the schemas registered in `inner`
+/// (`public`, `pg_catalog`, `information_schema`) and those CREATE SCHEMA made.
 #[derive(Debug)]
-pub struct PublicSchema {
+pub struct Database {
+    pub inner: Arc<dyn CatalogProvider>,
     pub shared: std::sync::Weak<Core>,
 }
 
+impl CatalogProvider for Database {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names = self.inner.schema_names();
+        if let Some(shared) = self.shared.upgrade() {
+            for s in shared.schema_names() {
+                if !names.contains(&s) {
+                    names.push(s);
+                }
+            }
+        }
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.inner.schema(name).or_else(|| {
+            self.shared
+                .upgrade()
+                .filter(|s| s.has_schema(name))
+                .map(|_| {
+                    Arc::new(Tables {
+                        shared: self.shared.clone(),
+                        schema: name.to_string(),
+                    }) as Arc<dyn SchemaProvider>
+                })
+        })
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+        self.inner.register_schema(name, schema)
+    }
+}
+
+/// The tables of one schema.
+#[derive(Debug)]
+pub struct Tables {
+    pub shared: std::sync::Weak<Core>,
+    pub schema: String,
+}
+
 #[async_trait]
-impl SchemaProvider for PublicSchema {
+impl SchemaProvider for Tables {
     fn table_names(&self) -> Vec<String> {
         let Some(shared) = self.shared.upgrade() else {
             return vec![];
         };
-        shared.table_names()
+        let mut names: Vec<String> = shared
+            .tables()
+            .iter()
+            .filter(|d| d.schema() == self.schema)
+            .map(|d| d.relname().to_string())
+            .collect();
+        names.sort();
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let Some(shared) = self.shared.upgrade() else {
             return Ok(None);
         };
-        if name == "pg_indexes" && !shared.has_table(name) {
-            // Not among the catalog names the SQL front end qualifies with `pg_catalog.`.
-            return Ok(Some(super::catalog::pg_indexes(self.shared.clone())));
+        let key = crate::store::qualified(&self.schema, name);
+        // Not among the catalog names the SQL front end qualifies with `pg_catalog.`.
+        if self.schema == "public" && !shared.has_table(name) {
+            match name {
+                "pg_indexes" => return Ok(Some(super::catalog::pg_indexes(self.shared.clone()))),
+                "pg_available_extensions" => {
+                    return Ok(Some(Arc::new(super::catalog::PgAvailableExtensions)));
+                }
+                _ => {}
+            }
         }
         Ok(shared
-            .table(name)
+            .table(&key)
             .ok()
             .map(|def| Arc::new(RowTable::new(def, shared.clone())) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == "pg_indexes" || self.shared.upgrade().is_some_and(|s| s.has_table(name))
+        (self.schema == "public" && matches!(name, "pg_indexes" | "pg_available_extensions"))
+            || self
+                .shared
+                .upgrade()
+                .is_some_and(|s| s.has_table(&crate::store::qualified(&self.schema, name)))
     }
 }
 

@@ -62,7 +62,7 @@ pub(super) async fn truncate(session: &Session, t: &Truncate) -> Result<Output> 
             .iter()
             .map(|&c| quote_ident(&def.columns[c].name))
             .collect();
-        let sql = format!("SELECT {} FROM {}", cols.join(", "), quote_ident(&def.name));
+        let sql = format!("SELECT {} FROM {}", cols.join(", "), def.sql_name());
         let keys = super::statements::selected_keys(session, def, &sql).await?;
         if !keys.is_empty() {
             // Every referencing table goes too: no foreign key action applies.

@@ -22,6 +22,8 @@ const OUTBOX: TableDefinition<(&str, &[u8]), i64> = TableDefinition::new("vg_out
 const SEQUENCES: TableDefinition<&str, &str> = TableDefinition::new("vg_sequences");
 /// Holders of unique values: (space, value) -> bincode of a [`super::UniqueHolder`].
 const UNIQUE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("vg_unique");
+/// Schema names (CREATE SCHEMA) -> nothing.
+const SCHEMAS: TableDefinition<&str, ()> = TableDefinition::new("vg_schemas");
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredSequence {
@@ -181,6 +183,52 @@ impl RowStore for EmbeddedRows {
                 let name = rows_table(def.stored_name());
                 txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
                     .map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn list_schemas(&self) -> Result<Vec<String>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(err)?;
+            let t = match txn.open_table(SCHEMAS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+                Err(e) => return Err(err(e)),
+            };
+            let mut out = Vec::new();
+            for item in t.iter().map_err(err)? {
+                out.push(item.map_err(err)?.0.value().to_string());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn create_schema(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(SCHEMAS).map_err(err)?;
+                if t.get(name.as_str()).map_err(err)?.is_some() {
+                    return Err(Error::DuplicateSchema(name));
+                }
+                t.insert(name.as_str(), ()).map_err(err)?;
+            }
+            txn.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn drop_schema(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(SCHEMAS).map_err(err)?;
+                t.remove(name.as_str()).map_err(err)?;
             }
             txn.commit().map_err(err)
         })

@@ -183,12 +183,35 @@ impl ColumnDef {
     }
 }
 
+/// The name a relation `rel` of `schema` has in the catalog: `rel` itself in
+/// `public`, `schema.rel` in any other schema.
+pub fn qualified(schema: &str, rel: &str) -> String {
+    if schema == "public" {
+        rel.to_string()
+    } else {
+        format!("{schema}.{rel}")
+    }
+}
+
+/// The relation's own name within its schema: `name` without the `schema.` that
+/// [`qualified`] put in front of it.
+fn relation_name<'a>(schema: Option<&str>, name: &'a str) -> &'a str {
+    schema
+        .and_then(|s| name.strip_prefix(s))
+        .and_then(|n| n.strip_prefix('.'))
+        .unwrap_or(name)
+}
+
 /// A table as the proxy knows it: columns, primary key, the vector column and its
 /// index settings. Stored in the row store's catalog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableDef {
-    /// The table's name in SQL.
+    /// The table's name in the catalog: its name in SQL, qualified by its schema when
+    /// that is not `public` (see [`qualified`]).
     pub name: String,
+    /// The schema, when it is not `public`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
     /// The name its rows, points and index are kept under, when that is not `name`: a
     /// table renamed since it was made, or one whose name the row store or the index
     /// cannot take (see [`TableDef::stored_name`]).
@@ -288,10 +311,11 @@ impl IndexDef {
             })
             .collect();
         let mut out = format!(
-            "CREATE {}INDEX {} ON public.{} USING {} ({})",
+            "CREATE {}INDEX {} ON {}.{} USING {} ({})",
             if self.unique { "UNIQUE " } else { "" },
             self.name,
-            table.name,
+            table.schema(),
+            table.relname(),
             self.method,
             keys.join(", ")
         );
@@ -408,6 +432,26 @@ impl TableDef {
     /// name, for as long as it lives (a RENAME changes only `name`).
     pub fn stored_name(&self) -> &str {
         self.stored.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The table's schema.
+    pub fn schema(&self) -> &str {
+        self.schema.as_deref().unwrap_or("public")
+    }
+
+    /// The table's name within its schema (`pg_class.relname`).
+    pub fn relname(&self) -> &str {
+        relation_name(self.schema.as_deref(), &self.name)
+    }
+
+    /// The table as a statement names it: `"docs"`, or `"vecs"."docs"` outside
+    /// `public`.
+    pub fn sql_name(&self) -> String {
+        let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        match &self.schema {
+            Some(schema) => format!("{}.{}", quote(schema), quote(self.relname())),
+            None => quote(&self.name),
+        }
     }
 
     /// The table's TTL in seconds, if rows expire.
@@ -586,7 +630,7 @@ impl TableDef {
     pub fn pk_name(&self) -> String {
         self.pk_constraint
             .clone()
-            .unwrap_or_else(|| format!("{}_pkey", self.name))
+            .unwrap_or_else(|| format!("{}_pkey", self.relname()))
     }
 
     /// The unique violation for a key that is already taken, worded as Postgres does.
@@ -627,6 +671,7 @@ impl TableDef {
     pub fn for_tests(name: &str, columns: &[(&str, ColumnType)]) -> TableDef {
         TableDef {
             name: name.into(),
+            schema: None,
             stored: None,
             pk_constraint: None,
             columns: columns
@@ -692,7 +737,11 @@ pub type Row = Vec<Value>;
 /// A sequence as `CREATE SEQUENCE`, a `serial` column or an identity column defines it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SequenceDef {
+    /// The sequence's name in the catalog, qualified as a table's is ([`qualified`]).
     pub name: String,
+    /// The schema, when it is not `public`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
     /// `smallint`, `integer` or `bigint` (Postgres' `AS type`).
     pub ty: ColumnType,
     pub start: i64,
@@ -704,6 +753,18 @@ pub struct SequenceDef {
     /// by its stored name ([`TableDef::stored_name`]), which a RENAME keeps.
     #[serde(default)]
     pub owned_by: Option<(String, String)>,
+}
+
+impl SequenceDef {
+    /// The sequence's schema.
+    pub fn schema(&self) -> &str {
+        self.schema.as_deref().unwrap_or("public")
+    }
+
+    /// The sequence's name within its schema.
+    pub fn relname(&self) -> &str {
+        relation_name(self.schema.as_deref(), &self.name)
+    }
 }
 
 /// Where a sequence stands: the last value taken, and whether it was taken (a new
@@ -779,6 +840,12 @@ pub trait RowStore: Send + Sync + 'static {
     /// Move a table's catalog entry from the name `old` to `new.name` (42P07 if that is
     /// taken, across proxies); its rows stay where they are, under `new.stored_name()`.
     async fn rename_table(&self, old: &str, new: &TableDef) -> Result<()>;
+    /// The schemas CREATE SCHEMA made (`public` is always there and not among them).
+    async fn list_schemas(&self) -> Result<Vec<String>>;
+    /// Enter a schema (42P06 if the name is taken, across proxies).
+    async fn create_schema(&self, name: &str) -> Result<()>;
+    /// Take a schema out (its tables and sequences are dropped first, by the caller).
+    async fn drop_schema(&self, name: &str) -> Result<()>;
     /// Every sequence's definition.
     async fn list_sequences(&self) -> Result<Vec<SequenceDef>>;
     /// Create a sequence (42P07 if the name is taken) with `state`.

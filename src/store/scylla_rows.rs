@@ -44,6 +44,8 @@ pub const CATALOG_LEASE: Duration = Duration::from_millis(100);
 /// Holders of unique values, one partition per (constraint, value), changed only by
 /// lightweight transactions.
 pub const UNIQUE_TABLE: &str = "vectorgate_unique";
+/// The schemas CREATE SCHEMA made, by name.
+pub const SCHEMAS_TABLE: &str = "vectorgate_schemas";
 /// The commit log of transactions: a transaction's changes are written here in chunks
 /// (`seq` 1, 2, ...) before its commit marker (`seq` 0); the marker is the commit point.
 /// Then the rows are written and the partition deleted. A marked partition found later
@@ -210,7 +212,6 @@ fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
 
 const EPOCH_DAY: i64 = 1 << 31;
 
-/// A value in its CQL form; `None` is NULL.
 /// Whether a lightweight transaction was applied: the first column of its answer
 /// (the others, when it was not, are the row as it is).
 fn applied(res: scylla::response::query_result::QueryResult) -> Result<bool> {
@@ -222,6 +223,7 @@ fn applied(res: scylla::response::query_result::QueryResult) -> Result<bool> {
     })
 }
 
+/// A value in its CQL form; `None` is NULL.
 pub fn to_cql(v: &Value, ty: &ColumnType, list_vectors: bool) -> Result<Option<CqlValue>> {
     Ok(Some(match (v, ty) {
         (Value::Null, _) => return Ok(None),
@@ -419,6 +421,7 @@ impl ScyllaRows {
                 "(space text, val blob, key blob, at bigint, PRIMARY KEY ((space, val)))",
                 "",
             ),
+            (SCHEMAS_TABLE, "(name text PRIMARY KEY)", ""),
         ];
         for (name, columns, with) in tables {
             if !existing.iter().any(|t| t == name) {
@@ -783,6 +786,7 @@ impl ScyllaRows {
         }
         Ok(TableDef {
             name: name.to_string(),
+            schema: None,
             stored: None,
             pk_constraint: None,
             columns,
@@ -821,12 +825,7 @@ impl ScyllaRows {
             )
             .await
             .map_err(cql_err)?;
-        let applied = res
-            .into_rows_result()
-            .ok()
-            .and_then(|r| r.first_row::<(bool,)>().ok())
-            .map(|(a,)| a)
-            .unwrap_or(true);
+        let applied = applied(res)?;
         if applied {
             Ok(())
         } else {
@@ -836,13 +835,14 @@ impl ScyllaRows {
 
     /// Take a table's entry out of the catalog (announced by the caller).
     async fn unregister_table(&self, name: &str) -> Result<()> {
+        self.delete_named(CATALOG_TABLE, name).await
+    }
+
+    /// Delete the row of `name` from one of the proxy's own tables keyed by name.
+    async fn delete_named(&self, table: &str, name: &str) -> Result<()> {
         self.session
             .query_unpaged(
-                format!(
-                    "DELETE FROM {}.{} WHERE name = ?",
-                    q(&self.ks),
-                    q(CATALOG_TABLE)
-                ),
+                format!("DELETE FROM {}.{} WHERE name = ?", q(&self.ks), q(table)),
                 (name,),
             )
             .await
@@ -992,6 +992,47 @@ impl RowStore for ScyllaRows {
             out.push(serde_json::from_str(&def).map_err(Error::internal)?);
         }
         Ok(out)
+    }
+
+    async fn list_schemas(&self) -> Result<Vec<String>> {
+        let res = self
+            .session
+            .query_unpaged(
+                format!("SELECT name FROM {}.{}", q(&self.ks), q(SCHEMAS_TABLE)),
+                (),
+            )
+            .await
+            .map_err(cql_err)?;
+        let rows = res.into_rows_result().map_err(cql_err)?;
+        rows.rows::<(String,)>()
+            .map_err(cql_err)?
+            .map(|r| r.map(|(n,)| n).map_err(cql_err))
+            .collect()
+    }
+
+    async fn create_schema(&self, name: &str) -> Result<()> {
+        let res = self
+            .session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {}.{} (name) VALUES (?) IF NOT EXISTS",
+                    q(&self.ks),
+                    q(SCHEMAS_TABLE)
+                ),
+                (name,),
+            )
+            .await
+            .map_err(cql_err)?;
+        let applied = applied(res)?;
+        if !applied {
+            return Err(Error::DuplicateSchema(name.to_string()));
+        }
+        self.catalog_changed().await
+    }
+
+    async fn drop_schema(&self, name: &str) -> Result<()> {
+        self.delete_named(SCHEMAS_TABLE, name).await?;
+        self.catalog_changed().await
     }
 
     async fn create_table(&self, def: &TableDef) -> Result<()> {

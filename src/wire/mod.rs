@@ -226,7 +226,9 @@ pub fn error_info(e: &Error) -> pgwire::error::ErrorInfo {
     info.detail = e.detail();
     info.hint = e.hint();
     if let Some((table, constraint)) = e.constraint() {
-        info.schema = Some("public".into());
+        // A table outside `public` is named `schema.table` in the catalog.
+        let (schema, table) = table.split_once('.').unwrap_or(("public", table));
+        info.schema = Some(schema.into());
         info.table = Some(table.into());
         info.constraint = Some(constraint.into());
     }
@@ -396,7 +398,7 @@ impl QueryParser for StatementParser {
         };
         self.limits.check_length(sql).map_err(failed)?;
         self.engine.core().fresh_catalog().await;
-        let mut stmts = self.engine.parse(sql).map_err(failed)?;
+        let mut stmts = session.parse(sql).map_err(failed)?;
         if stmts.len() > 1 {
             return Err(failed(Error::Syntax(
                 "cannot insert multiple commands into a prepared statement".into(),
@@ -579,7 +581,7 @@ impl SimpleQueryHandler for QueryHandler {
         let stmts = match parser
             .limits
             .check_length(query)
-            .and_then(|()| parser.engine.parse(query))
+            .and_then(|()| session.parse(query))
         {
             Ok(s) => s,
             Err(e) => return Ok(vec![Response::Error(Box::new(error_info(&e)))]),

@@ -501,6 +501,58 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         cells(&a, "SELECT * FROM notes").await,
         vec![vec![Some("b".into())]]
     );
+
+    // CREATE SCHEMA through A: B makes a vector table in it and writes it; B's index
+    // search and A's scan of the rows (the embedded index of each proxy has only its own
+    // writes) find the same nearest row; a table of the same name in public stays apart.
+    a.batch_execute("CREATE SCHEMA app")
+        .await
+        .expect("create schema through a");
+    b.batch_execute(
+        "CREATE TABLE app.notes (id int PRIMARY KEY, e vector(2)) WITH (distance = 'l2')",
+    )
+    .await
+    .expect("b creates a table in a's schema");
+    for (id, _, e) in &points {
+        b.execute(
+            "INSERT INTO app.notes VALUES ($1, $2::text::vector)",
+            &[id, &format!("[{},{}]", e[0], e[1])],
+        )
+        .await
+        .expect("b inserts into app.notes");
+    }
+    a.batch_execute("SET vectorgate.row_scan = on")
+        .await
+        .expect("a searches the rows");
+    for proxy in [&a, &b] {
+        let nearest: i32 = proxy
+            .query_one(
+                "SELECT id FROM app.notes ORDER BY e <-> '[2.6,1.2]' LIMIT 1",
+                &[],
+            )
+            .await
+            .expect("search app.notes")
+            .get(0);
+        assert_eq!(nearest, oracle_nearest(&points, q));
+    }
+    assert_eq!(
+        cells(&b, "SELECT * FROM notes").await,
+        vec![vec![Some("b".into())]]
+    );
+    // DROP SCHEMA ... CASCADE through B: A no longer has the schema nor its table.
+    b.batch_execute("DROP SCHEMA app CASCADE")
+        .await
+        .expect("drop schema through b");
+    let e = a
+        .simple_query("SELECT * FROM app.notes")
+        .await
+        .expect_err("the schema's table is gone for a");
+    assert_eq!(sqlstate(&e), "42P01");
+    let e = a
+        .simple_query("CREATE TABLE app.t (id int PRIMARY KEY)")
+        .await
+        .expect_err("and the schema");
+    assert_eq!(sqlstate(&e), "3F000");
 }
 
 /// The id of the point nearest `q` by L2 (ties to the lower id).

@@ -221,8 +221,8 @@ impl TableProvider for KeyViews {
                     };
                     Some(match c {
                         "sequence_catalog" => Cell::Text(database.clone()),
-                        "sequence_schema" => Cell::Text("public".into()),
-                        "sequence_name" => Cell::Text(s.name.clone()),
+                        "sequence_schema" => Cell::Text(s.schema().into()),
+                        "sequence_name" => Cell::Text(s.relname().into()),
                         "data_type" => Cell::Text(s.ty.sql_name()),
                         "numeric_precision" => Cell::Int(bits),
                         "numeric_precision_radix" => Cell::Int(2),
@@ -271,9 +271,9 @@ impl TableProvider for KeyViews {
             let def = &tables[ti];
             for s in list.iter().filter(|s| s.constraint) {
                 match self.kind {
-                    KeyView::TableConstraints => rows.push((ti, s, None, &def.name, None)),
+                    KeyView::TableConstraints => rows.push((ti, s, None, def.relname(), None)),
                     KeyView::ReferentialConstraints if s.kind == 'f' => {
-                        rows.push((ti, s, None, &def.name, None))
+                        rows.push((ti, s, None, def.relname(), None))
                     }
                     KeyView::KeyColumnUsage if s.kind != 'c' => {
                         for (i, &c) in s.columns.iter().enumerate() {
@@ -281,7 +281,7 @@ impl TableProvider for KeyViews {
                                 ti,
                                 s,
                                 Some(i),
-                                &def.name,
+                                def.relname(),
                                 Some(def.columns[c].name.clone()),
                             ));
                         }
@@ -291,19 +291,19 @@ impl TableProvider for KeyViews {
                             if let Some((parent, _, cols)) = referenced(f) {
                                 for (i, c) in cols.into_iter().enumerate() {
                                     let name = parent.columns[c].name.clone();
-                                    rows.push((ti, s, Some(i), &parent.name, Some(name)));
+                                    rows.push((ti, s, Some(i), parent.relname(), Some(name)));
                                 }
                             }
                         }
                         None => {
                             for (i, &c) in s.columns.iter().enumerate() {
                                 let name = def.columns[c].name.clone();
-                                rows.push((ti, s, Some(i), &def.name, Some(name)));
+                                rows.push((ti, s, Some(i), def.relname(), Some(name)));
                             }
                         }
                     },
                     KeyView::CheckConstraints if s.kind == 'c' => {
-                        rows.push((ti, s, None, &def.name, None))
+                        rows.push((ti, s, None, def.relname(), None))
                     }
                     _ => {}
                 }
@@ -326,13 +326,13 @@ impl TableProvider for KeyViews {
                         Cell::Text(database.clone())
                     }
                     "constraint_schema" | "table_schema" | "unique_constraint_schema" => {
-                        Cell::Text("public".into())
+                        Cell::Text(def.schema().into())
                     }
                     "constraint_name" => Cell::Text(s.name.clone()),
                     "table_name" if self.kind == KeyView::ConstraintColumnUsage => {
                         Cell::Text(table.to_string())
                     }
-                    "table_name" => Cell::Text(def.name.clone()),
+                    "table_name" => Cell::Text(def.relname().into()),
                     "constraint_type" => Cell::Text(kind.into()),
                     "is_deferrable" | "initially_deferred" => Cell::Text("NO".into()),
                     "enforced" => Cell::Text("YES".into()),
@@ -483,8 +483,8 @@ impl TableProvider for Columns {
             let mut defaults = Vec::with_capacity(b.num_rows());
             let mut identities = Vec::with_capacity(b.num_rows());
             for i in 0..b.num_rows() {
-                let col = (ts.value(i) == "public")
-                    .then(|| tables.get(tn.value(i)))
+                let col = (!crate::sql::schemas::is_system(ts.value(i)))
+                    .then(|| tables.get(&crate::store::qualified(ts.value(i), tn.value(i))))
                     .flatten()
                     .and_then(|def| def.columns.iter().find(|c| c.name == cn.value(i)));
                 // An identity column's sequence is not a default here (as in Postgres).

@@ -85,8 +85,10 @@ pub struct PgCatalogOverlay {
 impl SchemaProvider for PgCatalogOverlay {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.inner.table_names();
-        if !names.iter().any(|n| n == "pg_indexes") {
-            names.push("pg_indexes".into());
+        for extra in ["pg_indexes", "pg_available_extensions"] {
+            if !names.iter().any(|n| n == extra) {
+                names.push(extra.into());
+            }
         }
         names
     }
@@ -97,7 +99,19 @@ impl SchemaProvider for PgCatalogOverlay {
                 shared: self.shared.clone(),
             })));
         }
+        if name == "pg_available_extensions" {
+            return Ok(Some(Arc::new(PgAvailableExtensions)));
+        }
         let table = self.inner.table(name).await?;
+        if name == "pg_extension"
+            && let (Some(inner), Some(namespaces)) =
+                (&table, self.inner.table("pg_namespace").await?)
+        {
+            return Ok(Some(Arc::new(PgExtension {
+                inner: inner.clone(),
+                namespaces,
+            })));
+        }
         if name == "pg_roles"
             && let (Some(roles), Some(authid)) = (&table, self.inner.table("pg_authid").await?)
         {
@@ -147,18 +161,23 @@ impl SchemaProvider for PgCatalogOverlay {
         if name != "pg_attribute" {
             return Ok(table);
         }
-        let (Some(attributes), Some(classes)) = (table, self.inner.table("pg_class").await?) else {
+        let (Some(attributes), Some(classes), Some(namespaces)) = (
+            table,
+            self.inner.table("pg_class").await?,
+            self.inner.table("pg_namespace").await?,
+        ) else {
             return Ok(None);
         };
         Ok(Some(Arc::new(PgAttribute {
             attributes,
             classes,
+            namespaces,
             shared: self.shared.clone(),
         })))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == "pg_indexes" || self.inner.table_exist(name)
+        matches!(name, "pg_indexes" | "pg_available_extensions") || self.inner.table_exist(name)
     }
 }
 
@@ -379,6 +398,7 @@ struct PgAttribute {
     attributes: Arc<dyn TableProvider>,
     classes: Arc<dyn TableProvider>,
     shared: Weak<Core>,
+    namespaces: Arc<dyn TableProvider>,
 }
 
 async fn read_all(t: &Arc<dyn TableProvider>, state: &dyn Session) -> DfResult<Vec<RecordBatch>> {
@@ -411,19 +431,19 @@ impl TableProvider for PgAttribute {
         if let Some(shared) = self.shared.upgrade() {
             // Table OID -> declared column types, for the proxy's tables.
             let tables = shared.catalog();
+            let spaces = Namespaces::read(&self.namespaces, state).await?;
             let mut declared: HashMap<i32, HashMap<String, Declared>> = HashMap::new();
             for b in read_all(&self.classes, state).await? {
-                let (Some(oid), Some(name)) = (column(&b, "oid"), column(&b, "relname")) else {
-                    continue;
-                };
-                let (Some(oid), Some(name)) = (
-                    oid.as_primitive_opt::<Int32Type>(),
-                    name.as_string_opt::<i32>(),
+                let (Some(oid), Some(name), Some(ns)) = (
+                    column(&b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+                    column(&b, "relname").and_then(|c| c.as_string_opt::<i32>()),
+                    column(&b, "relnamespace").and_then(|c| c.as_primitive_opt::<Int32Type>()),
                 ) else {
                     continue;
                 };
                 for i in 0..b.num_rows() {
-                    if let Some(def) = tables.get(name.value(i)) {
+                    let key = spaces.key(ns.value(i), name.value(i));
+                    if let Some(def) = key.and_then(|k| tables.get(&k)) {
                         declared.insert(
                             oid.value(i),
                             def.columns
@@ -536,15 +556,42 @@ pub fn sequence_oid(name: &str) -> i32 {
     SEQUENCE_OID_BASE + (h % 1_000_000) as i32
 }
 
-/// The OID of the `public` namespace in `pg_namespace`'s batches.
-fn public_namespace(namespaces: &[RecordBatch]) -> Option<i32> {
-    namespaces.iter().find_map(|b| {
-        let oid = column(b, "oid")?.as_primitive_opt::<Int32Type>()?;
-        let name = column(b, "nspname")?.as_string_opt::<i32>()?;
-        (0..b.num_rows())
-            .find(|&i| name.value(i) == "public")
-            .map(|i| oid.value(i))
-    })
+/// `pg_namespace` as read by one query: OID -> name.
+#[derive(Default)]
+struct Namespaces(HashMap<i32, String>);
+
+impl Namespaces {
+    async fn read(t: &Arc<dyn TableProvider>, state: &dyn Session) -> DfResult<Namespaces> {
+        Ok(Namespaces::of(&read_all(t, state).await?))
+    }
+
+    fn of(batches: &[RecordBatch]) -> Namespaces {
+        let mut names = HashMap::new();
+        for b in batches {
+            let (Some(oid), Some(name)) = (
+                column(b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+                column(b, "nspname").and_then(|c| c.as_string_opt::<i32>()),
+            ) else {
+                continue;
+            };
+            for i in 0..b.num_rows() {
+                names.insert(oid.value(i), name.value(i).to_string());
+            }
+        }
+        Namespaces(names)
+    }
+
+    /// The catalog name of the proxy's relation `relname` of namespace `ns`
+    /// ([`crate::store::qualified`]); `None` in a system schema.
+    fn key(&self, ns: i32, relname: &str) -> Option<String> {
+        let schema = self.0.get(&ns)?;
+        (!crate::sql::schemas::is_system(schema)).then(|| crate::store::qualified(schema, relname))
+    }
+
+    /// The OID of the namespace of that name.
+    fn oid(&self, name: &str) -> Option<i32> {
+        self.0.iter().find(|(_, n)| *n == name).map(|(o, _)| *o)
+    }
 }
 
 /// What an engine's catalog queries last saw in `pg_class`, for the functions that
@@ -853,13 +900,20 @@ impl TableProvider for PgIndexes {
             .map(|s| s.catalog().into_values().collect())
             .unwrap_or_default();
         tables.sort_by(|a, b| a.name.cmp(&b.name));
-        let rows: Vec<(String, String, String)> = tables
+        let rows: Vec<(&str, &str, String, String)> = tables
             .iter()
             .flat_map(|def| {
                 shown_constraints(def, 0)
                     .into_iter()
                     .filter(|s| s.index_oid.is_some())
-                    .map(|s| (def.name.clone(), s.name.clone(), s.index_definition(def)))
+                    .map(|s| {
+                        (
+                            def.schema(),
+                            def.relname(),
+                            s.name.clone(),
+                            s.index_definition(def),
+                        )
+                    })
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -868,10 +922,10 @@ impl TableProvider for PgIndexes {
             &schema,
             rows.len(),
             |c, r| {
-                let (table, index, definition) = &rows[r];
+                let (namespace, table, index, definition) = &rows[r];
                 Some(Cell::Text(match c {
-                    "schemaname" => "public".into(),
-                    "tablename" => table.clone(),
+                    "schemaname" => namespace.to_string(),
+                    "tablename" => table.to_string(),
                     "indexname" => index.clone(),
                     "indexdef" => definition.clone(),
                     _ => return None,
@@ -1004,6 +1058,7 @@ impl TableProvider for PrimaryKeys {
         } else {
             read_all(&self.classes, state).await?
         };
+        let spaces = Namespaces::read(&self.namespaces, state).await?;
         for (bi, b) in classes.iter().enumerate() {
             let (Some(oid), Some(name), Some(ns)) = (
                 column(b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
@@ -1017,7 +1072,8 @@ impl TableProvider for PrimaryKeys {
                 if kind.is_some_and(|k| k.value(i) != "r") {
                     continue;
                 }
-                if let Some(def) = tables.get(name.value(i)) {
+                let key = spaces.key(ns.value(i), name.value(i));
+                if let Some(def) = key.and_then(|k| tables.get(&k)) {
                     found.push((oid.value(i), ns.value(i), def.clone(), bi, i));
                 }
             }
@@ -1173,7 +1229,7 @@ impl TableProvider for PrimaryKeys {
                     .map(|s| s.sequence_defs())
                     .unwrap_or_default();
                 seqs.sort_by(|a, b| a.name.cmp(&b.name));
-                let public = public_namespace(&read_all(&self.namespaces, state).await?);
+
                 // The other columns as a table's (any relation's, without one) has them.
                 let template = found.first().map(|f| (f.3, f.4)).or_else(|| {
                     batches
@@ -1187,8 +1243,10 @@ impl TableProvider for PrimaryKeys {
                         1,
                         |c, _| match c {
                             "oid" => Some(Cell::Int(i64::from(sequence_oid(&seq.name)))),
-                            "relname" => Some(Cell::Text(seq.name.clone())),
-                            "relnamespace" => public.map(|p| Cell::Int(i64::from(p))),
+                            "relname" => Some(Cell::Text(seq.relname().to_string())),
+                            "relnamespace" => {
+                                spaces.oid(seq.schema()).map(|p| Cell::Int(i64::from(p)))
+                            }
                             "relkind" => Some(Cell::Text("S".into())),
                             "relpersistence" => Some(Cell::Text("p".into())),
                             "reltype" | "reloftype" | "reltoastrelid" | "relam" => {
@@ -1358,9 +1416,10 @@ impl Shown {
             return self.definition.clone();
         }
         format!(
-            "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
+            "CREATE UNIQUE INDEX {} ON {}.{} USING btree ({})",
             self.name,
-            def.name,
+            def.schema(),
+            def.relname(),
             names_of(def, &self.columns).join(", ")
         )
     }
@@ -1533,4 +1592,118 @@ pub(crate) fn referenced_constraint<'a>(
         c.sort_unstable();
         matches!(s.kind, 'p' | 'u') && c == wanted
     })
+}
+
+/// The pgvector version vectorgate answers as (its types, operators and functions are
+/// those of pgvector 0.8).
+pub const PGVECTOR_VERSION: &str = "0.8.0";
+
+/// `pg_extension` with pgvector's `vector`, which is always installed (built in).
+#[derive(Debug)]
+struct PgExtension {
+    inner: Arc<dyn TableProvider>,
+    namespaces: Arc<dyn TableProvider>,
+}
+
+#[async_trait]
+impl TableProvider for PgExtension {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let mut batches = read_all(&self.inner, state).await?;
+        let public = Namespaces::read(&self.namespaces, state)
+            .await?
+            .oid("public");
+        batches.push(build_rows(
+            &schema,
+            1,
+            |c, _| match c {
+                "oid" => Some(Cell::Int(16383)),
+                "extname" => Some(Cell::Text("vector".into())),
+                "extowner" => Some(Cell::Int(10)),
+                "extnamespace" => public.map(|p| Cell::Int(i64::from(p))),
+                "extrelocatable" => Some(Cell::Bool(true)),
+                "extversion" => Some(Cell::Text(PGVECTOR_VERSION.into())),
+                _ => None,
+            },
+            None,
+        )?);
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// `pg_available_extensions`: PL/pgSQL and pgvector, both installed.
+#[derive(Debug)]
+pub(crate) struct PgAvailableExtensions;
+
+#[async_trait]
+impl TableProvider for PgAvailableExtensions {
+    fn schema(&self) -> SchemaRef {
+        Arc::new(datafusion::arrow::datatypes::Schema::new(
+            ["name", "default_version", "installed_version", "comment"]
+                .map(|n| datafusion::arrow::datatypes::Field::new(n, DataType::Utf8, true))
+                .to_vec(),
+        ))
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let rows = [
+            ("plpgsql", "1.0", "PL/pgSQL procedural language"),
+            (
+                "vector",
+                PGVECTOR_VERSION,
+                "vector data type and ivfflat and hnsw access methods",
+            ),
+        ];
+        let schema = self.schema();
+        let batch = build_rows(
+            &schema,
+            rows.len(),
+            |c, r| {
+                let (name, version, comment) = rows[r];
+                Some(Cell::Text(
+                    match c {
+                        "name" => name,
+                        "default_version" | "installed_version" => version,
+                        "comment" => comment,
+                        _ => return None,
+                    }
+                    .into(),
+                ))
+            },
+            None,
+        )?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            schema,
+            projection.cloned(),
+        )?)
+    }
 }
