@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod databases;
 pub mod endpoint;
 pub mod engine;
 pub mod error;

@@ -118,7 +118,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let front = &config.front;
-    let handlers = Arc::new(Handlers::new(engine.clone(), front));
+    let databases = crate::databases::Databases::new(config.clone(), engine.clone()).await?;
+    let handlers = Arc::new(Handlers::new(databases.clone(), front));
     let tls = match (&front.tls_cert, &front.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = crate::wire::tls::Tls::open(cert, key)
@@ -196,6 +197,7 @@ pub async fn run(
         );
         connections.shutdown().await;
     }
+    databases.shutdown().await;
     engine.core().shutdown().await;
     tracing::info!("flushing the vector index");
     engine.index().flush().await?;

@@ -112,7 +112,7 @@ impl Core {
             }
             let tables = self.rows.list_tables().await?;
             let sequences = self.rows.list_sequences().await?;
-            let schemas = self.rows.list_schemas().await?;
+            let schemas = self.rows.list_names(crate::store::Names::Schema).await?;
             let Some(changes) = self.install(generation, tables) else {
                 continue;
             };

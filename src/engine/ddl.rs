@@ -3,7 +3,7 @@
 //! out, so that a failure leaves both stores and the catalog as they were.
 
 use crate::error::{Error, Result};
-use crate::store::{Distance, TableDef};
+use crate::store::{Distance, Names, TableDef};
 use crate::types::Value;
 
 use super::{Core, Notices, health};
@@ -235,7 +235,9 @@ pub async fn create_schema(core: &Core, name: &str) -> Result<()> {
     if core.has_schema(name) {
         return Err(Error::DuplicateSchema(name.to_string()));
     }
-    core.rows.create_schema(name).await?;
+    if !core.rows.add_name(Names::Schema, name).await? {
+        return Err(Error::DuplicateSchema(name.to_string()));
+    }
     let mut names = core.schema_names();
     names.retain(|n| n != "public");
     names.push(name.to_string());
@@ -245,7 +247,7 @@ pub async fn create_schema(core: &Core, name: &str) -> Result<()> {
 
 /// Take a schema out of the catalog; its tables and sequences are gone already.
 pub async fn drop_schema(core: &Core, name: &str) -> Result<()> {
-    core.rows.drop_schema(name).await?;
+    core.rows.remove_name(Names::Schema, name).await?;
     let names = core
         .schema_names()
         .into_iter()

@@ -138,7 +138,7 @@ impl Core {
         let watch = catalog::Watch::new(rows.catalog_lease(), version, sent);
         let defs = rows.list_tables().await?;
         let sequence_defs = rows.list_sequences().await?;
-        let schemas = rows.list_schemas().await?;
+        let schemas = rows.list_names(crate::store::Names::Schema).await?;
         let core = Arc::new(Core {
             schemas: RwLock::new(schemas.into_iter().collect()),
             rows,

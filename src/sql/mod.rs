@@ -96,6 +96,8 @@ pub struct Engine {
     pub(crate) core: Arc<Core>,
     base: SessionState,
     parser: PostgresCompatibilityParser,
+    /// The server's databases, for CREATE and DROP DATABASE.
+    databases: catalog::DatabasesRef,
 }
 
 impl Engine {
@@ -121,6 +123,7 @@ impl Engine {
             planners.insert(0, Arc::new(json::JsonOperators::new(&json_functions)));
         }
         let ctx = SessionContext::new_with_state(builder.build());
+        let databases: catalog::DatabasesRef = Arc::default();
         let database = Arc::new(tables::Database {
             inner: ctx
                 .catalog(DATABASE)
@@ -162,6 +165,7 @@ impl Engine {
                     inner,
                     shared: Arc::downgrade(&shared),
                     seen: seen.clone(),
+                    databases: databases.clone(),
                 }),
             )?;
         }
@@ -218,7 +222,19 @@ impl Engine {
             core: shared,
             base: ctx.state(),
             parser: PostgresCompatibilityParser::new(),
+            databases,
         }))
+    }
+
+    pub fn set_databases(&self, databases: std::sync::Weak<crate::databases::Databases>) {
+        *self.databases.write() = databases;
+    }
+
+    /// The server's databases (0A000 for an engine outside a server).
+    pub(crate) fn databases(&self) -> Result<Arc<crate::databases::Databases>> {
+        self.databases.read().upgrade().ok_or_else(|| {
+            Error::FeatureNotSupported("CREATE and DROP DATABASE need a server".into())
+        })
     }
 
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
@@ -401,6 +417,9 @@ pub struct SessionOptions {
     pub statement_timeout: Option<std::time::Duration>,
     /// The user the client logged in as (`current_user`, `session_user`, `user`).
     pub user: Option<String>,
+    /// The database the client named, when it is one CREATE DATABASE made
+    /// (`current_database()`).
+    pub database: Option<String>,
 }
 
 /// Where a session stands, as ReadyForQuery reports it.
@@ -468,6 +487,9 @@ impl Session {
                 ctx.register_udf(catalog::constant_text(name, user));
             }
         }
+        if let Some(db) = &options.database {
+            ctx.register_udf(catalog::constant_text("current_database", db));
+        }
         // `current_setting` sees the session's own SETs, as SHOW does.
         let settings: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
         let (seen, opts) = (settings.clone(), options.clone());
@@ -504,6 +526,11 @@ impl Session {
         // The search settings carry the session's notice list, even before any SET.
         session.apply_settings();
         session
+    }
+
+    /// The database the session is connected to, when it is one CREATE DATABASE made.
+    pub fn database(&self) -> Option<&str> {
+        self.options.database.as_deref()
     }
 
     pub fn engine(&self) -> &Arc<Engine> {

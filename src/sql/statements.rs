@@ -121,6 +121,45 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             session.engine.core.create_sequence(def).await?;
             Output::Command("CREATE SEQUENCE".into())
         }
+        Statement::CreateDatabase {
+            db_name,
+            if_not_exists,
+            ..
+        } => {
+            let name = table_name(db_name)?;
+            let databases = session.engine.databases()?;
+            match databases.create(&name).await {
+                Err(e) if *if_not_exists && e.sqlstate() == "42P04" => session
+                    .notices
+                    .push(format!("database \"{name}\" already exists, skipping")),
+                other => other?,
+            }
+            Output::Command("CREATE DATABASE".into())
+        }
+        Statement::Drop {
+            object_type: ObjectType::Database,
+            if_exists,
+            names,
+            ..
+        } => {
+            let databases = session.engine.databases()?;
+            for n in names {
+                let name = table_name(n)?;
+                if !databases.drop_database(&name, session.database()).await? {
+                    if !*if_exists {
+                        return Err(Error::Detailed {
+                            code: "3D000",
+                            message: format!("database \"{name}\" does not exist"),
+                            detail: String::new(),
+                        });
+                    }
+                    session
+                        .notices
+                        .push(format!("database \"{name}\" does not exist, skipping"));
+                }
+            }
+            Output::Command("DROP DATABASE".into())
+        }
         Statement::CreateSchema {
             schema_name,
             if_not_exists,

@@ -24,6 +24,15 @@ const SEQUENCES: TableDefinition<&str, &str> = TableDefinition::new("vg_sequence
 const UNIQUE: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("vg_unique");
 /// Schema names (CREATE SCHEMA) -> nothing.
 const SCHEMAS: TableDefinition<&str, ()> = TableDefinition::new("vg_schemas");
+/// Database names (CREATE DATABASE) -> nothing.
+const DATABASES: TableDefinition<&str, ()> = TableDefinition::new("vg_databases");
+
+fn names_table(kind: super::Names) -> TableDefinition<'static, &'static str, ()> {
+    match kind {
+        super::Names::Schema => SCHEMAS,
+        super::Names::Database => DATABASES,
+    }
+}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredSequence {
@@ -189,10 +198,10 @@ impl RowStore for EmbeddedRows {
         .await
     }
 
-    async fn list_schemas(&self) -> Result<Vec<String>> {
-        self.blocking(|db| {
+    async fn list_names(&self, kind: super::Names) -> Result<Vec<String>> {
+        self.blocking(move |db| {
             let txn = db.begin_read().map_err(err)?;
-            let t = match txn.open_table(SCHEMAS) {
+            let t = match txn.open_table(names_table(kind)) {
                 Ok(t) => t,
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
                 Err(e) => return Err(err(e)),
@@ -206,28 +215,29 @@ impl RowStore for EmbeddedRows {
         .await
     }
 
-    async fn create_schema(&self, name: &str) -> Result<()> {
+    async fn add_name(&self, kind: super::Names, name: &str) -> Result<bool> {
         let name = name.to_string();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
             {
-                let mut t = txn.open_table(SCHEMAS).map_err(err)?;
+                let mut t = txn.open_table(names_table(kind)).map_err(err)?;
                 if t.get(name.as_str()).map_err(err)?.is_some() {
-                    return Err(Error::DuplicateSchema(name));
+                    return Ok(false);
                 }
                 t.insert(name.as_str(), ()).map_err(err)?;
             }
-            txn.commit().map_err(err)
+            txn.commit().map_err(err)?;
+            Ok(true)
         })
         .await
     }
 
-    async fn drop_schema(&self, name: &str) -> Result<()> {
+    async fn remove_name(&self, kind: super::Names, name: &str) -> Result<()> {
         let name = name.to_string();
         self.blocking(move |db| {
             let txn = db.begin_write().map_err(err)?;
             {
-                let mut t = txn.open_table(SCHEMAS).map_err(err)?;
+                let mut t = txn.open_table(names_table(kind)).map_err(err)?;
                 t.remove(name.as_str()).map_err(err)?;
             }
             txn.commit().map_err(err)

@@ -816,6 +816,13 @@ pub struct UniqueHolder {
     pub at: i64,
 }
 
+/// The kinds of names the catalog keeps besides tables and sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    Schema,
+    Database,
+}
+
 /// The row store: the source of truth for rows and for the catalog of tables.
 #[async_trait]
 pub trait RowStore: Send + Sync + 'static {
@@ -840,12 +847,14 @@ pub trait RowStore: Send + Sync + 'static {
     /// Move a table's catalog entry from the name `old` to `new.name` (42P07 if that is
     /// taken, across proxies); its rows stay where they are, under `new.stored_name()`.
     async fn rename_table(&self, old: &str, new: &TableDef) -> Result<()>;
-    /// The schemas CREATE SCHEMA made (`public` is always there and not among them).
-    async fn list_schemas(&self) -> Result<Vec<String>>;
-    /// Enter a schema (42P06 if the name is taken, across proxies).
-    async fn create_schema(&self, name: &str) -> Result<()>;
-    /// Take a schema out (its tables and sequences are dropped first, by the caller).
-    async fn drop_schema(&self, name: &str) -> Result<()>;
+    /// The names of one kind the catalog keeps: the schemas CREATE SCHEMA made
+    /// (`public` is always there and not among them), the databases CREATE DATABASE
+    /// made.
+    async fn list_names(&self, kind: Names) -> Result<Vec<String>>;
+    /// Enter a name; false if it is there already (entered by any proxy).
+    async fn add_name(&self, kind: Names, name: &str) -> Result<bool>;
+    /// Take a name out (what it held is dropped first, by the caller).
+    async fn remove_name(&self, kind: Names, name: &str) -> Result<()>;
     /// Every sequence's definition.
     async fn list_sequences(&self) -> Result<Vec<SequenceDef>>;
     /// Create a sequence (42P07 if the name is taken) with `state`.

@@ -46,6 +46,16 @@ pub const CATALOG_LEASE: Duration = Duration::from_millis(100);
 pub const UNIQUE_TABLE: &str = "vectorgate_unique";
 /// The schemas CREATE SCHEMA made, by name.
 pub const SCHEMAS_TABLE: &str = "vectorgate_schemas";
+/// The databases CREATE DATABASE made, by name (in the keyspace of the database the
+/// proxy was started for).
+pub const DATABASES_TABLE: &str = "vectorgate_databases";
+
+fn names_table(kind: super::Names) -> &'static str {
+    match kind {
+        super::Names::Schema => SCHEMAS_TABLE,
+        super::Names::Database => DATABASES_TABLE,
+    }
+}
 /// The commit log of transactions: a transaction's changes are written here in chunks
 /// (`seq` 1, 2, ...) before its commit marker (`seq` 0); the marker is the commit point.
 /// Then the rows are written and the partition deleted. A marked partition found later
@@ -422,6 +432,7 @@ impl ScyllaRows {
                 "",
             ),
             (SCHEMAS_TABLE, "(name text PRIMARY KEY)", ""),
+            (DATABASES_TABLE, "(name text PRIMARY KEY)", ""),
         ];
         for (name, columns, with) in tables {
             if !existing.iter().any(|t| t == name) {
@@ -994,11 +1005,11 @@ impl RowStore for ScyllaRows {
         Ok(out)
     }
 
-    async fn list_schemas(&self) -> Result<Vec<String>> {
+    async fn list_names(&self, kind: super::Names) -> Result<Vec<String>> {
         let res = self
             .session
             .query_unpaged(
-                format!("SELECT name FROM {}.{}", q(&self.ks), q(SCHEMAS_TABLE)),
+                format!("SELECT name FROM {}.{}", q(&self.ks), q(names_table(kind))),
                 (),
             )
             .await
@@ -1010,28 +1021,28 @@ impl RowStore for ScyllaRows {
             .collect()
     }
 
-    async fn create_schema(&self, name: &str) -> Result<()> {
+    async fn add_name(&self, kind: super::Names, name: &str) -> Result<bool> {
         let res = self
             .session
             .query_unpaged(
                 format!(
                     "INSERT INTO {}.{} (name) VALUES (?) IF NOT EXISTS",
                     q(&self.ks),
-                    q(SCHEMAS_TABLE)
+                    q(names_table(kind))
                 ),
                 (name,),
             )
             .await
             .map_err(cql_err)?;
-        let applied = applied(res)?;
-        if !applied {
-            return Err(Error::DuplicateSchema(name.to_string()));
+        if !applied(res)? {
+            return Ok(false);
         }
-        self.catalog_changed().await
+        self.catalog_changed().await?;
+        Ok(true)
     }
 
-    async fn drop_schema(&self, name: &str) -> Result<()> {
-        self.delete_named(SCHEMAS_TABLE, name).await?;
+    async fn remove_name(&self, kind: super::Names, name: &str) -> Result<()> {
+        self.delete_named(names_table(kind), name).await?;
         self.catalog_changed().await
     }
 

@@ -90,7 +90,15 @@ enum AuthState {
 struct AuthSlot(Mutex<Option<AuthState>>);
 
 /// The startup handler: TLS requirement, authentication, then the server parameters.
+/// The database a connection's startup packet named, as the session is to use it.
+pub struct Database {
+    pub engine: Arc<crate::sql::Engine>,
+    /// Its name, when it is one CREATE DATABASE made.
+    pub name: Option<String>,
+}
+
 pub struct Startup {
+    pub databases: Arc<crate::databases::Databases>,
     pub connections: Arc<ConnectionManager>,
     pub auth: AuthMethod,
     pub tls_required: bool,
@@ -100,13 +108,18 @@ pub struct Startup {
 }
 
 impl Startup {
-    pub fn new(front: &Front, connections: Arc<ConnectionManager>) -> Startup {
+    pub fn new(
+        front: &Front,
+        connections: Arc<ConnectionManager>,
+        databases: Arc<crate::databases::Databases>,
+    ) -> Startup {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = super::SERVER_VERSION.to_string();
         // What `SHOW` answers, and Postgres' defaults.
         parameters.date_style = "ISO, MDY".to_string();
         parameters.time_zone = "UTC".to_string();
         Startup {
+            databases,
             connections,
             auth: front.auth,
             tls_required: front.tls_required,
@@ -280,6 +293,20 @@ impl Startup {
                 .metadata_mut()
                 .insert(METADATA_READ_ONLY.into(), "on".into());
         }
+        let name = client
+            .metadata()
+            .get(pgwire::api::METADATA_DATABASE)
+            .cloned();
+        let engine = self
+            .databases
+            .engine(name.as_deref())
+            .await
+            .map_err(|e| fatal(e.sqlstate(), e.to_string(), None))?;
+        let own = !Arc::ptr_eq(&engine, self.databases.default_engine());
+        client.session_extensions().insert(Database {
+            engine,
+            name: name.filter(|_| own),
+        });
         let (pid, key) = client.pid_and_secret_key();
         let (handle, guard) = self.connections.register(pid, key);
         client.session_extensions().insert(handle);

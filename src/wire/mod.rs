@@ -58,7 +58,7 @@ pub struct Prepared {
 }
 
 pub struct Handlers {
-    engine: Arc<Engine>,
+    databases: Arc<crate::databases::Databases>,
     query: Arc<QueryHandler>,
     startup: Arc<Startup>,
     cancel: Arc<DefaultCancelHandler>,
@@ -100,23 +100,23 @@ impl StatementLimits {
 }
 
 impl Handlers {
-    pub fn new(engine: Arc<Engine>, front: &Front) -> Handlers {
+    pub fn new(databases: Arc<crate::databases::Databases>, front: &Front) -> Handlers {
         let connections = Arc::new(ConnectionManager::new());
         Handlers {
-            engine: engine.clone(),
             query: Arc::new(QueryHandler {
                 parser: Arc::new(StatementParser {
-                    engine,
+                    engine: databases.default_engine().clone(),
                     limits: StatementLimits::from_front(front),
                 }),
             }),
-            startup: Arc::new(Startup::new(front, connections.clone())),
+            startup: Arc::new(Startup::new(front, connections.clone(), databases.clone())),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            databases,
         }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
+        self.databases.default_engine()
     }
 }
 
@@ -242,10 +242,18 @@ pub fn to_pgwire(e: Error) -> PgWireError {
 impl StatementParser {
     /// The connection's session, made on first use with the user's rights.
     fn session<C: ClientInfo + ?Sized>(&self, client: &C) -> Arc<Session> {
+        if let Some(session) = client.session_extensions().get::<Session>() {
+            return session;
+        }
+        // The database the startup packet named (see auth::Startup::accept).
+        let chosen = client.session_extensions().get::<auth::Database>();
         client.session_extensions().get_or_insert_with(|| {
             Session::with_options(
-                self.engine.clone(),
+                chosen
+                    .as_ref()
+                    .map_or_else(|| self.engine.clone(), |d| d.engine.clone()),
                 SessionOptions {
+                    database: chosen.as_ref().and_then(|d| d.name.clone()),
                     read_only: client
                         .metadata()
                         .get(auth::METADATA_READ_ONLY)
@@ -397,7 +405,7 @@ impl QueryParser for StatementParser {
             to_pgwire(e)
         };
         self.limits.check_length(sql).map_err(failed)?;
-        self.engine.core().fresh_catalog().await;
+        session.engine().core().fresh_catalog().await;
         let mut stmts = session.parse(sql).map_err(failed)?;
         if stmts.len() > 1 {
             return Err(failed(Error::Syntax(
@@ -408,7 +416,7 @@ impl QueryParser for StatementParser {
             return Ok(None);
         };
         let mut described = describe(&session, &stmt).await.map_err(failed)?;
-        let core = self.engine.core();
+        let core = session.engine().core();
         let column_type = |tables: &[String], column: &str| core.vector_column_type(tables, column);
         for (i, kind) in crate::sql::params::pgvector_operands(sql, &column_type) {
             if let Some(slot) = described.params.get_mut(i - 1) {
@@ -416,9 +424,12 @@ impl QueryParser for StatementParser {
             }
         }
         let kind = kind_of(&stmt, sql);
-        let direct =
-            crate::sql::direct::recognize(&stmt, self.engine.core(), described.schema.as_ref())
-                .map(Arc::new);
+        let direct = crate::sql::direct::recognize(
+            &stmt,
+            session.engine().core(),
+            described.schema.as_ref(),
+        )
+        .map(Arc::new);
         Ok(Some(Prepared {
             direct,
             shape: crate::sql::plan_cache::search_shape(&stmt),
@@ -577,7 +588,7 @@ impl SimpleQueryHandler for QueryHandler {
     {
         let parser = &self.parser;
         let session = parser.session(client);
-        parser.engine.core().fresh_catalog().await;
+        session.engine().core().fresh_catalog().await;
         let stmts = match parser
             .limits
             .check_length(query)
@@ -631,12 +642,12 @@ impl SimpleQueryHandler for QueryHandler {
         let ended = if implicit { session.tx.take() } else { None };
         if let Some(tx) = ended {
             if tx.failed() || matches!(out.last(), Some(Response::Error(_))) {
-                tx.abandon(parser.engine.core()).await;
+                tx.abandon(session.engine().core()).await;
                 session.statement_ended().await;
                 return Ok(out);
             }
             let committed =
-                crate::engine::write::commit_block(parser.engine.core(), tx, &session.notices)
+                crate::engine::write::commit_block(session.engine().core(), tx, &session.notices)
                     .await;
             session.statement_ended().await;
             send_notices(client, &session).await?;

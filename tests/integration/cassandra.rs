@@ -447,8 +447,8 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let second = oracle_nearest(&points, q);
-    assert_eq!(nearest, vec![102, second]);
+    let nearest_stored = oracle_nearest(&points, q);
+    assert_eq!(nearest, vec![102, nearest_stored]);
     b.batch_execute(
         "CREATE TABLE docs (id int PRIMARY KEY, e vector(2)); INSERT INTO docs VALUES (1, '[5,5]')",
     )
@@ -553,6 +553,38 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         .await
         .expect_err("and the schema");
     assert_eq!(sqlstate(&e), "3F000");
+
+    // CREATE DATABASE through A: B connects to it at once, and each sees the other's
+    // table and rows there (a keyspace of its own), apart from the first database.
+    a.batch_execute("CREATE DATABASE tenant")
+        .await
+        .expect("create database through a");
+    let a_tenant = first.client_to("tenant").await;
+    a_tenant
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, note text); INSERT INTO t VALUES (1, 'from a')",
+        )
+        .await
+        .expect("a writes in the new database");
+    let b_tenant = second.client_to("tenant").await;
+    assert_eq!(
+        cells(&b_tenant, "SELECT note FROM t").await,
+        vec![vec![Some("from a".into())]]
+    );
+    b_tenant
+        .execute("INSERT INTO t VALUES ($1, 'from b')", &[&2i32])
+        .await
+        .expect("b writes in the new database");
+    assert_eq!(
+        cells(&a_tenant, "SELECT count(*) FROM t").await,
+        vec![vec![Some("2".into())]]
+    );
+    let e = b
+        .simple_query("SELECT * FROM t")
+        .await
+        .expect_err("the first database has no t");
+    assert_eq!(sqlstate(&e), "42P01");
+    drop((a_tenant, b_tenant));
 }
 
 /// The id of the point nearest `q` by L2 (ties to the lower id).

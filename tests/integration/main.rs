@@ -2,6 +2,7 @@
 //! free port with its own data directory and talks to it over the Postgres wire.
 
 mod cassandra;
+mod databases;
 mod direct;
 mod durability;
 mod errors;
@@ -238,6 +239,20 @@ impl Server {
             }
         });
         (client, notices)
+    }
+
+    /// A client of the database `db` (the startup packet's database name).
+    pub async fn client_to(&self, db: &str) -> tokio_postgres::Client {
+        let mut config = self.config();
+        config.dbname(db);
+        let (client, conn) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect to a database");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {

@@ -79,7 +79,12 @@ pub struct PgCatalogOverlay {
     pub inner: Arc<dyn SchemaProvider>,
     pub shared: Weak<Core>,
     pub seen: Seen,
+    /// The server's databases (`pg_database` lists those CREATE DATABASE made).
+    pub databases: DatabasesRef,
 }
+
+/// Where an engine finds the server's databases, once the server has them.
+pub type DatabasesRef = Arc<parking_lot::RwLock<Weak<crate::databases::Databases>>>;
 
 #[async_trait]
 impl SchemaProvider for PgCatalogOverlay {
@@ -103,13 +108,18 @@ impl SchemaProvider for PgCatalogOverlay {
             return Ok(Some(Arc::new(PgAvailableExtensions)));
         }
         let table = self.inner.table(name).await?;
-        if name == "pg_extension"
-            && let (Some(inner), Some(namespaces)) =
-                (&table, self.inner.table("pg_namespace").await?)
+        let more = match name {
+            "pg_extension" => Some(More::Vector),
+            "pg_database" => Some(More::Databases(self.databases.clone())),
+            _ => None,
+        };
+        if let (Some(more), Some(inner)) = (more, &table)
+            && let Some(namespaces) = self.inner.table("pg_namespace").await?
         {
-            return Ok(Some(Arc::new(PgExtension {
+            return Ok(Some(Arc::new(Appended {
                 inner: inner.clone(),
                 namespaces,
+                more,
             })));
         }
         if name == "pg_roles"
@@ -1598,15 +1608,24 @@ pub(crate) fn referenced_constraint<'a>(
 /// those of pgvector 0.8).
 pub const PGVECTOR_VERSION: &str = "0.8.0";
 
-/// `pg_extension` with pgvector's `vector`, which is always installed (built in).
+/// A catalog table with rows of the proxy's own after the emulation's.
 #[derive(Debug)]
-struct PgExtension {
+struct Appended {
     inner: Arc<dyn TableProvider>,
     namespaces: Arc<dyn TableProvider>,
+    more: More,
+}
+
+#[derive(Debug)]
+enum More {
+    /// `pg_extension`: pgvector's `vector`, always installed (built in).
+    Vector,
+    /// `pg_database`: the databases CREATE DATABASE made, each like the server's own.
+    Databases(DatabasesRef),
 }
 
 #[async_trait]
-impl TableProvider for PgExtension {
+impl TableProvider for Appended {
     fn schema(&self) -> SchemaRef {
         self.inner.schema()
     }
@@ -1624,23 +1643,48 @@ impl TableProvider for PgExtension {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
         let mut batches = read_all(&self.inner, state).await?;
-        let public = Namespaces::read(&self.namespaces, state)
-            .await?
-            .oid("public");
-        batches.push(build_rows(
-            &schema,
-            1,
-            |c, _| match c {
-                "oid" => Some(Cell::Int(16383)),
-                "extname" => Some(Cell::Text("vector".into())),
-                "extowner" => Some(Cell::Int(10)),
-                "extnamespace" => public.map(|p| Cell::Int(i64::from(p))),
-                "extrelocatable" => Some(Cell::Bool(true)),
-                "extversion" => Some(Cell::Text(PGVECTOR_VERSION.into())),
-                _ => None,
-            },
-            None,
-        )?);
+        match &self.more {
+            More::Vector => {
+                let public = Namespaces::read(&self.namespaces, state)
+                    .await?
+                    .oid("public");
+                batches.push(build_rows(
+                    &schema,
+                    1,
+                    |c, _| match c {
+                        "oid" => Some(Cell::Int(16383)),
+                        "extname" => Some(Cell::Text("vector".into())),
+                        "extowner" => Some(Cell::Int(10)),
+                        "extnamespace" => public.map(|p| Cell::Int(i64::from(p))),
+                        "extrelocatable" => Some(Cell::Bool(true)),
+                        "extversion" => Some(Cell::Text(PGVECTOR_VERSION.into())),
+                        _ => None,
+                    },
+                    None,
+                )?);
+            }
+            More::Databases(databases) => {
+                let names = databases
+                    .read()
+                    .upgrade()
+                    .map(|d| d.names())
+                    .unwrap_or_default();
+                if let Some(template) = batches.iter().find(|b| b.num_rows() > 0).cloned()
+                    && !names.is_empty()
+                {
+                    batches.push(build_rows(
+                        &schema,
+                        names.len(),
+                        |c, r| match c {
+                            "oid" => Some(Cell::Int(i64::from(database_oid(&names[r])))),
+                            "datname" => Some(Cell::Text(names[r].clone())),
+                            _ => None,
+                        },
+                        Some((&template, &vec![0; names.len()])),
+                    )?);
+                }
+            }
+        }
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
             schema,
@@ -1706,4 +1750,9 @@ impl TableProvider for PgAvailableExtensions {
             projection.cloned(),
         )?)
     }
+}
+
+/// A created database's OID, the same in every query and on every proxy.
+fn database_oid(name: &str) -> i32 {
+    20_000 + (sequence_oid(name) % 100_000)
 }
