@@ -146,9 +146,10 @@ impl Databases {
         }
         let engine = self.engine(Some(name)).await?;
         let mut open = self.open.lock().await;
-        // The map's handle, this one, and any session's.
-        let others = Arc::strong_count(&engine).saturating_sub(2);
-        if others > 0 {
+        // Besides the map's handle and this one, each connection's (one made at its
+        // startup, one its session holds).
+        if Arc::strong_count(&engine) > 2 {
+            let others = engine.sessions().max(1);
             return Err(Error::Detailed {
                 code: "55006",
                 message: format!("database \"{name}\" is being accessed by other users"),

@@ -98,6 +98,8 @@ pub struct Engine {
     parser: PostgresCompatibilityParser,
     /// The server's databases, for CREATE and DROP DATABASE.
     databases: catalog::DatabasesRef,
+    /// Sessions open on this engine (for DROP DATABASE's count of them).
+    sessions: std::sync::atomic::AtomicUsize,
 }
 
 impl Engine {
@@ -223,11 +225,17 @@ impl Engine {
             base: ctx.state(),
             parser: PostgresCompatibilityParser::new(),
             databases,
+            sessions: Default::default(),
         }))
     }
 
     pub fn set_databases(&self, databases: std::sync::Weak<crate::databases::Databases>) {
         *self.databases.write() = databases;
+    }
+
+    /// How many sessions are open on this engine.
+    pub fn sessions(&self) -> usize {
+        self.sessions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The server's databases (0A000 for an engine outside a server).
@@ -396,8 +404,11 @@ pub struct Session {
 }
 
 impl Drop for Session {
-    /// A session's advisory locks end with it.
+    /// A session's advisory locks end with it; its engine counts one session fewer.
     fn drop(&mut self) {
+        self.engine
+            .sessions
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if !self.locks.any() {
             return;
         }
@@ -481,6 +492,9 @@ impl Session {
     }
 
     pub fn with_options(engine: Arc<Engine>, options: SessionOptions) -> Session {
+        engine
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ctx = SessionContext::new_with_state(engine.base.clone());
         if let Some(user) = &options.user {
             for name in ["session_user", "current_user"] {
