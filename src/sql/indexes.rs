@@ -20,17 +20,22 @@ use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::store::{Distance, IndexDef, IndexKey, TableDef};
 
-/// Whether a relation (table, sequence, index) is named `name` already: tables,
-/// sequences and indexes share one namespace, as in Postgres.
-fn relation_taken(core: &Core, name: &str) -> bool {
-    core.has_table(name)
-        || core.has_sequence(name)
-        || core.tables().iter().any(|d| {
-            d.pk_name() == name
-                || d.unique.iter().any(|u| u.name == name)
-                || d.json_indexes.iter().any(|j| j.name == name)
-                || d.indexes.iter().any(|i| i.name == name)
-        })
+/// Whether a relation (table, sequence, index) of `schema` is named `name` already:
+/// tables, sequences and indexes share one namespace per schema, as in Postgres.
+fn relation_taken(core: &Core, schema: &str, name: &str) -> bool {
+    let key = crate::store::qualified(schema, name);
+    core.has_table(&key)
+        || core.has_sequence(&key)
+        || core
+            .tables()
+            .iter()
+            .filter(|d| d.schema() == schema)
+            .any(|d| {
+                d.pk_name() == name
+                    || d.unique.iter().any(|u| u.name == name)
+                    || d.json_indexes.iter().any(|j| j.name == name)
+                    || d.indexes.iter().any(|i| i.name == name)
+            })
 }
 
 /// The name an index gets: the one given, or Postgres' choice (`t_a_b_idx`,
@@ -40,7 +45,7 @@ fn index_name(session: &Session, def: &TableDef, ci: &CreateIndex) -> Result<Opt
     let core = &session.engine.core;
     if let Some(n) = &ci.name {
         let name = table_name(n)?;
-        if !relation_taken(core, &name) {
+        if !relation_taken(core, def.schema(), &name) {
             return Ok(Some(name));
         }
         if ci.if_not_exists {
@@ -57,10 +62,10 @@ fn index_name(session: &Session, def: &TableDef, ci: &CreateIndex) -> Result<Opt
         .map(|c| key_label(&c.column.expr))
         .collect();
     let base = format!("{}_{}_idx", def.relname(), parts.join("_"));
-    Ok(Some(if relation_taken(core, &base) {
+    Ok(Some(if relation_taken(core, def.schema(), &base) {
         (1..)
             .map(|i| format!("{base}{i}"))
-            .find(|n| !relation_taken(core, n))
+            .find(|n| !relation_taken(core, def.schema(), n))
             .unwrap_or(base)
     } else {
         base

@@ -759,19 +759,36 @@ impl Session {
     }
 
     pub(crate) fn set(&self, name: &str, value: Option<String>) {
-        let mut s = self.settings.lock();
-        match value {
-            Some(v) => {
-                s.insert(name.to_ascii_lowercase(), v);
-            }
-            None => {
-                s.remove(&name.to_ascii_lowercase());
-            }
+        let name = name.to_ascii_lowercase();
+        {
+            let mut s = self.settings.lock();
+            match value {
+                Some(v) => s.insert(name.clone(), v),
+                None => s.remove(&name),
+            };
+        }
+        if name == "search_path" {
+            self.follow_search_path();
         }
     }
 
     pub(crate) fn reset_all(&self) {
         self.settings.lock().clear();
+        self.follow_search_path();
+    }
+
+    /// `current_schema()`: the first schema on the search path that exists.
+    fn follow_search_path(&self) {
+        let path = self
+            .get("search_path")
+            .map(|p| schemas::search_path(&p))
+            .unwrap_or_default();
+        let first = path
+            .iter()
+            .find(|s| self.engine.core.has_schema(s))
+            .map_or("public", String::as_str);
+        self.ctx
+            .register_udf(catalog::constant_text("current_schema", first));
     }
 
     /// The session's `statement_timeout`, if one is set (0 means none).
