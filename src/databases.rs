@@ -10,10 +10,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
+use futures::future::BoxFuture;
+
 use crate::config::{Config, RowBackend, VectorBackend};
 use crate::error::{Error, Result};
-use crate::sql::Engine;
+use crate::sql::{DatabaseAdmin, Engine};
 use crate::store::Names;
+
+/// Opens the stores a configuration names and builds an engine on them.
+pub type Opener = Arc<dyn Fn(Config) -> BoxFuture<'static, Result<Arc<Engine>>> + Send + Sync>;
 
 /// The names a server answers to for the database it was started for.
 pub const DEFAULT_NAMES: [&str; 2] = [crate::sql::DATABASE, "postgres"];
@@ -21,6 +26,7 @@ pub const DEFAULT_NAMES: [&str; 2] = [crate::sql::DATABASE, "postgres"];
 pub struct Databases {
     me: Weak<Databases>,
     config: Config,
+    opener: Opener,
     default: Arc<Engine>,
     open: tokio::sync::Mutex<HashMap<String, Arc<Engine>>>,
     /// Those this proxy knows to exist (made here or found in the list).
@@ -34,28 +40,27 @@ impl std::fmt::Debug for Databases {
 }
 
 impl Databases {
-    pub async fn new(config: Config, default: Arc<Engine>) -> Result<Arc<Databases>> {
+    pub async fn new(
+        config: Config,
+        default: Arc<Engine>,
+        opener: Opener,
+    ) -> Result<Arc<Databases>> {
         let known = default.core().rows.list_names(Names::Database).await?;
         let dbs = Arc::new_cyclic(|me| Databases {
             me: me.clone(),
             config,
+            opener,
             default: default.clone(),
             open: Default::default(),
             known: parking_lot::RwLock::new(known),
         });
-        default.set_databases(Arc::downgrade(&dbs));
+        let admin: Weak<dyn DatabaseAdmin> = Arc::downgrade(&dbs) as Weak<Databases>;
+        default.set_databases(admin);
         Ok(dbs)
     }
 
     pub fn default_engine(&self) -> &Arc<Engine> {
         &self.default
-    }
-
-    /// The databases CREATE DATABASE made, as this proxy last read them.
-    pub fn names(&self) -> Vec<String> {
-        let mut names = self.known.read().clone();
-        names.sort();
-        names
     }
 
     /// Whether `name` is a database CREATE DATABASE made (asking the shared list when
@@ -83,15 +88,42 @@ impl Databases {
         if let Some(e) = open.get(name) {
             return Ok(e.clone());
         }
-        let engine = crate::server::open(&self.config_of(name)).await?;
-        engine.set_databases(self.me.clone());
+        let engine = (self.opener)(self.config_of(name)).await?;
+        let admin: Weak<dyn DatabaseAdmin> = self.me.clone();
+        engine.set_databases(admin);
         open.insert(name.to_string(), engine.clone());
         Ok(engine)
     }
 
+    /// The server's configuration with the stores of database `name`.
+    fn config_of(&self, name: &str) -> Config {
+        let mut config = self.config.clone();
+        let stored = stored_name(name);
+        config.data = self.config.data.join("databases").join(&stored);
+        if let RowBackend::Scylla(cfg) = &mut config.rows {
+            let mut keyspace = format!("{}_{stored}", cfg.keyspace);
+            keyspace.truncate(48);
+            cfg.keyspace = keyspace;
+        }
+        if let VectorBackend::Qdrant(settings) = &mut config.vectors {
+            settings.collection_prefix = format!("{}{stored}_", settings.collection_prefix);
+        }
+        config
+    }
+}
+
+#[async_trait::async_trait]
+impl DatabaseAdmin for Databases {
+    /// The databases CREATE DATABASE made, as this proxy last read them.
+    fn names(&self) -> Vec<String> {
+        let mut names = self.known.read().clone();
+        names.sort();
+        names
+    }
+
     /// `CREATE DATABASE name`: entered in the list (42P04 if it is there), its stores
     /// made by opening them.
-    pub async fn create(&self, name: &str) -> Result<()> {
+    async fn create(&self, name: &str) -> Result<()> {
         if DEFAULT_NAMES.contains(&name) || self.exists(name).await? {
             return Err(Error::Detailed {
                 code: "42P04",
@@ -128,7 +160,7 @@ impl Databases {
 
     /// `DROP DATABASE name`: refused while a session uses it (55006); its tables are
     /// dropped (rows and collections), its stores removed and its name taken out.
-    pub async fn drop_database(&self, name: &str, current: Option<&str>) -> Result<bool> {
+    async fn drop_database(&self, name: &str, current: Option<&str>) -> Result<bool> {
         if DEFAULT_NAMES.contains(&name) {
             return Err(Error::FeatureNotSupported(format!(
                 "database \"{name}\" is the one this server was started for: it cannot be dropped"
@@ -184,22 +216,6 @@ impl Databases {
             .await?;
         self.known.write().retain(|n| n != name);
         Ok(true)
-    }
-
-    /// The server's configuration with the stores of database `name`.
-    fn config_of(&self, name: &str) -> Config {
-        let mut config = self.config.clone();
-        let stored = stored_name(name);
-        config.data = self.config.data.join("databases").join(&stored);
-        if let RowBackend::Scylla(cfg) = &mut config.rows {
-            let mut keyspace = format!("{}_{stored}", cfg.keyspace);
-            keyspace.truncate(48);
-            cfg.keyspace = keyspace;
-        }
-        if let VectorBackend::Qdrant(settings) = &mut config.vectors {
-            settings.collection_prefix = format!("{}{stored}_", settings.collection_prefix);
-        }
-        config
     }
 }
 

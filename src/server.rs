@@ -118,7 +118,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let front = &config.front;
-    let databases = crate::databases::Databases::new(config.clone(), engine.clone()).await?;
+    let opener: crate::databases::Opener =
+        Arc::new(|config| Box::pin(async move { open(&config).await }));
+    let databases =
+        crate::databases::Databases::new(config.clone(), engine.clone(), opener).await?;
     let handlers = Arc::new(Handlers::new(databases.clone(), front));
     let tls = match (&front.tls_cert, &front.tls_key) {
         (Some(cert), Some(key)) => {

@@ -92,6 +92,18 @@ impl Output {
     }
 }
 
+/// What CREATE and DROP DATABASE ask of the server, and what `pg_database` lists: the
+/// databases besides the one the server was started for.
+#[async_trait::async_trait]
+pub trait DatabaseAdmin: Send + Sync {
+    /// The databases CREATE DATABASE made, sorted.
+    fn names(&self) -> Vec<String>;
+    /// 42P04 if it exists.
+    async fn create(&self, name: &str) -> Result<()>;
+    /// False if there is no such database; 55006 while one is in use, or is `current`.
+    async fn drop_database(&self, name: &str, current: Option<&str>) -> Result<bool>;
+}
+
 pub struct Engine {
     pub(crate) core: Arc<Core>,
     base: SessionState,
@@ -229,8 +241,8 @@ impl Engine {
         }))
     }
 
-    pub fn set_databases(&self, databases: std::sync::Weak<crate::databases::Databases>) {
-        *self.databases.write() = databases;
+    pub fn set_databases(&self, databases: std::sync::Weak<dyn DatabaseAdmin>) {
+        *self.databases.write() = Some(databases);
     }
 
     /// How many sessions are open on this engine.
@@ -239,8 +251,9 @@ impl Engine {
     }
 
     /// The server's databases (0A000 for an engine outside a server).
-    pub(crate) fn databases(&self) -> Result<Arc<crate::databases::Databases>> {
-        self.databases.read().upgrade().ok_or_else(|| {
+    pub(crate) fn databases(&self) -> Result<Arc<dyn DatabaseAdmin>> {
+        let databases = self.databases.read().as_ref().and_then(|d| d.upgrade());
+        databases.ok_or_else(|| {
             Error::FeatureNotSupported("CREATE and DROP DATABASE need a server".into())
         })
     }

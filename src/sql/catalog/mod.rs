@@ -84,7 +84,7 @@ pub struct PgCatalogOverlay {
 }
 
 /// Where an engine finds the server's databases, once the server has them.
-pub type DatabasesRef = Arc<parking_lot::RwLock<Weak<crate::databases::Databases>>>;
+pub type DatabasesRef = Arc<parking_lot::RwLock<Option<Weak<dyn super::DatabaseAdmin>>>>;
 
 #[async_trait]
 impl SchemaProvider for PgCatalogOverlay {
@@ -1664,11 +1664,8 @@ impl TableProvider for Appended {
                 )?);
             }
             More::Databases(databases) => {
-                let names = databases
-                    .read()
-                    .upgrade()
-                    .map(|d| d.names())
-                    .unwrap_or_default();
+                let admin = databases.read().as_ref().and_then(|d| d.upgrade());
+                let names = admin.map(|d| d.names()).unwrap_or_default();
                 if let Some(template) = batches.iter().find(|b| b.num_rows() > 0).cloned()
                     && !names.is_empty()
                 {
