@@ -124,13 +124,15 @@ impl DatabaseAdmin for Databases {
     /// `CREATE DATABASE name`: entered in the list (42P04 if it is there), its stores
     /// made by opening them.
     async fn create(&self, name: &str) -> Result<()> {
+        let exists = || Error::Detailed {
+            code: "42P04",
+            message: format!("database \"{name}\" already exists"),
+            detail: String::new(),
+        };
         if DEFAULT_NAMES.contains(&name) || self.exists(name).await? {
-            return Err(Error::Detailed {
-                code: "42P04",
-                message: format!("database \"{name}\" already exists"),
-                detail: String::new(),
-            });
+            return Err(exists());
         }
+        // The list's own check holds across proxies creating one name at once.
         if !self
             .default
             .core()
@@ -138,11 +140,7 @@ impl DatabaseAdmin for Databases {
             .add_name(Names::Database, name)
             .await?
         {
-            return Err(Error::Detailed {
-                code: "42P04",
-                message: format!("database \"{name}\" already exists"),
-                detail: String::new(),
-            });
+            return Err(exists());
         }
         self.known.write().push(name.to_string());
         if let Err(e) = self.engine(Some(name)).await {

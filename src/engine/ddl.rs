@@ -238,21 +238,15 @@ pub async fn create_schema(core: &Core, name: &str) -> Result<()> {
     if !core.rows.add_name(Names::Schema, name).await? {
         return Err(Error::DuplicateSchema(name.to_string()));
     }
-    let mut names = core.schema_names();
-    names.retain(|n| n != "public");
-    names.push(name.to_string());
-    core.install_schemas(names);
+    core.schemas.write().insert(name.to_string());
+    core.bump();
     Ok(())
 }
 
 /// Take a schema out of the catalog; its tables and sequences are gone already.
 pub async fn drop_schema(core: &Core, name: &str) -> Result<()> {
     core.rows.remove_name(Names::Schema, name).await?;
-    let names = core
-        .schema_names()
-        .into_iter()
-        .filter(|n| n != "public" && n != name)
-        .collect();
-    core.install_schemas(names);
+    core.schemas.write().remove(name);
+    core.bump();
     Ok(())
 }
