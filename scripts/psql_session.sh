@@ -96,6 +96,12 @@ expect "nextval('app.items_id_seq'::regclass)"
 expect " e      | vector(2)"
 expect '"items_pkey" PRIMARY KEY, btree (id)'
 expect '"items_name_key" UNIQUE CONSTRAINT, btree (name)'
+# A table without a primary key (\d as PostgreSQL 15 prints it: no key, no ctid)
+expect 'Table "public.nokey"'
+expect " note   | text    |"
+expect " 1 | first"
+reject "ctid"
+reject "nokey_pkey"
 reject "information_schema | columns"
 reject "Invalid function"
 reject "server closed the connection"

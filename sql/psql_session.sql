@@ -44,3 +44,8 @@ CREATE TABLE app.items (id serial PRIMARY KEY, name text UNIQUE, e vector(2));
 \dn
 \dt app.*
 \d app.items
+-- a table without a primary key: its hidden key shows nowhere
+CREATE TABLE nokey (a int, note text);
+INSERT INTO nokey VALUES (1, 'first'), (1, 'first');
+SELECT * FROM nokey;
+\d nokey

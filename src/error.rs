@@ -131,6 +131,9 @@ pub enum Error {
     UndefinedColumnOf(String, String),
     #[error("column \"{0}\" of relation \"{1}\" already exists")]
     DuplicateColumn(String, String),
+    /// A user column named as one of Postgres' system columns (`ctid`, `xmin`, ...).
+    #[error("column name \"{0}\" conflicts with a system column name")]
+    SystemColumn(String),
     /// A backend answered with an error. `store` names the backend ("row store",
     /// "vector index") for the hint; `message` is already client-safe.
     #[error("{store} error: {message}")]
@@ -200,7 +203,7 @@ impl Error {
             Error::InvalidColumnReference(_) => "42P10",
             Error::AmbiguousColumn(_) | Error::Ambiguous(_) => "42702",
             Error::WrongObjectType(_) => "42809",
-            Error::DuplicateColumn(..) => "42701",
+            Error::DuplicateColumn(..) | Error::SystemColumn(_) => "42701",
             Error::UndefinedColumnOf(..) => "42703",
             Error::SequenceLimit(_) => "2200H",
             Error::ObjectNotInPrerequisiteState(_) => "55000",

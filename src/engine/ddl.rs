@@ -250,3 +250,162 @@ pub async fn drop_schema(core: &Core, name: &str) -> Result<()> {
     core.bump();
     Ok(())
 }
+
+/// Give a table kept under its hidden key the primary key `new` has (`ALTER TABLE ...
+/// ADD PRIMARY KEY`). A row store keys its rows by the primary key, so the rows are
+/// written again, keyed by the new key, under a new stored name (with a collection of
+/// their own); then the old table goes and the new one takes its name. Rows that other
+/// statements changed while the copy ran are copied again just before the swap.
+/// 23502 if a key column holds NULL, 23505 if two rows share a key; the table is as it
+/// was then.
+pub async fn rekey(
+    core: &Core,
+    def: &TableDef,
+    mut new: TableDef,
+    notices: &Notices,
+) -> Result<()> {
+    if def.indexed() {
+        index_writable(core)?;
+    }
+    let _changing = core.changing(&def.name);
+    let rows = every_row(core, def).await?;
+    keyed(&new, &rows)?;
+    // The new key's rows under a name of their own until the swap; UNIQUE constraints
+    // claim their values afresh (their holders name rows by key).
+    let stored = core
+        .storage_name_for(&def.name)
+        .unwrap_or_else(|| def.name.clone());
+    for u in &mut new.unique {
+        u.space = super::unique::new_space();
+    }
+    new.pk_constraint = Some(new.pk_name());
+    let mut staging = new.clone();
+    staging.name = format!(
+        "{}rekey_{:08x}",
+        crate::store::RESERVED_PREFIX,
+        uuid::Uuid::new_v4().as_fields().0
+    );
+    staging.schema = None;
+    staging.stored = Some(stored);
+    create_table(core, staging.clone(), notices).await?;
+    let copied = async {
+        copy_rows(core, &staging, &rows, notices).await?;
+        // What changed meanwhile (by the hidden key, which every row keeps): written
+        // again, and rows deleted meanwhile deleted.
+        let now = every_row(core, def).await?;
+        keyed(&new, &now)?;
+        let hidden = |r: &crate::store::Row| crate::store::keys::encode(&def.key_of(r));
+        let before: std::collections::HashMap<Vec<u8>, &crate::store::Row> =
+            rows.iter().map(|r| (hidden(r), r)).collect();
+        let after: std::collections::HashSet<Vec<u8>> = now.iter().map(hidden).collect();
+        let changed: Vec<crate::store::Row> = now
+            .iter()
+            .filter(|r| before.get(&hidden(r)).is_none_or(|old| *old != *r))
+            .cloned()
+            .collect();
+        // Deleted meanwhile, or given another key: the copy under the key it had goes.
+        let mut gone: Vec<Vec<Value>> = before
+            .iter()
+            .filter(|(k, _)| !after.contains(*k))
+            .map(|(_, r)| staging.key_of(r))
+            .collect();
+        for r in &changed {
+            if let Some(old) = before.get(&hidden(r))
+                && staging.key_of(old) != staging.key_of(r)
+            {
+                gone.push(staging.key_of(old));
+            }
+        }
+        copy_rows(core, &staging, &changed, notices).await?;
+        if !gone.is_empty() {
+            super::write::delete_rows(core, &staging, gone, notices).await?;
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = drop_table(core, &staging.name).await;
+        return Err(e);
+    }
+    drop_table(core, &def.name).await?;
+    staging.schema = def.schema.clone();
+    rename_table(core, &staging, &def.name).await?;
+    // `rename_table` keeps the staging entry's constraint name; the table's is `new`'s.
+    let mut renamed = (*core.table(&def.name)?).clone();
+    renamed.pk_constraint = new.pk_constraint.clone();
+    core.rows.update_table(&renamed).await?;
+    core.replace_table(renamed);
+    Ok(())
+}
+
+/// Every row a table's store holds.
+async fn every_row(core: &Core, def: &TableDef) -> Result<Vec<crate::store::Row>> {
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    let mut stream = core.rows.scan(def, 1024, None);
+    while let Some(batch) = stream.next().await {
+        out.extend(batch?);
+    }
+    Ok(out)
+}
+
+/// 23505 if two rows share a key, else 23502 if a row has NULL in a key column (in
+/// Postgres' order: its unique index is built before the columns become NOT NULL).
+fn keyed(new: &TableDef, rows: &[crate::store::Row]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let mut null = None;
+    for r in rows {
+        let key = new.key_of(r);
+        if let Some(i) = key.iter().position(|v| matches!(v, Value::Null)) {
+            null.get_or_insert(new.primary_key[i]);
+            continue;
+        }
+        if !seen.insert(crate::store::keys::encode(&key)) {
+            return Err(match new.duplicate_key(&key) {
+                Error::UniqueViolation {
+                    detail,
+                    table,
+                    constraint,
+                    ..
+                } => Error::UniqueViolation {
+                    message: format!("could not create unique index \"{constraint}\""),
+                    detail: detail.replace("already exists.", "is duplicated."),
+                    table,
+                    constraint,
+                },
+                other => other,
+            });
+        }
+    }
+    match null {
+        Some(c) => Err(Error::NotNullViolation(format!(
+            "column \"{}\" of relation \"{}\" contains null values",
+            new.columns[c].name,
+            new.relname()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Write `rows` into `def` in batches (claiming their UNIQUE values first).
+async fn copy_rows(
+    core: &Core,
+    def: &TableDef,
+    rows: &[crate::store::Row],
+    notices: &Notices,
+) -> Result<()> {
+    for chunk in rows.chunks(1000) {
+        let pairs: Vec<(&crate::store::Row, Option<&crate::store::Row>)> =
+            chunk.iter().map(|r| (r, None)).collect();
+        super::unique::claim(core, def, None, &pairs).await?;
+        super::write::write_rows(
+            core,
+            def,
+            chunk.to_vec(),
+            crate::store::WriteMode::Upsert,
+            notices,
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -233,6 +233,11 @@ impl Core {
         self.tables.read().contains_key(name)
     }
 
+    /// Whether some table's definition satisfies `f`.
+    pub fn any_table(&self, f: impl Fn(&TableDef) -> bool) -> bool {
+        self.tables.read().values().any(|d| f(d))
+    }
+
     /// The table whose rows are kept under `stored` ([`TableDef::stored_name`]).
     pub fn table_stored_as(&self, stored: &str) -> Option<Arc<TableDef>> {
         let tables = self.tables.read();

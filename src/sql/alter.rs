@@ -32,7 +32,15 @@ pub(super) async fn alter_table(session: &Session, at: &AlterTable) -> Result<Ou
     };
     let ops = &at.operations;
     let all = |f: fn(&AlterTableOperation) -> bool| ops.iter().all(f);
-    if all(|op| matches!(op, AlterTableOperation::AddColumn { .. })) {
+    if let [
+        AlterTableOperation::AddConstraint {
+            constraint: datafusion::sql::sqlparser::ast::TableConstraint::PrimaryKey(pk),
+            ..
+        },
+    ] = ops.as_slice()
+    {
+        add_primary_key(session, &def, pk).await
+    } else if all(|op| matches!(op, AlterTableOperation::AddColumn { .. })) {
         add_columns(session, &def, ops).await
     } else if all(|op| matches!(op, AlterTableOperation::SetOptionsParens { .. })) {
         set_options(session, &def, ops).await
@@ -72,6 +80,51 @@ pub(super) async fn alter_table(session: &Session, at: &AlterTable) -> Result<Ou
                 .join(", ")
         )))
     }
+}
+
+/// `ADD [CONSTRAINT name] PRIMARY KEY (cols)` of a table created without one (what
+/// `pg_dump` writes after a table's data): its rows move to the new key
+/// ([`crate::engine::ddl::rekey`]). A table with a key of its own: 42P16, as Postgres.
+async fn add_primary_key(
+    session: &Session,
+    def: &TableDef,
+    pk: &datafusion::sql::sqlparser::ast::PrimaryKeyConstraint,
+) -> Result<Output> {
+    if !def.hidden_key() {
+        return Err(Error::InvalidTableDefinition(format!(
+            "multiple primary keys for table \"{}\" are not allowed",
+            def.relname()
+        )));
+    }
+    let cols = super::statements::constraint_columns(&def.columns, &pk.columns)?;
+    let mut new = def.clone();
+    for &c in &cols {
+        system_column("alter", &def.columns[c])?;
+        if !def.columns[c].ty.is_key_type() {
+            return Err(Error::InvalidTableDefinition(format!(
+                "column \"{}\" of type {} cannot be part of a primary key",
+                def.columns[c].name,
+                def.columns[c].ty.sql_name()
+            )));
+        }
+        new.columns[c].nullable = false;
+    }
+    new.primary_key = cols;
+    new.pk_constraint = pk.name.as_ref().map(ident_name);
+    crate::engine::ddl::rekey(&session.engine.core, def, new, &session.notices).await?;
+    Ok(Output::Command(DONE.into()))
+}
+
+/// A table's hidden key is a system column, which ALTER TABLE cannot change (0A000, as
+/// Postgres refuses to change `ctid`).
+fn system_column(verb: &str, c: &crate::store::ColumnDef) -> Result<()> {
+    if c.hidden() {
+        return Err(Error::FeatureNotSupported(format!(
+            "cannot {verb} system column \"{}\"",
+            c.name
+        )));
+    }
+    Ok(())
 }
 
 /// What IF [NOT] EXISTS turns an error into: a NOTICE of it, as Postgres words it.
@@ -155,6 +208,7 @@ async fn drop_columns(
                 }
                 return Err(missing);
             };
+            system_column("drop", &def.columns[i])?;
             if def.primary_key.contains(&i) {
                 return Err(Error::FeatureNotSupported(format!(
                     "cannot drop column \"{cname}\": it is part of the primary key of \"{}\", which a table here always keeps",
@@ -374,6 +428,10 @@ fn rename_column(def: &mut TableDef, from: &Ident, to: &Ident) -> Result<()> {
     let i = def
         .column_index(&from)
         .ok_or_else(|| Error::UndefinedColumn(from.clone()))?;
+    system_column("rename", &def.columns[i])?;
+    if crate::store::SYSTEM_COLUMNS.contains(&to.as_str()) {
+        return Err(Error::SystemColumn(to));
+    }
     if def.column_index(&to).is_some() {
         return Err(Error::DuplicateColumn(to, def.name.clone()));
     }
@@ -423,6 +481,7 @@ async fn alter_column(
     let i = def
         .column_index(&cname)
         .ok_or_else(|| Error::UndefinedColumnOf(cname.clone(), def.name.clone()))?;
+    system_column("alter", &def.columns[i])?;
     match op {
         AlterColumnOperation::SetDefault { value } => {
             if def.columns[i].identity.is_some() {
@@ -522,6 +581,9 @@ async fn add_columns(
             continue;
         };
         let cname = ident_name(&c.name);
+        if crate::store::SYSTEM_COLUMNS.contains(&cname.as_str()) {
+            return Err(Error::SystemColumn(cname));
+        }
         if new.column_index(&cname).is_some() {
             let taken = Error::DuplicateColumn(cname, def.name.clone());
             if *if_not_exists {

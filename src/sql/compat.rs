@@ -380,6 +380,67 @@ pub fn uuid_casts(stmt: &mut Statement) {
     });
 }
 
+/// `gen_random_uuid()` (and the uuid-ossp name `uuid_generate_v4()`): a random
+/// (version 4) uuid per row, typed uuid.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct RandomUuid {
+    signature: datafusion::logical_expr::Signature,
+    aliases: Vec<String>,
+}
+
+impl RandomUuid {
+    pub fn udf() -> datafusion::logical_expr::ScalarUDF {
+        datafusion::logical_expr::ScalarUDF::new_from_impl(RandomUuid {
+            signature: datafusion::logical_expr::Signature::nullary(
+                datafusion::logical_expr::Volatility::Volatile,
+            ),
+            aliases: vec!["uuid_generate_v4".into()],
+        })
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for RandomUuid {
+    fn name(&self) -> &str {
+        "gen_random_uuid"
+    }
+
+    fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _arg_types: &[datafusion::arrow::datatypes::DataType],
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::DataType> {
+        Ok(datafusion::arrow::datatypes::DataType::Utf8)
+    }
+
+    fn return_field_from_args(
+        &self,
+        _args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::FieldRef> {
+        Ok(std::sync::Arc::new(
+            crate::types::ColumnType::Uuid.arrow_field("gen_random_uuid", false),
+        ))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        let out: datafusion::arrow::array::StringArray = (0..args.number_rows)
+            .map(|_| Some(uuid::Uuid::new_v4().hyphenated().to_string()))
+            .collect();
+        Ok(datafusion::logical_expr::ColumnarValue::Array(
+            std::sync::Arc::new(out),
+        ))
+    }
+}
+
 /// The function [`uuid_casts`] makes of a cast to uuid.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct CastUuid {

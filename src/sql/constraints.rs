@@ -41,10 +41,11 @@ use super::Session;
 use super::statements::{ident_name, table_name};
 
 /// A row in a DETAIL line, as Postgres prints a failing row: `(1, null, abc)`.
-fn row_text(row: &[Value]) -> String {
-    let cells: Vec<String> = row
-        .iter()
-        .map(|v| match v {
+fn row_text(def: &TableDef, row: &[Value]) -> String {
+    let cells: Vec<String> = def
+        .visible()
+        .into_iter()
+        .map(|c| match &row[c] {
             Value::Null => "null".into(),
             other => display_key_value(other),
         })
@@ -424,7 +425,7 @@ fn check_rows(session: &Session, def: &TableDef, rows: &[Row]) -> Result<()> {
                     "new row for relation \"{}\" violates check constraint \"{}\"",
                     def.name, c.name
                 ),
-                detail: format!("Failing row contains {}.", row_text(&rows[i])),
+                detail: format!("Failing row contains {}.", row_text(def, &rows[i])),
                 table: def.name.clone(),
                 constraint: c.name.clone(),
             });

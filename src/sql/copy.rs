@@ -86,7 +86,7 @@ pub fn start(
         .core
         .table(&table_name(name as &ObjectName)?)?;
     let targets: Vec<usize> = if columns.is_empty() {
-        (0..def.columns.len()).collect()
+        def.visible()
     } else {
         columns
             .iter()

@@ -264,7 +264,11 @@ fn select(stmt: &Statement, core: &crate::engine::Core, described: &SchemaRef) -
             let def = core.table(&table).ok()?;
             let qualifier = alias.clone().unwrap_or_else(|| table.clone());
             let key = key_equality(sel.selection.as_ref()?, &def, Some(&qualifier))?;
-            let all: Vec<String> = def.columns.iter().map(|c| c.name.clone()).collect();
+            let all: Vec<String> = def
+                .visible()
+                .into_iter()
+                .map(|c| def.columns[c].name.clone())
+                .collect();
             let (columns, names) = projection(&sel.projection, Some(&qualifier), &all)?;
             // The answer must be what Describe announced: the same names and types.
             let schema = lookup_schema(&def, &columns)?;
@@ -456,7 +460,12 @@ fn search(sel: &Select, core: &crate::engine::Core, described: &SchemaRef) -> Op
         return None;
     }
     let full = search_schema(&def);
-    let all: Vec<String> = full.fields().iter().map(|f| f.name().clone()).collect();
+    let all: Vec<String> = full
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n != crate::store::ROW_ID)
+        .collect();
     let (columns, names) = projection(&sel.projection, qualifier, &all)?;
     // The answer must be what Describe announced: the same names and types.
     let same = columns.len() == described.fields().len()
@@ -621,7 +630,7 @@ impl Direct {
                     return Ok(None);
                 };
                 let targets: Vec<usize> = match columns {
-                    None => (0..def.columns.len()).collect(),
+                    None => def.visible(),
                     Some(cols) => match cols.iter().map(|c| def.column_index(c)).collect() {
                         Some(t) => t,
                         None => return Ok(None),

@@ -22,6 +22,7 @@ pub mod pgvector;
 pub mod plan_cache;
 pub mod pushdown;
 pub mod reindex;
+pub mod row_ids;
 pub mod schemas;
 pub mod sequences;
 pub mod statements;
@@ -208,6 +209,7 @@ impl Engine {
         }
         ctx.register_udf(compat::Format::udf());
         ctx.register_udf(compat::CastUuid::udf());
+        ctx.register_udf(compat::RandomUuid::udf());
         for f in catalog::extra_functions(&seen) {
             ctx.register_udf(f);
         }
@@ -821,6 +823,11 @@ impl Session {
             let path = schemas::search_path(&path);
             for s in &mut stmts {
                 schemas::qualify(&self.engine.core, &path, s);
+            }
+        }
+        if sql.contains('*') && row_ids::any(&self.engine.core) {
+            for s in &mut stmts {
+                row_ids::hide(&self.engine.core, s);
             }
         }
         Ok(stmts)

@@ -500,7 +500,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                 && let Some(def) = written_table(session, name)?
             {
                 let targets: Vec<Option<usize>> = if ins.columns.is_empty() {
-                    (0..def.columns.len()).map(Some).collect()
+                    def.visible().into_iter().map(Some).collect()
                 } else {
                     ins.columns
                         .iter()

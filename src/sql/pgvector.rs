@@ -813,6 +813,7 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
     let cols: Vec<SelectItem> = def
         .columns
         .iter()
+        .filter(|c| !c.hidden())
         .map(|c| {
             SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(vec![
                 alias.name.clone(),

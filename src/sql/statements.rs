@@ -543,6 +543,9 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     let mut foreign_keys = Vec::new();
     for (i, c) in ct.columns.iter().enumerate() {
         let cname = ident_name(&c.name);
+        if crate::store::SYSTEM_COLUMNS.contains(&cname.as_str()) {
+            return Err(Error::SystemColumn(cname));
+        }
         if columns.iter().any(|x: &ColumnDef| x.name == cname) {
             return Err(Error::InvalidTableDefinition(format!(
                 "column \"{cname}\" specified more than once"
@@ -639,9 +642,17 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         }
     }
     if primary_key.is_empty() {
-        return Err(Error::InvalidTableDefinition(format!(
-            "table \"{name}\" needs a PRIMARY KEY: rows are stored and found by key"
-        )));
+        // Rows are stored and found by key: a table without one gets a hidden key of
+        // random UUIDs (spread over the cluster's partitions as evenly as they come).
+        primary_key.push(columns.len());
+        columns.push(ColumnDef {
+            name: crate::store::ROW_ID.into(),
+            ty: ColumnType::Uuid,
+            nullable: false,
+            default: Some("gen_random_uuid()".into()),
+            identity: None,
+            stored: None,
+        });
     }
     for &k in &primary_key {
         if !columns[k].ty.is_key_type() {
@@ -1157,7 +1168,7 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
         .map(|oc| conflict_target(&def, oc))
         .transpose()?;
     let targets: Vec<usize> = if ins.columns.is_empty() {
-        (0..def.columns.len()).collect()
+        def.visible()
     } else {
         ins.columns
             .iter()
@@ -1524,7 +1535,7 @@ async fn conflict_updates(
     let mut sets = Vec::new();
     // Where a SET takes a proposed column as it is, that column.
     let mut sources = Vec::new();
-    let mut select = format!("SELECT {target}.*");
+    let mut select = format!("SELECT {}", every_column(def, &target));
     for (i, a) in update.assignments.iter().enumerate() {
         let column = ident_name(
             &match &a.target {
@@ -1928,6 +1939,16 @@ async fn in_block<T>(
     }
 }
 
+/// Every column of `def`, the hidden key too (which `target.*` leaves out), qualified by
+/// `target`: the select list of the queries that read whole rows to write them.
+fn every_column(def: &TableDef, target: &str) -> String {
+    def.columns
+        .iter()
+        .map(|c| format!("{target}.{}", quote_ident(&c.name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -1958,7 +1979,7 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
         .map_or_else(|| quote_ident(def.relname()), |a| a.name.to_string());
     let mut sets = Vec::new();
     // With FROM the other tables' columns join the row: only the target's are kept.
-    let mut select = format!("SELECT {target}.*");
+    let mut select = format!("SELECT {}", every_column(&def, &target));
     for (i, a) in up.assignments.iter().enumerate() {
         let target = a.target.to_string();
         let cname = target
@@ -2000,7 +2021,12 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
             continue;
         }
         let set_vals = vals.split_off(ncols);
-        let old = vals;
+        // As read back from a plan (a uuid column comes as text): as the store keeps it.
+        let old: Row = vals
+            .into_iter()
+            .zip(&def.columns)
+            .map(|(v, c)| coerce(v, &c.ty))
+            .collect::<Result<_>>()?;
         let mut row = old.clone();
         for (v, &c) in set_vals.into_iter().zip(&sets) {
             row[c] = coerce_into(&def, c, v)?;
@@ -2141,7 +2167,11 @@ async fn delete_returning(
 ) -> Result<Output> {
     returning(session, def, alias, items, &[]).await?;
     let target = alias.map_or_else(|| quote_ident(def.relname()), quote_ident);
-    let mut select = format!("SELECT {target}.* FROM {} AS {target}", def.sql_name());
+    let mut select = format!(
+        "SELECT {} FROM {} AS {target}",
+        every_column(def, &target),
+        def.sql_name()
+    );
     for t in using {
         select.push_str(&format!(", {t}"));
     }

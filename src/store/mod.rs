@@ -176,7 +176,21 @@ pub struct ColumnDef {
     pub stored: Option<String>,
 }
 
+/// The name of the hidden key column of a table created without a primary key: one of
+/// Postgres' system column names, so no user column can have it. Its values are random
+/// UUIDs (a row's identity, as `ctid` is in Postgres); `SELECT *`, `INSERT` and `COPY`
+/// without a column list, and the catalog leave it out.
+pub const ROW_ID: &str = "ctid";
+
+/// Postgres' system column names: no user column may be named so (42701).
+pub const SYSTEM_COLUMNS: [&str; 6] = ["ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"];
+
 impl ColumnDef {
+    /// The hidden key column of a table created without a primary key.
+    pub fn hidden(&self) -> bool {
+        self.name == ROW_ID
+    }
+
     /// The column's name in the row store.
     pub fn stored_name(&self) -> &str {
         self.stored.as_deref().unwrap_or(&self.name)
@@ -463,6 +477,26 @@ impl TableDef {
 
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// A table created without a primary key (and given none since): its key is the
+    /// hidden [`ROW_ID`] column.
+    pub fn hidden_key(&self) -> bool {
+        matches!(self.primary_key.as_slice(), [k] if self.columns[*k].hidden())
+    }
+
+    /// A table with the hidden [`ROW_ID`] column (its key, or what was its key before
+    /// `ADD PRIMARY KEY`): `*` over it names the other columns.
+    pub fn has_hidden_column(&self) -> bool {
+        self.columns.iter().any(ColumnDef::hidden)
+    }
+
+    /// Positions of the columns a user sees (`SELECT *`, `INSERT`/`COPY` without a
+    /// column list): all but the hidden key.
+    pub fn visible(&self) -> Vec<usize> {
+        (0..self.columns.len())
+            .filter(|&c| !self.columns[c].hidden())
+            .collect()
     }
 
     pub fn dimension(&self) -> usize {

@@ -57,7 +57,7 @@ async fn errors_carry_sqlstates_and_keep_the_connection() {
             "SELECT * FROM vector_search('rowsonly', '[1,0,0]', 1)",
             "42809",
         ),
-        ("CREATE TABLE nopk (id int, a vector(2))", "42P16"),
+        ("CREATE TABLE sys (id int PRIMARY KEY, xmin int)", "42701"),
         (
             "CREATE TABLE badtype (id int PRIMARY KEY, a vector(2), g geometry)",
             "42704",

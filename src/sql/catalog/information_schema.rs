@@ -482,11 +482,14 @@ impl TableProvider for Columns {
             let mut udt_names = Vec::with_capacity(b.num_rows());
             let mut defaults = Vec::with_capacity(b.num_rows());
             let mut identities = Vec::with_capacity(b.num_rows());
+            // A hidden key is a system column: not in `information_schema.columns`.
+            let mut shown = Vec::with_capacity(b.num_rows());
             for i in 0..b.num_rows() {
                 let col = (!crate::sql::schemas::is_system(ts.value(i)))
                     .then(|| tables.get(&crate::store::qualified(ts.value(i), tn.value(i))))
                     .flatten()
                     .and_then(|def| def.columns.iter().find(|c| c.name == cn.value(i)));
+                shown.push(!col.is_some_and(|c| c.hidden()));
                 // An identity column's sequence is not a default here (as in Postgres).
                 defaults.push(
                     col.filter(|c| c.identity.is_none())
@@ -546,7 +549,11 @@ impl TableProvider for Columns {
             columns.push(Arc::new(is_identity));
             columns.push(Arc::new(StringArray::from(vec!["NEVER"; n])));
             columns.push(Arc::new(generation));
-            out.push(RecordBatch::try_new(schema.clone(), columns)?);
+            let batch = RecordBatch::try_new(schema.clone(), columns)?;
+            out.push(datafusion::arrow::compute::filter_record_batch(
+                &batch,
+                &datafusion::arrow::array::BooleanArray::from(shown),
+            )?);
         }
         Ok(MemorySourceConfig::try_new_exec(
             &[out],

@@ -466,6 +466,7 @@ impl TableProvider for PgAttribute {
                                         // An identity column's sequence is not a default.
                                         has_default: c.default.is_some() && c.identity.is_none(),
                                         identity: c.identity,
+                                        hidden: c.hidden(),
                                     };
                                     (c.name.clone(), d)
                                 })
@@ -492,6 +493,8 @@ struct Declared {
     typmod: i32,
     has_default: bool,
     identity: Option<char>,
+    /// The hidden key: a system column, numbered below zero as Postgres numbers `ctid`.
+    hidden: bool,
 }
 
 fn patch(
@@ -521,6 +524,13 @@ fn patch(
     let identity = column(b, "attidentity").and_then(|c| c.as_string_opt::<i32>());
     let mut identities: Option<Vec<Option<String>>> =
         identity.map(|c| c.iter().map(|v| v.map(str::to_string)).collect());
+    let attnum = column(b, "attnum")
+        .map(|c| datafusion::arrow::compute::cast(c, &DataType::Int32))
+        .transpose()?;
+    let mut numbers: Option<Vec<Option<i32>>> = attnum
+        .as_ref()
+        .and_then(|c| c.as_primitive_opt::<Int32Type>())
+        .map(|c| c.iter().collect());
     for i in 0..b.num_rows() {
         if let Some(d) = declared
             .get(&rel.value(i))
@@ -533,6 +543,11 @@ fn patch(
             }
             if let Some(ids) = &mut identities {
                 ids[i] = Some(d.identity.map(String::from).unwrap_or_default());
+            }
+            if d.hidden
+                && let Some(n) = &mut numbers
+            {
+                n[i] = Some(-1);
             }
         }
     }
@@ -547,6 +562,11 @@ fn patch(
     if let Some(ids) = identities {
         columns[schema.index_of("attidentity")?] =
             Arc::new(datafusion::arrow::array::StringArray::from(ids));
+    }
+    if let Some(n) = numbers {
+        let k = schema.index_of("attnum")?;
+        let n: ArrayRef = Arc::new(Int32Array::from(n));
+        columns[k] = datafusion::arrow::compute::cast(&n, schema.field(k).data_type())?;
     }
     Ok(RecordBatch::try_new(schema, columns)?)
 }
@@ -1460,7 +1480,9 @@ fn names_of(def: &crate::store::TableDef, cols: &[usize]) -> Vec<String> {
 /// The constraints of `def` (whose OID is `oid`): its primary key, UNIQUE constraints,
 /// CHECKs and foreign keys, in that order.
 pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<Shown> {
-    let mut out = vec![Shown {
+    let mut out = Vec::new();
+    // A hidden key is no constraint a user made: Postgres has none for such a table.
+    out.extend((!def.hidden_key()).then(|| Shown {
         kind: 'p',
         name: def.pk_name(),
         columns: def.primary_key.clone(),
@@ -1473,7 +1495,7 @@ pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<S
         foreign: None,
         constraint: true,
         pretty: None,
-    }];
+    }));
     let mut n = 0;
     let mut next = || {
         n += 1;
