@@ -923,13 +923,50 @@ fn literal_values(q: &datafusion::sql::sqlparser::ast::Query) -> Option<(Vec<Vec
 /// The columns one row of an INSERT gives values for.
 type Given = Vec<usize>;
 
-/// The rows of a literal `VALUES` list in which some item is `DEFAULT`: each row's
-/// literal values and the columns they are for (the `DEFAULT` ones left out). `None`
-/// when no item is `DEFAULT` or an item is not a literal.
-fn without_defaults(
+/// The rows of a `VALUES` list in which some item is `DEFAULT`: each row's values and
+/// the columns they are for (the `DEFAULT` ones left out); items that are not literals
+/// (`gen_random_uuid()`, `1 + 1`) are evaluated by a query per such row. `None` when no
+/// item is `DEFAULT`.
+async fn without_defaults(
+    session: &Session,
     q: &datafusion::sql::sqlparser::ast::Query,
     targets: &[usize],
-) -> Option<(Vec<Vec<Value>>, Vec<Given>)> {
+) -> Result<Option<(Vec<Vec<Value>>, Vec<Given>)>> {
+    let Some((rows, given)) = default_items(q, targets) else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.iter().all(|i| i.is_ok()) {
+            out.push(row.into_iter().flatten().collect());
+            continue;
+        }
+        let exprs: Vec<String> = row
+            .iter()
+            .map(|i| match i {
+                Ok(_) => "NULL".to_string(),
+                Err(e) => e.to_string(),
+            })
+            .collect();
+        let (mut found, _) =
+            collect_values(session, &format!("SELECT {}", exprs.join(", "))).await?;
+        let computed = found.pop().unwrap_or_default();
+        out.push(
+            row.into_iter()
+                .zip(computed)
+                .map(|(i, v)| i.unwrap_or(v))
+                .collect(),
+        );
+    }
+    Ok(Some((out, given)))
+}
+
+/// [`without_defaults`]' rows as written: literals as values, other items as they are.
+#[allow(clippy::type_complexity)]
+fn default_items(
+    q: &datafusion::sql::sqlparser::ast::Query,
+    targets: &[usize],
+) -> Option<(Vec<Vec<std::result::Result<Value, SqlExpr>>>, Vec<Given>)> {
     use datafusion::sql::sqlparser::ast::SetExpr;
     let is_default = |e: &SqlExpr| matches!(e, SqlExpr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"));
     let SetExpr::Values(values) = q.body.as_ref() else {
@@ -948,7 +985,7 @@ fn without_defaults(
         let mut cols = Vec::with_capacity(row.len());
         for (e, &c) in row.iter().zip(targets) {
             if !is_default(e) {
-                vals.push(literal_value(e)?);
+                vals.push(literal_value(e).ok_or_else(|| e.clone()));
                 cols.push(c);
             }
         }
@@ -1190,7 +1227,7 @@ async fn insert(session: &Session, ins: &Insert) -> Result<Output> {
     let (values, width, given) = match taken.as_ref().or(ins.source.as_deref()) {
         // INSERT ... DEFAULT VALUES
         None => (vec![vec![]], 0, Some(vec![vec![]])),
-        Some(source) => match without_defaults(source, &targets) {
+        Some(source) => match without_defaults(session, source, &targets).await? {
             Some((values, given)) => (values, targets.len(), Some(given)),
             None => {
                 let (values, width) = match literal_values(source) {
