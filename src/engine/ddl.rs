@@ -330,6 +330,16 @@ pub async fn rekey(
     drop_table(core, &def.name).await?;
     staging.schema = def.schema.clone();
     rename_table(core, &staging, &def.name).await?;
+    // The sequences its columns own name it by where its rows are.
+    for seq in core.sequence_defs() {
+        if let Some((table, column)) = &seq.owned_by
+            && table == def.stored_name()
+        {
+            let mut moved = (*seq).clone();
+            moved.owned_by = Some((staging.stored_name().to_string(), column.clone()));
+            core.replace_sequence(moved).await?;
+        }
+    }
     // `rename_table` keeps the staging entry's constraint name; the table's is `new`'s.
     let mut renamed = (*core.table(&def.name)?).clone();
     renamed.pk_constraint = new.pk_constraint.clone();

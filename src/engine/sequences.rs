@@ -98,6 +98,23 @@ impl Core {
         Ok(())
     }
 
+    /// Change a sequence's definition (`ALTER SEQUENCE ... OWNED BY`), keeping where it
+    /// is.
+    pub async fn replace_sequence(&self, def: SequenceDef) -> Result<()> {
+        let state = self
+            .rows
+            .sequence_state(&def.name)
+            .await?
+            .ok_or_else(|| Error::UndefinedTable(def.name.clone()))?;
+        self.rows.drop_sequence(&def.name).await?;
+        self.rows.create_sequence(&def, state).await?;
+        self.sequences
+            .defs
+            .write()
+            .insert(def.name.clone(), Arc::new(def));
+        Ok(())
+    }
+
     pub async fn drop_sequence(&self, name: &str) -> Result<()> {
         self.rows.drop_sequence(name).await?;
         self.sequences.defs.write().remove(name);

@@ -21,7 +21,32 @@ const DONE: &str = "ALTER TABLE";
 /// columns, dropped columns, or changes to columns' names, defaults and NOT NULL).
 pub(super) async fn alter_table(session: &Session, at: &AlterTable) -> Result<Output> {
     let shared = &session.engine.core;
+    // `ALTER SEQUENCE`, as the parser reads it (see `alter_sequence_statement`).
+    if let [AlterTableOperation::SetOptionsParens { options }] = at.operations.as_slice()
+        && let [SqlOption::KeyValue { key, value }] = options.as_slice()
+        && key.value == super::sequences::ALTER_SEQUENCE
+    {
+        let action = option_text(value);
+        return super::sequences::alter_sequence(session, &at.name, at.if_exists, &action).await;
+    }
     let name = table_name(&at.name)?;
+    // Tables and sequences have no owners here: OWNER TO (which pg_dump writes for each)
+    // is accepted with a NOTICE.
+    if at
+        .operations
+        .iter()
+        .all(|op| matches!(op, AlterTableOperation::OwnerTo { .. }))
+        && (shared.has_table(&name) || shared.has_sequence(&name))
+    {
+        for op in &at.operations {
+            if let AlterTableOperation::OwnerTo { new_owner } = op {
+                session.notices.push(format!(
+                    "vectorgate keeps no owners: \"{name}\" is not given to {new_owner}"
+                ));
+            }
+        }
+        return Ok(Output::Command(DONE.into()));
+    }
     let def = match shared.table(&name) {
         Ok(d) => d,
         Err(e) if at.if_exists => {
@@ -522,10 +547,57 @@ async fn alter_column(
                 )));
             }
         }
-        other => {
-            return Err(Error::FeatureNotSupported(format!(
-                "ALTER COLUMN ... {other} is not supported"
-            )));
+        AlterColumnOperation::AddGenerated {
+            generated_as,
+            sequence_options,
+        } => {
+            use datafusion::sql::sqlparser::ast::GeneratedAs;
+            let column = &def.columns[i];
+            if !matches!(
+                column.ty,
+                crate::types::ColumnType::SmallInt
+                    | crate::types::ColumnType::Int
+                    | crate::types::ColumnType::BigInt
+            ) {
+                return Err(Error::InvalidTableDefinition(format!(
+                    "identity column type must be smallint, integer, or bigint (column \"{cname}\")"
+                )));
+            }
+            if column.nullable {
+                return Err(Error::ObjectNotInPrerequisiteState(format!(
+                    "column \"{cname}\" of relation \"{}\" must be declared NOT NULL before identity can be added",
+                    def.relname()
+                )));
+            }
+            if column.identity.is_some() {
+                return Err(Error::ObjectNotInPrerequisiteState(format!(
+                    "column \"{cname}\" of relation \"{}\" is already an identity column",
+                    def.relname()
+                )));
+            }
+            if column.default.is_some() {
+                return Err(Error::ObjectNotInPrerequisiteState(format!(
+                    "column \"{cname}\" of relation \"{}\" already has a default value",
+                    def.relname()
+                )));
+            }
+            let seq = super::sequences::sequence_def(
+                crate::store::qualified(def.schema(), &format!("{}_{cname}_seq", def.relname())),
+                def.schema.clone(),
+                Some(column.ty.clone()),
+                sequence_options.as_deref().unwrap_or_default(),
+                Some((def.stored_name().to_string(), column.stored_name().to_string())),
+            )?;
+            let core = &session.engine.core;
+            if core.has_table(&seq.name) || core.has_sequence(&seq.name) {
+                return Err(Error::DuplicateTable(seq.name));
+            }
+            def.columns[i].default = Some(format!("nextval('{}'::regclass)", seq.name));
+            def.columns[i].identity = Some(match generated_as {
+                Some(GeneratedAs::Always) => 'a',
+                _ => 'd',
+            });
+            core.create_sequence(seq).await?;
         }
     }
     Ok(())

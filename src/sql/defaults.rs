@@ -120,6 +120,8 @@ pub(crate) async fn check(
     if let Some(seq) = super::sequences::nextval_of(&expr) {
         // The sequence must exist; taking a value to check would use one up.
         session.engine.core.sequence(&seq).await?;
+        // As a serial column's default reads (and Postgres prints it).
+        return Ok(format!("nextval('{}'::regclass)", seq.replace('\'', "''")));
     } else if !is_random_uuid(&expr) {
         // A cast is evaluated as written (`'abc'::int` fails: a data exception), not
         // only as its column's type (types the query engine lacks, as jsonb, are not).

@@ -269,7 +269,19 @@ impl Engine {
         let sql = pgvector::attrdef_subquery(&sql);
         let sql = pgvector::psql_foreign_keys(&sql);
         let sql = pgvector::l1_operator(&sql);
+        let sql = match sequences::nextval_regclass_literals(&sql) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => sql,
+        };
+        let sql = match sequences::without_identity_sequence_name(&sql) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => sql,
+        };
         let sql = match sequences::canonical_sequence_options(&sql) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => sql,
+        };
+        let sql = match sequences::alter_sequence_statement(&sql) {
             Some(s) => std::borrow::Cow::Owned(s),
             None => sql,
         };

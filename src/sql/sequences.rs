@@ -153,6 +153,21 @@ pub fn nextval_of(e: &SqlExpr) -> Option<String> {
     }
 }
 
+/// The sequence a function's argument names: `'s'::regclass` reaches it as the
+/// sequence's OID.
+fn by_oid(core: &crate::engine::Core, name: String) -> String {
+    if let Ok(oid) = name.parse::<i32>()
+        && !core.has_sequence(&name)
+        && let Some(def) = core
+            .sequence_defs()
+            .into_iter()
+            .find(|d| super::catalog::sequence_oid(&d.name) == oid)
+    {
+        return def.name.clone();
+    }
+    name
+}
+
 /// A relation's name in the catalog from its text in a `'...'::regclass` or a
 /// function's argument: `s`, `"s"` and `public.s` -> `s`; `vecs.s` -> `vecs.s`
 /// ([`crate::store::qualified`]).
@@ -299,7 +314,7 @@ impl AsyncScalarUDFImpl for SequenceFunction {
             let a = arrays.first()?;
             let a = datafusion::arrow::compute::cast(a, &DataType::Utf8).ok()?;
             let s = a.as_string::<i32>();
-            (!s.is_null(i)).then(|| bare(s.value(i)))
+            (!s.is_null(i)).then(|| by_oid(&core, bare(s.value(i))))
         };
         let int_at = |k: usize, i: usize| -> Option<i64> {
             let a = arrays.get(k)?;
@@ -583,4 +598,229 @@ pub async fn take_nextvals_in_values(
     let mut query = query.clone();
     let _ = VisitMut::visit(query.body.as_mut(), &mut Put(taken.into_iter()));
     Ok(Some(query))
+}
+
+/// The option [`alter_sequence_statement`] carries an `ALTER SEQUENCE`'s action in.
+pub const ALTER_SEQUENCE: &str = "vg_alter_sequence";
+
+/// `ALTER SEQUENCE [IF EXISTS] name action`, which the SQL parser does not read, as
+/// `ALTER TABLE [IF EXISTS] name SET (vg_alter_sequence = 'action')`, which
+/// [`alter_sequence`] carries out. `None` for any other statement.
+pub fn alter_sequence_statement(sql: &str) -> Option<String> {
+    let text = sql.trim().trim_end_matches(';').trim_end();
+    let mut rest = strip_words(text, &["alter", "sequence"])?;
+    let if_exists = match strip_words(rest, &["if", "exists"]) {
+        Some(r) => {
+            rest = r;
+            "IF EXISTS "
+        }
+        None => "",
+    };
+    // The name: up to the first space outside double quotes.
+    let mut quoted = false;
+    let end = rest
+        .char_indices()
+        .find(|&(_, c)| {
+            if c == '"' {
+                quoted = !quoted;
+            }
+            c.is_whitespace() && !quoted
+        })
+        .map_or(rest.len(), |(i, _)| i);
+    let (name, action) = rest.split_at(end);
+    Some(format!(
+        "ALTER TABLE {if_exists}{name} SET ({ALTER_SEQUENCE} = '{}')",
+        action.trim().replace('\'', "''")
+    ))
+}
+
+/// `text` without its leading `words` (case-insensitive, each followed by white
+/// space), or `None` when it does not start with them.
+fn strip_words<'a>(text: &'a str, words: &[&str]) -> Option<&'a str> {
+    let mut rest = text.trim_start();
+    for w in words {
+        let head = rest.get(..w.len())?;
+        if !head.eq_ignore_ascii_case(w) || !rest[w.len()..].starts_with(char::is_whitespace) {
+            return None;
+        }
+        rest = rest[w.len()..].trim_start();
+    }
+    Some(rest)
+}
+
+/// Carry out `ALTER SEQUENCE name action`: `OWNED BY table.column | NONE`, `RESTART
+/// [[WITH] n]` and `OWNER TO role` (vectorgate keeps no owners: a NOTICE says so).
+pub async fn alter_sequence(
+    session: &super::Session,
+    name: &datafusion::sql::sqlparser::ast::ObjectName,
+    if_exists: bool,
+    action: &str,
+) -> Result<super::Output> {
+    let core = &session.engine.core;
+    let key = super::statements::table_name(name)?;
+    if !core.has_sequence(&key) {
+        if if_exists {
+            session
+                .notices
+                .push(format!("relation \"{key}\" does not exist, skipping"));
+            return Ok(super::Output::Command("ALTER SEQUENCE".into()));
+        }
+        return Err(Error::UndefinedTable(key));
+    }
+    let words: Vec<&str> = action.split_whitespace().collect();
+    let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
+    let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
+    match lower.as_slice() {
+        ["owned", "by", "none"] => {
+            let mut def = (*core.sequence(&key).await?).clone();
+            def.owned_by = None;
+            core.replace_sequence(def).await?;
+        }
+        ["owned", "by", _] => {
+            let parts: Vec<String> = split_name(words[2]);
+            let [.., t, c] = parts.as_slice() else {
+                return Err(Error::Syntax("OWNED BY needs table.column or NONE".into()));
+            };
+            let table = match parts.len() {
+                3 => crate::store::qualified(&parts[0], t),
+                _ => t.clone(),
+            };
+            let owner = core.table(&table)?;
+            let i = owner
+                .column_index(c)
+                .ok_or_else(|| Error::UndefinedColumnOf(c.clone(), owner.name.clone()))?;
+            let mut def = (*core.sequence(&key).await?).clone();
+            def.owned_by = Some((
+                owner.stored_name().to_string(),
+                owner.columns[i].stored_name().to_string(),
+            ));
+            core.replace_sequence(def).await?;
+        }
+        ["owner", "to", _] => session.notices.push(format!(
+            "vectorgate keeps no owners: \"{key}\" is not given to {}",
+            words[2]
+        )),
+        ["restart", rest @ ..] => {
+            let def = core.sequence(&key).await?;
+            let value = match rest {
+                [] => def.start,
+                ["with", n] | [n] => n.parse::<i64>().map_err(|_| {
+                    Error::Syntax(format!("RESTART WITH needs a number, not {n}"))
+                })?,
+                _ => return Err(Error::Syntax(format!("ALTER SEQUENCE ... {action}"))),
+            };
+            core.setval(&key, value, false).await?;
+        }
+        _ => {
+            return Err(Error::FeatureNotSupported(format!(
+                "ALTER SEQUENCE ... {action} is not supported (OWNED BY, RESTART and OWNER TO are)"
+            )));
+        }
+    }
+    Ok(super::Output::Command("ALTER SEQUENCE".into()))
+}
+
+/// `a.b."C"` as its parts, case-folded where not quoted.
+fn split_name(text: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    let mut push = |part: &mut String, was_quoted: &mut bool| {
+        let p = std::mem::take(part);
+        parts.push(if *was_quoted { p } else { p.to_ascii_lowercase() });
+        *was_quoted = false;
+    };
+    for c in text.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                was_quoted = true;
+            }
+            '.' if !quoted => push(&mut part, &mut was_quoted),
+            c => part.push(c),
+        }
+    }
+    push(&mut part, &mut was_quoted);
+    parts
+}
+
+/// An identity's `SEQUENCE NAME name` option (pg_dump writes one in `ALTER COLUMN ...
+/// ADD GENERATED ... AS IDENTITY (...)`), which the SQL parser does not read, taken out:
+/// the sequence gets the name Postgres gives by default, `<table>_<column>_seq`, which
+/// is the name pg_dump writes unless it was renamed. `None` when there is none.
+pub fn without_identity_sequence_name(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if !super::pgvector::mentions(sql, "sequence name") {
+        return None;
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let is = |i: usize, kw: &str| {
+        matches!(tokens.get(i), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw))
+    };
+    let next = |mut i: usize| {
+        i += 1;
+        while matches!(tokens.get(i), Some(Token::Whitespace(_))) {
+            i += 1;
+        }
+        i
+    };
+    let mut out = String::new();
+    let mut i = 0;
+    let mut changed = false;
+    while i < tokens.len() {
+        if is(i, "SEQUENCE") && is(next(i), "NAME") {
+            // The name: words joined by periods.
+            let mut j = next(next(i));
+            while matches!(tokens.get(next(j)), Some(Token::Period)) {
+                j = next(next(j));
+            }
+            i = j + 1;
+            changed = true;
+            continue;
+        }
+        out.push_str(&tokens[i].to_string());
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+/// `nextval('name'::regclass)` as `nextval('name')`, on the SQL text: the parser's
+/// compatibility rules turn a schema-qualified `'s.name'::regclass` into a catalog
+/// subquery, which a column default (pg_dump's `SET DEFAULT nextval('public.t_id_seq'
+/// ::regclass)`) must not keep. `None` when there is none.
+pub fn nextval_regclass_literals(sql: &str) -> Option<String> {
+    const CAST: &str = "'::regclass";
+    if !super::pgvector::mentions(sql, "nextval(") || !super::pgvector::mentions(sql, CAST) {
+        return None;
+    }
+    let lower = sql.to_ascii_lowercase();
+    let mut out = String::with_capacity(sql.len());
+    let mut done = 0;
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("nextval('").map(|i| i + from) {
+        let start = at + "nextval('".len();
+        // The literal's closing quote (a doubled quote is part of it).
+        let mut end = start;
+        loop {
+            match lower[end..].find('\'') {
+                Some(i) if lower[end + i + 1..].starts_with('\'') => end += i + 2,
+                Some(i) => {
+                    end += i;
+                    break;
+                }
+                None => return None,
+            }
+        }
+        if lower[end..].starts_with(CAST) {
+            out.push_str(&sql[done..=end]);
+            done = end + CAST.len();
+        }
+        from = end + 1;
+    }
+    (done > 0).then(|| {
+        out.push_str(&sql[done..]);
+        out
+    })
 }

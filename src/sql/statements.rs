@@ -61,6 +61,12 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             )));
         }
         Statement::CreateIndex(ci) => super::indexes::create_index(session, ci).await?,
+        Statement::Comment {
+            object_type,
+            object_name,
+            if_exists,
+            ..
+        } => comment(session, object_type, object_name, *if_exists)?,
         Statement::Truncate(t) => super::truncate::truncate(session, t).await?,
         // Postgres has no IF statement: this is a DO block (see do_block).
         Statement::If(block) => super::do_block::run(session, block).await?,
@@ -1984,6 +1990,34 @@ fn every_column(def: &TableDef, target: &str) -> String {
         .map(|c| format!("{target}.{}", quote_ident(&c.name)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `COMMENT ON ...` (pg_dump writes one for each commented object): vectorgate keeps
+/// no comments, so it is accepted with a NOTICE once its table (for a table or a
+/// column) is found; 42P01 otherwise, as Postgres.
+fn comment(
+    session: &Session,
+    object_type: &datafusion::sql::sqlparser::ast::CommentObject,
+    object_name: &ObjectName,
+    if_exists: bool,
+) -> Result<Output> {
+    use datafusion::sql::sqlparser::ast::CommentObject;
+    let table = match object_type {
+        CommentObject::Table => Some(object_name.clone()),
+        CommentObject::Column => Some(ObjectName(
+            object_name.0[..object_name.0.len().saturating_sub(1)].to_vec(),
+        )),
+        _ => None,
+    };
+    if let Some(t) = table
+        && !if_exists
+    {
+        session.engine.core.table(&table_name(&t)?)?;
+    }
+    session.notices.push(format!(
+        "vectorgate keeps no comments: the comment on {object_type} {object_name} is not kept"
+    ));
+    Ok(Output::Command("COMMENT".into()))
 }
 
 pub(crate) fn quote_ident(s: &str) -> String {
