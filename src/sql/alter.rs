@@ -586,7 +586,10 @@ async fn alter_column(
                 def.schema.clone(),
                 Some(column.ty.clone()),
                 sequence_options.as_deref().unwrap_or_default(),
-                Some((def.stored_name().to_string(), column.stored_name().to_string())),
+                Some((
+                    def.stored_name().to_string(),
+                    column.stored_name().to_string(),
+                )),
             )?;
             let core = &session.engine.core;
             if core.has_table(&seq.name) || core.has_sequence(&seq.name) {

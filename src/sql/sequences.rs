@@ -704,9 +704,9 @@ pub async fn alter_sequence(
             let def = core.sequence(&key).await?;
             let value = match rest {
                 [] => def.start,
-                ["with", n] | [n] => n.parse::<i64>().map_err(|_| {
-                    Error::Syntax(format!("RESTART WITH needs a number, not {n}"))
-                })?,
+                ["with", n] | [n] => n
+                    .parse::<i64>()
+                    .map_err(|_| Error::Syntax(format!("RESTART WITH needs a number, not {n}")))?,
                 _ => return Err(Error::Syntax(format!("ALTER SEQUENCE ... {action}"))),
             };
             core.setval(&key, value, false).await?;
@@ -728,7 +728,11 @@ fn split_name(text: &str) -> Vec<String> {
     let mut was_quoted = false;
     let mut push = |part: &mut String, was_quoted: &mut bool| {
         let p = std::mem::take(part);
-        parts.push(if *was_quoted { p } else { p.to_ascii_lowercase() });
+        parts.push(if *was_quoted {
+            p
+        } else {
+            p.to_ascii_lowercase()
+        });
         *was_quoted = false;
     };
     for c in text.chars() {
@@ -756,9 +760,7 @@ pub fn without_identity_sequence_name(sql: &str) -> Option<String> {
         return None;
     }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
-    let is = |i: usize, kw: &str| {
-        matches!(tokens.get(i), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw))
-    };
+    let is = |i: usize, kw: &str| matches!(tokens.get(i), Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw));
     let next = |mut i: usize| {
         i += 1;
         while matches!(tokens.get(i), Some(Token::Whitespace(_))) {

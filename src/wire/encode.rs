@@ -225,6 +225,9 @@ enum Fix {
     SparsevecBinary,
     /// A bit string's `0`s and `1`s wanted in binary.
     BitBinary,
+    /// A time or timestamp in text: fractional seconds as Postgres prints them (none
+    /// when zero, no trailing zeros).
+    TimeText,
 }
 
 /// Postgres' binary `int2[]` of the text form `{1,2}` (None if it is not one).
@@ -252,6 +255,43 @@ fn int2_array_binary(text: &str) -> Option<Vec<u8>> {
         out.put_i16(e);
     }
     Some(out)
+}
+
+/// Times as Postgres prints them: the encoder writes six digits of fractional seconds
+/// always (`12:00:00.000000`); Postgres writes none when they are zero and drops
+/// trailing zeros (`12:00:00`, `12:00:00.5`). `None` when nothing changes.
+fn pg_time_text(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut done = 0;
+    let mut i = 0;
+    while i < b.len() {
+        // `:SS.` followed by digits: seconds and their fraction.
+        if b[i] == b'.'
+            && i >= 3
+            && b[i - 3] == b':'
+            && b[i - 2].is_ascii_digit()
+            && b[i - 1].is_ascii_digit()
+        {
+            let end = (i + 1..b.len())
+                .find(|&k| !b[k].is_ascii_digit())
+                .unwrap_or(b.len());
+            let digits = text[i + 1..end].trim_end_matches('0');
+            out.push_str(&text[done..i]);
+            if !digits.is_empty() {
+                out.push('.');
+                out.push_str(digits);
+            }
+            done = end;
+            i = end;
+            continue;
+        }
+        i += 1;
+    }
+    (done > 0).then(|| {
+        out.push_str(&text[done..]);
+        out
+    })
 }
 
 /// Rewrite the cells of a row the encoder does not write as Postgres would.
@@ -294,6 +334,7 @@ fn fix_cells(row: DataRow, fixes: &[(usize, Fix)]) -> DataRow {
                 Fix::HalfvecBinary => None,
                 Fix::VectorText => vector_text(text).map(String::into_bytes),
                 Fix::BitBinary => Some(crate::types::bits_binary(text)),
+                Fix::TimeText => pg_time_text(text).map(String::into_bytes),
                 Fix::SparsevecBinary => crate::types::sparse::SparseVector::parse(text)
                     .ok()
                     .map(|s| s.to_binary()),
@@ -432,6 +473,16 @@ pub async fn response(
                         (&pgwire::api::Type::BIT | &pgwire::api::Type::VARBIT, _, false) => {
                             Some((i, Fix::BitBinary))
                         }
+                        (
+                            &pgwire::api::Type::TIMESTAMP
+                            | &pgwire::api::Type::TIMESTAMPTZ
+                            | &pgwire::api::Type::TIME
+                            | &pgwire::api::Type::TIMETZ
+                            | &pgwire::api::Type::TIMESTAMP_ARRAY
+                            | &pgwire::api::Type::TIMESTAMPTZ_ARRAY,
+                            _,
+                            true,
+                        ) => Some((i, Fix::TimeText)),
                         (t, _, true)
                             if t.oid() == crate::sql::catalog::HALFVEC_OID as u32
                                 || t.oid() == crate::sql::catalog::VECTOR_OID as u32 =>
@@ -502,7 +553,24 @@ pub async fn response(
 
 #[cfg(test)]
 mod tests {
-    use super::pg_float_text;
+    use super::{pg_float_text, pg_time_text};
+
+    #[test]
+    fn times_print_their_fraction_as_postgres_does() {
+        assert_eq!(
+            pg_time_text("2024-01-01 01:00:00.000000+00").as_deref(),
+            Some("2024-01-01 01:00:00+00")
+        );
+        assert_eq!(
+            pg_time_text("12:00:00.500000").as_deref(),
+            Some("12:00:00.5")
+        );
+        assert_eq!(
+            pg_time_text("{\"2024-01-01 00:00:00.123456\",NULL}").as_deref(),
+            Some("{\"2024-01-01 00:00:00.123456\",NULL}")
+        );
+        assert_eq!(pg_time_text("2024-01-01 00:00:00+00"), None);
+    }
 
     #[test]
     fn floats_print_as_postgres_prints_them() {

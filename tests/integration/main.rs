@@ -11,6 +11,7 @@ mod faults;
 mod fuzz;
 mod jsonb_search;
 mod ops;
+mod pg_dump;
 mod plan_cache;
 mod protocol;
 mod qdrant_server;
