@@ -101,9 +101,12 @@ pub struct FrontArgs {
     /// Most bytes one result may carry (54000) [default: 1073741824]
     #[arg(long, env = "VECTORGATE_MAX_RESULT_BYTES")]
     pub max_result_bytes: Option<u64>,
-    /// Most bytes one COPY FROM STDIN may send (54000; the data is held until the COPY ends) [default: 1073741824]
+    /// Most bytes one COPY FROM STDIN may send (54000; rows before the limit stay written outside a transaction block) [default: no limit; COPY streams]
     #[arg(long, env = "VECTORGATE_MAX_COPY_BYTES")]
     pub max_copy_bytes: Option<usize>,
+    /// The embedded row store's page cache, in bytes (most of the proxy's memory beyond the vector index) [default: 1073741824]
+    #[arg(long, env = "VECTORGATE_EMBEDDED_CACHE_BYTES")]
+    pub embedded_cache_bytes: Option<usize>,
     /// On SIGTERM/SIGINT, how long running statements may take to finish, in milliseconds [default: 30000]
     #[arg(long, env = "VECTORGATE_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
@@ -129,6 +132,7 @@ impl FrontArgs {
             max_result_rows: self.max_result_rows.or(file.max_result_rows),
             max_result_bytes: self.max_result_bytes.or(file.max_result_bytes),
             max_copy_bytes: self.max_copy_bytes.or(file.max_copy_bytes),
+            embedded_cache_bytes: self.embedded_cache_bytes.or(file.embedded_cache_bytes),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(file.shutdown_timeout_ms),
         }
     }
@@ -162,7 +166,8 @@ pub struct Front {
     pub max_message_size: usize,
     pub max_result_rows: u64,
     pub max_result_bytes: u64,
-    pub max_copy_bytes: usize,
+    pub max_copy_bytes: Option<usize>,
+    pub embedded_cache_bytes: usize,
     pub shutdown_timeout: Duration,
 }
 
@@ -260,7 +265,10 @@ impl Front {
             max_message_size,
             max_result_rows: a.max_result_rows.unwrap_or(10_000_000).max(1),
             max_result_bytes: a.max_result_bytes.unwrap_or(1 << 30).max(1),
-            max_copy_bytes: a.max_copy_bytes.unwrap_or(1 << 30).max(1),
+            max_copy_bytes: a.max_copy_bytes.filter(|n| *n > 0),
+            embedded_cache_bytes: a
+                .embedded_cache_bytes
+                .unwrap_or(crate::store::embedded_rows::EmbeddedRows::DEFAULT_CACHE_BYTES),
             shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms.unwrap_or(30_000)),
         })
     }

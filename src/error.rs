@@ -163,6 +163,9 @@ pub enum Error {
     /// Anything else. The detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
+    /// An error with where it happened (the error's CONTEXT line: `COPY t, line 3`).
+    #[error("{inner}")]
+    Context { inner: Box<Error>, context: String },
 }
 
 impl Error {
@@ -214,6 +217,7 @@ impl Error {
             Error::InsufficientResources { .. } => "53000",
             Error::Transaction { code, .. } => code,
             Error::Internal(_) => "XX000",
+            Error::Context { inner, .. } => inner.sqlstate(),
         }
     }
 
@@ -224,6 +228,7 @@ impl Error {
             | Error::CheckViolation { detail, .. }
             | Error::DependentObjects { detail, .. }
             | Error::Detailed { detail, .. } => (!detail.is_empty()).then(|| detail.clone()),
+            Error::Context { inner, .. } => inner.detail(),
             _ => None,
         }
     }
@@ -241,7 +246,27 @@ impl Error {
             | Error::CheckViolation {
                 table, constraint, ..
             } => Some((table, constraint)),
+            Error::Context { inner, .. } => inner.constraint(),
             _ => None,
+        }
+    }
+
+    /// Where the error happened, as Postgres' CONTEXT line says it.
+    pub fn context(&self) -> Option<String> {
+        match self {
+            Error::Context { inner, context } => Some(match inner.context() {
+                Some(deeper) => format!("{deeper}\n{context}"),
+                None => context.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// This error, with where it happened (see [`Error::context`]).
+    pub fn within(self, context: String) -> Error {
+        Error::Context {
+            inner: Box::new(self),
+            context,
         }
     }
 
@@ -256,6 +281,7 @@ impl Error {
                 "the {store} behind vectorgate failed; the proxy keeps running, retry the statement"
             )),
             Error::InsufficientResources { hint, .. } => Some(hint.clone()),
+            Error::Context { inner, .. } => inner.hint(),
             _ => None,
         }
     }

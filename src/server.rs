@@ -61,7 +61,10 @@ async fn refuse(mut socket: tokio::net::TcpStream) {
 /// Open the stores the configuration names.
 pub async fn open_stores(config: &Config) -> Result<(Arc<dyn RowStore>, Arc<dyn VectorIndex>)> {
     let rows: Arc<dyn RowStore> = match &config.rows {
-        RowBackend::Embedded => Arc::new(EmbeddedRows::open(&config.data.join("rows.redb"))?),
+        RowBackend::Embedded => Arc::new(EmbeddedRows::open(
+            &config.data.join("rows.redb"),
+            config.front.embedded_cache_bytes,
+        )?),
         RowBackend::Scylla(cfg) => {
             let rows = ScyllaRows::connect(cfg).await?;
             tracing::info!(hosts = %cfg.hosts.join(","), keyspace = %cfg.keyspace, "rows are kept in the CQL cluster");

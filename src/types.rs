@@ -18,7 +18,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub mod binary;
 pub mod sparse;
+
+/// OID the proxy gives pgvector's `vector` type (as arrow-pg and the catalog do).
+pub const VECTOR_OID: i32 = 16385;
+/// OID of pgvector's `halfvec` (its array type `_halfvec` is the next).
+pub const HALFVEC_OID: i32 = VECTOR_OID + 2;
+/// OID of pgvector's `sparsevec` (its array type `_sparsevec` is the next).
+pub const SPARSEVEC_OID: i32 = VECTOR_OID + 4;
 
 /// Field metadata that marks a pgvector `vector` column for the wire encoder.
 pub const PG_VECTOR_KEY: &str = "pg.vector";

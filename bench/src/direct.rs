@@ -47,6 +47,7 @@ pub async fn search(
         Some(r) => r,
         None => Arc::new(vectorgate::store::embedded_rows::EmbeddedRows::open(
             &data_dir.join("rows.redb"),
+            vectorgate::store::embedded_rows::EmbeddedRows::DEFAULT_CACHE_BYTES,
         )?),
     };
     let index = vectorgate::store::edge_index::EdgeIndex::open(&data_dir.join("vectors"))?;

@@ -65,9 +65,17 @@ pub enum Output {
     Command(String),
     TransactionStart(String),
     TransactionEnd(String),
-    /// The client is to send COPY data for this many columns.
+    /// The client is to send COPY data for this many columns (in the binary format).
     CopyIn {
         columns: usize,
+        binary: bool,
+    },
+    /// COPY TO STDOUT: these rows (an [`Output::Rows`]), sent as `options` say; `names`
+    /// are the columns' (for a header line; empty for a query's).
+    CopyOut {
+        rows: Box<Output>,
+        names: Vec<String>,
+        options: copy::Options,
     },
     /// Rows a write returned (`RETURNING`), under the write's own command tag without
     /// its count (`INSERT 0`, `UPDATE`, `DELETE`).
@@ -631,7 +639,7 @@ impl Session {
     }
 
     /// Plan and run a query through DataFusion.
-    async fn query(&self, stmt: Statement) -> Result<Output> {
+    pub(crate) async fn query(&self, stmt: Statement) -> Result<Output> {
         match self.run_query(stmt.clone()).await {
             // A correlated subquery DataFusion could not decorrelate (SQLAlchemy's identity
             // lookup through pg_sequence) or plan (psql's `\d+`, which unnests an outer

@@ -243,12 +243,22 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             options,
             legacy_options,
             ..
-        } => {
-            let copy = super::copy::start(session, source, *to, target, options, legacy_options)?;
-            let columns = copy.columns();
-            *session.copy.lock() = Some(copy);
-            Output::CopyIn { columns }
-        }
+        } => match super::copy::start(session, source, *to, target, options, legacy_options)? {
+            super::copy::Started::In(copy) => {
+                let (columns, binary) = (copy.columns(), copy.binary());
+                *session.copy.lock() = Some(copy);
+                Output::CopyIn { columns, binary }
+            }
+            super::copy::Started::Out {
+                query,
+                names,
+                options,
+            } => Output::CopyOut {
+                rows: Box::new(session.query(*query).await?),
+                names,
+                options,
+            },
+        },
         Statement::StartTransaction { modes, .. } => {
             let read_only = transaction_modes(modes)?;
             if !session.tx.begin(read_only) {

@@ -138,14 +138,21 @@ impl EmbeddedRows {
         .await
     }
 
-    pub fn open(path: &Path) -> Result<EmbeddedRows> {
+    /// The page cache's size unless set (redb's own default).
+    pub const DEFAULT_CACHE_BYTES: usize = 1 << 30;
+
+    /// Open (or create) the database at `path`, with a page cache of `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<EmbeddedRows> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let db = Database::create(path).map_err(|e| Error::Unavailable {
-            store: "row store",
-            message: format!("cannot open the embedded database: {e}"),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|e| Error::Unavailable {
+                store: "row store",
+                message: format!("cannot open the embedded database: {e}"),
+            })?;
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(CATALOG).map_err(err)?;
         txn.open_table(OUTBOX).map_err(err)?;

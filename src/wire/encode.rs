@@ -390,11 +390,18 @@ pub async fn response(
         Output::TransactionStart(t) => Response::TransactionStart(Tag::new(&t)),
         Output::TransactionEnd(t) => Response::TransactionEnd(Tag::new(&t)),
         Output::Empty => Response::EmptyQuery,
-        Output::CopyIn { columns } => Response::CopyIn(pgwire::api::results::CopyResponse::new(
-            0,
-            columns,
-            futures::stream::empty(),
-        )),
+        Output::CopyIn { columns, binary } => {
+            Response::CopyIn(pgwire::api::results::CopyResponse::new(
+                i8::from(binary),
+                columns,
+                futures::stream::empty(),
+            ))
+        }
+        Output::CopyOut {
+            rows,
+            names,
+            options,
+        } => return copy_out(*rows, names, options, limits).await,
         Output::Rows { schema, mut stream } => {
             let cleaned = without_stale_vector_marks(&schema);
             let fields =
@@ -549,6 +556,83 @@ pub async fn response(
         q.set_command_tag(t);
     }
     Ok(response)
+}
+
+/// COPY TO STDOUT: the rows as a DataRow stream (text, or binary for the binary
+/// format), each row one CopyData, the head (binary signature, header line) in the first. Not bound by the result limits: it streams.
+/// A COPY of no rows with a head sends the head, then an empty CopyData, which
+/// [`super::send_copy_out`] takes as "the message before held no row".
+async fn copy_out(
+    rows: Output,
+    names: Vec<String>,
+    options: crate::sql::copy::Options,
+    limits: &super::StatementLimits,
+) -> Result<Response> {
+    use crate::sql::copy::Format as CopyFormat;
+    use pgwire::messages::copy::CopyData;
+    let binary = options.format == CopyFormat::Binary;
+    let unlimited = super::StatementLimits {
+        max_result_rows: u64::MAX,
+        max_result_bytes: u64::MAX,
+        ..limits.clone()
+    };
+    let format = if binary {
+        Format::UnifiedBinary
+    } else {
+        Format::UnifiedText
+    };
+    let Response::Query(q) = Box::pin(response(rows, &format, &unlimited)).await? else {
+        return Err(Error::internal("COPY TO of a statement without rows"));
+    };
+    let names = if names.is_empty() {
+        q.row_schema.iter().map(|f| f.name().to_string()).collect()
+    } else {
+        names
+    };
+    let columns = q.row_schema.len();
+    let head = options.head(&names);
+    let start = (
+        q.data_rows,
+        Some(head),
+        std::collections::VecDeque::new(),
+        false,
+    );
+    let stream =
+        futures::stream::unfold(start, move |(mut rows, mut head, mut pending, mut done)| {
+            let options = options.clone();
+            async move {
+                loop {
+                    if let Some(m) = pending.pop_front() {
+                        return Some((Ok(m), (rows, head, pending, done)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    match rows.next().await {
+                        Some(Ok(row)) => {
+                            let mut out = head.take().unwrap_or_default();
+                            options.row(row.field_count, &row.data, &mut out);
+                            let m = CopyData::new(out.into());
+                            return Some((Ok(m), (rows, head, pending, done)));
+                        }
+                        Some(Err(e)) => return Some((Err(e), (rows, head, pending, true))),
+                        None => {
+                            done = true;
+                            if let Some(h) = head.take().filter(|h| !h.is_empty()) {
+                                pending.push_back(CopyData::new(h.into()));
+                                pending.push_back(CopyData::new(bytes::Bytes::new()));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    // (The binary trailer is the response's to add.)
+    Ok(Response::CopyOut(pgwire::api::results::CopyResponse::new(
+        i8::from(binary),
+        columns,
+        stream,
+    )))
 }
 
 #[cfg(test)]

@@ -70,7 +70,7 @@ pub struct StatementLimits {
     pub max_query_length: usize,
     pub max_result_rows: u64,
     pub max_result_bytes: u64,
-    pub max_copy_bytes: usize,
+    pub max_copy_bytes: Option<usize>,
     pub statement_timeout: Option<std::time::Duration>,
     pub slow_query: Option<std::time::Duration>,
 }
@@ -155,8 +155,13 @@ impl CopyHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = self.parser.session(client);
-        if let Some(copy) = session.copy.lock().as_mut() {
-            copy.push(&copy_data.data, self.parser.limits.max_copy_bytes);
+        // Out of the session while it parses and writes (a connection's messages come
+        // one at a time, so nothing else wants it meanwhile).
+        let copy = session.copy.lock().take();
+        if let Some(mut copy) = copy {
+            copy.push(&session, &copy_data.data, self.parser.limits.max_copy_bytes)
+                .await;
+            *session.copy.lock() = Some(copy);
         }
         Ok(())
     }
@@ -175,12 +180,10 @@ impl CopyHandler for QueryHandler {
                 "COPY data without a COPY in progress".into(),
             )));
         };
-        let n = crate::sql::copy::finish(&session, copy)
-            .await
-            .map_err(|e| {
-                session.statement_failed();
-                to_pgwire(e)
-            })?;
+        let n = copy.finish(&session).await.map_err(|e| {
+            session.statement_failed();
+            to_pgwire(e)
+        })?;
         client.set_transaction_status(block_status(&session));
         client
             .send(PgWireBackendMessage::CommandComplete(
@@ -197,13 +200,62 @@ impl CopyHandler for QueryHandler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = self.parser.session(client);
-        session.copy.lock().take();
+        let copy = session.copy.lock().take();
         session.statement_failed();
-        to_pgwire(Error::QueryCanceled(format!(
-            "COPY from stdin failed: {}",
-            fail.message
-        )))
+        let e = Error::QueryCanceled(format!("COPY from stdin failed: {}", fail.message));
+        to_pgwire(match copy {
+            Some(copy) => copy.abandon(&session, e),
+            None => e,
+        })
     }
+}
+
+/// COPY TO STDOUT's messages, as Postgres sends them: CopyOutResponse, a CopyData per
+/// row, CopyDone and `COPY n`. (pgwire's own sender counts messages as rows and answers
+/// an error with a frontend message.) An error part-way ends it with the ErrorResponse.
+async fn send_copy_out<C>(
+    client: &mut C,
+    copy: pgwire::api::results::CopyResponse,
+) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    use futures::{SinkExt, StreamExt};
+    use pgwire::messages::copy::{CopyDone, CopyOutResponse};
+    let mut copy = copy;
+    let (formats, format, columns) = (copy.column_formats(), copy.format, copy.columns);
+    let data_stream = copy.data_stream();
+    client
+        .send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(
+            format,
+            columns as i16,
+            formats,
+        )))
+        .await?;
+    let mut rows = 0usize;
+    while let Some(data) = data_stream.next().await {
+        let data = data?;
+        if data.data.is_empty() {
+            // The message before was a head without a row (see encode::copy_out).
+            rows = rows.saturating_sub(1);
+            continue;
+        }
+        if data.data.as_ref() != [0xff, 0xff] {
+            rows += 1;
+        }
+        client.feed(PgWireBackendMessage::CopyData(data)).await?;
+    }
+    client
+        .feed(PgWireBackendMessage::CopyDone(CopyDone::new()))
+        .await?;
+    client
+        .send(PgWireBackendMessage::CommandComplete(
+            Tag::new("COPY").with_rows(rows).into(),
+        ))
+        .await?;
+    Ok(())
 }
 
 pub use crate::SERVER_VERSION;
@@ -225,6 +277,7 @@ pub fn error_info(e: &Error) -> pgwire::error::ErrorInfo {
         pgwire::error::ErrorInfo::new("ERROR".into(), e.sqlstate().into(), e.to_string());
     info.detail = e.detail();
     info.hint = e.hint();
+    info.where_context = e.context();
     if let Some((table, constraint)) = e.constraint() {
         // A table outside `public` is named `schema.table` in the catalog.
         let (schema, table) = table.split_once('.').unwrap_or(("public", table));
@@ -556,9 +609,9 @@ impl SimpleQueryHandler for QueryHandler {
                         pgwire::api::copy::send_copy_in_response(client, copy).await?;
                         client.set_state(PgWireConnectionState::CopyInProgress(false));
                     }
-                    Response::CopyOut(copy) => {
-                        pgwire::api::copy::send_copy_out_response(client, copy).await?
-                    }
+                    Response::CopyOut(copy) => send_copy_out(client, copy)
+                        .await
+                        .inspect_err(|_| session.statement_failed())?,
                     Response::CopyBoth(copy) => {
                         pgwire::api::copy::send_copy_both_response(client, copy).await?;
                         client.set_state(PgWireConnectionState::CopyInProgress(false));

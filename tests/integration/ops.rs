@@ -222,7 +222,8 @@ async fn statement_and_result_limits_have_their_own_sqlstates() {
         .await
         .expect_err("k over max_k");
     assert_eq!(sqlstate(&e), "22023", "{e:?}");
-    // A COPY over max_copy_bytes writes nothing; a smaller one goes through.
+    // A COPY over max_copy_bytes fails (this one in its first message, so nothing of it
+    // is written); a smaller one goes through.
     async fn copy(
         client: &tokio_postgres::Client,
         rows: i64,

@@ -386,20 +386,33 @@ async fn copy_from_stdin_in_text_and_csv() {
     .await
     .expect("csv copy");
     assert_eq!(n, 2);
-    // A malformed line fails the COPY with its line number, and none of its rows are stored.
+    // A malformed line fails the COPY with its line number (the CONTEXT line, as
+    // Postgres gives it); outside a block the rows before it stay written, and the
+    // context says so.
     let e = copy_in(
         &client,
         "COPY c FROM STDIN",
-        "5\tfive\t{}\t[1,0]\n6\tsix\t{}\t[1,0,0]\n",
+        "5\tfive\t{}\t[1,0]\n6\tsix\t{}\t[1,0,0]\n7\tseven\t{}\t[1,0]\n",
     )
     .await
     .expect_err("bad line");
     assert_eq!(super::sqlstate(&e), "22000");
-    assert!(
-        e.as_db_error()
-            .is_some_and(|d| d.message().contains("line 2")),
-        "{e:?}"
-    );
+    let context = e.as_db_error().and_then(|d| d.where_()).unwrap_or_default();
+    assert!(context.contains("COPY c, line 2"), "{e:?}");
+    assert!(context.contains("the row before this was written"), "{e:?}");
+    // In a block the COPY's rows go with the block.
+    client.batch_execute("BEGIN").await.expect("begin");
+    let e = copy_in(
+        &client,
+        "COPY c FROM STDIN",
+        "8\teight\t{}\t[1,0]\n9\tnine\t{}\t[x]\n",
+    )
+    .await
+    .expect_err("bad line in a block");
+    assert_eq!(super::sqlstate(&e), "22P02", "{e:?}");
+    let context = e.as_db_error().and_then(|d| d.where_()).unwrap_or_default();
+    assert_eq!(context, "COPY c, line 2", "{e:?}");
+    client.batch_execute("ROLLBACK").await.expect("rollback");
     let rows = client
         .query("SELECT id, title FROM c ORDER BY id", &[])
         .await
@@ -411,7 +424,8 @@ async fn copy_from_stdin_in_text_and_csv() {
             (1, Some("one".into())),
             (2, None),
             (3, Some("with, comma".into())),
-            (4, None)
+            (4, None),
+            (5, Some("five".into())),
         ]
     );
     let hits = client

@@ -32,12 +32,7 @@ pub use functions::{
 };
 pub use information_schema::InformationSchema;
 
-/// OID the proxy gives pgvector's `vector` type (as arrow-pg and the catalog do).
-pub const VECTOR_OID: i32 = 16385;
-/// OID of pgvector's `halfvec` (its array type `_halfvec` is the next).
-pub const HALFVEC_OID: i32 = VECTOR_OID + 2;
-/// OID of pgvector's `sparsevec` (its array type `_sparsevec` is the next).
-pub const SPARSEVEC_OID: i32 = VECTOR_OID + 4;
+pub use crate::types::{HALFVEC_OID, SPARSEVEC_OID, VECTOR_OID};
 
 /// The Postgres type OID and type modifier of a declared column type.
 pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
