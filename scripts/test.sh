@@ -110,9 +110,9 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     $as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
         -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1" start >/dev/null
     cleanup+=("$as_pg $pg_bin/pg_ctl -D $pg_dir/data -m immediate stop" "rm -rf $pg_dir")
-    run_pass "marked sql/*.slt files on PostgreSQL 15, and a pg_dump of it restored" \
+    run_pass "marked sql/*.slt files on PostgreSQL 15, a pg_dump of it restored, COPY TO against it" \
         VECTORGATE_TEST_POSTGRES="postgres://oracle@127.0.0.1:$pg_port/postgres" \
-        -- --test integration -- slt_files_marked_for_it_pass_on_postgres pg_dump
+        -- --test integration -- slt_files_marked_for_it_pass_on_postgres pg_dump copy_to_writes_what_postgres_writes
     run_pass "a pg_dump of PostgreSQL 15 restored, rows in Cassandra" \
         VECTORGATE_TEST_POSTGRES="postgres://oracle@127.0.0.1:$pg_port/postgres" \
         VECTORGATE_TEST_CASSANDRA="$cassandra" -- --test integration pg_dump

@@ -13,6 +13,7 @@ pub mod advisory;
 pub mod catalog;
 pub mod ddl;
 pub mod health;
+pub mod progress;
 pub mod sequences;
 pub mod sync;
 pub mod tx;
@@ -78,6 +79,8 @@ pub struct Core {
     changing: Mutex<std::collections::HashSet<String>>,
     /// The advisory locks this proxy's sessions hold.
     pub(crate) advisory: advisory::Held,
+    /// The COPYs running on this proxy (`pg_stat_progress_copy`).
+    pub copies: progress::Copies,
 }
 
 /// A table's collection rebuilt from its rows while this lives.
@@ -161,6 +164,7 @@ impl Core {
             watch,
             changing: Default::default(),
             advisory: Default::default(),
+            copies: Default::default(),
         });
         // Tables another proxy created, whose index was lost, or that missed writes while
         // the index was away: bring their collections up to date from the rows now, or,

@@ -20,6 +20,7 @@ use datafusion::sql::sqlparser::ast::{
 use super::Session;
 use super::defaults::Defaults;
 use super::statements::{check_row, ident_name, table_name, write_rows};
+use crate::engine::progress::CopyProgress;
 use crate::error::{Error, Result};
 use crate::store::{Row, TableDef, WriteMode};
 use crate::types::Value;
@@ -264,12 +265,14 @@ pub struct CopyIn {
     /// The COPY failed part-way: its remaining data is dropped, the error goes to the
     /// client at its end.
     failed: Option<Error>,
+    /// What `pg_stat_progress_copy` shows of it.
+    progress: Arc<CopyProgress>,
 }
 
 /// What a COPY statement starts.
 pub enum Started {
     /// The client sends data: [`CopyIn::push`] takes it, [`CopyIn::finish`] ends it.
-    In(CopyIn),
+    In(Box<CopyIn>),
     /// Rows go to the client: the query, the column names and the options to send them with.
     Out {
         query: Box<Statement>,
@@ -314,7 +317,13 @@ pub fn start(
         .core
         .table(&table_name(name as &ObjectName)?)?;
     let targets = targets(&def, columns)?;
-    Ok(Started::In(CopyIn {
+    let progress = session.engine.core.copies.start(
+        session.pid(),
+        session.database_name(),
+        &def.name,
+        "COPY FROM",
+    );
+    Ok(Started::In(Box::new(CopyIn {
         def,
         targets,
         options,
@@ -328,7 +337,8 @@ pub fn start(
         started: false,
         ended: false,
         failed: None,
-    }))
+        progress,
+    })))
 }
 
 /// The columns a COPY names (all the visible ones if it names none).
@@ -398,6 +408,7 @@ impl CopyIn {
             return;
         }
         self.received += bytes.len();
+        self.progress.received(bytes.len());
         if let Some(cap) = cap
             && self.received > cap
         {
@@ -525,6 +536,7 @@ impl CopyIn {
                     })
                 })?;
             self.written += n;
+            self.progress.written(n);
         }
         bad.map_or(Ok(()), Err)
     }

@@ -153,11 +153,14 @@ impl Engine {
                 .ok_or_else(|| Error::internal("default catalog missing"))?,
             shared: Arc::downgrade(&shared),
         });
+        // `public` finds the system views Postgres' search path finds there too.
+        let system: tables::System = Arc::default();
         database.register_schema(
             "public",
             Arc::new(tables::Tables {
                 shared: Arc::downgrade(&shared),
                 schema: "public".into(),
+                system: system.clone(),
             }),
         )?;
         ctx.register_catalog(DATABASE, database);
@@ -182,15 +185,15 @@ impl Engine {
             .catalog(DATABASE)
             .ok_or_else(|| Error::internal("default catalog missing"))?;
         if let Some(inner) = catalog.schema("pg_catalog") {
-            catalog.register_schema(
-                "pg_catalog",
+            let overlay: Arc<dyn datafusion::catalog::SchemaProvider> =
                 Arc::new(catalog::PgCatalogOverlay {
                     inner,
                     shared: Arc::downgrade(&shared),
                     seen: seen.clone(),
                     databases: databases.clone(),
-                }),
-            )?;
+                });
+            catalog.register_schema("pg_catalog", overlay.clone())?;
+            let _ = system.set(overlay);
         }
         catalog.register_schema(
             "information_schema",
@@ -466,6 +469,8 @@ pub struct SessionOptions {
     /// The database the client named, when it is one CREATE DATABASE made
     /// (`current_database()`).
     pub database: Option<String>,
+    /// The process id the client was given (`pg_backend_pid()`).
+    pub pid: i32,
 }
 
 /// Where a session stands, as ReadyForQuery reports it.
@@ -539,6 +544,7 @@ impl Session {
         if let Some(db) = &options.database {
             ctx.register_udf(catalog::constant_text("current_database", db));
         }
+        ctx.register_udf(catalog::constant_int("pg_backend_pid", options.pid));
         // `current_setting` sees the session's own SETs, as SHOW does.
         let settings: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
         let (seen, opts) = (settings.clone(), options.clone());
@@ -580,6 +586,16 @@ impl Session {
     /// The database the session is connected to, when it is one CREATE DATABASE made.
     pub fn database(&self) -> Option<&str> {
         self.options.database.as_deref()
+    }
+
+    /// The name of the session's database, as `current_database()` gives it.
+    pub fn database_name(&self) -> &str {
+        self.database().unwrap_or(DATABASE)
+    }
+
+    /// The process id the client was given in BackendKeyData.
+    pub fn pid(&self) -> i32 {
+        self.options.pid
     }
 
     pub fn engine(&self) -> &Arc<Engine> {

@@ -246,7 +246,7 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
         } => match super::copy::start(session, source, *to, target, options, legacy_options)? {
             super::copy::Started::In(copy) => {
                 let (columns, binary) = (copy.columns(), copy.binary());
-                *session.copy.lock() = Some(copy);
+                *session.copy.lock() = Some(*copy);
                 Output::CopyIn { columns, binary }
             }
             super::copy::Started::Out {
@@ -739,10 +739,14 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         let Some(col) = columns.iter().find(|c| c.name == name) else {
             return Err(Error::UndefinedColumn(name.to_string()));
         };
-        if !matches!(col.ty, ColumnType::Jsonb | ColumnType::Json) {
+        if col.ty.is_vector() || index_options.tenant_key.as_deref() == Some(name) {
             return Err(Error::InvalidTableDefinition(format!(
-                "payload_exclude names json and jsonb columns only; \"{name}\" is {}",
-                col.ty.sql_name()
+                "payload_exclude cannot name \"{name}\": {}",
+                if col.ty.is_vector() {
+                    "it is a vector column"
+                } else {
+                    "it is the tenant_key"
+                }
             )));
         }
     }

@@ -91,6 +91,7 @@ impl CatalogProvider for Database {
                     Arc::new(Tables {
                         shared: self.shared.clone(),
                         schema: name.to_string(),
+                        system: System::default(),
                     }) as Arc<dyn SchemaProvider>
                 })
         })
@@ -110,7 +111,20 @@ impl CatalogProvider for Database {
 pub struct Tables {
     pub shared: std::sync::Weak<Core>,
     pub schema: String,
+    /// `pg_catalog`, once registered: `public` finds the views in [`BY_PUBLIC`] there.
+    pub system: System,
 }
+
+/// A schema registered after the one that refers to it.
+pub type System = Arc<std::sync::OnceLock<Arc<dyn SchemaProvider>>>;
+
+/// `pg_catalog` views found by their bare names, which the SQL front end does not
+/// qualify with `pg_catalog.` itself.
+const BY_PUBLIC: [&str; 3] = [
+    "pg_indexes",
+    "pg_available_extensions",
+    "pg_stat_progress_copy",
+];
 
 #[async_trait]
 impl SchemaProvider for Tables {
@@ -134,14 +148,12 @@ impl SchemaProvider for Tables {
         };
         let key = crate::store::qualified(&self.schema, name);
         // Not among the catalog names the SQL front end qualifies with `pg_catalog.`.
-        if self.schema == "public" && !shared.has_table(name) {
-            match name {
-                "pg_indexes" => return Ok(Some(super::catalog::pg_indexes(self.shared.clone()))),
-                "pg_available_extensions" => {
-                    return Ok(Some(Arc::new(super::catalog::PgAvailableExtensions)));
-                }
-                _ => {}
-            }
+        if self.schema == "public"
+            && !shared.has_table(name)
+            && BY_PUBLIC.contains(&name)
+            && let Some(system) = self.system.get()
+        {
+            return system.table(name).await;
         }
         Ok(shared
             .table(&key)
@@ -150,7 +162,7 @@ impl SchemaProvider for Tables {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        (self.schema == "public" && matches!(name, "pg_indexes" | "pg_available_extensions"))
+        (self.schema == "public" && BY_PUBLIC.contains(&name))
             || self
                 .shared
                 .upgrade()

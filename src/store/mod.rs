@@ -757,8 +757,8 @@ impl TableDef {
         out
     }
 
-    /// Whether the table option `payload_exclude = 'a, b'` keeps a (json) column out of
-    /// the index payload: filters on it are then applied after the join.
+    /// Whether the table option `payload_exclude = 'a, b'` keeps a column out of the
+    /// index payload: filters on it are then applied after the join.
     pub fn kept_out(&self, column: &str) -> bool {
         self.options
             .get("payload_exclude")

@@ -313,6 +313,7 @@ impl StatementParser {
                         .is_some_and(|v| v == "on"),
                     statement_timeout: self.limits.statement_timeout,
                     user: client.metadata().get(pgwire::api::METADATA_USER).cloned(),
+                    pid: client.pid_and_secret_key().0,
                 },
             )
         })

@@ -2,6 +2,7 @@
 //! free port with its own data directory and talks to it over the Postgres wire.
 
 mod cassandra;
+mod copy;
 mod databases;
 mod direct;
 mod durability;

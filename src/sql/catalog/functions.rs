@@ -521,6 +521,21 @@ pub fn constant_text(name: &str, value: &str) -> datafusion::logical_expr::Scala
     )
 }
 
+/// A function of no arguments that answers `value` (an integer).
+pub fn constant_int(name: &str, value: i32) -> datafusion::logical_expr::ScalarUDF {
+    datafusion::logical_expr::create_udf(
+        name,
+        vec![],
+        DataType::Int32,
+        datafusion::logical_expr::Volatility::Stable,
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Int32(Some(value)),
+            ))
+        }),
+    )
+}
+
 /// A setting's value by its lower-cased name.
 pub type SettingLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 

@@ -27,8 +27,8 @@ mod functions;
 mod information_schema;
 
 pub use functions::{
-    COLUMN_DEFAULT, FormatType, RELATION_NAME, TEXT_ARRAY_FUNCTIONS, TextArrays, constant_text,
-    current_setting_udf, extra_functions, key_functions, type_oid,
+    COLUMN_DEFAULT, FormatType, RELATION_NAME, TEXT_ARRAY_FUNCTIONS, TextArrays, constant_int,
+    constant_text, current_setting_udf, extra_functions, key_functions, type_oid,
 };
 pub use information_schema::InformationSchema;
 
@@ -85,7 +85,11 @@ pub type DatabasesRef = Arc<parking_lot::RwLock<Option<Weak<dyn super::DatabaseA
 impl SchemaProvider for PgCatalogOverlay {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.inner.table_names();
-        for extra in ["pg_indexes", "pg_available_extensions"] {
+        for extra in [
+            "pg_indexes",
+            "pg_available_extensions",
+            "pg_stat_progress_copy",
+        ] {
             if !names.iter().any(|n| n == extra) {
                 names.push(extra.into());
             }
@@ -101,6 +105,19 @@ impl SchemaProvider for PgCatalogOverlay {
         }
         if name == "pg_available_extensions" {
             return Ok(Some(Arc::new(PgAvailableExtensions)));
+        }
+        if name == "pg_stat_progress_copy" {
+            let (Some(classes), Some(namespaces)) = (
+                self.inner.table("pg_class").await?,
+                self.inner.table("pg_namespace").await?,
+            ) else {
+                return Ok(None);
+            };
+            return Ok(Some(Arc::new(PgStatProgressCopy {
+                classes,
+                namespaces,
+                shared: self.shared.clone(),
+            })));
         }
         let table = self.inner.table(name).await?;
         let more = match name {
@@ -182,7 +199,10 @@ impl SchemaProvider for PgCatalogOverlay {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        matches!(name, "pg_indexes" | "pg_available_extensions") || self.inner.table_exist(name)
+        matches!(
+            name,
+            "pg_indexes" | "pg_available_extensions" | "pg_stat_progress_copy"
+        ) || self.inner.table_exist(name)
     }
 }
 
@@ -871,11 +891,6 @@ impl TableProvider for PgSequence {
             projection.cloned(),
         )?)
     }
-}
-
-/// `pg_indexes` (also found without `pg_catalog.`, as on Postgres' search path).
-pub(crate) fn pg_indexes(shared: Weak<Core>) -> Arc<dyn TableProvider> {
-    Arc::new(PgIndexes { shared })
 }
 
 /// `pg_indexes`: every index of the tables (primary keys, UNIQUE constraints, indexes
@@ -1769,4 +1784,105 @@ impl TableProvider for PgAvailableExtensions {
 /// A created database's OID, the same in every query and on every proxy.
 fn database_oid(name: &str) -> i32 {
     20_000 + (sequence_oid(name) % 100_000)
+}
+
+/// `pg_stat_progress_copy`: the COPYs running on this proxy, with their rows and bytes
+/// so far, as in Postgres (`bytes_total` is 0: data from STDIN has no known size).
+#[derive(Debug)]
+struct PgStatProgressCopy {
+    classes: Arc<dyn TableProvider>,
+    namespaces: Arc<dyn TableProvider>,
+    shared: Weak<Core>,
+}
+
+impl PgStatProgressCopy {
+    fn columns() -> SchemaRef {
+        use datafusion::arrow::datatypes::Field;
+        Arc::new(datafusion::arrow::datatypes::Schema::new(
+            [
+                ("pid", DataType::Int32),
+                ("datid", DataType::Int32),
+                ("datname", DataType::Utf8),
+                ("relid", DataType::Int32),
+                ("command", DataType::Utf8),
+                ("type", DataType::Utf8),
+                ("bytes_processed", DataType::Int64),
+                ("bytes_total", DataType::Int64),
+                ("tuples_processed", DataType::Int64),
+                ("tuples_excluded", DataType::Int64),
+            ]
+            .map(|(n, t)| Field::new(n, t, true))
+            .to_vec(),
+        ))
+    }
+}
+
+#[async_trait]
+impl TableProvider for PgStatProgressCopy {
+    fn schema(&self) -> SchemaRef {
+        Self::columns()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let running = self
+            .shared
+            .upgrade()
+            .map(|s| s.copies.running())
+            .unwrap_or_default();
+        // Each table's OID, as pg_class gives it.
+        let mut oids = HashMap::new();
+        if !running.is_empty() {
+            let spaces = Namespaces::read(&self.namespaces, state).await?;
+            for b in read_all(&self.classes, state).await? {
+                let (Some(oid), Some(name), Some(ns)) = (
+                    column(&b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+                    column(&b, "relname").and_then(|c| c.as_string_opt::<i32>()),
+                    column(&b, "relnamespace").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+                ) else {
+                    continue;
+                };
+                for i in 0..b.num_rows() {
+                    if let Some(key) = spaces.key(ns.value(i), name.value(i)) {
+                        oids.insert(key, oid.value(i));
+                    }
+                }
+            }
+        }
+        let schema = Self::columns();
+        let batch = build_rows(
+            &schema,
+            running.len(),
+            |c, r| {
+                let copy = &running[r];
+                Some(match c {
+                    "pid" => Cell::Int(i64::from(copy.pid)),
+                    "datid" => Cell::Int(i64::from(database_oid(&copy.database))),
+                    "datname" => Cell::Text(copy.database.clone()),
+                    "relid" => Cell::Int(i64::from(*oids.get(&copy.table)?)),
+                    "command" => Cell::Text(copy.command.into()),
+                    "type" => Cell::Text("PIPE".into()),
+                    "bytes_processed" => Cell::Int(copy.bytes() as i64),
+                    "bytes_total" | "tuples_excluded" => Cell::Int(0),
+                    "tuples_processed" => Cell::Int(copy.tuples() as i64),
+                    _ => return None,
+                })
+            },
+            None,
+        )?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            schema,
+            projection.cloned(),
+        )?)
+    }
 }

@@ -197,7 +197,8 @@ fn column_of<'a>(e: &'a Expr, table: &TableDef) -> Option<&'a str> {
     match e {
         Expr::Column(Column { name, .. }) => {
             let idx = table.column_index(name)?;
-            (Some(idx) != table.vector_column).then_some(name.as_str())
+            // A column kept out of the payload (`payload_exclude`) is filtered after the join.
+            (Some(idx) != table.vector_column && !table.kept_out(name)).then_some(name.as_str())
         }
         Expr::Cast(c) => column_of(&c.expr, table),
         _ => None,
