@@ -583,7 +583,12 @@ impl SimpleQueryHandler for QueryHandler {
                 },
                 None => run.await,
             };
-            let responses = responses.inspect_err(|_| session.statement_failed())?;
+            let mut responses = responses.inspect_err(|_| session.statement_failed())?;
+            // A string of comments holds no statement: Postgres answers EmptyQueryResponse
+            // (pg_restore sends a dump's header comment alone and expects it).
+            if responses.is_empty() {
+                responses.push(Response::EmptyQuery);
+            }
             // The string stops at its first error, which fails an open block.
             if responses.iter().any(|r| matches!(r, Response::Error(_))) {
                 session.statement_failed();

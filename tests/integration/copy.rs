@@ -248,7 +248,7 @@ INSERT INTO r VALUES
  (1, E'tab\there\nnew line \\ back', 7, 1.5, ARRAY['a', 'b c'], '{"k": [1, "two"]}',
   '2024-01-02 03:04:05.5+00', true, '\x00ff', 12.5, '2024-02-29', '[1,2,3]'),
  (2, '', NULL, -0.25, '{}', NULL, NULL, false, NULL, NULL, NULL, '[0,0,1]'),
- (3, NULL, -3, NULL, ARRAY[NULL, 'q"uote', 'com,ma'], '"s"', '1999-12-31 23:59:59+00', NULL,
+ (3, NULL, -3, NULL, ARRAY['', 'q"uote', 'com,ma'], '"s"', '1999-12-31 23:59:59+00', NULL,
   '\x', -0.001, '1970-01-01', '[0.5,-1,2]'),
  (4, 'csv "quotes", commas; and \N literally', 0, 1e300, NULL, '[]', '2000-01-01 00:00:00+00',
   true, '\x5c0a', 0, '2000-01-01', '[1,1,1]'),
@@ -321,7 +321,7 @@ async fn every_format_round_trips_through_copy_to_and_from() {
         r#"id,tags
 1,"{a,""b c""}"
 2,{}
-3,"{NULL,""q\""uote"",""com,ma""}"
+3,"{"""",""q\""uote"",""com,ma""}"
 4,
 5,"{""{braces}""}"
 "#

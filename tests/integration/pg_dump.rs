@@ -4,9 +4,11 @@
 //! goes on where the source's does, and the vector column is searched as an exact
 //! ranking says. Debian's PostgreSQL has no pgvector, so the source keeps the vectors as
 //! text and the dump is given pgvector's column type (`public.vector(3)`) and an hnsw
-//! index, as a pgvector database's dump has them. Needs `VECTORGATE_TEST_POSTGRES` (a
-//! user that may create databases) and `pg_dump`/`psql`; skipped, saying so, without.
-//! Runs on whichever row store the pass gives.
+//! index, as a pgvector database's dump has them. The same database's custom-format
+//! dump (`pg_dump -Fc`) restores by `pg_restore -d` into a second proxy, row for row.
+//! Needs `VECTORGATE_TEST_POSTGRES` (a user that may create databases) and
+//! `pg_dump`/`pg_restore`/`psql`; skipped, saying so, without. Runs on whichever row
+//! store the pass gives.
 
 use std::process::Command;
 
@@ -72,6 +74,19 @@ async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<Stri
     out
 }
 
+/// Every table of the source holds the same rows in `target`.
+async fn same_rows(source: &tokio_postgres::Client, target: &tokio_postgres::Client, how: &str) {
+    for table in TABLES {
+        let sql = format!("SELECT * FROM {table}");
+        let (want, got) = (rows(source, &sql).await, rows(target, &sql).await);
+        assert!(!want.is_empty(), "{table} has rows");
+        assert_eq!(got.len(), want.len(), "{how}: {table}: row count");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{how}: {table}: a row");
+        }
+    }
+}
+
 fn tool(name: &str) -> bool {
     Command::new(name).arg("--version").output().is_ok()
 }
@@ -89,8 +104,8 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
         eprintln!("skipped: VECTORGATE_TEST_POSTGRES is not set (a PostgreSQL to dump from)");
         return;
     };
-    if !tool("pg_dump") || !tool("psql") {
-        eprintln!("skipped: pg_dump or psql is not installed");
+    if !tool("pg_dump") || !tool("psql") || !tool("pg_restore") {
+        eprintln!("skipped: pg_dump, pg_restore or psql is not installed");
         return;
     }
     let base: tokio_postgres::Config = url.parse().expect("VECTORGATE_TEST_POSTGRES");
@@ -150,6 +165,29 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
         "pg_dump: {}",
         String::from_utf8_lossy(&dump.stderr)
     );
+    // The same database in pg_dump's custom format, for pg_restore.
+    let custom = dir.path().join("dump.custom");
+    let out = Command::new("pg_dump")
+        .args([
+            "-h",
+            &host,
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "--no-password",
+            "-Fc",
+            "-f",
+        ])
+        .arg(&custom)
+        .arg(&db)
+        .output()
+        .expect("pg_dump -Fc");
+    assert!(
+        out.status.success(),
+        "pg_dump -Fc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // What a pgvector database's dump has: the vector type and its index.
     let text = String::from_utf8(dump.stdout).expect("utf-8 dump");
     assert!(
@@ -175,26 +213,17 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
     );
     let target = server.client().await;
 
-    for table in TABLES {
-        let sql = format!("SELECT * FROM {table}");
-        let (want, got) = (rows(&source, &sql).await, rows(&target, &sql).await);
-        assert!(!want.is_empty(), "{table} has rows");
-        assert_eq!(got.len(), want.len(), "{table}: row count");
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g, w, "{table}: a row");
-        }
-    }
+    same_rows(&source, &target, "psql -f").await;
     // Every sequence goes on where the source's does.
     let sequences = rows(&source, "SELECT sequencename::text FROM pg_sequences").await;
     assert_eq!(sequences.len(), 3, "docs_id_seq, orders_id_seq, invoice_no");
+    let mut next_values = Vec::new();
     for s in sequences {
         let name = s[0].clone().expect("a name");
         let sql = format!("SELECT nextval('{name}')");
-        assert_eq!(
-            rows(&target, &sql).await,
-            rows(&source, &sql).await,
-            "{name}"
-        );
+        let next = rows(&target, &sql).await;
+        assert_eq!(next, rows(&source, &sql).await, "{name}");
+        next_values.push((sql, next));
     }
     // The constraints came along: a duplicate email, a bad age, an orphan order.
     for (sql, code) in [
@@ -238,6 +267,25 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
         })
         .collect();
     assert_eq!(got, want, "the five nearest restored vectors");
+    // The custom-format dump, restored by pg_restore straight into a second proxy
+    // (its vectors stay text: the dump cannot be edited as the plain one was).
+    let second = Server::start();
+    let restore = Command::new("pg_restore")
+        .args(["--exit-on-error", "-d", &second.url()])
+        .arg(&custom)
+        .output()
+        .expect("pg_restore");
+    assert!(
+        restore.status.success(),
+        "pg_restore stopped: {}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let restored = second.client().await;
+    same_rows(&source, &restored, "pg_restore").await;
+    for (sql, next) in &next_values {
+        assert_eq!(&rows(&restored, sql).await, next, "pg_restore: {sql}");
+    }
+
     // Deleting a user deletes its orders (the foreign key's ON DELETE CASCADE).
     target
         .batch_execute("DELETE FROM users WHERE email = 'user2@example.com'")

@@ -501,6 +501,18 @@ pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> 
         set_config,
         always_visible("pg_function_is_visible"),
         always_visible("pg_type_is_visible"),
+        // A proxy is never a standby replaying a primary's log (pg_restore asks).
+        create_udf(
+            "pg_is_in_recovery",
+            vec![],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(|_args: &[ColumnarValue]| {
+                Ok(ColumnarValue::Scalar(
+                    datafusion::common::ScalarValue::Boolean(Some(false)),
+                ))
+            }),
+        ),
     ]);
     out
 }
