@@ -105,7 +105,10 @@ async fn a_copy_larger_than_memory_streams_with_bounded_memory() {
     // The several-GB COPY runs in the embedded pass; the passes with Cassandra or a
     // Qdrant server (slower stores, the same COPY code) send a smaller one, still many
     // times past every buffer the proxy has.
-    let total: u64 = if super::cassandra().is_some() || super::qdrant().is_some() {
+    // (Cassandra's test heap is 1 GB: 64 KiB rows fill its memtables fast.)
+    let total: u64 = if super::cassandra().is_some() {
+        64 << 20
+    } else if super::qdrant().is_some() {
         256 << 20
     } else {
         2 << 30
@@ -316,16 +319,30 @@ async fn every_format_round_trips_through_copy_to_and_from() {
          4\tcsv \"quotes\", commas; and \\\\N literally\n\
          5\té 🚀 \\r carriage\n"
     );
+    // A table's rows come in the store's order (Postgres too gives no order): sorted.
     let data = copy_out(&client, "COPY r (id, tags) TO STDOUT (FORMAT csv, HEADER)").await;
+    let text = String::from_utf8(data).expect("utf-8");
+    let (head, rest) = text.split_once('\n').expect("a header line");
+    let mut lines: Vec<&str> = rest.lines().collect();
+    lines.sort();
+    // Cassandra keeps an empty list as no list (the README says so).
+    let empty = if super::cassandra().is_some() {
+        "2,"
+    } else {
+        "2,{}"
+    };
     assert_eq!(
-        String::from_utf8(data).expect("utf-8"),
-        r#"id,tags
-1,"{a,""b c""}"
-2,{}
-3,"{"""",""q\""uote"",""com,ma""}"
-4,
-5,"{""{braces}""}"
-"#
+        (head, lines),
+        (
+            "id,tags",
+            vec![
+                r#"1,"{a,""b c""}""#,
+                empty,
+                r#"3,"{"""",""q\""uote"",""com,ma""}""#,
+                "4,",
+                r#"5,"{""{braces}""}""#,
+            ]
+        )
     );
 
     // psql's COPY TO STDOUT (the simple protocol) writes what the driver received, and
@@ -340,7 +357,12 @@ async fn every_format_round_trips_through_copy_to_and_from() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(out.stdout, text, "psql's COPY TO STDOUT");
+    let sorted = |bytes: &[u8]| {
+        let mut lines: Vec<Vec<u8>> = bytes.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(&out.stdout), sorted(&text), "psql's COPY TO STDOUT");
     client
         .batch_execute(&format!("CREATE TABLE r_psql {TABLE}"))
         .await
@@ -377,6 +399,12 @@ async fn copy_to_writes_what_postgres_writes_and_binary_copies_cross_over() {
         eprintln!("skipped: VECTORGATE_TEST_POSTGRES is not set (the PostgreSQL oracle)");
         return;
     };
+    if super::cassandra().is_some() {
+        // Cassandra keeps milliseconds of a timestamp and no empty list (README): the
+        // comparison is made in the embedded pass.
+        eprintln!("skipped: byte-for-byte comparison with Postgres runs on the embedded row store");
+        return;
+    }
     let (pg, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .expect("connect to PostgreSQL");
