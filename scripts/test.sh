@@ -84,6 +84,9 @@ run_pass "rows and vectors embedded" --
 
 step "Cassandra 5 (scripts/dev-cassandra)"
 export CASSANDRA_PORT="${VECTORGATE_TEST_CASSANDRA_PORT:-19042}"
+# Every test makes a keyspace of its own and the passes share one Cassandra: with a 1 GB
+# heap its old generation filled by the last Cassandra pass (timeouts, OutOfMemoryError).
+export CASSANDRA_HEAP="${CASSANDRA_HEAP:-2G}"
 cleanup=("scripts/dev-cassandra stop")
 on_exit() { for c in "${cleanup[@]}"; do $c >/dev/null 2>&1 || true; done; rm -rf "$logs"; }
 trap on_exit EXIT
