@@ -267,6 +267,9 @@ pub struct CopyIn {
     failed: Option<Error>,
     /// What `pg_stat_progress_copy` shows of it.
     progress: Arc<CopyProgress>,
+    /// The batch being written while the next one arrives and is parsed: how many rows
+    /// it wrote. One at a time, so that no row after a failed batch is written.
+    writing: Option<tokio::task::JoinHandle<(usize, Result<()>)>>,
 }
 
 /// What a COPY statement starts.
@@ -338,7 +341,81 @@ pub fn start(
         ended: false,
         failed: None,
         progress,
+        writing: None,
     })))
+}
+
+/// Records of a COPY to write as rows.
+struct Batch {
+    def: Arc<TableDef>,
+    targets: Vec<usize>,
+    records: Vec<(usize, Vec<Value>)>,
+    progress: Arc<CopyProgress>,
+}
+
+impl Batch {
+    /// Build the rows (defaults, types, NOT NULL) and write them; how many it wrote. A
+    /// record that cannot be a row ends the COPY there: the rows before it are written
+    /// first.
+    async fn write(self, session: Arc<Session>) -> (usize, Result<()>) {
+        let mut n = 0;
+        let done = self.write_counted(&session, &mut n).await;
+        (n, done)
+    }
+
+    async fn write_counted(self, session: &Session, written: &mut usize) -> Result<()> {
+        let Batch {
+            def,
+            targets,
+            records,
+            progress,
+        } = self;
+        let Some(&(first, _)) = records.first() else {
+            return Ok(());
+        };
+        let defaults = Defaults::prepare(
+            session,
+            &def,
+            (0..def.columns.len()).filter(|c| !targets.contains(c)),
+            records.len(),
+        )
+        .await?;
+        let mut rows: Vec<Row> = Vec::with_capacity(records.len());
+        let mut last = first;
+        let mut bad = None;
+        for (line, values) in records {
+            match check_row(&def, &targets, values, &defaults) {
+                Ok(row) => {
+                    rows.push(row);
+                    last = line;
+                }
+                Err(e) => {
+                    bad = Some(at(&def, e, line));
+                    break;
+                }
+            }
+        }
+        let n = rows.len();
+        if n > 0 {
+            write_rows(session, &def, rows, WriteMode::InsertNew)
+                .await
+                .map_err(|e| {
+                    e.within(if first == last {
+                        format!("COPY {}, line {first}", def.name)
+                    } else {
+                        format!("COPY {}, in lines {first} to {last}", def.name)
+                    })
+                })?;
+            progress.written(n);
+            *written = n;
+        }
+        bad.map_or(Ok(()), Err)
+    }
+}
+
+/// An error of a COPY's line.
+fn at(def: &TableDef, e: Error, line: usize) -> Error {
+    e.within(format!("COPY {}, line {line}", def.name))
 }
 
 /// The columns a COPY names (all the visible ones if it names none).
@@ -403,7 +480,7 @@ impl CopyIn {
 
     /// The next CopyData: parsed once enough has come, its rows written batch by batch.
     /// Past `cap` bytes in all (`max_copy_bytes`, if set) the COPY fails.
-    pub async fn push(&mut self, session: &Session, bytes: &[u8], cap: Option<usize>) {
+    pub async fn push(&mut self, session: &Arc<Session>, bytes: &[u8], cap: Option<usize>) {
         if self.failed.is_some() || self.ended {
             return;
         }
@@ -415,7 +492,7 @@ impl CopyIn {
             let e = Error::ProgramLimit(format!(
                 "COPY data is larger than the limit of {cap} bytes (max_copy_bytes)"
             ));
-            self.failed = Some(self.failure(session, e));
+            self.failed = Some(self.failure(session, e).await);
             return;
         }
         self.buf.extend_from_slice(bytes);
@@ -423,29 +500,49 @@ impl CopyIn {
             return;
         }
         if let Err(e) = self.step(session, false).await {
-            self.failed = Some(self.failure(session, e));
+            self.failed = Some(self.failure(session, e).await);
         }
         self.parse_at = PARSE_BYTES.max(self.buf.len() * 2);
     }
 
     /// The end of the data: the rest is parsed and written; returns the row count.
-    pub async fn finish(mut self, session: &Session) -> Result<usize> {
+    pub async fn finish(mut self, session: &Arc<Session>) -> Result<usize> {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        match self.step(session, true).await {
+        let done = match self.step(session, true).await {
+            Ok(()) => self.written().await,
+            Err(e) => Err(e),
+        };
+        match done {
             Ok(()) => Ok(self.written),
-            Err(e) => Err(self.failure(session, e)),
+            Err(e) => Err(self.failure(session, e).await),
         }
     }
 
     /// The client gave up (CopyFail): the rows written so far, to say so.
-    pub fn abandon(self, session: &Session, e: Error) -> Error {
-        self.failure(session, e)
+    pub async fn abandon(mut self, session: &Session, e: Error) -> Error {
+        self.failure(session, e).await
     }
 
-    /// An error that ends the COPY, with what it leaves written outside a block.
-    fn failure(&self, session: &Session, e: Error) -> Error {
+    /// Wait for the batch being written; count its rows.
+    async fn written(&mut self) -> Result<()> {
+        let Some(writing) = self.writing.take() else {
+            return Ok(());
+        };
+        let (n, done) = writing.await.map_err(Error::internal)?;
+        self.written += n;
+        done
+    }
+
+    /// An error that ends the COPY, with what it leaves written outside a block, once
+    /// the batch being written is; if that batch failed, its error is the one (its lines
+    /// come first).
+    async fn failure(&mut self, session: &Session, e: Error) -> Error {
+        let e = match self.written().await {
+            Ok(()) => e,
+            Err(first) => first,
+        };
         if self.written == 0 || session.tx.active() {
             return e;
         }
@@ -464,7 +561,7 @@ impl CopyIn {
 
     /// Parse what `buf` holds (all of it `at_end`, else up to its last whole record),
     /// writing each batch as it fills; at the end, the last batch too.
-    async fn step(&mut self, session: &Session, at_end: bool) -> Result<()> {
+    async fn step(&mut self, session: &Arc<Session>, at_end: bool) -> Result<()> {
         let parsed = match self.options.format {
             Format::Binary => self.parse_binary(at_end),
             _ => self.parse_text(at_end),
@@ -481,9 +578,11 @@ impl CopyIn {
         parsed
     }
 
-    /// Write what is parsed, in batches of up to [`BATCH_ROWS`], once there is a batch's
-    /// worth (rows or bytes), or `all` of it.
-    async fn write_batches(&mut self, session: &Session, all: bool) -> Result<()> {
+    /// Write is parsed, in batches of up to [`BATCH_ROWS`], once there is a batch's
+    /// worth (rows or bytes), or `all` of it. Each batch is written in a task of its own
+    /// once the one before it is written, so that the next one is received and parsed
+    /// meanwhile.
+    async fn write_batches(&mut self, session: &Arc<Session>, all: bool) -> Result<()> {
         let full = self.records.len() >= BATCH_ROWS || self.record_bytes >= BATCH_BYTES;
         if !(full || all) {
             return Ok(());
@@ -491,54 +590,17 @@ impl CopyIn {
         while !self.records.is_empty() {
             let n = self.records.len().min(BATCH_ROWS);
             let batch: Vec<(usize, Vec<Value>)> = self.records.drain(..n).collect();
-            self.write(session, batch).await?;
+            self.written().await?;
+            let batch = Batch {
+                def: self.def.clone(),
+                targets: self.targets.clone(),
+                records: batch,
+                progress: self.progress.clone(),
+            };
+            self.writing = Some(tokio::spawn(batch.write(session.clone())));
         }
         self.record_bytes = 0;
         Ok(())
-    }
-
-    /// Build one batch's rows (defaults, types, NOT NULL) and write them. A record that
-    /// cannot be a row ends the COPY there: the rows before it are written first.
-    async fn write(&mut self, session: &Session, batch: Vec<(usize, Vec<Value>)>) -> Result<()> {
-        let def = self.def.clone();
-        let defaults = Defaults::prepare(
-            session,
-            &def,
-            (0..def.columns.len()).filter(|c| !self.targets.contains(c)),
-            batch.len(),
-        )
-        .await?;
-        let mut rows: Vec<Row> = Vec::with_capacity(batch.len());
-        let mut lines = (batch[0].0, batch[0].0);
-        let mut bad = None;
-        for (line, values) in batch {
-            match check_row(&def, &self.targets, values, &defaults) {
-                Ok(row) => {
-                    rows.push(row);
-                    lines.1 = line;
-                }
-                Err(e) => {
-                    bad = Some(self.at(e, line));
-                    break;
-                }
-            }
-        }
-        if !rows.is_empty() {
-            let n = rows.len();
-            write_rows(session, &def, rows, WriteMode::InsertNew)
-                .await
-                .map_err(|e| {
-                    e.within(match lines {
-                        (first, last) if first == last => {
-                            format!("COPY {}, line {first}", def.name)
-                        }
-                        (first, last) => format!("COPY {}, in lines {first} to {last}", def.name),
-                    })
-                })?;
-            self.written += n;
-            self.progress.written(n);
-        }
-        bad.map_or(Ok(()), Err)
     }
 
     /// A record, checked for its field count.
@@ -560,7 +622,7 @@ impl CopyIn {
     }
 
     fn at(&self, e: Error, line: usize) -> Error {
-        e.within(format!("COPY {}, line {line}", self.def.name))
+        at(&self.def, e, line)
     }
 
     /// Text and CSV: every whole line (CSV: record, whose quoted fields may hold line

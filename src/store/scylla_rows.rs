@@ -18,6 +18,7 @@ use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::response::query_result::QueryResult;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlDate, CqlTimestamp, CqlValue, Row as CqlRow};
 
@@ -72,6 +73,14 @@ const LOG_CHUNK_BYTES: usize = 256 * 1024;
 const STORE: &str = "row store";
 /// How many single-partition requests run at once for one statement.
 const CONCURRENCY: usize = 64;
+/// How many statements on one partition (the outbox's) go into one unlogged batch: one
+/// request and one mutation for the store, where a request per entry cost as much as
+/// the row write itself. Single-partition batches are exempt from Cassandra's batch size
+/// warnings; this keeps them well under ScyllaDB's too.
+const PARTITION_BATCH: usize = 256;
+/// How many keys one existence check asks for at once (`key IN ?`): ScyllaDB refuses
+/// more than 100 partition key restrictions in one query by default.
+const KEYS_PER_READ: usize = 100;
 /// How many token-range scans run at once for one full scan.
 const SCAN_SPLITS: i64 = 8;
 
@@ -653,8 +662,7 @@ impl ScyllaRows {
                 ]
             })
             .collect();
-        self.execute_many(stmt, values).await?;
-        Ok(())
+        self.execute_batched(stmt, values).await
     }
 
     async fn ddl(&self, cql: &str) -> Result<()> {
@@ -935,6 +943,33 @@ impl ScyllaRows {
         .await
     }
 
+    /// Statements on one partition, as unlogged batches of up to [`PARTITION_BATCH`],
+    /// several at once.
+    async fn execute_batched(
+        &self,
+        stmt: PreparedStatement,
+        values: Vec<Vec<Option<CqlValue>>>,
+    ) -> Result<()> {
+        let session = self.session.clone();
+        let mut chunks = Vec::with_capacity(values.len().div_ceil(PARTITION_BATCH));
+        let mut values = values.into_iter().peekable();
+        while values.peek().is_some() {
+            chunks.push(values.by_ref().take(PARTITION_BATCH).collect::<Vec<_>>());
+        }
+        futures::stream::iter(chunks.into_iter().map(move |chunk| {
+            let session = session.clone();
+            let mut batch = Batch::new(BatchType::Unlogged);
+            for _ in 0..chunk.len() {
+                batch.append_statement(stmt.clone());
+            }
+            async move { session.batch(&batch, chunk).await.map_err(cql_err) }
+        }))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+        Ok(())
+    }
+
     /// The rows stored under each key (`None` where there is none).
     async fn fetch(
         &self,
@@ -968,11 +1003,48 @@ impl ScyllaRows {
     /// Whether each key exists.
     async fn exists(&self, def: &TableDef, keys: &[Vec<Value>]) -> Result<Vec<bool>> {
         let first_key = q(def.columns[def.primary_key[0]].stored_name());
-        Ok(self
-            .fetch(def, keys, &first_key)
-            .await?
-            .into_iter()
-            .map(|r| r.is_some())
+        if def.primary_key.len() > 1 || keys.len() < 2 {
+            return Ok(self
+                .fetch(def, keys, &first_key)
+                .await?
+                .into_iter()
+                .map(|r| r.is_some())
+                .collect());
+        }
+        // A one-column key is the partition key: many keys per request.
+        let stmt = self
+            .prepare(format!(
+                "SELECT {first_key} FROM {} WHERE {first_key} IN ?",
+                self.table(def)
+            ))
+            .await?;
+        let lv = Self::list_vectors(def);
+        let ty = &def.columns[def.primary_key[0]].ty;
+        let lists = keys
+            .chunks(KEYS_PER_READ)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|k| {
+                        to_cql(&k[0], ty, lv)?
+                            .ok_or_else(|| Error::internal("a key without a value"))
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(|l| vec![Some(CqlValue::List(l))])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut found = std::collections::HashSet::new();
+        for res in self.execute_many(stmt, lists).await? {
+            let rows = res.into_rows_result().map_err(cql_err)?;
+            for r in rows.rows::<CqlRow>().map_err(cql_err)? {
+                let mut r = r.map_err(cql_err)?;
+                let v = from_cql(r.columns.pop().flatten(), ty)?;
+                found.insert(super::keys::encode(&[v]));
+            }
+        }
+        Ok(keys
+            .iter()
+            .map(|k| found.contains(&super::keys::encode(k)))
             .collect())
     }
 }
@@ -1665,8 +1737,7 @@ impl RowStore for ScyllaRows {
                 ]
             })
             .collect();
-        self.execute_many(stmt, values).await?;
-        Ok(())
+        self.execute_batched(stmt, values).await
     }
 
     async fn get(&self, table: &TableDef, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>> {

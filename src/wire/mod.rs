@@ -204,7 +204,7 @@ impl CopyHandler for QueryHandler {
         session.statement_failed();
         let e = Error::QueryCanceled(format!("COPY from stdin failed: {}", fail.message));
         to_pgwire(match copy {
-            Some(copy) => copy.abandon(&session, e),
+            Some(copy) => copy.abandon(&session, e).await,
             None => e,
         })
     }
