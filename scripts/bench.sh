@@ -14,6 +14,9 @@
 # --statements measures only the per-statement section, next to a PostgreSQL 15 that it
 # starts on loopback (port BENCH_POSTGRES_PORT, default 15432) from Debian's
 # postgresql-15 package, installed if missing.
+# --ingest measures only the ingest section: one COPY per size up to --scale into the
+# embedded stores, Cassandra, and Cassandra with a Qdrant server (when ../shared/qdrant
+# exists), beside Cassandra's and Qdrant's own load rates of the same rows.
 # --jsonb measures only the section of searches filtered on a jsonb column beside the
 # same filters on ordinary columns (--jsonb-rows, default 100000; embedded stores).
 # Builds go to target/ in the clone, as `cargo build` does, unless CARGO_TARGET_DIR is set.
@@ -32,6 +35,7 @@ while [ $# -gt 0 ]; do
     --qdrant) qdrant=given plots=no cassandra=none; args+=("$1" "$2"); shift ;;
     --statements) postgres=start plots=no; args+=("$1") ;;
     --jsonb) plots=no cassandra=none; args+=("$1") ;;
+    --ingest) plots=no qdrant=optional; args+=("$1") ;;
     --no-cassandra) cassandra=none ;;
     --no-plots) plots=no ;;
     --cassandra) cassandra=given; args+=("$1" "$2"); shift ;;
@@ -83,9 +87,14 @@ if [ "$postgres" = start ]; then
   args+=(--postgres "postgres://bench@127.0.0.1:$pgport/postgres")
 fi
 
+qstart="$(cd .. && pwd)/shared/qdrant/start"
+if [ "$qdrant" = optional ]; then
+  if [ -x "$qstart" ]; then qdrant=start; else
+    echo "no Qdrant server (../shared/qdrant/start is absent): the ingest section runs without one"
+  fi
+fi
 if [ "$qdrant" = start ]; then
   # The Qdrant server build provided beside the clone for tests; a user passes --qdrant URL.
-  qstart="$(cd .. && pwd)/shared/qdrant/start"
   if [ ! -x "$qstart" ]; then
     echo "skipped: no Qdrant server (../shared/qdrant/start is absent; pass --qdrant http://host:6334)"
     exit 0

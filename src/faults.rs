@@ -123,6 +123,9 @@ impl VectorIndex for FaultyIndex {
         down()?;
         self.inner.delete_unflushed(table, ids).await
     }
+    fn bulk_load(&self, table: &TableDef, loading: bool) {
+        self.inner.bulk_load(table, loading)
+    }
     async fn make_durable(&self, table: &TableDef) -> Result<()> {
         down()?;
         self.inner.make_durable(table).await

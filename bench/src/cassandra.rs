@@ -35,6 +35,28 @@ pub async fn load(
     d: &Dataset,
     inflight: usize,
 ) -> anyhow::Result<f64> {
+    load_into(s, table, d, inflight, true).await
+}
+
+/// [`load`] into a table without indexes (Cassandra's own load rate), dropped after.
+pub async fn load_plain(
+    s: &Arc<Session>,
+    table: &str,
+    d: &Dataset,
+    inflight: usize,
+) -> anyhow::Result<f64> {
+    let rate = load_into(s, table, d, inflight, false).await;
+    drop_table(s, table).await;
+    rate
+}
+
+async fn load_into(
+    s: &Arc<Session>,
+    table: &str,
+    d: &Dataset,
+    inflight: usize,
+    sai: bool,
+) -> anyhow::Result<f64> {
     let ddl = [
         format!(
             "CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
@@ -54,7 +76,7 @@ pub async fn load(
         ),
         format!("CREATE INDEX {table}_cat ON {KEYSPACE}.{table} (cat) USING 'sai'"),
     ];
-    for q in &ddl {
+    for q in ddl.iter().take(if sai { 5 } else { 3 }) {
         s.query_unpaged(q.as_str(), ()).await?;
     }
     let insert = s

@@ -15,6 +15,7 @@
 mod cassandra;
 mod data;
 mod direct;
+mod ingest;
 mod jsonb;
 mod proxy;
 mod qdrant_server;
@@ -100,6 +101,11 @@ struct Args {
     /// Rows of the jsonb section's table.
     #[arg(long, default_value_t = 100_000)]
     jsonb_rows: usize,
+    /// Only the ingest section: one COPY of every size up to `--scale` into the embedded
+    /// stores, into `--cassandra` and into `--cassandra` with the `--qdrant` server, beside
+    /// the stores' own load rates, written between `<!-- ingest -->` markers.
+    #[arg(long)]
+    ingest: bool,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<usize> {
@@ -159,6 +165,20 @@ async fn main() -> anyhow::Result<()> {
         Some(hosts) => Some(cassandra::connect(hosts).await?),
         None => None,
     };
+    if args.ingest {
+        let settings = ingest::Settings {
+            sizes: &sizes,
+            dim: args.dim,
+            seed: args.seed,
+            cassandra: args.cassandra.as_deref().zip(session.clone()),
+            qdrant: args.qdrant.as_deref(),
+        };
+        let section = ingest::section(&settings, &bin, &work, &command).await;
+        let _ = std::fs::remove_dir_all(&work);
+        report::replace_section(&args.out, "ingest", &section?)?;
+        eprintln!("wrote the ingest section of {}", args.out.display());
+        return Ok(());
+    }
     if let Some(url) = &args.qdrant {
         let settings = qdrant_server::Settings {
             url,

@@ -12,6 +12,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Ident, ObjectName,
     Statement,
@@ -22,7 +24,7 @@ use super::defaults::Defaults;
 use super::statements::{check_row, ident_name, table_name, write_rows};
 use crate::engine::progress::CopyProgress;
 use crate::error::{Error, Result};
-use crate::store::{Row, TableDef, WriteMode};
+use crate::store::{Row, TableDef, VectorIndex, WriteMode};
 use crate::types::Value;
 
 /// Rows written per batch, at most.
@@ -270,6 +272,35 @@ pub struct CopyIn {
     /// The batch being written while the next one arrives and is parsed: how many rows
     /// it wrote. One at a time, so that no row after a failed batch is written.
     writing: Option<tokio::task::JoinHandle<(usize, Result<()>)>>,
+    /// Whether the table was found empty at the first batch (then the load is a bulk
+    /// load for the index, which builds its graph once the COPY ends).
+    looked: bool,
+    bulk: Option<BulkLoad>,
+}
+
+/// A COPY into an empty table with vectors, from its first batch until it ends.
+struct BulkLoad {
+    index: Arc<dyn VectorIndex>,
+    def: Arc<TableDef>,
+}
+
+impl BulkLoad {
+    fn start(index: Arc<dyn VectorIndex>, def: Arc<TableDef>) -> BulkLoad {
+        index.bulk_load(&def, true);
+        BulkLoad { index, def }
+    }
+}
+
+impl Drop for BulkLoad {
+    fn drop(&mut self) {
+        self.index.bulk_load(&self.def, false);
+    }
+}
+
+impl std::fmt::Debug for BulkLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BulkLoad({})", self.def.name)
+    }
 }
 
 /// What a COPY statement starts.
@@ -342,6 +373,8 @@ pub fn start(
         failed: None,
         progress,
         writing: None,
+        looked: false,
+        bulk: None,
     })))
 }
 
@@ -578,7 +611,23 @@ impl CopyIn {
         parsed
     }
 
-    /// Write is parsed, in batches of up to [`BATCH_ROWS`], once there is a batch's
+    /// A COPY into an empty table with vectors, outside a transaction block, is a bulk
+    /// load: the index builds its graph once, after the rows, instead of again and again
+    /// as they arrive.
+    async fn bulk_load(&self, session: &Session) -> Result<Option<BulkLoad>> {
+        if !self.def.indexed() || session.tx.active() {
+            return Ok(None);
+        }
+        let core = &session.engine.core;
+        let mut first = core.rows.scan(&self.def, 1, Some(1));
+        let empty = match first.next().await {
+            None => true,
+            Some(batch) => batch?.is_empty(),
+        };
+        Ok(empty.then(|| BulkLoad::start(core.index.clone(), self.def.clone())))
+    }
+
+    /// Write what is parsed, in batches of up to [`BATCH_ROWS`], once there is a batch's
     /// worth (rows or bytes), or `all` of it. Each batch is written in a task of its own
     /// once the one before it is written, so that the next one is received and parsed
     /// meanwhile.
@@ -586,6 +635,10 @@ impl CopyIn {
         let full = self.records.len() >= BATCH_ROWS || self.record_bytes >= BATCH_BYTES;
         if !(full || all) {
             return Ok(());
+        }
+        if !self.looked && !self.records.is_empty() {
+            self.looked = true;
+            self.bulk = self.bulk_load(session).await?;
         }
         while !self.records.is_empty() {
             let n = self.records.len().min(BATCH_ROWS);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,6 +34,8 @@ struct Shard {
     write: Mutex<()>,
     dirty: AtomicBool,
     unoptimized: AtomicBool,
+    /// Bulk loads under way: the optimiser waits for the last one to end.
+    loads: AtomicUsize,
     /// Replaced by a rebuilt generation: writers must look the shard up again.
     retired: AtomicBool,
     /// Group commit: updates applied so far, and how many of them a flush has made
@@ -144,6 +146,7 @@ fn new_shard(shard: EdgeShard) -> Shard {
         write: Mutex::new(()),
         dirty: AtomicBool::new(false),
         unoptimized: AtomicBool::new(true),
+        loads: AtomicUsize::new(0),
         retired: AtomicBool::new(false),
         applied: AtomicU64::new(0),
         flushed: AtomicU64::new(0),
@@ -205,7 +208,7 @@ fn maintain(s: &Shard) {
         let _g = s.write.lock();
         flush(&s.shard);
     }
-    if s.unoptimized.swap(false, Ordering::AcqRel) {
+    if s.loads.load(Ordering::Acquire) == 0 && s.unoptimized.swap(false, Ordering::AcqRel) {
         let _building = s.building.write();
         match s.shard.optimize() {
             Ok(true) => {
@@ -746,6 +749,21 @@ impl VectorIndex for EdgeIndex {
 
     async fn delete_unflushed(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()> {
         self.delete_points(table, ids, false).await
+    }
+
+    fn bulk_load(&self, table: &TableDef, loading: bool) {
+        let Ok(s) = self.shard(table.stored_name()) else {
+            return;
+        };
+        if loading {
+            s.loads.fetch_add(1, Ordering::AcqRel);
+        } else if s
+            .loads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            s.unoptimized.store(true, Ordering::Release);
+        }
     }
 
     async fn make_durable(&self, table: &TableDef) -> Result<()> {

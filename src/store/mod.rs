@@ -1061,6 +1061,11 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn delete_unflushed(&self, table: &TableDef, ids: Vec<uuid::Uuid>) -> Result<()> {
         self.delete(table, ids).await
     }
+    /// A bulk load into the table's collection begins (`true`) or ends (`false`): the
+    /// index may leave building its graph until the last load ends, as Qdrant advises
+    /// for large uploads, rather than rebuild it over and over while the points arrive.
+    /// Searches meanwhile stay exact on what is not built yet. By default nothing changes.
+    fn bulk_load(&self, _table: &TableDef, _loading: bool) {}
     /// Make every change applied to the table's collection so far durable.
     async fn make_durable(&self, _table: &TableDef) -> Result<()> {
         Ok(())

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use qdrant_client::qdrant::{
     self, BinaryQuantization, Condition, CreateCollection, CreateFieldIndexCollection,
     DatetimeRange, DeletePoints, FieldType, Filter, HnswConfigDiff, KeywordIndexParams,
@@ -36,6 +37,8 @@ use crate::error::{Error, Result};
 use crate::types::{ColumnType, Value};
 
 const STORE: &str = "vector index";
+/// How many chunks of one write are sent to the server at once.
+const UPSERTS_AT_ONCE: usize = 4;
 
 /// How to reach Qdrant.
 #[derive(Debug, Clone)]
@@ -879,22 +882,35 @@ impl VectorIndex for QdrantIndex {
 
     async fn upsert(&self, table: &TableDef, points: Vec<Point>) -> Result<()> {
         let name = self.collection_name(table);
+        // Chunks of distinct points go to the server several at a time, each applied
+        // before it returns (with more than one shard, an earlier chunk's points may be
+        // on another shard than a later one's, so no chunk can wait for the others);
+        // the same point twice keeps its order, one chunk after the other.
+        let distinct = {
+            let mut seen = HashSet::with_capacity(points.len());
+            points.iter().all(|p| seen.insert(p.id))
+        };
         let mut points = points
             .into_iter()
             .map(|p| point_struct(table, p))
             .peekable();
+        let mut chunks = Vec::new();
         while points.peek().is_some() {
-            let chunk: Vec<PointStruct> = points.by_ref().take(256).collect();
-            self.client
-                .upsert_points(UpsertPoints {
-                    collection_name: name.clone(),
-                    wait: Some(true),
-                    points: chunk,
-                    ..Default::default()
-                })
-                .await
-                .map_err(map_error)?;
+            chunks.push(points.by_ref().take(256).collect::<Vec<PointStruct>>());
         }
+        let client = &self.client;
+        futures::stream::iter(chunks.into_iter().map(|chunk| {
+            client.upsert_points(UpsertPoints {
+                collection_name: name.clone(),
+                wait: Some(true),
+                points: chunk,
+                ..Default::default()
+            })
+        }))
+        .buffered(if distinct { UPSERTS_AT_ONCE } else { 1 })
+        .map_err(map_error)
+        .try_collect::<Vec<_>>()
+        .await?;
         Ok(())
     }
 

@@ -634,3 +634,110 @@ async fn pg_stat_progress_copy_shows_a_running_copy() {
         .len();
     assert_eq!(n, 0);
 }
+
+/// Searches over the wire against the exact oracle: how many of the k nearest they found.
+async fn found(
+    client: &tokio_postgres::Client,
+    docs: &[super::search::Doc],
+    queries: &[Vec<f32>],
+) -> (usize, usize) {
+    let (mut hit, mut all) = (0, 0);
+    for q in queries {
+        let sql = format!(
+            "SELECT id FROM vector_search('bulk', '{}', {})",
+            super::vec_text(q),
+            super::search::K
+        );
+        let got: Vec<i64> = client
+            .query(sql.as_str(), &[])
+            .await
+            .expect("search")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let want = super::search::oracle(docs, q, |_| true, "l2");
+        hit += want.iter().filter(|id| got.contains(id)).count();
+        all += want.len();
+    }
+    (hit, all)
+}
+
+/// A COPY into an empty table is a bulk load (the index builds its graph after it):
+/// searched while it runs and after it ends, the table answers like any other, and a
+/// COPY into it once it has rows (no bulk load) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_into_an_empty_table_is_searched_right_during_and_after_it() {
+    use rand::SeedableRng;
+    let server = Server::start();
+    let client = server.client().await;
+    let watcher = server.client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE bulk (id bigint PRIMARY KEY, embedding vector({})) \
+             WITH (distance = 'l2', indexing_threshold_kb = 32)",
+            super::search::DIM
+        ))
+        .await
+        .expect("create");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let (docs, centers) = super::search::dataset(&mut rng);
+    let queries = super::search::queries_near(&centers, 20, &mut rng);
+    let text = |docs: &[super::search::Doc]| -> bytes::Bytes {
+        docs.iter()
+            .map(|d| format!("{}\t{}\n", d.id, super::vec_text(&d.v)))
+            .collect::<String>()
+            .into()
+    };
+    let (first, rest) = docs.split_at(2000);
+    let (second, third) = rest.split_at(500);
+
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY bulk FROM STDIN")
+        .await
+        .expect("copy");
+    futures::pin_mut!(sink);
+    sink.send(text(first)).await.expect("send");
+    // Searched while the COPY waits for more: what it has written so far.
+    let mut written = 0;
+    for _ in 0..200 {
+        written = watcher
+            .query_one("SELECT count(*) FROM bulk", &[])
+            .await
+            .expect("count")
+            .get::<_, i64>(0) as usize;
+        if written == first.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(written, first.len(), "the first 2,000 rows, written mid-COPY");
+    let (hit, all) = found(&watcher, first, &queries).await;
+    if super::qdrant().is_none() {
+        // The embedded index leaves its graph until the end: exact meanwhile. (A Qdrant
+        // server builds as its optimiser decides.)
+        assert_eq!(hit, all, "mid-COPY, with no graph built yet, searches are exact");
+    } else {
+        assert!(hit as f64 >= 0.9 * all as f64, "mid-COPY: {hit} of {all}");
+    }
+    sink.send(text(second)).await.expect("send");
+    assert_eq!(sink.finish().await.expect("finish"), 2500);
+
+    // After it (the graph built or being built): recall as the search tests ask of it.
+    let (hit, all) = found(&watcher, &docs[..2500], &queries).await;
+    assert!(
+        hit as f64 >= 0.9 * all as f64,
+        "after the bulk COPY: {hit} of {all}"
+    );
+    // A COPY into the table that has rows now, then every row searched.
+    assert_eq!(
+        copy_in(&client, "COPY bulk FROM STDIN", &text(third), 64 << 10)
+            .await
+            .expect("second copy"),
+        third.len() as u64
+    );
+    let (hit, all) = found(&watcher, &docs, &queries).await;
+    assert!(
+        hit as f64 >= 0.9 * all as f64,
+        "after the second COPY: {hit} of {all}"
+    );
+}
