@@ -89,7 +89,9 @@ async fn copy_all(server: &Server, d: &Dataset, chunks: &[bytes::Bytes]) -> anyh
 /// Seconds until the embedded index is built (the proxy idle for [`QUIET`], not counted).
 async fn embedded_ready(server: &Server) -> f64 {
     let t = Instant::now();
-    server.wait_for_index(QUIET, Duration::from_secs(7200)).await;
+    server
+        .wait_for_index(QUIET, Duration::from_secs(7200))
+        .await;
     (t.elapsed().saturating_sub(QUIET)).as_secs_f64()
 }
 
@@ -134,7 +136,8 @@ async fn qdrant_own(client: &Qdrant, collection: &str, d: &Dataset) -> anyhow::R
         .map(|at| {
             (at..(at + 256).min(d.vectors.len()))
                 .map(|i| {
-                    let payload = serde_json::json!({"cat": d.cats[i], "title": format!("doc {i}")});
+                    let payload =
+                        serde_json::json!({"cat": d.cats[i], "title": format!("doc {i}")});
                     PointStruct::new(
                         i as u64,
                         d.vectors[i].clone(),
@@ -192,7 +195,9 @@ async fn measure(s: &Settings<'_>, bin: &Path, work: &Path, n: usize) -> anyhow:
     let server = Server::start(bin, &dir.join("cassandra"), Some((hosts, &ks)))?;
     let rate = copy_all(&server, &d, &chunks).await?;
     let ready = embedded_ready(&server).await;
-    eprintln!("ingest {n}: Cassandra + embedded index {rate:.0} rows/s, index built {ready:.0} s later");
+    eprintln!(
+        "ingest {n}: Cassandra + embedded index {rate:.0} rows/s, index built {ready:.0} s later"
+    );
     m.loads.push(Load {
         into: "Cassandra, embedded index",
         rate,
@@ -202,7 +207,9 @@ async fn measure(s: &Settings<'_>, bin: &Path, work: &Path, n: usize) -> anyhow:
     let _ = drop_ks().await;
     let _ = std::fs::remove_dir_all(&dir);
 
-    let rate = crate::cassandra::load_plain(session, &format!("ingest_{}", data::short(n)), &d, 256).await?;
+    let rate =
+        crate::cassandra::load_plain(session, &format!("ingest_{}", data::short(n)), &d, 256)
+            .await?;
     eprintln!("ingest {n}: Cassandra's own prepared INSERTs {rate:.0} rows/s");
     m.cassandra = Some(rate);
 
@@ -212,7 +219,10 @@ async fn measure(s: &Settings<'_>, bin: &Path, work: &Path, n: usize) -> anyhow:
     let client = qdrant_client(url)?;
     let prefix = format!("vgingest{}_{}_", std::process::id(), n);
     let own = qdrant_own(&client, &format!("{prefix}own"), &d).await?;
-    eprintln!("ingest {n}: Qdrant's own upserts {:.0} points/s, green {:.0} s later", own.0, own.1);
+    eprintln!(
+        "ingest {n}: Qdrant's own upserts {:.0} points/s, green {:.0} s later",
+        own.0, own.1
+    );
     m.qdrant = Some(own);
     let _ = drop_ks().await;
     let server = Server::start_with(
@@ -306,12 +316,18 @@ fn markdown(all: &[Measured], s: &Settings<'_>, command: &str) -> String {
             o,
             "- {} rows: into the embedded stores {embedded:.0} rows/s (target 20,000: {}).",
             data::short(m.rows),
-            if embedded >= 20_000.0 { "met" } else { "missed" }
+            if embedded >= 20_000.0 {
+                "met"
+            } else {
+                "missed"
+            }
         );
         if let (Some(c), Some((q, _)), Some(both)) = (
             m.cassandra,
             m.qdrant,
-            m.loads.iter().find(|l| l.into == "Cassandra, Qdrant server"),
+            m.loads
+                .iter()
+                .find(|l| l.into == "Cassandra, Qdrant server"),
         ) {
             let slower = c.min(q);
             let _ = write!(
@@ -320,7 +336,11 @@ fn markdown(all: &[Measured], s: &Settings<'_>, command: &str) -> String {
                  own {slower:.0}: {:.2}x slower (target at most 1.5x: {}).",
                 both.rate,
                 slower / both.rate,
-                if slower / both.rate <= 1.5 { "met" } else { "missed" }
+                if slower / both.rate <= 1.5 {
+                    "met"
+                } else {
+                    "missed"
+                }
             );
         }
         let _ = writeln!(o);

@@ -710,12 +710,19 @@ async fn a_copy_into_an_empty_table_is_searched_right_during_and_after_it() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(written, first.len(), "the first 2,000 rows, written mid-COPY");
+    assert_eq!(
+        written,
+        first.len(),
+        "the first 2,000 rows, written mid-COPY"
+    );
     let (hit, all) = found(&watcher, first, &queries).await;
     if super::qdrant().is_none() {
         // The embedded index leaves its graph until the end: exact meanwhile. (A Qdrant
         // server builds as its optimiser decides.)
-        assert_eq!(hit, all, "mid-COPY, with no graph built yet, searches are exact");
+        assert_eq!(
+            hit, all,
+            "mid-COPY, with no graph built yet, searches are exact"
+        );
     } else {
         assert!(hit as f64 >= 0.9 * all as f64, "mid-COPY: {hit} of {all}");
     }
