@@ -126,7 +126,7 @@ impl VectorIndex for FaultyIndex {
     fn bulk_load(&self, table: &TableDef, loading: bool) {
         self.inner.bulk_load(table, loading)
     }
-    async fn make_durable(&self, table: &TableDef) -> Result<()> {
+    async fn make_durable(&self, table: &TableDef) -> Result<bool> {
         down()?;
         self.inner.make_durable(table).await
     }

@@ -31,6 +31,21 @@ pub async fn write_rows(
     mode: WriteMode,
     notices: &Notices,
 ) -> Result<()> {
+    store_rows(core, def, rows, mode)
+        .await?
+        .index(core, def, notices)
+        .await
+}
+
+/// [`write_rows`] up to the index: the rows are stored (with their outbox entries);
+/// what is left is the index's part. A writer with many batches (a COPY) stores the
+/// next batch while the index takes this one.
+pub async fn store_rows(
+    core: &Core,
+    def: &TableDef,
+    rows: Vec<Row>,
+    mode: WriteMode,
+) -> Result<Stored> {
     let points: Vec<_> = rows.iter().filter_map(|r| point_for_row(def, r)).collect();
     let unindexed: Vec<_> = rows
         .iter()
@@ -47,7 +62,34 @@ pub async fn write_rows(
         .collect();
     core.rows.write(def, rows, mode, ts).await?;
     crate::faults::after_row_write();
-    apply_to_index(core, def, points, unindexed, entries, notices).await
+    Ok(Stored {
+        points,
+        unindexed,
+        entries,
+    })
+}
+
+/// Rows in the row store whose change the index has yet to take.
+#[must_use = "the index has not taken the change yet (the outbox would replay it later)"]
+pub struct Stored {
+    points: Vec<Point>,
+    unindexed: Vec<uuid::Uuid>,
+    entries: Vec<OutboxEntry>,
+}
+
+impl Stored {
+    /// Send the change to `def`'s index.
+    pub async fn index(self, core: &Core, def: &TableDef, notices: &Notices) -> Result<()> {
+        apply_to_index(
+            core,
+            def,
+            self.points,
+            self.unindexed,
+            self.entries,
+            notices,
+        )
+        .await
+    }
 }
 
 /// Delete rows by key (with their outbox entries), then their points; returns how many
@@ -257,11 +299,13 @@ pub(crate) async fn clear_unflushed(core: &Core) {
             continue;
         };
         match core.index.make_durable(&def).await {
-            Ok(()) => {
+            Ok(true) => {
                 if let Err(e) = core.rows.outbox_clear(&def, &entries).await {
                     tracing::warn!(table = %def.name, error = %e, "outbox entries not cleared");
                 }
             }
+            // Put off (a bulk load): the next round asks again.
+            Ok(false) => core.unflushed.push(&table, entries),
             Err(e) => {
                 if super::health::is_index_failure(&e) {
                     core.health.trip(&e);

@@ -11,8 +11,11 @@
 //! sends (and the binary trailer, `-1` as an int16, after them).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::task::JoinHandle;
 
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Ident, ObjectName,
@@ -21,7 +24,7 @@ use datafusion::sql::sqlparser::ast::{
 
 use super::Session;
 use super::defaults::Defaults;
-use super::statements::{check_row, ident_name, table_name, write_rows};
+use super::statements::{check_row, ident_name, index_stored, store_rows, table_name};
 use crate::engine::progress::CopyProgress;
 use crate::error::{Error, Result};
 use crate::store::{Row, TableDef, VectorIndex, WriteMode};
@@ -31,6 +34,9 @@ use crate::types::Value;
 const BATCH_ROWS: usize = 1000;
 /// Bytes of data per batch, at most (rows of long vectors or documents come in fewer).
 const BATCH_BYTES: usize = 8 << 20;
+/// Batches written at once: one whose rows the row store takes, one the index takes,
+/// and one made ready meanwhile.
+const BATCHES_IN_FLIGHT: usize = 3;
 /// Data is parsed once this much has arrived (and at the end).
 const PARSE_BYTES: usize = 256 << 10;
 /// The binary format's signature, flags and header extension length.
@@ -269,9 +275,11 @@ pub struct CopyIn {
     failed: Option<Error>,
     /// What `pg_stat_progress_copy` shows of it.
     progress: Arc<CopyProgress>,
-    /// The batch being written while the next one arrives and is parsed: how many rows
-    /// it wrote. One at a time, so that no row after a failed batch is written.
-    writing: Option<tokio::task::JoinHandle<(usize, Result<()>)>>,
+    /// The last batch being written while the next ones arrive and are parsed (it waits
+    /// for those before it), a slot per batch in flight, and whether one failed.
+    writing: Option<Writing>,
+    slots: Arc<Semaphore>,
+    failed_batch: Arc<AtomicBool>,
     /// Whether the table was found empty at the first batch (then the load is a bulk
     /// load for the index, which builds its graph once the COPY ends).
     looked: bool,
@@ -373,76 +381,90 @@ pub fn start(
         failed: None,
         progress,
         writing: None,
+        slots: Arc::new(Semaphore::new(BATCHES_IN_FLIGHT)),
+        failed_batch: Arc::new(AtomicBool::new(false)),
         looked: false,
         bulk: None,
     })))
 }
 
-/// Records of a COPY to write as rows.
+/// Rows of a COPY to write, from lines `first` to `last`.
 struct Batch {
     def: Arc<TableDef>,
-    targets: Vec<usize>,
-    records: Vec<(usize, Vec<Value>)>,
+    rows: Vec<Row>,
+    first: usize,
+    last: usize,
     progress: Arc<CopyProgress>,
+    /// Set when the rows of a batch fail: the COPY stops taking data.
+    failed: Arc<AtomicBool>,
+}
+
+/// A batch being written: `stored` answers once its rows are stored (`true`) or failed
+/// (`false`; no later batch may write then); its task ends once the index has them too,
+/// with how many rows it and the batches before it in its chain wrote, and the first
+/// error among them.
+#[derive(Debug)]
+struct Writing {
+    stored: oneshot::Receiver<bool>,
+    task: JoinHandle<(usize, Result<()>)>,
 }
 
 impl Batch {
-    /// Build the rows (defaults, types, NOT NULL) and write them; how many it wrote. A
-    /// record that cannot be a row ends the COPY there: the rows before it are written
-    /// first.
-    async fn write(self, session: Arc<Session>) -> (usize, Result<()>) {
-        let mut n = 0;
-        let done = self.write_counted(&session, &mut n).await;
-        (n, done)
-    }
-
-    async fn write_counted(self, session: &Session, written: &mut usize) -> Result<()> {
+    /// Store the rows once the batch before (`before`) has stored its own, then hand them
+    /// to the index once it has taken that batch's: so the row store takes this batch
+    /// while the index takes the one before, and each takes them in order. A batch after
+    /// one that failed writes nothing.
+    async fn write(
+        self,
+        session: Arc<Session>,
+        before: Option<Writing>,
+        stored: oneshot::Sender<bool>,
+        _permit: OwnedSemaphorePermit,
+    ) -> (usize, Result<()>) {
+        let (before_ok, before) = match before {
+            Some(w) => (w.stored.await.unwrap_or(false), Some(w.task)),
+            None => (true, None),
+        };
+        let earlier = async {
+            match before {
+                Some(task) => task.await.unwrap_or_else(|e| (0, Err(Error::internal(e)))),
+                None => (0, Ok(())),
+            }
+        };
+        if !before_ok {
+            let _ = stored.send(false);
+            return earlier.await;
+        }
         let Batch {
             def,
-            targets,
-            records,
+            rows,
+            first,
+            last,
             progress,
+            failed,
         } = self;
-        let Some(&(first, _)) = records.first() else {
-            return Ok(());
-        };
-        let defaults = Defaults::prepare(
-            session,
-            &def,
-            (0..def.columns.len()).filter(|c| !targets.contains(c)),
-            records.len(),
-        )
-        .await?;
-        let mut rows: Vec<Row> = Vec::with_capacity(records.len());
-        let mut last = first;
-        let mut bad = None;
-        for (line, values) in records {
-            match check_row(&def, &targets, values, &defaults) {
-                Ok(row) => {
-                    rows.push(row);
-                    last = line;
-                }
-                Err(e) => {
-                    bad = Some(at(&def, e, line));
-                    break;
-                }
-            }
-        }
         let n = rows.len();
-        if n > 0 {
-            write_rows(session, &def, rows, WriteMode::InsertNew)
-                .await
-                .map_err(|e| {
-                    e.within(if first == last {
-                        format!("COPY {}, line {first}", def.name)
-                    } else {
-                        format!("COPY {}, in lines {first} to {last}", def.name)
-                    })
-                })?;
-            progress.written(n);
-            *written = n;
-        }
-        bad.map_or(Ok(()), Err)
+        let within = |e: Error| {
+            e.within(if first == last {
+                format!("COPY {}, line {first}", def.name)
+            } else {
+                format!("COPY {}, in lines {first} to {last}", def.name)
+            })
+        };
+        let kept = match store_rows(&session, &def, rows, WriteMode::InsertNew).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                failed.store(true, Ordering::Release);
+                let _ = stored.send(false);
+                let (m, done) = earlier.await;
+                return (m, done.and(Err(within(e))));
+            }
+        };
+        progress.written(n);
+        let _ = stored.send(true);
+        let (m, done) = earlier.await;
+        let indexed = index_stored(&session, &def, kept).await;
+        (m + n, done.and(indexed.map_err(within)))
     }
 }
 
@@ -558,12 +580,12 @@ impl CopyIn {
         self.failure(session, e).await
     }
 
-    /// Wait for the batch being written; count its rows.
+    /// Wait for the batches being written; count their rows.
     async fn written(&mut self) -> Result<()> {
         let Some(writing) = self.writing.take() else {
             return Ok(());
         };
-        let (n, done) = writing.await.map_err(Error::internal)?;
+        let (n, done) = writing.task.await.map_err(Error::internal)?;
         self.written += n;
         done
     }
@@ -628,9 +650,11 @@ impl CopyIn {
     }
 
     /// Write what is parsed, in batches of up to [`BATCH_ROWS`], once there is a batch's
-    /// worth (rows or bytes), or `all` of it. Each batch is written in a task of its own
-    /// once the one before it is written, so that the next one is received and parsed
-    /// meanwhile.
+    /// worth (rows or bytes), or `all` of it. The rows of a batch are made here, in line
+    /// order (defaults may draw from sequences); each is written in a task of its own
+    /// (see [`Batch::write`]), up to [`BATCHES_IN_FLIGHT`] at once, while the next ones
+    /// arrive and are parsed. A record that cannot be a row ends the COPY there, once
+    /// the rows before it are written.
     async fn write_batches(&mut self, session: &Arc<Session>, all: bool) -> Result<()> {
         let full = self.records.len() >= BATCH_ROWS || self.record_bytes >= BATCH_BYTES;
         if !(full || all) {
@@ -641,19 +665,76 @@ impl CopyIn {
             self.bulk = self.bulk_load(session).await?;
         }
         while !self.records.is_empty() {
+            if self.failed_batch.load(Ordering::Acquire) {
+                // Its error, after the batches before it.
+                self.written().await?;
+                return Err(Error::internal("a COPY batch failed without an error"));
+            }
             let n = self.records.len().min(BATCH_ROWS);
-            let batch: Vec<(usize, Vec<Value>)> = self.records.drain(..n).collect();
-            self.written().await?;
-            let batch = Batch {
-                def: self.def.clone(),
-                targets: self.targets.clone(),
-                records: batch,
-                progress: self.progress.clone(),
-            };
-            self.writing = Some(tokio::spawn(batch.write(session.clone())));
+            let records: Vec<(usize, Vec<Value>)> = self.records.drain(..n).collect();
+            let (batch, bad) = self.batch(session, records).await?;
+            if !batch.rows.is_empty() {
+                let permit = self
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(Error::internal)?;
+                let (stored, answer) = oneshot::channel();
+                let task =
+                    tokio::spawn(batch.write(session.clone(), self.writing.take(), stored, permit));
+                self.writing = Some(Writing {
+                    stored: answer,
+                    task,
+                });
+            }
+            if let Some(e) = bad {
+                return Err(e);
+            }
         }
         self.record_bytes = 0;
         Ok(())
+    }
+
+    /// The rows of `records` (defaults, types, NOT NULL) up to the first that cannot be a
+    /// row, and that one's error.
+    async fn batch(
+        &self,
+        session: &Session,
+        records: Vec<(usize, Vec<Value>)>,
+    ) -> Result<(Batch, Option<Error>)> {
+        let first = records.first().map_or(0, |(line, _)| *line);
+        let defaults = Defaults::prepare(
+            session,
+            &self.def,
+            (0..self.def.columns.len()).filter(|c| !self.targets.contains(c)),
+            records.len(),
+        )
+        .await?;
+        let mut rows: Vec<Row> = Vec::with_capacity(records.len());
+        let mut last = first;
+        let mut bad = None;
+        for (line, values) in records {
+            match check_row(&self.def, &self.targets, values, &defaults) {
+                Ok(row) => {
+                    rows.push(row);
+                    last = line;
+                }
+                Err(e) => {
+                    bad = Some(self.at(e, line));
+                    break;
+                }
+            }
+        }
+        let batch = Batch {
+            def: self.def.clone(),
+            rows,
+            first,
+            last,
+            progress: self.progress.clone(),
+            failed: self.failed_batch.clone(),
+        };
+        Ok((batch, bad))
     }
 
     /// A record, checked for its field count.

@@ -20,6 +20,7 @@ use futures::TryStreamExt;
 use super::constraints::{FollowUp, Removal};
 use super::defaults::Defaults;
 use super::{Output, Session};
+use crate::engine::write::Stored;
 use crate::error::{Error, Result};
 use crate::store::options::IndexOptions;
 use crate::store::{ColumnDef, Distance, Row, TableDef, WriteMode, keys, now_micros};
@@ -1815,10 +1816,39 @@ pub(crate) async fn write_rows(
     rows: Vec<Row>,
     mode: WriteMode,
 ) -> Result<()> {
+    let stored = store_rows(session, def, rows, mode).await?;
+    index_stored(session, def, stored).await
+}
+
+/// The vector index's part of a write that [`store_rows`] left, if any.
+pub(crate) async fn index_stored(
+    session: &Session,
+    def: &TableDef,
+    stored: Option<Stored>,
+) -> Result<()> {
+    match stored {
+        Some(stored) => {
+            stored
+                .index(&session.engine.core, def, &session.notices)
+                .await
+        }
+        None => Ok(()),
+    }
+}
+
+/// [`write_rows`] up to the vector index: what is left for it, when there is a part of
+/// the write that can follow later (a plain write outside a block; a write with UNIQUE
+/// claims or into a block is done whole).
+pub(crate) async fn store_rows(
+    session: &Session,
+    def: &Arc<TableDef>,
+    rows: Vec<Row>,
+    mode: WriteMode,
+) -> Result<Option<Stored>> {
     super::constraints::check_written(session, def, &rows).await?;
     let referenced = session.engine.core.is_referenced(&def.name);
     if def.unique.is_empty() && !referenced {
-        return write_plain(session, def, rows, mode).await;
+        return store_plain(session, def, rows, mode).await;
     }
     // The rows replaced, for the values they give up.
     let olds: Vec<Option<Row>> = match mode {
@@ -1832,9 +1862,27 @@ pub(crate) async fn write_rows(
         super::constraints::check_updated(session, def, &olds, &rows).await?;
     }
     if def.unique.is_empty() {
-        return write_plain(session, def, rows, mode).await;
+        return store_plain(session, def, rows, mode).await;
     }
-    write_unique(session, def, rows, olds, mode).await
+    write_unique(session, def, rows, olds, mode).await?;
+    Ok(None)
+}
+
+/// [`store_rows`] without the UNIQUE constraints' claims.
+async fn store_plain(
+    session: &Session,
+    def: &Arc<TableDef>,
+    rows: Vec<Row>,
+    mode: WriteMode,
+) -> Result<Option<Stored>> {
+    let core = &session.engine.core;
+    if session.tx.active() {
+        session.tx.write(core, def, rows, mode).await?;
+        return Ok(None);
+    }
+    Ok(Some(
+        crate::engine::write::store_rows(core, def, rows, mode).await?,
+    ))
 }
 
 /// [`write_rows`] without the UNIQUE constraints' claims.
@@ -1844,11 +1892,8 @@ async fn write_plain(
     rows: Vec<Row>,
     mode: WriteMode,
 ) -> Result<()> {
-    let core = &session.engine.core;
-    if session.tx.active() {
-        return session.tx.write(core, def, rows, mode).await;
-    }
-    crate::engine::write::write_rows(core, def, rows, mode, &session.notices).await
+    let stored = store_plain(session, def, rows, mode).await?;
+    index_stored(session, def, stored).await
 }
 
 /// A write to a table with UNIQUE constraints: the values its rows bring are claimed

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
@@ -44,6 +44,8 @@ struct Shard {
     applied: AtomicU64,
     flushed: AtomicU64,
     flushing: Mutex<()>,
+    /// When the last flush began.
+    last_flush: Mutex<Instant>,
     /// Held (exclusively) by the optimiser while it rebuilds segments and flushes the
     /// result; deletes wait for it (see [`write_shard`]).
     building: RwLock<()>,
@@ -60,6 +62,7 @@ impl Shard {
             return;
         }
         let _g = self.write.lock();
+        *self.last_flush.lock() = Instant::now();
         let covered = self.applied.load(Ordering::Acquire);
         // A retired shard's points were copied (under the write lock) into its
         // successor, which was flushed when it was built.
@@ -151,6 +154,7 @@ fn new_shard(shard: EdgeShard) -> Shard {
         applied: AtomicU64::new(0),
         flushed: AtomicU64::new(0),
         flushing: Mutex::new(()),
+        last_flush: Mutex::new(Instant::now()),
         building: RwLock::new(()),
     }
 }
@@ -174,6 +178,10 @@ fn flush(shard: &EdgeShard) {
         }
     }
 }
+
+/// While a bulk load runs, the writes waiting to be made durable are flushed at most
+/// this often (their outbox entries keep them meanwhile).
+const FLUSH_WHILE_LOADING: Duration = Duration::from_secs(5);
 
 const SWAP_PANIC: &str = "segment holder lock acquired";
 
@@ -766,13 +774,21 @@ impl VectorIndex for EdgeIndex {
         }
     }
 
-    async fn make_durable(&self, table: &TableDef) -> Result<()> {
+    async fn make_durable(&self, table: &TableDef) -> Result<bool> {
         let Some(s) = self.shards.read().get(table.stored_name()).cloned() else {
-            return Ok(());
+            return Ok(true);
         };
+        // A flush holds the write lock and writes every file of the growing segment:
+        // after each batch of a bulk load it would cost the load a third of its time.
+        if s.loads.load(Ordering::Acquire) > 0
+            && s.last_flush.lock().elapsed() < FLUSH_WHILE_LOADING
+        {
+            return Ok(false);
+        }
         tokio::task::spawn_blocking(move || s.durable(s.applied.load(Ordering::Acquire)))
             .await
-            .map_err(err)
+            .map_err(err)?;
+        Ok(true)
     }
 
     async fn search(&self, table: &TableDef, query: &SearchQuery<'_>) -> Result<Vec<Hit>> {

@@ -1066,9 +1066,12 @@ pub trait VectorIndex: Send + Sync + 'static {
     /// for large uploads, rather than rebuild it over and over while the points arrive.
     /// Searches meanwhile stay exact on what is not built yet. By default nothing changes.
     fn bulk_load(&self, _table: &TableDef, _loading: bool) {}
-    /// Make every change applied to the table's collection so far durable.
-    async fn make_durable(&self, _table: &TableDef) -> Result<()> {
-        Ok(())
+    /// Make every change applied to the table's collection so far durable; `false` if
+    /// the index put that off (a bulk load is under way, and the index flushes it now
+    /// and then, not after every batch): the caller keeps what waits on it and asks
+    /// again later.
+    async fn make_durable(&self, _table: &TableDef) -> Result<bool> {
+        Ok(true)
     }
     /// Whether the table's collection is still being rebuilt after an option change, so
     /// that an approximate search of it now could answer worse than the settled index:

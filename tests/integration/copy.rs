@@ -512,6 +512,40 @@ async fn a_copy_failing_in_a_later_batch_keeps_the_batches_before_it() {
     );
     assert_eq!(count_m(&client).await, (2500, Some(2500)));
 
+    // A batch the row store refuses (a key already there, on line 1,500) stops the
+    // COPY there: the first batch stays, and none of the batches sent after the
+    // refused one is written, although they were parsed while it was being written.
+    client
+        .batch_execute("TRUNCATE m; INSERT INTO m VALUES (99999, 'there', '[0,0]')")
+        .await
+        .expect("one row");
+    let taken: String = (1..=5000)
+        .map(|i| {
+            let id = if i == 1500 { 99999 } else { i };
+            format!("{id}\tnote {i}\t[{i},1]\n")
+        })
+        .collect();
+    let e = copy_in(&client, "COPY m FROM STDIN", taken.as_bytes(), 4096)
+        .await
+        .expect_err("a taken key");
+    assert_eq!(super::sqlstate(&e), "23505", "{e:?}");
+    let context = e.as_db_error().and_then(|d| d.where_()).unwrap_or_default();
+    assert!(
+        context.contains("COPY m, in lines 1001 to 2000"),
+        "{context}"
+    );
+    assert!(
+        context.contains("1000 rows before this were written"),
+        "{context}"
+    );
+    assert_eq!(count_m(&client).await, (1001, Some(99999)));
+    let below: i64 = client
+        .query_one("SELECT count(*) FROM m WHERE id <= 1000", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(below, 1000);
+
     // In a block, nothing of it stays once the block rolls back.
     client
         .batch_execute("TRUNCATE m; BEGIN")
