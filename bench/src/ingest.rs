@@ -288,7 +288,8 @@ fn markdown(all: &[Measured], s: &Settings<'_>, command: &str) -> String {
          them, the same rows loaded by each store's own client: Cassandra's prepared \
          `INSERT`s (256 in flight) into a table with a `vector<float, {}>` column, and \
          Qdrant's upserts through qdrant-client (256 points per request, 4 requests in \
-         flight, each applied before it returns). One run on a shared 2-core machine.\n",
+         flight, each applied before it returns) into a collection with the proxy's payload \
+         and payload indexes (`id` and `cat` integer, `title` keyword). One run on a shared 2-core machine.\n",
         chrono::Utc::now().format("%Y-%m-%d"),
         s.dim,
         s.dim,
