@@ -264,7 +264,6 @@ pub struct CopyIn {
     record_bytes: usize,
     /// Lines (in binary, rows) read so far.
     lines: usize,
-    received: usize,
     written: usize,
     /// The binary header was read.
     started: bool,
@@ -374,7 +373,6 @@ pub fn start(
         records: Vec::new(),
         record_bytes: 0,
         lines: 0,
-        received: 0,
         written: 0,
         started: false,
         ended: false,
@@ -539,10 +537,9 @@ impl CopyIn {
         if self.failed.is_some() || self.ended {
             return;
         }
-        self.received += bytes.len();
         self.progress.received(bytes.len());
         if let Some(cap) = cap
-            && self.received > cap
+            && self.progress.bytes() > cap as u64
         {
             let e = Error::ProgramLimit(format!(
                 "COPY data is larger than the limit of {cap} bytes (max_copy_bytes)"
