@@ -443,11 +443,11 @@ impl Batch {
         } = self;
         let n = rows.len();
         let within = |e: Error| {
-            e.within(if first == last {
-                format!("COPY {}, line {first}", def.name)
+            if first == last {
+                at(&def, e, first)
             } else {
-                format!("COPY {}, in lines {first} to {last}", def.name)
-            })
+                e.within(format!("COPY {}, in lines {first} to {last}", def.name))
+            }
         };
         let kept = match store_rows(&session, &def, rows, WriteMode::InsertNew).await {
             Ok(kept) => kept,
