@@ -38,7 +38,7 @@ async fn render(core: &Core) -> String {
     for def in defs {
         let pending = tokio::time::timeout(
             Duration::from_secs(2),
-            shared.rows.outbox_pending(&def, 100_000),
+            shared.rows.outbox_pending(&def, i64::MAX, 100_000),
         )
         .await;
         if let Ok(Ok(p)) = pending {

@@ -105,7 +105,10 @@ pub async fn open(config: &Config) -> Result<Arc<Engine>> {
         max_transaction_rows: config.max_transaction_rows,
         probe_interval: Duration::from_millis(500),
         reconcile_interval: Duration::from_secs(1),
-        reconcile_grace: Duration::from_secs(2),
+        // Longer than a write may wait for its index to make it durable (the embedded
+        // index puts flushes off for up to 5 s during a bulk load): a younger entry is
+        // most likely a write still in flight, which the reconciler would only repeat.
+        reconcile_grace: Duration::from_secs(10),
     };
     Engine::new(rows, index, limits).await
 }

@@ -176,9 +176,8 @@ pub async fn reconcile(
     let cutoff = crate::store::now_micros() - grace.as_micros() as i64;
     let mut total = 0u64;
     loop {
-        let pending = rows.outbox_pending(def, PAGE).await?;
-        let full = pending.len() == PAGE;
-        let due: Vec<_> = pending.into_iter().filter(|e| e.ts <= cutoff).collect();
+        let due = rows.outbox_pending(def, cutoff, PAGE).await?;
+        let full = due.len() == PAGE;
         if due.is_empty() {
             break;
         }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::store::{
-    OutboxEntry, Point, Row, TableChanges, TableDef, WriteMode, keys, now_micros, point_for_row,
+    OutboxEntry, Point, Row, TableChanges, TableDef, WriteMode, keys, point_for_row, write_stamp,
 };
 use crate::types::Value;
 
@@ -52,13 +52,10 @@ pub async fn store_rows(
         .filter(|r| without_vector(def, r))
         .map(|r| keys::point_id(def.stored_name(), &def.key_of(r)))
         .collect();
-    let ts = now_micros();
+    let ts = write_stamp();
     let entries: Vec<OutboxEntry> = rows
         .iter()
-        .map(|r| OutboxEntry {
-            key: def.key_of(r),
-            ts,
-        })
+        .map(|r| OutboxEntry::own(def.key_of(r), ts))
         .collect();
     core.rows.write(def, rows, mode, ts).await?;
     crate::faults::after_row_write();
@@ -100,14 +97,14 @@ pub async fn delete_rows(
     keys_: Vec<Vec<Value>>,
     notices: &Notices,
 ) -> Result<u64> {
-    let ts = now_micros();
+    let ts = write_stamp();
     let ids: Vec<_> = keys_
         .iter()
         .map(|k| keys::point_id(def.stored_name(), k))
         .collect();
     let entries: Vec<OutboxEntry> = keys_
         .iter()
-        .map(|k| OutboxEntry { key: k.clone(), ts })
+        .map(|k| OutboxEntry::own(k.clone(), ts))
         .collect();
     let n = core.rows.delete(def, keys_, ts).await?;
     crate::faults::after_row_write();
@@ -176,7 +173,7 @@ pub async fn commit(core: &Core, pending: Vec<Arc<Pending>>, notices: &Notices) 
     if changes.is_empty() {
         return Ok(0);
     }
-    let ts = now_micros();
+    let ts = write_stamp();
     if !core.rows.commit(&changes, ts).await? {
         notices.push(
             "the transaction is committed, but the row store failed before all its rows were written: they are written from its commit log within seconds of the store answering again",
@@ -202,7 +199,7 @@ pub async fn commit(core: &Core, pending: Vec<Arc<Pending>>, notices: &Notices) 
         let entries = c
             .keys()
             .into_iter()
-            .map(|key| OutboxEntry { key, ts })
+            .map(|key| OutboxEntry::own(key, ts))
             .collect();
         if let Err(e) = apply_to_index(core, &c.def, points, gone, entries, notices).await {
             tracing::warn!(table = %c.def.name, error = %e, "a committed change did not reach the index; the outbox replays it");

@@ -2608,7 +2608,7 @@ async fn sync_status(session: &Session) -> Result<Output> {
     let (mut names, mut pending, mut oldest, mut last, mut replayed) =
         (vec![], vec![], vec![], vec![], vec![]);
     for def in &defs {
-        let entries = shared.rows.outbox_pending(def, 1_000_000).await?;
+        let entries = shared.rows.outbox_pending(def, i64::MAX, 1_000_000).await?;
         names.push(def.name.clone());
         pending.push(entries.len() as i64);
         oldest.push(

@@ -670,7 +670,12 @@ impl RowStore for EmbeddedRows {
         .await
     }
 
-    async fn outbox_pending(&self, table: &TableDef, limit: usize) -> Result<Vec<OutboxEntry>> {
+    async fn outbox_pending(
+        &self,
+        table: &TableDef,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>> {
         let name = table.stored_name().to_string();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(err)?;
@@ -683,10 +688,9 @@ impl RowStore for EmbeddedRows {
                 if tbl != name || out.len() >= limit {
                     break;
                 }
-                out.push(OutboxEntry {
-                    key: keys::decode(key)?,
-                    ts: v.value(),
-                });
+                if v.value() <= upto {
+                    out.push(OutboxEntry::own(keys::decode(key)?, v.value()));
+                }
             }
             Ok(out)
         })

@@ -950,8 +950,14 @@ pub trait RowStore: Send + Sync + 'static {
     async fn purge_expired(&self, _table: &TableDef) -> Result<u64> {
         Ok(0)
     }
-    /// Up to `limit` pending outbox entries of a table.
-    async fn outbox_pending(&self, table: &TableDef, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// Up to `limit` pending outbox entries of a table stamped at or before `upto`
+    /// (`i64::MAX`: all of them).
+    async fn outbox_pending(
+        &self,
+        table: &TableDef,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>>;
     /// Clear entries whose change reached the index; an entry re-stamped by a later
     /// write (a larger `ts`) stays.
     async fn outbox_clear(&self, table: &TableDef, entries: &[OutboxEntry]) -> Result<()>;
@@ -973,16 +979,47 @@ pub trait RowStore: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEntry {
     pub key: Vec<Value>,
-    /// When the change was made, in microseconds since the epoch.
+    /// When the change was made, in microseconds since the epoch ([`write_stamp`]).
     pub ts: i64,
+    /// Who stamped it. `None`: this process, for a write it sends to the index itself;
+    /// the store may clear such an entry together with every other entry of that write
+    /// (the entries of one table with the same stamp), as the writer clears them all at
+    /// once. `Some(id)`: read back from a store that tells its writers apart.
+    pub writer: Option<i64>,
 }
 
-/// Now, in microseconds since the epoch: the stamp of outbox entries.
+impl OutboxEntry {
+    /// An entry of a write made by this process.
+    pub fn own(key: Vec<Value>, ts: i64) -> OutboxEntry {
+        OutboxEntry {
+            key,
+            ts,
+            writer: None,
+        }
+    }
+}
+
+/// Now, in microseconds since the epoch.
 pub fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or_default()
+}
+
+/// The stamp of a write (its rows' time, its outbox entries'): now, in microseconds
+/// since the epoch, and never the same twice in this process, so that the entries of
+/// one write are told from another's by their stamp.
+pub fn write_stamp() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_micros();
+    let prev = LAST
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or_default();
+    now.max(prev + 1)
 }
 
 /// One point of the vector index: derived id, vectors and filter payload.

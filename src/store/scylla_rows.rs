@@ -26,11 +26,10 @@ use super::{OutboxEntry, Row, RowStore, TableChanges, TableDef, WriteMode};
 use crate::error::{Error, Result};
 use crate::types::{ColumnType, Value};
 
+mod outbox;
+pub use outbox::{MARK_TABLE, OLD_OUTBOX_TABLE, OUTBOX_TABLE};
+
 pub const CATALOG_TABLE: &str = "vectorgate_catalog";
-/// Pending index changes, one partition per table; cells are written with the entry's
-/// stamp as their CQL write time, so a clear (`USING TIMESTAMP stamp`) never removes an
-/// entry a later write re-stamped.
-pub const OUTBOX_TABLE: &str = "vectorgate_outbox";
 /// Sequences: definition and state, the state changed only by lightweight transactions.
 pub const SEQUENCES_TABLE: &str = "vectorgate_sequences";
 /// The catalog version is the row of [`SEQUENCES_TABLE`] whose name is a NUL character
@@ -158,6 +157,8 @@ pub struct ScyllaRows {
     session: Arc<Session>,
     ks: String,
     prepared: Mutex<HashMap<String, PreparedStatement>>,
+    /// This process among the cluster's writers of outbox entries.
+    writer: i64,
 }
 
 /// Map a driver error to the proxy's error, naming the row store.
@@ -406,6 +407,7 @@ impl ScyllaRows {
             session: Arc::new(session),
             ks: ks.clone(),
             prepared: Mutex::new(HashMap::new()),
+            writer: uuid::Uuid::new_v4().as_u64_pair().0 as i64,
         };
         // Schema changes are slow (each waits for agreement across the cluster): only
         // what is missing is created.
@@ -420,11 +422,8 @@ impl ScyllaRows {
         }
         let tables = [
             (CATALOG_TABLE, "(name text PRIMARY KEY, def text)", ""),
-            (
-                OUTBOX_TABLE,
-                "(tbl text, key blob, ts bigint, PRIMARY KEY (tbl, key))",
-                "",
-            ),
+            (OUTBOX_TABLE, outbox::OUTBOX_COLUMNS, outbox::OUTBOX_WITH),
+            (MARK_TABLE, outbox::MARK_COLUMNS, ""),
             (
                 TXLOG_TABLE,
                 "(id uuid, seq int, tbl text, ts bigint, data blob, PRIMARY KEY (id, seq))",
@@ -453,6 +452,7 @@ impl ScyllaRows {
                 .await?;
             }
         }
+        rows.outbox_migrate(&existing).await?;
         Ok(rows)
     }
 
@@ -528,6 +528,7 @@ impl ScyllaRows {
     /// Replace a table's catalog entry (announced by the caller).
     async fn write_def(&self, def: &TableDef) -> Result<()> {
         let json = serde_json::to_string(def).map_err(Error::internal)?;
+        self.outbox_open(def).await?;
         self.session
             .query_unpaged(
                 format!(
@@ -636,33 +637,6 @@ impl ScyllaRows {
             .await
             .map_err(cql_err)?;
         Ok(())
-    }
-
-    /// Stamp outbox entries for `keys` (before the rows change).
-    async fn outbox_add(&self, table: &TableDef, keys: &[Vec<Value>], ts: i64) -> Result<()> {
-        // A table without a vector column has no index to keep in step.
-        if !table.indexed() {
-            return Ok(());
-        }
-        let stmt = self
-            .prepare(format!(
-                "INSERT INTO {}.{} (tbl, key, ts) VALUES (?, ?, ?) USING TIMESTAMP ?",
-                q(&self.ks),
-                q(OUTBOX_TABLE)
-            ))
-            .await?;
-        let values = keys
-            .iter()
-            .map(|k| {
-                vec![
-                    Some(CqlValue::Text(table.stored_name().to_string())),
-                    Some(CqlValue::Blob(super::keys::encode(k))),
-                    Some(CqlValue::BigInt(ts)),
-                    Some(CqlValue::BigInt(ts)),
-                ]
-            })
-            .collect();
-        self.execute_batched(stmt, values).await
     }
 
     async fn ddl(&self, cql: &str) -> Result<()> {
@@ -846,7 +820,7 @@ impl ScyllaRows {
             .map_err(cql_err)?;
         let applied = applied(res)?;
         if applied {
-            Ok(())
+            self.outbox_open(def).await
         } else {
             Err(Error::DuplicateTable(def.name.clone()))
         }
@@ -1422,24 +1396,13 @@ impl RowStore for ScyllaRows {
     }
 
     async fn drop_table(&self, def: &TableDef) -> Result<()> {
-        let stored = def.stored_name();
         // An attached table is only detached: its CQL table and rows stay.
         if !def.options.contains_key("cql_table") {
             self.ddl(&format!("DROP TABLE IF EXISTS {}", self.table(def)))
                 .await?;
         }
         self.unregister_table(&def.name).await?;
-        self.session
-            .query_unpaged(
-                format!(
-                    "DELETE FROM {}.{} WHERE tbl = ?",
-                    q(&self.ks),
-                    q(OUTBOX_TABLE)
-                ),
-                (stored,),
-            )
-            .await
-            .map_err(cql_err)?;
+        self.outbox_drop(def).await?;
         let cql = self.table(def);
         self.prepared.lock().retain(|k, _| !k.contains(&cql));
         self.catalog_changed().await
@@ -1688,56 +1651,17 @@ impl RowStore for ScyllaRows {
         Ok(finished)
     }
 
-    async fn outbox_pending(&self, table: &TableDef, limit: usize) -> Result<Vec<OutboxEntry>> {
-        let stmt = self
-            .prepare(format!(
-                "SELECT key, ts FROM {}.{} WHERE tbl = ? LIMIT ?",
-                q(&self.ks),
-                q(OUTBOX_TABLE)
-            ))
-            .await?;
-        let res = self
-            .session
-            .execute_unpaged(
-                &stmt,
-                (table.stored_name(), limit.min(i32::MAX as usize) as i32),
-            )
-            .await
-            .map_err(cql_err)?;
-        let rows = res.into_rows_result().map_err(cql_err)?;
-        let mut out = Vec::new();
-        for r in rows.rows::<(Vec<u8>, i64)>().map_err(cql_err)? {
-            let (key, ts) = r.map_err(cql_err)?;
-            out.push(OutboxEntry {
-                key: super::keys::decode(&key)?,
-                ts,
-            });
-        }
-        Ok(out)
+    async fn outbox_pending(
+        &self,
+        table: &TableDef,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>> {
+        self.outbox_pending_impl(table, upto, limit).await
     }
 
     async fn outbox_clear(&self, table: &TableDef, entries: &[OutboxEntry]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let stmt = self
-            .prepare(format!(
-                "DELETE FROM {}.{} USING TIMESTAMP ? WHERE tbl = ? AND key = ?",
-                q(&self.ks),
-                q(OUTBOX_TABLE)
-            ))
-            .await?;
-        let values = entries
-            .iter()
-            .map(|e| {
-                vec![
-                    Some(CqlValue::BigInt(e.ts)),
-                    Some(CqlValue::Text(table.stored_name().to_string())),
-                    Some(CqlValue::Blob(super::keys::encode(&e.key))),
-                ]
-            })
-            .collect();
-        self.execute_batched(stmt, values).await
+        self.outbox_clear_impl(table, entries).await
     }
 
     async fn get(&self, table: &TableDef, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>> {

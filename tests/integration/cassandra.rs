@@ -935,3 +935,92 @@ async fn a_composite_partition_key_from_the_table_option() {
         .expect_err("partition key outside the primary key");
     assert_eq!(sqlstate(&e), "42P16");
 }
+
+/// A keyspace written by an earlier version keeps its outbox in `vectorgate_outbox`
+/// (one partition per table). A proxy that opens it moves the pending entries into the
+/// bucketed outbox, drops the old table, and replays them: a row whose index write was
+/// missed is found by a search that only the index answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_of_an_earlier_version_is_moved_and_replayed() {
+    if skip("the_outbox_of_an_earlier_version_is_moved_and_replayed") {
+        return;
+    }
+    let addr = cassandra().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let ks = keyspace_for(&data);
+    let server = Server::start_on(&data, &[]);
+    server
+        .client()
+        .await
+        .batch_execute(
+            "CREATE TABLE docs (id bigint PRIMARY KEY, e vector(2)) WITH (distance = 'l2');
+             INSERT INTO docs VALUES (1, '[0,0]'), (2, '[1,0]');",
+        )
+        .await
+        .expect("setup");
+    drop(server);
+    // As the earlier version left it: a row written, its index write missed, its entry
+    // pending in the old outbox.
+    let session = SessionBuilder::new()
+        .known_node(&addr)
+        .build()
+        .await
+        .expect("cql");
+    let key = vectorgate::store::keys::encode(&[vectorgate::types::Value::Int(3)]);
+    for cql in [
+        format!(
+            "CREATE TABLE {ks}.vectorgate_outbox (tbl text, key blob, ts bigint, PRIMARY KEY (tbl, key))"
+        ),
+        format!("INSERT INTO {ks}.docs (id, e) VALUES (3, [5.0, 5.0])"),
+    ] {
+        session.query_unpaged(cql, ()).await.expect("cql");
+    }
+    session
+        .query_unpaged(
+            format!("INSERT INTO {ks}.vectorgate_outbox (tbl, key, ts) VALUES ('docs', ?, 1)"),
+            (key,),
+        )
+        .await
+        .expect("old entry");
+    session
+        .await_schema_agreement()
+        .await
+        .expect("schema agreement");
+
+    let server = Server::start_on(&data, &[]);
+    let client = server.client().await;
+    client
+        .batch_execute("SET vectorgate.exact = on")
+        .await
+        .expect("set");
+    let hit: i64 = client
+        .query_one("SELECT id FROM vector_search('docs', '[5,5]', 1)", &[])
+        .await
+        .expect("search")
+        .get(0);
+    assert_eq!(hit, 3, "the moved entry was replayed into the index");
+    let old = session
+        .query_unpaged(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'vectorgate_outbox'",
+            (ks.as_str(),),
+        )
+        .await
+        .expect("schema")
+        .into_rows_result()
+        .expect("rows")
+        .rows_num();
+    assert_eq!(old, 0, "the old outbox is dropped");
+    let pending = client
+        .simple_query("SHOW vectorgate.sync_status")
+        .await
+        .expect("sync_status")
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("docs") => {
+                r.get(1).map(str::to_string)
+            }
+            _ => None,
+        });
+    assert_eq!(pending.as_deref(), Some("0"));
+}
