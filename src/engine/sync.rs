@@ -177,7 +177,7 @@ pub async fn reconcile(
     let mut total = 0u64;
     loop {
         let due = rows.outbox_pending(def, cutoff, PAGE).await?;
-        let full = due.len() == PAGE;
+        let full = due.len() >= PAGE;
         if due.is_empty() {
             break;
         }

@@ -950,16 +950,19 @@ pub trait RowStore: Send + Sync + 'static {
     async fn purge_expired(&self, _table: &TableDef) -> Result<u64> {
         Ok(0)
     }
-    /// Up to `limit` pending outbox entries of a table stamped at or before `upto`
-    /// (`i64::MAX`: all of them).
+    /// Pending outbox entries of a table stamped at or before `upto` (`i64::MAX`: all of
+    /// them), oldest first: `limit` or, where the store keeps a write's entries together,
+    /// up to the end of the write that reaches `limit`.
     async fn outbox_pending(
         &self,
         table: &TableDef,
         upto: i64,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>>;
-    /// Clear entries whose change reached the index; an entry re-stamped by a later
-    /// write (a larger `ts`) stays.
+    /// Clear entries whose change reached the index; an entry of a later write (a larger
+    /// `ts`) for the same key stays. A store may clear the other entries of an entry's
+    /// write with it: pass a write's entries all at once, as its writer has them or as
+    /// [`RowStore::outbox_pending`] returns them.
     async fn outbox_clear(&self, table: &TableDef, entries: &[OutboxEntry]) -> Result<()>;
     /// Fetch rows by key, in the order of `keys`; `None` where a row is missing.
     async fn get(&self, table: &TableDef, keys: &[Vec<Value>]) -> Result<Vec<Option<Row>>>;
@@ -981,10 +984,9 @@ pub struct OutboxEntry {
     pub key: Vec<Value>,
     /// When the change was made, in microseconds since the epoch ([`write_stamp`]).
     pub ts: i64,
-    /// Who stamped it. `None`: this process, for a write it sends to the index itself;
-    /// the store may clear such an entry together with every other entry of that write
-    /// (the entries of one table with the same stamp), as the writer clears them all at
-    /// once. `Some(id)`: read back from a store that tells its writers apart.
+    /// Who stamped it: `None` for this process's own writes (which the store knows as
+    /// its own), `Some(id)` as read back from a store that tells its writers apart. The
+    /// entries of one write share `ts` and `writer`.
     pub writer: Option<i64>,
 }
 

@@ -72,11 +72,10 @@ const LOG_CHUNK_BYTES: usize = 256 * 1024;
 const STORE: &str = "row store";
 /// How many single-partition requests run at once for one statement.
 const CONCURRENCY: usize = 64;
-/// How many statements on one partition (the outbox's) go into one unlogged batch: one
-/// request and one mutation for the store, where a request per entry cost as much as
-/// the row write itself. Single-partition batches are exempt from Cassandra's batch size
-/// warnings; this keeps them well under ScyllaDB's too.
-const PARTITION_BATCH: usize = 256;
+/// How many statements on one partition (the outbox's rows of one write, up to 64 KiB
+/// each) go into one unlogged batch: one request and one mutation for the store, of at
+/// most 512 KiB (well under the mutation limit of a commit log segment, half of 32 MiB).
+const PARTITION_BATCH: usize = 8;
 /// How many keys one existence check asks for at once (`key IN ?`): ScyllaDB refuses
 /// more than 100 partition key restrictions in one query by default.
 const KEYS_PER_READ: usize = 100;

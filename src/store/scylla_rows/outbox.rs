@@ -1,16 +1,16 @@
-//! The outbox in CQL: an entry per written key of an indexed table, stamped before the
-//! row changes and cleared once the index has the change.
+//! The outbox in CQL: the keys of each write to an indexed table, stamped before the
+//! rows change and cleared once the index has the change.
 //!
-//! Entries are partitioned by table and by [`BUCKET`] of their stamp, and clustered by
-//! (stamp, writer, key): the entries of one write share a partition and a clustering
-//! prefix, so the writer clears them with one range deletion, not a tombstone per key,
-//! and a partition holds only the entries of a few seconds. A table's low mark (in
-//! [`MARK_TABLE`]) is the first bucket that may still hold entries; readers start there,
-//! and a bucket that is empty and closed (no entry can land in it any more, see
-//! [`LANDING`]) moves the mark past it for good. So the reconciler's reads touch the
-//! tombstones of the last few seconds' clears, whatever the table's write history; with
-//! one partition per table, a 100K-row load left 100K tombstones that every read went
-//! through (Cassandra fails a read at 100,000).
+//! A write's keys are one row (or a few, [`PART_BYTES`] each): partitioned by table and
+//! by [`BUCKET`] of their stamp, clustered by (stamp, writer, part). So a write costs the
+//! store one more mutation, not one per key, and the writer clears it with one range
+//! deletion. A table's low mark (in [`MARK_TABLE`]) is the first bucket that may still
+//! hold entries; readers start there, and a bucket that is empty and closed (no entry can
+//! land in it any more, see [`LANDING`]) moves the mark past it for good. So a reader
+//! meets the tombstones of the last few seconds' clears, whatever the table's write
+//! history. (With one partition per table and a row per key, a 100K-row load left 100K
+//! tombstones that every poll of the reconciler read, and Cassandra fails a read at
+//! 100,000.) Entries of one write are read and cleared together.
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use crate::types::Value;
 
 /// Pending index changes, partitioned by (table, bucket of their stamp).
 pub const OUTBOX_TABLE: &str = "vectorgate_outbox_by_time";
-pub(super) const OUTBOX_COLUMNS: &str = "(tbl text, bucket bigint, ts bigint, writer bigint, key blob, PRIMARY KEY ((tbl, bucket), ts, writer, key))";
+pub(super) const OUTBOX_COLUMNS: &str = "(tbl text, bucket bigint, ts bigint, writer bigint, part int, keys blob, PRIMARY KEY ((tbl, bucket), ts, writer, part))";
 /// Cleared entries are gone from reads once the mark passes their bucket; a cleared
 /// entry that comes back after the grace period is only replayed again.
 pub(super) const OUTBOX_WITH: &str = " WITH gc_grace_seconds = 600";
@@ -44,6 +44,42 @@ const BUCKET: i64 = 2_000_000;
 const LANDING: Duration = Duration::from_secs(5);
 /// How many buckets are read at once.
 const READ_AHEAD: usize = 8;
+/// About how many bytes of keys one row of the outbox holds.
+const PART_BYTES: usize = 64 * 1024;
+
+/// A write's encoded keys, in parts of about [`PART_BYTES`]: each key as its length
+/// (4 bytes, big-endian) and its bytes.
+fn parts(keys_: &[Vec<Value>]) -> Vec<Vec<u8>> {
+    let mut out = vec![Vec::new()];
+    for k in keys_ {
+        let k = keys::encode(k);
+        let last = out.last_mut().expect("a part");
+        if !last.is_empty() && last.len() + 4 + k.len() > PART_BYTES {
+            out.push(Vec::new());
+        }
+        let last = out.last_mut().expect("a part");
+        last.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        last.extend_from_slice(&k);
+    }
+    out
+}
+
+/// The keys of one part.
+fn unpart(mut part: &[u8]) -> Result<Vec<Vec<Value>>> {
+    let mut out = Vec::new();
+    while !part.is_empty() {
+        let (len, rest) = part
+            .split_first_chunk::<4>()
+            .ok_or_else(|| Error::internal("a truncated outbox entry"))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(Error::internal("a truncated outbox entry"));
+        }
+        out.push(keys::decode(&rest[..len])?);
+        part = &rest[len..];
+    }
+    Ok(out)
+}
 
 fn bucket_of(ts: i64) -> i64 {
     ts.div_euclid(BUCKET)
@@ -67,13 +103,6 @@ impl ScyllaRows {
         if !table.indexed() || keys_.is_empty() {
             return Ok(());
         }
-        let stmt = self
-            .prepare(format!(
-                "INSERT INTO {}.{} (tbl, bucket, ts, writer, key) VALUES (?, ?, ?, ?, ?)",
-                q(&self.ks),
-                q(OUTBOX_TABLE)
-            ))
-            .await?;
         let landing = LANDING.as_micros() as i64;
         // A stamp from long ago (a commit finished from its log) is placed now.
         let mut stamp = if now_micros() - ts > landing / 2 {
@@ -82,19 +111,7 @@ impl ScyllaRows {
             ts
         };
         loop {
-            let values = keys_
-                .iter()
-                .map(|k| {
-                    vec![
-                        Some(CqlValue::Text(table.stored_name().to_string())),
-                        Some(CqlValue::BigInt(bucket_of(stamp))),
-                        Some(CqlValue::BigInt(stamp)),
-                        Some(CqlValue::BigInt(self.writer)),
-                        Some(CqlValue::Blob(keys::encode(k))),
-                    ]
-                })
-                .collect();
-            self.execute_batched(stmt.clone(), values).await?;
+            self.put_write(table.stored_name(), keys_, stamp).await?;
             // Landed late: a reader may have passed the bucket; again, under a new stamp
             // (these are not cleared by the writer; the reconciler replays them).
             if now_micros() - stamp <= landing {
@@ -103,6 +120,32 @@ impl ScyllaRows {
             tracing::warn!(table = %table.name, "outbox entries were slow to land; written again");
             stamp = now_micros();
         }
+    }
+
+    /// Store the keys of one write of `tbl` stamped `stamp` by this process.
+    async fn put_write(&self, tbl: &str, keys_: &[Vec<Value>], stamp: i64) -> Result<()> {
+        let stmt = self
+            .prepare(format!(
+                "INSERT INTO {}.{} (tbl, bucket, ts, writer, part, keys) VALUES (?, ?, ?, ?, ?, ?)",
+                q(&self.ks),
+                q(OUTBOX_TABLE)
+            ))
+            .await?;
+        let values = parts(keys_)
+            .into_iter()
+            .enumerate()
+            .map(|(n, part)| {
+                vec![
+                    Some(CqlValue::Text(tbl.to_string())),
+                    Some(CqlValue::BigInt(bucket_of(stamp))),
+                    Some(CqlValue::BigInt(stamp)),
+                    Some(CqlValue::BigInt(self.writer)),
+                    Some(CqlValue::Int(n as i32)),
+                    Some(CqlValue::Blob(part)),
+                ]
+            })
+            .collect();
+        self.execute_batched(stmt, values).await
     }
 
     /// Give a table a low mark if it has none (a table made, or changed): the bucket
@@ -181,32 +224,19 @@ impl ScyllaRows {
             .map_err(cql_err)?
             .rows_stream::<(String, Vec<u8>)>()
             .map_err(cql_err)?;
-        let insert = self
-            .prepare(format!(
-                "INSERT INTO {}.{} (tbl, bucket, ts, writer, key) VALUES (?, ?, ?, ?, ?)",
-                q(&self.ks),
-                q(OUTBOX_TABLE)
-            ))
-            .await?;
-        let ts = now_micros();
+        let mut by_table: std::collections::HashMap<String, Vec<Vec<Value>>> = Default::default();
         let mut n = 0u64;
-        let mut batch = Vec::new();
         while let Some(row) = pages.next().await {
             let (tbl, key) = row.map_err(cql_err)?;
-            batch.push(vec![
-                Some(CqlValue::Text(tbl)),
-                Some(CqlValue::BigInt(bucket_of(ts))),
-                Some(CqlValue::BigInt(ts)),
-                Some(CqlValue::BigInt(self.writer)),
-                Some(CqlValue::Blob(key)),
-            ]);
+            by_table.entry(tbl).or_default().push(keys::decode(&key)?);
             n += 1;
-            if batch.len() >= 1000 {
-                self.execute_many(insert.clone(), std::mem::take(&mut batch))
+        }
+        for (tbl, keys_) in by_table {
+            for chunk in keys_.chunks(1000) {
+                self.put_write(&tbl, chunk, crate::store::write_stamp())
                     .await?;
             }
         }
-        self.execute_many(insert, batch).await?;
         Ok(n)
     }
 
@@ -243,42 +273,43 @@ impl ScyllaRows {
         let mark = self.mark(tbl).await?;
         let now = now_micros();
         let last = bucket_of(upto.min(now + BUCKET));
-        let stmt = self
+        let mut stmt = self
             .prepare(format!(
-                "SELECT ts, writer, key FROM {}.{} WHERE tbl = ? AND bucket = ? LIMIT ?",
+                "SELECT ts, writer, keys FROM {}.{} WHERE tbl = ? AND bucket = ?",
                 q(&self.ks),
                 q(OUTBOX_TABLE)
             ))
             .await?;
-        let per_read = limit.clamp(1, i32::MAX as usize) as i32;
+        stmt.set_page_size(256);
         let mut reads = futures::stream::iter(mark..=last)
             .map(|bucket| {
                 let stmt = stmt.clone();
                 async move {
-                    let res = self
+                    let mut rows = self
                         .session
-                        .execute_unpaged(&stmt, (tbl, bucket, per_read))
+                        .execute_iter(stmt, (tbl, bucket))
                         .await
+                        .map_err(cql_err)?
+                        .rows_stream::<(i64, i64, Vec<u8>)>()
                         .map_err(cql_err)?;
-                    let rows = res.into_rows_result().map_err(cql_err)?;
                     let mut out = Vec::new();
-                    for r in rows.rows::<(i64, i64, Vec<u8>)>().map_err(cql_err)? {
-                        let (ts, writer, key) = r.map_err(cql_err)?;
-                        out.push(OutboxEntry {
-                            key: keys::decode(&key)?,
+                    while let Some(r) = rows.next().await {
+                        let (ts, writer, part) = r.map_err(cql_err)?;
+                        out.extend(unpart(&part)?.into_iter().map(|key| OutboxEntry {
+                            key,
                             ts,
                             writer: Some(writer),
-                        });
+                        }));
                     }
                     Ok::<_, Error>((bucket, out))
                 }
             })
             .buffered(READ_AHEAD);
-        let mut out = Vec::new();
+        let mut out: Vec<OutboxEntry> = Vec::new();
         // The buckets read empty and closed ahead of the first with entries.
         let mut passed = None;
         let mut leading = true;
-        while let Some(read) = reads.next().await {
+        'read: while let Some(read) = reads.next().await {
             let (bucket, entries) = read?;
             if leading {
                 if entries.is_empty() && closed(bucket, now) {
@@ -287,10 +318,16 @@ impl ScyllaRows {
                     leading = false;
                 }
             }
-            out.extend(entries.into_iter().filter(|e| e.ts <= upto));
-            if out.len() >= limit {
-                out.truncate(limit);
-                break;
+            for e in entries.into_iter().filter(|e| e.ts <= upto) {
+                // Whole writes: stop only where one ends.
+                if out.len() >= limit
+                    && out
+                        .last()
+                        .is_some_and(|l| (l.ts, l.writer) != (e.ts, e.writer))
+                {
+                    break 'read;
+                }
+                out.push(e);
             }
         }
         drop(reads);
@@ -318,59 +355,34 @@ impl ScyllaRows {
         if entries.is_empty() {
             return Ok(());
         }
-        let tbl = table.stored_name();
-        // This process's own writes go a write at a time (one range deletion each);
-        // entries read back, one at a time (another write with the same stamp and
-        // writer may have more entries than were read).
-        let mut writes: Vec<i64> = entries
+        // A write's entries go together, with one range deletion.
+        let mut writes: Vec<(i64, i64)> = entries
             .iter()
-            .filter(|e| e.writer.is_none())
-            .map(|e| e.ts)
+            .map(|e| (e.ts, e.writer.unwrap_or(self.writer)))
             .collect();
         writes.sort_unstable();
         writes.dedup();
-        let whole = self
+        let stmt = self
             .prepare(format!(
                 "DELETE FROM {}.{} WHERE tbl = ? AND bucket = ? AND ts = ? AND writer = ?",
                 q(&self.ks),
                 q(OUTBOX_TABLE)
             ))
             .await?;
-        let one = self
-            .prepare(format!(
-                "DELETE FROM {}.{} WHERE tbl = ? AND bucket = ? AND ts = ? AND writer = ? AND key = ?",
-                q(&self.ks),
-                q(OUTBOX_TABLE)
-            ))
-            .await?;
-        let mut deletes: Vec<(PreparedStatement, Vec<Option<CqlValue>>)> = writes
+        let deletes = writes
             .into_iter()
-            .map(|ts| {
+            .map(|(ts, writer)| {
                 (
-                    whole.clone(),
+                    stmt.clone(),
                     vec![
-                        Some(CqlValue::Text(tbl.to_string())),
+                        Some(CqlValue::Text(table.stored_name().to_string())),
                         Some(CqlValue::BigInt(bucket_of(ts))),
                         Some(CqlValue::BigInt(ts)),
-                        Some(CqlValue::BigInt(self.writer)),
+                        Some(CqlValue::BigInt(writer)),
                     ],
                 )
             })
             .collect();
-        for e in entries {
-            if let Some(writer) = e.writer {
-                deletes.push((
-                    one.clone(),
-                    vec![
-                        Some(CqlValue::Text(tbl.to_string())),
-                        Some(CqlValue::BigInt(bucket_of(e.ts))),
-                        Some(CqlValue::BigInt(e.ts)),
-                        Some(CqlValue::BigInt(writer)),
-                        Some(CqlValue::Blob(keys::encode(&e.key))),
-                    ],
-                ));
-            }
-        }
         self.run_each(deletes).await
     }
 
@@ -455,5 +467,21 @@ mod tests {
         assert!(!closed(b, last_stamp + 2 * landing));
         assert!(closed(b, last_stamp + 2 * landing + 1));
         assert_eq!(bucket_of(-1), -1);
+    }
+
+    #[test]
+    fn a_write_s_keys_round_trip_through_its_parts() {
+        let keys_: Vec<Vec<Value>> = (0..5000)
+            .map(|i| vec![Value::Int(i), Value::Text("k".repeat(i as usize % 40))])
+            .collect();
+        let parts = parts(&keys_);
+        assert!(parts.len() > 1, "{} parts", parts.len());
+        assert!(parts.iter().all(|p| p.len() <= PART_BYTES));
+        let back: Vec<Vec<Value>> = parts
+            .iter()
+            .flat_map(|p| unpart(p).expect("decodes"))
+            .collect();
+        assert_eq!(back, keys_);
+        assert!(unpart(&parts[0][..parts[0].len() - 1]).is_err());
     }
 }
