@@ -296,7 +296,7 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             savepoint: Some(name),
             ..
         } => {
-            session.tx.rollback_to(&ident_name(&name))?;
+            session.tx.rollback_to(&ident_name(name))?;
             Output::Command("ROLLBACK".into())
         }
         Statement::Rollback { .. } => {
@@ -310,7 +310,7 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             Output::TransactionEnd("ROLLBACK".into())
         }
         Statement::Savepoint { name } => {
-            session.tx.savepoint(&ident_name(&name))?;
+            session.tx.savepoint(&ident_name(name))?;
             Output::Command("SAVEPOINT".into())
         }
         // Drivers (psycopg after DDL) drop their prepared statements this way; the
@@ -324,7 +324,7 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             .into(),
         ),
         Statement::ReleaseSavepoint { name } => {
-            session.tx.release(&ident_name(&name))?;
+            session.tx.release(&ident_name(name))?;
             Output::Command("RELEASE".into())
         }
         Statement::Query(q) if super::writable_cte::modifies(q) => {
