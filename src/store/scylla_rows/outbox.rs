@@ -20,7 +20,7 @@ use scylla::value::CqlValue;
 
 use super::{CONCURRENCY, ScyllaRows, cql_err, q};
 use crate::error::{Error, Result};
-use crate::store::{OutboxEntry, RowStore, TableDef, keys, now_micros};
+use crate::store::{OutboxEntry, RowStore, TableDef, keys, now_micros, write_stamp};
 use crate::types::Value;
 
 /// Pending index changes, partitioned by (table, bucket of their stamp).
@@ -104,9 +104,11 @@ impl ScyllaRows {
             return Ok(());
         }
         let landing = LANDING.as_micros() as i64;
-        // A stamp from long ago (a commit finished from its log) is placed now.
+        // A stamp from long ago (a commit finished from its log) is placed now. (A new
+        // stamp comes from `write_stamp`, as `ts` did: two writes of this process never
+        // share one, and so never a row of the outbox.)
         let mut stamp = if now_micros() - ts > landing / 2 {
-            now_micros()
+            write_stamp()
         } else {
             ts
         };
@@ -118,7 +120,7 @@ impl ScyllaRows {
                 return Ok(());
             }
             tracing::warn!(table = %table.name, "outbox entries were slow to land; written again");
-            stamp = now_micros();
+            stamp = write_stamp();
         }
     }
 
@@ -233,7 +235,7 @@ impl ScyllaRows {
         }
         for (tbl, keys_) in by_table {
             for chunk in keys_.chunks(1000) {
-                self.put_write(&tbl, chunk, crate::store::write_stamp())
+                self.put_write(&tbl, chunk, write_stamp())
                     .await?;
             }
         }
