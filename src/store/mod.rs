@@ -951,8 +951,8 @@ pub trait RowStore: Send + Sync + 'static {
         Ok(0)
     }
     /// Pending outbox entries of a table stamped at or before `upto` (`i64::MAX`: all of
-    /// them), oldest first: `limit` or, where the store keeps a write's entries together,
-    /// up to the end of the write that reaches `limit`.
+    /// them): `limit` or, where the store keeps a write's entries together (oldest write
+    /// first), up to the end of the write that reaches `limit`.
     async fn outbox_pending(
         &self,
         table: &TableDef,
