@@ -235,8 +235,7 @@ impl ScyllaRows {
         }
         for (tbl, keys_) in by_table {
             for chunk in keys_.chunks(1000) {
-                self.put_write(&tbl, chunk, write_stamp())
-                    .await?;
+                self.put_write(&tbl, chunk, write_stamp()).await?;
             }
         }
         Ok(n)
