@@ -14,11 +14,10 @@
 
 use std::time::Duration;
 
-use futures::stream::{StreamExt, TryStreamExt};
-use scylla::statement::prepared::PreparedStatement;
+use futures::stream::StreamExt;
 use scylla::value::CqlValue;
 
-use super::{CONCURRENCY, ScyllaRows, cql_err, q};
+use super::{ScyllaRows, cql_err, q};
 use crate::error::{Error, Result};
 use crate::store::{OutboxEntry, RowStore, TableDef, keys, now_micros, write_stamp};
 use crate::types::Value;
@@ -384,25 +383,7 @@ impl ScyllaRows {
                 )
             })
             .collect();
-        self.run_each(deletes).await
-    }
-
-    /// Run statements, many at once.
-    async fn run_each(&self, stmts: Vec<(PreparedStatement, Vec<Option<CqlValue>>)>) -> Result<()> {
-        let session = self.session.clone();
-        futures::stream::iter(stmts.into_iter().map(move |(stmt, values)| {
-            let session = session.clone();
-            async move {
-                session
-                    .execute_unpaged(&stmt, values)
-                    .await
-                    .map_err(cql_err)
-            }
-        }))
-        .buffer_unordered(CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?;
-        Ok(())
+        self.run_all(deletes).await
     }
 
     /// A dropped table's entries and mark.
@@ -423,7 +404,7 @@ impl ScyllaRows {
             ))
             .await?;
         let tbl_ = tbl.to_string();
-        self.run_each(
+        self.run_all(
             buckets
                 .map(|bucket| {
                     (
