@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod ddl;
 pub mod health;
 pub mod progress;
+pub mod row_locks;
 pub mod sequences;
 pub mod sync;
 pub mod tx;
@@ -81,6 +82,8 @@ pub struct Core {
     pub(crate) advisory: advisory::Held,
     /// The COPYs running on this proxy (`pg_stat_progress_copy`).
     pub copies: progress::Copies,
+    /// The rows this proxy's sessions are changing.
+    pub(crate) row_locks: row_locks::RowLocks,
 }
 
 /// A table's collection rebuilt from its rows while this lives.
@@ -165,6 +168,7 @@ impl Core {
             changing: Default::default(),
             advisory: Default::default(),
             copies: Default::default(),
+            row_locks: Default::default(),
         });
         // Tables another proxy created, whose index was lost, or that missed writes while
         // the index was away: bring their collections up to date from the rows now, or,

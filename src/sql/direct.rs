@@ -682,8 +682,12 @@ impl Direct {
                 let Some(key) = key else {
                     return Ok(Some(Output::Command("UPDATE 0".into())));
                 };
-                let Some(mut row) = session.get_rows(&def, &[vec![key]]).await?.pop().flatten()
-                else {
+                // Locked before it is read: the row as the last writer left it.
+                let key = vec![key];
+                session
+                    .lock_rows(&def, [key.as_slice()], session.rows_seen())
+                    .await?;
+                let Some(mut row) = session.get_rows(&def, &[key]).await?.pop().flatten() else {
                     return Ok(Some(Output::Command("UPDATE 0".into())));
                 };
                 for ((_, slot), &c) in sets.iter().zip(&targets) {

@@ -14,6 +14,7 @@ pub mod copy;
 pub(crate) mod defaults;
 pub mod direct;
 pub mod do_block;
+pub(crate) mod for_update;
 pub(crate) mod indexes;
 pub mod json;
 pub mod json_index;
@@ -439,6 +440,8 @@ pub struct Session {
     pub(crate) cte_prefix: Mutex<Option<String>>,
     /// The advisory locks the session holds.
     pub(crate) locks: Arc<advisory::SessionLocks>,
+    /// The session's name in its engine's row locks.
+    row_owner: u64,
 }
 
 impl Drop for Session {
@@ -447,6 +450,7 @@ impl Drop for Session {
         self.engine
             .sessions
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.engine.core.row_locks.forget(self.row_owner);
         if !self.locks.any() {
             return;
         }
@@ -517,6 +521,44 @@ impl Session {
         self.tx.pending(table)
     }
 
+    /// What to give [`Session::lock_rows`] for rows read from now on.
+    pub(crate) fn rows_seen(&self) -> u64 {
+        self.engine.core.row_locks.seen()
+    }
+
+    /// Lock the rows of `def` with `keys` until the session's transaction ends (the
+    /// statement, outside a block), waiting for the sessions that are changing them:
+    /// `true` when one of them may have changed since `seen` (read them again).
+    pub(crate) async fn lock_rows<'a>(
+        &self,
+        def: &crate::store::TableDef,
+        keys: impl IntoIterator<Item = &'a [crate::types::Value]>,
+        seen: u64,
+    ) -> Result<bool> {
+        let keys = keys.into_iter().map(crate::store::keys::encode);
+        self.engine
+            .core
+            .row_locks
+            .lock(self.row_owner, &def.name, keys, seen)
+            .await
+    }
+
+    /// Take the row locks `names` (table, encoded key) if no other session holds one:
+    /// see [`crate::engine::row_locks::RowLocks::try_take`].
+    pub(crate) fn try_lock_rows(&self, names: &[(String, Vec<u8>)], seen: u64) -> Option<bool> {
+        self.engine
+            .core
+            .row_locks
+            .try_take(self.row_owner, names, seen)
+    }
+
+    /// Outside a transaction block, the row locks of the statement that ended go.
+    pub(crate) fn row_locks_ended(&self) {
+        if !self.tx.active() {
+            self.engine.core.row_locks.release(self.row_owner);
+        }
+    }
+
     /// Rows by key as this session sees them (its block's writes over the store's).
     pub(crate) async fn get_rows(
         &self,
@@ -577,6 +619,10 @@ impl Session {
             cte_prefix: Mutex::new(None),
             sequence_values,
             locks,
+            row_owner: {
+                static OWNERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                OWNERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         };
         // The search settings carry the session's notice list, even before any SET.
         session.apply_settings();
@@ -629,6 +675,7 @@ impl Session {
     /// Run one statement.
     pub async fn execute(&self, stmt: Statement) -> Result<Output> {
         self.check_block(&stmt)?;
+        for_update::refuse_nested(&stmt)?;
         self.engine.core.fresh_catalog().await;
         if let Some(verb) = statements::write_verb(&stmt)
             && self.read_only()
@@ -646,9 +693,11 @@ impl Session {
         out
     }
 
-    /// After a statement: outside a transaction block, its transaction-level advisory
-    /// locks end with it (and a block's, once COMMIT or ROLLBACK ended it).
+    /// After a statement: outside a transaction block, its row locks and
+    /// transaction-level advisory locks end with it (and a block's, once COMMIT or
+    /// ROLLBACK ended it).
     pub async fn statement_ended(&self) {
+        self.row_locks_ended();
         if !self.tx.active() && self.locks.any_xact() {
             self.locks.release(&self.engine.core, true).await;
         }
@@ -693,6 +742,11 @@ impl Session {
         shape: Option<&plan_cache::SearchShape>,
         cache: &plan_cache::PlanCache,
     ) -> Result<Output> {
+        for_update::refuse_nested(stmt)?;
+        if matches!(stmt, Statement::Query(q) if !q.locks.is_empty()) {
+            // Locks rows: never a shortcut that would only read them.
+            return self.execute(params::bind(stmt, values)?).await;
+        }
         self.check_block(stmt)?;
         self.engine.core.fresh_catalog().await;
         let fast = self.direct_paths();

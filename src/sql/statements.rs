@@ -62,6 +62,7 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             )));
         }
         Statement::CreateIndex(ci) => super::indexes::create_index(session, ci).await?,
+        Statement::Query(q) if !q.locks.is_empty() => super::for_update::select(session, q).await?,
         Statement::Comment {
             object_type,
             object_name,
@@ -1511,9 +1512,10 @@ async fn conflicting(
 /// stored row on the target (the first of several that conflict with each other), and
 /// for DO UPDATE the stored rows they conflict with, with the SET applied where its
 /// WHERE holds (`EXCLUDED` is the proposed row). With a UNIQUE constraint as the target,
-/// a proposed row whose key is taken is still a 23505. The rows are read and then
-/// written, not in one store transaction: two statements upserting one key at the same
-/// moment may both read it free or both update the same old row.
+/// a proposed row whose key is taken is still a 23505. The proposed keys are locked
+/// before the stored rows are read, and the rows met on a UNIQUE value after (read again
+/// if they changed meanwhile): two sessions of one proxy upserting one key take turns,
+/// as in Postgres (see [`crate::engine::row_locks`]).
 async fn upsert_rows(
     session: &Session,
     def: &TableDef,
@@ -1522,7 +1524,22 @@ async fn upsert_rows(
     target: Target,
     proposed: Vec<Row>,
 ) -> Result<Vec<Row>> {
-    let existing = conflicting(session, def, target, &proposed).await?;
+    let seen = session.rows_seen();
+    let proposed_keys: Vec<Vec<Value>> = proposed.iter().map(|r| def.key_of(r)).collect();
+    session
+        .lock_rows(def, proposed_keys.iter().map(Vec::as_slice), seen)
+        .await?;
+    let existing = loop {
+        let seen = session.rows_seen();
+        let existing = conflicting(session, def, target, &proposed).await?;
+        let met: Vec<Vec<Value>> = existing.iter().flatten().map(|r| def.key_of(r)).collect();
+        if !session
+            .lock_rows(def, met.iter().map(Vec::as_slice), seen)
+            .await?
+        {
+            break existing;
+        }
+    };
     // Rows come back in the order of the proposed rows they stand for.
     let mut position = std::collections::HashMap::new();
     let mut seen = std::collections::HashSet::new();
@@ -2139,7 +2156,7 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
     if let Some(sel) = &up.selection {
         select.push_str(&format!(" WHERE {sel}"));
     }
-    let (values, _) = collect_values(session, &select).await?;
+    let (values, _) = locked_values(session, &def, &select, |r| key_of_read(&def, r)).await?;
     let ncols = def.columns.len();
     let mut new_rows = Vec::with_capacity(values.len());
     let mut moved: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
@@ -2197,6 +2214,39 @@ async fn update(session: &Session, up: &Update) -> Result<Output> {
         returning(session, &def, alias.as_deref(), items, &new_rows).await?,
         "UPDATE",
     )
+}
+
+/// What a query of the rows an UPDATE or DELETE changes finds, with those rows locked
+/// (see [`crate::engine::row_locks`]): when a row it found was changed by another
+/// session before the lock was had (the other session held it, and this one waited),
+/// the query runs again, and so sees the rows as that session left them (whether they
+/// still qualify, and their new values), as Postgres re-checks a row it waited for.
+/// `key` gives a found row's key, in the key's types; the rows come with their keys.
+async fn locked_values(
+    session: &Session,
+    def: &TableDef,
+    select: &str,
+    key: impl Fn(&[Value]) -> Result<Vec<Value>>,
+) -> Result<(Vec<Vec<Value>>, Vec<Vec<Value>>)> {
+    loop {
+        let seen = session.rows_seen();
+        let (found, _) = collect_values(session, select).await?;
+        let keys_: Vec<Vec<Value>> = found.iter().map(|r| key(r)).collect::<Result<_>>()?;
+        if !session
+            .lock_rows(def, keys_.iter().map(Vec::as_slice), seen)
+            .await?
+        {
+            return Ok((found, keys_));
+        }
+    }
+}
+
+/// The key of a row read back whole (every column, in order) from a plan.
+fn key_of_read(def: &TableDef, r: &[Value]) -> Result<Vec<Value>> {
+    def.primary_key
+        .iter()
+        .map(|&i| coerce(r[i].clone(), &def.columns[i].ty))
+        .collect()
 }
 
 /// A RETURNING output under its statement's tag.
@@ -2262,7 +2312,8 @@ async fn delete(session: &Session, del: &Delete) -> Result<Output> {
     if let Some(sel) = &del.selection {
         select.push_str(&format!(" WHERE {sel}"));
     }
-    let keys_ = selected_keys(session, &def, &select).await?;
+    let (_, keys_) =
+        locked_values(session, &def, &select, |k| key_in_types(&def, k.to_vec())).await?;
     let n = delete_rows(session, &def, keys_, Removal::Delete).await?;
     Ok(Output::Command(format!("DELETE {n}")))
 }
@@ -2274,14 +2325,14 @@ pub(super) async fn selected_keys(
     sql: &str,
 ) -> Result<Vec<Vec<Value>>> {
     let (found, _) = collect_values(session, sql).await?;
-    found
-        .into_iter()
-        .map(|k| {
-            k.into_iter()
-                .zip(&def.primary_key)
-                .map(|(v, &c)| coerce(v, &def.columns[c].ty))
-                .collect()
-        })
+    found.into_iter().map(|k| key_in_types(def, k)).collect()
+}
+
+/// A key read back from a plan (its columns in key order), in the key's types.
+pub(super) fn key_in_types(def: &TableDef, k: Vec<Value>) -> Result<Vec<Value>> {
+    k.into_iter()
+        .zip(&def.primary_key)
+        .map(|(v, &c)| coerce(v, &def.columns[c].ty))
         .collect()
 }
 
@@ -2308,7 +2359,7 @@ async fn delete_returning(
     if let Some(sel) = selection {
         select.push_str(&format!(" WHERE {sel}"));
     }
-    let (found, _) = collect_values(session, &select).await?;
+    let (found, _) = locked_values(session, def, &select, |r| key_of_read(def, r)).await?;
     // A row USING joins more than once is deleted (and returned) once.
     let mut seen = std::collections::HashSet::new();
     let found: Vec<Vec<Value>> = found

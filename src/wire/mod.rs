@@ -407,7 +407,7 @@ async fn with_timeout<T>(
     session: &Session,
     work: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    match session.statement_timeout() {
+    let done = match session.statement_timeout() {
         None => work.await,
         Some(limit) => match tokio::time::timeout(limit, work).await {
             Ok(r) => r,
@@ -415,7 +415,10 @@ async fn with_timeout<T>(
                 "canceling statement due to statement timeout".into(),
             )),
         },
-    }
+    };
+    // A statement cancelled before its end still gives back its row locks.
+    session.row_locks_ended();
+    done
 }
 
 /// Send the NOTICEs a statement left (for example: answered by the exact fallback).

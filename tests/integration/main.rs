@@ -18,6 +18,7 @@ mod protocol;
 mod qdrant_server;
 mod rawsocket;
 mod replay;
+mod row_locks;
 mod search;
 mod security;
 mod slt;
