@@ -21,11 +21,16 @@ use crate::error::{Error, Result};
 use crate::store::{TableDef, keys};
 use crate::types::value_from_array;
 
-/// A locked table of the query: its definition, and the name its columns go by.
+/// A locked table of the query.
 struct Locked {
     def: Arc<TableDef>,
-    /// Where its key columns are in the widened select list.
+    /// Where its key columns are among the columns added to the select list.
     at: usize,
+}
+
+/// How many columns the locked tables' keys add to the select list.
+fn wide_columns(locked: &[Locked]) -> usize {
+    locked.iter().map(|l| l.def.primary_key.len()).sum()
 }
 
 /// Whether `stmt` has a locking clause anywhere but on the top-level query (which
@@ -151,12 +156,13 @@ pub async fn select(session: &Session, query: &Query) -> Result<Output> {
     let SetExpr::Select(wide) = widened.body.as_mut() else {
         return Err(Error::internal("not a select"));
     };
-    let width = wide.projection.len();
+    // The select list's own columns come first (how many, the plan says: `*` is many).
+    let first = wide.projection.len();
     let mut locked = Vec::new();
     for (by, def) in &chosen {
         locked.push(Locked {
             def: def.clone(),
-            at: wide.projection.len(),
+            at: wide.projection.len() - first,
         });
         for &c in &def.primary_key {
             wide.projection.push(SelectItem::ExprWithAlias {
@@ -174,6 +180,8 @@ pub async fn select(session: &Session, query: &Query) -> Result<Output> {
             .plan(Statement::Query(Box::new(widened.clone())))
             .await?;
         let schema = super::catalog::result_schema(&plan);
+        let added = wide_columns(&locked);
+        let width = schema.fields().len() - added;
         let df = session.ctx.execute_logical_plan(plan).await?;
         let batches = df.collect().await?;
         let mut kept: Vec<(usize, Vec<usize>)> = Vec::new();
@@ -188,7 +196,7 @@ pub async fn select(session: &Session, query: &Query) -> Result<Output> {
                 if limit.is_some_and(|l| taken >= l) {
                     break;
                 }
-                let names = lock_names(&locked, batch, r)?;
+                let names = lock_names(&locked, width, batch, r)?;
                 if !skip && nonblock.is_none() {
                     // Waits below, table by table.
                     rows.push(r);
@@ -216,7 +224,7 @@ pub async fn select(session: &Session, query: &Query) -> Result<Output> {
             kept.push((b, rows));
         }
         if !skip && nonblock.is_none() {
-            changed = wait_for_locks(session, &locked, &batches, seen).await?;
+            changed = wait_for_locks(session, &locked, width, &batches, seen).await?;
         }
         if changed {
             continue;
@@ -243,11 +251,16 @@ pub async fn select(session: &Session, query: &Query) -> Result<Output> {
 
 /// The locks of row `r`: each locked table's key, from the widened columns (none for a
 /// table an outer join gave no row).
-fn lock_names(locked: &[Locked], batch: &RecordBatch, r: usize) -> Result<Vec<(String, Vec<u8>)>> {
+fn lock_names(
+    locked: &[Locked],
+    width: usize,
+    batch: &RecordBatch,
+    r: usize,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let mut names = Vec::new();
     for l in locked {
         let key: Vec<_> = (0..l.def.primary_key.len())
-            .map(|i| value_from_array(batch.column(l.at + i), r))
+            .map(|i| value_from_array(batch.column(width + l.at + i), r))
             .collect::<Result<_>>()?;
         if key.iter().any(crate::types::Value::is_null) {
             continue;
@@ -263,6 +276,7 @@ fn lock_names(locked: &[Locked], batch: &RecordBatch, r: usize) -> Result<Vec<(S
 async fn wait_for_locks(
     session: &Session,
     locked: &[Locked],
+    width: usize,
     batches: &[RecordBatch],
     seen: u64,
 ) -> Result<bool> {
@@ -274,7 +288,7 @@ async fn wait_for_locks(
         for batch in batches {
             for r in 0..batch.num_rows() {
                 let key: Vec<_> = (0..l.def.primary_key.len())
-                    .map(|i| value_from_array(batch.column(l.at + i), r))
+                    .map(|i| value_from_array(batch.column(width + l.at + i), r))
                     .collect::<Result<_>>()?;
                 if !key.iter().any(crate::types::Value::is_null) {
                     found.push(key_in_types(&l.def, key)?);

@@ -742,7 +742,7 @@ impl Session {
         shape: Option<&plan_cache::SearchShape>,
         cache: &plan_cache::PlanCache,
     ) -> Result<Output> {
-        for_update::refuse_nested(stmt)?;
+        // (A locking clause in a subquery was refused at Parse.)
         if matches!(stmt, Statement::Query(q) if !q.locks.is_empty()) {
             // Locks rows: never a shortcut that would only read them.
             return self.execute(params::bind(stmt, values)?).await;

@@ -472,6 +472,8 @@ impl QueryParser for StatementParser {
         let Some(stmt) = stmts.pop() else {
             return Ok(None);
         };
+        // Checked once here rather than at every Execute.
+        crate::sql::for_update::refuse_nested(&stmt).map_err(failed)?;
         let mut described = describe(&session, &stmt).await.map_err(failed)?;
         let core = session.engine().core();
         let column_type = |tables: &[String], column: &str| core.vector_column_type(tables, column);
