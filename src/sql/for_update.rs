@@ -196,12 +196,12 @@ pub async fn select(session: &Session, query: &Query) -> Result<Output> {
                 if limit.is_some_and(|l| taken >= l) {
                     break;
                 }
-                let names = lock_names(&locked, width, batch, r)?;
-                if !skip && nonblock.is_none() {
+                if nonblock.is_none() {
                     // Waits below, table by table.
                     rows.push(r);
                     continue;
                 }
+                let names = lock_names(&locked, width, batch, r)?;
                 match session.try_lock_rows(&names, seen) {
                     Some(c) => changed |= c,
                     None if skip => continue,
@@ -223,7 +223,7 @@ pub async fn select(session: &Session, query: &Query) -> Result<Output> {
             }
             kept.push((b, rows));
         }
-        if !skip && nonblock.is_none() {
+        if nonblock.is_none() {
             changed = wait_for_locks(session, &locked, width, &batches, seen).await?;
         }
         if changed {
