@@ -33,6 +33,62 @@ fn wide_columns(locked: &[Locked]) -> usize {
     locked.iter().map(|l| l.def.primary_key.len()).sum()
 }
 
+/// `FOR NO KEY UPDATE` and `FOR KEY SHARE` (Django's `select_for_update(no_key=True)`)
+/// are Postgres' weaker row locks; the SQL parser knows only `FOR UPDATE` and `FOR
+/// SHARE`, which vectorgate takes for them (a stricter lock: more waiting, never less).
+/// `None` when the text has neither.
+pub fn stricter_lock_modes(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if !super::pgvector::mentions(sql, "key") || !super::pgvector::mentions(sql, "for") {
+        return None;
+    }
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
+    let word = |i: usize| match tokens.get(i) {
+        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    };
+    // The positions of the words, whitespace left out.
+    let words: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let mut dropped = vec![false; tokens.len()];
+    for w in words.windows(4) {
+        let [f, a, b, c] = [w[0], w[1], w[2], w[3]];
+        if word(f).as_deref() != Some("FOR") {
+            continue;
+        }
+        match (word(a).as_deref(), word(b).as_deref(), word(c).as_deref()) {
+            // FOR NO KEY UPDATE: NO and KEY (and the space after each) go.
+            (Some("NO"), Some("KEY"), Some("UPDATE")) => {
+                (a..c).for_each(|i| dropped[i] = true);
+            }
+            // FOR KEY SHARE: KEY goes.
+            (Some("KEY"), Some("SHARE"), _) => (a..b).for_each(|i| dropped[i] = true),
+            _ => {}
+        }
+    }
+    // `FOR KEY SHARE` at the very end has no fourth word.
+    if let [.., f, a, b] = words.as_slice()
+        && word(*f).as_deref() == Some("FOR")
+        && word(*a).as_deref() == Some("KEY")
+        && word(*b).as_deref() == Some("SHARE")
+    {
+        (*a..*b).for_each(|i| dropped[i] = true);
+    }
+    if !dropped.contains(&true) {
+        return None;
+    }
+    Some(
+        tokens
+            .iter()
+            .zip(dropped)
+            .filter(|(_, d)| !d)
+            .map(|(t, _)| t.to_string())
+            .collect(),
+    )
+}
+
 /// Whether `stmt` has a locking clause anywhere but on the top-level query (which
 /// [`select`] runs): a subquery's or a CTE's would be read and not locked, so they are
 /// refused (0A000) rather than ignored.
@@ -338,5 +394,32 @@ fn limits(clause: Option<LimitClause>) -> Result<(Option<usize>, usize)> {
         Some(_) => Err(Error::FeatureNotSupported(
             "LIMIT BY is not supported".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stricter_lock_modes;
+
+    #[test]
+    fn weaker_lock_modes_become_the_parser_s_own() {
+        assert_eq!(
+            stricter_lock_modes("SELECT * FROM t WHERE id = 1 FOR NO KEY UPDATE").as_deref(),
+            Some("SELECT * FROM t WHERE id = 1 FOR UPDATE")
+        );
+        assert_eq!(
+            stricter_lock_modes("SELECT * FROM t FOR KEY SHARE").as_deref(),
+            Some("SELECT * FROM t FOR SHARE")
+        );
+        assert_eq!(
+            stricter_lock_modes("SELECT * FROM t FOR KEY SHARE OF t SKIP LOCKED").as_deref(),
+            Some("SELECT * FROM t FOR SHARE OF t SKIP LOCKED")
+        );
+        // A string or a quoted name that says so is left alone.
+        assert_eq!(stricter_lock_modes("SELECT 'for no key update'"), None);
+        assert_eq!(
+            stricter_lock_modes("SELECT \"key\" FROM t FOR UPDATE"),
+            None
+        );
     }
 }

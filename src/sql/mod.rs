@@ -297,6 +297,10 @@ impl Engine {
             Some(s) => std::borrow::Cow::Owned(s),
             None => sql,
         };
+        let sql = match for_update::stricter_lock_modes(&sql) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => sql,
+        };
         let syntax = |e: datafusion::sql::sqlparser::parser::ParserError| {
             Error::Syntax(e.to_string().replace("sql parser error: ", ""))
         };
