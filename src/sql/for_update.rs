@@ -315,16 +315,28 @@ fn lock_names(
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let mut names = Vec::new();
     for l in locked {
-        let key: Vec<_> = (0..l.def.primary_key.len())
-            .map(|i| value_from_array(batch.column(width + l.at + i), r))
-            .collect::<Result<_>>()?;
-        if key.iter().any(crate::types::Value::is_null) {
-            continue;
+        if let Some(key) = found_key(l, width, batch, r)? {
+            names.push((l.def.name.clone(), keys::encode(&key)));
         }
-        let key = key_in_types(&l.def, key)?;
-        names.push((l.def.name.clone(), keys::encode(&key)));
     }
     Ok(names)
+}
+
+/// Table `l`'s key in row `r`, from the widened columns, in the key's types; `None` where
+/// an outer join gave the table no row.
+fn found_key(
+    l: &Locked,
+    width: usize,
+    batch: &RecordBatch,
+    r: usize,
+) -> Result<Option<Vec<crate::types::Value>>> {
+    let key: Vec<_> = (0..l.def.primary_key.len())
+        .map(|i| value_from_array(batch.column(width + l.at + i), r))
+        .collect::<Result<_>>()?;
+    if key.iter().any(crate::types::Value::is_null) {
+        return Ok(None);
+    }
+    key_in_types(&l.def, key).map(Some)
 }
 
 /// Lock every row of `batches`, waiting for their holders, table by table in name
@@ -343,12 +355,7 @@ async fn wait_for_locks(
         let mut found = Vec::new();
         for batch in batches {
             for r in 0..batch.num_rows() {
-                let key: Vec<_> = (0..l.def.primary_key.len())
-                    .map(|i| value_from_array(batch.column(width + l.at + i), r))
-                    .collect::<Result<_>>()?;
-                if !key.iter().any(crate::types::Value::is_null) {
-                    found.push(key_in_types(&l.def, key)?);
-                }
+                found.extend(found_key(l, width, batch, r)?);
             }
         }
         changed |= session
