@@ -20,7 +20,12 @@ fn init_logging(json: bool) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The SQL planner recurses over a statement's tree, and a debug build's futures are
+    // large: LangGraph's search (a CTE over a join, DISTINCT ON, ordered twice) overflowed
+    // the default 2 MiB worker stack and took the process down. Untouched stack pages
+    // cost nothing.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(16 << 20)
         .enable_all()
         .build()?;
     let args = match cli.command {
