@@ -909,7 +909,7 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
     })
 }
 
-fn value_type_name(v: &Value) -> &'static str {
+pub(crate) fn value_type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "unknown",
         Value::Bool(_) => "boolean",

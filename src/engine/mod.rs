@@ -282,6 +282,16 @@ impl Core {
             })
     }
 
+    /// Whether `lower_sql` (a statement's text in lower case) contains the name of a
+    /// vector column of some table: a cheap test before reading it for vector operands.
+    pub fn mentions_vector_column(&self, lower_sql: &str) -> bool {
+        self.tables.read().values().any(|d| {
+            d.columns
+                .iter()
+                .any(|c| c.ty.is_vector() && lower_sql.contains(&c.name.to_ascii_lowercase()))
+        })
+    }
+
     /// The names of every table, sorted.
     pub fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.tables.read().keys().cloned().collect();

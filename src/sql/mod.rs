@@ -30,6 +30,7 @@ pub mod statements;
 pub mod tables;
 pub mod truncate;
 pub mod vector_agg;
+pub mod vector_ops;
 pub mod vector_search;
 pub mod writable_cte;
 
@@ -140,11 +141,16 @@ impl Engine {
         // The JSON operators are planned before the query engine's own readings of
         // `@>`, `->` and `||`.
         let json_functions = json::functions();
+        let vector_operators = vector_ops::functions();
         let mut builder = datafusion::execution::session_state::SessionStateBuilder::new()
             .with_config(config)
             .with_default_features();
         if let Some(planners) = builder.expr_planners() {
             planners.insert(0, Arc::new(json::JsonOperators::new(&json_functions)));
+            planners.insert(
+                0,
+                Arc::new(vector_ops::VectorOperators::new(&vector_operators)),
+            );
         }
         let ctx = SessionContext::new_with_state(builder.build());
         let databases: catalog::DatabasesRef = Arc::default();
@@ -233,6 +239,9 @@ impl Engine {
         }
         for f in pgvector::VectorToVector::all() {
             ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));
+        }
+        for f in vector_operators {
+            ctx.register_udf(f);
         }
         for f in pgvector::BitFunction::all() {
             ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(f));

@@ -223,11 +223,14 @@ pub fn pgvector_param(i: usize, kind: ColumnType) -> Field {
 pub fn pgvector_operands(
     sql: &str,
     column_type: &dyn Fn(&[String], &str) -> Option<ColumnType>,
+    mentions_vector_column: &dyn Fn(&str) -> bool,
 ) -> Vec<(usize, ColumnType)> {
     let lower = sql.to_ascii_lowercase();
-    if !["<->", "<=>", "<#>", "distance", "inner_product"]
-        .iter()
-        .any(|m| lower.contains(m))
+    if !lower.contains('$')
+        || !["<->", "<=>", "<#>", "distance", "inner_product", "vec"]
+            .iter()
+            .any(|m| lower.contains(m))
+            && !mentions_vector_column(&lower)
     {
         return Vec::new();
     }
@@ -274,8 +277,41 @@ pub fn pgvector_operands(
                 )
             })
         };
+        // A placeholder beside a vector column under `+ - * ||` or a comparison has
+        // the column's type, as Postgres infers it from the operator's other operand.
+        let beside = |a: &SqlExpr, b: &SqlExpr| match operand(a) {
+            Some((i, None)) => column(b).map(|kind| (i, kind)),
+            _ => None,
+        };
         let _ = visit_expressions(stmt, |e| {
             match e {
+                // `$1::vector` is a vector wherever it is written.
+                SqlExpr::Cast { .. } => {
+                    if let Some((i, Some(kind))) = operand(e) {
+                        found.push((i, kind));
+                    }
+                }
+                SqlExpr::BinaryOp { left, op, right }
+                    if {
+                        use datafusion::sql::sqlparser::ast::BinaryOperator as B;
+                        matches!(
+                            op,
+                            B::Plus
+                                | B::Minus
+                                | B::Multiply
+                                | B::StringConcat
+                                | B::Eq
+                                | B::NotEq
+                                | B::Lt
+                                | B::LtEq
+                                | B::Gt
+                                | B::GtEq
+                        )
+                    } =>
+                {
+                    found.extend(beside(left, right));
+                    found.extend(beside(right, left));
+                }
                 SqlExpr::BinaryOp { left, op, right }
                     if matches!(
                         op,

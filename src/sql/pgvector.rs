@@ -590,6 +590,11 @@ pub(crate) fn call(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
 
 /// Rewrite a statement: first the index-search shape, then every remaining operator.
 pub fn rewrite(stmt: &mut Statement, shared: &Core) {
+    // In DDL a column default keeps its text as written.
+    let ddl = matches!(
+        stmt,
+        Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::CreateIndex(_)
+    );
     match stmt {
         Statement::Query(q) => rewrite_search(q, shared),
         Statement::Explain { statement, .. } => {
@@ -601,11 +606,12 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
     }
     let _ = visit_expressions_mut(stmt, |e| {
         // `'[1,2,3]'::vector` (or `CAST(... AS vector(3))`, as JDBC users write it): the
-        // text itself is what every vector argument and column accepts, so the cast goes
-        // (Arrow cannot cast text to a float list).
+        // function `vector(x [, n])`, a typed vector (Arrow cannot cast text to a float
+        // list). A parameter's cast goes: the column or argument it is written to reads
+        // its text; so does a default's in DDL.
         if let SqlExpr::Cast {
             expr,
-            data_type: datafusion::sql::sqlparser::ast::DataType::Custom(name, _),
+            data_type: datafusion::sql::sqlparser::ast::DataType::Custom(name, modifiers),
             ..
         } = e
             && let Some(kind) = name.0.last().and_then(|p| p.as_ident())
@@ -614,8 +620,19 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
             let other = [HALFVEC, SPARSEVEC]
                 .into_iter()
                 .find(|k| kind.value.eq_ignore_ascii_case(k));
-            if kind.value.eq_ignore_ascii_case("vector") || (other.is_some() && placeholder) {
+            let vector = kind.value.eq_ignore_ascii_case(super::vector_ops::VECTOR);
+            if (vector && (placeholder || ddl)) || (other.is_some() && placeholder) {
                 *e = (**expr).clone();
+            } else if vector {
+                let mut args = vec![(**expr).clone()];
+                if let [n] = modifiers.as_slice()
+                    && n.parse::<u32>().is_ok()
+                {
+                    args.push(SqlExpr::Value(
+                        datafusion::sql::sqlparser::ast::Value::Number(n.clone(), false).into(),
+                    ));
+                }
+                *e = call(super::vector_ops::VECTOR, args);
             } else if let Some(k) = other {
                 *e = call(k, vec![(**expr).clone()]);
             }
@@ -630,8 +647,7 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
                 datafusion::sql::sqlparser::ast::DataType::Text
                     | datafusion::sql::sqlparser::ast::DataType::Varchar(_)
             )
-            && (column_name(expr).is_some_and(|c| is_vector_column(shared, &c))
-                || matches!(&**expr, SqlExpr::Function(f) if [HALFVEC, SPARSEVEC, super::vector_agg::AVG, super::vector_agg::SUM, "subvector", "l2_normalize"].contains(&f.name.to_string().as_str())))
+            && vector_valued(expr, shared)
         {
             *e = call(VECTOR_TEXT, vec![(**expr).clone()]);
         }
@@ -681,6 +697,34 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// Whether an expression is (by its form) a vector: a vector column, a function that
+/// makes one, or pgvector's `+`, `-`, `*` or `||` of such.
+fn vector_valued(e: &SqlExpr, shared: &Core) -> bool {
+    const MAKERS: [&str; 7] = [
+        HALFVEC,
+        SPARSEVEC,
+        super::vector_ops::VECTOR,
+        super::vector_agg::AVG,
+        super::vector_agg::SUM,
+        "subvector",
+        "l2_normalize",
+    ];
+    match e {
+        SqlExpr::Nested(inner) => vector_valued(inner, shared),
+        SqlExpr::Function(f) => MAKERS.contains(&f.name.to_string().as_str()),
+        SqlExpr::BinaryOp {
+            left,
+            op:
+                BinaryOperator::Plus
+                | BinaryOperator::Minus
+                | BinaryOperator::Multiply
+                | BinaryOperator::StringConcat,
+            right,
+        } => vector_valued(left, shared) || vector_valued(right, shared),
+        _ => column_name(e).is_some_and(|c| is_vector_column(shared, &c)),
+    }
 }
 
 /// Whether some table's vector column has this name.

@@ -1046,6 +1046,24 @@ pub(crate) fn literal_value(e: &SqlExpr) -> Option<Value> {
             expr,
         } => literal_value(expr),
         SqlExpr::Nested(inner) => literal_value(inner),
+        // `'[1,2]'::vector`, as `pgvector::rewrite` leaves it: the column type decides.
+        SqlExpr::Function(f)
+            if f.name.to_string() == super::vector_ops::VECTOR
+                && matches!(&f.args, datafusion::sql::sqlparser::ast::FunctionArguments::List(l) if l.args.len() == 1) =>
+        {
+            let datafusion::sql::sqlparser::ast::FunctionArguments::List(l) = &f.args else {
+                return None;
+            };
+            match &l.args[0] {
+                datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
+                    datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(inner),
+                ) => match literal_value(inner)? {
+                    v @ Value::Text(_) => Some(v),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }
         // `'...'::vector`, `CAST('...' AS text[])`: the column type decides.
         SqlExpr::Cast { expr, .. } => match literal_value(expr)? {
             v @ (Value::Text(_)

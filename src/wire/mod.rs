@@ -477,7 +477,8 @@ impl QueryParser for StatementParser {
         let mut described = describe(&session, &stmt).await.map_err(failed)?;
         let core = session.engine().core();
         let column_type = |tables: &[String], column: &str| core.vector_column_type(tables, column);
-        for (i, kind) in crate::sql::params::pgvector_operands(sql, &column_type) {
+        let mentions = |lower: &str| core.mentions_vector_column(lower);
+        for (i, kind) in crate::sql::params::pgvector_operands(sql, &column_type, &mentions) {
             if let Some(slot) = described.params.get_mut(i - 1) {
                 *slot = Some(crate::sql::params::pgvector_param(i, kind));
             }

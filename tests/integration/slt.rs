@@ -30,6 +30,15 @@ fn slt_files() -> Vec<PathBuf> {
     files
 }
 
+/// A failed record with the server's whole error (the client's own text of a failed
+/// query is only "db error").
+fn explain(e: &sqllogictest::TestError) -> String {
+    match e.kind() {
+        sqllogictest::TestErrorKind::Fail { err, .. } => format!("{e}\n{err:?}"),
+        _ => e.to_string(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slt_simple_protocol() {
     for file in slt_files() {
@@ -43,7 +52,7 @@ async fn slt_simple_protocol() {
         runner
             .run_file_async(&file)
             .await
-            .unwrap_or_else(|e| panic!("{} (simple protocol):\n{e}", file.display()));
+            .unwrap_or_else(|e| panic!("{} (simple protocol):\n{}", file.display(), explain(&e)));
     }
 }
 
@@ -60,7 +69,7 @@ async fn slt_extended_protocol() {
         runner
             .run_file_async(&file)
             .await
-            .unwrap_or_else(|e| panic!("{} (extended protocol):\n{e}", file.display()));
+            .unwrap_or_else(|e| panic!("{} (extended protocol):\n{}", file.display(), explain(&e)));
     }
 }
 

@@ -492,3 +492,162 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
         .expect_err("dropped");
     assert_eq!(sqlstate(&e), "42703");
 }
+
+/// pgvector's order of two vectors: element by element, then the shorter first.
+fn pgvector_order(a: &[f32], b: &[f32]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        match x.partial_cmp(y) {
+            Some(std::cmp::Ordering::Equal) | None => {}
+            Some(o) => return o,
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+fn parse_vec(text: &str) -> Vec<f32> {
+    text.trim_matches(['[', ']'])
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("a float"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_operators_on_columns_and_parameters_match_an_oracle() {
+    let server = Server::start();
+    let client = server.client().await;
+    let mut rng = StdRng::seed_from_u64(4242);
+    // Halves from -8 to 8: every sum, difference and product is exact in a float4.
+    let mut value = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| rng.gen_range(-16i32..=16) as f32 / 2.0)
+            .collect()
+    };
+    let rows: Vec<(i64, Vec<f32>, Vec<f32>)> = (0..60).map(|i| (i, value(4), value(4))).collect();
+    client
+        .batch_execute("CREATE TABLE ops (id bigint PRIMARY KEY, a vector(4), b vector(4))")
+        .await
+        .expect("create");
+    for (id, a, b) in &rows {
+        client
+            .execute(
+                "INSERT INTO ops VALUES ($1, $2, $3)",
+                &[id, &PgVector(a.clone()), &PgVector(b.clone())],
+            )
+            .await
+            .expect("insert");
+    }
+    let q = value(4);
+    let elementwise = |f: fn(f32, f32) -> f32, x: &[f32], y: &[f32]| -> Vec<f32> {
+        x.iter().zip(y).map(|(a, b)| f(*a, *b)).collect()
+    };
+    // Columns with columns (simple protocol), and columns with a parameter (extended,
+    // pgvector's binary form, and text as a driver without pgvector's types sends it).
+    let simple = client
+        .simple_query("SELECT id, (a + b)::text, (a - b)::text, (a * b)::text, (a || b)::text FROM ops ORDER BY id")
+        .await
+        .expect("simple");
+    let got: Vec<Vec<String>> = simple
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..5)
+                    .map(|i| r.get(i).unwrap_or_default().to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), rows.len());
+    for ((id, a, b), g) in rows.iter().zip(&got) {
+        assert_eq!(g[0], id.to_string());
+        assert_eq!(
+            parse_vec(&g[1]),
+            elementwise(|x, y| x + y, a, b),
+            "a + b of {id}"
+        );
+        assert_eq!(
+            parse_vec(&g[2]),
+            elementwise(|x, y| x - y, a, b),
+            "a - b of {id}"
+        );
+        assert_eq!(
+            parse_vec(&g[3]),
+            elementwise(|x, y| x * y, a, b),
+            "a * b of {id}"
+        );
+        assert_eq!(
+            parse_vec(&g[4]),
+            [a.clone(), b.clone()].concat(),
+            "a || b of {id}"
+        );
+    }
+    let sums = client
+        .query(
+            "SELECT id, (a + $1::vector)::text FROM ops ORDER BY id",
+            &[&PgVector(q.clone())],
+        )
+        .await
+        .expect("a + $1::vector");
+    for ((id, a, _), r) in rows.iter().zip(&sums) {
+        assert_eq!(r.get::<_, i64>(0), *id);
+        assert_eq!(parse_vec(r.get(1)), elementwise(|x, y| x + y, a, &q));
+    }
+    // An uncast parameter beside a vector column is a vector, as Postgres infers it.
+    let minus = client
+        .prepare("SELECT id, (b - $1)::text FROM ops ORDER BY id")
+        .await
+        .expect("prepare b - $1");
+    assert_eq!(minus.params()[0].name(), "vector");
+    let diffs = client
+        .query(&minus, &[&PgVector(q.clone())])
+        .await
+        .expect("b - $1");
+    for ((_, _, b), r) in rows.iter().zip(&diffs) {
+        assert_eq!(parse_vec(r.get(1)), elementwise(|x, y| x - y, b, &q));
+    }
+    // Comparisons and ORDER BY follow pgvector's order.
+    let below: Vec<i64> = client
+        .query(
+            "SELECT id FROM ops WHERE a < $1::vector ORDER BY id",
+            &[&PgVector(q.clone())],
+        )
+        .await
+        .expect("a < $1")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<i64> = rows
+        .iter()
+        .filter(|(_, a, _)| pgvector_order(a, &q).is_lt())
+        .map(|(id, _, _)| *id)
+        .collect();
+    assert_eq!(below, expected);
+    let ordered: Vec<i64> = client
+        .query("SELECT id FROM ops ORDER BY a, id", &[])
+        .await
+        .expect("ORDER BY a")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut expected: Vec<&(i64, Vec<f32>, Vec<f32>)> = rows.iter().collect();
+    expected.sort_by(|x, y| pgvector_order(&x.1, &y.1).then(x.0.cmp(&y.0)));
+    assert_eq!(ordered, expected.iter().map(|r| r.0).collect::<Vec<i64>>());
+    // Bad operands are errors with pgvector's SQLSTATEs; the connection goes on.
+    let e = client
+        .query("SELECT a + $1::vector FROM ops", &[&PgVector(vec![1.0])])
+        .await
+        .expect_err("dimensions");
+    assert_eq!(sqlstate(&e), "22000");
+    let e = client
+        .query("SELECT a + 1 FROM ops", &[])
+        .await
+        .expect_err("vector + integer");
+    assert_eq!(sqlstate(&e), "42883");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM ops WHERE a + b = b + a", &[])
+        .await
+        .expect("still connected")
+        .get(0);
+    assert_eq!(n, rows.len() as i64);
+}
