@@ -674,6 +674,9 @@ async fn add_columns(
             )));
         }
         let ty = parse_type(&c.data_type.to_string())?;
+        if let Some(notice) = super::statements::unchecked_length(&cname, &type_name) {
+            session.notices.push(notice);
+        }
         if ty.is_vector() && new.column_index(super::vector_search::DISTANCE).is_some() {
             return Err(Error::InvalidTableDefinition(format!(
                 "\"{}\" has a column named \"distance\", which vector_search adds: it cannot have a vector column",

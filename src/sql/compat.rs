@@ -749,3 +749,100 @@ mod like_tests {
         assert_eq!(super::backslash_escapes("a//b\\c", '/'), "a\\/b\\\\c");
     }
 }
+
+/// Postgres' own OIDs of the system catalogs that other catalog rows name by OID
+/// (`pg_depend.classid`, `pg_description.classoid`), as PostgreSQL 15 has them.
+const SYSTEM_CATALOG_OIDS: [(&str, i32); 24] = [
+    ("pg_default_acl", 826),
+    ("pg_type", 1247),
+    ("pg_attribute", 1249),
+    ("pg_proc", 1255),
+    ("pg_class", 1259),
+    ("pg_authid", 1260),
+    ("pg_database", 1262),
+    ("pg_sequence", 2224),
+    ("pg_am", 2601),
+    ("pg_attrdef", 2604),
+    ("pg_cast", 2605),
+    ("pg_constraint", 2606),
+    ("pg_depend", 2608),
+    ("pg_description", 2609),
+    ("pg_index", 2610),
+    ("pg_language", 2612),
+    ("pg_namespace", 2615),
+    ("pg_opclass", 2616),
+    ("pg_operator", 2617),
+    ("pg_rewrite", 2618),
+    ("pg_trigger", 2620),
+    ("pg_extension", 3079),
+    ("pg_collation", 3456),
+    ("pg_enum", 3501),
+];
+
+/// `'pg_class'::regclass` (also `'pg_catalog.pg_class'::pg_catalog.regclass`) of a
+/// system catalog is its fixed OID, which the catalog rows that name it carry (Django's
+/// `get_sequences` joins `pg_depend` with `d.classid = 'pg_class'::regclass`). The
+/// compatibility parser would look an unqualified name up in `public` only and find
+/// nothing. Other names are left to it.
+pub fn system_regclass(sql: &str) -> Option<String> {
+    const CASTS: [&str; 2] = ["::pg_catalog.regclass", "::regclass"];
+    if !CASTS.iter().any(|c| super::pgvector::mentions(sql, c)) {
+        return None;
+    }
+    let oid_of = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        let name = name
+            .strip_prefix("pg_catalog.")
+            .unwrap_or(&name)
+            .to_string();
+        SYSTEM_CATALOG_OIDS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, oid)| *oid)
+    };
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    let mut changed = false;
+    // Literals one after another (a doubled quote inside one splits it in two, which
+    // keeps the pairing).
+    while let Some(open) = rest.find('\'') {
+        let Some(len) = rest[open + 1..].find('\'') else {
+            break;
+        };
+        let literal = &rest[open + 1..open + 1 + len];
+        let after = &rest[open + 2 + len..];
+        let cast = CASTS.iter().find(|c| {
+            after
+                .get(..c.len())
+                .is_some_and(|a| a.eq_ignore_ascii_case(c))
+        });
+        match (cast, oid_of(literal)) {
+            (Some(cast), Some(oid)) => {
+                out.push_str(&rest[..open]);
+                out.push_str(&oid.to_string());
+                rest = &after[cast.len()..];
+                changed = true;
+            }
+            _ => {
+                out.push_str(&rest[..open + 2 + len]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod system_regclass_tests {
+    use super::system_regclass;
+
+    #[test]
+    fn system_catalog_names_become_their_oids() {
+        assert_eq!(
+            system_regclass("SELECT 1 WHERE d.classid = 'pg_class'::regclass AND x = 'pg_catalog.pg_type'::pg_catalog.regclass").as_deref(),
+            Some("SELECT 1 WHERE d.classid = 1259 AND x = 1247")
+        );
+        assert_eq!(system_regclass("SELECT 'docs'::regclass, 'it''s'"), None);
+    }
+}

@@ -18,6 +18,7 @@ pub(crate) mod for_update;
 pub(crate) mod indexes;
 pub mod json;
 pub mod json_index;
+pub mod ordinality;
 pub mod params;
 pub mod pgvector;
 pub mod plan_cache;
@@ -306,6 +307,10 @@ impl Engine {
             Some(s) => std::borrow::Cow::Owned(s),
             None => sql,
         };
+        let sql = match compat::system_regclass(&sql) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => sql,
+        };
         let sql = match for_update::stricter_lock_modes(&sql) {
             Some(s) => std::borrow::Cow::Owned(s),
             None => sql,
@@ -317,7 +322,28 @@ impl Engine {
         // before parsing; one of them is Grafana's search_path lookup, which runs here
         // (`current_setting`, functions in FROM) and must not become `''`. Such a
         // statement gets only its rewrite rules.
-        let mut stmts = if pgvector::mentions(&sql, "current_setting('search_path')") {
+        // Django's introspection (`unnest(...) WITH ORDINALITY`, `ARRAY(subquery)`) is
+        // taken apart before the compatibility parser's rules, which would drop its
+        // correlated subqueries.
+        let taken_apart = if pgvector::mentions(&sql, "with ordinality") {
+            datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                &sql,
+            )
+            .ok()
+            .and_then(|mut stmts| {
+                let mut changed = false;
+                for s in &mut stmts {
+                    changed |= ordinality::rewrite(s);
+                }
+                changed.then_some(stmts)
+            })
+        } else {
+            None
+        };
+        let mut stmts = if let Some(stmts) = taken_apart {
+            stmts.into_iter().map(|s| self.parser.rewrite(s)).collect()
+        } else if pgvector::mentions(&sql, "current_setting('search_path')") {
             datafusion::sql::sqlparser::parser::Parser::parse_sql(
                 &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
                 &sql,
@@ -342,6 +368,7 @@ impl Engine {
         let uuids = pgvector::mentions(&sql, "uuid");
         for s in &mut stmts {
             if catalog {
+                let _ = ordinality::rewrite(s);
                 pgvector::aggregate_catalog_subqueries(s, &user_tables);
                 pgvector::int2vector_functions(s);
                 pgvector::pg_expandarray(s);

@@ -943,13 +943,21 @@ fn own_relations(
     let mut own = std::collections::HashSet::new();
     for twj in &sel.from {
         for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
-            if let TableFactor::Table { name, alias, .. } = f {
-                if let Some(a) = alias {
+            match f {
+                TableFactor::Table { name, alias, .. } => {
+                    if let Some(a) = alias {
+                        own.insert(ident_name(&a.name));
+                    }
+                    if let Some(n) = name.0.last().and_then(|p| p.as_ident()) {
+                        own.insert(ident_name(n));
+                    }
+                }
+                TableFactor::Derived { alias: Some(a), .. }
+                | TableFactor::UNNEST { alias: Some(a), .. }
+                | TableFactor::Function { alias: Some(a), .. } => {
                     own.insert(ident_name(&a.name));
                 }
-                if let Some(n) = name.0.last().and_then(|p| p.as_ident()) {
-                    own.insert(ident_name(n));
-                }
+                _ => {}
             }
         }
     }

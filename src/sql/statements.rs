@@ -528,6 +528,26 @@ pub(crate) fn check_table_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The NOTICE for a column declared with a character length (`varchar(100)`,
+/// `char(2)`): it is kept as `text`, and the length is not checked.
+pub(crate) fn unchecked_length(column: &str, type_name: &str) -> Option<String> {
+    let t = type_name.trim();
+    let lengthed = [
+        "varchar(",
+        "character varying(",
+        "char(",
+        "character(",
+        "bpchar(",
+    ]
+    .iter()
+    .any(|p| t.starts_with(p));
+    lengthed.then(|| {
+        format!(
+            "column \"{column}\" is stored as text: the length of {t} is not checked (a longer value is kept whole)"
+        )
+    })
+}
+
 async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
     let (schema, name) = relation(&ct.name)?;
     super::schemas::require(&session.engine.core, schema.as_deref())?;
@@ -583,6 +603,9 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             }
             None => parse_type(&c.data_type.to_string())?,
         };
+        if let Some(notice) = unchecked_length(&cname, &type_name) {
+            session.notices.push(notice);
+        }
         let mut nullable = serial.is_none();
         for o in &c.options {
             match &o.option {

@@ -122,6 +122,7 @@ impl SchemaProvider for PgCatalogOverlay {
         let table = self.inner.table(name).await?;
         let more = match name {
             "pg_extension" => Some(More::Vector),
+            "pg_am" => Some(More::AccessMethods),
             "pg_database" => Some(More::Databases(self.databases.clone())),
             _ => None,
         };
@@ -155,6 +156,20 @@ impl SchemaProvider for PgCatalogOverlay {
         {
             return Ok(Some(Arc::new(PgSequence {
                 schema: table.schema(),
+                shared: self.shared.clone(),
+            })));
+        }
+        if name == "pg_depend"
+            && let (Some(table), Some(classes), Some(namespaces)) = (
+                &table,
+                self.inner.table("pg_class").await?,
+                self.inner.table("pg_namespace").await?,
+            )
+        {
+            return Ok(Some(Arc::new(PgDepend {
+                table: table.clone(),
+                classes,
+                namespaces,
                 shared: self.shared.clone(),
             })));
         }
@@ -893,6 +908,102 @@ impl TableProvider for PgSequence {
     }
 }
 
+/// `pg_depend`: the emulation's own rows, and for each sequence a column owns (`serial`,
+/// an identity column, `OWNED BY`) the row that ties it to that column, as Postgres
+/// records it (deptype `a`, `i` for an identity), which Django's `get_sequences` and
+/// psql's `\d` of a sequence read.
+#[derive(Debug)]
+struct PgDepend {
+    table: Arc<dyn TableProvider>,
+    classes: Arc<dyn TableProvider>,
+    namespaces: Arc<dyn TableProvider>,
+    shared: Weak<Core>,
+}
+
+#[async_trait]
+impl TableProvider for PgDepend {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        const PG_CLASS: i64 = 1259;
+        let schema = self.table.schema();
+        let mut batches = read_all(&self.table, state).await?;
+        let (tables, sequences) = match self.shared.upgrade() {
+            Some(core) => (core.catalog(), core.sequence_defs()),
+            None => Default::default(),
+        };
+        // Each user table's OID in pg_class, by its stored name (what `owned_by` names).
+        let spaces = Namespaces::read(&self.namespaces, state).await?;
+        let mut oids: HashMap<String, (i32, Arc<crate::store::TableDef>)> = HashMap::new();
+        for b in read_all(&self.classes, state).await? {
+            let (Some(oid), Some(name), Some(ns)) = (
+                column(&b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+                column(&b, "relname").and_then(|c| c.as_string_opt::<i32>()),
+                column(&b, "relnamespace").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            ) else {
+                continue;
+            };
+            for i in 0..b.num_rows() {
+                if let Some(def) = spaces
+                    .key(ns.value(i), name.value(i))
+                    .and_then(|k| tables.get(&k))
+                {
+                    oids.insert(def.stored_name().to_string(), (oid.value(i), def.clone()));
+                }
+            }
+        }
+        // (sequence OID, table OID, column number, deptype)
+        let owned: Vec<(i32, i32, usize, char)> = sequences
+            .iter()
+            .filter_map(|s| {
+                let (table, col) = s.owned_by.as_ref()?;
+                let (oid, def) = oids.get(table)?;
+                let at = def.columns.iter().position(|c| &c.name == col)?;
+                let deptype = if def.columns[at].identity.is_some() {
+                    'i'
+                } else {
+                    'a'
+                };
+                Some((sequence_oid(&s.name), *oid, at + 1, deptype))
+            })
+            .collect();
+        batches.push(build_rows(
+            &schema,
+            owned.len(),
+            |c, r| {
+                let (seq, table, attnum, deptype) = owned[r];
+                Some(match c {
+                    "classid" | "refclassid" => Cell::Int(PG_CLASS),
+                    "objid" => Cell::Int(i64::from(seq)),
+                    "objsubid" => Cell::Int(0),
+                    "refobjid" => Cell::Int(i64::from(table)),
+                    "refobjsubid" => Cell::Int(attnum as i64),
+                    "deptype" => Cell::Text(deptype.to_string()),
+                    _ => return None,
+                })
+            },
+            None,
+        )?);
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}
+
 /// `pg_indexes`: every index of the tables (primary keys, UNIQUE constraints, indexes
 /// `CREATE INDEX` made), with `pg_get_indexdef`'s text. The system catalogs' own indexes
 /// are not listed.
@@ -1326,6 +1437,13 @@ impl TableProvider for PrimaryKeys {
                             // An expression index has 0 for its expression.
                             "indkey" if s.columns.is_empty() => Cell::Text("0".into()),
                             "indkey" => Cell::Text(joined(&s.columns)),
+                            "indoption" if s.options.iter().any(|o| *o != 0) => Cell::Text(
+                                s.options
+                                    .iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(" "),
+                            ),
                             "indcollation" | "indclass" | "indoption" => Cell::Text(zeros),
                             _ => return None,
                         })
@@ -1447,6 +1565,8 @@ pub(crate) struct Shown {
     pub foreign: Option<crate::store::ForeignKeyDef>,
     /// False for a unique index that is not a constraint (`CREATE UNIQUE INDEX`).
     pub constraint: bool,
+    /// `pg_index.indoption` of each key (1: DESC, 2: NULLS FIRST); empty for all 0.
+    pub options: Vec<i64>,
 }
 
 impl Shown {
@@ -1467,6 +1587,9 @@ impl Shown {
 
 /// `pg_am.oid` of the method an index definition names (`USING gin`); 0 for one the
 /// catalog does not list (pgvector's `hnsw` and `ivfflat`).
+/// pgvector's index access methods in `pg_am`, with OIDs just below its extension's.
+const PGVECTOR_ACCESS_METHODS: [(i64, &str); 2] = [(16381, "hnsw"), (16382, "ivfflat")];
+
 fn access_method_oid(definition: &str) -> i64 {
     let method = definition
         .split_once(" USING ")
@@ -1479,7 +1602,10 @@ fn access_method_oid(definition: &str) -> i64 {
         "gin" => 2742,
         "spgist" => 4000,
         "brin" => 3580,
-        _ => 0,
+        other => PGVECTOR_ACCESS_METHODS
+            .iter()
+            .find(|(_, name)| *name == other)
+            .map_or(0, |(oid, _)| *oid),
     }
 }
 
@@ -1504,6 +1630,7 @@ pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<S
         ),
         foreign: None,
         constraint: true,
+        options: Vec::new(),
         pretty: None,
     }));
     let mut n = 0;
@@ -1522,6 +1649,7 @@ pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<S
             definition: format!("UNIQUE ({})", names_of(def, &u.columns).join(", ")),
             foreign: None,
             constraint: !u.index_only,
+            options: Vec::new(),
             pretty: None,
         });
     }
@@ -1539,6 +1667,7 @@ pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<S
             ),
             foreign: None,
             constraint: true,
+            options: Vec::new(),
             pretty: Some(format!("CHECK ({})", ch.expr)),
         });
     }
@@ -1565,6 +1694,7 @@ pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<S
             definition: text,
             foreign: Some(f.clone()),
             constraint: true,
+            options: Vec::new(),
             pretty: None,
         });
     }
@@ -1590,6 +1720,7 @@ pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<S
             definition: j.definition.clone(),
             foreign: None,
             constraint: false,
+            options: Vec::new(),
             pretty: None,
         });
     }
@@ -1610,10 +1741,24 @@ pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<S
             definition: ix.definition(def),
             foreign: None,
             constraint: false,
+            options: ix.keys.iter().map(|k| index_option(&k.tail)).collect(),
             pretty: None,
         });
     }
     out
+}
+
+/// `pg_index.indoption` of a key from what follows it (`DESC`, `NULLS FIRST`): bit 1
+/// for descending, bit 2 for nulls first (the default of a descending key).
+fn index_option(tail: &str) -> i64 {
+    let words: Vec<String> = tail
+        .split_whitespace()
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let has = |pair: [&str; 2]| words.windows(2).any(|w| w[0] == pair[0] && w[1] == pair[1]);
+    let desc = words.iter().any(|w| w == "DESC");
+    let nulls_first = has(["NULLS", "FIRST"]) || (desc && !has(["NULLS", "LAST"]));
+    i64::from(desc) | (i64::from(nulls_first) << 1)
 }
 
 /// The constraint (or index) of the referenced table a foreign key relies on: its
@@ -1654,6 +1799,8 @@ enum More {
     Vector,
     /// `pg_database`: the databases CREATE DATABASE made, each like the server's own.
     Databases(DatabasesRef),
+    /// `pg_am`: pgvector's index access methods, `hnsw` and `ivfflat`.
+    AccessMethods,
 }
 
 #[async_trait]
@@ -1691,6 +1838,23 @@ impl TableProvider for Appended {
                         "extrelocatable" => Some(Cell::Bool(true)),
                         "extversion" => Some(Cell::Text(PGVECTOR_VERSION.into())),
                         _ => None,
+                    },
+                    None,
+                )?);
+            }
+            More::AccessMethods => {
+                batches.push(build_rows(
+                    &schema,
+                    PGVECTOR_ACCESS_METHODS.len(),
+                    |c, r| {
+                        let (oid, name) = PGVECTOR_ACCESS_METHODS[r];
+                        match c {
+                            "oid" => Some(Cell::Int(oid)),
+                            "amname" => Some(Cell::Text(name.into())),
+                            "amhandler" => Some(Cell::Text(format!("{name}handler"))),
+                            "amtype" => Some(Cell::Text("i".into())),
+                            _ => None,
+                        }
                     },
                     None,
                 )?);
