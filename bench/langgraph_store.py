@@ -1,0 +1,142 @@
+"""LangGraph's AsyncPostgresStore (the agent-memory store) timed against a Postgres-wire
+server: `aput` of single memories and `asearch(query=..., filter=...)`, one client,
+medians and 99th percentiles, after loading N memories.
+
+    python bench/langgraph_store.py --url postgresql://bench@127.0.0.1:5433/vectorgate \
+        --memories 10000 --label "vectorgate, embedded"
+
+With `--no-vectors` the store has no index (PostgreSQL without pgvector): its search is
+`asearch(filter=...)` without a query, which is what such a store can do. Prints one
+JSON line of figures on stdout and a Markdown table row on stderr.
+
+Memories: namespaces ("users", "u<i % 100>", "memories"), values {"text", "kind": i % 10,
+"score": i % 100}; embeddings are a deterministic function of the text (no model), of
+--dims dimensions. Searches are under ("users",) with filter {"kind": k}, limit 10.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import random
+import statistics
+import sys
+import time
+
+from langgraph.store.base import PutOp
+from langgraph.store.postgres.aio import AsyncPostgresStore
+
+WORDS = "cat dog mat sat barked mailman vector search memory agent graph tool user note".split()
+
+
+def text_of(i):
+    r = random.Random(i)
+    return " ".join(r.choice(WORDS) for _ in range(8)) + f" #{i}"
+
+
+def make_embed(dims):
+    def embed(texts):
+        out = []
+        for t in texts:
+            r = random.Random(hashlib.sha256(t.encode()).digest())
+            v = [r.gauss(0.0, 1.0) for _ in range(dims)]
+            n = math.sqrt(sum(x * x for x in v))
+            out.append([x / n for x in v])
+        return out
+
+    return embed
+
+
+def value_of(i):
+    return {"text": text_of(i), "kind": i % 10, "score": i % 100}
+
+
+def namespace_of(i):
+    return ("users", f"u{i % 100}", "memories")
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+async def run(args):
+    index = None if args.no_vectors else {
+        "dims": args.dims,
+        "embed": make_embed(args.dims),
+        "fields": ["text"],
+    }
+    async with AsyncPostgresStore.from_conn_string(args.url, index=index) as store:
+        await store.setup()
+        # The load, in batches (not timed per call).
+        t0 = time.perf_counter()
+        for start in range(0, args.memories, args.batch):
+            ops = [
+                PutOp(namespace_of(i), f"m{i}", value_of(i))
+                for i in range(start, min(args.memories, start + args.batch))
+            ]
+            await store.abatch(ops)
+        load_s = time.perf_counter() - t0
+        # Single aput calls, each timed (new keys, so each is an insert).
+        puts = []
+        for j in range(args.puts):
+            i = args.memories + j
+            t = time.perf_counter()
+            await store.aput(namespace_of(i), f"m{i}", value_of(i))
+            puts.append((time.perf_counter() - t) * 1000)
+        # Searches, each timed.
+        r = random.Random(7)
+        searches = []
+        returned = 0
+        for _ in range(args.searches):
+            kind = r.randrange(10)
+            t = time.perf_counter()
+            if args.no_vectors:
+                hits = await store.asearch(("users",), filter={"kind": kind}, limit=10)
+            else:
+                q = text_of(r.randrange(args.memories))
+                hits = await store.asearch(("users",), query=q, filter={"kind": kind}, limit=10)
+            searches.append((time.perf_counter() - t) * 1000)
+            if any(h.value["kind"] != kind for h in hits):
+                sys.exit(f"a search returned a memory its filter excludes: {hits[0].value}")
+            returned += len(hits)
+        if returned == 0:
+            sys.exit("the searches returned nothing")
+    fig = {
+        "label": args.label,
+        "memories": args.memories,
+        "dims": 0 if args.no_vectors else args.dims,
+        "load_per_s": round(args.memories / load_s, 1),
+        "aput_p50_ms": round(statistics.median(puts), 3),
+        "aput_p99_ms": round(percentile(puts, 99), 3),
+        "aput_per_s": round(1000 / statistics.mean(puts), 1),
+        "search_p50_ms": round(statistics.median(searches), 3),
+        "search_p99_ms": round(percentile(searches, 99), 3),
+        "search_per_s": round(1000 / statistics.mean(searches), 1),
+        "search": "filter only" if args.no_vectors else "query + filter",
+    }
+    print(json.dumps(fig))
+    print(
+        f"| {fig['label']} | {fig['memories']} | {fig['load_per_s']} | {fig['aput_p50_ms']} | "
+        f"{fig['aput_p99_ms']} | {fig['aput_per_s']} | {fig['search']} | {fig['search_p50_ms']} | "
+        f"{fig['search_p99_ms']} | {fig['search_per_s']} |",
+        file=sys.stderr,
+    )
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", required=True)
+    p.add_argument("--memories", type=int, default=10000)
+    p.add_argument("--dims", type=int, default=384)
+    p.add_argument("--batch", type=int, default=200)
+    p.add_argument("--puts", type=int, default=500)
+    p.add_argument("--searches", type=int, default=300)
+    p.add_argument("--label", default="")
+    p.add_argument("--no-vectors", action="store_true")
+    asyncio.run(run(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
