@@ -566,7 +566,15 @@ impl Report {
             Some(&previous[a..b + close.len()])
         };
         let mut text = self.markdown(kept("analysis"));
-        for name in ["statements", "quantization", "load"] {
+        for name in [
+            "quantization",
+            "load",
+            "statements",
+            "qdrant-server",
+            "jsonb",
+            "ingest",
+            "langgraph",
+        ] {
             if let Some(section) = kept(name) {
                 text.push_str(section);
                 text.push_str("\n\n");
