@@ -125,9 +125,76 @@ async def run(args):
     )
 
 
+SECTION = """<!-- langgraph -->
+## LangGraph's store: aput and asearch(query, filter)
+
+`{command}`, {date}: LangGraph's `AsyncPostgresStore` (langgraph-checkpoint-postgres, as
+the client tests pin it) with `index={{"dims": 384, "embed": ..., "fields": ["text"]}}`,
+loaded with N memories in `abatch`es of 200 `PutOp`s (namespaces `("users", "u<i % 100>",
+"memories")`, values `{{"text", "kind": i % 10, "score"}}`, a deterministic embedding of
+the text, no model), then 500 single `aput`s of new memories and 300
+`asearch(("users",), query=..., filter={{"kind": k}}, limit=10)`, each timed, one client,
+over the wire by psycopg (`bench/langgraph_store.py`). PostgreSQL 15 (Debian's package,
+no pgvector, so the store has no index) runs the same puts and `asearch(("users",),
+filter={{"kind": k}}, limit=10)`: the search such a store can do. The release build; one
+run on a shared 2-core machine.
+
+| store | memories | load (memories/s) | aput p50 (ms) | aput p99 (ms) | aputs/s | search | search p50 (ms) | search p99 (ms) | searches/s |
+|---|---|---|---|---|---|---|---|---|---|
+{rows}
+
+{notes}
+<!-- /langgraph -->
+"""
+
+
+def write_section(args):
+    import datetime
+    import pathlib
+
+    figs = [json.loads(line) for line in open(args.rows) if line.strip()]
+    rows = "\n".join(
+        f"| {f['label']} | {f['memories']} | {f['load_per_s']} | {f['aput_p50_ms']} | "
+        f"{f['aput_p99_ms']} | {f['aput_per_s']} | {f['search']} | {f['search_p50_ms']} | "
+        f"{f['search_p99_ms']} | {f['search_per_s']} |"
+        for f in figs
+    )
+    notes = []
+    for n in sorted({f["memories"] for f in figs}):
+        pg = next((f for f in figs if f["memories"] == n and f["dims"] == 0), None)
+        for f in figs:
+            if f["memories"] != n or f["dims"] == 0 or pg is None:
+                continue
+            notes.append(
+                f"- {n} memories, {f['label']}: aput p50 "
+                f"{f['aput_p50_ms'] / pg['aput_p50_ms']:.1f}x PostgreSQL's; a search by "
+                f"meaning and filter p50 {f['search_p50_ms'] / pg['search_p50_ms']:.1f}x "
+                "PostgreSQL's search by filter alone."
+            )
+    section = SECTION.format(
+        command=args.command,
+        date=datetime.date.today().isoformat(),
+        rows=rows,
+        notes="\n".join(notes),
+    )
+    out = pathlib.Path(args.write_section)
+    text = out.read_text() if out.exists() else ""
+    a, b = text.find("<!-- langgraph -->"), text.find("<!-- /langgraph -->")
+    if a >= 0 and b > a:
+        text = text[:a] + section.strip() + text[b + len("<!-- /langgraph -->"):]
+    else:
+        text = text.rstrip() + "\n\n" + section.strip() + "\n"
+    out.write_text(text)
+    print(section)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--url", required=True)
+    p.add_argument("--write-section", metavar="BENCHMARKS.md",
+                   help="write the section of the figures in --rows (JSON lines) and stop")
+    p.add_argument("--rows")
+    p.add_argument("--command", default="scripts/bench.sh --langgraph")
+    p.add_argument("--url")
     p.add_argument("--memories", type=int, default=10000)
     p.add_argument("--dims", type=int, default=384)
     p.add_argument("--batch", type=int, default=200)
@@ -135,7 +202,13 @@ def main():
     p.add_argument("--searches", type=int, default=300)
     p.add_argument("--label", default="")
     p.add_argument("--no-vectors", action="store_true")
-    asyncio.run(run(p.parse_args()))
+    args = p.parse_args()
+    if args.write_section:
+        write_section(args)
+    elif not args.url:
+        p.error("--url is required")
+    else:
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@
 # exists), beside Cassandra's and Qdrant's own load rates of the same rows.
 # --jsonb measures only the section of searches filtered on a jsonb column beside the
 # same filters on ordinary columns (--jsonb-rows, default 100000; embedded stores).
+# --langgraph measures only LangGraph's store (bench/langgraph_store.py: aput and
+# asearch(query, filter)) at 10000 and 100000 memories (--langgraph-sizes "N M" to
+# change), on the embedded stores, with rows in Cassandra, and on PostgreSQL 15 without
+# vector search, and writes its section of BENCHMARKS.md.
 # Builds go to target/ in the clone, as `cargo build` does, unless CARGO_TARGET_DIR is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +30,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/vectorgate"
 command="scripts/bench.sh $*"
 
-profile=release cassandra=start plots=yes postgres=no qdrant=no
+profile=release cassandra=start plots=yes postgres=no qdrant=no langgraph=no
+langgraph_sizes="10000 100000"
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,15 +41,22 @@ while [ $# -gt 0 ]; do
     --statements) postgres=start plots=no; args+=("$1") ;;
     --jsonb) plots=no cassandra=none; args+=("$1") ;;
     --ingest) plots=no qdrant=optional; args+=("$1") ;;
+    --langgraph) langgraph=yes postgres=start plots=no ;;
+    --langgraph-sizes) langgraph_sizes="$2"; shift ;;
     --no-cassandra) cassandra=none ;;
     --no-plots) plots=no ;;
-    --cassandra) cassandra=given; args+=("$1" "$2"); shift ;;
+    --cassandra) cassandra=given cass_addr="$2"; args+=("$1" "$2"); shift ;;
     *) args+=("$1") ;;
   esac
   shift
 done
 
-if [ "$profile" = release ]; then
+if [ "$langgraph" = yes ]; then
+  [ "$profile" = release ] && cargo build --release -p vectorgate
+  [ "$profile" = debug ] && cargo build -p vectorgate --bin vectorgate --quiet
+  # LangGraph and its driver, as the client tests install them.
+  scripts/client-tests.sh --install-only
+elif [ "$profile" = release ]; then
   cargo build --release -p vectorgate -p vectorgate-bench
 else
   # The same features as the test build, so CI reuses it.
@@ -114,7 +126,47 @@ if [ "$cassandra" = start ]; then
   cleanup+=("scripts/dev-cassandra stop")
   scripts/dev-cassandra wipe >/dev/null 2>&1 || true
   scripts/dev-cassandra start
-  args+=(--cassandra "127.0.0.1:$CASSANDRA_PORT")
+  cass_addr="127.0.0.1:$CASSANDRA_PORT"
+  args+=(--cassandra "$cass_addr")
+fi
+
+if [ "$langgraph" = yes ]; then
+  rows="$(mktemp)"
+  cleanup+=("rm -f $rows")
+  run_store() { # label, url, memories, extra flags
+    "$cache/clients/venv/bin/python" bench/langgraph_store.py --url "$2" --memories "$3" \
+      --label "$1" "${@:4}" >>"$rows"
+  }
+  serve() { # data dir, port, extra flags
+    "$CARGO_TARGET_DIR/$profile/vectorgate" serve --listen "127.0.0.1:$2" --data "$1" "${@:3}" \
+      >"$1.log" 2>&1 &
+    echo $!
+    for _ in $(seq 100); do
+      "$cache/clients/venv/bin/python" -c "import psycopg; psycopg.connect('postgresql://bench@127.0.0.1:$2/vectorgate').close()" 2>/dev/null && return
+      sleep 0.5
+    done
+  }
+  work="$(mktemp -d "${TMPDIR:-/tmp}/vectorgate-bench-langgraph.XXXXXX")"
+  cleanup+=("rm -rf $work")
+  for n in $langgraph_sizes; do
+    pid="$(serve "$work/embedded-$n" 15611)"
+    run_store "vectorgate, embedded stores" "postgresql://bench@127.0.0.1:15611/vectorgate" "$n"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    if [ "$cassandra" != none ]; then
+      pid="$(serve "$work/cassandra-$n" 15612 --scylla "$cass_addr" --keyspace "langgraph_$n")"
+      run_store "vectorgate, rows in Cassandra" "postgresql://bench@127.0.0.1:15612/vectorgate" "$n"
+      kill "$pid"; wait "$pid" 2>/dev/null || true
+    fi
+    psql_url="postgresql://bench@127.0.0.1:$pgport/postgres"
+    "$cache/clients/venv/bin/python" -c "import psycopg
+c = psycopg.connect('$psql_url', autocommit=True)
+for t in ('store_vectors', 'store', 'store_migrations', 'vector_migrations'):
+    c.execute(f'DROP TABLE IF EXISTS {t} CASCADE')"
+    run_store "PostgreSQL 15 (no pgvector)" "$psql_url" "$n" --no-vectors
+  done
+  "$cache/clients/venv/bin/python" bench/langgraph_store.py --write-section BENCHMARKS.md \
+    --rows "$rows" --command "$command"
+  exit 0
 fi
 
 "$bin" --command "$command" "${args[@]}"

@@ -3,6 +3,8 @@
 # installs them (pinned) under
 # ~/.cache/vectorgate/clients, starts the server on a free port, runs each client's test
 # program. Usage: scripts/client-tests.sh path/to/vectorgate
+# (`--install-only`: only the Python virtualenv with psycopg and LangGraph, for the
+# LangGraph benchmark.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:?usage: scripts/client-tests.sh path/to/vectorgate}"
@@ -36,6 +38,7 @@ python_env() {
 }
 # shellcheck disable=SC2086
 python_env venv $python_deps
+[ "$bin" = --install-only ] && exit 0
 # shellcheck disable=SC2086
 python_env venv-langchain $langchain_deps
 # shellcheck disable=SC2086

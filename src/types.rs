@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
-    Date32Builder, Decimal128Array, Decimal128Builder, Float32Array, Float32Builder, Float64Array,
-    Float64Builder, Int8Array, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array,
-    Int64Builder, LargeBinaryArray, LargeStringArray, ListArray, ListBuilder, StringArray,
-    StringBuilder, StringViewArray, TimestampMicrosecondArray, TimestampMicrosecondBuilder,
-    UInt32Array, UInt64Array,
+    Date32Builder, Decimal128Array, Decimal128Builder, FixedSizeListArray, Float32Array,
+    Float32Builder, Float64Array, Float64Builder, Int8Array, Int16Array, Int16Builder, Int32Array,
+    Int32Builder, Int64Array, Int64Builder, LargeBinaryArray, LargeStringArray, ListArray,
+    ListBuilder, StringArray, StringBuilder, StringViewArray, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
 use serde::{Deserialize, Serialize};
@@ -961,8 +961,9 @@ pub fn value_from_array(array: &ArrayRef, row: usize) -> Result<Value> {
         ),
         DataType::Decimal128(_, s) => Value::Decimal(get!(Decimal128Array).unwrap_or_default(), *s),
         DataType::Timestamp(_, _) => {
+            // Casts take the one row: casting the whole array for each row is quadratic.
             let casted = datafusion::arrow::compute::cast(
-                array,
+                &array.slice(row, 1),
                 &DataType::Timestamp(TimeUnit::Microsecond, None),
             )
             .map_err(Error::internal)?;
@@ -970,24 +971,25 @@ pub fn value_from_array(array: &ArrayRef, row: usize) -> Result<Value> {
                 casted
                     .as_any()
                     .downcast_ref::<TimestampMicrosecondArray>()
-                    .map(|x| x.value(row))
+                    .map(|x| x.value(0))
                     .unwrap_or_default(),
             )
         }
         DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
-            let list = datafusion::arrow::compute::cast(array, &list_of(DataType::Utf8))
-                .ok()
-                .filter(|_| {
-                    matches!(
-                        list_element_type(array.data_type()),
-                        Some(
-                            DataType::Utf8
-                                | DataType::LargeUtf8
-                                | DataType::Utf8View
-                                | DataType::Null
-                        )
-                    )
-                });
+            if let Some(v) = float32_list_at(array, row) {
+                return v;
+            }
+            let array = &array.slice(row, 1);
+            let row = 0;
+            let textual = matches!(
+                list_element_type(array.data_type()),
+                Some(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null)
+            );
+            let list = if textual {
+                datafusion::arrow::compute::cast(array, &list_of(DataType::Utf8)).ok()
+            } else {
+                None
+            };
             if let Some(list) = list {
                 let la = list
                     .as_any()
@@ -1047,6 +1049,23 @@ pub fn value_from_array(array: &ArrayRef, row: usize) -> Result<Value> {
                 "values of type {other} are not supported here"
             )));
         }
+    })
+}
+
+/// A vector stored the usual way (a list of float4) read without a cast.
+fn float32_list_at(array: &ArrayRef, row: usize) -> Option<Result<Value>> {
+    let values = if let Some(l) = array.as_any().downcast_ref::<ListArray>() {
+        l.value(row)
+    } else if let Some(l) = array.as_any().downcast_ref::<FixedSizeListArray>() {
+        l.value(row)
+    } else {
+        return None;
+    };
+    let floats = values.as_any().downcast_ref::<Float32Array>()?;
+    Some(if floats.null_count() > 0 {
+        Err(Error::DataException("array must not contain nulls".into()))
+    } else {
+        Ok(Value::Vector(floats.values().to_vec()))
     })
 }
 

@@ -795,6 +795,7 @@ async fn run_search(
         query,
         k,
         pushed,
+        allowed: None,
         checks: Checks::Rows(Box::new(move |row| {
             checks
                 .iter()

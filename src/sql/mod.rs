@@ -16,6 +16,7 @@ pub mod direct;
 pub mod do_block;
 pub(crate) mod for_update;
 pub(crate) mod indexes;
+mod joined_search;
 pub mod json;
 pub mod json_index;
 pub mod ordinality;

@@ -13,7 +13,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Float64Builder};
+use datafusion::arrow::array::{ArrayRef, Float64Builder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{
@@ -32,7 +32,7 @@ use crate::store::Distance;
 use crate::types::{ColumnType, Value, value_from_array};
 
 /// Function names for the operators.
-fn function_for(op: &BinaryOperator) -> Option<(&'static str, Distance)> {
+pub(super) fn function_for(op: &BinaryOperator) -> Option<(&'static str, Distance)> {
     match op {
         BinaryOperator::LtDashGt => Some(("l2_distance", Distance::L2)),
         BinaryOperator::Spaceship => Some(("cosine_distance", Distance::Cosine)),
@@ -512,7 +512,19 @@ impl ScalarUDFImpl for DistanceFunction {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let n = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        // A constant operand (the query vector) is read once, not once per row.
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| match a {
+                ColumnarValue::Scalar(s) => s.to_array_of_size(1),
+                ColumnarValue::Array(a) => Ok(a.clone()),
+            })
+            .collect::<DfResult<Vec<ArrayRef>>>()?;
         let (distance, sign) = match self.distance {
             DistanceKind::L2 | DistanceKind::L1 => (Distance::L2, 1.0),
             DistanceKind::Cosine => (Distance::Cosine, 1.0),
@@ -531,9 +543,32 @@ impl ScalarUDFImpl for DistanceFunction {
                 other => Ok(other),
             }
         };
-        let mut out = Float64Builder::with_capacity(n);
-        for row in 0..n {
-            match (at(0, row)?, at(1, row)?) {
+        let constant = |i: usize| -> Result<Option<Option<Vec<f32>>>, Error> {
+            Ok(match args.args[i] {
+                ColumnarValue::Scalar(_) => Some(at(i, 0)?),
+                ColumnarValue::Array(_) => None,
+            })
+        };
+        let (first, second) = (constant(0)?, constant(1)?);
+        let rows = if scalar { 1 } else { n };
+        let mut out = Float64Builder::with_capacity(rows);
+        for row in 0..rows {
+            let (a_row, b_row);
+            let a = match &first {
+                Some(c) => c.as_deref(),
+                None => {
+                    a_row = at(0, row)?;
+                    a_row.as_deref()
+                }
+            };
+            let b = match &second {
+                Some(c) => c.as_deref(),
+                None => {
+                    b_row = at(1, row)?;
+                    b_row.as_deref()
+                }
+            };
+            match (a, b) {
                 (Some(a), Some(b)) => {
                     if a.len() != b.len() {
                         return Err(Error::DataException(format!(
@@ -544,27 +579,20 @@ impl ScalarUDFImpl for DistanceFunction {
                         .into());
                     }
                     out.append_value(if self.distance == DistanceKind::L1 {
-                        a.iter().zip(&b).map(|(x, y)| (x - y).abs() as f64).sum()
+                        a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).sum()
                     } else {
-                        sign * distance.exact(&a, &b)
+                        sign * distance.exact(a, b)
                     });
                 }
                 _ => out.append_null(),
             }
         }
         let arr: ArrayRef = Arc::new(out.finish());
-        Ok(
-            if arr.len() == 1
-                && args
-                    .args
-                    .iter()
-                    .all(|a| matches!(a, ColumnarValue::Scalar(_)))
-            {
-                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&arr, 0)?)
-            } else {
-                ColumnarValue::Array(arr)
-            },
-        )
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&arr, 0)?)
+        } else {
+            ColumnarValue::Array(arr)
+        })
     }
 }
 
@@ -595,14 +623,20 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
         stmt,
         Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::CreateIndex(_)
     );
-    match stmt {
-        Statement::Query(q) => rewrite_search(q, shared),
-        Statement::Explain { statement, .. } => {
-            if let Statement::Query(q) = statement.as_mut() {
-                rewrite_search(q, shared);
-            }
+    // Every query of the statement: a search may be a CTE or a subquery.
+    struct Searches<'a>(&'a Core);
+    impl datafusion::sql::sqlparser::ast::VisitorMut for Searches<'_> {
+        type Break = ();
+        fn post_visit_query(
+            &mut self,
+            q: &mut datafusion::sql::sqlparser::ast::Query,
+        ) -> ControlFlow<()> {
+            rewrite_search(q, self.0);
+            ControlFlow::Continue(())
         }
-        _ => {}
+    }
+    if matches!(stmt, Statement::Query(_) | Statement::Explain { .. }) {
+        let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(stmt, &mut Searches(shared));
     }
     let _ = visit_expressions_mut(stmt, |e| {
         // `'[1,2,3]'::vector` (or `CAST(... AS vector(3))`, as JDBC users write it): the
@@ -744,9 +778,10 @@ fn column_name(e: &SqlExpr) -> Option<String> {
 }
 
 /// `SELECT .. FROM t [WHERE ..] ORDER BY vec <op> q [, ..] LIMIT k` on one table whose
-/// index distance matches `<op>` becomes a search of `vector_search('t', q, k)`.
+/// index distance matches `<op>` becomes a search of `vector_search('t', q, k)`; over a
+/// join of `t` with a table by that table's key, see [`super::joined_search`].
 fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core) {
-    use datafusion::sql::sqlparser::ast::LimitClause;
+    use datafusion::sql::sqlparser::ast::{LimitClause, Value as SqlValue};
     let Some(LimitClause::LimitOffset {
         limit: Some(limit),
         offset: None,
@@ -756,10 +791,11 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
         return;
     };
     let SqlExpr::Value(lv) = limit else { return };
-    let datafusion::sql::sqlparser::ast::Value::Number(k, _) = &lv.value else {
-        return;
+    // A number, or a parameter (bound before the statement runs).
+    let k = match &lv.value {
+        SqlValue::Number(k, _) | SqlValue::Placeholder(k) => k.clone(),
+        _ => return,
     };
-    let k = k.clone();
     let Some(order) = &mut q.order_by else { return };
     let OrderByKind::Expressions(items) = &mut order.kind else {
         return;
@@ -779,12 +815,20 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
     let SetExpr::Select(select) = q.body.as_mut() else {
         return;
     };
-    if select.from.len() != 1 || !select.from[0].joins.is_empty() || select.distinct.is_some() {
+    if select.from.len() != 1 || select.distinct.is_some() {
         return;
     }
     if !matches!(&select.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(g, _) if g.is_empty())
     {
         return;
+    }
+    match select.from[0].joins.len() {
+        0 => {}
+        1 => {
+            super::joined_search::rewrite(select, first, op_distance, &k, shared);
+            return;
+        }
+        _ => return,
     }
     let TableFactor::Table {
         name,
@@ -845,46 +889,96 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
     };
     let mut relation = ps.from.remove(0).relation;
     if let TableFactor::Table { alias: a, .. } = &mut relation {
-        *a = Some(alias.clone());
+        *a = Some(search_alias(&def, alias.name.clone()));
     }
     let op_expr = first.expr.clone();
     first.expr = SqlExpr::CompoundIdentifier(vec![
         alias.name.clone(),
-        Ident::new(super::vector_search::DISTANCE),
+        Ident::with_quote('"', SEARCH_DISTANCE),
     ]);
     select.from[0].relation = relation;
-    // `SELECT *` must not grow a distance column; other uses of the operator read it.
-    let cols: Vec<SelectItem> = def
-        .columns
+    // `SELECT *` must not grow a distance column.
+    let cols = visible_columns(&def, &alias.name);
+    read_distance(select, &op_expr, &alias.name, |item| match item {
+        SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => Some(cols.clone()),
+        _ => None,
+    });
+}
+
+/// What a rewritten search's distance is named: the table searched has no `distance`
+/// column, so the statement may name something else so (`... AS distance`).
+pub(super) const SEARCH_DISTANCE: &str = "vectorgate_distance";
+
+/// The alias of a search that replaces table `def`: its name, and its columns' names with
+/// the distance as [`SEARCH_DISTANCE`].
+pub(super) fn search_alias(
+    def: &crate::store::TableDef,
+    name: Ident,
+) -> datafusion::sql::sqlparser::ast::TableAlias {
+    use datafusion::sql::sqlparser::ast::TableAliasColumnDef;
+    let mut columns: Vec<TableAliasColumnDef> = super::tables::table_schema(def)
+        .fields()
+        .iter()
+        .map(|f| TableAliasColumnDef {
+            name: Ident::with_quote('"', f.name()),
+            data_type: None,
+        })
+        .collect();
+    columns.push(TableAliasColumnDef {
+        name: Ident::with_quote('"', SEARCH_DISTANCE),
+        data_type: None,
+    });
+    datafusion::sql::sqlparser::ast::TableAlias {
+        explicit: true,
+        name,
+        columns,
+        at: None,
+    }
+}
+
+/// A table's visible columns, qualified by `alias`, as select items.
+pub(super) fn visible_columns(def: &crate::store::TableDef, alias: &Ident) -> Vec<SelectItem> {
+    def.columns
         .iter()
         .filter(|c| !c.hidden())
         .map(|c| {
             SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(vec![
-                alias.name.clone(),
+                alias.clone(),
                 Ident::with_quote('"', &c.name),
             ]))
         })
-        .collect();
+        .collect()
+}
+
+/// The select list of a search: the operator expression `op_expr` reads the search's
+/// `distance` (of the relation `alias`); `expand` gives the columns a wildcard stands for.
+pub(super) fn read_distance(
+    select: &mut datafusion::sql::sqlparser::ast::Select,
+    op_expr: &SqlExpr,
+    alias: &Ident,
+    expand: impl Fn(&SelectItem) -> Option<Vec<SelectItem>>,
+) {
     let mut projection = Vec::with_capacity(select.projection.len());
     for item in select.projection.drain(..) {
+        if let Some(cols) = expand(&item) {
+            projection.extend(cols);
+            continue;
+        }
         match item {
-            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
-                projection.extend(cols.iter().cloned())
-            }
-            SelectItem::UnnamedExpr(e) if e == op_expr => {
+            SelectItem::UnnamedExpr(e) if &e == op_expr => {
                 projection.push(SelectItem::ExprWithAlias {
                     expr: SqlExpr::CompoundIdentifier(vec![
-                        alias.name.clone(),
-                        Ident::new(super::vector_search::DISTANCE),
+                        alias.clone(),
+                        Ident::with_quote('"', SEARCH_DISTANCE),
                     ]),
                     alias: Ident::new("?column?"),
                 })
             }
-            SelectItem::ExprWithAlias { expr, alias: a } if expr == op_expr => {
+            SelectItem::ExprWithAlias { expr, alias: a } if &expr == op_expr => {
                 projection.push(SelectItem::ExprWithAlias {
                     expr: SqlExpr::CompoundIdentifier(vec![
-                        alias.name.clone(),
-                        Ident::new(super::vector_search::DISTANCE),
+                        alias.clone(),
+                        Ident::with_quote('"', SEARCH_DISTANCE),
                     ]),
                     alias: a,
                 })
@@ -984,7 +1078,7 @@ fn outer_only(e: &SqlExpr, own: &std::collections::HashSet<String>) -> bool {
     outer && !inner
 }
 
-fn conjuncts(e: SqlExpr, out: &mut Vec<SqlExpr>) {
+pub(super) fn conjuncts(e: SqlExpr, out: &mut Vec<SqlExpr>) {
     match e {
         SqlExpr::BinaryOp {
             left,
@@ -1009,7 +1103,7 @@ fn conjuncts(e: SqlExpr, out: &mut Vec<SqlExpr>) {
     }
 }
 
-fn and_all(mut parts: Vec<SqlExpr>) -> Option<SqlExpr> {
+pub(super) fn and_all(mut parts: Vec<SqlExpr>) -> Option<SqlExpr> {
     let first = if parts.is_empty() {
         return None;
     } else {

@@ -6,6 +6,11 @@
 //! from the row store; rows missing there are dropped; and the index is asked for
 //! further hits until k rows pass or it is exhausted. Distances are recomputed exactly
 //! from the stored vectors.
+//!
+//! Two more arguments, `vector_search(ns, [column,] embedding, k, 'c1, c2', (SELECT
+//! struct(a, b) FROM ...))`, restrict the search to rows whose columns `c1, c2` are
+//! among the subquery's rows: what pgvector's search shape over a join becomes (see
+//! [`super::pgvector`]), the keys of the joined table's rows that pass its conditions.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -107,15 +112,9 @@ fn scalar_subquery(
     session: &dyn Session,
     plan: &datafusion::logical_expr::LogicalPlan,
 ) -> Result<Option<Value>> {
-    if plan.get_parameter_types().is_ok_and(|p| !p.is_empty()) {
+    let Some(batches) = run_subquery(session, plan)? else {
         return Ok(None);
-    }
-    let run = async {
-        let physical = session.create_physical_plan(plan).await?;
-        datafusion::physical_plan::collect(physical, session.task_ctx()).await
     };
-    let handle = tokio::runtime::Handle::current();
-    let batches = tokio::task::block_in_place(|| handle.block_on(run))?;
     let mut found = None;
     for b in &batches {
         for row in 0..b.num_rows() {
@@ -128,6 +127,129 @@ fn scalar_subquery(
         }
     }
     Ok(Some(found.unwrap_or(Value::Null)))
+}
+
+/// The rows of an uncorrelated subquery, run while the search is planned; `None` while
+/// it waits for a parameter (at Describe).
+fn run_subquery(
+    session: &dyn Session,
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> Result<Option<Vec<RecordBatch>>> {
+    if plan.get_parameter_types().is_ok_and(|p| !p.is_empty()) {
+        return Ok(None);
+    }
+    let run = async {
+        let physical = session.create_physical_plan(plan).await?;
+        datafusion::physical_plan::collect(physical, session.task_ctx()).await
+    };
+    let handle = tokio::runtime::Handle::current();
+    Ok(Some(tokio::task::block_in_place(|| handle.block_on(run))?))
+}
+
+/// The rows a search may answer, by the values of some of its columns (the keys of a
+/// joined table's rows that pass that table's conditions).
+#[derive(Debug)]
+pub(crate) struct Allowed {
+    columns: Vec<usize>,
+    keys: HashSet<String>,
+    /// The keys' values, while there are at most [`PUSHED_KEYS`] of them.
+    few: Vec<Vec<Value>>,
+}
+
+/// At most this many keys are also sent to the index as a filter (`c IN (...)` per
+/// column); more are only checked on the rows fetched.
+const PUSHED_KEYS: usize = 1024;
+
+impl Allowed {
+    fn key<'a>(values: impl Iterator<Item = &'a Value>) -> String {
+        values
+            .map(super::params::literal)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The search's table's columns `names` (`'c1, c2'`), the keys the subquery's rows
+    /// give (one struct column, a field per column).
+    fn from_subquery(def: &TableDef, names: &str, batches: &[RecordBatch]) -> Result<Allowed> {
+        let columns = names
+            .split(',')
+            .map(|n| {
+                def.column_index(n.trim()).ok_or_else(|| {
+                    Error::UndefinedColumn(format!(
+                        "column \"{}\" of \"{}\" does not exist",
+                        n.trim(),
+                        def.name
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let mut keys = HashSet::new();
+        let mut few = Vec::new();
+        for b in batches {
+            let Some(fields) = b.columns().first().and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<datafusion::arrow::array::StructArray>()
+            }) else {
+                return Err(Error::InvalidParameter(
+                    "the keys of vector_search must be a subquery of struct(...)".into(),
+                ));
+            };
+            if fields.num_columns() != columns.len() {
+                return Err(Error::InvalidParameter(format!(
+                    "vector_search names {} key columns, its subquery gives {}",
+                    columns.len(),
+                    fields.num_columns()
+                )));
+            }
+            for row in 0..b.num_rows() {
+                let values = fields
+                    .columns()
+                    .iter()
+                    .map(|c| value_from_array(c, row))
+                    .collect::<Result<Vec<Value>>>()?;
+                if keys.insert(Allowed::key(values.iter())) && keys.len() <= PUSHED_KEYS {
+                    few.push(values);
+                }
+            }
+        }
+        Ok(Allowed { columns, keys, few })
+    }
+
+    fn admits(&self, row: &Row) -> bool {
+        self.keys
+            .contains(&Allowed::key(self.columns.iter().map(|&c| &row[c])))
+    }
+
+    /// `c IN (...)` for each column, when the keys are few: a filter the index can plan
+    /// by (it admits a superset of the keys; the rows fetched are checked exactly).
+    fn predicate(&self, def: &TableDef) -> Option<Predicate> {
+        if self.keys.is_empty() || self.keys.len() > PUSHED_KEYS {
+            return None;
+        }
+        let mut parts = Vec::new();
+        for (i, &c) in self.columns.iter().enumerate() {
+            let mut seen = HashSet::new();
+            let mut values = Vec::new();
+            for t in &self.few {
+                let v = &t[i];
+                if !seen.insert(super::params::literal(v)) {
+                    continue;
+                }
+                values.push(match v {
+                    Value::Int(x) => datafusion::logical_expr::lit(*x),
+                    Value::Text(t) => datafusion::logical_expr::lit(t.clone()),
+                    _ => return None,
+                });
+            }
+            let e = datafusion::logical_expr::col(Column::from_name(&def.columns[c].name))
+                .in_list(values, false);
+            parts.push(to_predicate(&e, def)?);
+        }
+        Some(match parts.len() {
+            1 => parts.pop()?,
+            _ => Predicate::And(parts),
+        })
+    }
 }
 
 /// A query vector from a function argument: `'[..]'` text, or a numeric array.
@@ -164,6 +286,12 @@ impl TableFunctionImpl for VectorSearchFunction {
             .upgrade()
             .ok_or_else(|| Error::internal("engine is shutting down"))?;
         let exprs = args.exprs();
+        // The restricting keys, last (not part of the documented function).
+        let (exprs, restrict) = if exprs.len() >= 5 {
+            exprs.split_at(exprs.len() - 2)
+        } else {
+            (exprs, &[][..])
+        };
         if !(3..=4).contains(&exprs.len()) {
             return Err(Error::UndefinedFunction(format!(
                 "function vector_search takes 3 arguments (table, vector, k) or 4 (table, column, vector, k), got {}",
@@ -208,9 +336,32 @@ impl TableFunctionImpl for VectorSearchFunction {
             }
             Some(_) => return Err(Error::InvalidParameter("k must be an integer".into()).into()),
         };
-        Ok(Arc::new(VectorSearchTable::new(
-            def, column, shared, query, k,
-        )))
+        let allowed = match restrict {
+            [names, datafusion::logical_expr::Expr::ScalarSubquery(sq)] => {
+                let Some(Value::Text(names)) = eval_const(args.session(), names)? else {
+                    return Err(Error::InvalidParameter(
+                        "the key columns of vector_search must be text".into(),
+                    )
+                    .into());
+                };
+                match run_subquery(args.session(), &sq.subquery)? {
+                    Some(batches) => {
+                        Some(Arc::new(Allowed::from_subquery(&def, &names, &batches)?))
+                    }
+                    None => None,
+                }
+            }
+            [] => None,
+            _ => {
+                return Err(Error::InvalidParameter(
+                    "the keys of vector_search must be a subquery".into(),
+                )
+                .into());
+            }
+        };
+        let mut table = VectorSearchTable::new(def, column, shared, query, k);
+        table.allowed = allowed;
+        Ok(Arc::new(table))
     }
 }
 
@@ -223,6 +374,7 @@ pub struct VectorSearchTable {
     query: Option<Vec<f32>>,
     k: Option<usize>,
     schema: SchemaRef,
+    allowed: Option<Arc<Allowed>>,
 }
 
 impl VectorSearchTable {
@@ -240,6 +392,7 @@ impl VectorSearchTable {
             shared,
             query,
             k,
+            allowed: None,
         }
     }
 }
@@ -361,6 +514,7 @@ impl TableProvider for VectorSearchTable {
             schema: out_schema,
             notices: settings.notices.clone(),
             params: settings.params(),
+            allowed: self.allowed.clone(),
         }))
     }
 }
@@ -384,6 +538,7 @@ pub struct VectorSearchExec {
     notices: Notices,
     /// The pushed filter in the index's own notation, as sent.
     index_filter: Option<String>,
+    allowed: Option<Arc<Allowed>>,
 }
 
 impl VectorSearchExec {
@@ -413,6 +568,7 @@ impl VectorSearchExec {
             params: self.params.clone(),
             notices: self.notices.clone(),
             index_filter: self.index_filter.clone(),
+            allowed: self.allowed.clone(),
         })
     }
 }
@@ -452,6 +608,18 @@ impl DisplayAs for VectorSearchExec {
         }
         if let Some(q) = &self.index_filter {
             write!(f, ", index_filter={q}")?;
+        }
+        if let Some(a) = &self.allowed {
+            write!(
+                f,
+                ", joined_keys={}{}",
+                a.keys.len(),
+                if a.keys.len() <= PUSHED_KEYS {
+                    " (pushed)"
+                } else {
+                    ""
+                }
+            )?;
         }
         Ok(())
     }
@@ -499,6 +667,14 @@ impl ExecutionPlan for VectorSearchExec {
                 Error::InvalidParameter("vector_search needs a query vector and k".into()).into(),
             );
         };
+        // The joined keys, when few, go to the index with the other filters.
+        let pushed = match (
+            self.pushed.clone(),
+            self.allowed.as_ref().and_then(|a| a.predicate(&self.def)),
+        ) {
+            (Some(p), Some(keys)) => Some(Predicate::And(vec![p, keys])),
+            (p, keys) => p.or(keys),
+        };
         let search = Search {
             def: self.def.clone(),
             vector: self.column,
@@ -506,7 +682,8 @@ impl ExecutionPlan for VectorSearchExec {
             shared: self.shared.clone(),
             query,
             k,
-            pushed: self.pushed.clone(),
+            pushed,
+            allowed: self.allowed.clone(),
             checks: Checks::Plan {
                 all: self.checks.clone(),
                 pre: self.pre_checks.clone(),
@@ -554,6 +731,8 @@ pub(crate) struct Search {
     pub query: Vec<f32>,
     pub k: usize,
     pub pushed: Option<Predicate>,
+    /// Only rows of these keys are answered.
+    pub allowed: Option<Arc<Allowed>>,
     pub checks: Checks,
     pub row_scan: bool,
     /// The table's columns and `distance`.
@@ -584,6 +763,16 @@ impl Search {
     /// Which of `rows` pass the checks; with `pre`, only those that do not read
     /// `distance` (whose value in `rows` is not computed yet).
     fn passing(&self, rows: &[(Row, f64)], pre: bool) -> Result<Vec<bool>> {
+        let mut keep = self.checked(rows, pre)?;
+        if let Some(a) = &self.allowed {
+            for (slot, (row, _)) in keep.iter_mut().zip(rows) {
+                *slot = *slot && a.admits(row);
+            }
+        }
+        Ok(keep)
+    }
+
+    fn checked(&self, rows: &[(Row, f64)], pre: bool) -> Result<Vec<bool>> {
         match &self.checks {
             Checks::Plan {
                 all,
@@ -660,6 +849,9 @@ impl Search {
         // column's type (for every way a search is made).
         if self.def.half_precision(self.vector) {
             self.query = crate::types::to_half(std::mem::take(&mut self.query))?;
+        }
+        if self.allowed.as_ref().is_some_and(|a| a.keys.is_empty()) {
+            return self.batch(&[]);
         }
         if self.row_scan {
             return self.scan_rows(None).await;

@@ -510,3 +510,168 @@ async fn a_stored_rows_vector_is_a_query_vector() {
         .get(0);
     assert_eq!(n, docs.len() as i64);
 }
+
+/// pgvector's search shape over a join by the other table's key (LangGraph's store: its
+/// documents, and their vectors in a table of their own) is an index search restricted
+/// to the keys of the rows that pass the other table's conditions: the same rows and
+/// distances as the exact oracle, through both protocols, with `LIMIT $n`; vectors with
+/// no row to join are never counted among the k.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgvector_order_by_over_a_join_is_an_index_search() {
+    let server = Server::start();
+    let client = server.client().await;
+    let mut rng = StdRng::seed_from_u64(23);
+    let (docs, centers) = dataset(&mut rng);
+    let docs = &docs[..1000];
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE notes (ns text, key text, kind int, value jsonb NOT NULL, PRIMARY KEY (ns, key));
+             CREATE TABLE note_vectors (ns text, key text, field text, embedding vector({DIM}),
+               PRIMARY KEY (ns, key, field)) WITH (distance = 'cosine', indexing_threshold_kb = 64)"
+        ))
+        .await
+        .expect("create");
+    let ns = |d: &Doc| format!("users.u{}", d.id % 7);
+    for chunk in docs.chunks(250) {
+        let notes: Vec<String> = chunk
+            .iter()
+            .map(|d| {
+                format!(
+                    "('{}', 'm{}', {}, '{{\"category\": \"{}\", \"bucket\": {}}}')",
+                    ns(d),
+                    d.id,
+                    d.bucket % 10,
+                    d.category,
+                    d.bucket
+                )
+            })
+            .collect();
+        // Every document's vector as field "text"; every third one a second vector, and
+        // every fifth one's also under a key no note has (a vector with no row).
+        let mut vectors = Vec::new();
+        for d in chunk {
+            vectors.push(format!(
+                "('{}', 'm{}', 'text', '{}')",
+                ns(d),
+                d.id,
+                vec_text(&d.v)
+            ));
+            if d.id % 3 == 0 {
+                let w: Vec<f32> = d.v.iter().rev().cloned().collect();
+                vectors.push(format!(
+                    "('{}', 'm{}', 'title', '{}')",
+                    ns(d),
+                    d.id,
+                    vec_text(&w)
+                ));
+            }
+            if d.id % 5 == 0 {
+                vectors.push(format!(
+                    "('{}', 'gone{}', 'text', '{}')",
+                    ns(d),
+                    d.id,
+                    vec_text(&d.v)
+                ));
+            }
+        }
+        client
+            .batch_execute(&format!(
+                "INSERT INTO notes VALUES {}; INSERT INTO note_vectors VALUES {}",
+                notes.join(", "),
+                vectors.join(", ")
+            ))
+            .await
+            .expect("insert");
+    }
+    // (vector id, doc, field vector) of every vector that has a note.
+    let mut all: Vec<(&Doc, String, Vec<f32>)> = Vec::new();
+    for d in docs {
+        all.push((d, "text".into(), d.v.clone()));
+        if d.id % 3 == 0 {
+            all.push((d, "title".into(), d.v.iter().rev().cloned().collect()));
+        }
+    }
+    type Pred = fn(&Doc, &str) -> bool;
+    let cases: Vec<(&str, Pred)> = vec![
+        ("TRUE", |_, _| true),
+        ("n.kind = 3", |d, _| d.bucket % 10 == 3),
+        (
+            "n.value->>'category' = 'c4' AND n.ns LIKE 'users.u2%'",
+            |d, _| d.category == "c4" && d.id % 7 == 2,
+        ),
+        ("value->'bucket' = '17'::jsonb", |d, _| d.bucket == 17),
+        ("n.kind = 3 AND v.field = 'title'", |d, f| {
+            d.bucket % 10 == 3 && f == "title"
+        }),
+        ("n.kind = 11", |_, _| false),
+    ];
+    let plan = client
+        .query(
+            "EXPLAIN SELECT n.key FROM notes n JOIN note_vectors v ON n.ns = v.ns AND n.key = v.key \
+             WHERE n.kind = 3 ORDER BY v.embedding <=> $1 LIMIT $2",
+            &[&super::PgVector(centers[0].clone()), &10i64],
+        )
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        plan.contains("VectorSearchExec: table=note_vectors, k=10"),
+        "{plan}"
+    );
+    assert!(plan.contains("joined_keys=100 (pushed)"), "{plan}");
+    for (where_sql, pred) in &cases {
+        for center in centers.iter().take(3) {
+            let query: Vec<f32> = center
+                .iter()
+                .map(|x| x + 0.3 * gaussian(&mut rng))
+                .collect();
+            let mut oracle: Vec<(f64, String)> = all
+                .iter()
+                .filter(|(d, f, _)| pred(d, f))
+                .map(|(d, f, v)| (exact("cosine", &query, v), format!("m{}/{f}", d.id)))
+                .collect();
+            oracle.sort_by(|a, b| a.0.total_cmp(&b.0));
+            oracle.truncate(K);
+            let sql = format!(
+                "SELECT n.key || '/' || v.field, v.embedding <=> $1 AS d FROM notes n \
+                 JOIN note_vectors v ON n.ns = v.ns AND n.key = v.key WHERE {where_sql} \
+                 ORDER BY v.embedding <=> $1 LIMIT $2"
+            );
+            let got: Vec<(String, f64)> = client
+                .query(&sql, &[&super::PgVector(query.clone()), &(K as i64)])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            assert_eq!(
+                got.len(),
+                oracle.len(),
+                "{where_sql}: as many rows as the oracle"
+            );
+            for ((id, d), (od, oid)) in got.iter().zip(&oracle) {
+                assert_eq!(id, oid, "{where_sql}: the oracle's rows, in order");
+                assert!((d - od).abs() < 1e-4, "{where_sql}: {d} against {od}");
+            }
+            // The simple protocol: the same rows, the query vector and k as literals.
+            let simple = sql
+                .replace("$1", &format!("'{}'", vec_text(&query)))
+                .replace("$2", &K.to_string());
+            let ids: Vec<String> = client
+                .simple_query(&simple)
+                .await
+                .unwrap_or_else(|e| panic!("{simple}: {e}"))
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .collect();
+            let want: Vec<String> = oracle.iter().map(|o| o.1.clone()).collect();
+            assert_eq!(ids, want, "{where_sql}: simple protocol");
+        }
+    }
+}
