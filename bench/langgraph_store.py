@@ -132,7 +132,7 @@ SECTION = """<!-- langgraph -->
 the client tests pin it) with `index={{"dims": 384, "embed": ..., "fields": ["text"]}}`,
 loaded with N memories in `abatch`es of 200 `PutOp`s (namespaces `("users", "u<i % 100>",
 "memories")`, values `{{"text", "kind": i % 10, "score"}}`, a deterministic embedding of
-the text, no model), then 500 single `aput`s of new memories and 300
+the text, no model), then 500 single `aput`s of new memories and 300 (at 100000 memories, 100)
 `asearch(("users",), query=..., filter={{"kind": k}}, limit=10)`, each timed, one client,
 over the wire by psycopg (`bench/langgraph_store.py`). PostgreSQL 15 (Debian's package,
 no pgvector, so the store has no index) runs the same puts and `asearch(("users",),

@@ -52,6 +52,15 @@ enum Arg {
 impl Arg {
     /// Row `row` of an argument column (`kind`: the column's JSON type, if any).
     fn at(array: &ArrayRef, row: usize, kind: Option<Kind>) -> DfResult<Arg> {
+        if let Some(k) = kind {
+            // A json column's text, read as it is stored.
+            if array.is_null(row) {
+                return Ok(Arg::Null);
+            }
+            if let Some(a) = array.as_any().downcast_ref::<StringArray>() {
+                return Ok(Arg::Json(k, a.value(row).to_string()));
+            }
+        }
         let v = ScalarValue::try_from_array(array, row)?;
         Ok(if v.is_null() {
             Arg::Null
@@ -379,15 +388,24 @@ impl ScalarUDFImpl for JsonFunction {
             .args
             .iter()
             .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let kinds: Vec<Option<Kind>> = args.arg_fields.iter().map(|f| kind_of(f)).collect();
         let rows = if scalar { 1 } else { n };
+        // Constant arguments (a key, a path, a literal) are read once; columns per row.
+        let mut row_args = Vec::with_capacity(args.args.len());
+        let mut columns = Vec::new();
+        for (i, (a, kind)) in args.args.iter().zip(&kinds).enumerate() {
+            match a {
+                ColumnarValue::Scalar(v) => row_args.push(Arg::at(&v.to_array()?, 0, *kind)?),
+                ColumnarValue::Array(array) => {
+                    row_args.push(Arg::Null);
+                    columns.push((i, array, *kind));
+                }
+            }
+        }
         let mut outs = Vec::with_capacity(rows);
-        let mut row_args = Vec::with_capacity(arrays.len());
         for row in 0..rows {
-            row_args.clear();
-            for (a, kind) in arrays.iter().zip(&kinds) {
-                row_args.push(Arg::at(a, row, *kind)?);
+            for (i, array, kind) in &columns {
+                row_args[*i] = Arg::at(array, row, *kind)?;
             }
             outs.push(if self.strict && row_args.iter().any(Arg::is_null) {
                 Out::Null
@@ -502,6 +520,22 @@ fn extract(args: &[Arg], text: bool) -> Result<Out> {
             Json::Null => Out::Null,
             Json::String(s) => Out::Text(s),
             _ => Out::Text(found.to_string()),
+        });
+    }
+    if let Arg::Json(Kind::Jsonb, doc) = &args[0] {
+        // A stored jsonb is in its canonical text, and so is each value in it: the
+        // value's text is found without parsing the rest of the document.
+        let Some(found) = json_locate(doc, &steps) else {
+            return Ok(Out::Null);
+        };
+        return Ok(match (text, found.as_bytes().first()) {
+            (false, _) => Out::Text(found.to_string()),
+            (true, Some(b'"')) => match Json::parse(found)? {
+                Json::String(s) => Out::Text(s),
+                _ => Out::Text(found.to_string()),
+            },
+            (true, _) if found == "null" => Out::Null,
+            (true, _) => Out::Text(found.to_string()),
         });
     }
     let Some(doc) = args[0].json()? else {
