@@ -104,6 +104,7 @@ async def run(args):
         if returned == 0:
             sys.exit("the searches returned nothing")
     fig = {
+        "date": time.strftime("%Y-%m-%d"),
         "label": args.label,
         "memories": args.memories,
         "dims": 0 if args.no_vectors else args.dims,
@@ -128,7 +129,7 @@ async def run(args):
 SECTION = """<!-- langgraph -->
 ## LangGraph's store: aput and asearch(query, filter)
 
-`{command}`, {date}: LangGraph's `AsyncPostgresStore` (langgraph-checkpoint-postgres, as
+`{command}` (runs of {date}): LangGraph's `AsyncPostgresStore` (langgraph-checkpoint-postgres, as
 the client tests pin it) with `index={{"dims": 384, "embed": ..., "fields": ["text"]}}`,
 loaded with N memories in `abatch`es of 200 `PutOp`s (namespaces `("users", "u<i % 100>",
 "memories")`, values `{{"text", "kind": i % 10, "score"}}`, a deterministic embedding of
@@ -136,8 +137,8 @@ the text, no model), then 500 single `aput`s of new memories and 300 (at 100000 
 `asearch(("users",), query=..., filter={{"kind": k}}, limit=10)`, each timed, one client,
 over the wire by psycopg (`bench/langgraph_store.py`). PostgreSQL 15 (Debian's package,
 no pgvector, so the store has no index) runs the same puts and `asearch(("users",),
-filter={{"kind": k}}, limit=10)`: the search such a store can do. The release build; one
-run on a shared 2-core machine.
+filter={{"kind": k}}, limit=10)`: the search such a store can do. The release build, on a
+shared 2-core machine; the newest run of each store and size.
 
 | store | memories | load (memories/s) | aput p50 (ms) | aput p99 (ms) | aputs/s | search | search p50 (ms) | search p99 (ms) | searches/s |
 |---|---|---|---|---|---|---|---|---|---|
@@ -152,7 +153,14 @@ def write_section(args):
     import datetime
     import pathlib
 
-    figs = [json.loads(line) for line in open(args.rows) if line.strip()]
+    # The newest figures of each store and size (runs append to the rows file).
+    newest = {}
+    for line in open(args.rows):
+        if line.strip():
+            f = json.loads(line)
+            newest.pop((f["label"], f["memories"]), None)
+            newest[(f["label"], f["memories"])] = f
+    figs = sorted(newest.values(), key=lambda f: f["memories"])
     rows = "\n".join(
         f"| {f['label']} | {f['memories']} | {f['load_per_s']} | {f['aput_p50_ms']} | "
         f"{f['aput_p99_ms']} | {f['aput_per_s']} | {f['search']} | {f['search_p50_ms']} | "
@@ -173,7 +181,7 @@ def write_section(args):
             )
     section = SECTION.format(
         command=args.command,
-        date=datetime.date.today().isoformat(),
+        date=", ".join(sorted({f.get("date", datetime.date.today().isoformat()) for f in figs})),
         rows=rows,
         notes="\n".join(notes),
     )

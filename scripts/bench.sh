@@ -131,8 +131,8 @@ if [ "$cassandra" = start ]; then
 fi
 
 if [ "$langgraph" = yes ]; then
-  rows="$(mktemp)"
-  cleanup+=("rm -f $rows")
+  # Every run's figures are kept; the section shows the newest of each store and size.
+  rows=bench/results/langgraph.jsonl
   run_store() { # label, url, memories, extra flags
     # 300 searches timed, 100 at 100000 memories and more (each may read every row).
     "$cache/clients/venv/bin/python" bench/langgraph_store.py --url "$2" --memories "$3" \

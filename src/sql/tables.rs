@@ -191,16 +191,19 @@ impl RowTable {
         }
     }
 
-    /// Key values pinned by a filter `pk = v` or `pk IN (...)` on a one-column key.
-    fn key_lookup(&self, e: &Expr) -> Option<Vec<Vec<Value>>> {
-        if self.def.primary_key.len() != 1 {
-            return None;
-        }
-        let pk = self.def.primary_key[0];
-        let pk_name = &self.def.columns[pk].name;
-        let ty = &self.def.columns[pk].ty;
-        let is_pk = |e: &Expr| matches!(e, Expr::Column(c) if &c.name == pk_name);
-        let lit = |e: &Expr| -> Option<Value> {
+    /// The values a filter `c = v` or `c IN (...)` pins a key column to: the column's
+    /// position in the primary key, and the values.
+    fn key_column_values(&self, e: &Expr) -> Option<(usize, Vec<Value>)> {
+        let position = |e: &Expr| match e {
+            Expr::Column(c) => self
+                .def
+                .primary_key
+                .iter()
+                .position(|&k| self.def.columns[k].name == c.name),
+            _ => None,
+        };
+        let lit = |i: usize, e: &Expr| -> Option<Value> {
+            let ty = &self.def.columns[self.def.primary_key[i]].ty;
             match e {
                 Expr::Literal(v, _) => scalar_to_value(v).and_then(|v| coerce(v, ty).ok()),
                 _ => None,
@@ -212,10 +215,10 @@ impl RowTable {
                 op: Operator::Eq,
                 right,
             }) => {
-                if is_pk(left) {
-                    lit(right).map(|v| vec![vec![v]])
-                } else if is_pk(right) {
-                    lit(left).map(|v| vec![vec![v]])
+                if let Some(i) = position(left) {
+                    lit(i, right).map(|v| (i, vec![v]))
+                } else if let Some(i) = position(right) {
+                    lit(i, left).map(|v| (i, vec![v]))
                 } else {
                     None
                 }
@@ -224,11 +227,73 @@ impl RowTable {
                 expr,
                 list,
                 negated: false,
-            }) if is_pk(expr) => list.iter().map(|e| lit(e).map(|v| vec![v])).collect(),
+            }) => {
+                let i = position(expr)?;
+                list.iter()
+                    .map(|e| lit(i, e))
+                    .collect::<Option<Vec<Value>>>()
+                    .map(|v| (i, v))
+            }
+            // A short IN list, as the optimizer writes it: `c = a OR c = b`.
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Or,
+                right,
+            }) => {
+                let (i, mut values) = self.key_column_values(left)?;
+                let (j, more) = self.key_column_values(right)?;
+                if i != j {
+                    return None;
+                }
+                values.extend(more);
+                Some((i, values))
+            }
             _ => None,
         }
     }
+
+    /// The keys `filters` pin every primary key column to (their combinations, at most
+    /// [`MAX_KEY_LOOKUPS`]), if they do.
+    fn key_lookups(&self, filters: &[Expr]) -> Option<Vec<Vec<Value>>> {
+        let n = self.def.primary_key.len();
+        if n == 0 {
+            return None;
+        }
+        // Per key column, the values every filter on it allows.
+        let mut allowed: Vec<Option<Vec<Value>>> = vec![None; n];
+        for f in filters {
+            if let Some((i, values)) = self.key_column_values(f) {
+                allowed[i] = Some(match allowed[i].take() {
+                    None => values,
+                    Some(prev) => prev.into_iter().filter(|x| values.contains(x)).collect(),
+                });
+            }
+        }
+        let mut keys: Vec<Vec<Value>> = vec![vec![]];
+        for values in allowed {
+            let mut values = values?;
+            let mut seen = std::collections::HashSet::new();
+            values.retain(|v| seen.insert(crate::sql::params::literal(v)));
+            if keys.len().saturating_mul(values.len()) > MAX_KEY_LOOKUPS {
+                return None;
+            }
+            keys = keys
+                .iter()
+                .flat_map(|k| {
+                    values.iter().map(move |v| {
+                        let mut k = k.clone();
+                        k.push(v.clone());
+                        k
+                    })
+                })
+                .collect();
+        }
+        Some(keys)
+    }
 }
+
+/// More keys than this are read by a scan instead.
+const MAX_KEY_LOOKUPS: usize = 4096;
 
 pub fn scalar_to_value(v: &ScalarValue) -> Option<Value> {
     let arr = v.to_array().ok()?;
@@ -256,7 +321,7 @@ impl TableProvider for RowTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if self.key_lookup(f).is_some() {
+                if self.key_column_values(f).is_some() {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -276,17 +341,7 @@ impl TableProvider for RowTable {
             .cloned()
             .unwrap_or_else(|| (0..self.def.columns.len()).collect());
         let schema = Arc::new(self.schema.project(&cols)?);
-        // Intersect key sets when several filters pin the key.
-        let mut keys: Option<Vec<Vec<Value>>> = None;
-        for f in filters {
-            if let Some(k) = self.key_lookup(f) {
-                keys = Some(match keys {
-                    None => k,
-                    Some(prev) => prev.into_iter().filter(|x| k.contains(x)).collect(),
-                });
-            }
-        }
-        let mode = match keys {
+        let mode = match self.key_lookups(filters) {
             Some(k) => ScanMode::Keys(k),
             None if filters.is_empty() => ScanMode::Full(limit),
             None => ScanMode::Full(None),
