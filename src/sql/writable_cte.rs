@@ -5,6 +5,8 @@
 //! statement runs. Unlike Postgres, where every part sees the tables as they were before
 //! the statement, a later part here sees the earlier parts' changes.
 
+use std::sync::Arc;
+
 use datafusion::arrow::datatypes::DataType;
 use datafusion::sql::sqlparser::ast::{Cte, Query, SetExpr, Statement};
 
@@ -38,9 +40,18 @@ pub async fn run(session: &Session, q: &Query) -> Result<Output> {
         ));
     }
     let mut before: Vec<String> = Vec::new();
-    for cte in with.map(|w| w.cte_tables.as_slice()).unwrap_or_default() {
+    let ctes = with.map(|w| w.cte_tables.as_slice()).unwrap_or_default();
+    for (i, cte) in ctes.iter().enumerate() {
         let Some(stmt) = dml(&cte.query.body) else {
-            before.push(cte.to_string());
+            // A query a later data-modifying part reads runs once, as in Postgres (not
+            // again for each part that names it), when its rows are few.
+            if ctes[i + 1..].iter().any(|c| dml(&c.query.body).is_some())
+                && let Some(rows) = materialized(session, &before, cte).await?
+            {
+                before.push(rows);
+            } else {
+                before.push(cte.to_string());
+            }
             continue;
         };
         let out = under(session, &before, stmt).await?;
@@ -77,6 +88,42 @@ async fn under(session: &Session, before: &[String], stmt: &Statement) -> Result
     out
 }
 
+/// At most this many rows of a query CTE are kept as values (more run again where named).
+const MATERIALIZED_ROWS: usize = 1000;
+
+/// A query CTE's rows as a `VALUES` CTE of the same name, run once with the CTEs
+/// `before` in scope; `None` for more than [`MATERIALIZED_ROWS`].
+async fn materialized(session: &Session, before: &[String], cte: &Cte) -> Result<Option<String>> {
+    use futures::TryStreamExt;
+    let name = quote_ident(&cte.alias.name.value);
+    let mut with = before.to_vec();
+    with.push(cte.to_string());
+    let sql = format!("WITH {} SELECT * FROM {name}", with.join(", "));
+    let stmt = session
+        .engine
+        .parse(&sql)?
+        .pop()
+        .ok_or_else(|| Error::internal("empty query"))?;
+    let plan = session.plan(stmt).await?;
+    let df = session.ctx.execute_logical_plan(plan).await?;
+    let schema: datafusion::arrow::datatypes::SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches: Vec<datafusion::arrow::record_batch::RecordBatch> =
+        df.execute_stream().await?.try_collect().await?;
+    if batches.iter().map(|b| b.num_rows()).sum::<usize>() > MATERIALIZED_ROWS {
+        return Ok(None);
+    }
+    let batch =
+        datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(Error::internal)?;
+    let renamed = Cte {
+        alias: datafusion::sql::sqlparser::ast::TableAlias {
+            columns: vec![],
+            ..cte.alias.clone()
+        },
+        ..cte.clone()
+    };
+    values_cte(&renamed, &schema, &batch).map(Some)
+}
+
 /// A data-modifying CTE's RETURNING rows as a CTE of the same name.
 fn returned(cte: &Cte, out: Output) -> Result<String> {
     let name = quote_ident(&cte.alias.name.value);
@@ -85,6 +132,18 @@ fn returned(cte: &Cte, out: Output) -> Result<String> {
         // Postgres.
         return Ok(format!("{name} AS (SELECT 1 AS \"?column?\" WHERE FALSE)"));
     };
+    values_cte(cte, &schema, &batch)
+}
+
+/// Rows as a `VALUES` CTE named as `cte` (its column list renaming them), each value
+/// cast to its column's type so that the CTE's columns keep their types (jsonb,
+/// timestamptz, a vector, ...).
+fn values_cte(
+    cte: &Cte,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    batch: &datafusion::arrow::record_batch::RecordBatch,
+) -> Result<String> {
+    let name = quote_ident(&cte.alias.name.value);
     let renamed: Vec<String> = cte
         .alias
         .columns
@@ -109,12 +168,22 @@ fn returned(cte: &Cte, out: Output) -> Result<String> {
             nulls.join(", ")
         ));
     }
+    let types: Vec<Option<&str>> = schema.fields().iter().map(|f| cast_type(f)).collect();
     let mut rows = Vec::with_capacity(batch.num_rows());
     for r in 0..batch.num_rows() {
         let values = batch
             .columns()
             .iter()
-            .map(|c| value_from_array(c, r).map(|v| super::params::literal(&v)))
+            .zip(&types)
+            .map(|(c, ty)| {
+                value_from_array(c, r).map(|v| {
+                    let text = super::params::literal(&v);
+                    match ty {
+                        Some(t) => format!("CAST({text} AS {t})"),
+                        None => text,
+                    }
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         rows.push(format!("({})", values.join(", ")));
     }
@@ -123,6 +192,32 @@ fn returned(cte: &Cte, out: Output) -> Result<String> {
         columns.join(", "),
         rows.join(", ")
     ))
+}
+
+/// The SQL type a value of a column is cast to, to keep its type in a `VALUES` list.
+fn cast_type(f: &datafusion::arrow::datatypes::Field) -> Option<&'static str> {
+    use crate::types::{HALFVEC, PG_TYPE_KEY, PG_UUID_KEY, PG_VECTOR_KEY, SPARSEVEC};
+    let pg = f.metadata().get(PG_TYPE_KEY).map(String::as_str);
+    Some(match crate::json::kind_of(f) {
+        Some(crate::json::Kind::Jsonb) => "jsonb",
+        Some(crate::json::Kind::Json) => "json",
+        None if pg == Some(HALFVEC) => "halfvec",
+        None if pg == Some(SPARSEVEC) => "sparsevec",
+        None if f.metadata().contains_key(PG_VECTOR_KEY) => "vector",
+        None if f.metadata().contains_key(PG_UUID_KEY) => "uuid",
+        None => match f.data_type() {
+            DataType::Boolean => "BOOLEAN",
+            DataType::Int16 => "SMALLINT",
+            DataType::Int32 => "INT",
+            DataType::Int64 => "BIGINT",
+            DataType::Float32 => "REAL",
+            DataType::Float64 => "DOUBLE PRECISION",
+            DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
+            DataType::Timestamp(_, None) => "TIMESTAMP",
+            DataType::Date32 => "DATE",
+            _ => return None,
+        },
+    })
 }
 
 /// The SQL type of an empty RETURNING column.
