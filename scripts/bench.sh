@@ -136,7 +136,8 @@ if [ "$langgraph" = yes ]; then
   run_store() { # label, url, memories, extra flags
     # 300 searches timed, 100 at 100000 memories and more (each may read every row).
     "$cache/clients/venv/bin/python" bench/langgraph_store.py --url "$2" --memories "$3" \
-      --searches "$(( $3 >= 100000 ? 100 : 300 ))" --label "$1" "${@:4}" >>"$rows"
+      --searches "$(( $3 >= 100000 ? 100 : 300 ))" --label "$1" --command "$command" \
+      "${@:4}" >>"$rows"
   }
   serve() { # data dir, port, extra flags
     "$CARGO_TARGET_DIR/$profile/vectorgate" serve --listen "127.0.0.1:$2" --data "$1" "${@:3}" \
