@@ -160,6 +160,32 @@ pub struct ScyllaRows {
     writer: i64,
 }
 
+/// Run a CQL request, again when Cassandra answers that its prepared statement
+/// is not prepared. A schema change's invalidation can evict a statement just
+/// (re)prepared; the driver re-prepares once, and a second eviction reaches us.
+/// Such a request did not run, so running it again is safe for writes too.
+async fn unprepared_retry<T, E, F, Fut>(mut request: F) -> std::result::Result<T, E>
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, E>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match request().await {
+            Err(e) if attempt < UNPREPARED_RETRIES && format!("{e:?}").contains("Unprepared") => {
+                attempt += 1;
+                tracing::debug!(attempt, "a CQL statement was evicted before it ran; retrying");
+                tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// How many times [`unprepared_retry`] runs a request again.
+const UNPREPARED_RETRIES: u32 = 4;
+
 /// Map a driver error to the proxy's error, naming the row store.
 fn cql_err(e: impl std::fmt::Debug + std::fmt::Display) -> Error {
     let dbg = format!("{e:?}");
@@ -597,7 +623,11 @@ impl ScyllaRows {
         let session = self.session.clone();
         futures::stream::iter(stmts.into_iter().map(move |(stmt, v)| {
             let session = session.clone();
-            async move { session.execute_unpaged(&stmt, v).await.map_err(cql_err) }
+            async move {
+                unprepared_retry(|| session.execute_unpaged(&stmt, &v))
+                    .await
+                    .map_err(cql_err)
+            }
         }))
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<_>>()
@@ -909,7 +939,11 @@ impl ScyllaRows {
         futures::stream::iter(values.into_iter().map(move |v| {
             let session = session.clone();
             let stmt = stmt.clone();
-            async move { session.execute_unpaged(&stmt, v).await.map_err(cql_err) }
+            async move {
+                unprepared_retry(|| session.execute_unpaged(&stmt, &v))
+                    .await
+                    .map_err(cql_err)
+            }
         }))
         .buffered(CONCURRENCY)
         .try_collect()
@@ -935,7 +969,11 @@ impl ScyllaRows {
             for _ in 0..chunk.len() {
                 batch.append_statement(stmt.clone());
             }
-            async move { session.batch(&batch, chunk).await.map_err(cql_err) }
+            async move {
+                unprepared_retry(|| session.batch(&batch, &chunk))
+                    .await
+                    .map_err(cql_err)
+            }
         }))
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<_>>()
@@ -1744,7 +1782,9 @@ where
     futures::stream::once(async move {
         let mut stmt = scylla::statement::unprepared::Statement::new(cql);
         stmt.set_page_size(page);
-        let pager = session.query_iter(stmt, values).await.map_err(cql_err)?;
+        let pager = unprepared_retry(|| session.query_iter(stmt.clone(), &values))
+            .await
+            .map_err(cql_err)?;
         let rows = pager.rows_stream::<CqlRow>().map_err(cql_err)?;
         Ok::<_, Error>(rows.map(move |r| ScyllaRows::decode_row(&def, r.map_err(cql_err)?)))
     })
