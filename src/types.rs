@@ -633,7 +633,7 @@ fn rescale(unscaled: i128, from: i8, to: i8) -> Result<i128> {
     }
 }
 
-/// Parse Postgres' bytea text forms: `\x0a1b` hex, or plain text taken as bytes.
+/// Parse Postgres' bytea text forms: `\x0a1b` hex, or the escape form.
 pub fn parse_bytea(text: &str) -> Result<Vec<u8>> {
     match text.strip_prefix("\\x") {
         Some(hex) => {
@@ -654,8 +654,35 @@ pub fn parse_bytea(text: &str) -> Result<Vec<u8>> {
                 })
                 .collect()
         }
-        None => Ok(text.as_bytes().to_vec()),
+        None => bytea_escaped(text),
     }
+}
+
+/// bytea's escape form: `\\` is a backslash, `\ooo` an octal byte, any other byte
+/// itself (22P02 for another backslash, as in Postgres).
+fn bytea_escaped(text: &str) -> Result<Vec<u8>> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+        } else if b.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else if let Some(o) = b.get(i + 1..i + 4).filter(|o| {
+            (b'0'..=b'3').contains(&o[0]) && o[1..].iter().all(|d| (b'0'..=b'7').contains(d))
+        }) {
+            out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
+            i += 4;
+        } else {
+            return Err(Error::InvalidText(
+                "invalid input syntax for type bytea".into(),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 pub fn format_bytea(b: &[u8]) -> String {
@@ -744,14 +771,16 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
         (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Int(i)) => {
             int_in_range(i, ty)?
         }
+        // An assignment cast, as Postgres makes of a float or numeric: rounded.
         (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Float(f)) => {
-            if f.fract() != 0.0 || !f.is_finite() {
-                return Err(Error::InvalidText(format!(
-                    "invalid input syntax for type {}: \"{f}\"",
+            let r = f.round();
+            if !r.is_finite() || r < i64::MIN as f64 || r >= i64::MAX as f64 {
+                return Err(Error::NumericOutOfRange(format!(
+                    "{} out of range",
                     ty.sql_name()
                 )));
             }
-            int_in_range(f as i64, ty)?
+            int_in_range(r as i64, ty)?
         }
         (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Text(s)) => {
             let i = s.trim().parse::<i64>().map_err(|_| {

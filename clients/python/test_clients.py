@@ -175,6 +175,34 @@ def psycopg3():
                 ),
                 True,
             )
+    # Arrays of arrays (LangGraph's checkpointer reads `array_agg(array[a::bytea, b])`):
+    # Postgres' multi-dimensional arrays, in both formats.
+    conn.execute("DROP TABLE IF EXISTS py_blobs")
+    conn.execute("CREATE TABLE py_blobs (id int PRIMARY KEY, tag text NOT NULL, body bytea)")
+    blobs = {1: ("a", b"\x00\x01"), 2: ("b \"q\"", b"plain"), 3: ("c", None)}
+    conn.execute(
+        "INSERT INTO py_blobs VALUES " + ", ".join(["(%s, %s, %s)"] * len(blobs)),
+        [x for i, (t, b) in blobs.items() for x in (i, t, b)],
+    )
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            cur.execute(
+                "SELECT array_agg(array[tag::bytea, body] ORDER BY id), "
+                "array_agg(array[tag, id::text] ORDER BY id), array[[1, 2], [3, 4]] FROM py_blobs "
+                "WHERE id > %s",
+                (0,),
+                prepare=True,
+            )
+            got = cur.fetchone()
+            check(
+                f"psycopg binary={binary}: arrays of arrays (bytea, text, int)",
+                ([[bytes(x) if x is not None else None for x in r] for r in got[0]], got[1], got[2]),
+                (
+                    [[t.encode(), b] for t, b in blobs.values()],
+                    [[t, str(i)] for i, (t, _) in blobs.items()],
+                    [[1, 2], [3, 4]],
+                ),
+            )
     conn.autocommit = False
     with conn.transaction():
         with conn.transaction():  # a savepoint

@@ -380,6 +380,39 @@ pub fn uuid_casts(stmt: &mut Statement) {
     });
 }
 
+/// `'\x6869'::bytea` (and `bytea '...'`): a string literal read as bytea is its input
+/// form (hex, or the escape form) decoded, as in Postgres; DataFusion would take the
+/// text's own bytes. (A cast of a text value keeps its bytes in Postgres too.)
+pub fn bytea_literals(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::DataType;
+    let _ = visit_expressions_mut(stmt, |e| {
+        let text = match e {
+            SqlExpr::Cast {
+                expr,
+                data_type: DataType::Bytea,
+                ..
+            } => match expr.as_ref() {
+                SqlExpr::Value(v) => match &v.value {
+                    Value::SingleQuotedString(s) => s.clone(),
+                    _ => return ControlFlow::<()>::Continue(()),
+                },
+                _ => return ControlFlow::<()>::Continue(()),
+            },
+            SqlExpr::TypedString(ts) if ts.data_type == DataType::Bytea => match &ts.value.value {
+                Value::SingleQuotedString(s) => s.clone(),
+                _ => return ControlFlow::<()>::Continue(()),
+            },
+            _ => return ControlFlow::<()>::Continue(()),
+        };
+        // Input that is not bytea is left to fail as it does.
+        if let Ok(bytes) = crate::types::parse_bytea(&text) {
+            let hex: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
+            *e = SqlExpr::value(Value::HexStringLiteral(hex));
+        }
+        ControlFlow::Continue(())
+    });
+}
+
 /// `gen_random_uuid()` (and the uuid-ossp name `uuid_generate_v4()`): a random
 /// (version 4) uuid per row, typed uuid.
 #[derive(Debug, PartialEq, Eq, Hash)]

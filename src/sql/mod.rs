@@ -30,6 +30,7 @@ pub mod schemas;
 pub mod sequences;
 pub mod statements;
 pub mod tables;
+pub mod text_functions;
 pub mod truncate;
 pub mod vector_agg;
 pub mod vector_ops;
@@ -228,6 +229,9 @@ impl Engine {
             }
         }
         ctx.register_udf(compat::Format::udf());
+        for f in text_functions::all() {
+            ctx.register_udf(f);
+        }
         ctx.register_udf(compat::CastUuid::udf());
         ctx.register_udf(compat::RandomUuid::udf());
         for f in catalog::extra_functions(&seen) {
@@ -367,6 +371,7 @@ impl Engine {
         };
         let nextvals = pgvector::mentions(&sql, "nextval");
         let uuids = pgvector::mentions(&sql, "uuid");
+        let byteas = pgvector::mentions(&sql, "bytea");
         for s in &mut stmts {
             if catalog {
                 let _ = ordinality::rewrite(s);
@@ -388,6 +393,9 @@ impl Engine {
                 json::rewrite(s);
                 if uuids {
                     compat::uuid_casts(s);
+                }
+                if byteas {
+                    compat::bytea_literals(s);
                 }
             }
             // Not in DDL: a column default keeps its text as written.

@@ -175,7 +175,10 @@ where
         match request().await {
             Err(e) if attempt < UNPREPARED_RETRIES && format!("{e:?}").contains("Unprepared") => {
                 attempt += 1;
-                tracing::debug!(attempt, "a CQL statement was evicted before it ran; retrying");
+                tracing::debug!(
+                    attempt,
+                    "a CQL statement was evicted before it ran; retrying"
+                );
                 tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
             }
             r => return r,

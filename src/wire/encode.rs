@@ -53,7 +53,14 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
     use datafusion::arrow::datatypes::DataType;
     let cleaned = without_stale_vector_marks(schema);
     let schema = cleaned.as_deref().unwrap_or(schema);
-    let mut out = arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)?;
+    // Arrays of arrays: typed here, as the encoder has no type for them.
+    let nested = super::arrays::columns(schema, format);
+    let mut out = if nested.is_empty() {
+        arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)?
+    } else {
+        let encoded = super::arrays::encoded_schema(schema, &nested);
+        arrow_pg::datatypes::arrow_schema_to_pg_fields(&encoded, format, None)?
+    };
     for (info, field) in out.iter_mut().zip(schema.fields()) {
         let name = crate::sql::colnames::wire_name(info.name());
         if name.len() != info.name().len() {
@@ -70,7 +77,9 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             .metadata()
             .get(crate::types::PG_TYPE_KEY)
             .map(String::as_str);
-        let retype = if matches!(pg_type, Some(crate::types::BIT | crate::types::VARBIT))
+        let retype = if let Some(t) = super::arrays::array_type(field.data_type()) {
+            Some(t)
+        } else if matches!(pg_type, Some(crate::types::BIT | crate::types::VARBIT))
             && matches!(field.data_type(), DataType::Utf8)
         {
             // `0`s and `1`s; in binary made from them (`Fix::BitBinary`).
@@ -406,6 +415,11 @@ pub async fn response(
             let cleaned = without_stale_vector_marks(&schema);
             let fields =
                 Arc::new(fields(&schema, format).map_err(|e| Error::internal(e.to_string()))?);
+            // Arrays of arrays go to the encoder as the text or bytes they are sent as.
+            let nested = super::arrays::columns(&schema, format);
+            let nested_schema = (!nested.is_empty()).then(|| {
+                super::arrays::encoded_schema(cleaned.as_deref().unwrap_or(&schema), &nested)
+            });
             let first = match stream.next().await {
                 Some(Ok(b)) => Some(b),
                 Some(Err(e)) => return Err(Error::from(e)),
@@ -416,7 +430,22 @@ pub async fn response(
                 fields
                     .iter()
                     .zip(schema.fields())
-                    .map(|(f, field)| {
+                    .enumerate()
+                    .map(|(i, (f, field))| {
+                        if let Some((_, binary)) = nested.iter().find(|(c, _)| *c == i) {
+                            return FieldInfo::new(
+                                f.name().to_string(),
+                                f.table_id(),
+                                f.column_id(),
+                                if *binary {
+                                    pgwire::api::Type::BYTEA
+                                } else {
+                                    pgwire::api::Type::TEXT
+                                },
+                                f.format(),
+                            )
+                            .with_format_options(f.format_options().clone());
+                        }
                         let text_as_int2_array = *f.datatype() == pgwire::api::Type::INT2_ARRAY
                             && field.data_type() == &datafusion::arrow::datatypes::DataType::Utf8;
                         if text_as_int2_array
@@ -519,6 +548,17 @@ pub async fn response(
                                         Err(e) => {
                                             return Box::new(std::iter::once(Err(
                                                 PgWireError::ApiError(Box::new(e)),
+                                            )));
+                                        }
+                                    },
+                                    None => b,
+                                };
+                                let b = match &nested_schema {
+                                    Some(ns) => match super::arrays::encode(&b, ns, &nested) {
+                                        Ok(b) => b,
+                                        Err(e) => {
+                                            return Box::new(std::iter::once(Err(
+                                                PgWireError::UserError(Box::new(error_info(&e))),
                                             )));
                                         }
                                     },

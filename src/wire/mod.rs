@@ -3,6 +3,7 @@
 //! Arrow batches and are encoded by [`encode`]; parameters are decoded by [`params`].
 //! This layer sees neither Scylla nor Qdrant types.
 
+pub mod arrays;
 pub mod auth;
 pub mod conn;
 pub mod encode;
