@@ -6,6 +6,7 @@
 
 pub mod advisory;
 pub(crate) mod alter;
+pub mod apply;
 pub mod catalog;
 pub mod colnames;
 pub mod compat;
@@ -291,7 +292,15 @@ impl Engine {
         if let Some(block) = do_block::as_if(sql) {
             return self.parse(&block?);
         }
-        self.refuse_dropped_subqueries(sql)?;
+        // Correlated subqueries in a select list over tables: run per outer row.
+        let marked = apply::marked_if_any(sql, &self.core);
+        let sql = match &marked {
+            Some(m) => m.as_str(),
+            None => {
+                self.refuse_dropped_subqueries(sql)?;
+                sql
+            }
+        };
         let sql = pgvector::regproc_literals(sql);
         let sql = pgvector::attrdef_subquery(&sql);
         let sql = pgvector::psql_foreign_keys(&sql);

@@ -506,6 +506,11 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
             merge_plan_params(&plan, &mut types);
             schema = Some(super::catalog::result_schema(&plan));
         }
+        Statement::Query(q) if super::apply::is_marked(q) => {
+            let (result, plan) = super::apply::schema(session, q).await?;
+            merge_plan_params(&plan, &mut types);
+            schema = Some(result);
+        }
         Statement::Query(_) | Statement::Explain { .. } => {
             vector_search_params(stmt, &mut types);
             cast_params(stmt, &mut types);

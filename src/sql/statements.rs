@@ -331,6 +331,9 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
         Statement::Query(q) if super::writable_cte::modifies(q) => {
             Box::pin(super::writable_cte::run(session, q)).await?
         }
+        Statement::Query(q) if super::apply::is_marked(q) => {
+            Box::pin(super::apply::run(session, q)).await?
+        }
         Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => {
             return Ok(None);
         }

@@ -195,7 +195,7 @@ fn values_cte(
 }
 
 /// The SQL type a value of a column is cast to, to keep its type in a `VALUES` list.
-fn cast_type(f: &datafusion::arrow::datatypes::Field) -> Option<&'static str> {
+pub(super) fn cast_type(f: &datafusion::arrow::datatypes::Field) -> Option<&'static str> {
     use crate::types::{HALFVEC, PG_TYPE_KEY, PG_UUID_KEY, PG_VECTOR_KEY, SPARSEVEC};
     let pg = f.metadata().get(PG_TYPE_KEY).map(String::as_str);
     Some(match crate::json::kind_of(f) {
@@ -221,7 +221,7 @@ fn cast_type(f: &datafusion::arrow::datatypes::Field) -> Option<&'static str> {
 }
 
 /// The SQL type of an empty RETURNING column.
-fn sql_type(t: &DataType) -> &'static str {
+pub(super) fn sql_type(t: &DataType) -> &'static str {
     match t {
         DataType::Boolean => "BOOLEAN",
         DataType::Int16 | DataType::Int32 => "INT",

@@ -1,0 +1,603 @@
+//! Correlated subqueries in a select list, run once per outer row (an "apply"), as
+//! Postgres evaluates them: LangGraph's checkpointer reads each checkpoint with
+//!
+//! ```sql
+//! SELECT thread_id, checkpoint, ...,
+//!   (SELECT array_agg(array[bl.channel::bytea, bl.type::bytea, bl.blob])
+//!      FROM jsonb_each_text(checkpoint -> 'channel_versions')
+//!      JOIN checkpoint_blobs bl ON bl.thread_id = checkpoints.thread_id AND ...
+//!   ) AS channel_values, ...
+//! FROM checkpoints WHERE thread_id = $1 ...
+//! ```
+//!
+//! which DataFusion cannot decorrelate (the outer row reaches into FROM and ON).
+//!
+//! At Parse such an item becomes a marker, `vg_apply('<subquery>', outer, ...)`: the
+//! subquery's text with each reference to the outer row (and each parameter) replaced
+//! by `__vg_o<k>`, and those references as arguments, so that binding parameters and
+//! every rewrite reach them. At Execute the outer query runs with the arguments as
+//! extra columns; then for each distinct set of their values the subquery runs with
+//! them as typed literals (0 rows: NULL; more than one: 21000). Only a plain SELECT
+//! (no DISTINCT, GROUP BY or aggregate outside the subqueries) over tables is taken
+//! so; anything else keeps the refusal.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, Query, Select,
+    SelectItem, SetExpr, Statement, TableFactor, Value as SqlValue, visit_expressions_mut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use super::statements::ident_name;
+use super::{Output, Session};
+use crate::engine::Core;
+use crate::error::{Error, Result};
+
+/// The marker function's name.
+const MARKER: &str = "vg_apply";
+/// The prefix of a reference to the outer row inside a subquery's text.
+const SLOT: &str = "__vg_o";
+/// The prefix of the outer query's extra columns.
+const ARG: &str = "__vg_apply_";
+
+/// A relation in a FROM clause: the names it answers to and its columns (`None`:
+/// unknown).
+struct Relation {
+    names: Vec<String>,
+    columns: Option<Vec<String>>,
+}
+
+/// The relations a SELECT reads, if each is one whose columns are known here.
+fn relations(sel: &Select, core: &Core) -> Option<Vec<Relation>> {
+    let mut out = Vec::new();
+    for twj in &sel.from {
+        for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            out.push(relation(f, core)?);
+        }
+    }
+    Some(out)
+}
+
+fn relation(f: &TableFactor, core: &Core) -> Option<Relation> {
+    let TableFactor::Table {
+        name, alias, args, ..
+    } = f
+    else {
+        return None;
+    };
+    let base = ident_name(name.0.last()?.as_ident()?);
+    let mut names = vec![];
+    if let Some(a) = alias {
+        names.push(ident_name(&a.name));
+    }
+    let renamed: Vec<String> = alias
+        .iter()
+        .flat_map(|a| a.columns.iter().map(|c| ident_name(&c.name)))
+        .collect();
+    let columns = if args.is_some() {
+        // A function in FROM: its columns by name (Postgres names a one-column
+        // function's column after its alias, or after itself).
+        names.push(base.clone());
+        let own: Vec<String> = match base.as_str() {
+            "jsonb_each" | "jsonb_each_text" | "json_each" | "json_each_text" => {
+                vec!["key".into(), "value".into()]
+            }
+            "jsonb_array_elements"
+            | "jsonb_array_elements_text"
+            | "json_array_elements"
+            | "json_array_elements_text" => vec!["value".into()],
+            "unnest" | "generate_series" | "regexp_split_to_table" => {
+                vec![names[0].clone()]
+            }
+            _ => return None,
+        };
+        if renamed.is_empty() { own } else { renamed }
+    } else {
+        if alias.is_none() {
+            names.push(base.clone());
+        }
+        let def = core.table(&base).ok()?;
+        let own: Vec<String> = def
+            .visible()
+            .into_iter()
+            .map(|i| def.columns[i].name.clone())
+            .collect();
+        if renamed.is_empty() { own } else { renamed }
+    };
+    Some(Relation {
+        names,
+        columns: Some(columns),
+    })
+}
+
+/// Replace, in a subquery, each reference to the outer relations (and each `$n`) by a
+/// slot; the references, in slot order. `None` when a name cannot be told apart.
+fn slots(sub: &mut Query, outer: &[Relation], core: &Core) -> Option<Vec<SqlExpr>> {
+    let SetExpr::Select(sel) = sub.body.as_ref() else {
+        return None;
+    };
+    let inner = relations(sel, core)?;
+    // A subquery inside the subquery would need scopes of its own.
+    let mut nested = false;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(sel.as_ref(), |e| {
+        if matches!(
+            e,
+            SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. }
+        ) {
+            nested = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if nested || sub.with.is_some() {
+        return None;
+    }
+    let names = |rels: &[Relation]| -> HashSet<String> {
+        rels.iter().flat_map(|r| r.names.iter().cloned()).collect()
+    };
+    let (inner_names, outer_names) = (names(&inner), names(outer));
+    let has_column = |rels: &[Relation], c: &str| {
+        rels.iter().any(|r| {
+            r.columns
+                .as_ref()
+                .is_some_and(|cs| cs.iter().any(|x| x == c))
+        })
+    };
+    let mut refs: Vec<SqlExpr> = Vec::new();
+    let mut keys: HashMap<String, usize> = HashMap::new();
+    let mut slot_for = |e: &SqlExpr, refs: &mut Vec<SqlExpr>| -> SqlExpr {
+        let key = e.to_string();
+        let n = *keys.entry(key).or_insert_with(|| {
+            refs.push(e.clone());
+            refs.len()
+        });
+        SqlExpr::Identifier(Ident::new(format!("{SLOT}{n}")))
+    };
+    let _ = visit_expressions_mut(sub, |e| {
+        let outer_ref = match e {
+            SqlExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
+                let q = ident_name(&parts[0]);
+                !inner_names.contains(&q) && outer_names.contains(&q)
+            }
+            SqlExpr::Identifier(i) => {
+                let c = ident_name(i);
+                !has_column(&inner, &c) && has_column(outer, &c)
+            }
+            SqlExpr::Value(v) => matches!(v.value, SqlValue::Placeholder(_)),
+            _ => false,
+        };
+        if outer_ref {
+            *e = slot_for(e, &mut refs);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Some(refs)
+}
+
+/// [`marked`], for a statement that has a subquery at all.
+pub fn marked_if_any(sql: &str, core: &Core) -> Option<String> {
+    if sql.to_ascii_lowercase().matches("select").count() < 2 {
+        return None;
+    }
+    marked(sql, core)
+}
+
+/// The statement with its correlated select-list subqueries made markers, as SQL
+/// text; `None` when it has none, or is not a shape this module runs.
+pub fn marked(sql: &str, core: &Core) -> Option<String> {
+    let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [Statement::Query(q)] = stmts.as_mut_slice() else {
+        return None;
+    };
+    if q.with.is_some() || !q.locks.is_empty() {
+        return None;
+    }
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return None;
+    };
+    if sel.distinct.is_some()
+        || sel.having.is_some()
+        || !matches!(&sel.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(g, _) if g.is_empty())
+    {
+        return None;
+    }
+    let outer = relations(sel, core)?;
+    if outer.is_empty() {
+        return None;
+    }
+    let mut changed = false;
+    for item in &mut sel.projection {
+        let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item else {
+            continue;
+        };
+        let sub = match e {
+            SqlExpr::Subquery(sub) => sub,
+            _ => {
+                if contains_subquery(e) {
+                    return None;
+                }
+                continue;
+            }
+        };
+        let mut template = sub.as_ref().clone();
+        let refs = slots(&mut template, &outer, core)?;
+        if refs.is_empty() {
+            continue;
+        }
+        let mut args = vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::value(
+            SqlValue::SingleQuotedString(template.to_string()),
+        )))];
+        args.extend(
+            refs.into_iter()
+                .map(|r| FunctionArg::Unnamed(FunctionArgExpr::Expr(r))),
+        );
+        let marker = super::pgvector::call(MARKER, vec![]);
+        let SqlExpr::Function(mut f) = marker else {
+            return None;
+        };
+        f.args = FunctionArguments::List(datafusion::sql::sqlparser::ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args,
+            clauses: vec![],
+        });
+        *e = SqlExpr::Function(f);
+        changed = true;
+    }
+    // An aggregate outside the subqueries would group the rows the markers need.
+    if !changed || aggregates(sel) {
+        return None;
+    }
+    Some(stmts[0].to_string())
+}
+
+fn contains_subquery(e: &SqlExpr) -> bool {
+    let mut found = false;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x| {
+        if matches!(x, SqlExpr::Subquery(_)) {
+            found = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+/// Whether a select list calls an aggregate (outside the markers' text).
+fn aggregates(sel: &Select) -> bool {
+    const AGGREGATES: &[&str] = &[
+        "count",
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "array_agg",
+        "string_agg",
+        "json_agg",
+        "jsonb_agg",
+        "bool_and",
+        "bool_or",
+        "every",
+        "json_object_agg",
+        "jsonb_object_agg",
+    ];
+    let mut found = false;
+    for item in &sel.projection {
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions(item, |x| {
+            if let SqlExpr::Function(f) = x
+                && f.over.is_none()
+                && let Some(n) = f.name.0.last().and_then(|p| p.as_ident())
+                && AGGREGATES.contains(&ident_name(n).as_str())
+            {
+                found = true;
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    found
+}
+
+/// One marker of a query: its position, the subquery's text, its arguments.
+struct Marker {
+    position: usize,
+    name: Option<String>,
+    template: String,
+    args: Vec<SqlExpr>,
+}
+
+fn markers(sel: &Select) -> Vec<Marker> {
+    let mut out = Vec::new();
+    for (position, item) in sel.projection.iter().enumerate() {
+        let (e, name) = match item {
+            SelectItem::UnnamedExpr(e) => (e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(ident_name(alias))),
+            _ => continue,
+        };
+        let SqlExpr::Function(f) = e else { continue };
+        if !f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.eq_ignore_ascii_case(MARKER))
+        {
+            continue;
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            continue;
+        };
+        let mut args = list.args.iter().filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        });
+        let Some(SqlExpr::Value(v)) = args.next() else {
+            continue;
+        };
+        let SqlValue::SingleQuotedString(template) = &v.value else {
+            continue;
+        };
+        out.push(Marker {
+            position,
+            name,
+            template: template.clone(),
+            args: args.collect(),
+        });
+    }
+    out
+}
+
+/// Whether a query carries markers (what [`run`] runs).
+pub fn is_marked(q: &Query) -> bool {
+    matches!(q.body.as_ref(), SetExpr::Select(sel) if !markers(sel).is_empty())
+}
+
+/// The outer query: each marker a NULL of its name, its arguments extra columns.
+fn outer_query(q: &Query, marks: &[Marker]) -> Query {
+    let mut q = q.clone();
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return q;
+    };
+    for m in marks {
+        sel.projection[m.position] = SelectItem::ExprWithAlias {
+            expr: SqlExpr::value(SqlValue::Null),
+            alias: Ident::with_quote('"', m.name.clone().unwrap_or_else(|| "?column?".into())),
+        };
+    }
+    for (i, m) in marks.iter().enumerate() {
+        for (k, a) in m.args.iter().enumerate() {
+            sel.projection.push(SelectItem::ExprWithAlias {
+                expr: a.clone(),
+                alias: Ident::with_quote('"', format!("{ARG}{i}_{k}")),
+            });
+        }
+    }
+    q
+}
+
+/// A subquery's text with its slots replaced by these expressions. (Run as it is, not
+/// as `SELECT (<subquery>)`, which the compatibility parser would take for a
+/// correlated subquery and answer NULL.)
+fn instantiate(template: &str, values: &[String]) -> Result<String> {
+    let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, template)
+        .map_err(|e| Error::internal(format!("apply template: {e}")))?;
+    let mut bad = None;
+    for s in &mut stmts {
+        let _ = visit_expressions_mut(s, |e| {
+            if let SqlExpr::Identifier(i) = e
+                && let Some(n) = i.value.strip_prefix(SLOT)
+                && let Ok(n) = n.parse::<usize>()
+            {
+                match values.get(n - 1).map(|v| {
+                    Parser::new(&PostgreSqlDialect {})
+                        .try_with_sql(v)
+                        .and_then(|mut p| p.parse_expr())
+                }) {
+                    Some(Ok(v)) => *e = v,
+                    _ => bad = Some(n),
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    if let Some(n) = bad {
+        return Err(Error::internal(format!("apply template slot {n}")));
+    }
+    let [Statement::Query(sub)] = stmts.as_slice() else {
+        return Err(Error::internal("apply template is not a query"));
+    };
+    Ok(sub.to_string())
+}
+
+/// Plan and run one query, all its rows in one batch.
+async fn collect(session: &Session, sql: &str) -> Result<(SchemaRef, RecordBatch)> {
+    use futures::TryStreamExt;
+    let stmt = session
+        .engine
+        .parse(sql)?
+        .pop()
+        .ok_or_else(|| Error::internal("empty query"))?;
+    let plan = session.plan(stmt).await?;
+    let df = session.ctx.execute_logical_plan(plan).await?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
+    let batch =
+        datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(Error::internal)?;
+    Ok((schema, batch))
+}
+
+/// A value as a typed SQL literal (`CAST('..' AS jsonb)`).
+fn typed_literal(field: &Field, array: &ArrayRef, row: usize) -> Result<String> {
+    let v = crate::types::value_from_array(array, row)?;
+    let text = super::params::literal(&v);
+    Ok(match super::writable_cte::cast_type(field) {
+        Some(t) if !matches!(v, crate::types::Value::Null) => format!("CAST({text} AS {t})"),
+        Some(t) => format!("CAST(NULL AS {t})"),
+        None => text,
+    })
+}
+
+/// The type of each marker's subquery: planned with typed NULLs for its slots.
+async fn marker_fields(
+    session: &Session,
+    marks: &[Marker],
+    outer: &Schema,
+    width: usize,
+) -> Result<Vec<Field>> {
+    let mut out = Vec::with_capacity(marks.len());
+    let mut column = width;
+    for m in marks {
+        let nulls: Vec<String> = (0..m.args.len())
+            .map(|k| {
+                let f = outer.field(column + k);
+                match super::writable_cte::cast_type(f) {
+                    Some(t) => format!("CAST(NULL AS {t})"),
+                    None => format!(
+                        "CAST(NULL AS {})",
+                        super::writable_cte::sql_type(f.data_type())
+                    ),
+                }
+            })
+            .collect();
+        column += m.args.len();
+        let sql = instantiate(&m.template, &nulls)?;
+        let stmt = session
+            .engine
+            .parse(&sql)?
+            .pop()
+            .ok_or_else(|| Error::internal("empty query"))?;
+        let plan = session.plan(stmt).await?;
+        let schema = plan.schema().as_arrow().clone();
+        let f = schema.field(0).clone();
+        out.push(
+            f.with_name(m.name.clone().unwrap_or_else(|| "?column?".into()))
+                .with_nullable(true),
+        );
+    }
+    Ok(out)
+}
+
+/// The result columns of a marked query, for Describe, and the plan of its outer
+/// query (whose parameters are the statement's).
+pub async fn schema(
+    session: &Session,
+    q: &Query,
+) -> Result<(SchemaRef, datafusion::logical_expr::LogicalPlan)> {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return Err(Error::internal("not a marked query"));
+    };
+    let marks = markers(sel);
+    let width = sel.projection.len();
+    let mut empty = outer_query(q, &marks);
+    empty.limit_clause = None;
+    let stmt = session
+        .engine
+        .parse(&format!("SELECT * FROM ({empty}) AS o WHERE FALSE"))?
+        .pop()
+        .ok_or_else(|| Error::internal("empty query"))?;
+    let plan = session.plan(stmt).await?;
+    let outer = plan.schema().as_arrow().clone();
+    let fields = marker_fields(session, &marks, &outer, width).await?;
+    Ok((
+        Arc::new(result_schema(&outer, width, &marks, &fields)),
+        plan,
+    ))
+}
+
+fn result_schema(outer: &Schema, width: usize, marks: &[Marker], fields: &[Field]) -> Schema {
+    let mut out: Vec<Field> = outer
+        .fields()
+        .iter()
+        .take(width)
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for (m, f) in marks.iter().zip(fields) {
+        out[m.position] = f.clone();
+    }
+    Schema::new(out)
+}
+
+/// Run a marked query.
+pub async fn run(session: &Session, q: &Query) -> Result<Output> {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return Err(Error::internal("not a marked query"));
+    };
+    let marks = markers(sel);
+    let width = sel.projection.len();
+    let (outer_schema, rows) = collect(session, &outer_query(q, &marks).to_string()).await?;
+    let fields = marker_fields(session, &marks, &outer_schema, width).await?;
+    let mut columns: Vec<ArrayRef> = rows.columns().iter().take(width).cloned().collect();
+    let mut first_arg = width;
+    for (m, field) in marks.iter().zip(&fields) {
+        let mut seen: HashMap<Vec<String>, ScalarValue> = HashMap::new();
+        let mut values = Vec::with_capacity(rows.num_rows());
+        for r in 0..rows.num_rows() {
+            let literals = (0..m.args.len())
+                .map(|k| {
+                    typed_literal(
+                        outer_schema.field(first_arg + k),
+                        rows.column(first_arg + k),
+                        r,
+                    )
+                })
+                .collect::<Result<Vec<String>>>()?;
+            let value = match seen.get(&literals) {
+                Some(v) => v.clone(),
+                None => {
+                    let (_, batch) =
+                        collect(session, &instantiate(&m.template, &literals)?).await?;
+                    let v = match batch.num_rows() {
+                        1 => ScalarValue::try_from_array(batch.column(0), 0)?,
+                        0 => ScalarValue::try_from(field.data_type())?,
+                        _ => {
+                            return Err(Error::CardinalityViolation(
+                                "more than one row returned by a subquery used as an expression"
+                                    .into(),
+                            ));
+                        }
+                    };
+                    seen.insert(literals, v.clone());
+                    v
+                }
+            };
+            values.push(value);
+        }
+        first_arg += m.args.len();
+        let array = if values.is_empty() {
+            datafusion::arrow::array::new_empty_array(field.data_type())
+        } else {
+            ScalarValue::iter_to_array(values)?
+        };
+        columns[m.position] = if array.data_type() == field.data_type() {
+            array
+        } else {
+            datafusion::arrow::compute::cast(&array, field.data_type()).map_err(Error::internal)?
+        };
+    }
+    let schema = Arc::new(result_schema(&outer_schema, width, &marks, &fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(Error::internal)?;
+    Ok(Output::batch(schema, batch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_takes_values_for_its_slots() {
+        let sql = instantiate(
+            "SELECT max(b.n) FROM b WHERE b.k = __vg_o1 AND b.j = __vg_o2",
+            &["CAST('x' AS TEXT)".into(), "3".into()],
+        )
+        .expect("instantiated");
+        assert_eq!(
+            sql,
+            "SELECT max(b.n) FROM b WHERE b.k = CAST('x' AS TEXT) AND b.j = 3"
+        );
+        assert!(instantiate("SELECT __vg_o2", &["1".into()]).is_err());
+    }
+}
