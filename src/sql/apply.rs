@@ -21,7 +21,7 @@
 //! (no DISTINCT, GROUP BY or aggregate outside the subqueries) over tables is taken
 //! so; anything else keeps the refusal.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -50,6 +50,7 @@ const ARG: &str = "__vg_apply_";
 
 /// A relation in a FROM clause: the names it answers to and its columns (`None`:
 /// unknown).
+#[derive(Clone)]
 struct Relation {
     names: Vec<String>,
     columns: Option<Vec<String>>,
@@ -66,119 +67,209 @@ fn relations(sel: &Select, core: &Core) -> Option<Vec<Relation>> {
     Some(out)
 }
 
-fn relation(f: &TableFactor, core: &Core) -> Option<Relation> {
-    let TableFactor::Table {
-        name, alias, args, ..
-    } = f
-    else {
+/// The names a query's rows have (`None` for a `*`).
+fn output_names(q: &Query) -> Option<Vec<String>> {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
         return None;
     };
-    let base = ident_name(name.0.last()?.as_ident()?);
-    let mut names = vec![];
-    if let Some(a) = alias {
-        names.push(ident_name(&a.name));
-    }
-    let renamed: Vec<String> = alias
+    sel.projection
         .iter()
-        .flat_map(|a| a.columns.iter().map(|c| ident_name(&c.name)))
-        .collect();
-    let columns = if args.is_some() {
-        // A function in FROM: its columns by name (Postgres names a one-column
-        // function's column after its alias, or after itself).
-        names.push(base.clone());
-        let own: Vec<String> = match base.as_str() {
-            "jsonb_each" | "jsonb_each_text" | "json_each" | "json_each_text" => {
-                vec!["key".into(), "value".into()]
+        .map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(ident_name(alias)),
+            SelectItem::UnnamedExpr(SqlExpr::Identifier(i)) => Some(ident_name(i)),
+            SelectItem::UnnamedExpr(SqlExpr::CompoundIdentifier(p)) => p.last().map(ident_name),
+            SelectItem::UnnamedExpr(SqlExpr::Function(f)) => {
+                f.name.0.last().and_then(|p| p.as_ident()).map(ident_name)
             }
-            "jsonb_array_elements"
-            | "jsonb_array_elements_text"
-            | "json_array_elements"
-            | "json_array_elements_text" => vec!["value".into()],
-            "unnest" | "generate_series" | "regexp_split_to_table" => {
-                vec![names[0].clone()]
-            }
-            _ => return None,
-        };
-        if renamed.is_empty() { own } else { renamed }
-    } else {
-        if alias.is_none() {
-            names.push(base.clone());
+            SelectItem::UnnamedExpr(_) => Some("?column?".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn relation(f: &TableFactor, core: &Core) -> Option<Relation> {
+    let renamed = |alias: &Option<datafusion::sql::sqlparser::ast::TableAlias>| -> Vec<String> {
+        alias
+            .iter()
+            .flat_map(|a| a.columns.iter().map(|c| ident_name(&c.name)))
+            .collect()
+    };
+    let (names, own): (Vec<String>, Option<Vec<String>>) = match f {
+        TableFactor::Table {
+            name, alias, args, ..
+        } => {
+            let base = ident_name(name.0.last()?.as_ident()?);
+            let mut names: Vec<String> = alias.iter().map(|a| ident_name(&a.name)).collect();
+            let own = if args.is_some() {
+                // A function in FROM: its columns by name (Postgres names a one-column
+                // function's column after its alias, or after itself).
+                names.push(base.clone());
+                match base.as_str() {
+                    "jsonb_each" | "jsonb_each_text" | "json_each" | "json_each_text" => {
+                        vec!["key".into(), "value".into()]
+                    }
+                    "jsonb_array_elements"
+                    | "jsonb_array_elements_text"
+                    | "json_array_elements"
+                    | "json_array_elements_text" => vec!["value".into()],
+                    "unnest" | "generate_series" | "regexp_split_to_table" => {
+                        vec![names[0].clone()]
+                    }
+                    _ => return None,
+                }
+            } else {
+                if alias.is_none() {
+                    names.push(base.clone());
+                }
+                let def = core.table(&base).ok()?;
+                def.visible()
+                    .into_iter()
+                    .map(|i| def.columns[i].name.clone())
+                    .collect()
+            };
+            let r = renamed(alias);
+            (names, Some(if r.is_empty() { own } else { r }))
         }
-        let def = core.table(&base).ok()?;
-        let own: Vec<String> = def
-            .visible()
-            .into_iter()
-            .map(|i| def.columns[i].name.clone())
-            .collect();
-        if renamed.is_empty() { own } else { renamed }
+        TableFactor::Derived {
+            subquery, alias, ..
+        } => {
+            let names: Vec<String> = alias.iter().map(|a| ident_name(&a.name)).collect();
+            let r = renamed(alias);
+            (
+                names,
+                if r.is_empty() {
+                    output_names(subquery)
+                } else {
+                    Some(r)
+                },
+            )
+        }
+        TableFactor::UNNEST { alias, .. } => {
+            let names: Vec<String> = alias.iter().map(|a| ident_name(&a.name)).collect();
+            let r = renamed(alias);
+            let own = if r.is_empty() { names.clone() } else { r };
+            (names, Some(own))
+        }
+        _ => return None,
     };
     Some(Relation {
         names,
-        columns: Some(columns),
+        columns: own,
     })
 }
 
-/// Replace, in a subquery, each reference to the outer relations (and each `$n`) by a
-/// slot; the references, in slot order. `None` when a name cannot be told apart.
-fn slots(sub: &mut Query, outer: &[Relation], core: &Core) -> Option<Vec<SqlExpr>> {
-    let SetExpr::Select(sel) = sub.body.as_ref() else {
-        return None;
-    };
-    let inner = relations(sel, core)?;
-    // A subquery inside the subquery would need scopes of its own.
-    let mut nested = false;
-    let _ = datafusion::sql::sqlparser::ast::visit_expressions(sel.as_ref(), |e| {
-        if matches!(
-            e,
-            SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. }
-        ) {
-            nested = true;
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    if nested || sub.with.is_some() {
-        return None;
-    }
-    let names = |rels: &[Relation]| -> HashSet<String> {
-        rels.iter().flat_map(|r| r.names.iter().cloned()).collect()
-    };
-    let (inner_names, outer_names) = (names(&inner), names(outer));
-    let has_column = |rels: &[Relation], c: &str| {
-        rels.iter().any(|r| {
-            r.columns
-                .as_ref()
-                .is_some_and(|cs| cs.iter().any(|x| x == c))
-        })
-    };
-    let mut refs: Vec<SqlExpr> = Vec::new();
-    let mut keys: HashMap<String, usize> = HashMap::new();
-    let mut slot_for = |e: &SqlExpr, refs: &mut Vec<SqlExpr>| -> SqlExpr {
+/// Finds, in an expression evaluated for each row of `outer`, the references to that
+/// row (and the parameters), through the scopes of the subqueries inside it, and
+/// replaces each by a slot.
+struct Resolver<'a> {
+    core: &'a Core,
+    outer: &'a [Relation],
+    refs: Vec<SqlExpr>,
+    keys: HashMap<String, usize>,
+    /// A name that could not be told apart, or a shape not followed.
+    failed: bool,
+}
+
+impl Resolver<'_> {
+    fn slot(&mut self, e: &SqlExpr) -> SqlExpr {
         let key = e.to_string();
-        let n = *keys.entry(key).or_insert_with(|| {
-            refs.push(e.clone());
-            refs.len()
-        });
+        let n = match self.keys.get(&key) {
+            Some(n) => *n,
+            None => {
+                self.refs.push(e.clone());
+                self.keys.insert(key, self.refs.len());
+                self.refs.len()
+            }
+        };
         SqlExpr::Identifier(Ident::new(format!("{SLOT}{n}")))
-    };
-    let _ = visit_expressions_mut(sub, |e| {
-        let outer_ref = match e {
+    }
+
+    /// Whether `e` (seen inside `scopes`, innermost last) names the outer row.
+    fn is_outer(&mut self, e: &SqlExpr, scopes: &[Vec<Relation>]) -> bool {
+        let inner = || scopes.iter().flatten();
+        match e {
             SqlExpr::CompoundIdentifier(parts) if parts.len() == 2 => {
                 let q = ident_name(&parts[0]);
-                !inner_names.contains(&q) && outer_names.contains(&q)
+                !inner().any(|r| r.names.contains(&q))
+                    && self.outer.iter().any(|r| r.names.contains(&q))
             }
             SqlExpr::Identifier(i) => {
                 let c = ident_name(i);
-                !has_column(&inner, &c) && has_column(outer, &c)
+                if c.starts_with(SLOT) {
+                    return false;
+                }
+                if inner().any(|r| r.columns.is_none()) {
+                    self.failed = true;
+                    return false;
+                }
+                !inner().any(|r| r.columns.as_ref().is_some_and(|cs| cs.contains(&c)))
+                    && self
+                        .outer
+                        .iter()
+                        .any(|r| r.columns.as_ref().is_some_and(|cs| cs.contains(&c)))
             }
             SqlExpr::Value(v) => matches!(v.value, SqlValue::Placeholder(_)),
             _ => false,
-        };
-        if outer_ref {
-            *e = slot_for(e, &mut refs);
         }
-        ControlFlow::<()>::Continue(())
-    });
-    Some(refs)
+    }
+
+    /// A query inside the expression, seen inside `scopes`.
+    fn query(&mut self, q: &mut Query, scopes: &[Vec<Relation>]) {
+        if q.with.is_some() {
+            self.failed = true;
+            return;
+        }
+        let SetExpr::Select(sel) = q.body.as_mut() else {
+            self.failed = true;
+            return;
+        };
+        let Some(rels) = relations(sel, self.core) else {
+            self.failed = true;
+            return;
+        };
+        let mut inner = scopes.to_vec();
+        inner.push(rels);
+        let mut walk = Walk {
+            r: self,
+            scopes: inner,
+            depth: 0,
+        };
+        let _ = datafusion::sql::sqlparser::ast::VisitMut::visit(q, &mut walk);
+    }
+}
+
+/// Visits one scope's expressions; each query nested in them is resolved in a scope
+/// of its own.
+struct Walk<'r, 'a> {
+    r: &'r mut Resolver<'a>,
+    scopes: Vec<Vec<Relation>>,
+    depth: usize,
+}
+
+impl datafusion::sql::sqlparser::ast::VisitorMut for Walk<'_, '_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+        // The walk starts at its own query (depth 0 -> 1); a query met below that is a
+        // nested one.
+        if self.depth == 1 {
+            self.r.query(q, &self.scopes);
+        }
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _q: &mut Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &mut SqlExpr) -> ControlFlow<()> {
+        if self.depth <= 1 && self.r.is_outer(e, &self.scopes) {
+            *e = self.r.slot(e);
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// [`marked`], for a statement that has a subquery at all.
@@ -199,37 +290,87 @@ pub fn marked(sql: &str, core: &Core) -> Option<String> {
     if q.with.is_some() || !q.locks.is_empty() {
         return None;
     }
+    mark_query(q, core)?.then(|| stmts[0].to_string())
+}
+
+/// Mark a query's select list and its derived tables' (`Some(false)`: nothing to mark;
+/// `None`: a correlated subquery this module does not run).
+fn mark_query(q: &mut Query, core: &Core) -> Option<bool> {
     let SetExpr::Select(sel) = q.body.as_mut() else {
-        return None;
+        return Some(false);
     };
-    if sel.distinct.is_some()
-        || sel.having.is_some()
-        || !matches!(&sel.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(g, _) if g.is_empty())
-    {
-        return None;
+    let mut changed = false;
+    for twj in &mut sel.from {
+        for f in
+            std::iter::once(&mut twj.relation).chain(twj.joins.iter_mut().map(|j| &mut j.relation))
+        {
+            if let TableFactor::Derived {
+                lateral: false,
+                subquery,
+                ..
+            } = f
+                && subquery.with.is_none()
+            {
+                changed |= mark_query(subquery, core)?;
+            }
+        }
     }
+    let has_subquery = sel.projection.iter().any(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+            contains_subquery(e)
+        }
+        _ => false,
+    });
+    if !has_subquery {
+        return Some(changed);
+    }
+    let grouped = sel.distinct.is_some()
+        || sel.having.is_some()
+        || !matches!(&sel.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(g, _) if g.is_empty());
     let outer = relations(sel, core)?;
     if outer.is_empty() {
-        return None;
+        return Some(changed);
     }
-    let mut changed = false;
+    let mut marked_here = false;
     for item in &mut sel.projection {
         let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item else {
             continue;
         };
-        let sub = match e {
-            SqlExpr::Subquery(sub) => sub,
-            _ => {
-                if contains_subquery(e) {
+        if !contains_subquery(e) {
+            continue;
+        }
+        let mut resolver = Resolver {
+            core,
+            outer: &outer,
+            refs: Vec::new(),
+            keys: HashMap::new(),
+            failed: false,
+        };
+        // A subquery item runs as that query; any other expression as `SELECT <it>`.
+        let mut template = match &*e {
+            SqlExpr::Subquery(sub) => sub.as_ref().clone(),
+            other => {
+                let Ok(Statement::Query(q)) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&format!("SELECT {other}"))
+                    .and_then(|mut p| p.parse_statement())
+                else {
                     return None;
-                }
-                continue;
+                };
+                *q
             }
         };
-        let mut template = sub.as_ref().clone();
-        let refs = slots(&mut template, &outer, core)?;
-        if refs.is_empty() {
+        resolver.query(&mut template, &[]);
+        if resolver.failed {
+            return None;
+        }
+        let refs = resolver.refs;
+        // Only the outer row's own columns, or parameters: an uncorrelated subquery
+        // is DataFusion's.
+        if !refs.iter().any(|r| !matches!(r, SqlExpr::Value(_))) {
             continue;
+        }
+        if grouped {
+            return None;
         }
         let mut args = vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::value(
             SqlValue::SingleQuotedString(template.to_string()),
@@ -238,8 +379,7 @@ pub fn marked(sql: &str, core: &Core) -> Option<String> {
             refs.into_iter()
                 .map(|r| FunctionArg::Unnamed(FunctionArgExpr::Expr(r))),
         );
-        let marker = super::pgvector::call(MARKER, vec![]);
-        let SqlExpr::Function(mut f) = marker else {
+        let SqlExpr::Function(mut f) = super::pgvector::call(MARKER, vec![]) else {
             return None;
         };
         f.args = FunctionArguments::List(datafusion::sql::sqlparser::ast::FunctionArgumentList {
@@ -248,19 +388,31 @@ pub fn marked(sql: &str, core: &Core) -> Option<String> {
             clauses: vec![],
         });
         *e = SqlExpr::Function(f);
-        changed = true;
+        marked_here = true;
     }
-    // An aggregate outside the subqueries would group the rows the markers need.
-    if !changed || aggregates(sel) {
+    // An aggregate outside the subqueries would group the rows the markers need; a
+    // `*` beside them would move their columns.
+    if marked_here
+        && (aggregates(sel)
+            || sel.projection.iter().any(|i| {
+                matches!(
+                    i,
+                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                )
+            }))
+    {
         return None;
     }
-    Some(stmts[0].to_string())
+    Some(changed || marked_here)
 }
 
 fn contains_subquery(e: &SqlExpr) -> bool {
     let mut found = false;
     let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x| {
-        if matches!(x, SqlExpr::Subquery(_)) {
+        if matches!(
+            x,
+            SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. }
+        ) {
             found = true;
         }
         ControlFlow::<()>::Continue(())
@@ -351,9 +503,121 @@ fn markers(sel: &Select) -> Vec<Marker> {
     out
 }
 
-/// Whether a query carries markers (what [`run`] runs).
+/// Whether a query carries markers, in its select list or a derived table's (what
+/// [`run`] runs).
 pub fn is_marked(q: &Query) -> bool {
-    matches!(q.body.as_ref(), SetExpr::Select(sel) if !markers(sel).is_empty())
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return false;
+    };
+    !markers(sel).is_empty()
+        || factors(sel)
+            .any(|f| matches!(f, TableFactor::Derived { subquery, .. } if is_marked(subquery)))
+}
+
+/// The table factors of a SELECT's FROM, joined ones too.
+fn factors(sel: &Select) -> impl Iterator<Item = &TableFactor> {
+    sel.from
+        .iter()
+        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
+}
+
+/// Tables registered for one statement (each in a schema of its own, as the
+/// session's schemas take no tables), dropped with it.
+struct Registered {
+    ctx: datafusion::prelude::SessionContext,
+    schemas: Vec<String>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(catalog) = self
+            .ctx
+            .catalog(&self.ctx.state().config().options().catalog.default_catalog)
+        {
+            for s in &self.schemas {
+                let _ = catalog.deregister_schema(s, true);
+            }
+        }
+    }
+}
+
+/// The query with each derived table that carries markers run (`rows`; else only
+/// its columns, for Describe) and read as a table registered for the statement.
+async fn materialize(session: &Session, q: &Query, rows: bool) -> Result<(Query, Registered)> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut q = q.clone();
+    let mut registered = Registered {
+        ctx: session.ctx.clone(),
+        schemas: Vec::new(),
+    };
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return Ok((q, registered));
+    };
+    for twj in &mut sel.from {
+        for f in
+            std::iter::once(&mut twj.relation).chain(twj.joins.iter_mut().map(|j| &mut j.relation))
+        {
+            let TableFactor::Derived {
+                subquery, alias, ..
+            } = f
+            else {
+                continue;
+            };
+            if !is_marked(subquery) {
+                continue;
+            }
+            let (schema, batch) = if rows {
+                Box::pin(run_batch(session, subquery)).await?
+            } else {
+                let (schema, _) = Box::pin(self::schema(session, subquery)).await?;
+                let empty = RecordBatch::new_empty(schema.clone());
+                (schema, empty)
+            };
+            let name = format!(
+                "__vg_apply_{}",
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let catalog = session
+                .ctx
+                .catalog(
+                    &session
+                        .ctx
+                        .state()
+                        .config()
+                        .options()
+                        .catalog
+                        .default_catalog,
+                )
+                .ok_or_else(|| Error::internal("apply: no catalog"))?;
+            let schema_provider = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
+            catalog.register_schema(&name, schema_provider.clone())?;
+            registered.schemas.push(name.clone());
+            let table = datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]])?;
+            datafusion::catalog::SchemaProvider::register_table(
+                schema_provider.as_ref(),
+                "t".into(),
+                Arc::new(table),
+            )?;
+            let name = format!("\"{name}\".t");
+            let alias = alias
+                .as_ref()
+                .map(|a| format!(" AS {a}"))
+                .unwrap_or_default();
+            let Ok(Statement::Query(read)) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!("SELECT * FROM {name}{alias}"))
+                .and_then(|mut p| p.parse_statement())
+            else {
+                return Err(Error::internal("apply: derived table"));
+            };
+            let SetExpr::Select(read) = *read.body else {
+                return Err(Error::internal("apply: derived table"));
+            };
+            if let Some(t) = read.from.into_iter().next() {
+                *f = t.relation;
+            }
+        }
+    }
+    Ok((q, registered))
 }
 
 /// The outer query: each marker a NULL of its name, its arguments extra columns.
@@ -487,13 +751,12 @@ pub async fn schema(
     session: &Session,
     q: &Query,
 ) -> Result<(SchemaRef, datafusion::logical_expr::LogicalPlan)> {
+    let (q, _tables) = materialize(session, q, false).await?;
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Err(Error::internal("not a marked query"));
     };
     let marks = markers(sel);
-    let width = sel.projection.len();
-    let mut empty = outer_query(q, &marks);
-    empty.limit_clause = None;
+    let empty = outer_query(&q, &marks);
     let stmt = session
         .engine
         .parse(&format!("SELECT * FROM ({empty}) AS o WHERE FALSE"))?
@@ -501,6 +764,7 @@ pub async fn schema(
         .ok_or_else(|| Error::internal("empty query"))?;
     let plan = session.plan(stmt).await?;
     let outer = plan.schema().as_arrow().clone();
+    let width = outer.fields().len() - marks.iter().map(|m| m.args.len()).sum::<usize>();
     let fields = marker_fields(session, &marks, &outer, width).await?;
     Ok((
         Arc::new(result_schema(&outer, width, &marks, &fields)),
@@ -523,12 +787,22 @@ fn result_schema(outer: &Schema, width: usize, marks: &[Marker], fields: &[Field
 
 /// Run a marked query.
 pub async fn run(session: &Session, q: &Query) -> Result<Output> {
+    let (schema, batch) = run_batch(session, q).await?;
+    Ok(Output::batch(schema, batch))
+}
+
+/// Run a marked query, all its rows in one batch.
+async fn run_batch(session: &Session, q: &Query) -> Result<(SchemaRef, RecordBatch)> {
+    let (q, _tables) = materialize(session, q, true).await?;
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Err(Error::internal("not a marked query"));
     };
     let marks = markers(sel);
-    let width = sel.projection.len();
-    let (outer_schema, rows) = collect(session, &outer_query(q, &marks).to_string()).await?;
+    if marks.is_empty() {
+        return collect(session, &q.to_string()).await;
+    }
+    let (outer_schema, rows) = collect(session, &outer_query(&q, &marks).to_string()).await?;
+    let width = outer_schema.fields().len() - marks.iter().map(|m| m.args.len()).sum::<usize>();
     let fields = marker_fields(session, &marks, &outer_schema, width).await?;
     let mut columns: Vec<ArrayRef> = rows.columns().iter().take(width).cloned().collect();
     let mut first_arg = width;
@@ -580,7 +854,7 @@ pub async fn run(session: &Session, q: &Query) -> Result<Output> {
     }
     let schema = Arc::new(result_schema(&outer_schema, width, &marks, &fields));
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(Error::internal)?;
-    Ok(Output::batch(schema, batch))
+    Ok((schema, batch))
 }
 
 #[cfg(test)]

@@ -381,6 +381,7 @@ impl Engine {
         let nextvals = pgvector::mentions(&sql, "nextval");
         let uuids = pgvector::mentions(&sql, "uuid");
         let byteas = pgvector::mentions(&sql, "bytea");
+        let regexes = sql.contains('~') || pgvector::mentions(&sql, "regexp_");
         for s in &mut stmts {
             if catalog {
                 let _ = ordinality::rewrite(s);
@@ -424,6 +425,9 @@ impl Engine {
                 compat::starts_with_operator(s);
             }
             compat::like_escapes(s);
+            if regexes {
+                text_functions::regex_patterns(s);
+            }
             compat::guard_not_in(s);
             compat::from_functions(s, &|f| {
                 self.base.scalar_functions().contains_key(f)

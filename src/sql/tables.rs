@@ -104,6 +104,14 @@ impl CatalogProvider for Database {
     ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
         self.inner.register_schema(name, schema)
     }
+
+    fn deregister_schema(
+        &self,
+        name: &str,
+        cascade: bool,
+    ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+        self.inner.deregister_schema(name, cascade)
+    }
 }
 
 /// The tables of one schema.

@@ -1,6 +1,8 @@
 //! Postgres' string functions that DataFusion lacks: `regexp_split_to_array` (LangGraph
 //! splits its namespaces so) and `convert_to` / `convert_from` (text to and from bytea
-//! in an encoding; its checkpointer sends `convert_to(task_path, 'UTF8')`).
+//! in an encoding; its checkpointer sends `convert_to(task_path, 'UTF8')`); and
+//! Postgres' regular expressions read by the regex engine DataFusion uses (`\Z`,
+//! `\m`, `\M`, `\y`, `\Y`, which LangGraph's namespace patterns use).
 
 use std::sync::Arc;
 
@@ -15,6 +17,13 @@ use datafusion::logical_expr::{ColumnarValue, ScalarUDF, TypeSignature, Volatili
 pub fn all() -> Vec<ScalarUDF> {
     let list = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
     vec![
+        create_udf(
+            PG_REGEX,
+            vec![DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(pg_regex_udf),
+        ),
         ScalarUDF::new_from_impl(
             datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
                 "regexp_split_to_array",
@@ -44,6 +53,125 @@ pub fn all() -> Vec<ScalarUDF> {
             Arc::new(convert_from),
         ),
     ]
+}
+
+/// The function [`regex_patterns`] wraps a pattern in.
+pub const PG_REGEX: &str = "vg_pg_regex";
+
+/// A Postgres (ARE) regular expression in the syntax of the `regex` crate: the escapes
+/// Postgres has and it lacks, outside bracket expressions, translated (`\Z` end of
+/// string, `\m` / `\M` start / end of a word, `\y` / `\Y` a word boundary / none).
+pub fn pg_regex(pattern: &str) -> std::borrow::Cow<'_, str> {
+    if !pattern.contains('\\') {
+        return std::borrow::Cow::Borrowed(pattern);
+    }
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars().peekable();
+    let mut bracket = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(next) = chars.next() else {
+                    out.push(c);
+                    break;
+                };
+                match (bracket, next) {
+                    (false, 'Z') => out.push_str("\\z"),
+                    (false, 'm') => out.push_str("\\b{start}"),
+                    (false, 'M') => out.push_str("\\b{end}"),
+                    (false, 'y') => out.push_str("\\b"),
+                    (false, 'Y') => out.push_str("\\B"),
+                    _ => {
+                        out.push(c);
+                        out.push(next);
+                    }
+                }
+            }
+            '[' if !bracket => {
+                bracket = true;
+                out.push(c);
+                // `]` first in a bracket expression is itself.
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    out.push_str("\\]");
+                    chars.next();
+                }
+            }
+            ']' if bracket => {
+                bracket = false;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn pg_regex_udf(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
+    Ok(match &args[0] {
+        ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(p)) => ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::Utf8(p.as_deref().map(|p| pg_regex(p).into_owned())),
+        ),
+        other => {
+            let a = other.to_array(1)?;
+            let out: StringArray = a
+                .as_string::<i32>()
+                .iter()
+                .map(|p| p.map(|p| pg_regex(p).into_owned()))
+                .collect();
+            ColumnarValue::Array(Arc::new(out))
+        }
+    })
+}
+
+/// The pattern of each regular-expression match (`~`, `~*`, `!~`, `!~*`) and of
+/// `regexp_replace`, `regexp_match`, `regexp_like`, `regexp_count` wrapped in
+/// [`PG_REGEX`], so that literal and bound patterns alike are read as Postgres reads
+/// them.
+pub fn regex_patterns(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    };
+    let wrap = |e: &mut Expr| {
+        let inner = std::mem::replace(e, Expr::value(datafusion::sql::sqlparser::ast::Value::Null));
+        *e = super::pgvector::call(PG_REGEX, vec![inner]);
+    };
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(stmt, |e| {
+        match e {
+            Expr::BinaryOp {
+                op:
+                    BinaryOperator::PGRegexMatch
+                    | BinaryOperator::PGRegexIMatch
+                    | BinaryOperator::PGRegexNotMatch
+                    | BinaryOperator::PGRegexNotIMatch,
+                right,
+                ..
+            } => wrap(right),
+            Expr::Function(f)
+                if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                    [
+                        "regexp_replace",
+                        "regexp_match",
+                        "regexp_like",
+                        "regexp_count",
+                    ]
+                    .contains(&i.value.to_ascii_lowercase().as_str())
+                }) =>
+            {
+                if let FunctionArguments::List(list) = &mut f.args
+                    && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(p))) =
+                        list.args.get_mut(1)
+                {
+                    wrap(p);
+                }
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
 }
 
 /// An error with a SQLSTATE, through DataFusion.
@@ -104,7 +232,7 @@ fn convert_from(args: &[ColumnarValue]) -> DfResult<ColumnarValue> {
 
 /// A Postgres regular expression with its flags (`i`: case-insensitive; others refused).
 fn compile(pattern: &str, flags: Option<&str>) -> DfResult<regex::Regex> {
-    let mut b = regex::RegexBuilder::new(pattern);
+    let mut b = regex::RegexBuilder::new(&pg_regex(pattern));
     for f in flags.unwrap_or_default().chars() {
         match f {
             'i' => b.case_insensitive(true),
@@ -206,6 +334,16 @@ mod tests {
             .into_iter()
             .map(str::to_string)
             .collect()
+    }
+
+    #[test]
+    fn postgres_escapes_become_the_regex_crates() {
+        assert_eq!(pg_regex(r"^a(\.|\Z)"), r"^a(\.|\z)");
+        assert_eq!(pg_regex(r"\mcat\M \y\Y"), r"\b{start}cat\b{end} \b\B");
+        assert_eq!(pg_regex(r"[\Z]x"), r"[\Z]x");
+        assert_eq!(pg_regex("plain"), "plain");
+        let re = regex::Regex::new(&pg_regex(r"(^|\.)d\Z")).expect("a pattern");
+        assert!(re.is_match("a.b.d") && !re.is_match("a.d.b"));
     }
 
     #[test]
