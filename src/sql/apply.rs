@@ -290,7 +290,11 @@ pub fn marked(sql: &str, core: &Core) -> Option<String> {
     if q.with.is_some() || !q.locks.is_empty() {
         return None;
     }
-    mark_query(q, core)?.then(|| stmts[0].to_string())
+    if !mark_query(q, core)? {
+        return None;
+    }
+    super::literals::printable(&mut stmts[0]);
+    Some(stmts[0].to_string())
 }
 
 /// Mark a query's select list and its derived tables' (`Some(false)`: nothing to mark;
@@ -333,6 +337,15 @@ fn mark_query(q: &mut Query, core: &Core) -> Option<bool> {
     }
     let mut marked_here = false;
     for item in &mut sel.projection {
+        // The item keeps the name Postgres gives it (the marker's would be `vg_apply`).
+        if let SelectItem::UnnamedExpr(e) = item
+            && contains_subquery(e)
+        {
+            *item = SelectItem::ExprWithAlias {
+                alias: Ident::with_quote('"', super::colnames::column_name(e)),
+                expr: e.clone(),
+            };
+        }
         let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item else {
             continue;
         };
@@ -360,6 +373,7 @@ fn mark_query(q: &mut Query, core: &Core) -> Option<bool> {
             }
         };
         resolver.query(&mut template, &[]);
+        super::literals::printable(&mut template);
         if resolver.failed {
             return None;
         }
@@ -490,7 +504,9 @@ fn markers(sel: &Select) -> Vec<Marker> {
         let Some(SqlExpr::Value(v)) = args.next() else {
             continue;
         };
-        let SqlValue::SingleQuotedString(template) = &v.value else {
+        let (SqlValue::SingleQuotedString(template) | SqlValue::EscapedStringLiteral(template)) =
+            &v.value
+        else {
             continue;
         };
         out.push(Marker {
@@ -801,8 +817,28 @@ async fn run_batch(session: &Session, q: &Query) -> Result<(SchemaRef, RecordBat
     if marks.is_empty() {
         return collect(session, &q.to_string()).await;
     }
-    let (outer_schema, rows) = collect(session, &outer_query(&q, &marks).to_string()).await?;
-    let width = outer_schema.fields().len() - marks.iter().map(|m| m.args.len()).sum::<usize>();
+    // An ORDER BY reading a marker's value sorts the filled rows (the outer query
+    // would sort by its NULL stand-in).
+    let late = late_sort(&q, sel, &marks)?;
+    let outer = match &late {
+        Some((stripped, sort)) => {
+            let mut outer = outer_query(stripped, &marks);
+            if let SetExpr::Select(o) = outer.body.as_mut() {
+                for (i, e) in sort.hidden.iter().enumerate() {
+                    o.projection.push(SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias: Ident::with_quote('"', format!("{ARG}sort_{i}")),
+                    });
+                }
+            }
+            outer
+        }
+        None => outer_query(&q, &marks),
+    };
+    let (outer_schema, rows) = collect(session, &outer.to_string()).await?;
+    let hidden = late.as_ref().map_or(0, |(_, s)| s.hidden.len());
+    let width =
+        outer_schema.fields().len() - hidden - marks.iter().map(|m| m.args.len()).sum::<usize>();
     let fields = marker_fields(session, &marks, &outer_schema, width).await?;
     let mut columns: Vec<ArrayRef> = rows.columns().iter().take(width).cloned().collect();
     let mut first_arg = width;
@@ -854,7 +890,164 @@ async fn run_batch(session: &Session, q: &Query) -> Result<(SchemaRef, RecordBat
     }
     let schema = Arc::new(result_schema(&outer_schema, width, &marks, &fields));
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(Error::internal)?;
+    let batch = match late {
+        Some((_, sort)) => {
+            let first_hidden = outer_schema.fields().len() - hidden;
+            sort.apply(&batch, |i| rows.column(first_hidden + i).clone())?
+        }
+        None => batch,
+    };
     Ok((schema, batch))
+}
+
+/// An ORDER BY (with its OFFSET and LIMIT) that a marker's value takes part in.
+struct LateSort {
+    keys: Vec<(SortKey, datafusion::arrow::compute::SortOptions)>,
+    /// The ORDER BY expressions that are not result columns, run as extra columns.
+    hidden: Vec<SqlExpr>,
+    offset: usize,
+    limit: Option<usize>,
+}
+
+enum SortKey {
+    Column(usize),
+    Hidden(usize),
+}
+
+/// The query without its ORDER BY, OFFSET and LIMIT, and those, when the ORDER BY
+/// reads a marker (by its name or position); `None` when it does not.
+fn late_sort(q: &Query, sel: &Select, marks: &[Marker]) -> Result<Option<(Query, LateSort)>> {
+    use datafusion::sql::sqlparser::ast::{LimitClause, OrderByKind};
+    let Some(order_by) = &q.order_by else {
+        return Ok(None);
+    };
+    let OrderByKind::Expressions(exprs) = &order_by.kind else {
+        return Ok(None);
+    };
+    let output_name = |i: usize| match &sel.projection[i] {
+        SelectItem::ExprWithAlias { alias, .. } => Some(ident_name(alias)),
+        _ => marks
+            .iter()
+            .find(|m| m.position == i)
+            .and_then(|m| m.name.clone()),
+    };
+    let column = |e: &SqlExpr| -> Option<usize> {
+        match e {
+            SqlExpr::Value(v) => match &v.value {
+                SqlValue::Number(n, _) => n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=sel.projection.len()).contains(n))
+                    .map(|n| n - 1),
+                _ => None,
+            },
+            SqlExpr::Identifier(i) => {
+                let name = ident_name(i);
+                (0..sel.projection.len()).find(|&k| output_name(k).as_deref() == Some(&name))
+            }
+            _ => None,
+        }
+    };
+    let mut keys = Vec::new();
+    let mut hidden = Vec::new();
+    let mut reads_marker = false;
+    for o in exprs {
+        let descending = o.options.asc == Some(false);
+        let options = datafusion::arrow::compute::SortOptions {
+            descending,
+            // Postgres: NULLs sort as larger than any value.
+            nulls_first: o.options.nulls_first.unwrap_or(descending),
+        };
+        let key = match column(&o.expr) {
+            Some(i) => {
+                reads_marker |= marks.iter().any(|m| m.position == i);
+                SortKey::Column(i)
+            }
+            None => {
+                hidden.push(o.expr.clone());
+                SortKey::Hidden(hidden.len() - 1)
+            }
+        };
+        keys.push((key, options));
+    }
+    if !reads_marker {
+        return Ok(None);
+    }
+    let count = |e: &SqlExpr| -> Result<usize> {
+        match e {
+            SqlExpr::Value(v) => match &v.value {
+                SqlValue::Number(n, _) => n.parse::<usize>().ok(),
+                _ => None,
+            },
+            _ => None,
+        }
+        .ok_or_else(|| {
+            Error::FeatureNotSupported(format!(
+                "LIMIT or OFFSET {e} beside an ORDER BY on a correlated subquery"
+            ))
+        })
+    };
+    let (offset, limit) = match &q.limit_clause {
+        None => (0, None),
+        Some(LimitClause::LimitOffset { limit, offset, .. }) => (
+            offset
+                .as_ref()
+                .map(|o| count(&o.value))
+                .transpose()?
+                .unwrap_or(0),
+            limit.as_ref().map(count).transpose()?,
+        ),
+        Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
+            (count(offset)?, Some(count(limit)?))
+        }
+    };
+    if q.fetch.is_some() {
+        return Err(Error::FeatureNotSupported(
+            "FETCH beside an ORDER BY on a correlated subquery".into(),
+        ));
+    }
+    let mut stripped = q.clone();
+    stripped.order_by = None;
+    stripped.limit_clause = None;
+    Ok(Some((
+        stripped,
+        LateSort {
+            keys,
+            hidden,
+            offset,
+            limit,
+        },
+    )))
+}
+
+impl LateSort {
+    /// The rows sorted, then cut to the OFFSET and LIMIT (`hidden(i)`: the values of
+    /// the i-th hidden expression).
+    fn apply(
+        &self,
+        batch: &RecordBatch,
+        hidden: impl Fn(usize) -> ArrayRef,
+    ) -> Result<RecordBatch> {
+        use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+        let columns: Vec<SortColumn> = self
+            .keys
+            .iter()
+            .map(|(key, options)| SortColumn {
+                values: match key {
+                    SortKey::Column(i) => batch.column(*i).clone(),
+                    SortKey::Hidden(i) => hidden(*i),
+                },
+                options: Some(*options),
+            })
+            .collect();
+        let rows = batch.num_rows();
+        let start = self.offset.min(rows);
+        let len = self.limit.map_or(rows - start, |l| l.min(rows - start));
+        let indices = lexsort_to_indices(&columns, None).map_err(Error::internal)?;
+        let sorted =
+            take_record_batch(batch, &indices.slice(start, len)).map_err(Error::internal)?;
+        Ok(sorted)
+    }
 }
 
 #[cfg(test)]

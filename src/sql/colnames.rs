@@ -107,6 +107,11 @@ fn int4_literal(e: &SqlExpr) -> bool {
     }
 }
 
+/// The name Postgres gives an unnamed select-list item of this expression.
+pub fn column_name(e: &SqlExpr) -> String {
+    figure(e).map_or_else(|| "?column?".into(), |(name, _)| name)
+}
+
 /// An expression's column name and whether it is a real name (Postgres' strength: a
 /// cast of something unnamed takes the type's name instead). `None` for a scalar
 /// subquery whose column is a wildcard or a set operation's, which DataFusion names

@@ -20,6 +20,7 @@ pub(crate) mod indexes;
 mod joined_search;
 pub mod json;
 pub mod json_index;
+pub mod literals;
 pub mod ordinality;
 pub mod params;
 pub mod pgvector;
@@ -436,6 +437,7 @@ impl Engine {
             pgvector::rewrite(s, &self.core);
             pgvector::array_subqueries(s);
             pgvector::recursive_case_subqueries(s);
+            literals::printable(s);
         }
         Ok(stmts)
     }

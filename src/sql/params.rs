@@ -735,10 +735,11 @@ pub fn bind(stmt: &Statement, values: &[Value]) -> Result<Statement> {
     let mut literals = Vec::with_capacity(values.len());
     for v in values {
         let text = literal(v);
-        let expr = Parser::new(&dialect)
+        let mut expr = Parser::new(&dialect)
             .try_with_sql(&text)
             .and_then(|mut p| p.parse_expr())
             .map_err(|e| Error::internal(format!("literal {text}: {e}")))?;
+        super::literals::printable(&mut expr);
         literals.push(expr);
     }
     let mut stmt = stmt.clone();

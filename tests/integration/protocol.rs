@@ -517,6 +517,78 @@ async fn result_columns_are_named_as_postgres_names_them() {
         .try_get("count")
         .expect("a column named count");
     assert_eq!(n, 1);
+    // A correlated subquery (run per outer row) is named as Postgres names it too.
+    let sql = "SELECT (SELECT max(m.name) FROM named m WHERE m.id = n.id), \
+               coalesce((SELECT min(m.name) FROM named m WHERE m.id = n.id), ''), \
+               (SELECT max(m.name) || 'x' FROM named m WHERE m.id = n.id) FROM named n";
+    let stmt = client.prepare(sql).await.expect("prepare");
+    let names: Vec<&str> = stmt.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["max", "coalesce", "?column?"]);
+    let row = client.query_one(&stmt, &[]).await.expect("correlated");
+    assert_eq!(row.get::<_, String>("coalesce"), "a");
+    assert_eq!(row.get::<_, String>(2), "ax");
+}
+
+/// sqlparser prints a string holding two quotes in a row as if they were one escaped
+/// quote; statements printed and parsed again (an UPDATE, a bound parameter) must keep
+/// such values whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotes_in_a_row_survive_in_literals_and_parameters() {
+    let server = super::Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE quoted (id bigint PRIMARY KEY, v text); \
+             INSERT INTO quoted VALUES (1, 'a''''b'), (2, 'plain')",
+        )
+        .await
+        .expect("setup");
+    let tricky = ["it''s", "''", r"C:\'", r"\''\", "'"];
+    for (i, t) in tricky.iter().enumerate() {
+        let id = 10 + i as i64;
+        let got: String = client
+            .query_one("INSERT INTO quoted VALUES ($1, $2) RETURNING v", &[&id, t])
+            .await
+            .expect("insert")
+            .get(0);
+        assert_eq!(&got, t, "insert returning");
+        let got: String = client
+            .query_one(
+                "UPDATE quoted SET v = $2 || '' WHERE id = $1 RETURNING v",
+                &[&id, t],
+            )
+            .await
+            .expect("update")
+            .get(0);
+        assert_eq!(&got, t, "update returning");
+        let n = client
+            .execute("UPDATE quoted SET v = v WHERE v = $1", &[t])
+            .await
+            .expect("update where");
+        assert_eq!(n, 1, "update where v = {t:?}");
+    }
+    // The same in the simple protocol, as literals.
+    client
+        .simple_query("UPDATE quoted SET v = 'x''''y' WHERE id = 2")
+        .await
+        .expect("update literal");
+    let v: String = client
+        .query_one("SELECT v FROM quoted WHERE id = 2", &[])
+        .await
+        .expect("read")
+        .get(0);
+    assert_eq!(v, "x''y");
+    let deleted = client
+        .execute("DELETE FROM quoted WHERE v = 'a''''b'", &[])
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 1);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM quoted", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 1 + tricky.len() as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
