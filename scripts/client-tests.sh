@@ -2,12 +2,18 @@
 # Real Postgres client libraries against a fresh vectorgate (Python, JavaScript, Java, Go):
 # installs them (pinned) under
 # ~/.cache/vectorgate/clients, starts the server on a free port, runs each client's test
-# program. Usage: scripts/client-tests.sh path/to/vectorgate
+# program. Usage: scripts/client-tests.sh path/to/vectorgate [--cassandra HOST:PORT]
 # (`--install-only`: only the Python virtualenv with psycopg and LangGraph, for the
-# LangGraph benchmark.)
+# LangGraph benchmark. `--cassandra`: the server keeps its rows in that CQL cluster, in
+# a keyspace of its own, and only the applications' programs run: LangGraph,
+# langchain-postgres, LlamaIndex.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin="${1:?usage: scripts/client-tests.sh path/to/vectorgate}"
+bin="${1:?usage: scripts/client-tests.sh path/to/vectorgate [--cassandra HOST:PORT]}"
+cassandra=""
+if [ "${2:-}" = --cassandra ]; then
+  cassandra="${3:?--cassandra needs HOST:PORT}"
+fi
 cache="${VECTORGATE_CLIENTS_CACHE:-$HOME/.cache/vectorgate/clients}"
 mkdir -p "$cache"
 
@@ -72,24 +78,38 @@ javac -d "$cache/java/classes" clients/java/ClientTest.java
 
 dir="$(mktemp -d)"
 port=$((30000 + RANDOM % 20000))
-"$bin" serve --listen "127.0.0.1:$port" --data "$dir/data" >"$dir/log" 2>&1 &
+rows=()
+if [ -n "$cassandra" ]; then
+  rows=(--scylla "$cassandra" --keyspace "vg_clients_$port")
+fi
+"$bin" serve --listen "127.0.0.1:$port" --data "$dir/data" "${rows[@]}" >"$dir/log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 url="postgresql://tester@127.0.0.1:$port/vectorgate"
-for _ in $(seq 100); do
+for _ in $(seq 300); do
   "$cache/venv/bin/python" -c "import psycopg; psycopg.connect('$url').close()" 2>/dev/null && break
   sleep 0.2
 done
 
 status=0
+applications() {
+  echo "-- LangGraph's Postgres store and checkpointer${cassandra:+ (rows in Cassandra)}"
+  VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_langgraph.py || status=1
+  echo "-- langchain-postgres' PGVector and PGVectorStore${cassandra:+ (rows in Cassandra)}"
+  VECTORGATE_URL="$url" "$cache/venv-langchain/bin/python" clients/python/test_langchain.py || status=1
+  echo "-- LlamaIndex's PGVectorStore${cassandra:+ (rows in Cassandra)}"
+  VECTORGATE_URL="$url" "$cache/venv-llamaindex/bin/python" clients/python/test_llamaindex.py || status=1
+}
+if [ -n "$cassandra" ]; then
+  applications
+  if [ "$status" -ne 0 ]; then
+    echo "server log:"; tail -20 "$dir/log"
+  fi
+  exit "$status"
+fi
 echo "-- python clients"
 VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_clients.py || status=1
-echo "-- LangGraph's Postgres store and checkpointer"
-VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_langgraph.py || status=1
-echo "-- langchain-postgres' PGVector and PGVectorStore"
-VECTORGATE_URL="$url" "$cache/venv-langchain/bin/python" clients/python/test_langchain.py || status=1
-echo "-- LlamaIndex's PGVectorStore"
-VECTORGATE_URL="$url" "$cache/venv-llamaindex/bin/python" clients/python/test_llamaindex.py || status=1
+applications
 echo "-- Django with pgvector's VectorField"
 VECTORGATE_URL="$url" "$cache/venv-django/bin/python" clients/python/test_django.py || status=1
 echo "-- Supabase's vecs"

@@ -77,6 +77,7 @@ step "client libraries (scripts/client-tests.sh)"
 set +e
 scripts/client-tests.sh "$CARGO_TARGET_DIR/debug/vectorgate"
 client_status=$?
+passes+=("client libraries, embedded: $([ "$client_status" -eq 0 ] && echo ok || echo FAILED)")
 set -e
 
 # The embedded pass stays embedded whatever the environment holds.
@@ -95,6 +96,16 @@ scripts/dev-cassandra start
 cassandra="127.0.0.1:$CASSANDRA_PORT"
 
 run_pass "rows in Cassandra, vectors embedded" VECTORGATE_TEST_CASSANDRA="$cassandra" -- --test integration
+
+# The applications' own programs (LangGraph, langchain-postgres, LlamaIndex) with their
+# rows in Cassandra, as a user who moved off Postgres runs them.
+step "client libraries, rows in Cassandra (scripts/client-tests.sh --cassandra)"
+set +e
+scripts/client-tests.sh "$CARGO_TARGET_DIR/debug/vectorgate" --cassandra "$cassandra"
+cassandra_clients=$?
+passes+=("client libraries, rows in Cassandra: $([ "$cassandra_clients" -eq 0 ] && echo ok || echo FAILED)")
+[ "$client_status" -eq 0 ] && client_status=$cassandra_clients
+set -e
 
 # PostgreSQL 15 as the oracle: the sql/*.slt files marked `# oracle: postgres` run on it
 # too, so that what they expect is Postgres' behaviour (Debian's postgresql-15).
