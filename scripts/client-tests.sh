@@ -5,8 +5,7 @@
 # program. Usage: scripts/client-tests.sh path/to/vectorgate [--cassandra HOST:PORT]
 # (`--install-only`: only the Python virtualenv with psycopg and LangGraph, for the
 # LangGraph benchmark. `--cassandra`: the server keeps its rows in that CQL cluster, in
-# a keyspace of its own, and only the applications' programs run: LangGraph,
-# langchain-postgres, LlamaIndex.)
+# a keyspace of its own, and only the Python programs run.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:?usage: scripts/client-tests.sh path/to/vectorgate [--cassandra HOST:PORT]}"
@@ -92,13 +91,20 @@ for _ in $(seq 300); do
 done
 
 status=0
+# The Python programs: the drivers, SQLAlchemy and the applications' libraries.
 applications() {
+  echo "-- python clients${cassandra:+ (rows in Cassandra)}"
+  VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_clients.py || status=1
   echo "-- LangGraph's Postgres store and checkpointer${cassandra:+ (rows in Cassandra)}"
   VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_langgraph.py || status=1
   echo "-- langchain-postgres' PGVector and PGVectorStore${cassandra:+ (rows in Cassandra)}"
   VECTORGATE_URL="$url" "$cache/venv-langchain/bin/python" clients/python/test_langchain.py || status=1
   echo "-- LlamaIndex's PGVectorStore${cassandra:+ (rows in Cassandra)}"
   VECTORGATE_URL="$url" "$cache/venv-llamaindex/bin/python" clients/python/test_llamaindex.py || status=1
+  echo "-- Django with pgvector's VectorField${cassandra:+ (rows in Cassandra)}"
+  VECTORGATE_URL="$url" "$cache/venv-django/bin/python" clients/python/test_django.py || status=1
+  echo "-- Supabase's vecs${cassandra:+ (rows in Cassandra)}"
+  VECTORGATE_URL="$url" "$cache/venv-vecs/bin/python" clients/python/test_vecs.py || status=1
 }
 if [ -n "$cassandra" ]; then
   applications
@@ -107,13 +113,7 @@ if [ -n "$cassandra" ]; then
   fi
   exit "$status"
 fi
-echo "-- python clients"
-VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_clients.py || status=1
 applications
-echo "-- Django with pgvector's VectorField"
-VECTORGATE_URL="$url" "$cache/venv-django/bin/python" clients/python/test_django.py || status=1
-echo "-- Supabase's vecs"
-VECTORGATE_URL="$url" "$cache/venv-vecs/bin/python" clients/python/test_vecs.py || status=1
 echo "-- node clients"
 VECTORGATE_URL="$url" NODE_PATH="$cache/node/node_modules" node clients/node/test_clients.js || status=1
 echo "-- java clients"
