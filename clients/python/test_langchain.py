@@ -25,6 +25,7 @@ import uuid
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_postgres import Column, PGEngine, PGVector, PGVectorStore
+from langchain_postgres.v2.indexes import HNSWIndex, HNSWQueryOptions, IVFFlatIndex
 
 URL = os.environ["VECTORGATE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
 DIM = 8
@@ -72,6 +73,32 @@ def oracle(query, keep, docs=DOCS):
     passing = [(cosine_distance(EMBED.vector(text), q), key) for key, (text, m) in docs.items() if keep(m)]
     passing.sort()
     return [key for _, key in passing[:K]]
+
+
+def mmr(query, keep, k, fetch_k, lambda_mult, docs=DOCS):
+    """Maximal marginal relevance over the exact fetch_k nearest passing documents:
+    the first is the nearest; each next maximises lambda * similarity to the query -
+    (1 - lambda) * its largest similarity to those already chosen. langchain returns the
+    chosen in the candidates' order (nearest first)."""
+    q = EMBED.embed_query(query)
+    candidates = oracle_all(query, keep, docs)[:fetch_k]
+    vec = {key: EMBED.vector(docs[key][0]) for key in candidates}
+    sim_q = {key: 1 - cosine_distance(vec[key], q) for key in candidates}
+    chosen = [max(candidates, key=lambda c: sim_q[c])] if candidates else []
+    while len(chosen) < min(k, len(candidates)):
+        def score(c):
+            redundant = max(1 - cosine_distance(vec[c], vec[s]) for s in chosen)
+            return lambda_mult * sim_q[c] - (1 - lambda_mult) * redundant
+
+        chosen.append(max((c for c in candidates if c not in chosen), key=score))
+    return [c for c in candidates if c in chosen]
+
+
+def oracle_all(query, keep, docs=DOCS):
+    q = EMBED.embed_query(query)
+    passing = [(cosine_distance(EMBED.vector(text), q), key) for key, (text, m) in docs.items() if keep(m)]
+    passing.sort()
+    return [key for _, key in passing]
 
 
 def check(name, got, want):
@@ -133,6 +160,26 @@ def pgvector_store():
         for flt, keep in FILTERS:
             got = [d.id for d in store.similarity_search(query, k=K, filter=flt)]
             check(f"PGVector filter={flt} ({query!r})", got, oracle(query, keep))
+    for query in QUERIES:
+        got = [d.id for d in store.max_marginal_relevance_search(query, k=4, fetch_k=20, lambda_mult=0.5)]
+        check(f"PGVector max_marginal_relevance_search({query!r})", got, mmr(query, lambda m: True, 4, 20, 0.5))
+        got = [
+            d.id
+            for d in store.max_marginal_relevance_search(
+                query, k=3, fetch_k=10, lambda_mult=0.25, filter={"topic": {"$in": ["cats", "birds"]}}
+            )
+        ]
+        want = mmr(query, lambda m: m["topic"] in ("cats", "birds"), 3, 10, 0.25)
+        check(f"PGVector max_marginal_relevance_search with a filter ({query!r})", got, want)
+    # add_texts with metadatas and ids, as its documentation shows.
+    extra = {f"x{i}": (f"an extra text {i}", {"topic": "extra", "page": i}) for i in range(12)}
+    added = store.add_texts(
+        [t for t, _ in extra.values()], metadatas=[m for _, m in extra.values()], ids=list(extra)
+    )
+    check("PGVector add_texts returns the ids", added, list(extra))
+    for query in QUERIES:
+        got = [d.id for d in store.similarity_search(query, k=K, filter={"topic": "extra"})]
+        check(f"PGVector add_texts then a filtered search ({query!r})", got, oracle(query, lambda m: True, extra))
     got = store.similarity_search("kittens", k=1, filter={"gold": True})[0].metadata
     check("PGVector metadata comes back as a dict", got, DOCS["d17"][1] if got.get("page") == 17 else DOCS["d203"][1])
 
@@ -179,6 +226,33 @@ def pgvectorstore_v2():
         for flt, keep in v2_filters:
             got = [keys[d.id] for d in store.similarity_search(query, k=K, filter=flt)]
             check(f"PGVectorStore filter={flt} ({query!r})", got, oracle(query, keep))
+    for query in QUERIES[:2]:
+        got = [keys[d.id] for d in store.max_marginal_relevance_search(query, k=4, fetch_k=15, lambda_mult=0.5)]
+        check(f"PGVectorStore max_marginal_relevance_search({query!r})", got, mmr(query, lambda m: True, 4, 15, 0.5))
+    # A vector index as its documentation applies one: HNSW, then IVFFlat; the
+    # results stay the exact ones (vectorgate's index is its own).
+    for index in (HNSWIndex(), IVFFlatIndex(lists=4)):
+        store.apply_vector_index(index)
+        check(f"PGVectorStore is_valid_index after apply_vector_index({index.index_type})", store.is_valid_index(), True)
+        store.reindex()
+        for query in QUERIES:
+            got = [keys[d.id] for d in store.similarity_search(query, k=K, filter={"topic": "dogs"})]
+            check(
+                f"PGVectorStore with its {index.index_type} index ({query!r})",
+                got,
+                oracle(query, lambda m: m["topic"] == "dogs"),
+            )
+        store.drop_vector_index()
+        check(f"PGVectorStore is_valid_index after drop_vector_index ({index.index_type})", store.is_valid_index(), False)
+    tuned = PGVectorStore.create_sync(
+        engine=engine,
+        table_name="lc_v2_docs",
+        embedding_service=EMBED,
+        metadata_columns=["topic", "page"],
+        index_query_options=HNSWQueryOptions(ef_search=80),
+    )
+    got = [keys[d.id] for d in tuned.similarity_search("kittens", k=K)]
+    check("PGVectorStore with index_query_options (SET LOCAL hnsw.ef_search)", got, oracle("kittens", lambda m: True))
     doc = store.get_by_ids([ids["d5"]])[0]
     check("PGVectorStore metadata from the columns and the json column", doc.metadata, DOCS["d5"][1])
     store.delete(ids=[ids["d4"], ids["d8"]])

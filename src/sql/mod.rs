@@ -21,6 +21,7 @@ mod joined_search;
 pub mod json;
 pub mod json_index;
 pub mod literals;
+pub mod maintenance;
 pub mod ordinality;
 pub mod params;
 pub mod pgvector;
@@ -292,6 +293,9 @@ impl Engine {
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
         if let Some(block) = do_block::as_if(sql) {
             return self.parse(&block?);
+        }
+        if let Some(maintenance) = maintenance::statement(sql) {
+            return Ok(vec![maintenance?]);
         }
         // Correlated subqueries in a select list over tables: run per outer row.
         let marked = apply::marked_if_any(sql, &self.core);

@@ -334,6 +334,10 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
         Statement::Query(q) if super::apply::is_marked(q) => {
             Box::pin(super::apply::run(session, q)).await?
         }
+        Statement::Call(f) if super::maintenance::stand_in(f).is_some() => {
+            let args = super::maintenance::stand_in(f).unwrap_or_default();
+            super::maintenance::run(session, &args).await?
+        }
         Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => {
             return Ok(None);
         }
