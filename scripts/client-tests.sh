@@ -91,20 +91,23 @@ for _ in $(seq 300); do
 done
 
 status=0
-# The Python programs: the drivers, SQLAlchemy and the applications' libraries.
+# The Python programs: the drivers, SQLAlchemy and the applications' libraries, each
+# "label|virtualenv|program".
+python_programs=(
+  "python clients|venv|clients/python/test_clients.py"
+  "LangGraph's Postgres store and checkpointer|venv|clients/python/test_langgraph.py"
+  "langchain-postgres' PGVector and PGVectorStore|venv-langchain|clients/python/test_langchain.py"
+  "LlamaIndex's PGVectorStore and VectorStoreIndex|venv-llamaindex|clients/python/test_llamaindex.py"
+  "Django with pgvector's VectorField|venv-django|clients/python/test_django.py"
+  "Supabase's vecs|venv-vecs|clients/python/test_vecs.py"
+)
 applications() {
-  echo "-- python clients${cassandra:+ (rows in Cassandra)}"
-  VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_clients.py || status=1
-  echo "-- LangGraph's Postgres store and checkpointer${cassandra:+ (rows in Cassandra)}"
-  VECTORGATE_URL="$url" "$cache/venv/bin/python" clients/python/test_langgraph.py || status=1
-  echo "-- langchain-postgres' PGVector and PGVectorStore${cassandra:+ (rows in Cassandra)}"
-  VECTORGATE_URL="$url" "$cache/venv-langchain/bin/python" clients/python/test_langchain.py || status=1
-  echo "-- LlamaIndex's PGVectorStore${cassandra:+ (rows in Cassandra)}"
-  VECTORGATE_URL="$url" "$cache/venv-llamaindex/bin/python" clients/python/test_llamaindex.py || status=1
-  echo "-- Django with pgvector's VectorField${cassandra:+ (rows in Cassandra)}"
-  VECTORGATE_URL="$url" "$cache/venv-django/bin/python" clients/python/test_django.py || status=1
-  echo "-- Supabase's vecs${cassandra:+ (rows in Cassandra)}"
-  VECTORGATE_URL="$url" "$cache/venv-vecs/bin/python" clients/python/test_vecs.py || status=1
+  local label venv program
+  for entry in "${python_programs[@]}"; do
+    IFS='|' read -r label venv program <<<"$entry"
+    echo "-- $label${cassandra:+ (rows in Cassandra)}"
+    VECTORGATE_URL="$url" "$cache/$venv/bin/python" "$program" || status=1
+  done
 }
 if [ -n "$cassandra" ]; then
   applications

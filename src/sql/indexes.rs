@@ -10,6 +10,8 @@
 //! * any other index is recorded only: every filterable column already has its payload
 //!   index in the vector index, and rows are found by key or by a scan. A NOTICE says so.
 
+use std::sync::Arc;
+
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CreateIndex, Expr as SqlExpr, ObjectName, Value,
 };
@@ -24,18 +26,40 @@ use crate::store::{Distance, IndexDef, IndexKey, TableDef};
 /// tables, sequences and indexes share one namespace per schema, as in Postgres.
 fn relation_taken(core: &Core, schema: &str, name: &str) -> bool {
     let key = crate::store::qualified(schema, name);
-    core.has_table(&key)
-        || core.has_sequence(&key)
-        || core
-            .tables()
-            .iter()
-            .filter(|d| d.schema() == schema)
-            .any(|d| {
-                d.pk_name() == name
-                    || d.unique.iter().any(|u| u.name == name)
-                    || d.json_indexes.iter().any(|j| j.name == name)
-                    || d.indexes.iter().any(|i| i.name == name)
-            })
+    core.has_table(&key) || core.has_sequence(&key) || owner(core, schema, name).is_some()
+}
+
+/// What an index name stands for in the table that owns it.
+pub(super) enum Owned {
+    /// A payload index inside the vector index (`CREATE INDEX ... ((meta->>'k'))`).
+    Payload,
+    /// An index of `CREATE INDEX` (the vector index among them).
+    Index(usize),
+    /// The index of a UNIQUE constraint or of `CREATE UNIQUE INDEX`.
+    Unique(usize),
+    /// The primary key's index.
+    PrimaryKey,
+}
+
+/// The table in `schema` that owns the index called `name`, and what the index is.
+pub(super) fn owner(core: &Core, schema: &str, name: &str) -> Option<(Arc<TableDef>, Owned)> {
+    core.tables().into_iter().find_map(|d| {
+        if d.schema() != schema {
+            return None;
+        }
+        let owned = if d.json_indexes.iter().any(|j| j.name == name) {
+            Owned::Payload
+        } else if let Some(i) = d.indexes.iter().position(|i| i.name == name) {
+            Owned::Index(i)
+        } else if let Some(i) = d.unique.iter().position(|u| u.name == name) {
+            Owned::Unique(i)
+        } else if d.pk_name() == name {
+            Owned::PrimaryKey
+        } else {
+            return None;
+        };
+        Some((d, owned))
+    })
 }
 
 /// The name an index gets: the one given, or Postgres' choice (`t_a_b_idx`,
@@ -372,43 +396,24 @@ pub(super) async fn drop_indexes(
             Some(i) => super::statements::ident_name(i),
             None => table_name(n)?,
         };
-        let mut tables = core.tables();
-        tables.retain(|d| d.schema() == schema.as_deref().unwrap_or("public"));
-        if let Some(def) = tables.iter().find(|d| {
-            d.json_indexes.iter().any(|j| j.name == name)
-                || d.indexes.iter().any(|i| i.name == name)
-        }) {
-            let mut new = (**def).clone();
-            new.json_indexes.retain(|j| j.name != name);
-            new.indexes.retain(|i| i.name != name);
-            super::alter::publish(session, def, new).await?;
-            continue;
-        }
-        let owner = tables.iter().find_map(|d| {
-            let i = d.unique.iter().position(|u| u.name == name)?;
-            Some((d, i))
-        });
-        match owner {
-            Some((def, i)) if def.unique[i].index_only => {
-                let mut new = (**def).clone();
-                new.unique.remove(i);
-                super::alter::publish(session, def, new).await?;
+        match owner(core, schema.as_deref().unwrap_or("public"), &name) {
+            Some((def, Owned::Payload | Owned::Index(_))) => {
+                let mut new = (*def).clone();
+                new.json_indexes.retain(|j| j.name != name);
+                new.indexes.retain(|i| i.name != name);
+                super::alter::publish(session, &def, new).await?;
             }
-            Some((def, _)) => {
+            Some((def, Owned::Unique(i))) if def.unique[i].index_only => {
+                let mut new = (*def).clone();
+                new.unique.remove(i);
+                super::alter::publish(session, &def, new).await?;
+            }
+            Some((def, Owned::Unique(_) | Owned::PrimaryKey)) => {
                 return Err(Error::Detailed {
                     code: "2BP01",
                     message: format!(
                         "cannot drop index {name} because constraint {name} on table {} requires it",
                         def.name
-                    ),
-                    detail: String::new(),
-                });
-            }
-            None if tables.iter().any(|d| d.pk_name() == name) => {
-                return Err(Error::Detailed {
-                    code: "2BP01",
-                    message: format!(
-                        "cannot drop index {name} because constraint {name} requires it"
                     ),
                     detail: String::new(),
                 });

@@ -1,6 +1,7 @@
 //! Postgres' maintenance statements, which sqlparser does not parse in Postgres' forms:
 //! `REINDEX`, `VACUUM`, `ANALYZE` and `CHECKPOINT`. Each travels from [`statement`] to
-//! [`run`] as a `CALL` of [`STAND_IN`] (verb, kind, then the relations it names).
+//! [`run`] as a `CALL` of [`STAND_IN`]: verb, kind, then an array per relation it names
+//! (the relation as written, then the columns it lists).
 //!
 //! * `REINDEX INDEX i` / `TABLE t` repairs the table's vector index from its rows, as
 //!   `vectorgate_reindex` does (an index other than the vector index or a payload index
@@ -47,11 +48,14 @@ pub fn statement(sql: &str) -> Option<Result<Statement>> {
     if !VERBS.contains(&verb) {
         return None;
     }
-    Some(parse(head, verb).and_then(|args| {
+    Some(parse(head, verb).and_then(|(kind, targets)| {
         let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
-        let args: Vec<String> = std::iter::once(verb)
-            .chain(args.iter().map(String::as_str))
-            .map(quote)
+        let args: Vec<String> = [quote(verb), quote(&kind)]
+            .into_iter()
+            .chain(targets.iter().map(|t| {
+                let items: Vec<String> = t.iter().map(|s| quote(s)).collect();
+                format!("ARRAY[{}]", items.join(", "))
+            }))
             .collect();
         let call = format!("CALL {STAND_IN}({})", args.join(", "));
         let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, &call)
@@ -63,9 +67,12 @@ pub fn statement(sql: &str) -> Option<Result<Statement>> {
     }))
 }
 
-/// The statement's kind (REINDEX's INDEX, TABLE, ...; empty for the others) and the
-/// relations it names (`t` or `t(a, b)` for VACUUM and ANALYZE, as written).
-fn parse(sql: &str, verb: &str) -> Result<Vec<String>> {
+/// What a maintenance statement names: its kind (REINDEX's INDEX, TABLE, ...; empty
+/// for the others) and its targets, each a relation as written followed by the
+/// columns it lists (VACUUM and ANALYZE's `t(a, b)`).
+type Targets = (String, Vec<Vec<String>>);
+
+fn parse(sql: &str, verb: &str) -> Result<Targets> {
     let dialect = PostgreSqlDialect {};
     let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
     p.next_token();
@@ -79,22 +86,33 @@ fn parse(sql: &str, verb: &str) -> Result<Vec<String>> {
             false
         }
     };
-    // `(VERBOSE, CONCURRENTLY, ...)`: options that change nothing here.
+    // `(VERBOSE, CONCURRENTLY, ...)`: options that change nothing here, but VACUUM's
+    // ANALYZE (unless `ANALYZE false`) lets it name columns.
+    let mut analyze = false;
     if p.consume_token(&Token::LParen) {
         let mut depth = 1;
         while depth > 0 {
             match p.next_token().token {
                 Token::LParen => depth += 1,
                 Token::RParen => depth -= 1,
+                Token::Word(w)
+                    if ["analyze", "analyse"].contains(&w.value.to_ascii_lowercase().as_str()) =>
+                {
+                    analyze = !matches!(
+                        &p.peek_token().token,
+                        Token::Word(v) if ["false", "off"].contains(&v.value.to_ascii_lowercase().as_str())
+                    ) && p.peek_token().token != Token::Number("0".into(), false);
+                }
                 Token::EOF => return Err(Error::Syntax(format!("unterminated {verb} options"))),
                 _ => {}
             }
         }
     }
-    let mut out = Vec::new();
+    let mut kind = String::new();
+    let mut targets = Vec::new();
     match verb {
         "REINDEX" => {
-            let kind = p
+            kind = p
                 .parse_identifier()
                 .map_err(syntax)?
                 .value
@@ -112,32 +130,40 @@ fn parse(sql: &str, verb: &str) -> Result<Vec<String>> {
                     "syntax error: REINDEX {kind} needs a name"
                 )));
             }
-            out.push(kind);
-            out.push(name);
+            if !name.is_empty() {
+                targets.push(vec![name]);
+            }
         }
         "VACUUM" | "ANALYZE" => {
-            for w in ["full", "freeze", "verbose", "analyze", "analyse"] {
+            for w in ["full", "freeze", "verbose"] {
                 word(&mut p, w);
             }
-            out.push(String::new());
+            analyze |= word(&mut p, "analyze") || word(&mut p, "analyse");
             while !matches!(p.peek_token().token, Token::EOF | Token::SemiColon) {
-                let name = p.parse_object_name(false).map_err(syntax)?;
-                let mut item = name.to_string();
+                let mut target = vec![p.parse_object_name(false).map_err(syntax)?.to_string()];
                 if p.consume_token(&Token::LParen) {
                     let columns = p
                         .parse_comma_separated(|p| p.parse_identifier())
                         .map_err(syntax)?;
                     p.expect_token(&Token::RParen).map_err(syntax)?;
-                    let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-                    item = format!("{item}({})", columns.join(", "));
+                    if verb == "VACUUM" && !analyze {
+                        return Err(Error::Detailed {
+                            code: "0A000",
+                            message:
+                                "ANALYZE option must be specified when a column list is provided"
+                                    .into(),
+                            detail: String::new(),
+                        });
+                    }
+                    target.extend(columns.iter().map(ident_name));
                 }
-                out.push(item);
+                targets.push(target);
                 if !p.consume_token(&Token::Comma) {
                     break;
                 }
             }
         }
-        _ => out.push(String::new()),
+        _ => {}
     }
     let _ = p.consume_token(&Token::SemiColon);
     if p.peek_token().token != Token::EOF {
@@ -146,30 +172,48 @@ fn parse(sql: &str, verb: &str) -> Result<Vec<String>> {
             p.peek_token().token
         )));
     }
-    Ok(out)
+    Ok((kind, targets))
 }
 
-/// The arguments of a maintenance stand-in (verb, kind, relations); `None` for any
-/// other call.
-pub fn stand_in(f: &Function) -> Option<Vec<String>> {
+/// A maintenance statement as its stand-in carries it.
+pub struct Maintenance {
+    verb: String,
+    kind: String,
+    targets: Vec<Vec<String>>,
+}
+
+/// The maintenance statement a `CALL` stands for; `None` for any other call.
+pub fn stand_in(f: &Function) -> Option<Maintenance> {
     if !f.name.to_string().eq_ignore_ascii_case(STAND_IN) {
         return None;
     }
     let FunctionArguments::List(list) = &f.args else {
         return None;
     };
-    list.args
-        .iter()
-        .map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v))) => match &v.value {
-                SqlValue::SingleQuotedString(s) | SqlValue::EscapedStringLiteral(s) => {
-                    Some(s.clone())
-                }
-                _ => None,
-            },
+    let text = |e: &SqlExpr| match e {
+        SqlExpr::Value(v) => match &v.value {
+            SqlValue::SingleQuotedString(s) | SqlValue::EscapedStringLiteral(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut args = list.args.iter().map(|a| match a {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+        _ => None,
+    });
+    let verb = text(args.next()??)?;
+    let kind = text(args.next()??)?;
+    let targets = args
+        .map(|e| match e? {
+            SqlExpr::Array(a) => a.elem.iter().map(text).collect(),
             _ => None,
         })
-        .collect()
+        .collect::<Option<_>>()?;
+    Some(Maintenance {
+        verb,
+        kind,
+        targets,
+    })
 }
 
 fn object_name(text: &str) -> Result<ObjectName> {
@@ -180,13 +224,13 @@ fn object_name(text: &str) -> Result<ObjectName> {
 }
 
 /// Run a maintenance statement from its stand-in's arguments.
-pub async fn run(session: &Session, args: &[String]) -> Result<Output> {
-    let (verb, kind, names) = match args {
-        [verb, kind, names @ ..] => (verb.as_str(), kind.as_str(), names),
-        _ => return Err(Error::internal("maintenance stand-in arguments")),
-    };
+pub async fn run(session: &Session, m: &Maintenance) -> Result<Output> {
+    let verb = m.verb.as_str();
     match verb {
-        "REINDEX" => reindex(session, kind, names.first().map_or("", String::as_str)).await,
+        "REINDEX" => {
+            let name = m.targets.first().and_then(|t| t.first());
+            reindex(session, &m.kind, name.map_or("", String::as_str)).await
+        }
         "VACUUM" | "ANALYZE" => {
             if verb == "VACUUM" && session.tx.active() {
                 return Err(Error::Detailed {
@@ -195,26 +239,17 @@ pub async fn run(session: &Session, args: &[String]) -> Result<Output> {
                     detail: String::new(),
                 });
             }
-            for item in names {
-                let (name, columns) = match item.split_once('(') {
-                    Some((n, cols)) => (n, Some(cols.trim_end_matches(')'))),
-                    None => (item.as_str(), None),
+            for target in &m.targets {
+                let Some((name, columns)) = target.split_first() else {
+                    continue;
                 };
                 let def = session
                     .engine
                     .core()
                     .table(&relation(&object_name(name)?)?.1)?;
-                for c in columns.into_iter().flat_map(|c| c.split(',')) {
-                    let c = Parser::new(&PostgreSqlDialect {})
-                        .try_with_sql(c.trim())
-                        .and_then(|mut p| p.parse_identifier())
-                        .map(|i| ident_name(&i))
-                        .map_err(syntax)?;
-                    if !def.columns.iter().any(|col| col.name == c) {
-                        return Err(Error::UndefinedColumn(format!(
-                            "column \"{c}\" of relation \"{}\" does not exist",
-                            def.name
-                        )));
+                for c in columns {
+                    if !def.columns.iter().any(|col| &col.name == c) {
+                        return Err(Error::UndefinedColumnOf(c.clone(), def.name.clone()));
                     }
                 }
             }
@@ -243,23 +278,16 @@ async fn reindex(session: &Session, kind: &str, name: &str) -> Result<Output> {
                     .and_then(|p| p.as_ident())
                     .map(ident_name)
                     .unwrap_or_default();
-            let owner = core.tables().into_iter().find_map(|d| {
-                if d.schema() != schema {
-                    return None;
-                }
+            use super::indexes::Owned;
+            match super::indexes::owner(core, &schema, &index) {
                 // The vector index, or a payload index inside it, has data to rebuild.
-                let vector = d.json_indexes.iter().any(|j| j.name == index)
-                    || d.indexes.iter().any(|i| {
-                        i.name == index && matches!(i.method.as_str(), "hnsw" | "ivfflat")
-                    });
-                let other = d.pk_name() == index
-                    || d.unique.iter().any(|u| u.name == index)
-                    || d.indexes.iter().any(|i| i.name == index);
-                (vector || other).then_some((d, vector))
-            });
-            match owner {
-                Some((d, true)) => vec![d],
-                Some((_, false)) => Vec::new(),
+                Some((d, Owned::Payload)) => vec![d],
+                Some((d, Owned::Index(i)))
+                    if matches!(d.indexes[i].method.as_str(), "hnsw" | "ivfflat") =>
+                {
+                    vec![d]
+                }
+                Some(_) => Vec::new(),
                 None => return Err(Error::UndefinedTable(index)),
             }
         }

@@ -334,9 +334,8 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
         Statement::Query(q) if super::apply::is_marked(q) => {
             Box::pin(super::apply::run(session, q)).await?
         }
-        Statement::Call(f) if super::maintenance::stand_in(f).is_some() => {
-            let args = super::maintenance::stand_in(f).unwrap_or_default();
-            super::maintenance::run(session, &args).await?
+        Statement::Call(f) if let Some(m) = super::maintenance::stand_in(f) => {
+            super::maintenance::run(session, &m).await?
         }
         Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => {
             return Ok(None);
@@ -505,8 +504,14 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
         "int[]" | "integer[]" | "int4[]" => ColumnType::IntArray,
         "bigint[]" | "int8[]" => ColumnType::BigIntArray,
         _ => {
+            // Postgres folds an unquoted type name to lower case.
+            let name = if text.trim().starts_with('"') {
+                text.trim().trim_matches('"').to_string()
+            } else {
+                t.to_string()
+            };
             return Err(Error::UndefinedObject(format!(
-                "type \"{text}\" does not exist"
+                "type \"{name}\" does not exist"
             )));
         }
     })

@@ -305,3 +305,48 @@ async fn statement_timeout_cancels_slow_statements_with_57014() {
         .get(0);
     assert_eq!(n, 1000);
 }
+
+/// Messages worded as PostgreSQL 15 words them (checked against it by hand: these
+/// statements need pgvector or are refused before any data is touched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_read_as_postgres_writes_them() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE TABLE mt (id int PRIMARY KEY, body text)")
+        .await
+        .expect("setup");
+    let cases = [
+        (
+            "VACUUM mt (body)",
+            "0A000",
+            "ANALYZE option must be specified when a column list is provided",
+        ),
+        (
+            "VACUUM ANALYZE mt (nosuch)",
+            "42703",
+            "column \"nosuch\" of relation \"mt\" does not exist",
+        ),
+        (
+            "DROP INDEX mt_pkey",
+            "2BP01",
+            "cannot drop index mt_pkey because constraint mt_pkey on table mt requires it",
+        ),
+        (
+            "CREATE TABLE ts (id int PRIMARY KEY, tsv TSVECTOR)",
+            "42704",
+            "type \"tsvector\" does not exist",
+        ),
+    ];
+    for (sql, code, message) in cases {
+        for extended in [false, true] {
+            let e = if extended {
+                client.query(sql, &[]).await.map(|_| ()).expect_err(sql)
+            } else {
+                client.simple_query(sql).await.map(|_| ()).expect_err(sql)
+            };
+            let db = e.as_db_error().expect("a database error");
+            assert_eq!((db.code().code(), db.message()), (code, message), "{sql}");
+        }
+    }
+}
