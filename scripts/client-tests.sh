@@ -74,6 +74,7 @@ javac -d "$cache/java/classes" clients/java/ClientTest.java
 
 # Go: pgx v5 (go.mod pins it), built outside the source tree.
 (cd clients/go && GOPATH="$cache/gopath" GOFLAGS=-mod=mod go build -o "$cache/go-client" .)
+(cd examples/go && GOPATH="$cache/gopath" GOFLAGS=-mod=mod go build -o "$cache/go-example" .)
 
 dir="$(mktemp -d)"
 port=$((30000 + RANDOM % 20000))
@@ -109,8 +110,24 @@ applications() {
     VECTORGATE_URL="$url" "$cache/$venv/bin/python" "$program" || status=1
   done
 }
+# The examples a user copies (examples/), each reading DATABASE_URL, in a database of
+# their own (the client programs made tables of the same names with other dimensions).
+examples_url="postgresql://tester@127.0.0.1:$port/examples"
+examples() {
+  "$cache/venv/bin/python" -c "import psycopg; psycopg.connect('$url', autocommit=True).execute('CREATE DATABASE examples')"
+  echo "-- example: agent memory with LangGraph's AsyncPostgresStore${cassandra:+ (rows in Cassandra)}"
+  DATABASE_URL="$examples_url" "$cache/venv/bin/python" examples/python/agent_memory.py || status=1
+  echo "-- example: RAG retrieval with langchain-postgres${cassandra:+ (rows in Cassandra)}"
+  DATABASE_URL="$examples_url" "$cache/venv-langchain/bin/python" examples/python/rag_langchain.py || status=1
+  [ -n "$cassandra" ] && return
+  echo "-- example: pgvector for Node"
+  DATABASE_URL="$examples_url" NODE_PATH="$cache/node/node_modules" node examples/node/index.js || status=1
+  echo "-- example: pgx"
+  DATABASE_URL="$examples_url" "$cache/go-example" || status=1
+}
 if [ -n "$cassandra" ]; then
   applications
+  examples
   if [ "$status" -ne 0 ]; then
     echo "server log:"; tail -20 "$dir/log"
   fi
@@ -124,6 +141,7 @@ VECTORGATE_JDBC_URL="jdbc:postgresql://127.0.0.1:$port/vectorgate" \
   java -cp "$cache/java/classes:$cache/java/postgresql-42.7.14.jar" ClientTest || status=1
 echo "-- go clients"
 VECTORGATE_URL="$url" "$cache/go-client" || status=1
+examples
 if [ "$status" -ne 0 ]; then
   echo "server log:"; tail -20 "$dir/log"
 fi
