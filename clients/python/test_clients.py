@@ -405,6 +405,124 @@ def write_flows():
     other.close()
 
 
+def sqlalchemy_orm_app():
+    """An ORM application's models as SQLAlchemy 2 writes them: integer keys (SERIAL),
+    a JSONB column, a relationship over a foreign key, pgvector's Vector; flushes that
+    read keys back through RETURNING, `->>` filters, an upsert, a rollback, a cascade."""
+    from sqlalchemy import ForeignKey, Integer, delete, exc, func
+    from sqlalchemy.dialects.postgresql import JSONB
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.orm import relationship, selectinload
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Author(Base):
+        __tablename__ = "sa_authors"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)  # SERIAL
+        name: Mapped[str] = mapped_column(String, unique=True)
+        articles: Mapped[list["Article"]] = relationship(back_populates="author", cascade="all, delete-orphan")
+
+    class Article(Base):
+        __tablename__ = "sa_articles"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        author_id: Mapped[int] = mapped_column(ForeignKey("sa_authors.id"))
+        title: Mapped[str] = mapped_column(String)
+        meta: Mapped[dict] = mapped_column(JSONB)
+        embedding = mapped_column(Vector(4))
+        author: Mapped[Author] = relationship(back_populates="articles")
+
+    engine = create_engine(URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as c:
+        c.execute(text("DROP TABLE IF EXISTS sa_articles"))
+        c.execute(text("DROP TABLE IF EXISTS sa_authors"))
+    Base.metadata.create_all(engine)
+    columns = {c["name"]: c for c in inspect(engine).get_columns("sa_authors")}
+    check("sqlalchemy app: SERIAL key has its sequence default", "nextval(" in str(columns["id"]["default"]), True)
+
+    kinds = ["news", "essay", "review"]
+    articles = {}  # title -> (author, meta, vector)
+    with Session(engine) as s:
+        authors = [Author(name=f"author{a}") for a in range(3)]
+        for i in range(30):
+            meta = {"kind": kinds[i % 3], "words": 100 * i, "lang": "en" if i % 4 else "de"}
+            articles[f"t{i}"] = (f"author{i % 3}", meta, VECS[i])
+            authors[i % 3].articles.append(Article(title=f"t{i}", meta=meta, embedding=VECS[i]))
+        s.add_all(authors)
+        s.flush()  # INSERT ... RETURNING id: keys come from the sequences
+        ids = sorted(a.id for a in authors)
+        check("sqlalchemy app: flush reads SERIAL keys back (RETURNING)", ids, [1, 2, 3])
+        check("sqlalchemy app: children get the parent's key", {a.author_id for a in authors[1].articles}, {authors[1].id})
+        s.commit()
+
+    q = rng.standard_normal(4).astype(np.float32)
+
+    def nearest_titles(keep, k=5):
+        passing = [t for t, (_, m, _) in articles.items() if keep(m)]
+        return sorted(passing, key=lambda t: float(np.linalg.norm(articles[t][2] - q)))[:k]
+
+    with Session(engine) as s:
+        got = s.scalars(
+            select(Article).where(Article.meta["kind"].astext == "essay").order_by(Article.embedding.l2_distance(q)).limit(5)
+        ).all()
+        check("sqlalchemy app: ->> filter with l2_distance ordering", [a.title for a in got], nearest_titles(lambda m: m["kind"] == "essay"))
+        got = s.scalars(
+            select(Article)
+            .where(Article.meta["words"].as_integer() > 1500, Article.meta["lang"].astext == "en")
+            .order_by(Article.embedding.l2_distance(q))
+            .limit(5)
+        ).all()
+        check(
+            "sqlalchemy app: a JSONB number compared (as_integer) with l2_distance ordering",
+            [a.title for a in got],
+            nearest_titles(lambda m: m["words"] > 1500 and m["lang"] == "en"),
+        )
+        got = s.execute(
+            select(Author.name, Article.title)
+            .join(Author.articles)
+            .where(Article.meta["kind"].astext == "review")
+            .order_by(Article.embedding.l2_distance(q))
+            .limit(3)
+        ).all()
+        want = nearest_titles(lambda m: m["kind"] == "review", 3)
+        check("sqlalchemy app: a join over the relationship", [tuple(r) for r in got], [(articles[t][0], t) for t in want])
+        author = s.scalars(select(Author).options(selectinload(Author.articles)).where(Author.name == "author2")).one()
+        check("sqlalchemy app: selectinload of a relationship", sorted(a.title for a in author.articles), sorted(t for t, v in articles.items() if v[0] == "author2"))
+        counts = dict(s.execute(select(Author.name, func.count(Article.id)).join(Author.articles).group_by(Author.name)).all())
+        check("sqlalchemy app: count per author", counts, {"author0": 10, "author1": 10, "author2": 10})
+
+    # A child of no parent: IntegrityError, and the session goes on after rollback.
+    with Session(engine) as s:
+        s.add(Article(author_id=999, title="orphan", meta={}, embedding=VECS[0]))
+        try:
+            s.flush()
+            check("sqlalchemy app: a missing parent is refused", "accepted", "IntegrityError")
+        except exc.IntegrityError as e:
+            check("sqlalchemy app: a missing parent is an IntegrityError (23503)", e.orig.sqlstate, "23503")
+        s.rollback()
+        check("sqlalchemy app: the session goes on", s.scalar(select(func.count()).select_from(Article)), 30)
+
+    # An upsert on the unique name; a rolled-back change; an ORM cascade delete.
+    with Session(engine) as s:
+        stmt = pg_insert(Author).values(name="author0")
+        s.execute(stmt.on_conflict_do_update(index_elements=[Author.name], set_={"name": stmt.excluded.name + "!"}))
+        s.commit()
+        check("sqlalchemy app: on_conflict_do_update on a unique column", s.scalar(select(func.count()).select_from(Author)), 3)
+        author = s.scalars(select(Author).where(Author.name == "author0!")).one()
+        author.articles[0].meta = {"kind": "draft"}
+        s.flush()
+        s.rollback()
+        check("sqlalchemy app: session.rollback() undoes a JSONB change", s.scalar(select(func.count()).where(Article.meta["kind"].astext == "draft")), 0)
+        author = s.scalars(select(Author).where(Author.name == "author0!")).one()
+        s.delete(author)
+        s.commit()
+        left = s.scalars(select(Article.title)).all()
+        check("sqlalchemy app: delete cascades to the children (ORM cascade)", sorted(left), sorted(t for t, v in articles.items() if v[0] != "author0"))
+        s.execute(delete(Article).where(Article.meta["lang"].astext == "de"))
+        s.commit()
+        check("sqlalchemy app: a bulk delete with a ->> filter", s.scalar(select(func.count()).select_from(Article)), sum(1 for v in articles.values() if v[0] != "author0" and v[1]["lang"] == "en"))
+
+
 async def asyncpg_checks():
     conn = await asyncpg.connect(URL)
     check("asyncpg: a query", await conn.fetchval("SELECT 40 + 2"), 42)
@@ -448,5 +566,6 @@ psycopg_2()
 asyncio.run(asyncpg_checks())
 pgvector_app()
 sqlalchemy()
+sqlalchemy_orm_app()
 write_flows()
 print("python clients: all checks passed")

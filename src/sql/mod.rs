@@ -785,9 +785,16 @@ impl Session {
                 .iter()
                 .any(|m| e.to_string().contains(m)) =>
             {
+                // First only those DataFusion cannot decorrelate, then every one.
                 let user_tables: Vec<String> = self.engine.core.table_names();
+                let mut fewer = stmt.clone();
+                if pgvector::null_catalog_subqueries(&mut fewer, &user_tables, false)
+                    && let Ok(out) = self.run_query(fewer).await
+                {
+                    return Ok(out);
+                }
                 let mut stmt = stmt;
-                if pgvector::null_catalog_subqueries(&mut stmt, &user_tables) {
+                if pgvector::null_catalog_subqueries(&mut stmt, &user_tables, true) {
                     self.run_query(stmt).await
                 } else {
                     Err(e)

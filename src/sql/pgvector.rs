@@ -1588,10 +1588,50 @@ pub fn catalog_tableoids(stmt: &mut Statement) {
     let _ = stmt.visit(&mut Scopes);
 }
 
-/// The last resort for a catalog statement DataFusion cannot run: every correlated
-/// scalar subquery left answers NULL (what the compatibility parser does for those in a
-/// select list). Returns whether anything changed.
-pub fn null_catalog_subqueries(stmt: &mut Statement, user_tables: &[String]) -> bool {
+/// Whether a correlated subquery meets its outer row only in conditions of its WHERE
+/// of the form `own.column = outer.column`, which DataFusion decorrelates into a join
+/// (SQLAlchemy's column default through `pg_attrdef`); an outer reference anywhere else
+/// (`pg_get_serial_sequence(outer.attrelid::regclass, ...)`, in FROM or in the select
+/// list) it cannot run.
+fn joins_on_columns(q: &datafusion::sql::sqlparser::ast::Query) -> bool {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return false;
+    };
+    let own = own_relations(sel);
+    let column = |e: &SqlExpr, inside: bool| {
+        matches!(e, SqlExpr::CompoundIdentifier(p) if p.len() >= 2
+            && own.contains(&ident_name(&p[p.len() - 2])) == inside)
+    };
+    let mut parts = Vec::new();
+    if let Some(w) = &sel.selection {
+        conjuncts(w.clone(), &mut parts);
+    }
+    let joined = parts
+        .iter()
+        .filter(|p| {
+            matches!(p, SqlExpr::BinaryOp { left, op: BinaryOperator::Eq, right }
+                if (column(left, true) && column(right, false))
+                    || (column(left, false) && column(right, true)))
+        })
+        .count();
+    let mut all = 0;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(q, |x| {
+        if let SqlExpr::CompoundIdentifier(parts) = x
+            && parts.len() >= 2
+            && !own.contains(&ident_name(&parts[parts.len() - 2]))
+        {
+            all += 1;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    joined > 0 && all == joined
+}
+
+/// The last resort for a catalog statement DataFusion cannot run: the correlated
+/// scalar subqueries it cannot decorrelate answer NULL (what the compatibility parser
+/// does for those in a select list), or with `all`, every one left. Returns whether
+/// anything changed.
+pub fn null_catalog_subqueries(stmt: &mut Statement, user_tables: &[String], all: bool) -> bool {
     if relations(stmt).iter().any(|r| user_tables.contains(r)) {
         return false;
     }
@@ -1610,6 +1650,7 @@ pub fn null_catalog_subqueries(stmt: &mut Statement, user_tables: &[String]) -> 
     let _ = visit_expressions_mut(stmt, |e| {
         if let SqlExpr::Subquery(q) = e
             && (correlated(q) || unnests(q))
+            && (all || unnests(q) || !joins_on_columns(q))
         {
             *e = SqlExpr::Value(datafusion::sql::sqlparser::ast::Value::Null.into());
             changed = true;
@@ -1803,7 +1844,10 @@ mod catalog_rewrite_tests {
             .expect("parse")
             .remove(0);
         super::array_subqueries(&mut stmt);
-        assert!(super::null_catalog_subqueries(&mut stmt, &[]), "{stmt}");
+        assert!(
+            super::null_catalog_subqueries(&mut stmt, &[], false),
+            "{stmt}"
+        );
         assert!(!stmt.to_string().contains("unnest"), "{stmt}");
         let mut user = Parser::parse_sql(&PostgreSqlDialect {}, sql)
             .expect("parse")
@@ -1811,7 +1855,30 @@ mod catalog_rewrite_tests {
         super::array_subqueries(&mut user);
         assert!(!super::null_catalog_subqueries(
             &mut user,
-            &["pg_class".to_string()]
+            &["pg_class".to_string()],
+            true
         ));
+    }
+
+    #[test]
+    fn subqueries_joined_on_columns_are_kept_until_the_last_resort() {
+        // SQLAlchemy's column reflection: the default joins on columns (kept), the
+        // identity options reach the outer row through a function (nulled).
+        let sql = "SELECT a.attname, CASE WHEN a.atthasdef THEN (SELECT max(pg_get_expr(d.adbin, d.adrelid)) FROM pg_attrdef d WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) END AS dflt, (SELECT s.seqstart FROM pg_sequence s WHERE s.seqrelid = pg_get_serial_sequence(a.attrelid::regclass::text, a.attname)::regclass::oid) AS ident FROM pg_attribute a";
+        let parse = || {
+            Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .expect("parse")
+                .remove(0)
+        };
+        let mut fewer = parse();
+        assert!(super::null_catalog_subqueries(&mut fewer, &[], false));
+        let text = fewer.to_string();
+        assert!(
+            text.contains("FROM pg_attrdef") && !text.contains("FROM pg_sequence"),
+            "{text}"
+        );
+        let mut all = parse();
+        assert!(super::null_catalog_subqueries(&mut all, &[], true));
+        assert!(!all.to_string().contains("FROM pg_attrdef"), "{all}");
     }
 }

@@ -159,6 +159,20 @@ impl SchemaProvider for PgCatalogOverlay {
                 shared: self.shared.clone(),
             })));
         }
+        if name == "pg_attrdef"
+            && let (Some(table), Some(classes), Some(namespaces)) = (
+                &table,
+                self.inner.table("pg_class").await?,
+                self.inner.table("pg_namespace").await?,
+            )
+        {
+            return Ok(Some(Arc::new(PgAttrdef {
+                schema: table.schema(),
+                classes,
+                namespaces,
+                shared: self.shared.clone(),
+            })));
+        }
         if name == "pg_depend"
             && let (Some(table), Some(classes), Some(namespaces)) = (
                 &table,
@@ -605,6 +619,8 @@ fn patch(
 /// catalog has no such rows, so they are derived from the table's own OID.
 pub const INDEX_OID_BASE: i32 = 1_000_000;
 pub const CONSTRAINT_OID_BASE: i32 = 2_000_000;
+/// OIDs of column defaults (`pg_attrdef`) are above this.
+pub const ATTRDEF_OID_BASE: i32 = 4_000_000;
 /// OIDs of sequences: a hash of the name above this.
 pub const SEQUENCE_OID_BASE: i32 = 3_000_000;
 
@@ -945,25 +961,12 @@ impl TableProvider for PgDepend {
             None => Default::default(),
         };
         // Each user table's OID in pg_class, by its stored name (what `owned_by` names).
-        let spaces = Namespaces::read(&self.namespaces, state).await?;
-        let mut oids: HashMap<String, (i32, Arc<crate::store::TableDef>)> = HashMap::new();
-        for b in read_all(&self.classes, state).await? {
-            let (Some(oid), Some(name), Some(ns)) = (
-                column(&b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
-                column(&b, "relname").and_then(|c| c.as_string_opt::<i32>()),
-                column(&b, "relnamespace").and_then(|c| c.as_primitive_opt::<Int32Type>()),
-            ) else {
-                continue;
-            };
-            for i in 0..b.num_rows() {
-                if let Some(def) = spaces
-                    .key(ns.value(i), name.value(i))
-                    .and_then(|k| tables.get(&k))
-                {
-                    oids.insert(def.stored_name().to_string(), (oid.value(i), def.clone()));
-                }
-            }
-        }
+        let oids: HashMap<String, (i32, Arc<crate::store::TableDef>)> =
+            table_oids(&self.classes, &self.namespaces, &tables, state)
+                .await?
+                .into_iter()
+                .map(|(oid, def)| (def.stored_name().to_string(), (oid, def)))
+                .collect();
         // (sequence OID, table OID, column number, deptype)
         let owned: Vec<(i32, i32, usize, char)> = sequences
             .iter()
@@ -999,6 +1002,107 @@ impl TableProvider for PgDepend {
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
             schema,
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// Each user table with its OID in `pg_class`.
+async fn table_oids(
+    classes: &Arc<dyn TableProvider>,
+    namespaces: &Arc<dyn TableProvider>,
+    tables: &HashMap<String, Arc<crate::store::TableDef>>,
+    state: &dyn Session,
+) -> DfResult<Vec<(i32, Arc<crate::store::TableDef>)>> {
+    let spaces = Namespaces::read(namespaces, state).await?;
+    let mut out = Vec::new();
+    for b in read_all(classes, state).await? {
+        let (Some(oid), Some(name), Some(ns)) = (
+            column(&b, "oid").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+            column(&b, "relname").and_then(|c| c.as_string_opt::<i32>()),
+            column(&b, "relnamespace").and_then(|c| c.as_primitive_opt::<Int32Type>()),
+        ) else {
+            continue;
+        };
+        for i in 0..b.num_rows() {
+            if let Some(def) = spaces
+                .key(ns.value(i), name.value(i))
+                .and_then(|k| tables.get(&k))
+            {
+                out.push((oid.value(i), def.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `pg_attrdef`: a row for each column of the user tables that has a DEFAULT (a
+/// `serial` column's `nextval(...)` among them; an identity column's sequence is not a
+/// default), its expression as text in `adbin`, which `pg_get_expr` returns as it is.
+/// SQLAlchemy's column reflection reads it; psql's `\d` is answered by
+/// `vg_column_default`.
+#[derive(Debug)]
+struct PgAttrdef {
+    schema: SchemaRef,
+    classes: Arc<dyn TableProvider>,
+    namespaces: Arc<dyn TableProvider>,
+    shared: Weak<Core>,
+}
+
+#[async_trait]
+impl TableProvider for PgAttrdef {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let tables = match self.shared.upgrade() {
+            Some(core) => core.catalog(),
+            None => Default::default(),
+        };
+        // (table OID, column number, default text)
+        let mut rows: Vec<(i32, usize, String)> = Vec::new();
+        for (oid, def) in table_oids(&self.classes, &self.namespaces, &tables, state).await? {
+            for (at, c) in def.columns.iter().enumerate() {
+                if let Some(d) = &c.default
+                    && c.identity.is_none()
+                    && !c.hidden()
+                {
+                    rows.push((oid, at + 1, d.clone()));
+                }
+            }
+        }
+        let batch = build_rows(
+            &self.schema,
+            rows.len(),
+            |c, r| {
+                let (table, attnum, default) = &rows[r];
+                Some(match c {
+                    // An OID of its own for each default, derived from its column's.
+                    "oid" => Cell::Int(
+                        i64::from(ATTRDEF_OID_BASE) + i64::from(*table) * 1600 + *attnum as i64,
+                    ),
+                    "adrelid" => Cell::Int(i64::from(*table)),
+                    "adnum" => Cell::Int(*attnum as i64),
+                    "adbin" => Cell::Text(default.clone()),
+                    _ => return None,
+                })
+            },
+            None,
+        )?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
             projection.cloned(),
         )?)
     }
