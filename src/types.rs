@@ -46,6 +46,12 @@ pub const SPARSEVEC: &str = "sparsevec";
 /// `1`s).
 pub const BIT: &str = "bit";
 pub const VARBIT: &str = "varbit";
+/// A `varchar(n)` column's values (text), announced as `varchar` with the typmod under
+/// [`PG_TYPMOD_KEY`], as Postgres describes a table's column (Django's `inspectdb`
+/// reads `max_length` from it).
+pub const VARCHAR: &str = "varchar";
+/// Field metadata: the `atttypmod` a result column is announced with.
+pub const PG_TYPMOD_KEY: &str = "vectorgate.pg_typmod";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ColumnType {

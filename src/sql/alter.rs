@@ -546,6 +546,24 @@ async fn alter_column(
                     def.columns[i].ty.sql_name()
                 )));
             }
+            // text, varchar and varchar(n) are stored alike: a shorter limit is checked
+            // against every row first.
+            let type_name = data_type.to_string().to_ascii_lowercase();
+            let varchar = super::statements::character_type(&cname, &type_name, &session.notices)?;
+            if let Some(n) = varchar.filter(|n| *n > 0)
+                && def.columns[i].varchar.is_none_or(|old| old == 0 || old > n)
+            {
+                let core = &session.engine.core;
+                let mut rows = core.rows.scan(def, 1000, None);
+                while let Some(batch) = futures::StreamExt::next(&mut rows).await {
+                    for r in batch? {
+                        if let Some(v) = r.get(i) {
+                            super::statements::fit_varchar(v.clone(), n)?;
+                        }
+                    }
+                }
+            }
+            def.columns[i].varchar = varchar;
         }
         AlterColumnOperation::AddGenerated {
             generated_as,
@@ -674,9 +692,7 @@ async fn add_columns(
             )));
         }
         let ty = parse_type(&c.data_type.to_string())?;
-        if let Some(notice) = super::statements::unchecked_length(&cname, &type_name) {
-            session.notices.push(notice);
-        }
+        let varchar = super::statements::character_type(&cname, &type_name, &session.notices)?;
         if ty.is_vector() && new.column_index(super::vector_search::DISTANCE).is_some() {
             return Err(Error::InvalidTableDefinition(format!(
                 "\"{}\" has a column named \"distance\", which vector_search adds: it cannot have a vector column",
@@ -717,6 +733,7 @@ async fn add_columns(
             default: None,
             identity: None,
             stored,
+            varchar,
         });
         // A vector column with a dimension joins the index (built again from the rows),
         // searched by the table's distance until an index's operator class says

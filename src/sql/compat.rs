@@ -380,6 +380,36 @@ pub fn uuid_casts(stmt: &mut Statement) {
     });
 }
 
+/// `x::varchar(n)`: an explicit cast to a limited `varchar` cuts the value to `n`
+/// characters, as in Postgres (DataFusion's cast would keep it whole); written as
+/// `left(x::varchar, n)`. (Assigning a longer value to a `varchar(n)` column is an
+/// error instead, checked by the write.)
+pub fn varchar_casts(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{CharacterLength, DataType};
+    let _ = visit_expressions_mut(stmt, |e| {
+        let SqlExpr::Cast {
+            data_type:
+                DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+                | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. })),
+            ..
+        } = e
+        else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let n = *length;
+        let SqlExpr::Cast { data_type, .. } = e else {
+            return ControlFlow::Continue(());
+        };
+        *data_type = DataType::Varchar(None);
+        let whole = std::mem::replace(e, SqlExpr::value(Value::Null));
+        *e = call(
+            "left",
+            vec![whole, SqlExpr::value(Value::Number(n.to_string(), false))],
+        );
+        ControlFlow::Continue(())
+    });
+}
+
 /// `'\x6869'::bytea` (and `bytea '...'`): a string literal read as bytea is its input
 /// form (hex, or the escape form) decoded, as in Postgres; DataFusion would take the
 /// text's own bytes. (A cast of a text value keeps its bytes in Postgres too.)

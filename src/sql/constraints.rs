@@ -136,11 +136,7 @@ fn has_subquery(expr: &SqlExpr) -> bool {
 /// The table's columns as the query engine sees them, each nullable (a CHECK sees rows
 /// before NOT NULL has been tested on every path).
 fn check_schema(def: &TableDef) -> Result<(Arc<Schema>, DFSchema)> {
-    let fields: Vec<Field> = def
-        .columns
-        .iter()
-        .map(|c| c.ty.arrow_field(&c.name, true))
-        .collect();
+    let fields: Vec<Field> = def.columns.iter().map(|c| c.arrow_field(true)).collect();
     let schema = Arc::new(Schema::new(fields));
     let df = DFSchema::try_from(schema.as_ref().clone())?;
     Ok((schema, df))

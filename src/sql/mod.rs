@@ -385,6 +385,8 @@ impl Engine {
         };
         let nextvals = pgvector::mentions(&sql, "nextval");
         let uuids = pgvector::mentions(&sql, "uuid");
+        let varchars =
+            pgvector::mentions(&sql, "varchar") || pgvector::mentions(&sql, "character varying");
         let byteas = pgvector::mentions(&sql, "bytea");
         let regexes = sql.contains('~') || pgvector::mentions(&sql, "regexp_");
         for s in &mut stmts {
@@ -406,6 +408,9 @@ impl Engine {
                 Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::CreateIndex(_)
             ) {
                 json::rewrite(s);
+                if varchars {
+                    compat::varchar_casts(s);
+                }
                 if uuids {
                     compat::uuid_casts(s);
                 }

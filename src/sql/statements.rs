@@ -540,24 +540,70 @@ pub(crate) fn check_table_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The NOTICE for a column declared with a character length (`varchar(100)`,
-/// `char(2)`): it is kept as `text`, and the length is not checked.
-pub(crate) fn unchecked_length(column: &str, type_name: &str) -> Option<String> {
+/// A column's declared character type: `varchar(n)` / `character varying(n)` gives
+/// `Some(n)` (checked on every write, 22001 above it), bare `varchar` `Some(0)`; any
+/// other type `None`. A `char(n)` is kept as `text` without its blank padding or
+/// length check, with a NOTICE (pushed to `notices`) saying so.
+pub(crate) fn character_type(
+    column: &str,
+    type_name: &str,
+    notices: &super::Notices,
+) -> Result<Option<u32>> {
     let t = type_name.trim();
-    let lengthed = [
-        "varchar(",
-        "character varying(",
-        "char(",
-        "character(",
-        "bpchar(",
-    ]
-    .iter()
-    .any(|p| t.starts_with(p));
-    lengthed.then(|| {
-        format!(
-            "column \"{column}\" is stored as text: the length of {t} is not checked (a longer value is kept whole)"
-        )
-    })
+    let rest = ["character varying", "varchar"]
+        .iter()
+        .find_map(|p| t.strip_prefix(p));
+    if let Some(rest) = rest
+        && !rest.trim_end().ends_with("[]")
+    {
+        let rest = rest.trim();
+        if rest.is_empty() {
+            return Ok(Some(0));
+        }
+        let n: i64 = rest
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| Error::Syntax(format!("invalid type \"{t}\"")))?;
+        if n < 1 {
+            return Err(Error::InvalidParameter(
+                "length for type varchar must be at least 1".into(),
+            ));
+        }
+        if n > 10_485_760 {
+            return Err(Error::InvalidParameter(
+                "length for type varchar cannot exceed 10485760".into(),
+            ));
+        }
+        return Ok(Some(n as u32));
+    }
+    if ["char(", "character(", "bpchar("]
+        .iter()
+        .any(|p| t.starts_with(p))
+    {
+        notices.push(format!(
+            "column \"{column}\" is stored as text: {t} is neither blank-padded nor length-checked (a longer value is kept whole)"
+        ));
+    }
+    Ok(None)
+}
+
+/// A value for a `varchar(n)` column: as Postgres assigns it, a longer string is an
+/// error (22001) unless what is past `n` is spaces, which are cut off.
+pub(crate) fn fit_varchar(v: Value, n: u32) -> Result<Value> {
+    let Value::Text(s) = &v else {
+        return Ok(v);
+    };
+    let n = n as usize;
+    match s.char_indices().nth(n) {
+        None => Ok(v),
+        Some((at, _)) if s[at..].chars().all(|c| c == ' ') => Ok(Value::Text(s[..at].to_string())),
+        Some(_) => Err(Error::Detailed {
+            code: "22001",
+            message: format!("value too long for type character varying({n})"),
+            detail: String::new(),
+        }),
+    }
 }
 
 async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
@@ -615,9 +661,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             }
             None => parse_type(&c.data_type.to_string())?,
         };
-        if let Some(notice) = unchecked_length(&cname, &type_name) {
-            session.notices.push(notice);
-        }
+        let varchar = character_type(&cname, &type_name, &session.notices)?;
         let mut nullable = serial.is_none();
         for o in &c.options {
             match &o.option {
@@ -662,6 +706,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             default: None,
             identity: None,
             stored: None,
+            varchar,
         });
     }
     for tc in &ct.constraints {
@@ -705,6 +750,7 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             default: Some("gen_random_uuid()".into()),
             identity: None,
             stored: None,
+            varchar: None,
         });
     }
     for &k in &primary_key {
@@ -1252,12 +1298,16 @@ pub(crate) fn check_not_null(def: &TableDef, row: &Row) -> Result<()> {
 }
 
 pub(crate) fn coerce_into(def: &TableDef, col: usize, v: Value) -> Result<Value> {
-    coerce(v, &def.columns[col].ty).map_err(|e| match e {
+    let v = coerce(v, &def.columns[col].ty).map_err(|e| match e {
         Error::DatatypeMismatch(m) => {
             Error::DatatypeMismatch(format!("{m} (column \"{}\")", def.columns[col].name))
         }
         other => other,
-    })
+    })?;
+    match def.columns[col].varchar {
+        Some(n) if n > 0 => fit_varchar(v, n),
+        _ => Ok(v),
+    }
 }
 
 async fn insert(session: &Session, ins: &Insert) -> Result<Output> {

@@ -35,7 +35,7 @@ pub fn table_schema(def: &TableDef) -> SchemaRef {
     Arc::new(Schema::new(
         def.columns
             .iter()
-            .map(|c| c.ty.arrow_field(&c.name, c.nullable))
+            .map(|c| c.arrow_field(c.nullable))
             .collect::<Vec<_>>(),
     ))
 }

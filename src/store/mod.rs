@@ -174,6 +174,10 @@ pub struct ColumnDef {
     /// catalog only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<String>,
+    /// A text column declared `varchar` / `character varying`: `Some(n)` with its
+    /// length limit (checked on every write), `Some(0)` without one. `None`: `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub varchar: Option<u32>,
 }
 
 /// The name of the hidden key column of a table created without a primary key: one of
@@ -186,6 +190,25 @@ pub const ROW_ID: &str = "ctid";
 pub const SYSTEM_COLUMNS: [&str; 6] = ["ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"];
 
 impl ColumnDef {
+    /// The column's Arrow field: its type's, and for a `varchar` column marked so
+    /// (with its length as typmod) for the wire.
+    pub fn arrow_field(&self, nullable: bool) -> datafusion::arrow::datatypes::Field {
+        let f = self.ty.arrow_field(&self.name, nullable);
+        match self.varchar {
+            Some(n) => {
+                let typmod = if n == 0 { -1 } else { i64::from(n) + 4 };
+                let mut m = f.metadata().clone();
+                m.insert(
+                    crate::types::PG_TYPE_KEY.into(),
+                    crate::types::VARCHAR.into(),
+                );
+                m.insert(crate::types::PG_TYPMOD_KEY.into(), typmod.to_string());
+                f.with_metadata(m)
+            }
+            None => f,
+        }
+    }
+
     /// The hidden key column of a table created without a primary key.
     pub fn hidden(&self) -> bool {
         self.name == ROW_ID
@@ -714,6 +737,7 @@ impl TableDef {
                     name: n.to_string(),
                     ty: ty.clone(),
                     nullable: true,
+                    varchar: None,
                     default: None,
                     identity: None,
                     stored: None,

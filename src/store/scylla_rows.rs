@@ -800,6 +800,7 @@ impl ScyllaRows {
                 default: None,
                 identity: None,
                 stored: None,
+                varchar: None,
             });
         }
         let vector_column =

@@ -153,6 +153,23 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             )
             .with_format_options(info.format_options().clone());
         }
+        if pg_type == Some(crate::types::VARCHAR) && matches!(field.data_type(), DataType::Utf8) {
+            // A varchar(n) column: its text, announced as Postgres describes the column.
+            let typmod = field
+                .metadata()
+                .get(crate::types::PG_TYPMOD_KEY)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(-1);
+            *info = FieldInfo::new(
+                info.name().to_string(),
+                info.table_id(),
+                info.column_id(),
+                pgwire::api::Type::VARCHAR,
+                info.format(),
+            )
+            .with_format_options(info.format_options().clone())
+            .with_type_modifier(typmod);
+        }
     }
     Ok(out)
 }

@@ -482,6 +482,7 @@ impl TableProvider for Columns {
             let mut udt_names = Vec::with_capacity(b.num_rows());
             let mut defaults = Vec::with_capacity(b.num_rows());
             let mut identities = Vec::with_capacity(b.num_rows());
+            let mut lengths: Vec<Option<i64>> = Vec::with_capacity(b.num_rows());
             // A hidden key is a system column: not in `information_schema.columns`.
             let mut shown = Vec::with_capacity(b.num_rows());
             for i in 0..b.num_rows() {
@@ -496,7 +497,15 @@ impl TableProvider for Columns {
                         .and_then(|c| c.default.clone()),
                 );
                 identities.push(col.and_then(|c| c.identity));
-                let declared = col.map(|c| declared_type_names(&c.ty));
+                let declared = col.map(|c| match c.varchar {
+                    Some(_) => ("character varying", "varchar"),
+                    None => declared_type_names(&c.ty),
+                });
+                lengths.push(
+                    col.and_then(|c| c.varchar)
+                        .filter(|n| *n > 0)
+                        .map(i64::from),
+                );
                 let (d, u) = match declared {
                     Some((d, u)) => (d.to_string(), u.to_string()),
                     None => arrow_type_names(dt.value(i)),
@@ -523,6 +532,10 @@ impl TableProvider for Columns {
                 && columns[k].data_type() == &DataType::Utf8
             {
                 columns[k] = Arc::new(StringArray::from(defaults));
+            }
+            if let Ok(k) = b.schema().index_of("character_maximum_length") {
+                let given: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from(lengths));
+                columns[k] = datafusion::arrow::compute::cast(&given, columns[k].data_type())?;
             }
             // DataFusion counts columns from 0; Postgres from 1, as an integer.
             if let Ok(k) = b.schema().index_of("ordinal_position") {

@@ -35,6 +35,16 @@ pub use information_schema::InformationSchema;
 pub use crate::types::{HALFVEC_OID, SPARSEVEC_OID, VECTOR_OID};
 
 /// The Postgres type OID and type modifier of a declared column type.
+/// The type OID and typmod of a table's column: its [`pg_type_of`], but `varchar`
+/// (OID 1043, typmod n + 4) for a column declared so.
+pub fn pg_column_type(c: &crate::store::ColumnDef) -> (i32, i32) {
+    match c.varchar {
+        Some(0) => (1043, -1),
+        Some(n) => (1043, i32::try_from(n).unwrap_or(i32::MAX - 4) + 4),
+        None => pg_type_of(&c.ty),
+    }
+}
+
 pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
     match ty {
         ColumnType::SmallInt => (21, -1),
@@ -503,7 +513,7 @@ impl TableProvider for PgAttribute {
                             def.columns
                                 .iter()
                                 .map(|c| {
-                                    let (ty, typmod) = pg_type_of(&c.ty);
+                                    let (ty, typmod) = pg_column_type(c);
                                     let d = Declared {
                                         ty,
                                         typmod,
