@@ -169,33 +169,29 @@ impl SchemaProvider for PgCatalogOverlay {
                 shared: self.shared.clone(),
             })));
         }
-        if name == "pg_attrdef"
+        if matches!(name, "pg_attrdef" | "pg_depend")
             && let (Some(table), Some(classes), Some(namespaces)) = (
                 &table,
                 self.inner.table("pg_class").await?,
                 self.inner.table("pg_namespace").await?,
             )
         {
-            return Ok(Some(Arc::new(PgAttrdef {
-                schema: table.schema(),
-                classes,
-                namespaces,
-                shared: self.shared.clone(),
-            })));
-        }
-        if name == "pg_depend"
-            && let (Some(table), Some(classes), Some(namespaces)) = (
-                &table,
-                self.inner.table("pg_class").await?,
-                self.inner.table("pg_namespace").await?,
-            )
-        {
-            return Ok(Some(Arc::new(PgDepend {
-                table: table.clone(),
-                classes,
-                namespaces,
-                shared: self.shared.clone(),
-            })));
+            let shared = self.shared.clone();
+            return Ok(Some(if name == "pg_attrdef" {
+                Arc::new(PgAttrdef {
+                    schema: table.schema(),
+                    classes,
+                    namespaces,
+                    shared,
+                })
+            } else {
+                Arc::new(PgDepend {
+                    table: table.clone(),
+                    classes,
+                    namespaces,
+                    shared,
+                })
+            }));
         }
         let keys = match name {
             "pg_class" => Some(KeyTable::Class),
