@@ -553,15 +553,13 @@ async fn alter_column(
             if let Some(n) = varchar.filter(|n| *n > 0)
                 && def.columns[i].varchar.is_none_or(|old| old == 0 || old > n)
             {
-                let core = &session.engine.core;
-                let mut rows = core.rows.scan(def, 1000, None);
-                while let Some(batch) = futures::StreamExt::next(&mut rows).await {
-                    for r in batch? {
-                        if let Some(v) = r.get(i) {
-                            super::statements::fit_varchar(v.clone(), n)?;
-                        }
+                any_row(session, def, |r| {
+                    if let Some(v) = r.get(i) {
+                        super::statements::fit_varchar(v.clone(), n)?;
                     }
-                }
+                    Ok(false)
+                })
+                .await?;
             }
             def.columns[i].varchar = varchar;
         }
@@ -640,11 +638,22 @@ fn free_stored_name(def: &TableDef, name: &str) -> Option<String> {
 
 /// Whether any stored row has NULL in column `i` (a full scan).
 async fn has_null(session: &Session, def: &TableDef, i: usize) -> Result<bool> {
-    let core = &session.engine.core;
-    let mut rows = core.rows.scan(def, 1000, None);
+    any_row(session, def, |r| Ok(r.get(i).is_none_or(|v| v.is_null()))).await
+}
+
+/// Whether a stored row of the table passes `found`, read in pages; an error from
+/// `found` ends the scan with it.
+async fn any_row(
+    session: &Session,
+    def: &TableDef,
+    mut found: impl FnMut(&crate::store::Row) -> Result<bool>,
+) -> Result<bool> {
+    let mut rows = session.engine.core.rows.scan(def, 1000, None);
     while let Some(batch) = futures::StreamExt::next(&mut rows).await {
-        if batch?.iter().any(|r| r.get(i).is_none_or(|v| v.is_null())) {
-            return Ok(true);
+        for r in batch? {
+            if found(&r)? {
+                return Ok(true);
+            }
         }
     }
     Ok(false)

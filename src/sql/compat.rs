@@ -387,19 +387,16 @@ pub fn uuid_casts(stmt: &mut Statement) {
 pub fn varchar_casts(stmt: &mut Statement) {
     use datafusion::sql::sqlparser::ast::{CharacterLength, DataType};
     let _ = visit_expressions_mut(stmt, |e| {
-        let SqlExpr::Cast {
-            data_type:
-                DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
-                | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. })),
-            ..
-        } = e
-        else {
+        let SqlExpr::Cast { data_type, .. } = e else {
             return ControlFlow::<()>::Continue(());
         };
-        let n = *length;
-        let SqlExpr::Cast { data_type, .. } = e else {
+        let (DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. }))) =
+            data_type
+        else {
             return ControlFlow::Continue(());
         };
+        let n = *length;
         *data_type = DataType::Varchar(None);
         let whole = std::mem::replace(e, SqlExpr::value(Value::Null));
         *e = call(

@@ -194,9 +194,8 @@ impl ColumnDef {
     /// (with its length as typmod) for the wire.
     pub fn arrow_field(&self, nullable: bool) -> datafusion::arrow::datatypes::Field {
         let f = self.ty.arrow_field(&self.name, nullable);
-        match self.varchar {
-            Some(n) => {
-                let typmod = if n == 0 { -1 } else { i64::from(n) + 4 };
+        match self.varchar_typmod() {
+            Some(typmod) => {
                 let mut m = f.metadata().clone();
                 m.insert(
                     crate::types::PG_TYPE_KEY.into(),
@@ -207,6 +206,15 @@ impl ColumnDef {
             }
             None => f,
         }
+    }
+
+    /// A `varchar` column's `atttypmod`: its length + 4, or -1 without one; `None` for
+    /// any other column.
+    pub fn varchar_typmod(&self) -> Option<i32> {
+        self.varchar.map(|n| match n {
+            0 => -1,
+            n => i32::try_from(n).map_or(i32::MAX, |n| n.saturating_add(4)),
+        })
     }
 
     /// The hidden key column of a table created without a primary key.

@@ -34,17 +34,16 @@ pub use information_schema::InformationSchema;
 
 pub use crate::types::{HALFVEC_OID, SPARSEVEC_OID, VECTOR_OID};
 
-/// The Postgres type OID and type modifier of a declared column type.
 /// The type OID and typmod of a table's column: its [`pg_type_of`], but `varchar`
-/// (OID 1043, typmod n + 4) for a column declared so.
+/// (OID 1043) with its typmod for a column declared so.
 pub fn pg_column_type(c: &crate::store::ColumnDef) -> (i32, i32) {
-    match c.varchar {
-        Some(0) => (1043, -1),
-        Some(n) => (1043, i32::try_from(n).unwrap_or(i32::MAX - 4) + 4),
+    match c.varchar_typmod() {
+        Some(typmod) => (1043, typmod),
         None => pg_type_of(&c.ty),
     }
 }
 
+/// The Postgres type OID and type modifier of a declared column type.
 pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
     match ty {
         ColumnType::SmallInt => (21, -1),
@@ -625,10 +624,10 @@ fn patch(
 /// catalog has no such rows, so they are derived from the table's own OID.
 pub const INDEX_OID_BASE: i32 = 1_000_000;
 pub const CONSTRAINT_OID_BASE: i32 = 2_000_000;
-/// OIDs of column defaults (`pg_attrdef`) are above this.
-pub const ATTRDEF_OID_BASE: i32 = 4_000_000;
 /// OIDs of sequences: a hash of the name above this.
 pub const SEQUENCE_OID_BASE: i32 = 3_000_000;
+/// OIDs of column defaults (`pg_attrdef`) are above this.
+pub const ATTRDEF_OID_BASE: i32 = 4_000_000;
 
 /// A sequence's OID, the same in every query.
 pub fn sequence_oid(name: &str) -> i32 {
