@@ -9,21 +9,34 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Constraint, Constraints, ScalarValue};
+use datafusion::common::{Statistics, config::ConfigOptions};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType, expr::InList,
 };
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::expressions::{
+    Column, DynamicFilterPhysicalExpr, InListExpr, Literal,
+};
+use datafusion::physical_expr::{
+    EquivalenceProperties, PhysicalExpr, ScalarFunctionExpr, split_conjunction,
+};
+use datafusion::physical_expr_common::physical_expr::snapshot_physical_expr;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
+};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
 use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use crate::engine::Core;
 use crate::error::{Error, Result};
@@ -370,7 +383,7 @@ enum ScanMode {
     Keys(Vec<Vec<Value>>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RowScanExec {
     def: Arc<TableDef>,
     shared: Arc<Core>,
@@ -378,6 +391,12 @@ pub struct RowScanExec {
     cols: Vec<usize>,
     mode: ScanMode,
     props: Arc<PlanProperties>,
+    /// Filters a join hands down for the time it runs (a hash join's build-side keys,
+    /// known once that side is read): a full scan that finds the whole primary key
+    /// pinned in them reads those keys instead.
+    runtime: Vec<Arc<dyn PhysicalExpr>>,
+    /// Rows read (EXPLAIN ANALYZE's `output_rows`).
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl RowScanExec {
@@ -396,6 +415,116 @@ impl RowScanExec {
             cols,
             mode,
             props,
+            runtime: Vec::new(),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The keys a run-time filter pins, read when the scan starts: an `IN` list of the
+    /// primary key (one column, or `struct(...)` of all of them in any order), as a
+    /// hash join writes its build side's keys.
+    fn runtime_keys(&self) -> Option<Vec<Vec<Value>>> {
+        self.runtime.iter().find_map(|f| {
+            let now = snapshot_physical_expr(f.clone()).ok()?;
+            split_conjunction(&now)
+                .into_iter()
+                .find_map(|part| self.keys_listed(part))
+        })
+    }
+
+    fn keys_listed(&self, e: &Arc<dyn PhysicalExpr>) -> Option<Vec<Vec<Value>>> {
+        let list = e.downcast_ref::<InListExpr>()?;
+        if list.negated() || list.list().len() > MAX_KEY_LOOKUPS {
+            return None;
+        }
+        let columns: Vec<&Column> = match list.expr().downcast_ref::<Column>() {
+            Some(c) => vec![c],
+            None => {
+                let f = list.expr().downcast_ref::<ScalarFunctionExpr>()?;
+                if f.name() != "struct" {
+                    return None;
+                }
+                f.args()
+                    .iter()
+                    .map(|a| a.downcast_ref::<Column>())
+                    .collect::<Option<_>>()?
+            }
+        };
+        // Each listed column's place in the primary key; together, all of it.
+        let pk = &self.def.primary_key;
+        let places: Vec<usize> = columns
+            .iter()
+            .map(|c| {
+                let name = self.schema.fields().get(c.index())?.name();
+                pk.iter().position(|&k| self.def.columns[k].name == *name)
+            })
+            .collect::<Option<_>>()?;
+        if places.len() != pk.len() || (0..pk.len()).any(|i| !places.contains(&i)) {
+            return None;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut keys = Vec::with_capacity(list.list().len());
+        for item in list.list() {
+            let lit = item.downcast_ref::<Literal>()?.value();
+            let parts: Vec<ScalarValue> = if places.len() == 1 {
+                vec![lit.clone()]
+            } else {
+                let ScalarValue::Struct(s) = lit else {
+                    return None;
+                };
+                (0..s.num_columns())
+                    .map(|i| ScalarValue::try_from_array(s.column(i), 0).ok())
+                    .collect::<Option<_>>()?
+            };
+            if parts.len() != places.len() {
+                return None;
+            }
+            let mut key = vec![Value::Null; pk.len()];
+            for (part, &place) in parts.iter().zip(&places) {
+                let ty = &self.def.columns[pk[place]].ty;
+                key[place] = coerce(scalar_to_value(part)?, ty).ok()?;
+            }
+            // NULL equals nothing: such a key joins no row.
+            if key.iter().any(|v| matches!(v, Value::Null)) {
+                continue;
+            }
+            if seen.insert(crate::store::keys::encode(&key)) {
+                keys.push(key);
+            }
+        }
+        Some(keys)
+    }
+
+    /// The scan's batches: the rows of `keys`, or all rows (at most `limit`).
+    fn batches(
+        &self,
+        keys: Option<Vec<Vec<Value>>>,
+        limit: Option<usize>,
+        context: &TaskContext,
+    ) -> BoxStream<'static, DfResult<RecordBatch>> {
+        let def = self.def.clone();
+        let schema = self.schema.clone();
+        let cols = self.cols.clone();
+        // The session's open transaction block, whose writes it sees.
+        let pending = pending_in(context, &def.name);
+        match keys {
+            Some(keys) => {
+                let shared = self.shared.clone();
+                let fut = async move {
+                    let rows =
+                        crate::engine::tx::get(&shared, pending.as_deref(), &def, &keys).await?;
+                    let found: Vec<&Row> = rows.iter().flatten().collect();
+                    rows_to_batch(&def, &schema, &cols, &found).map_err(DataFusionError::from)
+                };
+                futures::stream::once(fut).boxed()
+            }
+            None => crate::engine::tx::scan(&self.shared, pending, &def, 2048, limit)
+                .map(move |batch| {
+                    let batch = batch?;
+                    let refs: Vec<&Row> = batch.iter().collect();
+                    rows_to_batch(&def, &schema, &cols, &refs).map_err(DataFusionError::from)
+                })
+                .boxed(),
         }
     }
 }
@@ -426,6 +555,9 @@ impl DisplayAs for RowScanExec {
                 if let Some(l) = limit {
                     write!(f, ", limit={l}")?;
                 }
+                if !self.runtime.is_empty() {
+                    write!(f, " or the keys a join finds")?;
+                }
                 Ok(())
             }
             ScanMode::Keys(k) => write!(
@@ -453,8 +585,14 @@ impl ExecutionPlan for RowScanExec {
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
+        // A join computes its run-time filter only when a node below it shows it.
+        for e in &self.runtime {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
         Ok(TreeNodeRecursion::Continue)
     }
 
@@ -467,41 +605,78 @@ impl ExecutionPlan for RowScanExec {
 
     fn execute(
         &self,
-        _partition: usize,
+        partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let def = self.def.clone();
-        let schema = self.schema.clone();
-        let cols = self.cols.clone();
-        // The session's open transaction block, whose writes it sees.
-        let pending = pending_in(&context, &def.name);
-        match &self.mode {
-            ScanMode::Keys(keys) => {
-                let keys = keys.clone();
-                let shared = self.shared.clone();
-                let fut = async move {
-                    let rows =
-                        crate::engine::tx::get(&shared, pending.as_deref(), &def, &keys).await?;
-                    let found: Vec<&Row> = rows.iter().flatten().collect();
-                    rows_to_batch(&def, &schema, &cols, &found).map_err(DataFusionError::from)
-                };
-                Ok(Box::pin(RecordBatchStreamAdapter::new(
-                    self.schema.clone(),
-                    futures::stream::once(fut),
-                )))
+        let read = BaselineMetrics::new(&self.metrics, partition);
+        let stream = match &self.mode {
+            ScanMode::Keys(keys) => self.batches(Some(keys.clone()), None, &context),
+            ScanMode::Full(limit) if self.runtime.is_empty() => {
+                self.batches(None, *limit, &context)
             }
+            // Run-time filters are complete when the stream is first polled: a hash
+            // join reads its build side before it polls this, its probe side.
             ScanMode::Full(limit) => {
-                let rows = crate::engine::tx::scan(&self.shared, pending, &def, 2048, *limit);
-                let stream = rows.map(move |batch| {
-                    let batch = batch?;
-                    let refs: Vec<&Row> = batch.iter().collect();
-                    rows_to_batch(&def, &schema, &cols, &refs).map_err(DataFusionError::from)
-                });
-                Ok(Box::pin(RecordBatchStreamAdapter::new(
-                    self.schema.clone(),
-                    stream,
-                )))
+                let (this, limit) = (self.clone(), *limit);
+                futures::stream::once(
+                    async move { this.batches(this.runtime_keys(), limit, &context) },
+                )
+                .flatten()
+                .boxed()
             }
+        };
+        let stream = stream.inspect(move |b| {
+            if let Ok(b) = b {
+                read.record_output(b.num_rows());
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn partition_statistics(&self, _partition: Option<usize>) -> DfResult<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.schema);
+        if let ScanMode::Keys(k) = &self.mode {
+            stats.num_rows = Precision::Inexact(k.len());
         }
+        Ok(Arc::new(stats))
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> DfResult<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let filters: Vec<Arc<dyn PhysicalExpr>> = child_pushdown_result
+            .parent_filters
+            .into_iter()
+            .map(|f| f.filter)
+            .collect();
+        // Each filter is still applied above: the keys only narrow what is read.
+        let propagation = FilterPushdownPropagation::with_parent_pushdown_result(vec![
+                PushedDown::No;
+                filters.len()
+            ]);
+        let dynamic = |f: &Arc<dyn PhysicalExpr>| {
+            f.exists(|e| Ok(e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some()))
+                .unwrap_or(false)
+        };
+        let runtime: Vec<_> = filters.into_iter().filter(dynamic).collect();
+        if phase != FilterPushdownPhase::Post
+            || runtime.is_empty()
+            || !matches!(self.mode, ScanMode::Full(_))
+        {
+            return Ok(propagation);
+        }
+        let mut node = self.clone();
+        node.runtime.extend(runtime);
+        Ok(propagation.with_updated_node(Arc::new(node)))
     }
 }

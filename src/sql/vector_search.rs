@@ -625,6 +625,9 @@ impl DisplayAs for VectorSearchExec {
     }
 }
 
+/// The rows a search is expected to answer while its k is not known.
+const K_ESTIMATE: usize = 100;
+
 impl ExecutionPlan for VectorSearchExec {
     fn name(&self) -> &str {
         "VectorSearchExec"
@@ -655,6 +658,19 @@ impl ExecutionPlan for VectorSearchExec {
         _children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(self)
+    }
+
+    /// At most k rows (a guess of [`K_ESTIMATE`] while k is a parameter): a join puts a
+    /// search on its build side, and the other table's scan then reads only the keys
+    /// the search found (see `tables::RowScanExec`).
+    fn partition_statistics(
+        &self,
+        _partition: Option<usize>,
+    ) -> DfResult<Arc<datafusion::common::Statistics>> {
+        let mut stats = datafusion::common::Statistics::new_unknown(&self.schema);
+        stats.num_rows =
+            datafusion::common::stats::Precision::Inexact(self.k.unwrap_or(K_ESTIMATE));
+        Ok(Arc::new(stats))
     }
 
     fn execute(

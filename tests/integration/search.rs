@@ -622,6 +622,36 @@ async fn pgvector_order_by_over_a_join_is_an_index_search() {
         "{plan}"
     );
     assert!(plan.contains("joined_keys=100 (pushed)"), "{plan}");
+    // The notes joined to the hits are read by key: the scan of `notes` reads the k
+    // keys the search found, not the table.
+    let analyze = client
+        .simple_query(&format!(
+            "EXPLAIN ANALYZE SELECT n.key FROM notes n JOIN note_vectors v \
+             ON n.ns = v.ns AND n.key = v.key WHERE n.kind = 3 \
+             ORDER BY v.embedding <=> '{}' LIMIT 10",
+            vec_text(&centers[0])
+        ))
+        .await
+        .expect("explain analyze")
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(1).map(str::to_string),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let scan = analyze
+        .lines()
+        .find(|l| l.contains("RowStoreScan: table=notes"))
+        .unwrap_or_else(|| panic!("{analyze}"));
+    assert!(scan.contains("the keys a join finds"), "{analyze}");
+    let read: usize = scan
+        .split("output_rows=")
+        .nth(1)
+        .and_then(|r| r.split([',', ']']).next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{scan}"));
+    assert!(read <= 10, "read {read} notes for 10 hits: {analyze}");
     for (where_sql, pred) in &cases {
         for center in centers.iter().take(3) {
             let query: Vec<f32> = center
@@ -674,4 +704,32 @@ async fn pgvector_order_by_over_a_join_is_an_index_search() {
             assert_eq!(ids, want, "{where_sql}: simple protocol");
         }
     }
+    // Inside a transaction block the notes read by key are those the block sees: a note
+    // it wrote is found, and gone after ROLLBACK.
+    let nearest = format!(
+        "SELECT n.key FROM notes n JOIN note_vectors v ON n.ns = v.ns AND n.key = v.key \
+         WHERE n.kind = 3 ORDER BY v.embedding <=> '{}' LIMIT 1",
+        vec_text(&centers[1])
+    );
+    client
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO notes VALUES ('users.new', 'fresh', 3, '{{}}'); \
+             INSERT INTO note_vectors VALUES ('users.new', 'fresh', 'text', '{}')",
+            vec_text(&centers[1])
+        ))
+        .await
+        .expect("write in a block");
+    let key: String = client
+        .query_one(&nearest, &[])
+        .await
+        .expect("search in the block")
+        .get(0);
+    assert_eq!(key, "fresh", "the block's own note is joined");
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    let key: String = client
+        .query_one(&nearest, &[])
+        .await
+        .expect("search after rollback")
+        .get(0);
+    assert_ne!(key, "fresh", "a rolled-back note is not joined");
 }
