@@ -807,6 +807,7 @@ async fn run_search(
         notices: settings.notices,
         query_norm2: Default::default(),
         pending: session.pending(&def.name),
+        joined_pending: None,
     };
     let batch = search.run().await?;
     let columns = cols.iter().map(|&c| batch.column(c).clone()).collect();

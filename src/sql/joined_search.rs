@@ -11,7 +11,7 @@
 //! table meets at most one of its rows: the k nearest rows of the join are the k
 //! nearest searched rows whose joined row exists and passes that table's conditions.
 //! The searched table becomes a [`super::vector_search`] restricted to the keys of
-//! those rows (a subquery run once, when the search is planned):
+//! those rows (a subquery of them):
 //!
 //! ```sql
 //! ... JOIN vector_search('store_vectors', $1, 10, 'prefix, key',
@@ -19,8 +19,11 @@
 //!        WHERE store.prefix LIKE 'users%' AND store.value->'kind' = '3'::jsonb)) sv ...
 //! ```
 //!
-//! The search asks the index for hits until k of them are such rows; the join and the
-//! WHERE clause then run as written. Anything else (an outer join, a condition reading
+//! The search asks the index for hits until k of them are such rows: it reads the
+//! other table's rows the hits point at by key and checks its conditions on them (or,
+//! when they keep failing, runs the subquery and checks the hits against its keys); the
+//! join and the WHERE clause then run as written, the other table read by the keys the
+//! search found (a hash join's run-time filter, see `tables::RowScanExec`). Anything else (an outer join, a condition reading
 //! both tables, a column name both tables have, unqualified) is left as it was: an
 //! exact join.
 

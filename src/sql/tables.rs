@@ -200,6 +200,10 @@ pub struct RowTable {
 }
 
 impl RowTable {
+    pub fn def(&self) -> &Arc<TableDef> {
+        &self.def
+    }
+
     pub fn new(def: Arc<TableDef>, shared: Arc<Core>) -> RowTable {
         let schema = table_schema(&def);
         let constraints =

@@ -11,6 +11,8 @@
 //! struct(a, b) FROM ...))`, restrict the search to rows whose columns `c1, c2` are
 //! among the subquery's rows: what pgvector's search shape over a join becomes (see
 //! [`super::pgvector`]), the keys of the joined table's rows that pass its conditions.
+//! A subquery of one table's keys under a WHERE clause is not run: the rows the hits
+//! point at are read by key and checked ([`Lookup`]) until that misses too often.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -154,6 +156,145 @@ pub(crate) struct Allowed {
     keys: HashSet<String>,
     /// The keys' values, while there are at most [`PUSHED_KEYS`] of them.
     few: Vec<Vec<Value>>,
+    /// Instead of the keys, read while planning: the joined table's rows are read by
+    /// key as the index's hits arrive and checked against its conditions (`keys` is
+    /// empty, and [`Allowed::admits`] leaves the check to [`Lookup::admit`]).
+    lookup: Option<Lookup>,
+}
+
+/// The joined table's side of a search over a join, read as the search goes: the rows
+/// the hits point at are fetched by key and checked against that table's conditions.
+/// Cheaper than reading every row that passes them when they pass many; when the hits
+/// keep missing (the conditions pass few rows), the search reads those rows after all
+/// (see [`LOOKUPS`]).
+pub(crate) struct Lookup {
+    other: Arc<TableDef>,
+    schema: SchemaRef,
+    check: Arc<dyn PhysicalExpr>,
+    /// The subquery of the keys, and the session it was planned in, for that fallback.
+    plan: datafusion::logical_expr::LogicalPlan,
+    state: datafusion::execution::SessionState,
+}
+
+impl fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Lookup({}: {})", self.other.name, self.check)
+    }
+}
+
+/// A search over a join looks up at most this many joined rows by key before it reads
+/// every joined row that passes the conditions instead.
+const LOOKUPS: usize = 2048;
+
+impl Lookup {
+    /// The lookup for the keys subquery `plan` (`SELECT struct(keys) FROM t [WHERE
+    /// ...]`, as [`super::joined_search`] writes it), if it has that shape.
+    fn of(session: &dyn Session, plan: &datafusion::logical_expr::LogicalPlan) -> Option<Lookup> {
+        use datafusion::logical_expr::LogicalPlan as P;
+        let P::Projection(p) = plan else {
+            return None;
+        };
+        let (predicate, mut scan) = match p.input.as_ref() {
+            P::Filter(f) => (f.predicate.clone(), f.input.as_ref()),
+            other => (datafusion::logical_expr::lit(true), other),
+        };
+        let input_schema = scan.schema().clone();
+        if let P::SubqueryAlias(a) = scan {
+            scan = a.input.as_ref();
+        }
+        let P::TableScan(ts) = scan else {
+            return None;
+        };
+        if !ts.filters.is_empty() || ts.fetch.is_some() || ts.projection.is_some() {
+            return None;
+        }
+        let provider = datafusion::datasource::source_as_provider(&ts.source).ok()?;
+        let other = provider
+            .downcast_ref::<super::tables::RowTable>()?
+            .def()
+            .clone();
+        let schema = table_schema(&other);
+        if input_schema.fields().len() != schema.fields().len()
+            || predicate
+                .exists(|e| {
+                    Ok(matches!(
+                        e,
+                        Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                    ))
+                })
+                .unwrap_or(true)
+        {
+            return None;
+        }
+        let check = session
+            .create_physical_expr(predicate, &input_schema)
+            .ok()?;
+        let state = session
+            .as_any()
+            .downcast_ref::<datafusion::execution::SessionState>()?
+            .clone();
+        Some(Lookup {
+            other,
+            schema,
+            check,
+            plan: plan.clone(),
+            state,
+        })
+    }
+
+    /// Which of `candidates` (rows of the searched table) join a row of the other table
+    /// that passes its conditions: their keys (`columns`, in the other table's key
+    /// order) are looked up once each, the answers kept in `known`.
+    async fn admit(
+        &self,
+        core: &Core,
+        pending: Option<&crate::engine::tx::Pending>,
+        columns: &[usize],
+        candidates: Vec<(Row, f64)>,
+        known: &mut std::collections::HashMap<String, bool>,
+    ) -> Result<Vec<(Row, f64)>> {
+        let pk = &self.other.primary_key;
+        let key_of = |row: &Row| -> Result<Vec<Value>> {
+            columns
+                .iter()
+                .zip(pk)
+                .map(|(&c, &k)| crate::types::coerce(row[c].clone(), &self.other.columns[k].ty))
+                .collect()
+        };
+        let mut ask = Vec::new();
+        for (row, _) in &candidates {
+            let key = key_of(row)?;
+            let text = Allowed::key(key.iter());
+            if let std::collections::hash_map::Entry::Vacant(e) = known.entry(text) {
+                e.insert(false);
+                ask.push(key);
+            }
+        }
+        if !ask.is_empty() {
+            let rows = crate::engine::tx::get(core, pending, &self.other, &ask).await?;
+            let found: Vec<&Row> = rows.iter().flatten().collect();
+            let all: Vec<usize> = (0..self.other.columns.len()).collect();
+            let batch = super::tables::rows_to_batch(&self.other, &self.schema, &all, &found)?;
+            let pass = passing_with(std::slice::from_ref(&self.check), &batch)?;
+            for (row, ok) in found.into_iter().zip(pass) {
+                known.insert(Allowed::key(self.other.key_of(row).iter()), ok);
+            }
+        }
+        let mut admitted = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            if known.get(&Allowed::key(key_of(&c.0)?.iter())) == Some(&true) {
+                admitted.push(c);
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Every key the subquery gives: the fallback when looking up is the longer way.
+    async fn keys(&self, columns: &[usize]) -> Result<Allowed> {
+        let physical = self.state.create_physical_plan(&self.plan).await?;
+        let batches = datafusion::physical_plan::collect(physical, self.state.task_ctx()).await?;
+        Allowed::of_batches(columns.to_vec(), &batches)
+    }
 }
 
 /// At most this many keys are also sent to the index as a filter (`c IN (...)` per
@@ -171,7 +312,21 @@ impl Allowed {
     /// The search's table's columns `names` (`'c1, c2'`), the keys the subquery's rows
     /// give (one struct column, a field per column).
     fn from_subquery(def: &TableDef, names: &str, batches: &[RecordBatch]) -> Result<Allowed> {
-        let columns = names
+        Allowed::of_batches(Allowed::columns_of(def, names)?, batches)
+    }
+
+    /// A search over a join whose joined rows are read by key as the hits arrive.
+    fn looked_up(def: &TableDef, names: &str, lookup: Lookup) -> Result<Allowed> {
+        Ok(Allowed {
+            columns: Allowed::columns_of(def, names)?,
+            keys: HashSet::new(),
+            few: Vec::new(),
+            lookup: Some(lookup),
+        })
+    }
+
+    fn columns_of(def: &TableDef, names: &str) -> Result<Vec<usize>> {
+        names
             .split(',')
             .map(|n| {
                 def.column_index(n.trim()).ok_or_else(|| {
@@ -182,7 +337,10 @@ impl Allowed {
                     ))
                 })
             })
-            .collect::<Result<Vec<usize>>>()?;
+            .collect::<Result<Vec<usize>>>()
+    }
+
+    fn of_batches(columns: Vec<usize>, batches: &[RecordBatch]) -> Result<Allowed> {
         let mut keys = HashSet::new();
         let mut few = Vec::new();
         for b in batches {
@@ -212,12 +370,19 @@ impl Allowed {
                 }
             }
         }
-        Ok(Allowed { columns, keys, few })
+        Ok(Allowed {
+            columns,
+            keys,
+            few,
+            lookup: None,
+        })
     }
 
     fn admits(&self, row: &Row) -> bool {
-        self.keys
-            .contains(&Allowed::key(self.columns.iter().map(|&c| &row[c])))
+        self.lookup.is_some()
+            || self
+                .keys
+                .contains(&Allowed::key(self.columns.iter().map(|&c| &row[c])))
     }
 
     /// `c IN (...)` for each column, when the keys are few: a filter the index can plan
@@ -344,11 +509,20 @@ impl TableFunctionImpl for VectorSearchFunction {
                     )
                     .into());
                 };
-                match run_subquery(args.session(), &sq.subquery)? {
-                    Some(batches) => {
-                        Some(Arc::new(Allowed::from_subquery(&def, &names, &batches)?))
+                let waiting = sq
+                    .subquery
+                    .get_parameter_types()
+                    .is_ok_and(|p| !p.is_empty());
+                match Lookup::of(args.session(), &sq.subquery) {
+                    Some(lookup) if !waiting => {
+                        Some(Arc::new(Allowed::looked_up(&def, &names, lookup)?))
                     }
-                    None => None,
+                    _ => match run_subquery(args.session(), &sq.subquery)? {
+                        Some(batches) => {
+                            Some(Arc::new(Allowed::from_subquery(&def, &names, &batches)?))
+                        }
+                        None => None,
+                    },
                 }
             }
             [] => None,
@@ -609,7 +783,11 @@ impl DisplayAs for VectorSearchExec {
         if let Some(q) = &self.index_filter {
             write!(f, ", index_filter={q}")?;
         }
-        if let Some(a) = &self.allowed {
+        if let Some(a) = &self.allowed
+            && a.lookup.is_some()
+        {
+            write!(f, ", joined_rows=read by key as hits arrive")?;
+        } else if let Some(a) = &self.allowed {
             write!(
                 f,
                 ", joined_keys={}{}",
@@ -710,6 +888,11 @@ impl ExecutionPlan for VectorSearchExec {
             notices: self.notices.clone(),
             query_norm2: Default::default(),
             pending: super::tables::pending_in(&context, &self.def.name),
+            joined_pending: self
+                .allowed
+                .as_ref()
+                .and_then(|a| a.lookup.as_ref())
+                .and_then(|l| super::tables::pending_in(&context, &l.other.name)),
         };
         let cols = self.cols.clone();
         let fut = async move {
@@ -759,6 +942,8 @@ pub(crate) struct Search {
     /// are ranked with the index's hits, the rows it deleted or replaced are not
     /// answered from the store.
     pub pending: Option<Arc<crate::engine::tx::Pending>>,
+    /// The same for the joined table whose rows are looked up by key (see [`Lookup`]).
+    pub joined_pending: Option<Arc<crate::engine::tx::Pending>>,
     /// The query's squared norm, once a sparse row needs it.
     pub query_norm2: std::sync::OnceLock<f64>,
 }
@@ -866,10 +1051,8 @@ impl Search {
         if self.def.half_precision(self.vector) {
             self.query = crate::types::to_half(std::mem::take(&mut self.query))?;
         }
-        if self.allowed.as_ref().is_some_and(|a| a.keys.is_empty()) {
-            return self.batch(&[]);
-        }
         if self.row_scan {
+            self.read_joined_keys().await?;
             return self.scan_rows(None).await;
         }
         if self.shared.rebuilding(&self.def.name) {
@@ -877,14 +1060,23 @@ impl Search {
                 "the vector index of \"{}\" is being built again from its rows: vector_search was answered by an exact scan of the rows",
                 self.def.name
             ));
+            self.read_joined_keys().await?;
             return self.scan_rows(Some(self.shared.fallback_max_rows)).await;
         }
         if self.shared.health.searchable() {
-            match self.index_search().await {
+            let mut found = self.index_search().await;
+            if matches!(found, Ok(None)) {
+                // The joined rows looked up missed too often: read their keys instead.
+                self.read_joined_keys().await?;
+                found = self.index_search().await;
+            }
+            match found {
                 Err(e) if crate::engine::health::is_index_failure(&e) => {
                     self.shared.health.trip(&e)
                 }
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(Some(batch)) => return Ok(batch),
+                Ok(None) => return Err(Error::internal("a search looked up keys it had read")),
             }
         }
         // The index is away: answer from the rows, which are the source of truth.
@@ -892,7 +1084,20 @@ impl Search {
             "the vector index is unavailable: vector_search on \"{}\" was answered by an exact scan of the rows",
             self.def.name
         ));
+        self.read_joined_keys().await?;
         self.scan_rows(Some(self.shared.fallback_max_rows)).await
+    }
+
+    /// A search over a join whose joined rows were to be looked up by key reads every
+    /// key that passes the joined table's conditions instead (what an exact scan, or a
+    /// search whose lookups kept missing, checks its rows against).
+    async fn read_joined_keys(&mut self) -> Result<()> {
+        if let Some(a) = &self.allowed
+            && let Some(lookup) = &a.lookup
+        {
+            self.allowed = Some(Arc::new(lookup.keys(&a.columns).await?));
+        }
+        Ok(())
     }
 
     /// The exact answer: every row is read, filtered first, and only then measured.
@@ -948,7 +1153,17 @@ impl Search {
         self.batch(&out)
     }
 
-    async fn index_search(&self) -> Result<RecordBatch> {
+    /// The search through the index; `None` when the joined rows it looked up by key
+    /// missed too often (see [`LOOKUPS`]): run again after [`Search::read_joined_keys`].
+    async fn index_search(&self) -> Result<Option<RecordBatch>> {
+        let lookup = self
+            .allowed
+            .as_ref()
+            .and_then(|a| a.lookup.as_ref().map(|l| (l, &a.columns)));
+        if lookup.is_none() && self.allowed.as_ref().is_some_and(|a| a.keys.is_empty()) {
+            return self.batch(&[]).map(Some);
+        }
+        let mut known = std::collections::HashMap::new();
         // Points of expired rows are skipped in the index (the rows are gone anyway).
         let pushed = match (self.def.ttl_seconds(), &self.pushed) {
             (None, p) => p.clone(),
@@ -992,6 +1207,19 @@ impl Search {
                         .map(|d| d.map(|d| (row.clone(), d)))
                 })
                 .collect::<Result<_>>()?;
+            let mine = match lookup {
+                Some((l, columns)) => {
+                    l.admit(
+                        &self.shared,
+                        self.joined_pending.as_deref(),
+                        columns,
+                        mine,
+                        &mut known,
+                    )
+                    .await?
+                }
+                None => mine,
+            };
             if !mine.is_empty() {
                 let keep = self.passing(&mine, false)?;
                 passed.extend(
@@ -1040,6 +1268,17 @@ impl Search {
                     candidates.push((row, d));
                 }
             }
+            if let Some((l, columns)) = lookup {
+                candidates = l
+                    .admit(
+                        &self.shared,
+                        self.joined_pending.as_deref(),
+                        columns,
+                        candidates,
+                        &mut known,
+                    )
+                    .await?;
+            }
             if !candidates.is_empty() {
                 let keep = self.passing(&candidates, false)?;
                 passed.extend(
@@ -1052,6 +1291,9 @@ impl Search {
             }
             if passed.len() - own >= self.k {
                 break;
+            }
+            if known.len() > LOOKUPS {
+                return Ok(None);
             }
             if exhausted {
                 // A filter on json values has no payload index to plan by, and a graph
@@ -1070,7 +1312,7 @@ impl Search {
         }
         passed.sort_by(|a, b| a.1.total_cmp(&b.1));
         passed.truncate(self.k);
-        self.batch(&passed)
+        self.batch(&passed).map(Some)
     }
 }
 
