@@ -605,18 +605,13 @@ async fn pgvector_order_by_over_a_join_is_an_index_search() {
         }),
         ("n.kind = 11", |_, _| false),
     ];
-    let plan = client
-        .query(
-            "EXPLAIN SELECT n.key FROM notes n JOIN note_vectors v ON n.ns = v.ns AND n.key = v.key \
-             WHERE n.kind = 3 ORDER BY v.embedding <=> $1 LIMIT $2",
-            &[&super::PgVector(centers[0].clone()), &10i64],
-        )
-        .await
-        .expect("explain")
-        .iter()
-        .map(|r| r.get::<_, String>(1))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let plan = super::explain(
+        &client,
+        "SELECT n.key FROM notes n JOIN note_vectors v ON n.ns = v.ns AND n.key = v.key \
+         WHERE n.kind = 3 ORDER BY v.embedding <=> $1 LIMIT $2",
+        &[&super::PgVector(centers[0].clone()), &10i64],
+    )
+    .await;
     assert!(
         plan.contains("VectorSearchExec: table=note_vectors, k=10"),
         "{plan}"
@@ -781,17 +776,7 @@ async fn a_search_over_a_join_whose_joined_rows_rarely_pass_reads_their_keys() {
     oracle.sort_by(|a, b| a.0.total_cmp(&b.0));
     let sql = "SELECT t.id, v.embedding <=> $1 FROM tags t JOIN tag_vectors v ON t.id = v.id \
                WHERE t.tag = 'rare' ORDER BY v.embedding <=> $1 LIMIT 3";
-    let plan: String = client
-        .query(
-            &format!("EXPLAIN {sql}"),
-            &[&super::PgVector(query.clone())],
-        )
-        .await
-        .expect("explain")
-        .iter()
-        .map(|r| r.get::<_, String>(1))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let plan = super::explain(&client, sql, &[&super::PgVector(query.clone())]).await;
     assert!(
         plan.contains("joined_rows=read by key as hits arrive"),
         "{plan}"
