@@ -244,6 +244,25 @@ def ttl():
             catalog("SELECT key FROM store WHERE prefix = 'ttl' ORDER BY key"),
             [("long",)],
         )
+    # A search by meaning under the same TTL: its WHERE clause has `expires_at > NOW()`
+    # and its refresh is an UPDATE ... FROM the search's results.
+    with PostgresStore.from_conn_string(
+        URL, ttl=ttl_conf, index={"dims": 3, "embed": embed, "fields": ["text"]}
+    ) as store:
+        store.setup()
+        store.put(("ttlsearch",), "short", {"text": "cats purr"}, ttl=0.01)
+        store.put(("ttlsearch",), "long", {"text": "cats sleep"})
+
+        def expires_at(key):
+            return catalog(
+                "SELECT expires_at FROM store WHERE prefix = 'ttlsearch' AND key = %s", key
+            )[0][0]
+
+        before = expires_at("long")
+        time.sleep(1.0)
+        got = [i.key for i in store.search(("ttlsearch",), query="cats", limit=5)]
+        check("a search by meaning leaves out an expired item (omit_expired)", got, ["long"])
+        check("the search refreshes what it found (refresh_on_read)", expires_at("long") > before, True)
 
 
 async def async_store():

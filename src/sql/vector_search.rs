@@ -226,6 +226,16 @@ impl Lookup {
         {
             return None;
         }
+        // `now()` and its kin become the statement's time, as the planner makes them in
+        // the rest of the statement (their functions cannot be called unsimplified).
+        let context = datafusion::optimizer::simplify_expressions::SimplifyContext::builder()
+            .with_schema(input_schema.clone())
+            .with_query_execution_start_time(session.execution_props().query_execution_start_time)
+            .with_config_options(Arc::new(session.config_options().clone()))
+            .build();
+        let predicate = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(context)
+            .simplify(predicate)
+            .ok()?;
         let check = session
             .create_physical_expr(predicate, &input_schema)
             .ok()?;

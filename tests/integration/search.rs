@@ -604,6 +604,11 @@ async fn pgvector_order_by_over_a_join_is_an_index_search() {
             d.bucket % 10 == 3 && f == "title"
         }),
         ("n.kind = 11", |_, _| false),
+        // The statement's time, in a condition checked on the rows looked up by key.
+        (
+            "n.kind = 3 AND now() > '2000-01-01 00:00:00+00'::timestamptz",
+            |d, _| d.bucket % 10 == 3,
+        ),
     ];
     let plan = super::explain(
         &client,
