@@ -560,7 +560,7 @@ impl DisplayAs for RowScanExec {
                     write!(f, ", limit={l}")?;
                 }
                 if !self.runtime.is_empty() {
-                    write!(f, " or the keys a join finds")?;
+                    write!(f, ", or by key when a run-time filter lists the keys")?;
                 }
                 Ok(())
             }

@@ -140,12 +140,19 @@ fn run_subquery(
     if plan.get_parameter_types().is_ok_and(|p| !p.is_empty()) {
         return Ok(None);
     }
-    let run = async {
-        let physical = session.create_physical_plan(plan).await?;
-        datafusion::physical_plan::collect(physical, session.task_ctx()).await
-    };
     let handle = tokio::runtime::Handle::current();
-    Ok(Some(tokio::task::block_in_place(|| handle.block_on(run))?))
+    Ok(Some(tokio::task::block_in_place(|| {
+        handle.block_on(collect(session, plan))
+    })?))
+}
+
+/// Every row of `plan`, planned and run in `session`.
+async fn collect(
+    session: &dyn Session,
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> Result<Vec<RecordBatch>> {
+    let physical = session.create_physical_plan(plan).await?;
+    Ok(datafusion::physical_plan::collect(physical, session.task_ctx()).await?)
 }
 
 /// The rows a search may answer, by the values of some of its columns (the keys of a
@@ -272,13 +279,15 @@ impl Lookup {
                 .collect()
         };
         let mut ask = Vec::new();
+        let mut texts = Vec::with_capacity(candidates.len());
         for (row, _) in &candidates {
             let key = key_of(row)?;
             let text = Allowed::key(key.iter());
-            if let std::collections::hash_map::Entry::Vacant(e) = known.entry(text) {
+            if let std::collections::hash_map::Entry::Vacant(e) = known.entry(text.clone()) {
                 e.insert(false);
                 ask.push(key);
             }
+            texts.push(text);
         }
         if !ask.is_empty() {
             let rows = crate::engine::tx::get(core, pending, &self.other, &ask).await?;
@@ -290,20 +299,17 @@ impl Lookup {
                 known.insert(Allowed::key(self.other.key_of(row).iter()), ok);
             }
         }
-        let mut admitted = Vec::with_capacity(candidates.len());
-        for c in candidates {
-            if known.get(&Allowed::key(key_of(&c.0)?.iter())) == Some(&true) {
-                admitted.push(c);
-            }
-        }
-        Ok(admitted)
+        Ok(candidates
+            .into_iter()
+            .zip(texts)
+            .filter(|(_, text)| known.get(text) == Some(&true))
+            .map(|(c, _)| c)
+            .collect())
     }
 
     /// Every key the subquery gives: the fallback when looking up is the longer way.
     async fn keys(&self, columns: &[usize]) -> Result<Allowed> {
-        let physical = self.state.create_physical_plan(&self.plan).await?;
-        let batches = datafusion::physical_plan::collect(physical, self.state.task_ctx()).await?;
-        Allowed::of_batches(columns.to_vec(), &batches)
+        Allowed::of_batches(columns.to_vec(), &collect(&self.state, &self.plan).await?)
     }
 }
 
@@ -386,6 +392,11 @@ impl Allowed {
             few,
             lookup: None,
         })
+    }
+
+    /// No row can pass: the joined table's keys were read and there are none.
+    fn none(&self) -> bool {
+        self.lookup.is_none() && self.keys.is_empty()
     }
 
     fn admits(&self, row: &Row) -> bool {
@@ -1114,6 +1125,9 @@ impl Search {
     /// With `max_rows`, a scan that would read more rows is refused (53000).
     async fn scan_rows(&self, max_rows: Option<usize>) -> Result<RecordBatch> {
         use futures::StreamExt;
+        if self.allowed.as_ref().is_some_and(|a| a.none()) {
+            return self.batch(&[]);
+        }
         let mut best: Vec<(Row, f64)> = Vec::new();
         let mut read = 0usize;
         let mut stream =
@@ -1166,13 +1180,13 @@ impl Search {
     /// The search through the index; `None` when the joined rows it looked up by key
     /// missed too often (see [`LOOKUPS`]): run again after [`Search::read_joined_keys`].
     async fn index_search(&self) -> Result<Option<RecordBatch>> {
+        if self.allowed.as_ref().is_some_and(|a| a.none()) {
+            return self.batch(&[]).map(Some);
+        }
         let lookup = self
             .allowed
             .as_ref()
             .and_then(|a| a.lookup.as_ref().map(|l| (l, &a.columns)));
-        if lookup.is_none() && self.allowed.as_ref().is_some_and(|a| a.keys.is_empty()) {
-            return self.batch(&[]).map(Some);
-        }
         let mut known = std::collections::HashMap::new();
         // Points of expired rows are skipped in the index (the rows are gone anyway).
         let pushed = match (self.def.ttl_seconds(), &self.pushed) {

@@ -514,6 +514,24 @@ pub async fn explain(
         .join("\n")
 }
 
+/// One column of every row `sql` answers in the simple protocol, as text (NULLs left out).
+pub async fn simple_column(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    column: usize,
+) -> Vec<String> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(column).map(str::to_string),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The address of a server's `/metrics` endpoint (started with `--metrics 127.0.0.1:0`).
 pub async fn metrics_addr(server: &Server) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -12,7 +12,7 @@
 
 use std::process::Command;
 
-use super::Server;
+use super::{Server, simple_column};
 
 /// The source database: keys of every kind (bigserial, uuid with a default, identity,
 /// composite, none), UNIQUE, CHECK, a FOREIGN KEY with ON DELETE CASCADE, jsonb, json,
@@ -256,16 +256,12 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
         .collect();
     oracle.sort_by(|a, b| a.0.total_cmp(&b.0));
     let want: Vec<String> = oracle.iter().take(5).map(|(_, id)| id.clone()).collect();
-    let got: Vec<String> = target
-        .simple_query("SELECT id FROM docs ORDER BY embedding <-> '[0.3,-0.2,0.6]' LIMIT 5")
-        .await
-        .expect("a search")
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .collect();
+    let got = simple_column(
+        &target,
+        "SELECT id FROM docs ORDER BY embedding <-> '[0.3,-0.2,0.6]' LIMIT 5",
+        0,
+    )
+    .await;
     assert_eq!(got, want, "the five nearest restored vectors");
     // The custom-format dump, restored by pg_restore straight into a second proxy
     // (its vectors stay text: the dump cannot be edited as the plain one was).

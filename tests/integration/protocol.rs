@@ -3,7 +3,7 @@
 
 use tokio_postgres::types::Type;
 
-use super::{PgVector, Server};
+use super::{PgVector, Server, simple_column};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_with_binary_and_text_parameters() {
@@ -301,18 +301,8 @@ async fn vector_columns_are_described_as_pgvector_vectors() {
         .expect("prepare");
     assert_eq!(stmt.columns()[1].type_().name(), "vector");
     // In text format the vector reads as pgvector writes it.
-    let rows = client
-        .simple_query("SELECT e FROM v")
-        .await
-        .expect("select");
-    let text = rows
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .expect("row");
-    assert_eq!(text, "[1,2.5,-3]");
+    let text = simple_column(&client, "SELECT e FROM v", 0).await;
+    assert_eq!(text, ["[1,2.5,-3]"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,15 +327,8 @@ async fn bytea_values_round_trip_in_both_formats() {
         .expect("select");
     assert_eq!(rows[0].get::<_, Vec<u8>>(0), vec![0, 255, 16]);
     assert_eq!(rows[1].get::<_, Vec<u8>>(0), payload);
-    let text = client
-        .simple_query("SELECT raw FROM blobs WHERE id = 1")
-        .await
-        .expect("text");
-    let got = text.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-        _ => None,
-    });
-    assert_eq!(got.as_deref(), Some("\\x00ff10"));
+    let got = simple_column(&client, "SELECT raw FROM blobs WHERE id = 1", 0).await;
+    assert_eq!(got, ["\\x00ff10"]);
 }
 
 async fn copy_in(
@@ -611,18 +594,12 @@ async fn startup_parameters_are_postgres_defaults_and_agree_with_show() {
     tokio::spawn(conn);
     for (name, value) in reported {
         let value = value.unwrap_or_else(|| panic!("{name} not reported at startup"));
-        let shown = client
-            .simple_query(&format!("SHOW {name}"))
-            .await
-            .expect("show");
-        let shown = shown
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-            .expect("a value");
-        assert_eq!(value, shown, "{name}: ParameterStatus and SHOW disagree");
+        let shown = simple_column(&client, &format!("SHOW {name}"), 0).await;
+        assert_eq!(
+            [value],
+            shown.as_slice(),
+            "{name}: ParameterStatus and SHOW disagree"
+        );
     }
     let empty = client
         .simple_query("")
