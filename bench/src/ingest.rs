@@ -18,6 +18,7 @@ use qdrant_client::qdrant::{
 };
 use scylla::client::session::Session;
 
+use crate::cpu::{Reading, Spent};
 use crate::data::{self, Dataset};
 use crate::proxy::Server;
 
@@ -37,19 +38,21 @@ pub struct Settings<'a> {
     pub qdrant: Option<&'a str>,
 }
 
-/// One load: rows/s, and seconds from its end until the index was ready.
+/// One load: rows/s, seconds from its end until the index was ready, and the CPU
+/// spent while it loaded.
 struct Load {
     into: &'static str,
     rate: f64,
     ready: Option<f64>,
+    cpu: Spent,
 }
 
 struct Measured {
     rows: usize,
     loads: Vec<Load>,
     /// Cassandra's own prepared INSERTs, and Qdrant's own upserts (with its time to green).
-    cassandra: Option<f64>,
-    qdrant: Option<(f64, f64)>,
+    cassandra: Option<(f64, Spent)>,
+    qdrant: Option<(f64, f64, Spent)>,
 }
 
 /// The rows as COPY text, a message's worth per chunk, made before any clock starts.
@@ -63,12 +66,17 @@ fn copy_chunks(d: &Dataset) -> Vec<bytes::Bytes> {
         .collect()
 }
 
-/// Create the table and send every row in one COPY; rows/s.
-async fn copy_all(server: &Server, d: &Dataset, chunks: &[bytes::Bytes]) -> anyhow::Result<f64> {
+/// Create the table and send every row in one COPY; rows/s, and the CPU spent meanwhile.
+async fn copy_all(
+    server: &Server,
+    d: &Dataset,
+    chunks: &[bytes::Bytes],
+) -> anyhow::Result<(f64, Spent)> {
     let c = server.connect().await?;
     c.batch_execute(&crate::proxy::create_table_sql(TABLE, d, ""))
         .await?;
     let started = Instant::now();
+    let cpu = Reading::now();
     let sink = c
         .copy_in::<_, bytes::Bytes>(&format!("COPY {TABLE} FROM STDIN"))
         .await?;
@@ -78,12 +86,13 @@ async fn copy_all(server: &Server, d: &Dataset, chunks: &[bytes::Bytes]) -> anyh
     }
     let n = sink.finish().await?;
     let rate = d.vectors.len() as f64 / started.elapsed().as_secs_f64();
+    let spent = cpu.spent();
     anyhow::ensure!(
         n as usize == d.vectors.len(),
         "COPY stored {n} of {} rows",
         d.vectors.len()
     );
-    Ok(rate)
+    Ok((rate, spent))
 }
 
 /// Seconds until the embedded index is built (the proxy idle for [`QUIET`], not counted).
@@ -120,10 +129,14 @@ fn qdrant_client(url: &str) -> anyhow::Result<Qdrant> {
 
 /// Qdrant's own upload of the same points through qdrant-client, as its documentation
 /// loads a collection: batches of 256 points, a few in flight, the last ones waited for;
-/// rows/s, then seconds until green. The collection is the one the proxy makes for the
+/// rows/s, seconds until green and the CPU spent while loading. The collection is the one the proxy makes for the
 /// table: `id`, `cat` and `title` in the payload, each with its payload index (integer,
 /// integer, keyword), which the graph build then takes into account.
-async fn qdrant_own(client: &Qdrant, collection: &str, d: &Dataset) -> anyhow::Result<(f64, f64)> {
+async fn qdrant_own(
+    client: &Qdrant,
+    collection: &str,
+    d: &Dataset,
+) -> anyhow::Result<(f64, f64, Spent)> {
     if client.collection_exists(collection).await? {
         client.delete_collection(collection).await?;
     }
@@ -161,6 +174,7 @@ async fn qdrant_own(client: &Qdrant, collection: &str, d: &Dataset) -> anyhow::R
         })
         .collect();
     let started = Instant::now();
+    let cpu = Reading::now();
     let results: Vec<_> = futures::stream::iter(batches.into_iter().map(|points| {
         client.upsert_points(UpsertPointsBuilder::new(collection, points).wait(true))
     }))
@@ -171,9 +185,10 @@ async fn qdrant_own(client: &Qdrant, collection: &str, d: &Dataset) -> anyhow::R
         r?;
     }
     let rate = d.vectors.len() as f64 / started.elapsed().as_secs_f64();
+    let spent = cpu.spent();
     let ready = green(client, collection).await?;
     client.delete_collection(collection).await?;
-    Ok((rate, ready))
+    Ok((rate, ready, spent))
 }
 
 async fn measure(s: &Settings<'_>, bin: &Path, work: &Path, n: usize) -> anyhow::Result<Measured> {
@@ -188,13 +203,14 @@ async fn measure(s: &Settings<'_>, bin: &Path, work: &Path, n: usize) -> anyhow:
     let dir = work.join(format!("ingest-{n}"));
 
     let server = Server::start(bin, &dir.join("embedded"), None)?;
-    let rate = copy_all(&server, &d, &chunks).await?;
+    let (rate, cpu) = copy_all(&server, &d, &chunks).await?;
     let ready = embedded_ready(&server).await;
     eprintln!("ingest {n}: embedded {rate:.0} rows/s, index built {ready:.0} s later");
     m.loads.push(Load {
         into: "embedded stores",
         rate,
         ready: Some(ready),
+        cpu,
     });
     server.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -206,7 +222,7 @@ async fn measure(s: &Settings<'_>, bin: &Path, work: &Path, n: usize) -> anyhow:
     let drop_ks = || session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ());
     let _ = drop_ks().await;
     let server = Server::start(bin, &dir.join("cassandra"), Some((hosts, &ks)))?;
-    let rate = copy_all(&server, &d, &chunks).await?;
+    let (rate, cpu) = copy_all(&server, &d, &chunks).await?;
     let ready = embedded_ready(&server).await;
     eprintln!(
         "ingest {n}: Cassandra + embedded index {rate:.0} rows/s, index built {ready:.0} s later"
@@ -215,16 +231,18 @@ async fn measure(s: &Settings<'_>, bin: &Path, work: &Path, n: usize) -> anyhow:
         into: "Cassandra, embedded index",
         rate,
         ready: Some(ready),
+        cpu,
     });
     server.stop()?;
     let _ = drop_ks().await;
     let _ = std::fs::remove_dir_all(&dir);
 
+    let cpu = Reading::now();
     let rate =
         crate::cassandra::load_plain(session, &format!("ingest_{}", data::short(n)), &d, 256)
             .await?;
     eprintln!("ingest {n}: Cassandra's own prepared INSERTs {rate:.0} rows/s");
-    m.cassandra = Some(rate);
+    m.cassandra = Some((rate, cpu.spent()));
 
     let Some(url) = s.qdrant else {
         return Ok(m);
@@ -244,13 +262,14 @@ async fn measure(s: &Settings<'_>, bin: &Path, work: &Path, n: usize) -> anyhow:
         Some((hosts, &ks)),
         &["--qdrant", url, "--qdrant-collection-prefix", &prefix],
     )?;
-    let rate = copy_all(&server, &d, &chunks).await?;
+    let (rate, cpu) = copy_all(&server, &d, &chunks).await?;
     let ready = green(&client, &format!("{prefix}{TABLE}")).await?;
     eprintln!("ingest {n}: Cassandra + Qdrant server {rate:.0} rows/s, green {ready:.0} s later");
     m.loads.push(Load {
         into: "Cassandra, Qdrant server",
         rate,
         ready: Some(ready),
+        cpu,
     });
     server.stop()?;
     let _ = drop_ks().await;
@@ -295,31 +314,64 @@ fn markdown(all: &[Measured], s: &Settings<'_>, command: &str) -> String {
         s.dim,
         s.dim
     );
-    let _ = writeln!(o, "| rows | loaded into | rows/s | index ready after (s) |");
-    let _ = writeln!(o, "|---|---|---|---|");
+    let _ = writeln!(
+        o,
+        "The CPU columns are the CPU seconds each program spent per 10,000 rows while the \
+         rows were sent (`/proc`; the index's build after the load is not in them; around \
+         Cassandra's own load they include its CREATE and DROP TABLE), and the machine's \
+         cores kept busy meanwhile by every process on it. Cassandra, the Qdrant server, \
+         the proxy and the client all run on the same 2 cores here.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| rows | loaded into | rows/s | index ready after (s) | CPU s / 10K rows: Cassandra | Qdrant server | proxy | client | cores busy |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
+    let row = |o: &mut String, n: usize, what: String, rate: f64, ready: String, cpu: &Spent| {
+        let per = |secs: f64| match secs > 0.0 {
+            true => format!("{:.2}", secs / n as f64 * 10_000.0),
+            false => "-".into(),
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {what} | {rate:.0} | {ready} | {} | {} | {} | {} | {:.2} |",
+            data::short(n),
+            per(cpu.of("java")),
+            per(cpu.of("qdrant")),
+            per(cpu.of("vectorgate") - cpu.of("vectorgate-ben")),
+            per(cpu.of("vectorgate-ben")),
+            cpu.busy_cores
+        );
+    };
     for m in all {
         for l in &m.loads {
-            let _ = writeln!(
-                o,
-                "| {} | {} (COPY through vectorgate) | {:.0} | {} |",
-                data::short(m.rows),
-                l.into,
+            row(
+                &mut o,
+                m.rows,
+                format!("{} (COPY through vectorgate)", l.into),
                 l.rate,
-                l.ready.map_or("-".into(), |r| format!("{r:.0}"))
+                l.ready.map_or("-".into(), |r| format!("{r:.0}")),
+                &l.cpu,
             );
         }
-        if let Some(c) = m.cassandra {
-            let _ = writeln!(
-                o,
-                "| {} | Cassandra alone (prepared INSERTs) | {c:.0} | - |",
-                data::short(m.rows)
+        if let Some((c, cpu)) = &m.cassandra {
+            row(
+                &mut o,
+                m.rows,
+                "Cassandra alone (prepared INSERTs)".into(),
+                *c,
+                "-".into(),
+                cpu,
             );
         }
-        if let Some((q, ready)) = m.qdrant {
-            let _ = writeln!(
-                o,
-                "| {} | Qdrant server alone (qdrant-client upserts) | {q:.0} | {ready:.0} |",
-                data::short(m.rows)
+        if let Some((q, ready, cpu)) = &m.qdrant {
+            row(
+                &mut o,
+                m.rows,
+                "Qdrant server alone (qdrant-client upserts)".into(),
+                *q,
+                format!("{ready:.0}"),
+                cpu,
             );
         }
     }
@@ -336,14 +388,14 @@ fn markdown(all: &[Measured], s: &Settings<'_>, command: &str) -> String {
                 "missed"
             }
         );
-        if let (Some(c), Some((q, _)), Some(both)) = (
-            m.cassandra,
-            m.qdrant,
+        if let (Some((c, c_cpu)), Some((q, _, q_cpu)), Some(both)) = (
+            &m.cassandra,
+            &m.qdrant,
             m.loads
                 .iter()
                 .find(|l| l.into == "Cassandra, Qdrant server"),
         ) {
-            let slower = c.min(q);
+            let slower = c.min(*q);
             let _ = write!(
                 o,
                 " Into Cassandra + the Qdrant server {:.0} rows/s against the slower store's \
@@ -356,6 +408,22 @@ fn markdown(all: &[Measured], s: &Settings<'_>, command: &str) -> String {
                     "missed"
                 }
             );
+            // The stores' own work per row, alone, when both must be done on the same cores.
+            let per_row = (c_cpu.of("java") + q_cpu.of("qdrant")) / m.rows as f64;
+            if per_row > 0.0 {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+                let bound = cores / per_row;
+                let _ = write!(
+                    o,
+                    " Cassandra's and Qdrant's own CPU per row, loading alone, add up to {:.0} µs: \
+                     on {cores:.0} cores they shared, no client could load both faster than about \
+                     {bound:.0} rows/s ({:.2}x the slower store's own rate); the COPY reached \
+                     {:.0}% of that.",
+                    per_row * 1e6,
+                    slower / bound,
+                    both.rate / bound * 100.0
+                );
+            }
         }
         let _ = writeln!(o);
     }

@@ -13,6 +13,7 @@
 //! stdout, `--out` (BENCHMARKS.md) and `--json` (for the plots). No pass/fail.
 
 mod cassandra;
+mod cpu;
 mod data;
 mod direct;
 mod ingest;
