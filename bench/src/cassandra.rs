@@ -10,6 +10,7 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::value::CqlValue;
 
+use crate::cpu::{Reading, Spent};
 use crate::data::{self, Dataset};
 use crate::stats::{Run, summarize};
 
@@ -35,19 +36,20 @@ pub async fn load(
     d: &Dataset,
     inflight: usize,
 ) -> anyhow::Result<f64> {
-    load_into(s, table, d, inflight, true).await
+    Ok(load_into(s, table, d, inflight, true).await?.0)
 }
 
-/// [`load`] into a table without indexes (Cassandra's own load rate), dropped after.
+/// [`load`] into a table without indexes (Cassandra's own load rate), dropped after; rows/s
+/// and the CPU spent during the inserts alone (not the table's creation or drop).
 pub async fn load_plain(
     s: &Arc<Session>,
     table: &str,
     d: &Dataset,
     inflight: usize,
-) -> anyhow::Result<f64> {
-    let rate = load_into(s, table, d, inflight, false).await;
+) -> anyhow::Result<(f64, Spent)> {
+    let loaded = load_into(s, table, d, inflight, false).await;
     drop_table(s, table).await;
-    rate
+    loaded
 }
 
 async fn load_into(
@@ -56,7 +58,7 @@ async fn load_into(
     d: &Dataset,
     inflight: usize,
     sai: bool,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, Spent)> {
     let ddl = [
         format!(
             "CREATE KEYSPACE IF NOT EXISTS {KEYSPACE} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
@@ -85,6 +87,7 @@ async fn load_into(
         ))
         .await?;
     let started = Instant::now();
+    let cpu = Reading::now();
     let results: Vec<_> = futures::stream::iter(0..d.vectors.len())
         .map(|i| {
             let (s, insert) = (s.clone(), insert.clone());
@@ -99,10 +102,14 @@ async fn load_into(
         .buffer_unordered(inflight)
         .collect()
         .await;
+    let spent = cpu.spent();
     for r in results {
         r?;
     }
-    Ok(d.vectors.len() as f64 / started.elapsed().as_secs_f64())
+    Ok((
+        d.vectors.len() as f64 / started.elapsed().as_secs_f64(),
+        spent,
+    ))
 }
 
 /// ANN searches with filter `filter`, `clients` at a time.

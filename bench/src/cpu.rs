@@ -18,7 +18,7 @@ pub struct Reading {
 }
 
 /// CPU spent between two readings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Spent {
     /// Cores kept busy on average (all processes; 2.0 is all of a 2-core machine).
     pub busy_cores: f64,

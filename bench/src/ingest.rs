@@ -237,12 +237,11 @@ async fn measure(s: &Settings<'_>, bin: &Path, work: &Path, n: usize) -> anyhow:
     let _ = drop_ks().await;
     let _ = std::fs::remove_dir_all(&dir);
 
-    let cpu = Reading::now();
-    let rate =
+    let (rate, cpu) =
         crate::cassandra::load_plain(session, &format!("ingest_{}", data::short(n)), &d, 256)
             .await?;
     eprintln!("ingest {n}: Cassandra's own prepared INSERTs {rate:.0} rows/s");
-    m.cassandra = Some((rate, cpu.spent()));
+    m.cassandra = Some((rate, cpu));
 
     let Some(url) = s.qdrant else {
         return Ok(m);

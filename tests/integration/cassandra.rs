@@ -4,7 +4,7 @@
 
 use scylla::client::session_builder::SessionBuilder;
 
-use super::{Server, cassandra, keyspace_for, sqlstate};
+use super::{Server, cassandra, keyspace_for, simple_rows, sqlstate};
 
 fn skip(name: &str) -> bool {
     if cassandra().is_none() {
@@ -282,22 +282,6 @@ async fn two_proxies_never_store_one_unique_value_twice() {
     );
 }
 
-/// Text cells of a simple query's rows.
-async fn cells(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
     if skip("ddl_through_one_proxy_is_seen_by_another_at_its_next_statement") {
@@ -320,7 +304,7 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         .await
         .expect("b inserts into a table a created");
     assert_eq!(
-        cells(&a, "SELECT id, body FROM notes").await,
+        simple_rows(&a, "SELECT id, body FROM notes").await,
         vec![vec![Some("1".into()), Some("one".into())]]
     );
 
@@ -338,7 +322,7 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         .await
         .expect("b fills the new column's default");
     assert_eq!(
-        cells(&a, "SELECT id, tag FROM notes ORDER BY id").await,
+        simple_rows(&a, "SELECT id, tag FROM notes ORDER BY id").await,
         vec![
             vec![Some("1".into()), Some("new".into())],
             vec![Some("2".into()), Some("mine".into())],
@@ -401,7 +385,7 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
     .await
     .expect("rename and drop through a");
     assert_eq!(
-        cells(&b, "SELECT content FROM notes WHERE id = 1").await,
+        simple_rows(&b, "SELECT content FROM notes WHERE id = 1").await,
         vec![vec![Some("one".into())]]
     );
     b.execute(
@@ -416,7 +400,7 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         .expect_err("b no longer has the dropped column");
     assert_eq!(sqlstate(&e), "42703");
     assert_eq!(
-        cells(&a, "SELECT count(*), sum(score) FROM docs").await,
+        simple_rows(&a, "SELECT count(*), sum(score) FROM docs").await,
         vec![vec![Some("41".into()), Some((5 * 39 + 9 + 1).to_string())]]
     );
 
@@ -455,7 +439,7 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
     .await
     .expect("b makes a table under the old name");
     assert_eq!(
-        cells(
+        simple_rows(
             &a,
             "SELECT (SELECT count(*) FROM docs), (SELECT count(*) FROM papers)"
         )
@@ -498,7 +482,7 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         .await
         .expect("b makes it again");
     assert_eq!(
-        cells(&a, "SELECT * FROM notes").await,
+        simple_rows(&a, "SELECT * FROM notes").await,
         vec![vec![Some("b".into())]]
     );
 
@@ -536,7 +520,7 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         assert_eq!(nearest, oracle_nearest(&points, q));
     }
     assert_eq!(
-        cells(&b, "SELECT * FROM notes").await,
+        simple_rows(&b, "SELECT * FROM notes").await,
         vec![vec![Some("b".into())]]
     );
     // DROP SCHEMA ... CASCADE through B: A no longer has the schema nor its table.
@@ -568,7 +552,7 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         .expect("a writes in the new database");
     let b_tenant = second.client_to("tenant").await;
     assert_eq!(
-        cells(&b_tenant, "SELECT note FROM t").await,
+        simple_rows(&b_tenant, "SELECT note FROM t").await,
         vec![vec![Some("from a".into())]]
     );
     b_tenant
@@ -576,7 +560,7 @@ async fn ddl_through_one_proxy_is_seen_by_another_at_its_next_statement() {
         .await
         .expect("b writes in the new database");
     assert_eq!(
-        cells(&a_tenant, "SELECT count(*) FROM t").await,
+        simple_rows(&a_tenant, "SELECT count(*) FROM t").await,
         vec![vec![Some("2".into())]]
     );
     let e = b

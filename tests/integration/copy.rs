@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, TryStreamExt};
 
-use super::Server;
+use super::{Server, simple_rows};
 
 /// A process's resident memory of one kind (`VmRSS`, `RssAnon`), in bytes.
 fn resident(pid: u32, kind: &str) -> u64 {
@@ -72,22 +72,6 @@ async fn copy_out(client: &tokio_postgres::Client, sql: &str) -> Vec<u8> {
         out.extend_from_slice(&chunk);
     }
     out
-}
-
-/// Every row of `sql` as text, in the order given.
-async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 fn psql(server: &Server) -> Command {
@@ -277,7 +261,7 @@ async fn every_format_round_trips_through_copy_to_and_from() {
         ))
         .await
         .expect("the source table");
-    let want = rows(&client, "SELECT * FROM r ORDER BY id").await;
+    let want = simple_rows(&client, "SELECT * FROM r ORDER BY id").await;
     assert_eq!(want.len(), 5);
 
     for (name, with) in FORMATS {
@@ -296,10 +280,10 @@ async fn every_format_round_trips_through_copy_to_and_from() {
         .await
         .unwrap_or_else(|e| panic!("{name}: {e:?}"));
         assert_eq!(n, 5, "{name}: the command tag's count");
-        let got = rows(&client, &format!("SELECT * FROM r_{name} ORDER BY id")).await;
+        let got = simple_rows(&client, &format!("SELECT * FROM r_{name} ORDER BY id")).await;
         assert_eq!(got, want, "{name}: the round trip");
         // The copy's vectors are indexed.
-        let hit = rows(
+        let hit = simple_rows(
             &client,
             &format!("SELECT id FROM vector_search('r_{name}', '[0.5,-1,2]', 1)"),
         )
@@ -387,7 +371,7 @@ async fn every_format_round_trips_through_copy_to_and_from() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        rows(&client, "SELECT * FROM r_psql ORDER BY id").await,
+        simple_rows(&client, "SELECT * FROM r_psql ORDER BY id").await,
         want,
         "psql \\copy from stdin"
     );
@@ -435,9 +419,13 @@ async fn copy_to_writes_what_postgres_writes_and_binary_copies_cross_over() {
             .expect("the oracle's table");
     }
     let select = format!("SELECT * FROM {name} ORDER BY id");
-    let want = rows(&pg, &select).await;
+    let want = simple_rows(&pg, &select).await;
     assert_eq!(want.len(), 5);
-    assert_eq!(rows(&vg, &select).await, want, "the same rows on both");
+    assert_eq!(
+        simple_rows(&vg, &select).await,
+        want,
+        "the same rows on both"
+    );
 
     for (format, with) in FORMATS.iter().take(3) {
         for source in [name.clone(), format!("(SELECT * FROM {name} ORDER BY id)")] {
@@ -465,12 +453,12 @@ async fn copy_to_writes_what_postgres_writes_and_binary_copies_cross_over() {
     assert_eq!(n, 5);
     let select_in = format!("SELECT * FROM {name}_in ORDER BY id");
     assert_eq!(
-        rows(&vg, &select_in).await,
+        simple_rows(&vg, &select_in).await,
         want,
         "Postgres' binary, loaded"
     );
     assert_eq!(
-        rows(&pg, &select_in).await,
+        simple_rows(&pg, &select_in).await,
         want,
         "vectorgate's binary, loaded"
     );
@@ -571,7 +559,7 @@ async fn a_copy_failing_in_a_later_batch_keeps_the_batches_before_it() {
     assert_eq!(n, 2600);
     client.batch_execute("COMMIT").await.expect("commit");
     assert_eq!(count_m(&client).await, (2600, Some(2600)));
-    let hit = rows(
+    let hit = simple_rows(
         &client,
         "SELECT id FROM m ORDER BY embedding <-> '[1234,1]' LIMIT 1",
     )

@@ -532,6 +532,22 @@ pub async fn simple_column(
         .collect()
 }
 
+/// Every row of a simple query (the text protocol) as its text cells, in the order sent.
+pub async fn simple_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The address of a server's `/metrics` endpoint (started with `--metrics 127.0.0.1:0`).
 pub async fn metrics_addr(server: &Server) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -12,7 +12,7 @@
 
 use std::process::Command;
 
-use super::{Server, simple_column};
+use super::{Server, simple_column, simple_rows};
 
 /// The source database: keys of every kind (bigserial, uuid with a default, identity,
 /// composite, none), UNIQUE, CHECK, a FOREIGN KEY with ON DELETE CASCADE, jsonb, json,
@@ -58,18 +58,7 @@ const TABLES: [&str; 5] = ["docs", "events", "users", "orders", "pairs"];
 
 /// Every row of `sql` as text (NULL as `None`), sorted.
 async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    let mut out: Vec<Vec<Option<String>>> = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect();
+    let mut out = simple_rows(client, sql).await;
     out.sort();
     out
 }

@@ -8,7 +8,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::search::{exact, gaussian};
-use super::{PgHalfVec, PgSparseVec, PgVector, Server, sparse_text, sqlstate, vec_text};
+use super::{
+    PgHalfVec, PgSparseVec, PgVector, Server, simple_rows, sparse_text, sqlstate, vec_text,
+};
 
 const N: usize = 1500;
 const K: usize = 10;
@@ -36,17 +38,15 @@ struct Row {
 
 /// The (id, distance) rows of a query over the simple protocol (text).
 async fn simple_pairs(client: &tokio_postgres::Client, sql: &str) -> Vec<(i64, f64)> {
-    client
-        .simple_query(sql)
+    simple_rows(client, sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
-                r.get(0).and_then(|x| x.parse().ok()).expect("id"),
-                r.get(1).and_then(|x| x.parse().ok()).expect("distance"),
-            )),
-            _ => None,
+        .into_iter()
+        .map(|r| {
+            let cell = |i: usize| r[i].as_deref().expect("a value");
+            (
+                cell(0).parse().expect("id"),
+                cell(1).parse().expect("distance"),
+            )
         })
         .collect()
 }
