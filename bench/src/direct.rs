@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vectorgate::store::filter::{CmpOp, Scalar};
-use vectorgate::store::{Predicate, RowStore, SearchParams, SearchQuery, VectorIndex};
+use vectorgate::store::{Predicate, QueryVector, RowStore, SearchParams, SearchQuery, VectorIndex};
 use vectorgate::types::Value;
 
 use crate::data::{self, Dataset};
@@ -70,7 +70,7 @@ pub async fn search(
                     &def,
                     &SearchQuery {
                         using: "",
-                        vector: q,
+                        vector: QueryVector::Dense(q),
                         filter: pred.as_ref(),
                         limit: k,
                         offset: 0,
@@ -93,7 +93,7 @@ pub async fn search(
                     &def,
                     &SearchQuery {
                         using: "",
-                        vector: &d.queries[qi],
+                        vector: QueryVector::Dense(&d.queries[qi]),
                         filter: pred.as_ref(),
                         limit: k,
                         offset: 0,

@@ -123,16 +123,23 @@ pub async fn set_options(core: &Core, new: TableDef, notices: &Notices) -> Resul
     Ok(())
 }
 
-/// Search a vector column by another distance: the table's collection is rebuilt from
-/// the rows.
+/// Search a vector column by another distance (`None`: one the index cannot serve, so
+/// the column leaves it and its searches read the rows): the table's collection is
+/// rebuilt from the rows.
 pub async fn set_distance(
     core: &Core,
     def: &TableDef,
     column: usize,
-    distance: Distance,
+    distance: Option<Distance>,
 ) -> Result<()> {
+    let mut vectors: Vec<_> = def
+        .vectors()
+        .into_iter()
+        .filter(|(c, _)| *c != column)
+        .collect();
+    vectors.extend(distance.map(|d| (column, d)));
     let mut new = def.clone();
-    new.set_distance(column, distance);
+    new.set_vectors(vectors);
     rebuild_index(core, def, new).await
 }
 

@@ -744,16 +744,13 @@ async fn add_columns(
             stored,
             varchar,
         });
-        // A vector column with a dimension joins the index (built again from the rows),
-        // searched by the table's distance until an index's operator class says
-        // otherwise.
-        if new.columns[new.columns.len() - 1]
-            .ty
-            .vector_dims()
-            .is_some_and(|n| n > 0)
-        {
+        // A vector column with a dimension (or a sparsevec) joins the index (built
+        // again from the rows), searched by the table's distance until an index's
+        // operator class says otherwise.
+        let added = new.columns.len() - 1;
+        if new.index_holds(added, def.default_distance()) {
             let mut vectors = new.vectors();
-            vectors.push((new.columns.len() - 1, def.default_distance()));
+            vectors.push((added, def.default_distance()));
             new.set_vectors(vectors);
         }
         if let Some(e) = default {

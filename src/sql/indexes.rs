@@ -257,6 +257,7 @@ pub(super) async fn create_index(session: &Session, ci: &CreateIndex) -> Result<
     // Only a vector column's operator class means something here; other columns'
     // (text_pattern_ops, jsonb_path_ops, ...) are recorded and change nothing.
     let mut wanted = None;
+    let mut sparse_l2 = None;
     for col in &ci.columns {
         let Some(opclass) = &col.operator_class else {
             continue;
@@ -296,15 +297,17 @@ pub(super) async fn create_index(session: &Session, ci: &CreateIndex) -> Result<
                 )));
             }
         };
-        if ty == "sparsevec" {
-            // Recorded; searches of a sparsevec read the rows, by any distance.
+        if !def.index_holds(c, d) && ty == "sparsevec" {
+            // Qdrant scores sparse vectors by their inner product alone: a sparsevec
+            // searched by L2 distance leaves the index, and its searches read the rows.
             session.notices.push(format!(
-                "column \"{}\" is a sparsevec, which the vector index does not hold yet: its searches read every row (exact, but slower as the table grows)",
+                "the vector index cannot rank sparsevec column \"{}\" by L2 distance (only by inner product or cosine): its searches read every row (exact, but slower as the table grows)",
                 def.columns[c].name
             ));
+            sparse_l2 = Some(c);
             continue;
         }
-        if def.distance_of(c).is_none() {
+        if !def.index_holds(c, d) {
             return Err(Error::FeatureNotSupported(format!(
                 "column \"{}\" does not have dimensions: an index of it needs them; declare them with ALTER TABLE {} ALTER COLUMN {} TYPE vector(n)",
                 def.columns[c].name, def.name, def.columns[c].name
@@ -317,9 +320,14 @@ pub(super) async fn create_index(session: &Session, ci: &CreateIndex) -> Result<
         .iter()
         .map(|(c, d)| format!("\"{}\" ({} distance)", def.columns[*c].name, d.name()))
         .collect();
-    let def = match wanted {
-        Some((c, d)) if def.distance_of(c) != Some(d) => {
-            crate::engine::ddl::set_distance(core, &def, c, d).await?;
+    let def = match (wanted, sparse_l2) {
+        (None, Some(c)) if def.distance_of(c).is_some() => {
+            crate::engine::ddl::set_distance(core, &def, c, None).await?;
+            core.table(&def.name)?
+        }
+        (None, Some(_)) => def,
+        (Some((c, d)), _) if def.distance_of(c) != Some(d) => {
+            crate::engine::ddl::set_distance(core, &def, c, Some(d)).await?;
             session.notices.push(format!(
                 "\"{}\" is now searched by {} distance: its vector index on \"{}\" was rebuilt",
                 def.name,
@@ -328,8 +336,8 @@ pub(super) async fn create_index(session: &Session, ci: &CreateIndex) -> Result<
             ));
             core.table(&def.name)?
         }
-        Some(_) => def,
-        None => {
+        (Some(_), _) => def,
+        (None, None) => {
             session.notices.push(if vector_names.is_empty() {
                 format!(
                     "index \"{name}\" is recorded only: \"{}\" has no vector column, and its rows are found by key or by a scan",

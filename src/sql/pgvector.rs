@@ -733,6 +733,90 @@ pub fn rewrite(stmt: &mut Statement, shared: &Core) {
     });
 }
 
+/// For EXPLAIN: why a query's `ORDER BY col <op> q LIMIT k` on a vector or bit column
+/// of one table was not made an index search, and so reads every row and ranks it
+/// exactly: the index serves no such distance, holds no such column, or ranks the
+/// column by another distance. `None` for any other query.
+pub fn exact_order_note(stmt: &Statement, shared: &Core) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    let Statement::Explain { statement, .. } = stmt else {
+        return None;
+    };
+    let Statement::Query(q) = statement.as_ref() else {
+        return None;
+    };
+    q.limit_clause.as_ref()?;
+    let OrderByKind::Expressions(items) = &q.order_by.as_ref()?.kind else {
+        return None;
+    };
+    let SqlExpr::Function(f) = &items.first()?.expr else {
+        return None;
+    };
+    let function = f.name.to_string().to_ascii_lowercase();
+    let op = match function.as_str() {
+        "l2_distance" => Some(Distance::L2),
+        "cosine_distance" => Some(Distance::Cosine),
+        "negative_inner_product" => Some(Distance::Dot),
+        "l1_distance" | "hamming_distance" | "jaccard_distance" => None,
+        _ => return None,
+    };
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return None;
+    };
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let TableFactor::Table {
+        name, args: None, ..
+    } = &from.relation
+    else {
+        return None;
+    };
+    if !from.joins.is_empty() {
+        return None;
+    }
+    let def = shared
+        .table(&super::statements::table_name(name).ok()?)
+        .ok()?;
+    let c = list.args.iter().find_map(|a| match a {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => def.column_index(&column_name(e)?),
+        _ => None,
+    })?;
+    let column = &def.columns[c];
+    let why = match (op, def.distance_of(c)) {
+        (None, _) => format!(
+            "the vector index serves no {} ordering",
+            function.trim_end_matches("_distance").replace("l1", "L1")
+        ),
+        (Some(_), None) if column.ty.is_vector() => match column.ty {
+            ColumnType::SparseVec(_) => format!(
+                "sparsevec column \"{}\" is ranked by L2 distance, which its index cannot serve",
+                column.name
+            ),
+            _ => format!(
+                "column \"{}\" has no declared dimension, so the vector index does not hold it",
+                column.name
+            ),
+        },
+        (Some(_), None) => return None,
+        (Some(op), Some(d)) if op != d => format!(
+            "the vector index ranks column \"{}\" by {} distance, not {} (an index with the operator class of {} distance makes it)",
+            column.name,
+            d.name(),
+            op.name(),
+            op.name()
+        ),
+        (Some(_), Some(_)) => return None,
+    };
+    Some(format!(
+        "ORDER BY {function}({}, ...) reads every row of \"{}\" and ranks them exactly: {why}",
+        column.name, def.name
+    ))
+}
+
 /// Whether an expression is (by its form) a vector: a vector column, a function that
 /// makes one, or pgvector's `+`, `-`, `*` or `||` of such.
 fn vector_valued(e: &SqlExpr, shared: &Core) -> bool {

@@ -337,7 +337,13 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
         Statement::Call(f) if let Some(m) = super::maintenance::stand_in(f) => {
             super::maintenance::run(session, &m).await?
         }
-        Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => {
+        Statement::Explain { .. } => {
+            if let Some(note) = super::pgvector::exact_order_note(stmt, &session.engine.core) {
+                session.notices.push(note);
+            }
+            return Ok(None);
+        }
+        Statement::Query(_) | Statement::ExplainTable { .. } => {
             return Ok(None);
         }
         Statement::ShowTables { .. } | Statement::ShowColumns { .. } => return Ok(None),
@@ -395,6 +401,15 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
     let t = t
         .trim_start_matches("public.")
         .trim_start_matches("pg_catalog.");
+    if t.ends_with(']')
+        && ["vector", "halfvec", "sparsevec", "bit"]
+            .iter()
+            .any(|k| t.starts_with(k))
+    {
+        return Err(Error::FeatureNotSupported(format!(
+            "arrays of pgvector's types ({t}) are not supported: keep each vector in a column of its own, or in rows of a table of its own"
+        )));
+    }
     for (kind, make) in [
         ("vector", ColumnType::Vector as fn(usize) -> ColumnType),
         ("halfvec", ColumnType::HalfVec),
@@ -762,14 +777,9 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
             )));
         }
     }
-    // Every vector column with a declared dimension is held by the index; one without
-    // is stored and searched by reading the rows.
-    let indexed_vectors: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.ty.vector_dims().is_some_and(|n| n > 0))
-        .map(|(i, _)| i)
-        .collect();
+    // Every vector column with a declared dimension is held by the index, and every
+    // sparsevec column (when the distance is one the index serves); a vector without a
+    // dimension is stored and searched by reading the rows.
     for c in columns.iter().filter(|c| c.ty.vector_dims() == Some(0)) {
         session.notices.push(format!(
             "column \"{}\" has no dimension: the vector index cannot hold it, so searches of it read every row (exact, but slower as the table grows); a column declared with one, as in vector(1536), is indexed",
@@ -856,7 +866,11 @@ async fn create_table(session: &Session, ct: &CreateTable) -> Result<Output> {
         json_indexes: vec![],
         indexes: vec![],
     };
-    def.set_vectors(indexed_vectors.into_iter().map(|c| (c, distance)).collect());
+    let indexed_vectors = (0..def.columns.len())
+        .filter(|&c| def.index_holds(c, distance))
+        .map(|c| (c, distance))
+        .collect();
+    def.set_vectors(indexed_vectors);
     for (cname, cols) in uniques {
         super::constraints::add_unique(&mut def, cname, cols)?;
     }

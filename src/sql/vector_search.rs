@@ -38,7 +38,7 @@ use super::pushdown::to_predicate;
 use super::tables::{single_partition_props, table_schema};
 use crate::engine::{Core, Notices};
 use crate::error::{Error, Result};
-use crate::store::{Distance, Predicate, Row, SearchParams, SearchQuery, TableDef};
+use crate::store::{Distance, Predicate, QueryVector, Row, SearchParams, SearchQuery, TableDef};
 use crate::types::{Value, check_vector, value_from_array};
 
 /// Name of the extra output column.
@@ -939,6 +939,18 @@ pub(crate) enum Checks {
     Rows(Box<dyn Fn(&Row) -> bool + Send + Sync>),
 }
 
+/// What a search through the index found.
+enum Found {
+    /// The answer.
+    Rows(RecordBatch),
+    /// The joined rows it looked up by key missed too often (see [`LOOKUPS`]): run again
+    /// after [`Search::read_joined_keys`].
+    ReadKeys,
+    /// The index cannot rank the rest of the answer (a sparse index past the rows that
+    /// share an element with the query): the exact scan answers.
+    Exact,
+}
+
 /// One execution of a search: the index (or, when it is away, an exact scan of the
 /// rows), the rows fetched by key and re-checked, distances recomputed exactly.
 pub(crate) struct Search {
@@ -1086,7 +1098,7 @@ impl Search {
         }
         if self.shared.health.searchable() {
             let mut found = self.index_search().await;
-            if matches!(found, Ok(None)) {
+            if matches!(found, Ok(Found::ReadKeys)) {
                 // The joined rows looked up missed too often: read their keys instead.
                 self.read_joined_keys().await?;
                 found = self.index_search().await;
@@ -1096,8 +1108,14 @@ impl Search {
                     self.shared.health.trip(&e)
                 }
                 Err(e) => return Err(e),
-                Ok(Some(batch)) => return Ok(batch),
-                Ok(None) => return Err(Error::internal("a search looked up keys it had read")),
+                Ok(Found::Rows(batch)) => return Ok(batch),
+                Ok(Found::Exact) => {
+                    self.read_joined_keys().await?;
+                    return self.scan_rows(None).await;
+                }
+                Ok(Found::ReadKeys) => {
+                    return Err(Error::internal("a search looked up keys it had read"));
+                }
             }
         }
         // The index is away: answer from the rows, which are the source of truth.
@@ -1177,11 +1195,10 @@ impl Search {
         self.batch(&out)
     }
 
-    /// The search through the index; `None` when the joined rows it looked up by key
-    /// missed too often (see [`LOOKUPS`]): run again after [`Search::read_joined_keys`].
-    async fn index_search(&self) -> Result<Option<RecordBatch>> {
+    /// The search through the index (see [`Found`]).
+    async fn index_search(&self) -> Result<Found> {
         if self.allowed.as_ref().is_some_and(|a| a.none()) {
-            return self.batch(&[]).map(Some);
+            return self.batch(&[]).map(Found::Rows);
         }
         let lookup = self
             .allowed
@@ -1256,6 +1273,24 @@ impl Search {
         }
         let own = passed.len();
         let using = self.def.index_vector_name(self.vector);
+        // A sparsevec column's index scores by the inner product (of normalised vectors
+        // for cosine distance) and finds only the points that share a non-zero element
+        // with the query: its hits are exact while they score above zero, and the rows
+        // it cannot find rank after them.
+        let sparse_query = if self.def.is_sparse(self.vector) {
+            let q = crate::types::sparse::SparseVector::from_dense(&self.query)?;
+            Some(if self.distance == Distance::Cosine {
+                q.normalized()
+            } else {
+                q
+            })
+        } else {
+            None
+        };
+        let vector = match &sparse_query {
+            Some(q) => QueryVector::Sparse(q),
+            None => QueryVector::Dense(&self.query),
+        };
         let mut offset = 0usize;
         let mut fetch = self.k;
         let metrics = crate::metrics::global();
@@ -1268,7 +1303,7 @@ impl Search {
                     &self.def,
                     &SearchQuery {
                         using: &using,
-                        vector: &self.query,
+                        vector,
                         filter: pushed.as_ref(),
                         limit: fetch,
                         offset,
@@ -1277,9 +1312,14 @@ impl Search {
                 )
                 .await?;
             metrics.backend("vector index", "search", started.elapsed());
-            let exhausted = hits.len() < fetch;
+            let mut exhausted = hits.len() < fetch;
+            if sparse_query.is_some() && hits.iter().any(|h| h.score <= 0.0) {
+                // Past the rows that share an element with the query.
+                exhausted = true;
+            }
             let keys: Vec<Vec<Value>> = hits
                 .into_iter()
+                .filter(|h| sparse_query.is_none() || h.score > 0.0)
                 .map(|h| h.key)
                 .filter(|k| seen.insert(crate::store::keys::encode(k)))
                 .collect();
@@ -1317,7 +1357,12 @@ impl Search {
                 break;
             }
             if known.len() > LOOKUPS {
-                return Ok(None);
+                return Ok(Found::ReadKeys);
+            }
+            if exhausted && sparse_query.is_some() {
+                // Fewer than k of the rows the sparse index can rank: the rest rank by
+                // rows it does not find, which only the exact scan measures.
+                return Ok(Found::Exact);
             }
             if exhausted {
                 // A filter on json values has no payload index to plan by, and a graph
@@ -1336,7 +1381,7 @@ impl Search {
         }
         passed.sort_by(|a, b| a.1.total_cmp(&b.1));
         passed.truncate(self.k);
-        self.batch(&passed).map(Some)
+        self.batch(&passed).map(Found::Rows)
     }
 }
 

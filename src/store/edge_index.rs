@@ -21,8 +21,8 @@ use qdrant_edge::{
 use super::filter::{CmpOp, Predicate, Scalar};
 use super::options::{IndexOptions, Quantization};
 use super::{
-    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, JsonIndexKind, Point, SearchQuery, TableDef,
-    VectorIndex, keys,
+    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, IndexVector, JsonIndexKind, Point, QueryVector,
+    SearchQuery, TableDef, VectorIndex, keys,
 };
 use crate::error::{Error, Result};
 use crate::types::ColumnType;
@@ -237,11 +237,44 @@ fn maintain(s: &Shard) {
     }
 }
 
+/// A point's vectors for the shard: the collection's default vector alone, or named.
+fn edge_vectors(vectors: Vec<(String, IndexVector)>) -> Result<qdrant_edge::Vectors> {
+    if let [(name, IndexVector::Dense(_))] = vectors.as_slice()
+        && name.is_empty()
+    {
+        let Some((_, IndexVector::Dense(v))) = vectors.into_iter().next() else {
+            unreachable!("matched above");
+        };
+        return Ok(v.into());
+    }
+    let named = vectors
+        .into_iter()
+        .map(|(name, v)| {
+            let v = match v {
+                IndexVector::Dense(v) => qdrant_edge::Vector::new_dense(v),
+                IndexVector::Sparse(s) => {
+                    qdrant_edge::Vector::new_sparse(s.indices, s.values).map_err(err)?
+                }
+            };
+            Ok((name, v))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(qdrant_edge::Vectors::new_named(named))
+}
+
 /// The shard configuration a table's options ask for.
 fn edge_config(def: &TableDef) -> Result<EdgeConfig> {
     let o = IndexOptions::parse(&def.options)?;
     let mut builder = EdgeConfig::builder();
     for (column, distance) in def.vectors() {
+        if def.is_sparse(column) {
+            // Scored by the inner product (normalised vectors for cosine distance).
+            builder = builder.sparse_vector(
+                def.index_vector_name(column),
+                qdrant_edge::EdgeSparseVectorParams::builder().build(),
+            );
+            continue;
+        }
         let mut params =
             EdgeVectorParams::builder(def.dimension_of(column), edge_distance(distance));
         if def.half_precision(column) {
@@ -478,14 +511,14 @@ impl EdgeIndex {
             let list: Vec<_> = points
                 .into_iter()
                 .map(|p| {
-                    PointStruct::new(
+                    Ok(PointStruct::new(
                         PointId::Uuid(p.id),
-                        p.vectors,
+                        edge_vectors(p.vectors)?,
                         serde_json::Value::Object(p.payload),
                     )
-                    .into()
+                    .into())
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             write_shard(&shards, &table, false, durable, || {
                 UpdateOperation::PointOperation(PointOperations::UpsertPoints(
                     PointInsertOperations::PointsList(list.clone()),
@@ -805,15 +838,22 @@ impl VectorIndex for EdgeIndex {
             Some(p) => Some(Filter::new_must(to_condition(p)?)),
             None => None,
         };
+        let query = match vector {
+            QueryVector::Dense(v) if using.is_empty() => {
+                qdrant_edge::NamedQuery::default_dense(v.to_vec())
+            }
+            QueryVector::Dense(v) => {
+                qdrant_edge::NamedQuery::new(qdrant_edge::VectorInternal::Dense(v.to_vec()), using)
+            }
+            QueryVector::Sparse(s) => qdrant_edge::NamedQuery::new(
+                qdrant_edge::Vector::new_sparse(s.indices.clone(), s.values.clone())
+                    .map_err(err)?
+                    .0,
+                using,
+            ),
+        };
         let request = SearchRequest {
-            query: qdrant_edge::QueryEnum::Nearest(if using.is_empty() {
-                qdrant_edge::NamedQuery::default_dense(vector.to_vec())
-            } else {
-                qdrant_edge::NamedQuery::new(
-                    qdrant_edge::VectorInternal::Dense(vector.to_vec()),
-                    using,
-                )
-            }),
+            query: qdrant_edge::QueryEnum::Nearest(query),
             filter,
             params: Some(qdrant_edge::SearchParams {
                 hnsw_ef: params.hnsw_ef,

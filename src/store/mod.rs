@@ -578,18 +578,6 @@ impl TableDef {
             .unwrap_or(Distance::Cosine)
     }
 
-    /// Set the distance an indexed vector column is searched by.
-    pub fn set_distance(&mut self, column: usize, distance: Distance) {
-        if self.vector_column == Some(column) {
-            self.distance = distance;
-        }
-        for (c, d) in &mut self.more_vectors {
-            if *c == column {
-                *d = distance;
-            }
-        }
-    }
-
     /// Make the index hold these vector columns (positions and distances, in column
     /// order): the first becomes `vector_column`.
     pub fn set_vectors(&mut self, mut vectors: Vec<(usize, Distance)>) {
@@ -605,10 +593,30 @@ impl TableDef {
         self.more_vectors = all.collect();
     }
 
+    /// Whether the vector index can hold a column searched by `distance`: a dense vector
+    /// with a declared dimension (by any distance), a sparsevec by the inner product or
+    /// cosine (Qdrant's sparse vectors are scored by the inner product alone).
+    pub fn index_holds(&self, column: usize, distance: Distance) -> bool {
+        match self.columns.get(column).map(|c| &c.ty) {
+            Some(ColumnType::SparseVec(_)) => distance != Distance::L2,
+            Some(t) => t.vector_dims().is_some_and(|n| n > 0),
+            None => false,
+        }
+    }
+
+    /// Whether a column is a `sparsevec` (Qdrant's sparse vectors, when it is indexed).
+    pub fn is_sparse(&self, column: usize) -> bool {
+        matches!(
+            self.columns.get(column).map(|c| &c.ty),
+            Some(ColumnType::SparseVec(_))
+        )
+    }
+
     /// The name of a vector column's vectors in the collection: none (Qdrant's default
-    /// vector) when the table indexes one vector column, else the column's stored name.
+    /// vector) when the table indexes one dense vector column, else the column's stored
+    /// name (sparse vectors are always named, in Qdrant).
     pub fn index_vector_name(&self, column: usize) -> String {
-        if self.more_vectors.is_empty() {
+        if self.more_vectors.is_empty() && !self.is_sparse(column) {
             String::new()
         } else {
             self.columns[column].stored_name().to_string()
@@ -1056,13 +1064,28 @@ pub fn write_stamp() -> i64 {
     now.max(prev + 1)
 }
 
+/// A vector as the index holds it: dense (`vector`, `halfvec`), or sparse (`sparsevec`,
+/// Qdrant's sparse vectors: its non-zero elements by 0-based index).
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexVector {
+    Dense(Vec<f32>),
+    Sparse(crate::types::sparse::SparseVector),
+}
+
+/// The vector a search is nearest to, in the form of the searched column's vectors.
+#[derive(Debug, Clone, Copy)]
+pub enum QueryVector<'a> {
+    Dense(&'a [f32]),
+    Sparse(&'a crate::types::sparse::SparseVector),
+}
+
 /// One point of the vector index: derived id, vectors and filter payload.
 #[derive(Debug, Clone)]
 pub struct Point {
     pub id: uuid::Uuid,
     /// The row's vectors by their names in the collection (see
     /// [`TableDef::index_vector_name`]); a NULL vector is absent.
-    pub vectors: Vec<(String, Vec<f32>)>,
+    pub vectors: Vec<(String, IndexVector)>,
     /// Payload values by column name, plus the encoded key.
     pub payload: serde_json::Map<String, serde_json::Value>,
 }
@@ -1092,7 +1115,7 @@ pub struct SearchQuery<'a> {
     /// The name of the searched vectors in the collection (see
     /// [`TableDef::index_vector_name`]).
     pub using: &'a str,
-    pub vector: &'a [f32],
+    pub vector: QueryVector<'a>,
     pub filter: Option<&'a Predicate>,
     pub limit: usize,
     pub offset: usize,
@@ -1195,12 +1218,26 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 
 /// Build the index point for a row.
 pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
-    let vectors: Vec<(String, Vec<f32>)> = table
+    let vectors: Vec<(String, IndexVector)> = table
         .vectors()
         .into_iter()
-        .filter_map(|(c, _)| match &row[c] {
-            Value::Vector(v) => Some((table.index_vector_name(c), v.clone())),
-            _ => None,
+        .filter_map(|(c, d)| {
+            let v = match &row[c] {
+                Value::Vector(v) => IndexVector::Dense(v.clone()),
+                // A sparsevec is kept as its text; its index holds it normalised when it
+                // is searched by cosine distance (Qdrant scores sparse vectors by their
+                // dot product alone).
+                Value::Text(t) if table.is_sparse(c) => {
+                    let s = crate::types::sparse::SparseVector::parse(t).ok()?;
+                    IndexVector::Sparse(if d == Distance::Cosine {
+                        s.normalized()
+                    } else {
+                        s
+                    })
+                }
+                _ => return None,
+            };
+            Some((table.index_vector_name(c), v))
         })
         .collect();
     if vectors.is_empty() {
@@ -1236,9 +1273,17 @@ pub fn point_for_row(table: &TableDef, row: &[Value]) -> Option<Point> {
         vectors
             .iter()
             .flat_map(|(name, v)| {
-                name.bytes()
-                    .chain(v.iter().flat_map(|x| x.to_le_bytes()))
-                    .collect::<Vec<u8>>()
+                let mut bytes: Vec<u8> = name.bytes().collect();
+                match v {
+                    IndexVector::Dense(v) => bytes.extend(v.iter().flat_map(|x| x.to_le_bytes())),
+                    IndexVector::Sparse(s) => bytes.extend(
+                        s.indices
+                            .iter()
+                            .zip(&s.values)
+                            .flat_map(|(i, x)| i.to_le_bytes().into_iter().chain(x.to_le_bytes())),
+                    ),
+                }
+                bytes
             })
             .chain(text.bytes()),
     );

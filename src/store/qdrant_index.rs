@@ -30,8 +30,8 @@ use qdrant_client::{Qdrant, QdrantError};
 use super::filter::{CmpOp, Predicate, Scalar};
 use super::options::{IndexOptions, Quantization};
 use super::{
-    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, JsonIndexKind, Point, SearchQuery, TableDef,
-    VectorIndex, keys,
+    Distance, EXPIRES_FIELD, HASH_FIELD, Hit, IndexVector, JsonIndexKind, Point, QueryVector,
+    SearchQuery, TableDef, VectorIndex, keys,
 };
 use crate::error::{Error, Result};
 use crate::types::{ColumnType, Value};
@@ -291,20 +291,34 @@ pub fn create_request(def: &TableDef, name: &str) -> Result<CreateCollection> {
         ..Default::default()
     };
     // One vector column: the collection's default (unnamed) vectors; several: one
-    // named vector per column.
-    let config = match def.vectors().as_slice() {
-        [(column, d)] => vectors_config::Config::Params(params(*column, *d)),
-        all => vectors_config::Config::ParamsMap(qdrant::VectorParamsMap {
+    // named vector per column. A sparsevec column is a named sparse vector, scored by
+    // the inner product (of normalised vectors for cosine distance).
+    let (sparse, dense): (Vec<_>, Vec<_>) = def
+        .vectors()
+        .into_iter()
+        .partition(|(c, _)| def.is_sparse(*c));
+    let config = match dense.as_slice() {
+        [] => None,
+        [(column, d)] if def.index_vector_name(*column).is_empty() => {
+            Some(vectors_config::Config::Params(params(*column, *d)))
+        }
+        all => Some(vectors_config::Config::ParamsMap(qdrant::VectorParamsMap {
             map: all
                 .iter()
                 .map(|&(column, d)| (def.index_vector_name(column), params(column, d)))
                 .collect(),
-        }),
+        })),
     };
     Ok(CreateCollection {
         collection_name: name.to_string(),
-        vectors_config: Some(VectorsConfig {
+        vectors_config: config.map(|config| VectorsConfig {
             config: Some(config),
+        }),
+        sparse_vectors_config: (!sparse.is_empty()).then(|| qdrant::SparseVectorConfig {
+            map: sparse
+                .iter()
+                .map(|&(c, _)| (def.index_vector_name(c), Default::default()))
+                .collect(),
         }),
         hnsw_config: hnsw(&o),
         quantization_config: quantization(&o).map(|q| QuantizationConfig {
@@ -468,18 +482,23 @@ pub fn point_struct(def: &TableDef, p: Point) -> PointStruct {
             }
         }
     }
+    let vector = |v: IndexVector| match v {
+        IndexVector::Dense(v) => qdrant::Vector::from(v),
+        IndexVector::Sparse(s) => qdrant::Vector::new_sparse(s.indices, s.values),
+    };
     let vectors: qdrant::Vectors = match p.vectors.as_slice() {
-        [(name, _)] if name.is_empty() => p
+        [(name, IndexVector::Dense(_))] if name.is_empty() => p
             .vectors
             .into_iter()
+            .map(|(_, v)| vector(v))
             .next()
-            .map(|(_, v)| v)
             .unwrap_or_default()
             .into(),
         _ => p
             .vectors
             .into_iter()
-            .collect::<HashMap<String, Vec<f32>>>()
+            .map(|(name, v)| (name, vector(v)))
+            .collect::<HashMap<String, qdrant::Vector>>()
             .into(),
     };
     PointStruct::new(PointId::from(p.id), vectors, payload)
@@ -656,9 +675,19 @@ pub fn search_request(
     } else {
         None
     };
+    let (vector, sparse_indices) = match vector {
+        QueryVector::Dense(v) => (v.to_vec(), None),
+        QueryVector::Sparse(s) => (
+            s.values.clone(),
+            Some(qdrant::SparseIndices {
+                data: s.indices.clone(),
+            }),
+        ),
+    };
     Ok(SearchPoints {
         collection_name: name.to_string(),
-        vector: vector.to_vec(),
+        vector,
+        sparse_indices,
         vector_name: (!using.is_empty()).then(|| using.to_string()),
         filter: filter.map(|p| to_filter(def, p)).transpose()?,
         limit: limit as u64,
@@ -1289,7 +1318,7 @@ mod tests {
             };
             let query = SearchQuery {
                 using: "",
-                vector: &[1.0, 2.0, 3.0],
+                vector: QueryVector::Dense(&[1.0, 2.0, 3.0]),
                 filter: None,
                 limit: 10,
                 offset: 0,
@@ -1377,7 +1406,7 @@ mod tests {
         let params = crate::store::SearchParams::default();
         let query = SearchQuery {
             using: "body",
-            vector: &[1.0, 0.0],
+            vector: QueryVector::Dense(&[1.0, 0.0]),
             filter: None,
             limit: 3,
             offset: 0,
@@ -1411,7 +1440,7 @@ mod tests {
         let filter = cmp("org", CmpOp::Eq, Scalar::Text("a".into()));
         let query = SearchQuery {
             using: "",
-            vector: &[1.0, 2.0, 3.0],
+            vector: QueryVector::Dense(&[1.0, 2.0, 3.0]),
             filter: Some(&filter),
             limit: 10,
             offset: 20,

@@ -222,6 +222,23 @@ impl SparseVector {
         self.values.iter().map(|x| (*x as f64) * (*x as f64)).sum()
     }
 
+    /// The vector divided by its norm (the zero vector as it is): the inner products of
+    /// two normalised vectors are their cosine similarity.
+    pub fn normalized(self) -> SparseVector {
+        let norm = self.norm2().sqrt();
+        if norm == 0.0 {
+            return self;
+        }
+        SparseVector {
+            values: self
+                .values
+                .iter()
+                .map(|x| (*x as f64 / norm) as f32)
+                .collect(),
+            ..self
+        }
+    }
+
     /// The inner product with a dense vector of the same dimension.
     pub fn dot_dense(&self, q: &[f32]) -> f64 {
         self.indices

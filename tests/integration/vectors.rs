@@ -29,8 +29,8 @@ struct Row {
     /// halfvec(12), cosine: kept at half precision (the values here are already
     /// rounded; the query is rounded by the server, as pgvector casts it).
     half: Option<Vec<f32>>,
-    /// sparsevec(200), by the table's distance (dot): a few non-zero elements, held
-    /// here as the dense vector it equals; not in the index, so searched exactly.
+    /// sparsevec(200), by the table's distance (dot), then by cosine: a few non-zero
+    /// elements, held here as the dense vector it equals; a sparse vector of the index.
     sparse: Option<Vec<f32>>,
     /// bit(32), by Hamming distance (`<~>`), which no index serves: computed exactly.
     bits: Option<String>,
@@ -439,6 +439,19 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
         "{plan}"
     );
 
+    // A sparsevec column is searched through the index's sparse vectors.
+    let plan = super::explain(
+        &client,
+        "SELECT id FROM multi WHERE bucket < 30 ORDER BY sparse <#> $1 LIMIT 5",
+        &[&PgSparseVec(vec![1.0; 200])],
+    )
+    .await;
+    assert!(
+        plan.contains("VectorSearchExec: table=multi, k=5, vector=sparse, distance=dot")
+            && !plan.contains("exact row scan"),
+        "{plan}"
+    );
+
     let mut queries: Vec<(usize, Vec<f32>)> = Vec::new();
     for _ in 0..9 {
         queries.push((16, clustered(&mut rng, &ct)));
@@ -448,6 +461,14 @@ async fn every_vector_column_is_searched_by_its_own_distance() {
         queries.push((200, sparse(&mut rng, 200, &cs)));
     }
     check_all(&client, &rows, &COLUMNS, &queries).await;
+    // By cosine, once an index's operator class says so (the index holds the vectors
+    // normalised).
+    client
+        .batch_execute("CREATE INDEX ON multi USING hnsw (sparse sparsevec_cosine_ops)")
+        .await
+        .expect("sparsevec_cosine_ops");
+    const SPARSE_COSINE: [Column; 1] = [("sparse", |r| &r.sparse, "cosine", "<=>")];
+    check_all(&client, &rows, &SPARSE_COSINE, &queries).await;
     let bit_queries: Vec<String> = (0..6).map(|_| random_bits(&mut rng, 32)).collect();
     check_bits(&client, &rows, &bit_queries).await;
 
@@ -650,4 +671,195 @@ async fn vector_operators_on_columns_and_parameters_match_an_oracle() {
         .expect("still connected")
         .get(0);
     assert_eq!(n, rows.len() as i64);
+}
+
+/// Whether a row (by id) passes a filter.
+type IdFilter = fn(i64) -> bool;
+
+/// The rows of a sparsevec search and the oracle's: the same distances rank by rank,
+/// and the same row wherever its distance is not tied with another row's.
+fn assert_ranked_as(got: &[(i64, f64)], all: &[(i64, f64)], k: usize, what: &str) {
+    let want = &all[..k.min(all.len())];
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} against {want:?}");
+    for (i, ((gid, gd), (wid, wd))) in got.iter().zip(want).enumerate() {
+        assert!(
+            (gd - wd).abs() < 1e-6,
+            "{what}: rank {i} is {gd}, exactly {wd}"
+        );
+        let tied = all.iter().filter(|(_, d)| (d - wd).abs() < 1e-9).count() > 1;
+        if !tied {
+            assert_eq!(gid, wid, "{what}: rank {i}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_index_search_ranks_the_rows_it_cannot_find_exactly() {
+    // Qdrant scores a sparse vector by its inner product with the query and finds only
+    // the points that share an element with it: rows sharing none (inner product 0)
+    // and rows whose product is negative rank after the index's positive hits, and a
+    // search that needs them is answered from the rows.
+    let server = Server::start();
+    let (client, notices) = server.client_with_notices().await;
+    client
+        .batch_execute(
+            "CREATE TABLE sp (id bigint PRIMARY KEY, s sparsevec(10), b bit(4)) WITH (distance = 'dot')",
+        )
+        .await
+        .expect("create");
+    // Rows 1-20: one element, at (id % 10) + 1, of value id; rows 21-25: -id at 1;
+    // row 26: NULL.
+    let mut rows: Vec<(i64, Option<Vec<f32>>)> = (1..=20)
+        .map(|id| {
+            let mut v = vec![0f32; 10];
+            v[(id % 10) as usize] = id as f32;
+            (id, Some(v))
+        })
+        .collect();
+    for id in 21..=25 {
+        let mut v = vec![0f32; 10];
+        v[0] = -(id as f32);
+        rows.push((id, Some(v)));
+    }
+    rows.push((26, None));
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(id, v)| match v {
+            Some(v) => format!("({id}, '{}', '1010')", sparse_text(v)),
+            None => format!("({id}, NULL, NULL)"),
+        })
+        .collect();
+    client
+        .batch_execute(&format!("INSERT INTO sp VALUES {}", values.join(", ")))
+        .await
+        .expect("insert");
+    let plan = super::explain(
+        &client,
+        "SELECT id FROM sp ORDER BY s <#> $1 LIMIT 5",
+        &[&PgSparseVec(vec![1.0; 10])],
+    )
+    .await;
+    assert!(
+        plan.contains("VectorSearchExec: table=sp, k=5, distance=dot")
+            && !plan.contains("exact row scan"),
+        "{plan}"
+    );
+
+    let oracle = |distance: &str, q: &[f32], pred: &dyn Fn(i64) -> bool| {
+        let mut all: Vec<(i64, f64)> = rows
+            .iter()
+            .filter(|(id, _)| pred(*id))
+            .filter_map(|(id, v)| Some((*id, exact(distance, q, v.as_ref()?))))
+            .collect();
+        all.sort_by(|a, b| a.1.total_cmp(&b.1));
+        all
+    };
+    let one_at = |i: usize, x: f32| {
+        let mut v = vec![0f32; 10];
+        v[i] = x;
+        v
+    };
+    let cases: Vec<(Vec<f32>, usize, &str, IdFilter)> = vec![
+        // Two rows share the element: the rest rank by rows the index cannot find.
+        (one_at(0, 1.0), 5, "TRUE", |_| true),
+        // Answered by the index alone.
+        (one_at(0, 1.0), 2, "TRUE", |_| true),
+        // Every row: the negative products last.
+        (one_at(0, 1.0), 30, "TRUE", |_| true),
+        // The negative rows share the element with a positive product.
+        (one_at(0, -1.0), 5, "TRUE", |_| true),
+        (one_at(0, 1.0), 3, "id > 15", |id| id > 15),
+        (one_at(4, 2.0), 4, "id % 2 = 0", |id| id % 2 == 0),
+    ];
+    for (distance, op) in [("dot", "<#>"), ("cosine", "<=>")] {
+        if distance == "cosine" {
+            client
+                .batch_execute("CREATE INDEX ON sp USING hnsw (s sparsevec_cosine_ops)")
+                .await
+                .expect("cosine");
+        }
+        for (q, k, filter, pred) in &cases {
+            let all = oracle(distance, q, pred);
+            let what = format!("{distance} {} k={k} WHERE {filter}", sparse_text(q));
+            let extended: Vec<(i64, f64)> = client
+                .query(
+                    &format!(
+                        "SELECT id, (s {op} $1)::float8 FROM sp WHERE {filter} ORDER BY s {op} $1 LIMIT {k}"
+                    ),
+                    &[&PgSparseVec(q.clone())],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"))
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            assert_ranked_as(&extended, &all, *k, &format!("{what}, extended"));
+            let simple = simple_pairs(
+                &client,
+                &format!(
+                    "SELECT id, distance FROM vector_search('sp', '{}', {k}) WHERE {filter} ORDER BY distance",
+                    sparse_text(q)
+                ),
+            )
+            .await;
+            assert_ranked_as(&simple, &all, *k, &format!("{what}, simple"));
+        }
+    }
+
+    // Arrays of pgvector's types are refused, saying so.
+    let e = client
+        .batch_execute("CREATE TABLE va (id int PRIMARY KEY, v vector(2)[])")
+        .await
+        .expect_err("an array of vectors");
+    assert_eq!(sqlstate(&e), "0A000");
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("arrays of pgvector's types (vector(2)[]) are not supported"),
+        "{message}"
+    );
+
+    // By L2 distance the index cannot rank a sparse vector: the column leaves it, its
+    // searches read the rows, and EXPLAIN says why; so it does for distances no index
+    // serves.
+    client
+        .batch_execute("CREATE INDEX ON sp USING hnsw (s sparsevec_l2_ops)")
+        .await
+        .expect("l2");
+    let q = one_at(0, 1.0);
+    let got = simple_pairs(
+        &client,
+        &format!(
+            "SELECT id, s <-> '{v}' FROM sp ORDER BY s <-> '{v}' LIMIT 5",
+            v = sparse_text(&q)
+        ),
+    )
+    .await;
+    assert_ranked_as(&got, &oracle("l2", &q, &|_| true), 5, "l2");
+    notices.lock().expect("notices").clear();
+    for (sql, why) in [
+        (
+            "SELECT id FROM sp ORDER BY s <-> '{1:1}/10' LIMIT 3",
+            "sparsevec column \"s\" is ranked by L2 distance, which its index cannot serve",
+        ),
+        (
+            "SELECT id FROM sp ORDER BY s <+> '{1:1}/10' LIMIT 3",
+            "serves no L1 ordering",
+        ),
+        (
+            "SELECT id FROM sp ORDER BY b <~> '1100' LIMIT 3",
+            "serves no hamming ordering",
+        ),
+    ] {
+        let plan = super::explain(&client, sql, &[]).await;
+        assert!(!plan.contains("VectorSearchExec"), "{sql}: {plan}");
+        let said = notices.lock().expect("notices").join("\n");
+        assert!(
+            said.contains("reads every row of \"sp\" and ranks them exactly") && said.contains(why),
+            "{sql}: {said}"
+        );
+        notices.lock().expect("notices").clear();
+    }
 }
