@@ -316,8 +316,8 @@ fn markdown(all: &[Measured], s: &Settings<'_>, command: &str) -> String {
     let _ = writeln!(
         o,
         "The CPU columns are the CPU seconds each program spent per 10,000 rows while the \
-         rows were sent (`/proc`; the index's build after the load is not in them; around \
-         Cassandra's own load they include its CREATE and DROP TABLE), and the machine's \
+         rows were sent (`/proc`; the index's build after the load is not in them, nor the \
+         tables' creation), and the machine's \
          cores kept busy meanwhile by every process on it. Cassandra, the Qdrant server, \
          the proxy and the client all run on the same 2 cores here.\n"
     );
