@@ -520,15 +520,10 @@ pub async fn simple_column(
     sql: &str,
     column: usize,
 ) -> Vec<String> {
-    client
-        .simple_query(sql)
+    simple_rows(client, sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(column).map(str::to_string),
-            _ => None,
-        })
+        .into_iter()
+        .filter_map(|r| r.into_iter().nth(column).flatten())
         .collect()
 }
 
