@@ -153,6 +153,13 @@ pub enum Error {
         store: &'static str,
         message: String,
     },
+    /// An error with the SQLSTATE `code` and what to do about it (Postgres' HINT).
+    #[error("{message}")]
+    Hinted {
+        code: &'static str,
+        message: String,
+        hint: String,
+    },
     /// Not enough resources to answer (SQLSTATE 53000), with what to do about it.
     #[error("{message}")]
     InsufficientResources { message: String, hint: String },
@@ -197,7 +204,7 @@ impl Error {
             Error::DuplicateObject(_) => "42710",
             Error::DuplicateSchema(_) => "42P06",
             Error::InvalidSchemaName(_) => "3F000",
-            Error::Detailed { code, .. } => code,
+            Error::Detailed { code, .. } | Error::Hinted { code, .. } => code,
             Error::ProtocolViolation(_) => "08P01",
             Error::QueryCanceled(_) => "57014",
             Error::ReadOnly(_) => "25006",
@@ -280,7 +287,9 @@ impl Error {
             | Error::Timeout { store, .. } => Some(format!(
                 "the {store} behind vectorgate failed; the proxy keeps running, retry the statement"
             )),
-            Error::InsufficientResources { hint, .. } => Some(hint.clone()),
+            Error::InsufficientResources { hint, .. } | Error::Hinted { hint, .. } => {
+                Some(hint.clone())
+            }
             Error::Context { inner, .. } => inner.hint(),
             _ => None,
         }

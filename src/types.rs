@@ -777,7 +777,8 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
         (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Int(i)) => {
             int_in_range(i, ty)?
         }
-        // An assignment cast, as Postgres makes of a float or numeric: rounded.
+        // An assignment cast, as Postgres makes of a float or numeric: rounded (half
+        // away from zero, as a numeric literal is; a float8 would round half to even).
         (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Float(f)) => {
             let r = f.round();
             if !r.is_finite() || r < i64::MIN as f64 || r >= i64::MAX as f64 {
@@ -787,6 +788,19 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
                 )));
             }
             int_in_range(r as i64, ty)?
+        }
+        // ... and of a numeric: rounded half away from zero.
+        (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Decimal(u, sc)) => {
+            let whole = rescale(u, sc, 0).ok().and_then(|w| i64::try_from(w).ok());
+            match whole {
+                Some(w) => int_in_range(w, ty)?,
+                None => {
+                    return Err(Error::NumericOutOfRange(format!(
+                        "{} out of range",
+                        ty.sql_name()
+                    )));
+                }
+            }
         }
         (ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt, Value::Text(s)) => {
             let i = s.trim().parse::<i64>().map_err(|_| {

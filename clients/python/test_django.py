@@ -5,7 +5,9 @@ foreign key (`djangoapp/models.py`); then `objects.create`, `bulk_create`,
 `update_or_create`, `transaction.atomic()` rolled back (also a nested one), a unique
 violation as IntegrityError, `L2Distance`/`CosineDistance` ordering with filters and
 annotations, JSONField lookups, and deletes that cascade to the foreign key; a model
-with a `HalfVectorField` (`djangohalf/models.py`) written, read back and searched.
+with a `HalfVectorField` (`djangohalf/models.py`) written, read back and searched; fields'
+types changed by AlterField migrations (IntegerField to BigIntegerField; the key from
+BigAutoField to AutoField and back).
 
 Every answer is compared with an oracle computed here from what the program wrote.
 Steps vectorgate cannot do yet are expected failures (`xfail`): the run fails if one of
@@ -340,4 +342,82 @@ for line in [
     "n = models.IntegerField()",
 ]:
     check(f"inspectdb writes {line!r}", line in models_text, True)
+
+# --- fields' types changed by migrations, as `makemigrations` writes them for a model
+# whose IntegerField becomes a BigIntegerField and whose key moves from BigAutoField to
+# AutoField and back: Django sends ALTER COLUMN ... TYPE ... USING for the column, the
+# key and the chunks' foreign key column (dropping and adding the foreign key around it,
+# with SET CONSTRAINTS), and ALTER SEQUENCE ... AS; every row is kept.
+AUTO = 'models.{}(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")'
+for number, previous, operations in [
+    ("0002_types", "0001_initial", [
+        'migrations.AlterField(model_name="chunk", name="n", field=models.BigIntegerField())',
+        f'migrations.AlterField(model_name="document", name="id", field={AUTO.format("AutoField")})',
+    ]),
+    ("0003_big_again", "0002_types", [
+        f'migrations.AlterField(model_name="document", name="id", field={AUTO.format("BigAutoField")})',
+    ]),
+]:
+    with open(os.path.join(scratch, "vg_migrations", number + ".py"), "w") as f:
+        f.write(
+            "from django.db import migrations, models\n\n\n"
+            "class Migration(migrations.Migration):\n"
+            f"    dependencies = [('djangoapp', '{previous}')]\n"
+            f"    operations = [{', '.join(operations)}]\n"
+        )
+
+
+def column_types():
+    return catalog(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE (table_name, column_name) IN (('djangoapp_document', 'id'),"
+        " ('djangoapp_chunk', 'document_id'), ('djangoapp_chunk', 'n')) ORDER BY 1, 2"
+    )
+
+
+docs_before = sorted(Document.objects.values_list("id", "title", "category"))
+chunks_before = sorted(Chunk.objects.values_list("id", "document_id", "n"))
+call_command("migrate", "djangoapp", "0002_types", verbosity=0)
+check(
+    "AlterField to BigIntegerField and AutoField: the columns' types",
+    column_types(),
+    [("djangoapp_chunk", "document_id", "integer"), ("djangoapp_chunk", "n", "bigint"), ("djangoapp_document", "id", "integer")],
+)
+check("AlterField keeps the chunks", sorted(Chunk.objects.values_list("id", "document_id", "n")), chunks_before)
+check(
+    "the key's sequence is integer",
+    catalog("SELECT format_type(seqtypid, NULL) FROM pg_sequence WHERE seqrelid = 'djangoapp_document_id_seq'::regclass"),
+    [("integer",)],
+)
+holder = Document.objects.order_by("id").first()
+big = Chunk.objects.create(document=holder, n=2**40)
+check("a bigint column holds 2**40", Chunk.objects.get(id=big.id).n, 2**40)
+big.delete()
+call_command("migrate", "djangoapp", verbosity=0)
+check(
+    "AlterField back to BigAutoField: bigint again",
+    column_types(),
+    [("djangoapp_chunk", "document_id", "bigint"), ("djangoapp_chunk", "n", "bigint"), ("djangoapp_document", "id", "bigint")],
+)
+check(
+    "the key's sequence is bigint again",
+    catalog("SELECT format_type(seqtypid, NULL) FROM pg_sequence WHERE seqrelid = 'djangoapp_document_id_seq'::regclass"),
+    [("bigint",)],
+)
+check("every document kept", sorted(Document.objects.values_list("id", "title", "category")), docs_before)
+check("every chunk kept", sorted(Chunk.objects.values_list("id", "document_id", "n")), chunks_before)
+check(
+    "the foreign key is made again",
+    [v["foreign_key"] for v in connection.introspection.get_constraints(connection.cursor(), "djangoapp_chunk").values() if v["foreign_key"]],
+    [("djangoapp_document", "id")],
+)
+fresh = Document.objects.create(title="after the type change", embedding=vec(3))
+check("the key's sequence goes on", fresh.id > max(d[0] for d in docs_before), True)
+with_chunk = Chunk.objects.order_by("id").first().document
+with_chunk.delete()
+check(
+    "the foreign key still cascades",
+    Chunk.objects.filter(document_id=with_chunk.id).exists(),
+    False,
+)
 print("django: all passed")

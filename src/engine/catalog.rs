@@ -201,11 +201,12 @@ impl Core {
             .map(|d| (d.name.clone(), Arc::new(d)))
             .collect();
         // Values taken from a sequence that was dropped (or dropped and made again) are
-        // not handed out.
+        // not handed out; one altered (a table rewritten by ALTER TABLE gives it another
+        // owner, or its column's type) is the same sequence.
         let mut blocks = self.sequences.blocks.lock().await;
         let mut known = self.sequences.defs.write();
         blocks.retain(
-            |name, _| matches!((known.get(name), defs.get(name)), (Some(a), Some(b)) if a == b),
+            |name, _| matches!((known.get(name), defs.get(name)), (Some(a), Some(b)) if a.same_sequence(b)),
         );
         *known = defs;
     }

@@ -3,7 +3,7 @@
 //! out, so that a failure leaves both stores and the catalog as they were.
 
 use crate::error::{Error, Result};
-use crate::store::{Distance, Names, TableDef};
+use crate::store::{Distance, Names, Row, TableDef};
 use crate::types::Value;
 
 use super::{Core, Notices, health};
@@ -259,10 +259,7 @@ pub async fn drop_schema(core: &Core, name: &str) -> Result<()> {
 }
 
 /// Give a table kept under its hidden key the primary key `new` has (`ALTER TABLE ...
-/// ADD PRIMARY KEY`). A row store keys its rows by the primary key, so the rows are
-/// written again, keyed by the new key, under a new stored name (with a collection of
-/// their own); then the old table goes and the new one takes its name. Rows that other
-/// statements changed while the copy ran are copied again just before the swap.
+/// ADD PRIMARY KEY`): its rows are written again, keyed by the new key ([`rewrite`]).
 /// 23502 if a key column holds NULL, 23505 if two rows share a key; the table is as it
 /// was then.
 pub async fn rekey(
@@ -271,24 +268,47 @@ pub async fn rekey(
     mut new: TableDef,
     notices: &Notices,
 ) -> Result<()> {
-    if def.indexed() {
+    new.pk_constraint = Some(new.pk_name());
+    rewrite(core, def, new, notices, |rows| async move { Ok(rows) }).await
+}
+
+/// Put `new` in place of `def` with every row written again as `convert` makes it (a
+/// new key, columns of new types). A row store keys its rows by the primary key and
+/// cannot change a column's type, so the rows go under a new stored name (with a
+/// collection of their own); then the old table goes and the new one takes its name.
+/// Rows that other statements changed while the copy ran are converted and copied again
+/// just before the swap. `convert` takes rows as `def` keeps them and gives them, in
+/// order, as `new` does. 23505 if two rows share a key, 23502 if a key column holds
+/// NULL, or `convert`'s error: the table is as it was then.
+pub async fn rewrite<C, F>(
+    core: &Core,
+    def: &TableDef,
+    mut new: TableDef,
+    notices: &Notices,
+    convert: C,
+) -> Result<()>
+where
+    C: Fn(Vec<Row>) -> F,
+    F: std::future::Future<Output = Result<Vec<Row>>>,
+{
+    if def.indexed() || new.indexed() {
         index_writable(core)?;
     }
     let _changing = core.changing(&def.name);
     let rows = every_row(core, def).await?;
-    keyed(&new, &rows)?;
-    // The new key's rows under a name of their own until the swap; UNIQUE constraints
-    // claim their values afresh (their holders name rows by key).
+    let converted = convert(rows.clone()).await?;
+    keyed(&new, &converted)?;
+    // The rows under a name of their own until the swap; UNIQUE constraints claim their
+    // values afresh (their holders name rows by key).
     let stored = core
         .storage_name_for(&def.name)
         .unwrap_or_else(|| def.name.clone());
     for u in &mut new.unique {
         u.space = super::unique::new_space();
     }
-    new.pk_constraint = Some(new.pk_name());
     let mut staging = new.clone();
     staging.name = format!(
-        "{}rekey_{:08x}",
+        "{}rewrite_{:08x}",
         crate::store::RESERVED_PREFIX,
         uuid::Uuid::new_v4().as_fields().0
     );
@@ -296,34 +316,43 @@ pub async fn rekey(
     staging.stored = Some(stored);
     create_table(core, staging.clone(), notices).await?;
     let copied = async {
-        copy_rows(core, &staging, &rows, notices).await?;
-        // What changed meanwhile (by the hidden key, which every row keeps): written
-        // again, and rows deleted meanwhile deleted.
+        copy_rows(core, &staging, &converted, notices).await?;
+        // What changed meanwhile (by the old key, or the hidden key, which every row
+        // keeps): converted and written again, and rows deleted meanwhile deleted.
+        let old_key = |r: &Row| crate::store::keys::encode(&def.key_of(r));
+        let mut before: std::collections::HashMap<Vec<u8>, (Row, Row)> = rows
+            .into_iter()
+            .zip(converted)
+            .map(|(r, c)| (old_key(&r), (r, c)))
+            .collect();
         let now = every_row(core, def).await?;
-        keyed(&new, &now)?;
-        let hidden = |r: &crate::store::Row| crate::store::keys::encode(&def.key_of(r));
-        let before: std::collections::HashMap<Vec<u8>, &crate::store::Row> =
-            rows.iter().map(|r| (hidden(r), r)).collect();
-        let after: std::collections::HashSet<Vec<u8>> = now.iter().map(hidden).collect();
-        let changed: Vec<crate::store::Row> = now
-            .iter()
-            .filter(|r| before.get(&hidden(r)).is_none_or(|old| *old != *r))
-            .cloned()
+        let after: std::collections::HashSet<Vec<u8>> = now.iter().map(old_key).collect();
+        let changed: Vec<Row> = now
+            .into_iter()
+            .filter(|r| before.get(&old_key(r)).is_none_or(|(old, _)| old != r))
             .collect();
+        let changed_keys: Vec<Vec<u8>> = changed.iter().map(old_key).collect();
+        let changed_new = convert(changed).await?;
         // Deleted meanwhile, or given another key: the copy under the key it had goes.
-        let mut gone: Vec<Vec<Value>> = before
-            .iter()
-            .filter(|(k, _)| !after.contains(*k))
-            .map(|(_, r)| staging.key_of(r))
-            .collect();
-        for r in &changed {
-            if let Some(old) = before.get(&hidden(r))
-                && staging.key_of(old) != staging.key_of(r)
+        let mut gone: Vec<Vec<Value>> = Vec::new();
+        before.retain(|k, (_, c)| {
+            let kept = after.contains(k);
+            if !kept {
+                gone.push(staging.key_of(c));
+            }
+            kept
+        });
+        for (k, c) in changed_keys.into_iter().zip(&changed_new) {
+            if let Some((_, old)) = before.get(&k)
+                && staging.key_of(old) != staging.key_of(c)
             {
                 gone.push(staging.key_of(old));
             }
+            before.insert(k, (Vec::new(), c.clone()));
         }
-        copy_rows(core, &staging, &changed, notices).await?;
+        let all: Vec<Row> = before.into_values().map(|(_, c)| c).collect();
+        keyed(&new, &all)?;
+        copy_rows(core, &staging, &changed_new, notices).await?;
         if !gone.is_empty() {
             super::write::delete_rows(core, &staging, gone, notices).await?;
         }
@@ -356,7 +385,7 @@ pub async fn rekey(
 }
 
 /// Every row a table's store holds.
-async fn every_row(core: &Core, def: &TableDef) -> Result<Vec<crate::store::Row>> {
+async fn every_row(core: &Core, def: &TableDef) -> Result<Vec<Row>> {
     use futures::StreamExt;
     let mut out = Vec::new();
     let mut stream = core.rows.scan(def, 1024, None);
@@ -368,7 +397,7 @@ async fn every_row(core: &Core, def: &TableDef) -> Result<Vec<crate::store::Row>
 
 /// 23505 if two rows share a key, else 23502 if a row has NULL in a key column (in
 /// Postgres' order: its unique index is built before the columns become NOT NULL).
-fn keyed(new: &TableDef, rows: &[crate::store::Row]) -> Result<()> {
+fn keyed(new: &TableDef, rows: &[Row]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     let mut null = None;
     for r in rows {
@@ -405,15 +434,9 @@ fn keyed(new: &TableDef, rows: &[crate::store::Row]) -> Result<()> {
 }
 
 /// Write `rows` into `def` in batches (claiming their UNIQUE values first).
-async fn copy_rows(
-    core: &Core,
-    def: &TableDef,
-    rows: &[crate::store::Row],
-    notices: &Notices,
-) -> Result<()> {
+async fn copy_rows(core: &Core, def: &TableDef, rows: &[Row], notices: &Notices) -> Result<()> {
     for chunk in rows.chunks(1000) {
-        let pairs: Vec<(&crate::store::Row, Option<&crate::store::Row>)> =
-            chunk.iter().map(|r| (r, None)).collect();
+        let pairs: Vec<(&Row, Option<&Row>)> = chunk.iter().map(|r| (r, None)).collect();
         super::unique::claim(core, def, None, &pairs).await?;
         super::write::write_rows(
             core,

@@ -101,13 +101,9 @@ impl Core {
     /// Change a sequence's definition (`ALTER SEQUENCE ... OWNED BY`), keeping where it
     /// is.
     pub async fn replace_sequence(&self, def: SequenceDef) -> Result<()> {
-        let state = self
-            .rows
-            .sequence_state(&def.name)
-            .await?
-            .ok_or_else(|| Error::UndefinedTable(def.name.clone()))?;
-        self.rows.drop_sequence(&def.name).await?;
-        self.rows.create_sequence(&def, state).await?;
+        if !self.rows.set_sequence_def(&def).await? {
+            return Err(Error::UndefinedTable(def.name.clone()));
+        }
         self.sequences
             .defs
             .write()

@@ -1,6 +1,6 @@
 //! `ALTER TABLE`: index options, and changes to a live table's columns (ADD, DROP,
-//! RENAME, ALTER COLUMN ... SET/DROP DEFAULT, SET/DROP NOT NULL, TYPE to the same
-//! stored type), in both row stores, without losing a row; RENAME TO.
+//! RENAME, ALTER COLUMN ... SET/DROP DEFAULT, SET/DROP NOT NULL, TYPE), in both row
+//! stores, without losing a row; RENAME TO.
 
 use datafusion::sql::sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, ColumnOption, Ident,
@@ -98,7 +98,7 @@ pub(super) async fn alter_table(session: &Session, at: &AlterTable) -> Result<Ou
         Ok(Output::Command(DONE.into()))
     } else {
         Err(Error::FeatureNotSupported(format!(
-            "ALTER TABLE ... {} is not supported: ADD COLUMN, DROP COLUMN, RENAME COLUMN, ALTER COLUMN (SET/DROP DEFAULT, SET/DROP NOT NULL, TYPE of the same storage), ADD/DROP CONSTRAINT, SET (index options) and RENAME TO are, one kind per statement",
+            "ALTER TABLE ... {} is not supported: ADD COLUMN, DROP COLUMN, RENAME COLUMN, ALTER COLUMN (SET/DROP DEFAULT, SET/DROP NOT NULL, TYPE), ADD/DROP CONSTRAINT, SET (index options) and RENAME TO are, one kind per statement",
             ops.iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
@@ -392,6 +392,7 @@ fn without_columns(def: &TableDef, dropped: &[usize]) -> TableDef {
 /// `RENAME [COLUMN] a TO b` and `ALTER [COLUMN] c SET/DROP DEFAULT`, `SET/DROP NOT
 /// NULL`, `[SET DATA] TYPE t` (where `t` is stored as the column already is, e.g.
 /// `varchar(100)` to `varchar(200)`): changes to the catalog only, the rows as they are.
+/// A `TYPE` stored otherwise (or with `USING`) rewrites the table ([`super::retype`]).
 /// A renamed column keeps its name in the row store. A table with a vector index has it
 /// rebuilt after a rename (the index's payload names the columns).
 async fn alter_columns(
@@ -401,6 +402,7 @@ async fn alter_columns(
 ) -> Result<Output> {
     let mut new = def.clone();
     let mut renamed = Vec::new();
+    let mut retypes = Vec::new();
     for op in ops {
         match op {
             AlterTableOperation::RenameColumn {
@@ -411,10 +413,19 @@ async fn alter_columns(
                 renamed.push((ident_name(old_column_name), ident_name(new_column_name)));
             }
             AlterTableOperation::AlterColumn { column_name, op } => {
-                alter_column(session, &mut new, column_name, op).await?;
+                alter_column(session, &mut new, column_name, op, &mut retypes).await?;
             }
             _ => {}
         }
+    }
+    if !retypes.is_empty() {
+        if !renamed.is_empty() {
+            return Err(Error::Syntax(
+                "RENAME COLUMN cannot be combined with ALTER COLUMN ... TYPE".into(),
+            ));
+        }
+        super::retype::retype(session, def, new, retypes).await?;
+        return Ok(Output::Command(DONE.into()));
     }
     if new == *def {
         return Ok(Output::Command(DONE.into()));
@@ -501,6 +512,7 @@ async fn alter_column(
     def: &mut TableDef,
     column: &Ident,
     op: &AlterColumnOperation,
+    retypes: &mut Vec<super::retype::Retype>,
 ) -> Result<()> {
     let cname = ident_name(column);
     let i = def
@@ -540,16 +552,15 @@ async fn alter_column(
             data_type, using, ..
         } => {
             let ty = parse_type(&data_type.to_string())?;
+            let type_name = data_type.to_string().to_ascii_lowercase();
+            let varchar = super::statements::character_type(&cname, &type_name, &session.notices)?;
             if ty != def.columns[i].ty || using.is_some() {
-                return Err(Error::FeatureNotSupported(format!(
-                    "ALTER COLUMN \"{cname}\" TYPE {data_type} is not supported: only a type stored as the column's own ({}) is",
-                    def.columns[i].ty.sql_name()
-                )));
+                // Stored otherwise: every row is converted and written again.
+                retypes.push(super::retype::check(def, i, ty, varchar, using.as_ref())?);
+                return Ok(());
             }
             // text, varchar and varchar(n) are stored alike: a shorter limit is checked
             // against every row first.
-            let type_name = data_type.to_string().to_ascii_lowercase();
-            let varchar = super::statements::character_type(&cname, &type_name, &session.notices)?;
             if let Some(n) = varchar.filter(|n| *n > 0)
                 && def.columns[i].varchar.is_none_or(|old| old == 0 || old > n)
             {

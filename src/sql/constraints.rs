@@ -1029,3 +1029,80 @@ pub(crate) fn fully_parenthesized(text: &str) -> String {
         },
     )
 }
+
+/// The setting [`set_constraints_statements`] carries a `SET CONSTRAINTS` in.
+pub const SET_CONSTRAINTS: &str = "vg_set_constraints";
+
+/// Each `SET CONSTRAINTS {ALL | name, ...} {IMMEDIATE | DEFERRED}` in `sql` (which the
+/// SQL parser does not read; Django sends one before it drops a foreign key) as `SET
+/// vg_set_constraints = 'names mode'`, which [`set_constraints`] carries out. `None`
+/// when there is none.
+pub fn set_constraints_statements(sql: &str) -> Option<String> {
+    static SET: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?is)(^|;)(\s*)SET\s+CONSTRAINTS\s+([^;]+?)\s+(IMMEDIATE|DEFERRED)\s*(;|$)",
+        )
+        .expect("a valid pattern")
+    });
+    if !super::pgvector::mentions(sql, "constraints") || !SET.is_match(sql) {
+        return None;
+    }
+    Some(
+        SET.replace_all(sql, |c: &regex::Captures| {
+            format!(
+                "{}{}SET {SET_CONSTRAINTS} = '{} {}'{}",
+                &c[1],
+                &c[2],
+                c[3].replace('\'', "''"),
+                c[4].to_ascii_uppercase(),
+                &c[5]
+            )
+        })
+        .into_owned(),
+    )
+}
+
+/// `SET CONSTRAINTS names mode` (`text` as [`set_constraints_statements`] carries it):
+/// every constraint here is checked at the end of each statement, so IMMEDIATE changes
+/// nothing and DEFERRED is accepted with a NOTICE (as `INITIALLY DEFERRED` is). A name
+/// no table has is 42704; outside a transaction block Postgres' WARNING.
+pub(super) fn set_constraints(session: &Session, text: &str) -> Result<()> {
+    let text = text.trim().trim_matches('\'');
+    let (names, mode) = text.rsplit_once(' ').unwrap_or((text, ""));
+    if !names.trim().eq_ignore_ascii_case("all") {
+        let tables = session.engine.core.tables();
+        for name in names.split(',') {
+            let name = name.trim();
+            // A schema-qualified name: the constraint's own part.
+            let last = name.rsplit('.').next().unwrap_or(name);
+            let name = if last.starts_with('"') {
+                last.trim_matches('"').to_string()
+            } else {
+                last.to_ascii_lowercase()
+            };
+            let known = tables.iter().any(|t| {
+                t.pk_name() == name
+                    || t.foreign_keys.iter().any(|f| f.name == name)
+                    || t.unique.iter().any(|u| u.name == name)
+                    || t.checks.iter().any(|c| c.name == name)
+            });
+            if !known {
+                return Err(Error::UndefinedObject(format!(
+                    "constraint \"{name}\" does not exist"
+                )));
+            }
+        }
+    }
+    if !session.tx.active() {
+        session.notices.push_warning(
+            "25P01",
+            "SET CONSTRAINTS can only be used in transaction blocks",
+        );
+    }
+    if mode == "DEFERRED" {
+        session.notices.push(
+            "SET CONSTRAINTS ... DEFERRED changes nothing here: vectorgate checks every constraint at each statement, not at COMMIT".to_string(),
+        );
+    }
+    Ok(())
+}

@@ -28,6 +28,7 @@ pub mod pgvector;
 pub mod plan_cache;
 pub mod pushdown;
 pub mod reindex;
+mod retype;
 pub mod row_ids;
 pub mod schemas;
 pub mod sequences;
@@ -323,6 +324,10 @@ impl Engine {
             None => sql,
         };
         let sql = match sequences::alter_sequence_statement(&sql) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => sql,
+        };
+        let sql = match constraints::set_constraints_statements(&sql) {
             Some(s) => std::borrow::Cow::Owned(s),
             None => sql,
         };

@@ -792,8 +792,10 @@ pub fn exact_order_note(stmt: &Statement, shared: &Core) -> Option<String> {
             function.trim_end_matches("_distance").replace("l1", "L1")
         ),
         (Some(_), None) if column.ty.is_vector() => match column.ty {
+            // Out of the index by sparsevec_l2_ops, a table's L2 distance, or a table
+            // made before sparsevec columns were indexed.
             ColumnType::SparseVec(_) => format!(
-                "sparsevec column \"{}\" is ranked by L2 distance, which its index cannot serve",
+                "sparsevec column \"{}\" is not in the vector index, which cannot rank a sparsevec by L2 distance (an index with sparsevec_ip_ops or sparsevec_cosine_ops puts it there)",
                 column.name
             ),
             _ => format!(

@@ -106,6 +106,7 @@ pub fn sequence_def(
         max,
         cycle,
         owned_by,
+        created: Some(uuid::Uuid::new_v4().as_u64_pair().0),
     })
 }
 
@@ -648,8 +649,9 @@ fn strip_words<'a>(text: &'a str, words: &[&str]) -> Option<&'a str> {
     Some(rest)
 }
 
-/// Carry out `ALTER SEQUENCE name action`: `OWNED BY table.column | NONE`, `RESTART
-/// [[WITH] n]` and `OWNER TO role` (vectorgate keeps no owners: a NOTICE says so).
+/// Carry out `ALTER SEQUENCE name action`: `AS type`, `OWNED BY table.column | NONE`,
+/// `RESTART [[WITH] n]` and `OWNER TO role` (vectorgate keeps no owners: a NOTICE says
+/// so).
 pub async fn alter_sequence(
     session: &super::Session,
     name: &datafusion::sql::sqlparser::ast::ObjectName,
@@ -711,13 +713,63 @@ pub async fn alter_sequence(
             };
             core.setval(&key, value, false).await?;
         }
+        ["as", _] => {
+            // What Django sends after changing an AutoField's type.
+            let ty = sequence_type_name(words[1])?;
+            let def = core.sequence(&key).await?;
+            let changed = retyped(&def, ty)?;
+            if changed != *def {
+                core.replace_sequence(changed).await?;
+            }
+        }
         _ => {
             return Err(Error::FeatureNotSupported(format!(
-                "ALTER SEQUENCE ... {action} is not supported (OWNED BY, RESTART and OWNER TO are)"
+                "ALTER SEQUENCE ... {action} is not supported (AS, OWNED BY, RESTART and OWNER TO are)"
             )));
         }
     }
     Ok(super::Output::Command("ALTER SEQUENCE".into()))
+}
+
+/// `def` as `AS ty` makes it, as Postgres does: a bound that was the old type's own
+/// becomes the new type's; one the new type cannot hold is 22023.
+pub fn retyped(def: &SequenceDef, ty: ColumnType) -> Result<SequenceDef> {
+    let ((old_min, old_max), (min, max)) = (type_bounds(&def.ty), type_bounds(&ty));
+    let mut out = def.clone();
+    // Postgres' own minimum for an ascending sequence is 1, its maximum for a
+    // descending one -1: those stay.
+    if def.max == old_max {
+        out.max = max;
+    }
+    if def.min == old_min {
+        out.min = min;
+    }
+    if out.max > max || out.min < min {
+        return Err(Error::InvalidParameter(format!(
+            "{} (\"{}\") is out of range for sequence data type {}",
+            if out.max > max {
+                "MAXVALUE"
+            } else {
+                "MINVALUE"
+            },
+            if out.max > max { out.max } else { out.min },
+            ty.sql_name()
+        )));
+    }
+    out.ty = ty;
+    Ok(out)
+}
+
+/// The type `ALTER SEQUENCE ... AS type` names, as text.
+fn sequence_type_name(t: &str) -> Result<ColumnType> {
+    match t.to_ascii_lowercase().trim_matches('"') {
+        "smallint" | "int2" => Ok(ColumnType::SmallInt),
+        "integer" | "int" | "int4" => Ok(ColumnType::Int),
+        "bigint" | "int8" => Ok(ColumnType::BigInt),
+        _ => Err(Error::InvalidParameter(
+            "sequence type must be smallint, integer, or bigint".into(),
+        )),
+    }
 }
 
 /// `a.b."C"` as its parts, case-folded where not quoted.

@@ -1912,9 +1912,8 @@ pub(crate) fn returning_of<'a>(
     Some((def, alias, items))
 }
 
-/// `RETURNING items` over the rows a statement wrote, as that statement's output: the
-/// query is planned over the table itself, then its scan of the table is replaced by a
-/// scan of `rows` (of the very schema the table's scan has).
+/// `RETURNING items` over the rows a statement wrote, as that statement's output
+/// ([`over_rows`]).
 async fn returning(
     session: &Session,
     def: &TableDef,
@@ -1923,11 +1922,27 @@ async fn returning(
     rows: &[Row],
 ) -> Result<Output> {
     let sql = returning_sql(def, alias, items, &def.sql_name());
+    let (schema, batch) = over_rows(session, def, &sql, rows).await?;
+    Ok(Output::Written {
+        tag: "",
+        schema,
+        batch,
+    })
+}
+
+/// A query that reads `def`'s table, run over `rows` in its place: planned over the
+/// table itself, then its scan of the table replaced by a scan of `rows`.
+pub(super) async fn over_rows(
+    session: &Session,
+    def: &TableDef,
+    sql: &str,
+    rows: &[Row],
+) -> Result<(datafusion::arrow::datatypes::SchemaRef, RecordBatch)> {
     let stmt = session
         .engine
-        .parse(&sql)?
+        .parse(sql)?
         .pop()
-        .ok_or_else(|| Error::internal("empty RETURNING"))?;
+        .ok_or_else(|| Error::internal("an empty query over rows"))?;
     let plan = session.plan(stmt).await?;
     let plan = reading_rows(plan, def, &rows.iter().collect::<Vec<_>>())?;
     let schema = super::catalog::result_schema(&plan);
@@ -1935,11 +1950,7 @@ async fn returning(
     let batches: Vec<RecordBatch> = df.execute_stream().await?.try_collect().await?;
     let batch =
         datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(Error::internal)?;
-    Ok(Output::Written {
-        tag: "",
-        schema,
-        batch,
-    })
+    Ok((schema, batch))
 }
 
 /// The write path of a statement: into the open transaction block, or else the engine's
@@ -2662,6 +2673,10 @@ fn set_variable(session: &Session, s: &Set) -> Result<Output> {
             .map(option_text)
             .collect::<Vec<_>>()
             .join(", ");
+        if name == super::constraints::SET_CONSTRAINTS {
+            super::constraints::set_constraints(session, &value)?;
+            return Ok(Output::Command("SET CONSTRAINTS".into()));
+        }
         let value = if ["on", "off", "true", "false"].contains(&value.to_ascii_lowercase().as_str())
         {
             value.to_ascii_lowercase()

@@ -309,6 +309,32 @@ impl RowStore for EmbeddedRows {
         .await
     }
 
+    async fn set_sequence_def(&self, def: &super::SequenceDef) -> Result<bool> {
+        let def = def.clone();
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(err)?;
+            {
+                let mut t = txn.open_table(SEQUENCES).map_err(err)?;
+                let Some(old) = t
+                    .get(def.name.as_str())
+                    .map_err(err)?
+                    .map(|v| v.value().to_string())
+                else {
+                    return Ok(false);
+                };
+                let mut stored: StoredSequence =
+                    serde_json::from_str(&old).map_err(Error::internal)?;
+                stored.def = def;
+                let json = serde_json::to_string(&stored).map_err(Error::internal)?;
+                t.insert(stored.def.name.as_str(), json.as_str())
+                    .map_err(err)?;
+            }
+            txn.commit().map_err(err)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn sequence_state(&self, name: &str) -> Result<Option<super::SequenceState>> {
         let name = name.to_string();
         self.blocking(move |db| {

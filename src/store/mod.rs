@@ -827,9 +827,30 @@ pub struct SequenceDef {
     /// by its stored name ([`TableDef::stored_name`]), which a RENAME keeps.
     #[serde(default)]
     pub owned_by: Option<(String, String)>,
+    /// A random number given at `CREATE`, which tells a sequence from one made again
+    /// under its name (none for sequences made before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
 }
 
 impl SequenceDef {
+    /// Whether `other` is this sequence, perhaps altered (another owner, type or
+    /// bounds), rather than one dropped and made again.
+    pub fn same_sequence(&self, other: &SequenceDef) -> bool {
+        match (self.created, other.created) {
+            (Some(a), Some(b)) => a == b && self.name == other.name,
+            _ => {
+                SequenceDef {
+                    owned_by: None,
+                    ..self.clone()
+                } == SequenceDef {
+                    owned_by: None,
+                    ..other.clone()
+                }
+            }
+        }
+    }
+
     /// The sequence's schema.
     pub fn schema(&self) -> &str {
         self.schema.as_deref().unwrap_or("public")
@@ -934,6 +955,9 @@ pub trait RowStore: Send + Sync + 'static {
     /// Create a sequence (42P07 if the name is taken) with `state`.
     async fn create_sequence(&self, def: &SequenceDef, state: SequenceState) -> Result<()>;
     async fn drop_sequence(&self, name: &str) -> Result<()>;
+    /// Give a sequence a new definition, its state as it is (one write, so that no
+    /// proxy's values are taken twice); false if there is no such sequence.
+    async fn set_sequence_def(&self, def: &SequenceDef) -> Result<bool>;
     /// A sequence's state (`None`: no such sequence).
     async fn sequence_state(&self, name: &str) -> Result<Option<SequenceState>>;
     /// Put `new` in place of `old`, atomically across proxies; false if the state is no

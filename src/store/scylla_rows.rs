@@ -1251,6 +1251,26 @@ impl RowStore for ScyllaRows {
         self.catalog_changed().await
     }
 
+    async fn set_sequence_def(&self, def: &super::SequenceDef) -> Result<bool> {
+        let json = serde_json::to_string(def).map_err(Error::internal)?;
+        let res = self
+            .session
+            .query_unpaged(
+                format!(
+                    "UPDATE {} SET def = ? WHERE name = ? IF EXISTS",
+                    self.sequences()
+                ),
+                (json.as_str(), def.name.as_str()),
+            )
+            .await
+            .map_err(cql_err)?;
+        if !applied(res)? {
+            return Ok(false);
+        }
+        self.catalog_changed().await?;
+        Ok(true)
+    }
+
     async fn sequence_state(&self, name: &str) -> Result<Option<super::SequenceState>> {
         let res = self
             .session

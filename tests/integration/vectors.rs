@@ -842,7 +842,7 @@ async fn a_sparse_index_search_ranks_the_rows_it_cannot_find_exactly() {
     for (sql, why) in [
         (
             "SELECT id FROM sp ORDER BY s <-> '{1:1}/10' LIMIT 3",
-            "sparsevec column \"s\" is ranked by L2 distance, which its index cannot serve",
+            "sparsevec column \"s\" is not in the vector index, which cannot rank a sparsevec by L2 distance",
         ),
         (
             "SELECT id FROM sp ORDER BY s <+> '{1:1}/10' LIMIT 3",
@@ -862,4 +862,116 @@ async fn a_sparse_index_search_ranks_the_rows_it_cannot_find_exactly() {
         );
         notices.lock().expect("notices").clear();
     }
+}
+
+/// `ALTER COLUMN e TYPE vector(8)` of a column without a dimension: a row of another
+/// dimension fails it (the table as it was), then the rows are written again and the
+/// column joins the index; `TYPE halfvec(8)` rounds every row to half precision and the
+/// index holds those. Each search, through both protocols and with a filter, against an
+/// exact oracle of the rows as they are (cosine, the table's distance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vector_column_changes_type_with_its_rows() {
+    let server = Server::start();
+    let client = server.client().await;
+    let mut rng = StdRng::seed_from_u64(2116);
+    let centers = centers(&mut rng, 8);
+    client
+        .batch_execute("CREATE TABLE retyped (id int PRIMARY KEY, cat int, e vector)")
+        .await
+        .expect("create");
+    let mut rows: Vec<(i64, i32, Vec<f32>)> = Vec::new();
+    for id in 0..400i64 {
+        let (cat, v) = (rng.gen_range(0..3), clustered(&mut rng, &centers));
+        client
+            .execute(
+                "INSERT INTO retyped VALUES ($1, $2, $3)",
+                &[&(id as i32), &cat, &PgVector(v.clone())],
+            )
+            .await
+            .expect("insert");
+        rows.push((id, cat, v));
+    }
+    client
+        .batch_execute("INSERT INTO retyped VALUES (400, 0, '[1,2,3]'), (401, 1, NULL)")
+        .await
+        .expect("a short vector and none");
+    let query = clustered(&mut rng, &centers);
+    let search =
+        "SELECT id, (e <=> $1)::float8 FROM retyped WHERE cat = 1 ORDER BY e <=> $1 LIMIT 10";
+    let plan = super::explain(&client, search, &[&PgVector(query.clone())]).await;
+    assert!(!plan.contains("VectorSearchExec"), "no index yet: {plan}");
+
+    let e = client
+        .batch_execute("ALTER TABLE retyped ALTER COLUMN e TYPE vector(8)")
+        .await
+        .expect_err("a row of 3 dimensions");
+    assert_eq!(sqlstate(&e), "22000", "{e:?}");
+    let texts = simple_rows(&client, "SELECT e::text FROM retyped WHERE id = 400").await;
+    assert_eq!(texts, vec![vec![Some("[1,2,3]".to_string())]], "as it was");
+
+    client
+        .batch_execute(
+            "DELETE FROM retyped WHERE id = 400; ALTER TABLE retyped ALTER COLUMN e TYPE vector(8)",
+        )
+        .await
+        .expect("every vector has 8 dimensions");
+    let plan = super::explain(&client, search, &[&PgVector(query.clone())]).await;
+    assert!(
+        plan.contains("VectorSearchExec: table=retyped, k=10, distance=cosine"),
+        "{plan}"
+    );
+    let mut all: Vec<(i64, f64)> = rows
+        .iter()
+        .filter(|r| r.1 == 1)
+        .map(|r| (r.0, exact("cosine", &query, &r.2)))
+        .collect();
+    all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let extended: Vec<(i64, f64)> = client
+        .query(search, &[&PgVector(query.clone())])
+        .await
+        .expect("search")
+        .iter()
+        .map(|r| (i64::from(r.get::<_, i32>(0)), r.get(1)))
+        .collect();
+    assert_ranked_as(&extended, &all, 10, "vector(8), extended");
+
+    // At half precision: each stored vector and the query rounded, as pgvector casts.
+    client
+        .batch_execute("ALTER TABLE retyped ALTER COLUMN e TYPE halfvec(8)")
+        .await
+        .expect("to halfvec");
+    let half_query = to_half(&query);
+    let mut all: Vec<(i64, f64)> = rows
+        .iter()
+        .filter(|r| r.1 == 1)
+        .map(|r| (r.0, exact("cosine", &half_query, &to_half(&r.2))))
+        .collect();
+    all.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let simple = simple_pairs(
+        &client,
+        &format!(
+            "SELECT id, e <=> '{q}' FROM retyped WHERE cat = 1 ORDER BY e <=> '{q}' LIMIT 10",
+            q = vec_text(&query)
+        ),
+    )
+    .await;
+    assert_ranked_as(&simple, &all, 10, "halfvec(8), simple");
+    let plan = super::explain(
+        &client,
+        "SELECT id FROM retyped ORDER BY e <=> $1 LIMIT 10",
+        &[&PgHalfVec(query.clone())],
+    )
+    .await;
+    assert!(
+        plan.contains("VectorSearchExec: table=retyped, k=10, distance=cosine"),
+        "{plan}"
+    );
+    let stored: Option<PgHalfVec> = client
+        .query_one("SELECT e FROM retyped WHERE id = 7", &[])
+        .await
+        .expect("read")
+        .get(0);
+    assert_eq!(stored.map(|h| h.0), Some(to_half(&rows[7].2)));
+    let nulls = simple_rows(&client, "SELECT count(*) FROM retyped WHERE e IS NULL").await;
+    assert_eq!(nulls, vec![vec![Some("1".to_string())]], "the NULL stays");
 }
