@@ -249,6 +249,10 @@ pub(crate) fn add_foreign_key(
             "only MATCH SIMPLE foreign keys are supported".into(),
         ));
     }
+    let initially_deferred = fk
+        .characteristics
+        .as_ref()
+        .is_some_and(|c| matches!(c.initially, Some(DeferrableInitial::Deferred)));
     if let Some(ch) = &fk.characteristics {
         if ch.enforced == Some(false) {
             return Err(Error::FeatureNotSupported(
@@ -348,6 +352,12 @@ pub(crate) fn add_foreign_key(
             .collect(),
         on_delete,
         on_update,
+        deferrable: initially_deferred
+            || fk
+                .characteristics
+                .as_ref()
+                .is_some_and(|c| c.deferrable == Some(true)),
+        initially_deferred,
     });
     Ok(())
 }
@@ -1047,25 +1057,30 @@ pub fn set_constraints_statements(sql: &str) -> Option<String> {
     if !super::pgvector::mentions(sql, "constraints") || !SET.is_match(sql) {
         return None;
     }
-    Some(
-        SET.replace_all(sql, |c: &regex::Captures| {
-            format!(
-                "{}{}SET {SET_CONSTRAINTS} = '{} {}'{}",
-                &c[1],
-                &c[2],
-                c[3].replace('\'', "''"),
-                c[4].to_ascii_uppercase(),
-                &c[5]
-            )
-        })
-        .into_owned(),
-    )
+    // One at a time: a match takes the `;` after it, which the next one starts at.
+    let mut out = sql.to_string();
+    while SET.is_match(&out) {
+        out = SET
+            .replace(&out, |c: &regex::Captures| {
+                format!(
+                    "{}{}SET {SET_CONSTRAINTS} = '{} {}'{}",
+                    &c[1],
+                    &c[2],
+                    c[3].replace('\'', "''"),
+                    c[4].to_ascii_uppercase(),
+                    &c[5]
+                )
+            })
+            .into_owned();
+    }
+    Some(out)
 }
 
 /// `SET CONSTRAINTS names mode` (`text` as [`set_constraints_statements`] carries it):
 /// every constraint here is checked at the end of each statement, so IMMEDIATE changes
 /// nothing and DEFERRED is accepted with a NOTICE (as `INITIALLY DEFERRED` is). A name
-/// no table has is 42704; outside a transaction block Postgres' WARNING.
+/// no table has is 42704; DEFERRED of one not declared DEFERRABLE (only foreign keys
+/// can be) is 42809; outside a transaction block Postgres' WARNING.
 pub(super) fn set_constraints(session: &Session, text: &str) -> Result<()> {
     let text = text.trim().trim_matches('\'');
     let (names, mode) = text.rsplit_once(' ').unwrap_or((text, ""));
@@ -1080,16 +1095,28 @@ pub(super) fn set_constraints(session: &Session, text: &str) -> Result<()> {
             } else {
                 last.to_ascii_lowercase()
             };
-            let known = tables.iter().any(|t| {
-                t.pk_name() == name
-                    || t.foreign_keys.iter().any(|f| f.name == name)
-                    || t.unique.iter().any(|u| u.name == name)
-                    || t.checks.iter().any(|c| c.name == name)
-            });
+            let deferrable = tables
+                .iter()
+                .flat_map(|t| &t.foreign_keys)
+                .find(|f| f.name == name)
+                .map(|f| f.deferrable);
+            let known = deferrable.is_some()
+                || tables.iter().any(|t| {
+                    t.pk_name() == name
+                        || t.unique.iter().any(|u| u.name == name)
+                        || t.checks.iter().any(|c| c.name == name)
+                });
             if !known {
                 return Err(Error::UndefinedObject(format!(
                     "constraint \"{name}\" does not exist"
                 )));
+            }
+            if mode.eq_ignore_ascii_case("DEFERRED") && deferrable != Some(true) {
+                return Err(Error::Detailed {
+                    code: "42809",
+                    message: format!("constraint \"{name}\" is not deferrable"),
+                    detail: String::new(),
+                });
             }
         }
     }
@@ -1105,4 +1132,35 @@ pub(super) fn set_constraints(session: &Session, text: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_constraints_becomes_a_setting_each_time_it_appears() {
+        assert_eq!(
+            set_constraints_statements(
+                "SET CONSTRAINTS \"a_fk\" IMMEDIATE; ALTER TABLE t DROP CONSTRAINT \"a_fk\""
+            )
+            .as_deref(),
+            Some(
+                "SET vg_set_constraints = '\"a_fk\" IMMEDIATE'; ALTER TABLE t DROP CONSTRAINT \"a_fk\""
+            )
+        );
+        assert_eq!(
+            set_constraints_statements(
+                "set constraints all deferred;SET CONSTRAINTS x, s.y IMMEDIATE"
+            )
+            .as_deref(),
+            Some(
+                "SET vg_set_constraints = 'all DEFERRED';SET vg_set_constraints = 'x, s.y IMMEDIATE'"
+            )
+        );
+        assert_eq!(
+            set_constraints_statements("SELECT 'SET CONSTRAINTS' AS constraints"),
+            None
+        );
+    }
 }

@@ -457,6 +457,12 @@ pub struct ForeignKeyDef {
     pub referenced: Vec<String>,
     pub on_delete: RefAction,
     pub on_update: RefAction,
+    /// `DEFERRABLE` and `INITIALLY DEFERRED` as declared, for the catalog and `SET
+    /// CONSTRAINTS`; the key is checked at each statement all the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferrable: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initially_deferred: bool,
 }
 
 /// A UNIQUE constraint: its name, its columns (positions), and the space its values are

@@ -334,7 +334,16 @@ impl TableProvider for KeyViews {
                     }
                     "table_name" => Cell::Text(def.relname().into()),
                     "constraint_type" => Cell::Text(kind.into()),
-                    "is_deferrable" | "initially_deferred" => Cell::Text("NO".into()),
+                    "is_deferrable" | "initially_deferred" => {
+                        let yes = s.foreign.as_ref().is_some_and(|f| {
+                            if c == "is_deferrable" {
+                                f.deferrable
+                            } else {
+                                f.initially_deferred
+                            }
+                        });
+                        Cell::Text(if yes { "YES" } else { "NO" }.into())
+                    }
                     "enforced" => Cell::Text("YES".into()),
                     "nulls_distinct" if s.kind == 'u' => Cell::Text("YES".into()),
                     "column_name" => Cell::Text(column.clone()?),

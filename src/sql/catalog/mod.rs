@@ -1586,7 +1586,12 @@ impl TableProvider for PrimaryKeys {
                             "conname" => Cell::Text(s.name.clone()),
                             "connamespace" => Cell::Int(i64::from(ns)),
                             "contype" => Cell::Text(s.kind.to_string()),
-                            "condeferrable" | "condeferred" => Cell::Bool(false),
+                            "condeferrable" => {
+                                Cell::Bool(s.foreign.as_ref().is_some_and(|f| f.deferrable))
+                            }
+                            "condeferred" => {
+                                Cell::Bool(s.foreign.as_ref().is_some_and(|f| f.initially_deferred))
+                            }
                             "convalidated" | "conislocal" => Cell::Bool(true),
                             "connoinherit" => Cell::Bool(s.kind != 'c'),
                             "conrelid" => Cell::Int(i64::from(oid)),
@@ -1793,6 +1798,12 @@ pub(crate) fn shown_constraints(def: &crate::store::TableDef, oid: i32) -> Vec<S
         }
         if f.on_delete != RefAction::NoAction {
             text.push_str(&format!(" ON DELETE {}", f.on_delete.sql()));
+        }
+        if f.deferrable {
+            text.push_str(" DEFERRABLE");
+        }
+        if f.initially_deferred {
+            text.push_str(" INITIALLY DEFERRED");
         }
         out.push(Shown {
             kind: 'f',
