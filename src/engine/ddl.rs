@@ -276,10 +276,12 @@ pub async fn rekey(
 /// new key, columns of new types). A row store keys its rows by the primary key and
 /// cannot change a column's type, so the rows go under a new stored name (with a
 /// collection of their own); then the old table goes and the new one takes its name.
-/// Rows that other statements changed while the copy ran are converted and copied again
-/// just before the swap. `convert` takes rows as `def` keeps them and gives them, in
-/// order, as `new` does. 23505 if two rows share a key, 23502 if a key column holds
-/// NULL, or `convert`'s error: the table is as it was then.
+/// The rows are read, converted and written a page at a time, so memory holds only
+/// each row's keys and a hash of it; rows that other statements changed while the copy
+/// ran are converted and copied again just before the swap, and rows they deleted are
+/// deleted. `convert` takes rows as `def` keeps them and gives them, in order, as `new`
+/// does. 23505 if two rows share a key, 23502 if a key column holds NULL, or
+/// `convert`'s error: the table is as it was then.
 pub async fn rewrite<C, F>(
     core: &Core,
     def: &TableDef,
@@ -295,9 +297,6 @@ where
         index_writable(core)?;
     }
     let _changing = core.changing(&def.name);
-    let rows = every_row(core, def).await?;
-    let converted = convert(rows.clone()).await?;
-    keyed(&new, &converted)?;
     // The rows under a name of their own until the swap; UNIQUE constraints claim their
     // values afresh (their holders name rows by key).
     let stored = core
@@ -316,53 +315,50 @@ where
     staging.stored = Some(stored);
     create_table(core, staging.clone(), notices).await?;
     let copied = async {
-        copy_rows(core, &staging, &converted, notices).await?;
-        // What changed meanwhile (by the old key, or the hidden key, which every row
-        // keeps): converted and written again, and rows deleted meanwhile deleted.
-        let old_key = |r: &Row| crate::store::keys::encode(&def.key_of(r));
-        let mut before: std::collections::HashMap<Vec<u8>, (Row, Row)> = rows
-            .into_iter()
-            .zip(converted)
-            .map(|(r, c)| (old_key(&r), (r, c)))
-            .collect();
-        let now = every_row(core, def).await?;
-        let after: std::collections::HashSet<Vec<u8>> = now.iter().map(old_key).collect();
-        let changed: Vec<Row> = now
-            .into_iter()
-            .filter(|r| before.get(&old_key(r)).is_none_or(|(old, _)| old != r))
-            .collect();
-        let changed_keys: Vec<Vec<u8>> = changed.iter().map(old_key).collect();
-        let changed_new = convert(changed).await?;
-        // Deleted meanwhile, or given another key: the copy under the key it had goes.
-        let mut gone: Vec<Vec<Value>> = Vec::new();
-        before.retain(|k, (_, c)| {
-            let kept = after.contains(k);
-            if !kept {
-                gone.push(staging.key_of(c));
-            }
-            kept
-        });
-        for (k, c) in changed_keys.into_iter().zip(&changed_new) {
-            if let Some((_, old)) = before.get(&k)
-                && staging.key_of(old) != staging.key_of(c)
-            {
-                gone.push(staging.key_of(old));
-            }
-            before.insert(k, (Vec::new(), c.clone()));
+        use futures::StreamExt;
+        let mut copy = Copied::new(def, &staging);
+        let mut pages = core.rows.scan(def, 1000, None);
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            let converted = convert(page.clone()).await?;
+            copy.record(&page, &converted)?;
+            copy_rows(core, &staging, &converted, notices).await?;
         }
-        let all: Vec<Row> = before.into_values().map(|(_, c)| c).collect();
-        keyed(&new, &all)?;
-        copy_rows(core, &staging, &changed_new, notices).await?;
+        drop(pages);
+        // What changed meanwhile (by the old key, or the hidden key, which every row
+        // keeps): converted and written again; what was deleted meanwhile, deleted. This
+        // proxy's writes to the table wait from here until the swap.
+        let closed = core.gate(def.stored_name()).write_owned().await;
+        let mut changed = Vec::new();
+        let mut present = std::collections::HashSet::new();
+        let mut pages = core.rows.scan(def, 1000, None);
+        while let Some(page) = pages.next().await {
+            for r in page? {
+                let k = crate::store::keys::encode(&def.key_of(&r));
+                if copy.rows.get(&k).is_none_or(|e| e.hash != row_hash(&r)) {
+                    changed.push(r);
+                }
+                present.insert(k);
+            }
+        }
+        drop(pages);
+        let converted = convert(changed.clone()).await?;
+        let gone = copy.settle(&present, &changed, &converted)?;
+        // Deleted first: a key a row left may be the one another row took.
         if !gone.is_empty() {
             super::write::delete_rows(core, &staging, gone, notices).await?;
         }
-        Ok::<(), Error>(())
+        copy_rows(core, &staging, &converted, notices).await?;
+        Ok::<_, Error>(closed)
     }
     .await;
-    if let Err(e) = copied {
-        let _ = drop_table(core, &staging.name).await;
-        return Err(e);
-    }
+    let _closed = match copied {
+        Ok(closed) => closed,
+        Err(e) => {
+            let _ = drop_table(core, &staging.name).await;
+            return Err(e);
+        }
+    };
     drop_table(core, &def.name).await?;
     staging.schema = def.schema.clone();
     rename_table(core, &staging, &def.name).await?;
@@ -384,30 +380,65 @@ where
     Ok(())
 }
 
-/// Every row a table's store holds.
-async fn every_row(core: &Core, def: &TableDef) -> Result<Vec<Row>> {
-    use futures::StreamExt;
-    let mut out = Vec::new();
-    let mut stream = core.rows.scan(def, 1024, None);
-    while let Some(batch) = stream.next().await {
-        out.extend(batch?);
-    }
-    Ok(out)
+/// A row's hash: whether it changed since it was copied.
+fn row_hash(r: &Row) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    crate::store::keys::encode(r).hash(&mut h);
+    h.finish()
 }
 
-/// 23505 if two rows share a key, else 23502 if a row has NULL in a key column (in
-/// Postgres' order: its unique index is built before the columns become NOT NULL).
-fn keyed(new: &TableDef, rows: &[Row]) -> Result<()> {
-    let mut seen = std::collections::HashSet::new();
-    let mut null = None;
-    for r in rows {
-        let key = new.key_of(r);
-        if let Some(i) = key.iter().position(|v| matches!(v, Value::Null)) {
-            null.get_or_insert(new.primary_key[i]);
-            continue;
+/// What [`rewrite`] has copied: for each row (by its key in the old table) its hash and
+/// its key in the new one; the new keys taken, and the rows whose new key has a NULL.
+struct Copied<'a> {
+    new: &'a TableDef,
+    old: &'a TableDef,
+    rows: std::collections::HashMap<Vec<u8>, CopiedRow>,
+    taken: std::collections::HashSet<Vec<u8>>,
+    nulls: std::collections::HashMap<Vec<u8>, usize>,
+}
+
+struct CopiedRow {
+    hash: u64,
+    key: Vec<Value>,
+}
+
+impl<'a> Copied<'a> {
+    fn new(old: &'a TableDef, new: &'a TableDef) -> Self {
+        Copied {
+            new,
+            old,
+            rows: Default::default(),
+            taken: Default::default(),
+            nulls: Default::default(),
         }
-        if !seen.insert(crate::store::keys::encode(&key)) {
-            return Err(match new.duplicate_key(&key) {
+    }
+
+    /// Rows copied (as `def` kept them, and as converted): 23505 at once if a new key is
+    /// taken already.
+    fn record(&mut self, rows: &[Row], converted: &[Row]) -> Result<()> {
+        for (r, c) in rows.iter().zip(converted) {
+            let old = crate::store::keys::encode(&self.old.key_of(r));
+            self.take(&old, c)?;
+            self.rows.insert(
+                old,
+                CopiedRow {
+                    hash: row_hash(r),
+                    key: self.new.key_of(c),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, old: &[u8], c: &Row) -> Result<()> {
+        let key = self.new.key_of(c);
+        if let Some(i) = key.iter().position(Value::is_null) {
+            self.nulls.insert(old.to_vec(), self.new.primary_key[i]);
+            return Ok(());
+        }
+        if !self.taken.insert(crate::store::keys::encode(&key)) {
+            return Err(match self.new.duplicate_key(&key) {
                 Error::UniqueViolation {
                     detail,
                     table,
@@ -422,14 +453,60 @@ fn keyed(new: &TableDef, rows: &[Row]) -> Result<()> {
                 other => other,
             });
         }
+        Ok(())
     }
-    match null {
-        Some(c) => Err(Error::NotNullViolation(format!(
-            "column \"{}\" of relation \"{}\" contains null values",
-            new.columns[c].name,
-            new.relname()
-        ))),
-        None => Ok(()),
+
+    /// The second look: `present` the old keys of every row now, `changed` the rows
+    /// changed or added since they were copied and `converted` those converted. The new
+    /// keys of the rows gone (deleted, or changed to another key) are given; 23505 if a
+    /// changed row's new key is another's, then 23502 if a new key has a NULL.
+    fn settle(
+        &mut self,
+        present: &std::collections::HashSet<Vec<u8>>,
+        changed: &[Row],
+        converted: &[Row],
+    ) -> Result<Vec<Vec<Value>>> {
+        let mut gone = Vec::new();
+        let release = |copied: &CopiedRow, taken: &mut std::collections::HashSet<Vec<u8>>| {
+            taken.remove(&crate::store::keys::encode(&copied.key));
+        };
+        let deleted: Vec<Vec<u8>> = self
+            .rows
+            .keys()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect();
+        for k in deleted {
+            if let Some(c) = self.rows.remove(&k) {
+                release(&c, &mut self.taken);
+                gone.push(c.key);
+            }
+            self.nulls.remove(&k);
+        }
+        let olds: Vec<Vec<u8>> = changed
+            .iter()
+            .map(|r| crate::store::keys::encode(&self.old.key_of(r)))
+            .collect();
+        for (k, c) in olds.iter().zip(converted) {
+            self.nulls.remove(k);
+            if let Some(before) = self.rows.get(k) {
+                release(before, &mut self.taken);
+                if before.key != self.new.key_of(c) {
+                    gone.push(before.key.clone());
+                }
+            }
+        }
+        for (k, c) in olds.iter().zip(converted) {
+            self.take(k, c)?;
+        }
+        match self.nulls.values().next() {
+            Some(&c) => Err(Error::NotNullViolation(format!(
+                "column \"{}\" of relation \"{}\" contains null values",
+                self.new.columns[c].name,
+                self.new.relname()
+            ))),
+            None => Ok(gone),
+        }
     }
 }
 

@@ -84,6 +84,8 @@ pub struct Core {
     pub copies: progress::Copies,
     /// The rows this proxy's sessions are changing.
     pub(crate) row_locks: row_locks::RowLocks,
+    /// Each table's gate for writes to its rows, by stored name (see [`Core::gate`]).
+    gates: Mutex<std::collections::HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
 }
 
 /// A table's collection rebuilt from its rows while this lives.
@@ -105,6 +107,38 @@ impl fmt::Debug for Core {
 }
 
 impl Core {
+    /// The gate of writes to the rows stored under `stored`: each write to the row store
+    /// passes it shared ([`Core::pass_gate`]); a rewrite of the table (ALTER TABLE
+    /// moving its rows to a new stored name) holds it closed while it copies the last
+    /// changes and swaps the new table in, so that no write of this proxy falls between.
+    pub(crate) fn gate(&self, stored: &str) -> Arc<tokio::sync::RwLock<()>> {
+        self.gates
+            .lock()
+            .entry(stored.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Pass `def`'s gate, which stays open while the guard lives: 40001 if the table was
+    /// rewritten meanwhile (its rows are under another stored name now, maybe of other
+    /// types, so the statement's rows cannot go there as they are).
+    pub(crate) async fn pass_gate(
+        &self,
+        def: &TableDef,
+    ) -> Result<tokio::sync::OwnedRwLockReadGuard<()>> {
+        let open = self.gate(def.stored_name()).read_owned().await;
+        match self.table(&def.name) {
+            Ok(now) if now.stored_name() != def.stored_name() => Err(Error::Transaction {
+                code: "40001",
+                message: format!(
+                    "table \"{}\" was rewritten by ALTER TABLE while this statement ran: run it again",
+                    def.relname()
+                ),
+            }),
+            _ => Ok(open),
+        }
+    }
+
     /// Mark `table` as rebuilt from its rows until the guard is dropped.
     pub(crate) fn begin_rebuild(&self, table: &str) -> RebuildGuard<'_> {
         self.rebuilding.lock().insert(table.to_string());
@@ -166,6 +200,7 @@ impl Core {
             sequences: sequences::Sequences::load(sequence_defs),
             watch,
             changing: Default::default(),
+            gates: Default::default(),
             advisory: Default::default(),
             copies: Default::default(),
             row_locks: Default::default(),

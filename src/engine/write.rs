@@ -57,7 +57,9 @@ pub async fn store_rows(
         .iter()
         .map(|r| OutboxEntry::own(def.key_of(r), ts))
         .collect();
+    let open = core.pass_gate(def).await?;
     core.rows.write(def, rows, mode, ts).await?;
+    drop(open);
     crate::faults::after_row_write();
     Ok(Stored {
         points,
@@ -106,7 +108,9 @@ pub async fn delete_rows(
         .iter()
         .map(|k| OutboxEntry::own(k.clone(), ts))
         .collect();
+    let open = core.pass_gate(def).await?;
     let n = core.rows.delete(def, keys_, ts).await?;
+    drop(open);
     crate::faults::after_row_write();
     apply_to_index(core, def, vec![], ids, entries, notices).await?;
     Ok(n)
@@ -138,10 +142,12 @@ pub async fn commit_block(
 /// COMMIT succeeds with a NOTICE. Returns how many rows it changed.
 pub async fn commit(core: &Core, pending: Vec<Arc<Pending>>, notices: &Notices) -> Result<u64> {
     let mut changes = Vec::new();
+    let mut open = Vec::new();
     for p in pending {
         if p.entries.is_empty() {
             continue;
         }
+        open.push(core.pass_gate(&p.def).await?);
         match core.table(&p.def.name) {
             Ok(now) if *now == *p.def => {}
             Ok(_) => {
@@ -174,7 +180,9 @@ pub async fn commit(core: &Core, pending: Vec<Arc<Pending>>, notices: &Notices) 
         return Ok(0);
     }
     let ts = write_stamp();
-    if !core.rows.commit(&changes, ts).await? {
+    let committed = core.rows.commit(&changes, ts).await?;
+    drop(open);
+    if !committed {
         notices.push(
             "the transaction is committed, but the row store failed before all its rows were written: they are written from its commit log within seconds of the store answering again",
         );

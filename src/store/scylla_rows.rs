@@ -1064,6 +1064,27 @@ impl ScyllaRows {
     }
 }
 
+impl ScyllaRows {
+    /// A lightweight transaction that changes the catalog: false if it did not apply;
+    /// the catalog's version moves only when it did.
+    async fn catalog_transaction(
+        &self,
+        cql: String,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<bool> {
+        let res = self
+            .session
+            .query_unpaged(cql, values)
+            .await
+            .map_err(cql_err)?;
+        if !applied(res)? {
+            return Ok(false);
+        }
+        self.catalog_changed().await?;
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl RowStore for ScyllaRows {
     fn catalog_lease(&self) -> Option<Duration> {
@@ -1109,23 +1130,15 @@ impl RowStore for ScyllaRows {
     }
 
     async fn add_name(&self, kind: super::Names, name: &str) -> Result<bool> {
-        let res = self
-            .session
-            .query_unpaged(
-                format!(
-                    "INSERT INTO {}.{} (name) VALUES (?) IF NOT EXISTS",
-                    q(&self.ks),
-                    q(names_table(kind))
-                ),
-                (name,),
-            )
-            .await
-            .map_err(cql_err)?;
-        if !applied(res)? {
-            return Ok(false);
-        }
-        self.catalog_changed().await?;
-        Ok(true)
+        self.catalog_transaction(
+            format!(
+                "INSERT INTO {}.{} (name) VALUES (?) IF NOT EXISTS",
+                q(&self.ks),
+                q(names_table(kind))
+            ),
+            (name,),
+        )
+        .await
     }
 
     async fn remove_name(&self, kind: super::Names, name: &str) -> Result<()> {
@@ -1253,22 +1266,14 @@ impl RowStore for ScyllaRows {
 
     async fn set_sequence_def(&self, def: &super::SequenceDef) -> Result<bool> {
         let json = serde_json::to_string(def).map_err(Error::internal)?;
-        let res = self
-            .session
-            .query_unpaged(
-                format!(
-                    "UPDATE {} SET def = ? WHERE name = ? IF EXISTS",
-                    self.sequences()
-                ),
-                (json.as_str(), def.name.as_str()),
-            )
-            .await
-            .map_err(cql_err)?;
-        if !applied(res)? {
-            return Ok(false);
-        }
-        self.catalog_changed().await?;
-        Ok(true)
+        self.catalog_transaction(
+            format!(
+                "UPDATE {} SET def = ? WHERE name = ? IF EXISTS",
+                self.sequences()
+            ),
+            (json.as_str(), def.name.as_str()),
+        )
+        .await
     }
 
     async fn sequence_state(&self, name: &str) -> Result<Option<super::SequenceState>> {

@@ -165,3 +165,98 @@ async fn single_row_writes_killed_before_the_index_flushes_come_back() {
         "points, missing, stale, orphaned, duplicates"
     );
 }
+
+/// A write of another session while `ALTER COLUMN ... TYPE` rewrites the table (its rows
+/// copied under a new stored name, then swapped in) is either in the new table or
+/// refused with 40001: never acknowledged and lost. Updates, inserts and deletes run
+/// throughout the ALTER; the table is compared with what was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_table_rewrite_are_kept_or_refused() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    enum Op {
+        Update(i32),
+        Insert(i32, i32),
+        Delete(i32),
+    }
+    let server = Server::start();
+    let (a, b) = (server.client().await, server.client().await);
+    const N: i32 = 40_000;
+    a.batch_execute(&format!(
+        "CREATE TABLE rw (id int PRIMARY KEY, n int, note text); \
+         INSERT INTO rw SELECT g, g, 'r' || g FROM generate_series(1, {N}) g"
+    ))
+    .await
+    .expect("fill");
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut model: BTreeMap<i32, i64> = (1..=N).map(|i| (i, i64::from(i))).collect();
+            let (mut acknowledged, mut refused, mut during) = (0u32, 0u32, 0u32);
+            let mut i = 0i32;
+            while !done.load(Ordering::Relaxed) || i < 50 {
+                i += 1;
+                let id = 1 + (i * 7919) % N;
+                let (sql, op) = match i % 3 {
+                    0 => (
+                        format!("UPDATE rw SET n = n + 100000 WHERE id = {id}"),
+                        Op::Update(id),
+                    ),
+                    1 => (
+                        format!("INSERT INTO rw VALUES ({}, {i}, 'new')", N + i),
+                        Op::Insert(N + i, i),
+                    ),
+                    _ => (format!("DELETE FROM rw WHERE id = {id}"), Op::Delete(id)),
+                };
+                match b.batch_execute(&sql).await {
+                    Ok(()) => {
+                        match op {
+                            Op::Update(id) => {
+                                if let Some(n) = model.get_mut(&id) {
+                                    *n += 100_000;
+                                }
+                            }
+                            Op::Insert(id, n) => {
+                                model.insert(id, i64::from(n));
+                            }
+                            Op::Delete(id) => {
+                                model.remove(&id);
+                            }
+                        }
+                        acknowledged += 1;
+                        if !done.load(Ordering::Relaxed) {
+                            during += 1;
+                        }
+                    }
+                    Err(e) if super::sqlstate(&e) == "40001" => refused += 1,
+                    Err(e) => panic!("{sql}: {e:?}"),
+                }
+            }
+            (model, acknowledged, refused, during)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    a.batch_execute("ALTER TABLE rw ALTER COLUMN n TYPE bigint")
+        .await
+        .expect("alter");
+    done.store(true, Ordering::Relaxed);
+    let (model, acknowledged, refused, during) = writer.await.expect("writer");
+    eprintln!(
+        "writes: {acknowledged} acknowledged ({during} while the ALTER ran), {refused} refused (40001)"
+    );
+    assert!(during > 0, "no write ran beside the rewrite");
+    let got: BTreeMap<i32, i64> = a
+        .query("SELECT id, n FROM rw", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(got.len(), model.len(), "rows");
+    assert!(
+        got == model,
+        "every acknowledged write is in the table, no other"
+    );
+}
