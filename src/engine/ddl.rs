@@ -320,8 +320,11 @@ where
         let mut pages = core.rows.scan(def, 1000, None);
         while let Some(page) = pages.next().await {
             let page = page?;
-            let converted = convert(page.clone()).await?;
+            let mut converted = convert(page.clone()).await?;
             copy.record(&page, &converted)?;
+            // A row with NULL in its new key fails the rewrite at its end (unless it is
+            // deleted meanwhile); a row store cannot hold it.
+            converted.retain(|c| !staging.key_of(c).iter().any(Value::is_null));
             copy_rows(core, &staging, &converted, notices).await?;
         }
         drop(pages);
@@ -342,8 +345,9 @@ where
             }
         }
         drop(pages);
-        let converted = convert(changed.clone()).await?;
+        let mut converted = convert(changed.clone()).await?;
         let gone = copy.settle(&present, &changed, &converted)?;
+        converted.retain(|c| !staging.key_of(c).iter().any(Value::is_null));
         // Deleted first: a key a row left may be the one another row took.
         if !gone.is_empty() {
             super::write::delete_rows(core, &staging, gone, notices).await?;
@@ -499,6 +503,8 @@ impl<'a> Copied<'a> {
         for (k, c) in olds.iter().zip(converted) {
             self.take(k, c)?;
         }
+        // A key with a NULL was never copied.
+        gone.retain(|k| !k.iter().any(Value::is_null));
         match self.nulls.values().next() {
             Some(&c) => Err(Error::NotNullViolation(format!(
                 "column \"{}\" of relation \"{}\" contains null values",
