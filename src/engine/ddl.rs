@@ -320,8 +320,9 @@ where
         let mut pages = core.rows.scan(def, 1000, None);
         while let Some(page) = pages.next().await {
             let page = page?;
-            let mut converted = convert(page.clone()).await?;
-            copy.record(&page, &converted)?;
+            let seen = copy.seen(&page);
+            let mut converted = convert(page).await?;
+            copy.record(seen, &converted)?;
             // A row with NULL in its new key fails the rewrite at its end (unless it is
             // deleted meanwhile); a row store cannot hold it.
             converted.retain(|c| !staging.key_of(c).iter().any(Value::is_null));
@@ -345,8 +346,9 @@ where
             }
         }
         drop(pages);
-        let mut converted = convert(changed.clone()).await?;
-        let gone = copy.settle(&present, &changed, &converted)?;
+        let olds: Vec<Vec<u8>> = copy.seen(&changed).into_iter().map(|(k, _)| k).collect();
+        let mut converted = convert(changed).await?;
+        let gone = copy.settle(&present, &olds, &converted)?;
         converted.retain(|c| !staging.key_of(c).iter().any(Value::is_null));
         // Deleted first: a key a row left may be the one another row took.
         if !gone.is_empty() {
@@ -418,16 +420,22 @@ impl<'a> Copied<'a> {
         }
     }
 
-    /// Rows copied (as `def` kept them, and as converted): 23505 at once if a new key is
-    /// taken already.
-    fn record(&mut self, rows: &[Row], converted: &[Row]) -> Result<()> {
-        for (r, c) in rows.iter().zip(converted) {
-            let old = crate::store::keys::encode(&self.old.key_of(r));
+    /// Each row's key in the old table and its hash, taken before it is converted.
+    fn seen(&self, rows: &[Row]) -> Vec<(Vec<u8>, u64)> {
+        rows.iter()
+            .map(|r| (crate::store::keys::encode(&self.old.key_of(r)), row_hash(r)))
+            .collect()
+    }
+
+    /// Rows copied (`seen` before, as converted): 23505 at once if a new key is taken
+    /// already.
+    fn record(&mut self, seen: Vec<(Vec<u8>, u64)>, converted: &[Row]) -> Result<()> {
+        for ((old, hash), c) in seen.into_iter().zip(converted) {
             self.take(&old, c)?;
             self.rows.insert(
                 old,
                 CopiedRow {
-                    hash: row_hash(r),
+                    hash,
                     key: self.new.key_of(c),
                 },
             );
@@ -460,14 +468,15 @@ impl<'a> Copied<'a> {
         Ok(())
     }
 
-    /// The second look: `present` the old keys of every row now, `changed` the rows
-    /// changed or added since they were copied and `converted` those converted. The new
-    /// keys of the rows gone (deleted, or changed to another key) are given; 23505 if a
-    /// changed row's new key is another's, then 23502 if a new key has a NULL.
+    /// The second look: `present` the old keys of every row now, `olds` the old keys of
+    /// the rows changed or added since they were copied and `converted` those rows
+    /// converted. The new keys of the rows gone (deleted, or changed to another key) are
+    /// given; 23505 if a changed row's new key is another's, then 23502 if a new key has
+    /// a NULL.
     fn settle(
         &mut self,
         present: &std::collections::HashSet<Vec<u8>>,
-        changed: &[Row],
+        olds: &[Vec<u8>],
         converted: &[Row],
     ) -> Result<Vec<Vec<Value>>> {
         let mut gone = Vec::new();
@@ -487,10 +496,6 @@ impl<'a> Copied<'a> {
             }
             self.nulls.remove(&k);
         }
-        let olds: Vec<Vec<u8>> = changed
-            .iter()
-            .map(|r| crate::store::keys::encode(&self.old.key_of(r)))
-            .collect();
         for (k, c) in olds.iter().zip(converted) {
             self.nulls.remove(k);
             if let Some(before) = self.rows.get(k) {

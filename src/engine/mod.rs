@@ -112,11 +112,11 @@ impl Core {
     /// moving its rows to a new stored name) holds it closed while it copies the last
     /// changes and swaps the new table in, so that no write of this proxy falls between.
     pub(crate) fn gate(&self, stored: &str) -> Arc<tokio::sync::RwLock<()>> {
-        self.gates
-            .lock()
-            .entry(stored.to_string())
-            .or_default()
-            .clone()
+        let mut gates = self.gates.lock();
+        match gates.get(stored) {
+            Some(g) => g.clone(),
+            None => gates.entry(stored.to_string()).or_default().clone(),
+        }
     }
 
     /// Pass `def`'s gate, which stays open while the guard lives: 40001 if the table was
