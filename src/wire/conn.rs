@@ -128,11 +128,46 @@ impl Framing {
     }
 }
 
-/// The client's stream with [`Framing`] applied to what it reads.
+/// The client's stream with [`Framing`] applied to what it reads, and replies held
+/// back while a request is under way ([`Guarded::hold`]).
 pub struct Guarded {
     inner: MaybeTls,
     framing: Framing,
     refused: Arc<parking_lot::Mutex<Option<Violation>>>,
+    /// Whether replies are held: set while the extended protocol's messages before a
+    /// Sync or Flush are handled. Postgres sends nothing of them until then, so a
+    /// statement's replies (BindComplete, rows, CommandComplete, ReadyForQuery) leave
+    /// in one write instead of one per message, and the client wakes once.
+    hold: bool,
+    /// Replies written but not yet sent, and how many of their bytes have been.
+    held: Vec<u8>,
+    sent: usize,
+}
+
+/// How many bytes of held replies are sent anyway (a large result's rows).
+const HOLD_AT_MOST: usize = 64 * 1024;
+
+impl Guarded {
+    /// Hold replies (`true`) until Sync or Flush, or send them as they come.
+    fn hold(&mut self, hold: bool) {
+        self.hold = hold;
+    }
+
+    /// Send the held replies.
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.held.len() {
+            let n = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.held[self.sent..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.held.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncRead for Guarded {
@@ -165,15 +200,32 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if !this.hold && this.held.is_empty() {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        // Held, or the last reply of a held request (its ReadyForQuery): joined to the
+        // others, sent by the flush that follows.
+        if this.held.len() >= HOLD_AT_MOST {
+            std::task::ready!(this.poll_send_held(cx))?;
+        }
+        this.held.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        if this.hold && this.held.len() < HOLD_AT_MOST {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(this.poll_send_held(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        std::task::ready!(this.poll_send_held(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
@@ -241,6 +293,9 @@ pub async fn serve(
         inner: old.io,
         framing,
         refused: refused.clone(),
+        hold: false,
+        held: Vec::new(),
+        sent: 0,
     };
     let mut parts = FramedParts::new(io, old.codec);
     parts.read_buf = old.read_buf;
@@ -315,6 +370,16 @@ pub async fn serve(
                     PgWireConnectionState::CopyInProgress(e) => e,
                     _ => msg.is_extended_query(),
                 };
+                // Replies wait for the Sync or Flush that ends the request, as
+                // Postgres' do.
+                socket.get_mut().hold(matches!(
+                    msg,
+                    PgWireFrontendMessage::Parse(_)
+                        | PgWireFrontendMessage::Bind(_)
+                        | PgWireFrontendMessage::Describe(_)
+                        | PgWireFrontendMessage::Execute(_)
+                        | PgWireFrontendMessage::Close(_)
+                ));
                 let handled = std::panic::AssertUnwindSafe(process_message(
                     msg,
                     &mut socket,
@@ -332,8 +397,15 @@ pub async fn serve(
                     errors.on_error(&socket, &mut e);
                     process_error(&mut socket, e, extended_query).await?;
                 }
+                // A COPY FROM STDIN started by Execute: the client waits for its
+                // CopyInResponse before it sends the data (and no Sync comes first).
+                if matches!(socket.state(), PgWireConnectionState::CopyInProgress(_)) {
+                    socket.get_mut().hold(false);
+                    socket.flush().await?;
+                }
             }
             Some(Err(e)) => {
+                socket.get_mut().hold(false);
                 let violation = *refused.lock();
                 let reply = match (violation, e) {
                     (Some(v), _) => fatal("08P01", v.message(limits.max_message_size)),

@@ -388,3 +388,66 @@ async fn ready_for_query_reports_the_block_status() {
     let (msgs, _) = read_until(&mut s, b'Z').await;
     assert_eq!(msgs.last().map(|m| m.1.clone()), Some(b"I".to_vec()));
 }
+
+/// Replies to the extended protocol's messages are held until the Sync or Flush that
+/// ends a request, as Postgres holds them: a Flush sends what is held without ending
+/// the request, and an Execute that starts a COPY FROM STDIN sends its CopyInResponse
+/// at once (the client sends the data before any Sync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_replies_leave_at_flush_sync_and_copy() {
+    let server = Server::start();
+    let mut s = ready(&server).await;
+    let (_, status) = status_after(&mut s, "CREATE TABLE held (id int PRIMARY KEY, v text)").await;
+    assert_eq!(status, Vec::<String>::new(), "table made");
+
+    let mut batch = message(b'P', b"\0SELECT $1::int + 1\0\0\0");
+    let mut bind = b"\0\0".to_vec();
+    bind.extend_from_slice(&0u16.to_be_bytes());
+    bind.extend_from_slice(&1u16.to_be_bytes());
+    bind.extend_from_slice(&1u32.to_be_bytes());
+    bind.extend_from_slice(b"6");
+    bind.extend_from_slice(&0u16.to_be_bytes());
+    batch.extend(message(b'B', &bind));
+    batch.extend(message(b'D', b"P\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'H', b""));
+    s.write_all(&batch).await.expect("flush request");
+    let (msgs, closed) = read_until(&mut s, b'C').await;
+    let tags: Vec<u8> = msgs.iter().map(|m| m.0).collect();
+    assert!(!closed);
+    assert_eq!(tags, b"12TDC", "everything up to the Flush, without a Sync");
+    assert_eq!(msgs[3].1, [0, 1, 0, 0, 0, 1, b'7']);
+    s.write_all(&message(b'S', b"")).await.expect("sync");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    assert_eq!(msgs.iter().map(|m| m.0).collect::<Vec<u8>>(), b"Z");
+
+    // COPY through Parse/Bind/Execute, the data sent only once CopyInResponse came.
+    let mut batch = message(b'P', b"\0COPY held FROM STDIN\0\0\0");
+    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    s.write_all(&batch).await.expect("copy request");
+    let (msgs, closed) = read_until(&mut s, b'G').await;
+    assert!(!closed);
+    assert_eq!(
+        msgs.iter().map(|m| m.0).collect::<Vec<u8>>(),
+        b"12G",
+        "CopyInResponse without a Sync or Flush"
+    );
+    let mut batch = message(b'd', b"1\tone\n2\ttwo\n");
+    batch.extend(message(b'c', b""));
+    batch.extend(message(b'S', b""));
+    s.write_all(&batch).await.expect("copy data");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    let complete = msgs.iter().find(|m| m.0 == b'C').expect("CommandComplete");
+    assert_eq!(complete.1, b"COPY 2\0");
+    s.write_all(&query("SELECT v FROM held ORDER BY id"))
+        .await
+        .expect("query");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    let rows: Vec<&[u8]> = msgs
+        .iter()
+        .filter(|m| m.0 == b'D')
+        .map(|m| &m.1[6..])
+        .collect();
+    assert_eq!(rows, [b"one".as_slice(), b"two".as_slice()]);
+}
