@@ -126,7 +126,7 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
         } else if field
             .metadata()
             .contains_key(arrow_pg::datatypes::PG_OID_ALIAS_KEY)
-            && field.data_type().is_integer()
+            && matches!(field.data_type(), DataType::Int32 | DataType::UInt32)
         {
             // The catalog emulation marks its oid columns `regtype`, `regclass`, ... for
             // its own comparisons; their values are numbers, the `oid` Postgres has
@@ -135,10 +135,10 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
         } else if field
             .metadata()
             .contains_key(arrow_pg::datatypes::PG_OID_ALIAS_KEY)
-            && !field.data_type().is_integer()
         {
-            // The oid marker survives casts (`typelem::regtype::text`): a text column
-            // is text, whatever column it came from.
+            // The oid marker survives casts (`typelem::regtype::text`, `oid::bigint`): a
+            // text or bigint column is one, whatever column it came from. (A cast to
+            // `int` plans as the `oid` it came from, so it is announced as one.)
             Some(arrow_pg::datatypes::into_pg_type(field.data_type())?)
         } else {
             None

@@ -305,6 +305,27 @@ async fn vector_columns_are_described_as_pgvector_vectors() {
     assert_eq!(text, ["[1,2.5,-3]"]);
 }
 
+/// A catalog oid column is announced as `oid`; cast to `bigint` or `text` it is
+/// announced as what the cast made, and its binary value reads as that type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_oids_cast_to_bigint_or_text_are_announced_as_such() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE TABLE oids_t (id int PRIMARY KEY)")
+        .await
+        .expect("setup");
+    let sql =
+        "SELECT oid, oid::bigint AS big, oid::text AS t FROM pg_class WHERE relname = 'oids_t'";
+    let stmt = client.prepare(sql).await.expect("prepare");
+    let types: Vec<&str> = stmt.columns().iter().map(|c| c.type_().name()).collect();
+    assert_eq!(types, ["oid", "int8", "text"]);
+    let row = client.query_one(&stmt, &[]).await.expect("query");
+    let oid: u32 = row.get(0);
+    assert_eq!(row.get::<_, i64>(1), i64::from(oid));
+    assert_eq!(row.get::<_, String>(2), oid.to_string());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytea_values_round_trip_in_both_formats() {
     let server = Server::start();
