@@ -181,6 +181,30 @@ impl Core {
         }
     }
 
+    /// The sequence's state as a reader of it sees it (`SELECT last_value, is_called
+    /// FROM seq`, `pg_sequences`): the stored state, which counts the values reserved
+    /// in blocks; while the last block reserved is this proxy's, the last value this
+    /// proxy handed out of it, as Postgres shows it. `None`: no state stored.
+    pub async fn sequence_state(&self, name: &str) -> Result<Option<SequenceState>> {
+        let def = self.sequence(name).await?;
+        let blocks = self.sequences.blocks.lock().await;
+        let Some(stored) = self.rows.sequence_state(name).await? else {
+            return Ok(None);
+        };
+        if let Some(b) = blocks.get(name)
+            && stored.called
+        {
+            let end = b.next as i128 + (b.left as i128 - 1) * def.increment as i128;
+            if end == stored.last as i128 {
+                return Ok(Some(SequenceState {
+                    last: b.next.wrapping_sub(def.increment),
+                    called: true,
+                }));
+            }
+        }
+        Ok(Some(stored))
+    }
+
     /// `setval(name, value, called)`: the sequence goes on after `value` (or at it, when
     /// not `called`). Values this proxy had taken but not handed out are dropped; other
     /// proxies hand out theirs first.

@@ -141,10 +141,11 @@ pub type System = Arc<std::sync::OnceLock<Arc<dyn SchemaProvider>>>;
 
 /// `pg_catalog` views found by their bare names, which the SQL front end does not
 /// qualify with `pg_catalog.` itself.
-const BY_PUBLIC: [&str; 3] = [
+const BY_PUBLIC: [&str; 4] = [
     "pg_indexes",
     "pg_available_extensions",
     "pg_stat_progress_copy",
+    "pg_sequences",
 ];
 
 #[async_trait]
@@ -176,18 +177,26 @@ impl SchemaProvider for Tables {
         {
             return system.table(name).await;
         }
-        Ok(shared
-            .table(&key)
-            .ok()
-            .map(|def| Arc::new(RowTable::new(def, shared.clone())) as Arc<dyn TableProvider>))
+        if let Ok(def) = shared.table(&key) {
+            return Ok(Some(Arc::new(RowTable::new(def, shared.clone()))));
+        }
+        // A sequence reads as its one-row relation (`SELECT last_value FROM seq`).
+        if shared.has_sequence(&key)
+            && let Ok(def) = shared.sequence(&key).await
+        {
+            return Ok(Some(Arc::new(
+                super::catalog::sequences::SequenceRelation::new(def, &shared),
+            )));
+        }
+        Ok(None)
     }
 
     fn table_exist(&self, name: &str) -> bool {
         (self.schema == "public" && BY_PUBLIC.contains(&name))
-            || self
-                .shared
-                .upgrade()
-                .is_some_and(|s| s.has_table(&crate::store::qualified(&self.schema, name)))
+            || self.shared.upgrade().is_some_and(|s| {
+                let key = crate::store::qualified(&self.schema, name);
+                s.has_table(&key) || s.has_sequence(&key)
+            })
     }
 }
 

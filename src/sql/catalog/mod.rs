@@ -25,6 +25,7 @@ use crate::types::ColumnType;
 
 mod functions;
 mod information_schema;
+pub mod sequences;
 
 pub use functions::{
     COLUMN_DEFAULT, FormatType, RELATION_NAME, TEXT_ARRAY_FUNCTIONS, TextArrays, constant_int,
@@ -98,6 +99,7 @@ impl SchemaProvider for PgCatalogOverlay {
             "pg_indexes",
             "pg_available_extensions",
             "pg_stat_progress_copy",
+            "pg_sequences",
         ] {
             if !names.iter().any(|n| n == extra) {
                 names.push(extra.into());
@@ -114,6 +116,11 @@ impl SchemaProvider for PgCatalogOverlay {
         }
         if name == "pg_available_extensions" {
             return Ok(Some(Arc::new(PgAvailableExtensions)));
+        }
+        if name == "pg_sequences" {
+            return Ok(Some(Arc::new(sequences::PgSequences {
+                shared: self.shared.clone(),
+            })));
         }
         if name == "pg_stat_progress_copy" {
             let (Some(classes), Some(namespaces)) = (
@@ -235,7 +242,7 @@ impl SchemaProvider for PgCatalogOverlay {
     fn table_exist(&self, name: &str) -> bool {
         matches!(
             name,
-            "pg_indexes" | "pg_available_extensions" | "pg_stat_progress_copy"
+            "pg_indexes" | "pg_available_extensions" | "pg_stat_progress_copy" | "pg_sequences"
         ) || self.inner.table_exist(name)
     }
 }
