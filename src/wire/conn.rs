@@ -395,7 +395,12 @@ pub async fn serve(
                 if let Err(mut e) = handled {
                     use pgwire::api::ErrorHandler;
                     errors.on_error(&socket, &mut e);
+                    // An error leaves at once, as Postgres flushes it: a client that
+                    // sent Flush (a pipeline) waits for it, and the Flush it sends
+                    // after the error is skipped with everything else until Sync.
+                    socket.get_mut().hold(false);
                     process_error(&mut socket, e, extended_query).await?;
+                    socket.flush().await?;
                 }
                 // A COPY FROM STDIN started by Execute: the client waits for its
                 // CopyInResponse before it sends the data (and no Sync comes first).

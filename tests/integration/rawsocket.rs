@@ -421,6 +421,22 @@ async fn held_replies_leave_at_flush_sync_and_copy() {
     let (msgs, _) = read_until(&mut s, b'Z').await;
     assert_eq!(msgs.iter().map(|m| m.0).collect::<Vec<u8>>(), b"Z");
 
+    // An error leaves at once: a pipeline's client waits for it after its Flush, which
+    // is skipped (with everything else) until the Sync.
+    let mut batch = message(b'P', b"\0SELECT 1/0\0\0\0");
+    batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'H', b""));
+    s.write_all(&batch).await.expect("failing request");
+    let (msgs, closed) = read_until(&mut s, b'E').await;
+    assert!(!closed);
+    let error = msgs.last().expect("an error");
+    assert_eq!(error.0, b'E', "the error arrives without a Sync");
+    assert_eq!(sqlstate_of(&error.1).as_deref(), Some("22012"));
+    s.write_all(&message(b'S', b"")).await.expect("sync");
+    let (msgs, _) = read_until(&mut s, b'Z').await;
+    assert_eq!(msgs.iter().map(|m| m.0).collect::<Vec<u8>>(), b"Z");
+
     // COPY through Parse/Bind/Execute, the data sent only once CopyInResponse came.
     let mut batch = message(b'P', b"\0COPY held FROM STDIN\0\0\0");
     batch.extend(message(b'B', b"\0\0\0\0\0\0\0\0"));
