@@ -185,8 +185,8 @@ impl Core {
     /// FROM seq`, `pg_sequences`): the stored state, which counts the values reserved
     /// in blocks; while the last block reserved is this proxy's, the last value this
     /// proxy handed out of it, as Postgres shows it. `None`: no state stored.
-    pub async fn sequence_state(&self, name: &str) -> Result<Option<SequenceState>> {
-        let def = self.sequence(name).await?;
+    pub async fn sequence_state(&self, def: &SequenceDef) -> Result<Option<SequenceState>> {
+        let name = def.name.as_str();
         let blocks = self.sequences.blocks.lock().await;
         let Some(stored) = self.rows.sequence_state(name).await? else {
             return Ok(None);

@@ -283,11 +283,7 @@ impl TableProvider for ViewOf {
             }
             out.push(RecordBatch::try_new(self.schema.clone(), columns)?);
         }
-        Ok(MemorySourceConfig::try_new_exec(
-            &[out],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
+        memory_exec(self.schema.clone(), out, projection)
     }
 }
 
@@ -387,11 +383,7 @@ impl TableProvider for PgType {
                 *b = RecordBatch::try_new(schema, columns)?;
             }
         }
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            self.schema(),
-            projection.cloned(),
-        )?)
+        memory_exec(self.schema(), batches, projection)
     }
 }
 
@@ -535,11 +527,7 @@ impl TableProvider for PgAttribute {
                 *b = patch(b, &declared)?;
             }
         }
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            self.schema(),
-            projection.cloned(),
-        )?)
+        memory_exec(self.schema(), batches, projection)
     }
 }
 
@@ -928,11 +916,7 @@ impl TableProvider for PgSequence {
             },
             None,
         )?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
+        memory_exec(self.schema.clone(), vec![batch], projection)
     }
 }
 
@@ -1011,11 +995,7 @@ impl TableProvider for PgDepend {
             },
             None,
         )?);
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            schema,
-            projection.cloned(),
-        )?)
+        memory_exec(schema, batches, projection)
     }
 }
 
@@ -1112,11 +1092,7 @@ impl TableProvider for PgAttrdef {
             },
             None,
         )?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
+        memory_exec(self.schema.clone(), vec![batch], projection)
     }
 }
 
@@ -1200,11 +1176,7 @@ impl TableProvider for PgIndexes {
             },
             None,
         )?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            schema,
-            projection.cloned(),
-        )?)
+        memory_exec(schema, vec![batch], projection)
     }
 }
 
@@ -1253,6 +1225,19 @@ impl Cell {
 
 /// Rows for `schema`: each column from `cell(column, row)`, else from row `base[row]` of
 /// `from` (when given), else NULL.
+/// A scan of rows made in memory: `batches` of `schema`, projected.
+fn memory_exec(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    projection: Option<&Vec<usize>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    Ok(MemorySourceConfig::try_new_exec(
+        &[batches],
+        schema,
+        projection.cloned(),
+    )?)
+}
+
 fn build_rows(
     schema: &SchemaRef,
     n: usize,
@@ -1653,11 +1638,7 @@ impl TableProvider for PrimaryKeys {
             }
         }
         let schema = full;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            schema,
-            projection.cloned(),
-        )?)
+        memory_exec(schema, batches, projection)
     }
 }
 
@@ -2005,11 +1986,7 @@ impl TableProvider for Appended {
                 }
             }
         }
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            schema,
-            projection.cloned(),
-        )?)
+        memory_exec(schema, batches, projection)
     }
 }
 
@@ -2064,11 +2041,7 @@ impl TableProvider for PgAvailableExtensions {
             },
             None,
         )?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            schema,
-            projection.cloned(),
-        )?)
+        memory_exec(schema, vec![batch], projection)
     }
 }
 
@@ -2170,10 +2143,6 @@ impl TableProvider for PgStatProgressCopy {
             },
             None,
         )?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            schema,
-            projection.cloned(),
-        )?)
+        memory_exec(schema, vec![batch], projection)
     }
 }

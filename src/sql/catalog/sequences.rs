@@ -10,33 +10,19 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::{Cell, build_rows};
+use super::{Cell, build_rows, memory_exec};
 use crate::engine::Core;
 use crate::store::{SequenceDef, SequenceState};
-use crate::types::ColumnType;
 
 /// The state of `def` a reader sees ([`Core::sequence_state`]).
 async fn state(core: &Core, def: &SequenceDef) -> DfResult<Option<SequenceState>> {
-    core.sequence_state(&def.name)
+    core.sequence_state(def)
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))
-}
-
-fn memory(
-    schema: &SchemaRef,
-    batch: datafusion::arrow::record_batch::RecordBatch,
-    projection: Option<&Vec<usize>>,
-) -> DfResult<Arc<dyn ExecutionPlan>> {
-    Ok(MemorySourceConfig::try_new_exec(
-        &[vec![batch]],
-        schema.clone(),
-        projection.cloned(),
-    )?)
 }
 
 /// A sequence as the one-row relation Postgres makes of it.
@@ -97,7 +83,7 @@ impl TableProvider for SequenceRelation {
             },
             None,
         )?;
-        memory(&schema, batch, projection)
+        memory_exec(schema, vec![batch], projection)
     }
 }
 
@@ -157,14 +143,7 @@ impl TableProvider for PgSequences {
                     "schemaname" => Cell::Text(s.schema().to_string()),
                     "sequencename" => Cell::Text(s.relname().to_string()),
                     "sequenceowner" => Cell::Text("postgres".into()),
-                    "data_type" => Cell::Text(
-                        match s.ty {
-                            ColumnType::SmallInt => "smallint",
-                            ColumnType::Int => "integer",
-                            _ => "bigint",
-                        }
-                        .into(),
-                    ),
+                    "data_type" => Cell::Text(s.ty.sql_name()),
                     "start_value" => Cell::Int(s.start),
                     "min_value" => Cell::Int(s.min),
                     "max_value" => Cell::Int(s.max),
@@ -181,6 +160,6 @@ impl TableProvider for PgSequences {
             },
             None,
         )?;
-        memory(&schema, batch, projection)
+        memory_exec(schema, vec![batch], projection)
     }
 }
