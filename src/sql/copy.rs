@@ -643,7 +643,14 @@ impl CopyIn {
             None => true,
             Some(batch) => batch?.is_empty(),
         };
-        Ok(empty.then(|| BulkLoad::start(core.index.clone(), self.def.clone())))
+        if !empty {
+            return Ok(None);
+        }
+        let (index, def) = (core.index.clone(), self.def.clone());
+        let bulk = tokio::task::spawn_blocking(move || BulkLoad::start(index, def))
+            .await
+            .map_err(Error::internal)?;
+        Ok(Some(bulk))
     }
 
     /// Write what is parsed, in batches of up to [`BATCH_ROWS`], once there is a batch's

@@ -218,6 +218,13 @@ fn maintain(s: &Shard) {
     }
     if s.loads.load(Ordering::Acquire) == 0 && s.unoptimized.swap(false, Ordering::AcqRel) {
         let _building = s.building.write();
+        // A bulk load that began since the check above waits for this lock before it
+        // writes (see `bulk_load`): seen here, it keeps the shard unoptimised; not seen,
+        // the optimiser is done before its first row.
+        if s.loads.load(Ordering::Acquire) > 0 {
+            s.unoptimized.store(true, Ordering::Release);
+            return;
+        }
         match s.shard.optimize() {
             Ok(true) => {
                 let info = s.shard.info();
@@ -798,6 +805,9 @@ impl VectorIndex for EdgeIndex {
         };
         if loading {
             s.loads.fetch_add(1, Ordering::AcqRel);
+            // An optimisation that began before the count went up ends before the load
+            // writes: its graph would make the load's searches approximate meanwhile.
+            drop(s.building.read());
         } else if s
             .loads
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))

@@ -1188,7 +1188,9 @@ pub trait VectorIndex: Send + Sync + 'static {
     /// A bulk load into the table's collection begins (`true`) or ends (`false`): the
     /// index may leave building its graph until the last load ends, as Qdrant advises
     /// for large uploads, rather than rebuild it over and over while the points arrive.
-    /// Searches meanwhile stay exact on what is not built yet. By default nothing changes.
+    /// Searches meanwhile stay exact on what is not built yet. Beginning may wait for a
+    /// graph build under way to end (call it where blocking is allowed). By default
+    /// nothing changes.
     fn bulk_load(&self, _table: &TableDef, _loading: bool) {}
     /// Make every change applied to the table's collection so far durable; `false` if
     /// the index put that off (a bulk load is under way, and the index flushes it now
