@@ -26,6 +26,7 @@ pub mod ordinality;
 pub mod params;
 pub mod pgvector;
 pub mod plan_cache;
+pub(crate) mod prepare;
 pub mod pushdown;
 pub mod reindex;
 mod retype;
@@ -274,6 +275,40 @@ impl Engine {
         }))
     }
 
+    /// `PREPARE name [(types)] AS statement` (the statement from `at`), the statement
+    /// read as any other is; statements after it in `sql` follow.
+    fn parse_prepare(&self, sql: &str, at: usize) -> Result<Vec<Statement>> {
+        let header = format!("{}SELECT 1", &sql[..at]);
+        let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            &header,
+        )
+        .map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))?;
+        let Some(Statement::Prepare {
+            name, data_types, ..
+        }) = parsed.into_iter().next()
+        else {
+            return Err(Error::Syntax(format!(
+                "syntax error in \"{}\"",
+                sql[..at].trim()
+            )));
+        };
+        let mut stmts = self.parse(&sql[at..])?;
+        if stmts.is_empty() {
+            return Err(Error::Syntax("PREPARE without a statement".into()));
+        }
+        let statement = Box::new(stmts.remove(0));
+        stmts.insert(
+            0,
+            Statement::Prepare {
+                name,
+                data_types,
+                statement,
+            },
+        );
+        Ok(stmts)
+    }
+
     pub fn set_databases(&self, databases: std::sync::Weak<dyn DatabaseAdmin>) {
         *self.databases.write() = Some(databases);
     }
@@ -292,6 +327,9 @@ impl Engine {
     }
 
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        if let Some(at) = prepare::split(sql) {
+            return self.parse_prepare(sql, at);
+        }
         if let Some(block) = do_block::as_if(sql) {
             return self.parse(&block?);
         }
@@ -520,6 +558,8 @@ pub struct Session {
     pub(crate) locks: Arc<advisory::SessionLocks>,
     /// The session's name in its engine's row locks.
     row_owner: u64,
+    /// What `PREPARE` named.
+    pub(crate) sql_prepared: prepare::PreparedStatements,
 }
 
 impl Drop for Session {
@@ -697,6 +737,7 @@ impl Session {
             cte_prefix: Mutex::new(None),
             sequence_values,
             locks,
+            sql_prepared: Default::default(),
             row_owner: {
                 static OWNERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
                 OWNERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)

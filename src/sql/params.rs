@@ -139,7 +139,11 @@ pub(crate) fn placeholder_index(e: &SqlExpr) -> Option<usize> {
     None
 }
 
-fn count_params(stmt: &Statement) -> usize {
+pub(crate) fn count_params(stmt: &Statement) -> usize {
+    // The `$n` of a statement PREPARE names are its own, bound at each EXECUTE.
+    if matches!(stmt, Statement::Prepare { .. }) {
+        return 0;
+    }
     let mut max = 0;
     let _ = visit_expressions(stmt, |e| {
         if let Some(i) = placeholder_index(e) {
@@ -529,6 +533,24 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
         Statement::ShowVariable { variable } if show_name(variable) == "vectorgate.sync_status" => {
             schema = Some(super::statements::sync_status_schema());
         }
+        // The statement it runs, described; never a plan of it kept for executions (the
+        // name may be prepared again, with another statement, in between).
+        Statement::Execute {
+            name: Some(name),
+            parameters,
+            immediate: false,
+            ..
+        } => {
+            let bound = super::prepare::bound(session, name, parameters)?;
+            let inner = Box::pin(describe(session, &bound)).await?;
+            return Ok(Described {
+                params: (1..=n)
+                    .map(|i| inner.params.get(i - 1).cloned().flatten())
+                    .collect(),
+                schema: inner.schema,
+                plan: None,
+            });
+        }
         Statement::ShowVariable { variable } => {
             let name = show_name(variable);
             schema = Some(Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
@@ -724,6 +746,10 @@ pub(crate) fn literal(v: &Value) -> String {
 
 /// Replace `$n` with the literal of `values[n-1]`.
 pub fn bind(stmt: &Statement, values: &[Value]) -> Result<Statement> {
+    if matches!(stmt, Statement::Prepare { .. }) {
+        // Its `$n` are bound by EXECUTE.
+        return Ok(stmt.clone());
+    }
     let needed = count_params(stmt);
     if values.len() < needed {
         return Err(Error::ProtocolViolation(format!(

@@ -235,6 +235,7 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
                 }
             } else {
                 session.reset_all();
+                session.sql_prepared.clear();
             }
             Output::Command(tag.into())
         }
@@ -262,7 +263,7 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             },
         },
         Statement::StartTransaction { modes, .. } => {
-            let read_only = transaction_modes(modes)?;
+            let read_only = transaction_modes(session, modes, false)?.unwrap_or(false);
             if !session.tx.begin(read_only) {
                 session
                     .notices
@@ -314,16 +315,24 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             session.tx.savepoint(&ident_name(name))?;
             Output::Command("SAVEPOINT".into())
         }
-        // Drivers (psycopg after DDL) drop their prepared statements this way; the
-        // protocol-level statements they name are replaced when prepared again.
-        Statement::Deallocate { name, .. } => Output::Command(
-            if name.value.eq_ignore_ascii_case("all") {
-                "DEALLOCATE ALL"
-            } else {
-                "DEALLOCATE"
-            }
-            .into(),
-        ),
+        Statement::Deallocate { name, .. } => super::prepare::deallocate(session, name),
+        Statement::Prepare {
+            name,
+            data_types,
+            statement,
+        } => super::prepare::prepare(session, name, data_types, statement).await?,
+        Statement::Execute {
+            name: Some(name),
+            parameters,
+            immediate: false,
+            into,
+            using,
+            ..
+        } if into.is_empty() && using.is_empty() => {
+            let stmt = super::prepare::bound(session, name, parameters)?;
+            Box::pin(session.execute(stmt)).await?
+        }
+        Statement::Lock(lock) => lock_tables(session, lock)?,
         Statement::ReleaseSavepoint { name } => {
             session.tx.release(&ident_name(name))?;
             Output::Command("RELEASE".into())
@@ -359,6 +368,41 @@ pub async fn execute(session: &Session, stmt: &Statement) -> Result<Option<Outpu
             )));
         }
     }))
+}
+
+/// `LOCK TABLE`: inside a block, of tables that exist. `ACCESS SHARE` (what `pg_dump`
+/// takes: it only keeps DDL away from the table until the block ends) is taken with a
+/// NOTICE that it is not held; a stronger mode is refused, since the writers it would
+/// hold off would not wait.
+fn lock_tables(session: &Session, lock: &datafusion::sql::sqlparser::ast::Lock) -> Result<Output> {
+    use datafusion::sql::sqlparser::ast::LockTableMode;
+    if !session.tx.active() {
+        return Err(Error::Detailed {
+            code: "25P01",
+            message: "LOCK TABLE can only be used in transaction blocks".into(),
+            detail: String::new(),
+        });
+    }
+    let mut names = Vec::with_capacity(lock.tables.len());
+    for t in &lock.tables {
+        let name = table_name(&t.name)?;
+        session.engine.core.table(&name)?;
+        names.push(name);
+    }
+    match &lock.lock_mode {
+        Some(LockTableMode::AccessShare) => {
+            session.notices.push(format!(
+                "LOCK TABLE {} IN ACCESS SHARE MODE is not held by vectorgate: an ALTER TABLE, DROP TABLE or TRUNCATE of it does not wait for this transaction",
+                names.join(", ")
+            ));
+            Ok(Output::Command("LOCK TABLE".into()))
+        }
+        mode => Err(Error::FeatureNotSupported(format!(
+            "LOCK TABLE IN {} MODE is not supported by vectorgate (only ACCESS SHARE is taken): use SELECT ... FOR UPDATE or advisory locks",
+            mode.as_ref()
+                .map_or("ACCESS EXCLUSIVE".to_string(), ToString::to_string)
+        ))),
+    }
 }
 
 /// Postgres folds unquoted identifiers to lower case.
@@ -2591,29 +2635,45 @@ fn check_setting(name: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether a transaction's modes make it read-only; an isolation level stronger than
-/// READ COMMITTED is refused, since vectorgate cannot give it.
-fn transaction_modes(modes: &[TransactionMode]) -> Result<bool> {
-    let mut read_only = false;
+/// The access mode a transaction's `modes` name (`None`: not named; `read_only` is the
+/// transaction's mode so far). An isolation level stronger than READ COMMITTED is
+/// refused, since vectorgate cannot give it, except for a read-only transaction: there it
+/// is taken with a NOTICE, as READ COMMITTED (each statement reads the rows committed when
+/// it runs; no snapshot spans the block). That is what `pg_dump` asks for
+/// (`REPEATABLE READ, READ ONLY`), and what it gets is the same dump while nobody writes.
+fn transaction_modes(
+    session: &Session,
+    modes: &[TransactionMode],
+    read_only: bool,
+) -> Result<Option<bool>> {
+    let mut access = None;
+    let mut stronger = None;
     for m in modes {
         match m {
-            TransactionMode::AccessMode(TransactionAccessMode::ReadOnly) => read_only = true,
-            TransactionMode::AccessMode(TransactionAccessMode::ReadWrite) => read_only = false,
+            TransactionMode::AccessMode(TransactionAccessMode::ReadOnly) => access = Some(true),
+            TransactionMode::AccessMode(TransactionAccessMode::ReadWrite) => access = Some(false),
             TransactionMode::IsolationLevel(
                 TransactionIsolationLevel::ReadCommitted
                 | TransactionIsolationLevel::ReadUncommitted,
-            ) => {}
-            TransactionMode::IsolationLevel(level) => {
-                return Err(isolation_refused(&level.to_string()));
-            }
+            ) => stronger = None,
+            TransactionMode::IsolationLevel(level) => stronger = Some(level.to_string()),
         }
     }
-    Ok(read_only)
+    if let Some(level) = stronger {
+        if !access.unwrap_or(read_only) {
+            return Err(isolation_refused(&level));
+        }
+        session.notices.push(format!(
+            "isolation level {} is taken as READ COMMITTED by vectorgate: it keeps no snapshots, so each statement of this read-only transaction reads the rows committed when it runs",
+            level.to_ascii_uppercase()
+        ));
+    }
+    Ok(access)
 }
 
 fn isolation_refused(level: &str) -> Error {
     Error::FeatureNotSupported(format!(
-        "isolation level {} is not supported by vectorgate: transactions are READ COMMITTED",
+        "isolation level {} is not supported by vectorgate: transactions are READ COMMITTED (a READ ONLY transaction may name it, and reads as READ COMMITTED)",
         level.to_ascii_uppercase()
     ))
 }
@@ -2651,15 +2711,26 @@ fn set_variable(session: &Session, s: &Set) -> Result<Output> {
         ..
     } = s
     {
-        let read_only = transaction_modes(modes)?;
+        let now = if *all {
+            session
+                .get("default_transaction_read_only")
+                .is_some_and(|v| matches!(v.as_str(), "on" | "true" | "1"))
+        } else {
+            session.tx.read_only()
+        };
+        let read_only = transaction_modes(session, modes, now)?;
         if *all {
-            let value = if read_only { "on" } else { "off" };
-            session.set("default_transaction_read_only", Some(value.into()));
-        } else if !session.tx.set_read_only(read_only) {
+            if let Some(read_only) = read_only {
+                let value = if read_only { "on" } else { "off" };
+                session.set("default_transaction_read_only", Some(value.into()));
+            }
+        } else if !session.tx.active() {
             session.notices.push_warning(
                 "25P01",
                 "SET TRANSACTION can only be used in transaction blocks",
             );
+        } else if let Some(read_only) = read_only {
+            session.tx.set_read_only(read_only);
         }
         return Ok(Output::Command("SET".into()));
     }

@@ -632,3 +632,68 @@ async fn startup_parameters_are_postgres_defaults_and_agree_with_show() {
             .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
     );
 }
+
+/// `EXECUTE` of a SQL-level prepared statement through the extended protocol: its
+/// result columns and its own `$n` are described from the statement it runs, and the
+/// values bound to them reach it (binary results).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_prepared_statements_execute_through_the_extended_protocol() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE prep_x (id int PRIMARY KEY, name text, e vector(2)); \
+             INSERT INTO prep_x VALUES (1, 'one', '[1,0]'), (2, 'two', '[0,1]'); \
+             PREPARE named(int) AS SELECT id, name FROM prep_x WHERE id = $1",
+        )
+        .await
+        .expect("setup");
+    let stmt = client.prepare("EXECUTE named($1)").await.expect("prepare");
+    let params: Vec<&str> = stmt.params().iter().map(|t| t.name()).collect();
+    assert_eq!(params, ["int4"]);
+    let columns: Vec<(&str, &str)> = stmt
+        .columns()
+        .iter()
+        .map(|c| (c.name(), c.type_().name()))
+        .collect();
+    assert_eq!(columns, [("id", "int4"), ("name", "text")]);
+    for (id, name) in [(2, "two"), (1, "one")] {
+        let row = client.query_one(&stmt, &[&id]).await.expect("execute");
+        assert_eq!(row.get::<_, i32>(0), id);
+        assert_eq!(row.get::<_, String>(1), name);
+    }
+    // A write prepared in SQL, run with a literal argument over the extended protocol.
+    client
+        .batch_execute("PREPARE gone(int) AS DELETE FROM prep_x WHERE id = $1")
+        .await
+        .expect("prepare the delete");
+    assert_eq!(
+        client
+            .execute("EXECUTE gone(1)", &[])
+            .await
+            .expect("delete"),
+        1
+    );
+    let left: Vec<i32> = client
+        .query("SELECT id FROM prep_x", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, [2]);
+    // An unknown name is 26000 and leaves the connection usable.
+    let e = client
+        .query("EXECUTE nothing($1)", &[&1i32])
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code().map(|c| c.code()), Some("26000"));
+    assert_eq!(
+        client
+            .query("EXECUTE named(2)", &[])
+            .await
+            .expect("again")
+            .len(),
+        1
+    );
+}
