@@ -810,35 +810,6 @@ mod like_tests {
     }
 }
 
-/// Postgres' own OIDs of the system catalogs that other catalog rows name by OID
-/// (`pg_depend.classid`, `pg_description.classoid`), as PostgreSQL 15 has them.
-const SYSTEM_CATALOG_OIDS: [(&str, i32); 24] = [
-    ("pg_default_acl", 826),
-    ("pg_type", 1247),
-    ("pg_attribute", 1249),
-    ("pg_proc", 1255),
-    ("pg_class", 1259),
-    ("pg_authid", 1260),
-    ("pg_database", 1262),
-    ("pg_sequence", 2224),
-    ("pg_am", 2601),
-    ("pg_attrdef", 2604),
-    ("pg_cast", 2605),
-    ("pg_constraint", 2606),
-    ("pg_depend", 2608),
-    ("pg_description", 2609),
-    ("pg_index", 2610),
-    ("pg_language", 2612),
-    ("pg_namespace", 2615),
-    ("pg_opclass", 2616),
-    ("pg_operator", 2617),
-    ("pg_rewrite", 2618),
-    ("pg_trigger", 2620),
-    ("pg_extension", 3079),
-    ("pg_collation", 3456),
-    ("pg_enum", 3501),
-];
-
 /// `'pg_class'::regclass` (also `'pg_catalog.pg_class'::pg_catalog.regclass`) of a
 /// system catalog is its fixed OID, which the catalog rows that name it carry (Django's
 /// `get_sequences` joins `pg_depend` with `d.classid = 'pg_class'::regclass`). The
@@ -855,7 +826,9 @@ pub fn system_regclass(sql: &str) -> Option<String> {
             .strip_prefix("pg_catalog.")
             .unwrap_or(&name)
             .to_string();
-        SYSTEM_CATALOG_OIDS
+        // Postgres' own OIDs of the system catalogs, which other catalog rows name
+        // (`pg_depend.classid`, `pg_description.classoid`).
+        super::pgvector::CATALOG_OIDS
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, oid)| *oid)

@@ -1590,13 +1590,16 @@ pub fn regproc_joins(stmt: &mut Statement) {
     });
 }
 
-/// The OIDs of the system catalogs (fixed in every Postgres), what their `tableoid`
-/// system column holds.
-const CATALOG_OIDS: [(&str, i64); 25] = [
+/// The OIDs of the system catalogs (fixed in every Postgres; PostgreSQL 15's tables of
+/// `pg_catalog`), what their `tableoid` system column holds.
+pub(crate) const CATALOG_OIDS: [(&str, i64); 64] = [
     ("pg_aggregate", 2600),
     ("pg_am", 2601),
+    ("pg_amop", 2602),
+    ("pg_amproc", 2603),
     ("pg_attrdef", 2604),
     ("pg_attribute", 1249),
+    ("pg_auth_members", 1261),
     ("pg_authid", 1260),
     ("pg_cast", 2605),
     ("pg_class", 1259),
@@ -1604,20 +1607,56 @@ const CATALOG_OIDS: [(&str, i64); 25] = [
     ("pg_constraint", 2606),
     ("pg_conversion", 2607),
     ("pg_database", 1262),
+    ("pg_db_role_setting", 2964),
+    ("pg_default_acl", 826),
+    ("pg_depend", 2608),
     ("pg_description", 2609),
+    ("pg_enum", 3501),
     ("pg_event_trigger", 3466),
     ("pg_extension", 3079),
+    ("pg_foreign_data_wrapper", 2328),
+    ("pg_foreign_server", 1417),
+    ("pg_foreign_table", 3118),
     ("pg_index", 2610),
+    ("pg_inherits", 2611),
+    ("pg_init_privs", 3394),
     ("pg_language", 2612),
+    ("pg_largeobject", 2613),
+    ("pg_largeobject_metadata", 2995),
     ("pg_namespace", 2615),
     ("pg_opclass", 2616),
     ("pg_operator", 2617),
     ("pg_opfamily", 2753),
+    ("pg_parameter_acl", 6243),
+    ("pg_partitioned_table", 3350),
     ("pg_policy", 3256),
     ("pg_proc", 1255),
+    ("pg_publication", 6104),
+    ("pg_publication_namespace", 6237),
+    ("pg_publication_rel", 6106),
+    ("pg_range", 3541),
+    ("pg_replication_origin", 6000),
     ("pg_rewrite", 2618),
+    ("pg_seclabel", 3596),
+    ("pg_sequence", 2224),
+    ("pg_shdepend", 1214),
+    ("pg_shdescription", 2396),
+    ("pg_shseclabel", 3592),
+    ("pg_statistic", 2619),
+    ("pg_statistic_ext", 3381),
+    ("pg_statistic_ext_data", 3429),
+    ("pg_subscription", 6100),
+    ("pg_subscription_rel", 6102),
+    ("pg_tablespace", 1213),
+    ("pg_transform", 3576),
     ("pg_trigger", 2620),
+    ("pg_ts_config", 3602),
+    ("pg_ts_config_map", 3603),
+    ("pg_ts_dict", 3600),
+    ("pg_ts_parser", 3601),
+    ("pg_ts_template", 3764),
     ("pg_type", 1247),
+    ("pg_user_mapping", 1418),
 ];
 
 /// `alias.tableoid` of a system catalog (psql's `\dd` and `\dL` join `pg_description`
@@ -1655,16 +1694,29 @@ pub fn catalog_tableoids(stmt: &mut Statement) {
             if oids.is_empty() {
                 return ControlFlow::Continue(());
             }
+            // A bare `tableoid` is the catalog's when it is the only relation in FROM
+            // (pg_dump's `SELECT tableoid, oid, ... FROM pg_opclass`).
+            let only = match (sel.from.as_slice(), oids.as_slice()) {
+                ([t], [(_, oid)]) if t.joins.is_empty() => Some(*oid),
+                _ => None,
+            };
+            let number = |oid: i64| {
+                SqlExpr::Value(
+                    datafusion::sql::sqlparser::ast::Value::Number(oid.to_string(), false).into(),
+                )
+            };
             let _ = visit_expressions_mut(sel, |e| {
                 if let SqlExpr::CompoundIdentifier(p) = e
                     && p.len() == 2
                     && ident_name(&p[1]) == "tableoid"
                     && let Some((_, oid)) = oids.iter().find(|(a, _)| *a == ident_name(&p[0]))
                 {
-                    *e = SqlExpr::Value(
-                        datafusion::sql::sqlparser::ast::Value::Number(oid.to_string(), false)
-                            .into(),
-                    );
+                    *e = number(*oid);
+                } else if let SqlExpr::Identifier(i) = e
+                    && ident_name(i) == "tableoid"
+                    && let Some(oid) = only
+                {
+                    *e = number(oid);
                 }
                 ControlFlow::<()>::Continue(())
             });

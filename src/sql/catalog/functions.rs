@@ -471,6 +471,9 @@ pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> 
         none("pg_get_function_arguments", vec![DataType::Int64]),
         none("pg_get_function_identity_arguments", vec![DataType::Int64]),
         none("pg_tablespace_location", vec![DataType::Int64]),
+        // No privileges are kept: every object's ACL is NULL (the default), and so is
+        // the default ACL pg_dump compares it with.
+        none("acldefault", vec![DataType::Utf8, DataType::Int64]),
         // There are no triggers (psql's `\d` asks of a table with foreign keys).
         none(
             "pg_get_triggerdef",
