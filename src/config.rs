@@ -110,6 +110,9 @@ pub struct FrontArgs {
     /// On SIGTERM/SIGINT, how long running statements may take to finish, in milliseconds [default: 30000]
     #[arg(long, env = "VECTORGATE_SHUTDOWN_TIMEOUT_MS")]
     pub shutdown_timeout_ms: Option<u64>,
+    /// The PostgreSQL version announced to clients, 15.N or 16.N (for tools that refuse a newer server, such as pg_dump 15) [default: 16.6]
+    #[arg(long, env = "VECTORGATE_SERVER_VERSION", value_name = "VERSION")]
+    pub server_version: Option<String>,
 }
 
 impl FrontArgs {
@@ -134,6 +137,7 @@ impl FrontArgs {
             max_copy_bytes: self.max_copy_bytes.or(file.max_copy_bytes),
             embedded_cache_bytes: self.embedded_cache_bytes.or(file.embedded_cache_bytes),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(file.shutdown_timeout_ms),
+            server_version: self.server_version.or(file.server_version),
         }
     }
 }
@@ -169,6 +173,8 @@ pub struct Front {
     pub max_copy_bytes: Option<usize>,
     pub embedded_cache_bytes: usize,
     pub shutdown_timeout: Duration,
+    /// What `server_version` says, if not [`crate::SERVER_VERSION`].
+    pub server_version: Option<String>,
 }
 
 impl Default for Front {
@@ -245,6 +251,9 @@ impl Front {
             Some("json") => true,
             Some(other) => anyhow::bail!("unknown log format \"{other}\": use text or json"),
         };
+        if let Some(version) = &a.server_version {
+            crate::check_version(version).map_err(|e| anyhow::anyhow!(e))?;
+        }
         let max_query_length = a.max_query_length.unwrap_or(1 << 20);
         let max_message_size = a.max_message_size.unwrap_or(64 << 20);
         if max_query_length == 0 || max_message_size < 1024 {
@@ -270,6 +279,7 @@ impl Front {
                 .embedded_cache_bytes
                 .unwrap_or(crate::store::embedded_rows::EmbeddedRows::DEFAULT_CACHE_BYTES),
             shutdown_timeout: Duration::from_millis(a.shutdown_timeout_ms.unwrap_or(30_000)),
+            server_version: a.server_version,
         })
     }
 }

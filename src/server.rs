@@ -124,6 +124,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let front = &config.front;
+    if let Some(version) = &front.server_version {
+        crate::announce_version(version).map_err(crate::error::Error::InvalidParameter)?;
+    }
     let opener: crate::databases::Opener =
         Arc::new(|config| Box::pin(async move { open(&config).await }));
     let databases =

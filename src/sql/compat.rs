@@ -383,20 +383,28 @@ pub fn uuid_casts(stmt: &mut Statement) {
 /// `x::varchar(n)`: an explicit cast to a limited `varchar` cuts the value to `n`
 /// characters, as in Postgres (DataFusion's cast would keep it whole); written as
 /// `left(x::varchar, n)`. (Assigning a longer value to a `varchar(n)` column is an
-/// error instead, checked by the write.)
+/// error instead, checked by the write.) Postgres' one-byte `"char"` (the type of
+/// `pg_class.relkind`, which pg_dump casts to) is text of one character the same way.
 pub fn varchar_casts(stmt: &mut Statement) {
     use datafusion::sql::sqlparser::ast::{CharacterLength, DataType};
     let _ = visit_expressions_mut(stmt, |e| {
         let SqlExpr::Cast { data_type, .. } = e else {
             return ControlFlow::<()>::Continue(());
         };
-        let (DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
-        | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. }))) =
-            data_type
-        else {
-            return ControlFlow::Continue(());
+        let n = match data_type {
+            DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+            | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. })) => {
+                *length
+            }
+            DataType::Custom(name, modifiers)
+                if modifiers.is_empty()
+                    && matches!(name.0.last().and_then(|p| p.as_ident()),
+                        Some(i) if i.quote_style == Some('"') && i.value == "char") =>
+            {
+                1
+            }
+            _ => return ControlFlow::Continue(()),
         };
-        let n = *length;
         *data_type = DataType::Varchar(None);
         let whole = std::mem::replace(e, SqlExpr::value(Value::Null));
         *e = call(
@@ -864,6 +872,87 @@ pub fn system_regclass(sql: &str) -> Option<String> {
     }
     out.push_str(rest);
     changed.then_some(out)
+}
+
+/// `a OPERATOR(pg_catalog.=) b` is `a = b`: the qualified operator syntax psql and
+/// pg_dump write for a name pattern (`\d name`, `pg_dump -t name`), which the parser
+/// takes only for some operators and never before `ANY`. Text in quotes is left alone.
+pub fn qualified_operators(sql: &str) -> Option<String> {
+    const OPEN: &str = "operator(";
+    if !super::pgvector::mentions(sql, OPEN) {
+        return None;
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    let mut changed = false;
+    loop {
+        // The next quote or OPERATOR( outside quotes, whichever comes first.
+        let quote = rest.find(['\'', '"']);
+        let lower = rest.to_ascii_lowercase();
+        let op = lower.find(OPEN);
+        match (quote, op) {
+            (Some(q), o) if o.is_none_or(|o| q < o) => {
+                let mark = &rest[q..q + 1];
+                let end = rest[q + 1..].find(mark).map_or(rest.len(), |e| q + 2 + e);
+                out.push_str(&rest[..end]);
+                rest = &rest[end..];
+            }
+            (_, Some(o)) => {
+                let inner = &rest[o + OPEN.len()..];
+                let close = inner.find(')');
+                let name = close.map(|c| inner[..c].trim());
+                let operator = name.and_then(|n| {
+                    let lower = n.to_ascii_lowercase();
+                    let op = lower.strip_prefix("pg_catalog.")?.trim_start().to_string();
+                    (!op.is_empty() && op.chars().all(|c| "+-*/<>=~!@#%^&|`?".contains(c)))
+                        .then_some(op)
+                });
+                let boundary = o == 0
+                    || !rest[..o]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_');
+                match (operator, close) {
+                    (Some(op), Some(c)) if boundary => {
+                        out.push_str(&rest[..o]);
+                        out.push(' ');
+                        out.push_str(&op);
+                        out.push(' ');
+                        rest = &inner[c + 1..];
+                        changed = true;
+                    }
+                    _ => {
+                        out.push_str(&rest[..o + OPEN.len()]);
+                        rest = inner;
+                    }
+                }
+            }
+            _ => break,
+        }
+    }
+    out.push_str(rest);
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod qualified_operator_tests {
+    use super::qualified_operators;
+
+    #[test]
+    fn a_qualified_operator_is_the_operator() {
+        assert_eq!(
+            qualified_operators(
+                "SELECT c.oid FROM pg_class c WHERE c.relkind OPERATOR(pg_catalog.=) ANY (array['r']) AND c.relname OPERATOR(pg_catalog.~) '^(t)$'"
+            )
+            .as_deref(),
+            Some("SELECT c.oid FROM pg_class c WHERE c.relkind  =  ANY (array['r']) AND c.relname  ~  '^(t)$'")
+        );
+        // Quoted text keeps it; other schemas' operators are not ours to drop.
+        assert_eq!(
+            qualified_operators("SELECT 'a OPERATOR(pg_catalog.=) b', x OPERATOR(s.=) y"),
+            None
+        );
+    }
 }
 
 #[cfg(test)]

@@ -369,6 +369,10 @@ impl Engine {
             Some(s) => std::borrow::Cow::Owned(s),
             None => sql,
         };
+        let sql = match compat::qualified_operators(&sql) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => sql,
+        };
         let sql = match compat::system_regclass(&sql) {
             Some(s) => std::borrow::Cow::Owned(s),
             None => sql,
@@ -428,8 +432,9 @@ impl Engine {
         };
         let nextvals = pgvector::mentions(&sql, "nextval");
         let uuids = pgvector::mentions(&sql, "uuid");
-        let varchars =
-            pgvector::mentions(&sql, "varchar") || pgvector::mentions(&sql, "character varying");
+        let varchars = pgvector::mentions(&sql, "varchar")
+            || pgvector::mentions(&sql, "character varying")
+            || sql.contains("\"char\"");
         let byteas = pgvector::mentions(&sql, "bytea");
         let regexes = sql.contains('~') || pgvector::mentions(&sql, "regexp_");
         for s in &mut stmts {
@@ -439,6 +444,8 @@ impl Engine {
                 pgvector::int2vector_functions(s);
                 pgvector::pg_expandarray(s);
                 pgvector::regproc_joins(s);
+                pgvector::name_subscripts(s);
+                pgvector::regproc_oids(s);
                 pgvector::catalog_tableoids(s);
                 pgvector::projected_in_subqueries(s);
                 compat::computed_regclass(s);
@@ -488,6 +495,9 @@ impl Engine {
             });
             pgvector::rewrite(s, &self.core);
             pgvector::array_subqueries(s);
+            if catalog {
+                pgvector::options_subqueries(s);
+            }
             pgvector::recursive_case_subqueries(s);
             literals::printable(s);
         }

@@ -1124,14 +1124,18 @@ fn own_relations(
     for twj in &sel.from {
         for f in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
             match f {
-                TableFactor::Table { name, alias, .. } => {
-                    if let Some(a) = alias {
+                // An alias hides the table's name (`FROM pg_type te WHERE oid =
+                // pg_type.typelem` reads the outer query's pg_type).
+                TableFactor::Table { name, alias, .. } => match alias {
+                    Some(a) => {
                         own.insert(ident_name(&a.name));
                     }
-                    if let Some(n) = name.0.last().and_then(|p| p.as_ident()) {
-                        own.insert(ident_name(n));
+                    None => {
+                        if let Some(n) = name.0.last().and_then(|p| p.as_ident()) {
+                            own.insert(ident_name(n));
+                        }
                     }
-                }
+                },
                 TableFactor::Derived { alias: Some(a), .. }
                 | TableFactor::UNNEST { alias: Some(a), .. }
                 | TableFactor::Function { alias: Some(a), .. } => {
@@ -1227,8 +1231,23 @@ pub fn aggregate_catalog_subqueries(stmt: &mut Statement, user_tables: &[String]
         "json_agg",
     ];
     let _ = visit_expressions_mut(stmt, |e| {
+        // A scalar subquery may meet its outer row through a bare column name too
+        // (`(SELECT relkind FROM pg_class WHERE oid = typrelid)`, pg_dump's), which this
+        // pass cannot tell from its own columns; one that selects a plain column with
+        // no ORDER BY (nor a LIMIT but the compatibility parser's `LIMIT 1`) returns the
+        // same under max() (it may return one row).
+        let plain = |q: &datafusion::sql::sqlparser::ast::Query| {
+            q.order_by.is_none()
+                && q.limit_clause
+                    .as_ref()
+                    .is_none_or(|l| l.to_string().trim().eq_ignore_ascii_case("LIMIT 1"))
+                && matches!(q.body.as_ref(), SetExpr::Select(sel) if matches!(
+                    sel.projection.as_slice(),
+                    [SelectItem::UnnamedExpr(SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_))]
+                ))
+        };
         if let SqlExpr::Subquery(q) = e
-            && correlated(q)
+            && (correlated(q) || plain(q))
             && let SetExpr::Select(sel) = q.body.as_mut()
             && matches!(&sel.group_by, datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(g, _) if g.is_empty())
             && let [SelectItem::UnnamedExpr(x) | SelectItem::ExprWithAlias { expr: x, .. }] =
@@ -1237,6 +1256,13 @@ pub fn aggregate_catalog_subqueries(stmt: &mut Statement, user_tables: &[String]
                 .is_some_and(|i| AGGREGATES.contains(&i.value.to_ascii_lowercase().as_str())))
         {
             *x = call("max", vec![x.clone()]);
+            // One row already: a LIMIT 1 above the aggregate would stop its decorrelation.
+            if q.limit_clause
+                .as_ref()
+                .is_some_and(|l| l.to_string().trim().eq_ignore_ascii_case("LIMIT 1"))
+            {
+                q.limit_clause = None;
+            }
         }
         if let SqlExpr::Subquery(q) = e
             && let SetExpr::Select(sel) = q.body.as_mut()
@@ -1552,6 +1578,50 @@ pub fn pg_expandarray(stmt: &mut Statement) {
     });
 }
 
+/// `typname[0]`: a catalog `name` column (`typname`, `relname`, ...) read as the array
+/// of its characters, counted from 0, as Postgres lets `name` be subscripted (pg_dump
+/// finds array types by `typname[0] = '_'`): `substr(typname, 1, 1)`.
+pub fn name_subscripts(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{AccessExpr, Subscript, Value};
+    let _ = visit_expressions_mut(stmt, |e| {
+        // `typname[0]` is a subscript of the column; `t.typname[0]` of `t`, through
+        // the field `typname`.
+        if let SqlExpr::CompoundFieldAccess { root, access_chain } = e
+            && let Some((AccessExpr::Subscript(Subscript::Index { index }), fields)) =
+                access_chain.split_last()
+            && let SqlExpr::Value(v) = index
+            && let Value::Number(n, _) = &v.value
+            && let Ok(n) = n.parse::<i64>()
+            && n >= 0
+        {
+            let mut parts = match root.as_ref() {
+                SqlExpr::Identifier(i) => vec![i.clone()],
+                SqlExpr::CompoundIdentifier(parts) => parts.clone(),
+                _ => return ControlFlow::Continue(()),
+            };
+            for f in fields {
+                let AccessExpr::Dot(SqlExpr::Identifier(i)) = f else {
+                    return ControlFlow::Continue(());
+                };
+                parts.push(i.clone());
+            }
+            if !parts
+                .last()
+                .is_some_and(|c| ident_name(c).ends_with("name"))
+            {
+                return ControlFlow::Continue(());
+            }
+            let column = match parts.len() {
+                1 => SqlExpr::Identifier(parts.remove(0)),
+                _ => SqlExpr::CompoundIdentifier(parts),
+            };
+            let number = |n: i64| SqlExpr::Value(Value::Number(n.to_string(), false).into());
+            *e = call("substr", vec![column, number(n + 1), number(1)]);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// `proc.oid = typ.typreceive`, as Npgsql's type loading joins pg_proc: the catalog keeps
 /// `typreceive` (and `typsend`, `typinput`, `typoutput`) as the function's name, so the
 /// join is on `proc.proname`.
@@ -1584,6 +1654,113 @@ pub fn regproc_joins(stmt: &mut Statement) {
                 to_name(left);
             } else if is_regproc(left) {
                 to_name(right);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// The catalog columns of type `regproc` (a function named by its name), which the
+/// emulation keeps as the name (all of PostgreSQL 15's but the empty pg_transform's).
+const REGPROC_COLUMNS: [&str; 33] = [
+    "amproc",
+    "conproc",
+    "prsstart",
+    "prstoken",
+    "prsend",
+    "prsheadline",
+    "prslextype",
+    "tmplinit",
+    "tmpllexize",
+    "oprcode",
+    "oprrest",
+    "oprjoin",
+    "typinput",
+    "typoutput",
+    "typreceive",
+    "typsend",
+    "typmodin",
+    "typmodout",
+    "typanalyze",
+    "typsubscript",
+    "aggfnoid",
+    "aggtransfn",
+    "aggfinalfn",
+    "aggcombinefn",
+    "aggserialfn",
+    "aggdeserialfn",
+    "aggmtransfn",
+    "aggminvtransfn",
+    "aggmfinalfn",
+    "amhandler",
+    "prosupport",
+    "rngcanonical",
+    "rngsubdiff",
+];
+
+/// Casts of a `regproc` column kept as the function's name (pg_dump's): `::regproc` is
+/// the name as it is; `oprcode::oid` its OID, the function of that name's in `pg_proc`
+/// (the lowest, when overloaded), 0 for none (`-`), as Postgres' regproc 0.
+pub fn regproc_oids(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{DataType, Select, VisitMut, VisitorMut};
+    /// The regproc column `e` casts, and the type it casts to.
+    fn cast(e: &SqlExpr) -> Option<(&Ident, String)> {
+        let SqlExpr::Cast {
+            expr,
+            data_type: DataType::Custom(to, _),
+            ..
+        } = e
+        else {
+            return None;
+        };
+        let column = match expr.as_ref() {
+            SqlExpr::Identifier(i) => Some(i),
+            SqlExpr::CompoundIdentifier(parts) => parts.last(),
+            _ => None,
+        }
+        .filter(|c| REGPROC_COLUMNS.contains(&ident_name(c).as_str()))?;
+        Some((column, to.0.last()?.as_ident().map(ident_name)?))
+    }
+    // A select list's cast keeps the column's name, as Postgres names it.
+    struct Names;
+    impl VisitorMut for Names {
+        type Break = ();
+        fn post_visit_select(&mut self, sel: &mut Select) -> ControlFlow<()> {
+            for item in &mut sel.projection {
+                if let SelectItem::UnnamedExpr(e) = item
+                    && let Some((column, _)) = cast(e)
+                {
+                    let alias = column.clone();
+                    *item = SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias,
+                    };
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = stmt.visit(&mut Names);
+    let _ = visit_expressions_mut(stmt, |e| {
+        let Some((_, to)) = cast(e) else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let SqlExpr::Cast { expr, .. } = e else {
+            return ControlFlow::Continue(());
+        };
+        if to == "regproc" {
+            *e = (**expr).clone();
+        } else if to == "oid" {
+            let lookup = format!(
+                "coalesce((SELECT min(vg_regproc.oid) FROM pg_catalog.pg_proc vg_regproc WHERE vg_regproc.proname = {expr}), 0)::oid"
+            );
+            if let Ok(found) = datafusion::sql::sqlparser::parser::Parser::new(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            )
+            .try_with_sql(&lookup)
+            .and_then(|mut p| p.parse_expr())
+            {
+                *e = found;
             }
         }
         ControlFlow::<()>::Continue(())
@@ -1705,17 +1882,30 @@ pub fn catalog_tableoids(stmt: &mut Statement) {
                     datafusion::sql::sqlparser::ast::Value::Number(oid.to_string(), false).into(),
                 )
             };
+            let replaced = |e: &SqlExpr| match e {
+                SqlExpr::CompoundIdentifier(p)
+                    if p.len() == 2 && ident_name(&p[1]) == "tableoid" =>
+                {
+                    oids.iter()
+                        .find(|(a, _)| *a == ident_name(&p[0]))
+                        .map(|(_, oid)| *oid)
+                }
+                SqlExpr::Identifier(i) if ident_name(i) == "tableoid" => only,
+                _ => None,
+            };
+            // The select list keeps the column's name (pg_dump finds its columns by name).
+            for item in &mut sel.projection {
+                if let SelectItem::UnnamedExpr(e) = item
+                    && let Some(oid) = replaced(e)
+                {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: number(oid),
+                        alias: Ident::new("tableoid"),
+                    };
+                }
+            }
             let _ = visit_expressions_mut(sel, |e| {
-                if let SqlExpr::CompoundIdentifier(p) = e
-                    && p.len() == 2
-                    && ident_name(&p[1]) == "tableoid"
-                    && let Some((_, oid)) = oids.iter().find(|(a, _)| *a == ident_name(&p[0]))
-                {
-                    *e = number(*oid);
-                } else if let SqlExpr::Identifier(i) = e
-                    && ident_name(i) == "tableoid"
-                    && let Some(oid) = only
-                {
+                if let Some(oid) = replaced(e) {
                     *e = number(oid);
                 }
                 ControlFlow::<()>::Continue(())
@@ -1912,6 +2102,58 @@ pub fn projected_in_subqueries(stmt: &mut Statement) {
     let _ = stmt.visit(&mut Selects);
 }
 
+/// A subquery whose FROM calls a table function over a catalog column that is NULL in
+/// every row here, or in a catalog with no rows: NULL. pg_dump's
+/// `pg_options_to_table(fdwoptions)` (no object has options here), `unnest(evttags)`
+/// (no event triggers) and `generate_series(0, array_upper(pr.prattrs, 1))` (no
+/// publications), which DataFusion cannot run over an outer column.
+pub fn options_subqueries(stmt: &mut Statement) {
+    const EMPTY_COLUMNS: [&str; 2] = ["evttags", "prattrs"];
+    fn reads_empty<'a>(mut exprs: impl Iterator<Item = &'a SqlExpr>) -> bool {
+        exprs.any(|x| {
+            datafusion::sql::sqlparser::ast::visit_expressions(x, |e| {
+                let column = match e {
+                    SqlExpr::Identifier(i) => Some(i),
+                    SqlExpr::CompoundIdentifier(p) => p.last(),
+                    _ => None,
+                };
+                if column.is_some_and(|c| EMPTY_COLUMNS.contains(&ident_name(c).as_str())) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .is_break()
+        })
+    }
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::Subquery(q) = e
+            && let SetExpr::Select(sel) = q.body.as_ref()
+            && sel.from.iter().any(|t| match &t.relation {
+                TableFactor::Table {
+                    name,
+                    args: Some(args),
+                    ..
+                } => {
+                    name.0
+                        .last()
+                        .and_then(|p| p.as_ident())
+                        .is_some_and(|f| ident_name(f) == "pg_options_to_table")
+                        || reads_empty(args.args.iter().filter_map(|a| match a {
+                            FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x),
+                            _ => None,
+                        }))
+                }
+                TableFactor::UNNEST { array_exprs, .. } => reads_empty(array_exprs.iter()),
+                _ => false,
+            })
+        {
+            *e = SqlExpr::Value(datafusion::sql::sqlparser::ast::Value::Null.into());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 /// `ARRAY(SELECT x FROM ... [ORDER BY ...])`, as psql's `\d+` and `\du` write it,
 /// becomes `(SELECT array_agg(x [ORDER BY ...]) FROM ...)`: the same array, as a scalar
 /// subquery DataFusion can plan. (An empty result gives NULL instead of `{}`.)
@@ -1996,6 +2238,91 @@ mod catalog_rewrite_tests {
             &["pg_class".to_string()],
             true
         ));
+    }
+
+    #[test]
+    fn a_bare_correlated_column_subquery_is_aggregated_even_with_limit_one() {
+        let sql = "SELECT datname, (SELECT spcname FROM pg_tablespace t WHERE t.oid = dattablespace LIMIT 1) AS tablespace, (SELECT spcname FROM pg_tablespace t ORDER BY 1 LIMIT 1) AS first FROM pg_database";
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parse")
+            .remove(0);
+        super::aggregate_catalog_subqueries(&mut stmt, &[]);
+        let text = stmt.to_string();
+        assert!(
+            text.contains("(SELECT max(spcname) FROM pg_tablespace t WHERE t.oid = dattablespace)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(SELECT spcname FROM pg_tablespace t ORDER BY 1 LIMIT 1)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_regproc_column_cast_to_oid_is_looked_up_by_name() {
+        let sql = "SELECT oprcode::oid AS oprcode, o.oprrest::pg_catalog.oid, oid::oid, oprjoin::pg_catalog.regproc FROM pg_operator o";
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parse")
+            .remove(0);
+        super::regproc_oids(&mut stmt);
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT coalesce((SELECT min(vg_regproc.oid) FROM pg_catalog.pg_proc vg_regproc WHERE vg_regproc.proname = oprcode), 0)::oid AS oprcode, \
+             coalesce((SELECT min(vg_regproc.oid) FROM pg_catalog.pg_proc vg_regproc WHERE vg_regproc.proname = o.oprrest), 0)::oid AS oprrest, oid::oid, oprjoin AS oprjoin FROM pg_operator o"
+        );
+    }
+
+    #[test]
+    fn a_subquery_over_pg_options_to_table_is_null() {
+        let sql = "SELECT array_to_string(ARRAY(SELECT quote_ident(option_name) FROM pg_options_to_table(fdwoptions) ORDER BY option_name), ', ') AS fdwoptions, array(select x from unnest(e.evttags) as t(x)), array(select x from unnest(tags) as t(x)), (SELECT array_agg(attname) FROM pg_catalog.generate_series(0, pg_catalog.array_upper(pr.prattrs::pg_catalog.int2[], 1)) s, pg_attribute) FROM pg_foreign_data_wrapper";
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parse")
+            .remove(0);
+        super::array_subqueries(&mut stmt);
+        super::options_subqueries(&mut stmt);
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT array_to_string(NULL, ', ') AS fdwoptions, NULL, (SELECT array_agg(x) FROM UNNEST(tags) AS t (x)), NULL FROM pg_foreign_data_wrapper"
+        );
+    }
+
+    #[test]
+    fn a_subscripted_name_column_is_its_character() {
+        let sql = "SELECT typname[0] = '_', t.typname[2], tags[1] FROM pg_type t";
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parse")
+            .remove(0);
+        super::name_subscripts(&mut stmt);
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT substr(typname, 1, 1) = '_', substr(t.typname, 3, 1), tags[1] FROM pg_type t"
+        );
+    }
+
+    #[test]
+    fn a_catalog_tableoid_becomes_its_oid_and_keeps_its_name() {
+        let rewrite = |sql: &str| {
+            let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .expect("parse")
+                .remove(0);
+            super::catalog_tableoids(&mut stmt);
+            stmt.to_string()
+        };
+        assert_eq!(
+            rewrite(
+                "SELECT x.tableoid, x.oid FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace WHERE x.tableoid > 0"
+            ),
+            "SELECT 3079 AS tableoid, x.oid FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace WHERE 3079 > 0"
+        );
+        assert_eq!(
+            rewrite("SELECT tableoid, oid FROM pg_catalog.pg_opclass"),
+            "SELECT 2616 AS tableoid, oid FROM pg_catalog.pg_opclass"
+        );
+        // A bare tableoid beside two relations, or of a user's table, is left alone.
+        let left = "SELECT tableoid FROM pg_class c JOIN pg_namespace n ON true";
+        assert_eq!(rewrite(left), left);
+        let user = "SELECT d.tableoid FROM docs d";
+        assert_eq!(rewrite(user), user);
     }
 
     #[test]

@@ -2767,8 +2767,8 @@ fn set_variable(session: &Session, s: &Set) -> Result<Output> {
 /// Defaults reported by SHOW for settings clients commonly read.
 pub(crate) fn default_setting(name: &str) -> Option<&'static str> {
     Some(match name {
-        "server_version" => crate::SERVER_VERSION,
-        "server_version_num" => crate::SERVER_VERSION_NUM,
+        "server_version" => crate::server_version(),
+        "server_version_num" => crate::server_version_num(),
         "server_encoding" | "client_encoding" => "UTF8",
         "standard_conforming_strings" => "on",
         "integer_datetimes" => "on",

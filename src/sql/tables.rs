@@ -139,14 +139,9 @@ pub struct Tables {
 /// A schema registered after the one that refers to it.
 pub type System = Arc<std::sync::OnceLock<Arc<dyn SchemaProvider>>>;
 
-/// `pg_catalog` views found by their bare names, which the SQL front end does not
-/// qualify with `pg_catalog.` itself.
-const BY_PUBLIC: [&str; 4] = [
-    "pg_indexes",
-    "pg_available_extensions",
-    "pg_stat_progress_copy",
-    "pg_sequences",
-];
+/// `pg_catalog` tables found by their bare names, which the SQL front end does not
+/// qualify with `pg_catalog.` itself: those the emulation lacks.
+const BY_PUBLIC: [&str; 6] = super::catalog::OWN_TABLES;
 
 #[async_trait]
 impl SchemaProvider for Tables {

@@ -114,7 +114,7 @@ impl Startup {
         databases: Arc<crate::databases::Databases>,
     ) -> Startup {
         let mut parameters = DefaultServerParameterProvider::default();
-        parameters.server_version = super::SERVER_VERSION.to_string();
+        parameters.server_version = crate::server_version().to_string();
         // What `SHOW` answers, and Postgres' defaults.
         parameters.date_style = "ISO, MDY".to_string();
         parameters.time_zone = "UTC".to_string();

@@ -259,8 +259,6 @@ where
     Ok(())
 }
 
-pub use crate::SERVER_VERSION;
-
 struct LogErrors;
 
 impl ErrorHandler for LogErrors {

@@ -340,7 +340,7 @@ pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> 
             Ok(ColumnarValue::Scalar(
                 datafusion::common::ScalarValue::Utf8(Some(format!(
                     "PostgreSQL {} (vectorgate {}) on x86_64-pc-linux-gnu, compiled by rustc, 64-bit",
-                    crate::SERVER_VERSION,
+                    crate::server_version(),
                     env!("CARGO_PKG_VERSION")
                 ))),
             ))

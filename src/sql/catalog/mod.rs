@@ -78,6 +78,16 @@ pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
     }
 }
 
+/// The `pg_catalog` tables and views the emulation lacks and this overlay has.
+pub(crate) const OWN_TABLES: [&str; 6] = [
+    "pg_indexes",
+    "pg_available_extensions",
+    "pg_stat_progress_copy",
+    "pg_sequences",
+    "pg_transform",
+    "pg_seclabels",
+];
+
 /// `pg_catalog` with `pg_attribute` corrected; every other table as the emulation has it.
 #[derive(Debug)]
 pub struct PgCatalogOverlay {
@@ -95,12 +105,7 @@ pub type DatabasesRef = Arc<parking_lot::RwLock<Option<Weak<dyn super::DatabaseA
 impl SchemaProvider for PgCatalogOverlay {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.inner.table_names();
-        for extra in [
-            "pg_indexes",
-            "pg_available_extensions",
-            "pg_stat_progress_copy",
-            "pg_sequences",
-        ] {
+        for extra in OWN_TABLES {
             if !names.iter().any(|n| n == extra) {
                 names.push(extra.into());
             }
@@ -109,6 +114,25 @@ impl SchemaProvider for PgCatalogOverlay {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(table) = self.overlay(name).await? else {
+            return Ok(None);
+        };
+        let namespaces = match name {
+            "pg_namespace" => None,
+            _ => self.inner.table("pg_namespace").await?,
+        };
+        Ok(Some(Mended::wrap(table, namespaces)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        OWN_TABLES.contains(&name) || self.inner.table_exist(name)
+    }
+}
+
+impl PgCatalogOverlay {
+    /// Catalog table `name` as the emulation has it, with this proxy's own rows and
+    /// columns added where they differ.
+    async fn overlay(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if name == "pg_indexes" {
             return Ok(Some(Arc::new(PgIndexes {
                 shared: self.shared.clone(),
@@ -116,6 +140,36 @@ impl SchemaProvider for PgCatalogOverlay {
         }
         if name == "pg_available_extensions" {
             return Ok(Some(Arc::new(PgAvailableExtensions)));
+        }
+        if let Some(columns) = Nothing::columns(name) {
+            return Ok(Some(Arc::new(Nothing(Nothing::schema_of(columns)))));
+        }
+        // Postgres' own views' rules, by OIDs its pg_class numbers otherwise (pg_dump
+        // stops at a rule whose view it cannot find); the proxy's views have none.
+        if name == "pg_rewrite"
+            && let Some(rules) = self.inner.table(name).await?
+        {
+            return Ok(Some(Arc::new(Nothing(rules.schema()))));
+        }
+        // No per-database or per-role settings are kept; `setconfig` is text[] as in
+        // Postgres (pg_dump unnests it).
+        if name == "pg_db_role_setting"
+            && let Some(settings) = self.inner.table(name).await?
+        {
+            let list = DataType::List(Arc::new(
+                datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true),
+            ));
+            let fields: Vec<_> = settings
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| match f.name().as_str() {
+                    "setconfig" => Arc::new(f.as_ref().clone().with_data_type(list.clone())),
+                    _ => f.clone(),
+                })
+                .collect();
+            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+            return Ok(Some(Arc::new(Nothing(schema))));
         }
         if name == "pg_sequences" {
             return Ok(Some(Arc::new(sequences::PgSequences {
@@ -138,6 +192,7 @@ impl SchemaProvider for PgCatalogOverlay {
         let table = self.inner.table(name).await?;
         let more = match name {
             "pg_extension" => Some(More::Vector),
+            "pg_description" => Some(More::Descriptions),
             "pg_am" => Some(More::AccessMethods),
             "pg_database" => Some(More::Databases(self.databases.clone())),
             _ => None,
@@ -237,13 +292,6 @@ impl SchemaProvider for PgCatalogOverlay {
             namespaces,
             shared: self.shared.clone(),
         })))
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        matches!(
-            name,
-            "pg_indexes" | "pg_available_extensions" | "pg_stat_progress_copy" | "pg_sequences"
-        ) || self.inner.table_exist(name)
     }
 }
 
@@ -380,6 +428,20 @@ impl TableProvider for PgType {
                         .collect();
                     columns[k] = Arc::new(Int32Array::from(fixed));
                 }
+                if let Ok(k) = schema.index_of("typstorage")
+                    && let Some(storage) = columns[k].as_string_opt::<i32>()
+                {
+                    let fixed: Vec<Option<&str>> = (0..b.num_rows())
+                        .map(|i| {
+                            if name.value(i) == "vector" {
+                                Some("e")
+                            } else {
+                                storage.is_valid(i).then(|| storage.value(i))
+                            }
+                        })
+                        .collect();
+                    columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(fixed));
+                }
                 *b = RecordBatch::try_new(schema, columns)?;
             }
         }
@@ -421,6 +483,12 @@ fn pgvector_type_rows(b: &RecordBatch) -> DfResult<Vec<RecordBatch>> {
         set_int(&mut columns, "typarray", array);
         set_int(&mut columns, "typlen", -1);
         set_text(&mut columns, "typname", name);
+        // pgvector declares its types STORAGE = external; their arrays are extended.
+        set_text(
+            &mut columns,
+            "typstorage",
+            if elem != 0 { "x" } else { "e" },
+        );
         if elem != 0 {
             set_text(&mut columns, "typcategory", "A");
             // pgjdbc tells arrays by their input function.
@@ -457,6 +525,150 @@ struct PgAttribute {
     classes: Arc<dyn TableProvider>,
     shared: Weak<Core>,
     namespaces: Arc<dyn TableProvider>,
+}
+
+/// A catalog table with the references the emulation leaves dangling made whole, as
+/// pg_dump needs them (it stops at the first: "role with OID 0 does not exist", "schema
+/// with OID 13283 does not exist"):
+/// - owner columns (`relowner`, `nspowner`, `typowner`, `datdba`, ...) say 0, a role
+///   that does not exist: they are 10, the bootstrap superuser that owns Postgres' own
+///   objects and, here, every object;
+/// - namespace columns (`pronamespace`, `typnamespace`, ...) of the emulation's built-in
+///   functions and types name `information_schema` by the OID PostgreSQL 15 gave it,
+///   which its `pg_namespace` numbers otherwise: they name the one `pg_namespace` has.
+#[derive(Debug)]
+struct Mended {
+    inner: Arc<dyn TableProvider>,
+    owners: Vec<usize>,
+    /// The namespace columns, with `pg_namespace` to look `information_schema` up in.
+    namespaces: Option<(Vec<usize>, Arc<dyn TableProvider>)>,
+}
+
+impl Mended {
+    const BOOTSTRAP_SUPERUSER: i64 = 10;
+    const PG_DATABASE_OWNER: i64 = 6171;
+    /// `information_schema`'s OID in the PostgreSQL 15 the emulation's rows come from.
+    const POSTGRES_INFORMATION_SCHEMA: i64 = 13283;
+
+    /// `inner` mended, `pg_namespace` being `namespaces` (None for itself).
+    fn wrap(
+        inner: Arc<dyn TableProvider>,
+        namespaces: Option<Arc<dyn TableProvider>>,
+    ) -> Arc<dyn TableProvider> {
+        let schema = inner.schema();
+        let columns = |which: &dyn Fn(&str) -> bool| -> Vec<usize> {
+            schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| which(f.name()) && f.data_type().is_integer())
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let owners = columns(&|n| n.ends_with("owner") || n == "datdba");
+        let namespaces = namespaces
+            .map(|t| (columns(&|n| n.ends_with("namespace")), t))
+            .filter(|(c, _)| !c.is_empty());
+        if owners.is_empty() && namespaces.is_none() {
+            return inner;
+        }
+        Arc::new(Mended {
+            inner,
+            owners,
+            namespaces,
+        })
+    }
+}
+
+/// `column` with each value `f` maps, in its own type.
+fn map_ints(column: &ArrayRef, f: impl Fn(i64) -> i64) -> DfResult<ArrayRef> {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::compute::cast;
+    let wide = cast(column, &DataType::Int64)?;
+    let mapped: Int64Array = wide
+        .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+        .iter()
+        .map(|v| v.map(&f))
+        .collect();
+    Ok(cast(&mapped, column.data_type())?)
+}
+
+#[async_trait]
+impl TableProvider for Mended {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut information_schema = None;
+        if let Some((_, namespaces)) = &self.namespaces {
+            for b in read_all(namespaces, state).await? {
+                let (Some(oids), Some(names)) = (column(&b, "oid"), column(&b, "nspname")) else {
+                    continue;
+                };
+                let oids = datafusion::arrow::compute::cast(oids, &DataType::Int64)?;
+                let names = datafusion::arrow::compute::cast(names, &DataType::Utf8)?;
+                let oids = oids.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                information_schema = (0..b.num_rows())
+                    .find(|&r| names.as_string::<i32>().value(r) == "information_schema")
+                    .map(|r| oids.value(r))
+                    .or(information_schema);
+            }
+        }
+        let mut batches = read_all(&self.inner, state).await?;
+        for b in &mut batches {
+            let mut columns = b.columns().to_vec();
+            for &i in &self.owners {
+                columns[i] = map_ints(&columns[i], |o| {
+                    if o == 0 { Self::BOOTSTRAP_SUPERUSER } else { o }
+                })?;
+            }
+            if let (Some((namespace_columns, _)), Some(own)) =
+                (&self.namespaces, information_schema)
+            {
+                for &i in namespace_columns {
+                    columns[i] = map_ints(&columns[i], |n| {
+                        if n == Self::POSTGRES_INFORMATION_SCHEMA {
+                            own
+                        } else {
+                            n
+                        }
+                    })?;
+                }
+            }
+            // PostgreSQL 15's `public` belongs to pg_database_owner (whoever owns the
+            // database), which pg_dump leaves out of a dump.
+            if let (Some(names), Some(&k)) = (
+                column(b, "nspname").and_then(|c| c.as_string_opt::<i32>()),
+                self.owners.first(),
+            ) {
+                let owners = datafusion::arrow::compute::cast(&columns[k], &DataType::Int64)?;
+                let owners = owners.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                let fixed: datafusion::arrow::array::Int64Array = (0..b.num_rows())
+                    .map(|r| {
+                        if names.value(r) == "public" {
+                            Some(Self::PG_DATABASE_OWNER)
+                        } else {
+                            owners.is_valid(r).then(|| owners.value(r))
+                        }
+                    })
+                    .collect();
+                columns[k] = datafusion::arrow::compute::cast(&fixed, columns[k].data_type())?;
+            }
+            *b = RecordBatch::try_new(b.schema(), columns)?;
+        }
+        memory_exec(self.schema(), batches, projection)
+    }
 }
 
 async fn read_all(t: &Arc<dyn TableProvider>, state: &dyn Session) -> DfResult<Vec<RecordBatch>> {
@@ -511,6 +723,7 @@ impl TableProvider for PgAttribute {
                                     let d = Declared {
                                         ty,
                                         typmod,
+                                        storage: type_storage(ty),
                                         // An identity column's sequence is not a default.
                                         has_default: c.default.is_some() && c.identity.is_none(),
                                         identity: c.identity,
@@ -535,6 +748,9 @@ impl TableProvider for PgAttribute {
 struct Declared {
     ty: i32,
     typmod: i32,
+    /// `attstorage`: as its type's `typstorage` (pg_dump writes SET STORAGE for a column
+    /// whose storage differs from its type's).
+    storage: &'static str,
     has_default: bool,
     identity: Option<char>,
     /// The hidden key: a system column, numbered below zero as Postgres numbers `ctid`.
@@ -571,6 +787,9 @@ fn patch(
     let attnum = column(b, "attnum")
         .map(|c| datafusion::arrow::compute::cast(c, &DataType::Int32))
         .transpose()?;
+    let storage = column(b, "attstorage").and_then(|c| c.as_string_opt::<i32>());
+    let mut storages: Option<Vec<Option<String>>> =
+        storage.map(|c| c.iter().map(|v| v.map(str::to_string)).collect());
     let mut numbers: Option<Vec<Option<i32>>> = attnum
         .as_ref()
         .and_then(|c| c.as_primitive_opt::<Int32Type>())
@@ -587,6 +806,9 @@ fn patch(
             }
             if let Some(ids) = &mut identities {
                 ids[i] = Some(d.identity.map(String::from).unwrap_or_default());
+            }
+            if let Some(s) = &mut storages {
+                s[i] = Some(d.storage.into());
             }
             if d.hidden
                 && let Some(n) = &mut numbers
@@ -607,12 +829,30 @@ fn patch(
         columns[schema.index_of("attidentity")?] =
             Arc::new(datafusion::arrow::array::StringArray::from(ids));
     }
+    if let Some(s) = storages {
+        columns[schema.index_of("attstorage")?] =
+            Arc::new(datafusion::arrow::array::StringArray::from(s));
+    }
     if let Some(n) = numbers {
         let k = schema.index_of("attnum")?;
         let n: ArrayRef = Arc::new(Int32Array::from(n));
         columns[k] = datafusion::arrow::compute::cast(&n, schema.field(k).data_type())?;
     }
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// PostgreSQL's `typstorage` of a column type: `p` (plain) for the fixed-size types,
+/// `m` for numeric, `e` for pgvector's types (STORAGE = external), `x` for the rest.
+fn type_storage(ty: i32) -> &'static str {
+    match ty {
+        // bool, "char", name, int8, int2, int4, oid, float4, float8, date, time,
+        // timestamp, timestamptz, interval, timetz, uuid
+        16 | 18 | 19 | 20 | 21 | 23 | 26 | 700 | 701 | 1082 | 1083 | 1114 | 1184 | 1186 | 1266
+        | 2950 => "p",
+        1700 => "m",
+        _ if ty == VECTOR_OID || ty == HALFVEC_OID || ty == SPARSEVEC_OID => "e",
+        _ => "x",
+    }
 }
 
 /// OIDs of the primary-key index and constraint of the table with OID `table`: the
@@ -864,6 +1104,21 @@ fn with_columns(schema: &SchemaRef, extra: &[(&str, DataType)]) -> SchemaRef {
     Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
 }
 
+/// Each batch given the columns `full` has after its own, all NULL.
+fn widen(batches: &mut [RecordBatch], full: &SchemaRef) -> DfResult<()> {
+    for b in batches {
+        let mut columns = b.columns().to_vec();
+        for f in &full.fields()[columns.len()..] {
+            columns.push(datafusion::arrow::array::new_null_array(
+                f.data_type(),
+                b.num_rows(),
+            ));
+        }
+        *b = RecordBatch::try_new(full.clone(), columns)?;
+    }
+    Ok(())
+}
+
 /// `pg_sequence`: one row per sequence (the emulation's is empty), for psql's `\d seq`.
 #[derive(Debug)]
 struct PgSequence {
@@ -950,6 +1205,9 @@ impl TableProvider for PgDepend {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         const PG_CLASS: i64 = 1259;
+        const PG_TYPE: i64 = 1247;
+        const PG_ATTRDEF: i64 = 2604;
+        const PG_EXTENSION: i64 = 3079;
         let schema = self.table.schema();
         let mut batches = read_all(&self.table, state).await?;
         let (tables, sequences) = match self.shared.upgrade() {
@@ -963,32 +1221,76 @@ impl TableProvider for PgDepend {
                 .into_iter()
                 .map(|(oid, def)| (def.stored_name().to_string(), (oid, def)))
                 .collect();
-        // (sequence OID, table OID, column number, deptype)
-        let owned: Vec<(i32, i32, usize, char)> = sequences
-            .iter()
-            .filter_map(|s| {
-                let (table, col) = s.owned_by.as_ref()?;
-                let (oid, def) = oids.get(table)?;
-                let at = def.columns.iter().position(|c| &c.name == col)?;
-                let deptype = if def.columns[at].identity.is_some() {
-                    'i'
-                } else {
-                    'a'
+        // (classid, objid, refclassid, refobjid, refobjsubid, deptype)
+        let mut rows: Vec<(i64, i64, i64, i64, i64, char)> = Vec::new();
+        // A sequence owned by a column (OWNED BY, serial, identity) depends on it.
+        for s in sequences.iter() {
+            let Some((table, col)) = s.owned_by.as_ref() else {
+                continue;
+            };
+            let Some((oid, def)) = oids.get(table) else {
+                continue;
+            };
+            let Some(at) = def.columns.iter().position(|c| &c.name == col) else {
+                continue;
+            };
+            let deptype = if def.columns[at].identity.is_some() {
+                'i'
+            } else {
+                'a'
+            };
+            let seq = i64::from(sequence_oid(&s.name));
+            rows.push((
+                PG_CLASS,
+                seq,
+                PG_CLASS,
+                i64::from(*oid),
+                at as i64 + 1,
+                deptype,
+            ));
+        }
+        // A column's default that calls nextval() depends on that sequence (pg_dump sets
+        // such a default after the sequence it names is made).
+        for (oid, def) in oids.values() {
+            for (at, c) in def.columns.iter().enumerate() {
+                let Some(name) = c
+                    .default
+                    .as_deref()
+                    .filter(|_| c.identity.is_none())
+                    .and_then(nextval_sequence)
+                else {
+                    continue;
                 };
-                Some((sequence_oid(&s.name), *oid, at + 1, deptype))
-            })
-            .collect();
+                if sequences.iter().any(|s| s.name == name) {
+                    let objid = attrdef_oid(*oid, at + 1);
+                    let seq = i64::from(sequence_oid(&name));
+                    rows.push((PG_ATTRDEF, objid, PG_CLASS, seq, 0, 'n'));
+                }
+            }
+        }
+        // pgvector's types belong to its extension.
+        for ty in [VECTOR_OID, HALFVEC_OID, SPARSEVEC_OID] {
+            rows.push((
+                PG_TYPE,
+                i64::from(ty),
+                PG_EXTENSION,
+                PGVECTOR_EXTENSION_OID,
+                0,
+                'e',
+            ));
+        }
         batches.push(build_rows(
             &schema,
-            owned.len(),
+            rows.len(),
             |c, r| {
-                let (seq, table, attnum, deptype) = owned[r];
+                let (classid, objid, refclassid, refobjid, refobjsubid, deptype) = rows[r];
                 Some(match c {
-                    "classid" | "refclassid" => Cell::Int(PG_CLASS),
-                    "objid" => Cell::Int(i64::from(seq)),
+                    "classid" => Cell::Int(classid),
+                    "objid" => Cell::Int(objid),
                     "objsubid" => Cell::Int(0),
-                    "refobjid" => Cell::Int(i64::from(table)),
-                    "refobjsubid" => Cell::Int(attnum as i64),
+                    "refclassid" => Cell::Int(refclassid),
+                    "refobjid" => Cell::Int(refobjid),
+                    "refobjsubid" => Cell::Int(refobjsubid),
                     "deptype" => Cell::Text(deptype.to_string()),
                     _ => return None,
                 })
@@ -997,6 +1299,23 @@ impl TableProvider for PgDepend {
         )?);
         memory_exec(schema, batches, projection)
     }
+}
+
+/// The OID of the default of column `attnum` of the table with OID `table`, derived from
+/// the column's (the catalog keeps no defaults of its own).
+fn attrdef_oid(table: i32, attnum: usize) -> i64 {
+    i64::from(ATTRDEF_OID_BASE) + i64::from(table) * 1600 + attnum as i64
+}
+
+/// The sequence a default `nextval('name'::regclass)` draws from, named as the catalog
+/// names it (`public.` dropped, quotes undone).
+fn nextval_sequence(default: &str) -> Option<String> {
+    let lower = default.to_ascii_lowercase();
+    let at = lower.find("nextval('")? + "nextval('".len();
+    let rest = &default[at..];
+    let name = &rest[..rest.find("'")?];
+    let name = name.replace('"', "");
+    Some(name.strip_prefix("public.").unwrap_or(&name).to_string())
 }
 
 /// Each user table with its OID in `pg_class`.
@@ -1081,9 +1400,7 @@ impl TableProvider for PgAttrdef {
                 let (table, attnum, default) = &rows[r];
                 Some(match c {
                     // An OID of its own for each default, derived from its column's.
-                    "oid" => Cell::Int(
-                        i64::from(ATTRDEF_OID_BASE) + i64::from(*table) * 1600 + *attnum as i64,
-                    ),
+                    "oid" => Cell::Int(attrdef_oid(*table, *attnum)),
                     "adrelid" => Cell::Int(i64::from(*table)),
                     "adnum" => Cell::Int(*attnum as i64),
                     "adbin" => Cell::Text(default.clone()),
@@ -1625,20 +1942,8 @@ impl TableProvider for PrimaryKeys {
         }
         batches.extend(extra.into_iter().filter(|b| b.num_rows() > 0));
         let full = self.schema();
-        if full.fields().len() > schema.fields().len() {
-            for b in &mut batches {
-                let mut columns = b.columns().to_vec();
-                for f in &full.fields()[schema.fields().len()..] {
-                    columns.push(datafusion::arrow::array::new_null_array(
-                        f.data_type(),
-                        b.num_rows(),
-                    ));
-                }
-                *b = RecordBatch::try_new(full.clone(), columns)?;
-            }
-        }
-        let schema = full;
-        memory_exec(schema, batches, projection)
+        widen(&mut batches, &full)?;
+        memory_exec(full, batches, projection)
     }
 }
 
@@ -1690,6 +1995,10 @@ impl Shown {
 /// `pg_am.oid` of the method an index definition names (`USING gin`); 0 for one the
 /// catalog does not list (pgvector's `hnsw` and `ivfflat`).
 /// pgvector's index access methods in `pg_am`, with OIDs just below its extension's.
+/// pgvector's row in `pg_extension`: above 16383, the last OID PostgreSQL keeps for
+/// its own objects, as an extension a database installed is (pg_dump dumps none below).
+const PGVECTOR_EXTENSION_OID: i64 = 16391;
+
 const PGVECTOR_ACCESS_METHODS: [(i64, &str); 2] = [(16381, "hnsw"), (16382, "ivfflat")];
 
 fn access_method_oid(definition: &str) -> i64 {
@@ -1909,12 +2218,21 @@ enum More {
     Databases(DatabasesRef),
     /// `pg_am`: pgvector's index access methods, `hnsw` and `ivfflat`.
     AccessMethods,
+    /// `pg_description`: pgvector's comment on its extension; `public`'s comment on the
+    /// OID this catalog gives `public` (the emulation's rows name PostgreSQL's 2200).
+    Descriptions,
 }
 
 #[async_trait]
 impl TableProvider for Appended {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        match self.more {
+            // PostgreSQL 15's column the emulation lacks (pg_dump reads it).
+            More::Databases(_) => {
+                with_columns(&self.inner.schema(), &[("datcollversion", DataType::Utf8)])
+            }
+            _ => self.inner.schema(),
+        }
     }
 
     fn table_type(&self) -> TableType {
@@ -1930,6 +2248,7 @@ impl TableProvider for Appended {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
         let mut batches = read_all(&self.inner, state).await?;
+        widen(&mut batches, &schema)?;
         match &self.more {
             More::Vector => {
                 let public = Namespaces::read(&self.namespaces, state)
@@ -1939,12 +2258,63 @@ impl TableProvider for Appended {
                     &schema,
                     1,
                     |c, _| match c {
-                        "oid" => Some(Cell::Int(16383)),
+                        "oid" => Some(Cell::Int(PGVECTOR_EXTENSION_OID)),
                         "extname" => Some(Cell::Text("vector".into())),
                         "extowner" => Some(Cell::Int(10)),
                         "extnamespace" => public.map(|p| Cell::Int(i64::from(p))),
                         "extrelocatable" => Some(Cell::Bool(true)),
                         "extversion" => Some(Cell::Text(PGVECTOR_VERSION.into())),
+                        _ => None,
+                    },
+                    None,
+                )?);
+            }
+            More::Descriptions => {
+                const PG_NAMESPACE: i64 = 2615;
+                const POSTGRES_PUBLIC: i64 = 2200;
+                let public = Namespaces::read(&self.namespaces, state)
+                    .await?
+                    .oid("public");
+                if let Some(public) = public {
+                    for b in &mut batches {
+                        let (Some(&k), Some(class)) = (
+                            b.schema().index_of("objoid").ok().as_ref(),
+                            column(b, "classoid"),
+                        ) else {
+                            continue;
+                        };
+                        let class = datafusion::arrow::compute::cast(class, &DataType::Int64)?;
+                        let class = class.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                        let objects =
+                            datafusion::arrow::compute::cast(b.column(k), &DataType::Int64)?;
+                        let objects =
+                            objects.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                        let fixed: datafusion::arrow::array::Int64Array = (0..b.num_rows())
+                            .map(|r| {
+                                let o = objects.is_valid(r).then(|| objects.value(r));
+                                if o == Some(POSTGRES_PUBLIC) && class.value(r) == PG_NAMESPACE {
+                                    Some(i64::from(public))
+                                } else {
+                                    o
+                                }
+                            })
+                            .collect();
+                        let mut columns = b.columns().to_vec();
+                        columns[k] =
+                            datafusion::arrow::compute::cast(&fixed, columns[k].data_type())?;
+                        *b = RecordBatch::try_new(b.schema(), columns)?;
+                    }
+                }
+                batches.push(build_rows(
+                    &schema,
+                    1,
+                    |c, _| match c {
+                        "objoid" => Some(Cell::Int(PGVECTOR_EXTENSION_OID)),
+                        "classoid" => Some(Cell::Int(3079)),
+                        "objsubid" => Some(Cell::Int(0)),
+                        "description" => Some(Cell::Text(
+                            "vector data type and ivfflat and hnsw access methods".into(),
+                        )),
                         _ => None,
                     },
                     None,
@@ -1968,6 +2338,26 @@ impl TableProvider for Appended {
                 )?);
             }
             More::Databases(databases) => {
+                // The locale provider is a "char" in PostgreSQL, `c` for libc (pg_dump
+                // and psql's `\l` spell it out themselves); text sorts by byte order
+                // here, which is the C.UTF-8 locale's (a dump's CREATE DATABASE says so).
+                for b in &mut batches {
+                    let mut columns = b.columns().to_vec();
+                    for (name, value) in [
+                        ("datlocprovider", "c"),
+                        ("datcollate", "C.UTF-8"),
+                        ("datctype", "C.UTF-8"),
+                    ] {
+                        if let Ok(k) = b.schema().index_of(name)
+                            && columns[k].data_type() == &DataType::Utf8
+                        {
+                            columns[k] = Arc::new(datafusion::arrow::array::StringArray::from(
+                                vec![value; b.num_rows()],
+                            ));
+                        }
+                    }
+                    *b = RecordBatch::try_new(b.schema(), columns)?;
+                }
                 let admin = databases.read().as_ref().and_then(|d| d.upgrade());
                 let names = admin.map(|d| d.names()).unwrap_or_default();
                 if let Some(template) = batches.iter().find(|b| b.num_rows() > 0).cloned()
@@ -1987,6 +2377,69 @@ impl TableProvider for Appended {
             }
         }
         memory_exec(schema, batches, projection)
+    }
+}
+
+/// A catalog table that always has no rows here: there are no transforms, security
+/// labels or rules. [`Nothing::columns`] are the Postgres columns of those the emulation
+/// lacks (oids as `int4`, as the emulation has them).
+#[derive(Debug)]
+struct Nothing(SchemaRef);
+
+impl Nothing {
+    fn schema_of(columns: &[(&str, DataType)]) -> SchemaRef {
+        Arc::new(datafusion::arrow::datatypes::Schema::new(
+            columns
+                .iter()
+                .map(|(n, t)| datafusion::arrow::datatypes::Field::new(*n, t.clone(), true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    fn columns(table: &str) -> Option<&'static [(&'static str, DataType)]> {
+        const TRANSFORM: &[(&str, DataType)] = &[
+            ("oid", DataType::Int32),
+            ("trftype", DataType::Int32),
+            ("trflang", DataType::Int32),
+            ("trffromsql", DataType::Int32),
+            ("trftosql", DataType::Int32),
+        ];
+        const SECLABELS: &[(&str, DataType)] = &[
+            ("objoid", DataType::Int32),
+            ("classoid", DataType::Int32),
+            ("objsubid", DataType::Int32),
+            ("objtype", DataType::Utf8),
+            ("objnamespace", DataType::Int32),
+            ("objname", DataType::Utf8),
+            ("provider", DataType::Utf8),
+            ("label", DataType::Utf8),
+        ];
+        match table {
+            "pg_transform" => Some(TRANSFORM),
+            "pg_seclabels" => Some(SECLABELS),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for Nothing {
+    fn schema(&self) -> SchemaRef {
+        self.0.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        memory_exec(self.schema(), Vec::new(), projection)
     }
 }
 
