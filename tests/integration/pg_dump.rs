@@ -101,6 +101,17 @@ async fn constraints_hold(client: &tokio_postgres::Client, how: &str) {
     }
 }
 
+/// `command`'s output, once it has exited successfully (else its stderr, as `what`).
+fn succeeds(command: &mut Command, what: &str) -> std::process::Output {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn tool(name: &str) -> bool {
     Command::new(name).arg("--version").output().is_ok()
 }
@@ -161,8 +172,8 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
         _ => panic!("VECTORGATE_TEST_POSTGRES needs host, port and user"),
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let dump = Command::new("pg_dump")
-        .args([
+    let dump = succeeds(
+        Command::new("pg_dump").args([
             "-h",
             &host,
             "-p",
@@ -171,36 +182,27 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
             user,
             "--no-password",
             &db,
-        ])
-        .output()
-        .expect("pg_dump");
-    assert!(
-        dump.status.success(),
-        "pg_dump: {}",
-        String::from_utf8_lossy(&dump.stderr)
+        ]),
+        "pg_dump",
     );
     // The same database in pg_dump's custom format, for pg_restore.
     let custom = dir.path().join("dump.custom");
-    let out = Command::new("pg_dump")
-        .args([
-            "-h",
-            &host,
-            "-p",
-            &port.to_string(),
-            "-U",
-            user,
-            "--no-password",
-            "-Fc",
-            "-f",
-        ])
-        .arg(&custom)
-        .arg(&db)
-        .output()
-        .expect("pg_dump -Fc");
-    assert!(
-        out.status.success(),
-        "pg_dump -Fc: {}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        Command::new("pg_dump")
+            .args([
+                "-h",
+                &host,
+                "-p",
+                &port.to_string(),
+                "-U",
+                user,
+                "--no-password",
+                "-Fc",
+                "-f",
+            ])
+            .arg(&custom)
+            .arg(&db),
+        "pg_dump -Fc",
     );
     // What a pgvector database's dump has: the vector type and its index.
     let text = String::from_utf8(dump.stdout).expect("utf-8 dump");
@@ -216,15 +218,11 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
     // Announced as 15.8, which PostgreSQL 15's pg_dump requires to dump it (below).
     let server = Server::start_args(&["--server-version", "15.8"]);
     let addr = server.url();
-    let restore = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &addr, "-f"])
-        .arg(&file)
-        .output()
-        .expect("psql");
-    assert!(
-        restore.status.success(),
-        "psql -f of the dump stopped: {}",
-        String::from_utf8_lossy(&restore.stderr)
+    succeeds(
+        Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &addr, "-f"])
+            .arg(&file),
+        "psql -f of the dump stopped",
     );
     let target = server.client().await;
 
@@ -264,15 +262,11 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
     // The custom-format dump, restored by pg_restore straight into a second proxy
     // (its vectors stay text: the dump cannot be edited as the plain one was).
     let second = Server::start();
-    let restore = Command::new("pg_restore")
-        .args(["--exit-on-error", "-d", &second.url()])
-        .arg(&custom)
-        .output()
-        .expect("pg_restore");
-    assert!(
-        restore.status.success(),
-        "pg_restore stopped: {}",
-        String::from_utf8_lossy(&restore.stderr)
+    succeeds(
+        Command::new("pg_restore")
+            .args(["--exit-on-error", "-d", &second.url()])
+            .arg(&custom),
+        "pg_restore stopped",
     );
     let restored = second.client().await;
     same_rows(&source, &restored, "pg_restore").await;
@@ -283,14 +277,9 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
     // Moving out: PostgreSQL 15's pg_dump of the proxy restores into PostgreSQL (its
     // vectors as text, which is all Debian's PostgreSQL has) row for row, sequences and
     // constraints with it; unchanged, it restores into another proxy too.
-    let out = Command::new("pg_dump")
-        .args(["--no-password", "-d", &addr])
-        .output()
-        .expect("pg_dump of the proxy");
-    assert!(
-        out.status.success(),
-        "pg_dump of the proxy: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        Command::new("pg_dump").args(["--no-password", "-d", &addr]),
+        "pg_dump of the proxy",
     );
     let dumped = String::from_utf8(out.stdout).expect("utf-8 dump");
     for line in [
@@ -325,23 +314,19 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
     let third = Server::start();
     let file = dir.path().join("out.sql");
     std::fs::write(&file, &dumped).expect("write the proxy's dump");
-    let restore = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            &third.url(),
-            "-f",
-        ])
-        .arg(&file)
-        .output()
-        .expect("psql");
-    assert!(
-        restore.status.success(),
-        "psql -f of the proxy's dump into a proxy stopped: {}",
-        String::from_utf8_lossy(&restore.stderr)
+    succeeds(
+        Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &third.url(),
+                "-f",
+            ])
+            .arg(&file),
+        "psql -f of the proxy's dump into a proxy stopped",
     );
     let again = third.client().await;
     same_rows(&source, &again, "proxy to proxy").await;
@@ -353,26 +338,18 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
     );
     // Its custom format (which also reads pg_database) restores by pg_restore too.
     let custom_out = dir.path().join("out.custom");
-    let out = Command::new("pg_dump")
-        .args(["--no-password", "-Fc", "-d", &addr, "-f"])
-        .arg(&custom_out)
-        .output()
-        .expect("pg_dump -Fc of the proxy");
-    assert!(
-        out.status.success(),
-        "pg_dump -Fc of the proxy: {}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeds(
+        Command::new("pg_dump")
+            .args(["--no-password", "-Fc", "-d", &addr, "-f"])
+            .arg(&custom_out),
+        "pg_dump -Fc of the proxy",
     );
     let fourth = Server::start();
-    let restore = Command::new("pg_restore")
-        .args(["--exit-on-error", "-d", &fourth.url()])
-        .arg(&custom_out)
-        .output()
-        .expect("pg_restore");
-    assert!(
-        restore.status.success(),
-        "pg_restore of the proxy's dump stopped: {}",
-        String::from_utf8_lossy(&restore.stderr)
+    succeeds(
+        Command::new("pg_restore")
+            .args(["--exit-on-error", "-d", &fourth.url()])
+            .arg(&custom_out),
+        "pg_restore of the proxy's dump stopped",
     );
     same_rows(
         &source,
@@ -403,25 +380,21 @@ async fn a_pg_dump_restores_through_psql_row_for_row() {
     std::fs::write(&file, &plain).expect("write the edited dump");
     let mut config = base.clone();
     config.dbname(&moved);
-    let restore = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            &host,
-            "-p",
-            &port.to_string(),
-        ])
-        .args(["-U", user, "--no-password", "-d", &moved, "-f"])
-        .arg(&file)
-        .output()
-        .expect("psql");
-    assert!(
-        restore.status.success(),
-        "psql -f of the proxy's dump into PostgreSQL stopped: {}",
-        String::from_utf8_lossy(&restore.stderr)
+    succeeds(
+        Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                &host,
+                "-p",
+                &port.to_string(),
+            ])
+            .args(["-U", user, "--no-password", "-d", &moved, "-f"])
+            .arg(&file),
+        "psql -f of the proxy's dump into PostgreSQL stopped",
     );
     let (postgres, conn) = config
         .connect(tokio_postgres::NoTls)
