@@ -883,13 +883,13 @@ pub fn qualified_operators(sql: &str) -> Option<String> {
         return None;
     }
     let mut out = String::with_capacity(sql.len());
+    let lowered = sql.to_ascii_lowercase();
     let mut rest = sql;
     let mut changed = false;
     loop {
         // The next quote or OPERATOR( outside quotes, whichever comes first.
         let quote = rest.find(['\'', '"']);
-        let lower = rest.to_ascii_lowercase();
-        let op = lower.find(OPEN);
+        let op = lowered[sql.len() - rest.len()..].find(OPEN);
         match (quote, op) {
             (Some(q), o) if o.is_none_or(|o| q < o) => {
                 let mark = &rest[q..q + 1];
