@@ -90,6 +90,11 @@ struct Args {
     /// Turns each server takes per statement (of `--queries` statements each).
     #[arg(long, default_value_t = 5)]
     statement_rounds: usize,
+    /// `KEY=VALUE`: the per-statement section also measures a second server on the
+    /// embedded stores started with this environment variable, taking turns with the
+    /// others (a setting's effect, side by side in one run).
+    #[arg(long)]
+    statements_env: Option<String>,
     /// Only the Qdrant-server section: searches with vectors in this Qdrant server (its
     /// gRPC URL) beside direct qdrant-client calls and the embedded index, written
     /// between `<!-- qdrant-server -->` markers.
@@ -279,6 +284,25 @@ async fn statements_section(
         embedded.connect().await?,
         &format!("vector({})", args.dim),
     )];
+    let mut with_env = None;
+    if let Some(setting) = &args.statements_env {
+        let (key, value) = setting
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--statements-env takes KEY=VALUE"))?;
+        let server = Server::start_env(
+            bin,
+            &work.join("statements-embedded-env"),
+            None,
+            &[],
+            &[(key, value)],
+        )?;
+        targets.push(statements::Target::new(
+            &format!("vectorgate (embedded, {setting})"),
+            server.connect().await?,
+            &format!("vector({})", args.dim),
+        ));
+        with_env = Some(server);
+    }
     let ks = "vectorgate_bench_statements";
     let mut in_cassandra = None;
     if let (Some(hosts), Some(s)) = (&args.cassandra, cql) {
@@ -344,6 +368,27 @@ async fn statements_section(
     )
     .await?;
     embedded.stop()?;
+    // The same search on the server with the setting, for the side-by-side comparison.
+    let mut env_wire = None;
+    if let (Some(server), Some(setting)) = (with_env, &args.statements_env) {
+        load(&server, &d).await?;
+        server
+            .wait_for_index(Duration::from_secs(5), Duration::from_secs(1800))
+            .await;
+        let run = proxy::search(
+            &server,
+            &d,
+            &Workload::new(TABLE, 0, 10, 1, args.queries * rounds),
+            format!("proxy ({setting}), k=10"),
+        )
+        .await?;
+        eprintln!(
+            "statements: search p50 {:.3} ms over the wire with {setting}",
+            run.p50
+        );
+        env_wire = Some((setting.clone(), run));
+        server.stop()?;
+    }
     // The same calls in process: back to back, and paced as one client's requests
     // reach a server (idling for the wire floor's round trip before each).
     let floor = results
@@ -381,12 +426,19 @@ async fn statements_section(
             wire.recall
         );
     }
-    Ok(statements::markdown(
-        &results,
-        Some((&wire, direct, paced, floor)),
-        command,
-        rows,
-    ))
+    let mut section =
+        statements::markdown(&results, Some((&wire, direct, paced, floor)), command, rows);
+    if let Some((setting, run)) = env_wire {
+        // Inside the section, before its closing marker.
+        let end = "<!-- /statements -->";
+        let line = format!(
+            "\nThe same prepared search on the server started with `{setting}`: p50 {:.3} ms over the wire (+{:.3} ms over the direct calls back to back).\n{end}",
+            run.p50,
+            run.p50 - direct.p50
+        );
+        section = section.replacen(end, &line, 1);
+    }
+    Ok(section)
 }
 
 /// What one run of workloads is measured on: the report, the data, and the server.

@@ -32,7 +32,19 @@ impl Server {
         cql: Option<(&str, &str)>,
         extra: &[&str],
     ) -> anyhow::Result<Server> {
+        Server::start_env(bin, data, cql, extra, &[])
+    }
+
+    /// [`Server::start_with`] with environment variables set for the server.
+    pub fn start_env(
+        bin: &Path,
+        data: &Path,
+        cql: Option<(&str, &str)>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Server> {
         let mut cmd = Command::new(bin);
+        cmd.envs(env.iter().copied());
         cmd.args([
             "serve",
             "--listen",

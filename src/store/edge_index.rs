@@ -501,6 +501,10 @@ fn write_shard(
     }
 }
 
+/// Upserts of at most this many points that need not wait for a flush run on the async
+/// worker ([`super::run_short`]); they wait at most for a flush in progress.
+const SHORT_UPDATE: usize = 32;
+
 impl EdgeIndex {
     /// Upsert points; with `durable`, return once a flush covers them.
     async fn upsert_points(
@@ -514,7 +518,8 @@ impl EdgeIndex {
         }
         let shards = self.shards.clone();
         let table = table.stored_name().to_string();
-        super::run_blocking(move || {
+        let short = !durable && points.len() <= SHORT_UPDATE;
+        let update = move || {
             let list: Vec<_> = points
                 .into_iter()
                 .map(|p| {
@@ -531,9 +536,12 @@ impl EdgeIndex {
                     PointInsertOperations::PointsList(list.clone()),
                 ))
             })
-        })
-        .await
-        .map_err(err)?
+        };
+        if short {
+            super::run_short(update).await?
+        } else {
+            super::run_blocking(update).await?
+        }
     }
 
     /// Delete points; with `durable`, return once a flush covers the deletion.
@@ -548,6 +556,7 @@ impl EdgeIndex {
         }
         let shards = self.shards.clone();
         let table = table.stored_name().to_string();
+        // Off the worker: a delete may wait for an optimiser's build (see `write_shard`).
         super::run_blocking(move || {
             write_shard(&shards, &table, true, durable, || {
                 UpdateOperation::PointOperation(PointOperations::DeletePoints {
@@ -884,9 +893,15 @@ impl VectorIndex for EdgeIndex {
             with_vector: None,
             score_threshold: None,
         };
-        let points = super::run_blocking(move || shard.shard.search(request))
-            .await?
-            .map_err(err)?;
+        // An approximate search takes a fraction of a millisecond: on the worker. An
+        // exact one reads every vector: off it.
+        let search = move || shard.shard.search(request);
+        let points = if params.exact {
+            super::run_blocking(search).await?
+        } else {
+            super::run_short(search).await?
+        }
+        .map_err(err)?;
         let mut hits = Vec::with_capacity(points.len());
         for p in points {
             let key = p

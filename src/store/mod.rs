@@ -44,12 +44,11 @@ use crate::types::{ColumnType, Value};
 
 pub use filter::Predicate;
 
-/// Run blocking work (an index search or update, a row store transaction) from async
-/// code. On a multi-thread runtime it runs in place (`block_in_place`: the runtime
-/// hands this worker's other tasks to another thread meanwhile): a hand-off to the
-/// blocking pool and back costs two thread switches, a measurable part of a search or a
-/// single-row write that takes a fraction of a millisecond. Elsewhere (a current-thread
-/// runtime) it goes to the blocking pool.
+/// Run long blocking work (a large row store transaction, a bulk index update) from
+/// async code. On a multi-thread runtime it runs on this thread (`block_in_place`: the
+/// runtime hands this worker's core, with its queued tasks, to a blocking-pool thread
+/// meanwhile, which costs a thread wake-up per call); elsewhere (a current-thread
+/// runtime) it goes to the blocking pool. Short work goes through [`run_short`].
 pub(crate) async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
@@ -59,6 +58,25 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
         _ => tokio::task::spawn_blocking(f)
             .await
             .map_err(crate::error::Error::internal),
+    }
+}
+
+/// Run short blocking work (a transaction of a few rows, one search, an index update of
+/// a few points) on the async worker itself. `block_in_place` costs a thread hand-off on
+/// every call (tokio gives the worker's core to a blocking-pool thread it wakes for the
+/// purpose, then takes it back), which on two cores is a measurable part of a
+/// single-row write or a search; a worker blocked for a fraction of a millisecond has
+/// its queued tasks stolen by the other workers meanwhile. `VECTORGATE_SHORT_WORK=handoff`
+/// (read once, for side-by-side measurements) sends it through [`run_blocking`] instead.
+pub(crate) async fn run_short<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    static HANDOFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *HANDOFF.get_or_init(|| std::env::var("VECTORGATE_SHORT_WORK").is_ok_and(|v| v == "handoff"))
+    {
+        run_blocking(f).await
+    } else {
+        Ok(f())
     }
 }
 
