@@ -458,6 +458,7 @@ pub fn extra_functions(seen: &Seen) -> Vec<datafusion::logical_expr::ScalarUDF> 
         }),
     );
     let mut out = key_functions(seen);
+    out.push(encoding_to_char());
     out.push(column_default);
     out.push(table_is_visible);
     out.push(to_regclass);
@@ -532,6 +533,85 @@ pub fn constant_text(name: &str, value: &str) -> datafusion::logical_expr::Scala
             Ok(ColumnarValue::Scalar(
                 datafusion::common::ScalarValue::Utf8(Some(value.clone())),
             ))
+        }),
+    )
+}
+
+/// Postgres' encodings by number (`pg_enc`), as `pg_encoding_to_char` names them.
+const ENCODINGS: [&str; 42] = [
+    "SQL_ASCII",
+    "EUC_JP",
+    "EUC_CN",
+    "EUC_KR",
+    "EUC_TW",
+    "EUC_JIS_2004",
+    "UTF8",
+    "MULE_INTERNAL",
+    "LATIN1",
+    "LATIN2",
+    "LATIN3",
+    "LATIN4",
+    "LATIN5",
+    "LATIN6",
+    "LATIN7",
+    "LATIN8",
+    "LATIN9",
+    "LATIN10",
+    "WIN1256",
+    "WIN1258",
+    "WIN866",
+    "WIN874",
+    "KOI8R",
+    "WIN1251",
+    "WIN1252",
+    "ISO_8859_5",
+    "ISO_8859_6",
+    "ISO_8859_7",
+    "ISO_8859_8",
+    "WIN1250",
+    "WIN1253",
+    "WIN1254",
+    "WIN1255",
+    "WIN1257",
+    "KOI8U",
+    "SJIS",
+    "BIG5",
+    "GBK",
+    "UHC",
+    "GB18030",
+    "JOHAB",
+    "SHIFT_JIS_2004",
+];
+
+/// `pg_encoding_to_char(int)`: an unknown number is the empty string, as in Postgres
+/// (datafusion-pg-catalog's answers `UTF-8`, which is not an encoding name Postgres
+/// knows, and NULL for the others).
+fn encoding_to_char() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::compute::cast;
+    use datafusion::logical_expr::{Volatility, create_udf};
+    create_udf(
+        "pg_encoding_to_char",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let ids = cast(&arrays[0], &DataType::Int64)?;
+            let ids = ids.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let out: StringArray = ids
+                .iter()
+                .map(|id| {
+                    id.map(|i| {
+                        usize::try_from(i)
+                            .ok()
+                            .and_then(|i| ENCODINGS.get(i))
+                            .copied()
+                            .unwrap_or("")
+                    })
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
         }),
     )
 }
