@@ -832,37 +832,71 @@ impl Session {
         }
     }
 
-    /// Plan and run a query through DataFusion.
+    /// Plan and run a query through DataFusion. A catalog query with a correlated
+    /// subquery DataFusion cannot run (SQLAlchemy's identity lookup through
+    /// `pg_sequence`, psql's `\\d+` unnesting an outer row's reloptions) has it answer
+    /// NULL: first those [`pgvector::null_catalog_subqueries`] finds undecorrelatable,
+    /// then, if the optimised plan still holds a scalar subquery (which DataFusion's
+    /// physical planner refuses), every one. Decided from the statement's and the
+    /// plan's shapes, never from an error's text.
     pub(crate) async fn query(&self, stmt: Statement) -> Result<Output> {
-        match self.run_query(stmt.clone()).await {
-            // A correlated subquery DataFusion could not decorrelate (SQLAlchemy's identity
-            // lookup through pg_sequence) or plan (psql's `\d+`, which unnests an outer
-            // row's reloptions), in a catalog query: answer it as NULL.
-            Err(e)
-                if [
-                    "does not support logical expression ScalarSubquery",
-                    "table function 'unnest' not found",
-                ]
-                .iter()
-                .any(|m| e.to_string().contains(m)) =>
-            {
-                // First only those DataFusion cannot decorrelate, then every one.
-                let user_tables: Vec<String> = self.engine.core.table_names();
-                let mut fewer = stmt.clone();
-                if pgvector::null_catalog_subqueries(&mut fewer, &user_tables, false)
-                    && let Ok(out) = self.run_query(fewer).await
-                {
-                    return Ok(out);
-                }
-                let mut stmt = stmt;
-                if pgvector::null_catalog_subqueries(&mut stmt, &user_tables, true) {
-                    self.run_query(stmt).await
-                } else {
-                    Err(e)
-                }
-            }
-            other => other,
+        let user_tables: Vec<String> = self.engine.core.table_names();
+        let mut all = stmt.clone();
+        if !pgvector::null_catalog_subqueries(&mut all, &user_tables, true) {
+            // Nothing a catalog query could give up: run it as it is.
+            return self.run_query(stmt).await;
         }
+        // `FROM unnest(outer.column)` (DataFusion has no such table function) is given
+        // up in any case.
+        if !pgvector::unnests_subquery(&stmt)
+            && let Some(plan) = self.runnable(stmt.clone()).await?
+        {
+            return self.run_optimized(plan).await;
+        }
+        let mut fewer = stmt;
+        // (If that cannot be planned either, every one is given up.)
+        if pgvector::null_catalog_subqueries(&mut fewer, &user_tables, false)
+            && let Ok(Some(plan)) = self.runnable(fewer).await
+        {
+            return self.run_optimized(plan).await;
+        }
+        self.run_query(all).await
+    }
+
+    /// The statement's optimised plan, or `None` if it keeps a scalar subquery that the
+    /// physical planner cannot run.
+    async fn runnable(
+        &self,
+        stmt: Statement,
+    ) -> Result<Option<datafusion::logical_expr::LogicalPlan>> {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        use datafusion::logical_expr::Expr;
+        let plan = self.plan(stmt).await?;
+        let optimized = self.ctx.state().optimize(&plan)?;
+        let mut subquery = false;
+        optimized.apply_with_subqueries(|node| {
+            node.apply_expressions(|e| {
+                subquery |= e.exists(|x| Ok(matches!(x, Expr::ScalarSubquery(_))))?;
+                Ok(if subquery {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })
+        })?;
+        Ok((!subquery).then_some(optimized))
+    }
+
+    /// Run a plan [`Self::runnable`] optimised (without optimising it again).
+    async fn run_optimized(&self, plan: datafusion::logical_expr::LogicalPlan) -> Result<Output> {
+        let schema = catalog::result_schema(&plan);
+        let state = self.ctx.state();
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&plan, &state)
+            .await?;
+        let stream = datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
+        Ok(Output::Rows { schema, stream })
     }
 
     /// Run a prepared statement with its parameter values. A statement with a

@@ -1963,17 +1963,6 @@ pub fn null_catalog_subqueries(stmt: &mut Statement, user_tables: &[String], all
     if relations(stmt).iter().any(|r| user_tables.contains(r)) {
         return false;
     }
-    // `FROM unnest(outer.column)`: DataFusion has no `unnest` table function.
-    fn unnests(q: &datafusion::sql::sqlparser::ast::Query) -> bool {
-        use datafusion::sql::sqlparser::ast::TableFactor;
-        let SetExpr::Select(sel) = q.body.as_ref() else {
-            return false;
-        };
-        sel.from.iter().any(|t| {
-            matches!(&t.relation, TableFactor::Table { name, args: Some(_), .. }
-                if name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case("unnest")))
-        })
-    }
     let mut changed = false;
     let _ = visit_expressions_mut(stmt, |e| {
         if let SqlExpr::Subquery(q) = e
@@ -1986,6 +1975,34 @@ pub fn null_catalog_subqueries(stmt: &mut Statement, user_tables: &[String], all
         ControlFlow::<()>::Continue(())
     });
     changed
+}
+
+/// `FROM unnest(outer.column)`: DataFusion has no `unnest` table function.
+fn unnests(q: &datafusion::sql::sqlparser::ast::Query) -> bool {
+    use datafusion::sql::sqlparser::ast::TableFactor;
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return false;
+    };
+    sel.from.iter().any(|t| {
+        matches!(&t.relation, TableFactor::Table { name, args: Some(_), .. }
+            if name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| i.value.eq_ignore_ascii_case("unnest")))
+    })
+}
+
+/// Whether a scalar subquery of `stmt` selects `FROM unnest(...)`, which DataFusion
+/// cannot plan (see [`null_catalog_subqueries`]).
+pub fn unnests_subquery(stmt: &Statement) -> bool {
+    let mut found = false;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(stmt, |e| {
+        if let SqlExpr::Subquery(q) = e
+            && unnests(q)
+        {
+            found = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    found
 }
 
 /// Whether a select list holds a scalar subquery that refers to the outer query.
@@ -2224,11 +2241,13 @@ mod catalog_rewrite_tests {
             .expect("parse")
             .remove(0);
         super::array_subqueries(&mut stmt);
+        assert!(super::unnests_subquery(&stmt), "{stmt}");
         assert!(
             super::null_catalog_subqueries(&mut stmt, &[], false),
             "{stmt}"
         );
         assert!(!stmt.to_string().contains("unnest"), "{stmt}");
+        assert!(!super::unnests_subquery(&stmt), "{stmt}");
         let mut user = Parser::parse_sql(&PostgreSqlDialect {}, sql)
             .expect("parse")
             .remove(0);
