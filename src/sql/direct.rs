@@ -3,7 +3,8 @@
 //!
 //! - `SELECT $1::int, ...`: parameters and literals, no table;
 //! - a key lookup, `SELECT col, ... | * FROM t WHERE pk = $n`;
-//! - an `INSERT INTO t [(cols)] VALUES (...)` of parameters and literals;
+//! - an `INSERT INTO t [(cols)] VALUES (...)` of parameters and literals, with or
+//!   without an `ON CONFLICT` clause that takes no parameter (an upsert);
 //! - an `UPDATE t SET col = $n, ... WHERE pk = $m` of parameters and literals;
 //! - a search, `SELECT cols FROM vector_search('t', $n, k) [WHERE ...]` whose WHERE
 //!   clause the vector index takes whole (integer comparisons, text equality, ANDed).
@@ -20,8 +21,8 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, BinaryOperator, Expr as SqlExpr, FunctionArg, FunctionArgExpr, GroupByExpr,
-    Insert, ObjectName, Select, SelectItem, SetExpr, Statement, TableFactor, TableObject, Update,
-    Value as SqlValue,
+    Insert, ObjectName, OnConflict, OnInsert, Select, SelectItem, SetExpr, Statement, TableFactor,
+    TableObject, Update, Value as SqlValue,
 };
 
 use super::defaults::Defaults;
@@ -73,11 +74,12 @@ pub enum Direct {
         key: Slot,
         schema: SchemaRef,
     },
-    /// `INSERT INTO table (columns) VALUES rows`.
+    /// `INSERT INTO table (columns) VALUES rows [ON CONFLICT ...]`.
     Insert {
         table: String,
         columns: Option<Vec<String>>,
         rows: Vec<Vec<Slot>>,
+        on_conflict: Option<Box<OnConflict>>,
     },
     /// `UPDATE table SET sets WHERE pk = key`.
     Update {
@@ -500,8 +502,14 @@ fn insert(ins: &Insert) -> Option<Direct> {
     let TableObject::TableName(name) = &ins.table else {
         return None;
     };
-    if ins.on.is_some()
-        || ins.returning.is_some()
+    // An ON CONFLICT clause is carried out as the general path does it; one that takes
+    // a parameter needs the values bound into it, which only the general path does.
+    let on_conflict = match &ins.on {
+        None => None,
+        Some(OnInsert::OnConflict(oc)) if !takes_parameters(oc) => Some(Box::new(oc.clone())),
+        Some(_) => return None,
+    };
+    if ins.returning.is_some()
         || ins.overwrite
         || ins.partitioned.is_some()
         || !ins.after_columns.is_empty()
@@ -540,7 +548,20 @@ fn insert(ins: &Insert) -> Option<Direct> {
         table: table_name(name).ok()?,
         columns,
         rows,
+        on_conflict,
     })
+}
+
+/// Whether a parameter (`$n`) appears anywhere in `node`.
+fn takes_parameters(node: &impl datafusion::sql::sqlparser::ast::Visit) -> bool {
+    datafusion::sql::sqlparser::ast::visit_expressions(node, |e| {
+        if placeholder_index(e).is_some() {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .is_break()
 }
 
 fn update(up: &Update, core: &crate::engine::Core) -> Option<Direct> {
@@ -622,6 +643,7 @@ impl Direct {
                 table,
                 columns,
                 rows,
+                on_conflict,
             } => {
                 if session.read_only() {
                     return Ok(None);
@@ -629,6 +651,10 @@ impl Direct {
                 let Ok(def) = core.table(table) else {
                     return Ok(None);
                 };
+                let target = on_conflict
+                    .as_ref()
+                    .map(|oc| super::statements::conflict_target(&def, oc))
+                    .transpose()?;
                 let targets: Vec<usize> = match columns {
                     None => def.visible(),
                     Some(cols) => match cols.iter().map(|c| def.column_index(c)).collect() {
@@ -650,8 +676,18 @@ impl Direct {
                     };
                     out.push(check_row(&def, &targets, vals, &defaults)?);
                 }
+                let (out, mode) = match (on_conflict, target) {
+                    (Some(oc), Some(target)) => (
+                        super::statements::upsert_rows(
+                            session, &def, None, &oc.action, target, out,
+                        )
+                        .await?,
+                        WriteMode::Upsert,
+                    ),
+                    _ => (out, WriteMode::InsertNew),
+                };
                 let n = out.len();
-                super::statements::write_rows(session, &def, out, WriteMode::InsertNew).await?;
+                super::statements::write_rows(session, &def, out, mode).await?;
                 Ok(Some(Output::Command(format!("INSERT 0 {n}"))))
             }
             Direct::Update { table, sets, key } => {

@@ -1518,13 +1518,13 @@ fn reading_rows(
 /// What an `ON CONFLICT` clause names: the primary key, a UNIQUE constraint (or unique
 /// index), or (DO NOTHING without a target) any of them.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Target {
+pub(crate) enum Target {
     Key,
     Unique(usize),
     Any,
 }
 
-fn conflict_target(def: &TableDef, oc: &OnConflict) -> Result<Target> {
+pub(crate) fn conflict_target(def: &TableDef, oc: &OnConflict) -> Result<Target> {
     let sorted = |mut c: Vec<usize>| {
         c.sort_unstable();
         c.dedup();
@@ -1677,7 +1677,7 @@ async fn conflicting(
 /// before the stored rows are read, and the rows met on a UNIQUE value after (read again
 /// if they changed meanwhile): two sessions of one proxy upserting one key take turns,
 /// as in Postgres (see [`crate::engine::row_locks`]).
-async fn upsert_rows(
+pub(crate) async fn upsert_rows(
     session: &Session,
     def: &TableDef,
     alias: Option<&str>,

@@ -114,7 +114,7 @@ macro_rules! maybe {
 fn op(rng: &mut StdRng) -> Op {
     let id = rng.gen_range(0..40i64);
     let b = |v: Box<dyn ToSql + Sync + Send>| v;
-    match rng.gen_range(0..15) {
+    match rng.gen_range(0..18) {
         0 | 1 => {
             let dim = if rng.gen_bool(0.05) { 2 } else { 3 };
             Op {
@@ -191,6 +191,44 @@ fn op(rng: &mut StdRng) -> Op {
                 id.to_string()
             }))],
         },
+        // Upserts: a taken key is updated from EXCLUDED (or from the stored row), a new
+        // one inserted; DO NOTHING keeps the first of two rows of one key; the same key
+        // twice under DO UPDATE is 21000; a parameter in the clause goes the general way.
+        8 | 15 => Op {
+            sql: "INSERT INTO {t} (id, title, n, embedding) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET n = EXCLUDED.n, title = EXCLUDED.title".into(),
+            types: vec![Type::INT8, Type::TEXT, Type::INT4, Type::FLOAT4_ARRAY],
+            values: vec![
+                b(Box::new(id)),
+                b(Box::new(maybe!(rng, 0.1, format!("upserted {}", rng.gen_range(0..9))))),
+                b(Box::new(maybe!(rng, 0.2, rng.gen_range(0..100i32)))),
+                b(Box::new(maybe!(rng, 0.2, vector(rng, 3)))),
+            ],
+        },
+        16 => Op {
+            sql: "INSERT INTO {t} (id, title) VALUES ($1, $2), ($3, 'second') ON CONFLICT (id) DO NOTHING".into(),
+            types: vec![Type::INT8, Type::TEXT, Type::INT8],
+            values: vec![
+                b(Box::new(id)),
+                b(Box::new(format!("kept {}", rng.gen_range(0..9)))),
+                b(Box::new(if rng.gen_bool(0.3) { id } else { rng.gen_range(0..40i64) })),
+            ],
+        },
+        17 => {
+            let sql = if rng.gen_bool(0.3) {
+                "INSERT INTO {t} (id, n, title) VALUES ($1, $2, 'x'), ($3, 1, 'y') ON CONFLICT (id) DO UPDATE SET n = $2"
+            } else {
+                "INSERT INTO {t} (id, n, title) VALUES ($1, $2, 'x'), ($3, 1, 'y') ON CONFLICT (id) DO UPDATE SET n = {t}.n + EXCLUDED.n WHERE {t}.n < 50"
+            };
+            Op {
+                sql: sql.into(),
+                types: vec![Type::INT8, Type::INT4, Type::INT8],
+                values: vec![
+                    b(Box::new(id)),
+                    b(Box::new(rng.gen_range(0..9i32))),
+                    b(Box::new(if rng.gen_bool(0.5) { id } else { rng.gen_range(0..40i64) })),
+                ],
+            }
+        }
         // Queries without a direct path: planned once at Parse, their values bound into
         // the plan (on the first connection) or into the text (on the second).
         9 => Op {
@@ -327,6 +365,7 @@ async fn direct_paths_answer_as_the_general_path_does() {
         "23505",
         "23502",
         "22P02",
+        "21000",
         "search rows",
         "search no rows",
         "search 22023",
@@ -360,6 +399,27 @@ async fn direct_paths_answer_as_the_general_path_does() {
         (0, 0),
         "vectorgate.direct = off still took direct paths or prepared plans"
     );
+    // An upsert of a taken key takes its direct path and updates the row.
+    let before = counter(&metrics, "vectorgate_direct_statements_total").await;
+    let n = direct
+        .execute(
+            "INSERT INTO a (id, title) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title",
+            &[&7i64, &"direct upsert"],
+        )
+        .await
+        .expect("upsert");
+    assert_eq!(n, 1);
+    assert_eq!(
+        counter(&metrics, "vectorgate_direct_statements_total").await - before,
+        1,
+        "the upsert did not take its direct path"
+    );
+    let title: String = direct
+        .query_one("SELECT title FROM a WHERE id = 7", &[])
+        .await
+        .expect("read")
+        .get(0);
+    assert_eq!(title, "direct upsert");
 }
 
 /// A plan made at Parse is not used once the catalog changed: a table dropped and made
