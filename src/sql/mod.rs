@@ -834,12 +834,16 @@ impl Session {
 
     /// Plan and run a query through DataFusion. A catalog query with a correlated
     /// subquery DataFusion cannot run (SQLAlchemy's identity lookup through
-    /// `pg_sequence`, psql's `\\d+` unnesting an outer row's reloptions) has it answer
+    /// `pg_sequence`, psql's `\d+` unnesting an outer row's reloptions) has it answer
     /// NULL: first those [`pgvector::null_catalog_subqueries`] finds undecorrelatable,
     /// then, if the optimised plan still holds a scalar subquery (which DataFusion's
     /// physical planner refuses), every one. Decided from the statement's and the
     /// plan's shapes, never from an error's text.
     pub(crate) async fn query(&self, stmt: Statement) -> Result<Output> {
+        // Most statements have no scalar subquery: nothing to look into.
+        if !pgvector::has_scalar_subquery(&stmt) {
+            return self.run_query(stmt).await;
+        }
         let user_tables: Vec<String> = self.engine.core.table_names();
         let mut all = stmt.clone();
         if !pgvector::null_catalog_subqueries(&mut all, &user_tables, true) {

@@ -1989,6 +1989,19 @@ fn unnests(q: &datafusion::sql::sqlparser::ast::Query) -> bool {
     })
 }
 
+/// Whether `stmt` holds a scalar subquery anywhere (what [`null_catalog_subqueries`]
+/// may give up).
+pub fn has_scalar_subquery(stmt: &Statement) -> bool {
+    datafusion::sql::sqlparser::ast::visit_expressions(stmt, |e| {
+        if matches!(e, SqlExpr::Subquery(_)) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .is_break()
+}
+
 /// Whether a scalar subquery of `stmt` selects `FROM unnest(...)`, which DataFusion
 /// cannot plan (see [`null_catalog_subqueries`]).
 pub fn unnests_subquery(stmt: &Statement) -> bool {

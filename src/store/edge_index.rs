@@ -537,11 +537,7 @@ impl EdgeIndex {
                 ))
             })
         };
-        if short {
-            super::run_short(update).await?
-        } else {
-            super::run_blocking(update).await?
-        }
+        super::run_short(short, update).await?
     }
 
     /// Delete points; with `durable`, return once a flush covers the deletion.
@@ -896,12 +892,9 @@ impl VectorIndex for EdgeIndex {
         // An approximate search takes a fraction of a millisecond: on the worker. An
         // exact one reads every vector: off it.
         let search = move || shard.shard.search(request);
-        let points = if params.exact {
-            super::run_blocking(search).await?
-        } else {
-            super::run_short(search).await?
-        }
-        .map_err(err)?;
+        let points = super::run_short(!params.exact, search)
+            .await?
+            .map_err(err)?;
         let mut hits = Vec::with_capacity(points.len());
         for p in points {
             let key = p

@@ -176,11 +176,7 @@ impl EmbeddedRows {
         f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let db = self.db.clone();
-        if keys <= IN_PLACE {
-            super::run_short(move || f(&db)).await?
-        } else {
-            super::run_blocking(move || f(&db)).await?
-        }
+        super::run_short(keys <= IN_PLACE, move || f(&db)).await?
     }
 }
 

@@ -61,22 +61,25 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
     }
 }
 
-/// Run short blocking work (a transaction of a few rows, one search, an index update of
-/// a few points) on the async worker itself. `block_in_place` costs a thread hand-off on
-/// every call (tokio gives the worker's core to a blocking-pool thread it wakes for the
+/// Run blocking work on the async worker itself when it is `short` (a transaction of a
+/// few rows, one search, an index update of a few points), else through
+/// [`run_blocking`]. `block_in_place` costs a thread hand-off on every call (tokio gives the worker's core to a blocking-pool thread it wakes for the
 /// purpose, then takes it back), which on two cores is a measurable part of a
 /// single-row write or a search; a worker blocked for a fraction of a millisecond has
 /// its queued tasks stolen by the other workers meanwhile. `VECTORGATE_SHORT_WORK=handoff`
 /// (read once, for side-by-side measurements) sends it through [`run_blocking`] instead.
 pub(crate) async fn run_short<T: Send + 'static>(
+    short: bool,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
     static HANDOFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *HANDOFF.get_or_init(|| std::env::var("VECTORGATE_SHORT_WORK").is_ok_and(|v| v == "handoff"))
+    if short
+        && !*HANDOFF
+            .get_or_init(|| std::env::var("VECTORGATE_SHORT_WORK").is_ok_and(|v| v == "handoff"))
     {
-        run_blocking(f).await
-    } else {
         Ok(f())
+    } else {
+        run_blocking(f).await
     }
 }
 
