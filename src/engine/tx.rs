@@ -69,6 +69,8 @@ pub struct Transaction {
     read_only: bool,
     /// Unique values claimed and given up by the block's writes.
     unique: super::unique::UniqueClaims,
+    /// When `BEGIN` opened the block: `now()` inside it, as in PostgreSQL.
+    started: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Transaction {
@@ -176,9 +178,15 @@ impl TxSlot {
         }
         *tx = Some(Transaction {
             read_only,
+            started: Some(chrono::Utc::now()),
             ..Default::default()
         });
         true
+    }
+
+    /// When the open block began; `None` outside a block.
+    pub fn started(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.tx.lock().as_ref().and_then(|t| t.started)
     }
 
     /// End the block, handing back what it wrote.

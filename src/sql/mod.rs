@@ -8,6 +8,7 @@ pub mod advisory;
 pub(crate) mod alter;
 pub mod apply;
 pub mod catalog;
+pub(crate) mod clock;
 pub mod colnames;
 pub mod compat;
 pub mod constraints;
@@ -570,6 +571,8 @@ pub struct Session {
     row_owner: u64,
     /// What `PREPARE` named.
     pub(crate) sql_prepared: prepare::PreparedStatements,
+    /// When the client's current statement arrived (`statement_timestamp()`).
+    statement_clock: Arc<clock::StatementClock>,
 }
 
 impl Drop for Session {
@@ -732,6 +735,16 @@ impl Session {
             ctx.register_udf(f);
         }
         let tx = Arc::new(TxSlot::new(engine.core.max_transaction_rows));
+        let statement_clock: Arc<clock::StatementClock> = Arc::default();
+        let now = ctx
+            .state_ref()
+            .read()
+            .scalar_functions()
+            .get("now")
+            .cloned();
+        for f in clock::functions(now, &tx, &statement_clock) {
+            ctx.register_udf(f);
+        }
         ctx.state_ref()
             .write()
             .config_mut()
@@ -748,6 +761,7 @@ impl Session {
             sequence_values,
             locks,
             sql_prepared: Default::default(),
+            statement_clock,
             row_owner: {
                 static OWNERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
                 OWNERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -799,6 +813,12 @@ impl Session {
             .lock()
             .get("vectorgate.direct")
             .is_none_or(|v| matches!(v.as_str(), "on" | "true" | "1"))
+    }
+
+    /// A client's statement arrived (a simple Query, however many statements it holds,
+    /// or an Execute): `statement_timestamp()`, and `now()` outside a block, are now.
+    pub fn statement_began(&self) {
+        self.statement_clock.mark();
     }
 
     /// Run one statement.

@@ -652,6 +652,7 @@ impl SimpleQueryHandler for QueryHandler {
     {
         let parser = &self.parser;
         let session = parser.session(client);
+        session.statement_began();
         session.engine().core().fresh_catalog().await;
         let stmts = match parser
             .limits
@@ -784,6 +785,7 @@ impl ExtendedQueryHandler for QueryHandler {
     {
         let parser = &self.parser;
         let session = parser.session(client);
+        session.statement_began();
         let prepared = &portal.statement.statement;
         let started = std::time::Instant::now();
         let run = async {
