@@ -70,7 +70,7 @@ pub struct Transaction {
     /// Unique values claimed and given up by the block's writes.
     unique: super::unique::UniqueClaims,
     /// When `BEGIN` opened the block: `now()` inside it, as in PostgreSQL.
-    started: Option<chrono::DateTime<chrono::Utc>>,
+    started: chrono::DateTime<chrono::Utc>,
 }
 
 impl Transaction {
@@ -178,7 +178,7 @@ impl TxSlot {
         }
         *tx = Some(Transaction {
             read_only,
-            started: Some(chrono::Utc::now()),
+            started: chrono::Utc::now(),
             ..Default::default()
         });
         true
@@ -186,7 +186,7 @@ impl TxSlot {
 
     /// When the open block began; `None` outside a block.
     pub fn started(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.tx.lock().as_ref().and_then(|t| t.started)
+        self.tx.lock().as_ref().map(|t| t.started)
     }
 
     /// End the block, handing back what it wrote.
