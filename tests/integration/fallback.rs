@@ -309,7 +309,7 @@ fn search_continuously(
             let rebuilding = notices.lock().expect("notices")[before..]
                 .iter()
                 .any(|n| says_rebuilding(n));
-            answers.push(match got {
+            let answer = match got {
                 Ok(rows) => {
                     let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
                     let recall = distances
@@ -333,7 +333,14 @@ fn search_continuously(
                     recall: 0.0,
                     error: Some(format!("{}: {e}", sqlstate(&e))),
                 },
-            });
+            };
+            let failed = answer.error.is_some();
+            answers.push(answer);
+            // The first failure ends the loop: a client whose connection is gone fails at
+            // once, and would fill memory with failures until `stop`.
+            if failed {
+                break;
+            }
         }
         answers
     })
@@ -564,12 +571,23 @@ async fn searches_during_a_distance_change_are_exact() {
     {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         phase.store(i + 1, Ordering::SeqCst);
-        client
-            .batch_execute(&format!(
+        let rebuilt = tokio::time::timeout(
+            std::time::Duration::from_secs(300),
+            client.batch_execute(&format!(
                 "CREATE INDEX ON opts USING hnsw (embedding {opclass})"
-            ))
-            .await
-            .expect("create index");
+            )),
+        )
+        .await;
+        if rebuilt.is_err() || searching.is_finished() {
+            stop.store(true, Ordering::SeqCst);
+            let answers = searching.await.expect("searcher");
+            panic!(
+                "CREATE INDEX {opclass}: {rebuilt:?} after {} answers, the last {:?}",
+                answers.len(),
+                answers.last().map(|a| &a.error)
+            );
+        }
+        rebuilt.expect("in time").expect("create index");
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
