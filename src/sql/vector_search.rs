@@ -1377,12 +1377,38 @@ impl Search {
                 continue;
             }
             offset += fetch;
-            fetch = (fetch * 2).min(self.shared.max_k.max(self.k) * 4);
+            fetch = next_fetch(
+                fetch,
+                self.k - (passed.len() - own),
+                passed.len() - own,
+                offset,
+                self.shared.max_k.max(self.k) * 4,
+            );
         }
         passed.sort_by(|a, b| a.1.total_cmp(&b.1));
         passed.truncate(self.k);
         self.batch(&passed).map(Found::Rows)
     }
+}
+
+/// How many hits the next page of a search asks the index for, when `passed` of the
+/// `asked` so far passed the conditions the index could not check and `missing` rows
+/// are still wanted: as many as the pass rate seen says it takes (a quarter more), and
+/// at least twice the last page (`last`), four times when none passed; at most `cap`.
+/// The index searches each page from the start (its graph search cannot resume), so a
+/// filter that few hits pass costs one or two large pages, not many doubling ones.
+fn next_fetch(last: usize, missing: usize, passed: usize, asked: usize, cap: usize) -> usize {
+    let by_rate = match passed {
+        0 => last.saturating_mul(4),
+        _ => {
+            missing
+                .saturating_mul(asked)
+                .div_ceil(passed)
+                .saturating_mul(5)
+                / 4
+        }
+    };
+    by_rate.max(last.saturating_mul(2)).min(cap).max(1)
 }
 
 /// The distance a search of a vector column uses: its index's, or for a column the
@@ -1407,4 +1433,23 @@ fn passing_with(checks: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result
         }
     }
     Ok(keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_fetch;
+
+    #[test]
+    fn pages_grow_by_the_pass_rate_seen() {
+        // 2 of the first 21 hits passed and 19 rows are missing: about 200 more hits
+        // are needed at that rate (a quarter more asked), not the next doubling.
+        assert_eq!(next_fetch(21, 19, 2, 21, 4096), 250);
+        // Half passed: the doubling asks for more than the rate needs.
+        assert_eq!(next_fetch(21, 11, 10, 21, 4096), 42);
+        // None passed: four times the last page.
+        assert_eq!(next_fetch(21, 21, 0, 21, 4096), 84);
+        // Never past the cap, never nothing.
+        assert_eq!(next_fetch(1000, 10, 1, 100_000, 4096), 4096);
+        assert_eq!(next_fetch(0, 0, 0, 0, 4096), 1);
+    }
 }
