@@ -36,13 +36,18 @@ pub struct SearchShape {
     pub vector_param: usize,
 }
 
-/// Physical operators a cached plan may hold: none keeps state between executions once
-/// rebuilt over a new leaf, and none was planned from anything but the statement.
-const CACHEABLE: [&str; 11] = [
+/// Physical operators a cached plan may hold: none was planned from anything but the
+/// statement, and none keeps state between executions once [`with_query`] has reset it.
+/// (A `LIMIT` under `ORDER BY` is a TopK sort, whose dynamic filter carries the last
+/// execution's threshold until reset; no operator below it takes that filter over, as
+/// `VectorSearchExec` accepts no pushed filter and a `FilterExec` takes one over only
+/// before the filters are dynamic.)
+const CACHEABLE: [&str; 12] = [
     "VectorSearchExec",
     "ProjectionExec",
     "FilterExec",
     "SortExec",
+    "SortExec(TopK)",
     "GlobalLimitExec",
     "LocalLimitExec",
     "CoalesceBatchesExec",
@@ -202,17 +207,19 @@ impl PlanCache {
     }
 }
 
-/// `plan` with `query` as the vector of its search, every operator above rebuilt.
+/// `plan` with `query` as the vector of its search, every operator above rebuilt with
+/// its state reset (a TopK sort's dynamic filter starts afresh).
 pub(crate) fn with_query(
     plan: Arc<dyn ExecutionPlan>,
     query: Vec<f32>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(plan
         .transform_up(|node| {
-            Ok(match node.downcast_ref::<VectorSearchExec>() {
-                Some(s) => Transformed::yes(Arc::new(s.with_query(query.clone())?) as _),
-                None => Transformed::no(node),
-            })
+            let node = match node.downcast_ref::<VectorSearchExec>() {
+                Some(s) => Arc::new(s.with_query(query.clone())?) as Arc<dyn ExecutionPlan>,
+                None => node.reset_state()?,
+            };
+            Ok(Transformed::yes(node))
         })?
         .data)
 }

@@ -80,6 +80,57 @@ async fn prepared_searches_on_a_reused_plan_answer_as_the_general_path_does() {
         );
     }
 
+    // A LIMIT under the ORDER BY is a TopK sort, whose dynamic filter keeps the last
+    // execution's threshold unless the reused plan resets it; pgvector's form is
+    // rewritten into the same search. Each reuses its plan and answers as planned anew.
+    for (filter, _) in filters() {
+        for (prepared, inlined, as_vector) in [
+            (
+                format!(
+                    "SELECT id, title, category, distance FROM vector_search('docs', $1, {K}) \
+                     WHERE {filter} ORDER BY distance LIMIT 5"
+                ),
+                format!(
+                    "SELECT id, title, category, distance FROM vector_search('docs', '{{v}}', {K}) \
+                     WHERE {filter} ORDER BY distance LIMIT 5"
+                ),
+                false,
+            ),
+            (
+                format!(
+                    "SELECT id, title, category, embedding <-> $1 AS distance FROM docs \
+                     WHERE {filter} ORDER BY embedding <-> $1 LIMIT 5"
+                ),
+                format!(
+                    "SELECT id, title, category, embedding <-> '{{v}}' AS distance FROM docs \
+                     WHERE {filter} ORDER BY embedding <-> '{{v}}' LIMIT 5"
+                ),
+                // A pgvector operand is a `vector` parameter.
+                true,
+            ),
+        ] {
+            let before = counter(&addr, "vectorgate_plan_cache_hits_total").await;
+            let stmt = client.prepare(&prepared).await.expect("prepare");
+            for _ in 0..6 {
+                let q = query(&mut rng);
+                let want = general(&client, &inlined.replace("{v}", &vec_text(&q))).await;
+                let got = if as_vector {
+                    client.query(&stmt, &[&super::PgVector(q)]).await
+                } else {
+                    client.query(&stmt, &[&q]).await
+                };
+                let got = rows(&got.expect("prepared search"));
+                assert_eq!(got, want, "{prepared}");
+                assert!(!got.is_empty(), "{prepared}: no rows");
+            }
+            let hits = counter(&addr, "vectorgate_plan_cache_hits_total").await - before;
+            assert_eq!(
+                hits, 5,
+                "{prepared}: every execution after the first reuses the plan"
+            );
+        }
+    }
+
     // Settings change the plan: the same prepared statement with the exact row scan on
     // must give the oracle's answer exactly, and the index's again once it is off.
     let stmt = client

@@ -1,0 +1,118 @@
+"""Two vectorgate builds side by side on the spellings of one prepared search.
+
+    python bench/search_forms_ab.py OLD_BIN NEW_BIN [--rows 10000] [--rounds 3] [--queries 300]
+
+Loads one data directory through the first build (a table `items (id bigint PRIMARY
+KEY, title text, category int, year int, embedding vector(384))`, uniform random
+vectors, by COPY), then the builds take turns serving that same directory, round by
+round; each server answers every spelling `--queries` times over one psycopg
+connection (prepared, the vector a binary pgvector parameter, binary results), after 10
+untimed searches, and is stopped. Prints each spelling's p50 per build and round, and
+the medians over the rounds after the first.
+"""
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+SPELLINGS = {
+    "vector_search": "SELECT id, distance FROM vector_search('items', %s, 10)",
+    "ORDER BY <=> LIMIT": "SELECT id FROM items ORDER BY embedding <=> %s LIMIT 10",
+    "WHERE + ORDER BY <=> LIMIT": "SELECT id FROM items WHERE category = 3 ORDER BY embedding <=> %s LIMIT 10",
+}
+
+
+def start(binary, data, port):
+    proc = subprocess.Popen(
+        [binary, "serve", "--data", data, "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"postgresql://bench@127.0.0.1:{port}/postgres"
+    for _ in range(300):
+        try:
+            psycopg.connect(url).close()
+            return proc, url
+        except psycopg.OperationalError:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit(f"{binary} did not start")
+
+
+def load(url, rows):
+    rnd = random.Random(1)
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE items (id bigint PRIMARY KEY, title text, category int, "
+                  "year int, embedding vector(384))")
+        with c.cursor().copy("COPY items FROM STDIN") as cp:
+            for i in range(rows):
+                v = "[" + ",".join("%.4f" % rnd.random() for _ in range(384)) + "]"
+                cp.write_row((i, f"t{i}", i % 100, 2000 + i % 25, v))
+
+
+def measure(url, queries):
+    out = {}
+    with psycopg.connect(url, autocommit=True) as c:
+        register_vector(c)
+        rnd = np.random.default_rng(3)
+        qs = [rnd.random(384, dtype=np.float32) for _ in range(queries)]
+        for name, sql in SPELLINGS.items():
+            for q in qs[:10]:
+                c.execute(sql, (q,), prepare=True, binary=True).fetchall()
+            times = []
+            for q in qs:
+                t = time.perf_counter()
+                c.execute(sql, (q,), prepare=True, binary=True).fetchall()
+                times.append((time.perf_counter() - t) * 1000)
+            out[name] = statistics.median(times)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("old")
+    p.add_argument("new")
+    p.add_argument("--rows", type=int, default=10000)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--queries", type=int, default=300)
+    args = p.parse_args()
+    work = tempfile.mkdtemp(prefix="vectorgate-search-forms.")
+    data = os.path.join(work, "data")
+    port = 30000 + random.randrange(20000)
+    try:
+        proc, url = start(args.old, data, port)
+        load(url, args.rows)
+        # The index is built in the background: let it finish before any timing.
+        time.sleep(30)
+        proc.terminate()
+        proc.wait()
+        p50s = {"old": [], "new": []}
+        for rnd in range(1, args.rounds + 1):
+            for which, binary in (("old", args.old), ("new", args.new)):
+                proc, url = start(binary, data, port)
+                got = measure(url, args.queries)
+                proc.terminate()
+                proc.wait()
+                p50s[which].append(got)
+                print(f"round {rnd} {which}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in got.items()),
+                      flush=True)
+        later = slice(1, None) if args.rounds > 1 else slice(None)
+        for name in SPELLINGS:
+            old = statistics.median(r[name] for r in p50s["old"][later])
+            new = statistics.median(r[name] for r in p50s["new"][later])
+            print(f"{name}: p50 {old:.3f} ms -> {new:.3f} ms ({new / old:.2f}x)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
