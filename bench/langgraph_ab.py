@@ -15,11 +15,8 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -28,27 +25,11 @@ from langgraph_store import make_embed, namespace_of, text_of, value_of  # noqa:
 
 from langgraph.store.base import PutOp  # noqa: E402
 from langgraph.store.postgres.aio import AsyncPostgresStore  # noqa: E402
+from take_turns import take_turns  # noqa: E402
 
 
 def index_config(dims):
     return {"dims": dims, "embed": make_embed(dims), "fields": ["text"]}
-
-
-def start(binary, data, port, metrics):
-    log = open(os.path.join(os.path.dirname(data), f"server-{port}.log"), "ab")
-    proc = subprocess.Popen(
-        [binary, "serve", "--data", data, "--listen", f"127.0.0.1:{port}",
-         "--metrics", f"127.0.0.1:{metrics}"],
-        stdout=log, stderr=log,
-    )
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{metrics}/readyz", timeout=1).read()
-            return proc
-        except Exception:
-            time.sleep(0.1)
-    proc.kill()
-    sys.exit(f"{binary} did not start")
 
 
 def counters(metrics):
@@ -101,39 +82,30 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--searches", type=int, default=100)
     args = p.parse_args()
-    work = tempfile.mkdtemp(prefix="vectorgate-langgraph-ab.")
-    data = os.path.join(work, "data")
-    port = 30000 + random.randrange(20000)
-    url = f"postgresql://bench@127.0.0.1:{port}/postgres"
-    try:
-        proc = start(args.old, data, port, port + 1)
-        asyncio.run(load(url, args.memories, args.dims))
-        # The index is built in the background: let it finish before any timing.
-        time.sleep(30)
-        proc.terminate()
-        proc.wait()
-        times = {"old": [], "new": []}
-        per_search = {}
-        for rnd in range(1, args.rounds + 1):
-            for which, binary in (("old", args.old), ("new", args.new)):
-                proc = start(binary, data, port, port + 1)
-                before = counters(port + 1)
-                t = asyncio.run(searches(url, args.memories, args.dims, args.searches, 7))
-                after = counters(port + 1)
-                proc.terminate()
-                proc.wait()
-                n = args.searches + 10
-                per_search[which] = ((after[0] - before[0]) / n, (after[1] - before[1]) / n)
-                times[which] += t
-                print(f"round {rnd} {which}: p50 {statistics.median(t):.2f} ms", flush=True)
-        for which in ("old", "new"):
-            idx, gets = per_search[which]
-            print(f"{which}: p50 {statistics.median(times[which]):.2f} ms over "
-                  f"{len(times[which])} searches; per asearch {idx:.1f} index searches, "
-                  f"{gets:.1f} row-store reads")
-        print(f"new / old p50: {statistics.median(times['new']) / statistics.median(times['old']):.2f}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+    def measure(url, metrics):
+        before = counters(metrics)
+        times = asyncio.run(searches(url, args.memories, args.dims, args.searches, 7))
+        after = counters(metrics)
+        n = args.searches + 10
+        return times, ((after[0] - before[0]) / n, (after[1] - before[1]) / n)
+
+    results = take_turns(
+        args.old, args.new, args.rounds,
+        load=lambda url: asyncio.run(load(url, args.memories, args.dims)),
+        measure=measure,
+        report=lambda rnd, which, got: print(
+            f"round {rnd} {which}: p50 {statistics.median(got[0]):.2f} ms", flush=True),
+        prefix="vectorgate-langgraph-ab.",
+    )
+    p50 = {}
+    for which in ("old", "new"):
+        times = [t for got in results[which] for t in got[0]]
+        idx, gets = results[which][-1][1]
+        p50[which] = statistics.median(times)
+        print(f"{which}: p50 {p50[which]:.2f} ms over {len(times)} searches; per asearch "
+              f"{idx:.1f} index searches, {gets:.1f} row-store reads")
+    print(f"new / old p50: {p50['new'] / p50['old']:.2f}")
 
 
 if __name__ == "__main__":

@@ -14,38 +14,22 @@ the medians over the rounds after the first.
 import argparse
 import os
 import random
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from take_turns import take_turns  # noqa: E402
+
 SPELLINGS = {
     "vector_search": "SELECT id, distance FROM vector_search('items', %s, 10)",
     "ORDER BY <=> LIMIT": "SELECT id FROM items ORDER BY embedding <=> %s LIMIT 10",
     "WHERE + ORDER BY <=> LIMIT": "SELECT id FROM items WHERE category = 3 ORDER BY embedding <=> %s LIMIT 10",
 }
-
-
-def start(binary, data, port):
-    proc = subprocess.Popen(
-        [binary, "serve", "--data", data, "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"postgresql://bench@127.0.0.1:{port}/postgres"
-    for _ in range(300):
-        try:
-            psycopg.connect(url).close()
-            return proc, url
-        except psycopg.OperationalError:
-            time.sleep(0.1)
-    proc.kill()
-    sys.exit(f"{binary} did not start")
 
 
 def load(url, rows):
@@ -60,6 +44,7 @@ def load(url, rows):
 
 
 def measure(url, queries):
+    """Each spelling's p50 in ms over `queries` searches on one connection."""
     out = {}
     with psycopg.connect(url, autocommit=True) as c:
         register_vector(c)
@@ -85,33 +70,20 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--queries", type=int, default=300)
     args = p.parse_args()
-    work = tempfile.mkdtemp(prefix="vectorgate-search-forms.")
-    data = os.path.join(work, "data")
-    port = 30000 + random.randrange(20000)
-    try:
-        proc, url = start(args.old, data, port)
-        load(url, args.rows)
-        # The index is built in the background: let it finish before any timing.
-        time.sleep(30)
-        proc.terminate()
-        proc.wait()
-        p50s = {"old": [], "new": []}
-        for rnd in range(1, args.rounds + 1):
-            for which, binary in (("old", args.old), ("new", args.new)):
-                proc, url = start(binary, data, port)
-                got = measure(url, args.queries)
-                proc.terminate()
-                proc.wait()
-                p50s[which].append(got)
-                print(f"round {rnd} {which}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in got.items()),
-                      flush=True)
-        later = slice(1, None) if args.rounds > 1 else slice(None)
-        for name in SPELLINGS:
-            old = statistics.median(r[name] for r in p50s["old"][later])
-            new = statistics.median(r[name] for r in p50s["new"][later])
-            print(f"{name}: p50 {old:.3f} ms -> {new:.3f} ms ({new / old:.2f}x)")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    results = take_turns(
+        args.old, args.new, args.rounds,
+        load=lambda url: load(url, args.rows),
+        measure=lambda url, _metrics: measure(url, args.queries),
+        report=lambda rnd, which, got: print(
+            f"round {rnd} {which}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in got.items()),
+            flush=True),
+        prefix="vectorgate-search-forms.",
+    )
+    later = slice(1, None) if args.rounds > 1 else slice(None)
+    for name in SPELLINGS:
+        old = statistics.median(r[name] for r in results["old"][later])
+        new = statistics.median(r[name] for r in results["new"][later])
+        print(f"{name}: p50 {old:.3f} ms -> {new:.3f} ms ({new / old:.2f}x)")
 
 
 if __name__ == "__main__":

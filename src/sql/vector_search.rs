@@ -1353,7 +1353,8 @@ impl Search {
                         .map(|(c, _)| c),
                 );
             }
-            if passed.len() - own >= self.k {
+            let found = passed.len() - own;
+            if found >= self.k {
                 break;
             }
             if known.len() > LOOKUPS {
@@ -1379,8 +1380,8 @@ impl Search {
             offset += fetch;
             fetch = next_fetch(
                 fetch,
-                self.k - (passed.len() - own),
-                passed.len() - own,
+                self.k - found,
+                found,
                 offset,
                 self.shared.max_k.max(self.k) * 4,
             );
