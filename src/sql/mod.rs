@@ -792,6 +792,13 @@ impl Session {
     }
 
     /// The session may not write: a read-only user, or `SET default_transaction_read_only`.
+    /// The session's settings, and whether it may write, as text: a statement parsed or
+    /// planned under the same text would be parsed or planned the same way.
+    pub fn settings_key(&self) -> String {
+        let read_only = self.read_only();
+        format!("{:?}|{read_only}|", self.settings.lock())
+    }
+
     pub fn read_only(&self) -> bool {
         let on = |name: &str| {
             self.settings
@@ -968,18 +975,18 @@ impl Session {
             return self.execute(params::bind(stmt, values)?).await;
         }
         // Planned for: the session's settings and every value but the vector's.
-        let read_only = self.read_only();
-        let mut key = format!("{:?}|{read_only}|", self.settings.lock());
+        let mut key = self.settings_key();
         for (i, v) in values.iter().enumerate() {
             if i + 1 != shape.vector_param {
                 key.push_str(&format!("{v:?}|"));
             }
         }
-        let shared = &self.engine.core;
-        if let Some((_, plan, schema)) = cache.get(&key, |t| shared.table(t).ok()) {
+        let generation = self.engine.core.generation();
+        if let Some((plan, schema)) = cache.get(&key, generation) {
             // The search checks the dimension against the column it searches.
             let query = vector_search::query_vector(vector.clone(), 0)?;
-            let plan = plan_cache::with_query(plan, query)?;
+            let config = self.ctx.state_ref().read().config_options().clone();
+            let plan = plan_cache::with_query(plan, query, &config)?;
             crate::metrics::global().plan_cache_hits.inc();
             let stream = datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx())?;
             return Ok(Output::Rows { schema, stream });
@@ -987,7 +994,7 @@ impl Session {
         let plan = self.plan(params::bind(stmt, values)?).await?;
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let physical = self.ctx.state().create_physical_plan(&plan).await?;
-        cache.put(key, &physical, schema.clone());
+        cache.put(key, generation, &physical, schema.clone());
         let stream = datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
         Ok(Output::Rows { schema, stream })
     }

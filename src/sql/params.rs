@@ -405,36 +405,47 @@ fn vector_search_subqueries(stmt: &Statement) -> Vec<datafusion::sql::sqlparser:
     found.0
 }
 
+/// The arguments of a call of `vector_search` in FROM.
+pub(crate) fn vector_search_args(f: &TableFactor) -> Option<&[FunctionArg]> {
+    match f {
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            ..
+        } if name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.eq_ignore_ascii_case("vector_search")) =>
+        {
+            Some(&args.args)
+        }
+        _ => None,
+    }
+}
+
 /// Types of placeholders used directly as `vector_search` arguments.
 fn vector_search_params(stmt: &Statement, types: &mut BTreeMap<usize, Field>) {
     // Table functions appear as table factors with arguments; walk the text-free way.
     fn walk_factor(f: &TableFactor, types: &mut BTreeMap<usize, Field>) {
-        match f {
-            TableFactor::Table {
-                name,
-                args: Some(args),
-                ..
-            } if name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("vector_search")) =>
-            {
-                // (table, vector, k) or (table, column, vector, k).
-                let named = args.args.len() == 4;
-                for (pos, a) in args.args.iter().enumerate() {
-                    if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = a
-                        && let Some(i) = placeholder_index(e)
-                    {
-                        let t = match (pos, named) {
-                            (0, _) | (1, true) => DataType::Utf8,
-                            (1, false) | (2, true) => vector_type(),
-                            _ => DataType::Int64,
-                        };
-                        types.insert(i, Field::new(format!("${i}"), t, true));
-                    }
+        if let Some(args) = vector_search_args(f) {
+            // (table, vector, k) or (table, column, vector, k).
+            let named = args.len() == 4;
+            for (pos, a) in args.iter().enumerate() {
+                if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = a
+                    && let Some(i) = placeholder_index(e)
+                {
+                    let t = match (pos, named) {
+                        (0, _) | (1, true) => DataType::Utf8,
+                        (1, false) | (2, true) => vector_type(),
+                        _ => DataType::Int64,
+                    };
+                    types.insert(i, Field::new(format!("${i}"), t, true));
                 }
             }
+            return;
+        }
+        match f {
             TableFactor::NestedJoin {
                 table_with_joins, ..
             } => {

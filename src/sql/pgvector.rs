@@ -876,12 +876,17 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
     else {
         return;
     };
-    let SqlExpr::Value(lv) = limit else { return };
-    // A number, or a parameter (bound before the statement runs).
-    let k = match &lv.value {
-        SqlValue::Number(k, _) | SqlValue::Placeholder(k) => k.clone(),
-        _ => return,
+    // A number, or a parameter (bound before the statement runs), or either cast
+    // (`LIMIT $3::INTEGER`, as SQLAlchemy writes it).
+    let value = match limit {
+        SqlExpr::Cast { expr, .. } => expr.as_ref(),
+        other => other,
     };
+    let SqlExpr::Value(lv) = value else { return };
+    if !matches!(lv.value, SqlValue::Number(..) | SqlValue::Placeholder(_)) {
+        return;
+    }
+    let k = limit.to_string();
     let Some(order) = &mut q.order_by else { return };
     let OrderByKind::Expressions(items) = &mut order.kind else {
         return;
@@ -891,6 +896,23 @@ fn rewrite_search(q: &mut datafusion::sql::sqlparser::ast::Query, shared: &Core)
     };
     if first.options.asc == Some(false) {
         return;
+    }
+    // `ORDER BY distance` naming `vec <op> q AS distance` of the select list (an output
+    // column's name comes before an input column's, as in Postgres), as LangChain's
+    // PGVector writes it: ordered by the operator itself.
+    if let SqlExpr::Identifier(name) = &first.expr
+        && let SetExpr::Select(select) = q.body.as_ref()
+        && let Some(op_expr) = select.projection.iter().find_map(|item| match item {
+            SelectItem::ExprWithAlias {
+                expr: e @ SqlExpr::BinaryOp { op, .. },
+                alias,
+            } if ident_name(alias) == ident_name(name) && function_for(op).is_some() => {
+                Some(e.clone())
+            }
+            _ => None,
+        })
+    {
+        first.expr = op_expr;
     }
     let SqlExpr::BinaryOp { left, op, right } = &first.expr else {
         return;

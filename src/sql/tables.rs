@@ -656,6 +656,16 @@ impl ExecutionPlan for RowScanExec {
         Ok(Arc::new(stats))
     }
 
+    /// Made ready to run again: the join that handed down the run-time filters makes new
+    /// ones (when the filter pushdown runs over the plan again), and these would still
+    /// pin the keys of the last run.
+    fn reset_state(self: Arc<Self>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let mut node = self.as_ref().clone();
+        node.runtime.clear();
+        node.metrics = ExecutionPlanMetricsSet::new();
+        Ok(Arc::new(node))
+    }
+
     fn handle_child_pushdown_result(
         &self,
         phase: FilterPushdownPhase,

@@ -737,8 +737,10 @@ pub struct VectorSearchExec {
 }
 
 impl VectorSearchExec {
-    pub(crate) fn def(&self) -> &Arc<TableDef> {
-        &self.def
+    /// Whether the joined table's keys were read while the search was planned (so a
+    /// later execution of this plan would miss the table's changes since).
+    pub(crate) fn keys_read_while_planned(&self) -> bool {
+        self.allowed.as_ref().is_some_and(|a| a.lookup.is_none())
     }
 
     /// The same search for another query vector (the plan cache's substitution), of the

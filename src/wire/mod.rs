@@ -8,6 +8,7 @@ pub mod auth;
 pub mod conn;
 pub mod encode;
 pub mod params;
+pub mod parse_cache;
 pub mod tls;
 
 use std::fmt::Debug;
@@ -462,6 +463,13 @@ impl QueryParser for StatementParser {
         };
         self.limits.check_length(sql).map_err(failed)?;
         session.engine().core().fresh_catalog().await;
+        let parsed = client
+            .session_extensions()
+            .get_or_insert_with(parse_cache::ParseCache::default);
+        let key = parse_cache::ParseCache::key(&session, sql, types);
+        if let Some(prepared) = parsed.get(&key) {
+            return Ok(Some(prepared));
+        }
         let mut stmts = session.parse(sql).map_err(failed)?;
         if stmts.len() > 1 {
             return Err(failed(Error::Syntax(
@@ -489,7 +497,7 @@ impl QueryParser for StatementParser {
             described.schema.as_ref(),
         )
         .map(Arc::new);
-        Ok(Some(Prepared {
+        let prepared = Prepared {
             direct,
             shape: crate::sql::plan_cache::search_shape(&stmt),
             plan: Default::default(),
@@ -498,7 +506,9 @@ impl QueryParser for StatementParser {
             client_types: types.to_vec(),
             sql: sql.into(),
             kind,
-        }))
+        };
+        parsed.put(key, &prepared);
+        Ok(Some(prepared))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {

@@ -1,7 +1,7 @@
 //! Prepared searches reuse the plan of their previous execution (`sql::plan_cache`):
 //! each answer must be exactly the general path's, which binds the vector as a literal
-//! and plans in full (the simple protocol, here), under every filter, after settings
-//! change, and after the table is dropped and made again.
+//! and plans in full (the simple protocol, here), under every filter, joined to another
+//! table, after settings change, and after the table is dropped and made again.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -108,6 +108,19 @@ async fn prepared_searches_on_a_reused_plan_answer_as_the_general_path_does() {
                 // A pgvector operand is a `vector` parameter.
                 true,
             ),
+            (
+                // Ordered by the select list's name for the distance, as LangChain's
+                // PGVector writes it.
+                format!(
+                    "SELECT id, title, category, embedding <-> $1 AS distance FROM docs \
+                     WHERE {filter} ORDER BY distance ASC LIMIT 5"
+                ),
+                format!(
+                    "SELECT id, title, category, embedding <-> '{{v}}' AS distance FROM docs \
+                     WHERE {filter} ORDER BY distance ASC LIMIT 5"
+                ),
+                true,
+            ),
         ] {
             let before = counter(&addr, "vectorgate_plan_cache_hits_total").await;
             let stmt = client.prepare(&prepared).await.expect("prepare");
@@ -130,6 +143,126 @@ async fn prepared_searches_on_a_reused_plan_answer_as_the_general_path_does() {
             );
         }
     }
+
+    // A search joined to another table (pgvector's form over a join, as LangChain's
+    // store sends it, and vector_search joined by hand) keeps its plan too: the joined
+    // table is read as each execution runs (its rows changed between executions, and
+    // inside a transaction block, are seen), and the hash join's run-time filter of the
+    // joined keys is made afresh for each.
+    client
+        .batch_execute(
+            "CREATE TABLE buckets (id int PRIMARY KEY, label text, active boolean); \
+             INSERT INTO buckets SELECT i, 'b' || i, i % 3 <> 0 FROM generate_series(0, 99) AS t(i)",
+        )
+        .await
+        .expect("buckets");
+    for (prepared, inlined) in [
+        (
+            "SELECT d.id, d.title || '/' || b.label AS title, d.embedding <-> $1 AS distance \
+             FROM docs d JOIN buckets b ON d.bucket = b.id WHERE b.active AND d.year > $2 \
+             ORDER BY d.embedding <-> $1 LIMIT 5",
+            "SELECT d.id, d.title || '/' || b.label AS title, d.embedding <-> '{v}' AS distance \
+             FROM docs d JOIN buckets b ON d.bucket = b.id WHERE b.active AND d.year > 2003 \
+             ORDER BY d.embedding <-> '{v}' LIMIT 5",
+        ),
+        (
+            "SELECT d.id, d.title, d.embedding <-> $1 AS distance FROM docs d \
+             JOIN buckets b ON d.bucket = b.id WHERE d.year > $2 AND b.active \
+             ORDER BY distance LIMIT 5",
+            "SELECT d.id, d.title, d.embedding <-> '{v}' AS distance FROM docs d \
+             JOIN buckets b ON d.bucket = b.id WHERE d.year > 2003 AND b.active \
+             ORDER BY distance LIMIT 5",
+        ),
+        (
+            "SELECT v.id, b.label AS title, v.distance FROM vector_search('docs', $1, 10) v \
+             JOIN buckets b ON v.bucket = b.id WHERE b.active AND v.year > $2 ORDER BY v.distance",
+            "SELECT v.id, b.label AS title, v.distance FROM vector_search('docs', '{v}', 10) v \
+             JOIN buckets b ON v.bucket = b.id WHERE b.active AND v.year > 2003 ORDER BY v.distance",
+        ),
+    ] {
+        let before = counter(&addr, "vectorgate_plan_cache_hits_total").await;
+        let stmt = client.prepare(prepared).await.expect("prepare");
+        let run = |q: Vec<f32>| {
+            let (client, stmt) = (&client, &stmt);
+            async move {
+                let got = match prepared.contains("<->") {
+                    true => client.query(stmt, &[&super::PgVector(q), &2003i32]).await,
+                    false => client.query(stmt, &[&q, &2003i32]).await,
+                };
+                rows(&got.expect("prepared joined search"))
+            }
+        };
+        let mut executions = 0;
+        for round in 0..9 {
+            let q = query(&mut rng);
+            // Between executions the joined rows change: a bucket comes and goes.
+            if round == 3 || round == 6 {
+                client
+                    .batch_execute("UPDATE buckets SET active = NOT active WHERE id % 7 = 1")
+                    .await
+                    .expect("flip buckets");
+            }
+            let want = general(&client, &inlined.replace("{v}", &vec_text(&q))).await;
+            let got = run(q).await;
+            executions += 1;
+            assert_eq!(got, want, "{prepared}");
+            assert!(!got.is_empty(), "{prepared}: no rows");
+        }
+        // Inside a block: the block's own change to the joined table is seen, and is
+        // gone after ROLLBACK.
+        let q = query(&mut rng);
+        let outside = run(q.clone()).await;
+        client
+            .batch_execute("BEGIN; UPDATE buckets SET active = false")
+            .await
+            .expect("begin");
+        assert_eq!(
+            run(q.clone()).await,
+            vec![],
+            "{prepared}: no bucket is active"
+        );
+        client.batch_execute("ROLLBACK").await.expect("rollback");
+        assert_eq!(run(q).await, outside, "{prepared}: after ROLLBACK");
+        executions += 3;
+        let hits = counter(&addr, "vectorgate_plan_cache_hits_total").await - before;
+        assert_eq!(
+            hits,
+            executions - 1,
+            "{prepared}: every execution after the first reuses the plan"
+        );
+    }
+
+    // A driver that parses the statement again at every execution (tokio-postgres's
+    // `query` with text, psycopg's unnamed statements) gets the statement it parsed
+    // before, plan included; a change of the catalog or of a setting parses it anew.
+    let sql = "SELECT v.id, b.label AS title, v.distance FROM vector_search('docs', $1, 10) v \
+               JOIN buckets b ON v.bucket = b.id WHERE b.active ORDER BY v.distance";
+    let inlined = |q: &[f32]| sql.replace("$1", &format!("'{}'", vec_text(q)));
+    let before = counter(&addr, "vectorgate_plan_cache_hits_total").await;
+    for round in 0..6 {
+        let q = query(&mut rng);
+        let got = rows(&client.query(sql, &[&q]).await.expect("search by text"));
+        assert_eq!(got, general(&client, &inlined(&q)).await, "round {round}");
+    }
+    let hits = counter(&addr, "vectorgate_plan_cache_hits_total").await - before;
+    assert_eq!(
+        hits, 5,
+        "each parse after the first finds the statement and its plan"
+    );
+    client
+        .batch_execute("ALTER TABLE buckets ADD COLUMN note text DEFAULT 'n'")
+        .await
+        .expect("alter");
+    let star = "SELECT b.* FROM vector_search('docs', $1, 3) v JOIN buckets b ON v.bucket = b.id";
+    let q = query(&mut rng);
+    let got = client.query(star, &[&q]).await.expect("after ALTER");
+    assert_eq!(got[0].columns().len(), 4, "the new column is there");
+    client
+        .batch_execute("ALTER TABLE buckets DROP COLUMN note")
+        .await
+        .expect("drop column");
+    let got = client.query(star, &[&q]).await.expect("after DROP COLUMN");
+    assert_eq!(got[0].columns().len(), 3, "the dropped column is gone");
 
     // Settings change the plan: the same prepared statement with the exact row scan on
     // must give the oracle's answer exactly, and the index's again once it is off.

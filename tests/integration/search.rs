@@ -330,6 +330,17 @@ async fn pgvector_order_by_is_the_same_index_search() {
     let plan = plan.join("\n");
     assert!(plan.contains("VectorSearchExec: table=pg, k=10"), "{plan}");
     assert!(plan.contains("pushed_filter=category = 'c3'"), "{plan}");
+    // SQLAlchemy's spelling (LangChain's PGVector): ordered by the select list's name for
+    // the distance, the limit a cast parameter. The same index search.
+    let alias = "SELECT id, embedding <=> $1 AS distance FROM pg WHERE category = $2 \
+                 ORDER BY distance ASC LIMIT $3::INTEGER";
+    let plan = super::explain(
+        &client,
+        alias,
+        &[&super::PgVector(centers[0].clone()), &"c3", &10i32],
+    )
+    .await;
+    assert!(plan.contains("VectorSearchExec: table=pg, k=10"), "{plan}");
     for center in centers.iter().take(6) {
         let query: Vec<f32> = center
             .iter()
@@ -354,6 +365,12 @@ async fn pgvector_order_by_is_the_same_index_search() {
             assert_eq!(id, oid, "same rows as the exact oracle, in order");
             assert!((d - od).abs() < 1e-4);
         }
+        let rows = client
+            .query(alias, &[&super::PgVector(query.clone()), &"c3", &10i32])
+            .await
+            .expect("search ordered by the alias");
+        let by_alias: Vec<(i64, f64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(by_alias, got, "ordered by the alias: the same rows");
     }
 }
 
