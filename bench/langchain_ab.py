@@ -21,11 +21,12 @@ import statistics
 import sys
 import time
 
+import psycopg
 from langchain_core.embeddings import Embeddings
 from langchain_postgres import PGVector
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from take_turns import take_turns  # noqa: E402
+from take_turns import print_medians, print_round, take_turns  # noqa: E402
 
 
 class Seeded(Embeddings):
@@ -54,7 +55,6 @@ def load(url, docs, dim):
         ids = range(start, min(docs, start + 500))
         s.add_texts([f"document {i}" for i in ids], metadatas=[{"topic": i % 10} for i in ids],
                     ids=[str(i) for i in ids])
-    import psycopg
     with psycopg.connect(url, autocommit=True) as c:
         c.execute("CREATE INDEX ON langchain_pg_embedding USING hnsw (embedding vector_cosine_ops)")
 
@@ -89,19 +89,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--queries", type=int, default=200)
     a = ap.parse_args()
-
-    def report(rnd, which, got):
-        print(f"round {rnd} {which}: " + ", ".join(f"{k} p50 {v:.2f} ms" for k, v in got.items()),
-              flush=True)
-
-    res = take_turns(a.old, a.new, a.rounds, lambda url: load(url, a.docs, a.dim),
-                     lambda url, _metrics: measure(url, a.dim, a.queries), report,
-                     "vectorgate-langchain-ab-")
-    later = slice(1, None) if a.rounds > 1 else slice(None)
-    for name in CALLS:
-        old = statistics.median(r[name] for r in res["old"][later])
-        new = statistics.median(r[name] for r in res["new"][later])
-        print(f"{name}: old {old:.2f} ms, new {new:.2f} ms ({new / old:.2f}x)")
+    results = take_turns(
+        a.old, a.new, a.rounds,
+        load=lambda url: load(url, a.docs, a.dim),
+        measure=lambda url, _metrics: measure(url, a.dim, a.queries),
+        report=print_round,
+        prefix="vectorgate-langchain-ab.",
+    )
+    print_medians(results, CALLS, a.rounds)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from take_turns import take_turns  # noqa: E402
+from take_turns import print_medians, print_round, take_turns  # noqa: E402
 
 SPELLINGS = {
     "vector_search": "SELECT id, distance FROM vector_search('items', %s, 10)",
@@ -74,16 +74,10 @@ def main():
         args.old, args.new, args.rounds,
         load=lambda url: load(url, args.rows),
         measure=lambda url, _metrics: measure(url, args.queries),
-        report=lambda rnd, which, got: print(
-            f"round {rnd} {which}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in got.items()),
-            flush=True),
+        report=print_round,
         prefix="vectorgate-search-forms.",
     )
-    later = slice(1, None) if args.rounds > 1 else slice(None)
-    for name in SPELLINGS:
-        old = statistics.median(r[name] for r in results["old"][later])
-        new = statistics.median(r[name] for r in results["new"][later])
-        print(f"{name}: p50 {old:.3f} ms -> {new:.3f} ms ({new / old:.2f}x)")
+    print_medians(results, SPELLINGS, args.rounds)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import contextlib
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,3 +67,19 @@ def take_turns(old, new, rounds, load, measure, report, prefix):
         return results
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def print_round(rnd, which, got):
+    """A `report` for `take_turns` whose `measure` gives {name: p50 in ms}."""
+    print(f"round {rnd} {which}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in got.items()),
+          flush=True)
+
+
+def print_medians(results, names, rounds):
+    """Each name's p50, the median over the rounds after the first (the first warms the
+    machine; all rounds when there is one), old -> new."""
+    later = slice(1, None) if rounds > 1 else slice(None)
+    for name in names:
+        old = statistics.median(r[name] for r in results["old"][later])
+        new = statistics.median(r[name] for r in results["new"][later])
+        print(f"{name}: p50 {old:.3f} ms -> {new:.3f} ms ({new / old:.2f}x)")

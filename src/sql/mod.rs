@@ -791,7 +791,6 @@ impl Session {
         &self.engine
     }
 
-    /// The session may not write: a read-only user, or `SET default_transaction_read_only`.
     /// The session's settings, and whether it may write, as text: a statement parsed or
     /// planned under the same text would be parsed or planned the same way.
     pub fn settings_key(&self) -> String {
@@ -799,6 +798,7 @@ impl Session {
         format!("{:?}|{read_only}|", self.settings.lock())
     }
 
+    /// The session may not write: a read-only user, or `SET default_transaction_read_only`.
     pub fn read_only(&self) -> bool {
         let on = |name: &str| {
             self.settings
