@@ -457,6 +457,20 @@ fn plan_error(msg: &str) -> Error {
         let short = name.rsplit('.').next().unwrap_or(name);
         return Error::UndefinedTable(short.to_string());
     }
+    // "LIMIT must be >= 0, '-1' was provided", "OFFSET must be >=0, ...": Postgres'
+    // own codes and words.
+    for (prefix, code, what) in [
+        ("LIMIT must be >", "2201W", "LIMIT"),
+        ("OFFSET must be >", "2201X", "OFFSET"),
+    ] {
+        if m.starts_with(prefix) {
+            return Error::Detailed {
+                code,
+                message: format!("{what} must not be negative"),
+                detail: String::new(),
+            };
+        }
+    }
     if m.contains("Invalid function") || m.contains("No function matches") {
         return Error::UndefinedFunction(m);
     }
@@ -510,5 +524,13 @@ mod tests {
             .sqlstate(),
             "42P01"
         );
+        for (msg, code) in [
+            ("LIMIT must be >= 0, '-1' was provided", "2201W"),
+            ("OFFSET must be >=0, '-3' was provided", "2201X"),
+        ] {
+            let e = Error::from(DataFusionError::Plan(msg.into()));
+            assert_eq!(e.sqlstate(), code, "{msg}");
+            assert!(e.to_string().ends_with("must not be negative"), "{e}");
+        }
     }
 }

@@ -38,8 +38,9 @@ pub struct Described {
 /// the bound values as typed literals (`LogicalPlan::with_param_values`) instead of
 /// writing them into the SQL and planning it again. Only for plans that read no
 /// catalog table and call no table function (`vector_search` evaluates its arguments
-/// while it is planned), whose parameter types are all known, and only while the
-/// catalog is the one it was planned against.
+/// while it is planned), whose parameter types are all known (from the plan, or from a
+/// cast the placeholder is written in: SQLAlchemy's `$1::VARCHAR`, `LIMIT $2::INTEGER`),
+/// and only while the catalog is the one it was planned against.
 #[derive(Debug)]
 pub struct PreparedPlan {
     pub plan: datafusion::logical_expr::LogicalPlan,
@@ -55,6 +56,7 @@ impl PreparedPlan {
         plan: &datafusion::logical_expr::LogicalPlan,
         generation: u64,
         n: usize,
+        described: &BTreeMap<usize, Field>,
     ) -> Option<PreparedPlan> {
         use datafusion::sql::sqlparser::ast::{TableFactor, Visit, Visitor};
         struct TableFunctions(bool);
@@ -83,8 +85,16 @@ impl PreparedPlan {
             return None;
         }
         let found = plan.get_parameter_types().ok()?;
+        // The plan leaves a placeholder untyped where only a cast says what it is; a
+        // value of the cast's type then means what the general path's literal would.
         let types = (1..=n)
-            .map(|i| found.get(&format!("${i}")).cloned().flatten())
+            .map(|i| {
+                found
+                    .get(&format!("${i}"))
+                    .cloned()
+                    .flatten()
+                    .or_else(|| described.get(&i).map(|f| f.data_type().clone()))
+            })
             .collect::<Option<Vec<DataType>>>()?;
         Some(PreparedPlan {
             plan: plan.clone(),
@@ -539,7 +549,7 @@ pub async fn describe(session: &Session, stmt: &Statement) -> Result<Described> 
                 }
             }
             schema = Some(super::catalog::result_schema(&plan));
-            prepared = PreparedPlan::new(stmt, &plan, generation, n).map(Arc::new);
+            prepared = PreparedPlan::new(stmt, &plan, generation, n, &types).map(Arc::new);
         }
         Statement::ShowVariable { variable } if show_name(variable) == "vectorgate.sync_status" => {
             schema = Some(super::statements::sync_status_schema());

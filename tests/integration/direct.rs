@@ -114,7 +114,7 @@ macro_rules! maybe {
 fn op(rng: &mut StdRng) -> Op {
     let id = rng.gen_range(0..40i64);
     let b = |v: Box<dyn ToSql + Sync + Send>| v;
-    match rng.gen_range(0..18) {
+    match rng.gen_range(0..20) {
         0 | 1 => {
             let dim = if rng.gen_bool(0.05) { 2 } else { 3 };
             Op {
@@ -254,6 +254,37 @@ fn op(rng: &mut StdRng) -> Op {
                 b(Box::new("two".to_string())),
             ],
         },
+        // Placeholders typed only by their casts, as SQLAlchemy writes them: the plan
+        // made at Parse takes the cast's type (a NULL limit is no limit).
+        18 => Op {
+            sql: "SELECT id, title, n FROM {t} WHERE title = $1::VARCHAR OR n = $2::INTEGER ORDER BY id LIMIT $3::INTEGER".into(),
+            types: vec![],
+            values: vec![
+                b(Box::new(maybe!(rng, 0.1, format!("updated {}", rng.gen_range(0..9))))),
+                b(Box::new(maybe!(rng, 0.2, rng.gen_range(0..9i32)))),
+                b(Box::new(maybe!(rng, 0.2, [0i32, 2, 5, 100][rng.gen_range(0..4)]))),
+            ],
+        },
+        19 => {
+            // The client's own types for cast placeholders: an int4 for `::BIGINT`, text
+            // for it (converted, or 22P02).
+            let text = rng.gen_bool(0.3);
+            let bound = rng.gen_range(0..60i32);
+            Op {
+                sql: "SELECT count(*), max(n), min(title) FROM {t} WHERE id < $1::BIGINT AND title <> $2::TEXT".into(),
+                types: vec![if text { Type::TEXT } else { Type::INT4 }, Type::TEXT],
+                values: vec![
+                    if !text {
+                        b(Box::new(bound))
+                    } else if rng.gen_bool(0.3) {
+                        b(Box::new("forty".to_string()))
+                    } else {
+                        b(Box::new(bound.to_string()))
+                    },
+                    b(Box::new("two".to_string())),
+                ],
+            }
+        }
         // Searches: k = 100 returns every row that passes (an order-free comparison);
         // k = 0, a NULL or a wrong-sized vector and a NULL bound fail or go the general way.
         12 => {
@@ -398,6 +429,24 @@ async fn direct_paths_answer_as_the_general_path_does() {
         counts[1],
         (0, 0),
         "vectorgate.direct = off still took direct paths or prepared plans"
+    );
+    // A query whose placeholders only casts type runs on the plan made at Parse.
+    let cast = direct
+        .prepare("SELECT id FROM a WHERE title <> $1::VARCHAR ORDER BY id LIMIT $2::INTEGER")
+        .await
+        .expect("prepare the cast query");
+    let before = counter(&metrics, "vectorgate_prepared_plans_total").await;
+    for limit in [1i32, 3, 5] {
+        let rows = direct
+            .query(&cast, &[&"no such title", &limit])
+            .await
+            .expect("the cast query");
+        assert_eq!(rows.len(), limit as usize);
+    }
+    assert_eq!(
+        counter(&metrics, "vectorgate_prepared_plans_total").await - before,
+        3,
+        "the cast query was planned again at each execution"
     );
     // An upsert of a taken key takes its direct path and updates the row.
     let before = counter(&metrics, "vectorgate_direct_statements_total").await;
