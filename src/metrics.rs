@@ -65,7 +65,7 @@ pub struct Metrics {
     pub connections_refused: Counter,
     pub auth_failures: Counter,
     pub slow_queries: Counter,
-    /// Prepared searches served from their cached plan.
+    /// Prepared queries run on the physical plan of their previous execution.
     pub plan_cache_hits: Counter,
     /// Prepared statements answered by a direct path (no planner).
     pub direct_statements: Counter,
@@ -165,7 +165,7 @@ impl Metrics {
         gauge(
             &mut out,
             "vectorgate_plan_cache_hits_total",
-            "Prepared searches run on the plan of their previous execution.",
+            "Prepared queries run on the physical plan of their previous execution (a search with a new query vector, or a query with the same values).",
             "counter",
             self.plan_cache_hits.get(),
         );

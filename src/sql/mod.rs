@@ -931,9 +931,11 @@ impl Session {
     }
 
     /// Run a prepared statement with its parameter values. A statement with a
-    /// [`direct::Direct`] path runs on it; a search of the shape
-    /// [`plan_cache::SearchShape`] reuses the plan of its previous execution when only the
-    /// query vector changed; everything else binds the values and plans in full.
+    /// [`direct::Direct`] path runs on it; a query planned at Parse binds the values into
+    /// that plan (and reuses its physical plan while they and the settings are those of
+    /// its previous execution); a search of the shape [`plan_cache::SearchShape`] reuses
+    /// the plan of its previous execution when only the query vector changed; everything
+    /// else binds the values and plans in full.
     pub async fn execute_prepared(
         &self,
         stmt: &Statement,
@@ -961,11 +963,27 @@ impl Session {
         if let Some(p) = planned
             && fast
             && p.generation == self.engine.core.generation()
-            && let Some(plan) = p.bind(values)
         {
-            crate::metrics::global().prepared_plans.inc();
-            self.apply_settings();
-            return self.run_plan(plan).await;
+            // Planned for: the session's settings and every value.
+            let key = p.reusable.then(|| self.plan_key(values, None));
+            if let Some(key) = &key
+                && let Some((plan, schema)) = cache.get(key, p.generation)
+            {
+                crate::metrics::global().prepared_plans.inc();
+                return self.run_kept(plan, schema, None);
+            }
+            if let Some(plan) = p.bind(values) {
+                crate::metrics::global().prepared_plans.inc();
+                self.apply_settings();
+                let schema = catalog::result_schema(&plan);
+                let physical = self.ctx.state().create_physical_plan(&plan).await?;
+                if let Some(key) = key {
+                    cache.put(key, p.generation, &physical, schema.clone(), 0);
+                }
+                let stream =
+                    datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
+                return Ok(Output::Rows { schema, stream });
+            }
         }
         let vector = shape.and_then(|s| values.get(s.vector_param - 1));
         let (Some(shape), Some(vector)) = (shape, vector) else {
@@ -975,27 +993,46 @@ impl Session {
             return self.execute(params::bind(stmt, values)?).await;
         }
         // Planned for: the session's settings and every value but the vector's.
-        let mut key = self.settings_key();
-        for (i, v) in values.iter().enumerate() {
-            if i + 1 != shape.vector_param {
-                key.push_str(&format!("{v:?}|"));
-            }
-        }
+        let key = self.plan_key(values, Some(shape.vector_param));
         let generation = self.engine.core.generation();
         if let Some((plan, schema)) = cache.get(&key, generation) {
             // The search checks the dimension against the column it searches.
             let query = vector_search::query_vector(vector.clone(), 0)?;
-            let config = self.ctx.state_ref().read().config_options().clone();
-            let plan = plan_cache::with_query(plan, query, &config)?;
-            crate::metrics::global().plan_cache_hits.inc();
-            let stream = datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx())?;
-            return Ok(Output::Rows { schema, stream });
+            return self.run_kept(plan, schema, Some(query));
         }
         let plan = self.plan(params::bind(stmt, values)?).await?;
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         let physical = self.ctx.state().create_physical_plan(&plan).await?;
-        cache.put(key, generation, &physical, schema.clone());
+        cache.put(key, generation, &physical, schema.clone(), 1);
         let stream = datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
+        Ok(Output::Rows { schema, stream })
+    }
+
+    /// What a kept plan was made for: the session's settings and the values (but the
+    /// one at `except`, 1-based).
+    fn plan_key(&self, values: &[crate::types::Value], except: Option<usize>) -> String {
+        let mut key = self.settings_key();
+        for (i, v) in values.iter().enumerate() {
+            if Some(i + 1) != except {
+                key.push_str(&format!("{v:?}|"));
+            }
+        }
+        key
+    }
+
+    /// Run a plan [`plan_cache::PlanCache`] kept, reset (with `query` as its search's
+    /// vector, if given).
+    fn run_kept(
+        &self,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        schema: SchemaRef,
+        query: Option<Vec<f32>>,
+    ) -> Result<Output> {
+        self.apply_settings();
+        let config = self.ctx.state_ref().read().config_options().clone();
+        let plan = plan_cache::reset(plan, query, &config)?;
+        crate::metrics::global().plan_cache_hits.inc();
+        let stream = datafusion::physical_plan::execute_stream(plan, self.ctx.task_ctx())?;
         Ok(Output::Rows { schema, stream })
     }
 

@@ -48,6 +48,10 @@ pub struct PreparedPlan {
     pub types: Vec<DataType>,
     /// The catalog generation ([`crate::engine::Core::generation`]) it was made under.
     pub generation: u64,
+    /// Whether its physical plan may serve the next execution with the same values
+    /// ([`super::plan_cache`]): every function it calls is immutable (no clock, no
+    /// setting, no random number folded into the plan when it is optimised).
+    pub reusable: bool,
 }
 
 impl PreparedPlan {
@@ -100,6 +104,7 @@ impl PreparedPlan {
             plan: plan.clone(),
             types,
             generation,
+            reusable: immutable(plan),
         })
     }
 
@@ -117,6 +122,33 @@ impl PreparedPlan {
             .collect::<Option<Vec<_>>>()?;
         self.plan.clone().with_param_values(scalars).ok()
     }
+}
+
+/// Whether every function `plan` calls (in its subqueries too) answers from its
+/// arguments alone.
+fn immutable(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, Volatility};
+    let mut pure = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                let volatility = match x {
+                    Expr::ScalarFunction(f) => Some(f.func.signature().volatility),
+                    Expr::AggregateFunction(f) => Some(f.func.signature().volatility),
+                    Expr::WindowFunction(f) => Some(f.fun.signature().volatility),
+                    _ => None,
+                };
+                pure &= volatility.is_none_or(|v| v == Volatility::Immutable);
+                Ok(if pure {
+                    TreeNodeRecursion::Continue
+                } else {
+                    TreeNodeRecursion::Stop
+                })
+            })
+        })
+    });
+    pure
 }
 
 /// A bound value as a literal of type `ty`, when it converts exactly.

@@ -1,22 +1,31 @@
-//! A plan cache for the prepared statement that matters most: a search whose only input
-//! that changes from one execution to the next is the query vector.
+//! Plans kept between executions of a prepared statement.
 //!
 //! The general path binds every parameter into the statement as a literal and plans it
 //! in full through DataFusion: a 384-float literal written out and parsed back, then SQL
 //! to logical plan, optimiser, physical plan; several tenths of a millisecond per search,
 //! more than the index search itself at 10K rows, and milliseconds for a search joined
-//! to another table. For a prepared `SELECT ... FROM vector_search('t', $1, k) [JOIN u
-//! ON ...] [WHERE ...] [ORDER BY ...] [LIMIT ...]` (pgvector's `ORDER BY embedding <=>
-//! $1 LIMIT k`, over one table or joined to one, arrives here in that form) the first
-//! execution plans in full and keeps the physical plan; later executions with the same
-//! other parameters and session settings, under the same catalog, swap the new query
-//! vector into the plan's one `VectorSearchExec`, reset every other operator's state,
-//! and run it. Nothing else in such a plan depends on the vector or was read while it
-//! was planned: the shape admits no function calls but pure ones and no subqueries but
-//! the joined table's keys, which the search reads as it runs ([`PlanCache::put`] keeps
-//! no plan whose search read them while planning), and the joined table is scanned at
-//! each execution. So the rows are the ones the general path returns; tests compare the
-//! two.
+//! to another table. Two kinds of statement keep their physical plan here instead:
+//!
+//! - A search: a prepared `SELECT ... FROM vector_search('t', $1, k) [JOIN u ON ...]
+//!   [WHERE ...] [ORDER BY ...] [LIMIT ...]` (pgvector's `ORDER BY embedding <=> $1
+//!   LIMIT k`, over one table or joined to one, arrives here in that form). The first
+//!   execution plans in full and keeps the physical plan; later executions with the same
+//!   other parameters and session settings, under the same catalog, swap the new query
+//!   vector into the plan's one `VectorSearchExec`, reset every other operator's state,
+//!   and run it. Nothing else in such a plan depends on the vector or was read while it
+//!   was planned: the shape admits no function calls but pure ones and no subqueries but
+//!   the joined table's keys, which the search reads as it runs ([`PlanCache::put`] keeps
+//!   no plan whose search read them while planning), and the joined table is scanned at
+//!   each execution.
+//! - Any other query planned once at Parse ([`super::params::PreparedPlan`], whose
+//!   functions are all immutable): its physical plan serves the next execution with the
+//!   same values and settings (an ORM's lookup of one collection by name before every
+//!   search), every operator reset; the optimiser and physical planner run only when a
+//!   value changes.
+//!
+//! In both, the tables are read as the plan runs (a transaction block's own writes
+//! included), never while it was planned, so the rows are the ones the general path
+//! returns; tests compare the two.
 
 use std::sync::Arc;
 
@@ -46,13 +55,13 @@ pub struct SearchShape {
 }
 
 /// Physical operators a cached plan may hold: none was planned from anything but the
-/// statement, and none keeps state between executions once [`with_query`] has reset it.
+/// statement, and none keeps state between executions once [`reset`] has reset it.
 /// (A `LIMIT` under `ORDER BY` is a TopK sort, whose dynamic filter carries the last
 /// execution's threshold until reset; a hash join keeps the side it built and hands a
 /// filter of its keys to the scan of the other side, which reads those keys only. Both
 /// start afresh when reset, as does the scan; a plan where another operator took such
 /// a filter over is not kept, see [`keeps_run_time_filter`].)
-const CACHEABLE: [&str; 14] = [
+const CACHEABLE: [&str; 22] = [
     "VectorSearchExec",
     "HashJoinExec",
     "RowScanExec",
@@ -67,6 +76,16 @@ const CACHEABLE: [&str; 14] = [
     "SortPreservingMergeExec",
     "RepartitionExec",
     "CooperativeExec",
+    // (An aggregate that hands a dynamic filter of its min/max down is not kept, see
+    // [`keeps_run_time_filter`]; a nested-loop or cross join reads its side again.)
+    "AggregateExec",
+    "NestedLoopJoinExec",
+    "CrossJoinExec",
+    "UnionExec",
+    "BoundedWindowAggExec",
+    "WindowAggExec",
+    "PlaceholderRowExec",
+    "EmptyExec",
 ];
 
 /// Functions whose value depends on their arguments only (`'t' = ANY(tags)` arrives
@@ -199,9 +218,14 @@ fn joined_on(op: &JoinOperator) -> bool {
     )
 }
 
-/// The plan a prepared statement last ran with, and what it was planned for.
+/// The plans a prepared statement last ran with ([`KEPT`] at most, the most recent
+/// first), and what each was planned for.
 #[derive(Default)]
-pub struct PlanCache(Mutex<Option<Cached>>);
+pub struct PlanCache(Mutex<std::collections::VecDeque<Cached>>);
+
+/// Plans kept per prepared statement: one per set of values (or filter values, for a
+/// search) among the last few a statement ran with.
+const KEPT: usize = 8;
 
 impl std::fmt::Debug for PlanCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -225,40 +249,50 @@ impl PlanCache {
         key: &str,
         generation: u64,
     ) -> Option<(Arc<dyn ExecutionPlan>, SchemaRef)> {
-        let guard = self.0.lock();
-        let c = guard
-            .as_ref()
-            .filter(|c| c.key == key && c.generation == generation)?;
-        Some((c.plan.clone(), c.schema.clone()))
+        let mut kept = self.0.lock();
+        let at = kept
+            .iter()
+            .position(|c| c.key == key && c.generation == generation)?;
+        let c = kept.remove(at)?;
+        let found = (c.plan.clone(), c.schema.clone());
+        kept.push_front(c);
+        Some(found)
     }
 
-    /// Keep `plan` if it is a search plan that can run again: one search, operators
-    /// [`with_query`] can reset, and nothing read from a table while it was planned.
+    /// Keep `plan` if it can run again: `searches` searches (one for a search's plan,
+    /// none for a query planned at Parse), operators [`reset`] can reset, and nothing
+    /// read from a table while it was planned.
     pub(crate) fn put(
         &self,
         key: String,
         generation: u64,
         plan: &Arc<dyn ExecutionPlan>,
         schema: SchemaRef,
+        searches: usize,
     ) {
-        let mut searches = 0;
+        let mut found = 0;
         let mut other = false;
         let _ = plan.apply(|node| {
             if let Some(s) = node.downcast_ref::<VectorSearchExec>() {
-                searches += 1;
+                found += 1;
                 other |= s.keys_read_while_planned();
             } else if !CACHEABLE.contains(&node.name()) || keeps_run_time_filter(node.as_ref()) {
                 other = true;
             }
             Ok(TreeNodeRecursion::Continue)
         });
-        let mut guard = self.0.lock();
-        *guard = (!other && searches == 1).then(|| Cached {
+        if other || found != searches {
+            return;
+        }
+        let mut kept = self.0.lock();
+        kept.retain(|c| c.key != key && c.generation == generation);
+        kept.push_front(Cached {
             key,
             generation,
             plan: plan.clone(),
             schema,
         });
+        kept.truncate(KEPT);
     }
 }
 
@@ -287,21 +321,22 @@ fn keeps_run_time_filter(node: &dyn ExecutionPlan) -> bool {
     found
 }
 
-/// `plan` with `query` as the vector of its search, every operator rebuilt with its
-/// state reset (a TopK sort's dynamic filter starts afresh, a hash join builds its side
-/// again); a join's run-time filter is then handed down again, as when it was planned.
-pub(crate) fn with_query(
+/// `plan` ready to run again, every operator rebuilt with its state reset (a TopK
+/// sort's dynamic filter starts afresh, a hash join builds its side again) and `query`,
+/// if given, as the vector of its search; a join's run-time filter is then handed down
+/// again, as when it was planned.
+pub(crate) fn reset(
     plan: Arc<dyn ExecutionPlan>,
-    query: Vec<f32>,
+    query: Option<Vec<f32>>,
     config: &ConfigOptions,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let mut joins = false;
     let plan = plan
         .transform_up(|node| {
             joins |= node.name() == "HashJoinExec";
-            let node = match node.downcast_ref::<VectorSearchExec>() {
-                Some(s) => Arc::new(s.with_query(query.clone())?) as Arc<dyn ExecutionPlan>,
-                None => node.reset_state()?,
+            let node = match (node.downcast_ref::<VectorSearchExec>(), &query) {
+                (Some(s), Some(q)) => Arc::new(s.with_query(q.clone())?) as Arc<dyn ExecutionPlan>,
+                _ => node.reset_state()?,
             };
             Ok(Transformed::yes(node))
         })?

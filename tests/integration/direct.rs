@@ -68,11 +68,12 @@ async fn run(
     }
 }
 
-/// (direct paths, prepared plans) taken so far, from `/metrics`.
-async fn fast_counts(addr: &str) -> (u64, u64) {
+/// (direct paths, prepared plans, kept physical plans) taken so far, from `/metrics`.
+async fn fast_counts(addr: &str) -> (u64, u64, u64) {
     (
         counter(addr, "vectorgate_direct_statements_total").await,
         counter(addr, "vectorgate_prepared_plans_total").await,
+        counter(addr, "vectorgate_plan_cache_hits_total").await,
     )
 }
 
@@ -369,7 +370,7 @@ async fn direct_paths_answer_as_the_general_path_does() {
             answers[i].push((sql.clone(), answer));
         }
         let after = fast_counts(&metrics).await;
-        counts.push((after.0 - before.0, after.1 - before.1));
+        counts.push((after.0 - before.0, after.1 - before.1, after.2 - before.2));
     }
     let mut kinds = std::collections::BTreeMap::new();
     for ((sql_a, a), (_, b)) in answers[0].iter().zip(&answers[1]) {
@@ -415,10 +416,13 @@ async fn direct_paths_answer_as_the_general_path_does() {
         .iter()
         .filter(|(_, a)| !matches!(a, Answer::Error(_)))
         .count() as u64;
-    let (direct_paths, prepared_plans) = counts[0];
+    let (direct_paths, prepared_plans, kept) = counts[0];
     eprintln!(
-        "direct paths {direct_paths}, prepared plans {prepared_plans}, for {succeeded} answers"
+        "direct paths {direct_paths}, prepared plans {prepared_plans} ({kept} on a kept physical plan), for {succeeded} answers"
     );
+    // Values repeat in the stream, with writes between: some answers came from a
+    // physical plan kept from the previous execution.
+    assert!(kept > 5, "only {kept} executions ran on a kept plan");
     assert!(
         (direct_paths + prepared_plans) * 10 >= succeeded * 9
             && direct_paths > 100
@@ -426,7 +430,7 @@ async fn direct_paths_answer_as_the_general_path_does() {
         "the first connection took {direct_paths} direct paths and {prepared_plans} prepared plans for {succeeded} answers"
     );
     assert_eq!(
-        counts[1],
+        (counts[1].0, counts[1].1),
         (0, 0),
         "vectorgate.direct = off still took direct paths or prepared plans"
     );
@@ -505,6 +509,104 @@ async fn a_prepared_plan_follows_a_recreated_table() {
     assert_eq!(
         again,
         vec![("four".to_string(), 40), ("three".to_string(), 30)]
+    );
+}
+
+/// A query planned at Parse keeps its physical plan while its values repeat, and still
+/// reads the tables as it runs: a row written in between is in the next answer, a
+/// transaction block sees its own writes and a rolled-back write is gone; a join and an
+/// aggregate too. A query calling the clock is planned again every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_plan_reads_the_tables_as_it_runs() {
+    let server = Server::start_args(&["--metrics", "127.0.0.1:0"]);
+    let metrics = metrics_addr(&server).await;
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE k (id bigint PRIMARY KEY, n int, title text);
+             CREATE TABLE kn (n int PRIMARY KEY, label text);
+             INSERT INTO k VALUES (1, 7, 'one'), (2, 8, 'two');
+             INSERT INTO kn VALUES (7, 'seven'), (8, 'eight');",
+        )
+        .await
+        .expect("create");
+    let by_n = client
+        .prepare("SELECT id, title FROM k WHERE n = $1::INTEGER ORDER BY id")
+        .await
+        .expect("prepare");
+    let joined = client
+        .prepare(
+            "SELECT k.id, kn.label, count(*) OVER () FROM k JOIN kn ON k.n = kn.n \
+             WHERE kn.label = $1 ORDER BY k.id",
+        )
+        .await
+        .expect("prepare the join");
+    let counted = client
+        .prepare("SELECT count(*), sum(n) FROM k WHERE title <> $1")
+        .await
+        .expect("prepare the aggregate");
+    let ids =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
+    let hits = || counter(&metrics, "vectorgate_plan_cache_hits_total");
+    let before = hits().await;
+    let mut answers = Vec::new();
+    let step = async |client: &tokio_postgres::Client| {
+        let a = ids(client.query(&by_n, &[&7i32]).await.expect("by n"));
+        let b = ids(client.query(&joined, &[&"seven"]).await.expect("join"));
+        let c = client
+            .query_one(&counted, &[&"none"])
+            .await
+            .expect("aggregate");
+        (a, b, c.get::<_, i64>(0), c.get::<_, Option<i64>>(1))
+    };
+    answers.push(step(&client).await);
+    client
+        .batch_execute("INSERT INTO k VALUES (3, 7, 'three')")
+        .await
+        .expect("insert");
+    answers.push(step(&client).await);
+    client
+        .batch_execute(
+            "BEGIN; INSERT INTO k VALUES (4, 7, 'four'); UPDATE k SET n = 8 WHERE id = 1",
+        )
+        .await
+        .expect("write in a block");
+    answers.push(step(&client).await);
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    answers.push(step(&client).await);
+    client
+        .batch_execute("DELETE FROM k WHERE id = 3; UPDATE kn SET label = 'other' WHERE n = 7")
+        .await
+        .expect("delete");
+    answers.push(step(&client).await);
+    assert_eq!(
+        answers,
+        vec![
+            (vec![1], vec![1], 2, Some(15)),
+            (vec![1, 3], vec![1, 3], 3, Some(22)),
+            (vec![3, 4], vec![3, 4], 4, Some(30)),
+            (vec![1, 3], vec![1, 3], 3, Some(22)),
+            (vec![1], vec![], 2, Some(15)),
+        ]
+    );
+    // Each of the three ran on its kept plan after its first execution.
+    assert_eq!(hits().await - before, 12, "kept plans were not reused");
+    // The clock is read at each execution, never kept in a plan.
+    let timed = client
+        .prepare("SELECT id FROM k WHERE n = $1 AND now() > '2000-01-01'::timestamptz")
+        .await
+        .expect("prepare the clock query");
+    let before = hits().await;
+    for _ in 0..3 {
+        assert_eq!(
+            ids(client.query(&timed, &[&7i32]).await.expect("clock")),
+            vec![1]
+        );
+    }
+    assert_eq!(
+        hits().await - before,
+        0,
+        "a plan that read the clock was kept"
     );
 }
 
