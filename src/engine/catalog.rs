@@ -1,17 +1,19 @@
 //! One catalog for every proxy on a cluster. A row store that other processes share (a
 //! CQL cluster) keeps a catalog version that every change to the catalog increases, and
 //! gives a lease: a change returns to its client only after the lease has run out.
-//! Each proxy reads the version in the background four times per lease and reloads the
-//! catalog when it moved; a statement uses the catalog as it is when the last read was
-//! sent less than a lease ago, and otherwise reads the version itself first. So a
-//! statement that starts after a change has returned, on any proxy, sees the change,
-//! and the hot path pays a clock reading.
+//! Each proxy reads the version in the background four times per lease while it serves
+//! statements (not once none came for [`WATCH_IDLE`]) and reloads the catalog when it
+//! moved; a statement uses the catalog as it is when the last read was sent less than a
+//! lease ago, and otherwise reads the version itself first. So a statement that starts
+//! after a change has returned, on any proxy, sees the change; the hot path pays a
+//! clock reading, and an idle proxy sends the store nothing.
 //!
 //! A proxy with an index of its own (the embedded one) brings it in step with what it
 //! learns: collections for tables created elsewhere, built from the rows; a rebuild for
 //! a table whose columns or index settings changed; none for a dropped table.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ use crate::store::{SequenceDef, TableDef};
 use super::Core;
 
 /// What this proxy knows of the shared catalog.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Watch {
     /// `None`: only this process opens the store; nothing to watch.
     lease: Option<Duration>,
@@ -35,7 +37,14 @@ pub(crate) struct Watch {
     /// When a statement last failed to read the version: for a lease after that,
     /// statements do not wait for the store again (the background reads go on).
     failed: Mutex<Option<Instant>>,
+    /// When a statement last asked for the catalog, in milliseconds after `born`.
+    asked_ms: AtomicU64,
+    born: Instant,
 }
+
+/// The background reads stop once no statement asked for the catalog for this long (the
+/// next statement then reads the version itself), and start again with it.
+const WATCH_IDLE: Duration = Duration::from_secs(5);
 
 impl Watch {
     pub(crate) fn new(lease: Option<Duration>, version: i64, sent: Instant) -> Watch {
@@ -44,7 +53,20 @@ impl Watch {
             seen: Mutex::new(Some((version, sent))),
             reloading: Default::default(),
             failed: Mutex::new(None),
+            asked_ms: AtomicU64::new(0),
+            born: sent,
         }
+    }
+
+    fn asked(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.born).as_millis() as u64;
+        self.asked_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Whether no statement asked for the catalog for [`WATCH_IDLE`].
+    fn idle(&self, now: Instant) -> bool {
+        let asked = self.born + Duration::from_millis(self.asked_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(asked) > WATCH_IDLE
     }
 
     fn fresh_since(&self, t: Instant) -> bool {
@@ -73,6 +95,7 @@ impl Core {
             return;
         };
         let asked = Instant::now();
+        self.watch.asked(asked);
         let recent = self
             .watch
             .seen
@@ -321,7 +344,8 @@ impl Changes {
     }
 }
 
-/// Read the catalog version four times per lease, reloading when it moved.
+/// Read the catalog version four times per lease, reloading when it moved, while the
+/// proxy serves statements.
 pub(crate) fn spawn_watcher(shared: Weak<Core>, stop: CancellationToken) {
     let Some(lease) = shared.upgrade().and_then(|c| c.watch.lease) else {
         return;
@@ -335,6 +359,9 @@ pub(crate) fn spawn_watcher(shared: Weak<Core>, stop: CancellationToken) {
             let Some(core) = shared.upgrade() else {
                 break;
             };
+            if core.watch.idle(Instant::now()) {
+                continue;
+            }
             if let Err(e) = core.reload_catalog(Instant::now()).await {
                 tracing::debug!(error = %e, "catalog version not read; statements read it themselves");
             }

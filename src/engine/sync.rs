@@ -207,12 +207,19 @@ async fn expire_rows(shared: &super::Core, def: &TableDef) -> Result<()> {
     Ok(())
 }
 
-/// Replay every table's outbox every `period` while the index takes writes; every fifth
-/// round, remove what has expired.
 /// How old a commit the reconciler finishes must be: younger ones may still be being
 /// written by the proxy that made them (finishing them twice is harmless, but needless).
 const RECOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A table whose outbox was empty this many rounds in a row is read every
+/// [`QUIET_EVERY`] rounds only (its next entry waits the grace period anyway, so a few
+/// more seconds change little, and an idle proxy sends the store little).
+const QUIET_AFTER: u32 = 3;
+const QUIET_EVERY: u64 = 8;
+
+/// Replay every table's outbox every `period` while the index takes writes (a table
+/// whose outbox stays empty, every [`QUIET_EVERY`] periods; all of them again as soon
+/// as the index comes back from a failure); every fifth round, remove what has expired.
 pub fn spawn_reconciler(
     shared: std::sync::Weak<super::Core>,
     period: std::time::Duration,
@@ -222,6 +229,8 @@ pub fn spawn_reconciler(
     tokio::spawn(async move {
         let mut backoff = period;
         let mut tick = 0u64;
+        // Each table's empty rounds in a row.
+        let mut quiet: std::collections::HashMap<String, u32> = Default::default();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -246,6 +255,7 @@ pub fn spawn_reconciler(
             }
             if !shared.health.writable() {
                 tick += 1;
+                quiet.clear();
                 continue;
             }
             let defs: Vec<_> = shared.tables();
@@ -266,8 +276,17 @@ pub fn spawn_reconciler(
                 if !def.indexed() {
                     continue;
                 }
+                let empty_rounds = quiet.get(&def.name).copied().unwrap_or(0);
+                if empty_rounds >= QUIET_AFTER && !tick.is_multiple_of(QUIET_EVERY) {
+                    continue;
+                }
                 match reconcile(shared.rows.as_ref(), shared.index.as_ref(), &def, grace).await {
                     Ok(n) => {
+                        if n == 0 {
+                            quiet.insert(def.name.clone(), empty_rounds.saturating_add(1));
+                        } else {
+                            quiet.remove(&def.name);
+                        }
                         if n > 0 {
                             tracing::info!(table = %def.name, replayed = n, "outbox replayed into the vector index");
                         }

@@ -158,6 +158,10 @@ pub struct ScyllaRows {
     prepared: Mutex<HashMap<String, PreparedStatement>>,
     /// This process among the cluster's writers of outbox entries.
     writer: i64,
+    /// Each table's outbox low mark as this process reads from it, and as it last read or
+    /// stored it: a mark only moves forward, so one older than the stored one only makes
+    /// a reader start at an earlier bucket (see `outbox::mark`).
+    marks: Mutex<HashMap<String, (i64, i64)>>,
 }
 
 /// Run a CQL request, again when Cassandra answers that its prepared statement
@@ -436,6 +440,7 @@ impl ScyllaRows {
             ks: ks.clone(),
             prepared: Mutex::new(HashMap::new()),
             writer: uuid::Uuid::new_v4().as_u64_pair().0 as i64,
+            marks: Mutex::new(HashMap::new()),
         };
         // Schema changes are slow (each waits for agreement across the cluster): only
         // what is missing is created.

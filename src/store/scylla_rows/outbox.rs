@@ -41,10 +41,16 @@ const BUCKET: i64 = 2_000_000;
 /// writes them again under a new stamp. A bucket closes twice this long after its end
 /// (the rest allows for proxies' clocks that differ).
 const LANDING: Duration = Duration::from_secs(5);
-/// How many buckets are read at once.
+/// How many buckets are read at once (one request).
 const READ_AHEAD: usize = 8;
+/// How far (in buckets) a reader's low mark may run ahead of the stored one before it
+/// is written.
+const MARK_LAG: i64 = 8;
 /// About how many bytes of keys one row of the outbox holds.
 const PART_BYTES: usize = 64 * 1024;
+
+/// A row of the outbox as read: (stamp, writer, part, keys).
+type Stored = (i64, i64, i32, Vec<u8>);
 
 /// A write's encoded keys, in parts of about [`PART_BYTES`]: each key as its length
 /// (4 bytes, big-endian) and its bytes.
@@ -240,8 +246,13 @@ impl ScyllaRows {
         Ok(n)
     }
 
-    /// The table's low mark.
+    /// The table's low mark: read once, then as this process moved it (another proxy
+    /// may have moved the stored one further; reading from an earlier bucket finds the
+    /// same entries).
     async fn mark(&self, tbl: &str) -> Result<i64> {
+        if let Some(&(m, _)) = self.marks.lock().get(tbl) {
+            return Ok(m);
+        }
         let stmt = self
             .prepare(format!(
                 "SELECT bucket FROM {}.{} WHERE tbl = ?",
@@ -256,7 +267,10 @@ impl ScyllaRows {
             .map_err(cql_err)?;
         let rows = res.into_rows_result().map_err(cql_err)?;
         match rows.maybe_first_row::<(i64,)>().map_err(cql_err)? {
-            Some((b,)) => Ok(b),
+            Some((b,)) => {
+                self.marks.lock().insert(tbl.to_string(), (b, b));
+                Ok(b)
+            }
             None => Err(Error::internal(format!(
                 "the outbox has no low mark for \"{tbl}\" (a table made by an earlier version while this one ran? restart the proxy)"
             ))),
@@ -273,78 +287,100 @@ impl ScyllaRows {
         let mark = self.mark(tbl).await?;
         let now = now_micros();
         let last = bucket_of(upto.min(now + BUCKET));
+        // Up to READ_AHEAD buckets in one request (an idle table's poll is one read).
         let mut stmt = self
             .prepare(format!(
-                "SELECT ts, writer, keys FROM {}.{} WHERE tbl = ? AND bucket = ?",
+                "SELECT bucket, ts, writer, part, keys FROM {}.{} WHERE tbl = ? AND bucket IN ?",
                 q(&self.ks),
                 q(OUTBOX_TABLE)
             ))
             .await?;
         stmt.set_page_size(256);
-        let mut reads = futures::stream::iter(mark..=last)
-            .map(|bucket| {
-                let stmt = stmt.clone();
-                async move {
-                    let mut rows = self
-                        .session
-                        .execute_iter(stmt, (tbl, bucket))
-                        .await
-                        .map_err(cql_err)?
-                        .rows_stream::<(i64, i64, Vec<u8>)>()
-                        .map_err(cql_err)?;
-                    let mut out = Vec::new();
-                    while let Some(r) = rows.next().await {
-                        let (ts, writer, part) = r.map_err(cql_err)?;
-                        out.extend(unpart(&part)?.into_iter().map(|key| OutboxEntry {
-                            key,
-                            ts,
-                            writer: Some(writer),
-                        }));
-                    }
-                    Ok::<_, Error>((bucket, out))
-                }
-            })
-            .buffered(READ_AHEAD);
         let mut out: Vec<OutboxEntry> = Vec::new();
         // The buckets read empty and closed ahead of the first with entries.
         let mut passed = None;
         let mut leading = true;
-        'read: while let Some(read) = reads.next().await {
-            let (bucket, entries) = read?;
-            if leading {
-                if entries.is_empty() && closed(bucket, now) {
-                    passed = Some(bucket);
-                } else {
-                    leading = false;
-                }
+        let mut first = mark;
+        'read: while first <= last {
+            let group: Vec<i64> = (first..=last).take(READ_AHEAD).collect();
+            first += group.len() as i64;
+            let mut rows = self
+                .session
+                .execute_iter(stmt.clone(), (tbl, &group))
+                .await
+                .map_err(cql_err)?
+                .rows_stream::<(i64, i64, i64, i32, Vec<u8>)>()
+                .map_err(cql_err)?;
+            // (The partitions of an IN may come in any order.)
+            let mut found: std::collections::BTreeMap<i64, Vec<Stored>> =
+                group.iter().map(|&b| (b, Vec::new())).collect();
+            while let Some(r) = rows.next().await {
+                let (bucket, ts, writer, part, keys_) = r.map_err(cql_err)?;
+                found
+                    .entry(bucket)
+                    .or_default()
+                    .push((ts, writer, part, keys_));
             }
-            for e in entries.into_iter().filter(|e| e.ts <= upto) {
-                // Whole writes: stop only where one ends.
-                if out.len() >= limit
-                    && out
-                        .last()
-                        .is_some_and(|l| (l.ts, l.writer) != (e.ts, e.writer))
-                {
-                    break 'read;
+            for (bucket, mut parts) in found {
+                if leading {
+                    if parts.is_empty() && closed(bucket, now) {
+                        passed = Some(bucket);
+                    } else {
+                        leading = false;
+                    }
                 }
-                out.push(e);
+                parts.sort_unstable_by_key(|(ts, writer, part, _)| (*ts, *writer, *part));
+                for (ts, writer, _, part) in parts.into_iter().filter(|p| p.0 <= upto) {
+                    // Whole writes: stop only where one ends.
+                    if out.len() >= limit
+                        && out
+                            .last()
+                            .is_some_and(|l| (l.ts, l.writer) != (ts, Some(writer)))
+                    {
+                        break 'read;
+                    }
+                    out.extend(unpart(&part)?.into_iter().map(|key| OutboxEntry {
+                        key,
+                        ts,
+                        writer: Some(writer),
+                    }));
+                }
             }
         }
-        drop(reads);
         if let Some(bucket) = passed {
-            self.session
-                .query_unpaged(
-                    format!(
-                        "UPDATE {}.{} SET bucket = ? WHERE tbl = ?",
-                        q(&self.ks),
-                        q(MARK_TABLE)
-                    ),
-                    (bucket + 1, tbl),
-                )
-                .await
-                .map_err(cql_err)?;
+            self.pass(tbl, bucket + 1).await?;
         }
         Ok(out)
+    }
+
+    /// Move the table's low mark to `bucket`: in memory at once, in the store once it
+    /// is [`MARK_LAG`] buckets ahead of the stored one (a reader that starts from the
+    /// stored mark reads those few buckets more).
+    async fn pass(&self, tbl: &str, bucket: i64) -> Result<()> {
+        let stored = {
+            let mut marks = self.marks.lock();
+            let m = marks.entry(tbl.to_string()).or_insert((bucket, bucket));
+            m.0 = m.0.max(bucket);
+            m.1
+        };
+        if bucket < stored + MARK_LAG {
+            return Ok(());
+        }
+        self.session
+            .query_unpaged(
+                format!(
+                    "UPDATE {}.{} SET bucket = ? WHERE tbl = ?",
+                    q(&self.ks),
+                    q(MARK_TABLE)
+                ),
+                (bucket, tbl),
+            )
+            .await
+            .map_err(cql_err)?;
+        if let Some(m) = self.marks.lock().get_mut(tbl) {
+            m.1 = m.1.max(bucket);
+        }
+        Ok(())
     }
 
     pub(super) async fn outbox_clear_impl(
@@ -429,6 +465,7 @@ impl ScyllaRows {
             )
             .await
             .map_err(cql_err)?;
+        self.marks.lock().remove(tbl);
         Ok(())
     }
 }
