@@ -9,6 +9,7 @@
 //! and give the time the client's statement arrived ([`StatementClock`]) instead, or the
 //! query's start where no statement was marked.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::TimestampNanosecondArray;
@@ -187,7 +188,7 @@ impl ScalarUDFImpl for Clock {
             _ => None,
         };
         let out: TimestampNanosecondArray = (0..args.number_rows)
-            .map(|_| chrono::Utc::now().timestamp_nanos_opt())
+            .map(|_| chrono::Utc::now().timestamp_nanos_opt().map(whole_micros))
             .collect();
         Ok(ColumnarValue::Array(Arc::new(out.with_timezone_opt(tz))))
     }
@@ -207,12 +208,184 @@ impl ScalarUDFImpl for Clock {
                 meta,
             )) => Ok(ExprSimplifyResult::Simplified(Expr::Literal(
                 ScalarValue::TimestampNanosecond(
-                    started.and_then(|s| s.timestamp_nanos_opt()).or(at),
+                    started
+                        .and_then(|s| s.timestamp_nanos_opt())
+                        .or(at)
+                        .map(whole_micros),
                     tz.or_else(|| Some(Arc::from("UTC"))),
                 ),
                 meta,
             ))),
             other => Ok(other),
+        }
+    }
+}
+
+/// A time in nanoseconds cut to whole microseconds: Postgres' clocks tick in
+/// microseconds, so a time read twice compares equal to what was stored.
+fn whole_micros(nanos: i64) -> i64 {
+    nanos - nanos.rem_euclid(1000)
+}
+
+/// `timeofday()`: the wall clock as text, as Postgres writes it
+/// (`Mon Dec 07 17:29:37.669077 2026 UTC`).
+pub fn timeofday() -> ScalarUDF {
+    datafusion::logical_expr::create_udf(
+        "timeofday",
+        vec![],
+        DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(|_| {
+            let now = chrono::Utc::now().format("%a %b %d %H:%M:%S%.6f %Y UTC");
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                now.to_string(),
+            ))))
+        }),
+    )
+}
+
+/// SQL's clock keywords as Postgres reads them. `CURRENT_DATE`, `CURRENT_TIME`,
+/// `LOCALTIME` and `LOCALTIMESTAMP` (the last two are bare names to the parser) are the
+/// transaction's time, as `now()` is, as a date, a time or a timestamp without time zone
+/// (in UTC, the one zone vectorgate keeps); with a precision (`CURRENT_TIMESTAMP(3)`,
+/// `LOCALTIMESTAMP(0)`, 0 to 6) rounded to that many fractional digits of a second.
+pub fn sql_clocks(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, Value as SqlValue,
+        visit_expressions_mut,
+    };
+    let _ = visit_expressions_mut(stmt, |e| {
+        let (name, precision) = match e {
+            SqlExpr::Identifier(i) if i.quote_style.is_none() => {
+                (i.value.to_ascii_lowercase(), None)
+            }
+            SqlExpr::Function(f)
+                if f.name.0.len() == 1 && f.over.is_none() && f.filter.is_none() =>
+            {
+                let name = f
+                    .name
+                    .0
+                    .last()
+                    .and_then(|p| p.as_ident())
+                    .filter(|i| i.quote_style.is_none())
+                    .map(|i| i.value.to_ascii_lowercase())
+                    .unwrap_or_default();
+                let precision = match &f.args {
+                    FunctionArguments::None => None,
+                    FunctionArguments::List(l) => match l.args.as_slice() {
+                        [FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v)))] => {
+                            match &v.value {
+                                SqlValue::Number(n, _) => match n.parse::<u32>() {
+                                    // Postgres takes more than 6 as 6.
+                                    Ok(p) => Some(p.min(6)),
+                                    Err(_) => return ControlFlow::Continue(()),
+                                },
+                                _ => return ControlFlow::Continue(()),
+                            }
+                        }
+                        [] if matches!(name.as_str(), "localtime" | "localtimestamp") => None,
+                        _ => return ControlFlow::Continue(()),
+                    },
+                    _ => return ControlFlow::Continue(()),
+                };
+                (name, precision)
+            }
+            _ => return ControlFlow::Continue(()),
+        };
+        let cast = match name.as_str() {
+            "current_date" => "DATE",
+            "current_time" | "localtime" => "TIME",
+            "localtimestamp" => "TIMESTAMP",
+            "current_timestamp" if precision.is_some() => "",
+            _ => return ControlFlow::Continue(()),
+        };
+        let at = match precision {
+            None => "now()".to_string(),
+            Some(p) => {
+                let unit = 10u64.pow(6 - p);
+                format!(
+                    "date_bin(INTERVAL '{unit} microseconds', now() + INTERVAL '{} nanoseconds')",
+                    unit * 500
+                )
+            }
+        };
+        let text = match cast {
+            "" => at,
+            ty => format!("CAST({at} AS {ty})"),
+        };
+        if let Ok(expr) = datafusion::sql::sqlparser::parser::Parser::new(
+            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+        )
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+        {
+            *e = expr;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn rewritten(sql: &str, rule: fn(&mut datafusion::sql::sqlparser::ast::Statement)) -> String {
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parses")
+            .remove(0);
+        rule(&mut stmt);
+        stmt.to_string()
+    }
+
+    #[test]
+    fn sql_clock_keywords_read_the_transaction_clock() {
+        let cases = [
+            (
+                "SELECT localtimestamp, localtime, current_date",
+                "SELECT CAST(now() AS TIMESTAMP), CAST(now() AS TIME), CAST(now() AS DATE)",
+            ),
+            (
+                "SELECT current_time, LOCALTIMESTAMP(0)",
+                "SELECT CAST(now() AS TIME), CAST(date_bin(INTERVAL '1000000 microseconds', now() + INTERVAL '500000000 nanoseconds') AS TIMESTAMP)",
+            ),
+            (
+                "SELECT current_timestamp(3), current_timestamp(9)",
+                "SELECT date_bin(INTERVAL '1000 microseconds', now() + INTERVAL '500000 nanoseconds'), date_bin(INTERVAL '1 microseconds', now() + INTERVAL '500 nanoseconds')",
+            ),
+            // Left alone: now itself, a quoted column, a precision that is not a number.
+            (
+                "SELECT current_timestamp, \"localtime\", localtime(x) FROM t",
+                "SELECT current_timestamp, \"localtime\", localtime(x) FROM t",
+            ),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(rewritten(sql, super::sql_clocks), want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn date_trunc_takes_postgres_units() {
+        let cases = [
+            (
+                "SELECT date_trunc('milliseconds', t), date_trunc('HOURS', t), date_trunc('min', t)",
+                "SELECT date_trunc('millisecond', t), date_trunc('hour', t), date_trunc('minute', t)",
+            ),
+            (
+                "SELECT date_trunc('day', t, 'Etc/UTC'), date_trunc('day', t, 'Europe/Paris')",
+                "SELECT date_trunc('day', t), date_trunc('day', t, 'Europe/Paris')",
+            ),
+            (
+                "SELECT date_trunc('decade', t)",
+                "SELECT date_trunc('decade', t)",
+            ),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(
+                rewritten(sql, crate::sql::compat::date_trunc_units),
+                want,
+                "{sql}"
+            );
         }
     }
 }

@@ -613,6 +613,63 @@ mod tests {
     }
 }
 
+/// `date_trunc`'s units as Postgres spells them (`'milliseconds'`, `'hours'`, `'min'`):
+/// DataFusion knows only the singular names. A third argument naming a zone that is UTC
+/// all year (the one vectorgate keeps timestamps in) is dropped; any other zone is left
+/// for the planner to refuse.
+pub fn date_trunc_units(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr};
+    let _ = visit_expressions_mut(stmt, |e| {
+        let SqlExpr::Function(f) = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        if f.name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_none_or(|i| ident_name(i) != "date_trunc")
+        {
+            return ControlFlow::Continue(());
+        }
+        let FunctionArguments::List(list) = &mut f.args else {
+            return ControlFlow::Continue(());
+        };
+        if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v)))) =
+            list.args.first_mut()
+            && let Value::SingleQuotedString(unit) = &mut v.value
+            && let Some(singular) = date_unit(unit)
+        {
+            *unit = singular.to_string();
+        }
+        if list.args.len() == 3
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v)))) =
+                list.args.last()
+            && let Value::SingleQuotedString(zone) = &v.value
+            && super::statements::time_zone_is_utc(zone.trim()) == Some(true)
+        {
+            list.args.pop();
+        }
+        ControlFlow::Continue(())
+    });
+}
+
+/// DataFusion's name of a unit Postgres reads (`None`: one it does not).
+fn date_unit(unit: &str) -> Option<&'static str> {
+    Some(match unit.trim().to_ascii_lowercase().as_str() {
+        "microsecond" | "microseconds" | "us" | "usec" | "usecs" | "useconds" => "microsecond",
+        "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" | "mseconds" => "millisecond",
+        "second" | "seconds" | "s" | "sec" | "secs" => "second",
+        "minute" | "minutes" | "m" | "min" | "mins" => "minute",
+        "hour" | "hours" | "h" | "hr" | "hrs" => "hour",
+        "day" | "days" | "d" => "day",
+        "week" | "weeks" | "w" => "week",
+        "month" | "months" | "mon" | "mons" => "month",
+        "quarter" | "qtr" => "quarter",
+        "year" | "years" | "y" | "yr" | "yrs" => "year",
+        _ => return None,
+    })
+}
+
 /// `LIKE pattern ESCAPE 'c'` with an escape character other than backslash (SQLAlchemy
 /// escapes `_` with `/` when it lists schemas): DataFusion knows only backslash, so the
 /// pattern is rewritten to backslash escapes (in place for a literal, by

@@ -437,6 +437,7 @@ impl Engine {
             || pgvector::mentions(&sql, "character varying")
             || sql.contains("\"char\"");
         let byteas = pgvector::mentions(&sql, "bytea");
+        let dates = pgvector::mentions(&sql, "date_trunc");
         let regexes = sql.contains('~') || pgvector::mentions(&sql, "regexp_");
         for s in &mut stmts {
             if catalog {
@@ -459,6 +460,10 @@ impl Engine {
                 Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::CreateIndex(_)
             ) {
                 json::rewrite(s);
+                clock::sql_clocks(s);
+                if dates {
+                    compat::date_trunc_units(s);
+                }
                 if varchars {
                     compat::varchar_casts(s);
                 }
@@ -745,6 +750,7 @@ impl Session {
         for f in clock::functions(now, &tx, &statement_clock) {
             ctx.register_udf(f);
         }
+        ctx.register_udf(clock::timeofday());
         ctx.state_ref()
             .write()
             .config_mut()

@@ -2705,6 +2705,9 @@ fn inside_block(session: &Session, stmt: &Statement) -> Result<()> {
 }
 
 fn set_variable(session: &Session, s: &Set) -> Result<Output> {
+    if let Set::SetTimeZone { value, .. } = s {
+        return set_time_zone(session, &option_text(value));
+    }
     if let Set::SetTransaction {
         modes,
         session: all,
@@ -2748,6 +2751,9 @@ fn set_variable(session: &Session, s: &Set) -> Result<Output> {
             super::constraints::set_constraints(session, &value)?;
             return Ok(Output::Command("SET CONSTRAINTS".into()));
         }
+        if name == "timezone" {
+            return set_time_zone(session, &value);
+        }
         let value = if ["on", "off", "true", "false"].contains(&value.to_ascii_lowercase().as_str())
         {
             value.to_ascii_lowercase()
@@ -2762,6 +2768,67 @@ fn set_variable(session: &Session, s: &Set) -> Result<Output> {
         }
     }
     Ok(Output::Command("SET".into()))
+}
+
+/// `SET TIME ZONE` / `SET timezone`: a zone Postgres would take is kept (SHOW answers
+/// it), an unknown one is 22023 as in Postgres. vectorgate writes and converts
+/// timestamps in UTC whatever the setting, and says so (a NOTICE) for a zone whose
+/// offset is not always zero.
+fn set_time_zone(session: &Session, value: &str) -> Result<Output> {
+    let zone = value.trim();
+    if zone.eq_ignore_ascii_case("default") || zone.eq_ignore_ascii_case("local") {
+        session.set("timezone", None);
+        return Ok(Output::Command("SET".into()));
+    }
+    let utc = match time_zone_is_utc(zone) {
+        Some(utc) => utc,
+        None => {
+            return Err(Error::InvalidParameter(format!(
+                "invalid value for parameter \"TimeZone\": \"{zone}\""
+            )));
+        }
+    };
+    if !utc {
+        session.notices.push(format!(
+            "vectorgate keeps timestamps in UTC: with the time zone \"{zone}\", values of timestamp with time zone are still written with +00 (the same instants), and converted to timestamp, date and time in UTC"
+        ));
+    }
+    // As Postgres shows it: a zone's name spelled as in the tz database.
+    let shown = chrono_tz::TZ_VARIANTS
+        .iter()
+        .find(|t| t.name().eq_ignore_ascii_case(zone))
+        .map_or(zone, |t| t.name());
+    session.set("timezone", Some(shown.to_string()));
+    Ok(Output::Command("SET".into()))
+}
+
+/// Whether a time zone Postgres accepts is UTC all year (`None`: not a zone): a name of
+/// the tz database in any case, or an offset in hours (`-8`, `+05:30`).
+pub(crate) fn time_zone_is_utc(zone: &str) -> Option<bool> {
+    use chrono::{Offset, TimeZone};
+    if let Some(tz) = chrono_tz::TZ_VARIANTS
+        .iter()
+        .find(|t| t.name().eq_ignore_ascii_case(zone))
+    {
+        let zero = |month: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, month, 1)
+                .and_then(|d| d.and_hms_opt(12, 0, 0))
+                .is_some_and(|at| tz.offset_from_utc_datetime(&at).fix().local_minus_utc() == 0)
+        };
+        return Some(zero(1) && zero(7));
+    }
+    if zone.eq_ignore_ascii_case("z") {
+        return Some(true);
+    }
+    // An offset: [+-]hours[:minutes[:seconds]], or a number of hours.
+    let digits = zone.strip_prefix(['+', '-']).unwrap_or(zone);
+    let parts: Vec<&str> = digits.split(':').collect();
+    let numbers: Option<Vec<f64>> = parts.iter().map(|p| p.parse::<f64>().ok()).collect();
+    let numbers = numbers.filter(|n| !n.is_empty() && n.len() <= 3)?;
+    if numbers.iter().any(|n| !n.is_finite() || *n < 0.0) || numbers[0] > 15.0 * 24.0 {
+        return None;
+    }
+    Some(numbers.iter().all(|n| *n == 0.0))
 }
 
 /// Defaults reported by SHOW for settings clients commonly read.
