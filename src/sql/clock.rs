@@ -227,6 +227,51 @@ fn whole_micros(nanos: i64) -> i64 {
     nanos - nanos.rem_euclid(1000)
 }
 
+/// A time zone Postgres accepts, as it shows it.
+pub(crate) struct Zone {
+    /// Spelled as in the tz database (`UTC` for `utc`), or an offset as written.
+    pub name: String,
+    /// Whether its offset is zero all year.
+    pub utc: bool,
+}
+
+/// The zone `zone` names (`None`: not a zone): a name of the tz database in any case,
+/// `Z`, or an offset in hours (`-8`, `+05:30`).
+pub(crate) fn time_zone(zone: &str) -> Option<Zone> {
+    use chrono::{Offset, TimeZone};
+    if let Some(tz) = chrono_tz::TZ_VARIANTS
+        .iter()
+        .find(|t| t.name().eq_ignore_ascii_case(zone))
+    {
+        let zero = |month: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, month, 1)
+                .and_then(|d| d.and_hms_opt(12, 0, 0))
+                .is_some_and(|at| tz.offset_from_utc_datetime(&at).fix().local_minus_utc() == 0)
+        };
+        return Some(Zone {
+            name: tz.name().to_string(),
+            utc: zero(1) && zero(7),
+        });
+    }
+    let offset = |utc| {
+        Some(Zone {
+            name: zone.to_string(),
+            utc,
+        })
+    };
+    if zone.eq_ignore_ascii_case("z") {
+        return offset(true);
+    }
+    // An offset: [+-]hours[:minutes[:seconds]], or a number of hours.
+    let digits = zone.strip_prefix(['+', '-']).unwrap_or(zone);
+    let numbers: Option<Vec<f64>> = digits.split(':').map(|p| p.parse::<f64>().ok()).collect();
+    let numbers = numbers.filter(|n| !n.is_empty() && n.len() <= 3)?;
+    if numbers.iter().any(|n| !n.is_finite() || *n < 0.0) || numbers[0] > 15.0 * 24.0 {
+        return None;
+    }
+    offset(numbers.iter().all(|n| *n == 0.0))
+}
+
 /// `timeofday()`: the wall clock as text, as Postgres writes it
 /// (`Mon Dec 07 17:29:37.669077 2026 UTC`).
 pub fn timeofday() -> ScalarUDF {

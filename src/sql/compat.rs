@@ -645,7 +645,7 @@ pub fn date_trunc_units(stmt: &mut Statement) {
             && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v)))) =
                 list.args.last()
             && let Value::SingleQuotedString(zone) = &v.value
-            && super::statements::time_zone_is_utc(zone.trim()) == Some(true)
+            && super::clock::time_zone(zone.trim()).is_some_and(|z| z.utc)
         {
             list.args.pop();
         }

@@ -438,6 +438,7 @@ impl Engine {
             || sql.contains("\"char\"");
         let byteas = pgvector::mentions(&sql, "bytea");
         let dates = pgvector::mentions(&sql, "date_trunc");
+        let clocks = pgvector::mentions(&sql, "current_") || pgvector::mentions(&sql, "local");
         let regexes = sql.contains('~') || pgvector::mentions(&sql, "regexp_");
         for s in &mut stmts {
             if catalog {
@@ -460,7 +461,9 @@ impl Engine {
                 Statement::CreateTable(_) | Statement::AlterTable(_) | Statement::CreateIndex(_)
             ) {
                 json::rewrite(s);
-                clock::sql_clocks(s);
+                if clocks {
+                    clock::sql_clocks(s);
+                }
                 if dates {
                     compat::date_trunc_units(s);
                 }
@@ -982,13 +985,8 @@ impl Session {
                 crate::metrics::global().prepared_plans.inc();
                 self.apply_settings();
                 let schema = catalog::result_schema(&plan);
-                let physical = self.ctx.state().create_physical_plan(&plan).await?;
-                if let Some(key) = key {
-                    cache.put(key, p.generation, &physical, schema.clone(), 0);
-                }
-                let stream =
-                    datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
-                return Ok(Output::Rows { schema, stream });
+                let keep = key.map(|key| (cache, key, p.generation, 0));
+                return self.run_and_keep(&plan, schema, keep).await;
             }
         }
         let vector = shape.and_then(|s| values.get(s.vector_param - 1));
@@ -1008,8 +1006,22 @@ impl Session {
         }
         let plan = self.plan(params::bind(stmt, values)?).await?;
         let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        let physical = self.ctx.state().create_physical_plan(&plan).await?;
-        cache.put(key, generation, &physical, schema.clone(), 1);
+        self.run_and_keep(&plan, schema, Some((cache, key, generation, 1)))
+            .await
+    }
+
+    /// Plan `plan` physically and run it, offering the physical plan to `keep`'s cache
+    /// (with its key, catalog generation and number of searches) for later executions.
+    async fn run_and_keep(
+        &self,
+        plan: &datafusion::logical_expr::LogicalPlan,
+        schema: SchemaRef,
+        keep: Option<(&plan_cache::PlanCache, String, u64, usize)>,
+    ) -> Result<Output> {
+        let physical = self.ctx.state().create_physical_plan(plan).await?;
+        if let Some((cache, key, generation, searches)) = keep {
+            cache.put(key, generation, &physical, schema.clone(), searches);
+        }
         let stream = datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
         Ok(Output::Rows { schema, stream })
     }

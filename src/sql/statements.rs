@@ -2780,55 +2780,18 @@ fn set_time_zone(session: &Session, value: &str) -> Result<Output> {
         session.set("timezone", None);
         return Ok(Output::Command("SET".into()));
     }
-    let utc = match time_zone_is_utc(zone) {
-        Some(utc) => utc,
-        None => {
-            return Err(Error::InvalidParameter(format!(
-                "invalid value for parameter \"TimeZone\": \"{zone}\""
-            )));
-        }
+    let Some(found) = super::clock::time_zone(zone) else {
+        return Err(Error::InvalidParameter(format!(
+            "invalid value for parameter \"TimeZone\": \"{zone}\""
+        )));
     };
-    if !utc {
+    if !found.utc {
         session.notices.push(format!(
             "vectorgate keeps timestamps in UTC: with the time zone \"{zone}\", values of timestamp with time zone are still written with +00 (the same instants), and converted to timestamp, date and time in UTC"
         ));
     }
-    // As Postgres shows it: a zone's name spelled as in the tz database.
-    let shown = chrono_tz::TZ_VARIANTS
-        .iter()
-        .find(|t| t.name().eq_ignore_ascii_case(zone))
-        .map_or(zone, |t| t.name());
-    session.set("timezone", Some(shown.to_string()));
+    session.set("timezone", Some(found.name));
     Ok(Output::Command("SET".into()))
-}
-
-/// Whether a time zone Postgres accepts is UTC all year (`None`: not a zone): a name of
-/// the tz database in any case, or an offset in hours (`-8`, `+05:30`).
-pub(crate) fn time_zone_is_utc(zone: &str) -> Option<bool> {
-    use chrono::{Offset, TimeZone};
-    if let Some(tz) = chrono_tz::TZ_VARIANTS
-        .iter()
-        .find(|t| t.name().eq_ignore_ascii_case(zone))
-    {
-        let zero = |month: u32| {
-            chrono::NaiveDate::from_ymd_opt(2026, month, 1)
-                .and_then(|d| d.and_hms_opt(12, 0, 0))
-                .is_some_and(|at| tz.offset_from_utc_datetime(&at).fix().local_minus_utc() == 0)
-        };
-        return Some(zero(1) && zero(7));
-    }
-    if zone.eq_ignore_ascii_case("z") {
-        return Some(true);
-    }
-    // An offset: [+-]hours[:minutes[:seconds]], or a number of hours.
-    let digits = zone.strip_prefix(['+', '-']).unwrap_or(zone);
-    let parts: Vec<&str> = digits.split(':').collect();
-    let numbers: Option<Vec<f64>> = parts.iter().map(|p| p.parse::<f64>().ok()).collect();
-    let numbers = numbers.filter(|n| !n.is_empty() && n.len() <= 3)?;
-    if numbers.iter().any(|n| !n.is_finite() || *n < 0.0) || numbers[0] > 15.0 * 24.0 {
-        return None;
-    }
-    Some(numbers.iter().all(|n| *n == 0.0))
 }
 
 /// Defaults reported by SHOW for settings clients commonly read.

@@ -304,7 +304,7 @@ impl ScyllaRows {
         'read: while first <= last {
             let group: Vec<i64> = (first..=last).take(READ_AHEAD).collect();
             first += group.len() as i64;
-            let mut rows = self
+            let mut read = self
                 .session
                 .execute_iter(stmt.clone(), (tbl, &group))
                 .await
@@ -314,23 +314,23 @@ impl ScyllaRows {
             // (The partitions of an IN may come in any order.)
             let mut found: std::collections::BTreeMap<i64, Vec<Stored>> =
                 group.iter().map(|&b| (b, Vec::new())).collect();
-            while let Some(r) = rows.next().await {
+            while let Some(r) = read.next().await {
                 let (bucket, ts, writer, part, keys_) = r.map_err(cql_err)?;
                 found
                     .entry(bucket)
                     .or_default()
                     .push((ts, writer, part, keys_));
             }
-            for (bucket, mut parts) in found {
+            for (bucket, mut rows) in found {
                 if leading {
-                    if parts.is_empty() && closed(bucket, now) {
+                    if rows.is_empty() && closed(bucket, now) {
                         passed = Some(bucket);
                     } else {
                         leading = false;
                     }
                 }
-                parts.sort_unstable_by_key(|(ts, writer, part, _)| (*ts, *writer, *part));
-                for (ts, writer, _, part) in parts.into_iter().filter(|p| p.0 <= upto) {
+                rows.sort_unstable_by_key(|(ts, writer, part, _)| (*ts, *writer, *part));
+                for (ts, writer, _, keys_) in rows.into_iter().filter(|r| r.0 <= upto) {
                     // Whole writes: stop only where one ends.
                     if out.len() >= limit
                         && out
@@ -339,7 +339,7 @@ impl ScyllaRows {
                     {
                         break 'read;
                     }
-                    out.extend(unpart(&part)?.into_iter().map(|key| OutboxEntry {
+                    out.extend(unpart(&keys_)?.into_iter().map(|key| OutboxEntry {
                         key,
                         ts,
                         writer: Some(writer),
