@@ -87,6 +87,10 @@ pub enum ColumnType {
     Jsonb,
     /// `json`: kept as the text written, checked on the way in.
     Json,
+    /// A one-dimensional array of any other scalar type (`float8[]`, `uuid[]`,
+    /// `timestamptz[]`, `numeric(10,2)[]`, ...); `text[]`, `integer[]` and `bigint[]`
+    /// are the variants above, as tables made before this one keep them.
+    Array(Box<ColumnType>),
 }
 
 impl ColumnType {
@@ -120,7 +124,42 @@ impl ColumnType {
             ColumnType::Numeric(p, s) => format!("numeric({p},{s})"),
             ColumnType::Jsonb => "jsonb".into(),
             ColumnType::Json => "json".into(),
+            ColumnType::Array(e) => format!("{}[]", e.sql_name()),
         }
+    }
+
+    /// The element type of an array type (`text[]`'s text too); None for a scalar.
+    pub fn element(&self) -> Option<ColumnType> {
+        match self {
+            ColumnType::TextArray => Some(ColumnType::Text),
+            ColumnType::IntArray => Some(ColumnType::Int),
+            ColumnType::BigIntArray => Some(ColumnType::BigInt),
+            ColumnType::Array(e) => Some(e.as_ref().clone()),
+            _ => None,
+        }
+    }
+
+    /// The array type of elements of `self`, as a column declared `<self>[]` is kept;
+    /// None for a type with no array type here (vectors, bit strings, arrays).
+    pub fn array_of(self) -> Option<ColumnType> {
+        Some(match self {
+            ColumnType::Text => ColumnType::TextArray,
+            ColumnType::Int => ColumnType::IntArray,
+            ColumnType::BigInt => ColumnType::BigIntArray,
+            ColumnType::SmallInt
+            | ColumnType::Real
+            | ColumnType::Double
+            | ColumnType::Bool
+            | ColumnType::Uuid
+            | ColumnType::Timestamp
+            | ColumnType::TimestampTz
+            | ColumnType::Date
+            | ColumnType::Bytea
+            | ColumnType::Numeric(..)
+            | ColumnType::Jsonb
+            | ColumnType::Json => ColumnType::Array(Box::new(self)),
+            _ => return None,
+        })
     }
 
     pub fn arrow_type(&self) -> DataType {
@@ -148,6 +187,7 @@ impl ColumnType {
             ColumnType::Bytea => DataType::Binary,
             ColumnType::Numeric(p, s) => DataType::Decimal128(*p, *s),
             ColumnType::Jsonb | ColumnType::Json => DataType::Utf8,
+            ColumnType::Array(e) => list_of(e.arrow_type()),
         }
     }
 
@@ -183,6 +223,13 @@ impl ColumnType {
             )])),
             ColumnType::Jsonb => f.with_metadata(crate::json::mark(crate::json::Kind::Jsonb)),
             ColumnType::Json => f.with_metadata(crate::json::mark(crate::json::Kind::Json)),
+            // Elements kept as text that are not text: the wire announces the array
+            // type (and writes its binary form) by this mark.
+            ColumnType::Array(e)
+                if matches!(**e, ColumnType::Uuid | ColumnType::Jsonb | ColumnType::Json) =>
+            {
+                f.with_metadata(HashMap::from([(PG_TYPE_KEY.to_string(), self.sql_name())]))
+            }
             _ => f,
         }
     }
@@ -243,6 +290,9 @@ pub enum Value {
     Bytes(Vec<u8>),
     /// An unscaled integer and its scale: `Decimal(12345, 2)` is 123.45.
     Decimal(i128, i8),
+    /// The elements of an array of a type other than text and integers (`Null` for a
+    /// NULL element), each as that type's value is.
+    Array(Vec<Value>),
 }
 
 impl Value {
@@ -384,16 +434,35 @@ fn check_sparse_dim(s: &crate::types::sparse::SparseVector, dim: usize) -> Resul
     Ok(())
 }
 
-/// The elements of a vector value, its text or an integer array.
-fn vector_of(v: Value) -> Result<Vec<f32>> {
+/// The elements of a vector value: a vector, its text (`[1,2]` or `{1,2}`), or an
+/// array of numbers (`ARRAY[1, 2.5]`, a `float8[]` parameter). pgvector refuses an
+/// array with a NULL element.
+pub fn vector_of(v: Value) -> Result<Vec<f32>> {
+    let nulls = || Error::DataException("array must not contain nulls".into());
     match v {
         Value::Vector(v) => Ok(v),
         Value::Text(s) => parse_vector_text(&s),
         Value::IntArray(a) => a
             .into_iter()
-            .map(|x| {
-                x.map(|i| i as f32)
-                    .ok_or_else(|| Error::DataException("array must not contain nulls".into()))
+            .map(|x| x.map(|i| i as f32).ok_or_else(nulls))
+            .collect(),
+        Value::Array(a) => a
+            .into_iter()
+            .map(|x| match x {
+                Value::Null => Err(nulls()),
+                Value::Int(i) => Ok(i as f32),
+                Value::Float(f) => Ok(f as f32),
+                Value::Decimal(u, s) => Ok(format_decimal(u, s).parse().unwrap_or(f32::NAN)),
+                Value::Text(t) => t.trim().parse().map_err(|_| {
+                    Error::InvalidText(format!(
+                        "invalid input syntax for type vector: \"{}\"",
+                        abbreviate(&t)
+                    ))
+                }),
+                other => Err(Error::DatatypeMismatch(format!(
+                    "cannot use a {} array as a vector",
+                    value_type_name(&other)
+                ))),
             })
             .collect(),
         other => Err(Error::DatatypeMismatch(format!(
@@ -517,7 +586,7 @@ pub fn parse_pg_array(text: &str) -> Result<Vec<Option<String>>> {
             chars.next();
         }
         let mut item = String::new();
-        let mut quoted = false;
+        let quoted;
         if chars.peek() == Some(&'"') {
             quoted = true;
             chars.next();
@@ -542,14 +611,27 @@ pub fn parse_pg_array(text: &str) -> Result<Vec<Option<String>>> {
                 chars.next();
             }
         } else {
-            while let Some(c) = chars.peek() {
-                if *c == ',' {
+            // A backslash takes the next character as it is, quoted or not.
+            let mut escaped_end = 0;
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
                     break;
                 }
-                item.push(*c);
                 chars.next();
+                if c == '\\' {
+                    if let Some(next) = chars.next() {
+                        item.push(next);
+                        escaped_end = item.len();
+                    }
+                } else {
+                    item.push(c);
+                }
             }
-            item = item.trim().to_string();
+            // Surrounding whitespace is dropped, an escaped character kept.
+            let kept = item.trim_end().len().max(escaped_end);
+            item.truncate(kept);
+            item = item.trim_start().to_string();
+            quoted = escaped_end > 0;
         }
         if !quoted && item.eq_ignore_ascii_case("NULL") {
             out.push(None);
@@ -689,6 +771,26 @@ fn bytea_escaped(text: &str) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// A one-dimensional array's text (`{a,"b c",NULL}`).
+pub fn array_text(items: impl Iterator<Item = Option<String>>) -> String {
+    let items: Vec<String> = items
+        .map(|item| match item {
+            None => "NULL".into(),
+            Some(s)
+                if s.is_empty()
+                    || s.eq_ignore_ascii_case("null")
+                    || s.chars().any(|c| {
+                        matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace()
+                    }) =>
+            {
+                format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+            }
+            Some(s) => s,
+        })
+        .collect();
+    format!("{{{}}}", items.join(","))
 }
 
 pub fn format_bytea(b: &[u8]) -> String {
@@ -880,7 +982,10 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
             }
             Value::IntArray(out)
         }
-        (ColumnType::Vector(n), v @ (Value::Vector(_) | Value::Text(_) | Value::IntArray(_))) => {
+        (
+            ColumnType::Vector(n),
+            v @ (Value::Vector(_) | Value::Text(_) | Value::IntArray(_) | Value::Array(_)),
+        ) => {
             let v = vector_of(v)?;
             check_vector(&v, *n)?;
             Value::Vector(v)
@@ -909,12 +1014,18 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
             check_sparse_dim(&s, *n)?;
             Value::Text(s.text())
         }
-        (ColumnType::SparseVec(n), v @ (Value::Vector(_) | Value::IntArray(_))) => {
+        (
+            ColumnType::SparseVec(n),
+            v @ (Value::Vector(_) | Value::IntArray(_) | Value::Array(_)),
+        ) => {
             let s = crate::types::sparse::SparseVector::from_dense(&vector_of(v)?)?;
             check_sparse_dim(&s, *n)?;
             Value::Text(s.text())
         }
-        (ColumnType::HalfVec(n), v @ (Value::Vector(_) | Value::Text(_) | Value::IntArray(_))) => {
+        (
+            ColumnType::HalfVec(n),
+            v @ (Value::Vector(_) | Value::Text(_) | Value::IntArray(_) | Value::Array(_)),
+        ) => {
             let v = to_half(vector_of(v)?)?;
             check_vector(&v, *n)?;
             Value::Vector(v)
@@ -954,6 +1065,43 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
             crate::json::check_json(&s)?;
             Value::Text(s)
         }
+        (ColumnType::Array(e), Value::Text(s)) => Value::Array(
+            parse_pg_array(&s)?
+                .into_iter()
+                .map(|x| coerce(x.map_or(Value::Null, Value::Text), e))
+                .collect::<Result<_>>()?,
+        ),
+        (
+            ColumnType::Array(e),
+            v @ (Value::Array(_) | Value::Vector(_) | Value::IntArray(_) | Value::TextArray(_)),
+        ) => Value::Array(
+            elements(v)
+                .into_iter()
+                .map(|x| coerce(x, e))
+                .collect::<Result<_>>()?,
+        ),
+        (ColumnType::IntArray | ColumnType::BigIntArray, Value::Array(a))
+            if a.iter().all(|x| {
+                matches!(
+                    x,
+                    Value::Null | Value::Int(_) | Value::Float(_) | Value::Decimal(..)
+                )
+            }) =>
+        {
+            let int = if matches!(ty, ColumnType::IntArray) {
+                ColumnType::Int
+            } else {
+                ColumnType::BigInt
+            };
+            Value::IntArray(
+                a.into_iter()
+                    .map(|x| match coerce(x, &int)? {
+                        Value::Int(i) => Ok(Some(i)),
+                        _ => Ok(None),
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        }
         (_, v) => return Err(bad(&v)),
     })
 }
@@ -973,6 +1121,34 @@ pub(crate) fn value_type_name(v: &Value) -> &'static str {
         Value::Vector(_) => "vector",
         Value::Bytes(_) => "bytea",
         Value::Decimal(..) => "numeric",
+        Value::Array(a) => match a.iter().find(|x| !x.is_null()) {
+            Some(Value::Bool(_)) => "boolean[]",
+            Some(Value::Int(_)) => "bigint[]",
+            Some(Value::Float(_)) => "double precision[]",
+            Some(Value::Uuid(_)) => "uuid[]",
+            Some(Value::Timestamp(_)) => "timestamp[]",
+            Some(Value::Date(_)) => "date[]",
+            Some(Value::Bytes(_)) => "bytea[]",
+            Some(Value::Decimal(..)) => "numeric[]",
+            _ => "text[]",
+        },
+    }
+}
+
+/// The elements of an array value of any kind, each a scalar value.
+pub fn elements(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a,
+        Value::Vector(v) => v.into_iter().map(|x| Value::Float(x as f64)).collect(),
+        Value::IntArray(a) => a
+            .into_iter()
+            .map(|x| x.map_or(Value::Null, Value::Int))
+            .collect(),
+        Value::TextArray(a) => a
+            .into_iter()
+            .map(|x| x.map_or(Value::Null, Value::Text))
+            .collect(),
+        other => vec![other],
     }
 }
 
@@ -1074,6 +1250,25 @@ pub fn value_from_array(array: &ArrayRef, row: usize) -> Result<Value> {
                         .map(|i| (!ia.is_null(i)).then(|| ia.value(i)))
                         .collect(),
                 )
+            } else if matches!(
+                list_element_type(array.data_type()),
+                Some(
+                    DataType::Float64
+                        | DataType::Boolean
+                        | DataType::Date32
+                        | DataType::Timestamp(..)
+                        | DataType::Decimal128(..)
+                        | DataType::Binary
+                        | DataType::LargeBinary
+                )
+            ) {
+                // Each element as its scalar value is (a float8 keeps its precision).
+                let inner = list_items(array, row).ok_or_else(|| Error::internal("list"))?;
+                Value::Array(
+                    (0..inner.len())
+                        .map(|i| value_from_array(&inner, i))
+                        .collect::<Result<_>>()?,
+                )
             } else {
                 let list = datafusion::arrow::compute::cast(array, &list_of(DataType::Float32))
                     .map_err(|e| Error::DatatypeMismatch(e.to_string()))?;
@@ -1115,6 +1310,17 @@ fn float32_list_at(array: &ArrayRef, row: usize) -> Option<Result<Value>> {
         Err(Error::DataException("array must not contain nulls".into()))
     } else {
         Ok(Value::Vector(floats.values().to_vec()))
+    })
+}
+
+/// The items of the list at `row` of `array`, if it is a list.
+fn list_items(array: &ArrayRef, row: usize) -> Option<ArrayRef> {
+    use datafusion::arrow::array::AsArray;
+    Some(match array.data_type() {
+        DataType::List(_) => array.as_list::<i32>().value(row),
+        DataType::LargeList(_) => array.as_list::<i64>().value(row),
+        DataType::FixedSizeList(..) => array.as_fixed_size_list().value(row),
+        _ => return None,
     })
 }
 
@@ -1295,6 +1501,31 @@ pub fn build_array<'a>(ty: &ColumnType, values: impl Iterator<Item = &'a Value>)
                     .unwrap_or_else(|_| Decimal128Array::from(Vec::<i128>::new())),
             )
         }
+        ColumnType::Array(e) => {
+            // The elements of every row in one column of the element type, then the
+            // rows as slices of it.
+            let mut offsets = vec![0i32];
+            let mut nulls = Vec::new();
+            let mut items: Vec<&Value> = Vec::new();
+            for v in values {
+                match v {
+                    Value::Array(a) => {
+                        items.extend(a.iter());
+                        nulls.push(true);
+                    }
+                    _ => nulls.push(false),
+                }
+                offsets.push(items.len() as i32);
+            }
+            let child = build_array(e, items.into_iter());
+            let field = Arc::new(Field::new_list_field(e.arrow_type(), true));
+            Arc::new(ListArray::new(
+                field,
+                datafusion::arrow::buffer::OffsetBuffer::new(offsets.into()),
+                child,
+                Some(nulls.into()),
+            ))
+        }
         ColumnType::Jsonb
         | ColumnType::Json
         | ColumnType::SparseVec(_)
@@ -1358,6 +1589,15 @@ mod tests {
         );
         assert_eq!(parse_pg_array("{}").ok(), Some(vec![]));
         assert!(parse_pg_array("a,b").is_err());
+        // A backslash escapes outside quotes too (`{\\x01}` is the bytea `\x01`).
+        assert_eq!(
+            parse_pg_array(r#"{\\x01, a\,b ,\NULL}"#).ok(),
+            Some(vec![
+                Some("\\x01".into()),
+                Some("a,b".into()),
+                Some("NULL".into())
+            ])
+        );
     }
 
     #[test]

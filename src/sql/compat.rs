@@ -362,7 +362,7 @@ impl datafusion::logical_expr::ScalarUDFImpl for Format {
 /// `vg_cast_uuid(x)`, text in uuid's canonical form announced as uuid (22P02 for text that
 /// is not one). SQLAlchemy writes every uuid parameter this way (`%(id)s::UUID`).
 pub fn uuid_casts(stmt: &mut Statement) {
-    use datafusion::sql::sqlparser::ast::DataType;
+    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, DataType};
     let _ = visit_expressions_mut(stmt, |e| {
         let inner = match e {
             SqlExpr::Cast {
@@ -372,6 +372,27 @@ pub fn uuid_casts(stmt: &mut Statement) {
             } => std::mem::replace(expr.as_mut(), SqlExpr::value(Value::Null)),
             SqlExpr::TypedString(ts) if ts.data_type == DataType::Uuid => {
                 SqlExpr::Value(ts.value.clone())
+            }
+            // `ARRAY[...]::uuid[]` (an array text literal is one by now): each element
+            // cast; any other `x::uuid[]` is its text array.
+            SqlExpr::Cast {
+                expr,
+                data_type: DataType::Array(ArrayElemTypeDef::SquareBracket(element, _)),
+                ..
+            } if **element == DataType::Uuid => {
+                let mut inner = std::mem::replace(expr.as_mut(), SqlExpr::value(Value::Null));
+                if let SqlExpr::Array(a) = &mut inner {
+                    for item in &mut a.elem {
+                        let cast = matches!(item, SqlExpr::Value(v) if v.value == Value::Null)
+                            || matches!(item, SqlExpr::Function(f) if f.name.to_string() == "vg_cast_uuid");
+                        if !cast {
+                            let x = std::mem::replace(item, SqlExpr::value(Value::Null));
+                            *item = call("vg_cast_uuid", vec![x]);
+                        }
+                    }
+                }
+                *e = inner;
+                return ControlFlow::Continue(());
             }
             _ => return ControlFlow::<()>::Continue(()),
         };

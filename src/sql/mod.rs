@@ -7,6 +7,7 @@
 pub mod advisory;
 pub(crate) mod alter;
 pub mod apply;
+mod array_literals;
 pub mod catalog;
 pub(crate) mod clock;
 pub mod colnames;
@@ -146,7 +147,10 @@ impl Engine {
             .with_create_default_catalog_and_schema(true)
             // information_schema is registered below, in Postgres' words.
             .with_information_schema(false)
-            .with_target_partitions(2);
+            .with_target_partitions(2)
+            // `x::timestamptz` is a timestamp with time zone (UTC, the zone vectorgate
+            // keeps them in), announced and read back as one, not a naive timestamp.
+            .set_str("datafusion.execution.time_zone", "UTC");
         // The JSON operators are planned before the query engine's own readings of
         // `@>`, `->` and `||`.
         let json_functions = json::functions();
@@ -346,7 +350,11 @@ impl Engine {
                 sql
             }
         };
-        let sql = pgvector::regproc_literals(sql);
+        let sql = match array_literals::array_literals(sql) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => std::borrow::Cow::Borrowed(sql),
+        };
+        let sql = pgvector::regproc_literals(&sql);
         let sql = pgvector::attrdef_subquery(&sql);
         let sql = pgvector::psql_foreign_keys(&sql);
         let sql = pgvector::l1_operator(&sql);

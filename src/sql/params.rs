@@ -791,6 +791,10 @@ pub(crate) fn literal(v: &Value) -> String {
                 .collect();
             format!("ARRAY[{}]", items.join(", "))
         }
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(literal).collect();
+            format!("ARRAY[{}]", items.join(", "))
+        }
         Value::Vector(v) => quote(&format_vector(v)),
         Value::Bytes(b) => quote(&crate::types::format_bytea(b)),
         Value::Decimal(u, s) => crate::types::format_decimal(*u, *s),

@@ -482,13 +482,10 @@ fn vector_at(arr: &ArrayRef, row: usize) -> Result<Option<Vec<f32>>, Error> {
 fn vector_at_value(v: Value) -> Result<Option<Vec<f32>>, Error> {
     Ok(match v {
         Value::Null => None,
-        Value::Vector(v) => Some(v),
         Value::Text(s) => Some(crate::types::sparse::dense_of_text(&s)?),
-        Value::IntArray(a) => Some(
-            a.into_iter()
-                .map(|x| x.unwrap_or_default() as f32)
-                .collect(),
-        ),
+        v @ (Value::Vector(_) | Value::IntArray(_) | Value::Array(_)) => {
+            Some(crate::types::vector_of(v)?)
+        }
         other => {
             return Err(Error::DatatypeMismatch(format!(
                 "a distance needs two vectors, got {other:?}"

@@ -270,7 +270,7 @@ fn converted(value: Value, r: &Retype, new: &TableDef, using: bool) -> Result<Va
 /// A value's text, as Postgres' output function for its type writes it (`from`: the
 /// column's type before, when the value is the column's own).
 fn text_of(value: Value, from: Option<&ColumnType>, column: &str) -> Result<String> {
-    use crate::types::{format_bytea, format_decimal, format_vector, pg_float};
+    use crate::types::{array_text, format_bytea, format_decimal, format_vector, pg_float};
     Ok(match value {
         Value::Null => String::new(),
         Value::Bool(b) => b.to_string(),
@@ -303,30 +303,23 @@ fn text_of(value: Value, from: Option<&ColumnType>, column: &str) -> Result<Stri
         }
         Value::IntArray(a) => array_text(a.into_iter().map(|x| x.map(|i| i.to_string()))),
         Value::TextArray(a) => array_text(a.into_iter()),
+        Value::Array(a) => {
+            let element = from.and_then(ColumnType::element);
+            array_text(
+                a.into_iter()
+                    .map(|x| {
+                        (!x.is_null())
+                            .then(|| text_of(x, element.as_ref(), column))
+                            .transpose()
+                    })
+                    .collect::<Result<Vec<_>>>()?
+                    .into_iter(),
+            )
+        }
         Value::Vector(v) => format_vector(&v),
         Value::Bytes(b) => format_bytea(&b),
         Value::Decimal(u, s) => format_decimal(u, s),
     })
-}
-
-/// A one-dimensional array's text (`{a,"b c",NULL}`).
-fn array_text(items: impl Iterator<Item = Option<String>>) -> String {
-    let items: Vec<String> = items
-        .map(|item| match item {
-            None => "NULL".into(),
-            Some(s)
-                if s.is_empty()
-                    || s.eq_ignore_ascii_case("null")
-                    || s.chars().any(|c| {
-                        matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace()
-                    }) =>
-            {
-                format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-            }
-            Some(s) => s,
-        })
-        .collect();
-    format!("{{{}}}", items.join(","))
 }
 
 #[cfg(test)]

@@ -454,6 +454,38 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
             "arrays of pgvector's types ({t}) are not supported: keep each vector in a column of its own, or in rows of a table of its own"
         )));
     }
+    if let Some(element) = t.strip_suffix("[]") {
+        let element = element.trim_end();
+        if element.ends_with(']') {
+            return Err(Error::FeatureNotSupported(format!(
+                "multidimensional arrays ({t}) are not supported: declare {}[] and keep one dimension",
+                element.split('[').next().unwrap_or(element).trim()
+            )));
+        }
+        if element.contains('(')
+            && ["varchar", "character", "char", "bpchar"]
+                .iter()
+                .any(|k| element.starts_with(k))
+        {
+            return Err(Error::FeatureNotSupported(format!(
+                "arrays of strings of a limited length ({t}) are not supported: declare text[] or varchar[]"
+            )));
+        }
+        let element = match parse_type(element) {
+            Err(Error::UndefinedObject(_)) => {
+                return Err(Error::UndefinedObject(format!(
+                    "type \"{t}\" does not exist"
+                )));
+            }
+            other => other?,
+        };
+        return element.array_of().ok_or_else(|| {
+            Error::FeatureNotSupported(format!(
+                "arrays of type {element_name} are not supported",
+                element_name = t.trim_end_matches("[]")
+            ))
+        });
+    }
     for (kind, make) in [
         ("vector", ColumnType::Vector as fn(usize) -> ColumnType),
         ("halfvec", ColumnType::HalfVec),
@@ -559,9 +591,6 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
         "timestamp" | "timestamp without time zone" => ColumnType::Timestamp,
         "timestamptz" | "timestamp with time zone" => ColumnType::TimestampTz,
         "date" => ColumnType::Date,
-        "text[]" | "varchar[]" | "character varying[]" => ColumnType::TextArray,
-        "int[]" | "integer[]" | "int4[]" => ColumnType::IntArray,
-        "bigint[]" | "int8[]" => ColumnType::BigIntArray,
         _ => {
             // Postgres folds an unquoted type name to lower case.
             let name = if text.trim().starts_with('"') {
@@ -1209,6 +1238,7 @@ pub(crate) fn literal_value(e: &SqlExpr) -> Option<Value> {
             | Value::Null
             | Value::Vector(_)
             | Value::IntArray(_)
+            | Value::Array(_)
             | Value::TextArray(_)) => Some(v),
             _ => None,
         },
@@ -1223,19 +1253,16 @@ pub(crate) fn literal_value(e: &SqlExpr) -> Option<Value> {
                 ))
             } else if items
                 .iter()
-                .all(|v| matches!(v, Value::Int(_) | Value::Float(_)))
-                && !items.is_empty()
+                .all(|v| matches!(v, Value::Int(_) | Value::Float(_) | Value::Null))
+                && items.iter().any(|v| matches!(v, Value::Float(_)))
+                || items
+                    .iter()
+                    .all(|v| matches!(v, Value::Bool(_) | Value::Null))
+                    && items.iter().any(|v| matches!(v, Value::Bool(_)))
             {
-                Some(Value::Vector(
-                    items
-                        .into_iter()
-                        .map(|v| match v {
-                            Value::Int(i) => i as f32,
-                            Value::Float(f) => f as f32,
-                            _ => 0.0,
-                        })
-                        .collect(),
-                ))
+                // Numbers keep their precision (a float8[] column); a vector column
+                // takes them as its elements.
+                Some(Value::Array(items))
             } else if items
                 .iter()
                 .all(|v| matches!(v, Value::Text(_) | Value::Null))

@@ -110,16 +110,9 @@ fn vector_at(
 ) -> Result<Option<Vec<f32>>, Error> {
     Ok(match value_from_array(array, row)? {
         Value::Null => None,
-        Value::Vector(v) => Some(v),
-        Value::Text(s) => Some(crate::types::parse_vector_text(&s)?),
-        Value::IntArray(a) => Some(
-            a.into_iter()
-                .map(|x| {
-                    x.map(|i| i as f32)
-                        .ok_or_else(|| Error::DataException("array must not contain nulls".into()))
-                })
-                .collect::<Result<_, Error>>()?,
-        ),
+        v @ (Value::Vector(_) | Value::Text(_) | Value::IntArray(_) | Value::Array(_)) => {
+            Some(crate::types::vector_of(v)?)
+        }
         other => {
             return Err(Error::DatatypeMismatch(format!(
                 "cannot cast {} to vector",

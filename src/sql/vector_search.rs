@@ -442,14 +442,9 @@ impl Allowed {
 pub fn query_vector(v: Value, dim: usize) -> Result<Vec<f32>> {
     let v = match v {
         Value::Text(s) => crate::types::sparse::dense_of_text(&s)?,
-        Value::Vector(v) => v,
-        Value::IntArray(a) => a
-            .into_iter()
-            .map(|x| {
-                x.map(|i| i as f32)
-                    .ok_or_else(|| Error::DataException("array must not contain nulls".into()))
-            })
-            .collect::<Result<_>>()?,
+        v @ (Value::Vector(_) | Value::IntArray(_) | Value::Array(_)) => {
+            crate::types::vector_of(v)?
+        }
         Value::Null => {
             return Err(Error::DataException(
                 "the query vector must not be NULL".into(),

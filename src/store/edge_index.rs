@@ -584,7 +584,9 @@ fn payload_schema(ty: &ColumnType) -> Option<PayloadSchemaType> {
         | ColumnType::IntArray
         | ColumnType::BigIntArray => PayloadSchemaType::Integer,
         ColumnType::Real | ColumnType::Double | ColumnType::Numeric(..) => PayloadSchemaType::Float,
-        ColumnType::Bytea | ColumnType::Jsonb | ColumnType::Json => return None,
+        ColumnType::Bytea | ColumnType::Jsonb | ColumnType::Json | ColumnType::Array(_) => {
+            return None;
+        }
         ColumnType::Text | ColumnType::Uuid | ColumnType::TextArray => PayloadSchemaType::Keyword,
         ColumnType::Bool => PayloadSchemaType::Bool,
         ColumnType::Vector(_)

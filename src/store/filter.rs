@@ -165,6 +165,12 @@ pub fn payload_value(v: &Value) -> serde_json::Value {
         Value::Uuid(u) => J::String(u.to_string()),
         Value::TextArray(a) => J::Array(a.iter().flatten().map(|s| J::String(s.clone())).collect()),
         Value::IntArray(a) => J::Array(a.iter().flatten().map(|i| J::from(*i)).collect()),
+        Value::Array(a) => J::Array(
+            a.iter()
+                .filter(|x| !x.is_null())
+                .map(payload_value)
+                .collect(),
+        ),
         Value::Vector(_) | Value::Bytes(_) => J::Null,
         Value::Decimal(u, sc) => crate::types::format_decimal(*u, *sc)
             .parse::<f64>()

@@ -68,6 +68,7 @@ pub fn encode(key: &[Value]) -> Vec<u8> {
             // Arrays and vectors are never key columns.
             Value::TextArray(_)
             | Value::IntArray(_)
+            | Value::Array(_)
             | Value::Vector(_)
             | Value::Bytes(_)
             | Value::Decimal(..) => out.push(0xfe),

@@ -347,6 +347,7 @@ pub fn field_type(ty: &ColumnType) -> Option<FieldType> {
         ColumnType::Uuid => FieldType::Uuid,
         ColumnType::Bool => FieldType::Bool,
         ColumnType::Bytea
+        | ColumnType::Array(_)
         | ColumnType::Jsonb
         | ColumnType::Json
         | ColumnType::Vector(_)

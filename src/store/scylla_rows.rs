@@ -246,6 +246,7 @@ fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
         ColumnType::TextArray => "list<text>".into(),
         ColumnType::IntArray => "list<int>".into(),
         ColumnType::BigIntArray => "list<bigint>".into(),
+        ColumnType::Array(e) => format!("list<{}>", cql_type(e, list_vectors)),
         ColumnType::Bytea => "blob".into(),
         ColumnType::Numeric(..) => "decimal".into(),
         // A sparsevec is its text (`{1:1.5}/5`).
@@ -314,6 +315,18 @@ pub fn to_cql(v: &Value, ty: &ColumnType, list_vectors: bool) -> Result<Option<C
                 })
                 .collect::<Result<_>>()?,
         ),
+        (Value::Array(a), ty) => {
+            let element = ty.element().unwrap_or(ColumnType::Text);
+            CqlValue::List(
+                a.iter()
+                    .map(|x| {
+                        to_cql(x, &element, list_vectors)?.ok_or_else(|| {
+                            Error::NotNullViolation("a CQL list cannot hold NULL elements".into())
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        }
         (Value::Bytes(b), _) => CqlValue::Blob(b.clone()),
         (Value::Decimal(u, sc), _) => CqlValue::Decimal(
             scylla::value::CqlDecimal::from_signed_be_bytes_and_exponent(
@@ -387,6 +400,12 @@ pub fn from_cql(v: Option<CqlValue>, ty: &ColumnType) -> Result<Value> {
                         CqlValue::Double(f) => Ok(f as f32),
                         other => Err(bad(&other)),
                     })
+                    .collect::<Result<_>>()?,
+            ),
+            ColumnType::Array(e) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|x| from_cql(Some(x), e))
                     .collect::<Result<_>>()?,
             ),
             ColumnType::TextArray => Value::TextArray(
@@ -778,7 +797,21 @@ impl ScyllaRows {
                         )));
                     }
                 }
-                _ => None,
+                t => t
+                    .strip_prefix("list<")
+                    .and_then(|r| r.strip_suffix('>'))
+                    .and_then(|inner| match inner {
+                        "float" => Some(ColumnType::Real),
+                        "double" => Some(ColumnType::Double),
+                        "boolean" => Some(ColumnType::Bool),
+                        "smallint" => Some(ColumnType::SmallInt),
+                        "uuid" => Some(ColumnType::Uuid),
+                        "timestamp" => Some(ColumnType::Timestamp),
+                        "date" => Some(ColumnType::Date),
+                        "blob" => Some(ColumnType::Bytea),
+                        _ => None,
+                    })
+                    .and_then(ColumnType::array_of),
             };
             let Some(ct) = ct else {
                 if kind != "regular" {

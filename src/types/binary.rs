@@ -78,23 +78,18 @@ pub fn decode(ty: &Type, raw: &[u8]) -> Result<Value> {
             let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
             Value::Date((d - epoch).num_days() as i32)
         }
-        Type::FLOAT4_ARRAY => Value::Vector(
-            from_binary::<Vec<Option<f32>>>(ty, raw)?
-                .into_iter()
-                .map(|x| {
-                    x.ok_or_else(|| Error::DataException("array must not contain nulls".into()))
-                })
-                .collect::<Result<_>>()?,
-        ),
-        Type::FLOAT8_ARRAY | Type::NUMERIC_ARRAY => Value::Vector(
-            from_binary::<Vec<Option<f64>>>(ty, raw)?
-                .into_iter()
-                .map(|x| {
-                    x.map(|f| f as f32)
-                        .ok_or_else(|| Error::DataException("array must not contain nulls".into()))
-                })
-                .collect::<Result<_>>()?,
-        ),
+        // A real[] without NULLs is taken as the vector it usually is.
+        Type::FLOAT4_ARRAY
+            if from_binary::<Vec<Option<f32>>>(ty, raw)
+                .is_ok_and(|a| a.iter().all(Option::is_some)) =>
+        {
+            Value::Vector(
+                from_binary::<Vec<Option<f32>>>(ty, raw)?
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            )
+        }
         Type::INT4_ARRAY => Value::IntArray(
             from_binary::<Vec<Option<i32>>>(ty, raw)?
                 .into_iter()
@@ -111,18 +106,7 @@ pub fn decode(ty: &Type, raw: &[u8]) -> Result<Value> {
         Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => {
             Value::TextArray(from_binary::<Vec<Option<String>>>(ty, raw)?)
         }
-        // `{t,f,NULL}`, as its text form arrives (a `$n::bool[]` binds it as an ARRAY).
-        Type::BOOL_ARRAY => {
-            let items: Vec<&str> = from_binary::<Vec<Option<bool>>>(ty, raw)?
-                .into_iter()
-                .map(|b| match b {
-                    Some(true) => "t",
-                    Some(false) => "f",
-                    None => "NULL",
-                })
-                .collect();
-            Value::Text(format!("{{{}}}", items.join(",")))
-        }
+        _ if matches!(ty.kind(), postgres_types::Kind::Array(_)) => array(ty, raw)?,
         _ => {
             return Err(Error::FeatureNotSupported(format!(
                 "binary parameters of type {} are not supported; send them as text",
@@ -130,6 +114,58 @@ pub fn decode(ty: &Type, raw: &[u8]) -> Result<Value> {
             )));
         }
     })
+}
+
+/// A one-dimensional array in binary (dimension count, NULL flag, element type, the
+/// dimension's length and lower bound, then each element's length and bytes), each
+/// element decoded as its type is.
+fn array(ty: &Type, raw: &[u8]) -> Result<Value> {
+    let bad = || {
+        Error::ProtocolViolation(format!(
+            "incorrect binary data format in bind parameter of type {}",
+            ty.name()
+        ))
+    };
+    let postgres_types::Kind::Array(element) = ty.kind() else {
+        return Err(bad());
+    };
+    let mut at = 0usize;
+    let int = |at: &mut usize| -> Result<i32> {
+        let b = raw.get(*at..*at + 4).ok_or_else(bad)?;
+        *at += 4;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let dims = int(&mut at)?;
+    let _has_nulls = int(&mut at)?;
+    let _element_oid = int(&mut at)?;
+    let len = match dims {
+        0 => 0,
+        1 => {
+            let n = int(&mut at)?;
+            let _lower_bound = int(&mut at)?;
+            usize::try_from(n).map_err(|_| bad())?
+        }
+        _ => {
+            return Err(Error::FeatureNotSupported(
+                "multidimensional arrays are not supported".into(),
+            ));
+        }
+    };
+    let mut out = Vec::with_capacity(len.min(raw.len() / 4));
+    for _ in 0..len {
+        let n = int(&mut at)?;
+        if n < 0 {
+            out.push(Value::Null);
+            continue;
+        }
+        let bytes = raw.get(at..at + n as usize).ok_or_else(bad)?;
+        at += n as usize;
+        out.push(decode(element, bytes)?);
+    }
+    if at != raw.len() {
+        return Err(bad());
+    }
+    Ok(Value::Array(out))
 }
 
 /// pgvector's binary form: u16 dimension, u16 unused, then big-endian f32s.

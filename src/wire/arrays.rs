@@ -1,8 +1,9 @@
-//! Arrays of arrays (`array_agg(array[a, b])`, `ARRAY[[1,2],[3,4]]`) on the wire:
-//! Postgres' multi-dimensional arrays, which the row encoder does not write. Such a
-//! column goes out as its text form (`{{1,2},{3,4}}`) or its binary form (dimensions,
-//! then the elements in row-major order), announced as the array type of its
-//! elements (`bytea[]` for a 2-D array of bytea, as in Postgres).
+//! Arrays the row encoder does not write: arrays of arrays (`array_agg(array[a, b])`,
+//! `ARRAY[[1,2],[3,4]]`), Postgres' multi-dimensional arrays, and arrays of types kept
+//! as text that are not text (`uuid[]`, `jsonb[]`, `json[]` columns, marked so). Such
+//! a column goes out as its text form (`{{1,2},{3,4}}`) or its binary form
+//! (dimensions, then the elements in row-major order), announced as the array type of
+//! its elements (`bytea[]` for a 2-D array of bytea, as in Postgres).
 
 use std::sync::Arc;
 
@@ -53,14 +54,34 @@ pub fn array_type(t: &DataType) -> Option<Type> {
     })
 }
 
-/// The columns of `schema` that are arrays of arrays this module writes, each with
-/// whether it goes out in binary.
+/// The Postgres type of a column this module writes: an array of arrays, or a list of
+/// text marked as an array of `uuid`, `jsonb` or `json`.
+pub fn column_type(field: &Field) -> Option<Type> {
+    if let DataType::List(e) = field.data_type()
+        && e.data_type() == &DataType::Utf8
+    {
+        let marked = field
+            .metadata()
+            .get(crate::types::PG_TYPE_KEY)
+            .map(String::as_str);
+        match marked {
+            Some("uuid[]") => return Some(Type::UUID_ARRAY),
+            Some("jsonb[]") => return Some(Type::JSONB_ARRAY),
+            Some("json[]") => return Some(Type::JSON_ARRAY),
+            _ => {}
+        }
+    }
+    array_type(field.data_type())
+}
+
+/// The columns of `schema` this module writes, each with whether it goes out in
+/// binary.
 pub fn columns(schema: &Schema, format: &pgwire::api::portal::Format) -> Vec<(usize, bool)> {
     schema
         .fields()
         .iter()
         .enumerate()
-        .filter(|(_, f)| array_type(f.data_type()).is_some())
+        .filter(|(_, f)| column_type(f).is_some())
         .map(|(i, _)| {
             (
                 i,
@@ -103,8 +124,8 @@ pub fn encode(
     let mut out = batch.columns().to_vec();
     for &(i, binary) in columns {
         let column = batch.column(i);
-        let leaf_type = array_type(column.data_type())
-            .ok_or_else(|| Error::internal("not an array of arrays"))?;
+        let leaf_type = column_type(batch.schema_ref().field(i))
+            .ok_or_else(|| Error::internal("not an array this module writes"))?;
         out[i] = if binary {
             let mut b = BinaryBuilder::new();
             for r in 0..column.len() {
@@ -271,10 +292,11 @@ fn text_form(column: &dyn Array, r: usize) -> Result<String> {
 /// The binary form of the array at row `r` of `column`, of Postgres type `ty`.
 fn binary_form(column: &dyn Array, r: usize, ty: &Type) -> Result<Vec<u8>> {
     let (dims, scalars) = flatten(column, r)?;
-    let element = match ty.kind() {
-        postgres_types::Kind::Array(e) => e.oid(),
+    let element_type = match ty.kind() {
+        postgres_types::Kind::Array(e) => e,
         _ => return Err(Error::internal("not an array type")),
     };
+    let element = element_type.oid();
     let mut out = Vec::new();
     out.put_i32(dims.len() as i32);
     out.put_i32(i32::from(scalars.iter().any(|(a, i)| a.is_null(*i))));
@@ -290,20 +312,30 @@ fn binary_form(column: &dyn Array, r: usize, ty: &Type) -> Result<Vec<u8>> {
         }
         let start = out.len();
         out.put_i32(0); // its length, set below
-        match a.data_type() {
-            DataType::Binary => out.put_slice(a.as_binary::<i32>().value(*i)),
-            DataType::LargeBinary => out.put_slice(a.as_binary::<i64>().value(*i)),
-            DataType::BinaryView => out.put_slice(a.as_binary_view().value(*i)),
-            DataType::Utf8 => out.put_slice(a.as_string::<i32>().value(*i).as_bytes()),
-            DataType::LargeUtf8 => out.put_slice(a.as_string::<i64>().value(*i).as_bytes()),
-            DataType::Utf8View => out.put_slice(a.as_string_view().value(*i).as_bytes()),
-            DataType::Boolean => out.put_u8(u8::from(a.as_boolean().value(*i))),
-            DataType::Int16 => out.put_i16(a.as_primitive::<Int16Type>().value(*i)),
-            DataType::Int32 => out.put_i32(a.as_primitive::<Int32Type>().value(*i)),
-            DataType::Int64 => out.put_i64(a.as_primitive::<Int64Type>().value(*i)),
-            DataType::Float32 => out.put_f32(a.as_primitive::<Float32Type>().value(*i)),
-            DataType::Float64 => out.put_f64(a.as_primitive::<Float64Type>().value(*i)),
-            other => return Err(Error::internal(format!("array element {other}"))),
+        if matches!(a.data_type(), DataType::Utf8) && *element_type == Type::UUID {
+            let text = a.as_string::<i32>().value(*i);
+            let u = uuid::Uuid::parse_str(text)
+                .map_err(|_| Error::internal(format!("not a uuid: {text}")))?;
+            out.put_slice(u.as_bytes());
+        } else if matches!(a.data_type(), DataType::Utf8) && *element_type == Type::JSONB {
+            out.put_u8(1); // jsonb's binary version
+            out.put_slice(a.as_string::<i32>().value(*i).as_bytes());
+        } else {
+            match a.data_type() {
+                DataType::Binary => out.put_slice(a.as_binary::<i32>().value(*i)),
+                DataType::LargeBinary => out.put_slice(a.as_binary::<i64>().value(*i)),
+                DataType::BinaryView => out.put_slice(a.as_binary_view().value(*i)),
+                DataType::Utf8 => out.put_slice(a.as_string::<i32>().value(*i).as_bytes()),
+                DataType::LargeUtf8 => out.put_slice(a.as_string::<i64>().value(*i).as_bytes()),
+                DataType::Utf8View => out.put_slice(a.as_string_view().value(*i).as_bytes()),
+                DataType::Boolean => out.put_u8(u8::from(a.as_boolean().value(*i))),
+                DataType::Int16 => out.put_i16(a.as_primitive::<Int16Type>().value(*i)),
+                DataType::Int32 => out.put_i32(a.as_primitive::<Int32Type>().value(*i)),
+                DataType::Int64 => out.put_i64(a.as_primitive::<Int64Type>().value(*i)),
+                DataType::Float32 => out.put_f32(a.as_primitive::<Float32Type>().value(*i)),
+                DataType::Float64 => out.put_f64(a.as_primitive::<Float64Type>().value(*i)),
+                other => return Err(Error::internal(format!("array element {other}"))),
+            }
         }
         let len = (out.len() - start - 4) as i32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());

@@ -77,7 +77,7 @@ pub fn fields(schema: &Schema, format: &Format) -> PgWireResult<Vec<FieldInfo>> 
             .metadata()
             .get(crate::types::PG_TYPE_KEY)
             .map(String::as_str);
-        let retype = if let Some(t) = super::arrays::array_type(field.data_type()) {
+        let retype = if let Some(t) = super::arrays::column_type(field) {
             Some(t)
         } else if matches!(pg_type, Some(crate::types::BIT | crate::types::VARBIT))
             && matches!(field.data_type(), DataType::Utf8)
@@ -254,6 +254,23 @@ enum Fix {
     /// A time or timestamp in text: fractional seconds as Postgres prints them (none
     /// when zero, no trailing zeros).
     TimeText,
+    /// An array of floats (`single`: float4) in text: each printed as Postgres prints
+    /// it.
+    FloatArrayText(bool),
+    /// An array of timestamps in text: each as `TimeText` prints it, quoted (it holds
+    /// a space) as Postgres quotes it.
+    TimeArrayText,
+}
+
+/// An array's text with each element rewritten by `fix` (unchanged where it gives
+/// None) and quoted where Postgres quotes; None if the text is not an array's.
+fn array_text_fixed(text: &str, fix: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let items = crate::types::parse_pg_array(text).ok()?;
+    Some(crate::types::array_text(
+        items
+            .into_iter()
+            .map(|item| item.map(|x| fix(&x).unwrap_or(x))),
+    ))
 }
 
 /// Postgres' binary `int2[]` of the text form `{1,2}` (None if it is not one).
@@ -361,6 +378,10 @@ fn fix_cells(row: DataRow, fixes: &[(usize, Fix)]) -> DataRow {
                 Fix::VectorText => vector_text(text).map(String::into_bytes),
                 Fix::BitBinary => Some(crate::types::bits_binary(text)),
                 Fix::TimeText => pg_time_text(text).map(String::into_bytes),
+                Fix::FloatArrayText(single) => {
+                    array_text_fixed(text, |x| pg_float_text(x, single)).map(String::into_bytes)
+                }
+                Fix::TimeArrayText => array_text_fixed(text, pg_time_text).map(String::into_bytes),
                 Fix::SparsevecBinary => crate::types::sparse::SparseVector::parse(text)
                     .ok()
                     .map(|s| s.to_binary()),
@@ -508,6 +529,18 @@ pub async fn response(
                     match (f.datatype(), encoded.datatype(), text) {
                         (&pgwire::api::Type::FLOAT8, _, true) => Some((i, Fix::Float(false))),
                         (&pgwire::api::Type::FLOAT4, _, true) => Some((i, Fix::Float(true))),
+                        (&pgwire::api::Type::FLOAT8_ARRAY, _, true) => {
+                            Some((i, Fix::FloatArrayText(false)))
+                        }
+                        (&pgwire::api::Type::FLOAT4_ARRAY, _, true) => {
+                            Some((i, Fix::FloatArrayText(true)))
+                        }
+                        (
+                            &pgwire::api::Type::TIMESTAMP_ARRAY
+                            | &pgwire::api::Type::TIMESTAMPTZ_ARRAY,
+                            _,
+                            true,
+                        ) => Some((i, Fix::TimeArrayText)),
                         (&pgwire::api::Type::INT2_ARRAY, &pgwire::api::Type::TEXT, false) => {
                             Some((i, Fix::Int2ArrayBinary))
                         }
@@ -530,9 +563,7 @@ pub async fn response(
                             &pgwire::api::Type::TIMESTAMP
                             | &pgwire::api::Type::TIMESTAMPTZ
                             | &pgwire::api::Type::TIME
-                            | &pgwire::api::Type::TIMETZ
-                            | &pgwire::api::Type::TIMESTAMP_ARRAY
-                            | &pgwire::api::Type::TIMESTAMPTZ_ARRAY,
+                            | &pgwire::api::Type::TIMETZ,
                             _,
                             true,
                         ) => Some((i, Fix::TimeText)),

@@ -82,10 +82,21 @@ fn decode_text(ty: &Type, raw: &[u8]) -> Result<Value> {
             _ => return Err(bad(ty, s)),
         },
         // `{1,2,3}` (psycopg sends a list of floats this way): the same value as the
-        // array's binary form.
-        Type::FLOAT4_ARRAY | Type::FLOAT8_ARRAY | Type::NUMERIC_ARRAY => {
+        // array's binary form (a real[] without NULLs is the vector it usually is; a
+        // float8[] keeps its precision; numeric elements stay text for the column).
+        Type::FLOAT4_ARRAY if !s.to_ascii_lowercase().contains("null") => {
             Value::Vector(crate::types::parse_vector_text(s)?)
         }
+        Type::FLOAT4_ARRAY | Type::FLOAT8_ARRAY | Type::NUMERIC_ARRAY => Value::Array(
+            crate::types::parse_pg_array(s)?
+                .into_iter()
+                .map(|item| match item {
+                    None => Ok(Value::Null),
+                    Some(x) if *ty == Type::NUMERIC_ARRAY => Ok(Value::Text(x)),
+                    Some(x) => decode_text(&Type::FLOAT8, x.as_bytes()),
+                })
+                .collect::<Result<_>>()?,
+        ),
         _ => Value::Text(s.to_string()),
     })
 }

@@ -89,9 +89,10 @@ impl ScalarUDFImpl for FormatType {
                         out.append_value(name)
                     }
                 }
-                Some(1700) if typmod >= 4 => {
+                Some(o @ (1700 | 1231)) if typmod >= 4 => {
                     let t = typmod - 4;
-                    out.append_value(format!("numeric({},{})", t >> 16, t & 0xffff));
+                    let brackets = if o == 1231 { "[]" } else { "" };
+                    out.append_value(format!("numeric({},{}){brackets}", t >> 16, t & 0xffff));
                 }
                 Some(1560) if typmod > 0 => out.append_value(format!("bit({typmod})")),
                 Some(1562) if typmod > 0 => out.append_value(format!("bit varying({typmod})")),

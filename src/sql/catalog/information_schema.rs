@@ -417,6 +417,24 @@ fn declared_type_names(ty: &crate::types::ColumnType) -> (&'static str, &'static
         C::Numeric(..) => ("numeric", "numeric"),
         C::Jsonb => ("jsonb", "jsonb"),
         C::Json => ("json", "json"),
+        C::Array(e) => (
+            "ARRAY",
+            match **e {
+                C::SmallInt => "_int2",
+                C::Real => "_float4",
+                C::Double => "_float8",
+                C::Bool => "_bool",
+                C::Uuid => "_uuid",
+                C::Timestamp => "_timestamp",
+                C::TimestampTz => "_timestamptz",
+                C::Date => "_date",
+                C::Bytea => "_bytea",
+                C::Numeric(..) => "_numeric",
+                C::Jsonb => "_jsonb",
+                C::Json => "_json",
+                _ => "_text",
+            },
+        ),
     }
 }
 

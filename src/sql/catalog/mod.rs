@@ -75,6 +75,26 @@ pub fn pg_type_of(ty: &ColumnType) -> (i32, i32) {
         ColumnType::Numeric(p, s) => (1700, ((*p as i32) << 16 | (*s as i32 & 0xffff)) + 4),
         ColumnType::Jsonb => (3802, -1),
         ColumnType::Json => (114, -1),
+        // The array type of the element's type, with the element's typmod.
+        ColumnType::Array(e) => {
+            let (element, typmod) = pg_type_of(e);
+            let array = match element {
+                21 => 1005,
+                700 => 1021,
+                701 => 1022,
+                16 => 1000,
+                2950 => 2951,
+                1114 => 1115,
+                1184 => 1185,
+                1082 => 1182,
+                17 => 1001,
+                1700 => 1231,
+                3802 => 3807,
+                114 => 199,
+                _ => 1009,
+            };
+            (array, typmod)
+        }
     }
 }
 
