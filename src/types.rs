@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub mod binary;
+pub mod pg_text;
 pub mod sparse;
 
 /// OID the proxy gives pgvector's `vector` type (as arrow-pg and the catalog do).
@@ -778,19 +779,52 @@ pub fn array_text(items: impl Iterator<Item = Option<String>>) -> String {
     let items: Vec<String> = items
         .map(|item| match item {
             None => "NULL".into(),
-            Some(s)
-                if s.is_empty()
-                    || s.eq_ignore_ascii_case("null")
-                    || s.chars().any(|c| {
-                        matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace()
-                    }) =>
-            {
-                format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-            }
-            Some(s) => s,
+            Some(s) => array_element(&s),
         })
         .collect();
     format!("{{{}}}", items.join(","))
+}
+
+/// The text of an array value (`Value::Array`) of `element`s, as Postgres' input reads
+/// it back to the same values: floats with all their digits, timestamps to the
+/// microsecond, bytea as `\\x` hex.
+pub fn array_value_text(items: &[Value], element: &ColumnType) -> String {
+    array_text(items.iter().map(|v| {
+        Some(match v {
+            Value::Null => return None,
+            Value::Bool(b) => if *b { "t" } else { "f" }.to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => pg_float(*f, matches!(element, ColumnType::Real)),
+            Value::Text(s) => s.clone(),
+            Value::Uuid(u) => u.to_string(),
+            Value::Timestamp(t) => {
+                let at = chrono::DateTime::from_timestamp_micros(*t).unwrap_or_default();
+                at.naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+            }
+            Value::Date(d) => (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
+                + chrono::Duration::days(i64::from(*d)))
+            .to_string(),
+            Value::Decimal(u, s) => format_decimal(*u, *s),
+            Value::Bytes(b) => format_bytea(b),
+            Value::Vector(v) => format_vector(v),
+            other @ (Value::TextArray(_) | Value::IntArray(_) | Value::Array(_)) => {
+                array_value_text(&elements(other.clone()), element)
+            }
+        })
+    }))
+}
+
+/// An element's text inside an array's: quoted (`"b c"`) where Postgres quotes it.
+pub fn array_element(s: &str) -> String {
+    let quote = s.is_empty()
+        || s.eq_ignore_ascii_case("null")
+        || s.chars()
+            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_whitespace());
+    if quote {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        s.to_string()
+    }
 }
 
 pub fn format_bytea(b: &[u8]) -> String {
@@ -1078,6 +1112,14 @@ pub fn coerce(value: Value, ty: &ColumnType) -> Result<Value> {
             elements(v)
                 .into_iter()
                 .map(|x| coerce(x, e))
+                .collect::<Result<_>>()?,
+        ),
+        (ColumnType::TextArray, Value::Array(a)) => Value::TextArray(
+            a.into_iter()
+                .map(|x| match coerce(x, &ColumnType::Text)? {
+                    Value::Text(t) => Ok(Some(t)),
+                    _ => Ok(None),
+                })
                 .collect::<Result<_>>()?,
         ),
         (ColumnType::IntArray | ColumnType::BigIntArray, Value::Array(a))
@@ -1598,6 +1640,34 @@ mod tests {
                 Some("NULL".into())
             ])
         );
+    }
+
+    #[test]
+    fn array_text_reads_back_as_the_same_values() {
+        for (ty, text) in [
+            (
+                ColumnType::Double,
+                "{0.1,NULL,-2.5e-300,0.3333333333333333}",
+            ),
+            (ColumnType::Real, "{1.5,0.1}"),
+            (
+                ColumnType::TimestampTz,
+                "{\"2024-01-02 03:04:05.123456+00\"}",
+            ),
+            (ColumnType::Date, "{1969-12-31}"),
+            (ColumnType::Numeric(6, 2), "{1.26,-3}"),
+            (ColumnType::Bytea, "{\"\\\\x0aff\",\"\\\\x\"}"),
+            (ColumnType::Jsonb, r#"{"{\"a\": [1, \"b c\"]}"}"#),
+            (ColumnType::Uuid, "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}"),
+            (ColumnType::Bool, "{t,f,NULL}"),
+        ] {
+            let array = ColumnType::Array(Box::new(ty.clone()));
+            let Ok(Value::Array(items)) = coerce(Value::Text(text.into()), &array) else {
+                panic!("{text} is not a {}", array.sql_name());
+            };
+            let again = coerce(Value::Text(array_value_text(&items, &ty)), &array).ok();
+            assert_eq!(again, Some(Value::Array(items)), "{text}");
+        }
     }
 
     #[test]

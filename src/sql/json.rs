@@ -1218,6 +1218,24 @@ impl ExprPlanner for JsonOperators {
                     Box::new(zero),
                 ))
             }
+            // Arrays: `a @> b` holds when every element of `b` is in `a`.
+            B::AtArrow | B::ArrowAt
+                if [&left, &right].iter().all(|e| {
+                    matches!(
+                        e.get_type(schema),
+                        Ok(DataType::List(_)
+                            | DataType::LargeList(_)
+                            | DataType::FixedSizeList(..))
+                    )
+                }) =>
+            {
+                let (whole, part) = if matches!(op, B::AtArrow) {
+                    (left, right)
+                } else {
+                    (right, left)
+                };
+                datafusion::functions_nested::expr_fn::array_has_all(whole, part)
+            }
             B::Question
             | B::QuestionPipe
             | B::QuestionAnd

@@ -37,6 +37,7 @@ pub mod schemas;
 pub mod sequences;
 pub mod statements;
 pub mod tables;
+mod text_casts;
 pub mod text_functions;
 pub mod truncate;
 pub mod vector_agg;
@@ -157,7 +158,8 @@ impl Engine {
         let vector_operators = vector_ops::functions();
         let mut builder = datafusion::execution::session_state::SessionStateBuilder::new()
             .with_config(config)
-            .with_default_features();
+            .with_default_features()
+            .with_analyzer_rule(Arc::new(text_casts::PgTextCasts::new()));
         if let Some(planners) = builder.expr_planners() {
             planners.insert(0, Arc::new(json::JsonOperators::new(&json_functions)));
             planners.insert(
@@ -500,6 +502,9 @@ impl Engine {
             compat::user_registers(s);
             if sql.contains("^@") {
                 compat::starts_with_operator(s);
+            }
+            if sql.contains("&&") {
+                compat::overlap_operator(s);
             }
             compat::like_escapes(s);
             if regexes {

@@ -163,6 +163,7 @@ pub(crate) fn scalar(v: &Value, ty: &DataType) -> Option<datafusion::common::Sca
         (Value::Float(f), DataType::Float64) => S::Float64(Some(*f)),
         (Value::Float(f), DataType::Float32) => S::Float32(Some(*f as f32)),
         (Value::Text(s), DataType::Utf8) => S::Utf8(Some(s.clone())),
+        (Value::Uuid(u), DataType::Utf8) => S::Utf8(Some(u.to_string())),
         (Value::Text(s), DataType::Utf8View) => S::Utf8View(Some(s.clone())),
         (Value::Text(s), DataType::LargeUtf8) => S::LargeUtf8(Some(s.clone())),
         _ => return None,

@@ -246,7 +246,9 @@ fn cql_type(ty: &ColumnType, list_vectors: bool) -> String {
         ColumnType::TextArray => "list<text>".into(),
         ColumnType::IntArray => "list<int>".into(),
         ColumnType::BigIntArray => "list<bigint>".into(),
-        ColumnType::Array(e) => format!("list<{}>", cql_type(e, list_vectors)),
+        // Postgres' array text (`{1.5,NULL}`): a CQL list can hold no NULL element and
+        // keeps no empty list, an array of these types can.
+        ColumnType::Array(_) => "text".into(),
         ColumnType::Bytea => "blob".into(),
         ColumnType::Numeric(..) => "decimal".into(),
         // A sparsevec is its text (`{1:1.5}/5`).
@@ -317,15 +319,7 @@ pub fn to_cql(v: &Value, ty: &ColumnType, list_vectors: bool) -> Result<Option<C
         ),
         (Value::Array(a), ty) => {
             let element = ty.element().unwrap_or(ColumnType::Text);
-            CqlValue::List(
-                a.iter()
-                    .map(|x| {
-                        to_cql(x, &element, list_vectors)?.ok_or_else(|| {
-                            Error::NotNullViolation("a CQL list cannot hold NULL elements".into())
-                        })
-                    })
-                    .collect::<Result<_>>()?,
-            )
+            CqlValue::Text(crate::types::array_value_text(a, &element))
         }
         (Value::Bytes(b), _) => CqlValue::Blob(b.clone()),
         (Value::Decimal(u, sc), _) => CqlValue::Decimal(
@@ -355,6 +349,9 @@ pub fn from_cql(v: Option<CqlValue>, ty: &ColumnType) -> Result<Value> {
         ))
     };
     Ok(match v {
+        CqlValue::Text(s) if matches!(ty, ColumnType::Array(_)) => {
+            crate::types::coerce(Value::Text(s), ty)?
+        }
         CqlValue::SmallInt(i) => Value::Int(i as i64),
         CqlValue::TinyInt(i) => Value::Int(i as i64),
         CqlValue::Int(i) => Value::Int(i as i64),
@@ -400,12 +397,6 @@ pub fn from_cql(v: Option<CqlValue>, ty: &ColumnType) -> Result<Value> {
                         CqlValue::Double(f) => Ok(f as f32),
                         other => Err(bad(&other)),
                     })
-                    .collect::<Result<_>>()?,
-            ),
-            ColumnType::Array(e) => Value::Array(
-                items
-                    .into_iter()
-                    .map(|x| from_cql(Some(x), e))
                     .collect::<Result<_>>()?,
             ),
             ColumnType::TextArray => Value::TextArray(
@@ -797,21 +788,7 @@ impl ScyllaRows {
                         )));
                     }
                 }
-                t => t
-                    .strip_prefix("list<")
-                    .and_then(|r| r.strip_suffix('>'))
-                    .and_then(|inner| match inner {
-                        "float" => Some(ColumnType::Real),
-                        "double" => Some(ColumnType::Double),
-                        "boolean" => Some(ColumnType::Bool),
-                        "smallint" => Some(ColumnType::SmallInt),
-                        "uuid" => Some(ColumnType::Uuid),
-                        "timestamp" => Some(ColumnType::Timestamp),
-                        "date" => Some(ColumnType::Date),
-                        "blob" => Some(ColumnType::Bytea),
-                        _ => None,
-                    })
-                    .and_then(ColumnType::array_of),
+                _ => None,
             };
             let Some(ct) = ct else {
                 if kind != "regular" {

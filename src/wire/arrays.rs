@@ -8,9 +8,7 @@
 use std::sync::Arc;
 
 use bytes::BufMut;
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, StringBuilder,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder, StringBuilder};
 use datafusion::arrow::datatypes::{
     DataType, Field, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Schema, SchemaRef,
 };
@@ -207,58 +205,11 @@ fn flatten(array: &dyn Array, r: usize) -> Result<(Vec<usize>, Vec<Scalar>)> {
 fn element_text(a: &dyn Array, i: usize, out: &mut String) {
     if a.is_null(i) {
         out.push_str("NULL");
-        return;
-    }
-    let text = match a.data_type() {
-        DataType::Binary => hex(a.as_binary::<i32>().value(i)),
-        DataType::LargeBinary => hex(a.as_binary::<i64>().value(i)),
-        DataType::BinaryView => hex(a.as_binary_view().value(i)),
-        DataType::Utf8 => a.as_string::<i32>().value(i).to_string(),
-        DataType::LargeUtf8 => a.as_string::<i64>().value(i).to_string(),
-        DataType::Utf8View => a.as_string_view().value(i).to_string(),
-        DataType::Boolean => {
-            let b: &BooleanArray = a.as_boolean();
-            if b.value(i) { "t" } else { "f" }.to_string()
-        }
-        DataType::Int16 => a.as_primitive::<Int16Type>().value(i).to_string(),
-        DataType::Int32 => a.as_primitive::<Int32Type>().value(i).to_string(),
-        DataType::Int64 => a.as_primitive::<Int64Type>().value(i).to_string(),
-        DataType::Float32 => {
-            crate::types::pg_float(a.as_primitive::<Float32Type>().value(i) as f64, true)
-        }
-        DataType::Float64 => {
-            crate::types::pg_float(a.as_primitive::<Float64Type>().value(i), false)
-        }
-        _ => String::new(),
-    };
-    let quote = text.is_empty()
-        || text.eq_ignore_ascii_case("null")
-        || text
-            .chars()
-            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace());
-    if quote {
-        out.push('"');
-        for c in text.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
     } else {
-        out.push_str(&text);
+        out.push_str(&crate::types::array_element(
+            &crate::types::pg_text::text_of(a, i, true),
+        ));
     }
-}
-
-/// bytea's text form, `\x` and hex digits.
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(2 + 2 * bytes.len());
-    s.push_str("\\x");
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// The text form of the array at row `r` of `column`: `{{a,b},{c,d}}`.

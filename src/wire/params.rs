@@ -46,6 +46,10 @@ pub fn pg_param_type(t: Option<&Field>) -> Type {
                 crate::sql::catalog::SPARSEVEC_OID,
             )
         }
+        // Arrays of types kept as text, by their mark (`uuid[]`, `jsonb[]`, `json[]`).
+        Some(f) if super::arrays::column_type(f).is_some() => {
+            super::arrays::column_type(f).unwrap_or(Type::TEXT)
+        }
         Some(f) if crate::json::kind_of(f) == Some(crate::json::Kind::Jsonb) => Type::JSONB,
         Some(f) if crate::json::kind_of(f) == Some(crate::json::Kind::Json) => Type::JSON,
         Some(f) => arrow_pg::datatypes::field_into_pg_type(&std::sync::Arc::new(f.clone()))
@@ -76,6 +80,8 @@ fn decode_text(ty: &Type, raw: &[u8]) -> Result<Value> {
                 _ => t.parse().map_err(|_| bad(ty, s))?,
             })
         }
+        // Any of uuid's text forms (psycopg sends 32 hex digits), as its value.
+        Type::UUID => Value::Uuid(uuid::Uuid::parse_str(s.trim()).map_err(|_| bad(ty, s))?),
         Type::BOOL => match s.trim().to_ascii_lowercase().as_str() {
             "t" | "true" | "on" | "yes" | "1" => Value::Bool(true),
             "f" | "false" | "off" | "no" | "0" => Value::Bool(false),
@@ -97,6 +103,41 @@ fn decode_text(ty: &Type, raw: &[u8]) -> Result<Value> {
                 })
                 .collect::<Result<_>>()?,
         ),
+        // Any other array (`{a,"b c",NULL}` of a `uuid[]`, `text[]`, `date[]` ...): its
+        // elements, each read as its type's text (a multidimensional one stays text).
+        _ if !s.trim_start().starts_with("{{")
+            && let postgres_types::Kind::Array(element) = ty.kind()
+            && let Ok(items) = crate::types::parse_pg_array(s) =>
+        {
+            let values = items
+                .into_iter()
+                .map(|x| match x {
+                    None => Ok(Value::Null),
+                    Some(x) => decode_text(element, x.as_bytes()),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            match *element {
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => Value::TextArray(
+                    values
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::Text(t) => Some(t),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => Value::IntArray(
+                    values
+                        .into_iter()
+                        .map(|v| match v {
+                            Value::Int(i) => Some(i),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                _ => Value::Array(values),
+            }
+        }
         _ => Value::Text(s.to_string()),
     })
 }

@@ -25,16 +25,21 @@ async fn every_type_round_trips_through_cql() {
         .batch_execute(
             "CREATE TABLE alltypes (k bigint, c int, s smallint, r real, d double precision, b boolean, \
              t text, u uuid, ts timestamp, dt date, ta text[], ia int[], ba bigint[], e vector(3), \
-             raw bytea, n numeric(12,3), j jsonb, PRIMARY KEY (k, c));
+             raw bytea, n numeric(12,3), j jsonb, f8a float8[], f4a real[], boa boolean[], \
+             na numeric(6,2)[], ua uuid[], tsa timestamptz[], da date[], sa smallint[], ja jsonb[], \
+             bya bytea[], PRIMARY KEY (k, c));
              INSERT INTO alltypes VALUES (1, 2, 3, 1.5, 2.25, true, 'hé', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', \
-             '2024-01-02 03:04:05.678', '2024-01-02', '{x,y}', '{1,2}', '{3000000000}', '[1,2,3]', '\\x0aff', -12.5, '{\"k\": 1}'),
-             (1, 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '[0,0,1]', NULL, NULL, NULL);",
+             '2024-01-02 03:04:05.678', '2024-01-02', '{x,y}', '{1,2}', '{3000000000}', '[1,2,3]', '\\x0aff', -12.5, '{\"k\": 1}', \
+             '{0.1,-2.5e-300}', '{1.5}', '{t,f}', '{1.255,-3}', '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}', \
+             '{\"2024-01-02 03:04:05.678+00\"}', '{2024-01-02,1969-12-31}', '{-32768,7}', '{\"{\\\"a\\\": [1]}\"}', '{\"\\\\x0aff\"}'),
+             (1, 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '[0,0,1]', NULL, NULL, NULL, \
+             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);",
         )
         .await
         .expect("create and insert");
     let rows = client
         .simple_query(
-            "SELECT k, c, s, r, d, b, t, u, ts, dt, ta, ia, ba, e, raw, n, j FROM alltypes ORDER BY c",
+            "SELECT k, c, s, r, d, b, t, u, ts, dt, ta, ia, ba, e, raw, n, j, f8a, f4a, boa, na, ua, tsa, da, sa, ja, bya FROM alltypes ORDER BY c",
         )
         .await
         .expect("select");
@@ -69,10 +74,24 @@ async fn every_type_round_trips_through_cql() {
             Some("\\x0aff"),
             Some("-12.500"),
             Some("{\"k\": 1}"),
+            // Arrays of every other type, kept as their text.
+            Some("{0.1,-2.5e-300}"),
+            Some("{1.5}"),
+            Some("{t,f}"),
+            Some("{1.26,-3.00}"),
+            Some("{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}"),
+            Some("{\"2024-01-02 03:04:05.678+00\"}"),
+            Some("{2024-01-02,1969-12-31}"),
+            Some("{-32768,7}"),
+            Some("{\"{\\\"a\\\": [1]}\"}"),
+            Some("{\"\\\\x0aff\"}"),
         ]
     );
     assert!(
-        got[1][2..13].iter().all(|v| v.is_none()),
+        got[1][2..13]
+            .iter()
+            .chain(&got[1][14..])
+            .all(|v| v.is_none()),
         "NULLs come back as NULL: {:?}",
         got[1]
     );
@@ -113,6 +132,37 @@ async fn every_type_round_trips_through_cql() {
     assert_eq!(find("raw"), Some(("blob", "regular")));
     assert_eq!(find("n"), Some(("decimal", "regular")));
     assert_eq!(find("j"), Some(("text", "regular")));
+    assert_eq!(find("f8a"), Some(("text", "regular")));
+    assert_eq!(find("tsa"), Some(("text", "regular")));
+    // Kept as Postgres' array text, such an array holds NULL elements and stays empty
+    // when empty (a CQL list can do neither), and its timestamps keep microseconds.
+    client
+        .execute(
+            "INSERT INTO alltypes (k, c, e, f8a, ua, tsa) VALUES (2, 1, '[1,0,0]', '{1.5,NULL}', '{}', \
+             '{\"2024-01-02 03:04:05.123456+00\",NULL}')",
+            &[],
+        )
+        .await
+        .expect("NULL elements");
+    let row = client
+        .query_one(
+            "SELECT f8a::text, ua::text, tsa::text FROM alltypes WHERE k = 2 AND c = 1",
+            &[],
+        )
+        .await
+        .expect("read back");
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2)
+        ),
+        (
+            "{1.5,NULL}".to_string(),
+            "{}".to_string(),
+            "{\"2024-01-02 03:04:05.123456+00\",NULL}".to_string()
+        )
+    );
     let res = session
         .query_unpaged(format!("SELECT name FROM \"{ks}\".vectorgate_catalog"), ())
         .await
