@@ -78,17 +78,20 @@ pub fn decode(ty: &Type, raw: &[u8]) -> Result<Value> {
             let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
             Value::Date((d - epoch).num_days() as i32)
         }
-        // A real[] without NULLs is taken as the vector it usually is.
-        Type::FLOAT4_ARRAY
-            if from_binary::<Vec<Option<f32>>>(ty, raw)
-                .is_ok_and(|a| a.iter().all(Option::is_some)) =>
-        {
-            Value::Vector(
-                from_binary::<Vec<Option<f32>>>(ty, raw)?
-                    .into_iter()
-                    .flatten()
-                    .collect(),
-            )
+        // A real[] without NULLs is taken as the vector it usually is (decoded once: a
+        // search's query vector comes this way).
+        Type::FLOAT4_ARRAY => {
+            let items = from_binary::<Vec<Option<f32>>>(ty, raw)?;
+            if items.iter().all(Option::is_some) {
+                Value::Vector(items.into_iter().flatten().collect())
+            } else {
+                Value::Array(
+                    items
+                        .into_iter()
+                        .map(|x| x.map_or(Value::Null, |f| Value::Float(f64::from(f))))
+                        .collect(),
+                )
+            }
         }
         Type::INT4_ARRAY => Value::IntArray(
             from_binary::<Vec<Option<i32>>>(ty, raw)?

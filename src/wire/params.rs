@@ -18,6 +18,10 @@ pub const VECTOR_OID: u32 = crate::types::VECTOR_OID as u32;
 
 /// The type reported in ParameterDescription for an inferred parameter.
 pub fn pg_param_type(t: Option<&Field>) -> Type {
+    // Arrays of types kept as text, by their mark (`uuid[]`, `jsonb[]`, `json[]`).
+    if let Some(array) = t.and_then(super::arrays::column_type) {
+        return array;
+    }
     match t {
         None => Type::TEXT,
         // arrow-pg reports lists by element type only; an array of oids is oid[].
@@ -45,10 +49,6 @@ pub fn pg_param_type(t: Option<&Field>) -> Type {
                 crate::types::SPARSEVEC,
                 crate::sql::catalog::SPARSEVEC_OID,
             )
-        }
-        // Arrays of types kept as text, by their mark (`uuid[]`, `jsonb[]`, `json[]`).
-        Some(f) if super::arrays::column_type(f).is_some() => {
-            super::arrays::column_type(f).unwrap_or(Type::TEXT)
         }
         Some(f) if crate::json::kind_of(f) == Some(crate::json::Kind::Jsonb) => Type::JSONB,
         Some(f) if crate::json::kind_of(f) == Some(crate::json::Kind::Json) => Type::JSON,
