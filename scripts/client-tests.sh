@@ -100,6 +100,7 @@ python_programs=(
   "langchain-postgres' PGVector and PGVectorStore|venv-langchain|clients/python/test_langchain.py"
   "LlamaIndex's PGVectorStore and VectorStoreIndex|venv-llamaindex|clients/python/test_llamaindex.py"
   "Django with pgvector's VectorField|venv-django|clients/python/test_django.py"
+  "Django's ArrayField|venv-django|clients/python/test_django_arrays.py"
   "Supabase's vecs|venv-vecs|clients/python/test_vecs.py"
 )
 applications() {

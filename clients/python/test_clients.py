@@ -3,7 +3,7 @@ binary, server-side prepared statements, executemany, COPY, pgvector's HalfVecto
 SparseVector and Bit),
 psycopg2, asyncpg (its type
 introspection, prepared statements, arrays), pgvector-python on all three, SQLAlchemy 2 (engine connect, table names, transactions, the ORM with pgvector's
-Vector type), and pgvector-python's README example.
+Vector type, ARRAY columns), and pgvector-python's README example.
 Each check compares what comes back with what was written or with an exact ranking
 computed here. Exits non-zero on the first failure."""
 
@@ -277,6 +277,89 @@ def sqlalchemy():
         got = s.scalars(select(Item).order_by(Item.embedding.l2_distance(q)).limit(4)).all()
         check("sqlalchemy ORM: Vector l2_distance ordering", [g.id for g in got], nearest(q, 4))
         check("sqlalchemy ORM: filter", s.scalars(select(Item).filter(Item.name == "o9")).one().id, 9)
+
+
+def sqlalchemy_arrays():
+    """SQLAlchemy 2's `ARRAY` columns (floats, integers, strings of a limited length,
+    UUIDs, datetimes, decimals) through the ORM: create_all, rows written and read back
+    exactly, `contains`, `contained_by`, `overlap`, `any()`, an index, `array_length`,
+    and an update of a whole array; every answer against an oracle computed here."""
+    import datetime
+    import decimal
+    import uuid
+
+    from sqlalchemy import DateTime, Float, Integer, Numeric, func, update
+    from sqlalchemy.dialects.postgresql import ARRAY, UUID
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Reading(Base):
+        __tablename__ = "sa_readings"
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        values = mapped_column(ARRAY(Float), nullable=False)
+        counts = mapped_column(ARRAY(Integer))
+        labels = mapped_column(ARRAY(String(12)), nullable=False)
+        sensors = mapped_column(ARRAY(UUID(as_uuid=True)), nullable=False)
+        times = mapped_column(ARRAY(DateTime(timezone=True)), nullable=False)
+        prices = mapped_column(ARRAY(Numeric(6, 2)), nullable=False)
+
+    utc = datetime.timezone.utc
+    words = ["north", "south", "east", "west", "up down", 'say "hi"']
+
+    def row(i):
+        return {
+            "id": i,
+            "values": [i * 0.1, -i / 7, 1e10 + i][: i % 3 + 1],
+            "counts": None if i % 4 == 0 else list(range(i % 4)),
+            "labels": [words[(i + j) % len(words)] for j in range(i % 3)],
+            "sensors": [uuid.UUID(int=i * 31 + j) for j in range(1 + i % 2)],
+            "times": [datetime.datetime(2025, 1 + i % 12, 1 + i % 27, 12, 0, i % 60, 250 * i, tzinfo=utc)],
+            "prices": [decimal.Decimal(f"{i}.25"), decimal.Decimal("-1.00")][: 1 + i % 2],
+        }
+
+    engine = create_engine(URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as c:
+        c.execute(text("DROP TABLE IF EXISTS sa_readings"))
+    Base.metadata.create_all(engine)
+    model = {i: row(i) for i in range(30)}
+    fields = ["values", "counts", "labels", "sensors", "times", "prices"]
+    with Session(engine) as s:
+        s.add_all([Reading(**r) for r in model.values()])
+        s.commit()
+    with Session(engine) as s:
+        got = {r.id: {"id": r.id, **{f: getattr(r, f) for f in fields}} for r in s.scalars(select(Reading))}
+        check("sqlalchemy ARRAY: every array reads back as written", got, model)
+
+        def ids(where):
+            return sorted(s.scalars(select(Reading.id).where(where)))
+
+        def want(pred):
+            return sorted(i for i, r in model.items() if pred(r))
+
+        check("sqlalchemy ARRAY: labels.contains", ids(Reading.labels.contains(["east"])),
+              want(lambda r: "east" in r["labels"]))
+        check("sqlalchemy ARRAY: labels.contained_by", ids(Reading.labels.contained_by(["north", "south"])),
+              want(lambda r: set(r["labels"]) <= {"north", "south"}))
+        check("sqlalchemy ARRAY: labels.overlap", ids(Reading.labels.overlap(["west", 'say "hi"'])),
+              want(lambda r: bool({"west", 'say "hi"'} & set(r["labels"]))))
+        check("sqlalchemy ARRAY: counts.any(2)", ids(Reading.counts.any(2)),
+              want(lambda r: r["counts"] is not None and 2 in r["counts"]))
+        sensor = uuid.UUID(int=7 * 31 + 1)
+        check("sqlalchemy ARRAY: sensors.any(a UUID)", ids(Reading.sensors.any(sensor)),
+              want(lambda r: sensor in r["sensors"]))
+        check("sqlalchemy ARRAY: values[1] (an index)", ids(Reading.values[1] > 1.5),
+              want(lambda r: r["values"][0] > 1.5))
+        check("sqlalchemy ARRAY: array_length", ids(func.array_length(Reading.values, 1) == 3),
+              want(lambda r: len(r["values"]) == 3))
+        check("sqlalchemy ARRAY: prices.contains a Decimal", ids(Reading.prices.contains([decimal.Decimal("-1.00")])),
+              want(lambda r: decimal.Decimal("-1.00") in r["prices"]))
+        s.execute(update(Reading).where(Reading.id < 3).values(values=[2.5, 0.125], labels=["new"]))
+        s.commit()
+        for i in range(3):
+            model[i]["values"], model[i]["labels"] = [2.5, 0.125], ["new"]
+        got = {r.id: {"id": r.id, **{f: getattr(r, f) for f in fields}} for r in s.scalars(select(Reading))}
+        check("sqlalchemy ARRAY: an update of whole arrays", got, model)
 
 
 def pgvector_app():
@@ -567,5 +650,6 @@ asyncio.run(asyncpg_checks())
 pgvector_app()
 sqlalchemy()
 sqlalchemy_orm_app()
+sqlalchemy_arrays()
 write_flows()
 print("python clients: all checks passed")

@@ -372,16 +372,8 @@ pub fn sql_clocks(stmt: &mut datafusion::sql::sqlparser::ast::Statement) {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
-    fn rewritten(sql: &str, rule: fn(&mut datafusion::sql::sqlparser::ast::Statement)) -> String {
-        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .expect("parses")
-            .remove(0);
-        rule(&mut stmt);
-        stmt.to_string()
-    }
+    use crate::sql::rewritten;
 
     #[test]
     fn sql_clock_keywords_read_the_transaction_clock() {

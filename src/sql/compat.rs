@@ -417,39 +417,174 @@ pub fn uuid_casts(stmt: &mut Statement) {
     });
 }
 
+/// `x::float` is Postgres' `double precision` (DataFusion's SQL `FLOAT` is 32-bit),
+/// `float(p)` a `real` up to 24 bits of precision and a `double precision` above; also
+/// as an array's element (`x::float[]`, what SQLAlchemy writes for `ARRAY(Float)`).
+pub fn float_casts(stmt: &mut Statement) {
+    let _ = visit_expressions_mut(stmt, |e| {
+        if let SqlExpr::Cast { data_type, .. } = e {
+            postgres_float(data_type);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn postgres_float(t: &mut datafusion::sql::sqlparser::ast::DataType) {
+    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, DataType, ExactNumberInfo};
+    match t {
+        DataType::Float(info) => {
+            *t = match info {
+                ExactNumberInfo::Precision(p) if *p <= 24 => DataType::Real,
+                _ => DataType::DoublePrecision,
+            }
+        }
+        DataType::Array(
+            ArrayElemTypeDef::SquareBracket(element, _) | ArrayElemTypeDef::AngleBracket(element),
+        ) => postgres_float(element),
+        _ => {}
+    }
+}
+
 /// `x::varchar(n)`: an explicit cast to a limited `varchar` cuts the value to `n`
 /// characters, as in Postgres (DataFusion's cast would keep it whole); written as
 /// `left(x::varchar, n)`. (Assigning a longer value to a `varchar(n)` column is an
 /// error instead, checked by the write.) Postgres' one-byte `"char"` (the type of
 /// `pg_class.relkind`, which pg_dump casts to) is text of one character the same way.
+/// A cast to `varchar(n)[]` cuts each element the same way (`vg_varchar_elements`).
 pub fn varchar_casts(stmt: &mut Statement) {
-    use datafusion::sql::sqlparser::ast::{CharacterLength, DataType};
+    use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, DataType};
     let _ = visit_expressions_mut(stmt, |e| {
         let SqlExpr::Cast { data_type, .. } = e else {
             return ControlFlow::<()>::Continue(());
         };
-        let n = match data_type {
-            DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
-            | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. })) => {
-                *length
-            }
-            DataType::Custom(name, modifiers)
-                if modifiers.is_empty()
-                    && matches!(name.0.last().and_then(|p| p.as_ident()),
-                        Some(i) if i.quote_style == Some('"') && i.value == "char") =>
-            {
-                1
-            }
-            _ => return ControlFlow::Continue(()),
+        let (n, function) = match data_type {
+            DataType::Array(
+                ArrayElemTypeDef::SquareBracket(element, None)
+                | ArrayElemTypeDef::AngleBracket(element),
+            ) => match limited_varchar(element) {
+                Some(n) => {
+                    **element = DataType::Varchar(None);
+                    (n, "vg_varchar_elements")
+                }
+                None => return ControlFlow::Continue(()),
+            },
+            t => match limited_varchar(t) {
+                Some(n) => {
+                    *t = DataType::Varchar(None);
+                    (n, "left")
+                }
+                None => return ControlFlow::Continue(()),
+            },
         };
-        *data_type = DataType::Varchar(None);
         let whole = std::mem::replace(e, SqlExpr::value(Value::Null));
         *e = call(
-            "left",
+            function,
             vec![whole, SqlExpr::value(Value::Number(n.to_string(), false))],
         );
         ControlFlow::Continue(())
     });
+}
+
+/// The length of `varchar(n)` (or `"char"`, one).
+fn limited_varchar(t: &datafusion::sql::sqlparser::ast::DataType) -> Option<u64> {
+    use datafusion::sql::sqlparser::ast::{CharacterLength, DataType};
+    match t {
+        DataType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+        | DataType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. })) => {
+            Some(*length)
+        }
+        DataType::Custom(name, modifiers)
+            if modifiers.is_empty()
+                && matches!(name.0.last().and_then(|p| p.as_ident()),
+                    Some(i) if i.quote_style == Some('"') && i.value == "char") =>
+        {
+            Some(1)
+        }
+        _ => None,
+    }
+}
+
+/// `vg_varchar_elements(list, n)`: each string of each list cut to its first `n`
+/// characters (what [`varchar_casts`] makes of a cast to `varchar(n)[]`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct VarcharElements {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl VarcharElements {
+    pub fn udf() -> datafusion::logical_expr::ScalarUDF {
+        datafusion::logical_expr::ScalarUDF::new_from_impl(VarcharElements {
+            signature: datafusion::logical_expr::Signature::any(
+                2,
+                datafusion::logical_expr::Volatility::Immutable,
+            ),
+        })
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for VarcharElements {
+    fn name(&self) -> &str {
+        "vg_varchar_elements"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _arg_types: &[datafusion::arrow::datatypes::DataType],
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::DataType> {
+        Ok(crate::types::ColumnType::TextArray.arrow_type())
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        use datafusion::arrow::array::{Array, AsArray, ListArray, StringArray};
+        use datafusion::arrow::datatypes::{DataType, Int64Type};
+        use datafusion::logical_expr::ColumnarValue;
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let lists = args.args[0].clone().into_array(args.number_rows)?;
+        let n = args.args[1].clone().into_array(args.number_rows)?;
+        let n = datafusion::arrow::compute::cast(&n, &DataType::Int64)?;
+        let n = n.as_primitive::<Int64Type>();
+        let to = crate::types::ColumnType::TextArray.arrow_type();
+        let lists = datafusion::arrow::compute::cast(&lists, &to)?;
+        let lists = lists.as_list::<i32>();
+        let values = lists.values().as_string::<i32>();
+        let offsets = lists.value_offsets();
+        let mut cut: Vec<Option<String>> = Vec::with_capacity(values.len());
+        for row in 0..lists.len() {
+            let keep = if n.is_null(row) {
+                usize::MAX
+            } else {
+                usize::try_from(n.value(row)).unwrap_or(0)
+            };
+            for i in offsets[row] as usize..offsets[row + 1] as usize {
+                cut.push(
+                    (!values.is_null(i)).then(|| values.value(i).chars().take(keep).collect()),
+                );
+            }
+        }
+        let DataType::List(field) = to else {
+            return Err(datafusion::error::DataFusionError::Internal(
+                "text[] is not a list".into(),
+            ));
+        };
+        let out = ListArray::try_new(
+            field,
+            lists.offsets().clone(),
+            std::sync::Arc::new(StringArray::from(cut)),
+            lists.nulls().cloned(),
+        )?;
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(std::sync::Arc::new(out))
+        })
+    }
 }
 
 /// `'\x6869'::bytea` (and `bytea '...'`): a string literal read as bytea is its input
@@ -647,6 +782,31 @@ mod tests {
         );
         assert!(format_row("%I", &[None]).is_err());
         assert!(format_row("%s %s", &args[..1]).is_err());
+    }
+
+    use crate::sql::rewritten;
+
+    #[test]
+    fn limited_varchar_casts_cut_scalars_and_elements() {
+        assert_eq!(
+            rewritten(
+                "SELECT x::varchar(3), $1::varchar(20)[], CAST(y AS character varying(2)[]), z::varchar[]",
+                super::varchar_casts
+            ),
+            "SELECT left(x::VARCHAR, 3), vg_varchar_elements($1::VARCHAR[], 20), \
+             vg_varchar_elements(CAST(y AS VARCHAR[]), 2), z::VARCHAR[]"
+        );
+    }
+
+    #[test]
+    fn float_is_double_precision_unless_its_precision_is_small() {
+        assert_eq!(
+            rewritten(
+                "SELECT a::float, b::float(24), c::float(25), $1::FLOAT[], d::float8",
+                super::float_casts
+            ),
+            "SELECT a::DOUBLE PRECISION, b::REAL, c::DOUBLE PRECISION, $1::DOUBLE PRECISION[], d::FLOAT8"
+        );
     }
 }
 

@@ -245,6 +245,7 @@ impl Engine {
             ctx.register_udf(f);
         }
         ctx.register_udf(compat::CastUuid::udf());
+        ctx.register_udf(compat::VarcharElements::udf());
         ctx.register_udf(compat::RandomUuid::udf());
         for f in catalog::extra_functions(&seen) {
             ctx.register_udf(f);
@@ -447,6 +448,7 @@ impl Engine {
             || pgvector::mentions(&sql, "character varying")
             || sql.contains("\"char\"");
         let byteas = pgvector::mentions(&sql, "bytea");
+        let floats = pgvector::mentions(&sql, "float");
         let dates = pgvector::mentions(&sql, "date_trunc");
         let clocks = pgvector::mentions(&sql, "current_") || pgvector::mentions(&sql, "local");
         let regexes = sql.contains('~') || pgvector::mentions(&sql, "regexp_");
@@ -485,6 +487,9 @@ impl Engine {
                 }
                 if byteas {
                     compat::bytea_literals(s);
+                }
+                if floats {
+                    compat::float_casts(s);
                 }
             }
             // Not in DDL: a column default keeps its text as written.
@@ -1225,4 +1230,15 @@ fn setting(
         return Some(d.as_millis().to_string());
     }
     settings.get(name).cloned()
+}
+
+/// `sql` (one statement) with `rule` applied, as text: the unit tests of the rewrites.
+#[cfg(test)]
+pub(crate) fn rewritten(sql: &str, rule: fn(&mut Statement)) -> String {
+    use datafusion::sql::sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+    let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .expect("parses")
+        .remove(0);
+    rule(&mut stmt);
+    stmt.to_string()
 }

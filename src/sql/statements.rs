@@ -462,15 +462,23 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
                 element.split('[').next().unwrap_or(element).trim()
             )));
         }
-        if element.contains('(')
-            && ["varchar", "character", "char", "bpchar"]
-                .iter()
-                .any(|k| element.starts_with(k))
-        {
-            return Err(Error::FeatureNotSupported(format!(
-                "arrays of strings of a limited length ({t}) are not supported: declare text[] or varchar[]"
-            )));
-        }
+        // Strings of a limited length are text; the length is the column's
+        // ([`character_type`]), checked element by element on every write.
+        let element = match element.split_once('(') {
+            Some((base, _))
+                if [
+                    "varchar",
+                    "character varying",
+                    "character",
+                    "char",
+                    "bpchar",
+                ]
+                .contains(&base.trim()) =>
+            {
+                base.trim()
+            }
+            _ => element,
+        };
         let element = match parse_type(element) {
             Err(Error::UndefinedObject(_)) => {
                 return Err(Error::UndefinedObject(format!(
@@ -556,6 +564,18 @@ pub(super) fn parse_type(text: &str) -> Result<ColumnType> {
         "int" | "integer" | "int4" | "serial" => ColumnType::Int,
         "smallint" | "int2" => ColumnType::SmallInt,
         "real" | "float4" => ColumnType::Real,
+        // `float(p)`: a `real` up to 24 bits of precision.
+        "float"
+            if t[base.len()..]
+                .trim()
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .trim()
+                .parse::<u8>()
+                .is_ok_and(|p| p <= 24) =>
+        {
+            ColumnType::Real
+        }
         "double precision" | "double" | "float8" | "float" => ColumnType::Double,
         "boolean" | "bool" => ColumnType::Bool,
         "text" | "varchar" | "character varying" | "char" | "character" | "string" | "bpchar"
@@ -629,9 +649,10 @@ pub(crate) fn check_table_name(name: &str) -> Result<()> {
 }
 
 /// A column's declared character type: `varchar(n)` / `character varying(n)` gives
-/// `Some(n)` (checked on every write, 22001 above it), bare `varchar` `Some(0)`; any
-/// other type `None`. A `char(n)` is kept as `text` without its blank padding or
-/// length check, with a NOTICE (pushed to `notices`) saying so.
+/// `Some(n)` (checked on every write, 22001 above it), bare `varchar` `Some(0)`; the
+/// same for an array of them, `varchar(n)[]` (each element checked); any other type
+/// `None`. A `char(n)` is kept as `text` without its blank padding or length check,
+/// with a NOTICE (pushed to `notices`) saying so.
 pub(crate) fn character_type(
     column: &str,
     type_name: &str,
@@ -641,10 +662,9 @@ pub(crate) fn character_type(
     let rest = ["character varying", "varchar"]
         .iter()
         .find_map(|p| t.strip_prefix(p));
-    if let Some(rest) = rest
-        && !rest.trim_end().ends_with("[]")
-    {
+    if let Some(rest) = rest {
         let rest = rest.trim();
+        let rest = rest.strip_suffix("[]").unwrap_or(rest).trim();
         if rest.is_empty() {
             return Ok(Some(0));
         }
@@ -679,13 +699,30 @@ pub(crate) fn character_type(
 /// A value for a `varchar(n)` column: as Postgres assigns it, a longer string is an
 /// error (22001) unless what is past `n` is spaces, which are cut off.
 pub(crate) fn fit_varchar(v: Value, n: u32) -> Result<Value> {
-    let Value::Text(s) = &v else {
-        return Ok(v);
-    };
-    let n = n as usize;
-    match s.char_indices().nth(n) {
-        None => Ok(v),
-        Some((at, _)) if s[at..].chars().all(|c| c == ' ') => Ok(Value::Text(s[..at].to_string())),
+    match v {
+        Value::Text(s) => fit_str(s, n).map(Value::Text),
+        // An array of them (`varchar(n)[]`): each element.
+        Value::TextArray(items) => items
+            .into_iter()
+            .map(|s| s.map(|s| fit_str(s, n)).transpose())
+            .collect::<Result<_>>()
+            .map(Value::TextArray),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|e| fit_varchar(e, n))
+            .collect::<Result<_>>()
+            .map(Value::Array),
+        other => Ok(other),
+    }
+}
+
+fn fit_str(mut s: String, n: u32) -> Result<String> {
+    match s.char_indices().nth(n as usize) {
+        None => Ok(s),
+        Some((at, _)) if s[at..].chars().all(|c| c == ' ') => {
+            s.truncate(at);
+            Ok(s)
+        }
         Some(_) => Err(Error::Detailed {
             code: "22001",
             message: format!("value too long for type character varying({n})"),

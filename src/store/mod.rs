@@ -212,11 +212,12 @@ pub const SYSTEM_COLUMNS: [&str; 6] = ["ctid", "xmin", "xmax", "cmin", "cmax", "
 
 impl ColumnDef {
     /// The column's Arrow field: its type's, and for a `varchar` column marked so
-    /// (with its length as typmod) for the wire.
+    /// (with its length as typmod) for the wire. (A `varchar(n)[]` column goes out as
+    /// `text[]`, as a cast to it does.)
     pub fn arrow_field(&self, nullable: bool) -> datafusion::arrow::datatypes::Field {
         let f = self.ty.arrow_field(&self.name, nullable);
         match self.varchar_typmod() {
-            Some(typmod) => {
+            Some(typmod) if self.ty.element().is_none() => {
                 let mut m = f.metadata().clone();
                 m.insert(
                     crate::types::PG_TYPE_KEY.into(),
@@ -225,11 +226,11 @@ impl ColumnDef {
                 m.insert(crate::types::PG_TYPMOD_KEY.into(), typmod.to_string());
                 f.with_metadata(m)
             }
-            None => f,
+            _ => f,
         }
     }
 
-    /// A `varchar` column's `atttypmod`: its length + 4, or -1 without one; `None` for
+    /// A `varchar` (or `varchar[]`) column's `atttypmod`: its length + 4, or -1 without one; `None` for
     /// any other column.
     pub fn varchar_typmod(&self) -> Option<i32> {
         self.varchar.map(|n| match n {

@@ -944,7 +944,15 @@ impl ScyllaRows {
         row.columns
             .into_iter()
             .zip(&def.columns)
-            .map(|(v, c)| from_cql(v, &c.ty))
+            .map(|(v, c)| match (v, &c.ty) {
+                // CQL keeps an empty list as no value at all: in a column that cannot
+                // be NULL, that was an empty array.
+                (None, ColumnType::TextArray) if !c.nullable => Ok(Value::TextArray(vec![])),
+                (None, ColumnType::IntArray | ColumnType::BigIntArray) if !c.nullable => {
+                    Ok(Value::IntArray(vec![]))
+                }
+                (v, ty) => from_cql(v, ty),
+            })
             .collect()
     }
 

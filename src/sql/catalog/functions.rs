@@ -101,6 +101,10 @@ impl ScalarUDFImpl for FormatType {
                 Some(3802) => out.append_value("jsonb"),
                 Some(114) => out.append_value("json"),
                 Some(1016) => out.append_value("bigint[]"),
+                Some(1015) if typmod > 4 => {
+                    out.append_value(format!("character varying({})[]", typmod - 4))
+                }
+                Some(1015) => out.append_value("character varying[]"),
                 _ if base.is_null(i) => out.append_null(),
                 _ => out.append_value(base.value(i)),
             }

@@ -524,13 +524,15 @@ impl TableProvider for Columns {
                         .and_then(|c| c.default.clone()),
                 );
                 identities.push(col.and_then(|c| c.identity));
+                let array = col.is_some_and(|c| c.ty.element().is_some());
                 let declared = col.map(|c| match c.varchar {
+                    Some(_) if array => ("ARRAY", "_varchar"),
                     Some(_) => ("character varying", "varchar"),
                     None => declared_type_names(&c.ty),
                 });
                 lengths.push(
                     col.and_then(|c| c.varchar)
-                        .filter(|n| *n > 0)
+                        .filter(|n| *n > 0 && !array)
                         .map(i64::from),
                 );
                 let (d, u) = match declared {

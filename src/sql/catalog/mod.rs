@@ -36,9 +36,10 @@ pub use information_schema::InformationSchema;
 pub use crate::types::{HALFVEC_OID, SPARSEVEC_OID, VECTOR_OID};
 
 /// The type OID and typmod of a table's column: its [`pg_type_of`], but `varchar`
-/// (OID 1043) with its typmod for a column declared so.
+/// (OID 1043, or 1015 for an array of them) with its typmod for a column declared so.
 pub fn pg_column_type(c: &crate::store::ColumnDef) -> (i32, i32) {
     match c.varchar_typmod() {
+        Some(typmod) if c.ty.element().is_some() => (1015, typmod),
         Some(typmod) => (1043, typmod),
         None => pg_type_of(&c.ty),
     }
