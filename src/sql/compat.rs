@@ -156,22 +156,6 @@ pub fn starts_with_operator(stmt: &mut Statement) {
     });
 }
 
-/// `a && b`, arrays that overlap (Django's `__overlap`): `array_has_any(a, b)`, which
-/// DataFusion has where its parser has no `&&`.
-pub fn overlap_operator(stmt: &mut Statement) {
-    let _ = visit_expressions_mut(stmt, |e| {
-        if let SqlExpr::BinaryOp {
-            left,
-            op: datafusion::sql::sqlparser::ast::BinaryOperator::PGOverlap,
-            right,
-        } = e
-        {
-            *e = call("array_has_any", vec![(**left).clone(), (**right).clone()]);
-        }
-        ControlFlow::<()>::Continue(())
-    });
-}
-
 /// An expression that is text whatever its inputs: a string function's result, a
 /// concatenation, or a cast to text.
 fn text_valued(e: &SqlExpr) -> bool {

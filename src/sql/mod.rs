@@ -8,6 +8,7 @@ pub mod advisory;
 pub(crate) mod alter;
 pub mod apply;
 mod array_literals;
+mod array_operators;
 pub mod catalog;
 pub(crate) mod clock;
 pub mod colnames;
@@ -162,6 +163,8 @@ impl Engine {
             .with_analyzer_rule(Arc::new(text_casts::PgTextCasts::new()));
         if let Some(planners) = builder.expr_planners() {
             planners.insert(0, Arc::new(json::JsonOperators::new(&json_functions)));
+            // Before the JSON operators: `tags @> '{a}'` reaches them as two arrays.
+            planners.insert(0, Arc::new(array_operators::ArrayOperators));
             planners.insert(
                 0,
                 Arc::new(vector_ops::VectorOperators::new(&vector_operators)),
@@ -507,9 +510,6 @@ impl Engine {
             compat::user_registers(s);
             if sql.contains("^@") {
                 compat::starts_with_operator(s);
-            }
-            if sql.contains("&&") {
-                compat::overlap_operator(s);
             }
             compat::like_escapes(s);
             if regexes {
