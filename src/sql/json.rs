@@ -23,6 +23,7 @@ use datafusion::logical_expr::{
     ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
     Volatility,
     function::{AccumulatorArgs, StateFieldsArgs},
+    utils::AggregateOrderSensitivity,
 };
 use datafusion::sql::sqlparser::ast::{
     self as sql, BinaryOperator, Expr as SqlExpr, Statement, VisitMut, VisitorMut,
@@ -1001,11 +1002,48 @@ impl AggregateUDFImpl for JsonAgg {
         Ok(Arc::new(marked(self.name, self.kind, true)))
     }
 
-    fn state_fields(&self, _args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
+    fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
+        if !self.object && !args.ordering_fields.is_empty() {
+            // Ordered: array_agg's state (its values and their sort keys).
+            let list = list_of_first(args.input_fields);
+            return array_agg_udaf().state_fields(StateFieldsArgs {
+                return_field: list,
+                ..args
+            });
+        }
         Ok(vec![Arc::new(Field::new("items", DataType::Utf8, true))])
     }
 
+    /// `jsonb_agg(x ORDER BY y)`: the elements are put in order by array_agg's
+    /// accumulator, whatever order they arrive in (another aggregate of the same query
+    /// may order its input otherwise).
+    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
+        if self.object {
+            AggregateOrderSensitivity::HardRequirement
+        } else {
+            AggregateOrderSensitivity::SoftRequirement
+        }
+    }
+
+    fn with_beneficial_ordering(
+        self: Arc<Self>,
+        _beneficial_ordering: bool,
+    ) -> DfResult<Option<Arc<dyn AggregateUDFImpl>>> {
+        // The ordered accumulator sorts for itself, ordered input or not.
+        Ok((!self.object).then_some(self as Arc<dyn AggregateUDFImpl>))
+    }
+
     fn accumulator(&self, args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
+        if !self.object && !args.order_bys.is_empty() {
+            let inner = array_agg_udaf().accumulator(AccumulatorArgs {
+                return_field: list_of_first(args.expr_fields),
+                ..args
+            })?;
+            return Ok(Box::new(OrderedJsonAccumulator {
+                inner,
+                kind: args.expr_fields.first().and_then(|f| kind_of(f)),
+            }));
+        }
         Ok(Box::new(JsonAccumulator {
             kinds: args.expr_fields.iter().map(|f| kind_of(f)).collect(),
             object: self.object,
@@ -1109,6 +1147,59 @@ impl Accumulator for JsonAccumulator {
             }
         }
         Ok(())
+    }
+}
+
+/// A list of the aggregated argument's type: array_agg's result, which an ordered
+/// `jsonb_agg` collects its elements in.
+fn list_of_first(inputs: &[FieldRef]) -> FieldRef {
+    let item = inputs
+        .first()
+        .map_or(DataType::Null, |f| f.data_type().clone());
+    Arc::new(Field::new("list", DataType::new_list(item, true), true))
+}
+
+fn array_agg_udaf() -> Arc<AggregateUDF> {
+    datafusion::functions_aggregate::array_agg::array_agg_udaf()
+}
+
+/// `jsonb_agg(x ORDER BY ...)`: array_agg's accumulator, which keeps each value with
+/// its sort keys and orders them at the end, its list then written as a JSON array.
+#[derive(Debug)]
+struct OrderedJsonAccumulator {
+    inner: Box<dyn Accumulator>,
+    kind: Option<Kind>,
+}
+
+impl Accumulator for OrderedJsonAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        self.inner.update_batch(values)
+    }
+
+    fn evaluate(&mut self) -> DfResult<ScalarValue> {
+        let ScalarValue::List(list) = self.inner.evaluate()? else {
+            return Ok(ScalarValue::Utf8(None));
+        };
+        if list.is_null(0) || list.value(0).is_empty() {
+            return Ok(ScalarValue::Utf8(None));
+        }
+        let values = list.value(0);
+        let items = (0..values.len())
+            .map(|i| Arg::at(&values, i, self.kind).and_then(|a| a.to_json().map_err(df)))
+            .collect::<DfResult<Vec<Json>>>()?;
+        Ok(ScalarValue::Utf8(Some(Json::Array(items).to_jsonb_text())))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.inner.size()
+    }
+
+    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
+        self.inner.state()
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        self.inner.merge_batch(states)
     }
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod alter;
 pub mod apply;
 mod array_literals;
 mod array_operators;
+mod casts;
 pub mod catalog;
 pub(crate) mod clock;
 pub mod colnames;
@@ -38,7 +39,6 @@ pub mod schemas;
 pub mod sequences;
 pub mod statements;
 pub mod tables;
-mod text_casts;
 pub mod text_functions;
 pub mod truncate;
 pub mod vector_agg;
@@ -160,7 +160,7 @@ impl Engine {
         let mut builder = datafusion::execution::session_state::SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
-            .with_analyzer_rule(Arc::new(text_casts::PgTextCasts::new()));
+            .with_analyzer_rule(Arc::new(casts::PgCasts::new()));
         if let Some(planners) = builder.expr_planners() {
             planners.insert(0, Arc::new(json::JsonOperators::new(&json_functions)));
             // Before the JSON operators: `tags @> '{a}'` reaches them as two arrays.
