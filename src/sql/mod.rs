@@ -40,6 +40,7 @@ pub mod sequences;
 pub mod statements;
 pub mod tables;
 pub mod text_functions;
+mod time_zones;
 pub mod truncate;
 pub mod vector_agg;
 pub mod vector_ops;
@@ -249,6 +250,7 @@ impl Engine {
         }
         ctx.register_udf(compat::CastUuid::udf());
         ctx.register_udf(compat::VarcharElements::udf());
+        ctx.register_udf(time_zones::AtTimeZone::udf());
         ctx.register_udf(compat::RandomUuid::udf());
         for f in catalog::extra_functions(&seen) {
             ctx.register_udf(f);
@@ -452,6 +454,7 @@ impl Engine {
             || sql.contains("\"char\"");
         let byteas = pgvector::mentions(&sql, "bytea");
         let floats = pgvector::mentions(&sql, "float");
+        let zones = pgvector::mentions(&sql, "time zone");
         let dates = pgvector::mentions(&sql, "date_trunc");
         let clocks = pgvector::mentions(&sql, "current_") || pgvector::mentions(&sql, "local");
         let regexes = sql.contains('~') || pgvector::mentions(&sql, "regexp_");
@@ -493,6 +496,9 @@ impl Engine {
                 }
                 if floats {
                     compat::float_casts(s);
+                }
+                if zones {
+                    time_zones::at_time_zone(s);
                 }
             }
             // Not in DDL: a column default keeps its text as written.
