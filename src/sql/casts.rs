@@ -39,6 +39,7 @@ fn written_here(t: &DataType) -> bool {
             | DataType::List(_)
             | DataType::LargeList(_)
             | DataType::FixedSizeList(..)
+            | DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano)
     )
 }
 

@@ -21,6 +21,7 @@ pub mod direct;
 pub mod do_block;
 pub(crate) mod for_update;
 pub(crate) mod indexes;
+mod intervals;
 mod joined_search;
 pub mod json;
 pub mod json_index;
@@ -455,6 +456,7 @@ impl Engine {
         let byteas = pgvector::mentions(&sql, "bytea");
         let floats = pgvector::mentions(&sql, "float");
         let zones = pgvector::mentions(&sql, "time zone");
+        let intervals = pgvector::mentions(&sql, "interval");
         let dates = pgvector::mentions(&sql, "date_trunc");
         let clocks = pgvector::mentions(&sql, "current_") || pgvector::mentions(&sql, "local");
         let regexes = sql.contains('~') || pgvector::mentions(&sql, "regexp_");
@@ -499,6 +501,9 @@ impl Engine {
                 }
                 if zones {
                     time_zones::at_time_zone(s);
+                }
+                if intervals {
+                    intervals::interval_literals(s);
                 }
             }
             // Not in DDL: a column default keeps its text as written.

@@ -5,8 +5,8 @@
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType, UInt32Type, UInt64Type,
+    Int64Type, IntervalMonthDayNanoType, IntervalUnit, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt32Type, UInt64Type,
 };
 
 /// Postgres' text of the (non-NULL) value at `i` of `a`; `in_array`: as an element of
@@ -64,8 +64,59 @@ pub fn text_of(a: &dyn Array, i: usize, in_array: bool) -> String {
             };
             array_text(items.as_ref())
         }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let v = a.as_primitive::<IntervalMonthDayNanoType>().value(i);
+            interval_text(
+                i64::from(v.months),
+                i64::from(v.days),
+                v.nanoseconds.div_euclid(1_000),
+            )
+        }
         _ => datafusion::arrow::util::display::array_value_to_string(a, i).unwrap_or_default(),
     }
+}
+
+/// An interval's text in Postgres' default style: `1 year 2 mons -3 days +04:05:06.5`
+/// (a `+` on a field after a negative one; `00:00:00` for nothing).
+pub fn interval_text(months: i64, days: i64, micros: i64) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut negative_before = false;
+    let mut field = |n: i64, unit: &str, parts: &mut Vec<String>| {
+        if n == 0 {
+            return;
+        }
+        let sign = if n > 0 && negative_before { "+" } else { "" };
+        negative_before |= n < 0;
+        let plural = if n == 1 { "" } else { "s" };
+        parts.push(format!("{sign}{n} {unit}{plural}"));
+    };
+    field(months / 12, "year", &mut parts);
+    field(months % 12, "mon", &mut parts);
+    field(days, "day", &mut parts);
+    if micros != 0 || parts.is_empty() {
+        let sign = if micros < 0 {
+            "-"
+        } else if negative_before {
+            "+"
+        } else {
+            ""
+        };
+        let m = micros.unsigned_abs();
+        let secs = m / 1_000_000;
+        let mut t = format!(
+            "{sign}{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
+        let fraction = m % 1_000_000;
+        if fraction != 0 {
+            t.push('.');
+            t.push_str(format!("{fraction:06}").trim_end_matches('0'));
+        }
+        parts.push(t);
+    }
+    parts.join(" ")
 }
 
 /// A timestamp's text: `2020-01-01 00:00:00.5`, with `+00` for one with a time zone
@@ -115,6 +166,20 @@ fn array_text(items: &dyn Array) -> String {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{ListBuilder, StringBuilder as Sb, TimestampMicrosecondArray};
+
+    #[test]
+    fn intervals_in_postgres_style() {
+        const H: i64 = 3_600_000_000;
+        assert_eq!(interval_text(0, 1, 0), "1 day");
+        assert_eq!(
+            interval_text(14, -3, 4 * H + 500_000),
+            "1 year 2 mons -3 days +04:00:00.5"
+        );
+        assert_eq!(interval_text(-1, 0, -1_000_000), "-1 mons -00:00:01");
+        assert_eq!(interval_text(-12, 2, 0), "-1 years +2 days");
+        assert_eq!(interval_text(0, 0, 0), "00:00:00");
+        assert_eq!(interval_text(0, 0, 26 * H), "26:00:00");
+    }
 
     #[test]
     fn timestamps_and_arrays_are_written_as_postgres_writes_them() {

@@ -260,6 +260,9 @@ enum Fix {
     /// An array of timestamps in text: each as `TimeText` prints it, quoted (it holds
     /// a space) as Postgres quotes it.
     TimeArrayText,
+    /// An interval in text: its seconds' fraction as `TimeText` prints it, and a `+` on
+    /// a field that follows a negative one, as Postgres prints (`-1 days +02:03:00`).
+    IntervalText,
 }
 
 /// An array's text with each element rewritten by `fix` (unchanged where it gives
@@ -337,6 +340,27 @@ fn pg_time_text(text: &str) -> Option<String> {
     })
 }
 
+/// An interval's text as Postgres prints it (see [`Fix::IntervalText`]); None if it is.
+fn pg_interval_text(text: &str) -> Option<String> {
+    let trimmed = pg_time_text(text);
+    let text = trimmed.as_deref().unwrap_or(text);
+    let mut negative_before = false;
+    let mut signed = false;
+    let fields: Vec<String> = text
+        .split(' ')
+        .map(|field| {
+            if field.starts_with('-') {
+                negative_before = true;
+            } else if negative_before && field.starts_with(|c: char| c.is_ascii_digit()) {
+                signed = true;
+                return format!("+{field}");
+            }
+            field.to_string()
+        })
+        .collect();
+    (signed || trimmed.is_some()).then(|| fields.join(" "))
+}
+
 /// Rewrite the cells of a row the encoder does not write as Postgres would.
 fn fix_cells(row: DataRow, fixes: &[(usize, Fix)]) -> DataRow {
     use bytes::{Buf, BufMut, BytesMut};
@@ -382,6 +406,7 @@ fn fix_cells(row: DataRow, fixes: &[(usize, Fix)]) -> DataRow {
                     array_text_fixed(text, |x| pg_float_text(x, single)).map(String::into_bytes)
                 }
                 Fix::TimeArrayText => array_text_fixed(text, pg_time_text).map(String::into_bytes),
+                Fix::IntervalText => pg_interval_text(text).map(String::into_bytes),
                 Fix::SparsevecBinary => crate::types::sparse::SparseVector::parse(text)
                     .ok()
                     .map(|s| s.to_binary()),
@@ -567,6 +592,7 @@ pub async fn response(
                             _,
                             true,
                         ) => Some((i, Fix::TimeText)),
+                        (&pgwire::api::Type::INTERVAL, _, true) => Some((i, Fix::IntervalText)),
                         (t, _, true)
                             if t.oid() == crate::sql::catalog::HALFVEC_OID as u32
                                 || t.oid() == crate::sql::catalog::VECTOR_OID as u32 =>
@@ -725,7 +751,25 @@ async fn copy_out(
 
 #[cfg(test)]
 mod tests {
-    use super::{pg_float_text, pg_time_text};
+    use super::{pg_float_text, pg_interval_text, pg_time_text};
+
+    #[test]
+    fn intervals_print_as_postgres_prints_them() {
+        assert_eq!(
+            pg_interval_text("1 day 02:03:04.500000").as_deref(),
+            Some("1 day 02:03:04.5")
+        );
+        assert_eq!(
+            pg_interval_text("-1 days 02:03:00").as_deref(),
+            Some("-1 days +02:03:00")
+        );
+        assert_eq!(
+            pg_interval_text("-1 mons 3 days -00:00:01").as_deref(),
+            Some("-1 mons +3 days -00:00:01")
+        );
+        assert_eq!(pg_interval_text("1 year 2 mons"), None);
+        assert_eq!(pg_interval_text("-10 mons -3 days"), None);
+    }
 
     #[test]
     fn times_print_their_fraction_as_postgres_does() {
