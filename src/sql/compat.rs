@@ -401,20 +401,24 @@ pub fn uuid_casts(stmt: &mut Statement) {
     });
 }
 
-/// `x::float` is Postgres' `double precision` (DataFusion's SQL `FLOAT` is 32-bit),
-/// `float(p)` a `real` up to 24 bits of precision and a `double precision` above; also
-/// as an array's element (`x::float[]`, what SQLAlchemy writes for `ARRAY(Float)`).
-pub fn float_casts(stmt: &mut Statement) {
+/// Numeric types as Postgres reads them in casts. `x::float` is Postgres' `double
+/// precision` (DataFusion's SQL `FLOAT` is 32-bit), `float(p)` a `real` up to 24 bits of
+/// precision and a `double precision` above; also as an array's element (`x::float[]`,
+/// what SQLAlchemy writes for `ARRAY(Float)`). `numeric(p, s)` above DataFusion's
+/// largest precision, 38 (Postgres takes up to 1000: Django's `Round` casts to
+/// `numeric(1000, 15)`, which DataFusion wrapped round to 232), is `numeric(38, s)`.
+pub fn number_casts(stmt: &mut Statement) {
     let _ = visit_expressions_mut(stmt, |e| {
         if let SqlExpr::Cast { data_type, .. } = e {
-            postgres_float(data_type);
+            postgres_number(data_type);
         }
         ControlFlow::<()>::Continue(())
     });
 }
 
-fn postgres_float(t: &mut datafusion::sql::sqlparser::ast::DataType) {
+fn postgres_number(t: &mut datafusion::sql::sqlparser::ast::DataType) {
     use datafusion::sql::sqlparser::ast::{ArrayElemTypeDef, DataType, ExactNumberInfo};
+    const WIDEST: u64 = 38;
     match t {
         DataType::Float(info) => {
             *t = match info {
@@ -422,11 +426,55 @@ fn postgres_float(t: &mut datafusion::sql::sqlparser::ast::DataType) {
                 _ => DataType::DoublePrecision,
             }
         }
+        DataType::Numeric(info) | DataType::Decimal(info) | DataType::Dec(info) => match info {
+            ExactNumberInfo::Precision(p) if *p > WIDEST => *p = WIDEST,
+            ExactNumberInfo::PrecisionAndScale(p, s) if *p > WIDEST => {
+                *p = WIDEST;
+                *s = (*s).min(WIDEST as i64);
+            }
+            _ => {}
+        },
         DataType::Array(
             ArrayElemTypeDef::SquareBracket(element, _) | ArrayElemTypeDef::AngleBracket(element),
-        ) => postgres_float(element),
+        ) => postgres_number(element),
         _ => {}
     }
+}
+
+/// `mod(a, b)`: Postgres' remainder function, DataFusion's `a % b` (Django's `Mod`).
+pub fn mod_function(stmt: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, FunctionArg, FunctionArgExpr};
+    let _ = visit_expressions_mut(stmt, |e| {
+        let SqlExpr::Function(f) = e else {
+            return ControlFlow::<()>::Continue(());
+        };
+        if f.name.0.len() != 1
+            || f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_none_or(|i| ident_name(i) != "mod")
+        {
+            return ControlFlow::Continue(());
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        if let [
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(a)),
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(b)),
+        ] = list.args.as_slice()
+            && list.duplicate_treatment.is_none()
+            && list.clauses.is_empty()
+        {
+            *e = SqlExpr::Nested(Box::new(SqlExpr::BinaryOp {
+                left: Box::new(SqlExpr::Nested(Box::new(a.clone()))),
+                op: BinaryOperator::Modulo,
+                right: Box::new(SqlExpr::Nested(Box::new(b.clone()))),
+            }));
+        }
+        ControlFlow::Continue(())
+    });
 }
 
 /// `x::varchar(n)`: an explicit cast to a limited `varchar` cuts the value to `n`
@@ -787,9 +835,31 @@ mod tests {
         assert_eq!(
             rewritten(
                 "SELECT a::float, b::float(24), c::float(25), $1::FLOAT[], d::float8",
-                super::float_casts
+                super::number_casts
             ),
             "SELECT a::DOUBLE PRECISION, b::REAL, c::DOUBLE PRECISION, $1::DOUBLE PRECISION[], d::FLOAT8"
+        );
+    }
+
+    #[test]
+    fn numerics_wider_than_38_digits_are_38() {
+        assert_eq!(
+            rewritten(
+                "SELECT ROUND((x)::numeric(1000, 15), 0), y::decimal(50), z::numeric(10, 2)",
+                super::number_casts
+            ),
+            "SELECT ROUND((x)::NUMERIC(38,15), 0), y::DECIMAL(38), z::NUMERIC(10,2)"
+        );
+    }
+
+    #[test]
+    fn mod_is_the_remainder_operator() {
+        assert_eq!(
+            rewritten(
+                "SELECT MOD(id, 4), mod(a + 1, b), x.mod(1, 2)",
+                super::mod_function
+            ),
+            "SELECT ((id) % (4)), ((a + 1) % (b)), x.mod(1, 2)"
         );
     }
 }

@@ -454,7 +454,10 @@ impl Engine {
             || pgvector::mentions(&sql, "character varying")
             || sql.contains("\"char\"");
         let byteas = pgvector::mentions(&sql, "bytea");
-        let floats = pgvector::mentions(&sql, "float");
+        let numbers = pgvector::mentions(&sql, "float")
+            || pgvector::mentions(&sql, "numeric")
+            || pgvector::mentions(&sql, "dec");
+        let mods = pgvector::mentions(&sql, "mod(");
         let zones = pgvector::mentions(&sql, "time zone");
         let intervals = pgvector::mentions(&sql, "interval");
         let dates = pgvector::mentions(&sql, "date_trunc");
@@ -496,8 +499,11 @@ impl Engine {
                 if byteas {
                     compat::bytea_literals(s);
                 }
-                if floats {
-                    compat::float_casts(s);
+                if numbers {
+                    compat::number_casts(s);
+                }
+                if mods {
+                    compat::mod_function(s);
                 }
                 if zones {
                     time_zones::at_time_zone(s);
