@@ -611,11 +611,7 @@ impl datafusion::logical_expr::ScalarUDFImpl for VarcharElements {
             std::sync::Arc::new(StringArray::from(cut)),
             lists.nulls().cloned(),
         )?;
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
-        } else {
-            ColumnarValue::Array(std::sync::Arc::new(out))
-        })
+        super::columnar(std::sync::Arc::new(out), scalar)
     }
 }
 
@@ -783,13 +779,7 @@ impl datafusion::logical_expr::ScalarUDFImpl for CastUuid {
             out.push(Some(u.hyphenated().to_string()));
         }
         let out = StringArray::from(out);
-        Ok(if scalar {
-            datafusion::logical_expr::ColumnarValue::Scalar(
-                datafusion::common::ScalarValue::try_from_array(&out, 0)?,
-            )
-        } else {
-            datafusion::logical_expr::ColumnarValue::Array(std::sync::Arc::new(out))
-        })
+        super::columnar(std::sync::Arc::new(out), scalar)
     }
 }
 

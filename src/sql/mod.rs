@@ -1259,3 +1259,16 @@ pub(crate) fn rewritten(sql: &str, rule: fn(&mut Statement)) -> String {
     rule(&mut stmt);
     stmt.to_string()
 }
+
+/// A function's result: `out`, or its one value when every argument was a scalar.
+pub(crate) fn columnar(
+    out: datafusion::arrow::array::ArrayRef,
+    scalar: bool,
+) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+    use datafusion::logical_expr::ColumnarValue;
+    Ok(if scalar {
+        ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
+    } else {
+        ColumnarValue::Array(out)
+    })
+}

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use chrono::{LocalResult, TimeZone};
 use datafusion::arrow::array::{Array, AsArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit, TimestampMicrosecondType};
-use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -191,11 +190,7 @@ impl ScalarUDFImpl for AtTimeZone {
         }
         let out = TimestampMicrosecondArray::from(out)
             .with_timezone_opt((!is_zoned).then(|| UTC.to_string()));
-        Ok(if scalar {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-        } else {
-            ColumnarValue::Array(Arc::new(out))
-        })
+        super::columnar(Arc::new(out), scalar)
     }
 }
 
